@@ -1,0 +1,122 @@
+//! The catalogue of every operational event Tern emits.
+//!
+//! Each event has a stable numeric id that never changes meaning once released, a dotted
+//! name, a severity, and the operator-facing text that `docs/EVENTS.md` repeats. Ids are
+//! grouped by thousands: 1xxx server lifecycle, 2xxx inbound SMTP, 3xxx spool.
+//!
+//! Invariant: ids are unique and `ALL` lists every event (checked by a unit test and by a
+//! test that compares this table with `docs/EVENTS.md`).
+
+use crate::{EventDef, Severity};
+
+macro_rules! events {
+    ($( $(#[$doc:meta])* $ident:ident = ($id:literal, $name:literal, $sev:ident, $summary:literal, $action:literal); )*) => {
+        $(
+            $(#[$doc])*
+            pub const $ident: EventDef = EventDef {
+                id: $id,
+                name: $name,
+                severity: Severity::$sev,
+                summary: $summary,
+                action: $action,
+            };
+        )*
+        /// Every event in the catalogue, in id order.
+        pub const ALL: &[EventDef] = &[$($ident),*];
+    };
+}
+
+events! {
+    SERVER_STARTED = (1001, "server.started", Info,
+        "Tern started and recovered its spool; fields give the version, host name and data directory.",
+        "None.");
+    SERVER_STOPPING = (1002, "server.stopping", Info,
+        "Tern received a stop request and is refusing new connections while sessions finish.",
+        "None; if it does not stop within the grace period, sessions are cut.");
+    SERVER_STOPPED = (1003, "server.stopped", Info,
+        "Tern stopped; every acknowledged message is on disk.",
+        "None.");
+    LISTENER_STARTED = (1004, "listener.started", Info,
+        "A listener is bound and accepting connections.",
+        "None.");
+    LISTENER_FAILED = (1005, "listener.failed", Error,
+        "A listener could not be bound or stopped accepting.",
+        "Check that the address is free and that Tern may bind it (ports below 1024 need privileges).");
+    ACCEPT_FAILED = (1006, "listener.accept.failed", Warning,
+        "accept() failed on a listener (for example, out of file descriptors); Tern backs off and retries.",
+        "Raise the open-file limit or lower the connection limits.");
+
+    SMTP_SESSION_STARTED = (2001, "smtp.session.started", Info,
+        "A client connected; fields give its address, its verified reverse-DNS name and the listener.",
+        "None.");
+    SMTP_SESSION_ENDED = (2002, "smtp.session.ended", Info,
+        "A session ended; fields say how many messages it queued and why it ended.",
+        "None.");
+    SMTP_MESSAGE_QUEUED = (2003, "smtp.message.queued", Info,
+        "A message was written and synced to the spool and acknowledged with 250.",
+        "None.");
+    SMTP_RELAY_DENIED = (2004, "smtp.relay.denied", Notice,
+        "A recipient was refused because Tern does not receive mail for its domain and the client is not in a relay network (554 5.7.1).",
+        "If the client should relay, add its network to relay.networks; if the domain is ours, add it to relay.domains.");
+    SMTP_CONNECTION_LIMIT = (2005, "smtp.connection.limit", Warning,
+        "A connection was refused with 421 4.7.0 because a total or per-client connection limit was reached.",
+        "Raise the listener's max_connections or max_connections_per_client if the load is legitimate.");
+    SMTP_TOO_MANY_ERRORS = (2006, "smtp.errors.limit", Notice,
+        "A session was closed with 421 after too many erroneous commands.",
+        "None; usually a broken or hostile client.");
+    SMTP_TIMEOUT = (2007, "smtp.timeout", Notice,
+        "A session was closed with 421 because the client was silent longer than the stage's timeout.",
+        "None, unless legitimate clients are affected: then raise the timeout.");
+    SMTP_TLS_FAILED = (2008, "smtp.tls.failed", Warning,
+        "A TLS handshake failed (STARTTLS or implicit TLS).",
+        "Check the certificate files if this happens for every client.");
+    SMTP_SPOOL_FAILED = (2009, "smtp.spool.failed", Error,
+        "A message could not be written to the spool and was refused with 451 4.3.0; the client will retry.",
+        "Check the spool disk (space, permissions, I/O errors).");
+    SMTP_BACK_PRESSURE = (2010, "smtp.back_pressure.refused", Notice,
+        "A transaction was refused with 452 4.3.1 because the spool is in back pressure.",
+        "See event 3004.");
+    SMTP_CONNECTION_LOST = (2011, "smtp.connection.lost", Info,
+        "The client closed the connection or a socket error ended the session before QUIT.",
+        "None.");
+
+    SPOOL_RECOVERED = (3001, "spool.recovered", Info,
+        "The spool was scanned at start; fields count the messages in each state and the partial writes removed.",
+        "None.");
+    SPOOL_PARTIAL_REMOVED = (3002, "spool.partial.removed", Info,
+        "An unfinished write (a message that was never acknowledged) was removed from the spool's tmp directory.",
+        "None: the client was never told the message was accepted and will retry.");
+    SPOOL_CORRUPT = (3003, "spool.corrupt.quarantined", Error,
+        "A spool entry failed validation and was moved to the corrupt quarantine; the rest of the queue flows.",
+        "Inspect the file named in the event under spool/corrupt; it is never deleted automatically.");
+    BACK_PRESSURE_ON = (3004, "spool.back_pressure.on", Warning,
+        "The spool disk's free space fell below its threshold or the queue passed its size limit; new mail is refused with 452 4.3.1.",
+        "Free disk space or let the queue drain; mail already queued is untouched.");
+    BACK_PRESSURE_OFF = (3005, "spool.back_pressure.off", Info,
+        "Back pressure ended; new mail is accepted again.",
+        "None.");
+    SPOOL_IO_ERROR = (3006, "spool.io.error", Error,
+        "An I/O error occurred on the spool outside a session.",
+        "Check the spool disk.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_and_names_are_unique() {
+        let mut ids = HashSet::new();
+        let mut names = HashSet::new();
+        for def in ALL {
+            assert!(ids.insert(def.id), "duplicate id {}", def.id);
+            assert!(names.insert(def.name), "duplicate name {}", def.name);
+        }
+    }
+
+    #[test]
+    fn ids_are_in_order() {
+        assert!(ALL.windows(2).all(|w| w[0].id < w[1].id));
+    }
+}

@@ -1,0 +1,466 @@
+//! Tern's operational event log: numbered, structured, rate-limited.
+//!
+//! Every operationally significant thing Tern does is an [`EventDef`] from [`catalog`]: a
+//! stable numeric id, a name, a severity and a text for the operator. [`EventLog::emit`]
+//! records one occurrence with its fields; a background thread writes it as one JSON line
+//! to `events.jsonl` in the data directory and as one readable line to stderr.
+//!
+//! Invariants:
+//! - `emit` never blocks on I/O and never takes a lock: it hands the event to a bounded
+//!   channel. If the writer falls behind by more than [`QUEUE_CAPACITY`] events, further
+//!   events are counted and the count is reported once the writer catches up, so mail flow
+//!   never waits for logging.
+//! - Repeats are rate-limited by (event id, value of the first field): at most
+//!   [`BURST`] lines per key per [`WINDOW`]; the rest are counted and reported as one line
+//!   with a `repeated` field when the window closes. The key map is bounded
+//!   ([`MAX_KEYS`]); past it, keys fall back to the event id alone.
+//! - Dropping the last handle flushes and stops the writer thread; [`EventLog::flush`]
+//!   waits (bounded) until everything emitted before it is written.
+
+pub mod catalog;
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+/// How many events may wait for the writer thread before new ones are counted as lost.
+pub const QUEUE_CAPACITY: usize = 16_384;
+/// Lines written per rate-limit key per window before repeats are only counted.
+pub const BURST: u32 = 10;
+/// Length of a rate-limit window.
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// Most rate-limit keys tracked at once.
+pub const MAX_KEYS: usize = 4096;
+
+/// How serious an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Detail for debugging.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Worth an operator's attention, not a fault of Tern's.
+    Notice,
+    /// Degraded operation.
+    Warning,
+    /// A fault that needs an operator.
+    Error,
+}
+
+impl Severity {
+    /// The lower-case name used in logs and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Debug => "debug",
+            Severity::Info => "info",
+            Severity::Notice => "notice",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+
+    /// Parses a severity name as written in the config.
+    pub fn parse(s: &str) -> Option<Severity> {
+        Some(match s {
+            "debug" => Severity::Debug,
+            "info" => Severity::Info,
+            "notice" => Severity::Notice,
+            "warning" => Severity::Warning,
+            "error" => Severity::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// One kind of event: its stable id and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventDef {
+    /// Stable numeric id (documented in docs/EVENTS.md).
+    pub id: u32,
+    /// Dotted name, stable like the id.
+    pub name: &'static str,
+    /// Default severity.
+    pub severity: Severity,
+    /// What happened.
+    pub summary: &'static str,
+    /// What the operator should do.
+    pub action: &'static str,
+}
+
+/// Fields of one occurrence, in order. Build with [`fields!`].
+pub type Fields = Vec<(&'static str, String)>;
+
+/// Builds [`Fields`] from `key => value` pairs whose values implement `Display`.
+#[macro_export]
+macro_rules! fields {
+    ($($k:literal => $v:expr),* $(,)?) => {
+        vec![$(($k, ::std::string::ToString::to_string(&$v))),*]
+    };
+}
+
+struct Occurrence {
+    def: &'static EventDef,
+    at: time::OffsetDateTime,
+    fields: Fields,
+}
+
+enum Msg {
+    Event(Occurrence),
+    /// Write everything queued before this, then answer.
+    Flush(SyncSender<()>),
+}
+
+struct Shared {
+    lost: AtomicU64,
+    min_severity: AtomicU8,
+}
+
+/// A cheap, cloneable handle to the event log.
+#[derive(Clone)]
+pub struct EventLog {
+    shared: Arc<Shared>,
+    tx: Option<SyncSender<Msg>>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog").finish_non_exhaustive()
+    }
+}
+
+/// Where the writer thread sends lines.
+pub struct Sinks {
+    /// JSON lines file, appended to.
+    pub json: Option<File>,
+    /// Readable lines to stderr.
+    pub stderr: bool,
+}
+
+impl EventLog {
+    /// Opens (appends to) `json_path` and starts the writer thread. `stderr` adds the
+    /// readable copy.
+    pub fn open(json_path: Option<&Path>, stderr: bool) -> std::io::Result<EventLog> {
+        let json = match json_path {
+            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+            None => None,
+        };
+        Ok(Self::with_sinks(Sinks { json, stderr }))
+    }
+
+    /// A log that records nothing (for tests and tools that only read).
+    pub fn discard() -> EventLog {
+        EventLog {
+            shared: Arc::new(Shared {
+                lost: AtomicU64::new(0),
+                min_severity: AtomicU8::new(Severity::Error as u8 + 1),
+            }),
+            tx: None,
+        }
+    }
+
+    /// Starts a writer thread on the given sinks. The thread ends when the last handle
+    /// is dropped, after writing everything queued.
+    pub fn with_sinks(sinks: Sinks) -> EventLog {
+        let (tx, rx) = sync_channel(QUEUE_CAPACITY);
+        let shared = Arc::new(Shared {
+            lost: AtomicU64::new(0),
+            min_severity: AtomicU8::new(Severity::Info as u8),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("tern-events".into())
+            .spawn(move || writer_loop(rx, sinks, &thread_shared));
+        EventLog {
+            shared,
+            tx: spawned.ok().map(|_| tx),
+        }
+    }
+
+    /// Sets the lowest severity that is written; can be changed at run time.
+    pub fn set_min_severity(&self, s: Severity) {
+        self.shared.min_severity.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Records one occurrence of `def`. Never blocks.
+    pub fn emit(&self, def: &'static EventDef, fields: Fields) {
+        if (def.severity as u8) < self.shared.min_severity.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        let occ = Occurrence {
+            def,
+            at: time::OffsetDateTime::now_utc(),
+            fields,
+        };
+        if tx.try_send(Msg::Event(occ)).is_err() {
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits (at most `timeout`) until everything emitted before this call is written,
+    /// including the counts of rate-limited repeats. Used at shutdown and by tests.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let (ack_tx, ack_rx) = sync_channel(1);
+        let deadline = Instant::now() + timeout;
+        let mut msg = Msg::Flush(ack_tx);
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        ack_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+struct Window {
+    started: Instant,
+    written: u32,
+    suppressed: u64,
+    last: Option<Occurrence>,
+}
+
+fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
+    let mut json = sinks
+        .json
+        .take()
+        .map(|f| BufWriter::with_capacity(64 * 1024, f));
+    let mut windows: HashMap<(u32, String), Window> = HashMap::new();
+    let mut reported_lost = 0u64;
+    loop {
+        let mut batch = Vec::new();
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(m) => batch.push(m),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        batch.extend(rx.try_iter().take(4096));
+        let now = Instant::now();
+        let mut acks = Vec::new();
+        for msg in batch {
+            let occ = match msg {
+                Msg::Event(o) => o,
+                Msg::Flush(ack) => {
+                    acks.push(ack);
+                    continue;
+                }
+            };
+            let key_field = occ
+                .fields
+                .first()
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let mut key = (occ.def.id, key_field);
+            if !windows.contains_key(&key) && windows.len() >= MAX_KEYS {
+                key.1.clear();
+            }
+            let w = windows.entry(key).or_insert_with(|| Window {
+                started: now,
+                written: 0,
+                suppressed: 0,
+                last: None,
+            });
+            if w.written < BURST {
+                w.written += 1;
+                write_line(&occ, None, &mut json, sinks.stderr);
+            } else {
+                w.suppressed += 1;
+                w.last = Some(occ);
+            }
+        }
+        let lost = shared.lost.load(Ordering::Relaxed);
+        if lost > reported_lost {
+            let note = format!(
+                "event log fell behind: {} events not recorded",
+                lost - reported_lost
+            );
+            if let Some(j) = json.as_mut() {
+                let _ = writeln!(
+                    j,
+                    "{}",
+                    serde_json::json!({"id": 0, "name": "events.lost", "severity": "warning", "message": note})
+                );
+            }
+            if sinks.stderr {
+                eprintln!("tern: {note}");
+            }
+            reported_lost = lost;
+        }
+        close_windows(&mut windows, &mut json, sinks.stderr, !acks.is_empty());
+        if let Some(j) = json.as_mut() {
+            let _ = j.flush();
+        }
+        for ack in acks {
+            let _ = ack.try_send(());
+        }
+    }
+    close_windows(&mut windows, &mut json, sinks.stderr, true);
+    if let Some(j) = json.as_mut() {
+        let _ = j.flush();
+    }
+}
+
+fn close_windows(
+    windows: &mut HashMap<(u32, String), Window>,
+    json: &mut Option<BufWriter<File>>,
+    stderr: bool,
+    all: bool,
+) {
+    let now = Instant::now();
+    windows.retain(|_, w| {
+        if all || now.duration_since(w.started) >= WINDOW {
+            if let Some(last) = w.last.take() {
+                write_line(&last, Some(w.suppressed), json, stderr);
+            }
+            false
+        } else {
+            true
+        }
+    });
+}
+
+fn write_line(
+    occ: &Occurrence,
+    repeated: Option<u64>,
+    json: &mut Option<BufWriter<File>>,
+    stderr: bool,
+) {
+    let ts = occ
+        .at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    if let Some(j) = json.as_mut() {
+        let mut obj = serde_json::Map::new();
+        obj.insert("ts".into(), ts.clone().into());
+        obj.insert("id".into(), occ.def.id.into());
+        obj.insert("name".into(), occ.def.name.into());
+        obj.insert("severity".into(), occ.def.severity.as_str().into());
+        for (k, v) in &occ.fields {
+            obj.insert((*k).into(), v.clone().into());
+        }
+        if let Some(n) = repeated {
+            obj.insert("repeated".into(), n.into());
+        }
+        let _ = writeln!(j, "{}", serde_json::Value::Object(obj));
+    }
+    if stderr {
+        let mut line = format!(
+            "{ts} {} {:>4} {}",
+            occ.def.severity.as_str(),
+            occ.def.id,
+            occ.def.name
+        );
+        for (k, v) in &occ.fields {
+            line.push(' ');
+            line.push_str(k);
+            line.push('=');
+            push_display(&mut line, v);
+        }
+        if let Some(n) = repeated {
+            line.push_str(&format!(" (repeated {n} times in the last window)"));
+        }
+        eprintln!("{line}");
+    }
+}
+
+fn push_display(out: &mut String, v: &dyn Display) {
+    let s = v.to_string();
+    if s.is_empty() || s.contains([' ', '"', '=']) {
+        out.push_str(&format!("{s:?}"));
+    } else {
+        out.push_str(&s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    #[test]
+    fn writes_json_lines_with_id_and_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(Some(&path), false).unwrap();
+        log.emit(
+            &catalog::SPOOL_CORRUPT,
+            fields!("file" => "x/1", "reason" => "bad crc"),
+        );
+        assert!(log.flush(Duration::from_secs(5)));
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["id"], 3003);
+        assert_eq!(lines[0]["name"], "spool.corrupt.quarantined");
+        assert_eq!(lines[0]["severity"], "error");
+        assert_eq!(lines[0]["file"], "x/1");
+        assert_eq!(lines[0]["reason"], "bad crc");
+    }
+
+    #[test]
+    fn repeats_are_rate_limited_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(Some(&path), false).unwrap();
+        for _ in 0..100 {
+            log.emit(
+                &catalog::SMTP_RELAY_DENIED,
+                fields!("client" => "192.0.2.1"),
+            );
+        }
+        log.emit(
+            &catalog::SMTP_RELAY_DENIED,
+            fields!("client" => "192.0.2.2"),
+        );
+        assert!(log.flush(Duration::from_secs(5)));
+        let lines = read_lines(&path);
+        let first: Vec<_> = lines
+            .iter()
+            .filter(|l| l["client"] == "192.0.2.1")
+            .collect();
+        assert_eq!(
+            first.len(),
+            BURST as usize + 1,
+            "burst lines plus one summary"
+        );
+        let summary = first.last().unwrap();
+        assert_eq!(summary["repeated"], 100 - u64::from(BURST));
+        assert_eq!(
+            lines.iter().filter(|l| l["client"] == "192.0.2.2").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn below_min_severity_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(Some(&path), false).unwrap();
+        log.set_min_severity(Severity::Warning);
+        log.emit(&catalog::SMTP_SESSION_STARTED, fields!("client" => "a"));
+        log.emit(&catalog::SPOOL_IO_ERROR, fields!("error" => "b"));
+        assert!(log.flush(Duration::from_secs(5)));
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["id"], 3006);
+    }
+}

@@ -1,0 +1,423 @@
+//! Typed SMTP commands.
+//!
+//! [`parse`] takes one command line (without its line ending, at most the framer's limit)
+//! and returns a [`Command`] or a [`CommandError`] that knows its reply. The grammar of
+//! RFC 5321 and of the ESMTP parameters is `smtp-proto`'s; Tern adds:
+//!
+//! - parameters of extensions Tern does not advertise (REQUIRETLS, MT-PRIORITY, FUTURERELEASE,
+//!   DELIVERBY, MTRK, RRVS, CONNEG, AUTH=, …) are refused with `555 5.5.4`, as RFC 5321
+//!   §4.1.1.11 asks for parameters that were not advertised;
+//! - `BODY=BINARYMIME` is refused too (Tern advertises 8BITMIME and CHUNKING, not
+//!   BINARYMIME);
+//! - `RCPT TO:<postmaster>` (no domain) comes back as the address `postmaster`, which the
+//!   session must accept (RFC 5321 §4.5.1).
+//!
+//! Trust: the line is untrusted; parsing never panics (property test below, fuzz target
+//! `commands`).
+
+use smtp_proto::{
+    MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_RET_FULL, MAIL_RET_HDRS,
+    MAIL_SMTPUTF8, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+    Request,
+};
+
+use crate::reply::Reply;
+
+/// `BODY=` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Body {
+    /// Absent or `7BIT`.
+    #[default]
+    SevenBit,
+    /// `8BITMIME`.
+    EightBitMime,
+}
+
+/// `RET=` parameter (RFC 3461).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    /// `RET=FULL`.
+    Full,
+    /// `RET=HDRS`.
+    Hdrs,
+}
+
+/// `NOTIFY=` parameter (RFC 3461), as flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotifyFlags {
+    /// SUCCESS.
+    pub success: bool,
+    /// FAILURE.
+    pub failure: bool,
+    /// DELAY.
+    pub delay: bool,
+    /// NEVER.
+    pub never: bool,
+}
+
+/// `MAIL FROM:` with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailCommand {
+    /// Reverse path as parsed (quotes removed, source route dropped); empty for `<>`.
+    pub address: String,
+    /// `SIZE=`, if given.
+    pub size: Option<u64>,
+    /// `BODY=`.
+    pub body: Body,
+    /// `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// `RET=`.
+    pub ret: Option<Ret>,
+    /// `ENVID=`, xtext-decoded.
+    pub envid: Option<String>,
+}
+
+/// `RCPT TO:` with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptCommand {
+    /// Forward path as parsed; `postmaster` for `<postmaster>`.
+    pub address: String,
+    /// `NOTIFY=`, if given.
+    pub notify: Option<NotifyFlags>,
+    /// `ORCPT=`, xtext-decoded (`addr-type;address`).
+    pub orcpt: Option<String>,
+}
+
+/// One SMTP command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// `EHLO domain`.
+    Ehlo(String),
+    /// `HELO domain`.
+    Helo(String),
+    /// `MAIL FROM:`.
+    Mail(MailCommand),
+    /// `RCPT TO:`.
+    Rcpt(RcptCommand),
+    /// `DATA`.
+    Data,
+    /// `BDAT size [LAST]` (RFC 3030).
+    Bdat {
+        /// Octets of the chunk that follows the command line.
+        size: u64,
+        /// `LAST` was given.
+        last: bool,
+    },
+    /// `RSET`.
+    Rset,
+    /// `NOOP`.
+    Noop,
+    /// `QUIT`.
+    Quit,
+    /// `HELP`.
+    Help,
+    /// `VRFY`.
+    Vrfy,
+    /// `EXPN`.
+    Expn,
+    /// `STARTTLS`.
+    StartTls,
+    /// A command Tern knows but does not offer (AUTH, ETRN, LHLO, BURL, ATRN).
+    NotOffered(&'static str),
+}
+
+/// Why a command line was refused. Each variant maps to exactly one reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// Not an SMTP command. Reply `500 5.5.1`.
+    #[error("command not recognized")]
+    Unknown,
+    /// Known command, wrong syntax. Reply `501 5.5.4` with the expected syntax.
+    #[error("syntax: {0}")]
+    Syntax(&'static str),
+    /// Bad reverse path. Reply `501 5.1.7`.
+    #[error("bad sender address syntax")]
+    BadSender,
+    /// Bad forward path. Reply `501 5.1.3`.
+    #[error("bad recipient address syntax")]
+    BadRecipient,
+    /// A known parameter with a bad value. Reply `501 5.5.4`.
+    #[error("invalid value for parameter {0}")]
+    BadParameter(String),
+    /// A parameter Tern does not support or did not advertise. Reply `555 5.5.4`.
+    #[error("parameter {0} not supported")]
+    UnsupportedParameter(String),
+}
+
+impl CommandError {
+    /// The reply for this error.
+    pub fn reply(&self) -> Reply {
+        match self {
+            CommandError::Unknown => Reply::new(500, "5.5.1", "Command not recognized"),
+            CommandError::Syntax(s) => Reply::new(501, "5.5.4", format!("Syntax: {s}")),
+            CommandError::BadSender => Reply::new(501, "5.1.7", "Bad sender address syntax"),
+            CommandError::BadRecipient => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+            CommandError::BadParameter(p) => {
+                Reply::new(501, "5.5.4", format!("Invalid value for parameter {p}"))
+            }
+            CommandError::UnsupportedParameter(p) => {
+                Reply::new(555, "5.5.4", format!("Parameter {p} not supported"))
+            }
+        }
+    }
+}
+
+/// Parses one command line (without CRLF).
+pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
+    let mut owned = Vec::with_capacity(line.len() + 2);
+    owned.extend_from_slice(line);
+    owned.extend_from_slice(b"\r\n");
+    let req = Request::parse(&mut owned.iter()).map_err(map_error)?;
+    Ok(match req {
+        Request::Ehlo { host } => Command::Ehlo(host.into_owned()),
+        Request::Helo { host } => Command::Helo(host.into_owned()),
+        Request::Lhlo { .. } => Command::NotOffered("LHLO"),
+        Request::Mail { from } => Command::Mail(mail(from)?),
+        Request::Rcpt { to } => Command::Rcpt(rcpt(to)?),
+        Request::Bdat {
+            chunk_size,
+            is_last,
+        } => Command::Bdat {
+            size: u64::try_from(chunk_size).map_err(|_| CommandError::Syntax(BDAT_SYNTAX))?,
+            last: is_last,
+        },
+        Request::Auth { .. } => Command::NotOffered("AUTH"),
+        Request::Noop { .. } => Command::Noop,
+        Request::Vrfy { .. } => Command::Vrfy,
+        Request::Expn { .. } => Command::Expn,
+        Request::Help { .. } => Command::Help,
+        Request::Etrn { .. } => Command::NotOffered("ETRN"),
+        Request::Atrn { .. } => Command::NotOffered("ATRN"),
+        Request::Burl { .. } => Command::NotOffered("BURL"),
+        Request::StartTls => Command::StartTls,
+        Request::Data => Command::Data,
+        Request::Rset => Command::Rset,
+        Request::Quit => Command::Quit,
+    })
+}
+
+const BDAT_SYNTAX: &str = "BDAT chunk-size [LAST]";
+
+fn map_error(e: smtp_proto::Error) -> CommandError {
+    match e {
+        smtp_proto::Error::UnknownCommand => CommandError::Unknown,
+        smtp_proto::Error::InvalidSenderAddress => CommandError::BadSender,
+        smtp_proto::Error::InvalidRecipientAddress => CommandError::BadRecipient,
+        smtp_proto::Error::SyntaxError { syntax } => CommandError::Syntax(syntax),
+        smtp_proto::Error::InvalidParameter { param } => {
+            CommandError::BadParameter(param.to_string())
+        }
+        smtp_proto::Error::UnsupportedParameter { param } => {
+            CommandError::UnsupportedParameter(param)
+        }
+        // NeedsMoreData cannot happen for a line ending in CRLF; the response variants
+        // belong to the client side. Treat all as syntax errors rather than panic.
+        _ => CommandError::Syntax("command line"),
+    }
+}
+
+fn mail(
+    from: smtp_proto::MailFrom<std::borrow::Cow<'_, str>>,
+) -> Result<MailCommand, CommandError> {
+    let known = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_RET_FULL | MAIL_RET_HDRS | MAIL_SMTPUTF8;
+    if from.flags & MAIL_BODY_BINARYMIME != 0 {
+        return Err(CommandError::UnsupportedParameter("BODY=BINARYMIME".into()));
+    }
+    let unsupported = [
+        (from.flags & !known != 0, "flag"),
+        (from.trans_id.is_some(), "TRANSID"),
+        (from.by != 0, "BY"),
+        (from.solicit.is_some(), "SOLICIT"),
+        (from.mtrk.is_some(), "MTRK"),
+        (from.auth.is_some(), "AUTH"),
+        (from.hold_for != 0, "HOLDFOR"),
+        (from.hold_until != 0, "HOLDUNTIL"),
+        (from.mt_priority != 0, "MT-PRIORITY"),
+    ];
+    if let Some((_, name)) = unsupported.iter().find(|(bad, _)| *bad) {
+        return Err(CommandError::UnsupportedParameter((*name).into()));
+    }
+    if from.flags & MAIL_RET_FULL != 0 && from.flags & MAIL_RET_HDRS != 0 {
+        return Err(CommandError::BadParameter("RET".into()));
+    }
+    let envid = from.env_id.map(|e| e.into_owned());
+    if let Some(e) = &envid {
+        // RFC 3461 §4.4: at most 100 characters, printable ASCII.
+        if e.len() > 100 || !e.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(CommandError::BadParameter("ENVID".into()));
+        }
+    }
+    Ok(MailCommand {
+        address: from.address.into_owned(),
+        size: (from.size > 0).then_some(from.size as u64),
+        body: if from.flags & MAIL_BODY_8BITMIME != 0 {
+            Body::EightBitMime
+        } else {
+            Body::SevenBit
+        },
+        smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+        ret: if from.flags & MAIL_RET_FULL != 0 {
+            Some(Ret::Full)
+        } else if from.flags & MAIL_RET_HDRS != 0 {
+            Some(Ret::Hdrs)
+        } else {
+            None
+        },
+        envid,
+    })
+}
+
+fn rcpt(to: smtp_proto::RcptTo<std::borrow::Cow<'_, str>>) -> Result<RcptCommand, CommandError> {
+    let notify_bits =
+        RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER;
+    if to.flags & !notify_bits != 0 || to.rrvs != 0 {
+        return Err(CommandError::UnsupportedParameter("RCPT parameter".into()));
+    }
+    let notify = (to.flags & notify_bits != 0).then_some(NotifyFlags {
+        success: to.flags & RCPT_NOTIFY_SUCCESS != 0,
+        failure: to.flags & RCPT_NOTIFY_FAILURE != 0,
+        delay: to.flags & RCPT_NOTIFY_DELAY != 0,
+        never: to.flags & RCPT_NOTIFY_NEVER != 0,
+    });
+    if let Some(n) = notify {
+        // RFC 3461 §4.1: NEVER must stand alone.
+        if n.never && (n.success || n.failure || n.delay) {
+            return Err(CommandError::BadParameter("NOTIFY".into()));
+        }
+    }
+    // smtp-proto accepts only the rfc822 address type and returns the decoded address
+    // without it; Tern stores the full `addr-type;address` form of RFC 3461 §4.2.
+    let orcpt = match to.orcpt {
+        Some(o) if o.is_empty() || o.len() > 500 || o.chars().any(|c| c.is_control()) => {
+            return Err(CommandError::BadParameter("ORCPT".into()));
+        }
+        Some(o) => Some(format!("rfc822;{o}")),
+        None => None,
+    };
+    let address = to.address.into_owned();
+    Ok(RcptCommand {
+        address: if address.is_empty() {
+            "postmaster".into()
+        } else {
+            address
+        },
+        notify,
+        orcpt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p(s: &str) -> Result<Command, CommandError> {
+        parse(s.as_bytes())
+    }
+
+    #[test]
+    fn mail_with_all_supported_parameters() {
+        let Ok(Command::Mail(m)) =
+            p("MAIL FROM:<a@b.org> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1 SMTPUTF8")
+        else {
+            panic!("not parsed")
+        };
+        assert_eq!(m.address, "a@b.org");
+        assert_eq!(m.size, Some(1000));
+        assert_eq!(m.body, Body::EightBitMime);
+        assert!(m.smtputf8);
+        assert_eq!(m.ret, Some(Ret::Hdrs));
+        assert_eq!(m.envid.as_deref(), Some("QQ+1"));
+    }
+
+    #[test]
+    fn null_sender() {
+        let Ok(Command::Mail(m)) = p("MAIL FROM:<>") else {
+            panic!()
+        };
+        assert_eq!(m.address, "");
+    }
+
+    #[test]
+    fn rcpt_with_dsn() {
+        let Ok(Command::Rcpt(r)) =
+            p("RCPT TO:<x@y.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;x+40y.org")
+        else {
+            panic!()
+        };
+        assert_eq!(r.address, "x@y.org");
+        assert_eq!(r.orcpt.as_deref(), Some("rfc822;x@y.org"));
+        let n = r.notify.unwrap();
+        assert!(n.failure && n.delay && !n.success && !n.never);
+    }
+
+    #[test]
+    fn notify_never_must_stand_alone() {
+        assert_eq!(
+            p("RCPT TO:<x@y.org> NOTIFY=NEVER,SUCCESS"),
+            Err(CommandError::BadParameter("NOTIFY".into()))
+        );
+    }
+
+    #[test]
+    fn unadvertised_parameters_are_refused() {
+        for line in [
+            "MAIL FROM:<a@b.org> REQUIRETLS",
+            "MAIL FROM:<a@b.org> BODY=BINARYMIME",
+            "MAIL FROM:<a@b.org> MT-PRIORITY=3",
+            "MAIL FROM:<a@b.org> HOLDFOR=10",
+            "MAIL FROM:<a@b.org> AUTH=<>",
+            "MAIL FROM:<a@b.org> XFOO=1",
+        ] {
+            let e = p(line).unwrap_err();
+            assert_eq!(e.reply().code / 10, 55, "{line}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn postmaster_without_domain() {
+        let Ok(Command::Rcpt(r)) = p("RCPT TO:<Postmaster>") else {
+            panic!()
+        };
+        assert_eq!(r.address, "postmaster");
+    }
+
+    #[test]
+    fn source_routes_are_dropped() {
+        let Ok(Command::Rcpt(r)) = p("RCPT TO:<@relay.example,@other.example:user@dest.example>")
+        else {
+            panic!()
+        };
+        assert_eq!(r.address, "user@dest.example");
+    }
+
+    #[test]
+    fn errors_map_to_replies() {
+        assert_eq!(p("FOO").unwrap_err().reply().code, 500);
+        assert_eq!(p("MAIL FROM:a@b").unwrap_err().reply().code, 501);
+        assert_eq!(p("RCPT TO:<a@b@c>").unwrap_err().reply().code, 501);
+        assert_eq!(p("HELO").unwrap_err().reply().code, 501);
+        assert_eq!(
+            p("BDAT 10 LAST"),
+            Ok(Command::Bdat {
+                size: 10,
+                last: true
+            })
+        );
+        assert_eq!(p("AUTH PLAIN"), Ok(Command::NotOffered("AUTH")));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn never_panics_on_command_like_lines(cmd in "(MAIL FROM:|RCPT TO:|EHLO |BDAT |VRFY )", rest in ".{0,200}") {
+            let _ = parse(format!("{cmd}{rest}").as_bytes());
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Tern's inbound SMTP server.
+//!
+//! [`Server::start`] binds every configured listener and runs one accept loop per
+//! listener; each accepted connection becomes a [`session::Session`] in its own task.
+//! Shared, read-mostly state lives in [`SmtpShared`]; the relay policy sits in an
+//! `ArcSwap` so a reload replaces it without readers ever waiting.
+//!
+//! Invariants:
+//! - A session's failure (panic, I/O error, hostile peer) ends that session only; its
+//!   connection slot and unfinished spool file are released by `Drop`.
+//! - [`Server::shutdown`] stops accepting, tells idle sessions to close with 421, waits at
+//!   most the grace period for sessions in the middle of a message, then aborts the rest.
+//!   It always returns within the grace period plus a small constant.
+
+pub mod config;
+pub mod limits;
+pub mod rdns;
+pub mod received;
+pub mod relay;
+pub mod session;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_resolver::TokioResolver;
+use tern_events::{EventLog, catalog, fields};
+use tern_spool::Spool;
+use tern_spool::backpressure::BackPressure;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+pub use config::{ConfigProblem, ListenerConfig, RelayConfig, TlsMode};
+pub use relay::RelayPolicy;
+
+/// State shared by every listener and session.
+pub struct SmtpShared {
+    /// Tern's host name (greeting, Received header).
+    pub hostname: String,
+    /// Where accepted mail goes.
+    pub spool: Spool,
+    /// Event log.
+    pub events: EventLog,
+    /// Spool back pressure (452 when refusing).
+    pub back_pressure: BackPressure,
+    /// Relay policy, swapped atomically on reload.
+    pub relay: ArcSwap<RelayPolicy>,
+    /// Resolver for client names; `None` disables reverse DNS.
+    pub resolver: Option<TokioResolver>,
+    /// Time allowed for the reverse lookup and its forward confirmation.
+    pub rdns_timeout: Duration,
+    /// Look up loopback clients too (otherwise they are `localhost`).
+    pub rdns_lookup_loopback: bool,
+}
+
+/// One listener's configuration plus what was built from it.
+pub struct ListenerContext {
+    /// Shared state.
+    pub shared: Arc<SmtpShared>,
+    /// The listener's configuration.
+    pub config: ListenerConfig,
+    /// TLS acceptor when a certificate is configured and TLS is not disabled.
+    pub tls: Option<TlsAcceptor>,
+    limiter: limits::ConnectionLimiter,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listener's address could not be bound.
+    #[error("listener {name} ({address}): {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        address: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A listener's certificate or key could not be loaded.
+    #[error("listener {name}: {source}")]
+    Tls {
+        /// Listener name.
+        name: String,
+        /// Cause.
+        source: tls::TlsSetupError,
+    },
+}
+
+/// A running SMTP server.
+pub struct Server {
+    shutdown: watch::Sender<bool>,
+    loops: JoinSet<()>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Server {
+    /// Binds every listener and starts accepting.
+    pub async fn start(shared: Arc<SmtpShared>, listeners: &[ListenerConfig]) -> Result<Server, ServerError> {
+        let (shutdown, _) = watch::channel(false);
+        let mut bound = Vec::new();
+        for config in listeners {
+            let tls = match (&config.certificate, &config.private_key, config.tls) {
+                (_, _, TlsMode::None) => None,
+                (Some(cert), Some(key), _) => Some(tls::load_acceptor(cert, key).map_err(|source| ServerError::Tls {
+                    name: config.name.clone(),
+                    source,
+                })?),
+                _ => None,
+            };
+            let listener = bind(config.address).map_err(|source| ServerError::Bind {
+                name: config.name.clone(),
+                address: config.address,
+                source,
+            })?;
+            let ctx = Arc::new(ListenerContext {
+                shared: Arc::clone(&shared),
+                limiter: limits::ConnectionLimiter::new(config.max_connections, config.max_connections_per_client),
+                config: config.clone(),
+                tls,
+            });
+            bound.push((ctx, listener));
+        }
+        let mut loops = JoinSet::new();
+        let mut addrs = Vec::new();
+        for (ctx, listener) in bound {
+            let addr = listener.local_addr().unwrap_or(ctx.config.address);
+            addrs.push(addr);
+            shared.events.emit(
+                &catalog::LISTENER_STARTED,
+                fields!("listener" => ctx.config.name, "address" => addr, "tls" => format!("{:?}", ctx.config.tls).to_lowercase()),
+            );
+            loops.spawn(accept_loop(ctx, listener, shutdown.subscribe()));
+        }
+        Ok(Server { shutdown, loops, addrs })
+    }
+
+    /// The bound addresses, in listener order (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, closes idle sessions with 421, lets sessions inside a message
+    /// finish for up to `grace`, then aborts whatever is left.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let all_done = async { while self.loops.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace + Duration::from_secs(1), all_done).await.is_err() {
+            self.loops.abort_all();
+            while self.loops.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Binds with SO_REUSEADDR, and IPV6_V6ONLY for IPv6 so that `0.0.0.0` and `[::]`
+/// listeners can coexist on one port.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(ctx: Arc<ListenerContext>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let mut sessions: JoinSet<()> = JoinSet::new();
+    loop {
+        while sessions.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = session::wait_for_shutdown(&mut shutdown) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                ctx.shared.events.emit(
+                    &catalog::ACCEPT_FAILED,
+                    fields!("listener" => ctx.config.name, "error" => e),
+                );
+                // Typically EMFILE: back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match ctx.limiter.acquire(peer.ip()) {
+            Ok(slot) => {
+                let ctx = Arc::clone(&ctx);
+                let rx = shutdown.clone();
+                sessions.spawn(async move {
+                    let _slot = slot;
+                    session::Session::run(ctx, tcp, peer, rx).await;
+                });
+            }
+            Err(hit) => {
+                ctx.shared.events.emit(
+                    &catalog::SMTP_CONNECTION_LIMIT,
+                    fields!("client" => peer.ip(), "limit" => format!("{hit:?}"), "listener" => ctx.config.name),
+                );
+                let hostname = ctx.shared.hostname.clone();
+                sessions.spawn(refuse(tcp, hostname));
+            }
+        }
+    }
+    drop(listener);
+    // Idle sessions saw the same shutdown signal and are closing with 421; sessions in
+    // the middle of a message finish it. The caller bounds this wait with the grace
+    // period and aborts us (and so every session in `sessions`) when it runs out.
+    while sessions.join_next().await.is_some() {}
+}
+
+async fn refuse(mut tcp: TcpStream, hostname: String) {
+    let msg = format!("421 4.7.0 {hostname} Too many connections, try again later\r\n");
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        tcp.write_all(msg.as_bytes()).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}

@@ -1,0 +1,258 @@
+//! Receiving message content: DATA and BDAT, streamed into the spool.
+//!
+//! Both paths write the Received header first, then the content as it arrives, in chunks
+//! of at most [`SPOOL_CHUNK`] bytes, so memory per session stays bounded whatever the
+//! message size. Limits (size, line length, bare line endings) are enforced while
+//! streaming; a refused message is still read to its end so the session stays in sync,
+//! then answered once. A spool write failure is answered with `451 4.3.0` after the data
+//! has been read, so the client retries later.
+//!
+//! The reply `250 2.0.0 Ok: queued as <id>` is written only after `commit` returned, i.e.
+//! after the message file and the directory entry were fsynced.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tern_events::{catalog, fields};
+use tern_proto::{DataDecoder, DataLimits, DataProblem, DataStep, Reply};
+use tern_spool::{ClientInfo, Envelope, MessageWriter};
+
+use super::state::{Greeting, Phase, Transaction};
+use super::{Flow, Session};
+use crate::received::{Trace, rfc5322_now};
+
+/// Decoded content is handed to the spool in pieces of this size.
+const SPOOL_CHUNK: usize = 64 * 1024;
+
+/// A BDAT transfer in progress (between the first BDAT and BDAT LAST).
+pub(crate) struct BdatTransfer {
+    greeting: Greeting,
+    txn: Transaction,
+    writer: MessageWriter,
+    received: u64,
+    problem: Option<DataProblem>,
+    spool_error: Option<String>,
+}
+
+impl Session {
+    /// DATA: 354, then content up to CRLF.CRLF.
+    pub(super) async fn data(&mut self) -> Flow {
+        if self.bdat.is_some() {
+            return self.reply(Reply::new(503, "5.5.1", "DATA not allowed after BDAT")).await;
+        }
+        let (phase, taken) = std::mem::replace(&mut self.phase, Phase::Connected).take_for_data();
+        self.phase = phase;
+        let (greeting, txn) = match taken {
+            Ok(t) => t,
+            Err(reply) => return self.reply(reply).await,
+        };
+        let mut writer = self.ctx.shared.spool.begin();
+        let mut spool_error = self.start_message(&greeting, &txn, &mut writer).await;
+        // 354 carries no enhanced status code (RFC 2034 applies them to 2xx/4xx/5xx).
+        Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]).write_to(&mut self.out);
+        self.flush().await?;
+
+        let limits = DataLimits {
+            max_size: self.ctx.config.max_message_size,
+            max_line: self.ctx.config.max_text_line,
+            bare: self.ctx.config.bare_line_endings.policy(),
+        };
+        let mut decoder = DataDecoder::new(limits);
+        let mut chunk = Vec::with_capacity(SPOOL_CHUNK.min(8192));
+        loop {
+            let step = decoder.feed(&self.inbuf, &mut chunk);
+            match step {
+                DataStep::End { consumed } => {
+                    self.inbuf.drain(..consumed);
+                }
+                DataStep::NeedMore => self.inbuf.clear(),
+            }
+            let ended = matches!(step, DataStep::End { .. });
+            if decoder.problem().is_some() || spool_error.is_some() {
+                chunk.clear();
+            } else if (ended || chunk.len() >= SPOOL_CHUNK) && !chunk.is_empty() {
+                if let Err(e) = writer.write(&chunk).await {
+                    spool_error = Some(e.to_string());
+                }
+                chunk.clear();
+            }
+            if ended {
+                break;
+            }
+            self.read_more(self.ctx.config.timeouts.data, true).await?;
+        }
+        let reply = match (decoder.problem(), spool_error) {
+            (Some(p), _) => p.reply(&limits),
+            (None, Some(e)) => self.spool_failed(&e),
+            (None, None) => self.finish_message(&greeting, txn, writer).await,
+        };
+        self.reply(reply).await
+    }
+
+    /// BDAT: a chunk of exactly `size` octets follows the command line.
+    pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Flow {
+        let mut transfer = match self.bdat.take() {
+            Some(t) => Some(t),
+            None => {
+                let (phase, taken) = std::mem::replace(&mut self.phase, Phase::Connected).take_for_data();
+                self.phase = phase;
+                match taken {
+                    Ok((greeting, txn)) => {
+                        let mut writer = self.ctx.shared.spool.begin();
+                        let spool_error = self.start_message(&greeting, &txn, &mut writer).await;
+                        Some(BdatTransfer {
+                            greeting,
+                            txn,
+                            writer,
+                            received: 0,
+                            problem: None,
+                            spool_error,
+                        })
+                    }
+                    Err(reply) => {
+                        // RFC 3030: the chunk is read and discarded even when refused.
+                        self.consume_chunk(size, None).await?;
+                        return self.reply(reply).await;
+                    }
+                }
+            }
+        };
+        self.consume_chunk(size, transfer.as_mut()).await?;
+        let Some(t) = transfer else {
+            return Ok(());
+        };
+        let failed = match (&t.problem, &t.spool_error) {
+            (Some(p), _) => Some(p.reply(&self.data_limits())),
+            (None, Some(e)) => Some(self.spool_failed(e)),
+            (None, None) => None,
+        };
+        if let Some(reply) = failed {
+            // The transfer ends; the writer is dropped and its file removed.
+            return self.reply(reply).await;
+        }
+        if !last {
+            let reply = Reply::new(250, "2.0.0", format!("{size} octets received"));
+            self.bdat = Some(t);
+            return self.reply(reply).await;
+        }
+        let BdatTransfer {
+            greeting, txn, writer, ..
+        } = t;
+        let reply = self.finish_message(&greeting, txn, writer).await;
+        self.reply(reply).await
+    }
+
+    fn data_limits(&self) -> DataLimits {
+        DataLimits {
+            max_size: self.ctx.config.max_message_size,
+            max_line: self.ctx.config.max_text_line,
+            bare: self.ctx.config.bare_line_endings.policy(),
+        }
+    }
+
+    /// Reads exactly `size` octets of BDAT content, writing them to the transfer's spool
+    /// file unless the transfer already failed.
+    async fn consume_chunk(&mut self, size: u64, mut transfer: Option<&mut BdatTransfer>) -> Flow {
+        let max = self.ctx.config.max_message_size;
+        let mut remaining = size;
+        loop {
+            let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(self.inbuf.len());
+            if take > 0 {
+                if let Some(t) = transfer.as_deref_mut() {
+                    let new_total = t.received.saturating_add(take as u64);
+                    if new_total > max && t.problem.is_none() {
+                        t.problem = Some(DataProblem::TooBig);
+                    }
+                    t.received = new_total;
+                    if t.problem.is_none()
+                        && t.spool_error.is_none()
+                        && let Err(e) = t.writer.write(self.inbuf.get(..take).unwrap_or_default()).await
+                    {
+                        t.spool_error = Some(e.to_string());
+                    }
+                }
+                self.inbuf.drain(..take);
+                remaining -= take as u64;
+            }
+            if remaining == 0 {
+                return Ok(());
+            }
+            self.read_more(self.ctx.config.timeouts.data, true).await?;
+        }
+    }
+
+    /// Writes the Received header; returns the spool error text if that failed.
+    async fn start_message(&mut self, g: &Greeting, txn: &Transaction, writer: &mut MessageWriter) -> Option<String> {
+        let client_name = self.client_name.get().await;
+        let tls = self.conn.tls_description();
+        let id = writer.id().to_string();
+        let date = rfc5322_now();
+        let single = match txn.recipients.as_slice() {
+            [one] => Some(one.address.as_str()),
+            _ => None,
+        };
+        let header = Trace {
+            helo: &g.name,
+            client_name: client_name.as_deref(),
+            client_ip: self.peer.ip(),
+            tls: tls.as_deref(),
+            hostname: &self.ctx.shared.hostname,
+            esmtp: g.esmtp,
+            smtputf8: txn.params.smtputf8,
+            queue_id: &id,
+            single_recipient: single,
+            date: &date,
+        }
+        .render();
+        writer.write(header.as_bytes()).await.err().map(|e| e.to_string())
+    }
+
+    /// Commits the message and returns the reply for the client.
+    async fn finish_message(&mut self, g: &Greeting, txn: Transaction, writer: MessageWriter) -> Reply {
+        let id = writer.id();
+        let envelope = Envelope {
+            id,
+            sender: txn.sender,
+            recipients: txn.recipients,
+            params: txn.params,
+            client: ClientInfo {
+                address: self.peer.to_string(),
+                verified_name: self.client_name.get().await,
+                helo: g.name.clone(),
+                esmtp: g.esmtp,
+                tls: self.conn.tls_description(),
+                listener: self.ctx.config.name.clone(),
+            },
+            arrival_micros: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            size: writer.written(),
+        };
+        let (sender, nrcpt, size) = (envelope.sender.clone(), envelope.recipients.len(), envelope.size);
+        match writer.commit(envelope).await {
+            Ok(()) => {
+                self.queued = self.queued.saturating_add(1);
+                self.ctx.shared.events.emit(
+                    &catalog::SMTP_MESSAGE_QUEUED,
+                    fields!(
+                        "queue_id" => id,
+                        "client" => self.peer,
+                        "sender" => sender,
+                        "recipients" => nrcpt,
+                        "size" => size,
+                    ),
+                );
+                Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
+            }
+            Err(e) => self.spool_failed(&e.to_string()),
+        }
+    }
+
+    fn spool_failed(&self, error: &str) -> Reply {
+        self.ctx.shared.events.emit(
+            &catalog::SMTP_SPOOL_FAILED,
+            fields!("client" => self.peer, "error" => error),
+        );
+        Reply::new(451, "4.3.0", "Error: queue file write error, try again later")
+    }
+}

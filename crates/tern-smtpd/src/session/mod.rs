@@ -1,0 +1,443 @@
+//! One inbound SMTP session: the I/O loop around the codec and the state machine.
+//!
+//! The loop reads into a bounded input buffer, lets [`tern_proto::CommandFramer`] cut
+//! command lines out of it, answers each command, and flushes the collected replies only
+//! when the buffer holds no further complete command (RFC 2920 pipelining: one write per
+//! batch). DATA and BDAT content is streamed from the same buffer into a
+//! [`tern_spool::MessageWriter`] (see `message.rs`).
+//!
+//! Invariants:
+//! - Every read has a timeout and a size bound; the input buffer never holds more than one
+//!   command line's limit plus one read, except during DATA, where it is drained as it is
+//!   decoded.
+//! - `250 … queued as` is sent only after `MessageWriter::commit` returned Ok, i.e. the
+//!   message and envelope are fsynced.
+//! - After STARTTLS the input buffer is discarded and the phase reset, so nothing the client
+//!   sent in plaintext is executed inside TLS.
+//! - A session task owns everything it holds (connection slot, spool writer); a panic or
+//!   cancellation drops them, which releases the slot and removes any unfinished spool
+//!   file.
+//! - A lock is never held here; the relay policy is read from an `ArcSwap` snapshot.
+
+mod conn;
+mod message;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_events::{catalog, fields};
+use tern_proto::{Command, CommandError, CommandFramer, Frame, Reply};
+use tern_spool::{BodyType, DsnRet, MailParams, Notify, Recipient, RecipientStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::ListenerContext;
+use crate::rdns::ClientName;
+use crate::relay;
+pub use conn::Conn;
+use state::{Greeting, Phase};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Replies are flushed early once this much output is pending (a client that pipelines
+/// thousands of commands without reading).
+const MAX_PENDING_OUTPUT: usize = 16 * 1024;
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client sent QUIT.
+    Quit,
+    /// The client closed the connection.
+    ClientClosed,
+    /// The client was silent too long.
+    Timeout,
+    /// Too many erroneous commands.
+    TooManyErrors,
+    /// Tern is shutting down.
+    Shutdown,
+    /// TLS handshake failed.
+    TlsFailed(String),
+    /// A socket error.
+    Io(String),
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::Quit => f.write_str("quit"),
+            EndReason::ClientClosed => f.write_str("client closed"),
+            EndReason::Timeout => f.write_str("timeout"),
+            EndReason::TooManyErrors => f.write_str("too many errors"),
+            EndReason::Shutdown => f.write_str("shutdown"),
+            EndReason::TlsFailed(e) => write!(f, "tls failed: {e}"),
+            EndReason::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+type Flow = Result<(), EndReason>;
+
+/// One session's state.
+pub struct Session {
+    ctx: Arc<ListenerContext>,
+    conn: Conn,
+    peer: SocketAddr,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    framer: CommandFramer,
+    phase: Phase,
+    bdat: Option<message::BdatTransfer>,
+    client_name: ClientName,
+    client_may_relay: bool,
+    errors: u32,
+    queued: u32,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Session {
+    /// Runs a session on an accepted connection until it ends.
+    pub async fn run(ctx: Arc<ListenerContext>, tcp: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+        let shared = &ctx.shared;
+        let client_name = ClientName::start(shared.resolver.clone(), peer.ip(), shared.rdns_timeout, shared.rdns_lookup_loopback);
+        let client_may_relay = shared.relay.load().client_may_relay(peer.ip());
+        shared.events.emit(
+            &catalog::SMTP_SESSION_STARTED,
+            fields!("client" => peer, "listener" => ctx.config.name, "relay_client" => client_may_relay),
+        );
+        let _ = tcp.set_nodelay(true);
+        let mut s = Session {
+            framer: CommandFramer::new(ctx.config.max_command_line),
+            conn: Conn::Plain(tcp),
+            ctx,
+            peer,
+            inbuf: Vec::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(1024),
+            phase: Phase::Connected,
+            bdat: None,
+            client_name,
+            client_may_relay,
+            errors: 0,
+            queued: 0,
+            shutdown,
+        };
+        let reason = match s.serve().await {
+            Ok(()) => EndReason::Quit,
+            Err(r) => r,
+        };
+        let name = s.client_name.get().await;
+        let events = &s.ctx.shared.events;
+        match &reason {
+            EndReason::Timeout => events.emit(&catalog::SMTP_TIMEOUT, fields!("client" => s.peer)),
+            EndReason::TooManyErrors => events.emit(&catalog::SMTP_TOO_MANY_ERRORS, fields!("client" => s.peer)),
+            EndReason::TlsFailed(e) => events.emit(&catalog::SMTP_TLS_FAILED, fields!("client" => s.peer, "error" => e)),
+            EndReason::ClientClosed | EndReason::Io(_) => {
+                events.emit(&catalog::SMTP_CONNECTION_LOST, fields!("client" => s.peer, "reason" => reason))
+            }
+            _ => {}
+        }
+        events.emit(
+            &catalog::SMTP_SESSION_ENDED,
+            fields!(
+                "client" => s.peer,
+                "client_name" => name.as_deref().unwrap_or("unknown"),
+                "queued" => s.queued,
+                "reason" => reason,
+            ),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.conn.shutdown()).await;
+    }
+
+    async fn serve(&mut self) -> Flow {
+        if self.ctx.config.tls == crate::config::TlsMode::Implicit {
+            self.start_tls().await?;
+        }
+        let greeting = Reply::plain(220, vec![format!("{} ESMTP Tern", self.ctx.shared.hostname)]);
+        greeting.write_to(&mut self.out);
+        loop {
+            self.process_buffered().await?;
+            self.flush().await?;
+            self.read_more(self.ctx.config.timeouts.command, false).await?;
+        }
+    }
+
+    /// Answers every complete command in the input buffer.
+    async fn process_buffered(&mut self) -> Flow {
+        loop {
+            let (frame, used) = self.framer.next_frame(&self.inbuf);
+            let cmd = match frame {
+                Frame::NeedMore => return Ok(()),
+                Frame::Skipped => {
+                    self.inbuf.drain(..used);
+                    continue;
+                }
+                Frame::TooLong => {
+                    self.inbuf.drain(..used);
+                    self.reply(Reply::new(500, "5.5.2", "Line too long")).await?;
+                    continue;
+                }
+                Frame::Line(line) => tern_proto::command::parse(line),
+            };
+            self.inbuf.drain(..used);
+            self.command(cmd).await?;
+            if self.out.len() > MAX_PENDING_OUTPUT {
+                self.flush().await?;
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Result<Command, CommandError>) -> Flow {
+        let reply = match cmd {
+            Err(e) => e.reply(),
+            Ok(Command::Ehlo(name)) => self.helo(name, true),
+            Ok(Command::Helo(name)) => self.helo(name, false),
+            Ok(Command::Mail(m)) => self.mail(m),
+            Ok(Command::Rcpt(r)) => self.rcpt(r),
+            Ok(Command::Data) => return self.data().await,
+            Ok(Command::Bdat { size, last }) => return self.bdat(size, last).await,
+            Ok(Command::Rset) => {
+                self.bdat = None;
+                self.phase = std::mem::replace(&mut self.phase, Phase::Connected).reset();
+                Reply::new(250, "2.0.0", "Ok")
+            }
+            Ok(Command::Noop) => Reply::new(250, "2.0.0", "Ok"),
+            Ok(Command::Quit) => {
+                Reply::new(221, "2.0.0", "Bye").write_to(&mut self.out);
+                self.flush().await?;
+                return Err(EndReason::Quit);
+            }
+            Ok(Command::Help) => Reply::new(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS",
+            ),
+            Ok(Command::Vrfy) => Reply::new(
+                252,
+                "2.5.0",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            ),
+            Ok(Command::Expn) => Reply::new(502, "5.5.1", "EXPN not available"),
+            Ok(Command::StartTls) => return self.starttls().await,
+            Ok(Command::NotOffered(name)) => Reply::new(502, "5.5.1", format!("{name} not available")),
+            Ok(_) => Reply::new(502, "5.5.1", "Command not implemented"),
+        };
+        self.reply(reply).await
+    }
+
+    /// Queues a reply; counts errors and ends the session past the limit.
+    async fn reply(&mut self, reply: Reply) -> Flow {
+        reply.write_to(&mut self.out);
+        if reply.is_error() {
+            self.errors = self.errors.saturating_add(1);
+            if self.errors >= self.ctx.config.max_errors {
+                Reply::new(421, "4.7.0", format!("{} Too many errors, closing connection", self.ctx.shared.hostname))
+                    .write_to(&mut self.out);
+                self.flush().await?;
+                return Err(EndReason::TooManyErrors);
+            }
+        }
+        Ok(())
+    }
+
+    fn helo(&mut self, name: String, esmtp: bool) -> Reply {
+        self.bdat = None;
+        self.phase = std::mem::replace(&mut self.phase, Phase::Connected).greet(Greeting { name, esmtp });
+        let host = self.ctx.shared.hostname.clone();
+        if !esmtp {
+            return Reply::plain(250, vec![host]);
+        }
+        let mut lines = vec![
+            host,
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.ctx.config.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+            "DSN".into(),
+        ];
+        if self.ctx.tls.is_some() && matches!(self.conn, Conn::Plain(_)) {
+            lines.push("STARTTLS".into());
+        }
+        lines.push("HELP".into());
+        Reply::plain(250, lines)
+    }
+
+    fn mail(&mut self, m: tern_proto::MailCommand) -> Reply {
+        if let Err(r) = self.phase.may_start_mail() {
+            return r;
+        }
+        if let Some(reason) = self.ctx.shared.back_pressure.refusing() {
+            self.ctx.shared.events.emit(
+                &catalog::SMTP_BACK_PRESSURE,
+                fields!("client" => self.peer, "reason" => reason),
+            );
+            return Reply::new(452, "4.3.1", "Insufficient system storage, try again later");
+        }
+        if let Some(size) = m.size
+            && size > self.ctx.config.max_message_size
+        {
+            return Reply::new(
+                552,
+                "5.3.4",
+                format!("Message size exceeds fixed limit of {} octets", self.ctx.config.max_message_size),
+            );
+        }
+        let sender = match relay::check_sender(&m.address, m.smtputf8) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let params = MailParams {
+            declared_size: m.size,
+            body: match m.body {
+                tern_proto::command::Body::SevenBit => BodyType::SevenBit,
+                tern_proto::command::Body::EightBitMime => BodyType::EightBitMime,
+            },
+            smtputf8: m.smtputf8,
+            dsn_ret: m.ret.map(|r| match r {
+                tern_proto::command::Ret::Full => DsnRet::Full,
+                tern_proto::command::Ret::Hdrs => DsnRet::Hdrs,
+            }),
+            dsn_envid: m.envid,
+        };
+        self.phase = std::mem::replace(&mut self.phase, Phase::Connected).start_mail(sender, params);
+        Reply::new(250, "2.1.0", "Ok")
+    }
+
+    fn rcpt(&mut self, r: tern_proto::RcptCommand) -> Reply {
+        let max = self.ctx.config.max_recipients;
+        let relay = self.ctx.shared.relay.load();
+        let may_relay = self.client_may_relay;
+        let txn = match self.phase.transaction_mut() {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        if txn.recipients.len() >= max {
+            return Reply::new(452, "4.5.3", "Too many recipients");
+        }
+        let address = match relay.check_recipient(&r.address, may_relay, txn.params.smtputf8) {
+            Ok(a) => a,
+            Err(reply) => {
+                txn.refused += 1;
+                if reply.code == 554 {
+                    self.ctx.shared.events.emit(
+                        &catalog::SMTP_RELAY_DENIED,
+                        fields!("client" => self.peer.ip(), "recipient" => r.address),
+                    );
+                }
+                return reply;
+            }
+        };
+        if !txn.recipients.iter().any(|x| x.address == address) {
+            txn.recipients.push(Recipient {
+                address,
+                orcpt: r.orcpt,
+                notify: r.notify.map(|n| Notify {
+                    success: n.success,
+                    failure: n.failure,
+                    delay: n.delay,
+                    never: n.never,
+                }),
+                status: RecipientStatus::Pending,
+            });
+        }
+        Reply::new(250, "2.1.5", "Ok")
+    }
+
+    async fn starttls(&mut self) -> Flow {
+        let reply = if !matches!(self.conn, Conn::Plain(_)) {
+            Reply::new(503, "5.5.1", "TLS already active")
+        } else if self.ctx.tls.is_none() {
+            Reply::new(502, "5.5.1", "STARTTLS not available")
+        } else if self.phase.in_transaction() || self.bdat.is_some() {
+            Reply::new(503, "5.5.1", "Mail transaction in progress")
+        } else {
+            Reply::new(220, "2.0.0", "Ready to start TLS").write_to(&mut self.out);
+            self.flush().await?;
+            // Whatever the client pipelined after STARTTLS in plaintext is discarded.
+            self.inbuf.clear();
+            self.framer.reset();
+            self.start_tls().await?;
+            self.phase = Phase::Connected;
+            return Ok(());
+        };
+        self.reply(reply).await
+    }
+
+    async fn start_tls(&mut self) -> Flow {
+        let Some(acceptor) = self.ctx.tls.clone() else {
+            return Err(EndReason::TlsFailed("no certificate".into()));
+        };
+        let limit = Duration::from_secs(self.ctx.config.timeouts.tls_handshake);
+        match tokio::time::timeout(limit, self.conn.upgrade(&acceptor)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(EndReason::TlsFailed(e.to_string())),
+            Err(_) => Err(EndReason::TlsFailed("handshake timed out".into())),
+        }
+    }
+
+    /// Writes pending replies.
+    async fn flush(&mut self) -> Flow {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let limit = Duration::from_secs(self.ctx.config.timeouts.write);
+        let res = tokio::time::timeout(limit, async {
+            self.conn.write_all(&self.out).await?;
+            self.conn.flush().await
+        })
+        .await;
+        self.out.clear();
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(EndReason::Io(e.to_string())),
+            Err(_) => Err(EndReason::Timeout),
+        }
+    }
+
+    /// Reads at least one byte into the input buffer. Between commands a shutdown request
+    /// ends the session with 421; during message content it does not (the grace period
+    /// bounds that).
+    async fn read_more(&mut self, timeout_secs: u64, in_content: bool) -> Flow {
+        let mut chunk = [0u8; READ_CHUNK];
+        let limit = Duration::from_secs(timeout_secs);
+        let n = tokio::select! {
+            r = tokio::time::timeout(limit, self.conn.read(&mut chunk)) => match r {
+                Ok(Ok(0)) => return Err(EndReason::ClientClosed),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(EndReason::Io(e.to_string())),
+                Err(_) => {
+                    if !in_content {
+                        Reply::new(421, "4.4.2", format!("{} Timeout exceeded, closing connection", self.ctx.shared.hostname))
+                            .write_to(&mut self.out);
+                        let _ = self.flush().await;
+                    }
+                    return Err(EndReason::Timeout);
+                }
+            },
+            _ = wait_for_shutdown(&mut self.shutdown), if !in_content => {
+                Reply::new(421, "4.3.2", format!("{} Service shutting down, try again later", self.ctx.shared.hostname))
+                    .write_to(&mut self.out);
+                let _ = self.flush().await;
+                return Err(EndReason::Shutdown);
+            }
+        };
+        self.inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        Ok(())
+    }
+}
+
+/// Resolves when shutdown is requested (or its sender is gone).
+pub(crate) async fn wait_for_shutdown(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Errors of the spool: what went wrong, and what an SMTP server should answer.
+//!
+//! [`SpoolError`] is what the public API returns; [`CorruptReason`] says why a file on disk
+//! is not a valid message and is what ends up in a quarantine `.reason` file and in
+//! event 3003. Neither carries message content, so both are safe to log.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::envelope::EnvelopeError;
+use crate::format::EncodeError;
+
+/// A failure of a spool operation.
+///
+/// For the SMTP server, every variant that can come out of `MessageWriter::write` or
+/// `MessageWriter::commit` means the message was NOT accepted; unless a variant says
+/// otherwise, answer `451 4.3.0` (local error, try again later). The client sees only the
+/// reply, never the details, which go to the event log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// A system call on the spool failed (disk full, I/O error, permissions...).
+    /// SMTP: `451 4.3.0`.
+    #[error("spool {op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("create", "fdatasync", "rename", ...).
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process holds `spool.lock`: a second server on the same spool. Only from
+    /// `Spool::open`; the server must not start.
+    #[error("the spool is locked by another process")]
+    Locked,
+    /// The operation writes, but the spool was opened with `Spool::open_read_only`.
+    /// SMTP: `451 4.3.0` (a configuration mistake, not the client's fault).
+    #[error("the spool is open read-only")]
+    ReadOnly,
+    /// No message with that id in that state (it may have moved on). Not reachable from a
+    /// session; a tool reports it as "no such message".
+    #[error("no such message in the spool")]
+    NotFound,
+    /// The file failed validation. `Spool::read` and `Spool::list` quarantine it first
+    /// in read-write mode. Not reachable from a session; a tool reports it.
+    #[error("corrupt spool file: {0}")]
+    Corrupt(CorruptReason),
+    /// The envelope given to `MessageWriter::commit` carries another message's id: a bug
+    /// in the caller. SMTP: `451 4.3.0`.
+    #[error("the envelope's id is not the writer's id")]
+    IdMismatch,
+    /// `Envelope::size` given to `commit` is not the number of content bytes written: a
+    /// bug in the caller, which must set `size = written()`. SMTP: `451 4.3.0`.
+    #[error("envelope size {envelope} does not match {written} content bytes written")]
+    SizeMismatch {
+        /// `Envelope::size` as given.
+        envelope: u64,
+        /// `MessageWriter::written()`.
+        written: u64,
+    },
+    /// The envelope given to `commit` fails `Envelope::validate`; it would be quarantined
+    /// as corrupt at the next start, so it is refused now. SMTP: `451 4.3.0` (the session
+    /// should have refused the bad address earlier).
+    #[error("invalid envelope: {0}")]
+    InvalidEnvelope(EnvelopeError),
+    /// The serialized envelope exceeds `format::MAX_ENVELOPE_LEN` (tens of thousands of
+    /// recipients). Retrying cannot help. SMTP: `552 5.3.4` (message too big for system).
+    #[error("envelope of {len} bytes exceeds the limit")]
+    EnvelopeTooLarge {
+        /// Serialized length.
+        len: u64,
+    },
+    /// An earlier `write` on this writer failed or was cancelled, so its content is
+    /// incomplete; the message must be abandoned. SMTP: `451 4.3.0`.
+    #[error("the message writer is unusable after an earlier failed or cancelled write")]
+    WriterBroken,
+    /// The blocking task doing the I/O panicked or was cancelled by a runtime shutdown.
+    /// SMTP: `451 4.3.0`.
+    #[error("spool I/O task failed: {0}")]
+    BlockingTask(String),
+}
+
+impl SpoolError {
+    /// Builds [`SpoolError::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        SpoolError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<EncodeError> for SpoolError {
+    fn from(e: EncodeError) -> Self {
+        match e {
+            EncodeError::SizeMismatch { envelope, content } => SpoolError::SizeMismatch {
+                envelope,
+                written: content,
+            },
+            EncodeError::InvalidEnvelope(e) => SpoolError::InvalidEnvelope(e),
+            EncodeError::EnvelopeTooLarge(len) => SpoolError::EnvelopeTooLarge { len },
+        }
+    }
+}
+
+/// A part of a message file, named in checksum errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// The fixed header at the start.
+    Header,
+    /// The message content.
+    Content,
+    /// The JSON envelope.
+    Envelope,
+    /// The fixed trailer at the end.
+    Trailer,
+}
+
+impl std::fmt::Display for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Section::Header => "header",
+            Section::Content => "content",
+            Section::Envelope => "envelope",
+            Section::Trailer => "trailer",
+        })
+    }
+}
+
+/// Why a spool entry is not a valid message. One variant per way a file can be bad.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptReason {
+    /// Shorter than a header plus a trailer, or a section ends past the end of the file.
+    #[error("file is truncated")]
+    Truncated,
+    /// The file does not start with the format's magic bytes: not a Tern message file.
+    #[error("bad magic at start of file")]
+    BadMagic,
+    /// The last bytes are not a trailer: typically a write cut short.
+    #[error("no trailer at end of file")]
+    MissingTrailer,
+    /// A format version this build does not know.
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u16),
+    /// Flag bits this version does not define.
+    #[error("unsupported flags {0:#06x}")]
+    UnsupportedFlags(u16),
+    /// Header and trailer disagree about the version or flags.
+    #[error("header and trailer disagree")]
+    HeaderTrailerMismatch,
+    /// A checksum does not match its section.
+    #[error("{section} checksum mismatch")]
+    ChecksumMismatch {
+        /// The section whose checksum failed.
+        section: Section,
+    },
+    /// Offsets and lengths in the trailer do not add up (the text says which).
+    #[error("section lengths do not add up: {0}")]
+    LengthMismatch(&'static str),
+    /// The envelope section claims more than `format::MAX_ENVELOPE_LEN` bytes.
+    #[error("envelope section of {0} bytes exceeds the limit")]
+    EnvelopeTooLarge(u64),
+    /// The envelope section is not valid JSON for an `Envelope` (serde_json's message).
+    #[error("envelope is not valid JSON: {0}")]
+    BadJson(String),
+    /// The envelope parsed but fails `Envelope::validate` (e.g. id not the file's id).
+    #[error("invalid envelope: {0}")]
+    BadEnvelope(#[from] EnvelopeError),
+    /// `Envelope::size` is not the content length.
+    #[error("envelope size {envelope} but content is {content} bytes")]
+    EnvelopeSizeMismatch {
+        /// `Envelope::size`.
+        envelope: u64,
+        /// Content section length.
+        content: u64,
+    },
+    /// A name in a state directory that is not a queue id.
+    #[error("file name {0:?} is not a queue id")]
+    BadFileName(String),
+    /// A directory, symlink, socket or device where a message file should be.
+    #[error("not a regular file")]
+    NotAFile,
+    /// Reading the file failed with an error that belongs to the file (EIO), not to the
+    /// process (EMFILE, ENOMEM), which would be reported as [`SpoolError::Io`] instead.
+    #[error("unreadable: {0}")]
+    Unreadable(String),
+}

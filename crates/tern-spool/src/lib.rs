@@ -1,0 +1,69 @@
+//! Tern's durable message store.
+//!
+//! A spool is a directory with fixed subdirectories, one per queue state, holding one file
+//! per message named by its [`QueueId`]:
+//!
+//! ```text
+//! <dir>/spool.lock   exclusive flock of the one read-write user
+//! <dir>/tmp/         messages being written; never a queue state
+//! <dir>/incoming/    committed, not yet picked up by the scheduler
+//! <dir>/active/      being delivered
+//! <dir>/deferred/    waiting for a retry
+//! <dir>/hold/        held by the operator
+//! <dir>/poison/      crashed the server too often; never retried automatically
+//! <dir>/corrupt/     quarantine: files that failed validation, plus `<name>.reason`
+//! ```
+//!
+//! Contract:
+//! - When [`MessageWriter::commit`] returns `Ok`, the content and the envelope are on disk
+//!   and fsynced (file data and the directory entry in `incoming/`).
+//! - A message that was not committed never appears in a queue directory: files are
+//!   written in `tmp/` and renamed into `incoming/` only after `fdatasync`. Every change to
+//!   a state directory is one atomic rename or unlink, so a file seen in a state directory
+//!   is always complete.
+//! - Corrupt entries are quarantined into `corrupt/` with a reason, logged (event 3003),
+//!   never deleted and never fatal.
+//! - There is no index file: the queue is the set of files. The count of queued messages
+//!   is kept in memory and rebuilt by the scan at [`Spool::open`].
+//!
+//! Trust: everything read from disk is treated as hostile and validated by [`format`]
+//! (bounded lengths, checksums, strict layout) before use.
+
+pub mod backpressure;
+pub mod envelope;
+mod error;
+pub mod format;
+pub mod id;
+mod state;
+mod store;
+#[cfg(test)]
+mod testutil;
+
+pub use envelope::{
+    BodyType, ClientInfo, DsnRet, Envelope, EnvelopeError, MailParams, Notify, Recipient,
+    RecipientStatus,
+};
+pub use error::{CorruptReason, Section, SpoolError};
+pub use id::{QueueId, QueueIdError};
+pub use state::QueueState;
+pub use store::{
+    DiskSpace, ListedMessage, MessageWriter, RecoveryReport, Spool, StoredMessage, SyncStats,
+};
+
+/// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs the file decoder and the queue id parser on arbitrary bytes. Must never panic
+    /// and never allocate more than the input's size plus bounded overhead.
+    pub fn decode(data: &[u8]) {
+        let _ = crate::format::decode(data, None);
+        if let Some(tail) = data.len().checked_sub(crate::format::TRAILER_LEN) {
+            if let Some(t) = data.get(tail..) {
+                let _ = crate::format::decode_trailer(t, data.len() as u64);
+            }
+        }
+        if let Ok(s) = std::str::from_utf8(data) {
+            let _ = crate::QueueId::parse(s);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Reading one spool entry from disk: just the envelope (two positioned reads), the whole
+//! message, or a full validation that streams large content through a bounded buffer.
+//!
+//! Invariants: allocation is bounded by the real file length (whole reads) or by
+//! `format::MAX_ENVELOPE_LEN` (envelope reads); [`verify`] never holds more than
+//! [`STREAM_CHUNK`] bytes of a large file at once.
+//!
+//! Trust: the file is hostile; all interpretation is delegated to `format`. I/O errors
+//! are sorted into "this file is bad" (quarantine) and "the system is in trouble"
+//! (report), see `sys::is_entry_fault`: quarantining the whole queue because the process
+//! ran out of file descriptors would be a disaster.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::envelope::Envelope;
+use crate::error::CorruptReason;
+use crate::format::{self, HEADER_LEN, MIN_FILE_LEN, TRAILER_LEN};
+use crate::id::QueueId;
+
+use super::{StoredMessage, sys};
+
+/// Files up to this size are validated with one read; larger ones are streamed.
+const WHOLE_READ_MAX: u64 = 1024 * 1024;
+/// Chunk size for streaming validation of large files.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// Why an entry could not be used.
+#[derive(Debug)]
+pub(crate) enum EntryError {
+    /// The file is gone (moved or removed since the directory was read).
+    Vanished,
+    /// The file is bad.
+    Corrupt(CorruptReason),
+    /// The system failed; says what was being done.
+    Io(&'static str, io::Error),
+}
+
+impl From<CorruptReason> for EntryError {
+    fn from(r: CorruptReason) -> Self {
+        EntryError::Corrupt(r)
+    }
+}
+
+fn classify(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
+    move |e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            EntryError::Vanished
+        } else if e.kind() == io::ErrorKind::UnexpectedEof {
+            EntryError::Corrupt(CorruptReason::Truncated)
+        } else if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) {
+            EntryError::Corrupt(CorruptReason::NotAFile)
+        } else if sys::is_entry_fault(&e) {
+            EntryError::Corrupt(CorruptReason::Unreadable(e.to_string()))
+        } else {
+            EntryError::Io(op, e)
+        }
+    }
+}
+
+/// Opens an entry; refuses anything but a regular file. Returns the file and its length.
+fn open(path: &Path) -> Result<(File, u64), EntryError> {
+    let f = sys::open_entry(path).map_err(classify("open"))?;
+    let meta = f.metadata().map_err(classify("stat"))?;
+    if !meta.is_file() {
+        return Err(CorruptReason::NotAFile.into());
+    }
+    Ok((f, meta.len()))
+}
+
+fn read_trailer(f: &File, len: u64) -> Result<format::Trailer, EntryError> {
+    if len < MIN_FILE_LEN {
+        return Err(CorruptReason::Truncated.into());
+    }
+    let mut t = [0u8; TRAILER_LEN];
+    f.read_exact_at(&mut t, len - TRAILER_LEN as u64)
+        .map_err(classify("read"))?;
+    Ok(format::decode_trailer(&t, len)?)
+}
+
+fn read_envelope_section(
+    f: &File,
+    t: &format::Trailer,
+    id: QueueId,
+) -> Result<Envelope, EntryError> {
+    // decode_trailer bounded envelope_len by MAX_ENVELOPE_LEN.
+    let n = usize::try_from(t.envelope_len).map_err(|_| CorruptReason::Truncated)?;
+    let mut buf = vec![0u8; n];
+    f.read_exact_at(&mut buf, t.envelope_offset)
+        .map_err(classify("read"))?;
+    Ok(format::decode_envelope(&buf, t, Some(id))?)
+}
+
+/// Reads and validates only the envelope: trailer, then envelope section. The content
+/// checksum is not verified. Returns the envelope and the file length.
+pub(crate) fn read_envelope(path: &Path, id: QueueId) -> Result<(Envelope, u64), EntryError> {
+    let (f, len) = open(path)?;
+    let t = read_trailer(&f, len)?;
+    let env = read_envelope_section(&f, &t, id)?;
+    Ok((env, len))
+}
+
+/// Reads `len` bytes (the file length from fstat) into `buf`; a file that is longer or
+/// shorter than it said is reported as truncated.
+fn read_whole(f: &File, len: u64, buf: &mut Vec<u8>) -> Result<(), EntryError> {
+    buf.clear();
+    let mut reader = f.take(len.saturating_add(1));
+    reader.read_to_end(buf).map_err(classify("read"))?;
+    if buf.len() as u64 != len {
+        return Err(CorruptReason::Truncated.into());
+    }
+    Ok(())
+}
+
+/// Reads the whole message and validates everything.
+pub(crate) fn read_full(path: &Path, id: QueueId) -> Result<StoredMessage, EntryError> {
+    let (f, len) = open(path)?;
+    // Check the layout before allocating for the content.
+    read_trailer(&f, len)?;
+    let cap = usize::try_from(len).map_err(|_| CorruptReason::Truncated)?;
+    let mut buf = Vec::with_capacity(cap);
+    read_whole(&f, len, &mut buf)?;
+    let decoded = format::decode(&buf, Some(id))?;
+    let envelope = decoded.envelope;
+    let content_end = HEADER_LEN.saturating_add(decoded.content.len());
+    buf.truncate(content_end);
+    buf.drain(..HEADER_LEN.min(buf.len()));
+    Ok(StoredMessage {
+        envelope,
+        body: buf,
+    })
+}
+
+/// Validates everything about an entry (header, trailer, both checksums, envelope)
+/// without keeping the content. `buf` is scratch space reused between calls.
+pub(crate) fn verify(path: &Path, id: QueueId, buf: &mut Vec<u8>) -> Result<(), EntryError> {
+    let (f, len) = open(path)?;
+    if len <= WHOLE_READ_MAX {
+        read_whole(&f, len, buf)?;
+        format::decode(buf, Some(id))?;
+        return Ok(());
+    }
+    let mut h = [0u8; HEADER_LEN];
+    f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
+    let header = format::decode_header(&h)?;
+    let t = read_trailer(&f, len)?;
+    format::check_header_matches(&header, &t)?;
+    buf.clear();
+    buf.resize(STREAM_CHUNK, 0);
+    let mut crc = 0u32;
+    let mut offset = t.content_offset;
+    let mut left = t.content_len;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(STREAM_CHUNK, |l| l.min(STREAM_CHUNK));
+        let chunk = buf.get_mut(..n).ok_or(CorruptReason::Truncated)?;
+        f.read_exact_at(chunk, offset).map_err(classify("read"))?;
+        crc = crc32c::crc32c_append(crc, chunk);
+        offset = offset.saturating_add(n as u64);
+        left = left.saturating_sub(n as u64);
+    }
+    format::check_content_crc(crc, &t)?;
+    read_envelope_section(&f, &t, id)?;
+    Ok(())
+}

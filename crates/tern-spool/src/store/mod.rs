@@ -1,0 +1,453 @@
+//! The spool on disk: opening (lock + recovery), paths, listing and reading messages.
+//!
+//! Invariants:
+//! - [`Inner::entry_path`] is the one function that turns a directory and a queue id into
+//!   a path; [`Spool::path_of`] is its public face for queue states.
+//! - At most one read-write [`Spool`] exists per directory, enforced by an exclusive
+//!   `flock` on `spool.lock` held for the spool's lifetime (flock locks belong to the
+//!   open file description, so a second `open` in the same process is refused too).
+//! - Only a read-write spool changes the disk. A read-only spool never creates, moves or
+//!   removes anything, so tools can run beside a live server.
+//! - `queued` counts the files in incoming, active, deferred and hold: set by the scan at
+//!   open, incremented by each commit's rename, decremented by each quarantine out of
+//!   those states. For a read-only spool it is a snapshot taken at open.
+//!
+//! Trust: every file read here is validated by `format` before use; names found in state
+//! directories are parsed as queue ids before they are used as ids.
+//!
+//! Known race: a read-only spool lists while the server renames; a message moving between
+//! states during a listing may be missed or listed twice.
+
+mod dirsync;
+mod entry;
+mod quarantine;
+mod recovery;
+mod sys;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tern_events::EventLog;
+
+use crate::envelope::Envelope;
+use crate::error::SpoolError;
+use crate::id::QueueId;
+use crate::state::QueueState;
+
+pub use writer::MessageWriter;
+
+use dirsync::DirSyncer;
+use entry::EntryError;
+
+/// Name of the lock file inside the spool directory.
+const LOCK_FILE: &str = "spool.lock";
+/// Name of the directory for writes in progress.
+const TMP_DIR: &str = "tmp";
+
+/// Free and total space of the filesystem holding the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Bytes available to unprivileged users.
+    pub available: u64,
+    /// Size of the filesystem in bytes.
+    pub total: u64,
+}
+
+/// What [`Spool::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Valid messages per state after quarantine; `Corrupt` counts quarantined files
+    /// (old and new), not their `.reason` files. Every state has an entry.
+    pub counts: BTreeMap<QueueState, usize>,
+    /// Unfinished writes removed from `tmp/`.
+    pub partials_removed: usize,
+    /// Entries moved to `corrupt/` by this scan.
+    pub quarantined: usize,
+}
+
+impl RecoveryReport {
+    /// The count for one state.
+    pub fn count(&self, state: QueueState) -> usize {
+        self.counts.get(&state).copied().unwrap_or(0)
+    }
+}
+
+/// One message as listed by [`Spool::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedMessage {
+    /// Its queue id.
+    pub id: QueueId,
+    /// The directory it is in.
+    pub state: QueueState,
+    /// The envelope; `None` for entries in `corrupt/` and, in read-only mode, for files
+    /// that failed to decode (listed with state `Corrupt`).
+    pub envelope: Option<Envelope>,
+    /// Size of the whole file in bytes.
+    pub file_size: u64,
+}
+
+/// A message read back in full by [`Spool::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The validated envelope.
+    pub envelope: Envelope,
+    /// The content, byte-identical to what was written (checksum verified).
+    pub body: Vec<u8>,
+}
+
+/// How many fsyncs the write path has done, to show that group commit shares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStats {
+    /// `fdatasync` calls on message files (one per commit).
+    pub file_syncs: u64,
+    /// `fsync` calls on the `incoming/` directory (one per group of commits).
+    pub dir_syncs: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct SyncCounters {
+    pub(crate) file_syncs: AtomicU64,
+    pub(crate) dir_syncs: AtomicU64,
+}
+
+/// A directory of the spool that holds entries named by queue id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Area {
+    /// `tmp/`: writes in progress.
+    Tmp,
+    /// A queue state's directory.
+    State(QueueState),
+}
+
+impl Area {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Area::Tmp => TMP_DIR,
+            Area::State(s) => s.as_str(),
+        }
+    }
+}
+
+/// What only a read-write spool has.
+struct Writable {
+    incoming: DirSyncer,
+    /// Holds the flock; released when the last handle is dropped.
+    _lock: File,
+}
+
+pub(crate) struct Inner {
+    /// Absolute path of the spool directory.
+    dir: PathBuf,
+    events: EventLog,
+    /// See the module header for what this counts.
+    queued: AtomicUsize,
+    counters: Arc<SyncCounters>,
+    writable: Option<Writable>,
+}
+
+impl Inner {
+    pub(crate) fn area_dir(&self, area: Area) -> PathBuf {
+        self.dir.join(area.dir_name())
+    }
+
+    /// THE function that turns a directory and a queue id into a path.
+    pub(crate) fn entry_path(&self, area: Area, id: QueueId) -> PathBuf {
+        let mut p = self.area_dir(area);
+        p.push(id.to_string());
+        p
+    }
+
+    pub(crate) fn is_writable(&self) -> bool {
+        self.writable.is_some()
+    }
+
+    /// Takes one message off the queued count (saturating: never below zero).
+    pub(crate) fn forget_queued(&self, state: QueueState) {
+        if state.is_queued() {
+            let _ = self
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+}
+
+/// A handle to an open spool. Cheap to clone; all clones share one lock and one
+/// group-commit thread, which end when the last clone (or writer) is dropped.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.inner.dir)
+            .field("read_only", &!self.inner.is_writable())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SpoolError + 'a {
+    move |e| SpoolError::io(op, path, e)
+}
+
+/// Names in a directory; a missing directory reads as empty.
+pub(crate) fn read_names(dir: &Path) -> Result<Vec<OsString>, SpoolError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(SpoolError::io("read directory", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in rd {
+        names.push(entry.map_err(io_err("read directory", dir))?.file_name());
+    }
+    Ok(names)
+}
+
+/// The queue id a file name in a state directory stands for, if it is one.
+pub(crate) fn name_to_id(name: &std::ffi::OsStr) -> Option<QueueId> {
+    name.to_str().and_then(|s| QueueId::parse(s).ok())
+}
+
+impl Spool {
+    /// Opens the spool for the server: creates the directories if needed, takes the
+    /// exclusive lock (`SpoolError::Locked` if another process has it), removes partial
+    /// writes from `tmp/` (event 3002 each), validates every file in every state directory
+    /// except `corrupt/` in full and quarantines the invalid ones (event 3003 each), then
+    /// emits event 3001 with the counts. Blocking; reads every byte of the queue.
+    pub fn open(dir: &Path, events: EventLog) -> Result<(Spool, RecoveryReport), SpoolError> {
+        let dir = std::path::absolute(dir).map_err(io_err("resolve", dir))?;
+        let mut builder = DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(&dir).map_err(io_err("create directory", &dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        if !sys::try_lock_exclusive(&lock).map_err(io_err("lock", &lock_path))? {
+            return Err(SpoolError::Locked);
+        }
+        // The pid is for the operator only; the flock is what excludes.
+        let _ = lock
+            .set_len(0)
+            .and_then(|()| writeln!(lock, "{}", std::process::id()));
+        let areas = std::iter::once(Area::Tmp).chain(QueueState::ALL.map(Area::State));
+        for area in areas {
+            let p = dir.join(area.dir_name());
+            builder.create(&p).map_err(io_err("create directory", &p))?;
+        }
+        sys::sync_dir(&dir).map_err(io_err("fsync directory", &dir))?;
+        let counters = Arc::new(SyncCounters::default());
+        let incoming_dir = dir.join(QueueState::Incoming.as_str());
+        let incoming = DirSyncer::start(incoming_dir.clone(), Arc::clone(&counters))
+            .map_err(io_err("start directory syncer", &incoming_dir))?;
+        let inner = Inner {
+            dir,
+            events,
+            queued: AtomicUsize::new(0),
+            counters,
+            writable: Some(Writable {
+                incoming,
+                _lock: lock,
+            }),
+        };
+        let report = recovery::recover(&inner)?;
+        let queued = QueueState::QUEUED.iter().map(|s| report.count(*s)).sum();
+        inner.queued.store(queued, Ordering::Release);
+        Ok((
+            Spool {
+                inner: Arc::new(inner),
+            },
+            report,
+        ))
+    }
+
+    /// Opens the spool for tools: no lock, no changes to disk, safe beside a running
+    /// server. `queued()` is a count of file names taken now, without validation.
+    pub fn open_read_only(dir: &Path) -> Result<Spool, SpoolError> {
+        let dir = std::path::absolute(dir).map_err(io_err("resolve", dir))?;
+        let meta = std::fs::metadata(&dir).map_err(io_err("open", &dir))?;
+        if !meta.is_dir() {
+            return Err(SpoolError::io(
+                "open",
+                &dir,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            ));
+        }
+        let inner = Inner {
+            dir,
+            events: EventLog::discard(),
+            queued: AtomicUsize::new(0),
+            counters: Arc::new(SyncCounters::default()),
+            writable: None,
+        };
+        let mut queued = 0;
+        for state in QueueState::QUEUED {
+            let names = read_names(&inner.area_dir(Area::State(state)))?;
+            queued += names.iter().filter(|n| name_to_id(n).is_some()).count();
+        }
+        inner.queued.store(queued, Ordering::Release);
+        Ok(Spool {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Starts a new message and allocates its queue id. Does no I/O.
+    pub fn begin(&self) -> MessageWriter {
+        MessageWriter::new(Arc::clone(&self.inner), QueueId::generate())
+    }
+
+    /// Messages in incoming, active, deferred and hold. O(1): an atomic read.
+    pub fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::Acquire)
+    }
+
+    /// The path of message `id` in `state`.
+    pub fn path_of(&self, state: QueueState, id: QueueId) -> PathBuf {
+        self.inner.entry_path(Area::State(state), id)
+    }
+
+    /// The spool directory (absolute).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Whether this handle came from [`Spool::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        !self.inner.is_writable()
+    }
+
+    /// Free and total bytes of the filesystem holding the spool (statvfs).
+    pub fn disk_space(&self) -> io::Result<DiskSpace> {
+        sys::disk_space(&self.inner.dir)
+    }
+
+    /// File and directory syncs done by commits since open.
+    pub fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            file_syncs: self.inner.counters.file_syncs.load(Ordering::Relaxed),
+            dir_syncs: self.inner.counters.dir_syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads and fully validates one message. Blocking. In read-write mode a corrupt file
+    /// is quarantined (event 3003) before `SpoolError::Corrupt` is returned.
+    pub fn read(&self, state: QueueState, id: QueueId) -> Result<StoredMessage, SpoolError> {
+        let path = self.path_of(state, id);
+        match entry::read_full(&path, id) {
+            Ok(m) => Ok(m),
+            Err(EntryError::Vanished) => Err(SpoolError::NotFound),
+            Err(EntryError::Io(op, e)) => Err(SpoolError::io(op, path, e)),
+            Err(EntryError::Corrupt(reason)) => {
+                if self.inner.is_writable() && state != QueueState::Corrupt {
+                    let name = OsString::from(id.to_string());
+                    self.inner.quarantine(Area::State(state), &name, &reason)?;
+                    self.inner.sync_after_quarantine(Area::State(state))?;
+                    self.inner.forget_queued(state);
+                }
+                Err(SpoolError::Corrupt(reason))
+            }
+        }
+    }
+
+    /// Lists messages with their envelopes, reading only the trailer and envelope of each
+    /// file. `None` lists every state including poison and corrupt. Blocking.
+    ///
+    /// Entries in `corrupt/` are listed with envelope `None` (names that are not a queue
+    /// id, optionally followed by `.N`, are skipped). A file that fails to decode is, in
+    /// read-write mode, quarantined (event 3003) and omitted; in read-only mode listed as
+    /// `Corrupt` with envelope `None` and left in place. Sorted by id, then state.
+    pub fn list(&self, state: Option<QueueState>) -> Result<Vec<ListedMessage>, SpoolError> {
+        let states: Vec<QueueState> = match state {
+            Some(s) => vec![s],
+            None => QueueState::ALL.to_vec(),
+        };
+        let mut out = Vec::new();
+        for st in states {
+            if st == QueueState::Corrupt {
+                self.list_corrupt(&mut out)?;
+            } else {
+                self.list_state(st, &mut out)?;
+            }
+        }
+        out.sort_by(|a, b| (a.id, a.state).cmp(&(b.id, b.state)));
+        Ok(out)
+    }
+
+    fn list_state(&self, st: QueueState, out: &mut Vec<ListedMessage>) -> Result<(), SpoolError> {
+        let area = Area::State(st);
+        let mut quarantined = false;
+        for name in read_names(&self.inner.area_dir(area))? {
+            let Some(id) = name_to_id(&name) else {
+                if self.inner.is_writable() {
+                    let reason = crate::CorruptReason::BadFileName(name.to_string_lossy().into());
+                    self.inner.quarantine(area, &name, &reason)?;
+                    quarantined = true;
+                }
+                continue;
+            };
+            let path = self.inner.entry_path(area, id);
+            match entry::read_envelope(&path, id) {
+                Ok((envelope, file_size)) => out.push(ListedMessage {
+                    id,
+                    state: st,
+                    envelope: Some(envelope),
+                    file_size,
+                }),
+                Err(EntryError::Vanished) => {}
+                Err(EntryError::Io(op, e)) => return Err(SpoolError::io(op, path, e)),
+                Err(EntryError::Corrupt(reason)) if self.inner.is_writable() => {
+                    self.inner.quarantine(area, &name, &reason)?;
+                    self.inner.forget_queued(st);
+                    quarantined = true;
+                }
+                Err(EntryError::Corrupt(_)) => out.push(ListedMessage {
+                    id,
+                    state: QueueState::Corrupt,
+                    envelope: None,
+                    file_size: path.symlink_metadata().map(|m| m.len()).unwrap_or(0),
+                }),
+            }
+        }
+        if quarantined {
+            self.inner.sync_after_quarantine(area)?;
+        }
+        Ok(())
+    }
+
+    fn list_corrupt(&self, out: &mut Vec<ListedMessage>) -> Result<(), SpoolError> {
+        let dir = self.inner.area_dir(Area::State(QueueState::Corrupt));
+        for name in read_names(&dir)? {
+            let Some(id) = quarantine::quarantined_id(&name) else {
+                continue;
+            };
+            let file_size = dir.join(&name).symlink_metadata().map(|m| m.len());
+            if let Ok(file_size) = file_size {
+                out.push(ListedMessage {
+                    id,
+                    state: QueueState::Corrupt,
+                    envelope: None,
+                    file_size,
+                });
+            }
+        }
+        Ok(())
+    }
+}

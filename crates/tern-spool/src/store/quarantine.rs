@@ -1,0 +1,152 @@
+//! Quarantine: moving a bad entry into `corrupt/`, with a `.reason` file beside it.
+//!
+//! Invariants:
+//! - Nothing is ever deleted: the entry is renamed (never copied, never replaced) into
+//!   `corrupt/` under its own name, or `<name>.1`, `<name>.2`... when that is taken, and a
+//!   text file `<final name>.reason` says why. A name is only chosen when neither it nor
+//!   its `.reason` file exists, and the rename itself refuses to replace (renameat2
+//!   RENAME_NOREPLACE), so an older quarantined file is never overwritten.
+//! - Every quarantine emits event 3003 with the file, the reason and the new name.
+//! - Only a read-write spool quarantines (callers check); the lock makes it the only
+//!   writer of `corrupt/`.
+//! - Durability is batched: callers fsync the source directory and `corrupt/` once after
+//!   a batch ([`Inner::sync_after_quarantine`]). If the machine crashes first, the entry
+//!   is back in its state directory and is simply quarantined again at the next start.
+//!
+//! Trust: `name` may be any bytes a directory can hold (it is used as one path component
+//! only and shown lossily in events and reason files).
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use tern_events::{catalog, fields};
+
+use crate::error::{CorruptReason, SpoolError};
+use crate::id::QueueId;
+use crate::state::QueueState;
+
+use super::{Area, Inner, sys};
+
+/// Suffixes tried before giving up (a thousand copies of one name means something else
+/// is wrong).
+const MAX_SUFFIX: u32 = 1000;
+/// Suffix of the sidecar that explains a quarantined file.
+pub(crate) const REASON_SUFFIX: &str = ".reason";
+
+impl Inner {
+    /// Moves `<area>/<name>` into `corrupt/` and records why. Returns the new path.
+    /// The caller adjusts the queued count and later calls `sync_after_quarantine`.
+    pub(crate) fn quarantine(
+        &self,
+        from: Area,
+        name: &OsStr,
+        reason: &CorruptReason,
+    ) -> Result<PathBuf, SpoolError> {
+        let src = self.area_dir(from).join(name);
+        let corrupt = self.area_dir(Area::State(QueueState::Corrupt));
+        let shown = format!("{}/{}", from.dir_name(), name.to_string_lossy());
+        for n in 0..=MAX_SUFFIX {
+            let mut candidate = name.to_os_string();
+            if n > 0 {
+                candidate.push(format!(".{n}"));
+            }
+            let dst = corrupt.join(&candidate);
+            let reason_path = reason_path_for(&dst);
+            if dst.symlink_metadata().is_ok() || reason_path.symlink_metadata().is_ok() {
+                continue;
+            }
+            match sys::rename_noreplace(&src, &dst) {
+                Ok(()) => {
+                    self.write_reason(&reason_path, &shown, reason);
+                    self.events.emit(
+                        &catalog::SPOOL_CORRUPT,
+                        fields!(
+                            "file" => shown,
+                            "reason" => reason,
+                            "moved_to" => format!("corrupt/{}", candidate.to_string_lossy()),
+                        ),
+                    );
+                    return Ok(dst);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(SpoolError::io("quarantine", src, e)),
+            }
+        }
+        Err(SpoolError::io(
+            "quarantine",
+            src,
+            io::Error::other("no free name in corrupt/"),
+        ))
+    }
+
+    /// Best effort: a missing reason file loses an explanation that event 3003 also
+    /// carries, so failing to write it must not stop recovery.
+    fn write_reason(&self, path: &PathBuf, shown: &str, reason: &CorruptReason) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let written = sys::create_new(path).and_then(|mut f| {
+            writeln!(f, "file: {shown}")?;
+            writeln!(f, "reason: {reason}")?;
+            writeln!(f, "quarantined_at_unix: {now}")
+        });
+        if let Err(e) = written {
+            self.events.emit(
+                &catalog::SPOOL_IO_ERROR,
+                fields!("file" => path.display(), "op" => "write reason", "error" => e),
+            );
+        }
+    }
+
+    /// Makes a batch of quarantines durable: fsyncs `corrupt/` and the source directory.
+    pub(crate) fn sync_after_quarantine(&self, from: Area) -> Result<(), SpoolError> {
+        for area in [Area::State(QueueState::Corrupt), from] {
+            let dir = self.area_dir(area);
+            sys::sync_dir(&dir).map_err(|e| SpoolError::io("fsync directory", dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `<dst>.reason`.
+fn reason_path_for(dst: &std::path::Path) -> PathBuf {
+    let mut s: OsString = dst.as_os_str().to_os_string();
+    s.push(REASON_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// The queue id of a quarantined message file: `<id>` or `<id>.<digits>`. Reason files
+/// and names that are not ids give `None`.
+pub(crate) fn quarantined_id(name: &OsStr) -> Option<QueueId> {
+    let s = name.to_str()?;
+    let (id, suffix) = match s.split_once('.') {
+        Some((id, suffix)) => (id, Some(suffix)),
+        None => (s, None),
+    };
+    if let Some(suffix) = suffix {
+        if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    QueueId::parse(id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantined_names() {
+        let id = QueueId::generate();
+        let s = id.to_string();
+        assert_eq!(quarantined_id(OsStr::new(&s)), Some(id));
+        assert_eq!(quarantined_id(OsStr::new(&format!("{s}.1"))), Some(id));
+        assert_eq!(quarantined_id(OsStr::new(&format!("{s}.12"))), Some(id));
+        assert_eq!(quarantined_id(OsStr::new(&format!("{s}.reason"))), None);
+        assert_eq!(quarantined_id(OsStr::new(&format!("{s}.1.reason"))), None);
+        assert_eq!(quarantined_id(OsStr::new(&format!("{s}."))), None);
+        assert_eq!(quarantined_id(OsStr::new("junk")), None);
+    }
+}

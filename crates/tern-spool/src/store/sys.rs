@@ -1,0 +1,123 @@
+//! The few system calls the standard library does not offer: flock, statvfs and rename
+//! without replacing, plus directory fsync and the file-open policy for spool entries.
+//!
+//! Invariant: the `unsafe` blocks here only pass NUL-terminated paths built from `Path`
+//! bytes and plain integers to libc, and read back a struct the kernel filled in.
+//!
+//! Trust: paths come from the spool's own code (a configured directory joined with a
+//! validated queue id or a name read from the directory).
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::DiskSpace;
+
+fn c_path(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Takes a non-blocking exclusive flock. `Ok(false)` when another open file description
+/// (another process, or another `Spool` in this one) holds it.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: flock on a file descriptor we own; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// Free (for unprivileged users) and total bytes of the filesystem holding `path`.
+pub(crate) fn disk_space(path: &Path) -> io::Result<DiskSpace> {
+    let c = c_path(path)?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated string and `st` points to writable memory of
+    // the right type; statvfs fills it in completely on success.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: rc == 0, so the kernel initialised the struct (and it was zeroed anyway).
+    let st = unsafe { st.assume_init() };
+    let frsize = u64::from(st.f_frsize);
+    Ok(DiskSpace {
+        available: u64::from(st.f_bavail).saturating_mul(frsize),
+        total: u64::from(st.f_blocks).saturating_mul(frsize),
+    })
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` instead of replacing `to`.
+/// Uses renameat2(RENAME_NOREPLACE); on filesystems without it, falls back to a check and
+/// a rename, which is only racy against other writers of the same directory, and only the
+/// lock holder writes.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let cf = c_path(from)?;
+    let ct = c_path(to)?;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            if to.symlink_metadata().is_ok() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            std::fs::rename(from, to)
+        }
+        _ => Err(err),
+    }
+}
+
+/// fsyncs a directory, making the entries created, renamed or removed in it durable.
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Opens a spool entry for reading without following a symlink (a symlink in a state
+/// directory is not a message and could point anywhere).
+pub(crate) fn open_entry(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Creates a new file for writing, failing if it exists; readable by the owner only
+/// because it holds mail.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Whether an error opening or reading an entry belongs to the file (so the entry is
+/// corrupt) rather than to the process or the system (so the operation should fail).
+pub(crate) fn is_entry_fault(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::ELOOP) | Some(libc::EISDIR) | Some(libc::EUCLEAN)
+    ) || e.kind() == io::ErrorKind::UnexpectedEof
+}

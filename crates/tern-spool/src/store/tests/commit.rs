@@ -1,0 +1,125 @@
+//! Group commit and cancellation of commits.
+
+use std::sync::Arc;
+
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use super::*;
+use crate::state::QueueState;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_share_directory_fsyncs() {
+    const N: usize = 200;
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    let barrier = Arc::new(Barrier::new(N));
+    let mut tasks = JoinSet::new();
+    for i in 0..N {
+        let spool = spool.clone();
+        let barrier = Arc::clone(&barrier);
+        tasks.spawn(async move {
+            let body = content(1024 + i, i as u8);
+            let mut w = spool.begin();
+            w.write(&body).await?;
+            let env = envelope(w.id(), w.written(), 1);
+            let id = w.id();
+            barrier.wait().await;
+            w.commit(env).await.map(|()| (id, body))
+        });
+    }
+    let mut stored = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(x)) => stored.push(x),
+            Ok(Err(e)) => panic!("commit failed: {e}"),
+            Err(e) => panic!("task failed: {e}"),
+        }
+    }
+    assert_eq!(stored.len(), N);
+    let stats = spool.sync_stats();
+    assert_eq!(stats.file_syncs, N as u64);
+    assert!(stats.dir_syncs >= 1);
+    assert!(
+        stats.dir_syncs < N as u64,
+        "{} directory fsyncs for {N} commits: no group commit",
+        stats.dir_syncs
+    );
+    assert_eq!(spool.queued(), N);
+    assert_eq!(names(&sub(dir.path(), "incoming")).len(), N);
+    for (id, body) in stored.iter().take(20) {
+        let m = spool.read(QueueState::Incoming, *id).unwrap_or_else(|e| panic!("{e}"));
+        assert!(&m.body == body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_commits_each_wait_for_their_own_fsync() {
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    for i in 0..5u8 {
+        store(&spool, &content(10, i), 10).await;
+        // With nothing concurrent, every commit needs a directory fsync that started
+        // after its rename: exactly one each.
+        assert_eq!(spool.sync_stats().dir_syncs, u64::from(i) + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_dropped_before_it_runs_leaves_nothing() {
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    let mut w = spool.begin();
+    w.write(&content(400 * 1024, 1)).await.unwrap_or_else(|e| panic!("{e}"));
+    let tmp = spool.dir().join("tmp").join(w.id().to_string());
+    assert!(tmp.exists());
+    let env = envelope(w.id(), w.written(), 1);
+    let fut = w.commit(env);
+    drop(fut);
+    assert!(!tmp.exists());
+    assert!(names(&sub(dir.path(), "incoming")).is_empty());
+    assert_eq!(spool.queued(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_dropped_while_running_still_completes_the_message() {
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    for (i, len) in [10usize, 400 * 1024].into_iter().enumerate() {
+        let body = content(len, i as u8);
+        let mut w = spool.begin();
+        w.write(&body).await.unwrap_or_else(|e| panic!("{e}"));
+        let id = w.id();
+        let env = envelope(id, w.written(), 1);
+        // One poll starts the blocking task, then the future is dropped.
+        let r = tokio::time::timeout(Duration::ZERO, w.commit(env)).await;
+        if let Ok(done) = r {
+            done.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let path = spool.path_of(QueueState::Incoming, id);
+        assert!(wait_until(Duration::from_secs(10), || path.exists()));
+        assert!(names(&sub(dir.path(), "tmp")).is_empty());
+        let m = spool.read(QueueState::Incoming, id).unwrap_or_else(|e| panic!("{e}"));
+        assert!(m.body == body);
+        assert_eq!(spool.queued(), i + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_dropped_while_spilling_breaks_the_writer() {
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    let mut w = spool.begin();
+    let big = content(300 * 1024, 2);
+    let r = tokio::time::timeout(Duration::ZERO, w.write(&big)).await;
+    if r.is_err() {
+        assert!(matches!(w.write(b"more").await, Err(crate::SpoolError::WriterBroken)));
+        let env = envelope(w.id(), w.written(), 1);
+        assert!(matches!(w.commit(env).await, Err(crate::SpoolError::WriterBroken)));
+    } else {
+        drop(w);
+    }
+    let tmp = sub(dir.path(), "tmp");
+    assert!(wait_until(Duration::from_secs(10), || names(&tmp).is_empty()));
+    assert!(names(&sub(dir.path(), "incoming")).is_empty());
+}

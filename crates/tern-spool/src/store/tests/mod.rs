@@ -1,0 +1,97 @@
+//! Tests of the spool on a real filesystem (tempfile directories): the write path,
+//! recovery and quarantine, locking, and group commit. Helpers shared by them live here.
+
+mod commit;
+mod recovery;
+mod write_read;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tern_events::EventLog;
+
+use crate::id::QueueId;
+use crate::store::{RecoveryReport, Spool};
+use crate::testutil::envelope;
+
+/// Opens a read-write spool with a discarding event log, failing the test on error.
+fn open(dir: &Path) -> (Spool, RecoveryReport) {
+    match Spool::open(dir, EventLog::discard()) {
+        Ok(x) => x,
+        Err(e) => panic!("open {}: {e}", dir.display()),
+    }
+}
+
+/// Opens with an event log writing JSON lines to `events`.
+fn open_logged(dir: &Path, events: &Path) -> (Spool, RecoveryReport, EventLog) {
+    let log = EventLog::open(Some(events), false).unwrap_or_else(|e| panic!("event log: {e}"));
+    let (spool, report) =
+        Spool::open(dir, log.clone()).unwrap_or_else(|e| panic!("open: {e}"));
+    (spool, report, log)
+}
+
+/// Event lines with the given numeric id, after flushing the log.
+fn events_with_id(log: &EventLog, path: &Path, id: u64) -> Vec<serde_json::Value> {
+    assert!(log.flush(Duration::from_secs(10)));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["id"] == id)
+        .collect()
+}
+
+/// Writes `content` in chunks of `chunk` bytes and commits it with a sample envelope.
+async fn store(spool: &Spool, content: &[u8], chunk: usize) -> QueueId {
+    let mut w = spool.begin();
+    for part in content.chunks(chunk.max(1)) {
+        w.write(part).await.unwrap_or_else(|e| panic!("write: {e}"));
+    }
+    assert_eq!(w.written(), content.len() as u64);
+    let id = w.id();
+    let env = envelope(id, w.written(), 2);
+    w.commit(env).await.unwrap_or_else(|e| panic!("commit: {e}"));
+    id
+}
+
+/// Deterministic test content of `n` bytes that is not all one value.
+fn content(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+/// Names in a directory, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn sub(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+}

@@ -1,0 +1,271 @@
+//! Writing one message: buffer, spill to `tmp/`, commit into `incoming/`.
+//!
+//! Write path of a message of C content bytes:
+//! 1. [`MessageWriter::write`] appends to a memory buffer that starts with the format
+//!    header. Once the buffer reaches [`MessageWriter::BUFFER_LIMIT`] it is written to
+//!    `tmp/<id>` (created with O_EXCL on the first spill) on tokio's blocking pool, so a
+//!    huge message never holds more than that limit in memory. The content CRC is computed
+//!    as bytes arrive.
+//! 2. [`MessageWriter::commit`] appends the envelope and trailer and, in ONE blocking task:
+//!    writes what is left (for a small message: create + one write), `fdatasync`s, and
+//!    renames `tmp/<id>` to `incoming/<id>`. Concurrent commits' fdatasyncs run on
+//!    separate threads, where the filesystem journal merges them.
+//! 3. It then waits for the group-committed fsync of `incoming/` (see `dirsync`).
+//!
+//! Invariants:
+//! - `tmp/<id>` is owned by a [`TmpFile`] guard that unlinks it when dropped unless it
+//!   was renamed. The guard lives in the writer or, while I/O runs, in the blocking task;
+//!   so a dropped writer, a failed write or commit, and a cancelled future all end with
+//!   no file in `tmp/` (once the blocking task, which cannot be cancelled, finishes).
+//! - A commit future dropped after its blocking task started leaves the message either
+//!   fully in `incoming/` (data synced, directory synced by the next group fsync) or gone.
+//! - A failed or cancelled `write` marks the writer broken: its content would have a hole,
+//!   so every later call fails with [`SpoolError::WriterBroken`].
+//! - The queued count is incremented by the task that renamed, right after the rename.
+//!
+//! Trust: content is opaque bytes; the envelope is checked by `format::encode_tail`
+//! (valid, `size` equal to the content written) so that nothing is committed that
+//! recovery would quarantine.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tern_events::{catalog, fields};
+
+use crate::envelope::Envelope;
+use crate::error::SpoolError;
+use crate::format;
+use crate::id::QueueId;
+use crate::state::QueueState;
+
+use super::{Area, Inner, sys};
+
+/// `tmp/<id>` while it is being written; unlinked on drop unless renamed away.
+struct TmpFile {
+    file: File,
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TmpFile {
+    fn create(path: PathBuf) -> Result<TmpFile, SpoolError> {
+        match sys::create_new(&path) {
+            Ok(file) => Ok(TmpFile {
+                file,
+                path,
+                armed: true,
+            }),
+            Err(e) => Err(SpoolError::io("create", path, e)),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| SpoolError::io("write", &self.path, e))
+    }
+
+    /// Renames into `to`, never replacing an existing file; disarms the guard on success.
+    fn rename_to(&mut self, to: &PathBuf) -> Result<(), SpoolError> {
+        sys::rename_noreplace(&self.path, to).map_err(|e| SpoolError::io("rename", to, e))?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Runs spool I/O on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, SpoolError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, SpoolError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(SpoolError::BlockingTask(e.to_string())),
+    }
+}
+
+/// A message being received. Created by `Spool::begin`; dropping it without a
+/// successful commit removes everything it wrote.
+pub struct MessageWriter {
+    inner: Arc<Inner>,
+    id: QueueId,
+    /// File bytes not yet written: the header (until the first spill) and content.
+    /// Invariant: shorter than `BUFFER_LIMIT` between calls.
+    pending: Vec<u8>,
+    /// `Some` once the message spilled to `tmp/`.
+    tmp: Option<TmpFile>,
+    /// Content bytes accepted so far.
+    content_len: u64,
+    /// CRC-32C of those bytes.
+    content_crc: u32,
+    /// An earlier write failed or was cancelled.
+    broken: bool,
+}
+
+impl std::fmt::Debug for MessageWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageWriter")
+            .field("id", &self.id)
+            .field("written", &self.content_len)
+            .field("spilled", &self.tmp.is_some())
+            .finish()
+    }
+}
+
+impl MessageWriter {
+    /// Bytes held in memory before the message spills to `tmp/`, and the size of each
+    /// write to `tmp/` after that.
+    pub const BUFFER_LIMIT: usize = 256 * 1024;
+
+    pub(crate) fn new(inner: Arc<Inner>, id: QueueId) -> MessageWriter {
+        let mut pending = Vec::with_capacity(8 * 1024);
+        pending.extend_from_slice(&format::encode_header());
+        MessageWriter {
+            inner,
+            id,
+            pending,
+            tmp: None,
+            content_len: 0,
+            content_crc: 0,
+            broken: false,
+        }
+    }
+
+    /// The message's queue id (for the Received header).
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    /// Content bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.content_len
+    }
+
+    /// Appends content. Buffers up to [`Self::BUFFER_LIMIT`] bytes in memory; past that,
+    /// writes through to `tmp/<id>` in chunks of that size, so memory stays bounded.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
+        if self.broken {
+            return Err(SpoolError::WriterBroken);
+        }
+        if !self.inner.is_writable() {
+            return Err(SpoolError::ReadOnly);
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = Self::BUFFER_LIMIT.saturating_sub(self.pending.len()).max(1);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.pending.extend_from_slice(now);
+            self.content_len = self.content_len.saturating_add(now.len() as u64);
+            self.content_crc = crc32c::crc32c_append(self.content_crc, now);
+            rest = later;
+            if self.pending.len() >= Self::BUFFER_LIMIT {
+                self.spill().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer to `tmp/<id>`, creating it on the first call.
+    async fn spill(&mut self) -> Result<(), SpoolError> {
+        let tmp = self.tmp.take();
+        let mut buf = std::mem::take(&mut self.pending);
+        let path = self.inner.entry_path(Area::Tmp, self.id);
+        // Stays set if this future is dropped or the task fails.
+        self.broken = true;
+        let (tmp, buf) = blocking(move || {
+            let mut tmp = match tmp {
+                Some(t) => t,
+                None => TmpFile::create(path)?,
+            };
+            tmp.write_all(&buf)?;
+            buf.clear();
+            Ok((tmp, buf))
+        })
+        .await?;
+        self.tmp = Some(tmp);
+        self.pending = buf;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Makes the message durable in `incoming/`: writes the rest, the envelope and the
+    /// trailer, fdatasyncs, renames out of `tmp/`, then waits for the group-committed
+    /// fsync of `incoming/`. Returns only when all of that is done.
+    ///
+    /// `envelope.id` must be [`Self::id`] (else [`SpoolError::IdMismatch`]) and
+    /// `envelope.size` must be [`Self::written`]; nothing in the envelope is changed.
+    pub async fn commit(self, envelope: Envelope) -> Result<(), SpoolError> {
+        let MessageWriter {
+            inner,
+            id,
+            mut pending,
+            tmp,
+            content_len,
+            content_crc,
+            broken,
+        } = self;
+        if broken {
+            return Err(SpoolError::WriterBroken);
+        }
+        let Some(writable) = inner.writable.as_ref() else {
+            return Err(SpoolError::ReadOnly);
+        };
+        if envelope.id != id {
+            return Err(SpoolError::IdMismatch);
+        }
+        pending.extend_from_slice(&format::encode_tail(content_len, content_crc, &envelope)?);
+        let tmp_path = inner.entry_path(Area::Tmp, id);
+        let final_path = inner.entry_path(Area::State(QueueState::Incoming), id);
+        let task_inner = Arc::clone(&inner);
+        let task_final = final_path.clone();
+        blocking(move || {
+            let mut tmp = match tmp {
+                Some(t) => t,
+                None => TmpFile::create(tmp_path)?,
+            };
+            tmp.write_all(&pending)?;
+            tmp.file
+                .sync_data()
+                .map_err(|e| SpoolError::io("fdatasync", &tmp.path, e))?;
+            task_inner
+                .counters
+                .file_syncs
+                .fetch_add(1, Ordering::Relaxed);
+            tmp.rename_to(&task_final)?;
+            task_inner.queued.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        })
+        .await?;
+        if let Err(e) = writable.incoming.sync().await {
+            // Not known to be durable, so not accepted: take it back out of the queue.
+            if std::fs::remove_file(&final_path).is_ok() {
+                inner.forget_queued(QueueState::Incoming);
+            }
+            let dir = writable.incoming.path().clone();
+            inner.events.emit(
+                &catalog::SPOOL_IO_ERROR,
+                fields!("file" => dir.display(), "op" => "fsync directory", "error" => e),
+            );
+            return Err(SpoolError::io("fsync directory", dir, e));
+        }
+        Ok(())
+    }
+
+    /// Bytes currently held in memory (tests check the bound).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+}

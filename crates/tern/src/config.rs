@@ -1,0 +1,266 @@
+//! Tern's configuration file: one TOML document, every key documented in docs/CONFIG.md.
+//!
+//! Loading is two-phase so `tern check-config` can report every problem at once:
+//! 1. TOML is deserialised with `serde_ignored`, which collects every unknown key with its
+//!    full path instead of stopping at the first (a type error still stops parsing, and
+//!    toml's message names the key and line);
+//! 2. each section's `problems()` checks values and cross-field rules.
+//!
+//! With no file, [`Config::embedded_default`] is used: one listener on 127.0.0.1:2525,
+//! data under `./tern-data`, the system host name, mail accepted for `localhost` and, from
+//! loopback clients only, for any domain.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tern_smtpd::{ConfigProblem, ListenerConfig, RelayConfig};
+use tern_spool::backpressure::BackPressureConfig;
+
+/// The embedded default configuration (also shipped as docs/tern.example.toml).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerSection,
+    /// `[relay]`.
+    pub relay: RelayConfig,
+    /// `[dns]`.
+    pub dns: DnsSection,
+    /// `[back_pressure]`.
+    pub back_pressure: BackPressureConfig,
+    /// `[[listener]]`.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Host name in the greeting and Received headers; empty = the system's.
+    pub hostname: String,
+    /// Directory for the spool, the event log and other state.
+    pub data_dir: PathBuf,
+    /// Lowest event severity written (debug, info, notice, warning, error).
+    pub log_level: String,
+    /// Copy events to stderr in readable form.
+    pub log_stderr: bool,
+    /// Seconds sessions in the middle of a message may take to finish at shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> ServerSection {
+        ServerSection {
+            hostname: String::new(),
+            data_dir: PathBuf::from("./tern-data"),
+            log_level: "info".into(),
+            log_stderr: true,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// Name servers as `address:port`; empty = the system's (/etc/resolv.conf).
+    pub nameservers: Vec<SocketAddr>,
+    /// Look up and confirm each client's reverse-DNS name.
+    pub reverse_lookups: bool,
+    /// Milliseconds allowed for a client's reverse lookup plus forward confirmation.
+    pub client_lookup_timeout_ms: u64,
+    /// Also look up loopback clients (otherwise they are named `localhost` without a
+    /// query). Tests use this with a scripted DNS server.
+    pub lookup_loopback_clients: bool,
+}
+
+impl Default for DnsSection {
+    fn default() -> DnsSection {
+        DnsSection {
+            nameservers: Vec::new(),
+            reverse_lookups: true,
+            client_lookup_timeout_ms: 3000,
+            lookup_loopback_clients: false,
+        }
+    }
+}
+
+/// Why a configuration could not be used; lists every problem found.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    /// File the problems are in (`<embedded>` for the default).
+    pub file: String,
+    /// Problems, each with its key.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}: {} problem(s)", self.file, self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// The built-in configuration used when no file is given.
+    pub fn embedded_default() -> Result<Config, ConfigErrors> {
+        Config::parse(DEFAULT_TOML, "<embedded>")
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: path.display().to_string(),
+            problems: vec![ConfigProblem::new("(file)", e.to_string())],
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let fail = |problems| ConfigErrors {
+            file: file.to_string(),
+            problems,
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| fail(vec![ConfigProblem::new("(syntax)", e.to_string())]))?;
+        let mut unknown = Vec::new();
+        let parsed: Result<Config, _> = serde_ignored::deserialize(de, |path| {
+            unknown.push(ConfigProblem::new(path.to_string(), "unknown key"));
+        });
+        let mut config = match parsed {
+            Ok(c) => c,
+            Err(e) => {
+                let mut problems = unknown;
+                problems.push(ConfigProblem::new("(value)", e.to_string().trim().to_string()));
+                return Err(fail(problems));
+            }
+        };
+        let mut problems = unknown;
+        problems.extend(config.problems());
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        if config.server.hostname.is_empty() {
+            config.server.hostname = system_hostname();
+        }
+        Ok(config)
+    }
+
+    /// Every semantic problem.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if !self.server.hostname.is_empty() && !tern_proto::address::valid_domain(&self.server.hostname.to_lowercase()) {
+            p.push(ConfigProblem::new("server.hostname", "not a valid host name"));
+        }
+        if tern_events::Severity::parse(&self.server.log_level).is_none() {
+            p.push(ConfigProblem::new(
+                "server.log_level",
+                "must be one of debug, info, notice, warning, error",
+            ));
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            p.push(ConfigProblem::new("server.data_dir", "must not be empty"));
+        }
+        if self.listeners.is_empty() {
+            p.push(ConfigProblem::new("listener", "at least one [[listener]] is needed"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            p.extend(l.problems(&format!("listener[{i}]")));
+            if !names.insert(&l.name) {
+                p.push(ConfigProblem::new(format!("listener[{i}].name"), "duplicate listener name"));
+            }
+        }
+        p.extend(self.relay.problems());
+        let bp = &self.back_pressure;
+        if !(0.0..100.0).contains(&bp.min_free_percent) {
+            p.push(ConfigProblem::new("back_pressure.min_free_percent", "must be at least 0 and below 100"));
+        }
+        if bp.max_queued_messages == 0 {
+            p.push(ConfigProblem::new("back_pressure.max_queued_messages", "must be at least 1"));
+        }
+        if bp.check_interval_ms == 0 {
+            p.push(ConfigProblem::new("back_pressure.check_interval_ms", "must be at least 1"));
+        }
+        if self.dns.client_lookup_timeout_ms == 0 {
+            p.push(ConfigProblem::new("dns.client_lookup_timeout_ms", "must be at least 1"));
+        }
+        p
+    }
+
+    /// Directory of the spool.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.server.data_dir.join("spool")
+    }
+}
+
+/// The system host name, lower-cased; `localhost` if it cannot be read or is not a valid
+/// host name.
+pub fn system_hostname() -> String {
+    let name = gethostname::gethostname().to_string_lossy().to_lowercase();
+    if tern_proto::address::valid_domain(&name) {
+        name
+    } else {
+        "localhost".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_safe() {
+        let c = Config::embedded_default().unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
+        assert_eq!(c.server.data_dir, PathBuf::from("./tern-data"));
+        assert_eq!(c.relay.domains, vec!["localhost".to_string()]);
+        assert!(c.relay.networks.iter().all(|n| n.addr().is_loopback()));
+        assert!(!c.server.hostname.is_empty());
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_path() {
+        let err = Config::parse(
+            "[server]\nhostnme = \"x\"\n[relay]\ndomains = []\nnetwork = []\n[[listener]]\naddress = \"127.0.0.1:25\"\nmax_conn = 3\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"server.hostnme"), "{keys:?}");
+        assert!(keys.contains(&"relay.network"), "{keys:?}");
+        assert!(keys.iter().any(|k| k.starts_with("listener") && k.ends_with("max_conn")), "{keys:?}");
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported() {
+        let err = Config::parse(
+            "[server]\nlog_level = \"loud\"\n[relay]\nnetworks = [\"0.0.0.0/0\"]\n[[listener]]\nname = \"a\"\nmax_recipients = 0\ntls = \"implicit\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in ["server.log_level", "relay.networks[0]", "listener[0].max_recipients", "listener[0].certificate"] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let err = Config::parse("[[listener]]\nmax_connections = \"many\"\n", "t.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("max_connections"), "{text}");
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Tern's test command (the one README.md names). Works on a fresh Debian machine of this
+# kind: installs the real peers the tests talk to (swaks, Postfix's smtp-source, Python's
+# aiosmtpd and dnslib), then runs every test in the workspace. A missing peer is a failure,
+# never a silent skip: the interop tests check for each tool and fail loudly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v swaks >/dev/null || need_apt+=(swaks libnet-ssleay-perl)
+command -v smtp-source >/dev/null || need_apt+=(postfix)
+perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing test peers: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import aiosmtpd, dnslib' 2>/dev/null; then
+  echo "== installing Python test peers: aiosmtpd dnslib"
+  python3 -m pip install -q aiosmtpd dnslib
+fi
+
+cargo test --workspace --release 2>&1
