@@ -189,7 +189,7 @@ def cmd_chart(argv: list[str]) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     xs = [b[0] for b in bars]
     ax.bar(xs, [b[2] for b in bars], width=0.5,
-           color=[colors[i % 2] for i in xs], label="median")
+           color=[colors[i % 2] for i in xs])
     for x, _, v in bars:
         ax.text(x, v / 2, f"{v:.0f} msg/s", ha="center", va="center",
                 color="white", fontsize=13)

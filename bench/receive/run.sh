@@ -485,7 +485,7 @@ set xtics nomirror scale 0
 set key top right
 set linetype 1 lc rgb "#2a7ab0"
 set linetype 2 lc rgb "#c0504d"
-plot "$BARS" using 1:3:(0.5):4:xtic(2) with boxes lc variable title "median", \
+plot "$BARS" using 1:3:(0.5):4:xtic(2) with boxes lc variable notitle, \
      "" using 1:(\$3 / 2):(sprintf("%.0f msg/s", \$3)) with labels textcolor rgb "white" font ",14" notitle, \
      "$ROUNDS_DAT" using 1:2 with points pt 7 ps 0.8 lc rgb "black" title "each round"
 EOF

@@ -120,3 +120,17 @@ mod tests {
         assert!(ALL.windows(2).all(|w| w[0].id < w[1].id));
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    /// docs/EVENTS.md must list every event with its id, name and severity.
+    #[test]
+    fn events_md_lists_every_event() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/EVENTS.md");
+        let doc = std::fs::read_to_string(path).expect("docs/EVENTS.md exists");
+        for def in super::ALL {
+            let row = format!("| {} | `{}` | {} |", def.id, def.name, def.severity.as_str());
+            assert!(doc.contains(&row), "docs/EVENTS.md lacks the row for {} {}", def.id, def.name);
+        }
+    }
+}

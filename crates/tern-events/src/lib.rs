@@ -238,6 +238,9 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
         .json
         .take()
         .map(|f| BufWriter::with_capacity(64 * 1024, f));
+    let mut err = sinks
+        .stderr
+        .then(|| BufWriter::with_capacity(16 * 1024, std::io::stderr()));
     let mut windows: HashMap<(u32, String), Window> = HashMap::new();
     let mut reported_lost = 0u64;
     loop {
@@ -275,7 +278,7 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
             });
             if w.written < BURST {
                 w.written += 1;
-                write_line(&occ, None, &mut json, sinks.stderr);
+                write_line(&occ, None, &mut json, &mut err);
             } else {
                 w.suppressed += 1;
                 w.last = Some(occ);
@@ -294,36 +297,42 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
                     serde_json::json!({"id": 0, "name": "events.lost", "severity": "warning", "message": note})
                 );
             }
-            if sinks.stderr {
-                eprintln!("tern: {note}");
+            if let Some(e) = err.as_mut() {
+                let _ = writeln!(e, "tern: {note}");
             }
             reported_lost = lost;
         }
-        close_windows(&mut windows, &mut json, sinks.stderr, !acks.is_empty());
+        close_windows(&mut windows, &mut json, &mut err, !acks.is_empty());
         if let Some(j) = json.as_mut() {
             let _ = j.flush();
+        }
+        if let Some(e) = err.as_mut() {
+            let _ = e.flush();
         }
         for ack in acks {
             let _ = ack.try_send(());
         }
     }
-    close_windows(&mut windows, &mut json, sinks.stderr, true);
+    close_windows(&mut windows, &mut json, &mut err, true);
     if let Some(j) = json.as_mut() {
         let _ = j.flush();
+    }
+    if let Some(e) = err.as_mut() {
+        let _ = e.flush();
     }
 }
 
 fn close_windows(
     windows: &mut HashMap<(u32, String), Window>,
     json: &mut Option<BufWriter<File>>,
-    stderr: bool,
+    err: &mut Option<BufWriter<std::io::Stderr>>,
     all: bool,
 ) {
     let now = Instant::now();
     windows.retain(|_, w| {
         if all || now.duration_since(w.started) >= WINDOW {
             if let Some(last) = w.last.take() {
-                write_line(&last, Some(w.suppressed), json, stderr);
+                write_line(&last, Some(w.suppressed), json, err);
             }
             false
         } else {
@@ -336,7 +345,7 @@ fn write_line(
     occ: &Occurrence,
     repeated: Option<u64>,
     json: &mut Option<BufWriter<File>>,
-    stderr: bool,
+    err: &mut Option<BufWriter<std::io::Stderr>>,
 ) {
     let ts = occ
         .at
@@ -356,7 +365,7 @@ fn write_line(
         }
         let _ = writeln!(j, "{}", serde_json::Value::Object(obj));
     }
-    if stderr {
+    if let Some(e) = err.as_mut() {
         let mut line = format!(
             "{ts} {} {:>4} {}",
             occ.def.severity.as_str(),
@@ -372,7 +381,7 @@ fn write_line(
         if let Some(n) = repeated {
             line.push_str(&format!(" (repeated {n} times in the last window)"));
         }
-        eprintln!("{line}");
+        let _ = writeln!(e, "{line}");
     }
 }
 

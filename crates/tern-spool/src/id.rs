@@ -102,8 +102,8 @@ impl QueueId {
             }
         };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let low = (process_seed() ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23))
-            & LOW_MASK;
+        let low =
+            (process_seed() ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23)) & LOW_MASK;
         QueueId::from_parts(micros, low)
     }
 
@@ -210,7 +210,9 @@ mod tests {
     #[test]
     fn ids_from_many_threads_never_collide() {
         let handles: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| (0..5000).map(|_| QueueId::generate()).collect::<Vec<_>>()))
+            .map(|_| {
+                std::thread::spawn(|| (0..5000).map(|_| QueueId::generate()).collect::<Vec<_>>())
+            })
             .collect();
         let mut all = std::collections::HashSet::new();
         for h in handles {
@@ -232,26 +234,45 @@ mod tests {
     #[test]
     fn parse_is_strict() {
         assert!(QueueId::parse("0K3M9QW2XYZAB7F").is_ok());
-        assert_eq!(QueueId::parse("0K3M9QW2XYZAB7"), Err(QueueIdError::Length(14)));
+        assert_eq!(
+            QueueId::parse("0K3M9QW2XYZAB7"),
+            Err(QueueIdError::Length(14))
+        );
         assert_eq!(QueueId::parse(""), Err(QueueIdError::Length(0)));
-        for bad in ["0k3M9QW2XYZAB7F", "0K3M9QW2XYZAB7I", "0K3M9QW2XYZAB7L", "0K3M9QW2XYZAB7O",
-            "0K3M9QW2XYZAB7U", "0K3M9QW2XYZ/B7F", "0K3M9QW2XYZ.B7F", "0K3M9QW2XYZAB7\u{e9}"]
-        {
+        for bad in [
+            "0k3M9QW2XYZAB7F",
+            "0K3M9QW2XYZAB7I",
+            "0K3M9QW2XYZAB7L",
+            "0K3M9QW2XYZAB7O",
+            "0K3M9QW2XYZAB7U",
+            "0K3M9QW2XYZ/B7F",
+            "0K3M9QW2XYZ.B7F",
+            "0K3M9QW2XYZAB7\u{e9}",
+        ] {
             assert!(
-                matches!(QueueId::parse(bad), Err(QueueIdError::Character { .. }) | Err(QueueIdError::Length(_))),
+                matches!(
+                    QueueId::parse(bad),
+                    Err(QueueIdError::Character { .. }) | Err(QueueIdError::Length(_))
+                ),
                 "{bad} accepted"
             );
         }
         assert_eq!(
             QueueId::parse("0K3M9QW2XYZAB7u"),
-            Err(QueueIdError::Character { position: 14, ch: 'u' })
+            Err(QueueIdError::Character {
+                position: 14,
+                ch: 'u'
+            })
         );
     }
 
     #[test]
     fn extremes_round_trip() {
         let max = QueueId::parse("ZZZZZZZZZZZZZZZ").ok();
-        assert_eq!(max.map(|m| m.to_string()).as_deref(), Some("ZZZZZZZZZZZZZZZ"));
+        assert_eq!(
+            max.map(|m| m.to_string()).as_deref(),
+            Some("ZZZZZZZZZZZZZZZ")
+        );
         assert_eq!(max.map(|m| m.arrival_micros()), Some((1i64 << 55) - 1));
         let zero = QueueId::from_parts(0, 0);
         assert_eq!(zero.to_string(), "000000000000000");

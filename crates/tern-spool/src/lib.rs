@@ -26,8 +26,10 @@
 //! - There is no index file: the queue is the set of files. The count of queued messages
 //!   is kept in memory and rebuilt by the scan at [`Spool::open`].
 //!
-//! Trust: everything read from disk is treated as hostile and validated by [`format`]
+//! Trust: everything read from disk is treated as hostile and validated by [`format`](mod@format)
 //! (bounded lengths, checksums, strict layout) before use.
+
+#![warn(missing_docs)]
 
 pub mod backpressure;
 pub mod envelope;
@@ -57,10 +59,10 @@ pub mod fuzzing {
     /// and never allocate more than the input's size plus bounded overhead.
     pub fn decode(data: &[u8]) {
         let _ = crate::format::decode(data, None);
-        if let Some(tail) = data.len().checked_sub(crate::format::TRAILER_LEN) {
-            if let Some(t) = data.get(tail..) {
-                let _ = crate::format::decode_trailer(t, data.len() as u64);
-            }
+        if let Some(tail) = data.len().checked_sub(crate::format::TRAILER_LEN)
+            && let Some(t) = data.get(tail..)
+        {
+            let _ = crate::format::decode_trailer(t, data.len() as u64);
         }
         if let Ok(s) = std::str::from_utf8(data) {
             let _ = crate::QueueId::parse(s);

@@ -86,8 +86,17 @@ pub(crate) fn arb_envelope(id: QueueId, size: u64) -> impl Strategy<Value = Enve
     (
         prop_oneof![Just(String::new()), address()],
         proptest::collection::vec(recipient(), 1..5),
-        (proptest::option::of(any::<u64>()), any::<bool>(), proptest::option::of(".{0,20}")),
-        (".{0,30}", proptest::option::of(".{0,30}"), ".{0,30}", any::<bool>()),
+        (
+            proptest::option::of(any::<u64>()),
+            any::<bool>(),
+            proptest::option::of(".{0,20}"),
+        ),
+        (
+            ".{0,30}",
+            proptest::option::of(".{0,30}"),
+            ".{0,30}",
+            any::<bool>(),
+        ),
         any::<i64>(),
     )
         .prop_map(

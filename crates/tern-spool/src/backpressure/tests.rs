@@ -58,7 +58,10 @@ async fn queue_limit_refuses_at_the_limit() {
     // Checked inline: no need to wait for the periodic task.
     assert_eq!(
         bp.refusing(),
-        Some(BackPressureReason::QueueFull { queued: 3, limit: 3 })
+        Some(BackPressureReason::QueueFull {
+            queued: 3,
+            limit: 3
+        })
     );
 }
 
@@ -88,7 +91,10 @@ async fn disk_threshold_refuses_from_start_and_logs_once() {
     // there must still be exactly one ON event.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while bp.shared.evaluations.load(Ordering::Relaxed) < 5 {
-        assert!(std::time::Instant::now() < deadline, "evaluator task not running");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "evaluator task not running"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let on = lines_with_id(&log, &events, 3004);
@@ -111,15 +117,24 @@ async fn state_changes_are_logged_once_each() {
     };
     let bp = BackPressure::start(spool, config, log.clone());
     let s = &bp.shared;
-    let full = DiskSpace { available: 5, total: 100 };
-    let fine = DiskSpace { available: 50, total: 100 };
+    let full = DiskSpace {
+        available: 5,
+        total: 100,
+    };
+    let fine = DiskSpace {
+        available: 50,
+        total: 100,
+    };
     evaluate(s, Ok(fine));
     assert_eq!(bp.refusing(), None);
     evaluate(s, Ok(full));
     evaluate(s, Ok(full));
     assert_eq!(
         bp.refusing(),
-        Some(BackPressureReason::DiskSpace { available: 5, threshold: 10 })
+        Some(BackPressureReason::DiskSpace {
+            available: 5,
+            threshold: 10
+        })
     );
     // A failed statvfs keeps the verdict.
     evaluate(s, Err(std::io::Error::other("boom")));
@@ -139,7 +154,10 @@ async fn state_changes_are_logged_once_each() {
 fn threshold_is_the_larger_of_bytes_and_percent() {
     let c = BackPressureConfig::default();
     assert_eq!(c.threshold_bytes(1_000), 512 * 1024 * 1024);
-    assert_eq!(c.threshold_bytes(100 * 1024 * 1024 * 1024), 5 * 1024 * 1024 * 1024);
+    assert_eq!(
+        c.threshold_bytes(100 * 1024 * 1024 * 1024),
+        5 * 1024 * 1024 * 1024
+    );
     let odd = BackPressureConfig {
         min_free_percent: f64::NAN,
         min_free_bytes: 7,
@@ -168,8 +186,14 @@ fn config_defaults_and_unknown_keys() {
 
 #[test]
 fn reasons_display_their_figures() {
-    let r = BackPressureReason::QueueFull { queued: 3, limit: 3 };
+    let r = BackPressureReason::QueueFull {
+        queued: 3,
+        limit: 3,
+    };
     assert_eq!(r.to_string(), "3 messages queued, limit 3");
-    let r = BackPressureReason::DiskSpace { available: 1, threshold: 2 };
+    let r = BackPressureReason::DiskSpace {
+        available: 1,
+        threshold: 2,
+    };
     assert!(r.to_string().contains("1 bytes free"));
 }

@@ -249,10 +249,14 @@ pub fn decode_trailer(bytes: &[u8], file_len: u64) -> Result<Trailer, CorruptRea
         return Err(CorruptReason::UnsupportedFlags(t.flags));
     }
     if t.content_offset != HEADER_LEN as u64 {
-        return Err(CorruptReason::LengthMismatch("content offset is not after the header"));
+        return Err(CorruptReason::LengthMismatch(
+            "content offset is not after the header",
+        ));
     }
     if t.content_offset.checked_add(t.content_len) != Some(t.envelope_offset) {
-        return Err(CorruptReason::LengthMismatch("envelope offset is not after the content"));
+        return Err(CorruptReason::LengthMismatch(
+            "envelope offset is not after the content",
+        ));
     }
     if t.envelope_len > MAX_ENVELOPE_LEN {
         return Err(CorruptReason::EnvelopeTooLarge(t.envelope_len));
@@ -265,7 +269,9 @@ pub fn decode_trailer(bytes: &[u8], file_len: u64) -> Result<Trailer, CorruptRea
         .checked_add(t.envelope_len)
         .and_then(|e| e.checked_add(TRAILER_LEN as u64));
     if end != Some(file_len) {
-        return Err(CorruptReason::LengthMismatch("sections do not add up to the file length"));
+        return Err(CorruptReason::LengthMismatch(
+            "sections do not add up to the file length",
+        ));
     }
     Ok(t)
 }
@@ -323,7 +329,10 @@ pub fn decode(file: &[u8], expected: Option<QueueId>) -> Result<Decoded<'_>, Cor
         return Err(CorruptReason::Truncated);
     }
     let header = decode_header(file.get(..HEADER_LEN).ok_or(CorruptReason::Truncated)?)?;
-    let tail_at = file.len().checked_sub(TRAILER_LEN).ok_or(CorruptReason::Truncated)?;
+    let tail_at = file
+        .len()
+        .checked_sub(TRAILER_LEN)
+        .ok_or(CorruptReason::Truncated)?;
     let t = decode_trailer(file.get(tail_at..).ok_or(CorruptReason::Truncated)?, len)?;
     check_header_matches(&header, &t)?;
     let content = section(file, t.content_offset, t.content_len)?;

@@ -23,10 +23,13 @@ fn set_u16(file: &mut [u8], at: usize, v: u16) {
 fn round_trip_keeps_content_and_envelope() {
     let content = b"Received: by test\r\n\r\nhello\r\n".to_vec();
     let (id, file) = sample(&content);
-    assert_eq!(file.len(), HEADER_LEN + content.len() + TRAILER_LEN + {
-        let t = decode_trailer(&file[file.len() - TRAILER_LEN..], file.len() as u64);
-        t.map(|t| t.envelope_len as usize).unwrap_or(0)
-    });
+    assert_eq!(
+        file.len(),
+        HEADER_LEN + content.len() + TRAILER_LEN + {
+            let t = decode_trailer(&file[file.len() - TRAILER_LEN..], file.len() as u64);
+            t.map(|t| t.envelope_len as usize).unwrap_or(0)
+        }
+    );
     let d = decode(&file, Some(id)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(d.content, &content[..]);
     assert_eq!(d.envelope, envelope(id, content.len() as u64, 2));
@@ -50,19 +53,27 @@ fn header_rules() {
     let tl = f.len() - TRAILER_LEN;
     set_u16(&mut f, tl + 8, 2);
     reseal(&mut f);
-    assert_eq!(decode(&f, Some(id)), Err(CorruptReason::UnsupportedVersion(2)));
+    assert_eq!(
+        decode(&f, Some(id)),
+        Err(CorruptReason::UnsupportedVersion(2))
+    );
 
     let mut f = file.clone();
     f[12] ^= 1;
     assert_eq!(
         decode(&f, Some(id)),
-        Err(CorruptReason::ChecksumMismatch { section: Section::Header })
+        Err(CorruptReason::ChecksumMismatch {
+            section: Section::Header
+        })
     );
 
     let mut f = file.clone();
     set_u16(&mut f, 10, 4);
     reseal(&mut f);
-    assert_eq!(decode(&f, Some(id)), Err(CorruptReason::UnsupportedFlags(4)));
+    assert_eq!(
+        decode(&f, Some(id)),
+        Err(CorruptReason::UnsupportedFlags(4))
+    );
 }
 
 #[test]
@@ -78,7 +89,9 @@ fn trailer_rules() {
     f[tl + 30] ^= 0x40;
     assert_eq!(
         decode(&f, Some(id)),
-        Err(CorruptReason::ChecksumMismatch { section: Section::Trailer })
+        Err(CorruptReason::ChecksumMismatch {
+            section: Section::Trailer
+        })
     );
 
     // A self-consistent trailer claiming a longer content section.
@@ -86,13 +99,19 @@ fn trailer_rules() {
     let clen = u64::from_le_bytes(f[tl + 24..tl + 32].try_into().unwrap_or([0; 8]));
     f[tl + 24..tl + 32].copy_from_slice(&(clen + 1).to_le_bytes());
     reseal(&mut f);
-    assert!(matches!(decode(&f, Some(id)), Err(CorruptReason::LengthMismatch(_))));
+    assert!(matches!(
+        decode(&f, Some(id)),
+        Err(CorruptReason::LengthMismatch(_))
+    ));
 
     // Huge lengths must be rejected by checked arithmetic, not overflow.
     let mut f = file.clone();
     f[tl + 24..tl + 32].copy_from_slice(&u64::MAX.to_le_bytes());
     reseal(&mut f);
-    assert!(matches!(decode(&f, Some(id)), Err(CorruptReason::LengthMismatch(_))));
+    assert!(matches!(
+        decode(&f, Some(id)),
+        Err(CorruptReason::LengthMismatch(_))
+    ));
 
     let mut f = file.clone();
     f[tl + 40..tl + 48].copy_from_slice(&(MAX_ENVELOPE_LEN + 1).to_le_bytes());
@@ -110,13 +129,17 @@ fn section_checksums() {
     f[HEADER_LEN + 3] ^= 1;
     assert_eq!(
         decode(&f, Some(id)),
-        Err(CorruptReason::ChecksumMismatch { section: Section::Content })
+        Err(CorruptReason::ChecksumMismatch {
+            section: Section::Content
+        })
     );
     let mut f = file.clone();
     f[HEADER_LEN + 10 + 5] ^= 1;
     assert_eq!(
         decode(&f, Some(id)),
-        Err(CorruptReason::ChecksumMismatch { section: Section::Envelope })
+        Err(CorruptReason::ChecksumMismatch {
+            section: Section::Envelope
+        })
     );
 }
 
@@ -146,7 +169,10 @@ fn envelope_rules() {
     f.extend_from_slice(b"abc");
     f.extend_from_slice(junk);
     f.extend_from_slice(&encode_trailer(&t));
-    assert!(matches!(decode(&f, Some(id)), Err(CorruptReason::BadJson(_))));
+    assert!(matches!(
+        decode(&f, Some(id)),
+        Err(CorruptReason::BadJson(_))
+    ));
 
     // Valid JSON whose size field lies.
     let mut env = envelope(id, 3, 1);
@@ -163,7 +189,10 @@ fn envelope_rules() {
     f.extend_from_slice(&encode_trailer(&t));
     assert_eq!(
         decode(&f, Some(id)),
-        Err(CorruptReason::EnvelopeSizeMismatch { envelope: 4, content: 3 })
+        Err(CorruptReason::EnvelopeSizeMismatch {
+            envelope: 4,
+            content: 3
+        })
     );
 }
 
@@ -172,14 +201,23 @@ fn encoder_refuses_what_the_decoder_would_reject() {
     let id = QueueId::generate();
     assert_eq!(
         encode(b"abc", &envelope(id, 2, 1)),
-        Err(EncodeError::SizeMismatch { envelope: 2, content: 3 })
+        Err(EncodeError::SizeMismatch {
+            envelope: 2,
+            content: 3
+        })
     );
     let mut env = envelope(id, 3, 1);
     env.recipients.clear();
-    assert!(matches!(encode(b"abc", &env), Err(EncodeError::InvalidEnvelope(_))));
+    assert!(matches!(
+        encode(b"abc", &env),
+        Err(EncodeError::InvalidEnvelope(_))
+    ));
     env.recipients = envelope(id, 3, 1).recipients;
     env.sender = "a\nb".into();
-    assert!(matches!(encode(b"abc", &env), Err(EncodeError::InvalidEnvelope(_))));
+    assert!(matches!(
+        encode(b"abc", &env),
+        Err(EncodeError::InvalidEnvelope(_))
+    ));
 }
 
 #[test]

@@ -98,7 +98,20 @@ impl Drop for DirSyncer {
     }
 }
 
+/// Marks the syncer stopped and drops pending waiters (so they get an error instead of
+/// waiting forever) however the thread ends.
+struct StopOnExit<'a>(&'a Shared);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        let mut w = self.0.lock();
+        w.stopping = true;
+        w.list.clear();
+    }
+}
+
 fn sync_loop(shared: &Shared, dir: &File, counters: &SyncCounters) {
+    let _stop = StopOnExit(shared);
     loop {
         let batch = {
             let mut w = shared.lock();

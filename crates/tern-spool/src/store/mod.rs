@@ -231,7 +231,9 @@ impl Spool {
         let dir = std::path::absolute(dir).map_err(io_err("resolve", dir))?;
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
-        builder.create(&dir).map_err(io_err("create directory", &dir))?;
+        builder
+            .create(&dir)
+            .map_err(io_err("create directory", &dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let mut lock = OpenOptions::new()
             .read(true)
@@ -358,9 +360,10 @@ impl Spool {
             Err(EntryError::Corrupt(reason)) => {
                 if self.inner.is_writable() && state != QueueState::Corrupt {
                     let name = OsString::from(id.to_string());
-                    self.inner.quarantine(Area::State(state), &name, &reason)?;
-                    self.inner.sync_after_quarantine(Area::State(state))?;
-                    self.inner.forget_queued(state);
+                    if self.inner.quarantine(Area::State(state), &name, &reason)? {
+                        self.inner.sync_after_quarantine(Area::State(state))?;
+                        self.inner.forget_queued(state);
+                    }
                 }
                 Err(SpoolError::Corrupt(reason))
             }
@@ -387,7 +390,7 @@ impl Spool {
                 self.list_state(st, &mut out)?;
             }
         }
-        out.sort_by(|a, b| (a.id, a.state).cmp(&(b.id, b.state)));
+        out.sort_by_key(|m| (m.id, m.state));
         Ok(out)
     }
 
@@ -398,8 +401,7 @@ impl Spool {
             let Some(id) = name_to_id(&name) else {
                 if self.inner.is_writable() {
                     let reason = crate::CorruptReason::BadFileName(name.to_string_lossy().into());
-                    self.inner.quarantine(area, &name, &reason)?;
-                    quarantined = true;
+                    quarantined |= self.inner.quarantine(area, &name, &reason)?;
                 }
                 continue;
             };
@@ -414,9 +416,10 @@ impl Spool {
                 Err(EntryError::Vanished) => {}
                 Err(EntryError::Io(op, e)) => return Err(SpoolError::io(op, path, e)),
                 Err(EntryError::Corrupt(reason)) if self.inner.is_writable() => {
-                    self.inner.quarantine(area, &name, &reason)?;
-                    self.inner.forget_queued(st);
-                    quarantined = true;
+                    if self.inner.quarantine(area, &name, &reason)? {
+                        self.inner.forget_queued(st);
+                        quarantined = true;
+                    }
                 }
                 Err(EntryError::Corrupt(_)) => out.push(ListedMessage {
                     id,

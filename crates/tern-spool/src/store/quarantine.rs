@@ -18,7 +18,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tern_events::{catalog, fields};
 
@@ -35,14 +35,15 @@ const MAX_SUFFIX: u32 = 1000;
 pub(crate) const REASON_SUFFIX: &str = ".reason";
 
 impl Inner {
-    /// Moves `<area>/<name>` into `corrupt/` and records why. Returns the new path.
-    /// The caller adjusts the queued count and later calls `sync_after_quarantine`.
+    /// Moves `<area>/<name>` into `corrupt/` and records why. Returns `false` when the
+    /// entry vanished meanwhile (moved on by its owner), `true` when it was moved. The
+    /// caller adjusts the queued count and later calls `sync_after_quarantine`.
     pub(crate) fn quarantine(
         &self,
         from: Area,
         name: &OsStr,
         reason: &CorruptReason,
-    ) -> Result<PathBuf, SpoolError> {
+    ) -> Result<bool, SpoolError> {
         let src = self.area_dir(from).join(name);
         let corrupt = self.area_dir(Area::State(QueueState::Corrupt));
         let shown = format!("{}/{}", from.dir_name(), name.to_string_lossy());
@@ -67,9 +68,10 @@ impl Inner {
                             "moved_to" => format!("corrupt/{}", candidate.to_string_lossy()),
                         ),
                     );
-                    return Ok(dst);
+                    return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(SpoolError::io("quarantine", src, e)),
             }
         }
@@ -82,7 +84,7 @@ impl Inner {
 
     /// Best effort: a missing reason file loses an explanation that event 3003 also
     /// carries, so failing to write it must not stop recovery.
-    fn write_reason(&self, path: &PathBuf, shown: &str, reason: &CorruptReason) {
+    fn write_reason(&self, path: &Path, shown: &str, reason: &CorruptReason) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -111,7 +113,7 @@ impl Inner {
 }
 
 /// `<dst>.reason`.
-fn reason_path_for(dst: &std::path::Path) -> PathBuf {
+fn reason_path_for(dst: &Path) -> PathBuf {
     let mut s: OsString = dst.as_os_str().to_os_string();
     s.push(REASON_SUFFIX);
     PathBuf::from(s)
@@ -125,10 +127,10 @@ pub(crate) fn quarantined_id(name: &OsStr) -> Option<QueueId> {
         Some((id, suffix)) => (id, Some(suffix)),
         None => (s, None),
     };
-    if let Some(suffix) = suffix {
-        if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
+    if let Some(suffix) = suffix
+        && (suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
     }
     QueueId::parse(id).ok()
 }

@@ -35,9 +35,8 @@ use super::{Area, Inner, RecoveryReport, name_to_id, read_names};
 const MAX_WORKERS: usize = 4;
 
 pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
-    let partials_removed = remove_partials(inner)?;
+    let (partials_removed, mut quarantined) = remove_partials(inner)?;
     let mut counts = BTreeMap::new();
-    let mut quarantined = 0;
     for state in QueueState::ALL {
         if state == QueueState::Corrupt {
             continue;
@@ -51,28 +50,34 @@ pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
                 Some(id) => todo.push((name, id)),
                 None => {
                     let reason = CorruptReason::BadFileName(name.to_string_lossy().into());
-                    inner.quarantine(area, &name, &reason)?;
-                    bad_here += 1;
+                    bad_here += usize::from(inner.quarantine(area, &name, &reason)?);
                 }
             }
         }
         let failures = verify_all(&dir, &todo)?;
         let mut gone = 0;
+        let mut bad_files = 0;
         for (i, failure) in failures {
-            let Some((name, _)) = todo.get(i) else { continue };
+            let Some((name, _)) = todo.get(i) else {
+                continue;
+            };
             match failure {
                 None => gone += 1,
                 Some(reason) => {
-                    inner.quarantine(area, name, &reason)?;
-                    bad_here += 1;
+                    if inner.quarantine(area, name, &reason)? {
+                        bad_files += 1;
+                    } else {
+                        gone += 1;
+                    }
                 }
             }
         }
+        bad_here += bad_files;
         if bad_here > 0 {
             inner.sync_after_quarantine(area)?;
         }
         quarantined += bad_here;
-        let good = todo.len().saturating_sub(gone + bad_here);
+        let good = todo.len().saturating_sub(gone + bad_files);
         counts.insert(state, good);
     }
     let corrupt_dir = inner.area_dir(Area::State(QueueState::Corrupt));
@@ -104,16 +109,17 @@ pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
     Ok(report)
 }
 
-fn remove_partials(inner: &Inner) -> Result<usize, SpoolError> {
+/// Returns (files removed, entries quarantined).
+fn remove_partials(inner: &Inner) -> Result<(usize, usize), SpoolError> {
     let dir = inner.area_dir(Area::Tmp);
     let mut removed = 0;
-    let mut quarantined = false;
+    let mut quarantined = 0;
     for name in read_names(&dir)? {
         let path = dir.join(&name);
         let is_dir = path.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false);
         if is_dir {
-            inner.quarantine(Area::Tmp, &name, &CorruptReason::NotAFile)?;
-            quarantined = true;
+            quarantined +=
+                usize::from(inner.quarantine(Area::Tmp, &name, &CorruptReason::NotAFile)?);
             continue;
         }
         match std::fs::remove_file(&path) {
@@ -128,10 +134,10 @@ fn remove_partials(inner: &Inner) -> Result<usize, SpoolError> {
             Err(e) => return Err(SpoolError::io("remove partial write", path, e)),
         }
     }
-    if quarantined {
+    if quarantined > 0 {
         inner.sync_after_quarantine(Area::Tmp)?;
     }
-    Ok(removed)
+    Ok((removed, quarantined))
 }
 
 /// Validates `todo` (names in `dir`) on a few threads. Returns the failures by index:
@@ -147,10 +153,18 @@ fn verify_all(
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let results: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| s.spawn(|| verify_worker(dir, todo, &next, &abort)))
+        // The calling thread is one worker; a helper that cannot be spawned is skipped.
+        let helpers: Vec<_> = (1..workers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("tern-spool-recovery".into())
+                    .spawn_scoped(s, || verify_worker(dir, todo, &next, &abort))
+                    .ok()
+            })
             .collect();
-        handles.into_iter().map(|h| h.join()).collect()
+        let mut results = vec![Ok(verify_worker(dir, todo, &next, &abort))];
+        results.extend(helpers.into_iter().map(|h| h.join()));
+        results
     });
     let mut failures = Vec::new();
     for r in results {

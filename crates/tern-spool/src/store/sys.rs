@@ -50,10 +50,16 @@ pub(crate) fn disk_space(path: &Path) -> io::Result<DiskSpace> {
     }
     // SAFETY: rc == 0, so the kernel initialised the struct (and it was zeroed anyway).
     let st = unsafe { st.assume_init() };
-    let frsize = u64::from(st.f_frsize);
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    let (frsize, bavail, blocks) = (
+        u64::from(st.f_frsize),
+        u64::from(st.f_bavail),
+        u64::from(st.f_blocks),
+    );
     Ok(DiskSpace {
-        available: u64::from(st.f_bavail).saturating_mul(frsize),
-        total: u64::from(st.f_blocks).saturating_mul(frsize),
+        available: bavail.saturating_mul(frsize),
+        total: blocks.saturating_mul(frsize),
     })
 }
 
@@ -95,11 +101,12 @@ pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
 }
 
 /// Opens a spool entry for reading without following a symlink (a symlink in a state
-/// directory is not a message and could point anywhere).
+/// directory is not a message and could point anywhere) and without blocking on a FIFO
+/// (O_NONBLOCK changes nothing for regular files).
 pub(crate) fn open_entry(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
 }
 

@@ -48,7 +48,9 @@ async fn concurrent_commits_share_directory_fsyncs() {
     assert_eq!(spool.queued(), N);
     assert_eq!(names(&sub(dir.path(), "incoming")).len(), N);
     for (id, body) in stored.iter().take(20) {
-        let m = spool.read(QueueState::Incoming, *id).unwrap_or_else(|e| panic!("{e}"));
+        let m = spool
+            .read(QueueState::Incoming, *id)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(&m.body == body);
     }
 }
@@ -70,7 +72,9 @@ async fn commit_dropped_before_it_runs_leaves_nothing() {
     let dir = tempdir();
     let (spool, _) = open(dir.path());
     let mut w = spool.begin();
-    w.write(&content(400 * 1024, 1)).await.unwrap_or_else(|e| panic!("{e}"));
+    w.write(&content(400 * 1024, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let tmp = spool.dir().join("tmp").join(w.id().to_string());
     assert!(tmp.exists());
     let env = envelope(w.id(), w.written(), 1);
@@ -99,7 +103,9 @@ async fn commit_dropped_while_running_still_completes_the_message() {
         let path = spool.path_of(QueueState::Incoming, id);
         assert!(wait_until(Duration::from_secs(10), || path.exists()));
         assert!(names(&sub(dir.path(), "tmp")).is_empty());
-        let m = spool.read(QueueState::Incoming, id).unwrap_or_else(|e| panic!("{e}"));
+        let m = spool
+            .read(QueueState::Incoming, id)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(m.body == body);
         assert_eq!(spool.queued(), i + 1);
     }
@@ -113,9 +119,15 @@ async fn write_dropped_while_spilling_breaks_the_writer() {
     let big = content(300 * 1024, 2);
     let r = tokio::time::timeout(Duration::ZERO, w.write(&big)).await;
     if r.is_err() {
-        assert!(matches!(w.write(b"more").await, Err(crate::SpoolError::WriterBroken)));
+        assert!(matches!(
+            w.write(b"more").await,
+            Err(crate::SpoolError::WriterBroken)
+        ));
         let env = envelope(w.id(), w.written(), 1);
-        assert!(matches!(w.commit(env).await, Err(crate::SpoolError::WriterBroken)));
+        assert!(matches!(
+            w.commit(env).await,
+            Err(crate::SpoolError::WriterBroken)
+        ));
     } else {
         drop(w);
     }

@@ -25,8 +25,7 @@ fn open(dir: &Path) -> (Spool, RecoveryReport) {
 /// Opens with an event log writing JSON lines to `events`.
 fn open_logged(dir: &Path, events: &Path) -> (Spool, RecoveryReport, EventLog) {
     let log = EventLog::open(Some(events), false).unwrap_or_else(|e| panic!("event log: {e}"));
-    let (spool, report) =
-        Spool::open(dir, log.clone()).unwrap_or_else(|e| panic!("open: {e}"));
+    let (spool, report) = Spool::open(dir, log.clone()).unwrap_or_else(|e| panic!("open: {e}"));
     (spool, report, log)
 }
 
@@ -50,7 +49,9 @@ async fn store(spool: &Spool, content: &[u8], chunk: usize) -> QueueId {
     assert_eq!(w.written(), content.len() as u64);
     let id = w.id();
     let env = envelope(id, w.written(), 2);
-    w.commit(env).await.unwrap_or_else(|e| panic!("commit: {e}"));
+    w.commit(env)
+        .await
+        .unwrap_or_else(|e| panic!("commit: {e}"));
     id
 }
 

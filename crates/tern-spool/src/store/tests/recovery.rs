@@ -22,6 +22,15 @@ enum Bad {
     Bytes(Vec<u8>),
     Dir,
     Symlink(PathBuf),
+    Fifo,
+}
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
+    // SAFETY: a valid NUL-terminated path and a mode.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
 }
 
 struct Case {
@@ -48,22 +57,40 @@ fn corruptions(outside: &Path) -> Vec<Case> {
     let body = content(200, 5);
     let truncated = CorruptReason::Truncated;
     let no_trailer = CorruptReason::MissingTrailer;
-    for (at, reason) in [(0, &truncated), (10, &truncated), (HEADER_LEN + 3, &truncated)] {
+    for (at, reason) in [
+        (0, &truncated),
+        (10, &truncated),
+        (HEADER_LEN + 3, &truncated),
+    ] {
         let id = fresh();
         let f = valid_file(id, &body);
-        cases.push(case(Incoming, id.to_string(), Bad::Bytes(f[..at].to_vec()), reason));
+        cases.push(case(
+            Incoming,
+            id.to_string(),
+            Bad::Bytes(f[..at].to_vec()),
+            reason,
+        ));
     }
     for back in [1, TRAILER_LEN, 300] {
         let id = fresh();
         let f = valid_file(id, &body);
-        cases.push(case(Active, id.to_string(), Bad::Bytes(f[..f.len() - back].to_vec()), &no_trailer));
+        cases.push(case(
+            Active,
+            id.to_string(),
+            Bad::Bytes(f[..f.len() - back].to_vec()),
+            &no_trailer,
+        ));
     }
     let flip = |at: &dyn Fn(usize) -> usize, section: Section| -> (QueueId, Bad, CorruptReason) {
         let id = QueueId::generate();
         let mut f = valid_file(id, &body);
         let i = at(f.len());
         f[i] ^= 0x20;
-        (id, Bad::Bytes(f), CorruptReason::ChecksumMismatch { section })
+        (
+            id,
+            Bad::Bytes(f),
+            CorruptReason::ChecksumMismatch { section },
+        )
     };
     let (id, bad, r) = flip(&|_| HEADER_LEN + 50, Section::Content);
     cases.push(case(Deferred, id.to_string(), bad, r));
@@ -78,7 +105,12 @@ fn corruptions(outside: &Path) -> Vec<Case> {
     f[8] = 2;
     f[t + 8] = 2;
     reseal(&mut f);
-    cases.push(case(Hold, id.to_string(), Bad::Bytes(f), CorruptReason::UnsupportedVersion(2)));
+    cases.push(case(
+        Hold,
+        id.to_string(),
+        Bad::Bytes(f),
+        CorruptReason::UnsupportedVersion(2),
+    ));
 
     let id = fresh();
     let junk = b"{\"id\": 12, garbage";
@@ -96,33 +128,87 @@ fn corruptions(outside: &Path) -> Vec<Case> {
     f.extend_from_slice(&body);
     f.extend_from_slice(junk);
     f.extend_from_slice(&format::encode_trailer(&trailer));
-    cases.push(case(Incoming, id.to_string(), Bad::Bytes(f), "envelope is not valid JSON"));
+    cases.push(case(
+        Incoming,
+        id.to_string(),
+        Bad::Bytes(f),
+        "envelope is not valid JSON",
+    ));
 
     let (a, b) = (fresh(), fresh());
-    cases.push(case(Incoming, b.to_string(), Bad::Bytes(valid_file(a, &body)), "invalid envelope: envelope id"));
+    cases.push(case(
+        Incoming,
+        b.to_string(),
+        Bad::Bytes(valid_file(a, &body)),
+        "invalid envelope: envelope id",
+    ));
 
     let mut f = valid_file(fresh(), &body);
     f[0] = b'M';
-    cases.push(case(Poison, fresh().to_string(), Bad::Bytes(f), CorruptReason::BadMagic));
+    cases.push(case(
+        Poison,
+        fresh().to_string(),
+        Bad::Bytes(f),
+        CorruptReason::BadMagic,
+    ));
 
-    cases.push(case(Deferred, "junk.txt".into(), Bad::Bytes(b"junk".to_vec()), "file name"));
+    cases.push(case(
+        Deferred,
+        "junk.txt".into(),
+        Bad::Bytes(b"junk".to_vec()),
+        "file name",
+    ));
     let lower = fresh().to_string().to_lowercase();
-    cases.push(case(Hold, lower, Bad::Bytes(valid_file(fresh(), &body)), "file name"));
-    cases.push(case(Active, fresh().to_string(), Bad::Dir, CorruptReason::NotAFile));
+    cases.push(case(
+        Hold,
+        lower,
+        Bad::Bytes(valid_file(fresh(), &body)),
+        "file name",
+    ));
+    cases.push(case(
+        Active,
+        fresh().to_string(),
+        Bad::Dir,
+        CorruptReason::NotAFile,
+    ));
+    // A FIFO must not block the scan.
+    cases.push(case(
+        Hold,
+        fresh().to_string(),
+        Bad::Fifo,
+        CorruptReason::NotAFile,
+    ));
     let target = outside.join("elsewhere");
     let id = fresh();
     write(&target, &valid_file(id, &body));
-    cases.push(case(Deferred, id.to_string(), Bad::Symlink(target), CorruptReason::NotAFile));
+    cases.push(case(
+        Deferred,
+        id.to_string(),
+        Bad::Symlink(target),
+        CorruptReason::NotAFile,
+    ));
 
     // Large files take the streaming validation path.
     let big = content(1536 * 1024, 7);
     let id = fresh();
     let mut f = valid_file(id, &big);
     f[HEADER_LEN + 1_200_000] ^= 1;
-    cases.push(case(Incoming, id.to_string(), Bad::Bytes(f), CorruptReason::ChecksumMismatch { section: Section::Content }));
+    cases.push(case(
+        Incoming,
+        id.to_string(),
+        Bad::Bytes(f),
+        CorruptReason::ChecksumMismatch {
+            section: Section::Content,
+        },
+    ));
     let id = fresh();
     let f = valid_file(id, &big);
-    cases.push(case(Active, id.to_string(), Bad::Bytes(f[..f.len() - 1000].to_vec()), &no_trailer));
+    cases.push(case(
+        Active,
+        id.to_string(),
+        Bad::Bytes(f[..f.len() - 1000].to_vec()),
+        &no_trailer,
+    ));
     cases
 }
 
@@ -141,12 +227,23 @@ async fn recovery_removes_partials_and_quarantines_every_corruption() {
         ids
     };
     let mut good_by_state = vec![(QueueState::Incoming, good_ids.clone())];
-    for state in [QueueState::Active, QueueState::Deferred, QueueState::Hold, QueueState::Poison] {
+    for state in [
+        QueueState::Active,
+        QueueState::Deferred,
+        QueueState::Hold,
+        QueueState::Poison,
+    ] {
         let id = QueueId::generate();
-        write(&root.join(state.as_str()).join(id.to_string()), &valid_file(id, &content(1536 * 1024, 1)));
+        write(
+            &root.join(state.as_str()).join(id.to_string()),
+            &valid_file(id, &content(1536 * 1024, 1)),
+        );
         good_by_state.push((state, vec![id]));
     }
-    write(&root.join("tmp").join(QueueId::generate().to_string()), &content(99, 0));
+    write(
+        &root.join("tmp").join(QueueId::generate().to_string()),
+        &content(99, 0),
+    );
     write(&root.join("tmp").join("partial"), b"");
     std::fs::create_dir(root.join("tmp").join("stuckdir")).unwrap_or_else(|e| panic!("{e}"));
 
@@ -157,6 +254,7 @@ async fn recovery_removes_partials_and_quarantines_every_corruption() {
             Bad::Bytes(b) => write(&p, b),
             Bad::Dir => std::fs::create_dir(&p).unwrap_or_else(|e| panic!("{e}")),
             Bad::Symlink(t) => symlink(t, &p).unwrap_or_else(|e| panic!("{e}")),
+            Bad::Fifo => mkfifo(&p),
         }
     }
     // An older quarantined file with the same name as one case must survive untouched.
@@ -175,26 +273,49 @@ async fn recovery_removes_partials_and_quarantines_every_corruption() {
     for (state, ids) in &good_by_state {
         assert_eq!(report.count(*state), ids.len(), "{state}");
         for id in ids {
-            assert!(spool.path_of(*state, *id).is_file(), "good file moved from {state}");
+            assert!(
+                spool.path_of(*state, *id).is_file(),
+                "good file moved from {state}"
+            );
         }
     }
     assert_eq!(spool.queued(), 3 + 3);
     assert_eq!(report.count(QueueState::Corrupt), cases.len() + 2);
-    assert_eq!(std::fs::read(&older).ok().as_deref(), Some(&b"older quarantined file"[..]));
+    assert_eq!(
+        std::fs::read(&older).ok().as_deref(),
+        Some(&b"older quarantined file"[..])
+    );
     assert!(root.join("corrupt").join("stuckdir").is_dir());
 
     for (i, c) in cases.iter().enumerate() {
-        assert!(!root.join(c.state.as_str()).join(&c.name).exists(), "{} still in place", c.name);
-        let name = if i == 6 { format!("{}.1", c.name) } else { c.name.clone() };
+        assert!(
+            !root.join(c.state.as_str()).join(&c.name).exists(),
+            "{} still in place",
+            c.name
+        );
+        let name = if i == 6 {
+            format!("{}.1", c.name)
+        } else {
+            c.name.clone()
+        };
         let moved = root.join("corrupt").join(&name);
         match &c.bad {
             Bad::Bytes(b) => assert!(std::fs::read(&moved).ok().as_ref() == Some(b), "{name}"),
             Bad::Dir => assert!(moved.is_dir()),
             Bad::Symlink(t) => assert_eq!(std::fs::read_link(&moved).ok().as_ref(), Some(t)),
+            Bad::Fifo => {
+                use std::os::unix::fs::FileTypeExt;
+                let ft = moved.symlink_metadata().map(|m| m.file_type());
+                assert!(ft.map(|t| t.is_fifo()).unwrap_or(false));
+            }
         }
         let why = std::fs::read_to_string(root.join("corrupt").join(format!("{name}.reason")))
             .unwrap_or_default();
-        assert!(why.contains(&format!("reason: {}", c.reason)), "{name}: {why:?} lacks {}", c.reason);
+        assert!(
+            why.contains(&format!("reason: {}", c.reason)),
+            "{name}: {why:?} lacks {}",
+            c.reason
+        );
         assert!(why.contains(&format!("file: {}/{}", c.state.as_str(), c.name)));
     }
 
@@ -209,7 +330,12 @@ async fn recovery_removes_partials_and_quarantines_every_corruption() {
     let listed = spool.list(None).unwrap_or_else(|e| panic!("{e}"));
     let good = listed.iter().filter(|m| m.envelope.is_some()).count();
     assert_eq!(good, 3 + 4);
-    assert!(listed.iter().filter(|m| m.envelope.is_none()).all(|m| m.state == QueueState::Corrupt));
+    assert!(
+        listed
+            .iter()
+            .filter(|m| m.envelope.is_none())
+            .all(|m| m.state == QueueState::Corrupt)
+    );
     drop(spool);
 
     // A second scan finds nothing new.
@@ -238,11 +364,22 @@ async fn read_only_list_reports_corrupt_files_without_moving_them() {
     let (good, bad) = one_good_one_bad(dir.path()).await;
     write(&dir.path().join("incoming").join("stray-name"), b"x");
     let ro = Spool::open_read_only(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let listed = ro.list(Some(QueueState::Incoming)).unwrap_or_else(|e| panic!("{e}"));
+    let listed = ro
+        .list(Some(QueueState::Incoming))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listed.len(), 2);
-    assert_eq!((listed[0].id, listed[0].state), (good, QueueState::Incoming));
-    assert_eq!((listed[1].id, listed[1].state, listed[1].envelope.is_none()), (bad, QueueState::Corrupt, true));
-    assert!(matches!(ro.read(QueueState::Incoming, bad), Err(SpoolError::Corrupt(_))));
+    assert_eq!(
+        (listed[0].id, listed[0].state),
+        (good, QueueState::Incoming)
+    );
+    assert_eq!(
+        (listed[1].id, listed[1].state, listed[1].envelope.is_none()),
+        (bad, QueueState::Corrupt, true)
+    );
+    assert!(matches!(
+        ro.read(QueueState::Incoming, bad),
+        Err(SpoolError::Corrupt(_))
+    ));
     assert!(ro.path_of(QueueState::Incoming, bad).exists());
     assert!(dir.path().join("incoming").join("stray-name").exists());
     assert!(names(&dir.path().join("corrupt")).is_empty());
@@ -265,8 +402,17 @@ async fn read_write_list_quarantines_corrupt_files() {
     assert_eq!(spool.queued(), 2);
 
     let listed = spool.list(None).unwrap_or_else(|e| panic!("{e}"));
-    let summary: Vec<_> = listed.iter().map(|m| (m.id, m.state, m.envelope.is_some())).collect();
-    assert_eq!(summary, vec![(good, QueueState::Incoming, true), (bad, QueueState::Corrupt, false)]);
+    let summary: Vec<_> = listed
+        .iter()
+        .map(|m| (m.id, m.state, m.envelope.is_some()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (good, QueueState::Incoming, true),
+            (bad, QueueState::Corrupt, false)
+        ]
+    );
     assert!(!path.exists());
     assert!(root.join("corrupt").join(bad.to_string()).exists());
     assert!(root.join("corrupt").join(format!("{bad}.reason")).exists());
@@ -284,15 +430,26 @@ async fn read_quarantines_a_file_with_bad_content() {
     f[HEADER_LEN + 2] ^= 1;
     write(&path, &f);
     // The envelope is intact, so a listing still shows it...
-    assert_eq!(spool.list(Some(QueueState::Incoming)).map(|l| l.len()).ok(), Some(1));
+    assert_eq!(
+        spool.list(Some(QueueState::Incoming)).map(|l| l.len()).ok(),
+        Some(1)
+    );
     // ...but a full read checks the content.
     let r = spool.read(QueueState::Incoming, id);
-    assert!(matches!(
-        r,
-        Err(SpoolError::Corrupt(CorruptReason::ChecksumMismatch { section: Section::Content }))
-    ), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(SpoolError::Corrupt(CorruptReason::ChecksumMismatch {
+                section: Section::Content
+            }))
+        ),
+        "{r:?}"
+    );
     assert!(!path.exists());
     assert!(dir.path().join("corrupt").join(id.to_string()).exists());
     assert_eq!(spool.queued(), 0);
-    assert!(matches!(spool.read(QueueState::Incoming, id), Err(SpoolError::NotFound)));
+    assert!(matches!(
+        spool.read(QueueState::Incoming, id),
+        Err(SpoolError::NotFound)
+    ));
 }

@@ -21,7 +21,9 @@ async fn commit_then_read_back_list_and_count() {
     assert!(path.is_file());
     assert!(names(&sub(dir.path(), "tmp")).is_empty());
 
-    let msg = spool.read(QueueState::Incoming, id).unwrap_or_else(|e| panic!("read: {e}"));
+    let msg = spool
+        .read(QueueState::Incoming, id)
+        .unwrap_or_else(|e| panic!("read: {e}"));
     assert_eq!(msg.body, body);
     assert_eq!(msg.envelope, envelope(id, body.len() as u64, 2));
 
@@ -30,9 +32,20 @@ async fn commit_then_read_back_list_and_count() {
     assert_eq!(all[0].id, id);
     assert_eq!(all[0].state, QueueState::Incoming);
     assert_eq!(all[0].envelope.as_ref(), Some(&msg.envelope));
-    assert_eq!(all[0].file_size, path.metadata().map(|m| m.len()).unwrap_or(0));
-    assert!(spool.list(Some(QueueState::Active)).unwrap_or_default().is_empty());
-    assert!(matches!(spool.read(QueueState::Active, id), Err(SpoolError::NotFound)));
+    assert_eq!(
+        all[0].file_size,
+        path.metadata().map(|m| m.len()).unwrap_or(0)
+    );
+    assert!(
+        spool
+            .list(Some(QueueState::Active))
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(matches!(
+        spool.read(QueueState::Active, id),
+        Err(SpoolError::NotFound)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +56,12 @@ async fn list_is_sorted_by_id() {
     for i in 0..5u8 {
         ids.push(store(&spool, &content(100, i), 100).await);
     }
-    let listed: Vec<QueueId> = spool.list(None).unwrap_or_default().iter().map(|m| m.id).collect();
+    let listed: Vec<QueueId> = spool
+        .list(None)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(listed, ids);
     assert_eq!(spool.queued(), 5);
 }
@@ -58,10 +76,16 @@ async fn large_message_spills_to_tmp_with_bounded_memory() {
     let mut saw_tmp = false;
     for part in body.chunks(1000) {
         w.write(part).await.unwrap_or_else(|e| panic!("write: {e}"));
-        assert!(w.buffered() < MessageWriter::BUFFER_LIMIT, "memory bound exceeded");
+        assert!(
+            w.buffered() < MessageWriter::BUFFER_LIMIT,
+            "memory bound exceeded"
+        );
         saw_tmp |= tmp.exists();
     }
-    assert!(saw_tmp && tmp.exists(), "a large message must be written through tmp/");
+    assert!(
+        saw_tmp && tmp.exists(),
+        "a large message must be written through tmp/"
+    );
     assert!(!spool.path_of(QueueState::Incoming, w.id()).exists());
     // One huge slice is split, not buffered whole.
     let big = content(1024 * 1024, 3);
@@ -72,9 +96,13 @@ async fn large_message_spills_to_tmp_with_bounded_memory() {
 
     let id = w.id();
     let env = envelope(id, w.written(), 3);
-    w.commit(env.clone()).await.unwrap_or_else(|e| panic!("commit: {e}"));
+    w.commit(env.clone())
+        .await
+        .unwrap_or_else(|e| panic!("commit: {e}"));
     assert!(!tmp.exists());
-    let msg = spool.read(QueueState::Incoming, id).unwrap_or_else(|e| panic!("read: {e}"));
+    let msg = spool
+        .read(QueueState::Incoming, id)
+        .unwrap_or_else(|e| panic!("read: {e}"));
     assert!(msg.body == all, "content differs after round trip");
     assert_eq!(msg.envelope, env);
     drop(spool);
@@ -91,12 +119,17 @@ async fn dropped_writers_leave_nothing() {
     let dir = tempdir();
     let (spool, _) = open(dir.path());
     let mut small = spool.begin();
-    small.write(b"short").await.unwrap_or_else(|e| panic!("{e}"));
+    small
+        .write(b"short")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     drop(small);
 
     let mut big = spool.begin();
     let tmp = spool.dir().join("tmp").join(big.id().to_string());
-    big.write(&content(600 * 1024, 1)).await.unwrap_or_else(|e| panic!("{e}"));
+    big.write(&content(600 * 1024, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(tmp.exists());
     drop(big);
     assert!(!tmp.exists());
@@ -110,19 +143,28 @@ async fn dropped_writers_leave_nothing() {
 async fn bad_envelopes_are_refused_and_leave_nothing() {
     let dir = tempdir();
     let (spool, _) = open(dir.path());
-    let cases: Vec<(usize, Box<dyn Fn(QueueId, u64) -> crate::Envelope>)> = vec![
+    type MakeEnvelope = Box<dyn Fn(QueueId, u64) -> crate::Envelope>;
+    let cases: Vec<(usize, MakeEnvelope)> = vec![
         (10, Box::new(|_, n| envelope(QueueId::generate(), n, 1))),
         (10, Box::new(|id, n| envelope(id, n + 1, 1))),
-        (300 * 1024, Box::new(|id, n| envelope(id, n.saturating_sub(1), 1))),
-        (10, Box::new(|id, n| {
-            let mut e = envelope(id, n, 1);
-            e.recipients.clear();
-            e
-        })),
+        (
+            300 * 1024,
+            Box::new(|id, n| envelope(id, n.saturating_sub(1), 1)),
+        ),
+        (
+            10,
+            Box::new(|id, n| {
+                let mut e = envelope(id, n, 1);
+                e.recipients.clear();
+                e
+            }),
+        ),
     ];
     for (i, (len, make)) in cases.into_iter().enumerate() {
         let mut w = spool.begin();
-        w.write(&content(len, 0)).await.unwrap_or_else(|e| panic!("{e}"));
+        w.write(&content(len, 0))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let env = make(w.id(), w.written());
         let r = w.commit(env).await;
         match i {
@@ -150,7 +192,10 @@ async fn second_open_is_locked_but_read_only_works() {
     assert_eq!(ro.queued(), 1);
     let listed = ro.list(None).unwrap_or_default();
     assert_eq!(listed.iter().map(|m| m.id).collect::<Vec<_>>(), vec![id]);
-    assert_eq!(ro.read(QueueState::Incoming, id).map(|m| m.body).ok(), Some(b"locked".to_vec()));
+    assert_eq!(
+        ro.read(QueueState::Incoming, id).map(|m| m.body).ok(),
+        Some(b"locked".to_vec())
+    );
     let mut w = ro.begin();
     assert!(matches!(w.write(b"x").await, Err(SpoolError::ReadOnly)));
     let w2 = ro.begin();
@@ -174,7 +219,10 @@ async fn second_open_is_locked_but_read_only_works() {
 fn read_only_open_of_a_missing_directory_fails() {
     let dir = tempdir();
     let missing = dir.path().join("nope");
-    assert!(matches!(Spool::open_read_only(&missing), Err(SpoolError::Io { .. })));
+    assert!(matches!(
+        Spool::open_read_only(&missing),
+        Err(SpoolError::Io { .. })
+    ));
     assert!(!missing.exists());
 }
 

@@ -1,0 +1,170 @@
+//! Test harness: a real Tern SMTP server, in process, on `127.0.0.1` port 0.
+//!
+//! [`TestServer::start`] opens a spool in a fresh temporary directory, builds the shared
+//! state the binary would build (host name `mx.test`, relay domains `local.test` and
+//! `.sub.test`, reverse DNS off) and starts one listener with the limits of [`Options`].
+//! With TLS enabled, a self-signed certificate for `mx.test` is generated with rcgen and
+//! written as PEM files into the same temporary directory.
+//!
+//! Invariants:
+//! - Relay networks are empty unless a test asks otherwise, so the test client on
+//!   127.0.0.1 is an outside client.
+//! - Back pressure never refuses: the disk thresholds are zero and the queue limit is far
+//!   above anything a test queues. A test that saw `452 4.3.1` would be testing the
+//!   machine's free disk space, not Tern.
+//! - The spool handle returned is a clone of the server's, so what it lists is exactly what
+//!   the server committed (committed means fsynced; `250 … queued as` comes after that).
+
+#![allow(dead_code)]
+
+pub mod runner;
+pub mod script;
+pub mod tls_client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use tern_events::EventLog;
+use tern_smtpd::{ListenerConfig, RelayConfig, RelayPolicy, Server, SmtpShared, TlsMode};
+use tern_spool::backpressure::{BackPressure, BackPressureConfig};
+use tern_spool::{QueueState, Spool, StoredMessage};
+use tempfile::TempDir;
+
+/// Tern's host name in every test.
+pub const HOSTNAME: &str = "mx.test";
+/// The domains Tern receives mail for in every test.
+pub const RELAY_DOMAINS: [&str; 2] = ["local.test", ".sub.test"];
+
+/// What a test can choose about the server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Client networks allowed to relay (default: none).
+    pub relay_networks: Vec<IpNet>,
+    /// The listener; `address`, `certificate` and `private_key` are set by the harness.
+    pub listener: ListenerConfig,
+    /// Generate a certificate and configure it (the TLS mode is `listener.tls`).
+    pub certificate: bool,
+    /// Look loopback clients up in DNS instead of calling them `localhost`.
+    pub rdns_lookup_loopback: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            relay_networks: Vec::new(),
+            listener: ListenerConfig {
+                name: "test".into(),
+                address: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..ListenerConfig::default()
+            },
+            certificate: false,
+            rdns_lookup_loopback: false,
+        }
+    }
+}
+
+/// A running server with its spool.
+pub struct TestServer {
+    /// Where the listener accepts connections.
+    pub addr: SocketAddr,
+    /// The server's spool (a clone of its handle).
+    pub spool: Spool,
+    server: Option<Server>,
+    dir: TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with `opts`.
+    pub async fn start(opts: Options) -> TestServer {
+        let dir = tempfile::tempdir().expect("create temporary directory");
+        let events = EventLog::discard();
+        let (spool, _report) = Spool::open(&dir.path().join("spool"), events.clone()).expect("open spool");
+        let back_pressure = BackPressure::start(
+            spool.clone(),
+            BackPressureConfig {
+                min_free_percent: 0.0,
+                min_free_bytes: 0,
+                max_queued_messages: 1_000_000,
+                check_interval_ms: 1000,
+            },
+            events.clone(),
+        );
+        let relay = RelayConfig {
+            domains: RELAY_DOMAINS.iter().map(|d| d.to_string()).collect(),
+            networks: opts.relay_networks.clone(),
+        };
+        let shared = Arc::new(SmtpShared {
+            hostname: HOSTNAME.into(),
+            spool: spool.clone(),
+            events,
+            back_pressure,
+            relay: ArcSwap::from_pointee(RelayPolicy::new(&relay, HOSTNAME)),
+            resolver: None,
+            rdns_timeout: Duration::from_secs(1),
+            rdns_lookup_loopback: opts.rdns_lookup_loopback,
+        });
+        let mut listener = opts.listener.clone();
+        listener.address = SocketAddr::from(([127, 0, 0, 1], 0));
+        if opts.certificate {
+            let (cert, key) = write_certificate(&dir);
+            listener.certificate = Some(cert);
+            listener.private_key = Some(key);
+        }
+        let server = Server::start(shared, &[listener]).await.expect("start server");
+        let addr = *server.local_addrs().first().expect("one bound address");
+        TestServer {
+            addr,
+            spool,
+            server: Some(server),
+            dir,
+        }
+    }
+
+    /// Asks the server to shut down in the background: idle sessions get `421 4.3.2`.
+    /// The returned task finishes when the server has stopped.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        let server = self.server.take().expect("server already shut down");
+        tokio::spawn(server.shutdown(Duration::from_secs(1)))
+    }
+
+    /// Stops the server (if still running) and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Every message in a queued state (incoming, active, deferred, hold), read in full.
+    pub fn queued_messages(&self) -> Vec<StoredMessage> {
+        let listed = self.spool.list(None).expect("list spool");
+        listed
+            .into_iter()
+            .filter(|m| QueueState::QUEUED.contains(&m.state))
+            .map(|m| self.spool.read(m.state, m.id).expect("read queued message"))
+            .collect()
+    }
+}
+
+/// Generates a self-signed certificate for [`HOSTNAME`] and writes it and its key as PEM.
+fn write_certificate(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec![HOSTNAME.to_string()]).expect("generate certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).expect("write certificate");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    (cert, key)
+}
+
+/// Parses `value` as a listener TLS mode as written in a transcript header.
+pub fn tls_mode(value: &str) -> Option<TlsMode> {
+    match value {
+        "starttls" => Some(TlsMode::Starttls),
+        "implicit" => Some(TlsMode::Implicit),
+        "none" => Some(TlsMode::None),
+        _ => None,
+    }
+}

@@ -1,0 +1,339 @@
+//! Parsing of transcript files (the format is described in `tests/transcripts.rs`).
+//!
+//! Parsing is strict: an unknown header key, a malformed escape or a line that is neither
+//! comment, header, directive, client nor server line is an error naming the file and
+//! line, so a typo can never silently turn a check off.
+
+use ipnet::IpNet;
+use tern_smtpd::config::BareLf;
+
+use super::Options;
+
+/// One piece of an expected line or body prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// These exact bytes.
+    Literal(Vec<u8>),
+    /// `{ID}`: a queue id (15 characters of upper-case Crockford base32), captured.
+    Id,
+    /// `{QID}`: the queue id of the stored message being checked.
+    Qid,
+    /// `{ANY}`: any run of bytes without CR or LF (possibly empty).
+    Any,
+    /// `{END}`: the end of the stored content (nothing may follow).
+    End,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Client bytes, sent in one write.
+    Send(Vec<u8>),
+    /// One reply line the server must send next (without its CRLF).
+    Expect(Vec<Piece>),
+    /// Upgrade the current connection to TLS (client side).
+    TlsHandshake,
+    /// Open a new connection with this name, from this local address if given, and make
+    /// it current.
+    Connect(String, Option<std::net::IpAddr>),
+    /// Make an already open connection current.
+    Switch(String),
+    /// The current connection must be closed by the server now.
+    Closed,
+    /// Start shutting the server down (in the background).
+    ShutdownServer,
+}
+
+/// One step with the line it came from.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// 1-based line number of the step's first line.
+    pub line: usize,
+    /// What to do.
+    pub action: Action,
+}
+
+/// A check on every queued message after the conversation.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// The stored content contains these bytes.
+    BodyContains(Vec<u8>),
+    /// The stored content does not contain these bytes.
+    BodyLacks(Vec<u8>),
+    /// The stored content starts with text matching this pattern.
+    BodyStartsWith(Vec<Piece>),
+    /// The stored content ends with these bytes.
+    BodyEndsWith(Vec<u8>),
+    /// An envelope field (see `runner::envelope_field`) has exactly this value.
+    Envelope(String, String),
+}
+
+/// A parsed transcript.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Server options from the header.
+    pub options: Options,
+    /// The conversation.
+    pub steps: Vec<Step>,
+    /// `# expect: closed` and its line.
+    pub expect_closed: Option<usize>,
+    /// `# queued: N` and its line.
+    pub queued: Option<(usize, usize)>,
+    /// Content and envelope checks with their lines.
+    pub checks: Vec<(usize, Check)>,
+}
+
+/// Parses `text`; errors name `file` and the line.
+pub fn parse(file: &str, text: &str) -> Result<Script, String> {
+    let mut s = Script {
+        options: Options::default(),
+        steps: Vec::new(),
+        expect_closed: None,
+        queued: None,
+        checks: Vec::new(),
+    };
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let err = |msg: String| format!("{file}:{line}: {msg}");
+        if raw.trim().is_empty() || raw.starts_with("##") {
+            continue;
+        }
+        if let Some(rest) = raw.strip_prefix("C:") {
+            let mut bytes = rest.strip_prefix(' ').unwrap_or(rest).as_bytes().to_vec();
+            bytes.extend_from_slice(b"\r\n");
+            push_send(&mut s.steps, line, bytes);
+        } else if let Some(rest) = raw.strip_prefix("C!") {
+            let bytes = unescape(rest.strip_prefix(' ').unwrap_or(rest)).map_err(err)?;
+            push_send(&mut s.steps, line, bytes);
+        } else if let Some(rest) = raw.strip_prefix("S:") {
+            let pattern = pattern(rest.strip_prefix(' ').unwrap_or(rest), false).map_err(err)?;
+            s.steps.push(Step {
+                line,
+                action: Action::Expect(pattern),
+            });
+        } else if let Some(rest) = raw.strip_prefix("# ") {
+            hash_line(&mut s, line, rest.trim_end()).map_err(err)?;
+        } else {
+            return Err(err(format!("not a transcript line: {raw:?}")));
+        }
+    }
+    Ok(s)
+}
+
+/// Consecutive client lines become one write (pipelining).
+fn push_send(steps: &mut Vec<Step>, line: usize, bytes: Vec<u8>) {
+    if let Some(Step {
+        action: Action::Send(prev),
+        ..
+    }) = steps.last_mut()
+    {
+        prev.extend_from_slice(&bytes);
+    } else {
+        steps.push(Step {
+            line,
+            action: Action::Send(bytes),
+        });
+    }
+}
+
+fn hash_line(s: &mut Script, line: usize, rest: &str) -> Result<(), String> {
+    let directive = |action| Step { line, action };
+    match rest {
+        "tls-handshake" => s.steps.push(directive(Action::TlsHandshake)),
+        "closed" => s.steps.push(directive(Action::Closed)),
+        "shutdown-server" => s.steps.push(directive(Action::ShutdownServer)),
+        _ => {
+            let (key, value) = rest
+                .split_once(": ")
+                .ok_or_else(|| format!("expected `# key: value` or a directive, got {rest:?}"))?;
+            header(s, line, key, value)?;
+        }
+    }
+    Ok(())
+}
+
+fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("{key}: {value:?} is not a number"))
+}
+
+fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), String> {
+    let l = &mut s.options.listener;
+    match key {
+        "connect" => {
+            let (name, from) = match value.split_once(" from ") {
+                Some((name, ip)) => (name, Some(ip.parse().map_err(|_| format!("connect: bad address {ip:?}"))?)),
+                None => (value, None),
+            };
+            s.steps.push(Step {
+                line,
+                action: Action::Connect(name.to_string(), from),
+            });
+        }
+        "switch" => s.steps.push(Step {
+            line,
+            action: Action::Switch(value.to_string()),
+        }),
+        "relay_networks" => {
+            s.options.relay_networks = value
+                .split(',')
+                .map(|n| n.trim().parse::<IpNet>().map_err(|e| format!("relay_networks: {n:?}: {e}")))
+                .collect::<Result<_, _>>()?;
+        }
+        "tls" => {
+            l.tls = super::tls_mode(value).ok_or_else(|| format!("tls: {value:?} is not starttls/implicit/none"))?;
+            s.options.certificate = true;
+        }
+        "rdns_lookup_loopback" => s.options.rdns_lookup_loopback = value == "true",
+        "max_connections" => l.max_connections = number(key, value)?,
+        "max_connections_per_client" => l.max_connections_per_client = number(key, value)?,
+        "max_command_line" => l.max_command_line = number(key, value)?,
+        "max_text_line" => l.max_text_line = number(key, value)?,
+        "max_message_size" => l.max_message_size = number(key, value)?,
+        "max_recipients" => l.max_recipients = number(key, value)?,
+        "max_errors" => l.max_errors = number(key, value)?,
+        "timeouts.command" => l.timeouts.command = number(key, value)?,
+        "timeouts.data" => l.timeouts.data = number(key, value)?,
+        "bare_line_endings" => {
+            l.bare_line_endings = match value {
+                "reject" => BareLf::Reject,
+                "normalize" => BareLf::Normalize,
+                _ => return Err(format!("bare_line_endings: {value:?} is not reject/normalize")),
+            }
+        }
+        "expect" if value == "closed" => s.expect_closed = Some(line),
+        "queued" => s.queued = Some((line, number(key, value)?)),
+        "queued_body_contains" => s.checks.push((line, Check::BodyContains(unescape(value)?))),
+        "queued_body_lacks" => s.checks.push((line, Check::BodyLacks(unescape(value)?))),
+        "queued_body_ends_with" => s.checks.push((line, Check::BodyEndsWith(unescape(value)?))),
+        "queued_body_starts_with" => s.checks.push((line, Check::BodyStartsWith(pattern(value, true)?))),
+        "envelope" => {
+            let (field, expected) = value
+                .split_once(" = ")
+                .ok_or_else(|| format!("envelope: expected `field = value`, got {value:?}"))?;
+            s.checks
+                .push((line, Check::Envelope(field.trim().to_string(), expected.to_string())));
+        }
+        _ => return Err(format!("unknown header `{key}: {value}`")),
+    }
+    Ok(())
+}
+
+/// Splits a pattern into pieces at `{ID}`, `{QID}` and `{ANY}`; literal parts are taken
+/// as they are, or unescaped when `escapes` is set.
+fn pattern(text: &str, escapes: bool) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    loop {
+        let next = ["{ID}", "{QID}", "{ANY}", "{END}"]
+            .iter()
+            .filter_map(|p| rest.find(p).map(|at| (at, *p)))
+            .min();
+        let (literal, after) = match next {
+            Some((at, p)) => (&rest[..at], Some((p, &rest[at + p.len()..]))),
+            None => (rest, None),
+        };
+        if !literal.is_empty() {
+            let bytes = if escapes {
+                unescape(literal)?
+            } else {
+                literal.as_bytes().to_vec()
+            };
+            pieces.push(Piece::Literal(bytes));
+        }
+        match after {
+            Some((p, after)) => {
+                pieces.push(match p {
+                    "{ID}" => Piece::Id,
+                    "{QID}" => Piece::Qid,
+                    "{END}" => Piece::End,
+                    _ => Piece::Any,
+                });
+                rest = after;
+            }
+            None => return Ok(pieces),
+        }
+    }
+}
+
+/// Decodes `\r`, `\n`, `\t`, `\\`, `\xHH` and `\{N*TEXT}` (TEXT, itself unescaped,
+/// repeated N times; TEXT cannot contain `}`).
+pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.extend_from_slice(&rest.as_bytes()[..at]);
+        let esc = &rest[at + 1..];
+        let mut chars = esc.chars();
+        let used = match chars.next() {
+            Some('r') => {
+                out.push(b'\r');
+                1
+            }
+            Some('n') => {
+                out.push(b'\n');
+                1
+            }
+            Some('t') => {
+                out.push(b'\t');
+                1
+            }
+            Some('\\') => {
+                out.push(b'\\');
+                1
+            }
+            Some('x') => {
+                let hex = esc.get(1..3).ok_or("\\x needs two hex digits")?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape \\x{hex}"))?);
+                3
+            }
+            Some('{') => {
+                let close = esc.find('}').ok_or("\\{ without closing }")?;
+                let (count, body) = esc[1..close].split_once('*').ok_or("\\{ needs N*TEXT")?;
+                let count: usize = count.parse().map_err(|_| format!("bad repeat count {count:?}"))?;
+                let body = unescape(body)?;
+                for _ in 0..count {
+                    out.extend_from_slice(&body);
+                }
+                close + 1
+            }
+            other => return Err(format!("unknown escape \\{}", other.map(String::from).unwrap_or_default())),
+        };
+        rest = &esc[used..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(unescape(r"a\r\n\x00\\b\{3*ab\n}").unwrap(), b"a\r\n\x00\\bab\nab\nab\n");
+        assert!(unescape(r"\q").is_err());
+        assert!(unescape(r"\x0").is_err());
+    }
+
+    #[test]
+    fn consecutive_client_lines_are_one_write() {
+        let s = parse("t", "C: A\nC! B\\n\n## comment\nC: C\nS: 250 {ID} x{ANY}\nC: D\n").unwrap();
+        assert_eq!(s.steps.len(), 3);
+        assert_eq!(s.steps[0].action, Action::Send(b"A\r\nB\nC\r\n".to_vec()));
+        assert_eq!(
+            s.steps[1].action,
+            Action::Expect(vec![
+                Piece::Literal(b"250 ".to_vec()),
+                Piece::Id,
+                Piece::Literal(b" x".to_vec()),
+                Piece::Any
+            ])
+        );
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        assert!(parse("t", "# queud: 1\n").unwrap_err().starts_with("t:1:"));
+        assert!(parse("t", "S: 250\nX: y\n").unwrap_err().starts_with("t:2:"));
+    }
+}

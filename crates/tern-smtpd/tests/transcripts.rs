@@ -1,0 +1,100 @@
+//! Golden transcripts: Tern's SMTP behaviour pinned as client script in, exact replies out.
+//!
+//! Each file in `tests/transcripts/` is one scenario, named for the behaviour it pins, and
+//! runs as its own test (listed in the `transcripts!` invocation below; a test fails if a
+//! file is missing from that list). Every transcript gets a fresh server from
+//! `common::TestServer` (host name `mx.test`, relay domains `local.test` and `.sub.test`,
+//! no relay networks, reverse DNS off, an empty spool) and one client connection named
+//! `main`.
+//!
+//! # Format
+//!
+//! One item per line; blank lines are ignored.
+//!
+//! - `## text` is a comment.
+//! - `C: text` is a line the client sends; the runner appends CRLF and sends `text` as is.
+//! - `C! text` is sent raw, without an added CRLF, after decoding the escapes `\r`, `\n`,
+//!   `\t`, `\\`, `\xHH` and `\{N*TEXT}` (TEXT, itself with escapes, repeated N times;
+//!   TEXT cannot contain `}`). For bare CR/LF, smuggling attempts, BDAT chunks and long
+//!   lines.
+//! - Consecutive `C:`/`C!` lines (comments and blank lines between them do not count) are
+//!   sent in ONE write: that is how a transcript pipelines.
+//! - `S: text` is the next reply line the server must send, compared exactly (the CRLF is
+//!   required and not written). `{ID}` matches a queue id (15 characters of upper-case
+//!   Crockford base32; every id matched must name a message that is in the spool at the
+//!   end, so use it only in `queued as {ID}`); `{ANY}` matches any run of characters.
+//!   Each line must arrive within 5 seconds (a deadline, not a sleep).
+//! - `# key: value` lines set up the server or add final checks, wherever they appear:
+//!   - `# relay_networks: 127.0.0.0/8` (comma-separated; default none),
+//!   - `# max_recipients: N`, `# max_errors: N`, `# max_message_size: N`,
+//!     `# max_command_line: N`, `# max_text_line: N`, `# max_connections: N`,
+//!     `# max_connections_per_client: N`, `# timeouts.command: SECONDS`,
+//!     `# timeouts.data: SECONDS`, `# bare_line_endings: reject|normalize`
+//!     (the listener settings of the same names; defaults as in `ListenerConfig`),
+//!   - `# tls: starttls|implicit|none` generates a self-signed certificate for `mx.test`,
+//!     configures it and sets the listener's TLS mode (without this line: no certificate),
+//!   - `# rdns_lookup_loopback: true` (loopback clients are then looked up like others,
+//!     and with no resolver they are `unknown`),
+//!   - `# expect: closed`: after the last step, the server must close the current
+//!     connection (EOF or reset within the deadline, with no further bytes),
+//!   - `# queued: N`: exactly N messages are queued at the end,
+//!   - `# queued_body_contains: text`, `# queued_body_lacks: text`,
+//!     `# queued_body_ends_with: text` (text with the `C!` escapes), and
+//!     `# queued_body_starts_with: pattern` (escapes, `{ANY}`, `{QID}` for the message's
+//!     own queue id, `{END}` for the end of the content) check the stored content of
+//!     EVERY queued message (at least one must be queued),
+//!   - `# envelope: field = value` checks a stored envelope field of every queued
+//!     message: `sender`, `recipients` (addresses joined by `, `), `dsn_ret`
+//!     (`hdrs`/`full`/`none`), `dsn_envid`, `smtputf8`, `body`, `declared_size`, `helo`,
+//!     `esmtp`, `tls`, `verified_name`, `notify[I]` (e.g. `success,failure`), `orcpt[I]`.
+//! - Directives act where they appear, on the current connection:
+//!   - `# tls-handshake`: the client starts TLS (accepting the self-signed certificate); the
+//!     rest of the transcript runs inside TLS. Fails if the server sent anything the client
+//!     has not read yet.
+//!   - `# connect: NAME` opens another connection and makes it current (`# connect: NAME
+//!     from 127.0.0.2` binds the client side to that loopback address first);
+//!     `# switch: NAME` makes an open connection current again.
+//!   - `# closed`: the server must have closed the current connection (as `expect: closed`).
+//!   - `# shutdown-server`: the server starts shutting down (grace period 1 second).
+//!
+//! A failure names the file and line, shows what was expected and what arrived, and prints
+//! the conversation so far.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+macro_rules! transcripts {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                common::runner::run(stringify!($name)).await;
+            }
+        )*
+
+        /// Every transcript file, as listed above.
+        const LISTED: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+transcripts![
+    basic_session_queues_message,
+];
+
+/// A transcript file that is not listed would never run.
+#[test]
+fn every_transcript_file_is_listed() {
+    let mut files: Vec<String> = std::fs::read_dir(common::runner::transcripts_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    for f in &files {
+        let name = f.strip_suffix(".txt").unwrap_or_else(|| panic!("tests/transcripts/{f}: not a .txt file"));
+        assert!(LISTED.contains(&name), "tests/transcripts/{f} is not listed in tests/transcripts.rs");
+    }
+    for name in LISTED {
+        assert!(files.contains(&format!("{name}.txt")), "listed transcript {name} has no file");
+    }
+}
