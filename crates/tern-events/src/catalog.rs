@@ -129,8 +129,18 @@ mod docs_tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/EVENTS.md");
         let doc = std::fs::read_to_string(path).expect("docs/EVENTS.md exists");
         for def in super::ALL {
-            let row = format!("| {} | `{}` | {} |", def.id, def.name, def.severity.as_str());
-            assert!(doc.contains(&row), "docs/EVENTS.md lacks the row for {} {}", def.id, def.name);
+            let row = format!(
+                "| {} | `{}` | {} |",
+                def.id,
+                def.name,
+                def.severity.as_str()
+            );
+            assert!(
+                doc.contains(&row),
+                "docs/EVENTS.md lacks the row for {} {}",
+                def.id,
+                def.name
+            );
         }
     }
 }

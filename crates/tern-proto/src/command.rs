@@ -174,8 +174,21 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         Request::Ehlo { host } => Command::Ehlo(host.into_owned()),
         Request::Helo { host } => Command::Helo(host.into_owned()),
         Request::Lhlo { .. } => Command::NotOffered("LHLO"),
-        Request::Mail { from } => Command::Mail(mail(from)?),
-        Request::Rcpt { to } => Command::Rcpt(rcpt(to)?),
+        Request::Mail { from } => {
+            // smtp-proto returns "" for both `<>` and `<postmaster>`; only `<>` is the
+            // null reverse path, and a reverse path needs a domain.
+            if from.address.is_empty() && !empty_path(line) {
+                return Err(CommandError::BadSender);
+            }
+            Command::Mail(mail(from)?)
+        }
+        Request::Rcpt { to } => {
+            // ... and for RCPT only `<postmaster>` is valid; `<>` is not a forward path.
+            if to.address.is_empty() && empty_path(line) {
+                return Err(CommandError::BadRecipient);
+            }
+            Command::Rcpt(rcpt(to)?)
+        }
         Request::Bdat {
             chunk_size,
             is_last,
@@ -199,6 +212,16 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
 }
 
 const BDAT_SYNTAX: &str = "BDAT chunk-size [LAST]";
+
+/// True when the path after `FROM:`/`TO:` is literally `<>` (spaces allowed before it).
+fn empty_path(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let rest = line.get(colon + 1..).unwrap_or_default();
+    let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+    rest.get(start..).is_some_and(|r| r.starts_with(b"<>"))
+}
 
 fn map_error(e: smtp_proto::Error) -> CommandError {
     match e {
@@ -226,7 +249,9 @@ fn mail(
         return Err(CommandError::UnsupportedParameter("BODY=BINARYMIME".into()));
     }
     let unsupported = [
-        (from.flags & !known != 0, "flag"),
+        (from.flags & smtp_proto::MAIL_REQUIRETLS != 0, "REQUIRETLS"),
+        (from.flags & smtp_proto::MAIL_CONPERM != 0, "CONPERM"),
+        (from.flags & !known != 0, "BY"),
         (from.trans_id.is_some(), "TRANSID"),
         (from.by != 0, "BY"),
         (from.solicit.is_some(), "SOLICIT"),
@@ -272,8 +297,11 @@ fn mail(
 fn rcpt(to: smtp_proto::RcptTo<std::borrow::Cow<'_, str>>) -> Result<RcptCommand, CommandError> {
     let notify_bits =
         RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER;
+    if to.flags & smtp_proto::RCPT_CONNEG != 0 {
+        return Err(CommandError::UnsupportedParameter("CONNEG".into()));
+    }
     if to.flags & !notify_bits != 0 || to.rrvs != 0 {
-        return Err(CommandError::UnsupportedParameter("RCPT parameter".into()));
+        return Err(CommandError::UnsupportedParameter("RRVS".into()));
     }
     let notify = (to.flags & notify_bits != 0).then_some(NotifyFlags {
         success: to.flags & RCPT_NOTIFY_SUCCESS != 0,
@@ -374,6 +402,22 @@ mod tests {
             let e = p(line).unwrap_err();
             assert_eq!(e.reply().code / 10, 55, "{line}: {e:?}");
         }
+    }
+
+    #[test]
+    fn null_path_and_postmaster_are_told_apart() {
+        assert!(matches!(p("MAIL FROM:<>"), Ok(Command::Mail(_))));
+        assert_eq!(p("MAIL FROM:<postmaster>"), Err(CommandError::BadSender));
+        assert_eq!(p("RCPT TO:<>"), Err(CommandError::BadRecipient));
+        assert_eq!(p("RCPT TO: <>"), Err(CommandError::BadRecipient));
+    }
+
+    #[test]
+    fn refused_parameters_are_named() {
+        assert_eq!(
+            p("MAIL FROM:<a@b.org> REQUIRETLS"),
+            Err(CommandError::UnsupportedParameter("REQUIRETLS".into()))
+        );
     }
 
     #[test]

@@ -158,7 +158,11 @@ impl ListenerConfig {
             }
         };
         need(!self.name.is_empty(), "name", "must not be empty");
-        need(self.max_connections > 0, "max_connections", "must be at least 1");
+        need(
+            self.max_connections > 0,
+            "max_connections",
+            "must be at least 1",
+        );
         need(
             self.max_connections_per_client > 0,
             "max_connections_per_client",
@@ -174,8 +178,16 @@ impl ListenerConfig {
             "max_text_line",
             "must be between 78 and 1048576",
         );
-        need(self.max_message_size >= 1024, "max_message_size", "must be at least 1024");
-        need(self.max_recipients > 0, "max_recipients", "must be at least 1");
+        need(
+            self.max_message_size >= 1024,
+            "max_message_size",
+            "must be at least 1024",
+        );
+        need(
+            self.max_recipients > 0,
+            "max_recipients",
+            "must be at least 1",
+        );
         need(self.max_errors > 0, "max_errors", "must be at least 1");
         for (k, v) in [
             ("command", self.timeouts.command),
@@ -191,9 +203,16 @@ impl ListenerConfig {
             _ => {}
         }
         if self.tls == TlsMode::Implicit && self.certificate.is_none() {
-            need(false, "certificate", "tls = \"implicit\" needs a certificate");
+            need(
+                false,
+                "certificate",
+                "tls = \"implicit\" needs a certificate",
+            );
         }
-        for (key, path) in [("certificate", &self.certificate), ("private_key", &self.private_key)] {
+        for (key, path) in [
+            ("certificate", &self.certificate),
+            ("private_key", &self.private_key),
+        ] {
             if let Some(path) = path
                 && !path.is_file()
             {
@@ -220,7 +239,9 @@ impl Default for RelayConfig {
         RelayConfig {
             domains: vec!["localhost".into()],
             networks: vec![
-                "127.0.0.0/8".parse().unwrap_or(IpNet::V4(Default::default())),
+                "127.0.0.0/8"
+                    .parse()
+                    .unwrap_or(IpNet::V4(Default::default())),
                 "::1/128".parse().unwrap_or(IpNet::V6(Default::default())),
             ],
         }

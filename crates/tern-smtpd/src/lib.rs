@@ -102,16 +102,21 @@ pub struct Server {
 
 impl Server {
     /// Binds every listener and starts accepting.
-    pub async fn start(shared: Arc<SmtpShared>, listeners: &[ListenerConfig]) -> Result<Server, ServerError> {
+    pub async fn start(
+        shared: Arc<SmtpShared>,
+        listeners: &[ListenerConfig],
+    ) -> Result<Server, ServerError> {
         let (shutdown, _) = watch::channel(false);
         let mut bound = Vec::new();
         for config in listeners {
             let tls = match (&config.certificate, &config.private_key, config.tls) {
                 (_, _, TlsMode::None) => None,
-                (Some(cert), Some(key), _) => Some(tls::load_acceptor(cert, key).map_err(|source| ServerError::Tls {
-                    name: config.name.clone(),
-                    source,
-                })?),
+                (Some(cert), Some(key), _) => Some(tls::load_acceptor(cert, key).map_err(
+                    |source| ServerError::Tls {
+                        name: config.name.clone(),
+                        source,
+                    },
+                )?),
                 _ => None,
             };
             let listener = bind(config.address).map_err(|source| ServerError::Bind {
@@ -121,7 +126,10 @@ impl Server {
             })?;
             let ctx = Arc::new(ListenerContext {
                 shared: Arc::clone(&shared),
-                limiter: limits::ConnectionLimiter::new(config.max_connections, config.max_connections_per_client),
+                limiter: limits::ConnectionLimiter::new(
+                    config.max_connections,
+                    config.max_connections_per_client,
+                ),
                 config: config.clone(),
                 tls,
             });
@@ -138,7 +146,11 @@ impl Server {
             );
             loops.spawn(accept_loop(ctx, listener, shutdown.subscribe()));
         }
-        Ok(Server { shutdown, loops, addrs })
+        Ok(Server {
+            shutdown,
+            loops,
+            addrs,
+        })
     }
 
     /// The bound addresses, in listener order (useful with port 0).
@@ -151,7 +163,10 @@ impl Server {
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.shutdown.send(true);
         let all_done = async { while self.loops.join_next().await.is_some() {} };
-        if tokio::time::timeout(grace + Duration::from_secs(1), all_done).await.is_err() {
+        if tokio::time::timeout(grace + Duration::from_secs(1), all_done)
+            .await
+            .is_err()
+        {
             self.loops.abort_all();
             while self.loops.join_next().await.is_some() {}
         }
@@ -173,7 +188,11 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(ctx: Arc<ListenerContext>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    ctx: Arc<ListenerContext>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut sessions: JoinSet<()> = JoinSet::new();
     loop {
         while sessions.try_join_next().is_some() {}

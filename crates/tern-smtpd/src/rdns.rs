@@ -33,14 +33,22 @@ impl ClientName {
     /// Starts the lookup for `ip`, or records `unknown` at once when no resolver is
     /// configured. Loopback clients are `localhost` without a query unless
     /// `lookup_loopback` is set.
-    pub fn start(resolver: Option<TokioResolver>, ip: IpAddr, timeout: Duration, lookup_loopback: bool) -> ClientName {
+    pub fn start(
+        resolver: Option<TokioResolver>,
+        ip: IpAddr,
+        timeout: Duration,
+        lookup_loopback: bool,
+    ) -> ClientName {
         if ip.is_loopback() && !lookup_loopback {
             return ClientName::Done(Some("localhost".into()));
         }
         match resolver {
             None => ClientName::Done(None),
             Some(r) => ClientName::Pending(tokio::spawn(async move {
-                tokio::time::timeout(timeout, confirmed_name(&r, ip)).await.ok().flatten()
+                tokio::time::timeout(timeout, confirmed_name(&r, ip))
+                    .await
+                    .ok()
+                    .flatten()
             })),
         }
     }

@@ -66,7 +66,10 @@ impl Trace<'_> {
             (false, false, true) => "SMTPS",
             (false, false, false) => "SMTP",
         };
-        h.push_str(&format!("\tby {} (Tern) with {proto} id {}", self.hostname, self.queue_id));
+        h.push_str(&format!(
+            "\tby {} (Tern) with {proto} id {}",
+            self.hostname, self.queue_id
+        ));
         if let Some(rcpt) = self.single_recipient {
             h.push_str(&format!("\r\n\tfor <{}>", sanitize(rcpt)));
         }
@@ -80,9 +83,19 @@ fn sanitize(s: &str) -> String {
     let cleaned: String = s
         .chars()
         .take(255)
-        .map(|c| if c.is_control() || c == '(' || c == ')' { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
-    if cleaned.is_empty() { "unknown".into() } else { cleaned }
+    if cleaned.is_empty() {
+        "unknown".into()
+    } else {
+        cleaned
+    }
 }
 
 /// Current time in RFC 5322 date form.

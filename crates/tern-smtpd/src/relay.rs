@@ -47,7 +47,10 @@ impl RelayPolicy {
                 exact.push(d);
             }
         }
-        let postmaster_domain = exact.first().cloned().unwrap_or_else(|| hostname.to_lowercase());
+        let postmaster_domain = exact
+            .first()
+            .cloned()
+            .unwrap_or_else(|| hostname.to_lowercase());
         RelayPolicy {
             exact,
             suffixes,
@@ -64,12 +67,18 @@ impl RelayPolicy {
 
     /// True when Tern receives mail for `domain` (already lower-case).
     pub fn is_our_domain(&self, domain: &str) -> bool {
-        self.exact.iter().any(|d| d == domain) || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
+        self.exact.iter().any(|d| d == domain)
+            || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
     }
 
     /// Judges one recipient. `address` is as the parser returned it. Returns the canonical
     /// address to store, or the refusal.
-    pub fn check_recipient(&self, address: &str, client_may_relay: bool, smtputf8: bool) -> Result<String, Reply> {
+    pub fn check_recipient(
+        &self,
+        address: &str,
+        client_may_relay: bool,
+        smtputf8: bool,
+    ) -> Result<String, Reply> {
         if address.eq_ignore_ascii_case("postmaster") {
             return Ok(format!("postmaster@{}", self.postmaster_domain));
         }
@@ -81,7 +90,11 @@ impl RelayPolicy {
             return Ok(mailbox.to_string());
         }
         if !self.is_our_domain(&mailbox.domain) {
-            return Err(Reply::new(554, "5.7.1", format!("<{mailbox}>: Relay access denied")));
+            return Err(Reply::new(
+                554,
+                "5.7.1",
+                format!("<{mailbox}>: Relay access denied"),
+            ));
         }
         if mailbox.routing_trick().is_some() {
             return Err(Reply::new(
@@ -99,7 +112,8 @@ pub fn check_sender(address: &str, smtputf8: bool) -> Result<String, Reply> {
     if address.is_empty() {
         return Ok(String::new());
     }
-    let mailbox = Mailbox::parse(address).map_err(|_| Reply::new(501, "5.1.7", "Bad sender address syntax"))?;
+    let mailbox = Mailbox::parse(address)
+        .map_err(|_| Reply::new(501, "5.1.7", "Bad sender address syntax"))?;
     if mailbox.is_international() && !smtputf8 {
         return Err(Reply::new(553, "5.6.7", "Non-ASCII address needs SMTPUTF8"));
     }
@@ -140,15 +154,28 @@ mod tests {
     #[test]
     fn our_domains_from_anyone() {
         let p = policy();
-        assert_eq!(p.check_recipient("User@LOCAL.test.", false, false), Ok("User@local.test".into()));
+        assert_eq!(
+            p.check_recipient("User@LOCAL.test.", false, false),
+            Ok("User@local.test".into())
+        );
         assert!(p.check_recipient("a@x.sub.test", false, false).is_ok());
-        assert_eq!(p.check_recipient("a@sub.test", false, false).unwrap_err().code, 554);
+        assert_eq!(
+            p.check_recipient("a@sub.test", false, false)
+                .unwrap_err()
+                .code,
+            554
+        );
     }
 
     #[test]
     fn other_domains_only_from_relay_networks() {
         let p = policy();
-        assert_eq!(p.check_recipient("a@elsewhere.org", false, false).unwrap_err().code, 554);
+        assert_eq!(
+            p.check_recipient("a@elsewhere.org", false, false)
+                .unwrap_err()
+                .code,
+            554
+        );
         assert!(p.check_recipient("a@elsewhere.org", true, false).is_ok());
         assert!(p.client_may_relay("10.1.2.3".parse().unwrap()));
         assert!(p.client_may_relay("::ffff:10.1.2.3".parse().unwrap()));
@@ -158,7 +185,11 @@ mod tests {
     #[test]
     fn routing_tricks_refused_from_outside() {
         let p = policy();
-        for a in ["user%elsewhere.org@local.test", "elsewhere.org!user@local.test", "user@elsewhere.org@local.test"] {
+        for a in [
+            "user%elsewhere.org@local.test",
+            "elsewhere.org!user@local.test",
+            "user@elsewhere.org@local.test",
+        ] {
             let r = p.check_recipient(a, false, false).unwrap_err();
             assert_eq!((r.code, r.status.as_deref()), (554, Some("5.7.1")), "{a}");
         }
@@ -166,13 +197,21 @@ mod tests {
 
     #[test]
     fn postmaster_always_accepted() {
-        assert_eq!(policy().check_recipient("postmaster", false, false), Ok("postmaster@local.test".into()));
+        assert_eq!(
+            policy().check_recipient("postmaster", false, false),
+            Ok("postmaster@local.test".into())
+        );
     }
 
     #[test]
     fn international_needs_smtputf8() {
         let p = policy();
-        assert_eq!(p.check_recipient("jörg@local.test", false, false).unwrap_err().code, 553);
+        assert_eq!(
+            p.check_recipient("jörg@local.test", false, false)
+                .unwrap_err()
+                .code,
+            553
+        );
         assert!(p.check_recipient("jörg@local.test", false, true).is_ok());
         assert_eq!(check_sender("jörg@x.org", false).unwrap_err().code, 553);
         assert_eq!(check_sender("", false), Ok(String::new()));

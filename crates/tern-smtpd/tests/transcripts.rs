@@ -33,11 +33,14 @@
 //!     (the listener settings of the same names; defaults as in `ListenerConfig`),
 //!   - `# tls: starttls|implicit|none` generates a self-signed certificate for `mx.test`,
 //!     configures it and sets the listener's TLS mode (without this line: no certificate),
+//!   - `# max_queued_messages: N`: back pressure refuses MAIL while N messages are queued,
 //!   - `# rdns_lookup_loopback: true` (loopback clients are then looked up like others,
 //!     and with no resolver they are `unknown`),
 //!   - `# expect: closed`: after the last step, the server must close the current
 //!     connection (EOF or reset within the deadline, with no further bytes),
 //!   - `# queued: N`: exactly N messages are queued at the end,
+//!   - `# spool_tmp_files: N`: exactly N files are left in the spool's `tmp/` (unfinished
+//!     messages must leave none),
 //!   - `# queued_body_contains: text`, `# queued_body_lacks: text`,
 //!     `# queued_body_ends_with: text` (text with the `C!` escapes), and
 //!     `# queued_body_starts_with: pattern` (escapes, `{ANY}`, `{QID}` for the message's
@@ -55,7 +58,8 @@
 //!     from 127.0.0.2` binds the client side to that loopback address first);
 //!     `# switch: NAME` makes an open connection current again.
 //!   - `# closed`: the server must have closed the current connection (as `expect: closed`).
-//!   - `# shutdown-server`: the server starts shutting down (grace period 1 second).
+//!   - `# shutdown-server`: the server starts shutting down (grace period 1 second); the
+//!     shutdown signal has been sent when the next step runs.
 //!
 //! A failure names the file and line, shows what was expected and what arrived, and prints
 //! the conversation so far.
@@ -79,7 +83,90 @@ macro_rules! transcripts {
 }
 
 transcripts![
+    back_pressure_refuses_mail_when_queue_full,
     basic_session_queues_message,
+    bdat_over_size_limit,
+    bdat_pipelined_with_commands,
+    bdat_several_chunks,
+    bdat_single_chunk_last,
+    bdat_without_transaction_consumes_chunk,
+    bdat_zero_last_empty_message,
+    bdat_zero_last_ends_message,
+    command_bare_lf_accepted,
+    command_line_too_long,
+    command_timeout,
+    connections_per_client_limit,
+    data_after_bdat_refused,
+    data_before_rcpt_refused,
+    data_timeout_drops_message,
+    data_with_only_refused_recipients,
+    dot_stuffing,
+    dsn_notify_never_must_stand_alone,
+    dsn_parameters_stored,
+    duplicate_recipient_stored_once,
+    ehlo_resets_transaction,
+    helo_has_no_extensions,
+    implicit_tls_session,
+    large_message_over_size_leaves_no_file,
+    mail_before_ehlo_refused,
+    mail_from_postmaster_is_not_null_sender,
+    nested_mail_refused,
+    noop_rset_help,
+    null_sender_accepted,
+    pipelined_batch_with_refused_rcpt,
+    pipelined_transaction,
+    rcpt_before_mail_refused,
+    rcpt_to_empty_path_refused,
+    received_header_sanitizes_helo,
+    received_header_single_recipient,
+    received_header_two_recipients_no_for,
+    received_header_unknown_client_name,
+    relay_address_literal_refused,
+    relay_bang_path_refused,
+    relay_domain_case_and_trailing_dot,
+    relay_double_at_is_syntax_error,
+    relay_local_domain_accepted,
+    relay_non_ascii_needs_smtputf8,
+    relay_other_domain_denied,
+    relay_percent_hack_refused,
+    relay_postmaster_accepted,
+    relay_quoted_at_refused,
+    relay_quoted_local_part_requoted,
+    relay_source_route_dropped,
+    relay_source_route_to_other_domain_refused,
+    relay_subdomain_rule,
+    relay_trusted_client_any_domain,
+    rset_mid_transaction,
+    shutdown_closes_idle_session,
+    shutdown_gives_bdat_transfer_the_grace_period,
+    shutdown_gives_stalled_data_the_grace_period,
+    shutdown_lets_message_in_progress_finish,
+    size_parameter_over_limit,
+    smuggling_cr_dot_cr_is_content,
+    smuggling_cr_dot_cr_rejected,
+    smuggling_crlf_dot_cr_is_content,
+    smuggling_crlf_dot_cr_rejected,
+    smuggling_crlf_dot_lf_is_content,
+    smuggling_crlf_dot_lf_rejected,
+    smuggling_lf_dot_crlf_is_content,
+    smuggling_lf_dot_crlf_rejected,
+    smuggling_lf_dot_lf_is_content,
+    smuggling_lf_dot_lf_rejected,
+    smuggling_nul_dot_is_content,
+    starttls_in_transaction_refused,
+    starttls_not_offered_when_tls_none,
+    starttls_not_offered_without_certificate,
+    starttls_pipelined_commands_discarded,
+    starttls_upgrade_resets_session,
+    streamed_content_over_size,
+    text_line_too_long,
+    too_many_errors_closes,
+    too_many_recipients,
+    total_connections_limit,
+    unadvertised_parameter_named_in_reply,
+    unadvertised_parameters_refused,
+    unknown_command_and_bad_syntax,
+    vrfy_expn_auth_not_offered,
 ];
 
 /// A transcript file that is not listed would never run.
@@ -91,10 +178,18 @@ fn every_transcript_file_is_listed() {
         .collect();
     files.sort();
     for f in &files {
-        let name = f.strip_suffix(".txt").unwrap_or_else(|| panic!("tests/transcripts/{f}: not a .txt file"));
-        assert!(LISTED.contains(&name), "tests/transcripts/{f} is not listed in tests/transcripts.rs");
+        let name = f
+            .strip_suffix(".txt")
+            .unwrap_or_else(|| panic!("tests/transcripts/{f}: not a .txt file"));
+        assert!(
+            LISTED.contains(&name),
+            "tests/transcripts/{f} is not listed in tests/transcripts.rs"
+        );
     }
     for name in LISTED {
-        assert!(files.contains(&format!("{name}.txt")), "listed transcript {name} has no file");
+        assert!(
+            files.contains(&format!("{name}.txt")),
+            "listed transcript {name} has no file"
+        );
     }
 }

@@ -133,7 +133,8 @@ impl Config {
             file: file.to_string(),
             problems,
         };
-        let de = toml::Deserializer::parse(text).map_err(|e| fail(vec![ConfigProblem::new("(syntax)", e.to_string())]))?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| fail(vec![ConfigProblem::new("(syntax)", e.to_string())]))?;
         let mut unknown = Vec::new();
         let parsed: Result<Config, _> = serde_ignored::deserialize(de, |path| {
             unknown.push(ConfigProblem::new(path.to_string(), "unknown key"));
@@ -142,7 +143,10 @@ impl Config {
             Ok(c) => c,
             Err(e) => {
                 let mut problems = unknown;
-                problems.push(ConfigProblem::new("(value)", e.to_string().trim().to_string()));
+                problems.push(ConfigProblem::new(
+                    "(value)",
+                    e.to_string().trim().to_string(),
+                ));
                 return Err(fail(problems));
             }
         };
@@ -160,8 +164,13 @@ impl Config {
     /// Every semantic problem.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
-        if !self.server.hostname.is_empty() && !tern_proto::address::valid_domain(&self.server.hostname.to_lowercase()) {
-            p.push(ConfigProblem::new("server.hostname", "not a valid host name"));
+        if !self.server.hostname.is_empty()
+            && !tern_proto::address::valid_domain(&self.server.hostname.to_lowercase())
+        {
+            p.push(ConfigProblem::new(
+                "server.hostname",
+                "not a valid host name",
+            ));
         }
         if tern_events::Severity::parse(&self.server.log_level).is_none() {
             p.push(ConfigProblem::new(
@@ -173,28 +182,46 @@ impl Config {
             p.push(ConfigProblem::new("server.data_dir", "must not be empty"));
         }
         if self.listeners.is_empty() {
-            p.push(ConfigProblem::new("listener", "at least one [[listener]] is needed"));
+            p.push(ConfigProblem::new(
+                "listener",
+                "at least one [[listener]] is needed",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             p.extend(l.problems(&format!("listener[{i}]")));
             if !names.insert(&l.name) {
-                p.push(ConfigProblem::new(format!("listener[{i}].name"), "duplicate listener name"));
+                p.push(ConfigProblem::new(
+                    format!("listener[{i}].name"),
+                    "duplicate listener name",
+                ));
             }
         }
         p.extend(self.relay.problems());
         let bp = &self.back_pressure;
         if !(0.0..100.0).contains(&bp.min_free_percent) {
-            p.push(ConfigProblem::new("back_pressure.min_free_percent", "must be at least 0 and below 100"));
+            p.push(ConfigProblem::new(
+                "back_pressure.min_free_percent",
+                "must be at least 0 and below 100",
+            ));
         }
         if bp.max_queued_messages == 0 {
-            p.push(ConfigProblem::new("back_pressure.max_queued_messages", "must be at least 1"));
+            p.push(ConfigProblem::new(
+                "back_pressure.max_queued_messages",
+                "must be at least 1",
+            ));
         }
         if bp.check_interval_ms == 0 {
-            p.push(ConfigProblem::new("back_pressure.check_interval_ms", "must be at least 1"));
+            p.push(ConfigProblem::new(
+                "back_pressure.check_interval_ms",
+                "must be at least 1",
+            ));
         }
         if self.dns.client_lookup_timeout_ms == 0 {
-            p.push(ConfigProblem::new("dns.client_lookup_timeout_ms", "must be at least 1"));
+            p.push(ConfigProblem::new(
+                "dns.client_lookup_timeout_ms",
+                "must be at least 1",
+            ));
         }
         p
     }
@@ -241,7 +268,11 @@ mod tests {
         let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"server.hostnme"), "{keys:?}");
         assert!(keys.contains(&"relay.network"), "{keys:?}");
-        assert!(keys.iter().any(|k| k.starts_with("listener") && k.ends_with("max_conn")), "{keys:?}");
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with("listener") && k.ends_with("max_conn")),
+            "{keys:?}"
+        );
     }
 
     #[test]
@@ -252,14 +283,20 @@ mod tests {
         )
         .unwrap_err();
         let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
-        for k in ["server.log_level", "relay.networks[0]", "listener[0].max_recipients", "listener[0].certificate"] {
+        for k in [
+            "server.log_level",
+            "relay.networks[0]",
+            "listener[0].max_recipients",
+            "listener[0].certificate",
+        ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
     }
 
     #[test]
     fn type_errors_name_the_key() {
-        let err = Config::parse("[[listener]]\nmax_connections = \"many\"\n", "t.toml").unwrap_err();
+        let err =
+            Config::parse("[[listener]]\nmax_connections = \"many\"\n", "t.toml").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("max_connections"), "{text}");
     }

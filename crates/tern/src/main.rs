@@ -93,7 +93,12 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Queue {
-            command: QueueCmd::List { config, json, state },
+            command:
+                QueueCmd::List {
+                    config,
+                    json,
+                    state,
+                },
         } => {
             let result = load(config.as_ref())
                 .map_err(anyhow::Error::from)

@@ -26,7 +26,8 @@ pub fn list(config: &Config, json: bool, state: Option<&str>) -> anyhow::Result<
         }
         return Ok(());
     }
-    let spool = Spool::open_read_only(&dir).with_context(|| format!("reading spool {}", dir.display()))?;
+    let spool =
+        Spool::open_read_only(&dir).with_context(|| format!("reading spool {}", dir.display()))?;
     let messages = spool.list(state).context("listing the spool")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -59,18 +60,33 @@ pub fn list(config: &Config, json: bool, state: Option<&str>) -> anyhow::Result<
         writeln!(out, "Mail queue is empty")?;
         return Ok(());
     }
-    writeln!(out, "-Queue ID-       -State-- --Size-- ----Arrival Time---- -Sender/Recipient-------")?;
+    writeln!(
+        out,
+        "-Queue ID-       -State-- --Size-- ----Arrival Time---- -Sender/Recipient-------"
+    )?;
     let mut total = 0u64;
     for m in &messages {
         let size = m.envelope.as_ref().map(|e| e.size).unwrap_or(m.file_size);
         total += size;
-        let when = m.envelope.as_ref().map(|e| e.arrival_micros).unwrap_or(m.id.arrival_micros());
+        let when = m
+            .envelope
+            .as_ref()
+            .map(|e| e.arrival_micros)
+            .unwrap_or(m.id.arrival_micros());
         let sender = match &m.envelope {
             Some(e) if e.sender.is_empty() => "MAILER-DAEMON".to_string(),
             Some(e) => e.sender.clone(),
             None => "(unreadable: quarantined)".to_string(),
         };
-        writeln!(out, "{:<16} {:<8} {:>8} {:<20} {}", m.id, m.state.as_str(), size, short_time(when), sender)?;
+        writeln!(
+            out,
+            "{:<16} {:<8} {:>8} {:<20} {}",
+            m.id,
+            m.state.as_str(),
+            size,
+            short_time(when),
+            sender
+        )?;
         if let Some(e) = &m.envelope {
             for r in &e.recipients {
                 writeln!(out, "{:56}{}", "", r.address)?;
@@ -78,12 +94,18 @@ pub fn list(config: &Config, json: bool, state: Option<&str>) -> anyhow::Result<
         }
         writeln!(out)?;
     }
-    writeln!(out, "-- {} Kbytes in {} Requests.", total.div_ceil(1024), messages.len())?;
+    writeln!(
+        out,
+        "-- {} Kbytes in {} Requests.",
+        total.div_ceil(1024),
+        messages.len()
+    )?;
     Ok(())
 }
 
 fn datetime(micros: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 fn rfc3339(micros: i64) -> String {
@@ -93,6 +115,8 @@ fn rfc3339(micros: i64) -> String {
 }
 
 fn short_time(micros: i64) -> String {
-    let fmt = time::macros::format_description!("[weekday repr:short] [month repr:short] [day] [hour]:[minute]:[second]");
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short] [month repr:short] [day] [hour]:[minute]:[second]"
+    );
     datetime(micros).format(&fmt).unwrap_or_default()
 }

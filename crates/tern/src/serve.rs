@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tern_events::{EventLog, Severity, catalog, fields};
 use tern_smtpd::{RelayPolicy, Server, SmtpShared};
@@ -35,15 +37,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let events = EventLog::open(Some(&data_dir.join("events.jsonl")), config.server.log_stderr)
-        .with_context(|| format!("opening event log in {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let events = EventLog::open(
+        Some(&data_dir.join("events.jsonl")),
+        config.server.log_stderr,
+    )
+    .with_context(|| format!("opening event log in {}", data_dir.display()))?;
     events.set_min_severity(Severity::parse(&config.server.log_level).unwrap_or(Severity::Info));
 
     let spool_dir = config.spool_dir();
     let (spool, _report) = Spool::open(&spool_dir, events.clone())
         .with_context(|| format!("opening spool {}", spool_dir.display()))?;
-    let back_pressure = BackPressure::start(spool.clone(), config.back_pressure.clone(), events.clone());
+    let back_pressure =
+        BackPressure::start(spool.clone(), config.back_pressure.clone(), events.clone());
     let hostname = config.server.hostname.clone();
     let shared = Arc::new(SmtpShared {
         relay: ArcSwap::from_pointee(RelayPolicy::new(&config.relay, &hostname)),
@@ -63,7 +70,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    let addrs: Vec<String> = server.local_addrs().iter().map(SocketAddr::to_string).collect();
+    let addrs: Vec<String> = server
+        .local_addrs()
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect();
     events.emit(
         &catalog::SERVER_STARTED,
         fields!(
@@ -76,7 +87,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let reason = stop_signal().await;
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    events.emit(&catalog::SERVER_STOPPING, fields!("signal" => reason, "grace_secs" => grace.as_secs()));
+    events.emit(
+        &catalog::SERVER_STOPPING,
+        fields!("signal" => reason, "grace_secs" => grace.as_secs()),
+    );
     server.shutdown(grace).await;
     events.emit(&catalog::SERVER_STOPPED, fields!("signal" => reason));
     events.flush(Duration::from_secs(2));
@@ -85,7 +99,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers, only Ctrl-C through tokio's portable handler is left.
         let _ = tokio::signal::ctrl_c().await;
         return "SIGINT";
@@ -114,7 +131,11 @@ fn resolver(dns: &DnsSection) -> Option<TokioResolver> {
                     c.port = sa.port();
                     c
                 };
-                NameServerConfig::new(sa.ip(), true, vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)])
+                NameServerConfig::new(
+                    sa.ip(),
+                    true,
+                    vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
+                )
             })
             .collect();
         TokioResolver::builder_with_config(

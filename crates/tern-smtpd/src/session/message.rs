@@ -37,7 +37,9 @@ impl Session {
     /// DATA: 354, then content up to CRLF.CRLF.
     pub(super) async fn data(&mut self) -> Flow {
         if self.bdat.is_some() {
-            return self.reply(Reply::new(503, "5.5.1", "DATA not allowed after BDAT")).await;
+            return self
+                .reply(Reply::new(503, "5.5.1", "DATA not allowed after BDAT"))
+                .await;
         }
         let (phase, taken) = std::mem::replace(&mut self.phase, Phase::Connected).take_for_data();
         self.phase = phase;
@@ -93,7 +95,8 @@ impl Session {
         let mut transfer = match self.bdat.take() {
             Some(t) => Some(t),
             None => {
-                let (phase, taken) = std::mem::replace(&mut self.phase, Phase::Connected).take_for_data();
+                let (phase, taken) =
+                    std::mem::replace(&mut self.phase, Phase::Connected).take_for_data();
                 self.phase = phase;
                 match taken {
                     Ok((greeting, txn)) => {
@@ -135,7 +138,10 @@ impl Session {
             return self.reply(reply).await;
         }
         let BdatTransfer {
-            greeting, txn, writer, ..
+            greeting,
+            txn,
+            writer,
+            ..
         } = t;
         let reply = self.finish_message(&greeting, txn, writer).await;
         self.reply(reply).await
@@ -155,7 +161,9 @@ impl Session {
         let max = self.ctx.config.max_message_size;
         let mut remaining = size;
         loop {
-            let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(self.inbuf.len());
+            let take = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(self.inbuf.len());
             if take > 0 {
                 if let Some(t) = transfer.as_deref_mut() {
                     let new_total = t.received.saturating_add(take as u64);
@@ -165,7 +173,10 @@ impl Session {
                     t.received = new_total;
                     if t.problem.is_none()
                         && t.spool_error.is_none()
-                        && let Err(e) = t.writer.write(self.inbuf.get(..take).unwrap_or_default()).await
+                        && let Err(e) = t
+                            .writer
+                            .write(self.inbuf.get(..take).unwrap_or_default())
+                            .await
                     {
                         t.spool_error = Some(e.to_string());
                     }
@@ -181,7 +192,12 @@ impl Session {
     }
 
     /// Writes the Received header; returns the spool error text if that failed.
-    async fn start_message(&mut self, g: &Greeting, txn: &Transaction, writer: &mut MessageWriter) -> Option<String> {
+    async fn start_message(
+        &mut self,
+        g: &Greeting,
+        txn: &Transaction,
+        writer: &mut MessageWriter,
+    ) -> Option<String> {
         let client_name = self.client_name.get().await;
         let tls = self.conn.tls_description();
         let id = writer.id().to_string();
@@ -203,11 +219,20 @@ impl Session {
             date: &date,
         }
         .render();
-        writer.write(header.as_bytes()).await.err().map(|e| e.to_string())
+        writer
+            .write(header.as_bytes())
+            .await
+            .err()
+            .map(|e| e.to_string())
     }
 
     /// Commits the message and returns the reply for the client.
-    async fn finish_message(&mut self, g: &Greeting, txn: Transaction, writer: MessageWriter) -> Reply {
+    async fn finish_message(
+        &mut self,
+        g: &Greeting,
+        txn: Transaction,
+        writer: MessageWriter,
+    ) -> Reply {
         let id = writer.id();
         let envelope = Envelope {
             id,
@@ -228,7 +253,11 @@ impl Session {
                 .unwrap_or(0),
             size: writer.written(),
         };
-        let (sender, nrcpt, size) = (envelope.sender.clone(), envelope.recipients.len(), envelope.size);
+        let (sender, nrcpt, size) = (
+            envelope.sender.clone(),
+            envelope.recipients.len(),
+            envelope.size,
+        );
         match writer.commit(envelope).await {
             Ok(()) => {
                 self.queued = self.queued.saturating_add(1);
@@ -253,6 +282,10 @@ impl Session {
             &catalog::SMTP_SPOOL_FAILED,
             fields!("client" => self.peer, "error" => error),
         );
-        Reply::new(451, "4.3.0", "Error: queue file write error, try again later")
+        Reply::new(
+            451,
+            "4.3.0",
+            "Error: queue file write error, try again later",
+        )
     }
 }

@@ -100,9 +100,19 @@ pub struct Session {
 
 impl Session {
     /// Runs a session on an accepted connection until it ends.
-    pub async fn run(ctx: Arc<ListenerContext>, tcp: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        ctx: Arc<ListenerContext>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let shared = &ctx.shared;
-        let client_name = ClientName::start(shared.resolver.clone(), peer.ip(), shared.rdns_timeout, shared.rdns_lookup_loopback);
+        let client_name = ClientName::start(
+            shared.resolver.clone(),
+            peer.ip(),
+            shared.rdns_timeout,
+            shared.rdns_lookup_loopback,
+        );
         let client_may_relay = shared.relay.load().client_may_relay(peer.ip());
         shared.events.emit(
             &catalog::SMTP_SESSION_STARTED,
@@ -132,11 +142,17 @@ impl Session {
         let events = &s.ctx.shared.events;
         match &reason {
             EndReason::Timeout => events.emit(&catalog::SMTP_TIMEOUT, fields!("client" => s.peer)),
-            EndReason::TooManyErrors => events.emit(&catalog::SMTP_TOO_MANY_ERRORS, fields!("client" => s.peer)),
-            EndReason::TlsFailed(e) => events.emit(&catalog::SMTP_TLS_FAILED, fields!("client" => s.peer, "error" => e)),
-            EndReason::ClientClosed | EndReason::Io(_) => {
-                events.emit(&catalog::SMTP_CONNECTION_LOST, fields!("client" => s.peer, "reason" => reason))
+            EndReason::TooManyErrors => {
+                events.emit(&catalog::SMTP_TOO_MANY_ERRORS, fields!("client" => s.peer))
             }
+            EndReason::TlsFailed(e) => events.emit(
+                &catalog::SMTP_TLS_FAILED,
+                fields!("client" => s.peer, "error" => e),
+            ),
+            EndReason::ClientClosed | EndReason::Io(_) => events.emit(
+                &catalog::SMTP_CONNECTION_LOST,
+                fields!("client" => s.peer, "reason" => reason),
+            ),
             _ => {}
         }
         events.emit(
@@ -155,12 +171,18 @@ impl Session {
         if self.ctx.config.tls == crate::config::TlsMode::Implicit {
             self.start_tls().await?;
         }
-        let greeting = Reply::plain(220, vec![format!("{} ESMTP Tern", self.ctx.shared.hostname)]);
+        let greeting = Reply::plain(
+            220,
+            vec![format!("{} ESMTP Tern", self.ctx.shared.hostname)],
+        );
         greeting.write_to(&mut self.out);
         loop {
             self.process_buffered().await?;
             self.flush().await?;
-            self.read_more(self.ctx.config.timeouts.command, false).await?;
+            // Between BDAT chunks a message is in progress: shutdown waits for it.
+            let in_message = self.bdat.is_some();
+            self.read_more(self.ctx.config.timeouts.command, in_message)
+                .await?;
         }
     }
 
@@ -176,7 +198,8 @@ impl Session {
                 }
                 Frame::TooLong => {
                     self.inbuf.drain(..used);
-                    self.reply(Reply::new(500, "5.5.2", "Line too long")).await?;
+                    self.reply(Reply::new(500, "5.5.2", "Line too long"))
+                        .await?;
                     continue;
                 }
                 Frame::Line(line) => tern_proto::command::parse(line),
@@ -209,11 +232,20 @@ impl Session {
                 self.flush().await?;
                 return Err(EndReason::Quit);
             }
-            Ok(Command::Help) => Reply::new(
-                214,
-                "2.0.0",
-                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS",
-            ),
+            Ok(Command::Help) => {
+                let tls = if self.starttls_offered() {
+                    " STARTTLS"
+                } else {
+                    ""
+                };
+                Reply::new(
+                    214,
+                    "2.0.0",
+                    format!(
+                        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY{tls}"
+                    ),
+                )
+            }
             Ok(Command::Vrfy) => Reply::new(
                 252,
                 "2.5.0",
@@ -221,7 +253,9 @@ impl Session {
             ),
             Ok(Command::Expn) => Reply::new(502, "5.5.1", "EXPN not available"),
             Ok(Command::StartTls) => return self.starttls().await,
-            Ok(Command::NotOffered(name)) => Reply::new(502, "5.5.1", format!("{name} not available")),
+            Ok(Command::NotOffered(name)) => {
+                Reply::new(502, "5.5.1", format!("{name} not available"))
+            }
             Ok(_) => Reply::new(502, "5.5.1", "Command not implemented"),
         };
         self.reply(reply).await
@@ -233,8 +267,15 @@ impl Session {
         if reply.is_error() {
             self.errors = self.errors.saturating_add(1);
             if self.errors >= self.ctx.config.max_errors {
-                Reply::new(421, "4.7.0", format!("{} Too many errors, closing connection", self.ctx.shared.hostname))
-                    .write_to(&mut self.out);
+                Reply::new(
+                    421,
+                    "4.7.0",
+                    format!(
+                        "{} Too many errors, closing connection",
+                        self.ctx.shared.hostname
+                    ),
+                )
+                .write_to(&mut self.out);
                 self.flush().await?;
                 return Err(EndReason::TooManyErrors);
             }
@@ -244,7 +285,8 @@ impl Session {
 
     fn helo(&mut self, name: String, esmtp: bool) -> Reply {
         self.bdat = None;
-        self.phase = std::mem::replace(&mut self.phase, Phase::Connected).greet(Greeting { name, esmtp });
+        self.phase =
+            std::mem::replace(&mut self.phase, Phase::Connected).greet(Greeting { name, esmtp });
         let host = self.ctx.shared.hostname.clone();
         if !esmtp {
             return Reply::plain(250, vec![host]);
@@ -259,11 +301,15 @@ impl Session {
             "CHUNKING".into(),
             "DSN".into(),
         ];
-        if self.ctx.tls.is_some() && matches!(self.conn, Conn::Plain(_)) {
+        if self.starttls_offered() {
             lines.push("STARTTLS".into());
         }
         lines.push("HELP".into());
         Reply::plain(250, lines)
+    }
+
+    fn starttls_offered(&self) -> bool {
+        self.ctx.tls.is_some() && matches!(self.conn, Conn::Plain(_))
     }
 
     fn mail(&mut self, m: tern_proto::MailCommand) -> Reply {
@@ -283,7 +329,10 @@ impl Session {
             return Reply::new(
                 552,
                 "5.3.4",
-                format!("Message size exceeds fixed limit of {} octets", self.ctx.config.max_message_size),
+                format!(
+                    "Message size exceeds fixed limit of {} octets",
+                    self.ctx.config.max_message_size
+                ),
             );
         }
         let sender = match relay::check_sender(&m.address, m.smtputf8) {
@@ -303,7 +352,8 @@ impl Session {
             }),
             dsn_envid: m.envid,
         };
-        self.phase = std::mem::replace(&mut self.phase, Phase::Connected).start_mail(sender, params);
+        self.phase =
+            std::mem::replace(&mut self.phase, Phase::Connected).start_mail(sender, params);
         Reply::new(250, "2.1.0", "Ok")
     }
 
@@ -425,7 +475,8 @@ impl Session {
                 return Err(EndReason::Shutdown);
             }
         };
-        self.inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        self.inbuf
+            .extend_from_slice(chunk.get(..n).unwrap_or_default());
         Ok(())
     }
 }

@@ -9,9 +9,9 @@
 //! Invariants:
 //! - Relay networks are empty unless a test asks otherwise, so the test client on
 //!   127.0.0.1 is an outside client.
-//! - Back pressure never refuses: the disk thresholds are zero and the queue limit is far
-//!   above anything a test queues. A test that saw `452 4.3.1` would be testing the
-//!   machine's free disk space, not Tern.
+//! - Back pressure never refuses for lack of disk (the thresholds are zero: a test that saw
+//!   `452 4.3.1` would be testing the machine's free disk space, not Tern); the queue limit
+//!   is far above anything a test queues unless the test sets `max_queued_messages`.
 //! - The spool handle returned is a clone of the server's, so what it lists is exactly what
 //!   the server committed (committed means fsynced; `250 … queued as` comes after that).
 
@@ -19,20 +19,23 @@
 
 pub mod runner;
 pub mod script;
+pub mod stored;
 pub mod tls_client;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
+use tempfile::TempDir;
 use tern_events::EventLog;
 use tern_smtpd::{ListenerConfig, RelayConfig, RelayPolicy, Server, SmtpShared, TlsMode};
 use tern_spool::backpressure::{BackPressure, BackPressureConfig};
 use tern_spool::{QueueState, Spool, StoredMessage};
-use tempfile::TempDir;
 
 /// Tern's host name in every test.
 pub const HOSTNAME: &str = "mx.test";
@@ -50,6 +53,8 @@ pub struct Options {
     pub certificate: bool,
     /// Look loopback clients up in DNS instead of calling them `localhost`.
     pub rdns_lookup_loopback: bool,
+    /// Back pressure refuses MAIL while this many messages are queued.
+    pub max_queued_messages: usize,
 }
 
 impl Default for Options {
@@ -63,6 +68,7 @@ impl Default for Options {
             },
             certificate: false,
             rdns_lookup_loopback: false,
+            max_queued_messages: 1_000_000,
         }
     }
 }
@@ -82,13 +88,14 @@ impl TestServer {
     pub async fn start(opts: Options) -> TestServer {
         let dir = tempfile::tempdir().expect("create temporary directory");
         let events = EventLog::discard();
-        let (spool, _report) = Spool::open(&dir.path().join("spool"), events.clone()).expect("open spool");
+        let (spool, _report) =
+            Spool::open(&dir.path().join("spool"), events.clone()).expect("open spool");
         let back_pressure = BackPressure::start(
             spool.clone(),
             BackPressureConfig {
                 min_free_percent: 0.0,
                 min_free_bytes: 0,
-                max_queued_messages: 1_000_000,
+                max_queued_messages: opts.max_queued_messages,
                 check_interval_ms: 1000,
             },
             events.clone(),
@@ -114,7 +121,9 @@ impl TestServer {
             listener.certificate = Some(cert);
             listener.private_key = Some(key);
         }
-        let server = Server::start(shared, &[listener]).await.expect("start server");
+        let server = Server::start(shared, &[listener])
+            .await
+            .expect("start server");
         let addr = *server.local_addrs().first().expect("one bound address");
         TestServer {
             addr,
@@ -124,11 +133,20 @@ impl TestServer {
         }
     }
 
-    /// Asks the server to shut down in the background: idle sessions get `421 4.3.2`.
-    /// The returned task finishes when the server has stopped.
-    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+    /// Asks the server to shut down and lets it finish in the background: idle sessions
+    /// get `421 4.3.2`. When this returns, the shutdown signal has been sent (the shutdown
+    /// future is polled once here, and sending the signal is the first thing it does). The
+    /// returned task finishes when the server has stopped.
+    pub async fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<()> {
         let server = self.server.take().expect("server already shut down");
-        tokio::spawn(server.shutdown(Duration::from_secs(1)))
+        let mut stopping = Box::pin(server.shutdown(Duration::from_secs(1)));
+        let done =
+            std::future::poll_fn(|cx| Poll::Ready(stopping.as_mut().poll(cx).is_ready())).await;
+        tokio::spawn(async move {
+            if !done {
+                stopping.await;
+            }
+        })
     }
 
     /// Stops the server (if still running) and waits for it.
@@ -151,7 +169,8 @@ impl TestServer {
 
 /// Generates a self-signed certificate for [`HOSTNAME`] and writes it and its key as PEM.
 fn write_certificate(dir: &TempDir) -> (PathBuf, PathBuf) {
-    let ck = rcgen::generate_simple_self_signed(vec![HOSTNAME.to_string()]).expect("generate certificate");
+    let ck = rcgen::generate_simple_self_signed(vec![HOSTNAME.to_string()])
+        .expect("generate certificate");
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).expect("write certificate");

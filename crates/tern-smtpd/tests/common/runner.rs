@@ -9,14 +9,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tern_spool::StoredMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
 use super::TestServer;
-use super::script::{self, Action, Check, Piece, Script};
+use super::script::{self, Action, Script, lossy, matches, render};
 
 /// How long one expected server line (or the close of a connection) may take.
 pub const LINE_DEADLINE: Duration = Duration::from_secs(5);
@@ -41,21 +40,20 @@ enum ReadEnd {
 }
 
 impl Client {
-    async fn connect(server: &TestServer, from: Option<IpAddr>) -> Client {
+    async fn connect(server: &TestServer, from: Option<IpAddr>) -> std::io::Result<Client> {
         let tcp = match from {
-            None => TcpStream::connect(server.addr).await,
+            None => TcpStream::connect(server.addr).await?,
             Some(ip) => {
-                let socket = TcpSocket::new_v4().expect("create socket");
-                socket.bind(SocketAddr::new(ip, 0)).expect("bind client address");
-                socket.connect(server.addr).await
+                let socket = TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(server.addr).await?
             }
-        }
-        .expect("connect to the test server");
-        tcp.set_nodelay(true).expect("set TCP_NODELAY");
-        Client {
+        };
+        tcp.set_nodelay(true)?;
+        Ok(Client {
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
-        }
+        })
     }
 
     /// Appends at least one byte to `buf`, or says why not.
@@ -88,10 +86,15 @@ impl Client {
             }
             match self.read_more(deadline).await {
                 Ok(()) => {}
-                Err(ReadEnd::Closed) => return Err(format!("connection closed; unread {:?}", lossy(&self.buf))),
+                Err(ReadEnd::Closed) => {
+                    return Err(format!("connection closed; unread {:?}", lossy(&self.buf)));
+                }
                 Err(ReadEnd::Error(e)) => return Err(format!("read error: {e}")),
                 Err(ReadEnd::Deadline) => {
-                    return Err(format!("no complete line within {LINE_DEADLINE:?}; unread {:?}", lossy(&self.buf)));
+                    return Err(format!(
+                        "no complete line within {LINE_DEADLINE:?}; unread {:?}",
+                        lossy(&self.buf)
+                    ));
                 }
             }
         }
@@ -113,7 +116,10 @@ impl Client {
         let deadline = Instant::now() + LINE_DEADLINE;
         loop {
             if !self.buf.is_empty() {
-                return Err(format!("expected the connection to close, got {:?}", lossy(&self.buf)));
+                return Err(format!(
+                    "expected the connection to close, got {:?}",
+                    lossy(&self.buf)
+                ));
             }
             match self.read_more(deadline).await {
                 Ok(()) => {}
@@ -127,14 +133,19 @@ impl Client {
                     return Ok(());
                 }
                 Err(ReadEnd::Error(e)) => return Err(format!("read error instead of close: {e}")),
-                Err(ReadEnd::Deadline) => return Err(format!("connection still open after {LINE_DEADLINE:?}")),
+                Err(ReadEnd::Deadline) => {
+                    return Err(format!("connection still open after {LINE_DEADLINE:?}"));
+                }
             }
         }
     }
 
     async fn tls_handshake(&mut self) -> Result<(), String> {
         if !self.buf.is_empty() {
-            return Err(format!("server sent bytes before the handshake: {:?}", lossy(&self.buf)));
+            return Err(format!(
+                "server sent bytes before the handshake: {:?}",
+                lossy(&self.buf)
+            ));
         }
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err("connection is not plain TCP".into());
@@ -148,130 +159,11 @@ impl Client {
     }
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Where the transcript files are.
 pub fn transcripts_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("transcripts")
-}
-
-/// True when `pieces` match the start of `input` (all of it when `full`). `{ID}` matches
-/// are appended to `ids`; `{QID}` must equal `qid`. Backtracks over `{ANY}`.
-fn match_prefix(pieces: &[Piece], input: &[u8], qid: Option<&str>, ids: &mut Vec<String>, full: bool) -> bool {
-    let Some((first, rest)) = pieces.split_first() else {
-        return !full || input.is_empty();
-    };
-    match first {
-        Piece::Literal(l) => input.starts_with(l) && match_prefix(rest, &input[l.len()..], qid, ids, full),
-        Piece::Qid => {
-            let q = qid.unwrap_or("{QID} used outside a stored-message check");
-            input.starts_with(q.as_bytes()) && match_prefix(rest, &input[q.len()..], qid, ids, full)
-        }
-        Piece::Id => {
-            let Some(cand) = input.get(..15).and_then(|c| std::str::from_utf8(c).ok()) else {
-                return false;
-            };
-            if tern_spool::QueueId::parse(cand).is_err() {
-                return false;
-            }
-            ids.push(cand.to_string());
-            if match_prefix(rest, &input[15..], qid, ids, full) {
-                return true;
-            }
-            ids.pop();
-            false
-        }
-        Piece::End => input.is_empty() && match_prefix(rest, input, qid, ids, full),
-        Piece::Any => {
-            let limit = input.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(input.len());
-            (0..=limit).rev().any(|n| match_prefix(rest, &input[n..], qid, ids, full))
-        }
-    }
-}
-
-fn render(pieces: &[Piece]) -> String {
-    pieces
-        .iter()
-        .map(|p| match p {
-            Piece::Literal(l) => lossy(l),
-            Piece::Id => "{ID}".into(),
-            Piece::Qid => "{QID}".into(),
-            Piece::Any => "{ANY}".into(),
-            Piece::End => "{END}".into(),
-        })
-        .collect()
-}
-
-/// An envelope field as text, for `# envelope: field = value`.
-fn envelope_field(m: &StoredMessage, field: &str) -> Result<String, String> {
-    let e = &m.envelope;
-    let opt = |o: Option<String>| o.unwrap_or_else(|| "none".into());
-    let rcpt = |i: &str| -> Result<&tern_spool::Recipient, String> {
-        let i: usize = i.parse().map_err(|_| format!("bad recipient index {i:?}"))?;
-        e.recipients.get(i).ok_or_else(|| format!("no recipient {i}"))
-    };
-    Ok(match field {
-        "sender" => e.sender.clone(),
-        "recipients" => e.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>().join(", "),
-        "dsn_ret" => opt(e.params.dsn_ret.map(|r| format!("{r:?}").to_lowercase())),
-        "dsn_envid" => opt(e.params.dsn_envid.clone()),
-        "smtputf8" => e.params.smtputf8.to_string(),
-        "body" => format!("{:?}", e.params.body).to_lowercase(),
-        "declared_size" => opt(e.params.declared_size.map(|s| s.to_string())),
-        "helo" => e.client.helo.clone(),
-        "esmtp" => e.client.esmtp.to_string(),
-        "tls" => opt(e.client.tls.clone()),
-        "verified_name" => opt(e.client.verified_name.clone()),
-        _ => {
-            let (what, index) = field
-                .strip_suffix(']')
-                .and_then(|f| f.split_once('['))
-                .ok_or_else(|| format!("unknown envelope field {field:?}"))?;
-            let r = rcpt(index)?;
-            match what {
-                "orcpt" => opt(r.orcpt.clone()),
-                "notify" => opt(r.notify.map(|n| {
-                    [("success", n.success), ("failure", n.failure), ("delay", n.delay), ("never", n.never)]
-                        .iter()
-                        .filter(|(_, on)| *on)
-                        .map(|(name, _)| *name)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })),
-                _ => return Err(format!("unknown envelope field {field:?}")),
-            }
-        }
-    })
-}
-
-fn check_message(m: &StoredMessage, check: &Check) -> Result<(), String> {
-    let body = &m.body;
-    let contains = |needle: &[u8]| needle.is_empty() || body.windows(needle.len()).any(|w| w == needle);
-    match check {
-        Check::BodyContains(n) if !contains(n) => Err(format!("stored content lacks {:?}", lossy(n))),
-        Check::BodyLacks(n) if contains(n) => Err(format!("stored content contains {:?}", lossy(n))),
-        Check::BodyEndsWith(n) if !body.ends_with(n) => Err(format!("stored content does not end with {:?}", lossy(n))),
-        Check::BodyStartsWith(p) => {
-            let qid = m.envelope.id.to_string();
-            if match_prefix(p, body, Some(&qid), &mut Vec::new(), false) {
-                Ok(())
-            } else {
-                Err(format!("stored content does not start with {:?}", render(p)))
-            }
-        }
-        Check::Envelope(field, expected) => {
-            let got = envelope_field(m, field)?;
-            if &got == expected {
-                Ok(())
-            } else {
-                Err(format!("envelope {field} is {got:?}, expected {expected:?}"))
-            }
-        }
-        _ => Ok(()),
-    }
-    .map_err(|e| format!("{e}\n--- stored content of {} ---\n{}", m.envelope.id, lossy(body)))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("transcripts")
 }
 
 /// Runs `tests/transcripts/<name>.txt`.
@@ -288,16 +180,22 @@ async fn run_script(file: &str, script: Script) {
     let mut log: Vec<String> = Vec::new();
     let mut clients: HashMap<String, Client> = HashMap::new();
     let mut current = "main".to_string();
-    clients.insert(current.clone(), Client::connect(&server, None).await);
+    let main = Client::connect(&server, None).await;
+    clients.insert(
+        current.clone(),
+        main.unwrap_or_else(|e| panic!("{file}: connect: {e}")),
+    );
     let mut ids: Vec<String> = Vec::new();
     let mut shutdown = None;
     for step in &script.steps {
         let line = step.line;
-        let client = clients.get_mut(&current).expect("current connection exists");
+        let client = clients
+            .get_mut(&current)
+            .expect("current connection exists");
         match &step.action {
             Action::Send(bytes) => {
                 for l in lossy(bytes).split_inclusive('\n') {
-                    log.push(format!("[{current}] C: {l:?}"));
+                    log.push(format!("[{current}] C: {:?}", shorten(l)));
                 }
                 if let Err(e) = client.send(bytes).await {
                     fail(file, line, &format!("write failed: {e}"), &log);
@@ -306,14 +204,33 @@ async fn run_script(file: &str, script: Script) {
             Action::Expect(pattern) => {
                 let got = match client.read_line().await {
                     Ok(l) => l,
-                    Err(e) => fail(file, line, &format!("expected {:?}: {e}", render(pattern)), &log),
+                    Err(e) => fail(
+                        file,
+                        line,
+                        &format!("expected {:?}: {e}", render(pattern)),
+                        &log,
+                    ),
                 };
                 log.push(format!("[{current}] S: {:?}", lossy(&got)));
                 let Some(text) = got.strip_suffix(b"\r\n") else {
-                    fail(file, line, &format!("reply line not ended by CRLF: {:?}", lossy(&got)), &log);
+                    fail(
+                        file,
+                        line,
+                        &format!("reply line not ended by CRLF: {:?}", lossy(&got)),
+                        &log,
+                    );
                 };
-                if !match_prefix(pattern, text, None, &mut ids, true) {
-                    fail(file, line, &format!("expected {:?}\n                got {:?}", render(pattern), lossy(text)), &log);
+                if !matches(pattern, text, None, &mut ids, true) {
+                    fail(
+                        file,
+                        line,
+                        &format!(
+                            "expected {:?}\n                got {:?}",
+                            render(pattern),
+                            lossy(text)
+                        ),
+                        &log,
+                    );
                 }
             }
             Action::TlsHandshake => {
@@ -329,8 +246,10 @@ async fn run_script(file: &str, script: Script) {
                 log.push(format!("[{current}] -- closed --"));
             }
             Action::Connect(name, from) => {
-                let c = Client::connect(&server, *from).await;
-                clients.insert(name.clone(), c);
+                match Client::connect(&server, *from).await {
+                    Ok(c) => clients.insert(name.clone(), c),
+                    Err(e) => fail(file, line, &format!("connect: {e}"), &log),
+                };
                 current = name.clone();
             }
             Action::Switch(name) => {
@@ -339,43 +258,37 @@ async fn run_script(file: &str, script: Script) {
                 }
                 current = name.clone();
             }
-            Action::ShutdownServer => shutdown = Some(server.begin_shutdown()),
+            Action::ShutdownServer => shutdown = Some(server.begin_shutdown().await),
         }
     }
     if let Some(line) = script.expect_closed {
-        let client = clients.get_mut(&current).expect("current connection exists");
+        let client = clients
+            .get_mut(&current)
+            .expect("current connection exists");
         if let Err(e) = client.expect_closed().await {
             fail(file, line, &e, &log);
         }
     }
     drop(clients);
-    check_spool(file, &script, &server, &ids);
+    super::stored::check_spool(file, &script, &server, &ids);
     match shutdown {
         Some(task) => task.await.expect("server shutdown task"),
         None => server.shutdown().await,
     }
 }
 
-fn fail(file: &str, line: usize, msg: &str, log: &[String]) -> ! {
-    let start = log.len().saturating_sub(30);
-    panic!("{file}:{line}: {msg}\n--- conversation so far ---\n{}", log[start..].join("\n"));
+/// At most 100 characters of `s`, for the conversation log.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(100) {
+        Some((at, _)) => format!("{}…({} bytes)", &s[..at], s.len()),
+        None => s.to_string(),
+    }
 }
 
-fn check_spool(file: &str, script: &Script, server: &TestServer, ids: &[String]) {
-    let messages = server.queued_messages();
-    let stored: Vec<String> = messages.iter().map(|m| m.envelope.id.to_string()).collect();
-    if let Some((line, n)) = script.queued {
-        assert_eq!(messages.len(), n, "{file}:{line}: queued messages {stored:?}");
-    }
-    for id in ids {
-        assert!(stored.contains(id), "{file}: the server said `queued as {id}` but the spool holds {stored:?}");
-    }
-    for (line, check) in &script.checks {
-        assert!(!messages.is_empty(), "{file}:{line}: no queued message to check");
-        for m in &messages {
-            if let Err(e) = check_message(m, check) {
-                panic!("{file}:{line}: {e}");
-            }
-        }
-    }
+fn fail(file: &str, line: usize, msg: &str, log: &[String]) -> ! {
+    let start = log.len().saturating_sub(30);
+    panic!(
+        "{file}:{line}: {msg}\n--- conversation so far ---\n{}",
+        log[start..].join("\n")
+    );
 }

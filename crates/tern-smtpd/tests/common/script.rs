@@ -79,6 +79,8 @@ pub struct Script {
     pub expect_closed: Option<usize>,
     /// `# queued: N` and its line.
     pub queued: Option<(usize, usize)>,
+    /// `# spool_tmp_files: N` and its line.
+    pub tmp_files: Option<(usize, usize)>,
     /// Content and envelope checks with their lines.
     pub checks: Vec<(usize, Check)>,
 }
@@ -90,6 +92,7 @@ pub fn parse(file: &str, text: &str) -> Result<Script, String> {
         steps: Vec::new(),
         expect_closed: None,
         queued: None,
+        tmp_files: None,
         checks: Vec::new(),
     };
     for (i, raw) in text.lines().enumerate() {
@@ -153,7 +156,9 @@ fn hash_line(s: &mut Script, line: usize, rest: &str) -> Result<(), String> {
 }
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
-    value.parse().map_err(|_| format!("{key}: {value:?} is not a number"))
+    value
+        .parse()
+        .map_err(|_| format!("{key}: {value:?} is not a number"))
 }
 
 fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), String> {
@@ -161,7 +166,13 @@ fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), Str
     match key {
         "connect" => {
             let (name, from) = match value.split_once(" from ") {
-                Some((name, ip)) => (name, Some(ip.parse().map_err(|_| format!("connect: bad address {ip:?}"))?)),
+                Some((name, ip)) => (
+                    name,
+                    Some(
+                        ip.parse()
+                            .map_err(|_| format!("connect: bad address {ip:?}"))?,
+                    ),
+                ),
                 None => (value, None),
             };
             s.steps.push(Step {
@@ -176,14 +187,20 @@ fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), Str
         "relay_networks" => {
             s.options.relay_networks = value
                 .split(',')
-                .map(|n| n.trim().parse::<IpNet>().map_err(|e| format!("relay_networks: {n:?}: {e}")))
+                .map(|n| {
+                    n.trim()
+                        .parse::<IpNet>()
+                        .map_err(|e| format!("relay_networks: {n:?}: {e}"))
+                })
                 .collect::<Result<_, _>>()?;
         }
         "tls" => {
-            l.tls = super::tls_mode(value).ok_or_else(|| format!("tls: {value:?} is not starttls/implicit/none"))?;
+            l.tls = super::tls_mode(value)
+                .ok_or_else(|| format!("tls: {value:?} is not starttls/implicit/none"))?;
             s.options.certificate = true;
         }
         "rdns_lookup_loopback" => s.options.rdns_lookup_loopback = value == "true",
+        "max_queued_messages" => s.options.max_queued_messages = number(key, value)?,
         "max_connections" => l.max_connections = number(key, value)?,
         "max_connections_per_client" => l.max_connections_per_client = number(key, value)?,
         "max_command_line" => l.max_command_line = number(key, value)?,
@@ -197,21 +214,32 @@ fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), Str
             l.bare_line_endings = match value {
                 "reject" => BareLf::Reject,
                 "normalize" => BareLf::Normalize,
-                _ => return Err(format!("bare_line_endings: {value:?} is not reject/normalize")),
+                _ => {
+                    return Err(format!(
+                        "bare_line_endings: {value:?} is not reject/normalize"
+                    ));
+                }
             }
         }
         "expect" if value == "closed" => s.expect_closed = Some(line),
         "queued" => s.queued = Some((line, number(key, value)?)),
+        "spool_tmp_files" => s.tmp_files = Some((line, number(key, value)?)),
         "queued_body_contains" => s.checks.push((line, Check::BodyContains(unescape(value)?))),
         "queued_body_lacks" => s.checks.push((line, Check::BodyLacks(unescape(value)?))),
         "queued_body_ends_with" => s.checks.push((line, Check::BodyEndsWith(unescape(value)?))),
-        "queued_body_starts_with" => s.checks.push((line, Check::BodyStartsWith(pattern(value, true)?))),
+        "queued_body_starts_with" => s
+            .checks
+            .push((line, Check::BodyStartsWith(pattern(value, true)?))),
         "envelope" => {
+            // `field =` with nothing after it expects an empty value.
             let (field, expected) = value
-                .split_once(" = ")
+                .split_once(" =")
                 .ok_or_else(|| format!("envelope: expected `field = value`, got {value:?}"))?;
-            s.checks
-                .push((line, Check::Envelope(field.trim().to_string(), expected.to_string())));
+            let expected = expected.strip_prefix(' ').unwrap_or(expected);
+            s.checks.push((
+                line,
+                Check::Envelope(field.trim().to_string(), expected.to_string()),
+            ));
         }
         _ => return Err(format!("unknown header `{key}: {value}`")),
     }
@@ -289,19 +317,91 @@ pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
             Some('{') => {
                 let close = esc.find('}').ok_or("\\{ without closing }")?;
                 let (count, body) = esc[1..close].split_once('*').ok_or("\\{ needs N*TEXT")?;
-                let count: usize = count.parse().map_err(|_| format!("bad repeat count {count:?}"))?;
+                let count: usize = count
+                    .parse()
+                    .map_err(|_| format!("bad repeat count {count:?}"))?;
                 let body = unescape(body)?;
                 for _ in 0..count {
                     out.extend_from_slice(&body);
                 }
                 close + 1
             }
-            other => return Err(format!("unknown escape \\{}", other.map(String::from).unwrap_or_default())),
+            other => {
+                return Err(format!(
+                    "unknown escape \\{}",
+                    other.map(String::from).unwrap_or_default()
+                ));
+            }
         };
         rest = &esc[used..];
     }
     out.extend_from_slice(rest.as_bytes());
     Ok(out)
+}
+
+/// True when `pieces` match the start of `input` (all of it when `full`). `{ID}` matches
+/// are appended to `ids`; `{QID}` must equal `qid`. Backtracks over `{ANY}`.
+pub fn matches(
+    pieces: &[Piece],
+    input: &[u8],
+    qid: Option<&str>,
+    ids: &mut Vec<String>,
+    full: bool,
+) -> bool {
+    let Some((first, rest)) = pieces.split_first() else {
+        return !full || input.is_empty();
+    };
+    match first {
+        Piece::Literal(l) => {
+            input.starts_with(l) && matches(rest, &input[l.len()..], qid, ids, full)
+        }
+        Piece::Qid => {
+            let q = qid.unwrap_or("{QID} used outside a stored-message check");
+            input.starts_with(q.as_bytes()) && matches(rest, &input[q.len()..], qid, ids, full)
+        }
+        Piece::Id => {
+            let Some(cand) = input.get(..15).and_then(|c| std::str::from_utf8(c).ok()) else {
+                return false;
+            };
+            if tern_spool::QueueId::parse(cand).is_err() {
+                return false;
+            }
+            ids.push(cand.to_string());
+            if matches(rest, &input[15..], qid, ids, full) {
+                return true;
+            }
+            ids.pop();
+            false
+        }
+        Piece::End => input.is_empty() && matches(rest, input, qid, ids, full),
+        Piece::Any => {
+            let limit = input
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n')
+                .unwrap_or(input.len());
+            (0..=limit)
+                .rev()
+                .any(|n| matches(rest, &input[n..], qid, ids, full))
+        }
+    }
+}
+
+pub fn render(pieces: &[Piece]) -> String {
+    pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Literal(l) => lossy(l),
+            Piece::Id => "{ID}".into(),
+            Piece::Qid => "{QID}".into(),
+            Piece::Any => "{ANY}".into(),
+            Piece::End => "{END}".into(),
+        })
+        .collect()
+}
+
+/// Bytes as text, for messages.
+pub fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 #[cfg(test)]
@@ -310,14 +410,21 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(unescape(r"a\r\n\x00\\b\{3*ab\n}").unwrap(), b"a\r\n\x00\\bab\nab\nab\n");
+        assert_eq!(
+            unescape(r"a\r\n\x00\\b\{3*ab\n}").unwrap(),
+            b"a\r\n\x00\\bab\nab\nab\n"
+        );
         assert!(unescape(r"\q").is_err());
         assert!(unescape(r"\x0").is_err());
     }
 
     #[test]
     fn consecutive_client_lines_are_one_write() {
-        let s = parse("t", "C: A\nC! B\\n\n## comment\nC: C\nS: 250 {ID} x{ANY}\nC: D\n").unwrap();
+        let s = parse(
+            "t",
+            "C: A\nC! B\\n\n## comment\nC: C\nS: 250 {ID} x{ANY}\nC: D\n",
+        )
+        .unwrap();
         assert_eq!(s.steps.len(), 3);
         assert_eq!(s.steps[0].action, Action::Send(b"A\r\nB\nC\r\n".to_vec()));
         assert_eq!(
@@ -334,6 +441,10 @@ mod tests {
     #[test]
     fn typos_are_errors() {
         assert!(parse("t", "# queud: 1\n").unwrap_err().starts_with("t:1:"));
-        assert!(parse("t", "S: 250\nX: y\n").unwrap_err().starts_with("t:2:"));
+        assert!(
+            parse("t", "S: 250\nX: y\n")
+                .unwrap_err()
+                .starts_with("t:2:")
+        );
     }
 }
