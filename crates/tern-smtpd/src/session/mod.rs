@@ -460,11 +460,9 @@ impl Session {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(EndReason::Io(e.to_string())),
                 Err(_) => {
-                    if !in_content {
-                        Reply::new(421, "4.4.2", format!("{} Timeout exceeded, closing connection", self.ctx.shared.hostname))
-                            .write_to(&mut self.out);
-                        let _ = self.flush().await;
-                    }
+                    Reply::new(421, "4.4.2", format!("{} Timeout exceeded, closing connection", self.ctx.shared.hostname))
+                        .write_to(&mut self.out);
+                    let _ = self.flush().await;
                     return Err(EndReason::Timeout);
                 }
             },
