@@ -27,7 +27,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_resolver::TokioResolver;
 use tern_events::{EventLog, catalog, fields};
-use tern_spool::Spool;
+use tern_spool::MessageIntake;
 use tern_spool::backpressure::BackPressure;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -42,8 +42,8 @@ pub use relay::RelayPolicy;
 pub struct SmtpShared {
     /// Tern's host name (greeting, Received header).
     pub hostname: String,
-    /// Where accepted mail goes.
-    pub spool: Spool,
+    /// Where accepted mail goes (the spool, or any other storage backend).
+    pub intake: Arc<dyn MessageIntake>,
     /// Event log.
     pub events: EventLog,
     /// Spool back pressure (452 when refusing).

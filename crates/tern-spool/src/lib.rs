@@ -36,6 +36,7 @@ pub mod envelope;
 mod error;
 pub mod format;
 pub mod id;
+pub mod intake;
 mod state;
 mod store;
 #[cfg(test)]
@@ -47,6 +48,7 @@ pub use envelope::{
 };
 pub use error::{CorruptReason, Section, SpoolError};
 pub use id::{QueueId, QueueIdError};
+pub use intake::{MessageDraft, MessageIntake};
 pub use state::QueueState;
 pub use store::{
     DiskSpace, ListedMessage, MessageWriter, RecoveryReport, Spool, StoredMessage, SyncStats,

@@ -55,7 +55,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(SmtpShared {
         relay: ArcSwap::from_pointee(RelayPolicy::new(&config.relay, &hostname)),
         hostname: hostname.clone(),
-        spool,
+        intake: Arc::new(spool),
         events: events.clone(),
         back_pressure,
         resolver: resolver(&config.dns),

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tern_events::{catalog, fields};
 use tern_proto::{DataDecoder, DataLimits, DataProblem, DataStep, Reply};
-use tern_spool::{ClientInfo, Envelope, MessageWriter};
+use tern_spool::{ClientInfo, Envelope, MessageDraft};
 
 use super::state::{Greeting, Phase, Transaction};
 use super::{Flow, Session};
@@ -27,7 +27,7 @@ const SPOOL_CHUNK: usize = 64 * 1024;
 pub(crate) struct BdatTransfer {
     greeting: Greeting,
     txn: Transaction,
-    writer: MessageWriter,
+    writer: Box<dyn MessageDraft>,
     received: u64,
     problem: Option<DataProblem>,
     spool_error: Option<String>,
@@ -47,7 +47,7 @@ impl Session {
             Ok(t) => t,
             Err(reply) => return self.reply(reply).await,
         };
-        let mut writer = self.ctx.shared.spool.begin();
+        let mut writer = self.ctx.shared.intake.begin();
         let mut spool_error = self.start_message(&greeting, &txn, &mut writer).await;
         // 354 carries no enhanced status code (RFC 2034 applies them to 2xx/4xx/5xx).
         Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]).write_to(&mut self.out);
@@ -100,7 +100,7 @@ impl Session {
                 self.phase = phase;
                 match taken {
                     Ok((greeting, txn)) => {
-                        let mut writer = self.ctx.shared.spool.begin();
+                        let mut writer = self.ctx.shared.intake.begin();
                         let spool_error = self.start_message(&greeting, &txn, &mut writer).await;
                         Some(BdatTransfer {
                             greeting,
@@ -196,7 +196,7 @@ impl Session {
         &mut self,
         g: &Greeting,
         txn: &Transaction,
-        writer: &mut MessageWriter,
+        writer: &mut Box<dyn MessageDraft>,
     ) -> Option<String> {
         let client_name = self.client_name.get().await;
         let tls = self.conn.tls_description();
@@ -231,7 +231,7 @@ impl Session {
         &mut self,
         g: &Greeting,
         txn: Transaction,
-        writer: MessageWriter,
+        writer: Box<dyn MessageDraft>,
     ) -> Reply {
         let id = writer.id();
         let envelope = Envelope {

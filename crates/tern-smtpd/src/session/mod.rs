@@ -4,7 +4,7 @@
 //! command lines out of it, answers each command, and flushes the collected replies only
 //! when the buffer holds no further complete command (RFC 2920 pipelining: one write per
 //! batch). DATA and BDAT content is streamed from the same buffer into a
-//! [`tern_spool::MessageWriter`] (see `message.rs`).
+//! [`tern_spool::MessageDraft`] (see `message.rs`).
 //!
 //! Invariants:
 //! - Every read has a timeout and a size bound; the input buffer never holds more than one

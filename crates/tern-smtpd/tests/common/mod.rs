@@ -106,7 +106,7 @@ impl TestServer {
         };
         let shared = Arc::new(SmtpShared {
             hostname: HOSTNAME.into(),
-            spool: spool.clone(),
+            intake: Arc::new(spool.clone()),
             events,
             back_pressure,
             relay: ArcSwap::from_pointee(RelayPolicy::new(&relay, HOSTNAME)),
