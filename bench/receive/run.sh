@@ -7,7 +7,24 @@
 # Knobs (environment): MESSAGES ROUNDS SESSIONS MSG_SIZE WARMUP
 #   REUSE_CONNECTIONS TERN_PORT POSTFIX_PORT SERVERS SKIP_BUILD TERN_BIN
 #   RUN_TIMEOUT BUILD_TIMEOUT KEEP_TMP OUT_DIR CHART TMPDIR
+# Defaults: 5000 messages x 3 rounds, 20 sessions, 1024-byte bodies, 200
+# warm-up messages, Tern on 127.0.0.1:2526, Postfix on 127.0.0.1:2527.
+# Output: bench/out/receive.csv, bench/out/receive-summary.txt and
+# docs/bench/receive.png.
 set -euo pipefail
+
+if (($# > 0)); then
+	case $1 in
+	-h | --help)
+		sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "usage: bench/receive/run.sh (no arguments; configure with environment variables, see --help)" >&2
+		exit 2
+		;;
+	esac
+fi
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd -- "$SCRIPT_DIR/../.." && pwd)
@@ -365,7 +382,7 @@ measure() {
 	logf="$WORK/smtp-source-$server-$phase-$round.log"
 	queue_count "$server"
 	before=$QCOUNT
-	sync # flush the other run's dirty pages outside the timed window
+	timeout 120 sync # flush the other run's dirty pages outside the timed window
 	if ! elapsed=$(helper timed --timeout "$RUN_TIMEOUT" --log "$logf" -- \
 		"$SMTP_SOURCE" "${SMTP_SOURCE_FLAGS[@]}" -m "$count" "127.0.0.1:$port"); then
 		sed 's/^/    /' "$logf" >&2

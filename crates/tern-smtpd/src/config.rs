@@ -69,7 +69,7 @@ pub enum TlsMode {
 
 /// One listening socket and its limits.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ListenerConfig {
     /// Name used in events and the Received header's listener note.
     pub name: String,
@@ -104,7 +104,7 @@ pub struct ListenerConfig {
 /// Per-stage timeouts in seconds (RFC 5321 §4.5.3.2 gives the server side at least five
 /// minutes for commands).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Timeouts {
     /// Waiting for the next command.
     pub command: u64,
@@ -225,7 +225,7 @@ impl ListenerConfig {
 
 /// Which mail Tern accepts: for which domains, and from whom for any domain.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RelayConfig {
     /// Domains Tern receives mail for, from anyone. An entry starting with a dot
     /// (`.example.com`) matches every subdomain.

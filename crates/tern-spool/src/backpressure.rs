@@ -24,9 +24,10 @@ use tern_events::{EventLog, catalog, fields};
 
 use crate::store::{DiskSpace, Spool};
 
-/// Thresholds for back pressure. All fields have defaults; unknown keys are an error.
+/// Thresholds for back pressure. All fields have defaults. Unknown keys are reported by
+/// the binary's config loader (`serde_ignored`), which sees the whole file at once.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct BackPressureConfig {
     /// Refuse while free space is below this percentage of the filesystem (default 5).
     pub min_free_percent: f64,

@@ -3,7 +3,8 @@
 //! Loading is two-phase so `tern check-config` can report every problem at once:
 //! 1. TOML is deserialised with `serde_ignored`, which collects every unknown key with its
 //!    full path instead of stopping at the first (a type error still stops parsing, and
-//!    toml's message names the key and line);
+//!    toml's message names the key and line). For this to work no config struct may use
+//!    `deny_unknown_fields`: that would turn the first unknown key into a hard error;
 //! 2. each section's `problems()` checks values and cross-field rules.
 //!
 //! With no file, [`Config::embedded_default`] is used: one listener on 127.0.0.1:2525,
@@ -22,7 +23,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     /// `[server]`.
     pub server: ServerSection,
@@ -39,7 +40,7 @@ pub struct Config {
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ServerSection {
     /// Host name in the greeting and Received headers; empty = the system's.
     pub hostname: String,
@@ -67,7 +68,7 @@ impl Default for ServerSection {
 
 /// `[dns]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct DnsSection {
     /// Name servers as `address:port`; empty = the system's (/etc/resolv.conf).
     pub nameservers: Vec<SocketAddr>,
@@ -75,9 +76,6 @@ pub struct DnsSection {
     pub reverse_lookups: bool,
     /// Milliseconds allowed for a client's reverse lookup plus forward confirmation.
     pub client_lookup_timeout_ms: u64,
-    /// Also look up loopback clients (otherwise they are named `localhost` without a
-    /// query). Tests use this with a scripted DNS server.
-    pub lookup_loopback_clients: bool,
 }
 
 impl Default for DnsSection {
@@ -86,7 +84,6 @@ impl Default for DnsSection {
             nameservers: Vec::new(),
             reverse_lookups: true,
             client_lookup_timeout_ms: 3000,
-            lookup_loopback_clients: false,
         }
     }
 }

@@ -105,6 +105,8 @@ fn main() -> ExitCode {
                 .and_then(|c| queue::list(&c, json, state.as_deref()));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
+                // `tern queue list | head` closes the pipe early: stop quietly, like mailq.
+                Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tern: {e:#}");
                     ExitCode::FAILURE
@@ -112,4 +114,11 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -60,7 +60,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         back_pressure,
         resolver: resolver(&config.dns),
         rdns_timeout: Duration::from_millis(config.dns.client_lookup_timeout_ms),
-        rdns_lookup_loopback: config.dns.lookup_loopback_clients,
+        rdns_lookup_loopback: false,
     });
     let server = match Server::start(Arc::clone(&shared), &config.listeners).await {
         Ok(s) => s,

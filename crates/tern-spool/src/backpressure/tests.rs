@@ -173,7 +173,7 @@ fn threshold_is_the_larger_of_bytes_and_percent() {
 }
 
 #[test]
-fn config_defaults_and_unknown_keys() {
+fn config_defaults() {
     let c: BackPressureConfig = serde_json::from_str("{}").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c, BackPressureConfig::default());
     assert_eq!(c.max_queued_messages, 200_000);
@@ -181,7 +181,6 @@ fn config_defaults_and_unknown_keys() {
         serde_json::from_str(r#"{"max_queued_messages": 5}"#).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.max_queued_messages, 5);
     assert_eq!(c.check_interval_ms, 1000);
-    assert!(serde_json::from_str::<BackPressureConfig>(r#"{"max_queued": 5}"#).is_err());
 }
 
 #[test]

@@ -261,7 +261,10 @@ impl Tern {
             root: Some(root),
         };
         if let Err(e) = tern.spawn_and_wait() {
-            panic!("tern serve (embedded default) did not start: {e:?}\n--- log ---\n{}", tern.log());
+            panic!(
+                "tern serve (embedded default) did not start: {e:?}\n--- log ---\n{}",
+                tern.log()
+            );
         }
         tern
     }
@@ -320,7 +323,9 @@ impl Tern {
     }
 
     fn spawn_and_wait(&mut self) -> Result<(), StartError> {
-        let log_len_before = std::fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
+        let log_len_before = std::fs::metadata(&self.log_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         self.spawn();
         let deadline = Instant::now() + START_DEADLINE;
         let mut pending: Vec<SocketAddr> = self.addrs.clone();
@@ -332,7 +337,9 @@ impl Tern {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
                 self.child = None;
                 let log = self.log();
-                let tail = log.get(usize::try_from(log_len_before).unwrap_or(0).min(log.len())..).unwrap_or("");
+                let tail = log
+                    .get(usize::try_from(log_len_before).unwrap_or(0).min(log.len())..)
+                    .unwrap_or("");
                 if tail.contains("Address already in use") || tail.contains("os error 98") {
                     return Err(StartError::AddrInUse);
                 }
@@ -392,7 +399,12 @@ impl Tern {
         let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
         // SAFETY: kill(2) on our own child's pid has no memory-safety requirements.
         let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig}) failed: {}", io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig}) failed: {}",
+            io::Error::last_os_error()
+        );
     }
 
     /// SIGKILL, then reap.
@@ -424,12 +436,19 @@ impl Tern {
         self.signal(libc::SIGTERM);
         match self.wait_exit(limit) {
             Some(status) => {
-                assert!(status.success(), "tern exited with {status} after SIGTERM\n--- log ---\n{}", self.log());
+                assert!(
+                    status.success(),
+                    "tern exited with {status} after SIGTERM\n--- log ---\n{}",
+                    self.log()
+                );
                 status
             }
             None => {
                 self.kill9();
-                panic!("tern did not exit within {limit:?} of SIGTERM\n--- log ---\n{}", self.log());
+                panic!(
+                    "tern did not exit within {limit:?} of SIGTERM\n--- log ---\n{}",
+                    self.log()
+                );
             }
         }
     }
@@ -452,7 +471,10 @@ impl Tern {
 
     /// Events with numeric id `id`.
     pub fn events_with_id(&self, id: u64) -> Vec<Value> {
-        self.events().into_iter().filter(|e| e["id"].as_u64() == Some(id)).collect()
+        self.events()
+            .into_iter()
+            .filter(|e| e["id"].as_u64() == Some(id))
+            .collect()
     }
 
     /// Waits until at least `count` events with id `id` are in the log; panics after
@@ -488,7 +510,9 @@ impl Tern {
         );
         let text = String::from_utf8(out.stdout).expect("queue list prints UTF-8");
         text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}"))
+            })
             .collect()
     }
 
@@ -522,7 +546,9 @@ impl Tern {
     /// Names of the files in one spool directory (`tmp` or a state).
     pub fn spool_files(&self, area: &str) -> Vec<String> {
         let mut names: Vec<String> = match std::fs::read_dir(self.spool_dir().join(area)) {
-            Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
             Err(_) => Vec::new(),
         };
         names.sort();
@@ -564,8 +590,19 @@ impl Drop for Tern {
         }
         if std::thread::panicking() {
             let log = self.log();
-            let tail: String = log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            eprintln!("--- tern config ---\n{}\n--- tern log (last 60 lines) ---\n{tail}", self.config_text());
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!(
+                "--- tern config ---\n{}\n--- tern log (last 60 lines) ---\n{tail}",
+                self.config_text()
+            );
             if let Some(root) = self.root.take() {
                 eprintln!("--- kept test directory {} ---", root.keep().display());
             }
@@ -648,7 +685,10 @@ pub fn require_python_modules(modules: &[&str]) -> PathBuf {
     for m in modules {
         script.push_str(&format!("import {m}\n"));
     }
-    let out = run(Command::new(&python).arg("-c").arg(&script), Duration::from_secs(30));
+    let out = run(
+        Command::new(&python).arg("-c").arg(&script),
+        Duration::from_secs(30),
+    );
     assert!(
         out.status.success(),
         "required Python test peer(s) {modules:?} missing (run scripts/test.sh, which pip-installs them):\n{}",
@@ -690,7 +730,10 @@ pub fn split_received(stored: &[u8]) -> (String, &[u8]) {
 
 /// Dot-stuffs CRLF-delimited content and appends the end-of-data marker.
 pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
-    assert!(content.is_empty() || content.ends_with(b"\r\n"), "content must end with CRLF");
+    assert!(
+        content.is_empty() || content.ends_with(b"\r\n"),
+        "content must end with CRLF"
+    );
     let mut out = Vec::with_capacity(content.len() + 64);
     let mut at_line_start = true;
     for &b in content {
@@ -747,6 +790,16 @@ impl SmtpClient {
         SmtpClient::from_stream(s)
     }
 
+    /// Connects from `source` (any port), e.g. 127.0.0.2, to look like another client.
+    pub fn connect_from(addr: SocketAddr, source: IpAddr) -> io::Result<SmtpClient> {
+        let domain = socket2::Domain::for_address(addr);
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+        SmtpClient::from_stream(socket.into())
+    }
+
     /// Wraps a connected stream.
     pub fn from_stream(s: TcpStream) -> io::Result<SmtpClient> {
         s.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -770,13 +823,21 @@ impl SmtpClient {
             let mut line = String::new();
             let n = self.reader.read_line(&mut line)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
             }
             let line = line.trim_end_matches(['\r', '\n']);
             let code = line
                 .get(..3)
                 .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply line {line:?}")))?;
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad reply line {line:?}"),
+                    )
+                })?;
             let sep = line.as_bytes().get(3).copied();
             lines.push(line.get(4..).unwrap_or("").to_string());
             match sep {
@@ -809,13 +870,22 @@ impl SmtpClient {
 
     /// MAIL, RCPT for each recipient, DATA, the dot-stuffed content; returns the final
     /// reply. An unexpected intermediate reply is returned as `Err` with its text.
-    pub fn send_message(&mut self, from: &str, to: &[&str], content: &[u8]) -> Result<Reply, String> {
-        let r = self.command(&format!("MAIL FROM:<{from}>")).map_err(|e| e.to_string())?;
+    pub fn send_message(
+        &mut self,
+        from: &str,
+        to: &[&str],
+        content: &[u8],
+    ) -> Result<Reply, String> {
+        let r = self
+            .command(&format!("MAIL FROM:<{from}>"))
+            .map_err(|e| e.to_string())?;
         if r.code != 250 {
             return Err(format!("MAIL: {}", r.text()));
         }
         for t in to {
-            let r = self.command(&format!("RCPT TO:<{t}>")).map_err(|e| e.to_string())?;
+            let r = self
+                .command(&format!("RCPT TO:<{t}>"))
+                .map_err(|e| e.to_string())?;
             if r.code != 250 {
                 return Err(format!("RCPT {t}: {}", r.text()));
             }
@@ -824,7 +894,8 @@ impl SmtpClient {
         if r.code != 354 {
             return Err(format!("DATA: {}", r.text()));
         }
-        self.write_raw(&dot_stuff(content)).map_err(|e| e.to_string())?;
+        self.write_raw(&dot_stuff(content))
+            .map_err(|e| e.to_string())?;
         self.read_reply().map_err(|e| e.to_string())
     }
 }
@@ -834,7 +905,9 @@ impl SmtpClient {
 pub fn send_one(addr: SocketAddr, from: &str, to: &[&str], content: &[u8]) -> String {
     let mut c = SmtpClient::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     c.hello("client.test");
-    let reply = c.send_message(from, to, content).unwrap_or_else(|e| panic!("sending to {addr}: {e}"));
+    let reply = c
+        .send_message(from, to, content)
+        .unwrap_or_else(|e| panic!("sending to {addr}: {e}"));
     let id = reply
         .queued_id()
         .unwrap_or_else(|| panic!("message not queued: {}", reply.text()));
@@ -925,4 +998,17 @@ impl MachineLock {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Writes a self-signed certificate for `localhost` / `mx.tern.test` (rcgen) as PEM files
+/// into `dir`; returns (certificate, private key) paths.
+pub fn write_test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), HOSTNAME.to_string()])
+            .expect("generate certificate");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).expect("write certificate");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    (cert, key)
 }
