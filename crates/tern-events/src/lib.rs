@@ -10,10 +10,12 @@
 //!   channel. If the writer falls behind by more than [`QUEUE_CAPACITY`] events, further
 //!   events are counted and the count is reported once the writer catches up, so mail flow
 //!   never waits for logging.
-//! - Repeats are rate-limited by (event id, value of the first field): at most
-//!   [`BURST`] lines per key per [`WINDOW`]; the rest are counted and reported as one line
-//!   with a `repeated` field when the window closes. The key map is bounded
-//!   ([`MAX_KEYS`]); past it, keys fall back to the event id alone.
+//! - Repeats of notices, warnings and errors are rate-limited by (event id, value of the
+//!   first field): at most [`BURST`] lines per key per [`WINDOW`]; the rest are counted
+//!   and reported as one line with a `repeated` field when the window closes. The key map
+//!   is bounded ([`MAX_KEYS`]); past it, keys fall back to the event id alone. Debug and
+//!   info events (one per session or message, each with its own identity) are never
+//!   collapsed: they are the record of normal traffic, not a fault repeating.
 //! - Dropping the last handle flushes and stops the writer thread; [`EventLog::flush`]
 //!   waits (bounded) until everything emitted before it is written.
 
@@ -26,7 +28,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 /// How many events may wait for the writer thread before new ones are counted as lost.
@@ -37,6 +39,10 @@ pub const BURST: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Most rate-limit keys tracked at once.
 pub const MAX_KEYS: usize = 4096;
+/// How often the writer thread collects queued events.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+/// How often closed windows are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// How serious an event is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -243,14 +249,24 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
         .then(|| BufWriter::with_capacity(16 * 1024, std::io::stderr()));
     let mut windows: HashMap<(u32, String), Window> = HashMap::new();
     let mut reported_lost = 0u64;
+    let mut last_sweep = Instant::now();
     loop {
+        // The writer polls instead of blocking in recv: an emitter then never has to wake
+        // this thread (no futex call per event on the hot path). Events wait at most one
+        // poll interval; `flush` waits for the next poll.
+        std::thread::sleep(POLL_EVERY);
         let mut batch = Vec::new();
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(m) => batch.push(m),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+        let mut disconnected = false;
+        loop {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
         }
-        batch.extend(rx.try_iter().take(4096));
         let now = Instant::now();
         let mut acks = Vec::new();
         for msg in batch {
@@ -302,7 +318,10 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
             }
             reported_lost = lost;
         }
-        close_windows(&mut windows, &mut json, &mut err, !acks.is_empty());
+        if !acks.is_empty() || last_sweep.elapsed() >= SWEEP_EVERY {
+            close_windows(&mut windows, &mut json, &mut err, !acks.is_empty());
+            last_sweep = Instant::now();
+        }
         if let Some(j) = json.as_mut() {
             let _ = j.flush();
         }
@@ -311,6 +330,9 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
         }
         for ack in acks {
             let _ = ack.try_send(());
+        }
+        if disconnected {
+            break;
         }
     }
     close_windows(&mut windows, &mut json, &mut err, true);
