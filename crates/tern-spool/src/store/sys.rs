@@ -120,6 +120,75 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Creates an unnamed file in `dir` (O_TMPFILE): the inode exists, but no name points to
+/// it until [`link_tmpfile`], and the kernel frees it if the process dies first. The
+/// directory's lock is not taken while the inode is allocated, so concurrent creations do
+/// not serialise on it. `Ok(None)` when the filesystem does not support O_TMPFILE.
+pub(crate) fn create_tmpfile(dir: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives an O_TMPFILE file its name `to` (in the directory it was created in). Fails with
+/// `AlreadyExists` rather than replacing a file.
+pub(crate) fn link_tmpfile(file: &File, to: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ct = c_path(to)?;
+    let fd = file.as_raw_fd();
+    // The /proc path works without privileges; AT_EMPTY_PATH is the fallback when /proc is
+    // not mounted (it needs CAP_DAC_READ_SEARCH).
+    let proc_path = CString::new(format!("/proc/self/fd/{fd}"))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        return Err(err);
+    }
+    let empty = CString::default();
+    // SAFETY: `fd` is open for the duration of the call; the paths are valid C strings.
+    let rc = unsafe {
+        libc::linkat(
+            fd,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether an error opening or reading an entry belongs to the file (so the entry is
 /// corrupt) rather than to the process or the system (so the operation should fail).
 pub(crate) fn is_entry_fault(e: &io::Error) -> bool {

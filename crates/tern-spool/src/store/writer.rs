@@ -29,7 +29,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -43,44 +43,81 @@ use crate::state::QueueState;
 
 use super::{Area, Inner, sys};
 
-/// `tmp/<id>` while it is being written; unlinked on drop unless renamed away.
+/// The file of a message being written, before it has its name in `incoming/`.
+///
+/// Normally an unnamed O_TMPFILE inode in `incoming/` itself: nothing is visible until
+/// [`TmpFile::publish`] links it, a crash frees it, and no directory lock is held while its
+/// inode is allocated. On filesystems without O_TMPFILE it is `tmp/<id>`, unlinked on drop
+/// unless renamed away (recovery removes any left by a crash).
 struct TmpFile {
     file: File,
-    path: PathBuf,
+    /// `Some(tmp/<id>)` for a named file; `None` for an O_TMPFILE inode.
+    path: Option<PathBuf>,
     armed: bool,
 }
 
 impl TmpFile {
-    fn create(path: PathBuf) -> Result<TmpFile, SpoolError> {
-        match sys::create_new(&path) {
+    fn create(incoming: &Path, tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
+        match sys::create_tmpfile(incoming) {
+            Ok(Some(file)) => {
+                return Ok(TmpFile {
+                    file,
+                    path: None,
+                    armed: true,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => return Err(SpoolError::io("create", incoming, e)),
+        }
+        match sys::create_new(&tmp_path) {
             Ok(file) => Ok(TmpFile {
                 file,
-                path,
+                path: Some(tmp_path),
                 armed: true,
             }),
-            Err(e) => Err(SpoolError::io("create", path, e)),
+            Err(e) => Err(SpoolError::io("create", tmp_path, e)),
         }
+    }
+
+    fn describe(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new("(unnamed)"))
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         self.file
             .write_all(bytes)
-            .map_err(|e| SpoolError::io("write", &self.path, e))
+            .map_err(|e| SpoolError::io("write", self.describe(), e))
     }
 
-    /// Renames into `to`, never replacing an existing file; disarms the guard on success.
-    fn rename_to(&mut self, to: &PathBuf) -> Result<(), SpoolError> {
-        sys::rename_noreplace(&self.path, to).map_err(|e| SpoolError::io("rename", to, e))?;
+    /// Gives the file its final name `to`, never replacing an existing file; disarms the
+    /// guard on success.
+    fn publish(&mut self, to: &Path) -> Result<(), SpoolError> {
+        let res = match &self.path {
+            None => sys::link_tmpfile(&self.file, to).map_err(|e| SpoolError::io("link", to, e)),
+            Some(from) => {
+                sys::rename_noreplace(from, to).map_err(|e| SpoolError::io("rename", to, e))
+            }
+        };
+        res?;
         self.armed = false;
         Ok(())
+    }
+
+    /// True for a named file under `tmp/` (tests).
+    #[cfg(test)]
+    fn is_named(&self) -> bool {
+        self.path.is_some()
     }
 }
 
 impl Drop for TmpFile {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = std::fs::remove_file(&self.path);
+        if self.armed
+            && let Some(path) = &self.path
+        {
+            let _ = std::fs::remove_file(path);
         }
+        // An unnamed O_TMPFILE inode is freed by the kernel when `file` closes.
     }
 }
 
@@ -182,12 +219,13 @@ impl MessageWriter {
         let tmp = self.tmp.take();
         let mut buf = std::mem::take(&mut self.pending);
         let path = self.inner.entry_path(Area::Tmp, self.id);
+        let incoming = self.inner.area_dir(Area::State(QueueState::Incoming));
         // Stays set if this future is dropped or the task fails.
         self.broken = true;
         let (tmp, buf) = blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,
-                None => TmpFile::create(path)?,
+                None => TmpFile::create(&incoming, path)?,
             };
             tmp.write_all(&buf)?;
             buf.clear();
@@ -230,20 +268,21 @@ impl MessageWriter {
         let final_path = inner.entry_path(Area::State(QueueState::Incoming), id);
         let task_inner = Arc::clone(&inner);
         let task_final = final_path.clone();
+        let incoming = inner.area_dir(Area::State(QueueState::Incoming));
         blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,
-                None => TmpFile::create(tmp_path)?,
+                None => TmpFile::create(&incoming, tmp_path)?,
             };
             tmp.write_all(&pending)?;
             tmp.file
                 .sync_data()
-                .map_err(|e| SpoolError::io("fdatasync", &tmp.path, e))?;
+                .map_err(|e| SpoolError::io("fdatasync", tmp.describe(), e))?;
             task_inner
                 .counters
                 .file_syncs
                 .fetch_add(1, Ordering::Relaxed);
-            tmp.rename_to(&task_final)?;
+            tmp.publish(&task_final)?;
             task_inner.queued.fetch_add(1, Ordering::AcqRel);
             Ok(())
         })
@@ -267,5 +306,12 @@ impl MessageWriter {
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether content has spilled to a file, and whether that file is named `tmp/<id>`
+    /// (no O_TMPFILE support) (tests).
+    #[cfg(test)]
+    pub(crate) fn spilled(&self) -> Option<bool> {
+        self.tmp.as_ref().map(TmpFile::is_named)
     }
 }
