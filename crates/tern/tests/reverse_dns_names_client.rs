@@ -301,24 +301,8 @@ impl Proc {
     }
 
     fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        if let Ok(pid) = libc::pid_t::try_from(c.id()) {
-            // SAFETY: kill(2) on our own, not yet reaped, child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    return;
-                }
-            }
+        if let Some(c) = self.child.take() {
+            common::terminate(c);
         }
     }
 }

@@ -568,25 +568,30 @@ impl Tern {
     }
 }
 
+/// Stops a child process: SIGTERM, then SIGKILL if it has not exited within 10 s.
+pub fn terminate(mut c: Child) {
+    if let Ok(pid) = libc::pid_t::try_from(c.id()) {
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.try_wait() {
+            Ok(Some(_)) => return,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+            _ => {
+                let _ = c.kill();
+                let _ = c.wait();
+                return;
+            }
+        }
+    }
+}
+
 impl Drop for Tern {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if let Ok(pid) = libc::pid_t::try_from(c.id()) {
-                // SAFETY: kill(2) on our own child's pid.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
-                    _ => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                }
-            }
+        if let Some(c) = self.child.take() {
+            terminate(c);
         }
         if std::thread::panicking() {
             let log = self.log();
