@@ -250,6 +250,10 @@ impl Spool {
         let _ = lock
             .set_len(0)
             .and_then(|()| writeln!(lock, "{}", std::process::id()));
+        // Before the queue directories exist: ask the filesystem to place each of them in a
+        // fresh block group (ext4's FS_TOPDIR_FL), where allocating a message's inode does
+        // not scan a crowded inode table. Best effort; see `sys::mark_top_directory`.
+        sys::mark_top_directory(&dir);
         let areas = std::iter::once(Area::Tmp).chain(QueueState::ALL.map(Area::State));
         for area in areas {
             let p = dir.join(area.dir_name());
