@@ -153,9 +153,28 @@ pub(crate) struct Inner {
     queued: AtomicUsize,
     counters: Arc<SyncCounters>,
     writable: Option<Writable>,
+    /// Round-robin position over the placement directories.
+    next_placement: AtomicUsize,
 }
 
+/// Directory under the spool holding the placement directories.
+const PLACEMENT_DIR: &str = "alloc";
+/// Number of placement directories (see [`Inner::placement_dir`]).
+const PLACEMENTS: usize = 16;
+
 impl Inner {
+    /// Where the next message's unnamed inode is created. The placement directories
+    /// `alloc/00` .. `alloc/15` stay empty: an O_TMPFILE inode is allocated in its
+    /// directory's block group and can then be linked anywhere on the filesystem, so these
+    /// directories only steer where inodes are allocated. Created under FS_TOPDIR_FL
+    /// parents, each sits in its own fresh ext4 block group, where allocation does not scan
+    /// a crowded inode table (measured in docs/BENCHMARKS.md). Round-robin spreads the
+    /// messages over 16 groups.
+    pub(crate) fn placement_dir(&self) -> PathBuf {
+        let n = self.next_placement.fetch_add(1, Ordering::Relaxed) % PLACEMENTS;
+        self.dir.join(PLACEMENT_DIR).join(format!("{n:02}"))
+    }
+
     pub(crate) fn area_dir(&self, area: Area) -> PathBuf {
         self.dir.join(area.dir_name())
     }
@@ -259,6 +278,15 @@ impl Spool {
             let p = dir.join(area.dir_name());
             builder.create(&p).map_err(io_err("create directory", &p))?;
         }
+        let placement = dir.join(PLACEMENT_DIR);
+        builder
+            .create(&placement)
+            .map_err(io_err("create directory", &placement))?;
+        sys::mark_top_directory(&placement);
+        for n in 0..PLACEMENTS {
+            let p = placement.join(format!("{n:02}"));
+            builder.create(&p).map_err(io_err("create directory", &p))?;
+        }
         sys::sync_dir(&dir).map_err(io_err("fsync directory", &dir))?;
         let counters = Arc::new(SyncCounters::default());
         let incoming_dir = dir.join(QueueState::Incoming.as_str());
@@ -273,6 +301,7 @@ impl Spool {
                 incoming,
                 _lock: lock,
             }),
+            next_placement: AtomicUsize::new(0),
         };
         let report = recovery::recover(&inner)?;
         let queued = QueueState::QUEUED.iter().map(|s| report.count(*s)).sum();
@@ -303,6 +332,7 @@ impl Spool {
             queued: AtomicUsize::new(0),
             counters: Arc::new(SyncCounters::default()),
             writable: None,
+            next_placement: AtomicUsize::new(0),
         };
         let mut queued = 0;
         for state in QueueState::QUEUED {

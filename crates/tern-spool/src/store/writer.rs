@@ -45,7 +45,8 @@ use super::{Area, Inner, sys};
 
 /// The file of a message being written, before it has its name in `incoming/`.
 ///
-/// Normally an unnamed O_TMPFILE inode in `incoming/` itself: nothing is visible until
+/// Normally an unnamed O_TMPFILE inode, created in a placement directory (see
+/// `Inner::placement_dir`) and linked into `incoming/`: nothing is visible until
 /// [`TmpFile::publish`] links it, a crash frees it, and no directory lock is held while its
 /// inode is allocated. On filesystems without O_TMPFILE it is `tmp/<id>`, unlinked on drop
 /// unless renamed away (recovery removes any left by a crash).
@@ -57,8 +58,8 @@ struct TmpFile {
 }
 
 impl TmpFile {
-    fn create(incoming: &Path, tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
-        match sys::create_tmpfile(incoming) {
+    fn create(placement: &Path, tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
+        match sys::create_tmpfile(placement) {
             Ok(Some(file)) => {
                 return Ok(TmpFile {
                     file,
@@ -67,7 +68,7 @@ impl TmpFile {
                 });
             }
             Ok(None) => {}
-            Err(e) => return Err(SpoolError::io("create", incoming, e)),
+            Err(e) => return Err(SpoolError::io("create", placement, e)),
         }
         match sys::create_new(&tmp_path) {
             Ok(file) => Ok(TmpFile {
@@ -219,13 +220,13 @@ impl MessageWriter {
         let tmp = self.tmp.take();
         let mut buf = std::mem::take(&mut self.pending);
         let path = self.inner.entry_path(Area::Tmp, self.id);
-        let incoming = self.inner.area_dir(Area::State(QueueState::Incoming));
+        let placement = self.inner.placement_dir();
         // Stays set if this future is dropped or the task fails.
         self.broken = true;
         let (tmp, buf) = blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,
-                None => TmpFile::create(&incoming, path)?,
+                None => TmpFile::create(&placement, path)?,
             };
             tmp.write_all(&buf)?;
             buf.clear();
@@ -268,11 +269,11 @@ impl MessageWriter {
         let final_path = inner.entry_path(Area::State(QueueState::Incoming), id);
         let task_inner = Arc::clone(&inner);
         let task_final = final_path.clone();
-        let incoming = inner.area_dir(Area::State(QueueState::Incoming));
+        let placement = inner.placement_dir();
         blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,
-                None => TmpFile::create(&incoming, tmp_path)?,
+                None => TmpFile::create(&placement, tmp_path)?,
             };
             tmp.write_all(&pending)?;
             tmp.file
