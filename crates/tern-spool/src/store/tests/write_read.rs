@@ -20,6 +20,14 @@ async fn commit_then_read_back_list_and_count() {
     assert_eq!(path, dir.path().join("incoming").join(id.to_string()));
     assert!(path.is_file());
     assert!(names(&sub(dir.path(), "tmp")).is_empty());
+    // The placement directories only steer inode allocation; nothing is ever named there.
+    let placements: Vec<_> = std::fs::read_dir(dir.path().join("alloc"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(placements.len(), 16);
+    assert!(placements.iter().all(|p| names(p).is_empty()));
 
     let msg = spool
         .read(QueueState::Incoming, id)
