@@ -7,8 +7,9 @@
 //!    huge message never holds more than that limit in memory. The content CRC is computed
 //!    as bytes arrive.
 //! 2. [`MessageWriter::commit`] appends the envelope and trailer and, in ONE blocking task:
-//!    writes what is left (for a small message: create + one write), `fdatasync`s, and
-//!    renames `tmp/<id>` to `incoming/<id>`. Concurrent commits' fdatasyncs run on
+//!    writes what is left (for a small message: create + one write), `fdatasync`s, gives
+//!    the file its name `incoming/<id>` (linkat of the O_TMPFILE inode, then an fsync of
+//!    the file so its new link count is durable too; or rename of `tmp/<id>`). Concurrent commits' fdatasyncs run on
 //!    separate threads, where the filesystem journal merges them.
 //! 3. It then waits for the group-committed fsync of `incoming/` (see `dirsync`).
 //!
@@ -284,6 +285,17 @@ impl MessageWriter {
                 .file_syncs
                 .fetch_add(1, Ordering::Relaxed);
             tmp.publish(&task_final)?;
+            if tmp.path.is_none() {
+                // An O_TMPFILE inode was synced above with a link count of 0; linking it
+                // changed the count in memory only, and fdatasync skips that. Without this
+                // fsync a power loss on a filesystem without a journal could leave the new
+                // directory entry pointing at an inode that is free on disk. (With a
+                // journal the link is one transaction and this commits it, so the
+                // directory fsync below then has nothing left to write.)
+                tmp.file
+                    .sync_all()
+                    .map_err(|e| SpoolError::io("fsync", &task_final, e))?;
+            }
             task_inner.queued.fetch_add(1, Ordering::AcqRel);
             Ok(())
         })
