@@ -155,6 +155,9 @@ pub(crate) struct Inner {
     writable: Option<Writable>,
     /// Round-robin position over the placement directories.
     next_placement: AtomicUsize,
+    /// Use O_TMPFILE when the filesystem has it (tests turn it off to exercise the
+    /// `tmp/` + rename path that filesystems without it take).
+    use_tmpfile: std::sync::atomic::AtomicBool,
 }
 
 /// Directory under the spool holding the placement directories.
@@ -170,6 +173,11 @@ impl Inner {
     /// parents, each sits in its own fresh ext4 block group, where allocation does not scan
     /// a crowded inode table (measured in docs/BENCHMARKS.md). Round-robin spreads the
     /// messages over 16 groups.
+    /// Whether new messages may use O_TMPFILE.
+    pub(crate) fn use_tmpfile(&self) -> bool {
+        self.use_tmpfile.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn placement_dir(&self) -> PathBuf {
         let n = self.next_placement.fetch_add(1, Ordering::Relaxed) % PLACEMENTS;
         self.dir.join(PLACEMENT_DIR).join(format!("{n:02}"))
@@ -302,6 +310,7 @@ impl Spool {
                 _lock: lock,
             }),
             next_placement: AtomicUsize::new(0),
+            use_tmpfile: std::sync::atomic::AtomicBool::new(true),
         };
         let report = recovery::recover(&inner)?;
         let queued = QueueState::QUEUED.iter().map(|s| report.count(*s)).sum();
@@ -312,6 +321,15 @@ impl Spool {
             },
             report,
         ))
+    }
+
+    /// Makes new messages take the `tmp/` + rename path, as on a filesystem without
+    /// O_TMPFILE (tests).
+    #[cfg(test)]
+    pub(crate) fn disable_tmpfile(&self) {
+        self.inner
+            .use_tmpfile
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Opens the spool for tools: no lock, no changes to disk, safe beside a running
@@ -333,6 +351,7 @@ impl Spool {
             counters: Arc::new(SyncCounters::default()),
             writable: None,
             next_placement: AtomicUsize::new(0),
+            use_tmpfile: std::sync::atomic::AtomicBool::new(true),
         };
         let mut queued = 0;
         for state in QueueState::QUEUED {

@@ -59,7 +59,11 @@ struct TmpFile {
 }
 
 impl TmpFile {
-    fn create(placement: &Path, tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
+    fn create(placement: Option<&Path>, tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
+        let placement = match placement {
+            Some(p) => p,
+            None => return Self::create_named(tmp_path),
+        };
         match sys::create_tmpfile(placement) {
             Ok(Some(file)) => {
                 return Ok(TmpFile {
@@ -71,6 +75,10 @@ impl TmpFile {
             Ok(None) => {}
             Err(e) => return Err(SpoolError::io("create", placement, e)),
         }
+        Self::create_named(tmp_path)
+    }
+
+    fn create_named(tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
         match sys::create_new(&tmp_path) {
             Ok(file) => Ok(TmpFile {
                 file,
@@ -221,13 +229,13 @@ impl MessageWriter {
         let tmp = self.tmp.take();
         let mut buf = std::mem::take(&mut self.pending);
         let path = self.inner.entry_path(Area::Tmp, self.id);
-        let placement = self.inner.placement_dir();
+        let placement = self.inner.use_tmpfile().then(|| self.inner.placement_dir());
         // Stays set if this future is dropped or the task fails.
         self.broken = true;
         let (tmp, buf) = blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,
-                None => TmpFile::create(&placement, path)?,
+                None => TmpFile::create(placement.as_deref(), path)?,
             };
             tmp.write_all(&buf)?;
             buf.clear();
@@ -270,11 +278,11 @@ impl MessageWriter {
         let final_path = inner.entry_path(Area::State(QueueState::Incoming), id);
         let task_inner = Arc::clone(&inner);
         let task_final = final_path.clone();
-        let placement = inner.placement_dir();
+        let placement = inner.use_tmpfile().then(|| inner.placement_dir());
         blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,
-                None => TmpFile::create(&placement, tmp_path)?,
+                None => TmpFile::create(placement.as_deref(), tmp_path)?,
             };
             tmp.write_all(&pending)?;
             tmp.file

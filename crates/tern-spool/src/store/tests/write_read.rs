@@ -242,3 +242,36 @@ fn disk_space_reports_the_filesystem() {
     assert!(d.total > 0);
     assert!(d.available <= d.total);
 }
+
+/// Filesystems without O_TMPFILE take the `tmp/<id>` + rename path: small and large
+/// messages round-trip, a large one is visible in `tmp/` while it is written, and nothing
+/// is left there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_o_tmpfile_messages_go_through_tmp_and_rename() {
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    spool.disable_tmpfile();
+    let small = b"Subject: small\r\n\r\nhi\r\n".to_vec();
+    let id = store(&spool, &small, 1).await;
+    let read = spool
+        .read(QueueState::Incoming, id)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.body, small);
+
+    let big = content(700 * 1024, 5);
+    let mut w = spool.begin();
+    let tmp = spool.dir().join("tmp").join(w.id().to_string());
+    w.write(&big).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(w.spilled(), Some(true), "must spill to a named tmp/ file");
+    assert!(tmp.exists());
+    let id = w.id();
+    let env = envelope(id, w.written(), 2);
+    w.commit(env).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!tmp.exists());
+    let read = spool
+        .read(QueueState::Incoming, id)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(read.body == big);
+    assert!(names(&sub(dir.path(), "tmp")).is_empty());
+    assert_eq!(spool.queued(), 2);
+}
