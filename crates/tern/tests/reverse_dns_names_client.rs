@@ -19,7 +19,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -111,33 +111,6 @@ s.quit()
 print(json.dumps({"greeting_secs": greeting, "queued_secs": queued, "reply": msg.decode()}))
 "#;
 
-/// Runs a command that prints little, with a deadline, without panicking (usable in
-/// `Drop`): `Err` says why it did not run to completion.
-fn bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{shown} did not finish within {limit:?}"));
-            }
-        }
-    }
-    child
-        .wait_with_output()
-        .map_err(|e| format!("{shown}: {e}"))
-}
-
 /// iproute2's `ip`; fails the test clearly when it is missing.
 fn ip_program() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -155,7 +128,7 @@ fn ip_program() -> PathBuf {
 
 /// Kills every process inside namespace `name`, then deletes it. Never panics.
 fn kill_all_and_delete(ip: &Path, name: &str) -> Result<(), String> {
-    let pids = bounded(Command::new(ip).args(["netns", "pids", name]), IP_LIMIT)?;
+    let pids = common::try_run(Command::new(ip).args(["netns", "pids", name]), IP_LIMIT)?;
     for pid in String::from_utf8_lossy(&pids.stdout)
         .split_whitespace()
         .filter_map(|p| p.parse::<libc::pid_t>().ok())
@@ -164,7 +137,7 @@ fn kill_all_and_delete(ip: &Path, name: &str) -> Result<(), String> {
         // this test's namespace.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    let del = bounded(Command::new(ip).args(["netns", "del", name]), IP_LIMIT)?;
+    let del = common::try_run(Command::new(ip).args(["netns", "del", name]), IP_LIMIT)?;
     if del.status.success() {
         Ok(())
     } else {
@@ -178,7 +151,7 @@ fn kill_all_and_delete(ip: &Path, name: &str) -> Result<(), String> {
 /// Deletes namespaces left by earlier runs of this test whose process is gone (killed
 /// before its guards ran).
 fn remove_stale_namespaces(ip: &Path) {
-    let Ok(list) = bounded(Command::new(ip).args(["netns", "list"]), IP_LIMIT) else {
+    let Ok(list) = common::try_run(Command::new(ip).args(["netns", "list"]), IP_LIMIT) else {
         return;
     };
     for line in String::from_utf8_lossy(&list.stdout).lines() {
@@ -215,7 +188,7 @@ impl Netns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        match bounded(Command::new(&ip).args(["netns", "add", &name]), IP_LIMIT) {
+        match common::try_run(Command::new(&ip).args(["netns", "add", &name]), IP_LIMIT) {
             Ok(out) if out.status.success() => {}
             Ok(out) => panic!(
                 "cannot create network namespace {name} ({}): {}\nthis test creates its own \
