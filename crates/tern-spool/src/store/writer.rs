@@ -300,9 +300,12 @@ impl MessageWriter {
                 // directory entry pointing at an inode that is free on disk. (With a
                 // journal the link is one transaction and this commits it, so the
                 // directory fsync below then has nothing left to write.)
-                tmp.file
-                    .sync_all()
-                    .map_err(|e| SpoolError::io("fsync", &task_final, e))?;
+                if let Err(e) = tmp.file.sync_all() {
+                    // Not known to be durable, so not accepted (the client gets 451 and
+                    // retries): take the name back, or the retry would be a duplicate.
+                    let _ = std::fs::remove_file(&task_final);
+                    return Err(SpoolError::io("fsync", &task_final, e));
+                }
             }
             task_inner.queued.fetch_add(1, Ordering::AcqRel);
             Ok(())

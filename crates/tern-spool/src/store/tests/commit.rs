@@ -100,13 +100,14 @@ async fn commit_dropped_while_running_still_completes_the_message() {
             done.unwrap_or_else(|e| panic!("{e}"));
         }
         let path = spool.path_of(QueueState::Incoming, id);
-        assert!(wait_until(Duration::from_secs(10), || path.exists()));
+        // The name appears at the link; the count follows once the file's fsync is done.
+        assert!(wait_until(Duration::from_secs(10), || path.exists()
+            && spool.queued() == i + 1));
         assert!(names(&sub(dir.path(), "tmp")).is_empty());
         let m = spool
             .read(QueueState::Incoming, id)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(m.body == body);
-        assert_eq!(spool.queued(), i + 1);
     }
 }
 
