@@ -2,7 +2,8 @@
 //!
 //! Each event has a stable numeric id that never changes meaning once released, a dotted
 //! name, a severity, and the operator-facing text that `docs/EVENTS.md` repeats. Ids are
-//! grouped by thousands: 1xxx server lifecycle, 2xxx inbound SMTP, 3xxx spool.
+//! grouped by thousands: 1xxx server lifecycle, 2xxx inbound SMTP, 3xxx spool, 4xxx queue
+//! and delivery.
 //!
 //! Invariant: ids are unique and `ALL` lists every event (checked by a unit test and by a
 //! test that compares this table with `docs/EVENTS.md`).
@@ -45,6 +46,12 @@ events! {
     ACCEPT_FAILED = (1006, "listener.accept.failed", Warning,
         "accept() failed on a listener (for example, out of file descriptors); Tern backs off and retries.",
         "Raise the open-file limit or lower the connection limits.");
+    SERVER_RELOADED = (1007, "server.reloaded", Info,
+        "The configuration was reloaded (SIGHUP or `tern reload`); new messages use the new routes, deliveries in progress finish on the old ones.",
+        "None.");
+    SERVER_RELOAD_FAILED = (1008, "server.reload.failed", Error,
+        "A reload was refused because the new configuration has errors (listed in the event); the old configuration stays in force.",
+        "Fix the errors (`tern check-config FILE` lists them) and reload again.");
 
     SMTP_SESSION_STARTED = (2001, "smtp.session.started", Info,
         "A client connected; fields give its address, its verified reverse-DNS name and the listener.",
@@ -97,6 +104,37 @@ events! {
         "None.");
     SPOOL_IO_ERROR = (3006, "spool.io.error", Error,
         "An I/O error occurred on the spool outside a session.",
+        "Check the spool disk.");
+
+    DELIVERY_DELIVERED = (4001, "delivery.delivered", Info,
+        "Recipients of a message were delivered; fields give the next hop, the host and address, TLS, and the reply.",
+        "None.");
+    DELIVERY_DEFERRED = (4002, "delivery.deferred", Notice,
+        "A message could not be delivered to some recipients for a temporary reason and will be retried; fields give the reason and the next attempt.",
+        "None, unless a destination keeps deferring: check it with the reason given.");
+    DELIVERY_FAILED = (4003, "delivery.failed", Notice,
+        "Recipients failed permanently (5xx reply, no such domain, null MX, reject route, expired, hop limit); a bounce is sent unless the sender is null or NOTIFY forbids it.",
+        "None; the sender is told.");
+    DSN_QUEUED = (4004, "delivery.dsn.queued", Info,
+        "A delivery status notification (bounce, delay notice or success report) was queued; fields give its queue id and the original's.",
+        "None.");
+    DSN_SUPPRESSED = (4005, "delivery.dsn.suppressed", Notice,
+        "A failure was not reported because the original had the null sender (no bounce loops) or NOTIFY=NEVER.",
+        "None; the failure is in this event.");
+    DESTINATION_DOWN = (4006, "delivery.destination.down", Warning,
+        "Every host of a destination failed to connect or greet; messages for it wait until its retry time without new attempts. Other destinations are not affected.",
+        "Check the destination's hosts (the last error is in the event).");
+    DELIVERY_DEFERRED_8BIT = (4007, "delivery.deferred.8bit", Warning,
+        "An 8-bit message was not sent because the next hop does not offer 8BITMIME; it stays queued (never sent broken) until conversion is available or the peer changes.",
+        "Route the destination through a relay that offers 8BITMIME.");
+    QUEUE_MESSAGE_EXPIRED = (4008, "queue.message.expired", Notice,
+        "A message reached the maximum queue lifetime; its undelivered recipients are bounced.",
+        "None.");
+    QUEUE_HELD = (4009, "queue.message.held", Info,
+        "A message was moved to the hold queue by a hold route; it is not scheduled until released.",
+        "Release it when it should go (admin tools), or change the route.");
+    QUEUE_ERROR = (4010, "queue.error", Error,
+        "The queue could not move, read or record a message (a spool error); the message stays where it is and is retried later.",
         "Check the spool disk.");
 }
 

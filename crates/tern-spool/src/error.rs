@@ -188,4 +188,9 @@ pub enum CorruptReason {
     /// process (EMFILE, ENOMEM), which would be reported as [`SpoolError::Io`] instead.
     #[error("unreadable: {0}")]
     Unreadable(String),
+    /// The message's delivery record (`records/<id>`) failed validation (the text says
+    /// how). The message is quarantined with it: without its record Tern cannot tell
+    /// which recipients already have the message.
+    #[error("bad delivery record: {0}")]
+    BadRecord(String),
 }

@@ -12,6 +12,7 @@
 //! <dir>/hold/        held by the operator
 //! <dir>/poison/      crashed the server too often; never retried automatically
 //! <dir>/corrupt/     quarantine: files that failed validation, plus `<name>.reason`
+//! <dir>/records/     delivery records (`record`): attempts and per-recipient status
 //! ```
 //!
 //! Contract:
@@ -37,6 +38,7 @@ mod error;
 pub mod format;
 pub mod id;
 pub mod intake;
+pub mod record;
 mod state;
 mod store;
 #[cfg(test)]
@@ -49,6 +51,7 @@ pub use envelope::{
 pub use error::{CorruptReason, Section, SpoolError};
 pub use id::{QueueId, QueueIdError};
 pub use intake::{MessageDraft, MessageIntake};
+pub use record::{DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
 pub use store::{
     DiskSpace, ListedMessage, MessageWriter, RecoveryReport, Spool, StoredMessage, SyncStats,

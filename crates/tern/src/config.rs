@@ -13,8 +13,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+use tern_queue::{DeliveryConfig, QueueConfig};
+use tern_route::dns::DnsConfig;
+use tern_route::{RouteConfig, RoutingTable};
 use tern_smtpd::{ConfigProblem, ListenerConfig, RelayConfig};
 use tern_spool::backpressure::BackPressureConfig;
 
@@ -36,6 +40,35 @@ pub struct Config {
     /// `[[listener]]`.
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    /// `[queue]`.
+    pub queue: QueueSection,
+    /// `[delivery]`.
+    pub delivery: DeliveryConfig,
+    /// `[[route]]`, in order.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[queue]`: the scheduling settings plus the switch that turns delivery off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct QueueSection {
+    /// Run the queue manager. `false` keeps every received message in `incoming/`
+    /// untouched (maintenance mode, like stopping Postfix's qmgr or suspending an
+    /// Exchange queue); nothing is delivered until it is turned on again.
+    pub deliver: bool,
+    /// The scheduling settings.
+    #[serde(flatten)]
+    pub settings: QueueConfig,
+}
+
+impl Default for QueueSection {
+    fn default() -> QueueSection {
+        QueueSection {
+            deliver: true,
+            settings: QueueConfig::default(),
+        }
+    }
 }
 
 /// `[server]`.
@@ -76,6 +109,31 @@ pub struct DnsSection {
     pub reverse_lookups: bool,
     /// Milliseconds allowed for a client's reverse lookup plus forward confirmation.
     pub client_lookup_timeout_ms: u64,
+    /// Milliseconds allowed for each outbound lookup (MX, A, AAAA).
+    pub timeout_ms: u64,
+    /// Shortest time an answer is cached, seconds (a smaller TTL is raised to it).
+    pub min_ttl_secs: u64,
+    /// Longest time an answer is cached, seconds (a larger TTL is cut to it).
+    pub max_ttl_secs: u64,
+    /// How long a failed lookup (SERVFAIL, timeout) is remembered, seconds.
+    pub failure_ttl_secs: u64,
+    /// Longest time a "no such domain" or "no such record" answer is cached, seconds.
+    pub negative_ttl_max_secs: u64,
+}
+
+impl DnsSection {
+    /// The outbound resolver's settings.
+    pub fn resolver_config(&self) -> DnsConfig {
+        DnsConfig {
+            nameservers: self.nameservers.clone(),
+            timeout: Duration::from_millis(self.timeout_ms),
+            min_ttl: Duration::from_secs(self.min_ttl_secs),
+            max_ttl: Duration::from_secs(self.max_ttl_secs),
+            failure_ttl: Duration::from_secs(self.failure_ttl_secs),
+            negative_ttl_max: Duration::from_secs(self.negative_ttl_max_secs),
+            cache_entries: 10_000,
+        }
+    }
 }
 
 impl Default for DnsSection {
@@ -84,6 +142,11 @@ impl Default for DnsSection {
             nameservers: Vec::new(),
             reverse_lookups: true,
             client_lookup_timeout_ms: 3000,
+            timeout_ms: 5000,
+            min_ttl_secs: 0,
+            max_ttl_secs: 86_400,
+            failure_ttl_secs: 30,
+            negative_ttl_max_secs: 3600,
         }
     }
 }
@@ -212,6 +275,29 @@ impl Config {
             p.push(ConfigProblem::new(
                 "back_pressure.check_interval_ms",
                 "must be at least 1",
+            ));
+        }
+        for q in self
+            .queue
+            .settings
+            .problems()
+            .into_iter()
+            .chain(self.delivery.problems())
+        {
+            p.push(ConfigProblem::new(q.key, q.message));
+        }
+        if let Err(route_problems) = RoutingTable::new(&self.routes) {
+            for r in route_problems {
+                p.push(ConfigProblem::new(r.key, r.message));
+            }
+        }
+        if self.dns.timeout_ms == 0 {
+            p.push(ConfigProblem::new("dns.timeout_ms", "must be at least 1"));
+        }
+        if self.dns.max_ttl_secs < self.dns.min_ttl_secs {
+            p.push(ConfigProblem::new(
+                "dns.max_ttl_secs",
+                "must be at least dns.min_ttl_secs",
             ));
         }
         if self.dns.client_lookup_timeout_ms == 0 {

@@ -36,6 +36,13 @@ enum Cmd {
         /// Configuration file (TOML).
         file: PathBuf,
     },
+    /// Reload the configuration of the running server (like SIGHUP): the file is checked
+    /// first and an invalid one is refused with its errors.
+    Reload {
+        /// Configuration file (TOML); the server must have been started with the same one.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Inspect the queue.
     Queue {
         #[command(subcommand)]
@@ -70,7 +77,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve { config } => match load(config.as_ref()) {
-            Ok(c) => match serve::run(c) {
+            Ok(c) => match serve::run(c, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tern: {e:#}");
@@ -81,6 +88,23 @@ fn main() -> ExitCode {
                 eprint!("tern: invalid configuration: {e}");
                 ExitCode::from(2)
             }
+        },
+        Cmd::Reload { config } => match load(config.as_ref()) {
+            Err(e) => {
+                print!("{e}");
+                println!("tern: reload refused; the running configuration is unchanged");
+                ExitCode::FAILURE
+            }
+            Ok(c) => match reload_server(&c) {
+                Ok(pid) => {
+                    println!("tern: reload requested (server pid {pid})");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tern: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
         },
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
@@ -114,6 +138,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Sends SIGHUP to the server that holds the configuration's spool.
+fn reload_server(config: &Config) -> anyhow::Result<u32> {
+    use anyhow::Context;
+    let dir = config.spool_dir();
+    let pid = tern_spool::Spool::lock_holder(&dir)
+        .with_context(|| format!("reading the spool lock in {}", dir.display()))?
+        .with_context(|| format!("no server is running on {}", dir.display()))?;
+    let raw = i32::try_from(pid).context("bad pid in the spool lock")?;
+    // SAFETY: kill(2) with a pid and a signal number; no memory is passed.
+    if unsafe { libc::kill(raw, libc::SIGHUP) } != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("signalling pid {pid}"));
+    }
+    Ok(pid)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

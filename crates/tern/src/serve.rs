@@ -6,6 +6,7 @@
 //! the listeners. A listener that cannot bind stops the start with an error naming it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,26 +17,32 @@ use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use tern_deliver::{ClientConfig, ClientContext, Timeouts};
 use tern_events::{EventLog, Severity, catalog, fields};
+use tern_queue::{Context as QueueContext, Queue, QueueIntake, Runtime};
+use tern_route::RoutingTable;
+use tern_route::dns::Resolver;
 use tern_smtpd::{RelayPolicy, Server, SmtpShared};
-use tern_spool::Spool;
 use tern_spool::backpressure::BackPressure;
+use tern_spool::{MessageIntake, Spool};
 
 use crate::config::{Config, DnsSection};
 
-/// Runs the server until a stop signal.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the server until a stop signal. `path` is the configuration file (reloaded on
+/// SIGHUP); `None` for the embedded default, which a reload leaves as it is.
+pub fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tern")
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(config));
+    let result = runtime.block_on(serve(config, path));
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut signals = Signals::install();
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -52,10 +59,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let back_pressure =
         BackPressure::start(spool.clone(), config.back_pressure.clone(), events.clone());
     let hostname = config.server.hostname.clone();
+    let (queue_handle, queue_rx) = tern_queue::scheduler::channel();
+    let queue_intake = QueueIntake::new(spool.clone(), queue_handle);
+    let intake: Arc<dyn MessageIntake> = if config.queue.deliver {
+        Arc::new(queue_intake.clone())
+    } else {
+        Arc::new(spool.clone())
+    };
     let shared = Arc::new(SmtpShared {
         relay: ArcSwap::from_pointee(RelayPolicy::new(&config.relay, &hostname)),
         hostname: hostname.clone(),
-        intake: Arc::new(spool),
+        intake,
         events: events.clone(),
         back_pressure,
         resolver: resolver(&config.dns),
@@ -75,6 +89,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .iter()
         .map(SocketAddr::to_string)
         .collect();
+    let queue = if config.queue.deliver {
+        let ctx = Arc::new(queue_context(
+            &config,
+            spool.clone(),
+            events.clone(),
+            queue_intake,
+            server.local_addrs().iter().map(SocketAddr::ip).collect(),
+        )?);
+        let q = Queue::start(Arc::clone(&ctx), queue_rx)
+            .await
+            .context("starting the queue")?;
+        Some((q, ctx))
+    } else {
+        None
+    };
+
     events.emit(
         &catalog::SERVER_STARTED,
         fields!(
@@ -85,32 +115,187 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ),
     );
 
-    let reason = stop_signal().await;
+    let reason = loop {
+        match next_signal(&mut signals).await {
+            Signal::Stop(reason) => break reason,
+            Signal::Reload => reload(
+                path.as_deref(),
+                &events,
+                &shared,
+                queue.as_ref().map(|(_, ctx)| ctx.as_ref()),
+            ),
+        }
+    };
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     events.emit(
         &catalog::SERVER_STOPPING,
         fields!("signal" => reason, "grace_secs" => grace.as_secs()),
     );
     server.shutdown(grace).await;
+    if let Some((q, _)) = queue {
+        q.shutdown().await;
+    }
+
     events.emit(&catalog::SERVER_STOPPED, fields!("signal" => reason));
     events.flush(Duration::from_secs(2));
     Ok(())
 }
 
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+enum Signal {
+    Stop(&'static str),
+    Reload,
+}
+
+/// The signal streams, created once before the server announces itself, so a SIGHUP
+/// never finds the default action (which would end the process) and none is lost between
+/// two waits.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Signals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+}
+
+async fn next_signal(signals: &mut Option<Signals>) -> Signal {
+    let Some(s) = signals else {
         // Without signal handlers, only Ctrl-C through tokio's portable handler is left.
         let _ = tokio::signal::ctrl_c().await;
-        return "SIGINT";
+        return Signal::Stop("SIGINT");
     };
     tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        _ = s.term.recv() => Signal::Stop("SIGTERM"),
+        _ = s.int.recv() => Signal::Stop("SIGINT"),
+        _ = s.hup.recv() => Signal::Reload,
     }
+}
+
+/// Reloads the configuration file: relay policy, routes and queue settings are swapped
+/// atomically; an invalid file changes nothing and is reported (event 1008). Listeners,
+/// the data directory and DNS servers need a restart.
+fn reload(
+    path: Option<&std::path::Path>,
+    events: &EventLog,
+    shared: &SmtpShared,
+    queue: Option<&QueueContext>,
+) {
+    let Some(path) = path else {
+        events.emit(
+            &catalog::SERVER_RELOADED,
+            fields!("file" => "<embedded>", "changed" => "nothing (embedded default)"),
+        );
+        return;
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let list: Vec<String> = e
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect();
+            events.emit(
+                &catalog::SERVER_RELOAD_FAILED,
+                fields!("file" => path.display(), "errors" => list.join("; ")),
+            );
+            return;
+        }
+    };
+    let routes = match RoutingTable::new(&config.routes) {
+        Ok(r) => r,
+        Err(problems) => {
+            // Unreachable: Config::load checked the table. Kept so a reload never panics.
+            let list: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
+            events.emit(
+                &catalog::SERVER_RELOAD_FAILED,
+                fields!("file" => path.display(), "errors" => list.join("; ")),
+            );
+            return;
+        }
+    };
+    shared
+        .relay
+        .store(Arc::new(RelayPolicy::new(&config.relay, &shared.hostname)));
+    if let Some(ctx) = queue {
+        ctx.runtime.store(Arc::new(Runtime {
+            routes: Arc::new(routes),
+            queue: config.queue.settings.clone(),
+        }));
+    }
+    events.emit(
+        &catalog::SERVER_RELOADED,
+        fields!("file" => path.display(), "routes" => config.routes.len()),
+    );
+}
+
+/// Builds the queue's shared context from the configuration.
+fn queue_context(
+    config: &Config,
+    spool: Spool,
+    events: EventLog,
+    intake: QueueIntake,
+    listen_addrs: Vec<std::net::IpAddr>,
+) -> anyhow::Result<QueueContext> {
+    let d = &config.delivery;
+    let helo = if d.helo_name.is_empty() {
+        config.server.hostname.clone()
+    } else {
+        d.helo_name.clone()
+    };
+    let extra_roots_pem = match &d.ca_file {
+        Some(p) => Some(
+            std::fs::read(p)
+                .with_context(|| format!("reading delivery.ca_file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let command = Duration::from_secs(d.command_timeout_secs);
+    let client = ClientContext::new(ClientConfig {
+        helo_name: helo,
+        timeouts: Timeouts {
+            connect: Duration::from_secs(d.connect_timeout_secs),
+            greeting: Duration::from_secs(d.greeting_timeout_secs),
+            ehlo: command,
+            starttls: command,
+            mail: command,
+            rcpt: command,
+            data_start: Duration::from_secs(d.data_start_timeout_secs),
+            data_block: Duration::from_secs(d.data_block_timeout_secs),
+            data_end: Duration::from_secs(d.data_end_timeout_secs),
+            rset: command,
+            quit: command,
+        },
+        extra_roots_pem,
+    })
+    .context("setting up the SMTP client's TLS")?;
+    let resolver =
+        Resolver::new(&config.dns.resolver_config()).context("setting up the DNS resolver")?;
+    let routes = RoutingTable::new(&config.routes)
+        .map_err(|p| anyhow::anyhow!("routing table: {} problem(s)", p.len()))?;
+    Ok(QueueContext {
+        spool,
+        events,
+        runtime: ArcSwap::from_pointee(Runtime {
+            routes: Arc::new(routes),
+            queue: config.queue.settings.clone(),
+        }),
+        delivery: d.clone(),
+        resolver,
+        client,
+        hostname: config.server.hostname.clone(),
+        listen_addrs,
+        shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        intake,
+    })
 }
 
 /// The resolver for client names, or `None` when reverse lookups are off.

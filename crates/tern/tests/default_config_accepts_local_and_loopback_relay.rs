@@ -57,6 +57,10 @@ fn default_config_listens_on_2525_and_queues_local_and_relayed_mail() {
         &simple_message("relay", "from loopback to anywhere"),
     );
 
+    // Delivery runs: mail for localhost waits in hold (the default route), the relayed
+    // message is tried by MX and deferred (DNS answers nothing in this test's namespace).
+    tern.wait_for_events(4009, 1, Duration::from_secs(20));
+    tern.wait_for_events(4002, 1, Duration::from_secs(30));
     // `tern queue list` without --config reads ./tern-data too.
     let queued = tern.queue_json(&[]);
     assert_eq!(queued.len(), 2, "{queued:?}");

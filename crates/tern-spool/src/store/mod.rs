@@ -20,6 +20,7 @@
 
 mod dirsync;
 mod entry;
+mod lifecycle;
 mod quarantine;
 mod recovery;
 mod sys;
@@ -53,6 +54,8 @@ use entry::EntryError;
 const LOCK_FILE: &str = "spool.lock";
 /// Name of the directory for writes in progress.
 const TMP_DIR: &str = "tmp";
+/// Name of the directory of delivery records.
+pub(crate) const RECORDS_DIR: &str = "records";
 
 /// Free and total space of the filesystem holding the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +144,10 @@ impl Area {
 /// What only a read-write spool has.
 struct Writable {
     incoming: DirSyncer,
+    /// Group commit for the other state directories a message can move into, and for
+    /// `records/` (see `lifecycle`).
+    moves: BTreeMap<QueueState, DirSyncer>,
+    records: DirSyncer,
     /// Holds the flock; released when the last handle is dropped.
     _lock: File,
 }
@@ -286,6 +293,10 @@ impl Spool {
             let p = dir.join(area.dir_name());
             builder.create(&p).map_err(io_err("create directory", &p))?;
         }
+        let records_dir = dir.join(RECORDS_DIR);
+        builder
+            .create(&records_dir)
+            .map_err(io_err("create directory", &records_dir))?;
         let placement = dir.join(PLACEMENT_DIR);
         builder
             .create(&placement)
@@ -300,6 +311,20 @@ impl Spool {
         let incoming_dir = dir.join(QueueState::Incoming.as_str());
         let incoming = DirSyncer::start(incoming_dir.clone(), Arc::clone(&counters))
             .map_err(io_err("start directory syncer", &incoming_dir))?;
+        let mut moves = BTreeMap::new();
+        for state in [
+            QueueState::Active,
+            QueueState::Deferred,
+            QueueState::Hold,
+            QueueState::Poison,
+        ] {
+            let p = dir.join(state.as_str());
+            let syncer = DirSyncer::start(p.clone(), Arc::clone(&counters))
+                .map_err(io_err("start directory syncer", &p))?;
+            moves.insert(state, syncer);
+        }
+        let records = DirSyncer::start(records_dir.clone(), Arc::clone(&counters))
+            .map_err(io_err("start directory syncer", &records_dir))?;
         let inner = Inner {
             dir,
             events,
@@ -307,6 +332,8 @@ impl Spool {
             counters,
             writable: Some(Writable {
                 incoming,
+                moves,
+                records,
                 _lock: lock,
             }),
             next_placement: AtomicUsize::new(0),
@@ -362,6 +389,24 @@ impl Spool {
         Ok(Spool {
             inner: Arc::new(inner),
         })
+    }
+
+    /// The process id of the server that holds the spool's lock, or `None` when no process
+    /// holds it (no server running). Takes the lock for a moment when it is free, so it
+    /// must not be called by the server itself.
+    pub fn lock_holder(dir: &Path) -> Result<Option<u32>, SpoolError> {
+        let path = dir.join(LOCK_FILE);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SpoolError::io("open", path, e)),
+        };
+        if sys::try_lock_exclusive(&file).map_err(io_err("lock", &path))? {
+            // Free: nobody serves this spool. Dropping the file releases the lock.
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
+        Ok(text.trim().parse().ok())
     }
 
     /// Starts a new message and allocates its queue id. Does no I/O.

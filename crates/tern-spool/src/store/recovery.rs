@@ -10,6 +10,8 @@
 //! - Every entry of every state directory except `corrupt/` is read in full and checked
 //!   (header, trailer, both checksums, envelope). Bad files and names that are not queue
 //!   ids are quarantined (event 3003), never deleted. A second scan finds nothing new.
+//! - A message found under two state directories (a move cut short) keeps one name
+//!   (`lifecycle`); records whose message is gone are removed after validation.
 //! - An I/O error that belongs to the system rather than to one file (see `entry`) stops
 //!   the scan with an error instead of quarantining the queue.
 //!
@@ -28,7 +30,6 @@ use crate::id::QueueId;
 use crate::state::QueueState;
 
 use super::entry::{self, EntryError};
-use super::quarantine::REASON_SUFFIX;
 use super::{Area, Inner, RecoveryReport, name_to_id, read_names};
 
 /// Most validation threads.
@@ -36,6 +37,7 @@ const MAX_WORKERS: usize = 4;
 
 pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
     let (partials_removed, mut quarantined) = remove_partials(inner)?;
+    inner.resolve_duplicates()?;
     let mut counts = BTreeMap::new();
     for state in QueueState::ALL {
         if state == QueueState::Corrupt {
@@ -83,8 +85,9 @@ pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
     let corrupt_dir = inner.area_dir(Area::State(QueueState::Corrupt));
     let in_corrupt = read_names(&corrupt_dir)?
         .iter()
-        .filter(|n| !n.to_string_lossy().ends_with(REASON_SUFFIX))
+        .filter(|n| super::quarantine::quarantined_id(n).is_some())
         .count();
+    inner.remove_orphan_records()?;
     counts.insert(QueueState::Corrupt, in_corrupt);
     let report = RecoveryReport {
         counts,

@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tern_spool::{ListedMessage, QueueState, Spool, StoredMessage};
 
+pub mod peers;
+
 /// Host name every test server uses (greeting, Received header).
 pub const HOSTNAME: &str = "mx.tern.test";
 /// How long a server may take to start listening.
@@ -104,6 +106,9 @@ pub struct Setup {
     server_extra: String,
     dns: String,
     sections: String,
+    /// The `[queue]` section; delivery is off unless a test turns it on, so receive-path
+    /// tests can inspect `incoming/`.
+    queue: String,
 }
 
 impl Default for Setup {
@@ -122,6 +127,7 @@ impl Setup {
             server_extra: String::new(),
             dns: "[dns]\nreverse_lookups = false\n".into(),
             sections: String::new(),
+            queue: "[queue]\ndeliver = false\n".into(),
         }
     }
 
@@ -157,6 +163,13 @@ impl Setup {
         self
     }
 
+    /// Replaces the `[queue]` section (whole text, header included); the default turns
+    /// delivery off.
+    pub fn queue(mut self, section: &str) -> Setup {
+        self.queue = section.into();
+        self
+    }
+
     /// Adds a whole section, e.g. `[relay]` or `[back_pressure]`.
     pub fn section(mut self, text: &str) -> Setup {
         self.sections.push_str(text);
@@ -166,12 +179,13 @@ impl Setup {
 
     fn render(&self, data_dir: &Path, addrs: &[SocketAddr]) -> String {
         let mut t = format!(
-            "[server]\nhostname = {}\ndata_dir = {}\nlog_level = \"info\"\nlog_stderr = true\nshutdown_grace_secs = {}\n{}\n{}\n{}\n",
+            "[server]\nhostname = {}\ndata_dir = {}\nlog_level = \"info\"\nlog_stderr = true\nshutdown_grace_secs = {}\n{}\n{}\n{}\n{}\n",
             toml_str(HOSTNAME),
             toml_str(&data_dir.display().to_string()),
             self.grace_secs,
             self.server_extra,
             self.dns,
+            self.queue,
             self.sections,
         );
         for (l, a) in self.listeners.iter().zip(addrs) {
@@ -303,6 +317,31 @@ impl Tern {
         c
     }
 
+    /// `tern serve` on the embedded default, which resolves MX records with the system's
+    /// resolver: run it in a private mount namespace whose /etc/resolv.conf names
+    /// 127.0.0.1 (where nothing answers DNS), so its delivery attempts stay on loopback
+    /// and end in a quick deferral. Same process id as tern itself (every step execs).
+    fn isolated_default_command(&self) -> Command {
+        let resolv = self.dir.join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .expect("write resolv.conf");
+        let mut c = Command::new("unshare");
+        c.current_dir(&self.dir).args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/resolv.conf && exec \"$1\" serve",
+        ]);
+        c.arg(&resolv).arg(tern_bin());
+        c
+    }
+
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let log = OpenOptions::new()
@@ -312,8 +351,12 @@ impl Tern {
             .expect("open log");
         let mut marker = log.try_clone().expect("clone log handle");
         let _ = writeln!(marker, "=== test harness: starting tern serve ===");
-        let child = self
-            .tern_command(&["serve"])
+        let mut command = if self.config_path.is_none() {
+            self.isolated_default_command()
+        } else {
+            self.tern_command(&["serve"])
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
             .stderr(Stdio::from(log))

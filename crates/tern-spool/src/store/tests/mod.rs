@@ -2,6 +2,7 @@
 //! recovery and quarantine, locking, and group commit. Helpers shared by them live here.
 
 mod commit;
+mod lifecycle;
 mod recovery;
 mod write_read;
 

@@ -1,0 +1,439 @@
+//! One outbound SMTP connection: set-up (greeting, EHLO, STARTTLS) and transactions.
+//!
+//! Set-up: connect, read the greeting, EHLO (HELO when EHLO gets a 5xx), then STARTTLS
+//! as the [`TlsPolicy`] says and EHLO again inside TLS. Capabilities from before TLS are
+//! discarded after it (RFC 3207 §4.2).
+//!
+//! A transaction ([`SmtpSession::send`]):
+//! - With PIPELINING, MAIL, every RCPT and DATA go out in one write and the replies are
+//!   read in order. A transaction with very many recipients is written in groups of
+//!   about [`PIPELINE_GROUP_BYTES`], reading each group's replies before the next, so
+//!   neither side can block forever on a full socket buffer.
+//! - Without PIPELINING, one command at a time; no RCPT after a refused MAIL, no DATA
+//!   when no recipient was accepted.
+//! - The content is never sent when no recipient was accepted. If a pipelined DATA was
+//!   nevertheless answered 354, only the end-of-data marker is sent and its reply
+//!   ignored.
+//! - After a refused MAIL, no accepted recipient, or a refused DATA, RSET is sent so the
+//!   connection can carry another transaction. A refused or failed RSET leaves the
+//!   session [unusable](SessionError::Unusable) but the outcome stands.
+//! - Any error ends the session: the connection is closed or out of sync.
+//!
+//! The duplicate window: a timeout or a lost connection while sending the content or
+//! waiting for the final reply ([`Stage::DataBlock`], [`Stage::DataEnd`]) leaves the
+//! message's fate unknown; the server may have accepted it. The caller must defer the
+//! recipients (never bounce them) and accept that a retry may deliver twice, as every
+//! MTA does (RFC 1047). Recipient refusals read before such an error are not returned;
+//! the retry will hear them again.
+//!
+//! Trust: replies come from the remote server and are bounded by the reply parser; a
+//! reply that makes no sense at its step (250 to DATA) is a protocol error, never taken
+//! as success.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::capabilities::Capabilities;
+use crate::connection::Connection;
+use crate::context::{ClientContext, TlsPolicy};
+use crate::data::DotStuffer;
+use crate::envelope::{Transaction, mail_command, rcpt_command};
+use crate::error::{SessionError, Stage};
+use crate::outcome::{RcptOutcome, TransactionOutcome};
+use crate::reply::Reply;
+
+/// Largest pipelined write of commands before the client reads their replies.
+pub const PIPELINE_GROUP_BYTES: usize = 16 * 1024;
+
+/// Content is encoded and written in pieces of this many input octets.
+const DATA_PIECE: usize = 64 * 1024;
+
+/// An established session, ready for transactions.
+#[derive(Debug)]
+pub struct SmtpSession {
+    ctx: Arc<ClientContext>,
+    conn: Connection,
+    peer: SocketAddr,
+    server_name: String,
+    greeting: Reply,
+    ehlo: Reply,
+    caps: Capabilities,
+    tls: Option<String>,
+    transactions: u32,
+    /// False once an error or a refused RSET left the connection out of sync.
+    usable: bool,
+}
+
+impl SmtpSession {
+    /// Connects, reads the greeting, EHLO (falls back to HELO if EHLO gets 5xx),
+    /// STARTTLS per policy then EHLO again. `server_name` is the MX host name: sent as
+    /// SNI, and checked against the certificate under [`TlsPolicy::Verify`].
+    pub async fn connect(
+        ctx: &Arc<ClientContext>,
+        addr: SocketAddr,
+        server_name: &str,
+        policy: TlsPolicy,
+    ) -> Result<SmtpSession, SessionError> {
+        let t = ctx.config.timeouts;
+        let tcp = match timeout(t.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(source)) => return Err(SessionError::Connect { addr, source }),
+            Err(_) => {
+                return Err(SessionError::Timeout {
+                    stage: Stage::Connect,
+                });
+            }
+        };
+        // Small commands must not wait for Nagle; failure to set it is harmless.
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Connection::new(tcp);
+
+        let greeting = conn.read_reply(Stage::Greeting, t.greeting).await?;
+        if !greeting.is_positive() {
+            quit_quietly(&mut conn, t.quit).await;
+            return Err(SessionError::Greeting(greeting));
+        }
+        let helo_name = ctx.config.helo_name.as_str();
+        let (mut ehlo, mut caps) = match hello(&mut conn, helo_name, t.ehlo).await {
+            Ok(found) => found,
+            Err(e) => {
+                quit_quietly(&mut conn, t.quit).await;
+                return Err(e);
+            }
+        };
+
+        let mut tls = None;
+        let required = matches!(policy, TlsPolicy::Encrypt | TlsPolicy::Verify);
+        if policy != TlsPolicy::None && (caps.starttls || required) {
+            match start_tls(ctx, &mut conn, addr, server_name, policy, &caps).await {
+                Ok(Some(description)) => {
+                    tls = Some(description);
+                    (ehlo, caps) = hello(&mut conn, helo_name, t.ehlo).await?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if matches!(e, SessionError::TlsUnavailable | SessionError::StartTls(_)) {
+                        quit_quietly(&mut conn, t.quit).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+
+        Ok(SmtpSession {
+            ctx: ctx.clone(),
+            conn,
+            peer: addr,
+            server_name: server_name.to_string(),
+            greeting,
+            ehlo,
+            caps,
+            tls,
+            transactions: 0,
+            usable: true,
+        })
+    }
+
+    /// What the server advertised (inside TLS when TLS is up).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// `TLSv1.3 TLS13_AES_256_GCM_SHA384` when encrypted.
+    pub fn tls(&self) -> Option<&str> {
+        self.tls.as_deref()
+    }
+
+    /// The server's greeting.
+    pub fn greeting(&self) -> &Reply {
+        &self.greeting
+    }
+
+    /// The last EHLO (or HELO) reply.
+    pub fn ehlo_reply(&self) -> &Reply {
+        &self.ehlo
+    }
+
+    /// Address connected to.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// MX host name given to `connect`.
+    pub fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// Transactions completed on this connection: every `send` that returned `Ok`,
+    /// whatever the recipients' results (for connection reuse limits).
+    pub fn transactions(&self) -> u32 {
+        self.transactions
+    }
+
+    /// False when the connection can carry no further transaction.
+    pub fn is_usable(&self) -> bool {
+        self.usable
+    }
+
+    /// One mail transaction; see the module documentation. Every recipient of `tx`
+    /// gets exactly one entry in the outcome, in order.
+    pub async fn send(&mut self, tx: &Transaction<'_>) -> Result<TransactionOutcome, SessionError> {
+        if !self.usable {
+            return Err(SessionError::Unusable);
+        }
+        if tx.recipients.is_empty() {
+            return Err(SessionError::Envelope(
+                "transaction without recipients".into(),
+            ));
+        }
+        let mut commands = Vec::with_capacity(tx.recipients.len() + 2);
+        commands.push(mail_command(tx, &self.caps).map_err(|e| SessionError::Envelope(e.0))?);
+        for rcpt in tx.recipients {
+            commands.push(rcpt_command(rcpt, &self.caps).map_err(|e| SessionError::Envelope(e.0))?);
+        }
+        commands.push(b"DATA\r\n".to_vec());
+
+        self.usable = false;
+        let (outcome, needs_rset) = self.transaction(tx, &commands).await?;
+        self.usable = !needs_rset || self.rset().await;
+        self.transactions = self.transactions.saturating_add(1);
+        Ok(outcome)
+    }
+
+    /// Sends QUIT and closes, bounded by the quit timeout; errors are ignored.
+    pub async fn quit(mut self) {
+        let limit = self.ctx.config.timeouts.quit;
+        quit_quietly(&mut self.conn, limit).await;
+        self.conn.shutdown(limit).await;
+    }
+
+    /// The exchange itself. Returns the outcome and whether RSET is needed.
+    async fn transaction(
+        &mut self,
+        tx: &Transaction<'_>,
+        commands: &[Vec<u8>],
+    ) -> Result<(TransactionOutcome, bool), SessionError> {
+        let t = self.ctx.config.timeouts;
+        let n = tx.recipients.len();
+        let data_index = n + 1;
+        let stage_of = |i: usize| match i {
+            0 => (Stage::Mail, t.mail),
+            i if i == data_index => (Stage::DataStart, t.data_start),
+            _ => (Stage::Rcpt, t.rcpt),
+        };
+
+        let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
+        let mut next = 0;
+        let mut group = Vec::new();
+        while next < commands.len() {
+            if replies.first().is_some_and(|mail| !mail.is_positive()) {
+                break;
+            }
+            if next == data_index && !replies.iter().skip(1).any(Reply::is_positive) {
+                break;
+            }
+            let first = next;
+            group.clear();
+            for command in commands.iter().skip(first) {
+                group.extend_from_slice(command);
+                next += 1;
+                if !self.caps.pipelining || group.len() >= PIPELINE_GROUP_BYTES {
+                    break;
+                }
+            }
+            let (stage, limit) = stage_of(first);
+            self.conn.write(&group, stage, limit).await?;
+            for i in first..next {
+                let (stage, limit) = stage_of(i);
+                replies.push(self.conn.read_reply(stage, limit).await?);
+            }
+        }
+
+        let mut replies = replies.into_iter();
+        let Some(mail) = replies.next() else {
+            return Err(SessionError::Protocol {
+                stage: Stage::Mail,
+                detail: "no reply to MAIL".into(),
+            });
+        };
+        let rcpt_replies: Vec<Reply> = replies.by_ref().take(n).collect();
+        let data_reply = replies.next();
+
+        if !mail.is_positive() || !rcpt_replies.iter().any(Reply::is_positive) {
+            if data_reply.as_ref().is_some_and(Reply::is_intermediate) {
+                // A pipelined DATA got 354 with nobody to deliver to: end it empty.
+                self.conn
+                    .write(b".\r\n", Stage::DataBlock, t.data_block)
+                    .await?;
+                self.conn.read_reply(Stage::DataEnd, t.data_end).await?;
+            }
+            let recipients = if mail.is_positive() {
+                rcpt_replies
+                    .into_iter()
+                    .map(RcptOutcome::Rejected)
+                    .collect()
+            } else {
+                vec![RcptOutcome::MailRejected(mail.clone()); n]
+            };
+            let outcome = TransactionOutcome {
+                mail,
+                recipients,
+                data: None,
+            };
+            return Ok((outcome, true));
+        }
+
+        let Some(data_reply) = data_reply else {
+            return Err(SessionError::Protocol {
+                stage: Stage::DataStart,
+                detail: "no reply to DATA".into(),
+            });
+        };
+        let (final_reply, needs_rset) = if data_reply.is_intermediate() {
+            self.send_content(tx.content).await?;
+            (
+                self.conn.read_reply(Stage::DataEnd, t.data_end).await?,
+                false,
+            )
+        } else if data_reply.is_positive() {
+            return Err(SessionError::Protocol {
+                stage: Stage::DataStart,
+                detail: format!("DATA answered {data_reply} instead of 354"),
+            });
+        } else {
+            (data_reply, true)
+        };
+
+        let recipients = rcpt_replies
+            .into_iter()
+            .map(|rcpt| {
+                if rcpt.is_positive() {
+                    RcptOutcome::Accepted {
+                        rcpt,
+                        data: final_reply.clone(),
+                    }
+                } else {
+                    RcptOutcome::Rejected(rcpt)
+                }
+            })
+            .collect();
+        let outcome = TransactionOutcome {
+            mail,
+            recipients,
+            data: Some(final_reply),
+        };
+        Ok((outcome, needs_rset))
+    }
+
+    /// Writes the dot-stuffed content and the end-of-data marker, one piece at a time.
+    async fn send_content(&mut self, content: &[u8]) -> Result<(), SessionError> {
+        let limit = self.ctx.config.timeouts.data_block;
+        let mut stuffer = DotStuffer::new();
+        let mut out = Vec::with_capacity(DATA_PIECE + DATA_PIECE / 8);
+        for piece in content.chunks(DATA_PIECE) {
+            out.clear();
+            stuffer.encode(piece, &mut out);
+            self.conn.write(&out, Stage::DataBlock, limit).await?;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.conn.write(&out, Stage::DataBlock, limit).await
+    }
+
+    /// RSET; true when the server confirmed it.
+    async fn rset(&mut self) -> bool {
+        let limit = self.ctx.config.timeouts.rset;
+        matches!(
+            self.conn.command(b"RSET\r\n", Stage::Rset, limit).await,
+            Ok(reply) if reply.is_positive()
+        )
+    }
+}
+
+/// EHLO, or HELO when EHLO gets a 5xx.
+async fn hello(
+    conn: &mut Connection,
+    helo_name: &str,
+    limit: Duration,
+) -> Result<(Reply, Capabilities), SessionError> {
+    let ehlo = conn
+        .command(
+            format!("EHLO {helo_name}\r\n").as_bytes(),
+            Stage::Ehlo,
+            limit,
+        )
+        .await?;
+    if ehlo.is_positive() {
+        let caps = Capabilities::from_ehlo(&ehlo);
+        return Ok((ehlo, caps));
+    }
+    if !ehlo.is_permanent() {
+        return Err(SessionError::Ehlo(ehlo));
+    }
+    let helo = conn
+        .command(
+            format!("HELO {helo_name}\r\n").as_bytes(),
+            Stage::Ehlo,
+            limit,
+        )
+        .await?;
+    if helo.is_positive() {
+        Ok((helo, Capabilities::default()))
+    } else {
+        Err(SessionError::Ehlo(helo))
+    }
+}
+
+/// STARTTLS per policy. `Ok(None)`: continue in plaintext (only under `may`).
+async fn start_tls(
+    ctx: &ClientContext,
+    conn: &mut Connection,
+    addr: SocketAddr,
+    server_name: &str,
+    policy: TlsPolicy,
+    caps: &Capabilities,
+) -> Result<Option<String>, SessionError> {
+    let t = ctx.config.timeouts;
+    if !caps.starttls {
+        return match policy {
+            TlsPolicy::Encrypt | TlsPolicy::Verify => Err(SessionError::TlsUnavailable),
+            TlsPolicy::None | TlsPolicy::May => Ok(None),
+        };
+    }
+    let (config, name) = match policy {
+        TlsPolicy::None => return Ok(None),
+        TlsPolicy::Verify => {
+            let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
+                SessionError::TlsHandshake(format!("{server_name:?} is not a valid server name"))
+            })?;
+            (ctx.verifying.clone(), name)
+        }
+        TlsPolicy::May | TlsPolicy::Encrypt => {
+            // Any certificate is accepted; a name that cannot be SNI is replaced by the
+            // address, which sends no SNI.
+            let name = ServerName::try_from(server_name.to_string())
+                .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
+            (ctx.opportunistic.clone(), name)
+        }
+    };
+    let reply = conn
+        .command(b"STARTTLS\r\n", Stage::StartTls, t.starttls)
+        .await?;
+    if reply.code != 220 {
+        return match policy {
+            TlsPolicy::May if !reply.is_intermediate() => Ok(None),
+            _ => Err(SessionError::StartTls(reply)),
+        };
+    }
+    conn.start_tls(config, name, t.starttls).await.map(Some)
+}
+
+/// QUIT and read the reply, within `limit` in total; errors are ignored.
+async fn quit_quietly(conn: &mut Connection, limit: Duration) {
+    let _ = timeout(limit, conn.command(b"QUIT\r\n", Stage::Quit, limit)).await;
+}

@@ -1,0 +1,506 @@
+//! Delivery workers: one connection's worth of work for one next hop.
+//!
+//! A worker takes a job (one message's recipients for one next hop), finds the hosts (MX
+//! plan or the route's relay hosts), walks them in order within the address and session
+//! limits, and sends the transaction on the first host that greets. After the job it asks
+//! the scheduler for another job for the same next hop and, while there is one, reuses its
+//! connection (up to `max_messages_per_connection`).
+//!
+//! How each failure moves the walk on (RFC 5321 §5.1, as Postfix does):
+//! - connection refused or unreachable, a timeout before the greeting, a 4xx/5xx greeting,
+//!   EHLO refused, a TLS failure: the next address;
+//! - a 4xx reply to MAIL, or the connection lost before any recipient was accepted: the
+//!   next address (another host may take it);
+//! - a 5xx reply to MAIL: every recipient fails;
+//! - replies to RCPT and to the data: final for that recipient on this attempt (4xx
+//!   deferred, 5xx failed), no other host is tried;
+//! - the connection lost or timing out during the data: the next address too. The
+//!   recipients have no result yet; if the peer had in fact committed the message before
+//!   the connection broke, it is delivered twice (the duplicate window; a deferral would
+//!   resend it just the same, later).
+//!   When the list is exhausted, every recipient without a result is deferred; nothing is
+//!   dropped.
+//!
+//! If no address could even be greeted, the worker reports the destination down, and the
+//! scheduler stops trying it until its retry time.
+//!
+//! Invariants: the worker's slot (total and per-destination concurrency) is returned by
+//! [`Slot`]'s `Drop`, so a panic anywhere here returns it. A job's result is sent once;
+//! if the worker dies first, the message task sees the channel closed and defers the
+//! job's recipients.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tern_deliver::{
+    Body, DsnRet as OutRet, Incompatible, Notify as OutNotify, OutRecipient, RecipientResult,
+    SessionError, SmtpSession, Transaction, check_compat,
+};
+use tern_events::{catalog, fields};
+use tern_route::dns::plan::{self as dns, MxHost, SelfIdentity};
+use tern_route::{NextHop, Transport};
+use tern_spool::{BodyType, DsnRet, Envelope};
+use tokio::sync::{oneshot, watch};
+
+use crate::Context;
+use crate::scheduler::{Cmd, QueueHandle};
+
+/// A message loaded for delivery: its validated envelope and content.
+pub struct LoadedMessage {
+    /// The envelope as stored.
+    pub envelope: Envelope,
+    /// The content as stored (CRLF lines, Received header included).
+    pub content: Vec<u8>,
+}
+
+/// One message's recipients for one next hop.
+pub(crate) struct Job {
+    pub hop: NextHop,
+    pub transport: Arc<Transport>,
+    /// The recipients' domain (for the MX lookup).
+    pub domain: String,
+    pub msg: Arc<LoadedMessage>,
+    /// Indices into the envelope's recipients.
+    pub rcpts: Vec<usize>,
+    pub reply: oneshot::Sender<JobResult>,
+}
+
+impl Job {
+    /// Sends the result to the message task (which may be gone at shutdown).
+    pub(crate) fn answer(self, result: JobResult) {
+        let _ = self.reply.send(result);
+    }
+}
+
+/// What happened to one recipient in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptResult {
+    /// The next hop accepted it. `relayed` when the next hop did not offer DSN, so a
+    /// requested success notice must come from Tern ("relayed", RFC 3461 §4.1).
+    Delivered {
+        /// The accepting reply.
+        reply: String,
+        /// `host[address]` that accepted it.
+        remote: String,
+        /// The peer lacked the DSN extension.
+        relayed: bool,
+    },
+    /// Temporary failure; retried later.
+    Deferred {
+        /// The reply or local reason, starting with a 3-digit code.
+        reply: String,
+        /// The host that gave it, when one did.
+        remote: Option<String>,
+    },
+    /// Permanent failure; bounced.
+    Failed {
+        /// The reply or local reason, starting with a 3-digit code.
+        reply: String,
+        /// The host that gave it, when one did.
+        remote: Option<String>,
+    },
+}
+
+/// A job's outcome: one result per recipient index of the job.
+#[derive(Debug, Clone)]
+pub(crate) struct JobResult {
+    pub outcomes: Vec<(usize, RcptResult)>,
+}
+
+impl JobResult {
+    pub(crate) fn all(job: &Job, r: &RcptResult) -> JobResult {
+        JobResult {
+            outcomes: job.rcpts.iter().map(|i| (*i, r.clone())).collect(),
+        }
+    }
+
+    pub(crate) fn deferred_all(job: &Job, reason: &str) -> JobResult {
+        JobResult::all(
+            job,
+            &RcptResult::Deferred {
+                reply: local_reply(451, reason),
+                remote: None,
+            },
+        )
+    }
+}
+
+/// A reply for a local decision: `code` plus the text, which starts with an enhanced
+/// status code.
+pub(crate) fn local_reply(code: u16, text: &str) -> String {
+    format!("{code} {text}")
+}
+
+/// Returns the worker's slots when it ends, however it ends.
+struct Slot {
+    handle: QueueHandle,
+    hop: NextHop,
+    down: Option<String>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.handle.send(Cmd::WorkerDone {
+            hop: self.hop.clone(),
+            down: self.down.take(),
+        });
+    }
+}
+
+/// Starts a worker for `hop` with its first job. The scheduler has counted the slot.
+pub(crate) fn spawn_worker(
+    ctx: Arc<Context>,
+    handle: QueueHandle,
+    hop: NextHop,
+    first: Job,
+    stop: watch::Receiver<bool>,
+) {
+    let slot = Slot {
+        handle: handle.clone(),
+        hop: hop.clone(),
+        down: None,
+    };
+    tokio::spawn(worker(ctx, handle, slot, first, stop));
+}
+
+async fn worker(
+    ctx: Arc<Context>,
+    handle: QueueHandle,
+    mut slot: Slot,
+    first: Job,
+    stop: watch::Receiver<bool>,
+) {
+    let mut job = first;
+    let mut session: Option<SmtpSession> = None;
+    loop {
+        let (result, down) = deliver_job(&ctx, &job, &mut session).await;
+        job.answer(result);
+        if down.is_some() {
+            slot.down = down;
+            break;
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let spent = session
+            .as_ref()
+            .is_some_and(|s| s.transactions() >= ctx.delivery.max_messages_per_connection);
+        if spent && let Some(s) = session.take() {
+            s.quit().await;
+        }
+        let (tx, rx) = oneshot::channel();
+        handle.send(Cmd::NextJob {
+            hop: slot.hop.clone(),
+            reply: tx,
+        });
+        match rx.await {
+            Ok(Some(next)) => job = next,
+            _ => break,
+        }
+    }
+    if let Some(s) = session.take() {
+        s.quit().await;
+    }
+    drop(slot);
+}
+
+/// One host address to try.
+struct Target {
+    name: String,
+    addr: SocketAddr,
+}
+
+fn remote_of(t: &Target) -> String {
+    format!("{}[{}]", t.name, t.addr.ip())
+}
+
+/// The hosts for a job, or the result that ends it (no route).
+async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
+    let max = ctx.delivery.max_addresses;
+    let flatten = |hosts: Vec<MxHost>, port: u16| -> Vec<Target> {
+        hosts
+            .into_iter()
+            .flat_map(|h| {
+                let name = h.name;
+                h.addrs.into_iter().map(move |ip| Target {
+                    name: name.clone(),
+                    addr: SocketAddr::new(ip, port),
+                })
+            })
+            .take(max)
+            .collect()
+    };
+    match &*job.transport {
+        Transport::Mx { port, .. } => {
+            let me = SelfIdentity {
+                names: vec![ctx.hostname.to_ascii_lowercase()],
+                addrs: ctx.listen_addrs.clone(),
+            };
+            match dns::resolve_mx_plan(&ctx.resolver, &job.domain, &me, max).await {
+                Ok(hosts) => Ok(flatten(hosts, *port)),
+                Err(e) => {
+                    let text = format!("{} {}", e.enhanced_status(), e.describe());
+                    Err(if e.is_permanent() {
+                        RcptResult::Failed {
+                            reply: local_reply(550, &text),
+                            remote: None,
+                        }
+                    } else {
+                        RcptResult::Deferred {
+                            reply: local_reply(451, &text),
+                            remote: None,
+                        }
+                    })
+                }
+            }
+        }
+        Transport::Smtp { hosts, .. } => {
+            match dns::resolve_relay_hosts(&ctx.resolver, hosts, max).await {
+                Ok(list) => Ok(list
+                    .into_iter()
+                    .flat_map(|h| {
+                        let name = h.host.host;
+                        let port = h.host.port;
+                        h.addrs.into_iter().map(move |ip: IpAddr| Target {
+                            name: name.clone(),
+                            addr: SocketAddr::new(ip, port),
+                        })
+                    })
+                    .take(max)
+                    .collect()),
+                Err(e) => Err(RcptResult::Deferred {
+                    reply: local_reply(
+                        451,
+                        &format!("4.4.3 relay host lookup failed: {}", e.describe()),
+                    ),
+                    remote: None,
+                }),
+            }
+        }
+        _ => Err(RcptResult::Deferred {
+            reply: local_reply(451, "4.3.5 transport cannot deliver over SMTP"),
+            remote: None,
+        }),
+    }
+}
+
+fn tls_policy(t: &Transport) -> tern_deliver::TlsPolicy {
+    let p = match t {
+        Transport::Mx { tls, .. } | Transport::Smtp { tls, .. } => *tls,
+        _ => tern_route::TlsPolicy::May,
+    };
+    match p {
+        tern_route::TlsPolicy::None => tern_deliver::TlsPolicy::None,
+        tern_route::TlsPolicy::May => tern_deliver::TlsPolicy::May,
+        tern_route::TlsPolicy::Encrypt => tern_deliver::TlsPolicy::Encrypt,
+        tern_route::TlsPolicy::Verify => tern_deliver::TlsPolicy::Verify,
+    }
+}
+
+/// What one transaction on one session came to.
+enum Sent {
+    /// Every recipient has its result for this attempt.
+    Final(JobResult),
+    /// Try the next host (temporary failure before any recipient was taken).
+    NextHost(String),
+}
+
+/// Delivers one job, reusing `session` when it is set. Returns the result and, when no
+/// host could be greeted, the reason the destination is down.
+async fn deliver_job(
+    ctx: &Context,
+    job: &Job,
+    session: &mut Option<SmtpSession>,
+) -> (JobResult, Option<String>) {
+    if let Some(s) = session.as_mut() {
+        let remote = format!("{}[{}]", s.server_name(), s.peer().ip());
+        match send_on(ctx, job, s, &remote).await {
+            Ok(Sent::Final(r)) => return (r, None),
+            Ok(Sent::NextHost(_)) | Err(_) => {
+                // The reused connection went bad between messages: start afresh.
+                if let Some(s) = session.take() {
+                    s.quit().await;
+                }
+            }
+        }
+    }
+    let targets = match targets(ctx, job).await {
+        Ok(t) => t,
+        Err(r) => return (JobResult::all(job, &r), None),
+    };
+    let policy = tls_policy(&job.transport);
+    let mut sessions = 0usize;
+    let mut greeted_any = false;
+    let mut last_error = String::from("4.4.1 no host to try");
+    for t in &targets {
+        if sessions >= ctx.delivery.max_sessions {
+            break;
+        }
+        let mut s = match SmtpSession::connect(&ctx.client, t.addr, &t.name, policy).await {
+            Ok(s) => s,
+            Err(e) => {
+                last_error = format!("4.4.1 {}: {e}", remote_of(t));
+                continue;
+            }
+        };
+        sessions += 1;
+        greeted_any = true;
+        let remote = remote_of(t);
+        match send_on(ctx, job, &mut s, &remote).await {
+            Ok(Sent::Final(r)) => {
+                *session = Some(s);
+                return (r, None);
+            }
+            Ok(Sent::NextHost(why)) => {
+                last_error = why;
+                s.quit().await;
+            }
+            Err(e) => last_error = format!("4.4.2 {remote}: {e}"),
+        }
+    }
+    let result = JobResult::deferred_all(job, &last_error);
+    let down = (!greeted_any && !targets.is_empty()).then_some(last_error);
+    (result, down)
+}
+
+fn out_notify(n: &tern_spool::Notify) -> OutNotify {
+    OutNotify {
+        success: n.success,
+        failure: n.failure,
+        delay: n.delay,
+        never: n.never,
+    }
+}
+
+/// One transaction on an open session.
+async fn send_on(
+    ctx: &Context,
+    job: &Job,
+    s: &mut SmtpSession,
+    remote: &str,
+) -> Result<Sent, SessionError> {
+    let env = &job.msg.envelope;
+    let body = match env.params.body {
+        BodyType::SevenBit => Body::SevenBit,
+        BodyType::EightBitMime => Body::EightBitMime,
+        BodyType::BinaryMime => Body::BinaryMime,
+    };
+    let fail_all = |text: &str| {
+        Sent::Final(JobResult::all(
+            job,
+            &RcptResult::Failed {
+                reply: local_reply(554, text),
+                remote: Some(remote.to_string()),
+            },
+        ))
+    };
+    match check_compat(
+        s.capabilities(),
+        job.msg.content.len() as u64,
+        body,
+        env.params.smtputf8,
+    ) {
+        Ok(()) => {}
+        Err(Incompatible::TooBig { limit }) => {
+            return Ok(fail_all(&format!(
+                "5.3.4 message size {} exceeds the limit of {limit} octets at {remote}",
+                job.msg.content.len()
+            )));
+        }
+        Err(Incompatible::NoSmtpUtf8) => {
+            return Ok(fail_all(&format!(
+                "5.6.7 {remote} does not support SMTPUTF8, which this message needs"
+            )));
+        }
+        Err(Incompatible::NoEightBitMime) => {
+            ctx.events.emit(
+                &catalog::DELIVERY_DEFERRED_8BIT,
+                fields!("queue_id" => env.id, "next_hop" => job.hop, "host" => remote),
+            );
+            return Ok(Sent::Final(JobResult::deferred_all(
+                job,
+                &format!("4.6.0 {remote} does not offer 8BITMIME; the message is kept"),
+            )));
+        }
+        Err(other) => {
+            return Ok(Sent::Final(JobResult::deferred_all(
+                job,
+                &format!("4.3.0 {remote}: {other}"),
+            )));
+        }
+    }
+    let recipients: Vec<OutRecipient<'_>> = job
+        .rcpts
+        .iter()
+        .filter_map(|i| env.recipients.get(*i))
+        .map(|r| OutRecipient {
+            address: &r.address,
+            notify: r.notify.as_ref().map(out_notify),
+            orcpt: r.orcpt.as_deref(),
+        })
+        .collect();
+    let tx = Transaction {
+        sender: &env.sender,
+        recipients: &recipients,
+        content: &job.msg.content,
+        body,
+        smtputf8: env.params.smtputf8,
+        dsn_ret: env.params.dsn_ret.map(|r| match r {
+            DsnRet::Full => OutRet::Full,
+            DsnRet::Hdrs => OutRet::Hdrs,
+        }),
+        dsn_envid: env.params.dsn_envid.as_deref(),
+    };
+    // Any session error, including a connection lost during the data, moves on to the
+    // next host: the recipients have no result yet, and a retry would send the message
+    // again anyway (if the peer had committed it before the connection broke, that is
+    // the duplicate window; Postfix behaves the same way).
+    let outcome = s.send(&tx).await?;
+    if outcome.mail.is_transient() {
+        return Ok(Sent::NextHost(format!("{remote} said: {}", outcome.mail)));
+    }
+    let relayed = !s.capabilities().dsn;
+    let tls = s.tls().map(str::to_string);
+    let mut results = Vec::with_capacity(job.rcpts.len());
+    let mut delivered = 0usize;
+    for (i, r) in job.rcpts.iter().zip(outcome.recipients.iter()) {
+        let res = match r.result() {
+            RecipientResult::Delivered(reply) => {
+                delivered += 1;
+                RcptResult::Delivered {
+                    reply: reply.to_string(),
+                    remote: remote.to_string(),
+                    relayed,
+                }
+            }
+            RecipientResult::Transient(reply) => RcptResult::Deferred {
+                reply: reply.to_string(),
+                remote: Some(remote.to_string()),
+            },
+            RecipientResult::Permanent(reply) => RcptResult::Failed {
+                reply: reply.to_string(),
+                remote: Some(remote.to_string()),
+            },
+        };
+        results.push((*i, res));
+    }
+    if delivered > 0 {
+        let reply = outcome
+            .data
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        ctx.events.emit(
+            &catalog::DELIVERY_DELIVERED,
+            fields!(
+                "queue_id" => env.id,
+                "next_hop" => job.hop,
+                "host" => remote,
+                "recipients" => delivered,
+                "tls" => tls.as_deref().unwrap_or("none"),
+                "reply" => reply,
+            ),
+        );
+    }
+    Ok(Sent::Final(JobResult { outcomes: results }))
+}

@@ -1,0 +1,269 @@
+//! `[queue]` and `[delivery]`: scheduling, retry and outbound SMTP settings.
+//!
+//! Defaults follow Postfix where an operator would expect them (backoff 300 s doubling to
+//! 4000 s, five days' lifetime, 50 hops, 5 addresses and 2 sessions per attempt, 20
+//! connections per destination) and Exchange for the 4-hour delay notice. Every value is
+//! checked by [`QueueConfig::problems`]; the binary reports the problems with their keys.
+//!
+//! No struct here uses `deny_unknown_fields`: the binary collects unknown keys itself.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// When delay notices are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DelayNotices {
+    /// Only for recipients whose sender asked with `NOTIFY=DELAY` (RFC 3461).
+    #[default]
+    Requested,
+    /// Also for recipients without a NOTIFY parameter (not for NOTIFY without DELAY).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// `[queue]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct QueueConfig {
+    /// Deliveries (connections) in progress at once, all destinations together.
+    pub max_concurrency: usize,
+    /// Deliveries in progress at once to one destination (next hop).
+    pub destination_concurrency: usize,
+    /// Messages loaded for delivery at once (their content is in memory while they are).
+    pub max_active_messages: usize,
+    /// First retry delay, seconds (Postfix minimal_backoff_time).
+    pub min_backoff_secs: u64,
+    /// Longest retry delay, seconds (Postfix maximal_backoff_time).
+    pub max_backoff_secs: u64,
+    /// A message still undelivered after this many seconds is bounced (Postfix
+    /// maximal_queue_lifetime, 5 days).
+    pub max_lifetime_secs: u64,
+    /// Seconds after arrival when a delay notice is sent (0 = never).
+    pub delay_notice_secs: u64,
+    /// Which recipients get delay notices.
+    pub delay_notices: DelayNotices,
+    /// More `Received:` headers than this and the message bounces with 5.4.6.
+    pub hop_limit: usize,
+    /// Largest original returned in full in a bounce (RET=FULL); larger ones return only
+    /// their headers.
+    pub bounce_max_full_size: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            max_concurrency: 100,
+            destination_concurrency: 20,
+            max_active_messages: 1000,
+            min_backoff_secs: 300,
+            max_backoff_secs: 4000,
+            max_lifetime_secs: 5 * 86_400,
+            delay_notice_secs: 4 * 3600,
+            delay_notices: DelayNotices::Requested,
+            hop_limit: 50,
+            bounce_max_full_size: 10 << 20,
+        }
+    }
+}
+
+/// `[delivery]`: the outbound SMTP client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DeliveryConfig {
+    /// Name given in EHLO; empty = the server's host name.
+    pub helo_name: String,
+    /// Addresses tried per delivery attempt, over all MX hosts (Postfix
+    /// smtp_mx_address_limit).
+    pub max_addresses: usize,
+    /// Sessions (greeted connections) per delivery attempt (Postfix smtp_mx_session_limit).
+    pub max_sessions: usize,
+    /// Messages sent over one connection before it is closed.
+    pub max_messages_per_connection: u32,
+    /// Extra CA certificates (PEM file) trusted for `tls = "verify"` routes, besides the
+    /// built-in web PKI roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Seconds to wait for a TCP connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for the greeting (RFC 5321: 5 minutes).
+    pub greeting_timeout_secs: u64,
+    /// Seconds for EHLO, STARTTLS, MAIL, RCPT, RSET replies.
+    pub command_timeout_secs: u64,
+    /// Seconds for the reply to DATA (RFC 5321: 2 minutes).
+    pub data_start_timeout_secs: u64,
+    /// Seconds for each block of data to be written (RFC 5321: 3 minutes).
+    pub data_block_timeout_secs: u64,
+    /// Seconds for the reply after the final dot (RFC 5321: 10 minutes).
+    pub data_end_timeout_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> DeliveryConfig {
+        DeliveryConfig {
+            helo_name: String::new(),
+            max_addresses: 5,
+            max_sessions: 2,
+            max_messages_per_connection: 100,
+            ca_file: None,
+            connect_timeout_secs: 30,
+            greeting_timeout_secs: 300,
+            command_timeout_secs: 300,
+            data_start_timeout_secs: 120,
+            data_block_timeout_secs: 180,
+            data_end_timeout_secs: 600,
+        }
+    }
+}
+
+/// One problem in the queue or delivery section, with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Full key (`queue.max_concurrency`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn at_least(p: &mut Vec<Problem>, key: &str, value: u64, min: u64) {
+    if value < min {
+        p.push(Problem {
+            key: key.into(),
+            message: format!("must be at least {min}"),
+        });
+    }
+}
+
+impl QueueConfig {
+    /// Every problem in `[queue]`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        at_least(
+            &mut p,
+            "queue.max_concurrency",
+            self.max_concurrency as u64,
+            1,
+        );
+        at_least(
+            &mut p,
+            "queue.destination_concurrency",
+            self.destination_concurrency as u64,
+            1,
+        );
+        at_least(
+            &mut p,
+            "queue.max_active_messages",
+            self.max_active_messages as u64,
+            1,
+        );
+        at_least(&mut p, "queue.min_backoff_secs", self.min_backoff_secs, 1);
+        if self.max_backoff_secs < self.min_backoff_secs {
+            p.push(Problem {
+                key: "queue.max_backoff_secs".into(),
+                message: "must be at least queue.min_backoff_secs".into(),
+            });
+        }
+        at_least(&mut p, "queue.max_lifetime_secs", self.max_lifetime_secs, 1);
+        at_least(&mut p, "queue.hop_limit", self.hop_limit as u64, 1);
+        p
+    }
+
+    /// The delay before retry number `attempt` (1-based): `min_backoff` doubled per
+    /// attempt, capped at `max_backoff`, with up to ±10 % jitter so retries of messages
+    /// deferred together spread out.
+    pub fn backoff(&self, attempts: u32, rng: &mut impl rand::Rng) -> Duration {
+        let exp = attempts.saturating_sub(1).min(30);
+        let base = self
+            .min_backoff_secs
+            .saturating_mul(1u64 << exp)
+            .min(self.max_backoff_secs)
+            .max(1);
+        let ms = base.saturating_mul(1000);
+        let spread = ms / 10;
+        let jittered = if spread == 0 {
+            ms
+        } else {
+            ms - spread + rng.random_range(0..=2 * spread)
+        };
+        Duration::from_millis(jittered)
+    }
+}
+
+impl DeliveryConfig {
+    /// Every problem in `[delivery]`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        at_least(
+            &mut p,
+            "delivery.max_addresses",
+            self.max_addresses as u64,
+            1,
+        );
+        at_least(&mut p, "delivery.max_sessions", self.max_sessions as u64, 1);
+        at_least(
+            &mut p,
+            "delivery.max_messages_per_connection",
+            u64::from(self.max_messages_per_connection),
+            1,
+        );
+        for (key, v) in [
+            ("delivery.connect_timeout_secs", self.connect_timeout_secs),
+            ("delivery.greeting_timeout_secs", self.greeting_timeout_secs),
+            ("delivery.command_timeout_secs", self.command_timeout_secs),
+            (
+                "delivery.data_start_timeout_secs",
+                self.data_start_timeout_secs,
+            ),
+            (
+                "delivery.data_block_timeout_secs",
+                self.data_block_timeout_secs,
+            ),
+            ("delivery.data_end_timeout_secs", self.data_end_timeout_secs),
+        ] {
+            at_least(&mut p, key, v, 1);
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let c = QueueConfig::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (attempt, base) in [
+            (1, 300),
+            (2, 600),
+            (3, 1200),
+            (4, 2400),
+            (5, 4000),
+            (40, 4000),
+        ] {
+            for _ in 0..50 {
+                let d = c.backoff(attempt, &mut rng).as_secs_f64();
+                let b = base as f64;
+                assert!(d >= b * 0.9 && d <= b * 1.1, "attempt {attempt}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_problems_name_keys() {
+        assert!(QueueConfig::default().problems().is_empty());
+        assert!(DeliveryConfig::default().problems().is_empty());
+        let bad = QueueConfig {
+            max_concurrency: 0,
+            min_backoff_secs: 10,
+            max_backoff_secs: 5,
+            ..QueueConfig::default()
+        };
+        let keys: Vec<_> = bad.problems().into_iter().map(|p| p.key).collect();
+        assert!(keys.contains(&"queue.max_concurrency".to_string()));
+        assert!(keys.contains(&"queue.max_backoff_secs".to_string()));
+    }
+}

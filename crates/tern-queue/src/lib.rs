@@ -1,0 +1,89 @@
+//! Tern's queue manager: moves messages from `incoming/` to `active/` and on to delivered,
+//! deferred, held or bounced.
+//!
+//! Shape (one actor, no locks):
+//! - The **scheduler** ([`scheduler`]) is one task that owns every piece of queue state:
+//!   the backlog of messages waiting to be loaded, the retry timers of deferred messages,
+//!   and one queue of delivery jobs per next hop with its concurrency count and its "down
+//!   until" mark. Everything else talks to it through one unbounded channel, so no code
+//!   here holds a lock, let alone two, and nothing can deadlock on lock order.
+//! - Each message being processed runs in its own **message task** ([`message`]): it
+//!   moves the file to `active/`, reads and validates it, routes every pending recipient,
+//!   hands one job per next hop to the scheduler, waits for their results, sends bounces
+//!   and delay notices, and then removes, defers or holds the message. A panic in it ends
+//!   that task only; the scheduler is told by the task's join handle and the message stays
+//!   in `active/` until the next start.
+//! - Each connection is a **delivery worker** ([`attempt`]): the scheduler starts one
+//!   when a next hop has jobs and free slots; it walks the MX list, delivers the job, then
+//!   asks for another job for the same next hop to reuse its connection. Its slot is
+//!   returned by a guard's `Drop`, so a panic cannot leak it.
+//!
+//! Invariants:
+//! - A message is in exactly one state directory (moves are link, fsync, unlink: see
+//!   `tern_spool`); the scheduler processes a message id at most once at a time.
+//! - A recipient is only ever tried again while its status is pending or deferred; its
+//!   delivered or failed status is written to the delivery record before the message
+//!   leaves `active/` for `deferred/` or `hold/`. A bounce is committed to the spool
+//!   before the record says it was sent, so a crash can repeat a bounce, never lose one.
+//! - Routing uses the routing table as it was when the message task started: a reload
+//!   changes what later tasks see, never a delivery in progress.
+//!
+//! At-least-once: a crash after a peer accepted a message but before the message was
+//! removed or its record written delivers it again at the next start. The window is one
+//! delivery attempt.
+
+pub mod attempt;
+pub mod config;
+pub mod dsn;
+pub mod intake;
+pub mod message;
+pub mod scheduler;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tern_deliver::ClientContext;
+use tern_events::EventLog;
+use tern_route::RoutingTable;
+use tern_route::dns::Resolver;
+use tern_spool::Spool;
+
+pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
+pub use intake::QueueIntake;
+pub use scheduler::{Queue, QueueHandle};
+
+/// Settings that can change on reload, swapped as one unit.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// The routing table.
+    pub routes: Arc<RoutingTable>,
+    /// Scheduling and retry settings.
+    pub queue: QueueConfig,
+}
+
+/// Everything the queue's tasks share. Read-only after start except `runtime`, which a
+/// reload swaps atomically (readers never wait).
+pub struct Context {
+    /// The spool.
+    pub spool: Spool,
+    /// Event log.
+    pub events: EventLog,
+    /// Reloadable settings.
+    pub runtime: ArcSwap<Runtime>,
+    /// Outbound SMTP settings that do not change at run time.
+    pub delivery: DeliveryConfig,
+    /// DNS resolver (with its TTL cache).
+    pub resolver: Resolver,
+    /// TLS contexts of the SMTP client.
+    pub client: Arc<ClientContext>,
+    /// Our host name (Reporting-MTA, bounces' From, MX self-detection).
+    pub hostname: String,
+    /// Addresses Tern listens on, for MX self-detection.
+    pub listen_addrs: Vec<IpAddr>,
+    /// Grace period for deliveries in progress at shutdown.
+    pub shutdown_grace: Duration,
+    /// Where DSNs are queued (announced to this queue like any new message).
+    pub intake: QueueIntake,
+}

@@ -1,0 +1,451 @@
+//! The message task: one delivery attempt of one message, from its state directory back
+//! to a state directory (or out of the spool).
+//!
+//! Steps: move to `active/`; read and validate the file and its delivery record
+//! (quarantine either if bad); decide every pending recipient's route with the routing
+//! table of this moment; fail what cannot go (hop limit, expiry, reject routes); hand one
+//! job per next hop to the scheduler; wait for the results; queue bounces and notices;
+//! then remove the message (nothing left to do), or write its record and move it to
+//! `deferred/` (or `hold/` for hold routes).
+//!
+//! Invariants: the record is written before the message leaves `active/` for a waiting
+//! state; a DSN is committed to the spool before the record marks its recipients as
+//! notified. A spool error leaves the message in `active/` (retried at the next start)
+//! and emits event 4010; it never drops the message.
+//!
+//! Trust: the content is only scanned for `Received:` lines (bounded by the header
+//! section); recipients' domains come from envelopes the spool validated.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tern_events::{catalog, fields};
+use tern_route::{NextHop, Transport};
+use tern_spool::{CorruptReason, DeliveryRecord, QueueId, QueueState, RecipientStatus, SpoolError};
+use tokio::sync::{oneshot, watch};
+use tokio::task::AbortHandle;
+
+use crate::Context;
+use crate::attempt::{Job, JobResult, LoadedMessage, RcptResult, local_reply};
+use crate::dsn;
+use crate::scheduler::{Cmd, QueueHandle};
+
+/// What the scheduler does with a message after its task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Next {
+    /// Nothing: removed, held, quarantined, or left in `active/` after an error.
+    Done,
+    /// Retry at this time (the message is in `deferred/`).
+    Deferred(Instant),
+}
+
+/// Microseconds since the Unix epoch, now.
+pub(crate) fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Starts the task for message `id`, now in `state`. The scheduler is told when it ends,
+/// also when it panics (then the message stays in `active/` until the next start).
+pub(crate) fn spawn(
+    ctx: Arc<Context>,
+    handle: QueueHandle,
+    id: QueueId,
+    state: QueueState,
+    stop: watch::Receiver<bool>,
+) -> AbortHandle {
+    let inner = tokio::spawn(run(ctx.clone(), handle.clone(), id, state, stop));
+    let abort = inner.abort_handle();
+    tokio::spawn(async move {
+        let next = match inner.await {
+            Ok(next) => next,
+            Err(e) => {
+                if e.is_panic() {
+                    ctx.events.emit(
+                        &catalog::QUEUE_ERROR,
+                        fields!("queue_id" => id, "error" => "message task panicked; the message stays in active/ until the next start"),
+                    );
+                }
+                Next::Done
+            }
+        };
+        handle.send(Cmd::MessageDone { id, next });
+    });
+    abort
+}
+
+fn spool_error(ctx: &Context, id: QueueId, op: &str, e: &SpoolError) -> Next {
+    ctx.events.emit(
+        &catalog::QUEUE_ERROR,
+        fields!("queue_id" => id, "op" => op, "error" => e),
+    );
+    Next::Done
+}
+
+/// Counts `Received:` header fields in the header section.
+pub(crate) fn received_count(content: &[u8]) -> usize {
+    let mut n = 0;
+    for line in content.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:") {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The domain of an address (after the last `@`), lower-cased.
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    handle: QueueHandle,
+    id: QueueId,
+    state: QueueState,
+    stop: watch::Receiver<bool>,
+) -> Next {
+    let spool = &ctx.spool;
+    if state != QueueState::Active {
+        match spool.move_to(id, state, QueueState::Active).await {
+            Ok(()) => {}
+            Err(SpoolError::NotFound) => return Next::Done,
+            Err(e) => return spool_error(&ctx, id, "move to active", &e),
+        }
+    }
+    let sp = spool.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let m = sp.read(QueueState::Active, id)?;
+        let rec = sp.read_record(id);
+        Ok::<_, SpoolError>((m, rec))
+    })
+    .await;
+    let (stored, record) = match loaded {
+        Ok(Ok(x)) => x,
+        // `read` quarantined a corrupt file already (event 3003).
+        Ok(Err(SpoolError::Corrupt(_) | SpoolError::NotFound)) => return Next::Done,
+        Ok(Err(e)) => return spool_error(&ctx, id, "read", &e),
+        Err(e) => {
+            return spool_error(&ctx, id, "read", &SpoolError::BlockingTask(e.to_string()));
+        }
+    };
+    let n = stored.envelope.recipients.len();
+    let mut record = match record {
+        Ok(Some(r)) if r.recipients.len() == n => r,
+        Ok(None) => DeliveryRecord::new(id, n),
+        Ok(Some(_)) => {
+            let reason =
+                CorruptReason::BadRecord("record and envelope disagree on recipients".into());
+            let _ = spool.quarantine_message(QueueState::Active, id, &reason);
+            return Next::Done;
+        }
+        Err(SpoolError::Corrupt(reason)) => {
+            let _ = spool.quarantine_message(QueueState::Active, id, &reason);
+            return Next::Done;
+        }
+        Err(e) => return spool_error(&ctx, id, "read record", &e),
+    };
+    let msg = Arc::new(LoadedMessage {
+        envelope: stored.envelope,
+        content: stored.body,
+    });
+    let runtime = ctx.runtime.load_full();
+    let cfg = &runtime.queue;
+    let now = now_micros();
+    let age = Duration::from_micros(u64::try_from(now - msg.envelope.arrival_micros).unwrap_or(0));
+
+    let pending: Vec<usize> = (0..n)
+        .filter(|i| {
+            matches!(
+                record.recipients.get(*i).map(|r| &r.status),
+                Some(RecipientStatus::Pending | RecipientStatus::Deferred { .. })
+            )
+        })
+        .collect();
+    let mut results: Vec<(usize, RcptResult)> = Vec::new();
+    let mut held = Vec::new();
+    let mut jobs: BTreeMap<String, (NextHop, Arc<Transport>, String, Vec<usize>)> = BTreeMap::new();
+    let hops = received_count(&msg.content);
+    if hops > cfg.hop_limit {
+        let reply = local_reply(
+            554,
+            &format!(
+                "5.4.6 too many hops ({hops} Received headers, limit {}): mail loop?",
+                cfg.hop_limit
+            ),
+        );
+        for i in &pending {
+            results.push((
+                *i,
+                RcptResult::Failed {
+                    reply: reply.clone(),
+                    remote: None,
+                },
+            ));
+        }
+    } else if age >= Duration::from_secs(cfg.max_lifetime_secs) && record.attempts > 0 {
+        ctx.events.emit(
+            &catalog::QUEUE_MESSAGE_EXPIRED,
+            fields!("queue_id" => id, "age_secs" => age.as_secs()),
+        );
+        for i in &pending {
+            let last = match record.recipients.get(*i).map(|r| &r.status) {
+                Some(RecipientStatus::Deferred { reply }) => reply.clone(),
+                _ => String::new(),
+            };
+            let reply = local_reply(
+                554,
+                &format!(
+                    "4.4.7 message expired after {} days in the queue; last error: {last}",
+                    age.as_secs() / 86_400
+                ),
+            );
+            results.push((
+                *i,
+                RcptResult::Failed {
+                    reply,
+                    remote: None,
+                },
+            ));
+        }
+    } else {
+        for i in &pending {
+            let Some(r) = msg.envelope.recipients.get(*i) else {
+                continue;
+            };
+            let domain = domain_of(&r.address);
+            let route = runtime.routes.route(&domain);
+            match &*route.transport {
+                Transport::Reject { reply } => {
+                    let text = format!("{} {} {}", reply.code, reply.enhanced, reply.text);
+                    results.push((
+                        *i,
+                        RcptResult::Failed {
+                            reply: text,
+                            remote: None,
+                        },
+                    ));
+                }
+                Transport::Hold => held.push(*i),
+                _ => {
+                    let key = route.next_hop.to_string();
+                    jobs.entry(key)
+                        .or_insert_with(|| {
+                            (
+                                route.next_hop.clone(),
+                                Arc::clone(&route.transport),
+                                domain.clone(),
+                                Vec::new(),
+                            )
+                        })
+                        .3
+                        .push(*i);
+                }
+            }
+        }
+    }
+
+    let mut waits = Vec::new();
+    for (_, (hop, transport, domain, rcpts)) in jobs {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            hop,
+            transport,
+            domain,
+            msg: Arc::clone(&msg),
+            rcpts: rcpts.clone(),
+            reply: tx,
+        };
+        handle.send(Cmd::Enqueue(job));
+        waits.push((rcpts, rx));
+    }
+    for (rcpts, rx) in waits {
+        match rx.await {
+            Ok(JobResult { outcomes }) => results.extend(outcomes),
+            // The worker died (panic) or the queue stopped: defer, never drop.
+            Err(_) => {
+                let reply = local_reply(451, "4.3.0 internal error during delivery; will retry");
+                results.extend(rcpts.into_iter().map(|i| {
+                    (
+                        i,
+                        RcptResult::Deferred {
+                            reply: reply.clone(),
+                            remote: None,
+                        },
+                    )
+                }));
+            }
+        }
+    }
+    drop(stop);
+    finish(&ctx, id, &msg, &mut record, results, held, now).await
+}
+
+/// Applies the results to the record, sends DSNs, and puts the message where it goes.
+async fn finish(
+    ctx: &Context,
+    id: QueueId,
+    msg: &LoadedMessage,
+    record: &mut DeliveryRecord,
+    results: Vec<(usize, RcptResult)>,
+    held: Vec<usize>,
+    now: i64,
+) -> Next {
+    let spool = &ctx.spool;
+    let runtime = ctx.runtime.load_full();
+    let cfg = &runtime.queue;
+    let tried = !results.is_empty();
+    let mut newly_failed = Vec::new();
+    let mut newly_delivered = Vec::new();
+    let mut deferred_reasons = Vec::new();
+    for (i, res) in results {
+        let Some(rr) = record.recipients.get_mut(i) else {
+            continue;
+        };
+        rr.attempts = rr.attempts.saturating_add(1);
+        match res {
+            RcptResult::Delivered {
+                reply,
+                remote,
+                relayed,
+            } => {
+                rr.status = RecipientStatus::Delivered {
+                    reply: tern_spool::record::bounded_reply(&reply),
+                };
+                rr.remote_mta = Some(remote);
+                newly_delivered.push((i, relayed));
+            }
+            RcptResult::Deferred { reply, remote } => {
+                deferred_reasons.push(reply.clone());
+                rr.status = RecipientStatus::Deferred {
+                    reply: tern_spool::record::bounded_reply(&reply),
+                };
+                rr.remote_mta = remote;
+            }
+            RcptResult::Failed { reply, remote } => {
+                rr.status = RecipientStatus::Failed {
+                    reply: tern_spool::record::bounded_reply(&reply),
+                };
+                rr.remote_mta = remote;
+                newly_failed.push(i);
+            }
+        }
+    }
+    if tried {
+        record.attempts = record.attempts.saturating_add(1);
+        record.first_attempt_micros.get_or_insert(now);
+        record.last_attempt_micros = Some(now_micros());
+    }
+    if !newly_failed.is_empty() {
+        let list: Vec<&str> = newly_failed
+            .iter()
+            .filter_map(|i| msg.envelope.recipients.get(*i).map(|r| r.address.as_str()))
+            .collect();
+        ctx.events.emit(
+            &catalog::DELIVERY_FAILED,
+            fields!("queue_id" => id, "recipients" => list.join(","), "reply" => first_reply(record, &newly_failed)),
+        );
+    }
+    // Bounces and success notices: committed before the record says they were sent.
+    if let Err(e) = dsn::send_reports(ctx, msg, record, &newly_failed, &newly_delivered).await {
+        return spool_error(ctx, id, "queue a DSN", &e);
+    }
+    let open: Vec<usize> = (0..record.recipients.len())
+        .filter(|i| {
+            matches!(
+                record.recipients.get(*i).map(|r| &r.status),
+                Some(RecipientStatus::Pending | RecipientStatus::Deferred { .. })
+            )
+        })
+        .collect();
+    if open.is_empty() {
+        return match spool.remove(QueueState::Active, id) {
+            Ok(()) | Err(SpoolError::NotFound) => Next::Done,
+            Err(e) => spool_error(ctx, id, "remove", &e),
+        };
+    }
+    let only_held = open.iter().all(|i| held.contains(i));
+    if only_held {
+        if let Err(e) = spool.write_record(record).await {
+            return spool_error(ctx, id, "write record", &e);
+        }
+        return match spool
+            .move_to(id, QueueState::Active, QueueState::Hold)
+            .await
+        {
+            Ok(()) => {
+                ctx.events
+                    .emit(&catalog::QUEUE_HELD, fields!("queue_id" => id));
+                Next::Done
+            }
+            Err(e) => spool_error(ctx, id, "move to hold", &e),
+        };
+    }
+    let wait = cfg.backoff(record.attempts.max(1), &mut rand::rng());
+    let due = Instant::now() + wait;
+    record.next_attempt_micros =
+        Some(now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
+    let reason = deferred_reasons.first().cloned().unwrap_or_default();
+    record.last_error = Some(tern_spool::record::bounded_reply(&reason));
+    if let Err(e) = dsn::maybe_delay_notice(ctx, msg, record, &open).await {
+        return spool_error(ctx, id, "queue a delay notice", &e);
+    }
+    if let Err(e) = spool.write_record(record).await {
+        return spool_error(ctx, id, "write record", &e);
+    }
+    if let Err(e) = spool
+        .move_to(id, QueueState::Active, QueueState::Deferred)
+        .await
+    {
+        return spool_error(ctx, id, "move to deferred", &e);
+    }
+    ctx.events.emit(
+        &catalog::DELIVERY_DEFERRED,
+        fields!(
+            "queue_id" => id,
+            "recipients" => open.len(),
+            "reason" => reason,
+            "retry_in_secs" => wait.as_secs(),
+        ),
+    );
+    Next::Deferred(due)
+}
+
+fn first_reply(record: &DeliveryRecord, idx: &[usize]) -> String {
+    idx.first()
+        .and_then(|i| record.recipients.get(*i))
+        .map(|r| match &r.status {
+            RecipientStatus::Failed { reply }
+            | RecipientStatus::Deferred { reply }
+            | RecipientStatus::Delivered { reply } => reply.clone(),
+            RecipientStatus::Pending => String::new(),
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_lines_are_counted_in_the_header_only() {
+        let m = b"Received: a\r\nreceived: b\r\nSubject: x\r\n\r\nReceived: not a header\r\n";
+        assert_eq!(received_count(m), 2);
+        assert_eq!(received_count(b""), 0);
+        assert_eq!(received_count(b"Received:\n\n"), 1);
+    }
+
+    #[test]
+    fn domains_are_lower_cased_after_the_last_at() {
+        assert_eq!(domain_of("\"a@b\"@Example.COM"), "example.com");
+        assert_eq!(domain_of("postmaster"), "");
+    }
+}

@@ -1,0 +1,418 @@
+//! The routing table: which transport and which next hop a recipient domain gets.
+//!
+//! Purpose: built once from the `[[route]]` entries, then asked for every recipient.
+//!
+//! Matching: case-insensitive, one trailing dot ignored. An exact pattern (`example.com`,
+//! or an address literal `[192.0.2.1]`) wins over the longest matching subdomain pattern
+//! (`.example.com` matches `a.example.com` and `b.a.example.com`, not `example.com`),
+//! which wins over `*`. Without a `*` entry, the implicit default is `mx`, TLS `may`,
+//! port 25 (reported as pattern `(default)`).
+//!
+//! Invariants: the table is immutable once built; a reload builds a new one and the caller
+//! swaps it atomically, so a lookup never waits. A lookup is one hash probe for the exact
+//! match plus one per label of the domain, and allocates only the returned strings. Every
+//! domain pattern belongs to exactly one route (duplicates are a build error), so a domain
+//! always maps to one route.
+//!
+//! Trust: domains looked up come from envelopes (remote peers); any string is accepted and
+//! routes somewhere (an unparsable domain falls to `*`/default; the MX planner refuses it).
+
+mod config;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+pub use config::{RejectReply, RelayHost, RouteConfig, TlsPolicy, TransportKind};
+
+use crate::name;
+
+/// Port used at MX hosts when a route does not say.
+pub const DEFAULT_MX_PORT: u16 = 25;
+
+/// How mail for a route leaves, resolved from a [`RouteConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// MX lookup for the recipient domain, SMTP to the hosts found. For an address-literal
+    /// domain, SMTP to that address directly.
+    Mx {
+        /// Port at the MX hosts.
+        port: u16,
+        /// TLS requirement towards the hosts.
+        tls: TlsPolicy,
+    },
+    /// SMTP to fixed relay hosts, in order; no MX lookup.
+    Smtp {
+        /// The relay hosts, in the configured order; never empty.
+        hosts: Vec<RelayHost>,
+        /// TLS requirement towards the relays.
+        tls: TlsPolicy,
+    },
+    /// Refuse the recipient with this reply.
+    Reject {
+        /// The permanent reply.
+        reply: RejectReply,
+    },
+    /// Keep the mail queued until released by the operator.
+    Hold,
+}
+
+/// The queue a recipient joins: recipients with equal next hops are delivered together.
+///
+/// Display forms: `mx:<domain>`, `smtp:<route index>`, `reject:<route index>`,
+/// `hold:<route index>`. Route indexes are positions in the configuration; after a
+/// reload that reorders routes the same index can name another route, so queues keyed by
+/// it should be re-routed on reload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum NextHop {
+    /// MX delivery to one domain (lowercase, no trailing dot; literals canonical).
+    Mx {
+        /// The recipient domain.
+        domain: String,
+    },
+    /// The relay hosts of one `smtp` route, shared by all its domains.
+    Relay {
+        /// Index of the route in the configuration.
+        route: usize,
+    },
+    /// The `reject` route with this index.
+    Reject {
+        /// Index of the route in the configuration.
+        route: usize,
+    },
+    /// The `hold` route with this index.
+    Hold {
+        /// Index of the route in the configuration.
+        route: usize,
+    },
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NextHop::Mx { domain } => write!(f, "mx:{domain}"),
+            NextHop::Relay { route } => write!(f, "smtp:{route}"),
+            NextHop::Reject { route } => write!(f, "reject:{route}"),
+            NextHop::Hold { route } => write!(f, "hold:{route}"),
+        }
+    }
+}
+
+/// The answer of [`RoutingTable::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The pattern that matched, normalised (`example.com`, `.example.com`, `*`), or
+    /// `(default)` for the implicit default route.
+    pub pattern: String,
+    /// How the mail leaves.
+    pub transport: Arc<Transport>,
+    /// The queue the recipient joins.
+    pub next_hop: NextHop,
+}
+
+/// One thing wrong with the `[[route]]` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteProblem {
+    /// Where: `route[2]`, `route[2].hosts[0]`, `route[0].domains`.
+    pub key: String,
+    /// What is wrong, as a sentence for the operator.
+    pub message: String,
+}
+
+impl fmt::Display for RouteProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// A domain pattern after parsing.
+enum Pattern {
+    /// The domain itself (or an address literal), normalised.
+    Exact(String),
+    /// Strict subdomains of this domain (stored without the leading dot).
+    Suffix(String),
+    /// `*`.
+    Any,
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Result<Pattern, String> {
+        let text = text.trim();
+        if text == "*" {
+            return Ok(Pattern::Any);
+        }
+        if text.starts_with('[') {
+            return match name::parse_address_literal(text) {
+                Some(ip) => Ok(Pattern::Exact(name::canonical_literal(ip))),
+                None => Err(format!(
+                    "{text:?} is not an address literal ([192.0.2.1] or [IPv6:2001:db8::1])"
+                )),
+            };
+        }
+        if text.starts_with("*.") {
+            return Err(format!(
+                "{text:?}: wildcards are written as a leading dot, {:?}",
+                text.get(1..).unwrap_or_default()
+            ));
+        }
+        let (suffix, domain) = match text.strip_prefix('.') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let domain = name::normalize(domain).into_owned();
+        name::check_domain(&domain).map_err(|why| format!("{text:?}: {why}"))?;
+        Ok(if suffix {
+            Pattern::Suffix(domain)
+        } else {
+            Pattern::Exact(domain)
+        })
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Pattern::Exact(d) => d.clone(),
+            Pattern::Suffix(d) => format!(".{d}"),
+            Pattern::Any => "*".to_owned(),
+        }
+    }
+}
+
+/// One built route.
+#[derive(Debug)]
+struct Entry {
+    transport: Arc<Transport>,
+}
+
+/// The routing table. Cheap to query, immutable after [`RoutingTable::new`].
+#[derive(Debug)]
+pub struct RoutingTable {
+    entries: Vec<Entry>,
+    /// Exact domain -> route index.
+    exact: HashMap<String, usize>,
+    /// Parent domain (without the leading dot) -> route index.
+    suffix: HashMap<String, usize>,
+    /// Route index of `*`.
+    wildcard: Option<usize>,
+    /// Used when nothing matches and there is no `*`.
+    default: Arc<Transport>,
+}
+
+impl RoutingTable {
+    /// Builds the table, or returns every problem found (never just the first).
+    pub fn new(routes: &[RouteConfig]) -> Result<RoutingTable, Vec<RouteProblem>> {
+        let mut problems = Vec::new();
+        let mut entries = Vec::with_capacity(routes.len());
+        let mut exact = HashMap::new();
+        let mut suffix = HashMap::new();
+        let mut wildcard = None;
+        // Normalised pattern text -> the key where it was first seen.
+        let mut seen: HashMap<String, String> = HashMap::new();
+
+        for (i, route) in routes.iter().enumerate() {
+            let transport = build_transport(i, route, &mut problems);
+            if route.domains.is_empty() {
+                problems.push(problem(
+                    format!("route[{i}].domains"),
+                    "the route lists no domains; write domains = [\"*\"] for everything",
+                ));
+            }
+            for (j, text) in route.domains.iter().enumerate() {
+                let key = format!("route[{i}].domains[{j}]");
+                let pattern = match Pattern::parse(text) {
+                    Ok(p) => p,
+                    Err(message) => {
+                        problems.push(problem(key, message));
+                        continue;
+                    }
+                };
+                let normalised = pattern.text();
+                if let Some(first) = seen.get(&normalised) {
+                    problems.push(problem(
+                        key,
+                        format!("{normalised:?} is already routed by {first}"),
+                    ));
+                    continue;
+                }
+                seen.insert(normalised, key);
+                match pattern {
+                    Pattern::Exact(d) => {
+                        exact.insert(d, i);
+                    }
+                    Pattern::Suffix(d) => {
+                        suffix.insert(d, i);
+                    }
+                    Pattern::Any => wildcard = Some(i),
+                }
+            }
+            entries.push(Entry {
+                transport: Arc::new(transport.unwrap_or(Transport::Hold)),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(RoutingTable {
+            entries,
+            exact,
+            suffix,
+            wildcard,
+            default: Arc::new(Transport::Mx {
+                port: DEFAULT_MX_PORT,
+                tls: TlsPolicy::May,
+            }),
+        })
+    }
+
+    /// Routes a recipient domain (any case, optional trailing dot).
+    pub fn route(&self, domain: &str) -> Route {
+        let domain = name::normalize(domain);
+        let domain = domain.as_ref();
+        if let Some(&i) = self.exact.get(domain) {
+            return self.matched(i, domain.to_owned(), domain);
+        }
+        // Longest suffix first: walk from the full domain's parent towards the root.
+        let mut rest = domain;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(&i) = self.suffix.get(parent) {
+                return self.matched(i, format!(".{parent}"), domain);
+            }
+            rest = parent;
+        }
+        if let Some(i) = self.wildcard {
+            return self.matched(i, "*".to_owned(), domain);
+        }
+        Route {
+            pattern: "(default)".to_owned(),
+            transport: Arc::clone(&self.default),
+            next_hop: NextHop::Mx {
+                domain: domain.to_owned(),
+            },
+        }
+    }
+
+    /// Number of configured routes (the implicit default not counted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no route is configured (everything takes the implicit default).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn matched(&self, index: usize, pattern: String, domain: &str) -> Route {
+        let transport = match self.entries.get(index) {
+            Some(entry) => Arc::clone(&entry.transport),
+            // Indexes come from `new` and always exist; fall back rather than panic.
+            None => Arc::clone(&self.default),
+        };
+        let next_hop = match transport.as_ref() {
+            Transport::Mx { .. } => NextHop::Mx {
+                domain: domain.to_owned(),
+            },
+            Transport::Smtp { .. } => NextHop::Relay { route: index },
+            Transport::Reject { .. } => NextHop::Reject { route: index },
+            Transport::Hold => NextHop::Hold { route: index },
+        };
+        Route {
+            pattern,
+            transport,
+            next_hop,
+        }
+    }
+}
+
+fn problem(key: String, message: impl Into<String>) -> RouteProblem {
+    RouteProblem {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Checks the transport-specific keys of route `i` and builds its transport. Returns
+/// `None` (with problems pushed) when the route is unusable.
+fn build_transport(
+    i: usize,
+    route: &RouteConfig,
+    problems: &mut Vec<RouteProblem>,
+) -> Option<Transport> {
+    let before = problems.len();
+    let kind = route.transport;
+    if kind != TransportKind::Smtp && !route.hosts.is_empty() {
+        problems.push(problem(
+            format!("route[{i}].hosts"),
+            format!("hosts are only for transport \"smtp\", not \"{kind}\""),
+        ));
+    }
+    if kind != TransportKind::Reject && route.reply.is_some() {
+        problems.push(problem(
+            format!("route[{i}].reply"),
+            format!("reply is only for transport \"reject\", not \"{kind}\""),
+        ));
+    }
+    if kind != TransportKind::Mx && route.port.is_some() {
+        problems.push(problem(
+            format!("route[{i}].port"),
+            format!(
+                "port is only for transport \"mx\", not \"{kind}\"; \
+                 relay hosts carry their own port (host:port)"
+            ),
+        ));
+    }
+    if matches!(kind, TransportKind::Reject | TransportKind::Hold) && route.tls.is_some() {
+        problems.push(problem(
+            format!("route[{i}].tls"),
+            format!("tls has no effect on transport \"{kind}\""),
+        ));
+    }
+    let tls = route.tls.unwrap_or_default();
+    let transport = match kind {
+        TransportKind::Mx => {
+            let port = route.port.unwrap_or(DEFAULT_MX_PORT);
+            if port == 0 {
+                problems.push(problem(
+                    format!("route[{i}].port"),
+                    "the port must be from 1 to 65535",
+                ));
+            }
+            Transport::Mx { port, tls }
+        }
+        TransportKind::Smtp => {
+            if route.hosts.is_empty() {
+                problems.push(problem(
+                    format!("route[{i}].hosts"),
+                    "transport \"smtp\" needs at least one relay host",
+                ));
+            }
+            let mut hosts = Vec::with_capacity(route.hosts.len());
+            for (j, text) in route.hosts.iter().enumerate() {
+                match RelayHost::parse(text) {
+                    Ok(h) => hosts.push(h),
+                    Err(message) => {
+                        problems.push(problem(format!("route[{i}].hosts[{j}]"), message))
+                    }
+                }
+            }
+            Transport::Smtp { hosts, tls }
+        }
+        TransportKind::Reject => {
+            let reply = match &route.reply {
+                None => RejectReply::default(),
+                Some(text) => match RejectReply::parse(text) {
+                    Ok(r) => r,
+                    Err(message) => {
+                        problems.push(problem(format!("route[{i}].reply"), message));
+                        RejectReply::default()
+                    }
+                },
+            };
+            Transport::Reject { reply }
+        }
+        TransportKind::Hold => Transport::Hold,
+    };
+    (problems.len() == before).then_some(transport)
+}

@@ -1,0 +1,224 @@
+//! The delivery record: what the queue has learned about a message since it arrived.
+//!
+//! The message file is written once and never changed. Everything that changes while a
+//! message waits in the queue (attempt count, next retry time, each recipient's status,
+//! whether a bounce or a delay notice was sent) lives in a small separate file,
+//! `records/<id>`, replaced atomically (write in `tmp/`, fsync, rename, fsync `records/`).
+//! A message without a record has had no attempt finish yet: all its recipients are
+//! pending.
+//!
+//! On disk: an 16-octet header, then a JSON document.
+//!
+//! ```text
+//! 0   8  magic "TERNREC1"
+//! 8   4  length of the JSON in octets (u32 little endian)
+//! 12  4  CRC32C of the JSON (u32 little endian)
+//! 16  .. JSON (serde of `DeliveryRecord`)
+//! ```
+//!
+//! Trust: a record read from disk is validated by [`decode`] (magic, exact length, CRC,
+//! JSON shape, id, recipient count) before use. A record that fails is corrupt and its
+//! message is quarantined with it; a record is never silently ignored, since that would
+//! send the message again to recipients that already have it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{MAX_RECIPIENTS, RecipientStatus};
+use crate::error::CorruptReason;
+use crate::id::QueueId;
+
+/// Magic at the start of every record file (the last octet is the format version).
+pub const RECORD_MAGIC: &[u8; 8] = b"TERNREC1";
+/// Header length in octets.
+pub const RECORD_HEADER_LEN: usize = 16;
+/// Largest record accepted from disk (a sanity bound: 100k recipients with their last
+/// replies fit well below it).
+pub const MAX_RECORD_LEN: usize = 64 << 20;
+/// Longest reply text kept per recipient (remote replies can be long; the record stays
+/// bounded).
+pub const MAX_REPLY_LEN: usize = 2048;
+
+/// What the queue knows about one message beyond its envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// The message this record belongs to; must equal the file name.
+    pub id: QueueId,
+    /// Delivery attempts finished so far.
+    pub attempts: u32,
+    /// When the first attempt finished, microseconds since the Unix epoch.
+    #[serde(default)]
+    pub first_attempt_micros: Option<i64>,
+    /// When the last attempt finished.
+    #[serde(default)]
+    pub last_attempt_micros: Option<i64>,
+    /// When the next attempt is due (deferred messages).
+    #[serde(default)]
+    pub next_attempt_micros: Option<i64>,
+    /// A delay notice was sent for this message (at most one is sent).
+    #[serde(default)]
+    pub delay_notice_sent: bool,
+    /// The last error that concerned the whole message (no route, connection failures).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// One entry per envelope recipient, in envelope order. Invariant: same length as
+    /// the envelope's recipient list (checked by the queue when it loads both).
+    pub recipients: Vec<RecipientRecord>,
+}
+
+/// What the queue knows about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RecipientRecord {
+    /// Where the recipient stands.
+    #[serde(default)]
+    pub status: RecipientStatus,
+    /// Attempts that included this recipient.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The host that gave the last reply (`mx.example.com[192.0.2.1]`), if any.
+    #[serde(default)]
+    pub remote_mta: Option<String>,
+    /// A DSN (bounce or success notice) covering this recipient was queued; it is never
+    /// sent twice.
+    #[serde(default)]
+    pub dsn_sent: bool,
+}
+
+impl DeliveryRecord {
+    /// A fresh record for a message with `recipients` recipients, all pending.
+    pub fn new(id: QueueId, recipients: usize) -> DeliveryRecord {
+        DeliveryRecord {
+            id,
+            attempts: 0,
+            first_attempt_micros: None,
+            last_attempt_micros: None,
+            next_attempt_micros: None,
+            delay_notice_sent: false,
+            last_error: None,
+            recipients: vec![RecipientRecord::default(); recipients],
+        }
+    }
+}
+
+/// Encodes a record for disk.
+pub fn encode(record: &DeliveryRecord) -> Vec<u8> {
+    // Serialising plain structs of strings and integers cannot fail.
+    let json = serde_json::to_vec(record).unwrap_or_default();
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + json.len());
+    out.extend_from_slice(RECORD_MAGIC);
+    out.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Decodes and validates a record read from `records/<expected>`.
+pub fn decode(bytes: &[u8], expected: QueueId) -> Result<DeliveryRecord, CorruptReason> {
+    let bad = |what: &str| CorruptReason::BadRecord(what.to_string());
+    if bytes.len() > MAX_RECORD_LEN {
+        return Err(bad("record larger than the limit"));
+    }
+    let (Some(magic), Some(len), Some(crc), Some(json)) = (
+        bytes.get(0..8),
+        bytes.get(8..12),
+        bytes.get(12..16),
+        bytes.get(RECORD_HEADER_LEN..),
+    ) else {
+        return Err(bad("record shorter than its header"));
+    };
+    if magic != RECORD_MAGIC {
+        return Err(bad("bad magic or unknown record version"));
+    }
+    let le = |b: &[u8]| b.try_into().map(u32::from_le_bytes).unwrap_or(u32::MAX);
+    if usize::try_from(le(len)).ok() != Some(json.len()) {
+        return Err(bad("record length does not match the file"));
+    }
+    if crc32c::crc32c(json) != le(crc) {
+        return Err(bad("record checksum mismatch"));
+    }
+    let record: DeliveryRecord =
+        serde_json::from_slice(json).map_err(|e| bad(&format!("record JSON: {e}")))?;
+    if record.id != expected {
+        return Err(bad("record id does not match its file name"));
+    }
+    if record.recipients.len() > MAX_RECIPIENTS {
+        return Err(bad("record has too many recipients"));
+    }
+    Ok(record)
+}
+
+/// Cuts a reply to [`MAX_REPLY_LEN`] octets on a character boundary.
+pub fn bounded_reply(reply: &str) -> String {
+    if reply.len() <= MAX_REPLY_LEN {
+        return reply.to_string();
+    }
+    let mut end = MAX_REPLY_LEN;
+    while !reply.is_char_boundary(end) {
+        end -= 1;
+    }
+    reply[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> DeliveryRecord {
+        let mut r = DeliveryRecord::new(QueueId::generate(), 2);
+        r.attempts = 3;
+        r.next_attempt_micros = Some(1_700_000_000_000_000);
+        r.recipients[0].status = RecipientStatus::Delivered {
+            reply: "250 ok".into(),
+        };
+        r.recipients[1].status = RecipientStatus::Deferred {
+            reply: "451 later".into(),
+        };
+        r
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = sample();
+        assert_eq!(decode(&encode(&r), r.id).unwrap(), r);
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_caught() {
+        let r = sample();
+        let good = encode(&r);
+        let mut flipped = good.clone();
+        let last = flipped.len() - 2;
+        flipped[last] ^= 0x20;
+        let mut magic = good.clone();
+        magic[7] = b'9';
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("truncated", good[..good.len() - 1].to_vec()),
+            ("header only", good[..RECORD_HEADER_LEN].to_vec()),
+            ("flipped", flipped),
+            ("version", magic),
+        ];
+        for (name, bytes) in cases {
+            assert!(decode(&bytes, r.id).is_err(), "{name} accepted");
+        }
+        assert!(
+            decode(&good, QueueId::generate()).is_err(),
+            "wrong id accepted"
+        );
+    }
+
+    #[test]
+    fn long_replies_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(MAX_REPLY_LEN);
+        let cut = bounded_reply(&s);
+        assert!(cut.len() <= MAX_REPLY_LEN);
+        assert!(s.starts_with(&cut));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&bytes, QueueId::generate());
+        }
+    }
+}

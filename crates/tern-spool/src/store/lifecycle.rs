@@ -1,0 +1,281 @@
+//! Moving messages between queue states, removing delivered ones, and their delivery
+//! records.
+//!
+//! Invariants:
+//! - A move never has a moment where the message is in no state directory: it is
+//!   `link(src, dst)`, then a group-committed fsync of the destination directory, then
+//!   `unlink(src)`. A crash (even a power loss on ext4 without a journal, where a rename's
+//!   two directory blocks can reach the disk in either order) leaves the message in the
+//!   destination, in the source, or in both; recovery keeps one name (see
+//!   [`Inner::resolve_duplicates`]).
+//! - Removing a delivered message unlinks its file first and its record second, without a
+//!   directory fsync: a crash can bring the message back (it is delivered again: the
+//!   documented at-least-once window), never lose one that was not delivered.
+//! - A record is replaced atomically: written in `tmp/`, fsynced, renamed over
+//!   `records/<id>`, then `records/` is fsynced (group commit). When `write_record`
+//!   returns `Ok`, a crash cannot bring back an older record.
+//! - Only a read-write spool moves, removes or writes (`SpoolError::ReadOnly` otherwise).
+//!
+//! Trust: records read back are validated by `record::decode`; a bad one is reported as
+//! `SpoolError::Corrupt(BadRecord)` and the caller quarantines the message with
+//! [`Spool::quarantine_message`].
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::sync::atomic::Ordering;
+
+use crate::error::{CorruptReason, SpoolError};
+use crate::id::QueueId;
+use crate::record::{self, DeliveryRecord};
+use crate::state::QueueState;
+
+use super::dirsync::DirSyncer;
+use super::quarantine::REASON_SUFFIX;
+use super::{Area, Inner, RECORDS_DIR, Spool, name_to_id, read_names, sys};
+
+/// Which state wins when recovery finds one message under two state directories (a move
+/// cut short by a crash). The later states of the usual flow win, and the operator's
+/// states (hold, poison) win over the scheduler's, so a crash never undoes an operator's
+/// decision nor re-runs a message the poison check stopped.
+const PRECEDENCE: [QueueState; 5] = [
+    QueueState::Poison,
+    QueueState::Hold,
+    QueueState::Deferred,
+    QueueState::Active,
+    QueueState::Incoming,
+];
+
+impl Inner {
+    fn syncer_for(&self, state: QueueState) -> Result<&DirSyncer, SpoolError> {
+        let w = self.writable.as_ref().ok_or(SpoolError::ReadOnly)?;
+        if state == QueueState::Incoming {
+            return Ok(&w.incoming);
+        }
+        w.moves.get(&state).ok_or(SpoolError::ReadOnly)
+    }
+
+    pub(crate) fn record_path(&self, id: QueueId) -> std::path::PathBuf {
+        let mut p = self.dir.join(RECORDS_DIR);
+        p.push(id.to_string());
+        p
+    }
+
+    /// At open: a message present in several state directories keeps only the name in
+    /// the state that comes first in [`PRECEDENCE`]; the other names are unlinked (they
+    /// are hard links to the same file, left by a move cut short). Returns how many names
+    /// were removed.
+    pub(crate) fn resolve_duplicates(&self) -> Result<usize, SpoolError> {
+        let mut seen: BTreeMap<QueueId, QueueState> = BTreeMap::new();
+        let mut removed = 0;
+        for state in PRECEDENCE {
+            let dir = self.area_dir(Area::State(state));
+            for name in read_names(&dir)? {
+                let Some(id) = name_to_id(&name) else {
+                    continue;
+                };
+                if let std::collections::btree_map::Entry::Vacant(e) = seen.entry(id) {
+                    e.insert(state);
+                    continue;
+                }
+                let path = dir.join(&name);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(SpoolError::io("remove duplicate name", path, e)),
+                }
+            }
+        }
+        if removed > 0 {
+            for state in PRECEDENCE {
+                let dir = self.area_dir(Area::State(state));
+                sys::sync_dir(&dir).map_err(|e| SpoolError::io("fsync directory", dir, e))?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// At open, after validation: removes records whose message is in no queue state
+    /// (the message was delivered and removed just before a crash). Records of
+    /// quarantined messages stay beside them in `corrupt/` (moved by
+    /// `quarantine_message`), so nothing here belongs to a message that still exists.
+    pub(crate) fn remove_orphan_records(&self) -> Result<usize, SpoolError> {
+        let dir = self.dir.join(RECORDS_DIR);
+        let mut removed = 0;
+        for name in read_names(&dir)? {
+            let Some(id) = name_to_id(&name) else {
+                continue;
+            };
+            let present = PRECEDENCE.iter().any(|s| {
+                self.entry_path(Area::State(*s), id)
+                    .symlink_metadata()
+                    .is_ok()
+            });
+            if !present {
+                let path = dir.join(&name);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(SpoolError::io("remove orphan record", path, e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Spool {
+    /// Moves message `id` from `from` to `to` (see the module header for how a crash is
+    /// survived). `SpoolError::NotFound` if it is not in `from`. Moving into or out of
+    /// `corrupt/` is not a move (see [`Spool::quarantine_message`]).
+    pub async fn move_to(
+        &self,
+        id: QueueId,
+        from: QueueState,
+        to: QueueState,
+    ) -> Result<(), SpoolError> {
+        if from == to {
+            return Ok(());
+        }
+        if from == QueueState::Corrupt || to == QueueState::Corrupt {
+            return Err(SpoolError::NotFound);
+        }
+        let inner = &self.inner;
+        let syncer = inner.syncer_for(to)?;
+        let src = inner.entry_path(Area::State(from), id);
+        let dst = inner.entry_path(Area::State(to), id);
+        match std::fs::hard_link(&src, &dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpoolError::NotFound),
+            // A name left by an earlier move cut short: same file, carry on.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(SpoolError::io("link", dst, e)),
+        }
+        syncer
+            .sync()
+            .await
+            .map_err(|e| SpoolError::io("fsync directory", syncer.path().clone(), e))?;
+        match std::fs::remove_file(&src) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::io("unlink", src, e)),
+        }
+        match (from.is_queued(), to.is_queued()) {
+            (true, false) => inner.forget_queued(from),
+            (false, true) => {
+                inner.queued.fetch_add(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Removes a message that needs nothing more (delivered, or bounced and its bounce
+    /// queued), with its record. Not synced: see the module header.
+    pub fn remove(&self, state: QueueState, id: QueueId) -> Result<(), SpoolError> {
+        if !self.inner.is_writable() {
+            return Err(SpoolError::ReadOnly);
+        }
+        let path = self.inner.entry_path(Area::State(state), id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => self.inner.forget_queued(state),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpoolError::NotFound),
+            Err(e) => return Err(SpoolError::io("unlink", path, e)),
+        }
+        let rec = self.inner.record_path(id);
+        match std::fs::remove_file(&rec) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SpoolError::io("unlink", rec, e)),
+        }
+    }
+
+    /// Makes `record` the message's delivery record, durably (see the module header).
+    pub async fn write_record(&self, record: &DeliveryRecord) -> Result<(), SpoolError> {
+        let inner = &self.inner;
+        let w = inner.writable.as_ref().ok_or(SpoolError::ReadOnly)?;
+        let bytes = record::encode(record);
+        let tmp = inner
+            .area_dir(Area::Tmp)
+            .join(format!("{}.record", record.id));
+        let dst = inner.record_path(record.id);
+        let (tmp_c, dst_c) = (tmp.clone(), dst.clone());
+        let written = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let _ = std::fs::remove_file(&tmp_c);
+            let mut f = sys::create_new(&tmp_c).map_err(|e| SpoolError::io("create", &tmp_c, e))?;
+            f.write_all(&bytes)
+                .and_then(|()| f.sync_data())
+                .map_err(|e| SpoolError::io("write", &tmp_c, e))?;
+            std::fs::rename(&tmp_c, &dst_c).map_err(|e| SpoolError::io("rename", &dst_c, e))
+        })
+        .await;
+        match written {
+            Ok(r) => r?,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(SpoolError::BlockingTask(e.to_string()));
+            }
+        }
+        w.records
+            .sync()
+            .await
+            .map_err(|e| SpoolError::io("fsync directory", w.records.path().clone(), e))
+    }
+
+    /// The message's delivery record, or `None` when it has none yet. Blocking (one small
+    /// read). A record that fails validation is `SpoolError::Corrupt`.
+    pub fn read_record(&self, id: QueueId) -> Result<Option<DeliveryRecord>, SpoolError> {
+        let path = self.inner.record_path(id);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SpoolError::io("read", path, e)),
+        };
+        record::decode(&bytes, id)
+            .map(Some)
+            .map_err(SpoolError::Corrupt)
+    }
+
+    /// Quarantines message `id` from `state` with `reason` (event 3003), and its record
+    /// beside it as `<name>.record`. Never deletes. Returns `false` if the message was no
+    /// longer there.
+    pub fn quarantine_message(
+        &self,
+        state: QueueState,
+        id: QueueId,
+        reason: &CorruptReason,
+    ) -> Result<bool, SpoolError> {
+        let inner = &self.inner;
+        if !inner.is_writable() {
+            return Err(SpoolError::ReadOnly);
+        }
+        let name = OsString::from(id.to_string());
+        let moved = inner.quarantine(Area::State(state), &name, reason)?;
+        if moved {
+            inner.forget_queued(state);
+            let rec = inner.record_path(id);
+            if rec.symlink_metadata().is_ok() {
+                let corrupt = inner.area_dir(Area::State(QueueState::Corrupt));
+                for n in 0..1000u32 {
+                    let candidate = if n == 0 {
+                        format!("{id}.record")
+                    } else {
+                        format!("{id}.record.{n}")
+                    };
+                    let dst = corrupt.join(&candidate);
+                    if candidate.ends_with(REASON_SUFFIX) {
+                        continue;
+                    }
+                    match sys::rename_noreplace(&rec, &dst) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                        Err(e) => return Err(SpoolError::io("quarantine record", rec, e)),
+                    }
+                }
+            }
+            inner.sync_after_quarantine(Area::State(state))?;
+        }
+        Ok(moved)
+    }
+}

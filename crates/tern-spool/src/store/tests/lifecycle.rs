@@ -1,0 +1,182 @@
+//! Moves between states, removal, delivery records, and how recovery treats what a crash
+//! in the middle of those leaves behind.
+
+use super::{content, open, store};
+use crate::RecipientStatus;
+use crate::error::{CorruptReason, SpoolError};
+use crate::record::DeliveryRecord;
+use crate::state::QueueState;
+
+#[tokio::test]
+async fn a_message_moves_through_the_states_and_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let body = content(3000, 7);
+    let id = store(&spool, &body, 512).await;
+    assert_eq!(spool.queued(), 1);
+    spool
+        .move_to(id, QueueState::Incoming, QueueState::Active)
+        .await
+        .unwrap();
+    assert!(!spool.path_of(QueueState::Incoming, id).exists());
+    assert_eq!(spool.read(QueueState::Active, id).unwrap().body, body);
+    spool
+        .move_to(id, QueueState::Active, QueueState::Deferred)
+        .await
+        .unwrap();
+    spool
+        .move_to(id, QueueState::Deferred, QueueState::Poison)
+        .await
+        .unwrap();
+    assert_eq!(spool.queued(), 0, "poison does not count as queued");
+    spool
+        .move_to(id, QueueState::Poison, QueueState::Incoming)
+        .await
+        .unwrap();
+    assert_eq!(spool.queued(), 1);
+    assert!(matches!(
+        spool
+            .move_to(id, QueueState::Hold, QueueState::Active)
+            .await,
+        Err(SpoolError::NotFound)
+    ));
+    spool.remove(QueueState::Incoming, id).unwrap();
+    assert_eq!(spool.queued(), 0);
+    assert!(matches!(
+        spool.remove(QueueState::Incoming, id),
+        Err(SpoolError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn records_are_replaced_atomically_and_removed_with_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = store(&spool, b"Subject: x\r\n\r\nhi\r\n", 64).await;
+    assert_eq!(spool.read_record(id).unwrap(), None);
+    let mut rec = DeliveryRecord::new(id, 2);
+    rec.attempts = 1;
+    spool.write_record(&rec).await.unwrap();
+    rec.attempts = 2;
+    rec.recipients[1].status = RecipientStatus::Failed {
+        reply: "550 5.1.1 no".into(),
+    };
+    spool.write_record(&rec).await.unwrap();
+    assert_eq!(spool.read_record(id).unwrap(), Some(rec));
+    assert!(
+        std::fs::read_dir(dir.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temporary file left behind"
+    );
+    spool.remove(QueueState::Incoming, id).unwrap();
+    assert_eq!(spool.read_record(id).unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_damaged_record_is_reported_and_quarantined_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = store(&spool, b"Subject: x\r\n\r\nhi\r\n", 64).await;
+    spool
+        .write_record(&DeliveryRecord::new(id, 2))
+        .await
+        .unwrap();
+    let path = dir.path().join("records").join(id.to_string());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len() - 3;
+    bytes[n] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let err = spool.read_record(id).unwrap_err();
+    let SpoolError::Corrupt(reason) = err else {
+        panic!("{err}")
+    };
+    assert!(matches!(reason, CorruptReason::BadRecord(_)));
+    assert!(
+        spool
+            .quarantine_message(QueueState::Incoming, id, &reason)
+            .unwrap()
+    );
+    let corrupt = dir.path().join("corrupt");
+    assert!(corrupt.join(id.to_string()).exists());
+    assert!(corrupt.join(format!("{id}.record")).exists());
+    assert!(corrupt.join(format!("{id}.reason")).exists());
+    assert_eq!(spool.queued(), 0);
+    drop(spool);
+    let (_, report) = open(dir.path());
+    assert_eq!(
+        report.count(QueueState::Corrupt),
+        1,
+        "the record is not a second entry"
+    );
+}
+
+#[tokio::test]
+async fn recovery_keeps_one_name_after_a_move_cut_short_and_drops_orphan_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let a = store(&spool, b"Subject: a\r\n\r\na\r\n", 64).await;
+    let b = store(&spool, b"Subject: b\r\n\r\nb\r\n", 64).await;
+    let gone = store(&spool, b"Subject: c\r\n\r\nc\r\n", 64).await;
+    spool
+        .write_record(&DeliveryRecord::new(gone, 2))
+        .await
+        .unwrap();
+    spool
+        .write_record(&DeliveryRecord::new(a, 2))
+        .await
+        .unwrap();
+    drop(spool);
+    // A move incoming -> deferred cut after the link, and one active -> hold.
+    std::fs::hard_link(
+        dir.path().join("incoming").join(a.to_string()),
+        dir.path().join("deferred").join(a.to_string()),
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.path().join("incoming").join(b.to_string()),
+        dir.path().join("active").join(b.to_string()),
+    )
+    .unwrap();
+    std::fs::hard_link(
+        dir.path().join("active").join(b.to_string()),
+        dir.path().join("hold").join(b.to_string()),
+    )
+    .unwrap();
+    // `gone` was delivered and removed; its record was not.
+    std::fs::remove_file(dir.path().join("incoming").join(gone.to_string())).unwrap();
+    let (spool, report) = open(dir.path());
+    assert_eq!(report.count(QueueState::Deferred), 1);
+    assert_eq!(report.count(QueueState::Hold), 1);
+    assert_eq!(report.count(QueueState::Incoming), 0);
+    assert_eq!(report.count(QueueState::Active), 0);
+    assert_eq!(spool.queued(), 2);
+    assert!(
+        spool.read_record(a).unwrap().is_some(),
+        "a keeps its record"
+    );
+    assert!(!dir.path().join("records").join(gone.to_string()).exists());
+}
+
+#[tokio::test]
+async fn a_read_only_spool_refuses_to_change_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = store(&spool, b"Subject: a\r\n\r\na\r\n", 64).await;
+    let ro = crate::Spool::open_read_only(dir.path()).unwrap();
+    assert!(matches!(
+        ro.remove(QueueState::Incoming, id),
+        Err(SpoolError::ReadOnly)
+    ));
+    assert!(matches!(
+        ro.move_to(id, QueueState::Incoming, QueueState::Active)
+            .await,
+        Err(SpoolError::ReadOnly)
+    ));
+    assert!(matches!(
+        ro.write_record(&DeliveryRecord::new(id, 1)).await,
+        Err(SpoolError::ReadOnly)
+    ));
+    assert!(spool.path_of(QueueState::Incoming, id).exists());
+}
