@@ -55,6 +55,15 @@ pub fn status_of(reply: &str) -> String {
     }
 }
 
+/// A local reason without its leading 3-digit reply code (`554 5.4.6 loop` gives
+/// `5.4.6 loop`).
+fn local_reason(reply: &str) -> &str {
+    match reply.split_once(' ') {
+        Some((code, rest)) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => reply,
+    }
+}
+
 /// `mx.example.com[192.0.2.1]` gives `mx.example.com`.
 fn host_of(remote: &str) -> &str {
     remote.split('[').next().unwrap_or(remote)
@@ -218,7 +227,13 @@ async fn queue_report(
                 action,
                 status,
                 remote_mta: rr.remote_mta.as_deref().map(host_of),
-                diagnostic: rr.remote_mta.as_ref().map(|_| reply),
+                // A remote reply is quoted as it came (typed `smtp;`); a local reason
+                // loses its synthetic reply code so it is typed as Tern's own.
+                diagnostic: Some(if rr.remote_mta.is_some() {
+                    reply
+                } else {
+                    local_reason(reply)
+                }),
                 last_attempt: record.last_attempt_micros.map(to_time),
                 will_retry_until: give_up.map(to_time),
             }

@@ -17,11 +17,16 @@ use super::{Setup, require_python_modules, terminate};
 /// A server that delivers: DNS from `dns`, retries after 1-2 s, MX hosts on `mx_port`,
 /// plus `routes` (`[[route]]` tables) before the default `*` MX route.
 pub fn delivering(dns: &DnsServer, mx_port: u16, routes: &str) -> Setup {
+    delivering_with(dns, mx_port, "", routes)
+}
+
+/// [`delivering`] with more `[delivery]` keys.
+pub fn delivering_with(dns: &DnsServer, mx_port: u16, delivery: &str, routes: &str) -> Setup {
     Setup::new()
         .dns(&dns.dns_section())
         .queue("[queue]\ndeliver = true\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n")
         .section(&format!(
-            "[delivery]\nconnect_timeout_secs = 2\ngreeting_timeout_secs = 3\ncommand_timeout_secs = 5\n\n{routes}\n[[route]]\ndomains = [\"*\"]\ntransport = \"mx\"\nport = {mx_port}\n"
+            "[delivery]\nconnect_timeout_secs = 2\ngreeting_timeout_secs = 3\ncommand_timeout_secs = 5\n{delivery}\n{routes}\n[[route]]\ndomains = [\"*\"]\ntransport = \"mx\"\nport = {mx_port}\n"
         ))
 }
 
@@ -325,4 +330,68 @@ impl Drop for SmtpPeer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends one message with full MAIL and RCPT command lines (for ESMTP parameters);
+/// returns the queue id.
+pub fn send_with(addr: SocketAddr, mail: &str, rcpts: &[&str], content: &[u8]) -> String {
+    let mut c = super::SmtpClient::connect(addr).expect("connect");
+    c.hello("client.test");
+    let r = c.command(mail).expect("MAIL");
+    assert_eq!(r.code, 250, "{mail}: {}", r.text());
+    for line in rcpts {
+        let r = c.command(line).expect("RCPT");
+        assert_eq!(r.code, 250, "{line}: {}", r.text());
+    }
+    let r = c.command("DATA").expect("DATA");
+    assert_eq!(r.code, 354, "{}", r.text());
+    c.write_raw(&super::dot_stuff(content)).expect("data");
+    let r = c.read_reply().expect("reply");
+    let _ = c.command("QUIT");
+    r.queued_id()
+        .unwrap_or_else(|| panic!("not queued: {}", r.text()))
+}
+
+/// Parses a DSN with Python's `email` package (policy default) and returns, as JSON:
+/// `content_type`, `report_type`, `to`, `from`, `subject`, `parts` (content types),
+/// `text` (the first text/plain part), `per_message` (dict) and `recipients` (list of
+/// dicts) from the message/delivery-status part, and `returned` (the third part as text).
+pub fn parse_dsn_with_python(dsn: &[u8]) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dsn.eml");
+    std::fs::write(&path, dsn).expect("write dsn");
+    let script = r#"
+import email, email.policy, json, sys
+m = email.message_from_bytes(open(sys.argv[1], 'rb').read(), policy=email.policy.default)
+parts = m.get_payload()
+out = {
+  "content_type": m.get_content_type(),
+  "report_type": m.get_param("report-type"),
+  "to": str(m["To"]), "from": str(m["From"]), "subject": str(m["Subject"]),
+  "auto_submitted": str(m["Auto-Submitted"]),
+  "parts": [p.get_content_type() for p in parts],
+}
+out["text"] = parts[0].get_content()
+status = parts[1].get_payload()
+out["per_message"] = {k: str(v) for k, v in status[0].items()}
+out["recipients"] = [{k: str(v) for k, v in b.items()} for b in status[1:]]
+third = parts[2]
+if third.get_content_type() == "message/rfc822":
+    out["returned"] = third.get_payload()[0].as_bytes().decode("utf-8", "replace")
+else:
+    out["returned"] = third.get_payload(decode=True).decode("utf-8", "replace")
+print(json.dumps(out))
+"#;
+    let out = super::python(
+        script,
+        &[path.to_str().expect("path")],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "python could not parse the DSN: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(dsn)
+    );
+    serde_json::from_slice(&out.stdout).expect("json from python")
 }
