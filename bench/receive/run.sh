@@ -247,6 +247,11 @@ data_dir = "$WORK/tern-data"
 domains = ["localhost", "bench.test"]
 networks = ["127.0.0.0/8"]
 
+# Accept-only, like the Postfix below whose mail all goes to hold: keep every
+# message in incoming/ and deliver nothing.
+[queue]
+deliver = false
+
 [[listener]]
 name = "bench"
 address = "127.0.0.1:$TERN_PORT"
