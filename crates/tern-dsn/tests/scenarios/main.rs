@@ -1,0 +1,14 @@
+//! Every scenario of this crate, one file each, compiled into one test binary (one link
+//! instead of one per file keeps the test build short). The shared harness is
+//! `../common/mod.rs`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bounce_is_parsed_by_mail_parser;
+mod hostile_remote_reply;
+mod malformed_originals;
+mod optional_fields;
+mod python_email_reads_bounce;
+mod report_kinds;
+mod returned_original;

@@ -1,0 +1,34 @@
+//! When we are the best MX of a domain that is not routed to us, delivery would loop:
+//! permanent 5.4.6. When we are a backup MX, only better hosts are tried.
+
+use crate::common::DnsPeer;
+use serde_json::json;
+use tern_route::dns::plan::{PlanError, SelfIdentity, resolve_mx_plan};
+
+#[tokio::test]
+async fn best_mx_pointing_to_us_is_a_loop() {
+    let peer = DnsPeer::start(&json!({"names": {
+        "loop.test": {"MX": [{"pref": 10, "exchange": "us.test"}, {"pref": 20, "exchange": "other.test"}]},
+        "backup.test": {"MX": [{"pref": 10, "exchange": "other.test"}, {"pref": 20, "exchange": "alias.test"}]},
+        "us.test": {"A": [{"addr": "127.0.0.70"}]},
+        "alias.test": {"A": [{"addr": "127.0.0.70"}]},
+        "other.test": {"A": [{"addr": "127.0.0.71"}]},
+    }}));
+    let resolver = peer.resolver(|_| {});
+    let me = SelfIdentity {
+        names: vec!["mail.example".into()],
+        addrs: vec!["127.0.0.70".parse().unwrap()],
+    };
+    let err = resolve_mx_plan(&resolver, "loop.test", &me, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err, PlanError::MxLoop);
+    assert!(err.is_permanent());
+    assert_eq!(err.enhanced_status(), "5.4.6");
+
+    let plan = resolve_mx_plan(&resolver, "backup.test", &me, 10)
+        .await
+        .unwrap();
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].name, "other.test");
+}

@@ -1,0 +1,84 @@
+//! `tern serve` with no `--config` runs on the embedded default: it listens on
+//! 127.0.0.1:2525, keeps its data in `./tern-data`, accepts mail for `localhost` and,
+//! from loopback clients, for any domain (README, "Run Tern").
+//!
+//! This is the only scenario on the fixed port 2525. A machine-wide lock serialises it
+//! with any other run of this test (another checkout, another engineer's `cargo test`);
+//! if something else holds the port, the test fails and says so.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use crate::common::{MachineLock, SmtpClient, Tern, run, send_one, simple_message};
+
+#[test]
+fn default_config_listens_on_2525_and_queues_local_and_relayed_mail() {
+    let _lock = MachineLock::acquire("port-2525", Duration::from_secs(120));
+    let addr: SocketAddr = "127.0.0.1:2525".parse().unwrap();
+    match TcpListener::bind(addr) {
+        Ok(probe) => drop(probe),
+        Err(e) => panic!(
+            "port 2525 on 127.0.0.1 is busy on this machine ({e}); the default-configuration \
+             test needs it free (is a tern serve or another mail server running?)"
+        ),
+    }
+
+    let mut tern = Tern::start_default_config(addr);
+    // Make sure what answers on 2525 is this server: it logged its start in ./tern-data.
+    let started = tern.wait_for_events(1001, 1, Duration::from_secs(10));
+    assert_eq!(started[0]["listeners"], "127.0.0.1:2525", "{started:?}");
+    assert!(
+        tern.dir.join("tern-data").is_dir(),
+        "./tern-data created in the working directory"
+    );
+    assert!(tern.dir.join("tern-data/spool/incoming").is_dir());
+    let hostname = started[0]["hostname"].as_str().unwrap().to_string();
+    assert!(!hostname.is_empty());
+
+    let mut c = SmtpClient::connect(addr).unwrap();
+    let greeting = c.read_reply().unwrap();
+    assert_eq!(greeting.text(), format!("220 {hostname} ESMTP Tern"));
+    let _ = c.command("QUIT");
+
+    let local = send_one(
+        addr,
+        "me@client.test",
+        &["you@localhost"],
+        &simple_message("local", "for localhost"),
+    );
+    let relayed = send_one(
+        addr,
+        "me@client.test",
+        &["someone@example.org"],
+        &simple_message("relay", "from loopback to anywhere"),
+    );
+
+    // Delivery runs: mail for localhost waits in hold (the default route), the relayed
+    // message is tried by MX and deferred (DNS answers nothing in this test's namespace).
+    tern.wait_for_events(4009, 1, Duration::from_secs(20));
+    tern.wait_for_events(4002, 1, Duration::from_secs(30));
+    // `tern queue list` without --config reads ./tern-data too.
+    let queued = tern.queue_json(&[]);
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    let find = |id: &str| {
+        queued
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed"))
+    };
+    assert_eq!(find(&local)["recipients"][0]["address"], "you@localhost");
+    assert_eq!(
+        find(&relayed)["recipients"][0]["address"],
+        "someone@example.org"
+    );
+
+    tern.stop(Duration::from_secs(40));
+    let plain = run(
+        &mut tern.tern_command(&["queue", "list"]),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(text.contains(&local) && text.contains(&relayed), "{text}");
+}

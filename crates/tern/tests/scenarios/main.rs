@@ -1,0 +1,30 @@
+//! Every scenario of this crate, one file each, compiled into one test binary (one link
+//! instead of one per file keeps the test build short). The shared harness is
+//! `../common/mod.rs`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod all_hosts_down_then_back;
+mod back_pressure_refuses_with_452;
+mod bdat_chunks_are_queued_byte_identical;
+mod check_config_reports_every_problem;
+mod corrupt_spool_entry_quarantined_at_start;
+mod default_config_accepts_local_and_loopback_relay;
+mod dns_answers_decide_bounce_or_defer;
+mod equal_preference_mx_share_the_load;
+mod ipv6_and_multiple_listeners;
+mod kill9_loses_no_acknowledged_message;
+mod mx_answer_cached_for_its_ttl;
+mod mx_preference_order_and_fallback;
+mod partial_recipient_failures_bounce_once;
+mod peer_limits_and_dsn_notify;
+mod postfix_interop_both_directions;
+mod python_smtplib_interop;
+mod queue_list_json_fields;
+mod reverse_dns_names_client;
+mod route_reload_during_flow_loses_nothing;
+mod sigterm_shuts_down_within_grace;
+mod smarthost_and_reject_routes;
+mod smtp_source_interop;
+mod swaks_interop;
