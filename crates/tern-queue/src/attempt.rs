@@ -115,13 +115,17 @@ impl JobResult {
     }
 
     pub(crate) fn deferred_all(job: &Job, reason: &str) -> JobResult {
-        JobResult::all(
-            job,
-            &RcptResult::Deferred {
-                reply: local_reply(451, reason),
-                remote: None,
-            },
-        )
+        JobResult::deferred(&job.rcpts, reason)
+    }
+
+    pub(crate) fn deferred(rcpts: &[usize], reason: &str) -> JobResult {
+        let r = RcptResult::Deferred {
+            reply: local_reply(451, reason),
+            remote: None,
+        };
+        JobResult {
+            outcomes: rcpts.iter().map(|i| (*i, r.clone())).collect(),
+        }
     }
 }
 
@@ -329,38 +333,98 @@ async fn deliver_job(
         Err(r) => return (JobResult::all(job, &r), None),
     };
     let policy = tls_policy(&job.transport);
+    let end = walk(
+        &targets,
+        ctx.delivery.max_sessions,
+        &job.rcpts,
+        |t: &Target| {
+            let (addr, name, remote) = (t.addr, t.name.clone(), remote_of(t));
+            async move {
+                let mut s = match SmtpSession::connect(&ctx.client, addr, &name, policy).await {
+                    Ok(s) => s,
+                    Err(e) => return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}")),
+                };
+                match send_on(ctx, job, &mut s, &remote).await {
+                    Ok(Sent::Final(r)) => HostOutcome::Final(r, s),
+                    Ok(Sent::NextHost(why)) => {
+                        s.quit().await;
+                        HostOutcome::Moved(why)
+                    }
+                    Err(e) => HostOutcome::Moved(format!("4.4.2 {remote}: {e}")),
+                }
+            }
+        },
+    )
+    .await;
+    *session = end.session;
+    (end.result, end.down)
+}
+
+/// What trying one address came to.
+pub(crate) enum HostOutcome<S> {
+    /// No session: refused, unreachable, no or a bad greeting, EHLO or TLS failure.
+    Unreachable(String),
+    /// Greeted, but this host could not take the job now (4xx to MAIL, connection lost):
+    /// try the next one.
+    Moved(String),
+    /// Every recipient has its result; the session can be reused.
+    Final(JobResult, S),
+}
+
+/// The end of a walk.
+pub(crate) struct WalkEnd<S> {
+    pub result: JobResult,
+    pub session: Option<S>,
+    /// Set when no address could even be greeted (the destination is down).
+    pub down: Option<String>,
+    /// Greeted sessions used (checked by the property test).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub sessions: usize,
+}
+
+/// The MX walk: addresses in order until one gives a final result, at most
+/// `max_sessions` greeted sessions. When the list is exhausted every recipient is
+/// deferred with the last error: never dropped.
+pub(crate) async fn walk<T, S, F, Fut>(
+    targets: &[T],
+    max_sessions: usize,
+    rcpts: &[usize],
+    mut try_one: F,
+) -> WalkEnd<S>
+where
+    F: FnMut(&T) -> Fut,
+    Fut: std::future::Future<Output = HostOutcome<S>>,
+{
     let mut sessions = 0usize;
-    let mut greeted_any = false;
     let mut last_error = String::from("4.4.1 no host to try");
-    for t in &targets {
-        if sessions >= ctx.delivery.max_sessions {
+    for t in targets {
+        if sessions >= max_sessions {
             break;
         }
-        let mut s = match SmtpSession::connect(&ctx.client, t.addr, &t.name, policy).await {
-            Ok(s) => s,
-            Err(e) => {
-                last_error = format!("4.4.1 {}: {e}", remote_of(t));
-                continue;
-            }
-        };
-        sessions += 1;
-        greeted_any = true;
-        let remote = remote_of(t);
-        match send_on(ctx, job, &mut s, &remote).await {
-            Ok(Sent::Final(r)) => {
-                *session = Some(s);
-                return (r, None);
-            }
-            Ok(Sent::NextHost(why)) => {
+        match try_one(t).await {
+            HostOutcome::Unreachable(why) => last_error = why,
+            HostOutcome::Moved(why) => {
+                sessions += 1;
                 last_error = why;
-                s.quit().await;
             }
-            Err(e) => last_error = format!("4.4.2 {remote}: {e}"),
+            HostOutcome::Final(result, s) => {
+                return WalkEnd {
+                    result,
+                    session: Some(s),
+                    down: None,
+                    sessions: sessions + 1,
+                };
+            }
         }
     }
-    let result = JobResult::deferred_all(job, &last_error);
-    let down = (!greeted_any && !targets.is_empty()).then_some(last_error);
-    (result, down)
+    let result = JobResult::deferred(rcpts, &last_error);
+    let down = (sessions == 0 && !targets.is_empty()).then_some(last_error);
+    WalkEnd {
+        result,
+        session: None,
+        down,
+        sessions,
+    }
 }
 
 fn out_notify(n: &tern_spool::Notify) -> OutNotify {
@@ -503,4 +567,105 @@ async fn send_on(
         );
     }
     Ok(Sent::Final(JobResult { outcomes: results }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Fate {
+        Refused,
+        Moves,
+        Takes,
+    }
+
+    fn fate() -> impl Strategy<Value = Fate> {
+        prop_oneof![Just(Fate::Refused), Just(Fate::Moves), Just(Fate::Takes)]
+    }
+
+    fn run_walk(fates: &[Fate], max_sessions: usize, rcpts: &[usize]) -> (WalkEnd<usize>, usize) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut tried = 0usize;
+        let end = rt.block_on(walk(fates, max_sessions, rcpts, |f: &Fate| {
+            tried += 1;
+            let n = tried;
+            let f = f.clone();
+            let rcpts = rcpts.to_vec();
+            async move {
+                match f {
+                    Fate::Refused => HostOutcome::Unreachable(format!("refused {n}")),
+                    Fate::Moves => HostOutcome::Moved(format!("moved {n}")),
+                    Fate::Takes => HostOutcome::Final(
+                        JobResult {
+                            outcomes: rcpts
+                                .iter()
+                                .map(|i| {
+                                    (
+                                        *i,
+                                        RcptResult::Delivered {
+                                            reply: "250 ok".into(),
+                                            remote: format!("host{n}"),
+                                            relayed: false,
+                                        },
+                                    )
+                                })
+                                .collect(),
+                        },
+                        n,
+                    ),
+                }
+            }
+        }));
+        (end, tried)
+    }
+
+    proptest! {
+        /// Random per-host outcomes over random host lists and limits: every recipient
+        /// gets exactly one result, the first host that takes the job (within the session
+        /// limit) is the one that delivers, the session limit holds, and the destination
+        /// is down exactly when no host greeted.
+        #[test]
+        fn the_walk_never_drops_a_recipient(
+            fates in proptest::collection::vec(fate(), 0..40),
+            max_sessions in 1usize..5,
+            n_rcpts in 1usize..6,
+        ) {
+            let rcpts: Vec<usize> = (0..n_rcpts).map(|i| i * 3).collect();
+            let (end, tried) = run_walk(&fates, max_sessions, &rcpts);
+            let mut got: Vec<usize> = end.result.outcomes.iter().map(|(i, _)| *i).collect();
+            got.sort_unstable();
+            prop_assert_eq!(&got, &rcpts);
+            prop_assert!(end.sessions <= max_sessions);
+            // The model: walk the list, counting greeted sessions.
+            let mut sessions = 0;
+            let mut winner = None;
+            for (i, f) in fates.iter().enumerate() {
+                if sessions >= max_sessions { break; }
+                match f {
+                    Fate::Refused => {}
+                    Fate::Moves => sessions += 1,
+                    Fate::Takes => { winner = Some(i + 1); sessions += 1; break; }
+                }
+            }
+            prop_assert_eq!(end.session, winner);
+            prop_assert_eq!(end.sessions, sessions);
+            match winner {
+                Some(_) => {
+                    let delivered = end.result.outcomes.iter().all(|(_, r)| matches!(r, RcptResult::Delivered { .. }));
+                    prop_assert!(delivered);
+                    prop_assert!(end.down.is_none());
+                }
+                None => {
+                    let deferred = end.result.outcomes.iter().all(|(_, r)| matches!(r, RcptResult::Deferred { .. }));
+                    prop_assert!(deferred);
+                    prop_assert_eq!(end.down.is_some(), sessions == 0 && !fates.is_empty());
+                }
+            }
+            prop_assert!(tried <= fates.len());
+        }
+    }
 }

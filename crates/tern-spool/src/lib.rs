@@ -73,4 +73,9 @@ pub mod fuzzing {
             let _ = crate::QueueId::parse(s);
         }
     }
+
+    /// Runs the delivery-record decoder on arbitrary bytes. Must never panic.
+    pub fn record(data: &[u8]) {
+        let _ = crate::record::decode(data, crate::QueueId::generate());
+    }
 }

@@ -2,12 +2,13 @@
 //!
 //! The plain form imitates Postfix's `mailq`; `--json` prints one JSON object per message
 //! per line, like `postqueue -j`, with at least `id`, `state`, `sender`, `recipients`,
-//! `size` and `arrival` (RFC 3339, UTC).
+//! `size` and `arrival` (RFC 3339, UTC), plus `attempts`, `next_attempt` and `last_error`
+//! from the delivery record, and each recipient's status from it.
 
 use std::io::Write;
 
 use anyhow::Context;
-use tern_spool::{QueueState, Spool};
+use tern_spool::{DeliveryRecord, QueueState, RecipientStatus, Spool};
 
 use crate::config::Config;
 
@@ -31,14 +32,36 @@ pub fn list(config: &Config, json: bool, state: Option<&str>) -> anyhow::Result<
     let messages = spool.list(state).context("listing the spool")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    // Each message's delivery record, when it has one (per-recipient status, attempts).
+    // A record that cannot be read is shown as absent; the server quarantines it when it
+    // next loads the message.
+    let records: Vec<Option<DeliveryRecord>> = messages
+        .iter()
+        .map(|m| {
+            if m.state == QueueState::Corrupt {
+                None
+            } else {
+                spool.read_record(m.id).ok().flatten()
+            }
+        })
+        .collect();
     if json {
-        for m in &messages {
+        for (m, rec) in messages.iter().zip(&records) {
             let (sender, recipients, arrival) = match &m.envelope {
                 Some(e) => (
                     Some(e.sender.clone()),
                     e.recipients
                         .iter()
-                        .map(|r| serde_json::json!({"address": r.address, "status": r.status}))
+                        .enumerate()
+                        .map(|(i, r)| {
+                            let rr = rec.as_ref().and_then(|rec| rec.recipients.get(i));
+                            let status = rr.map_or(&r.status, |rr| &rr.status);
+                            serde_json::json!({
+                                "address": r.address,
+                                "status": status,
+                                "remote_mta": rr.and_then(|rr| rr.remote_mta.clone()),
+                            })
+                        })
                         .collect(),
                     rfc3339(e.arrival_micros),
                 ),
@@ -51,6 +74,9 @@ pub fn list(config: &Config, json: bool, state: Option<&str>) -> anyhow::Result<
                 "recipients": recipients,
                 "size": m.envelope.as_ref().map(|e| e.size).unwrap_or(m.file_size),
                 "arrival": arrival,
+                "attempts": rec.as_ref().map_or(0, |r| r.attempts),
+                "next_attempt": rec.as_ref().and_then(|r| r.next_attempt_micros).map(rfc3339),
+                "last_error": rec.as_ref().and_then(|r| r.last_error.clone()),
             });
             writeln!(out, "{obj}")?;
         }
@@ -65,7 +91,7 @@ pub fn list(config: &Config, json: bool, state: Option<&str>) -> anyhow::Result<
         "-Queue ID-       -State-- --Size-- ----Arrival Time---- -Sender/Recipient-------"
     )?;
     let mut total = 0u64;
-    for m in &messages {
+    for (m, rec) in messages.iter().zip(&records) {
         let size = m.envelope.as_ref().map(|e| e.size).unwrap_or(m.file_size);
         total += size;
         let when = m
@@ -87,9 +113,22 @@ pub fn list(config: &Config, json: bool, state: Option<&str>) -> anyhow::Result<
             short_time(when),
             sender
         )?;
+        if let Some(err) = rec.as_ref().and_then(|r| r.last_error.as_deref()) {
+            // Like mailq: the reason a deferred message waits, in parentheses.
+            writeln!(out, "{:>10}({err})", "")?;
+        }
         if let Some(e) = &m.envelope {
-            for r in &e.recipients {
-                writeln!(out, "{:56}{}", "", r.address)?;
+            for (i, r) in e.recipients.iter().enumerate() {
+                let done = rec
+                    .as_ref()
+                    .and_then(|rec| rec.recipients.get(i))
+                    .map(|rr| match rr.status {
+                        RecipientStatus::Delivered { .. } => " (delivered)",
+                        RecipientStatus::Failed { .. } => " (failed)",
+                        _ => "",
+                    })
+                    .unwrap_or("");
+                writeln!(out, "{:56}{}{done}", "", r.address)?;
             }
         }
         writeln!(out)?;

@@ -194,6 +194,7 @@ pub struct SmtpPeer {
     ip: IpAddr,
     port: u16,
     behaviours: Vec<String>,
+    tls: Option<(String, String)>,
 }
 
 impl SmtpPeer {
@@ -214,7 +215,27 @@ impl SmtpPeer {
             ip,
             port,
             behaviours: behaviours.iter().map(|b| b.to_string()).collect(),
+            tls: None,
         };
+        peer.spawn();
+        peer
+    }
+
+    /// Starts a peer that offers STARTTLS with this certificate and key.
+    pub fn start_on_with_tls(ip: &str, port: u16, cert: &str, key: &str) -> SmtpPeer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("mail")).expect("maildir");
+        let ip: IpAddr = ip.parse().expect("ip");
+        let mut peer = SmtpPeer {
+            child: None,
+            dir,
+            addr: SocketAddr::new(ip, port),
+            ip,
+            port,
+            behaviours: vec!["starttls".into()],
+            tls: None,
+        };
+        peer.tls = Some((cert.to_string(), key.to_string()));
         peer.spawn();
         peer
     }
@@ -240,6 +261,9 @@ impl SmtpPeer {
             ));
         for b in &self.behaviours {
             cmd.arg("--behaviour").arg(b);
+        }
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
         }
         let mut child = cmd.spawn().expect("start smtp_peer.py");
         let port = wait_ready(&ready, &mut child, "smtp_peer.py");

@@ -35,6 +35,14 @@ fn a_dead_destination_defers_and_recovers_without_slowing_others() {
     assert_eq!(down[0]["next_hop"], "mx:down.test");
     let listed = tern.queue_json(&[]);
     assert_eq!(listed.len(), 1, "the message stays queued: {listed:?}");
+    assert!(listed[0]["attempts"].as_u64().unwrap() >= 1, "{listed:?}");
+    assert!(
+        listed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0."),
+        "the operator sees why it waits: {listed:?}"
+    );
 
     // Another destination is not slowed by the dead one.
     send_one(

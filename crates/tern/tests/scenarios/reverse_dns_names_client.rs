@@ -419,6 +419,7 @@ impl Scene {
              shutdown_grace_secs = 5\n\n\
              [dns]\nnameservers = [\"127.0.0.1:{DNS_PORT}\"]\nreverse_lookups = true\n\
              client_lookup_timeout_ms = {lookup_timeout_ms}\n\n\
+             [queue]\ndeliver = false\n\n\
              [[listener]]\nname = \"smtp\"\naddress = \"127.0.0.1:{SMTP_PORT}\"\n",
             toml_str(HOSTNAME),
             toml_str(&self.data_dir().display().to_string()),
