@@ -2,6 +2,9 @@
 //! instead of one per file keeps the test build short). The shared harness is
 //! `../common/mod.rs`.
 
+// Helpers outside #[test] functions unwrap too: a test that cannot set up must fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
