@@ -85,7 +85,12 @@ pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
     let corrupt_dir = inner.area_dir(Area::State(QueueState::Corrupt));
     let in_corrupt = read_names(&corrupt_dir)?
         .iter()
-        .filter(|n| super::quarantine::quarantined_id(n).is_some())
+        .filter(|n| {
+            // Every quarantined entry, whatever its name, but not the explanations beside
+            // them (`.reason`) nor delivery records quarantined with their message.
+            let n = n.to_string_lossy();
+            !n.ends_with(super::quarantine::REASON_SUFFIX) && !n.contains(".record")
+        })
         .count();
     inner.remove_orphan_records()?;
     counts.insert(QueueState::Corrupt, in_corrupt);

@@ -108,8 +108,14 @@ fn postfix_relays_into_tern_and_tern_relays_into_smtp_sink() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Wait until the sink listens (a refused first attempt would mark it down).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", sink_port)).is_err() {
+        assert!(Instant::now() < deadline, "smtp-sink did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let tern = Setup::new()
-        .queue("[queue]\ndeliver = true\n")
+        .queue("[queue]\ndeliver = true\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n")
         .section(&format!(
             "[relay]\ndomains = [\"interop.test\"]\nnetworks = [\"127.0.0.0/8\"]\n\n\
              [[route]]\ndomains = [\"sink.test\"]\ntransport = \"smtp\"\nhosts = [\"127.0.0.1:{sink_port}\"]\n\n\
