@@ -257,6 +257,7 @@ def main():
     for r in range(ROUNDS):
         for server in SERVERS:
             work = tempfile.mkdtemp(prefix=f"tern-relay-bench-{server}-")
+            os.chmod(work, 0o755)  # Postfix daemons run as the postfix user
             try:
                 rate, accept_rate, extra = one_run(server, work)
             finally:
