@@ -18,6 +18,9 @@ Usage:
                      already arrived when MAIL FROM was read: non-empty means the
                      client pipelined)}, a newline, then the message bytes exactly
                      as received after dot-unstuffing.
+                     Beside DIR, connections.json holds {"open", "max", "total"}:
+                     connections open now, most open at once, and all accepted
+                     (aiosmtpd behaviours only).
 --log LOG            Append a protocol log (aiosmtpd's and this script's) to LOG.
 --behaviour B        Repeatable; several may also follow one --behaviour.
                      Default: accept.
@@ -127,7 +130,30 @@ def build_aiosmtpd(flags, valued, maildir, tls_context):
         head, rest = (arg[: close + 1], arg[close + 1:]) if close >= 0 else (arg, "")
         return head, rest.split()
 
+    # Connection accounting for concurrency tests: the most connections open at once,
+    # written to <maildir>/../connections.json whenever it changes.
+    conns = {"open": 0, "max": 0, "total": 0}
+    stats_path = os.path.join(os.path.dirname(os.path.abspath(maildir)), "connections.json")
+
+    def write_stats():
+        tmp = stats_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(conns, f)
+        os.replace(tmp, stats_path)
+
     class PeerSMTP(SMTP):
+        def connection_made(self, transport):
+            conns["open"] += 1
+            conns["total"] += 1
+            conns["max"] = max(conns["max"], conns["open"])
+            write_stats()
+            super().connection_made(transport)
+
+        def connection_lost(self, exc):
+            conns["open"] -= 1
+            write_stats()
+            super().connection_lost(exc)
+
         async def push(self, status):
             if "slow" in valued:
                 await asyncio.sleep(valued["slow"] / 1000)

@@ -419,3 +419,17 @@ print(json.dumps(out))
     );
     serde_json::from_slice(&out.stdout).expect("json from python")
 }
+
+impl SmtpPeer {
+    /// `(most connections open at once, connections accepted)` so far.
+    pub fn connections(&self) -> (u64, u64) {
+        let v: Value = std::fs::read(self.dir.path().join("connections.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        (
+            v["max"].as_u64().unwrap_or(0),
+            v["total"].as_u64().unwrap_or(0),
+        )
+    }
+}
