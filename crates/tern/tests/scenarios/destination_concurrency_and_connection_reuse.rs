@@ -47,7 +47,7 @@ fn a_slow_destination_gets_at_most_its_limit_and_reused_connections() {
     }
     let (max_open, total) = peer.connections();
     assert!(
-        max_open >= 1 && max_open <= 3,
+        (1..=3).contains(&max_open),
         "at most 3 at once, saw {max_open}"
     );
     assert!(
