@@ -135,6 +135,10 @@ pub(crate) fn local_reply(code: u16, text: &str) -> String {
     format!("{code} {text}")
 }
 
+/// How long a worker keeps its connection open waiting for another job to the same next
+/// hop (Postfix's smtp_connection_cache_time_limit is 2 s).
+pub(crate) const IDLE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Returns the worker's slots when it ends, however it ends.
 struct Slot {
     handle: QueueHandle,
@@ -197,8 +201,8 @@ async fn worker(
             hop: slot.hop.clone(),
             reply: tx,
         });
-        match rx.await {
-            Ok(Some(next)) => job = next,
+        match tokio::time::timeout(IDLE_TIME, rx).await {
+            Ok(Ok(Some(next))) => job = next,
             _ => break,
         }
     }

@@ -10,6 +10,10 @@
 //!   deferral (no connection is tried), so a dead destination costs nothing and slows no
 //!   other.
 //!
+//! - `idle`: workers that finished a job and keep their connection open for a moment
+//!   (`attempt::IDLE_TIME`, like Postfix's connection cache) in case another job for the
+//!   same next hop comes; they get such jobs before any new worker is started.
+//!
 //! Invariants: a message id is in at most one of `backlog`, `retries` and `running`; the
 //! per-destination and total worker counts only change here, on `WorkerStarted` (here)
 //! and `WorkerDone` (sent by the worker's slot guard on drop, so also after a panic).
@@ -106,6 +110,7 @@ impl Queue {
             retries: BTreeSet::new(),
             running: HashMap::new(),
             destinations: HashMap::new(),
+            idle: HashMap::new(),
             workers: 0,
             stopping: None,
             stop_tx,
@@ -185,6 +190,9 @@ struct Scheduler {
     retries: BTreeSet<(Instant, QueueId)>,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
     destinations: HashMap<NextHop, Destination>,
+    /// Workers that finished a job and wait (with their connection open) for another
+    /// job to the same next hop; each gives up after `attempt::IDLE_TIME`.
+    idle: HashMap<NextHop, VecDeque<oneshot::Sender<Option<Job>>>>,
     workers: usize,
     stopping: Option<(Instant, oneshot::Sender<()>)>,
     stop_tx: watch::Sender<bool>,
@@ -245,6 +253,11 @@ impl Scheduler {
                         .filter(|d| d.down_until.is_none())
                         .and_then(|d| d.jobs.pop_front())
                 };
+                if job.is_none() && self.stopping.is_none() {
+                    // Nothing now: the worker keeps its connection and waits a moment.
+                    self.idle.entry(hop).or_default().push_back(reply);
+                    return;
+                }
                 if let Err(Some(job)) = reply.send(job) {
                     // The worker is gone: put the job back at the front.
                     self.destinations
@@ -275,6 +288,11 @@ impl Scheduler {
             }
             Cmd::Shutdown(reply) => {
                 let _ = self.stop_tx.send(true);
+                for (_, waiting) in self.idle.drain() {
+                    for w in waiting {
+                        let _ = w.send(None);
+                    }
+                }
                 self.stopping = Some((Instant::now() + self.ctx.shutdown_grace, reply));
                 // Jobs not started are answered now; their messages are deferred (kept
                 // in the spool) and retried at the next start.
@@ -374,6 +392,24 @@ impl Scheduler {
                 d.down_until = None;
             }
         }
+        // Idle workers of a next hop get its jobs first: their connection is open.
+        for (hop, waiting) in &mut self.idle {
+            waiting.retain(|w| !w.is_closed());
+            let Some(d) = self.destinations.get_mut(hop) else {
+                continue;
+            };
+            while d.down_until.is_none()
+                && !d.jobs.is_empty()
+                && let Some(w) = waiting.pop_front()
+            {
+                let Some(job) = d.jobs.pop_front() else { break };
+                if let Err(Some(job)) = w.send(Some(job)) {
+                    // That worker had just given up: keep the job for the next one.
+                    d.jobs.push_front(job);
+                }
+            }
+        }
+        self.idle.retain(|_, w| !w.is_empty());
         let max_total = cfg.queue.max_concurrency;
         let max_dest = cfg.queue.destination_concurrency;
         let mut start = Vec::new();

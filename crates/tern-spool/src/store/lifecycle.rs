@@ -8,8 +8,9 @@
 //!   two directory blocks can reach the disk in either order) leaves the message in the
 //!   destination, in the source, or in both; recovery keeps one name (see
 //!   [`Inner::resolve_duplicates`]).
-//! - Removing a delivered message unlinks its file first and its record second, without a
-//!   directory fsync: a crash can bring the message back (it is delivered again: the
+//! - Removing a delivered message retires its file (into the pool of reusable files, see
+//!   `recycle`, or unlinked) first and unlinks its record second, without a directory
+//!   fsync: a crash can bring the message back (it is delivered again: the
 //!   documented at-least-once window), never lose one that was not delivered.
 //! - A record is replaced atomically: written in `tmp/`, fsynced, renamed over
 //!   `records/<id>`, then `records/` is fsynced (group commit). When `write_record`
@@ -176,12 +177,10 @@ impl Spool {
         if !self.inner.is_writable() {
             return Err(SpoolError::ReadOnly);
         }
-        let path = self.inner.entry_path(Area::State(state), id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => self.inner.forget_queued(state),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpoolError::NotFound),
-            Err(e) => return Err(SpoolError::io("unlink", path, e)),
+        if !self.inner.retire(state, id)? {
+            return Err(SpoolError::NotFound);
         }
+        self.inner.forget_queued(state);
         let rec = self.inner.record_path(id);
         match std::fs::remove_file(&rec) {
             Ok(()) => Ok(()),

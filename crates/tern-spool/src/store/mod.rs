@@ -23,6 +23,7 @@ mod entry;
 mod lifecycle;
 mod quarantine;
 mod recovery;
+mod recycle;
 mod sys;
 mod writer;
 
@@ -56,6 +57,10 @@ const LOCK_FILE: &str = "spool.lock";
 const TMP_DIR: &str = "tmp";
 /// Name of the directory of delivery records.
 pub(crate) const RECORDS_DIR: &str = "records";
+/// Name of the directory of recycled files (see `recycle`).
+pub(crate) const FREE_DIR: &str = "free";
+/// Most files kept for reuse.
+pub(crate) const MAX_FREE: usize = 4096;
 
 /// Free and total space of the filesystem holding the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +170,11 @@ pub(crate) struct Inner {
     /// Use O_TMPFILE when the filesystem has it (tests turn it off to exercise the
     /// `tmp/` + rename path that filesystems without it take).
     use_tmpfile: std::sync::atomic::AtomicBool,
+    /// Files of delivered messages waiting to be reused (`free/<n>`). The mutex guards
+    /// only this list and is never held across I/O or an await.
+    free: std::sync::Mutex<Vec<PathBuf>>,
+    /// Next `free/` name.
+    next_free: AtomicU64,
 }
 
 /// Directory under the spool holding the placement directories.
@@ -293,6 +303,10 @@ impl Spool {
             let p = dir.join(area.dir_name());
             builder.create(&p).map_err(io_err("create directory", &p))?;
         }
+        let free_dir = dir.join(FREE_DIR);
+        builder
+            .create(&free_dir)
+            .map_err(io_err("create directory", &free_dir))?;
         let records_dir = dir.join(RECORDS_DIR);
         builder
             .create(&records_dir)
@@ -338,8 +352,11 @@ impl Spool {
             }),
             next_placement: AtomicUsize::new(0),
             use_tmpfile: std::sync::atomic::AtomicBool::new(true),
+            free: std::sync::Mutex::new(Vec::new()),
+            next_free: AtomicU64::new(0),
         };
         let report = recovery::recover(&inner)?;
+        inner.load_free_pool()?;
         let queued = QueueState::QUEUED.iter().map(|s| report.count(*s)).sum();
         inner.queued.store(queued, Ordering::Release);
         Ok((
@@ -379,6 +396,8 @@ impl Spool {
             writable: None,
             next_placement: AtomicUsize::new(0),
             use_tmpfile: std::sync::atomic::AtomicBool::new(true),
+            free: std::sync::Mutex::new(Vec::new()),
+            next_free: AtomicU64::new(0),
         };
         let mut queued = 0;
         for state in QueueState::QUEUED {

@@ -53,13 +53,40 @@ use super::{Area, Inner, sys};
 /// unless renamed away (recovery removes any left by a crash).
 struct TmpFile {
     file: File,
-    /// `Some(tmp/<id>)` for a named file; `None` for an O_TMPFILE inode.
+    /// `Some(tmp/<id>)` for a named file; `None` for an O_TMPFILE inode; `Some(free/<n>)`
+    /// for a recycled file.
     path: Option<PathBuf>,
     armed: bool,
+    /// Set for a file taken from the free pool (see `recycle`): it is overwritten from
+    /// offset 0, cut to `written` before the sync, published by a link (its `free/` name
+    /// is removed only after the directory sync), and returned to the pool if dropped.
+    recycled: Option<Arc<Inner>>,
+    /// Bytes written so far.
+    written: u64,
 }
 
 impl TmpFile {
-    fn create(placement: Option<&Path>, tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
+    fn create(
+        inner: &Arc<Inner>,
+        placement: Option<&Path>,
+        tmp_path: PathBuf,
+    ) -> Result<TmpFile, SpoolError> {
+        // A delivered message's file first: no inode to allocate, none to free later.
+        while let Some(path) = inner.take_free() {
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(file) => {
+                    return Ok(TmpFile {
+                        file,
+                        path: Some(path),
+                        armed: true,
+                        recycled: Some(Arc::clone(inner)),
+                        written: 0,
+                    });
+                }
+                // Gone or unusable: forget it and try the next one.
+                Err(_) => continue,
+            }
+        }
         let placement = match placement {
             Some(p) => p,
             None => return Self::create_named(tmp_path),
@@ -70,6 +97,8 @@ impl TmpFile {
                     file,
                     path: None,
                     armed: true,
+                    recycled: None,
+                    written: 0,
                 });
             }
             Ok(None) => {}
@@ -84,6 +113,8 @@ impl TmpFile {
                 file,
                 path: Some(tmp_path),
                 armed: true,
+                recycled: None,
+                written: 0,
             }),
             Err(e) => Err(SpoolError::io("create", tmp_path, e)),
         }
@@ -96,7 +127,25 @@ impl TmpFile {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         self.file
             .write_all(bytes)
-            .map_err(|e| SpoolError::io("write", self.describe(), e))
+            .map_err(|e| SpoolError::io("write", self.describe(), e))?;
+        self.written = self.written.saturating_add(bytes.len() as u64);
+        Ok(())
+    }
+
+    /// A recycled file still holds its old content past what was written: cut it.
+    fn cut(&mut self) -> Result<(), SpoolError> {
+        if self.recycled.is_some() {
+            self.file
+                .set_len(self.written)
+                .map_err(|e| SpoolError::io("truncate", self.describe(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the inode's link count changed at publish and needs an fsync to be durable
+    /// (O_TMPFILE and recycled files are linked; a `tmp/` file is renamed).
+    fn linked(&self) -> bool {
+        self.path.is_none() || self.recycled.is_some()
     }
 
     /// Gives the file its final name `to`, never replacing an existing file; disarms the
@@ -104,6 +153,12 @@ impl TmpFile {
     fn publish(&mut self, to: &Path) -> Result<(), SpoolError> {
         let res = match &self.path {
             None => sys::link_tmpfile(&self.file, to).map_err(|e| SpoolError::io("link", to, e)),
+            // The free/ name stays until the directory sync made the new one durable
+            // (`release_free_name`): a crash in between leaves two names, and recovery
+            // drops the free/ one.
+            Some(from) if self.recycled.is_some() => {
+                std::fs::hard_link(from, to).map_err(|e| SpoolError::io("link", to, e))
+            }
             Some(from) => {
                 sys::rename_noreplace(from, to).map_err(|e| SpoolError::io("rename", to, e))
             }
@@ -111,6 +166,12 @@ impl TmpFile {
         res?;
         self.armed = false;
         Ok(())
+    }
+
+    /// After a recycled file is durable under its new name: the `free/` name it came
+    /// from, to unlink.
+    fn free_name(&self) -> Option<PathBuf> {
+        self.recycled.as_ref().and(self.path.clone())
     }
 
     /// True for a named file under `tmp/` (tests).
@@ -125,7 +186,13 @@ impl Drop for TmpFile {
         if self.armed
             && let Some(path) = &self.path
         {
-            let _ = std::fs::remove_file(path);
+            match &self.recycled {
+                // Never published: still a free file (its content is garbage).
+                Some(inner) => inner.give_back_free(path.clone()),
+                None => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
         // An unnamed O_TMPFILE inode is freed by the kernel when `file` closes.
     }
@@ -230,12 +297,13 @@ impl MessageWriter {
         let mut buf = std::mem::take(&mut self.pending);
         let path = self.inner.entry_path(Area::Tmp, self.id);
         let placement = self.inner.use_tmpfile().then(|| self.inner.placement_dir());
+        let inner = Arc::clone(&self.inner);
         // Stays set if this future is dropped or the task fails.
         self.broken = true;
         let (tmp, buf) = blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,
-                None => TmpFile::create(placement.as_deref(), path)?,
+                None => TmpFile::create(&inner, placement.as_deref(), path)?,
             };
             tmp.write_all(&buf)?;
             buf.clear();
@@ -279,12 +347,13 @@ impl MessageWriter {
         let task_inner = Arc::clone(&inner);
         let task_final = final_path.clone();
         let placement = inner.use_tmpfile().then(|| inner.placement_dir());
-        blocking(move || {
+        let free_name = blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,
-                None => TmpFile::create(placement.as_deref(), tmp_path)?,
+                None => TmpFile::create(&task_inner, placement.as_deref(), tmp_path)?,
             };
             tmp.write_all(&pending)?;
+            tmp.cut()?;
             tmp.file
                 .sync_data()
                 .map_err(|e| SpoolError::io("fdatasync", tmp.describe(), e))?;
@@ -293,7 +362,7 @@ impl MessageWriter {
                 .file_syncs
                 .fetch_add(1, Ordering::Relaxed);
             tmp.publish(&task_final)?;
-            if tmp.path.is_none() {
+            if tmp.linked() {
                 // An O_TMPFILE inode was synced above with a link count of 0; linking it
                 // changed the count in memory only, and fdatasync skips that. Without this
                 // fsync a power loss on a filesystem without a journal could leave the new
@@ -308,10 +377,16 @@ impl MessageWriter {
                 }
             }
             task_inner.queued.fetch_add(1, Ordering::AcqRel);
-            Ok(())
+            Ok(tmp.free_name())
         })
         .await?;
-        if let Err(e) = writable.incoming.sync().await {
+        let synced = writable.incoming.sync().await;
+        if let Some(free) = free_name {
+            // The message has its own name now; the free/ one goes (either way: if the
+            // sync failed, the message name is removed below and the file with it).
+            let _ = std::fs::remove_file(free);
+        }
+        if let Err(e) = synced {
             // Not known to be durable, so not accepted: take it back out of the queue.
             if std::fs::remove_file(&final_path).is_ok() {
                 inner.forget_queued(QueueState::Incoming);

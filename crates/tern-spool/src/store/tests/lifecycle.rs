@@ -180,3 +180,100 @@ async fn a_read_only_spool_refuses_to_change_anything() {
     ));
     assert!(spool.path_of(QueueState::Incoming, id).exists());
 }
+
+fn inode(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+#[tokio::test]
+async fn a_delivered_file_is_reused_for_the_next_message_and_cut_to_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let big = content(200_000, 3);
+    let old = store(&spool, &big, 4096).await;
+    let old_inode = inode(&spool.path_of(QueueState::Incoming, old));
+    spool.remove(QueueState::Incoming, old).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("free")).unwrap().count(),
+        1,
+        "the file waits in free/"
+    );
+    let small = content(1000, 9);
+    let new = store(&spool, &small, 64).await;
+    let path = spool.path_of(QueueState::Incoming, new);
+    assert_eq!(inode(&path), old_inode, "same inode, no allocation");
+    assert_eq!(spool.read(QueueState::Incoming, new).unwrap().body, small);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("free")).unwrap().count(),
+        0,
+        "its free/ name is gone"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().nlink(), 1);
+    // And it survives a restart byte-identical.
+    drop(spool);
+    let (spool, report) = open(dir.path());
+    assert_eq!(report.count(QueueState::Incoming), 1);
+    assert_eq!(spool.read(QueueState::Incoming, new).unwrap().body, small);
+}
+
+#[tokio::test]
+async fn a_free_name_that_is_still_a_message_is_dropped_at_open_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let body = content(5000, 1);
+    let id = store(&spool, &body, 512).await;
+    drop(spool);
+    // A crash between linking a recycled file into incoming/ and removing its free/
+    // name: the message has two names.
+    std::fs::hard_link(
+        dir.path().join("incoming").join(id.to_string()),
+        dir.path().join("free").join("f7"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("free").join("f8"), b"old garbage").unwrap();
+    let (spool, _) = open(dir.path());
+    assert!(
+        !dir.path().join("free").join("f7").exists(),
+        "its free/ name is removed"
+    );
+    assert!(
+        dir.path().join("free").join("f8").exists(),
+        "a real free file stays"
+    );
+    // The next message reuses f8, never the queued message's inode.
+    let other = store(&spool, &content(100, 2), 64).await;
+    assert_eq!(spool.read(QueueState::Incoming, id).unwrap().body, body);
+    assert_eq!(
+        spool.read(QueueState::Incoming, other).unwrap().body,
+        content(100, 2)
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_draft_gives_its_recycled_file_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = store(&spool, &content(300_000, 5), 65536).await;
+    spool.remove(QueueState::Incoming, id).unwrap();
+    let mut w = spool.begin();
+    // Enough to spill to a file (the buffer limit), then abandon it.
+    w.write(&content(crate::MessageWriter::BUFFER_LIMIT + 10, 6))
+        .await
+        .unwrap();
+    drop(w);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("free")).unwrap().count(),
+        1
+    );
+    let next = store(&spool, &content(10, 7), 64).await;
+    assert_eq!(
+        spool.read(QueueState::Incoming, next).unwrap().body,
+        content(10, 7)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("free")).unwrap().count(),
+        0
+    );
+}
