@@ -13,9 +13,13 @@
 //!    separate threads, where the filesystem journal merges them.
 //! 3. It then waits for the group-committed fsync of `incoming/` (see `dirsync`).
 //!
+//! The file itself is, in order of preference: a delivered message's file from the
+//! `free/` pool (overwritten, cut to length, linked into `incoming/`, its `free/` name
+//! removed only after step 3; see `recycle`), an O_TMPFILE inode, or `tmp/<id>`.
+//!
 //! Invariants:
 //! - `tmp/<id>` is owned by a [`TmpFile`] guard that unlinks it when dropped unless it
-//!   was renamed. The guard lives in the writer or, while I/O runs, in the blocking task;
+//!   was renamed (a recycled file is given back to the pool instead). The guard lives in the writer or, while I/O runs, in the blocking task;
 //!   so a dropped writer, a failed write or commit, and a cancelled future all end with
 //!   no file in `tmp/` (once the blocking task, which cannot be cancelled, finishes).
 //! - A commit future dropped after its blocking task started leaves the message either
