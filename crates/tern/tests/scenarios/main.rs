@@ -20,6 +20,7 @@ mod dns_answers_decide_bounce_or_defer;
 mod equal_preference_mx_share_the_load;
 mod ipv6_and_multiple_listeners;
 mod kill9_loses_no_acknowledged_message;
+mod kill9_while_relaying_delivers_every_acknowledged_message;
 mod mx_answer_cached_for_its_ttl;
 mod mx_preference_order_and_fallback;
 mod outbound_tls_policies_per_route;
