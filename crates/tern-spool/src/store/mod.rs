@@ -15,8 +15,10 @@
 //! Trust: every file read here is validated by `format` before use; names found in state
 //! directories are parsed as queue ids before they are used as ids.
 //!
-//! Known race: a read-only spool lists while the server renames; a message moving between
-//! states during a listing may be missed or listed twice.
+//! Known race: a read-only spool lists while the server moves messages; a message moving
+//! between states during a listing is listed once (in its new state) if both names were
+//! seen, and may be missed if the listing read its new directory before the link and its
+//! old one after the unlink.
 
 mod dirsync;
 mod entry;
@@ -508,6 +510,16 @@ impl Spool {
             }
         }
         out.sort_by_key(|m| (m.id, m.state));
+        // A message caught in the middle of a move (link, sync, unlink) is under two
+        // names for a moment: list it once, in the state it is moving to (the later
+        // state, as recovery decides). Quarantined copies are listed beside it.
+        out.reverse();
+        out.dedup_by(|later, kept| {
+            later.id == kept.id
+                && later.state != QueueState::Corrupt
+                && kept.state != QueueState::Corrupt
+        });
+        out.reverse();
         Ok(out)
     }
 
