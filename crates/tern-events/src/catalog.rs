@@ -136,6 +136,12 @@ events! {
     QUEUE_ERROR = (4010, "queue.error", Error,
         "The queue could not move, read or record a message (a spool error); the message stays where it is and is retried later.",
         "Check the spool disk.");
+    QUEUE_CRASH_COUNTED = (4011, "queue.message.crash_counted", Warning,
+        "Tern found a message in active/ at start: the process died while processing it. The crash is counted against the message.",
+        "None for a single crash; if one message keeps appearing, see event 4012.");
+    QUEUE_POISONED = (4012, "queue.message.poisoned", Error,
+        "A message was being processed each of the last times the process died (the poison threshold) and was moved to the poison queue; it is never retried automatically. The rest of the queue flows.",
+        "Inspect spool/poison/<id>; release it (move it back to incoming/ with the server stopped) or delete it.");
 }
 
 #[cfg(test)]

@@ -50,6 +50,9 @@ pub struct QueueConfig {
     /// Largest original returned in full in a bounce (RET=FULL); larger ones return only
     /// their headers.
     pub bounce_max_full_size: usize,
+    /// Crashes while a message was in process before it goes to the poison queue
+    /// (Exchange PoisonThreshold), 1 to 10.
+    pub poison_threshold: u32,
 }
 
 impl Default for QueueConfig {
@@ -65,6 +68,7 @@ impl Default for QueueConfig {
             delay_notices: DelayNotices::Requested,
             hop_limit: 50,
             bounce_max_full_size: 10 << 20,
+            poison_threshold: 2,
         }
     }
 }
@@ -166,6 +170,12 @@ impl QueueConfig {
         }
         at_least(&mut p, "queue.max_lifetime_secs", self.max_lifetime_secs, 1);
         at_least(&mut p, "queue.hop_limit", self.hop_limit as u64, 1);
+        if !(1..=10).contains(&self.poison_threshold) {
+            p.push(Problem {
+                key: "queue.poison_threshold".into(),
+                message: "must be from 1 to 10".into(),
+            });
+        }
         p
     }
 

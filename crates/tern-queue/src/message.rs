@@ -157,6 +157,8 @@ async fn run(
         envelope: stored.envelope,
         content: stored.body,
     });
+    #[cfg(feature = "fault-injection")]
+    fault_injection::maybe_abort(&msg.content);
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
     let now = now_micros();
@@ -435,6 +437,23 @@ fn first_reply(record: &DeliveryRecord, idx: &[usize]) -> String {
             RecipientStatus::Pending => String::new(),
         })
         .unwrap_or_default()
+}
+
+/// Test builds only (`--features fault-injection`): abort the whole process while a
+/// chosen message is in process, to prove the poison accounting (issue 4).
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    /// Aborts the process when the content contains the bytes in the environment
+    /// variable `TERN_FAULT_ABORT_ON`.
+    pub(super) fn maybe_abort(content: &[u8]) {
+        let Some(pattern) = std::env::var_os("TERN_FAULT_ABORT_ON") else {
+            return;
+        };
+        let pattern = pattern.as_encoded_bytes();
+        if !pattern.is_empty() && content.windows(pattern.len()).any(|w| w == pattern) {
+            std::process::abort();
+        }
+    }
 }
 
 #[cfg(test)]

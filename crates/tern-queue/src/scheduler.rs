@@ -117,8 +117,21 @@ impl Queue {
             stop_rx,
         };
         let now = Instant::now();
-        for (id, state) in scan.ready {
+        let mut counted = false;
+        for (id, state, recipients) in scan.ready {
+            if state == QueueState::Active {
+                counted = true;
+                if crash_accounting(&sched.ctx, id, recipients).await == Crash::Poisoned {
+                    continue;
+                }
+            }
             sched.push_backlog(id, state);
+        }
+        if counted {
+            // The same message may crash the process again in a moment: get the crash
+            // events onto disk first.
+            let events = sched.ctx.events.clone();
+            let _ = tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(2))).await;
         }
         for (id, due) in scan.deferred {
             sched.retries.insert((due.max(now), id));
@@ -134,18 +147,96 @@ impl Queue {
     }
 
     /// Stops scheduling, lets deliveries in progress finish within the grace period
-    /// (`Context::shutdown_grace`), then cuts the rest. Messages cut stay in `active/` and
-    /// are delivered at the next start.
-    pub async fn shutdown(self) {
+    /// (`Context::shutdown_grace`), then cuts the rest. Messages cut are moved from
+    /// `active/` back to `incoming/`, so the next start does not count them as crashes;
+    /// they are delivered then (a delivery cut after the peer took it is the duplicate
+    /// window).
+    pub async fn shutdown(self, ctx: &Context) {
         let (tx, rx) = oneshot::channel();
         self.handle.send(Cmd::Shutdown(tx));
         let _ = rx.await;
         let _ = self.task.await;
+        let spool = ctx.spool.clone();
+        let left = tokio::task::spawn_blocking(move || spool.list(Some(QueueState::Active)))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        for m in left {
+            let _ = ctx
+                .spool
+                .move_to(m.id, QueueState::Active, QueueState::Incoming)
+                .await;
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Crash {
+    Counted,
+    Poisoned,
+}
+
+/// A message found in `active/` at start was being processed when the process died
+/// (a clean stop moves such messages back to `incoming/`): count the crash in its
+/// record, durably, and at the threshold move it to `poison/` (never retried
+/// automatically). A record that cannot be read quarantines the message.
+async fn crash_accounting(ctx: &Context, id: QueueId, recipients: usize) -> Crash {
+    let spool = &ctx.spool;
+    let mut record = match spool.read_record(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => tern_spool::DeliveryRecord::new(id, recipients),
+        Err(SpoolError::Corrupt(reason)) => {
+            let _ = spool.quarantine_message(QueueState::Active, id, &reason);
+            return Crash::Poisoned;
+        }
+        Err(e) => {
+            ctx.events.emit(
+                &catalog::QUEUE_ERROR,
+                fields!("queue_id" => id, "op" => "read record", "error" => e),
+            );
+            return Crash::Counted;
+        }
+    };
+    record.crashes = record.crashes.saturating_add(1);
+    let threshold = ctx.runtime.load().queue.poison_threshold;
+    if let Err(e) = spool.write_record(&record).await {
+        ctx.events.emit(
+            &catalog::QUEUE_ERROR,
+            fields!("queue_id" => id, "op" => "write record", "error" => e),
+        );
+    }
+    ctx.events.emit(
+        &catalog::QUEUE_CRASH_COUNTED,
+        fields!("queue_id" => id, "crashes" => record.crashes, "threshold" => threshold),
+    );
+    if record.crashes < threshold {
+        return Crash::Counted;
+    }
+    match spool
+        .move_to(id, QueueState::Active, QueueState::Poison)
+        .await
+    {
+        Ok(()) => {
+            ctx.events.emit(
+                &catalog::QUEUE_POISONED,
+                fields!("queue_id" => id, "crashes" => record.crashes),
+            );
+            Crash::Poisoned
+        }
+        Err(e) => {
+            ctx.events.emit(
+                &catalog::QUEUE_ERROR,
+                fields!("queue_id" => id, "op" => "move to poison", "error" => e),
+            );
+            Crash::Poisoned
+        }
     }
 }
 
 struct Scan {
-    ready: Vec<(QueueId, QueueState)>,
+    /// Messages to process: id, state, number of recipients.
+    ready: Vec<(QueueId, QueueState, usize)>,
     deferred: Vec<(QueueId, Instant)>,
 }
 
@@ -153,7 +244,8 @@ fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
     let mut ready = Vec::new();
     for state in [QueueState::Active, QueueState::Incoming] {
         for m in spool.list(Some(state))? {
-            ready.push((m.id, state));
+            let n = m.envelope.as_ref().map_or(0, |e| e.recipients.len());
+            ready.push((m.id, state, n));
         }
     }
     let now_micros = message::now_micros();

@@ -60,6 +60,10 @@ pub struct DeliveryRecord {
     /// The last error that concerned the whole message (no route, connection failures).
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Times the process died while this message was being processed (it was found in
+    /// `active/` at start). At the poison threshold the message goes to `poison/`.
+    #[serde(default)]
+    pub crashes: u32,
     /// One entry per envelope recipient, in envelope order. Invariant: same length as
     /// the envelope's recipient list (checked by the queue when it loads both).
     pub recipients: Vec<RecipientRecord>,
@@ -94,6 +98,7 @@ impl DeliveryRecord {
             next_attempt_micros: None,
             delay_notice_sent: false,
             last_error: None,
+            crashes: 0,
             recipients: vec![RecipientRecord::default(); recipients],
         }
     }

@@ -132,8 +132,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         fields!("signal" => reason, "grace_secs" => grace.as_secs()),
     );
     server.shutdown(grace).await;
-    if let Some((q, _)) = queue {
-        q.shutdown().await;
+    if let Some((q, ctx)) = queue {
+        q.shutdown(&ctx).await;
     }
 
     events.emit(&catalog::SERVER_STOPPED, fields!("signal" => reason));

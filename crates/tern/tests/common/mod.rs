@@ -109,6 +109,8 @@ pub struct Setup {
     /// The `[queue]` section; delivery is off unless a test turns it on, so receive-path
     /// tests can inspect `incoming/`.
     queue: String,
+    /// Environment variables for the server process.
+    env: Vec<(String, String)>,
 }
 
 impl Default for Setup {
@@ -128,6 +130,7 @@ impl Setup {
             dns: "[dns]\nreverse_lookups = false\n".into(),
             sections: String::new(),
             queue: "[queue]\ndeliver = false\n".into(),
+            env: Vec::new(),
         }
     }
 
@@ -167,6 +170,12 @@ impl Setup {
     /// delivery off.
     pub fn queue(mut self, section: &str) -> Setup {
         self.queue = section.into();
+        self
+    }
+
+    /// Sets an environment variable for the server process.
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -356,6 +365,9 @@ impl Tern {
         } else {
             self.tern_command(&["serve"])
         };
+        if let Some(setup) = &self.setup {
+            command.envs(setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
@@ -397,6 +409,18 @@ impl Tern {
     }
 
     /// Starts the server again on the same configuration, data directory and ports.
+    /// Starts the server again and waits for it to die on its own (a test that makes it
+    /// crash at start); returns how it ended.
+    pub fn restart_expecting_crash(&mut self, limit: Duration) -> ExitStatus {
+        self.spawn();
+        self.wait_exit(limit).unwrap_or_else(|| {
+            panic!(
+                "tern kept running; expected a crash\n--- log ---\n{}",
+                self.log()
+            )
+        })
+    }
+
     pub fn restart(&mut self) {
         if let Err(e) = self.spawn_and_wait() {
             panic!("tern did not restart: {e:?}\n--- log ---\n{}", self.log());

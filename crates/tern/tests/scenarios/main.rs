@@ -26,6 +26,7 @@ mod mx_preference_order_and_fallback;
 mod outbound_tls_policies_per_route;
 mod partial_recipient_failures_bounce_once;
 mod peer_limits_and_dsn_notify;
+mod poison_message_is_quarantined_after_two_crashes;
 mod postfix_interop_both_directions;
 mod python_smtplib_interop;
 mod queue_list_json_fields;
