@@ -169,9 +169,7 @@ impl ClientContext {
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
 
-        let any = Arc::new(AnyCertificate {
-            algorithms: provider.signature_verification_algorithms,
-        });
+        let any = AnyCertificate::new(&provider);
         let opportunistic = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .dangerous()
@@ -192,10 +190,20 @@ impl ClientContext {
 }
 
 /// Opportunistic TLS: accepts any certificate chain and name, but verifies that the
-/// handshake was signed by the presented certificate's key.
+/// handshake was signed by the presented certificate's key. Also what the SMTP server's
+/// tests use as their TLS client against fresh self-signed certificates.
 #[derive(Debug)]
-struct AnyCertificate {
+pub struct AnyCertificate {
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AnyCertificate {
+    /// A verifier using `provider`'s signature algorithms.
+    pub fn new(provider: &rustls::crypto::CryptoProvider) -> Arc<AnyCertificate> {
+        Arc::new(AnyCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        })
+    }
 }
 
 impl ServerCertVerifier for AnyCertificate {

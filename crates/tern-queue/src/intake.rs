@@ -7,7 +7,9 @@
 //! stopped), the message is in `incoming/` and the next start's scan finds it.
 
 use tern_spool::intake::BoxFuture;
-use tern_spool::{Envelope, MessageDraft, MessageIntake, QueueId, Spool, SpoolError};
+use tern_spool::{
+    Envelope, MessageDraft, MessageIntake, MessageWriter, QueueId, Spool, SpoolError,
+};
 
 use crate::scheduler::QueueHandle;
 
@@ -28,7 +30,7 @@ impl QueueIntake {
 impl MessageIntake for QueueIntake {
     fn begin(&self) -> Box<dyn MessageDraft> {
         Box::new(Draft {
-            inner: Box::new(self.spool.begin()),
+            inner: self.spool.begin(),
             queue: self.queue.clone(),
         })
     }
@@ -39,7 +41,7 @@ impl MessageIntake for QueueIntake {
 }
 
 struct Draft {
-    inner: Box<dyn MessageDraft>,
+    inner: MessageWriter,
     queue: QueueHandle,
 }
 
@@ -53,7 +55,7 @@ impl MessageDraft for Draft {
     }
 
     fn write<'a>(&'a mut self, data: &'a [u8]) -> BoxFuture<'a, Result<(), SpoolError>> {
-        self.inner.write(data)
+        Box::pin(self.inner.write(data))
     }
 
     fn commit(self: Box<Self>, envelope: Envelope) -> BoxFuture<'static, Result<(), SpoolError>> {

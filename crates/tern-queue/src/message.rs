@@ -369,13 +369,7 @@ async fn finish(
         })
         .collect();
     if open.is_empty() {
-        // On ext4 without a journal, freeing an inode writes it synchronously: keep that
-        // disk wait off the async worker threads.
-        let sp = spool.clone();
-        let removed = tokio::task::spawn_blocking(move || sp.remove(QueueState::Active, id))
-            .await
-            .unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())));
-        return match removed {
+        return match spool.remove(QueueState::Active, id).await {
             Ok(()) | Err(SpoolError::NotFound) => Next::Done,
             Err(e) => spool_error(ctx, id, "remove", &e),
         };

@@ -13,10 +13,6 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig,
-};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tern_deliver::{ClientConfig, ClientContext, Timeouts};
 use tern_events::{EventLog, Severity, catalog, fields};
 use tern_queue::{Context as QueueContext, Queue, QueueIntake, Runtime};
@@ -304,30 +300,7 @@ fn resolver(dns: &DnsSection) -> Option<TokioResolver> {
         return None;
     }
     let timeout = Duration::from_millis(dns.client_lookup_timeout_ms);
-    let builder = if dns.nameservers.is_empty() {
-        TokioResolver::builder_tokio().ok()?
-    } else {
-        let servers = dns
-            .nameservers
-            .iter()
-            .map(|sa| {
-                let conn = |protocol| {
-                    let mut c = ConnectionConfig::new(protocol);
-                    c.port = sa.port();
-                    c
-                };
-                NameServerConfig::new(
-                    sa.ip(),
-                    true,
-                    vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
-                )
-            })
-            .collect();
-        TokioResolver::builder_with_config(
-            ResolverConfig::from_parts(None, vec![], servers),
-            TokioRuntimeProvider::default(),
-        )
-    };
+    let builder = tern_route::dns::resolver_builder(&dns.nameservers).ok()?;
     let mut builder = builder;
     builder.options_mut().timeout = timeout;
     builder.options_mut().attempts = 1;

@@ -32,18 +32,50 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig,
 };
+use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RecordType};
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 use tokio::sync::watch;
 
 pub use cache::{CacheStats, Clock, SystemClock};
 
 use answer::Outcome;
 use cache::TtlCache;
+
+/// A hickory resolver builder for `nameservers` (`address:port`, each over UDP and TCP, so
+/// truncated answers are retried over TCP), or for the system's configuration
+/// (`/etc/resolv.conf`) when the list is empty. Shared with the binary's client-name
+/// (reverse DNS) resolver so both reach the same servers the same way.
+pub fn resolver_builder(
+    nameservers: &[SocketAddr],
+) -> Result<ResolverBuilder<TokioRuntimeProvider>, NetError> {
+    if nameservers.is_empty() {
+        return TokioResolver::builder_tokio();
+    }
+    let servers = nameservers
+        .iter()
+        .map(|sa| {
+            let conn = |protocol| {
+                let mut c = ConnectionConfig::new(protocol);
+                c.port = sa.port();
+                c
+            };
+            NameServerConfig::new(
+                sa.ip(),
+                true,
+                vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
+            )
+        })
+        .collect();
+    Ok(TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], servers),
+        TokioRuntimeProvider::default(),
+    ))
+}
 
 /// Resolver settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,32 +282,9 @@ impl Resolver {
                 reason: "the timeout must not be zero".to_owned(),
             });
         }
-        let mut builder = if cfg.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| DnsError::Setup {
-                reason: format!("reading the system resolver configuration: {e}"),
-            })?
-        } else {
-            let servers = cfg
-                .nameservers
-                .iter()
-                .map(|sa| {
-                    let conn = |protocol| {
-                        let mut c = ConnectionConfig::new(protocol);
-                        c.port = sa.port();
-                        c
-                    };
-                    NameServerConfig::new(
-                        sa.ip(),
-                        true,
-                        vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
-                    )
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
+        let mut builder = resolver_builder(&cfg.nameservers).map_err(|e| DnsError::Setup {
+            reason: format!("reading the system resolver configuration: {e}"),
+        })?;
         let opts = builder.options_mut();
         // Two tries (attempts = 1 retry) inside our own overall deadline.
         opts.timeout = (cfg.timeout / 2).max(Duration::from_millis(50));

@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::{CorruptReason, SpoolError};
@@ -172,21 +173,28 @@ impl Spool {
     }
 
     /// Removes a message that needs nothing more (delivered, or bounced and its bounce
-    /// queued), with its record. Not synced: see the module header.
-    pub fn remove(&self, state: QueueState, id: QueueId) -> Result<(), SpoolError> {
+    /// queued), with its record. Not synced: see the module header. The file operations
+    /// run on the blocking pool: when the file cannot go to the reuse pool, freeing its
+    /// inode on ext4 without a journal waits for a disk write.
+    pub async fn remove(&self, state: QueueState, id: QueueId) -> Result<(), SpoolError> {
         if !self.inner.is_writable() {
             return Err(SpoolError::ReadOnly);
         }
-        if !self.inner.retire(state, id)? {
-            return Err(SpoolError::NotFound);
-        }
-        self.inner.forget_queued(state);
-        let rec = self.inner.record_path(id);
-        match std::fs::remove_file(&rec) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SpoolError::io("unlink", rec, e)),
-        }
+        let inner = Arc::clone(&self.inner);
+        let done = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            if !inner.retire(state, id)? {
+                return Err(SpoolError::NotFound);
+            }
+            inner.forget_queued(state);
+            let rec = inner.record_path(id);
+            match std::fs::remove_file(&rec) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(SpoolError::io("unlink", rec, e)),
+            }
+        })
+        .await;
+        done.unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())))
     }
 
     /// Makes `record` the message's delivery record, durably (see the module header).
@@ -225,11 +233,16 @@ impl Spool {
     /// read). A record that fails validation is `SpoolError::Corrupt`.
     pub fn read_record(&self, id: QueueId) -> Result<Option<DeliveryRecord>, SpoolError> {
         let path = self.inner.record_path(id);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let file = match sys::open_entry(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(SpoolError::io("read", path, e)),
         };
+        // Bounded: never read more than a record may hold, whatever the file says.
+        let mut bytes = Vec::new();
+        let limit = record::MAX_RECORD_LEN as u64 + 1;
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut bytes)
+            .map_err(|e| SpoolError::io("read", &path, e))?;
         record::decode(&bytes, id)
             .map(Some)
             .map_err(SpoolError::Corrupt)

@@ -40,10 +40,10 @@ async fn a_message_moves_through_the_states_and_is_removed() {
             .await,
         Err(SpoolError::NotFound)
     ));
-    spool.remove(QueueState::Incoming, id).unwrap();
+    spool.remove(QueueState::Incoming, id).await.unwrap();
     assert_eq!(spool.queued(), 0);
     assert!(matches!(
-        spool.remove(QueueState::Incoming, id),
+        spool.remove(QueueState::Incoming, id).await,
         Err(SpoolError::NotFound)
     ));
 }
@@ -70,7 +70,7 @@ async fn records_are_replaced_atomically_and_removed_with_the_message() {
             .is_none(),
         "no temporary file left behind"
     );
-    spool.remove(QueueState::Incoming, id).unwrap();
+    spool.remove(QueueState::Incoming, id).await.unwrap();
     assert_eq!(spool.read_record(id).unwrap(), None);
 }
 
@@ -166,7 +166,7 @@ async fn a_read_only_spool_refuses_to_change_anything() {
     let id = store(&spool, b"Subject: a\r\n\r\na\r\n", 64).await;
     let ro = crate::Spool::open_read_only(dir.path()).unwrap();
     assert!(matches!(
-        ro.remove(QueueState::Incoming, id),
+        ro.remove(QueueState::Incoming, id).await,
         Err(SpoolError::ReadOnly)
     ));
     assert!(matches!(
@@ -193,7 +193,7 @@ async fn a_delivered_file_is_reused_for_the_next_message_and_cut_to_its_size() {
     let big = content(200_000, 3);
     let old = store(&spool, &big, 4096).await;
     let old_inode = inode(&spool.path_of(QueueState::Incoming, old));
-    spool.remove(QueueState::Incoming, old).unwrap();
+    spool.remove(QueueState::Incoming, old).await.unwrap();
     assert_eq!(
         std::fs::read_dir(dir.path().join("free")).unwrap().count(),
         1,
@@ -256,7 +256,7 @@ async fn an_abandoned_draft_gives_its_recycled_file_back() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
     let id = store(&spool, &content(300_000, 5), 65536).await;
-    spool.remove(QueueState::Incoming, id).unwrap();
+    spool.remove(QueueState::Incoming, id).await.unwrap();
     let mut w = spool.begin();
     // Enough to spill to a file (the buffer limit), then abandon it.
     w.write(&content(crate::MessageWriter::BUFFER_LIMIT + 10, 6))
