@@ -322,29 +322,7 @@ disable_dns_lookups = yes
 EOF
 	# No chroot (the queue is under a temp dir), only the services needed to
 	# accept mail and to run postqueue/showq. No port 25, no pickup.
-	cat >"$PF_ETC/master.cf" <<EOF
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:$POSTFIX_PORT inet n -   n       -       -       smtpd
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+	sed "s/@LISTEN@/127.0.0.1:$POSTFIX_PORT/" "$REPO_ROOT/testpeers/postfix/master.cf.in" >"$PF_ETC/master.cf"
 	log "checking the Postfix configuration (postfix -c $PF_ETC check)"
 	timeout 60 postfix -c "$PF_ETC" check >&2 || die "postfix check failed"
 	log "starting Postfix $PF_VERSION on 127.0.0.1:$POSTFIX_PORT"

@@ -186,28 +186,10 @@ smtp_dns_support_level = disabled
 disable_dns_lookups = yes
 default_process_limit = 100
 """)
+    with open(os.path.join(ROOT, "testpeers", "postfix", "master.cf.in")) as f:
+        master = f.read().replace("@LISTEN@", f"127.0.0.1:{port}")
     with open(os.path.join(etc, "master.cf"), "w") as f:
-        f.write(f"""127.0.0.1:{port} inet n - n - - smtpd
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-proxywrite unix - - n - 1 proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-""")
+        f.write(master)
     subprocess.run(["postfix", "-c", etc, "check"], check=True, timeout=60)
     subprocess.run(["postfix", "-c", etc, "start"], check=True, timeout=60)
     wait_banner(port)

@@ -60,18 +60,14 @@ fn start_postfix(dir: &std::path::Path, port: u16, relayhost: &str) -> Postfix {
         ),
     )
     .unwrap();
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testpeers/postfix/master.cf.in"),
+    )
+    .unwrap();
     std::fs::write(
         etc.join("master.cf"),
-        format!(
-            "127.0.0.1:{port} inet n - n - - smtpd\ncleanup unix n - n - 0 cleanup\n\
-             qmgr unix n - n 300 1 qmgr\nrewrite unix - - n - - trivial-rewrite\n\
-             bounce unix - - n - 0 bounce\ndefer unix - - n - 0 bounce\ntrace unix - - n - 0 bounce\n\
-             verify unix - - n - 1 verify\nflush unix n - n 1000? 0 flush\nproxymap unix - - n - - proxymap\n\
-             proxywrite unix - - n - 1 proxymap\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\n\
-             showq unix n - n - - showq\nerror unix - - n - - error\nretry unix - - n - - error\n\
-             discard unix - - n - - discard\nanvil unix - - n - 1 anvil\nscache unix - - n - 1 scache\n\
-             postlog unix-dgram n - n - 1 postlogd\n"
-        ),
+        template.replace("@LISTEN@", &format!("127.0.0.1:{port}")),
     )
     .unwrap();
     let pf = Postfix { etc: etc.clone() };
