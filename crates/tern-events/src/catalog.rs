@@ -140,8 +140,14 @@ events! {
         "Tern found a message in active/ at start: the process died while processing it. The crash is counted against the message.",
         "None for a single crash; if one message keeps appearing, see event 4012.");
     QUEUE_POISONED = (4012, "queue.message.poisoned", Error,
-        "A message was being processed each of the last times the process died (the poison threshold) and was moved to the poison queue; it is never retried automatically. The rest of the queue flows.",
-        "Inspect spool/poison/<id>; release it (move it back to incoming/ with the server stopped) or delete it.");
+        "A message was being processed each of the last times the process died or its processing panicked (the poison threshold, counting events 4011 and 4013) and was moved to the poison queue; it is never retried automatically. The rest of the queue flows.",
+        "Inspect it with `tern queue list --state poison` and spool/poison/<id>; then `tern queue release <id>` to try it again or `tern queue delete <id>`.");
+    QUEUE_INTERNAL_FAILURE = (4013, "queue.message.internal_failure", Error,
+        "Processing a message failed inside Tern: its task panicked, or the delivery worker carrying it ended without a result (a panic, or the watchdog stopped it). Every slot it held was released; the failure counts against the message like a crash, and the message is deferred (or poisoned at the threshold, event 4012).",
+        "Report it with the stage and error fields: it is a bug in Tern or in a library it uses. The rest of the queue is not affected.");
+    QUEUE_RELEASED = (4014, "queue.message.released", Info,
+        "An administrator released a message from the poison or hold queue (`tern queue release`); its crash count was reset and it is tried again now.",
+        "None.");
 }
 
 #[cfg(test)]

@@ -181,6 +181,8 @@ async fn worker(
     let mut job = first;
     let mut session: Option<SmtpSession> = None;
     loop {
+        #[cfg(feature = "fault-injection")]
+        crate::message::fault_injection::maybe_panic("connect", &job.msg.content);
         let (result, down) = deliver_job(&ctx, &job, &mut session).await;
         job.answer(result);
         if down.is_some() {
@@ -442,6 +444,8 @@ async fn send_on(
     s: &mut SmtpSession,
     remote: &str,
 ) -> Result<Sent, SessionError> {
+    #[cfg(feature = "fault-injection")]
+    crate::message::fault_injection::maybe_panic("transaction", &job.msg.content);
     let env = &job.msg.envelope;
     let body = match env.params.body {
         BodyType::SevenBit => Body::SevenBit,

@@ -261,6 +261,8 @@ async fn queue_report(
         date: now,
         message_id_domain: &ctx.hostname,
     };
+    #[cfg(feature = "fault-injection")]
+    crate::message::fault_injection::maybe_panic("dsn", &msg.content);
     let bytes = tern_dsn::build(&input)
         .map_err(|e| SpoolError::BlockingTask(format!("building a DSN: {e}")))?;
     let mut draft = ctx.intake.begin();

@@ -11,8 +11,8 @@
 //!   moves the file to `active/`, reads and validates it, routes every pending recipient,
 //!   hands one job per next hop to the scheduler, waits for their results, sends bounces
 //!   and delay notices, and then removes, defers or holds the message. A panic in it ends
-//!   that task only; the scheduler is told by the task's join handle and the message stays
-//!   in `active/` until the next start.
+//!   that task only; it is caught at the task's join handle, counted against the message
+//!   like a crash, and the message is deferred (or poisoned at the threshold).
 //! - Each connection is a **delivery worker** ([`attempt`]): the scheduler starts one
 //!   when a next hop has jobs and free slots; it walks the MX list, delivers the job, then
 //!   asks for another job for the same next hop to reuse its connection. Its slot is

@@ -10,8 +10,18 @@
 //!
 //! Invariants: the record is written before the message leaves `active/` for a waiting
 //! state; a DSN is committed to the spool before the record marks its recipients as
-//! notified. A spool error leaves the message in `active/` (retried at the next start)
-//! and emits event 4010; it never drops the message.
+//! notified. A spool error emits event 4010 and leaves the message in `active/`, from
+//! where the scheduler tries it again after the minimum backoff; it never drops the
+//! message.
+//!
+//! Internal failures (issue 4): a panic anywhere in the task is caught at its boundary
+//! ([`spawn`]'s join), and a delivery worker that died holding one of its jobs (a panic
+//! there, or the watchdog aborting it) closes the job's channel. Both count as a crash of
+//! the message in its delivery record, exactly like a process crash found at start: below
+//! `queue.poison_threshold` the message is deferred with an internal-error status, at the
+//! threshold it goes to `poison/` (event 4012) and is never retried automatically. Every
+//! slot the task or worker held is returned by `Drop` (worker slot guard, file handles,
+//! job channels), so nothing else waits for it.
 //!
 //! Trust: the content is only scanned for `Received:` lines (bounded by the header
 //! section); recipients' domains come from envelopes the spool validated.
@@ -34,10 +44,12 @@ use crate::scheduler::{Cmd, QueueHandle};
 /// What the scheduler does with a message after its task.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Next {
-    /// Nothing: removed, held, quarantined, or left in `active/` after an error.
+    /// Nothing: removed, held, poisoned or quarantined.
     Done,
-    /// Retry at this time (the message is in `deferred/`).
-    Deferred(Instant),
+    /// Try the message again at `due`, from the state directory it is now in: `deferred/`
+    /// after an attempt, or where a spool error left it (`active/`, or the directory a
+    /// failed move started from).
+    Retry { due: Instant, state: QueueState },
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -61,14 +73,12 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let next = match inner.await {
             Ok(next) => next,
+            // Cancelled: the queue is stopping (grace period over); the message stays in
+            // `active/`, and the shutdown moves it back to `incoming/`.
+            Err(e) if e.is_cancelled() => Next::Done,
             Err(e) => {
-                if e.is_panic() {
-                    ctx.events.emit(
-                        &catalog::QUEUE_ERROR,
-                        fields!("queue_id" => id, "error" => "message task panicked; the message stays in active/ until the next start"),
-                    );
-                }
-                Next::Done
+                let text = panic_text(e.into_panic());
+                internal_failure(&ctx, id, "message task", &text).await
             }
         };
         handle.send(Cmd::MessageDone { id, next });
@@ -76,12 +86,148 @@ pub(crate) fn spawn(
     abort
 }
 
+/// The message of a caught panic, for the record and the event.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => (*s).to_owned(),
+            Err(_) => "(no message)".to_owned(),
+        },
+    };
+    tern_spool::record::bounded_reply(&text)
+}
+
+/// When a message stuck in `active/` by a spool error is tried again.
+fn retry_active(ctx: &Context) -> Next {
+    retry_from(ctx, QueueState::Active)
+}
+
+/// Try again from `state` after the minimum backoff.
+fn retry_from(ctx: &Context, state: QueueState) -> Next {
+    let secs = ctx.runtime.load().queue.min_backoff_secs;
+    Next::Retry {
+        due: Instant::now() + Duration::from_secs(secs),
+        state,
+    }
+}
+
 fn spool_error(ctx: &Context, id: QueueId, op: &str, e: &SpoolError) -> Next {
     ctx.events.emit(
         &catalog::QUEUE_ERROR,
         fields!("queue_id" => id, "op" => op, "error" => e),
     );
-    Next::Done
+    retry_active(ctx)
+}
+
+/// The message task panicked (the message is in `active/`, its in-memory state gone):
+/// count the failure in the record on disk and defer or poison the message. Results of
+/// this attempt that were not yet written are lost, so a recipient the peer took may be
+/// delivered again (the at-least-once window of one attempt).
+async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) -> Next {
+    let spool = ctx.spool.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let rec = spool.read_record(id)?;
+        let n = match &rec {
+            Some(r) => r.recipients.len(),
+            None => spool
+                .read(QueueState::Active, id)?
+                .envelope
+                .recipients
+                .len(),
+        };
+        Ok::<_, SpoolError>(rec.unwrap_or_else(|| DeliveryRecord::new(id, n)))
+    })
+    .await;
+    let mut record = match loaded {
+        Ok(Ok(r)) => r,
+        // `read` quarantined a corrupt file already (event 3003); a corrupt record
+        // quarantines the message.
+        Ok(Err(SpoolError::NotFound)) => return Next::Done,
+        Ok(Err(SpoolError::Corrupt(reason))) => {
+            let _ = ctx
+                .spool
+                .quarantine_message(QueueState::Active, id, &reason);
+            return Next::Done;
+        }
+        Ok(Err(e)) => return spool_error(ctx, id, "read record after a panic", &e),
+        Err(e) => {
+            let e = SpoolError::BlockingTask(e.to_string());
+            return spool_error(ctx, id, "read record after a panic", &e);
+        }
+    };
+    let poisoned = count_internal_failure(ctx, id, &mut record, stage, error);
+    if poisoned {
+        return poison(ctx, id, &record).await;
+    }
+    let wait = ctx
+        .runtime
+        .load()
+        .queue
+        .backoff(record.crashes.max(1), &mut rand::rng());
+    record.next_attempt_micros =
+        Some(now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
+    if let Err(e) = ctx.spool.write_record(&record).await {
+        return spool_error(ctx, id, "write record", &e);
+    }
+    if let Err(e) = ctx
+        .spool
+        .move_to(id, QueueState::Active, QueueState::Deferred)
+        .await
+    {
+        return spool_error(ctx, id, "move to deferred", &e);
+    }
+    Next::Retry {
+        due: Instant::now() + wait,
+        state: QueueState::Deferred,
+    }
+}
+
+/// Counts one internal failure (panic or lost worker) against the message, like a crash,
+/// and emits event 4013. Returns whether the poison threshold is reached.
+fn count_internal_failure(
+    ctx: &Context,
+    id: QueueId,
+    record: &mut DeliveryRecord,
+    stage: &str,
+    error: &str,
+) -> bool {
+    record.crashes = record.crashes.saturating_add(1);
+    let reason = format!("451 4.3.0 internal error in {stage}: {error}; will retry");
+    record.last_error = Some(tern_spool::record::bounded_reply(&reason));
+    let threshold = ctx.runtime.load().queue.poison_threshold;
+    ctx.events.emit(
+        &catalog::QUEUE_INTERNAL_FAILURE,
+        fields!(
+            "queue_id" => id,
+            "stage" => stage,
+            "error" => error,
+            "crashes" => record.crashes,
+            "threshold" => threshold,
+        ),
+    );
+    record.crashes >= threshold
+}
+
+/// Writes the record and moves the message from `active/` to `poison/` (event 4012).
+async fn poison(ctx: &Context, id: QueueId, record: &DeliveryRecord) -> Next {
+    if let Err(e) = ctx.spool.write_record(record).await {
+        return spool_error(ctx, id, "write record", &e);
+    }
+    match ctx
+        .spool
+        .move_to(id, QueueState::Active, QueueState::Poison)
+        .await
+    {
+        Ok(()) => {
+            ctx.events.emit(
+                &catalog::QUEUE_POISONED,
+                fields!("queue_id" => id, "crashes" => record.crashes),
+            );
+            Next::Done
+        }
+        Err(e) => spool_error(ctx, id, "move to poison", &e),
+    }
 }
 
 /// Counts `Received:` header fields in the header section.
@@ -117,8 +263,13 @@ async fn run(
     if state != QueueState::Active {
         match spool.move_to(id, state, QueueState::Active).await {
             Ok(()) => {}
+            // Already there: an earlier move was cut short by an error after its link.
+            Err(SpoolError::NotFound) if spool.path_of(QueueState::Active, id).exists() => {}
             Err(SpoolError::NotFound) => return Next::Done,
-            Err(e) => return spool_error(&ctx, id, "move to active", &e),
+            Err(e) => {
+                spool_error(&ctx, id, "move to active", &e);
+                return retry_from(&ctx, state);
+            }
         }
     }
     let sp = spool.clone();
@@ -158,7 +309,10 @@ async fn run(
         content: stored.body,
     });
     #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_abort(&msg.content);
+    {
+        fault_injection::maybe_abort(&msg.content);
+        fault_injection::maybe_panic("load", &msg.content);
+    }
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
     let now = now_micros();
@@ -255,6 +409,9 @@ async fn run(
         }
     }
 
+    // Routed, no job handed out yet: a panic here leaves no job behind.
+    #[cfg(feature = "fault-injection")]
+    fault_injection::maybe_panic("route", &msg.content);
     let mut waits = Vec::new();
     for (_, (hop, transport, domain, rcpts)) in jobs {
         let (tx, rx) = oneshot::channel();
@@ -269,11 +426,14 @@ async fn run(
         handle.send(Cmd::Enqueue(job));
         waits.push((rcpts, rx));
     }
+    let mut lost_worker = false;
     for (rcpts, rx) in waits {
         match rx.await {
             Ok(JobResult { outcomes }) => results.extend(outcomes),
-            // The worker died (panic) or the queue stopped: defer, never drop.
+            // The worker died holding the job (a panic, or the watchdog stopped it; at
+            // shutdown jobs are answered, not dropped): defer, never drop, and count it.
             Err(_) => {
+                lost_worker = true;
                 let reply = local_reply(451, "4.3.0 internal error during delivery; will retry");
                 results.extend(rcpts.into_iter().map(|i| {
                     (
@@ -288,7 +448,25 @@ async fn run(
         }
     }
     drop(stop);
-    finish(&ctx, id, &msg, &mut record, results, held, now).await
+    let attempt = Attempt {
+        results,
+        held,
+        started: now,
+        lost_worker,
+    };
+    finish(&ctx, id, &msg, &mut record, attempt).await
+}
+
+/// What one attempt came to, for [`finish`].
+struct Attempt {
+    /// One result per recipient tried.
+    results: Vec<(usize, RcptResult)>,
+    /// Recipients parked by `hold` routes.
+    held: Vec<usize>,
+    /// When the attempt started (microseconds since the epoch).
+    started: i64,
+    /// A delivery worker died holding one of the jobs.
+    lost_worker: bool,
 }
 
 /// Applies the results to the record, sends DSNs, and puts the message where it goes.
@@ -297,10 +475,16 @@ async fn finish(
     id: QueueId,
     msg: &LoadedMessage,
     record: &mut DeliveryRecord,
-    results: Vec<(usize, RcptResult)>,
-    held: Vec<usize>,
-    now: i64,
+    attempt: Attempt,
 ) -> Next {
+    let Attempt {
+        results,
+        held,
+        started: now,
+        lost_worker,
+    } = attempt;
+    #[cfg(feature = "fault-injection")]
+    fault_injection::maybe_panic("finish", &msg.content);
     let spool = &ctx.spool;
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
@@ -374,6 +558,17 @@ async fn finish(
             Err(e) => spool_error(ctx, id, "remove", &e),
         };
     }
+    if lost_worker
+        && count_internal_failure(
+            ctx,
+            id,
+            record,
+            "delivery worker",
+            "worker ended without a result",
+        )
+    {
+        return poison(ctx, id, record).await;
+    }
     let only_held = open.iter().all(|i| held.contains(i));
     if only_held {
         if let Err(e) = spool.write_record(record).await {
@@ -418,7 +613,10 @@ async fn finish(
             "retry_in_secs" => wait.as_secs(),
         ),
     );
-    Next::Deferred(due)
+    Next::Retry {
+        due,
+        state: QueueState::Deferred,
+    }
 }
 
 fn first_reply(record: &DeliveryRecord, idx: &[usize]) -> String {
@@ -433,10 +631,34 @@ fn first_reply(record: &DeliveryRecord, idx: &[usize]) -> String {
         .unwrap_or_default()
 }
 
-/// Test builds only (`--features fault-injection`): abort the whole process while a
-/// chosen message is in process, to prove the poison accounting (issue 4).
+/// Test builds only (`--features fault-injection`): abort the whole process, or panic at
+/// a chosen stage, while a chosen message is in process, to prove the poison accounting
+/// and the release of every slot (issue 4).
 #[cfg(feature = "fault-injection")]
-mod fault_injection {
+pub(crate) mod fault_injection {
+    /// Panics when the environment variable `TERN_FAULT_PANIC_ON` is `<stage>:<bytes>`,
+    /// `stage` is this one and the content contains the bytes. Stages: `load` (message
+    /// task, file read), `route` (routed, before any job is handed out), `finish`
+    /// (results in hand, record not yet written), `dsn`
+    /// (building a bounce), `connect` (delivery worker holding its concurrency slot,
+    /// before connecting), `transaction` (delivery worker holding a connection).
+    pub(crate) fn maybe_panic(stage: &str, content: &[u8]) {
+        let Some(spec) = std::env::var_os("TERN_FAULT_PANIC_ON") else {
+            return;
+        };
+        let spec = spec.as_encoded_bytes();
+        let Some(colon) = spec.iter().position(|b| *b == b':') else {
+            return;
+        };
+        let (want, pattern) = (&spec[..colon], &spec[colon + 1..]);
+        if want == stage.as_bytes()
+            && !pattern.is_empty()
+            && content.windows(pattern.len()).any(|w| w == pattern)
+        {
+            panic!("fault injection: panic at stage {stage}");
+        }
+    }
+
     /// Aborts the process when the content contains the bytes in the environment
     /// variable `TERN_FAULT_ABORT_ON`.
     pub(super) fn maybe_abort(content: &[u8]) {

@@ -4,7 +4,8 @@
 //! - `backlog`: messages to load (new ones from the intake, deferred ones whose retry time
 //!   came, and what was in `incoming/` and `active/` at start), loaded at most
 //!   `max_active_messages` at a time so memory stays bounded whatever the queue size;
-//! - `retries`: deferred messages by due time;
+//! - `retries`: messages to try again, by due time, with the state directory each is in
+//!   (`deferred/`, or `active/` after a spool error);
 //! - `destinations`: per next hop, the jobs waiting, the workers running and whether the
 //!   destination is down. A job for a destination that is down is answered at once with a
 //!   deferral (no connection is tried), so a dead destination costs nothing and slows no
@@ -50,6 +51,8 @@ pub(crate) enum Cmd {
     WorkerDone { hop: NextHop, down: Option<String> },
     /// A message task ended.
     MessageDone { id: QueueId, next: Next },
+    /// An administrator released a message into `deferred/`: try it now.
+    Released(QueueId),
     /// Stop: no new work; reply when every task ended or was cut at the grace period.
     Shutdown(oneshot::Sender<()>),
 }
@@ -65,6 +68,12 @@ impl QueueHandle {
     /// the queue has stopped, the message is picked up at the next start.
     pub fn submit(&self, id: QueueId) {
         let _ = self.tx.send(Cmd::Submit(id));
+    }
+
+    /// Tells the queue that an administrator moved message `id` into `deferred/`
+    /// (`Spool::release`): it is tried at once, unless the queue already knows it.
+    pub fn released(&self, id: QueueId) {
+        let _ = self.tx.send(Cmd::Released(id));
     }
 
     pub(crate) fn send(&self, cmd: Cmd) {
@@ -134,7 +143,9 @@ impl Queue {
             let _ = tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(2))).await;
         }
         for (id, due) in scan.deferred {
-            sched.retries.insert((due.max(now), id));
+            sched
+                .retries
+                .insert((due.max(now), id, QueueState::Deferred));
             sched.queued_ids.insert(id);
         }
         let task = tokio::spawn(sched.run(receiver.rx));
@@ -279,7 +290,7 @@ struct Scheduler {
     backlog: VecDeque<(QueueId, QueueState)>,
     /// Ids in `backlog` or `retries` (so a duplicate submit is ignored).
     queued_ids: HashSet<QueueId>,
-    retries: BTreeSet<(Instant, QueueId)>,
+    retries: BTreeSet<(Instant, QueueId, QueueState)>,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
     destinations: HashMap<NextHop, Destination>,
     /// Workers that finished a job and wait (with their connection open) for another
@@ -321,7 +332,7 @@ impl Scheduler {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let retry = self.retries.first().map(|(t, _)| *t);
+        let retry = self.retries.first().map(|(t, _, _)| *t);
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self
             .destinations
@@ -336,6 +347,14 @@ impl Scheduler {
         match cmd {
             Cmd::Submit(id) => self.push_backlog(id, QueueState::Incoming),
             Cmd::Enqueue(job) => self.enqueue(job),
+            Cmd::Released(id) => {
+                if !self.running.contains_key(&id) && !self.queued_ids.contains(&id) {
+                    self.ctx
+                        .events
+                        .emit(&catalog::QUEUE_RELEASED, fields!("queue_id" => id));
+                    self.push_backlog(id, QueueState::Deferred);
+                }
+            }
             Cmd::NextJob { hop, reply } => {
                 let job = if self.stopping.is_some() {
                     None
@@ -371,8 +390,8 @@ impl Scheduler {
             Cmd::MessageDone { id, next } => {
                 self.running.remove(&id);
                 match next {
-                    Next::Deferred(due) => {
-                        self.retries.insert((due, id));
+                    Next::Retry { due, state } => {
+                        self.retries.insert((due, id, state));
                         self.queued_ids.insert(id);
                     }
                     Next::Done => {}
@@ -456,12 +475,12 @@ impl Scheduler {
             return;
         }
         let now = Instant::now();
-        while let Some(&(due, id)) = self.retries.first() {
+        while let Some(&(due, id, state)) = self.retries.first() {
             if due > now {
                 break;
             }
             self.retries.pop_first();
-            self.backlog.push_back((id, QueueState::Deferred));
+            self.backlog.push_back((id, state));
         }
         let cfg = self.ctx.runtime.load_full();
         while self.running.len() < cfg.queue.max_active_messages {

@@ -54,7 +54,8 @@ pub use intake::{MessageDraft, MessageIntake};
 pub use record::{DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
 pub use store::{
-    DiskSpace, ListedMessage, MessageWriter, RecoveryReport, Spool, StoredMessage, SyncStats,
+    DELETABLE, DiskSpace, ListedMessage, MessageWriter, RELEASABLE, RecoveryReport, Spool,
+    StoredMessage, SyncStats,
 };
 
 /// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.

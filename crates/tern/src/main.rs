@@ -5,6 +5,7 @@
 //! or not the server runs). Only this binary uses `anyhow`; the library crates return typed
 //! errors.
 
+mod admin;
 mod config;
 mod queue;
 mod serve;
@@ -64,6 +65,24 @@ enum QueueCmd {
         #[arg(long)]
         state: Option<String>,
     },
+    /// Release messages from the poison or hold queue: crash count reset, tried now.
+    Release {
+        /// Configuration file, to find the data directory.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete messages (no bounce) from the deferred, hold, poison or corrupt queue.
+    Delete {
+        /// Configuration file, to find the data directory.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, config::ConfigErrors> {
@@ -117,6 +136,12 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Queue {
+            command: QueueCmd::Release { config, ids },
+        } => admin_action(config.as_ref(), admin::Action::Release, &ids),
+        Cmd::Queue {
+            command: QueueCmd::Delete { config, ids },
+        } => admin_action(config.as_ref(), admin::Action::Delete, &ids),
+        Cmd::Queue {
             command:
                 QueueCmd::List {
                     config,
@@ -140,6 +165,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// `tern queue release|delete`: exit 0 when every message was acted on.
+fn admin_action(config: Option<&PathBuf>, action: admin::Action, ids: &[String]) -> ExitCode {
+    let result = load(config)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| admin::run(&c, action, ids));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("tern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Sends SIGHUP to the server that holds the configuration's spool.
 fn reload_server(config: &Config) -> anyhow::Result<u32> {
     use anyhow::Context;
@@ -147,12 +187,19 @@ fn reload_server(config: &Config) -> anyhow::Result<u32> {
     let pid = tern_spool::Spool::lock_holder(&dir)
         .with_context(|| format!("reading the spool lock in {}", dir.display()))?
         .with_context(|| format!("no server is running on {}", dir.display()))?;
+    signal_server(pid, libc::SIGHUP)?;
+    Ok(pid)
+}
+
+/// Sends `signal` to the server process `pid` (from the spool lock).
+fn signal_server(pid: u32, signal: i32) -> anyhow::Result<()> {
+    use anyhow::Context;
     let raw = i32::try_from(pid).context("bad pid in the spool lock")?;
     // SAFETY: kill(2) with a pid and a signal number; no memory is passed.
-    if unsafe { libc::kill(raw, libc::SIGHUP) } != 0 {
+    if unsafe { libc::kill(raw, signal) } != 0 {
         return Err(std::io::Error::last_os_error()).context(format!("signalling pid {pid}"));
     }
-    Ok(pid)
+    Ok(())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -114,12 +114,18 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let reason = loop {
         match next_signal(&mut signals).await {
             Signal::Stop(reason) => break reason,
-            Signal::Reload => reload(
-                path.as_deref(),
-                &events,
-                &shared,
-                queue.as_ref().map(|(_, ctx)| ctx.as_ref()),
-            ),
+            Signal::Reload => {
+                reload(
+                    path.as_deref(),
+                    &events,
+                    &shared,
+                    queue.as_ref().map(|(_, ctx)| ctx.as_ref()),
+                );
+                // Administrators' requests (`tern queue release|delete`) come with a
+                // SIGHUP too.
+                let handle = queue.as_ref().map(|(q, _)| q.handle());
+                crate::admin::serve_requests(data_dir, &spool, handle.as_ref()).await;
+            }
         }
     };
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);

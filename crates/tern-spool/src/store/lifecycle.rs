@@ -291,3 +291,85 @@ impl Spool {
         Ok(moved)
     }
 }
+
+/// The states an administrator may release a message from.
+pub const RELEASABLE: [QueueState; 2] = [QueueState::Poison, QueueState::Hold];
+
+/// The states an administrator may delete a message from while the server runs: the
+/// ones no task is working on (`incoming/` may hold a commit in progress and `active/` a
+/// delivery in progress).
+pub const DELETABLE: [QueueState; 4] = [
+    QueueState::Deferred,
+    QueueState::Hold,
+    QueueState::Poison,
+    QueueState::Corrupt,
+];
+
+impl Spool {
+    /// Where message `id` is among `states`, if anywhere (first match).
+    pub fn find(&self, id: QueueId, states: &[QueueState]) -> Option<QueueState> {
+        states.iter().copied().find(|s| {
+            self.inner
+                .entry_path(Area::State(*s), id)
+                .symlink_metadata()
+                .is_ok()
+        })
+    }
+
+    /// An administrator's release (`tern queue release`): message `id` leaves `poison/`
+    /// or `hold/` for `deferred/`, with its crash count reset and no retry time, so the
+    /// queue tries it at once. The record is written before the move, so a crash between
+    /// the two leaves a poisoned message whose count says zero: releasing it again is
+    /// all it takes. Returns the state it came from; `NotFound` if it is in neither.
+    pub async fn release(&self, id: QueueId) -> Result<QueueState, SpoolError> {
+        let from = self.find(id, &RELEASABLE).ok_or(SpoolError::NotFound)?;
+        if let Some(mut rec) = self.read_record(id)? {
+            rec.crashes = 0;
+            rec.next_attempt_micros = None;
+            self.write_record(&rec).await?;
+        }
+        self.move_to(id, from, QueueState::Deferred).await?;
+        Ok(from)
+    }
+
+    /// An administrator's delete (`tern queue delete`): message `id` and its record are
+    /// removed from one of [`DELETABLE`]; from `corrupt/` its reason file and quarantined
+    /// record go too. The only way a message leaves the spool undelivered and unbounced,
+    /// so only an operator does it. Returns the state it was in.
+    pub async fn delete(&self, id: QueueId) -> Result<QueueState, SpoolError> {
+        if !self.inner.is_writable() {
+            return Err(SpoolError::ReadOnly);
+        }
+        let state = self.find(id, &DELETABLE).ok_or(SpoolError::NotFound)?;
+        let inner = Arc::clone(&self.inner);
+        let done = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let path = inner.entry_path(Area::State(state), id);
+            let mut doomed = vec![path.clone()];
+            if state == QueueState::Corrupt {
+                let dir = inner.area_dir(Area::State(QueueState::Corrupt));
+                let name = id.to_string();
+                for n in read_names(&dir)? {
+                    let s = n.to_string_lossy();
+                    if s != name && s.starts_with(&name) {
+                        doomed.push(dir.join(&n));
+                    }
+                }
+            } else {
+                doomed.push(inner.record_path(id));
+            }
+            for p in &doomed {
+                match std::fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(SpoolError::io("unlink", p, e)),
+                }
+            }
+            inner.forget_queued(state);
+            let dir = inner.area_dir(Area::State(state));
+            sys::sync_dir(&dir).map_err(|e| SpoolError::io("fsync directory", dir, e))
+        })
+        .await;
+        done.unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())))?;
+        Ok(state)
+    }
+}

@@ -48,6 +48,7 @@ use crate::error::SpoolError;
 use crate::id::QueueId;
 use crate::state::QueueState;
 
+pub use lifecycle::{DELETABLE, RELEASABLE};
 pub use writer::MessageWriter;
 
 use dirsync::DirSyncer;

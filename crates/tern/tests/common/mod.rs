@@ -421,6 +421,14 @@ impl Tern {
         })
     }
 
+    /// Removes an environment variable set with [`Setup::env`] for later restarts (a
+    /// fault the test injected no longer applies).
+    pub fn unset_env(&mut self, key: &str) {
+        if let Some(setup) = self.setup.as_mut() {
+            setup.env.retain(|(k, _)| k != key);
+        }
+    }
+
     pub fn restart(&mut self) {
         if let Err(e) = self.spawn_and_wait() {
             panic!("tern did not restart: {e:?}\n--- log ---\n{}", self.log());

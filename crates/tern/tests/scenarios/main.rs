@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin_releases_and_deletes_poisoned_and_held_mail;
 mod all_hosts_down_then_back;
 mod back_pressure_refuses_with_452;
 mod bdat_chunks_are_queued_byte_identical;
@@ -24,6 +25,7 @@ mod kill9_while_relaying_delivers_every_acknowledged_message;
 mod mx_answer_cached_for_its_ttl;
 mod mx_preference_order_and_fallback;
 mod outbound_tls_policies_per_route;
+mod panic_at_any_stage_releases_every_slot;
 mod partial_recipient_failures_bounce_once;
 mod peer_limits_and_dsn_notify;
 mod poison_message_is_quarantined_after_two_crashes;
