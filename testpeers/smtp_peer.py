@@ -47,8 +47,11 @@ Behaviours (served by aiosmtpd unless noted):
     drop-mid-data            plain asyncio: a minimal accepting server (honours
                              no-pipelining) that closes the connection after reading
                              some content bytes, before the final dot
+    hang-mid-data            like drop-mid-data, but after some content bytes it
+                             keeps the connection open and never replies (logs
+                             "hanging mid-data")
 
-hang, greet421, greet554 and drop-mid-data are exclusive of the aiosmtpd behaviours
+hang, greet421, greet554, drop-mid-data and hang-mid-data are exclusive of the aiosmtpd behaviours
 (aiosmtpd has no hook for the greeting or for the middle of DATA).
 Runs until killed (SIGTERM/SIGKILL).
 """
@@ -65,7 +68,7 @@ import ssl
 import sys
 import time
 
-FAULTS = {"hang", "greet421", "greet554", "drop-mid-data"}
+FAULTS = {"hang", "greet421", "greet554", "drop-mid-data", "hang-mid-data"}
 FLAGS = {
     "accept", "tempfail-mail", "permfail-mail", "tempfail-data", "permfail-data",
     "no-smtputf8", "no-8bitmime", "no-pipelining", "no-dsn", "starttls",
@@ -311,6 +314,11 @@ async def fault_session(reader, writer, flags):
                     if not chunk:
                         return
                     got += len(chunk)
+                if "hang-mid-data" in flags:
+                    log.info("hanging mid-data after %d content bytes", got)
+                    while await reader.read(4096):
+                        pass
+                    return
                 log.info("dropping connection after %d content bytes", got)
                 writer.transport.abort()
                 return

@@ -277,6 +277,11 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
                     continue;
                 }
             };
+            // Debug and info events are the record of normal traffic: never collapsed.
+            if occ.def.severity < Severity::Notice {
+                write_line(&occ, None, &mut json, &mut err);
+                continue;
+            }
             let key_field = occ
                 .fields
                 .first()
@@ -479,6 +484,23 @@ mod tests {
             lines.iter().filter(|l| l["client"] == "192.0.2.2").count(),
             1
         );
+    }
+
+    #[test]
+    fn info_events_are_never_collapsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(Some(&path), false).unwrap();
+        for _ in 0..100 {
+            log.emit(
+                &catalog::SERVER_RELOADED,
+                fields!("file" => "/etc/tern.toml"),
+            );
+        }
+        assert!(log.flush(Duration::from_secs(5)));
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 100, "every reload is on record");
+        assert!(lines.iter().all(|l| l.get("repeated").is_none()));
     }
 
     #[test]

@@ -272,6 +272,25 @@ impl SmtpPeer {
         self.child = Some(child);
     }
 
+    /// The peer's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("peer.log")).unwrap_or_default()
+    }
+
+    /// Waits until the peer's log contains `text`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "peer {} did not log {text:?} within {limit:?}; its log:\n{}",
+                self.addr,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port

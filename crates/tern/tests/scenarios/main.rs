@@ -32,6 +32,7 @@ mod poison_message_is_quarantined_after_two_crashes;
 mod postfix_interop_both_directions;
 mod python_smtplib_interop;
 mod queue_list_json_fields;
+mod reload_storm_during_flow_delivers_every_message;
 mod reverse_dns_names_client;
 mod route_reload_during_flow_loses_nothing;
 mod sigterm_shuts_down_within_grace;

@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Setup, SmtpClient};
+use crate::common::peers::{DnsServer, SmtpPeer};
+use crate::common::{Setup, SmtpClient, send_one, simple_message};
 
 const GRACE_SECS: u64 = 3;
 
@@ -139,4 +140,48 @@ fn sigterm_cuts_a_stalled_message_after_the_grace_period() {
         tern.spool_files("tmp").is_empty(),
         "no partial write left behind"
     );
+}
+
+/// The outbound side: a delivery whose peer stops answering in the middle of the data
+/// (its timeouts are minutes long) does not hold the stop past the grace period, and the
+/// message it carried stays queued for the next start.
+#[test]
+fn sigterm_with_a_delivery_hanging_mid_data_exits_within_grace() {
+    let dns = DnsServer::start();
+    let peer = SmtpPeer::start("127.0.0.3", &["hang-mid-data"]);
+    let mut tern = Setup::new()
+        .grace_secs(GRACE_SECS)
+        .dns(&dns.dns_section())
+        .queue("[queue]\ndeliver = true\n")
+        .section(&format!(
+            "[[route]]\ndomains = [\"relay.test\"]\ntransport = \"smtp\"\nhosts = [\"{}\"]\n",
+            peer.addr
+        ))
+        .start();
+    // 200 lines of 900 octets: more than the peer reads before it stops answering.
+    let body = format!("{}\n", "x".repeat(900)).repeat(200);
+    let id = send_one(
+        tern.addr(),
+        "s@client.test",
+        &["r@relay.test"],
+        &simple_message("hangs", &body),
+    );
+    peer.wait_for_log("hanging mid-data", Duration::from_secs(20));
+
+    let signalled = Instant::now();
+    tern.signal(libc::SIGTERM);
+    // Grace for the queue, then a bounded runtime shutdown (5 s) for what is left.
+    let limit = Duration::from_secs(GRACE_SECS + 7);
+    let status = tern.wait_exit(limit).unwrap_or_else(|| {
+        panic!(
+            "tern still running {limit:?} after SIGTERM with a hanging delivery\n{}",
+            tern.log()
+        )
+    });
+    assert_eq!(status.code(), Some(0), "{}", tern.log());
+    eprintln!("stopped in {:?}", signalled.elapsed());
+    let queued = tern.queue_json(&[]);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0]["id"], id.as_str());
+    assert_ne!(queued[0]["state"], "active", "a clean stop empties active/");
 }
