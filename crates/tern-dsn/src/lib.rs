@@ -35,6 +35,8 @@
 //! return, at most [`HEADERS_CAP`] otherwise) plus the report text. No I/O.
 
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod original;
 mod text;
 

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod arbitrary_fields;
 mod bounce_is_parsed_by_mail_parser;
 mod hostile_remote_reply;
 mod malformed_originals;
