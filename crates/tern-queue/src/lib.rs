@@ -34,6 +34,9 @@
 
 pub mod attempt;
 pub mod config;
+mod dispatch;
+#[cfg(test)]
+mod dispatch_schedules;
 pub mod dsn;
 pub mod intake;
 pub mod message;

@@ -33,7 +33,28 @@ use tokio::task::JoinHandle;
 
 use crate::Context;
 use crate::attempt::{self, Job, JobResult};
+use crate::dispatch::{Dispatch, Refused, Waiter};
 use crate::message::{self, Next};
+
+/// A worker waiting for its next job is the sending end of its reply channel.
+impl Waiter<Job> for oneshot::Sender<Option<Job>> {
+    fn offer(self, job: Job) -> Result<(), Job> {
+        match self.send(Some(job)) {
+            Ok(()) => Ok(()),
+            Err(Some(job)) => Err(job),
+            // Unreachable (we sent `Some`); nothing to give back.
+            Err(None) => Ok(()),
+        }
+    }
+
+    fn dismiss(self) {
+        let _ = self.send(None);
+    }
+
+    fn is_closed(&self) -> bool {
+        oneshot::Sender::is_closed(self)
+    }
+}
 
 /// What the other tasks tell the scheduler.
 pub(crate) enum Cmd {
@@ -118,9 +139,7 @@ impl Queue {
             queued_ids: HashSet::new(),
             retries: BTreeSet::new(),
             running: HashMap::new(),
-            destinations: HashMap::new(),
-            idle: HashMap::new(),
-            workers: 0,
+            dispatch: Dispatch::new(),
             stopping: None,
             stop_tx,
             stop_rx,
@@ -276,14 +295,6 @@ fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
     Ok(Scan { ready, deferred })
 }
 
-#[derive(Default)]
-struct Destination {
-    jobs: VecDeque<Job>,
-    workers: usize,
-    down_until: Option<Instant>,
-    down_reason: String,
-}
-
 struct Scheduler {
     ctx: Arc<Context>,
     handle: QueueHandle,
@@ -292,11 +303,10 @@ struct Scheduler {
     queued_ids: HashSet<QueueId>,
     retries: BTreeSet<(Instant, QueueId, QueueState)>,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
-    destinations: HashMap<NextHop, Destination>,
-    /// Workers that finished a job and wait (with their connection open) for another
-    /// job to the same next hop; each gives up after `attempt::IDLE_TIME`.
-    idle: HashMap<NextHop, VecDeque<oneshot::Sender<Option<Job>>>>,
-    workers: usize,
+    /// Jobs per next hop, worker counts, down marks, and the workers that finished a
+    /// job and wait (with their connection open) for another job to the same next hop;
+    /// each gives up after `attempt::IDLE_TIME`.
+    dispatch: Dispatch<NextHop, Job, oneshot::Sender<Option<Job>>>,
     stopping: Option<(Instant, oneshot::Sender<()>)>,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
@@ -307,7 +317,7 @@ impl Scheduler {
         loop {
             self.pump();
             if let Some((deadline, _)) = &self.stopping {
-                if self.running.is_empty() && self.workers == 0 {
+                if self.running.is_empty() && self.dispatch.workers() == 0 {
                     break;
                 }
                 if Instant::now() >= *deadline {
@@ -334,12 +344,7 @@ impl Scheduler {
     fn next_wake(&self) -> Option<Instant> {
         let retry = self.retries.first().map(|(t, _, _)| *t);
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
-        let down = self
-            .destinations
-            .values()
-            .filter(|d| !d.jobs.is_empty())
-            .filter_map(|d| d.down_until)
-            .min();
+        let down = self.dispatch.next_up();
         [retry, stop, down].into_iter().flatten().min()
     }
 
@@ -356,33 +361,23 @@ impl Scheduler {
                 }
             }
             Cmd::NextJob { hop, reply } => {
-                let job = if self.stopping.is_some() {
-                    None
-                } else {
-                    self.destinations
-                        .get_mut(&hop)
-                        .filter(|d| d.down_until.is_none())
-                        .and_then(|d| d.jobs.pop_front())
-                };
-                if job.is_none() && self.stopping.is_none() {
-                    // Nothing now: the worker keeps its connection and waits a moment.
-                    self.idle.entry(hop).or_default().push_back(reply);
+                if self.stopping.is_some() {
+                    reply.dismiss();
                     return;
                 }
-                if let Err(Some(job)) = reply.send(job) {
-                    // The worker is gone: put the job back at the front.
-                    self.destinations
-                        .entry(job.hop.clone())
-                        .or_default()
-                        .jobs
-                        .push_front(job);
+                match self.dispatch.next_job(&hop) {
+                    Some(job) => {
+                        if let Err(job) = reply.offer(job) {
+                            // The worker is gone: put the job back at the front.
+                            self.dispatch.put_back(hop, job);
+                        }
+                    }
+                    // Nothing now: the worker keeps its connection and waits a moment.
+                    None => self.dispatch.park(hop, reply),
                 }
             }
             Cmd::WorkerDone { hop, down } => {
-                self.workers = self.workers.saturating_sub(1);
-                if let Some(d) = self.destinations.get_mut(&hop) {
-                    d.workers = d.workers.saturating_sub(1);
-                }
+                self.dispatch.worker_done(&hop);
                 if let Some(reason) = down {
                     self.mark_down(&hop, reason);
                 }
@@ -399,19 +394,12 @@ impl Scheduler {
             }
             Cmd::Shutdown(reply) => {
                 let _ = self.stop_tx.send(true);
-                for (_, waiting) in self.idle.drain() {
-                    for w in waiting {
-                        let _ = w.send(None);
-                    }
-                }
                 self.stopping = Some((Instant::now() + self.ctx.shutdown_grace, reply));
                 // Jobs not started are answered now; their messages are deferred (kept
-                // in the spool) and retried at the next start.
-                for d in self.destinations.values_mut() {
-                    for job in d.jobs.drain(..) {
-                        let result = JobResult::deferred_all(&job, "4.3.2 Tern is shutting down");
-                        job.answer(result);
-                    }
+                // in the spool) and retried at the next start. Idle workers are let go.
+                for job in self.dispatch.drain() {
+                    let result = JobResult::deferred_all(&job, "4.3.2 Tern is shutting down");
+                    job.answer(result);
                 }
             }
         }
@@ -425,33 +413,24 @@ impl Scheduler {
     }
 
     fn enqueue(&mut self, job: Job) {
-        let now = Instant::now();
-        let d = self.destinations.entry(job.hop.clone()).or_default();
-        if let Some(until) = d.down_until
-            && until > now
-        {
-            let reason = format!("4.4.1 destination {} is down: {}", job.hop, d.down_reason);
-            let result = JobResult::deferred_all(&job, &reason);
-            job.answer(result);
-            return;
-        }
         if self.stopping.is_some() {
             let result = JobResult::deferred_all(&job, "4.3.2 Tern is shutting down");
             job.answer(result);
             return;
         }
-        d.down_until = None;
-        d.jobs.push_back(job);
+        let hop = job.hop.clone();
+        if let Err((job, Refused::Down(why))) = self.dispatch.enqueue(hop, job, Instant::now()) {
+            let reason = format!("4.4.1 destination {} is down: {why}", job.hop);
+            let result = JobResult::deferred_all(&job, &reason);
+            job.answer(result);
+        }
     }
 
     fn mark_down(&mut self, hop: &NextHop, reason: String) {
         let cfg = self.ctx.runtime.load();
         let until = Instant::now() + Duration::from_secs(cfg.queue.min_backoff_secs);
-        let d = self.destinations.entry(hop.clone()).or_default();
-        let was_down = d.down_until.is_some();
-        d.down_until = Some(until);
-        d.down_reason.clone_from(&reason);
-        if !was_down {
+        let marked = self.dispatch.mark_down(hop, until, reason.clone());
+        if marked.newly {
             self.ctx.events.emit(
                 &catalog::DESTINATION_DOWN,
                 fields!(
@@ -462,7 +441,7 @@ impl Scheduler {
             );
         }
         let text = format!("4.4.1 destination {hop} is down: {reason}");
-        for job in d.jobs.drain(..) {
+        for job in marked.jobs {
             let result = JobResult::deferred_all(&job, &text);
             job.answer(result);
         }
@@ -497,44 +476,11 @@ impl Scheduler {
             );
             self.running.insert(id, task);
         }
-        // Destinations whose down time passed are up again.
-        for d in self.destinations.values_mut() {
-            if d.down_until.is_some_and(|t| t <= now) {
-                d.down_until = None;
-            }
-        }
-        // Idle workers of a next hop get its jobs first: their connection is open.
-        for (hop, waiting) in &mut self.idle {
-            waiting.retain(|w| !w.is_closed());
-            let Some(d) = self.destinations.get_mut(hop) else {
-                continue;
-            };
-            while d.down_until.is_none()
-                && !d.jobs.is_empty()
-                && let Some(w) = waiting.pop_front()
-            {
-                let Some(job) = d.jobs.pop_front() else { break };
-                if let Err(Some(job)) = w.send(Some(job)) {
-                    // That worker had just given up: keep the job for the next one.
-                    d.jobs.push_front(job);
-                }
-            }
-        }
-        self.idle.retain(|_, w| !w.is_empty());
-        let max_total = cfg.queue.max_concurrency;
-        let max_dest = cfg.queue.destination_concurrency;
-        let mut start = Vec::new();
-        for (hop, d) in &mut self.destinations {
-            while self.workers < max_total
-                && d.workers < max_dest
-                && d.down_until.is_none()
-                && let Some(job) = d.jobs.pop_front()
-            {
-                d.workers += 1;
-                self.workers += 1;
-                start.push((hop.clone(), job));
-            }
-        }
+        let start = self.dispatch.pump(
+            now,
+            cfg.queue.max_concurrency,
+            cfg.queue.destination_concurrency,
+        );
         for (hop, job) in start {
             attempt::spawn_worker(
                 Arc::clone(&self.ctx),
@@ -544,8 +490,6 @@ impl Scheduler {
                 self.stop_rx.clone(),
             );
         }
-        self.destinations
-            .retain(|_, d| !d.jobs.is_empty() || d.workers > 0 || d.down_until.is_some());
     }
 }
 

@@ -1,0 +1,340 @@
+//! The scheduler's dispatch core, sans I/O: one queue of delivery jobs per next hop,
+//! the worker counts (total and per next hop), the "down until" marks, and the workers
+//! that wait with an open connection for another job to their next hop.
+//!
+//! It is generic over the next hop `K`, the job `J` and the waiting worker `W` so that
+//! the same code runs in the scheduler (tokio oneshot senders) and in the
+//! schedule-exploration test (`dispatch_schedules.rs`, shuttle threads and
+//! channels), which drives it from many threads in every interleaving shuttle finds.
+//!
+//! Invariants (each method keeps them; the exploration test checks them):
+//! - `workers` is the number of workers started and not yet done; per next hop likewise.
+//!   Counts only grow in [`Dispatch::pump`] (when it hands out a job to a new worker)
+//!   and only shrink in [`Dispatch::worker_done`], so `workers <= max_total` and each
+//!   next hop's count `<= max_dest` hold whenever the limits do not shrink (a reload that
+//!   lowers them lets the excess finish; no new worker starts until below).
+//! - A job is in exactly one place: a next hop's queue, handed to a waiting worker, or
+//!   returned to the caller (to start a worker, or to be answered because its next hop
+//!   is down or the queue is stopping). None is dropped here.
+//! - A waiter whose worker gave up (closed) is never given a job; a job offered to one
+//!   that closed meanwhile goes back to the front of its queue.
+//!
+//! No locks, no awaits, no clock of its own: the caller passes `now`.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::time::Instant;
+
+/// A worker waiting for another job to its next hop.
+pub(crate) trait Waiter<J> {
+    /// Hands `job` to the worker; gives it back if the worker is gone.
+    fn offer(self, job: J) -> Result<(), J>;
+    /// Tells the worker there is nothing more (it closes its connection).
+    fn dismiss(self);
+    /// The worker stopped waiting.
+    fn is_closed(&self) -> bool;
+}
+
+/// One next hop's state.
+struct Destination<J> {
+    jobs: VecDeque<J>,
+    workers: usize,
+    down_until: Option<Instant>,
+    down_reason: String,
+}
+
+impl<J> Default for Destination<J> {
+    fn default() -> Self {
+        Destination {
+            jobs: VecDeque::new(),
+            workers: 0,
+            down_until: None,
+            down_reason: String::new(),
+        }
+    }
+}
+
+/// Why a job could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Its next hop is marked down until its retry time; the text says why.
+    Down(String),
+}
+
+/// What [`Dispatch::mark_down`] did.
+pub(crate) struct MarkedDown<J> {
+    /// The next hop was not down before (log it once).
+    pub newly: bool,
+    /// The jobs that were waiting for it: answer them with a deferral.
+    pub jobs: Vec<J>,
+}
+
+/// The dispatch state. See the module header.
+pub(crate) struct Dispatch<K, J, W> {
+    destinations: HashMap<K, Destination<J>>,
+    idle: HashMap<K, VecDeque<W>>,
+    workers: usize,
+}
+
+impl<K, J, W> Dispatch<K, J, W>
+where
+    K: Hash + Eq + Clone,
+    W: Waiter<J>,
+{
+    /// Empty: no jobs, no workers.
+    pub(crate) fn new() -> Self {
+        Dispatch {
+            destinations: HashMap::new(),
+            idle: HashMap::new(),
+            workers: 0,
+        }
+    }
+
+    /// Workers started and not yet done, all next hops together.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Workers of one next hop.
+    #[cfg(test)]
+    pub(crate) fn workers_of(&self, hop: &K) -> usize {
+        self.destinations.get(hop).map_or(0, |d| d.workers)
+    }
+
+    /// Jobs waiting, all next hops together.
+    #[cfg(test)]
+    pub(crate) fn waiting_jobs(&self) -> usize {
+        self.destinations.values().map(|d| d.jobs.len()).sum()
+    }
+
+    /// Queues a job for `hop`, unless the hop is down until later than `now`.
+    pub(crate) fn enqueue(&mut self, hop: K, job: J, now: Instant) -> Result<(), (J, Refused)> {
+        let d = self.destinations.entry(hop).or_default();
+        if let Some(until) = d.down_until
+            && until > now
+        {
+            return Err((job, Refused::Down(d.down_reason.clone())));
+        }
+        d.down_until = None;
+        d.jobs.push_back(job);
+        Ok(())
+    }
+
+    /// A worker of `hop` finished a job: the next job for it, if one waits and the hop is
+    /// not down. With `None` the caller parks the worker ([`Dispatch::park`]) or, when
+    /// stopping, dismisses it.
+    pub(crate) fn next_job(&mut self, hop: &K) -> Option<J> {
+        self.destinations
+            .get_mut(hop)
+            .filter(|d| d.down_until.is_none())
+            .and_then(|d| d.jobs.pop_front())
+    }
+
+    /// Puts a job back at the front of its queue (its worker vanished before taking it).
+    pub(crate) fn put_back(&mut self, hop: K, job: J) {
+        self.destinations
+            .entry(hop)
+            .or_default()
+            .jobs
+            .push_front(job);
+    }
+
+    /// A worker of `hop` waits, connection open, for another job.
+    pub(crate) fn park(&mut self, hop: K, waiter: W) {
+        self.idle.entry(hop).or_default().push_back(waiter);
+    }
+
+    /// A worker of `hop` ended (its slot guard said so, also after a panic).
+    pub(crate) fn worker_done(&mut self, hop: &K) {
+        self.workers = self.workers.saturating_sub(1);
+        if let Some(d) = self.destinations.get_mut(hop) {
+            d.workers = d.workers.saturating_sub(1);
+        }
+    }
+
+    /// Marks `hop` down until `until`; returns its waiting jobs to be deferred.
+    pub(crate) fn mark_down(&mut self, hop: &K, until: Instant, reason: String) -> MarkedDown<J> {
+        let d = self.destinations.entry(hop.clone()).or_default();
+        let newly = d.down_until.is_none();
+        d.down_until = Some(until);
+        d.down_reason = reason;
+        MarkedDown {
+            newly,
+            jobs: d.jobs.drain(..).collect(),
+        }
+    }
+
+    /// The reason `hop` is down, if it is.
+    #[cfg(test)]
+    pub(crate) fn down_reason(&self, hop: &K) -> Option<&str> {
+        self.destinations
+            .get(hop)
+            .filter(|d| d.down_until.is_some())
+            .map(|d| d.down_reason.as_str())
+    }
+
+    /// The earliest time a down next hop with jobs comes back.
+    pub(crate) fn next_up(&self) -> Option<Instant> {
+        self.destinations
+            .values()
+            .filter(|d| !d.jobs.is_empty())
+            .filter_map(|d| d.down_until)
+            .min()
+    }
+
+    /// Stopping: dismisses every waiting worker and returns every queued job (to be
+    /// answered with a deferral).
+    pub(crate) fn drain(&mut self) -> Vec<J> {
+        for (_, waiting) in self.idle.drain() {
+            for w in waiting {
+                w.dismiss();
+            }
+        }
+        self.destinations
+            .values_mut()
+            .flat_map(|d| d.jobs.drain(..))
+            .collect()
+    }
+
+    /// Moves what can move at `now`: next hops whose down time passed come back, waiting
+    /// workers get their next hop's jobs first (their connection is open), then new
+    /// workers are counted in for jobs still queued, within `max_total` and `max_dest`.
+    /// Returns the jobs that need a new worker, with their next hop.
+    pub(crate) fn pump(&mut self, now: Instant, max_total: usize, max_dest: usize) -> Vec<(K, J)> {
+        for d in self.destinations.values_mut() {
+            if d.down_until.is_some_and(|t| t <= now) {
+                d.down_until = None;
+            }
+        }
+        for (hop, waiting) in &mut self.idle {
+            waiting.retain(|w| !w.is_closed());
+            let Some(d) = self.destinations.get_mut(hop) else {
+                continue;
+            };
+            while d.down_until.is_none()
+                && !d.jobs.is_empty()
+                && let Some(w) = waiting.pop_front()
+            {
+                let Some(job) = d.jobs.pop_front() else { break };
+                if let Err(job) = w.offer(job) {
+                    // That worker had just given up: keep the job for the next one.
+                    d.jobs.push_front(job);
+                }
+            }
+        }
+        self.idle.retain(|_, w| !w.is_empty());
+        let mut start = Vec::new();
+        for (hop, d) in &mut self.destinations {
+            while self.workers < max_total
+                && d.workers < max_dest
+                && d.down_until.is_none()
+                && let Some(job) = d.jobs.pop_front()
+            {
+                d.workers += 1;
+                self.workers += 1;
+                start.push((hop.clone(), job));
+            }
+        }
+        self.destinations
+            .retain(|_, d| !d.jobs.is_empty() || d.workers > 0 || d.down_until.is_some());
+        start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    /// A waiter that records what it was given.
+    #[derive(Clone, Default)]
+    struct Probe {
+        got: Rc<RefCell<Vec<Option<u32>>>>,
+        closed: bool,
+    }
+
+    impl Waiter<u32> for Probe {
+        fn offer(self, job: u32) -> Result<(), u32> {
+            if self.closed {
+                return Err(job);
+            }
+            self.got.borrow_mut().push(Some(job));
+            Ok(())
+        }
+        fn dismiss(self) {
+            self.got.borrow_mut().push(None);
+        }
+        fn is_closed(&self) -> bool {
+            self.closed
+        }
+    }
+
+    #[test]
+    fn limits_hold_and_done_workers_free_their_slot() {
+        let now = Instant::now();
+        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        for j in 0..5 {
+            d.enqueue("a", j, now).unwrap();
+            d.enqueue("b", 10 + j, now).unwrap();
+        }
+        let started = d.pump(now, 3, 2);
+        assert_eq!(started.len(), 3);
+        assert!(d.workers_of(&"a") <= 2 && d.workers_of(&"b") <= 2);
+        assert!(d.pump(now, 3, 2).is_empty(), "no slot free");
+        let (hop, _) = started[0];
+        d.worker_done(&hop);
+        assert_eq!(d.pump(now, 3, 2).len(), 1, "the freed slot is used");
+        assert_eq!(d.workers(), 3);
+        assert_eq!(d.waiting_jobs(), 6);
+    }
+
+    #[test]
+    fn idle_workers_get_jobs_first_and_closed_ones_none() {
+        let now = Instant::now();
+        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        let gone = Probe {
+            closed: true,
+            ..Probe::default()
+        };
+        let open = Probe::default();
+        d.park("a", gone.clone());
+        d.park("a", open.clone());
+        d.enqueue("a", 7, now).unwrap();
+        assert!(d.pump(now, 10, 10).is_empty(), "the open waiter took it");
+        assert_eq!(*open.got.borrow(), vec![Some(7)]);
+        assert!(gone.got.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_down_hop_refuses_jobs_until_its_time_and_returns_queued_ones() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        d.enqueue("a", 1, now).unwrap();
+        let m = d.mark_down(&"a", later, "refused".into());
+        assert!(m.newly);
+        assert_eq!(m.jobs, vec![1]);
+        assert_eq!(
+            d.enqueue("a", 2, now),
+            Err((2, Refused::Down("refused".into())))
+        );
+        assert!(!d.mark_down(&"a", later, "again".into()).newly);
+        assert_eq!(d.down_reason(&"a"), Some("again"));
+        d.enqueue("a", 3, later).unwrap();
+        assert_eq!(d.pump(later, 1, 1), vec![("a", 3)]);
+    }
+
+    #[test]
+    fn drain_dismisses_waiters_and_returns_every_job() {
+        let now = Instant::now();
+        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        let w = Probe::default();
+        d.park("a", w.clone());
+        d.enqueue("b", 1, now).unwrap();
+        d.enqueue("b", 2, now).unwrap();
+        assert_eq!(d.drain(), vec![1, 2]);
+        assert_eq!(*w.got.borrow(), vec![None]);
+    }
+}
