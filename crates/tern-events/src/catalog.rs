@@ -3,7 +3,7 @@
 //! Each event has a stable numeric id that never changes meaning once released, a dotted
 //! name, a severity, and the operator-facing text that `docs/EVENTS.md` repeats. Ids are
 //! grouped by thousands: 1xxx server lifecycle, 2xxx inbound SMTP, 3xxx spool, 4xxx queue
-//! and delivery.
+//! and delivery, 5xxx watchdog.
 //!
 //! Invariant: ids are unique and `ALL` lists every event (checked by a unit test and by a
 //! test that compares this table with `docs/EVENTS.md`).
@@ -148,6 +148,19 @@ events! {
     QUEUE_RELEASED = (4014, "queue.message.released", Info,
         "An administrator released a message from the poison or hold queue (`tern queue release`); its crash count was reset and it is tried again now.",
         "None.");
+
+    WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
+        "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",
+        "A delivery worker is restarted (event 5002); for the others, look for what blocks them (disk for a spool writer, the DNS servers, a runtime thread stuck in a lock) and restart Tern if the stall does not end (event 5003).");
+    WATCHDOG_RESTARTED = (5002, "watchdog.worker.restarted", Warning,
+        "The watchdog restarted a stalled worker: a delivery worker's task is aborted, its connection closed and its concurrency slot freed; its message is deferred and retried after the usual backoff. Other mail flows again.",
+        "None if it is rare; if one destination keeps causing it, check that destination and report the stall (the fields of event 5001).");
+    WATCHDOG_RECOVERED = (5003, "watchdog.worker.recovered", Info,
+        "A stalled worker made progress again (`how` = progress) or is gone (`how` = ended, for example after a restart); `stalled_ms` says how long the stall lasted.",
+        "None.");
+    WATCHDOG_STATUS_FAILED = (5004, "watchdog.status.failed", Warning,
+        "The watchdog could not write its status snapshot (status.json in the data directory); `tern status` shows the last one as stale. Logged once until a write succeeds.",
+        "Check the data directory (space, permissions).");
 }
 
 #[cfg(test)]

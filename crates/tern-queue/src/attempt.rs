@@ -28,6 +28,13 @@
 //! [`Slot`]'s `Drop`, so a panic anywhere here returns it. A job's result is sent once;
 //! if the worker dies first, the message task sees the channel closed and defers the
 //! job's recipients.
+//!
+//! Watchdog: each worker has a heartbeat `delivery#<n>@<next hop>`, busy while it holds
+//! a job, with one item of progress per step (host lookup, connection set-up,
+//! transaction, QUIT, job) and that step's budget in force while it runs (`budget`). Its
+//! restart hook aborts the worker's task: the same path as a panic, so the invariants
+//! above return its slot and defer its job. A worker blocked inside a synchronous call
+//! cannot be aborted (tokio cancels at an `.await`); its stall is still reported.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,9 +47,11 @@ use tern_events::{catalog, fields};
 use tern_route::dns::plan::{self as dns, MxHost, SelfIdentity};
 use tern_route::{NextHop, Transport};
 use tern_spool::{BodyType, DsnRet, Envelope};
+use tern_watchdog::{Heartbeat, Kind};
 use tokio::sync::{oneshot, watch};
 
 use crate::Context;
+use crate::budget;
 use crate::scheduler::{Cmd, QueueHandle};
 
 /// A message loaded for delivery: its validated envelope and content.
@@ -155,20 +164,30 @@ impl Drop for Slot {
     }
 }
 
-/// Starts a worker for `hop` with its first job. The scheduler has counted the slot.
+/// Starts worker number `n` for `hop` with its first job. The scheduler has counted the
+/// slot.
 pub(crate) fn spawn_worker(
     ctx: Arc<Context>,
     handle: QueueHandle,
     hop: NextHop,
     first: Job,
     stop: watch::Receiver<bool>,
+    n: u64,
 ) {
+    let name = format!("delivery#{n}@{hop}");
+    let beat = match &ctx.watchdog {
+        Some(w) => w.register(name, Kind::Delivery),
+        None => Heartbeat::detached(name, Kind::Delivery),
+    };
+    beat.busy(true);
     let slot = Slot {
         handle: handle.clone(),
         hop: hop.clone(),
         down: None,
     };
-    tokio::spawn(worker(ctx, handle, slot, first, stop));
+    let task = tokio::spawn(worker(ctx, handle, slot, first, stop, beat.clone()));
+    let abort = task.abort_handle();
+    beat.on_restart(move || abort.abort());
 }
 
 async fn worker(
@@ -177,14 +196,17 @@ async fn worker(
     mut slot: Slot,
     first: Job,
     stop: watch::Receiver<bool>,
+    beat: Heartbeat,
 ) {
     let mut job = first;
     let mut session: Option<SmtpSession> = None;
     loop {
         #[cfg(feature = "fault-injection")]
         crate::message::fault_injection::maybe_panic("connect", &job.msg.content);
-        let (result, down) = deliver_job(&ctx, &job, &mut session).await;
+        beat.busy(true);
+        let (result, down) = deliver_job(&ctx, &job, &mut session, &beat).await;
         job.answer(result);
+        beat.progress();
         if down.is_some() {
             slot.down = down;
             break;
@@ -196,20 +218,23 @@ async fn worker(
             .as_ref()
             .is_some_and(|s| s.transactions() >= ctx.delivery.max_messages_per_connection);
         if spent && let Some(s) = session.take() {
-            s.quit().await;
+            beat.bounded(budget::quit(&ctx), s.quit()).await;
         }
         let (tx, rx) = oneshot::channel();
         handle.send(Cmd::NextJob {
             hop: slot.hop.clone(),
             reply: tx,
         });
+        // Waiting for work is not being stuck.
+        beat.busy(false);
         match tokio::time::timeout(IDLE_TIME, rx).await {
             Ok(Ok(Some(next))) => job = next,
             _ => break,
         }
     }
     if let Some(s) = session.take() {
-        s.quit().await;
+        beat.busy(true);
+        beat.bounded(budget::quit(&ctx), s.quit()).await;
     }
     drop(slot);
 }
@@ -321,20 +346,24 @@ async fn deliver_job(
     ctx: &Context,
     job: &Job,
     session: &mut Option<SmtpSession>,
+    beat: &Heartbeat,
 ) -> (JobResult, Option<String>) {
     if let Some(s) = session.as_mut() {
         let remote = format!("{}[{}]", s.server_name(), s.peer().ip());
-        match send_on(ctx, job, s, &remote).await {
+        match send_on(ctx, job, s, &remote, beat).await {
             Ok(Sent::Final(r)) => return (r, None),
             Ok(Sent::NextHost(_)) | Err(_) => {
                 // The reused connection went bad between messages: start afresh.
                 if let Some(s) = session.take() {
-                    s.quit().await;
+                    beat.bounded(budget::quit(ctx), s.quit()).await;
                 }
             }
         }
     }
-    let targets = match targets(ctx, job).await {
+    let targets = match beat
+        .bounded(budget::lookup(ctx, job), targets(ctx, job))
+        .await
+    {
         Ok(t) => t,
         Err(r) => return (JobResult::all(job, &r), None),
     };
@@ -346,14 +375,15 @@ async fn deliver_job(
         |t: &Target| {
             let (addr, name, remote) = (t.addr, t.name.clone(), remote_of(t));
             async move {
-                let mut s = match SmtpSession::connect(&ctx.client, addr, &name, policy).await {
+                let connect = SmtpSession::connect(&ctx.client, addr, &name, policy);
+                let mut s = match beat.bounded(budget::connect(ctx), connect).await {
                     Ok(s) => s,
                     Err(e) => return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}")),
                 };
-                match send_on(ctx, job, &mut s, &remote).await {
+                match send_on(ctx, job, &mut s, &remote, beat).await {
                     Ok(Sent::Final(r)) => HostOutcome::Final(r, s),
                     Ok(Sent::NextHost(why)) => {
-                        s.quit().await;
+                        beat.bounded(budget::quit(ctx), s.quit()).await;
                         HostOutcome::Moved(why)
                     }
                     Err(e) => HostOutcome::Moved(format!("4.4.2 {remote}: {e}")),
@@ -443,6 +473,7 @@ async fn send_on(
     job: &Job,
     s: &mut SmtpSession,
     remote: &str,
+    beat: &Heartbeat,
 ) -> Result<Sent, SessionError> {
     #[cfg(feature = "fault-injection")]
     crate::message::fault_injection::maybe_panic("transaction", &job.msg.content);
@@ -522,7 +553,9 @@ async fn send_on(
     // next host: the recipients have no result yet, and a retry would send the message
     // again anyway (if the peer had committed it before the connection broke, that is
     // the duplicate window; Postfix behaves the same way).
-    let outcome = s.send(&tx).await?;
+    #[cfg(feature = "fault-injection")]
+    fault_injection::maybe_freeze(&job.msg.content).await;
+    let outcome = beat.bounded(budget::send(ctx, job), s.send(&tx)).await?;
     if outcome.mail.is_transient() {
         return Ok(Sent::NextHost(format!("{remote} said: {}", outcome.mail)));
     }
@@ -570,6 +603,32 @@ async fn send_on(
         );
     }
     Ok(Sent::Final(JobResult { outcomes: results }))
+}
+
+/// Test builds only (`--features fault-injection`): freeze a delivery worker, to prove
+/// the watchdog (issue 4 §6).
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Set by the first freeze: later deliveries of the same content go through.
+    static FROZE: AtomicBool = AtomicBool::new(false);
+
+    /// The first time per process that a job's content contains the bytes in the
+    /// environment variable `TERN_FAULT_FREEZE_ON`, never returns: the worker keeps its
+    /// slot and its open connection, as a worker stuck on a lock would.
+    pub(super) async fn maybe_freeze(content: &[u8]) {
+        let Some(pattern) = std::env::var_os("TERN_FAULT_FREEZE_ON") else {
+            return;
+        };
+        let pattern = pattern.as_encoded_bytes();
+        if !pattern.is_empty()
+            && content.windows(pattern.len()).any(|w| w == pattern)
+            && !FROZE.swap(true, Ordering::SeqCst)
+        {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 #[cfg(test)]

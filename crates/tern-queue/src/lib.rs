@@ -28,11 +28,21 @@
 //! - Routing uses the routing table as it was when the message task started: a reload
 //!   changes what later tasks see, never a delivery in progress.
 //!
+//! Watchdog: the scheduler and every delivery worker carry a heartbeat (see
+//! `tern_watchdog`). The scheduler counts the commands waiting in its channel (senders
+//! add, it takes off) and is busy between a command or wake-up and its next wait; it is
+//! only reported when stalled, never restarted, since it owns the queue state. Each
+//! delivery worker is busy while it has a job, counts progress after every step (see
+//! [`budget`]), and is restartable: restarting aborts its task, whose slot guard returns
+//! the concurrency slot and whose job's channel closes, so the message task defers the
+//! job's recipients (they are retried after the usual backoff).
+//!
 //! At-least-once: a crash after a peer accepted a message but before the message was
 //! removed or its record written delivers it again at the next start. The window is one
 //! delivery attempt.
 
 pub mod attempt;
+mod budget;
 pub mod config;
 mod dispatch;
 #[cfg(test)]
@@ -52,6 +62,7 @@ use tern_events::EventLog;
 use tern_route::RoutingTable;
 use tern_route::dns::Resolver;
 use tern_spool::Spool;
+use tern_watchdog::Watchdog;
 
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
 pub use intake::QueueIntake;
@@ -89,4 +100,6 @@ pub struct Context {
     pub shutdown_grace: Duration,
     /// Where DSNs are queued (announced to this queue like any new message).
     pub intake: QueueIntake,
+    /// Where delivery workers register their heartbeats; `None`: not watched.
+    pub watchdog: Option<Watchdog>,
 }

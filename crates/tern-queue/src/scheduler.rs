@@ -19,6 +19,11 @@
 //! per-destination and total worker counts only change here, on `WorkerStarted` (here)
 //! and `WorkerDone` (sent by the worker's slot guard on drop, so also after a panic).
 //!
+//! Watchdog: the heartbeat `queue.scheduler` counts commands sent and not yet received
+//! as work waiting (the senders add, so a scheduler that stops receiving is seen as
+//! having work), is busy from a command or wake-up until the next wait, and counts one
+//! item per turn of the loop.
+//!
 //! Trust: commands come only from Tern's own tasks.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -28,6 +33,7 @@ use std::time::{Duration, Instant};
 use tern_events::{catalog, fields};
 use tern_route::NextHop;
 use tern_spool::{QueueId, QueueState, SpoolError};
+use tern_watchdog::Heartbeat;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -82,13 +88,15 @@ pub(crate) enum Cmd {
 #[derive(Clone)]
 pub struct QueueHandle {
     tx: mpsc::UnboundedSender<Cmd>,
+    /// The scheduler's heartbeat: each command sent counts as work waiting for it.
+    beat: Heartbeat,
 }
 
 impl QueueHandle {
     /// Tells the queue that message `id` was committed to `incoming/`. Never blocks; if
     /// the queue has stopped, the message is picked up at the next start.
     pub fn submit(&self, id: QueueId) {
-        let _ = self.tx.send(Cmd::Submit(id));
+        self.send(Cmd::Submit(id));
     }
 
     /// Tells the queue that an administrator moved message `id` into `deferred/`
@@ -98,7 +106,10 @@ impl QueueHandle {
     }
 
     pub(crate) fn send(&self, cmd: Cmd) {
-        let _ = self.tx.send(cmd);
+        self.beat.add_waiting(1);
+        if self.tx.send(cmd).is_err() {
+            self.beat.done_waiting(1);
+        }
     }
 }
 
@@ -109,15 +120,23 @@ pub struct Queue {
 }
 
 /// Creates the channel first, so the intake can hold a handle before the queue starts.
-pub fn channel() -> (QueueHandle, QueueReceiver) {
+/// `beat` is the scheduler's heartbeat (`Heartbeat::detached` when not watched).
+pub fn channel(beat: Heartbeat) -> (QueueHandle, QueueReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (QueueHandle { tx: tx.clone() }, QueueReceiver { rx, tx })
+    (
+        QueueHandle {
+            tx: tx.clone(),
+            beat: beat.clone(),
+        },
+        QueueReceiver { rx, tx, beat },
+    )
 }
 
 /// The receiving end, given to [`Queue::start`].
 pub struct QueueReceiver {
     rx: mpsc::UnboundedReceiver<Cmd>,
     tx: mpsc::UnboundedSender<Cmd>,
+    beat: Heartbeat,
 }
 
 impl Queue {
@@ -130,6 +149,7 @@ impl Queue {
             .map_err(|e| SpoolError::BlockingTask(e.to_string()))??;
         let handle = QueueHandle {
             tx: receiver.tx.clone(),
+            beat: receiver.beat.clone(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sched = Scheduler {
@@ -140,6 +160,8 @@ impl Queue {
             retries: BTreeSet::new(),
             running: HashMap::new(),
             dispatch: Dispatch::new(),
+            next_worker: 0,
+            beat: receiver.beat.clone(),
             stopping: None,
             stop_tx,
             stop_rx,
@@ -307,6 +329,9 @@ struct Scheduler {
     /// job and wait (with their connection open) for another job to the same next hop;
     /// each gives up after `attempt::IDLE_TIME`.
     dispatch: Dispatch<NextHop, Job, oneshot::Sender<Option<Job>>>,
+    /// Number of the next delivery worker (for its heartbeat's name).
+    next_worker: u64,
+    beat: Heartbeat,
     stopping: Option<(Instant, oneshot::Sender<()>)>,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
@@ -315,6 +340,7 @@ struct Scheduler {
 impl Scheduler {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         loop {
+            self.beat.busy(true);
             self.pump();
             if let Some((deadline, _)) = &self.stopping {
                 if self.running.is_empty() && self.dispatch.workers() == 0 {
@@ -328,14 +354,24 @@ impl Scheduler {
                 }
             }
             let wake = self.next_wake();
+            self.beat.progress();
+            self.beat.busy(false);
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle_cmd(cmd),
+                    Some(cmd) => {
+                        self.beat.busy(true);
+                        self.beat.done_waiting(1);
+                        self.handle_cmd(cmd);
+                    }
                     None => break,
                 },
                 () = sleep_until(wake) => {}
             }
         }
+        // Commands sent from now on fail and take themselves off the count.
+        drop(rx);
+        self.beat.busy(false);
+        self.beat.set_waiting(0);
         if let Some((_, reply)) = self.stopping.take() {
             let _ = reply.send(());
         }
@@ -482,12 +518,14 @@ impl Scheduler {
             cfg.queue.destination_concurrency,
         );
         for (hop, job) in start {
+            self.next_worker += 1;
             attempt::spawn_worker(
                 Arc::clone(&self.ctx),
                 self.handle.clone(),
                 hop,
                 job,
                 self.stop_rx.clone(),
+                self.next_worker,
             );
         }
     }

@@ -11,6 +11,13 @@
 //! - [`Server::shutdown`] stops accepting, tells idle sessions to close with 421, waits at
 //!   most the grace period for sessions in the middle of a message, then aborts the rest.
 //!   It always returns within the grace period plus a small constant.
+//!
+//! Watchdog ([`Server::start_watched`]): each accept loop has a keep-alive heartbeat
+//! `listener.<name>`. It beats every watchdog tick while waiting for connections and
+//! counts one item per accepted connection, so a loop that stops coming round (stuck in
+//! its body, or its runtime no longer polling it) is reported as stalled. It is never
+//! restarted: the loop owns the listening socket and the set of its sessions, and
+//! aborting it would cut every session of the listener.
 
 pub mod config;
 pub mod limits;
@@ -29,6 +36,7 @@ use hickory_resolver::TokioResolver;
 use tern_events::{EventLog, catalog, fields};
 use tern_spool::MessageIntake;
 use tern_spool::backpressure::BackPressure;
+use tern_watchdog::{Heartbeat, Kind, Watchdog};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -106,6 +114,16 @@ impl Server {
         shared: Arc<SmtpShared>,
         listeners: &[ListenerConfig],
     ) -> Result<Server, ServerError> {
+        Server::start_watched(shared, listeners, None).await
+    }
+
+    /// [`Server::start`], with each accept loop registered with `watchdog` (see the
+    /// crate header).
+    pub async fn start_watched(
+        shared: Arc<SmtpShared>,
+        listeners: &[ListenerConfig],
+        watchdog: Option<&Watchdog>,
+    ) -> Result<Server, ServerError> {
         let (shutdown, _) = watch::channel(false);
         let mut bound = Vec::new();
         for config in listeners {
@@ -144,7 +162,18 @@ impl Server {
                 &catalog::LISTENER_STARTED,
                 fields!("listener" => ctx.config.name, "address" => addr, "tls" => format!("{:?}", ctx.config.tls).to_lowercase()),
             );
-            loops.spawn(accept_loop(ctx, listener, shutdown.subscribe()));
+            let name = format!("listener.{}", ctx.config.name);
+            let liveness = match watchdog {
+                Some(w) => Liveness {
+                    beat: w.register(name, Kind::Listener),
+                    every: Some(w.tick_interval()),
+                },
+                None => Liveness {
+                    beat: Heartbeat::detached(name, Kind::Listener),
+                    every: None,
+                },
+            };
+            loops.spawn(accept_loop(ctx, listener, shutdown.subscribe(), liveness));
         }
         Ok(Server {
             shutdown,
@@ -188,18 +217,39 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// An accept loop's heartbeat and how often it beats while waiting (`None`: not
+/// watched, no beats needed).
+struct Liveness {
+    beat: Heartbeat,
+    every: Option<Duration>,
+}
+
 async fn accept_loop(
     ctx: Arc<ListenerContext>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    liveness: Liveness,
 ) {
+    let beat = liveness.beat;
+    let mut ticks = liveness.every.map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    beat.keep_alive(true);
     let mut sessions: JoinSet<()> = JoinSet::new();
     loop {
         while sessions.try_join_next().is_some() {}
+        beat.busy(false);
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = session::wait_for_shutdown(&mut shutdown) => break,
+            () = next_tick(&mut ticks) => {
+                beat.beat();
+                continue;
+            }
         };
+        beat.busy(true);
         let (tcp, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
@@ -209,6 +259,8 @@ async fn accept_loop(
                 );
                 // Typically EMFILE: back off briefly instead of spinning.
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                // The loop is alive (event 1006 reports the failure itself).
+                beat.beat();
                 continue;
             }
         };
@@ -230,12 +282,25 @@ async fn accept_loop(
                 sessions.spawn(refuse(tcp, hostname));
             }
         }
+        beat.progress();
     }
+    // Not accepting any more: nothing to watch while the sessions finish.
+    drop(beat);
     drop(listener);
     // Idle sessions saw the same shutdown signal and are closing with 421; sessions in
     // the middle of a message finish it. The caller bounds this wait with the grace
     // period and aborts us (and so every session in `sessions`) when it runs out.
     while sessions.join_next().await.is_some() {}
+}
+
+/// The next liveness tick; never, when the loop is not watched.
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn refuse(mut tcp: TcpStream, hostname: String) {

@@ -47,6 +47,29 @@ pub struct Config {
     /// `[[route]]`, in order.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[watchdog]`.
+    pub watchdog: WatchdogSection,
+}
+
+/// `[watchdog]`: the supervisor that notices stalled workers (docs/RELIABILITY.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WatchdogSection {
+    /// Watch the workers, report stalls (events 5001 to 5003), restart delivery workers
+    /// and write `status.json` for `tern status`.
+    pub enabled: bool,
+    /// Seconds a worker with work waiting may go without progress before it is stalled
+    /// (longer while it waits on network I/O with a longer timeout), 1 to 3600.
+    pub stall_after_secs: u64,
+}
+
+impl Default for WatchdogSection {
+    fn default() -> WatchdogSection {
+        WatchdogSection {
+            enabled: true,
+            stall_after_secs: 60,
+        }
+    }
 }
 
 /// `[queue]`: the scheduling settings plus the switch that turns delivery off.
@@ -306,7 +329,18 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if !(1..=3600).contains(&self.watchdog.stall_after_secs) {
+            p.push(ConfigProblem::new(
+                "watchdog.stall_after_secs",
+                "must be from 1 to 3600",
+            ));
+        }
         p
+    }
+
+    /// The watchdog's status snapshot, read by `tern status`.
+    pub fn status_path(&self) -> PathBuf {
+        self.server.data_dir.join("status.json")
     }
 
     /// Directory of the spool.
@@ -374,6 +408,30 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn the_watchdog_section_is_checked() {
+        let c = Config::embedded_default().unwrap();
+        assert!(c.watchdog.enabled);
+        assert_eq!(c.watchdog.stall_after_secs, 60);
+        let c = Config::parse(
+            "[watchdog]\nstall_after_secs = 2\nenabled = false\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.watchdog.stall_after_secs, 2);
+        assert!(!c.watchdog.enabled);
+        for bad in ["stall_after_secs = 0", "stall_after_secs = 3601"] {
+            let err =
+                Config::parse(&format!("[watchdog]\n{bad}\n[[listener]]\n"), "t.toml").unwrap_err();
+            let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, ["watchdog.stall_after_secs"], "{bad}");
+        }
+        let err =
+            Config::parse("[watchdog]\nstall_after = 5\n[[listener]]\n", "t.toml").unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["watchdog.stall_after"]);
     }
 
     #[test]

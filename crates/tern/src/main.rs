@@ -2,13 +2,15 @@
 //!
 //! `tern serve` runs the mail gateway; `tern check-config` validates a configuration file
 //! and prints every problem; `tern queue list` reads the spool directly (it works whether
-//! or not the server runs). Only this binary uses `anyhow`; the library crates return typed
-//! errors.
+//! or not the server runs); `tern status` shows the watchdog's view of the running server.
+//! Only this binary uses `anyhow`; the library crates return typed errors.
 
 mod admin;
 mod config;
 mod queue;
 mod serve;
+mod status;
+mod supervise;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,15 @@ enum Cmd {
         /// Configuration file (TOML); the server must have been started with the same one.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Show the server's workers as its watchdog sees them (state, progress, stalls).
+    Status {
+        /// Configuration file, to find the data directory.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect the queue.
     Queue {
@@ -135,6 +146,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Status { config, json } => {
+            let result = load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| status::show(&c, json));
+            match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tern: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Queue {
             command: QueueCmd::Release { config, ids },
         } => admin_action(config.as_ref(), admin::Action::Release, &ids),

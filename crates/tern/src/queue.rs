@@ -147,7 +147,7 @@ fn datetime(micros: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-fn rfc3339(micros: i64) -> String {
+pub(crate) fn rfc3339(micros: i64) -> String {
     datetime(micros)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

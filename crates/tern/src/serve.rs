@@ -4,6 +4,11 @@
 //! Start order matters: the event log first (so recovery is logged), then the spool
 //! (recovery and quarantine happen before any listener accepts), then back pressure, then
 //! the listeners. A listener that cannot bind stops the start with an error naming it.
+//!
+//! With `[watchdog] enabled`, one `Watchdog` registry is made before the spool, and each
+//! worker gets its heartbeat from it explicitly: the spool's group-commit threads, the
+//! listeners' accept loops, the scheduler, the DNS resolver and every delivery worker.
+//! The supervisor thread (`supervise`) starts once the spool is open and stops last.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,8 +26,10 @@ use tern_route::dns::Resolver;
 use tern_smtpd::{RelayPolicy, Server, SmtpShared};
 use tern_spool::backpressure::BackPressure;
 use tern_spool::{MessageIntake, Spool};
+use tern_watchdog::{Heartbeat, Kind, Watchdog};
 
 use crate::config::{Config, DnsSection};
+use crate::supervise::Supervisor;
 
 /// Runs the server until a stop signal. `path` is the configuration file (reloaded on
 /// SIGHUP); `None` for the embedded default, which a reload leaves as it is.
@@ -49,13 +56,30 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     .with_context(|| format!("opening event log in {}", data_dir.display()))?;
     events.set_min_severity(Severity::parse(&config.server.log_level).unwrap_or(Severity::Info));
 
+    let watchdog = config
+        .watchdog
+        .enabled
+        .then(|| Watchdog::new(Duration::from_secs(config.watchdog.stall_after_secs)));
     let spool_dir = config.spool_dir();
-    let (spool, _report) = Spool::open(&spool_dir, events.clone())
+    let (spool, _report) = Spool::open_watched(&spool_dir, events.clone(), watchdog.as_ref())
         .with_context(|| format!("opening spool {}", spool_dir.display()))?;
+    // Dropped on every way out of this function: stops the thread, removes status.json.
+    let supervisor = match &watchdog {
+        Some(w) => Some(
+            Supervisor::start(w.clone(), events.clone(), config.status_path())
+                .context("starting the watchdog")?,
+        ),
+        None => None,
+    };
     let back_pressure =
         BackPressure::start(spool.clone(), config.back_pressure.clone(), events.clone());
     let hostname = config.server.hostname.clone();
-    let (queue_handle, queue_rx) = tern_queue::scheduler::channel();
+    let scheduler_beat = beat(
+        watchdog.as_ref().filter(|_| config.queue.deliver),
+        "queue.scheduler",
+        Kind::QueueManager,
+    );
+    let (queue_handle, queue_rx) = tern_queue::scheduler::channel(scheduler_beat);
     let queue_intake = QueueIntake::new(spool.clone(), queue_handle);
     let intake: Arc<dyn MessageIntake> = if config.queue.deliver {
         Arc::new(queue_intake.clone())
@@ -72,7 +96,13 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         rdns_timeout: Duration::from_millis(config.dns.client_lookup_timeout_ms),
         rdns_lookup_loopback: false,
     });
-    let server = match Server::start(Arc::clone(&shared), &config.listeners).await {
+    let server = match Server::start_watched(
+        Arc::clone(&shared),
+        &config.listeners,
+        watchdog.as_ref(),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             events.emit(&catalog::LISTENER_FAILED, fields!("error" => e));
@@ -92,6 +122,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             events.clone(),
             queue_intake,
             server.local_addrs().iter().map(SocketAddr::ip).collect(),
+            watchdog.clone(),
         )?);
         let q = Queue::start(Arc::clone(&ctx), queue_rx)
             .await
@@ -137,6 +168,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some((q, ctx)) = queue {
         q.shutdown(&ctx).await;
     }
+    drop(supervisor);
 
     events.emit(&catalog::SERVER_STOPPED, fields!("signal" => reason));
     events.flush(Duration::from_secs(2));
@@ -239,6 +271,14 @@ fn reload(
     );
 }
 
+/// A heartbeat from `watchdog`, or a detached one when nothing watches.
+fn beat(watchdog: Option<&Watchdog>, name: &str, kind: Kind) -> Heartbeat {
+    match watchdog {
+        Some(w) => w.register(name, kind),
+        None => Heartbeat::detached(name, kind),
+    }
+}
+
 /// Builds the queue's shared context from the configuration.
 fn queue_context(
     config: &Config,
@@ -246,6 +286,7 @@ fn queue_context(
     events: EventLog,
     intake: QueueIntake,
     listen_addrs: Vec<std::net::IpAddr>,
+    watchdog: Option<Watchdog>,
 ) -> anyhow::Result<QueueContext> {
     let d = &config.delivery;
     let helo = if d.helo_name.is_empty() {
@@ -279,8 +320,11 @@ fn queue_context(
         extra_roots_pem,
     })
     .context("setting up the SMTP client's TLS")?;
-    let resolver =
-        Resolver::new(&config.dns.resolver_config()).context("setting up the DNS resolver")?;
+    let resolver = Resolver::with_heartbeat(
+        &config.dns.resolver_config(),
+        beat(watchdog.as_ref(), "dns", Kind::Dns),
+    )
+    .context("setting up the DNS resolver")?;
     let routes = RoutingTable::new(&config.routes)
         .map_err(|p| anyhow::anyhow!("routing table: {} problem(s)", p.len()))?;
     Ok(QueueContext {
@@ -297,6 +341,7 @@ fn queue_context(
         listen_addrs,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
         intake,
+        watchdog,
     })
 }
 

@@ -19,6 +19,12 @@
 //! Invariants: no lock is held across an `.await`; each mutex guards one map and is held
 //! for one map operation. Every lookup is bounded by `DnsConfig::timeout`.
 //!
+//! Watchdog: each query sent to the network is one item on the resolver's heartbeat
+//! (work waiting while in flight, progress when answered or timed out) with the lookup
+//! timeout as its budget; cache hits and coalesced waiters are not counted. Since every
+//! query is bounded by tokio's timer, a stall here means the runtime itself stopped
+//! running timers: it is reported, never restarted.
+//!
 //! Trust: answers come from the network. Names are validated before they are asked;
 //! nothing from an answer can panic or grow the cache past `cache_entries`.
 
@@ -39,6 +45,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{ResolverBuilder, TokioResolver};
+use tern_watchdog::Heartbeat;
 use tokio::sync::watch;
 
 pub use cache::{CacheStats, Clock, SystemClock};
@@ -204,6 +211,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cache: Mutex<TtlCache<Key, Cached>>,
     inflight: Mutex<Inflight>,
+    /// Queries on the network = work waiting; answers = progress.
+    beat: Heartbeat,
 }
 
 /// The DNS resolver with Tern's cache. Cheap to clone (one `Arc`).
@@ -266,9 +275,26 @@ impl Resolver {
         Resolver::with_clock(cfg, Arc::new(SystemClock))
     }
 
+    /// Builds a resolver that reports its queries on `beat` (see the module header).
+    pub fn with_heartbeat(cfg: &DnsConfig, beat: Heartbeat) -> Result<Resolver, DnsError> {
+        Resolver::build(cfg, Arc::new(SystemClock), beat)
+    }
+
     /// Builds a resolver reading time from `clock` (for cache expiry only; network
     /// timeouts use tokio's timer).
     pub fn with_clock(cfg: &DnsConfig, clock: Arc<dyn Clock>) -> Result<Resolver, DnsError> {
+        Resolver::build(
+            cfg,
+            clock,
+            Heartbeat::detached("dns", tern_watchdog::Kind::Dns),
+        )
+    }
+
+    fn build(
+        cfg: &DnsConfig,
+        clock: Arc<dyn Clock>,
+        beat: Heartbeat,
+    ) -> Result<Resolver, DnsError> {
         if cfg.min_ttl > cfg.max_ttl {
             return Err(DnsError::Setup {
                 reason: format!(
@@ -300,6 +326,7 @@ impl Resolver {
         let dns = builder.build().map_err(|e| DnsError::Setup {
             reason: e.to_string(),
         })?;
+        beat.set_budget(cfg.timeout);
         Ok(Resolver {
             inner: Arc::new(Inner {
                 dns,
@@ -307,6 +334,7 @@ impl Resolver {
                 clock,
                 cache: Mutex::new(TtlCache::new(cfg.cache_entries)),
                 inflight: Mutex::new(HashMap::new()),
+                beat,
             }),
         })
     }
@@ -368,14 +396,20 @@ impl Resolver {
         *cache = TtlCache::new(self.inner.cfg.cache_entries);
     }
 
+    /// The bound on one lookup (`DnsConfig::timeout`).
+    pub fn lookup_timeout(&self) -> Duration {
+        self.inner.cfg.timeout
+    }
+
     /// One query, bounded by the configured timeout.
     async fn ask(&self, name: Name, rtype: RecordType) -> Outcome {
+        let item = self.inner.beat.item();
         let lookup = self.inner.dns.lookup(name, rtype);
-        Outcome::from_lookup(
-            tokio::time::timeout(self.inner.cfg.timeout, lookup)
-                .await
-                .ok(),
-        )
+        let answer = tokio::time::timeout(self.inner.cfg.timeout, lookup)
+            .await
+            .ok();
+        item.done();
+        Outcome::from_lookup(answer)
     }
 
     /// The cached value for `key`, or the result of `query` (which is then cached for the

@@ -11,6 +11,11 @@
 //! or an `.await`. Dropping the `DirSyncer` stops the thread after it has served every
 //! waiter already registered.
 //!
+//! Watchdog: the syncer's heartbeat counts each registered waiter as work waiting and
+//! each completed fsync as progress, so an fsync that never returns shows as a stalled
+//! spool writer. It is only reported: a thread stuck in the kernel cannot be replaced,
+//! and the commits it holds must not be answered by anyone else.
+//!
 //! Known race: a waiter whose future is dropped still gets its fsync; only the wake-up is
 //! lost, which is harmless.
 
@@ -20,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use tern_watchdog::Heartbeat;
 use tokio::sync::oneshot;
 
 use super::SyncCounters;
@@ -35,6 +41,8 @@ struct Waiters {
 struct Shared {
     waiters: Mutex<Waiters>,
     wake: Condvar,
+    /// Waiting = waiters registered and not yet answered; progress = one fsync.
+    beat: Heartbeat,
 }
 
 impl Shared {
@@ -50,8 +58,12 @@ pub(crate) struct DirSyncer {
 }
 
 impl DirSyncer {
-    /// Opens `path` and starts its syncing thread.
-    pub(crate) fn start(path: PathBuf, counters: Arc<SyncCounters>) -> io::Result<DirSyncer> {
+    /// Opens `path` and starts its syncing thread, which reports on `beat`.
+    pub(crate) fn start(
+        path: PathBuf,
+        counters: Arc<SyncCounters>,
+        beat: Heartbeat,
+    ) -> io::Result<DirSyncer> {
         let dir = File::open(&path)?;
         let shared = Arc::new(Shared {
             waiters: Mutex::new(Waiters {
@@ -59,6 +71,7 @@ impl DirSyncer {
                 stopping: false,
             }),
             wake: Condvar::new(),
+            beat,
         });
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -76,6 +89,7 @@ impl DirSyncer {
                 return Err(io::Error::other("directory sync thread stopped"));
             }
             w.list.push(tx);
+            self.shared.beat.add_waiting(1);
         }
         self.shared.wake.notify_one();
         match rx.await {
@@ -107,6 +121,7 @@ impl Drop for StopOnExit<'_> {
         let mut w = self.0.lock();
         w.stopping = true;
         w.list.clear();
+        self.0.beat.set_waiting(0);
     }
 }
 
@@ -125,6 +140,8 @@ fn sync_loop(shared: &Shared, dir: &File, counters: &SyncCounters) {
         };
         let outcome: Outcome = dir.sync_all().map_err(|e| (e.kind(), e.to_string()));
         counters.dir_syncs.fetch_add(1, Ordering::Relaxed);
+        shared.beat.done_waiting(batch.len() as u64);
+        shared.beat.progress();
         for waiter in batch {
             let _ = waiter.send(outcome.clone());
         }

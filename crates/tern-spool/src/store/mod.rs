@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tern_events::EventLog;
+use tern_watchdog::{Heartbeat, Kind, Watchdog};
 
 use crate::envelope::Envelope;
 use crate::error::SpoolError;
@@ -275,6 +276,25 @@ impl Spool {
     /// except `corrupt/` in full and quarantines the invalid ones (event 3003 each), then
     /// emits event 3001 with the counts. Blocking; reads every byte of the queue.
     pub fn open(dir: &Path, events: EventLog) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Spool::open_watched(dir, events, None)
+    }
+
+    /// [`Spool::open`], with each group-commit thread (`incoming/`, the other state
+    /// directories a message moves into, `records/`) registered with `watchdog` as a spool
+    /// writer named `spool.sync.<directory>`: work waiting = commits waiting for the
+    /// directory fsync, progress = one fsync. Report only (see `dirsync`).
+    pub fn open_watched(
+        dir: &Path,
+        events: EventLog,
+        watchdog: Option<&Watchdog>,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        let beat = |name: &str| {
+            let name = format!("spool.sync.{name}");
+            match watchdog {
+                Some(w) => w.register(name, Kind::SpoolWriter),
+                None => Heartbeat::detached(name, Kind::SpoolWriter),
+            }
+        };
         let dir = std::path::absolute(dir).map_err(io_err("resolve", dir))?;
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
@@ -326,8 +346,12 @@ impl Spool {
         sys::sync_dir(&dir).map_err(io_err("fsync directory", &dir))?;
         let counters = Arc::new(SyncCounters::default());
         let incoming_dir = dir.join(QueueState::Incoming.as_str());
-        let incoming = DirSyncer::start(incoming_dir.clone(), Arc::clone(&counters))
-            .map_err(io_err("start directory syncer", &incoming_dir))?;
+        let incoming = DirSyncer::start(
+            incoming_dir.clone(),
+            Arc::clone(&counters),
+            beat(QueueState::Incoming.as_str()),
+        )
+        .map_err(io_err("start directory syncer", &incoming_dir))?;
         let mut moves = BTreeMap::new();
         for state in [
             QueueState::Active,
@@ -336,12 +360,16 @@ impl Spool {
             QueueState::Poison,
         ] {
             let p = dir.join(state.as_str());
-            let syncer = DirSyncer::start(p.clone(), Arc::clone(&counters))
+            let syncer = DirSyncer::start(p.clone(), Arc::clone(&counters), beat(state.as_str()))
                 .map_err(io_err("start directory syncer", &p))?;
             moves.insert(state, syncer);
         }
-        let records = DirSyncer::start(records_dir.clone(), Arc::clone(&counters))
-            .map_err(io_err("start directory syncer", &records_dir))?;
+        let records = DirSyncer::start(
+            records_dir.clone(),
+            Arc::clone(&counters),
+            beat(RECORDS_DIR),
+        )
+        .map_err(io_err("start directory syncer", &records_dir))?;
         let inner = Inner {
             dir,
             events,

@@ -39,3 +39,4 @@ mod sigterm_shuts_down_within_grace;
 mod smarthost_and_reject_routes;
 mod smtp_source_interop;
 mod swaks_interop;
+mod watchdog_restarts_frozen_delivery_worker;

@@ -1,0 +1,65 @@
+//! How long a delivery worker may legitimately go without progress in each step, for
+//! its watchdog heartbeat.
+//!
+//! A worker reports progress after each step of a delivery (the host lookup, the
+//! connection set-up, each transaction, each QUIT) and, while a step runs, declares that
+//! step's budget: an upper bound of the sum of the timeouts of every stage the step can go
+//! through (`[delivery]` and `[dns]` settings). The watchdog calls the worker stalled only
+//! past the larger of that budget and `stall_after`, so a worker waiting on a slow but
+//! live peer, within its SMTP timeouts, is never called stalled; a worker that is past
+//! every timeout its own I/O could impose is stuck somewhere else.
+//!
+//! The steps are coarser than the SMTP stages because the stages are inside
+//! `tern-deliver`, which knows nothing of the watchdog; the bounds stay exact sums.
+
+use std::time::Duration;
+
+use tern_route::Transport;
+use tern_route::dns::plan::{LOOKUP_CONCURRENCY, MAX_MX_HOSTS};
+
+use crate::Context;
+use crate::attempt::Job;
+
+/// Finding the hosts: one MX query, then the hosts' addresses in rounds of
+/// `LOOKUP_CONCURRENCY` parallel lookups, each bounded by the lookup timeout.
+pub(crate) fn lookup(ctx: &Context, job: &Job) -> Duration {
+    let hosts = match &*job.transport {
+        Transport::Smtp { hosts, .. } => hosts.len(),
+        _ => MAX_MX_HOSTS,
+    };
+    let rounds = hosts.div_ceil(LOOKUP_CONCURRENCY).max(1);
+    ctx.resolver
+        .lookup_timeout()
+        .saturating_mul(u32::try_from(rounds + 1).unwrap_or(u32::MAX))
+}
+
+/// Connecting: TCP, greeting, EHLO (and HELO after a refused EHLO), STARTTLS and the
+/// EHLO after it, and the QUIT sent when set-up fails.
+pub(crate) fn connect(ctx: &Context) -> Duration {
+    let t = &ctx.client.config().timeouts;
+    t.connect
+        .saturating_add(t.greeting)
+        .saturating_add(t.ehlo.saturating_mul(4))
+        .saturating_add(t.starttls)
+        .saturating_add(t.quit)
+}
+
+/// One transaction: MAIL, each RCPT reply (and the write of each pipelined group, timed
+/// like MAIL), DATA, each block of content, the final reply, and a RSET.
+pub(crate) fn send(ctx: &Context, job: &Job) -> Duration {
+    let t = &ctx.client.config().timeouts;
+    let rcpts = u32::try_from(job.rcpts.len()).unwrap_or(u32::MAX);
+    let blocks = u32::try_from(job.msg.content.len() / (64 * 1024) + 2).unwrap_or(u32::MAX);
+    t.mail
+        .saturating_add(t.rcpt.saturating_add(t.mail).saturating_mul(rcpts))
+        .saturating_add(t.data_start)
+        .saturating_add(t.data_block.saturating_mul(blocks))
+        .saturating_add(t.data_end)
+        .saturating_add(t.rset)
+}
+
+/// QUIT: its write and reply, then the connection's shutdown, each bounded by the QUIT
+/// timeout.
+pub(crate) fn quit(ctx: &Context) -> Duration {
+    ctx.client.config().timeouts.quit.saturating_mul(2)
+}
