@@ -24,6 +24,7 @@ mod kill9_loses_no_acknowledged_message;
 mod kill9_while_relaying_delivers_every_acknowledged_message;
 mod mx_answer_cached_for_its_ttl;
 mod mx_preference_order_and_fallback;
+mod one_bad_recipient_among_thousand_bounces_once;
 mod outbound_tls_policies_per_route;
 mod partial_recipient_failures_bounce_once;
 mod peer_limits_and_dsn_notify;
