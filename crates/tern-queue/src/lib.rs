@@ -37,6 +37,7 @@ pub mod config;
 pub mod dsn;
 pub mod intake;
 pub mod message;
+mod retries;
 pub mod scheduler;
 
 use std::net::IpAddr;

@@ -4,7 +4,7 @@
 //! - `backlog`: messages to load (new ones from the intake, deferred ones whose retry time
 //!   came, and what was in `incoming/` and `active/` at start), loaded at most
 //!   `max_active_messages` at a time so memory stays bounded whatever the queue size;
-//! - `retries`: deferred messages by due time;
+//! - `retries`: messages waiting for a retry, by due time (`retries.rs`);
 //! - `destinations`: per next hop, the jobs waiting, the workers running and whether the
 //!   destination is down. A job for a destination that is down is answered at once with a
 //!   deferral (no connection is tried), so a dead destination costs nothing and slows no
@@ -20,7 +20,7 @@
 //!
 //! Trust: commands come only from Tern's own tasks.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::Context;
 use crate::attempt::{self, Job, JobResult};
 use crate::message::{self, Next};
+use crate::retries::Retries;
 
 /// What the other tasks tell the scheduler.
 pub(crate) enum Cmd {
@@ -107,7 +108,7 @@ impl Queue {
             handle: handle.clone(),
             backlog: VecDeque::new(),
             queued_ids: HashSet::new(),
-            retries: BTreeSet::new(),
+            retries: Retries::default(),
             running: HashMap::new(),
             destinations: HashMap::new(),
             idle: HashMap::new(),
@@ -134,7 +135,9 @@ impl Queue {
             let _ = tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(2))).await;
         }
         for (id, due) in scan.deferred {
-            sched.retries.insert((due.max(now), id));
+            sched
+                .retries
+                .insert(due.max(now), id, QueueState::Deferred, None);
             sched.queued_ids.insert(id);
         }
         let task = tokio::spawn(sched.run(receiver.rx));
@@ -279,7 +282,7 @@ struct Scheduler {
     backlog: VecDeque<(QueueId, QueueState)>,
     /// Ids in `backlog` or `retries` (so a duplicate submit is ignored).
     queued_ids: HashSet<QueueId>,
-    retries: BTreeSet<(Instant, QueueId)>,
+    retries: Retries,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
     destinations: HashMap<NextHop, Destination>,
     /// Workers that finished a job and wait (with their connection open) for another
@@ -321,7 +324,7 @@ impl Scheduler {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let retry = self.retries.first().map(|(t, _)| *t);
+        let retry = self.retries.next_due();
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self
             .destinations
@@ -371,8 +374,8 @@ impl Scheduler {
             Cmd::MessageDone { id, next } => {
                 self.running.remove(&id);
                 match next {
-                    Next::Deferred(due) => {
-                        self.retries.insert((due, id));
+                    Next::Retry { due, state, record } => {
+                        self.retries.insert(due, id, state, record);
                         self.queued_ids.insert(id);
                     }
                     Next::Done => {}
@@ -456,12 +459,8 @@ impl Scheduler {
             return;
         }
         let now = Instant::now();
-        while let Some(&(due, id)) = self.retries.first() {
-            if due > now {
-                break;
-            }
-            self.retries.pop_first();
-            self.backlog.push_back((id, QueueState::Deferred));
+        while let Some((id, state)) = self.retries.pop_due(now) {
+            self.backlog.push_back((id, state));
         }
         let cfg = self.ctx.runtime.load_full();
         while self.running.len() < cfg.queue.max_active_messages {
@@ -474,6 +473,7 @@ impl Scheduler {
                 self.handle.clone(),
                 id,
                 state,
+                self.retries.take_unsaved(id),
                 self.stop_rx.clone(),
             );
             self.running.insert(id, task);

@@ -325,6 +325,11 @@ impl SmtpPeer {
         out
     }
 
+    /// Its protocol log so far (aiosmtpd's debug log: every command line received).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("peer.log")).unwrap_or_default()
+    }
+
     /// How many messages arrived, counted from the file names alone (cheap enough to poll
     /// while thousands arrive).
     pub fn count(&self) -> usize {

@@ -17,6 +17,7 @@ mod corrupt_spool_entry_quarantined_at_start;
 mod default_config_accepts_local_and_loopback_relay;
 mod delay_notice_expiry_and_hop_limit;
 mod destination_concurrency_and_connection_reuse;
+mod disk_full_refuses_with_452_and_recovers;
 mod dns_answers_decide_bounce_or_defer;
 mod equal_preference_mx_share_the_load;
 mod ipv6_and_multiple_listeners;
