@@ -51,6 +51,31 @@ impl TmpfsMount {
         }
     }
 
+    /// Mounts a tmpfs on `mount_point`, an existing empty directory the test made (e.g.
+    /// the spool directory inside a data directory).
+    pub fn at(mount_point: &Path, size_bytes: u64) -> TmpfsMount {
+        let root = tempfile::Builder::new()
+            .prefix("tern-test-mnt-")
+            .tempdir()
+            .expect("create temporary directory");
+        mount_cmd(
+            Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size_bytes},mode=0700"),
+                    "tern-test",
+                ])
+                .arg(mount_point),
+        );
+        TmpfsMount {
+            path: mount_point.to_path_buf(),
+            mounted: true,
+            _root: root,
+        }
+    }
+
     /// Remounts it read-only (`mount -o remount,ro`): even root cannot write to it then.
     pub fn remount_read_only(&self) {
         mount_cmd(

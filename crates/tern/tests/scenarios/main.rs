@@ -39,3 +39,4 @@ mod sigterm_shuts_down_within_grace;
 mod smarthost_and_reject_routes;
 mod smtp_source_interop;
 mod swaks_interop;
+mod unusable_spool_dir_fails_start_with_path;
