@@ -11,6 +11,7 @@ mod common;
 mod all_hosts_down_then_back;
 mod back_pressure_refuses_with_452;
 mod bdat_chunks_are_queued_byte_identical;
+mod chaos_soak_short;
 mod check_config_reports_every_problem;
 mod corrupt_entries_quarantined_rest_delivered;
 mod corrupt_spool_entry_quarantined_at_start;
