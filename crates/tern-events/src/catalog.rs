@@ -94,7 +94,7 @@ events! {
         "An unfinished write (a message that was never acknowledged) was removed from the spool's tmp directory.",
         "None: the client was never told the message was accepted and will retry.");
     SPOOL_CORRUPT = (3003, "spool.corrupt.quarantined", Error,
-        "A spool entry failed validation and was moved to the corrupt quarantine; the rest of the queue flows.",
+        "A spool entry failed validation and was moved to the corrupt quarantine (with its delivery record, field `record`); the rest of the queue flows.",
         "Inspect the file named in the event under spool/corrupt; it is never deleted automatically.");
     BACK_PRESSURE_ON = (3004, "spool.back_pressure.on", Warning,
         "The spool disk's free space fell below its threshold or the queue passed its size limit; new mail is refused with 452 4.3.1.",

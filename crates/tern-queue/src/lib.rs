@@ -50,6 +50,7 @@ mod dispatch_schedules;
 pub mod dsn;
 pub mod intake;
 pub mod message;
+mod retries;
 pub mod scheduler;
 
 use std::net::IpAddr;

@@ -10,9 +10,13 @@
 //!
 //! Invariants: the record is written before the message leaves `active/` for a waiting
 //! state; a DSN is committed to the spool before the record marks its recipients as
-//! notified. A spool error emits event 4010 and leaves the message in `active/`, from
-//! where the scheduler tries it again after the minimum backoff; it never drops the
-//! message.
+//! notified. A spool error (a full or failing disk) never drops the message and never
+//! strands it: event 4010, then the message is parked in `deferred/` if it can be moved
+//! there (else it stays where it is) and retried after the minimum backoff, from where it
+//! is, with the record as this attempt left it held in memory by the scheduler when it
+//! could not be written. So recipients delivered in an attempt whose record write failed
+//! are not sent again by the retry; only a crash before a record is written repeats them
+//! (the documented at-least-once window).
 //!
 //! Internal failures (issue 4): a panic anywhere in the task is caught at its boundary
 //! ([`spawn`]'s join), and a delivery worker that died holding one of its jobs (a panic
@@ -42,14 +46,18 @@ use crate::dsn;
 use crate::scheduler::{Cmd, QueueHandle};
 
 /// What the scheduler does with a message after its task.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Next {
-    /// Nothing: removed, held, poisoned or quarantined.
+    /// Nothing: removed, held, poisoned, quarantined, or gone.
     Done,
-    /// Try the message again at `due`, from the state directory it is now in: `deferred/`
-    /// after an attempt, or where a spool error left it (`active/`, or the directory a
-    /// failed move started from).
-    Retry { due: Instant, state: QueueState },
+    /// Run the message again at `due`, from `state` (`deferred/`, or where a spool error
+    /// left it). `record`, when set, is newer than the one on disk (writing it failed)
+    /// and must be used instead.
+    Retry {
+        due: Instant,
+        state: QueueState,
+        record: Option<Box<DeliveryRecord>>,
+    },
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -66,9 +74,10 @@ pub(crate) fn spawn(
     handle: QueueHandle,
     id: QueueId,
     state: QueueState,
+    unsaved: Option<Box<DeliveryRecord>>,
     stop: watch::Receiver<bool>,
 ) -> AbortHandle {
-    let inner = tokio::spawn(run(ctx.clone(), handle.clone(), id, state, stop));
+    let inner = tokio::spawn(run(ctx.clone(), handle.clone(), id, state, unsaved, stop));
     let abort = inner.abort_handle();
     tokio::spawn(async move {
         let next = match inner.await {
@@ -98,26 +107,39 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     tern_spool::record::bounded_reply(&text)
 }
 
-/// When a message stuck in `active/` by a spool error is tried again.
-fn retry_active(ctx: &Context) -> Next {
-    retry_from(ctx, QueueState::Active)
-}
-
-/// Try again from `state` after the minimum backoff.
-fn retry_from(ctx: &Context, state: QueueState) -> Next {
-    let secs = ctx.runtime.load().queue.min_backoff_secs;
-    Next::Retry {
-        due: Instant::now() + Duration::from_secs(secs),
-        state,
-    }
-}
-
-fn spool_error(ctx: &Context, id: QueueId, op: &str, e: &SpoolError) -> Next {
+/// A spool error: the message is not dropped (see the module header). It is in `state`
+/// now; from `active/` it is moved to `deferred/` if that still works, so that it is not
+/// taken for a crash if the process dies meanwhile. `record` is what the attempt learned
+/// (kept in memory for the retry when it could not be written).
+async fn spool_error(
+    ctx: &Context,
+    id: QueueId,
+    op: &str,
+    e: &SpoolError,
+    state: QueueState,
+    record: Option<&DeliveryRecord>,
+) -> Next {
+    let wait = ctx.runtime.load().queue.backoff(1, &mut rand::rng());
     ctx.events.emit(
         &catalog::QUEUE_ERROR,
-        fields!("queue_id" => id, "op" => op, "error" => e),
+        fields!("queue_id" => id, "op" => op, "error" => e, "retry_in_secs" => wait.as_secs()),
     );
-    retry_active(ctx)
+    let state = if state == QueueState::Active
+        && ctx
+            .spool
+            .move_to(id, QueueState::Active, QueueState::Deferred)
+            .await
+            .is_ok()
+    {
+        QueueState::Deferred
+    } else {
+        state
+    };
+    Next::Retry {
+        due: Instant::now() + wait,
+        state,
+        record: record.cloned().map(Box::new),
+    }
 }
 
 /// The message task panicked (the message is in `active/`, its in-memory state gone):
@@ -150,10 +172,28 @@ async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) 
                 .quarantine_message(QueueState::Active, id, &reason);
             return Next::Done;
         }
-        Ok(Err(e)) => return spool_error(ctx, id, "read record after a panic", &e),
+        Ok(Err(e)) => {
+            return spool_error(
+                ctx,
+                id,
+                "read record after a panic",
+                &e,
+                QueueState::Active,
+                None,
+            )
+            .await;
+        }
         Err(e) => {
             let e = SpoolError::BlockingTask(e.to_string());
-            return spool_error(ctx, id, "read record after a panic", &e);
+            return spool_error(
+                ctx,
+                id,
+                "read record after a panic",
+                &e,
+                QueueState::Active,
+                None,
+            )
+            .await;
         }
     };
     let poisoned = count_internal_failure(ctx, id, &mut record, stage, error);
@@ -168,18 +208,35 @@ async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) 
     record.next_attempt_micros =
         Some(now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
     if let Err(e) = ctx.spool.write_record(&record).await {
-        return spool_error(ctx, id, "write record", &e);
+        return spool_error(
+            ctx,
+            id,
+            "write record",
+            &e,
+            QueueState::Active,
+            Some(&record),
+        )
+        .await;
     }
     if let Err(e) = ctx
         .spool
         .move_to(id, QueueState::Active, QueueState::Deferred)
         .await
     {
-        return spool_error(ctx, id, "move to deferred", &e);
+        return spool_error(
+            ctx,
+            id,
+            "move to deferred",
+            &e,
+            QueueState::Active,
+            Some(&record),
+        )
+        .await;
     }
     Next::Retry {
         due: Instant::now() + wait,
         state: QueueState::Deferred,
+        record: None,
     }
 }
 
@@ -212,7 +269,15 @@ fn count_internal_failure(
 /// Writes the record and moves the message from `active/` to `poison/` (event 4012).
 async fn poison(ctx: &Context, id: QueueId, record: &DeliveryRecord) -> Next {
     if let Err(e) = ctx.spool.write_record(record).await {
-        return spool_error(ctx, id, "write record", &e);
+        return spool_error(
+            ctx,
+            id,
+            "write record",
+            &e,
+            QueueState::Active,
+            Some(record),
+        )
+        .await;
     }
     match ctx
         .spool
@@ -226,7 +291,17 @@ async fn poison(ctx: &Context, id: QueueId, record: &DeliveryRecord) -> Next {
             );
             Next::Done
         }
-        Err(e) => spool_error(ctx, id, "move to poison", &e),
+        Err(e) => {
+            spool_error(
+                ctx,
+                id,
+                "move to poison",
+                &e,
+                QueueState::Active,
+                Some(record),
+            )
+            .await
+        }
     }
 }
 
@@ -257,6 +332,7 @@ async fn run(
     handle: QueueHandle,
     id: QueueId,
     state: QueueState,
+    unsaved: Option<Box<DeliveryRecord>>,
     stop: watch::Receiver<bool>,
 ) -> Next {
     let spool = &ctx.spool;
@@ -267,8 +343,8 @@ async fn run(
             Err(SpoolError::NotFound) if spool.path_of(QueueState::Active, id).exists() => {}
             Err(SpoolError::NotFound) => return Next::Done,
             Err(e) => {
-                spool_error(&ctx, id, "move to active", &e);
-                return retry_from(&ctx, state);
+                return spool_error(&ctx, id, "move to active", &e, state, unsaved.as_deref())
+                    .await;
             }
         }
     }
@@ -283,27 +359,39 @@ async fn run(
         Ok(Ok(x)) => x,
         // `read` quarantined a corrupt file already (event 3003).
         Ok(Err(SpoolError::Corrupt(_) | SpoolError::NotFound)) => return Next::Done,
-        Ok(Err(e)) => return spool_error(&ctx, id, "read", &e),
+        Ok(Err(e)) => {
+            return spool_error(&ctx, id, "read", &e, QueueState::Active, unsaved.as_deref()).await;
+        }
         Err(e) => {
-            return spool_error(&ctx, id, "read", &SpoolError::BlockingTask(e.to_string()));
+            let e = SpoolError::BlockingTask(e.to_string());
+            return spool_error(&ctx, id, "read", &e, QueueState::Active, unsaved.as_deref()).await;
         }
     };
     let n = stored.envelope.recipients.len();
-    let mut record = match record {
-        Ok(Some(r)) if r.recipients.len() == n => r,
-        Ok(None) => DeliveryRecord::new(id, n),
-        Ok(Some(_)) => {
+    let mut record = match (record, unsaved) {
+        // What the last attempt learned but could not write is newer than the disk.
+        (Ok(_), Some(r)) if r.id == id && r.recipients.len() == n => *r,
+        (Ok(Some(r)), _) if r.recipients.len() == n => r,
+        (Ok(None), _) => DeliveryRecord::new(id, n),
+        (Ok(Some(_)), _) => {
             let reason =
                 CorruptReason::BadRecord("record and envelope disagree on recipients".into());
             let _ = spool.quarantine_message(QueueState::Active, id, &reason);
             return Next::Done;
         }
-        Err(SpoolError::Corrupt(reason)) => {
+        (Err(SpoolError::Corrupt(reason)), _) => {
             let _ = spool.quarantine_message(QueueState::Active, id, &reason);
             return Next::Done;
         }
-        Err(e) => return spool_error(&ctx, id, "read record", &e),
+        (Err(e), unsaved) => {
+            let unsaved = unsaved.as_deref();
+            return spool_error(&ctx, id, "read record", &e, QueueState::Active, unsaved).await;
+        }
     };
+    // Poisoned already (a move to `poison/` that failed, retried): never process it.
+    if record.crashes >= ctx.runtime.load().queue.poison_threshold {
+        return poison(&ctx, id, &record).await;
+    }
     let msg = Arc::new(LoadedMessage {
         envelope: stored.envelope,
         content: stored.body,
@@ -542,7 +630,7 @@ async fn finish(
     }
     // Bounces and success notices: committed before the record says they were sent.
     if let Err(e) = dsn::send_reports(ctx, msg, record, &newly_failed, &newly_delivered).await {
-        return spool_error(ctx, id, "queue a DSN", &e);
+        return spool_error(ctx, id, "queue a DSN", &e, QueueState::Active, Some(record)).await;
     }
     let open: Vec<usize> = (0..record.recipients.len())
         .filter(|i| {
@@ -555,7 +643,7 @@ async fn finish(
     if open.is_empty() {
         return match spool.remove(QueueState::Active, id).await {
             Ok(()) | Err(SpoolError::NotFound) => Next::Done,
-            Err(e) => spool_error(ctx, id, "remove", &e),
+            Err(e) => spool_error(ctx, id, "remove", &e, QueueState::Active, Some(record)).await,
         };
     }
     if lost_worker
@@ -572,7 +660,15 @@ async fn finish(
     let only_held = open.iter().all(|i| held.contains(i));
     if only_held {
         if let Err(e) = spool.write_record(record).await {
-            return spool_error(ctx, id, "write record", &e);
+            return spool_error(
+                ctx,
+                id,
+                "write record",
+                &e,
+                QueueState::Active,
+                Some(record),
+            )
+            .await;
         }
         return match spool
             .move_to(id, QueueState::Active, QueueState::Hold)
@@ -583,7 +679,17 @@ async fn finish(
                     .emit(&catalog::QUEUE_HELD, fields!("queue_id" => id));
                 Next::Done
             }
-            Err(e) => spool_error(ctx, id, "move to hold", &e),
+            Err(e) => {
+                spool_error(
+                    ctx,
+                    id,
+                    "move to hold",
+                    &e,
+                    QueueState::Active,
+                    Some(record),
+                )
+                .await
+            }
         };
     }
     let wait = cfg.backoff(record.attempts.max(1), &mut rand::rng());
@@ -593,16 +699,40 @@ async fn finish(
     let reason = deferred_reasons.first().cloned().unwrap_or_default();
     record.last_error = Some(tern_spool::record::bounded_reply(&reason));
     if let Err(e) = dsn::maybe_delay_notice(ctx, msg, record, &open).await {
-        return spool_error(ctx, id, "queue a delay notice", &e);
+        return spool_error(
+            ctx,
+            id,
+            "queue a delay notice",
+            &e,
+            QueueState::Active,
+            Some(record),
+        )
+        .await;
     }
     if let Err(e) = spool.write_record(record).await {
-        return spool_error(ctx, id, "write record", &e);
+        return spool_error(
+            ctx,
+            id,
+            "write record",
+            &e,
+            QueueState::Active,
+            Some(record),
+        )
+        .await;
     }
     if let Err(e) = spool
         .move_to(id, QueueState::Active, QueueState::Deferred)
         .await
     {
-        return spool_error(ctx, id, "move to deferred", &e);
+        return spool_error(
+            ctx,
+            id,
+            "move to deferred",
+            &e,
+            QueueState::Active,
+            Some(record),
+        )
+        .await;
     }
     ctx.events.emit(
         &catalog::DELIVERY_DEFERRED,
@@ -616,6 +746,7 @@ async fn finish(
     Next::Retry {
         due,
         state: QueueState::Deferred,
+        record: None,
     }
 }
 

@@ -4,8 +4,7 @@
 //! - `backlog`: messages to load (new ones from the intake, deferred ones whose retry time
 //!   came, and what was in `incoming/` and `active/` at start), loaded at most
 //!   `max_active_messages` at a time so memory stays bounded whatever the queue size;
-//! - `retries`: messages to try again, by due time, with the state directory each is in
-//!   (`deferred/`, or `active/` after a spool error);
+//! - `retries`: messages waiting for a retry, by due time (`retries.rs`);
 //! - `destinations`: per next hop, the jobs waiting, the workers running and whether the
 //!   destination is down. A job for a destination that is down is answered at once with a
 //!   deferral (no connection is tried), so a dead destination costs nothing and slows no
@@ -26,7 +25,7 @@
 //!
 //! Trust: commands come only from Tern's own tasks.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +40,7 @@ use crate::Context;
 use crate::attempt::{self, Job, JobResult};
 use crate::dispatch::{Dispatch, Refused, Waiter};
 use crate::message::{self, Next};
+use crate::retries::Retries;
 
 /// A worker waiting for its next job is the sending end of its reply channel.
 impl Waiter<Job> for oneshot::Sender<Option<Job>> {
@@ -157,7 +157,7 @@ impl Queue {
             handle: handle.clone(),
             backlog: VecDeque::new(),
             queued_ids: HashSet::new(),
-            retries: BTreeSet::new(),
+            retries: Retries::default(),
             running: HashMap::new(),
             dispatch: Dispatch::new(),
             next_worker: 0,
@@ -186,7 +186,7 @@ impl Queue {
         for (id, due) in scan.deferred {
             sched
                 .retries
-                .insert((due.max(now), id, QueueState::Deferred));
+                .insert(due.max(now), id, QueueState::Deferred, None);
             sched.queued_ids.insert(id);
         }
         let task = tokio::spawn(sched.run(receiver.rx));
@@ -323,7 +323,7 @@ struct Scheduler {
     backlog: VecDeque<(QueueId, QueueState)>,
     /// Ids in `backlog` or `retries` (so a duplicate submit is ignored).
     queued_ids: HashSet<QueueId>,
-    retries: BTreeSet<(Instant, QueueId, QueueState)>,
+    retries: Retries,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
     /// Jobs per next hop, worker counts, down marks, and the workers that finished a
     /// job and wait (with their connection open) for another job to the same next hop;
@@ -378,7 +378,7 @@ impl Scheduler {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let retry = self.retries.first().map(|(t, _, _)| *t);
+        let retry = self.retries.next_due();
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self.dispatch.next_up();
         [retry, stop, down].into_iter().flatten().min()
@@ -421,8 +421,8 @@ impl Scheduler {
             Cmd::MessageDone { id, next } => {
                 self.running.remove(&id);
                 match next {
-                    Next::Retry { due, state } => {
-                        self.retries.insert((due, id, state));
+                    Next::Retry { due, state, record } => {
+                        self.retries.insert(due, id, state, record);
                         self.queued_ids.insert(id);
                     }
                     Next::Done => {}
@@ -490,11 +490,7 @@ impl Scheduler {
             return;
         }
         let now = Instant::now();
-        while let Some(&(due, id, state)) = self.retries.first() {
-            if due > now {
-                break;
-            }
-            self.retries.pop_first();
+        while let Some((id, state)) = self.retries.pop_due(now) {
             self.backlog.push_back((id, state));
         }
         let cfg = self.ctx.runtime.load_full();
@@ -508,6 +504,7 @@ impl Scheduler {
                 self.handle.clone(),
                 id,
                 state,
+                self.retries.take_unsaved(id),
                 self.stop_rx.clone(),
             );
             self.running.insert(id, task);

@@ -20,16 +20,17 @@ use crate::format::EncodeError;
 #[non_exhaustive]
 pub enum SpoolError {
     /// A system call on the spool failed (disk full, I/O error, permissions...).
-    /// SMTP: `451 4.3.0`.
-    #[error("spool {op} {}: {source}", path.display())]
+    /// SMTP: `451 4.3.0`. The message names the path and includes the operating system's
+    /// error, which is therefore not also given as `source()`: an error chain (`tern:
+    /// opening spool ...: ...`) would print it twice.
+    #[error("spool {op} {}: {error}", path.display())]
     Io {
         /// What was being done ("create", "fdatasync", "rename", ...).
         op: &'static str,
         /// The file or directory concerned.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Another process holds `spool.lock`: a second server on the same spool. Only from
     /// `Spool::open`; the server must not start.
@@ -88,7 +89,7 @@ impl SpoolError {
         SpoolError::Io {
             op,
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }
@@ -193,4 +194,29 @@ pub enum CorruptReason {
     /// which recipients already have the message.
     #[error("bad delivery record: {0}")]
     BadRecord(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_names_its_path_and_cause_once_in_a_chain() {
+        let e = SpoolError::io(
+            "open",
+            "/var/spool/tern/spool.lock",
+            io::Error::from_raw_os_error(libc::EROFS),
+        );
+        let shown = e.to_string();
+        assert!(shown.contains("/var/spool/tern/spool.lock"), "{shown}");
+        assert!(shown.contains("Read-only file system"), "{shown}");
+        // What `{:#}` of an error chain prints: the message, then every source.
+        let mut chain = shown.clone();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert_eq!(chain.matches("Read-only file system").count(), 1, "{chain}");
+    }
 }

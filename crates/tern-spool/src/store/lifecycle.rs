@@ -33,7 +33,6 @@ use crate::record::{self, DeliveryRecord};
 use crate::state::QueueState;
 
 use super::dirsync::DirSyncer;
-use super::quarantine::REASON_SUFFIX;
 use super::{Area, Inner, RECORDS_DIR, Spool, name_to_id, read_names, sys};
 
 /// Which state wins when recovery finds one message under two state directories (a move
@@ -99,8 +98,8 @@ impl Inner {
 
     /// At open, after validation: removes records whose message is in no queue state
     /// (the message was delivered and removed just before a crash). Records of
-    /// quarantined messages stay beside them in `corrupt/` (moved by
-    /// `quarantine_message`), so nothing here belongs to a message that still exists.
+    /// quarantined messages are beside them in `corrupt/` (every quarantine of a message
+    /// moves its record too), so nothing here belongs to a message that still exists.
     pub(crate) fn remove_orphan_records(&self) -> Result<usize, SpoolError> {
         let dir = self.dir.join(RECORDS_DIR);
         let mut removed = 0;
@@ -262,30 +261,10 @@ impl Spool {
             return Err(SpoolError::ReadOnly);
         }
         let name = OsString::from(id.to_string());
+        // `quarantine` takes the record along (see `quarantine`).
         let moved = inner.quarantine(Area::State(state), &name, reason)?;
         if moved {
             inner.forget_queued(state);
-            let rec = inner.record_path(id);
-            if rec.symlink_metadata().is_ok() {
-                let corrupt = inner.area_dir(Area::State(QueueState::Corrupt));
-                for n in 0..1000u32 {
-                    let candidate = if n == 0 {
-                        format!("{id}.record")
-                    } else {
-                        format!("{id}.record.{n}")
-                    };
-                    let dst = corrupt.join(&candidate);
-                    if candidate.ends_with(REASON_SUFFIX) {
-                        continue;
-                    }
-                    match sys::rename_noreplace(&rec, &dst) {
-                        Ok(()) => break,
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                        Err(e) => return Err(SpoolError::io("quarantine record", rec, e)),
-                    }
-                }
-            }
             inner.sync_after_quarantine(Area::State(state))?;
         }
         Ok(moved)

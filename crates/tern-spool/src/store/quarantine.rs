@@ -7,6 +7,11 @@
 //!   its `.reason` file exists, and the rename itself refuses to replace (renameat2
 //!   RENAME_NOREPLACE), so an older quarantined file is never overwritten.
 //! - Every quarantine emits event 3003 with the file, the reason and the new name.
+//! - A message's delivery record goes with it: quarantining `<state>/<id>` (at start, on
+//!   a read, a listing, or a bad record) moves `records/<id>` to `corrupt/<id>.record`
+//!   (`.record.1`... when taken). Left behind, it would be removed as an orphan at the
+//!   next start, and with it the only account of which recipients already have the
+//!   message, which an operator needs before releasing or repairing it.
 //! - Only a read-write spool quarantines (callers check); the lock makes it the only
 //!   writer of `corrupt/`.
 //! - Durability is batched: callers fsync the source directory and `corrupt/` once after
@@ -26,13 +31,15 @@ use crate::error::{CorruptReason, SpoolError};
 use crate::id::QueueId;
 use crate::state::QueueState;
 
-use super::{Area, Inner, sys};
+use super::{Area, Inner, RECORDS_DIR, name_to_id, sys};
 
 /// Suffixes tried before giving up (a thousand copies of one name means something else
 /// is wrong).
 const MAX_SUFFIX: u32 = 1000;
 /// Suffix of the sidecar that explains a quarantined file.
 pub(crate) const REASON_SUFFIX: &str = ".reason";
+/// Suffix of a delivery record quarantined with its message.
+pub(crate) const RECORD_SUFFIX: &str = ".record";
 
 impl Inner {
     /// Moves `<area>/<name>` into `corrupt/` and records why. Returns `false` when the
@@ -60,12 +67,17 @@ impl Inner {
             match sys::rename_noreplace(&src, &dst) {
                 Ok(()) => {
                     self.write_reason(&reason_path, &shown, reason);
+                    let record = match (from, name_to_id(name)) {
+                        (Area::State(_), Some(id)) => self.quarantine_record(id)?,
+                        _ => None,
+                    };
                     self.events.emit(
                         &catalog::SPOOL_CORRUPT,
                         fields!(
                             "file" => shown,
                             "reason" => reason,
                             "moved_to" => format!("corrupt/{}", candidate.to_string_lossy()),
+                            "record" => record.as_deref().unwrap_or("none"),
                         ),
                     );
                     return Ok(true);
@@ -78,6 +90,31 @@ impl Inner {
         Err(SpoolError::io(
             "quarantine",
             src,
+            io::Error::other("no free name in corrupt/"),
+        ))
+    }
+
+    /// Moves `records/<id>`, if there is one, to `corrupt/<id>.record` (or the first free
+    /// `<id>.record.N`); returns the new name. Never replaces anything.
+    fn quarantine_record(&self, id: QueueId) -> Result<Option<String>, SpoolError> {
+        let rec = self.record_path(id);
+        let corrupt = self.area_dir(Area::State(QueueState::Corrupt));
+        for n in 0..=MAX_SUFFIX {
+            let candidate = if n == 0 {
+                format!("{id}{RECORD_SUFFIX}")
+            } else {
+                format!("{id}{RECORD_SUFFIX}.{n}")
+            };
+            match sys::rename_noreplace(&rec, &corrupt.join(&candidate)) {
+                Ok(()) => return Ok(Some(format!("corrupt/{candidate}"))),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(SpoolError::io("quarantine record", rec, e)),
+            }
+        }
+        Err(SpoolError::io(
+            "quarantine record",
+            rec,
             io::Error::other("no free name in corrupt/"),
         ))
     }
@@ -102,10 +139,15 @@ impl Inner {
         }
     }
 
-    /// Makes a batch of quarantines durable: fsyncs `corrupt/` and the source directory.
+    /// Makes a batch of quarantines durable: fsyncs `corrupt/`, the source directory and
+    /// `records/` (records travel with their messages).
     pub(crate) fn sync_after_quarantine(&self, from: Area) -> Result<(), SpoolError> {
-        for area in [Area::State(QueueState::Corrupt), from] {
-            let dir = self.area_dir(area);
+        let dirs = [
+            self.area_dir(Area::State(QueueState::Corrupt)),
+            self.area_dir(from),
+            self.dir.join(RECORDS_DIR),
+        ];
+        for dir in dirs {
             sys::sync_dir(&dir).map_err(|e| SpoolError::io("fsync directory", dir, e))?;
         }
         Ok(())

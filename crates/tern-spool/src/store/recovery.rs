@@ -11,7 +11,9 @@
 //!   (header, trailer, both checksums, envelope). Bad files and names that are not queue
 //!   ids are quarantined (event 3003), never deleted. A second scan finds nothing new.
 //! - A message found under two state directories (a move cut short) keeps one name
-//!   (`lifecycle`); records whose message is gone are removed after validation.
+//!   (`lifecycle`); records whose message is gone are removed after validation. A
+//!   quarantined message takes its record with it (`quarantine`), so that removal never
+//!   deletes the record of a message that still exists, in `corrupt/`.
 //! - An I/O error that belongs to the system rather than to one file (see `entry`) stops
 //!   the scan with an error instead of quarantining the queue.
 //!

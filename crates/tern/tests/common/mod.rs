@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tern_spool::{ListedMessage, QueueState, Spool, StoredMessage};
 
+pub mod mounts;
 pub mod peers;
 
 /// Host name every test server uses (greeting, Received header).
@@ -111,6 +112,9 @@ pub struct Setup {
     queue: String,
     /// Environment variables for the server process.
     env: Vec<(String, String)>,
+    /// `server.data_dir` when a test chooses it (a mount it made); otherwise `data/` in
+    /// the test's temporary directory.
+    data_dir: Option<PathBuf>,
 }
 
 impl Default for Setup {
@@ -131,6 +135,7 @@ impl Setup {
             sections: String::new(),
             queue: "[queue]\ndeliver = false\n".into(),
             env: Vec::new(),
+            data_dir: None,
         }
     }
 
@@ -177,6 +182,25 @@ impl Setup {
     pub fn env(mut self, key: &str, value: &str) -> Setup {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// Puts the data directory at `dir` (e.g. a filesystem the test mounted) instead of
+    /// `data/` inside the test's temporary directory.
+    pub fn data_dir(mut self, dir: &Path) -> Setup {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The configuration file text for a server whose data directory is `data_dir`,
+    /// with every listener on a port that was free a moment ago: for tests that run
+    /// `tern serve` themselves (a start that must fail).
+    pub fn config_text_for(&self, data_dir: &Path) -> String {
+        let addrs: Vec<SocketAddr> = self
+            .listeners
+            .iter()
+            .map(|l| SocketAddr::new(l.ip, free_port(l.ip)))
+            .collect();
+        self.render(data_dir, &addrs)
     }
 
     /// Adds a whole section, e.g. `[relay]` or `[back_pressure]`.
@@ -239,7 +263,7 @@ impl Tern {
             .tempdir()
             .expect("create temporary directory");
         let dir = root.path().to_path_buf();
-        let data_dir = dir.join("data");
+        let data_dir = setup.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         let config_path = dir.join("tern.toml");
         let mut tern = Tern {
             log_path: dir.join("tern.log"),
@@ -305,6 +329,18 @@ impl Tern {
         let setup = self.setup.as_ref().expect("configured server");
         let text = setup.render(&self.data_dir, &self.addrs);
         std::fs::write(self.config_path.as_ref().unwrap(), text).expect("write config");
+    }
+
+    /// Replaces `from` with `to` in the configuration file (it must occur), for the next
+    /// start: e.g. delivery off while a test queues mail, then on.
+    pub fn replace_in_config(&self, from: &str, to: &str) {
+        let path = self.config_path.as_ref().expect("configured server");
+        let text = std::fs::read_to_string(path).expect("read config");
+        assert!(
+            text.contains(from),
+            "{from:?} is not in the configuration:\n{text}"
+        );
+        std::fs::write(path, text.replace(from, to)).expect("write config");
     }
 
     /// The configuration text in use.
@@ -1008,6 +1044,73 @@ pub fn send_one(addr: SocketAddr, from: &str, to: &[&str], content: &[u8]) -> St
         .unwrap_or_else(|| panic!("message not queued: {}", reply.text()));
     let _ = c.command("QUIT");
     id
+}
+
+/// Sends every `(recipient, content)` from `s@client.test` over `sessions` parallel
+/// sessions (message `i` goes on session `i % sessions`, in order); returns the queue ids
+/// in the order of `messages`. Panics on any refusal.
+pub fn send_batch(
+    addr: SocketAddr,
+    sessions: usize,
+    messages: &[(String, Vec<u8>)],
+) -> Vec<String> {
+    let sessions = sessions.clamp(1, messages.len().max(1));
+    let ids: Vec<Vec<(usize, String)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..sessions)
+            .map(|k| {
+                s.spawn(move || {
+                    let mut c =
+                        SmtpClient::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+                    c.hello("client.test");
+                    let mut out = Vec::new();
+                    for (i, (rcpt, content)) in
+                        messages.iter().enumerate().skip(k).step_by(sessions)
+                    {
+                        let reply = c
+                            .send_message("s@client.test", &[rcpt.as_str()], content)
+                            .unwrap_or_else(|e| panic!("message {i} to {rcpt}: {e}"));
+                        let id = reply
+                            .queued_id()
+                            .unwrap_or_else(|| panic!("message {i} not queued: {}", reply.text()));
+                        out.push((i, id));
+                    }
+                    let _ = c.command("QUIT");
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<(usize, String)> = ids.into_iter().flatten().collect();
+    all.sort();
+    assert_eq!(all.len(), messages.len());
+    all.into_iter().map(|(_, id)| id).collect()
+}
+
+/// The value of the first header field `name` (case-insensitive) in the header section of
+/// `content`, unfolded and trimmed.
+pub fn header_value(content: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(content);
+    let mut found: Option<String> = None;
+    for line in text.split("\r\n") {
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = found.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                v.push(' ');
+                v.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if let Some((field, value)) = line.split_once(':')
+            && field.eq_ignore_ascii_case(name)
+        {
+            found = Some(value.trim().to_string());
+        }
+    }
+    found
 }
 
 /// A small message with CRLF line endings.

@@ -344,6 +344,21 @@ impl SmtpPeer {
         out
     }
 
+    /// Its protocol log so far (aiosmtpd's debug log: every command line received).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("peer.log")).unwrap_or_default()
+    }
+
+    /// How many messages arrived, counted from the file names alone (cheap enough to poll
+    /// while thousands arrive).
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("mail")).map_or(0, |rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+    }
+
     /// Recipients delivered here, over all messages.
     pub fn delivered_rcpts(&self) -> usize {
         self.received().iter().map(|r| r.rcpts().len()).sum()

@@ -113,6 +113,52 @@ async fn a_damaged_record_is_reported_and_quarantined_with_its_message() {
 }
 
 #[tokio::test]
+async fn a_message_quarantined_by_the_scan_or_a_read_keeps_its_record_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let at_start = store(&spool, b"Subject: a\r\n\r\na\r\n", 64).await;
+    let on_read = store(&spool, b"Subject: b\r\n\r\nb\r\n", 64).await;
+    for id in [at_start, on_read] {
+        let mut rec = DeliveryRecord::new(id, 2);
+        rec.recipients[0].status = RecipientStatus::Delivered {
+            reply: "250 ok".into(),
+        };
+        spool.write_record(&rec).await.unwrap();
+    }
+    drop(spool);
+    let flip = |id| {
+        let path = dir.path().join("incoming").join(format!("{id}"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[super::super::super::format::HEADER_LEN + 1] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+    };
+    flip(at_start);
+    let (spool, report) = open(dir.path());
+    assert_eq!(report.quarantined, 1);
+    flip(on_read);
+    assert!(matches!(
+        spool.read(QueueState::Incoming, on_read),
+        Err(SpoolError::Corrupt(_))
+    ));
+    let corrupt = dir.path().join("corrupt");
+    for id in [at_start, on_read] {
+        assert!(corrupt.join(id.to_string()).exists());
+        let moved = std::fs::read(corrupt.join(format!("{id}.record"))).unwrap();
+        let rec = crate::record::decode(&moved, id).unwrap();
+        assert!(
+            matches!(rec.recipients[0].status, RecipientStatus::Delivered { .. }),
+            "the record says who already has the message"
+        );
+        assert!(!dir.path().join("records").join(id.to_string()).exists());
+    }
+    drop(spool);
+    // A later start neither deletes the quarantined records nor counts them as entries.
+    let (_, report) = open(dir.path());
+    assert_eq!(report.count(QueueState::Corrupt), 2);
+    assert!(corrupt.join(format!("{at_start}.record")).exists());
+}
+
+#[tokio::test]
 async fn recovery_keeps_one_name_after_a_move_cut_short_and_drops_orphan_records() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
