@@ -54,8 +54,8 @@ pub use intake::{MessageDraft, MessageIntake};
 pub use record::{DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
 pub use store::{
-    DELETABLE, DiskSpace, ListedMessage, MessageWriter, RELEASABLE, RecoveryReport, Spool,
-    StoredMessage, SyncStats,
+    CommitMode, DELETABLE, DiskSpace, ListedMessage, MessageWriter, RELEASABLE, RecoveryReport,
+    Spool, StoredMessage, SyncStats,
 };
 
 /// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.

@@ -49,6 +49,18 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[watchdog]`.
     pub watchdog: WatchdogSection,
+    /// `[spool]`.
+    pub spool: SpoolSection,
+}
+
+/// `[spool]`: how the spool makes new messages durable (docs/SPOOL.md).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct SpoolSection {
+    /// `file` (each message synced on its own, the default) or `batch` (messages
+    /// committed together share two `syncfs` calls; for a spool on a filesystem of its
+    /// own).
+    pub commit: tern_spool::CommitMode,
 }
 
 /// `[watchdog]`: the supervisor that notices stalled workers (docs/RELIABILITY.md).

@@ -63,6 +63,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let spool_dir = config.spool_dir();
     let (spool, _report) = Spool::open_watched(&spool_dir, events.clone(), watchdog.as_ref())
         .with_context(|| format!("opening spool {}", spool_dir.display()))?;
+    spool.set_commit_mode(config.spool.commit);
     // Dropped on every way out of this function: stops the thread, removes status.json.
     let supervisor = match &watchdog {
         Some(w) => Some(

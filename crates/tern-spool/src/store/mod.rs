@@ -20,6 +20,7 @@
 //! seen, and may be missed if the listing read its new directory before the link and its
 //! old one after the unlink.
 
+mod batch;
 mod dirsync;
 mod entry;
 mod lifecycle;
@@ -153,6 +154,8 @@ impl Area {
 /// What only a read-write spool has.
 struct Writable {
     incoming: DirSyncer,
+    /// The batch-commit thread (`batch`), used while `Inner::batch_commit` is set.
+    batch: batch::BatchCommitter,
     /// Group commit for the other state directories a message can move into, and for
     /// `records/` (see `lifecycle`).
     moves: BTreeMap<QueueState, DirSyncer>,
@@ -165,8 +168,8 @@ pub(crate) struct Inner {
     /// Absolute path of the spool directory.
     dir: PathBuf,
     events: EventLog,
-    /// See the module header for what this counts.
-    queued: AtomicUsize,
+    /// See the module header for what this counts. Shared with the batch-commit thread.
+    queued: Arc<AtomicUsize>,
     counters: Arc<SyncCounters>,
     writable: Option<Writable>,
     /// Round-robin position over the placement directories.
@@ -179,6 +182,8 @@ pub(crate) struct Inner {
     free: std::sync::Mutex<Vec<PathBuf>>,
     /// Next `free/` name.
     next_free: AtomicU64,
+    /// New messages are committed in batches (`batch`) instead of one by one.
+    batch_commit: std::sync::atomic::AtomicBool,
 }
 
 /// Directory under the spool holding the placement directories.
@@ -227,6 +232,20 @@ impl Inner {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
     }
+}
+
+/// How new messages are made durable (`spool.commit` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitMode {
+    /// Each message on its own: `fdatasync` of its file, link, `fsync` of the file, and
+    /// a group-committed fsync of `incoming/`. Touches nothing but Tern's files.
+    #[default]
+    File,
+    /// Messages committed at the same time share two `syncfs` calls: far fewer disk cache
+    /// flushes, but each batch also waits for whatever else is dirty on the spool's
+    /// filesystem. For a spool on a filesystem of its own.
+    Batch,
 }
 
 /// A handle to an open spool. Cheap to clone; all clones share one lock and one
@@ -370,13 +389,18 @@ impl Spool {
             beat(RECORDS_DIR),
         )
         .map_err(io_err("start directory syncer", &records_dir))?;
+        let queued = Arc::new(AtomicUsize::new(0));
+        let fs = File::open(&dir).map_err(io_err("open", &dir))?;
+        let batch = batch::BatchCommitter::start(fs, Arc::clone(&counters), Arc::clone(&queued))
+            .map_err(io_err("start commit thread", &dir))?;
         let inner = Inner {
             dir,
             events,
-            queued: AtomicUsize::new(0),
+            queued,
             counters,
             writable: Some(Writable {
                 incoming,
+                batch,
                 moves,
                 records,
                 _lock: lock,
@@ -385,6 +409,7 @@ impl Spool {
             use_tmpfile: std::sync::atomic::AtomicBool::new(true),
             free: std::sync::Mutex::new(Vec::new()),
             next_free: AtomicU64::new(0),
+            batch_commit: std::sync::atomic::AtomicBool::new(false),
         };
         let report = recovery::recover(&inner)?;
         inner.load_free_pool()?;
@@ -396,6 +421,15 @@ impl Spool {
             },
             report,
         ))
+    }
+
+    /// How new messages are made durable: one by one (`fdatasync`, link, `fsync`, group
+    /// fsync of `incoming/`; the default) or in batches (`syncfs` twice per batch, see
+    /// `batch`). Takes effect for commits that start afterwards.
+    pub fn set_commit_mode(&self, mode: CommitMode) {
+        self.inner
+            .batch_commit
+            .store(mode == CommitMode::Batch, Ordering::Relaxed);
     }
 
     /// Makes new messages take the `tmp/` + rename path, as on a filesystem without
@@ -422,13 +456,14 @@ impl Spool {
         let inner = Inner {
             dir,
             events: EventLog::discard(),
-            queued: AtomicUsize::new(0),
+            queued: Arc::new(AtomicUsize::new(0)),
             counters: Arc::new(SyncCounters::default()),
             writable: None,
             next_placement: AtomicUsize::new(0),
             use_tmpfile: std::sync::atomic::AtomicBool::new(true),
             free: std::sync::Mutex::new(Vec::new()),
             next_free: AtomicU64::new(0),
+            batch_commit: std::sync::atomic::AtomicBool::new(false),
         };
         let mut queued = 0;
         for state in QueueState::QUEUED {

@@ -55,7 +55,7 @@ use super::{Area, Inner, sys};
 /// [`TmpFile::publish`] links it, a crash frees it, and no directory lock is held while its
 /// inode is allocated. On filesystems without O_TMPFILE it is `tmp/<id>`, unlinked on drop
 /// unless renamed away (recovery removes any left by a crash).
-struct TmpFile {
+pub(super) struct TmpFile {
     file: File,
     /// `Some(tmp/<id>)` for a named file; `None` for an O_TMPFILE inode; `Some(free/<n>)`
     /// for a recycled file.
@@ -154,7 +154,7 @@ impl TmpFile {
 
     /// Gives the file its final name `to`, never replacing an existing file; disarms the
     /// guard on success.
-    fn publish(&mut self, to: &Path) -> Result<(), SpoolError> {
+    pub(super) fn publish(&mut self, to: &Path) -> Result<(), SpoolError> {
         let res = match &self.path {
             None => sys::link_tmpfile(&self.file, to).map_err(|e| SpoolError::io("link", to, e)),
             // The free/ name stays until the directory sync made the new one durable
@@ -174,7 +174,7 @@ impl TmpFile {
 
     /// After a recycled file is durable under its new name: the `free/` name it came
     /// from, to unlink.
-    fn free_name(&self) -> Option<PathBuf> {
+    pub(super) fn free_name(&self) -> Option<PathBuf> {
         self.recycled.as_ref().and(self.path.clone())
     }
 
@@ -351,6 +351,23 @@ impl MessageWriter {
         let task_inner = Arc::clone(&inner);
         let task_final = final_path.clone();
         let placement = inner.use_tmpfile().then(|| inner.placement_dir());
+        if inner.batch_commit.load(Ordering::Relaxed) {
+            let tmp = blocking(move || {
+                let mut tmp = match tmp {
+                    Some(t) => t,
+                    None => TmpFile::create(&task_inner, placement.as_deref(), tmp_path)?,
+                };
+                tmp.write_all(&pending)?;
+                tmp.cut()?;
+                Ok(tmp)
+            })
+            .await?;
+            let free_name = writable.batch.commit(tmp, final_path).await?;
+            if let Some(free) = free_name {
+                let _ = std::fs::remove_file(free);
+            }
+            return Ok(());
+        }
         let free_name = blocking(move || {
             let mut tmp = match tmp {
                 Some(t) => t,

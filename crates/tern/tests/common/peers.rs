@@ -272,11 +272,6 @@ impl SmtpPeer {
         self.child = Some(child);
     }
 
-    /// The peer's own log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("peer.log")).unwrap_or_default()
-    }
-
     /// Waits until the peer's log contains `text`.
     pub fn wait_for_log(&self, text: &str, limit: Duration) {
         let deadline = Instant::now() + limit;

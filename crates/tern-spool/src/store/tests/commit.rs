@@ -135,3 +135,93 @@ async fn write_dropped_while_spilling_breaks_the_writer() {
     assert!(wait_until(Duration::from_secs(10), || names(&tmp).is_empty()));
     assert!(names(&sub(dir.path(), "incoming")).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_commits_share_two_filesystem_syncs_per_batch() {
+    const N: usize = 200;
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    spool.set_commit_mode(crate::CommitMode::Batch);
+    let barrier = Arc::new(Barrier::new(N));
+    let mut tasks = JoinSet::new();
+    for i in 0..N {
+        let spool = spool.clone();
+        let barrier = Arc::clone(&barrier);
+        tasks.spawn(async move {
+            let body = content(100 + i, i as u8);
+            let mut w = spool.begin();
+            w.write(&body).await?;
+            let env = envelope(w.id(), w.written(), 1);
+            let id = w.id();
+            barrier.wait().await;
+            w.commit(env).await.map(|()| (id, body))
+        });
+    }
+    let mut stored = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(x)) => stored.push(x),
+            Ok(Err(e)) => panic!("commit failed: {e}"),
+            Err(e) => panic!("task failed: {e}"),
+        }
+    }
+    let stats = spool.sync_stats();
+    // One batch counts once in each (two syncfs calls).
+    assert!(stats.file_syncs >= 1 && stats.file_syncs == stats.dir_syncs);
+    assert!(
+        stats.file_syncs < N as u64 / 2,
+        "{} batches for {N} concurrent commits: no batching",
+        stats.file_syncs
+    );
+    assert_eq!(spool.queued(), N);
+    assert_eq!(names(&sub(dir.path(), "incoming")).len(), N);
+    assert!(names(&sub(dir.path(), "tmp")).is_empty());
+    for (id, body) in &stored {
+        let m = spool
+            .read(QueueState::Incoming, *id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(&m.body == body);
+    }
+    // A reopened spool finds every one of them valid.
+    drop(spool);
+    let (again, report) = open(dir.path());
+    assert_eq!(report.count(QueueState::Incoming), N);
+    assert_eq!(again.queued(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_mode_commits_large_and_recycled_files_too() {
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    spool.set_commit_mode(crate::CommitMode::Batch);
+    // Spilled to a file before the commit.
+    let big = content(600 * 1024, 7);
+    let id = store(&spool, &big, 64 * 1024).await;
+    let m = spool
+        .read(QueueState::Incoming, id)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(m.body == big);
+    // A delivered message's file goes to the pool and is reused by the next commit.
+    spool
+        .move_to(id, QueueState::Incoming, QueueState::Active)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    spool
+        .remove(QueueState::Active, id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let small = content(100, 8);
+    let id2 = store(&spool, &small, 100).await;
+    let m = spool
+        .read(QueueState::Incoming, id2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        m.body == small,
+        "the reused file was cut to the new message"
+    );
+    assert!(
+        names(&sub(dir.path(), "free")).is_empty(),
+        "its free/ name is gone"
+    );
+    assert_eq!(spool.queued(), 1);
+}
