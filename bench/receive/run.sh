@@ -5,10 +5,11 @@
 #
 # Usage: bench/receive/run.sh            (run as root; see bench/README.md)
 # Knobs (environment): MESSAGES ROUNDS SESSIONS MSG_SIZE WARMUP
-#   REUSE_CONNECTIONS TERN_PORT POSTFIX_PORT SERVERS SKIP_BUILD TERN_BIN
+#   REUSE_CONNECTIONS TERN_COMMIT TERN_PORT POSTFIX_PORT SERVERS SKIP_BUILD TERN_BIN
 #   RUN_TIMEOUT BUILD_TIMEOUT KEEP_TMP OUT_DIR CHART TMPDIR
 # Defaults: 5000 messages x 3 rounds, 20 sessions, 1024-byte bodies, 200
-# warm-up messages, Tern on 127.0.0.1:2526, Postfix on 127.0.0.1:2527.
+# warm-up messages, Tern on 127.0.0.1:2526, Postfix on 127.0.0.1:2527, Tern's
+# spool in batch commit mode (TERN_COMMIT=file for the per-message path).
 # Output: bench/out/receive.csv, bench/out/receive-summary.txt and
 # docs/bench/receive.png.
 set -euo pipefail
@@ -36,6 +37,7 @@ SESSIONS=${SESSIONS:-20}
 MSG_SIZE=${MSG_SIZE:-1024}
 WARMUP=${WARMUP:-200}
 REUSE_CONNECTIONS=${REUSE_CONNECTIONS:-0}
+TERN_COMMIT=${TERN_COMMIT:-batch}
 TERN_PORT=${TERN_PORT:-2526}
 POSTFIX_PORT=${POSTFIX_PORT:-2527}
 SERVERS=${SERVERS:-"tern postfix"}
@@ -66,6 +68,7 @@ for knob in MESSAGES ROUNDS SESSIONS MSG_SIZE WARMUP TERN_PORT POSTFIX_PORT RUN_
 done
 ((MESSAGES > 0 && ROUNDS > 0 && SESSIONS > 0)) || die "MESSAGES, ROUNDS and SESSIONS must be > 0"
 ((TERN_PORT != POSTFIX_PORT)) || die "TERN_PORT and POSTFIX_PORT must differ"
+[[ $TERN_COMMIT == batch || $TERN_COMMIT == file ]] || die "TERN_COMMIT must be batch or file (got '$TERN_COMMIT')"
 RUN_TERN=0
 RUN_POSTFIX=0
 for s in $SERVERS; do
@@ -251,6 +254,9 @@ networks = ["127.0.0.0/8"]
 # message in incoming/ and deliver nothing.
 [queue]
 deliver = false
+
+[spool]
+commit = "$TERN_COMMIT"
 
 [[listener]]
 name = "bench"

@@ -3,7 +3,9 @@
 //! The per-file commit (`writer.rs`) costs every message an `fdatasync`, an `fsync` of
 //! its new link count and a share of the `incoming/` directory fsync: three cache flushes
 //! of the disk for one small file. Here one thread takes every message whose file is
-//! written and not yet named, and for the whole batch:
+//! to commit, and for the whole batch:
+//! 0. writes each message's file (unnamed O_TMPFILE inode, a reused file or `tmp/<id>`,
+//!    as the writer would), so a small message needs no blocking-pool task of its own;
 //! 1. `syncfs` on the spool's filesystem: every file's data and inode are on disk (and
 //!    whatever else was dirty on that filesystem: the cost of this mode, see below);
 //! 2. gives each file its name in `incoming/` (linkat, link or rename, as in
@@ -44,8 +46,19 @@ use crate::error::SpoolError;
 /// What the committer answers: the `free/` name to remove (recycled files), on success.
 type Answer = Result<Option<PathBuf>, SpoolError>;
 
+/// Writes a message's file (creates it, writes what is left, cuts it to length) on the
+/// commit thread, so a small message costs no hop to a blocking thread of its own.
+pub(crate) type Prepare = Box<dyn FnOnce() -> Result<TmpFile, SpoolError> + Send>;
+
 /// One message waiting for its batch.
 struct Pending {
+    prepare: Prepare,
+    to: PathBuf,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// A message whose file is written, waiting for the batch's first `syncfs`.
+struct Written {
     tmp: TmpFile,
     to: PathBuf,
     reply: oneshot::Sender<Answer>,
@@ -95,16 +108,16 @@ impl BatchCommitter {
         Ok(BatchCommitter { shared })
     }
 
-    /// Names `tmp` as `to` durably, with the other messages of its batch (see the module
-    /// header). The file must be completely written.
-    pub(crate) async fn commit(&self, tmp: TmpFile, to: PathBuf) -> Answer {
+    /// Writes the file with `prepare` and names it `to` durably, with the other messages
+    /// of its batch (see the module header).
+    pub(crate) async fn commit(&self, prepare: Prepare, to: PathBuf) -> Answer {
         let (reply, rx) = oneshot::channel();
         {
             let mut q = self.shared.lock();
             if q.stopping {
                 return Err(SpoolError::BlockingTask("commit thread stopped".into()));
             }
-            q.list.push(Pending { tmp, to, reply });
+            q.list.push(Pending { prepare, to, reply });
         }
         self.shared.wake.notify_one();
         rx.await
@@ -140,16 +153,32 @@ fn commit_loop(shared: &Shared, fs: &File, counters: &SyncCounters, queued: &Ato
             }
             std::mem::take(&mut q.list)
         };
+        let mut written = Vec::with_capacity(batch.len());
+        for p in batch {
+            match (p.prepare)() {
+                Ok(tmp) => written.push(Written {
+                    tmp,
+                    to: p.to,
+                    reply: p.reply,
+                }),
+                Err(e) => {
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+        }
+        if written.is_empty() {
+            continue;
+        }
         if let Err(e) = syncfs(fs) {
             let kind = e.kind();
-            for p in batch {
+            for p in written {
                 let e = io::Error::new(kind, e.to_string());
                 let _ = p.reply.send(Err(SpoolError::io("syncfs", &p.to, e)));
             }
             continue;
         }
-        let mut named = Vec::with_capacity(batch.len());
-        for mut p in batch {
+        let mut named = Vec::with_capacity(written.len());
+        for mut p in written {
             match p.tmp.publish(&p.to) {
                 Ok(()) => named.push(p),
                 Err(e) => {

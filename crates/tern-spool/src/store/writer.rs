@@ -352,7 +352,7 @@ impl MessageWriter {
         let task_final = final_path.clone();
         let placement = inner.use_tmpfile().then(|| inner.placement_dir());
         if inner.batch_commit.load(Ordering::Relaxed) {
-            let tmp = blocking(move || {
+            let prepare: super::batch::Prepare = Box::new(move || {
                 let mut tmp = match tmp {
                     Some(t) => t,
                     None => TmpFile::create(&task_inner, placement.as_deref(), tmp_path)?,
@@ -360,9 +360,8 @@ impl MessageWriter {
                 tmp.write_all(&pending)?;
                 tmp.cut()?;
                 Ok(tmp)
-            })
-            .await?;
-            let free_name = writable.batch.commit(tmp, final_path).await?;
+            });
+            let free_name = writable.batch.commit(prepare, final_path).await?;
             if let Some(free) = free_name {
                 let _ = std::fs::remove_file(free);
             }

@@ -175,9 +175,25 @@ fn wait_for_progress(acked: &AtomicUsize, since: usize, what: &str, tern: &crate
 
 #[test]
 fn kill9_at_random_instants_loses_no_acknowledged_message() {
+    kill9_run("file");
+}
+
+/// The same with the batch commit mode (`[spool] commit = "batch"`: two `syncfs` per batch
+/// of messages instead of three syncs per message).
+#[test]
+fn kill9_in_batch_commit_mode_loses_no_acknowledged_message() {
+    kill9_run("batch");
+}
+
+fn kill9_run(commit: &str) {
     let (mut rng, seed) = Rng::from_env_or_clock();
-    eprintln!("kill -9 durability test: seed {seed} (replay with TERN_TEST_SEED={seed})");
-    let mut tern = Setup::new().grace_secs(2).start();
+    eprintln!(
+        "kill -9 durability test ({commit} commits): seed {seed} (replay with TERN_TEST_SEED={seed})"
+    );
+    let mut tern = Setup::new()
+        .grace_secs(2)
+        .section(&format!("[spool]\ncommit = \"{commit}\"\n"))
+        .start();
     let addr = tern.addr();
 
     let stop = Arc::new(AtomicBool::new(false));
