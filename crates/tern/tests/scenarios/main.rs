@@ -18,6 +18,7 @@ mod default_config_accepts_local_and_loopback_relay;
 mod delay_notice_expiry_and_hop_limit;
 mod destination_concurrency_and_connection_reuse;
 mod dns_answers_decide_bounce_or_defer;
+mod eight_bit_downgraded_for_a_peer_without_8bitmime;
 mod equal_preference_mx_share_the_load;
 mod ipv6_and_multiple_listeners;
 mod kill9_loses_no_acknowledged_message;
