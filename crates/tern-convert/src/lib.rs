@@ -26,8 +26,9 @@
 //!
 //! Invariants of an `Ok` result: every octet is 7-bit; reading it again gives the same
 //! tree (checked on every conversion, not only in tests); the stored message is never
-//! touched (the copy is a new buffer, at most about 4 times the input: quoted-printable
-//! triples an 8-bit octet, encoded words add their delimiters).
+//! touched (the copy is a new buffer, at most 5 times the input plus 128 octets per
+//! encoded part: quoted-printable triples an 8-bit octet, encoded words and RFC 2231
+//! values add their delimiters, an encoded part may gain three fields).
 //!
 //! Trust: the content is hostile. No panic, no indexing, no recursion deeper than
 //! [`Limits::max_depth`] entities, no more than [`Limits::max_parts`] of them; the work

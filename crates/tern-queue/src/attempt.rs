@@ -24,6 +24,13 @@
 //! If no address could even be greeted, the worker reports the destination down, and the
 //! scheduler stops trying it until its retry time.
 //!
+//! Content the peer cannot take as stored: a message over the peer's SIZE, or needing
+//! SMTPUTF8 it lacks, fails. 8-bit content for a peer without 8BITMIME (and BINARYMIME
+//! content for any peer: this client sends DATA only) is converted to 7 bit by
+//! `tern-convert` on the blocking pool and the copy is sent (event 6041, SIZE checked
+//! again), or deferred with 4.6.3 when it cannot be converted (event 4007). The stored
+//! message is never changed; each attempt converts afresh.
+//!
 //! Invariants: the worker's slot (total and per-destination concurrency) is returned by
 //! [`Slot`]'s `Drop`, so a panic anywhere here returns it. A job's result is sent once;
 //! if the worker dies first, the message task sees the channel closed and defers the
@@ -547,7 +554,12 @@ async fn send_on(
             Conversion::Refused(reason) => {
                 ctx.events.emit(
                     &catalog::DELIVERY_DEFERRED_8BIT,
-                    fields!("queue_id" => env.id, "next_hop" => job.hop, "host" => remote, "reason" => reason),
+                    fields!(
+                        "queue_id" => env.id,
+                        "next_hop" => job.hop,
+                        "host" => remote,
+                        "reason" => reason,
+                    ),
                 );
                 return Ok(Sent::Final(JobResult::deferred_all(
                     job,
