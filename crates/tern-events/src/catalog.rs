@@ -3,7 +3,7 @@
 //! Each event has a stable numeric id that never changes meaning once released, a dotted
 //! name, a severity, and the operator-facing text that `docs/EVENTS.md` repeats. Ids are
 //! grouped by thousands: 1xxx server lifecycle, 2xxx inbound SMTP, 3xxx spool, 4xxx queue
-//! and delivery, 5xxx watchdog.
+//! and delivery, 5xxx watchdog, 6xxx local delivery and conversion.
 //!
 //! Invariant: ids are unique and `ALL` lists every event (checked by a unit test and by a
 //! test that compares this table with `docs/EVENTS.md`).
@@ -125,8 +125,8 @@ events! {
         "Every host of a destination failed to connect or greet; messages for it wait until its retry time without new attempts. Other destinations are not affected.",
         "Check the destination's hosts (the last error is in the event).");
     DELIVERY_DEFERRED_8BIT = (4007, "delivery.deferred.8bit", Warning,
-        "An 8-bit message was not sent because the next hop does not offer 8BITMIME; it stays queued (never sent broken) until conversion is available or the peer changes.",
-        "Route the destination through a relay that offers 8BITMIME.");
+        "An 8-bit message was not sent because the next hop does not offer 8BITMIME and the message cannot be converted to 7 bit without changing it; `reason` says why (an 8-bit address, which needs SMTPUTF8; 8-bit octets in a structured field such as Message-ID or Received; nesting or part count past the limits; an unknown encoding). It stays queued (never sent broken), is retried, and bounces when it expires.",
+        "Route the destination through a relay that offers 8BITMIME, or have the sender fix the message (docs/CONVERSION.md lists what converts).");
     QUEUE_MESSAGE_EXPIRED = (4008, "queue.message.expired", Notice,
         "A message reached the maximum queue lifetime; its undelivered recipients are bounced.",
         "None.");
@@ -161,6 +161,10 @@ events! {
     WATCHDOG_STATUS_FAILED = (5004, "watchdog.status.failed", Warning,
         "The watchdog could not write its status snapshot (status.json in the data directory); `tern status` shows the last one as stale. Logged once until a write succeeds.",
         "Check the data directory (space, permissions).");
+
+    DELIVERY_CONVERTED_7BIT = (6041, "delivery.converted.7bit", Info,
+        "A message with 8-bit content was converted to 7 bit for a next hop without 8BITMIME (8-bit parts in quoted-printable or base64, 8-bit header fields as encoded words); the copy goes in this attempt, the stored message is unchanged. Fields give the parts and fields converted and both sizes.",
+        "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");
 }
 
 #[cfg(test)]

@@ -24,6 +24,13 @@
 //! If no address could even be greeted, the worker reports the destination down, and the
 //! scheduler stops trying it until its retry time.
 //!
+//! Content the peer cannot take as stored: a message over the peer's SIZE, or needing
+//! SMTPUTF8 it lacks, fails. 8-bit content for a peer without 8BITMIME (and BINARYMIME
+//! content for any peer: this client sends DATA only) is converted to 7 bit by
+//! `tern-convert` on the blocking pool and the copy is sent (event 6041, SIZE checked
+//! again), or deferred with 4.6.3 when it cannot be converted (event 4007). The stored
+//! message is never changed; each attempt converts afresh.
+//!
 //! Invariants: the worker's slot (total and per-destination concurrency) is returned by
 //! [`Slot`]'s `Drop`, so a panic anywhere here returns it. A job's result is sent once;
 //! if the worker dies first, the message task sees the channel closed and defers the
@@ -39,6 +46,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use tern_convert::{Limits, Source};
 use tern_deliver::{
     Body, DsnRet as OutRet, Incompatible, Notify as OutNotify, OutRecipient, RecipientResult,
     SessionError, SmtpSession, Transaction, check_compat,
@@ -492,13 +500,21 @@ async fn send_on(
             },
         ))
     };
-    match check_compat(
+    let converted = match check_compat(
         s.capabilities(),
         job.msg.content.len() as u64,
         body,
         env.params.smtputf8,
     ) {
-        Ok(()) => {}
+        Ok(())
+            if body == Body::SevenBit
+                && !s.capabilities().eightbitmime
+                && !tern_convert::is_7bit(&job.msg.content) =>
+        {
+            // 8-bit octets without BODY=8BITMIME: never sent as they are either.
+            Some(Source::EightBit)
+        }
+        Ok(()) => None,
         Err(Incompatible::TooBig { limit }) => {
             return Ok(fail_all(&format!(
                 "5.3.4 message size {} exceeds the limit of {limit} octets at {remote}",
@@ -510,23 +526,58 @@ async fn send_on(
                 "5.6.7 {remote} does not support SMTPUTF8, which this message needs"
             )));
         }
-        Err(Incompatible::NoEightBitMime) => {
-            ctx.events.emit(
-                &catalog::DELIVERY_DEFERRED_8BIT,
-                fields!("queue_id" => env.id, "next_hop" => job.hop, "host" => remote),
-            );
-            return Ok(Sent::Final(JobResult::deferred_all(
-                job,
-                &format!("4.6.0 {remote} does not offer 8BITMIME; the message is kept"),
-            )));
-        }
+        Err(Incompatible::NoEightBitMime) => Some(Source::EightBit),
+        // This client sends DATA only: binary content always goes converted.
+        Err(Incompatible::NoBinaryMime) => Some(Source::Binary),
         Err(other) => {
             return Ok(Sent::Final(JobResult::deferred_all(
                 job,
                 &format!("4.3.0 {remote}: {other}"),
             )));
         }
-    }
+    };
+    let converted = match converted {
+        None => None,
+        Some(source) => match convert(ctx, job, source, remote).await {
+            Conversion::Unneeded => None,
+            Conversion::Copy(copy) => {
+                if let Some(limit) = s.capabilities().size
+                    && copy.len() as u64 > limit
+                {
+                    return Ok(fail_all(&format!(
+                        "5.3.4 message size {} after conversion to 7 bit exceeds the limit of {limit} octets at {remote}",
+                        copy.len()
+                    )));
+                }
+                Some(copy)
+            }
+            Conversion::Refused(reason) => {
+                ctx.events.emit(
+                    &catalog::DELIVERY_DEFERRED_8BIT,
+                    fields!(
+                        "queue_id" => env.id,
+                        "next_hop" => job.hop,
+                        "host" => remote,
+                        "reason" => reason,
+                    ),
+                );
+                return Ok(Sent::Final(JobResult::deferred_all(
+                    job,
+                    &format!(
+                        "4.6.3 {remote} does not offer 8BITMIME and the message cannot be converted to 7 bit: {reason}; the message is kept"
+                    ),
+                )));
+            }
+        },
+    };
+    let (content, body): (&[u8], Body) = match &converted {
+        Some(copy) => (copy, Body::SevenBit),
+        // 8BITMIME declared, 7-bit content, a peer without 8BITMIME: sent as 7BIT.
+        None if body == Body::EightBitMime && !s.capabilities().eightbitmime => {
+            (&job.msg.content, Body::SevenBit)
+        }
+        None => (&job.msg.content, body),
+    };
     let recipients: Vec<OutRecipient<'_>> = job
         .rcpts
         .iter()
@@ -540,7 +591,7 @@ async fn send_on(
     let tx = Transaction {
         sender: &env.sender,
         recipients: &recipients,
-        content: &job.msg.content,
+        content,
         body,
         smtputf8: env.params.smtputf8,
         dsn_ret: env.params.dsn_ret.map(|r| match r {
@@ -555,7 +606,9 @@ async fn send_on(
     // the duplicate window; Postfix behaves the same way).
     #[cfg(feature = "fault-injection")]
     fault_injection::maybe_freeze(&job.msg.content).await;
-    let outcome = beat.bounded(budget::send(ctx, job), s.send(&tx)).await?;
+    let outcome = beat
+        .bounded(budget::send(ctx, job, content.len()), s.send(&tx))
+        .await?;
     if outcome.mail.is_transient() {
         return Ok(Sent::NextHost(format!("{remote} said: {}", outcome.mail)));
     }
@@ -603,6 +656,51 @@ async fn send_on(
         );
     }
     Ok(Sent::Final(JobResult { outcomes: results }))
+}
+
+/// What converting a job's message for a next hop without 8BITMIME came to.
+enum Conversion {
+    /// The content is 7-bit already: it goes as it is, declared 7BIT.
+    Unneeded,
+    /// The 7-bit copy to send in this attempt.
+    Copy(Vec<u8>),
+    /// Why it cannot be converted: the message is deferred.
+    Refused(String),
+}
+
+/// Converts the message to 7 bit (`tern-convert`) on the blocking pool, so a large
+/// message does not hold a runtime thread; the stored content is never changed. Every
+/// attempt to such a peer converts again (a copy is at most a few times the message,
+/// bounded by the message size limit, and lives for the transaction only).
+async fn convert(ctx: &Context, job: &Job, source: Source, remote: &str) -> Conversion {
+    if source == Source::EightBit && tern_convert::is_7bit(&job.msg.content) {
+        return Conversion::Unneeded;
+    }
+    let msg = job.msg.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        tern_convert::downgrade(&msg.content, source, &Limits::default())
+            .map(|d| (d.content.into_owned(), d.parts_encoded, d.fields_encoded))
+    });
+    match work.await {
+        Ok(Ok((copy, parts, fields))) => {
+            ctx.events.emit(
+                &catalog::DELIVERY_CONVERTED_7BIT,
+                fields!(
+                    "queue_id" => job.msg.envelope.id,
+                    "next_hop" => job.hop,
+                    "host" => remote,
+                    "parts" => parts,
+                    "fields" => fields,
+                    "size" => job.msg.content.len(),
+                    "converted_size" => copy.len(),
+                ),
+            );
+            Conversion::Copy(copy)
+        }
+        Ok(Err(e)) => Conversion::Refused(e.to_string()),
+        // A panic in the conversion ends that blocking task only; the message waits.
+        Err(_) => Conversion::Refused("the conversion failed inside Tern".into()),
+    }
 }
 
 /// Test builds only (`--features fault-injection`): freeze a delivery worker, to prove

@@ -45,11 +45,12 @@ pub(crate) fn connect(ctx: &Context) -> Duration {
 }
 
 /// One transaction: MAIL, each RCPT reply (and the write of each pipelined group, timed
-/// like MAIL), DATA, each block of content, the final reply, and a RSET.
-pub(crate) fn send(ctx: &Context, job: &Job) -> Duration {
+/// like MAIL), DATA, each block of the `content_len` octets sent (the stored content, or
+/// its 7-bit conversion), the final reply, and a RSET.
+pub(crate) fn send(ctx: &Context, job: &Job, content_len: usize) -> Duration {
     let t = &ctx.client.config().timeouts;
     let rcpts = u32::try_from(job.rcpts.len()).unwrap_or(u32::MAX);
-    let blocks = u32::try_from(job.msg.content.len() / (64 * 1024) + 2).unwrap_or(u32::MAX);
+    let blocks = u32::try_from(content_len / (64 * 1024) + 2).unwrap_or(u32::MAX);
     t.mail
         .saturating_add(t.rcpt.saturating_add(t.mail).saturating_mul(rcpts))
         .saturating_add(t.data_start)

@@ -21,6 +21,7 @@ mod delay_notice_expiry_and_hop_limit;
 mod destination_concurrency_and_connection_reuse;
 mod disk_full_refuses_with_452_and_recovers;
 mod dns_answers_decide_bounce_or_defer;
+mod eight_bit_downgraded_for_a_peer_without_8bitmime;
 mod equal_preference_mx_share_the_load;
 mod ipv6_and_multiple_listeners;
 mod kill9_loses_no_acknowledged_message;

@@ -117,31 +117,3 @@ fn size_smtputf8_and_notify_variants() {
     }
     assert_eq!(sender_mx.received().len(), 3);
 }
-
-/// 8-bit content to a peer without 8BITMIME is never sent broken: it stays queued
-/// (deferred, event 4007) until conversion exists or the peer changes.
-#[test]
-fn eight_bit_content_is_kept_for_a_peer_without_8bitmime() {
-    let mut dns = DnsServer::start();
-    let port = free_port("127.0.0.2".parse().unwrap());
-    dns.set_mx("old.test", &[(10, "mx.old.test")], 300);
-    dns.set_a("mx.old.test", "127.0.0.2".parse().unwrap(), 300);
-    let mut old = SmtpPeer::start_on("127.0.0.2", port, &["no-8bitmime"]);
-    let tern = delivering(&dns, port, "").start();
-    let content = simple_message("8bit", "caf\u{e9} cr\u{e8}me");
-    send_with(
-        tern.addr(),
-        "MAIL FROM:<s@client.test> BODY=8BITMIME",
-        &["RCPT TO:<a@old.test>"],
-        &content,
-    );
-    let held = tern.wait_for_events(4007, 1, Duration::from_secs(20));
-    assert_eq!(held[0]["next_hop"], "mx:old.test");
-    tern.wait_for_events(4002, 1, Duration::from_secs(20));
-    assert!(old.received().is_empty(), "nothing sent to the 7-bit peer");
-    assert_eq!(tern.queue_json(&[]).len(), 1, "still queued");
-    // The peer learns 8BITMIME: the retry delivers the content unchanged.
-    old.restart(&["accept"]);
-    let got = old.wait_for(1, Duration::from_secs(30));
-    assert!(got[0].content.ends_with(&content));
-}
