@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tern's test command (the one README.md names). Works on a fresh Debian machine of this
 # kind: installs the real peers the tests talk to (swaks, Postfix's smtp-source, Python's
-# aiosmtpd and dnslib, iproute2 for the network-namespace DNS test), then runs every test
+# aiosmtpd and dnslib, iproute2 for the network-namespace DNS test, Dovecot's LMTP server
+# and doveadm for the local-delivery tests), then runs every test
 # in the workspace. The tests need root (the namespace test creates one). A missing peer is a failure,
 # never a silent skip: the interop tests check for each tool and fail loudly.
 set -euo pipefail
@@ -11,6 +12,8 @@ need_apt=()
 command -v swaks >/dev/null || need_apt+=(swaks libnet-ssleay-perl)
 command -v smtp-source >/dev/null || need_apt+=(postfix)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v dovecot >/dev/null && command -v doveadm >/dev/null || need_apt+=(dovecot-core)
+[ -x /usr/lib/dovecot/lmtp ] || need_apt+=(dovecot-lmtpd)
 perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing test peers: ${need_apt[*]}"
