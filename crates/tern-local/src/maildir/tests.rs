@@ -58,7 +58,7 @@ fn delivery_creates_the_maildir_and_leaves_only_a_complete_file_in_new() {
         assert!(md.path().join(sub).is_dir(), "{sub}");
     }
     assert!(names(&md.path().join("tmp")).is_empty());
-    assert_eq!(names(&md.path().join("new")), [name.clone()]);
+    assert_eq!(names(&md.path().join("new")), std::slice::from_ref(&name));
     let stored = fs::read(md.path().join("new").join(&name)).unwrap();
     assert_eq!(
         stored,
