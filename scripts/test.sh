@@ -2,10 +2,11 @@
 # Tern's test command (the one README.md names). Works on a fresh Debian machine of this
 # kind: installs the real peers the tests talk to (swaks, Postfix's smtp-source, Python's
 # aiosmtpd and dnslib, iproute2 for the network-namespace DNS test, mount for the tmpfs of
-# the disk-fault tests; aiosmtpd also drives bench/chaos/run.py, which chaos_soak_short
-# runs), then runs every test in the workspace. The tests need root (the namespace test
-# creates one, the disk-fault tests mount tmpfs). A missing peer is a failure, never a
-# silent skip: the interop tests check for each tool and fail loudly.
+# the disk-fault tests, Dovecot's LMTP server and doveadm for the local-delivery tests;
+# aiosmtpd also drives bench/chaos/run.py, which chaos_soak_short runs), then runs every
+# test in the workspace. The tests need root (the namespace test creates one, the
+# disk-fault tests mount tmpfs). A missing peer is a failure, never a silent skip: the
+# interop tests check for each tool and fail loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -18,6 +19,8 @@ command -v swaks >/dev/null || need_apt+=(swaks libnet-ssleay-perl)
 command -v smtp-source >/dev/null || need_apt+=(postfix)
 command -v ip >/dev/null || need_apt+=(iproute2)
 { command -v mount && command -v umount; } >/dev/null || need_apt+=(mount)
+command -v dovecot >/dev/null && command -v doveadm >/dev/null || need_apt+=(dovecot-core)
+[ -x /usr/lib/dovecot/lmtp ] || need_apt+=(dovecot-lmtpd)
 perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing test peers: ${need_apt[*]}"

@@ -1,4 +1,5 @@
-//! The byte stream under a session: plain TCP or TLS, with timed reads and writes.
+//! The byte stream under a session: plain TCP, TLS, or a Unix socket (LMTP), with timed
+//! reads and writes.
 //!
 //! Every read and write is bounded by a time limit chosen by the caller for the stage.
 //! Reading goes through [`ReplyParser`]; at most one read buffer of bytes beyond the
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 
@@ -26,6 +27,8 @@ const READ_CHUNK: usize = 8192;
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A Unix domain socket (LMTP to a local server); never upgraded to TLS.
+    Unix(UnixStream),
     /// After a failed TLS handshake consumed the TCP stream.
     Closed,
 }
@@ -38,6 +41,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
@@ -52,6 +56,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
@@ -60,6 +65,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Closed => Poll::Ready(Ok(())),
         }
@@ -68,6 +74,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Closed => Poll::Ready(Ok(())),
         }
@@ -87,6 +94,7 @@ impl std::fmt::Debug for Connection {
         let kind = match self.stream {
             Stream::Plain(_) => "plain",
             Stream::Tls(_) => "tls",
+            Stream::Unix(_) => "unix",
             Stream::Closed => "closed",
         };
         f.debug_struct("Connection")
@@ -99,6 +107,14 @@ impl Connection {
     pub(crate) fn new(tcp: TcpStream) -> Connection {
         Connection {
             stream: Stream::Plain(tcp),
+            parser: ReplyParser::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    pub(crate) fn new_unix(stream: UnixStream) -> Connection {
+        Connection {
+            stream: Stream::Unix(stream),
             parser: ReplyParser::new(),
             pending: Vec::new(),
         }

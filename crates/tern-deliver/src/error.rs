@@ -16,6 +16,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::reply::Reply;
 
@@ -77,6 +78,15 @@ pub enum SessionError {
         /// What the OS said.
         source: io::Error,
     },
+    /// Connecting to a Unix socket (LMTP) failed: no such socket, refused, permission
+    /// denied. Connection failure.
+    #[error("connect to unix:{}: {source}", path.display())]
+    ConnectUnix {
+        /// The socket.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// The peer did not answer (or did not accept our writes) within the stage's time
     /// limit. At `data-block`/`data-end` the message state is unknown: defer.
     #[error("timeout at {stage}")]
@@ -95,7 +105,8 @@ pub enum SessionError {
     /// us. QUIT was sent.
     #[error("greeting refused: {0}")]
     Greeting(Reply),
-    /// EHLO was refused with 4xx, or EHLO with 5xx and then HELO too.
+    /// EHLO was refused with 4xx, or EHLO with 5xx and then HELO too; in LMTP, LHLO
+    /// was refused.
     #[error("EHLO/HELO refused: {0}")]
     Ehlo(Reply),
     /// Policy `encrypt` or `verify` and the server does not offer STARTTLS.
@@ -140,6 +151,7 @@ impl SessionError {
     pub fn is_connection_failure(&self) -> bool {
         match self {
             SessionError::Connect { .. }
+            | SessionError::ConnectUnix { .. }
             | SessionError::Greeting(_)
             | SessionError::Ehlo(_)
             | SessionError::TlsUnavailable
@@ -159,7 +171,7 @@ impl SessionError {
     /// The stage the error belongs to.
     pub fn stage(&self) -> Stage {
         match self {
-            SessionError::Connect { .. } => Stage::Connect,
+            SessionError::Connect { .. } | SessionError::ConnectUnix { .. } => Stage::Connect,
             SessionError::Greeting(_) => Stage::Greeting,
             SessionError::Ehlo(_) => Stage::Ehlo,
             SessionError::TlsUnavailable

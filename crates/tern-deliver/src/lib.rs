@@ -1,5 +1,6 @@
 //! Tern's outbound SMTP client (RFC 5321 client side): sessions with STARTTLS policy,
-//! pipelined transactions and per-recipient results.
+//! pipelined transactions and per-recipient results; and the same client in LMTP mode
+//! (RFC 2033: LHLO, TCP or a Unix socket, one reply per recipient after the data).
 //!
 //! Layout:
 //! - [`reply`]: sans-I/O reply parser (bounded: 2048-octet lines, 100 lines a reply);
@@ -46,7 +47,7 @@ pub use envelope::{
 pub use error::{SessionError, Stage};
 pub use outcome::{RcptOutcome, RecipientResult, TransactionOutcome};
 pub use reply::{Reply, ReplyError, ReplyParser};
-pub use session::SmtpSession;
+pub use session::{Endpoint, SmtpSession};
 
 /// Entry points for fuzz targets (`fuzz/` outside the workspace): raw bytes in,
 /// invariants asserted, never a panic.

@@ -14,8 +14,9 @@ pub struct TransactionOutcome {
     /// One entry per recipient of the transaction, in the same order.
     pub recipients: Vec<RcptOutcome>,
     /// The reply that ended the data phase for the accepted recipients: the final reply
-    /// after the content, or the refusal of the DATA command itself. `None` when DATA
-    /// was not reached (MAIL refused, or no recipient accepted).
+    /// after the content, or the refusal of the DATA command itself; in LMTP, the last of
+    /// the per-recipient replies (each recipient's own is in its [`RcptOutcome`]). `None`
+    /// when DATA was not reached (MAIL refused, or no recipient accepted).
     pub data: Option<Reply>,
 }
 

@@ -26,16 +26,24 @@
 //! MTA does (RFC 1047). Recipient refusals read before such an error are not returned;
 //! the retry will hear them again.
 //!
+//! LMTP (RFC 2033, [`SmtpSession::connect_lmtp`]): the same client over TCP or a Unix
+//! socket, with `LHLO` instead of `EHLO` (no HELO fallback, no STARTTLS), and after the
+//! final dot one reply per accepted recipient, in RCPT order, each deciding that
+//! recipient alone. A connection lost among those replies leaves the recipients not yet
+//! answered in the duplicate window above (an error is returned; the caller defers all).
+//!
 //! Trust: replies come from the remote server and are bounded by the reply parser; a
 //! reply that makes no sense at its step (250 to DATA) is a protocol error, never taken
 //! as success.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 
 use crate::capabilities::Capabilities;
@@ -53,12 +61,34 @@ pub const PIPELINE_GROUP_BYTES: usize = 16 * 1024;
 /// Content is encoded and written in pieces of this many input octets.
 const DATA_PIECE: usize = 64 * 1024;
 
+/// Where a session connects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix domain socket (LMTP only).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// An established session, ready for transactions.
 #[derive(Debug)]
 pub struct SmtpSession {
     ctx: Arc<ClientContext>,
     conn: Connection,
+    /// The TCP peer; `0.0.0.0:0` for a Unix socket.
     peer: SocketAddr,
+    endpoint: Endpoint,
+    /// LMTP: LHLO was used, and the data gets one reply per accepted recipient.
+    lmtp: bool,
     server_name: String,
     greeting: Reply,
     ehlo: Reply,
@@ -129,6 +159,8 @@ impl SmtpSession {
             ctx: ctx.clone(),
             conn,
             peer: addr,
+            endpoint: Endpoint::Tcp(addr),
+            lmtp: false,
             server_name: server_name.to_string(),
             greeting,
             ehlo,
@@ -137,6 +169,84 @@ impl SmtpSession {
             transactions: 0,
             usable: true,
         })
+    }
+
+    /// Connects to an LMTP server (RFC 2033) over TCP or a Unix socket, reads the
+    /// greeting and says LHLO. No STARTTLS: LMTP runs to a server on this machine or a
+    /// trusted network. `server_name` names the server in results.
+    pub async fn connect_lmtp(
+        ctx: &Arc<ClientContext>,
+        endpoint: &Endpoint,
+        server_name: &str,
+    ) -> Result<SmtpSession, SessionError> {
+        let t = ctx.config.timeouts;
+        let timed_out = || SessionError::Timeout {
+            stage: Stage::Connect,
+        };
+        let (mut conn, peer) = match endpoint {
+            Endpoint::Tcp(addr) => match timeout(t.connect, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    (Connection::new(tcp), *addr)
+                }
+                Ok(Err(source)) => {
+                    return Err(SessionError::Connect {
+                        addr: *addr,
+                        source,
+                    });
+                }
+                Err(_) => return Err(timed_out()),
+            },
+            Endpoint::Unix(path) => match timeout(t.connect, UnixStream::connect(path)).await {
+                Ok(Ok(unix)) => (
+                    Connection::new_unix(unix),
+                    SocketAddr::from(([0, 0, 0, 0], 0)),
+                ),
+                Ok(Err(source)) => {
+                    return Err(SessionError::ConnectUnix {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+                Err(_) => return Err(timed_out()),
+            },
+        };
+        let greeting = conn.read_reply(Stage::Greeting, t.greeting).await?;
+        if !greeting.is_positive() {
+            quit_quietly(&mut conn, t.quit).await;
+            return Err(SessionError::Greeting(greeting));
+        }
+        let line = format!("LHLO {}\r\n", ctx.config.helo_name);
+        let lhlo = conn.command(line.as_bytes(), Stage::Ehlo, t.ehlo).await?;
+        if !lhlo.is_positive() {
+            quit_quietly(&mut conn, t.quit).await;
+            return Err(SessionError::Ehlo(lhlo));
+        }
+        let caps = Capabilities::from_ehlo(&lhlo);
+        Ok(SmtpSession {
+            ctx: ctx.clone(),
+            conn,
+            peer,
+            endpoint: endpoint.clone(),
+            lmtp: true,
+            server_name: server_name.to_string(),
+            greeting,
+            ehlo: lhlo,
+            caps,
+            tls: None,
+            transactions: 0,
+            usable: true,
+        })
+    }
+
+    /// Where the session is connected.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Whether this is an LMTP session.
+    pub fn is_lmtp(&self) -> bool {
+        self.lmtp
     }
 
     /// What the server advertised (inside TLS when TLS is up).
@@ -159,7 +269,7 @@ impl SmtpSession {
         &self.ehlo
     }
 
-    /// Address connected to.
+    /// Address connected to; `0.0.0.0:0` for a Unix socket (see [`Self::endpoint`]).
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
@@ -294,38 +404,58 @@ impl SmtpSession {
                 detail: "no reply to DATA".into(),
             });
         };
-        let (final_reply, needs_rset) = if data_reply.is_intermediate() {
+        // One reply for every accepted recipient (LMTP after the content), or one for
+        // all of them (SMTP, or a refused DATA).
+        let (finals, needs_rset) = if data_reply.is_intermediate() {
             self.send_content(tx.content).await?;
-            (
-                self.conn.read_reply(Stage::DataEnd, t.data_end).await?,
-                false,
-            )
+            let count = if self.lmtp {
+                rcpt_replies.iter().filter(|r| r.is_positive()).count()
+            } else {
+                1
+            };
+            let mut finals = Vec::with_capacity(count);
+            for _ in 0..count {
+                finals.push(self.conn.read_reply(Stage::DataEnd, t.data_end).await?);
+            }
+            (finals, false)
         } else if data_reply.is_positive() {
             return Err(SessionError::Protocol {
                 stage: Stage::DataStart,
                 detail: format!("DATA answered {data_reply} instead of 354"),
             });
         } else {
-            (data_reply, true)
+            (vec![data_reply], true)
         };
-
-        let recipients = rcpt_replies
-            .into_iter()
-            .map(|rcpt| {
-                if rcpt.is_positive() {
-                    RcptOutcome::Accepted {
-                        rcpt,
-                        data: final_reply.clone(),
-                    }
-                } else {
-                    RcptOutcome::Rejected(rcpt)
+        let per_recipient = self.lmtp && !needs_rset;
+        let last = finals.last().cloned();
+        let mut finals = finals.into_iter();
+        let mut shared = None;
+        let mut recipients = Vec::with_capacity(rcpt_replies.len());
+        for rcpt in rcpt_replies {
+            if !rcpt.is_positive() {
+                recipients.push(RcptOutcome::Rejected(rcpt));
+                continue;
+            }
+            let data = if per_recipient {
+                finals.next()
+            } else {
+                if shared.is_none() {
+                    shared = finals.next();
                 }
-            })
-            .collect();
+                shared.clone()
+            };
+            let Some(data) = data else {
+                return Err(SessionError::Protocol {
+                    stage: Stage::DataEnd,
+                    detail: "fewer replies after the data than accepted recipients".into(),
+                });
+            };
+            recipients.push(RcptOutcome::Accepted { rcpt, data });
+        }
         let outcome = TransactionOutcome {
             mail,
             recipients,
-            data: Some(final_reply),
+            data: last,
         };
         Ok((outcome, needs_rset))
     }

@@ -3,7 +3,7 @@
 //! Each event has a stable numeric id that never changes meaning once released, a dotted
 //! name, a severity, and the operator-facing text that `docs/EVENTS.md` repeats. Ids are
 //! grouped by thousands: 1xxx server lifecycle, 2xxx inbound SMTP, 3xxx spool, 4xxx queue
-//! and delivery, 5xxx watchdog, 6xxx local delivery and conversion.
+//! and delivery, 5xxx watchdog, 6xxx local delivery, connectors and conversion.
 //!
 //! Invariant: ids are unique and `ALL` lists every event (checked by a unit test and by a
 //! test that compares this table with `docs/EVENTS.md`).
@@ -162,6 +162,27 @@ events! {
         "The watchdog could not write its status snapshot (status.json in the data directory); `tern status` shows the last one as stale. Logged once until a write succeeds.",
         "Check the data directory (space, permissions).");
 
+    LOCAL_RECIPIENT_UNKNOWN = (6001, "local.recipient.unknown", Notice,
+        "A recipient in a local domain was refused at RCPT with 550 5.1.1: it has no alias, no mailbox and its domain no catch-all. Nothing was accepted, so nothing bounces.",
+        "None, unless the address should exist: add it to the mailbox or alias map and reload.");
+    LOCAL_ALIAS_REFUSED = (6002, "local.alias.refused", Warning,
+        "A recipient was refused at RCPT because its alias expansion failed: a loop (5.4.6, the path is in the event), nesting deeper than 20 (5.4.6), more than 1000 final recipients (5.5.3), or a member without a mailbox (5.1.1).",
+        "Fix the alias map (the event names the alias and the member) and reload.");
+    LOCAL_MAILDIR_DELIVERED = (6003, "local.maildir.delivered", Info,
+        "A message was written and synced into a Maildir's new/ directory; fields give the recipient, how many recipients share this mailbox, the Maildir and the file name.",
+        "None.");
+    LOCAL_MAILDIR_FAILED = (6004, "local.maildir.failed", Warning,
+        "A Maildir delivery failed with an I/O error (permissions, disk full, a file where a directory should be); the recipient is deferred and retried, and nothing was left in new/.",
+        "Fix the cause named in the error (ownership and mode of the mailbox directories, disk space).");
+    LOCAL_QUOTA_EXCEEDED = (6005, "local.quota.exceeded", Notice,
+        "A message did not fit in a mailbox's quota; it is deferred (4.2.2) or bounced (5.2.2) as local.quota_exceeded says.",
+        "None; the mailbox owner must make room, or raise the quota (quota= in the mailbox map, or local.quota_bytes).");
+    LOCAL_MAILBOX_MISSING = (6006, "local.mailbox.missing", Warning,
+        "A recipient accepted for a local domain has no mailbox at delivery time (the maps were changed since the message was accepted); it fails with 5.1.1 and is bounced.",
+        "If the address should still exist, restore its mailbox map entry and reload.");
+    LOCAL_MAPS_LOADED = (6007, "local.maps.loaded", Info,
+        "The local domains, mailbox map and alias map were loaded (at start or on reload); fields count domains, mailboxes and aliases.",
+        "None.");
     DELIVERY_CONVERTED_7BIT = (6041, "delivery.converted.7bit", Info,
         "A message with 8-bit content was converted to 7 bit for a next hop without 8BITMIME (8-bit parts in quoted-printable or base64, 8-bit header fields as encoded words); the copy goes in this attempt, the stored message is unchanged. Fields give the parts and fields converted and both sizes.",
         "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");

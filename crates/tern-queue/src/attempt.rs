@@ -36,6 +36,10 @@
 //! if the worker dies first, the message task sees the channel closed and defers the
 //! job's recipients.
 //!
+//! Local transports: a job for a `maildir` next hop is written into its mailboxes and a
+//! job for an `lmtp` next hop is one LMTP transaction; both are in [`crate::local`].
+//! They run in the same workers, under the same limits and slot guard.
+//!
 //! Watchdog: each worker has a heartbeat `delivery#<n>@<next hop>`, busy while it holds
 //! a job, with one item of progress per step (host lookup, connection set-up,
 //! transaction, QUIT, job) and that step's budget in force while it runs (`budget`). Its
@@ -43,6 +47,7 @@
 //! above return its slot and defer its job. A worker blocked inside a synchronous call
 //! cannot be aborted (tokio cancels at an `.await`); its stall is still reported.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -52,6 +57,7 @@ use tern_deliver::{
     SessionError, SmtpSession, Transaction, check_compat,
 };
 use tern_events::{catalog, fields};
+use tern_local::LocalDirectory;
 use tern_route::dns::plan::{self as dns, MxHost, SelfIdentity};
 use tern_route::{NextHop, Transport};
 use tern_spool::{BodyType, DsnRet, Envelope};
@@ -76,6 +82,8 @@ pub(crate) struct Job {
     pub transport: Arc<Transport>,
     /// The recipients' domain (for the MX lookup).
     pub domain: String,
+    /// The local directory of the message task's moment (mailboxes of local transports).
+    pub local: Arc<LocalDirectory>,
     pub msg: Arc<LoadedMessage>,
     /// Indices into the envelope's recipients.
     pub rcpts: Vec<usize>,
@@ -140,10 +148,47 @@ impl JobResult {
             reply: local_reply(451, reason),
             remote: None,
         };
+        JobResult::each(rcpts, &r)
+    }
+
+    /// The same result for each of `rcpts`.
+    pub(crate) fn each(rcpts: &[usize], r: &RcptResult) -> JobResult {
         JobResult {
             outcomes: rcpts.iter().map(|i| (*i, r.clone())).collect(),
         }
     }
+}
+
+/// One RCPT of a transaction and the job's recipients whose fate its reply decides:
+/// one for SMTP; for LMTP, every recipient of the job that has this mailbox.
+pub(crate) struct Addressee<'a> {
+    /// The forward path sent.
+    pub address: Cow<'a, str>,
+    /// DSN NOTIFY and ORCPT of the first member.
+    pub notify: Option<OutNotify>,
+    pub orcpt: Option<&'a str>,
+    /// Indices into the envelope's recipients; never empty.
+    pub members: Vec<usize>,
+}
+
+/// Every recipient of the job as its own RCPT (SMTP).
+fn addressees(job: &Job) -> Vec<Addressee<'_>> {
+    job.rcpts
+        .iter()
+        .filter_map(|i| job.msg.envelope.recipients.get(*i).map(|r| (*i, r)))
+        .map(|(i, r)| Addressee {
+            address: Cow::Borrowed(r.address.as_str()),
+            notify: r.notify.as_ref().map(out_notify),
+            orcpt: r.orcpt.as_deref(),
+            members: vec![i],
+        })
+        .collect()
+}
+
+fn members(plan: &[Addressee<'_>]) -> Vec<usize> {
+    plan.iter()
+        .flat_map(|a| a.members.iter().copied())
+        .collect()
 }
 
 /// A reply for a local decision: `code` plus the text, which starts with an enhanced
@@ -341,7 +386,7 @@ fn tls_policy(t: &Transport) -> tern_deliver::TlsPolicy {
 }
 
 /// What one transaction on one session came to.
-enum Sent {
+pub(crate) enum Sent {
     /// Every recipient has its result for this attempt.
     Final(JobResult),
     /// Try the next host (temporary failure before any recipient was taken).
@@ -356,9 +401,22 @@ async fn deliver_job(
     session: &mut Option<SmtpSession>,
     beat: &Heartbeat,
 ) -> (JobResult, Option<String>) {
+    match &*job.transport {
+        Transport::Maildir { root } => {
+            return (
+                crate::local::deliver_maildir(ctx, job, root, beat).await,
+                None,
+            );
+        }
+        Transport::Lmtp { server } => {
+            return crate::local::deliver_lmtp(ctx, job, server, session, beat).await;
+        }
+        _ => {}
+    }
+    let plan = addressees(job);
     if let Some(s) = session.as_mut() {
         let remote = format!("{}[{}]", s.server_name(), s.peer().ip());
-        match send_on(ctx, job, s, &remote, beat).await {
+        match send_on(ctx, job, &plan, s, &remote, beat).await {
             Ok(Sent::Final(r)) => return (r, None),
             Ok(Sent::NextHost(_)) | Err(_) => {
                 // The reused connection went bad between messages: start afresh.
@@ -376,6 +434,7 @@ async fn deliver_job(
         Err(r) => return (JobResult::all(job, &r), None),
     };
     let policy = tls_policy(&job.transport);
+    let plan = &plan;
     let end = walk(
         &targets,
         ctx.delivery.max_sessions,
@@ -388,7 +447,7 @@ async fn deliver_job(
                     Ok(s) => s,
                     Err(e) => return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}")),
                 };
-                match send_on(ctx, job, &mut s, &remote, beat).await {
+                match send_on(ctx, job, plan, &mut s, &remote, beat).await {
                     Ok(Sent::Final(r)) => HostOutcome::Final(r, s),
                     Ok(Sent::NextHost(why)) => {
                         beat.bounded(budget::quit(ctx), s.quit()).await;
@@ -466,7 +525,7 @@ where
     }
 }
 
-fn out_notify(n: &tern_spool::Notify) -> OutNotify {
+pub(crate) fn out_notify(n: &tern_spool::Notify) -> OutNotify {
     OutNotify {
         success: n.success,
         failure: n.failure,
@@ -475,10 +534,12 @@ fn out_notify(n: &tern_spool::Notify) -> OutNotify {
     }
 }
 
-/// One transaction on an open session.
-async fn send_on(
+/// One transaction on an open session, one RCPT per addressee of `plan`; the results
+/// cover every member of the plan.
+pub(crate) async fn send_on(
     ctx: &Context,
     job: &Job,
+    plan: &[Addressee<'_>],
     s: &mut SmtpSession,
     remote: &str,
     beat: &Heartbeat,
@@ -491,9 +552,10 @@ async fn send_on(
         BodyType::EightBitMime => Body::EightBitMime,
         BodyType::BinaryMime => Body::BinaryMime,
     };
+    let all = members(plan);
     let fail_all = |text: &str| {
-        Sent::Final(JobResult::all(
-            job,
+        Sent::Final(JobResult::each(
+            &all,
             &RcptResult::Failed {
                 reply: local_reply(554, text),
                 remote: Some(remote.to_string()),
@@ -530,8 +592,8 @@ async fn send_on(
         // This client sends DATA only: binary content always goes converted.
         Err(Incompatible::NoBinaryMime) => Some(Source::Binary),
         Err(other) => {
-            return Ok(Sent::Final(JobResult::deferred_all(
-                job,
+            return Ok(Sent::Final(JobResult::deferred(
+                &all,
                 &format!("4.3.0 {remote}: {other}"),
             )));
         }
@@ -561,8 +623,8 @@ async fn send_on(
                         "reason" => reason,
                     ),
                 );
-                return Ok(Sent::Final(JobResult::deferred_all(
-                    job,
+                return Ok(Sent::Final(JobResult::deferred(
+                    &all,
                     &format!(
                         "4.6.3 {remote} does not offer 8BITMIME and the message cannot be converted to 7 bit: {reason}; the message is kept"
                     ),
@@ -578,14 +640,12 @@ async fn send_on(
         }
         None => (&job.msg.content, body),
     };
-    let recipients: Vec<OutRecipient<'_>> = job
-        .rcpts
+    let recipients: Vec<OutRecipient<'_>> = plan
         .iter()
-        .filter_map(|i| env.recipients.get(*i))
-        .map(|r| OutRecipient {
-            address: &r.address,
-            notify: r.notify.as_ref().map(out_notify),
-            orcpt: r.orcpt.as_deref(),
+        .map(|a| OutRecipient {
+            address: &a.address,
+            notify: a.notify,
+            orcpt: a.orcpt,
         })
         .collect();
     let tx = Transaction {
@@ -614,12 +674,12 @@ async fn send_on(
     }
     let relayed = !s.capabilities().dsn;
     let tls = s.tls().map(str::to_string);
-    let mut results = Vec::with_capacity(job.rcpts.len());
+    let mut results = Vec::with_capacity(all.len());
     let mut delivered = 0usize;
-    for (i, r) in job.rcpts.iter().zip(outcome.recipients.iter()) {
+    for (a, r) in plan.iter().zip(outcome.recipients.iter()) {
         let res = match r.result() {
             RecipientResult::Delivered(reply) => {
-                delivered += 1;
+                delivered += a.members.len();
                 RcptResult::Delivered {
                     reply: reply.to_string(),
                     remote: remote.to_string(),
@@ -635,7 +695,7 @@ async fn send_on(
                 remote: Some(remote.to_string()),
             },
         };
-        results.push((*i, res));
+        results.extend(a.members.iter().map(|i| (*i, res.clone())));
     }
     if delivered > 0 {
         let reply = outcome

@@ -64,3 +64,9 @@ pub(crate) fn send(ctx: &Context, job: &Job, content_len: usize) -> Duration {
 pub(crate) fn quit(ctx: &Context) -> Duration {
     ctx.client.config().timeouts.quit.saturating_mul(2)
 }
+
+/// A Maildir delivery (blocking file I/O on a worker thread): given as long as a server
+/// is given to store a message after its final dot.
+pub(crate) fn local(ctx: &Context) -> Duration {
+    ctx.client.config().timeouts.data_end
+}

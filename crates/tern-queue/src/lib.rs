@@ -16,7 +16,9 @@
 //! - Each connection is a **delivery worker** ([`attempt`]): the scheduler starts one
 //!   when a next hop has jobs and free slots; it walks the MX list, delivers the job, then
 //!   asks for another job for the same next hop to reuse its connection. Its slot is
-//!   returned by a guard's `Drop`, so a panic cannot leak it.
+//!   returned by a guard's `Drop`, so a panic cannot leak it. Jobs for the local
+//!   transports (`maildir:<i>`, `lmtp:<i>` next hops) go through the same workers and
+//!   limits; [`local`] delivers them (Maildir files, or an LMTP session).
 //!
 //! Invariants:
 //! - A message is in exactly one state directory (moves are link, fsync, unlink: see
@@ -49,6 +51,7 @@ mod dispatch;
 mod dispatch_schedules;
 pub mod dsn;
 pub mod intake;
+pub mod local;
 pub mod message;
 mod retries;
 pub mod scheduler;
@@ -60,6 +63,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tern_deliver::ClientContext;
 use tern_events::EventLog;
+use tern_local::LocalDirectory;
 use tern_route::RoutingTable;
 use tern_route::dns::Resolver;
 use tern_spool::Spool;
@@ -76,6 +80,9 @@ pub struct Runtime {
     pub routes: Arc<RoutingTable>,
     /// Scheduling and retry settings.
     pub queue: QueueConfig,
+    /// Local domains, mailboxes and aliases (the mailbox of each recipient of a local
+    /// transport is looked up here); reloaded with the routes.
+    pub local: Arc<LocalDirectory>,
 }
 
 /// Everything the queue's tasks share. Read-only after start except `runtime`, which a

@@ -507,6 +507,7 @@ async fn run(
             hop,
             transport,
             domain,
+            local: Arc::clone(&runtime.local),
             msg: Arc::clone(&msg),
             rcpts: rcpts.clone(),
             reply: tx,

@@ -5,9 +5,9 @@
 //!
 //! - [`table`]: the routing table built from `[[route]]` entries. [`RoutingTable::route`]
 //!   maps a recipient domain to a [`Route`]: the pattern that matched, the [`Transport`]
-//!   (`mx`, `smtp` relay, `reject`, `hold`; local transports will be added beside them),
-//!   and the [`NextHop`], the key of the queue the recipient joins (`mx:<domain>`,
-//!   `smtp:<route index>`, `reject:<i>`, `hold:<i>`). [`TlsPolicy`] lives here and is
+//!   (`mx`, `smtp` relay, `reject`, `hold`, and the local `maildir` and `lmtp`), and the
+//!   [`NextHop`], the key of the queue the recipient joins (`mx:<domain>`,
+//!   `smtp:<route index>`, `reject:<i>`, `hold:<i>`, `maildir:<i>`, `lmtp:<i>`). [`TlsPolicy`] lives here and is
 //!   converted for the SMTP client by the queue crate.
 //! - [`dns`]: [`dns::Resolver`], hickory-resolver with Tern's own bounded cache (exact
 //!   TTLs clamped to `[min_ttl, max_ttl]`; NXDOMAIN/NODATA for the SOA negative TTL, 60 s
@@ -56,6 +56,6 @@ pub mod table;
 
 pub use name::parse_address_literal;
 pub use table::{
-    NextHop, RejectReply, RelayHost, Route, RouteConfig, RouteProblem, RoutingTable, TlsPolicy,
-    Transport, TransportKind,
+    LmtpServer, NextHop, RejectReply, RelayHost, Route, RouteConfig, RouteProblem, RoutingTable,
+    TlsPolicy, Transport, TransportKind,
 };

@@ -23,9 +23,10 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use config::{RejectReply, RelayHost, RouteConfig, TlsPolicy, TransportKind};
+pub use config::{LmtpServer, RejectReply, RelayHost, RouteConfig, TlsPolicy, TransportKind};
 
 use crate::name;
 
@@ -58,12 +59,30 @@ pub enum Transport {
     },
     /// Keep the mail queued until released by the operator.
     Hold,
+    /// Deliver into Maildirs: each recipient's mailbox comes from the local directory;
+    /// a mailbox name is the Maildir `<root>/<name>/Maildir`.
+    Maildir {
+        /// The directory holding the named mailboxes.
+        root: PathBuf,
+    },
+    /// Deliver to an LMTP server; each recipient's mailbox name is its RCPT TO.
+    Lmtp {
+        /// The server.
+        server: LmtpServer,
+    },
+}
+
+impl Transport {
+    /// Whether the transport delivers into mailboxes of local domains.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Transport::Maildir { .. } | Transport::Lmtp { .. })
+    }
 }
 
 /// The queue a recipient joins: recipients with equal next hops are delivered together.
 ///
 /// Display forms: `mx:<domain>`, `smtp:<route index>`, `reject:<route index>`,
-/// `hold:<route index>`. Route indexes are positions in the configuration; after a
+/// `hold:<route index>`, `maildir:<route index>`, `lmtp:<route index>`. Route indexes are positions in the configuration; after a
 /// reload that reorders routes the same index can name another route, so queues keyed by
 /// it should be re-routed on reload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,6 +108,17 @@ pub enum NextHop {
         /// Index of the route in the configuration.
         route: usize,
     },
+    /// The `maildir` route with this index: all its mailboxes share the concurrency
+    /// limits of one destination.
+    Maildir {
+        /// Index of the route in the configuration.
+        route: usize,
+    },
+    /// The LMTP server of the `lmtp` route with this index.
+    Lmtp {
+        /// Index of the route in the configuration.
+        route: usize,
+    },
 }
 
 impl fmt::Display for NextHop {
@@ -98,6 +128,8 @@ impl fmt::Display for NextHop {
             NextHop::Relay { route } => write!(f, "smtp:{route}"),
             NextHop::Reject { route } => write!(f, "reject:{route}"),
             NextHop::Hold { route } => write!(f, "hold:{route}"),
+            NextHop::Maildir { route } => write!(f, "maildir:{route}"),
+            NextHop::Lmtp { route } => write!(f, "lmtp:{route}"),
         }
     }
 }
@@ -317,6 +349,8 @@ impl RoutingTable {
             Transport::Smtp { .. } => NextHop::Relay { route: index },
             Transport::Reject { .. } => NextHop::Reject { route: index },
             Transport::Hold => NextHop::Hold { route: index },
+            Transport::Maildir { .. } => NextHop::Maildir { route: index },
+            Transport::Lmtp { .. } => NextHop::Lmtp { route: index },
         };
         Route {
             pattern,
@@ -363,7 +397,23 @@ fn build_transport(
             ),
         ));
     }
-    if matches!(kind, TransportKind::Reject | TransportKind::Hold) && route.tls.is_some() {
+    if kind != TransportKind::Maildir && route.path.is_some() {
+        problems.push(problem(
+            format!("route[{i}].path"),
+            format!("path is only for transport \"maildir\", not \"{kind}\""),
+        ));
+    }
+    if kind != TransportKind::Lmtp && route.server.is_some() {
+        problems.push(problem(
+            format!("route[{i}].server"),
+            format!("server is only for transport \"lmtp\", not \"{kind}\""),
+        ));
+    }
+    if matches!(
+        kind,
+        TransportKind::Reject | TransportKind::Hold | TransportKind::Maildir | TransportKind::Lmtp
+    ) && route.tls.is_some()
+    {
         problems.push(problem(
             format!("route[{i}].tls"),
             format!("tls has no effect on transport \"{kind}\""),
@@ -413,6 +463,30 @@ fn build_transport(
             Transport::Reject { reply }
         }
         TransportKind::Hold => Transport::Hold,
+        TransportKind::Maildir => match &route.path {
+            Some(root) if !root.as_os_str().is_empty() => Transport::Maildir { root: root.clone() },
+            _ => {
+                problems.push(problem(
+                    format!("route[{i}].path"),
+                    "transport \"maildir\" needs the directory of its mailboxes",
+                ));
+                Transport::Hold
+            }
+        },
+        TransportKind::Lmtp => match route.server.as_deref().map(LmtpServer::parse) {
+            Some(Ok(server)) => Transport::Lmtp { server },
+            Some(Err(message)) => {
+                problems.push(problem(format!("route[{i}].server"), message));
+                Transport::Hold
+            }
+            None => {
+                problems.push(problem(
+                    format!("route[{i}].server"),
+                    "transport \"lmtp\" needs server = \"unix:/path\" or \"host:port\"",
+                ));
+                Transport::Hold
+            }
+        },
     };
     (problems.len() == before).then_some(transport)
 }

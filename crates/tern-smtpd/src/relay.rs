@@ -15,10 +15,17 @@
 //!
 //! `postmaster` without a domain is always accepted (RFC 5321 §4.5.1) and stored as
 //! `postmaster@<first relay domain>`.
+//!
+//! Local domains (`[local]`, a [`LocalDirectory`] carried by the policy so both are
+//! swapped together on reload) are ours too. Their recipients are judged further by the
+//! session, which expands them through the directory at RCPT time and refuses unknown
+//! ones with `550 5.1.1` (see `session/mod.rs`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
+use tern_local::LocalDirectory;
 use tern_proto::{Mailbox, Reply};
 
 use crate::config::RelayConfig;
@@ -30,6 +37,7 @@ pub struct RelayPolicy {
     suffixes: Vec<String>,
     networks: Vec<IpNet>,
     postmaster_domain: String,
+    local: Arc<LocalDirectory>,
 }
 
 impl RelayPolicy {
@@ -56,7 +64,19 @@ impl RelayPolicy {
             suffixes,
             networks: config.networks.clone(),
             postmaster_domain,
+            local: Arc::new(LocalDirectory::empty()),
         }
+    }
+
+    /// The same policy with these local domains, mailboxes and aliases.
+    pub fn with_local(mut self, local: Arc<LocalDirectory>) -> RelayPolicy {
+        self.local = local;
+        self
+    }
+
+    /// The local directory (empty when no `[local]` domain is configured).
+    pub fn local(&self) -> &LocalDirectory {
+        &self.local
     }
 
     /// True when `ip` is inside a relay network.
@@ -65,10 +85,12 @@ impl RelayPolicy {
         self.networks.iter().any(|n| n.contains(&ip))
     }
 
-    /// True when Tern receives mail for `domain` (already lower-case).
+    /// True when Tern receives mail for `domain` (already lower-case): a relay domain or
+    /// a local domain.
     pub fn is_our_domain(&self, domain: &str) -> bool {
         self.exact.iter().any(|d| d == domain)
             || self.suffixes.iter().any(|s| domain.ends_with(s.as_str()))
+            || self.local.is_local_domain(domain)
     }
 
     /// Judges one recipient. `address` is as the parser returned it. Returns the canonical

@@ -7,18 +7,29 @@
 //!    `deny_unknown_fields`: that would turn the first unknown key into a hard error;
 //! 2. each section's `problems()` checks values and cross-field rules.
 //!
+//! 3. the `[local]` section's map files are read and compiled into the
+//!    [`LocalDirectory`] (every map error as `file:line`), and local domains are checked
+//!    against the routes (a domain with mailboxes needs a `maildir` or `lmtp` route, and
+//!    those routes take local domains only).
+//!
+//! Relative paths (`data_dir`, map files, a maildir route's `path`) are relative to the
+//! working directory. A `maildir` route without `path` gets `<data_dir>/mail`.
+//!
 //! With no file, [`Config::embedded_default`] is used: one listener on 127.0.0.1:2525,
 //! data under `./tern-data`, the system host name, mail accepted for `localhost` and, from
-//! loopback clients only, for any domain.
+//! loopback clients only, for any domain; `localhost` is a local domain whose every
+//! address is the Maildir `./tern-data/mail/<local part>/Maildir`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tern_local::{LocalConfig, LocalDirectory};
 use tern_queue::{DeliveryConfig, QueueConfig};
 use tern_route::dns::DnsConfig;
-use tern_route::{RouteConfig, RoutingTable};
+use tern_route::{RouteConfig, RoutingTable, TransportKind};
 use tern_smtpd::{ConfigProblem, ListenerConfig, RelayConfig};
 use tern_spool::backpressure::BackPressureConfig;
 
@@ -49,6 +60,12 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[watchdog]`.
     pub watchdog: WatchdogSection,
+    /// `[local]`: local domains, mailbox and alias maps (docs/LOCAL.md).
+    pub local: LocalConfig,
+    /// The `[local]` section compiled, with its map files read: filled by
+    /// [`Config::parse`], swapped with the routes on reload.
+    #[serde(skip)]
+    pub local_directory: Arc<LocalDirectory>,
     /// `[spool]`.
     pub spool: SpoolSection,
 }
@@ -245,8 +262,24 @@ impl Config {
                 return Err(fail(problems));
             }
         };
+        for route in &mut config.routes {
+            if route.transport == TransportKind::Maildir && route.path.is_none() {
+                route.path = Some(config.server.data_dir.join("mail"));
+            }
+        }
         let mut problems = unknown;
         problems.extend(config.problems());
+        match LocalDirectory::load(&config.local) {
+            Ok(directory) => {
+                problems.extend(config.local_problems(&directory));
+                config.local_directory = Arc::new(directory);
+            }
+            Err(local) => problems.extend(
+                local
+                    .into_iter()
+                    .map(|p| ConfigProblem::new(p.key, p.message)),
+            ),
+        }
         if !problems.is_empty() {
             return Err(fail(problems));
         }
@@ -350,6 +383,50 @@ impl Config {
         p
     }
 
+    /// Local domains against the routes: a domain with mailboxes (or a catch-all) must
+    /// be routed by `maildir` or `lmtp`, and those routes take exact local domains only.
+    fn local_problems(&self, directory: &LocalDirectory) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let Ok(table) = RoutingTable::new(&self.routes) else {
+            return p; // Already reported by `problems`.
+        };
+        let mut domains: Vec<&str> = directory.domains().collect();
+        domains.sort_unstable();
+        for d in domains {
+            let route = table.route(d);
+            if directory.has_mailboxes(d) && !route.transport.is_local() {
+                p.push(ConfigProblem::new(
+                    "local.domains",
+                    format!(
+                        "{d:?} has mailboxes but its route ({}) does not deliver into                          mailboxes; route it with transport \"maildir\" or \"lmtp\"",
+                        route.pattern
+                    ),
+                ));
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !matches!(
+                route.transport,
+                TransportKind::Maildir | TransportKind::Lmtp
+            ) {
+                continue;
+            }
+            for (j, d) in route.domains.iter().enumerate() {
+                if !directory.is_local_domain(d) {
+                    p.push(ConfigProblem::new(
+                        format!("route[{i}].domains[{j}]"),
+                        format!(
+                            "{d:?}: transport \"{}\" delivers only to local domains; \
+                             list exact names that are in local.domains",
+                            route.transport
+                        ),
+                    ));
+                }
+            }
+        }
+        p
+    }
+
     /// The watchdog's status snapshot, read by `tern status`.
     pub fn status_path(&self) -> PathBuf {
         self.server.data_dir.join("status.json")
@@ -385,6 +462,68 @@ mod tests {
         assert_eq!(c.relay.domains, vec!["localhost".to_string()]);
         assert!(c.relay.networks.iter().all(|n| n.addr().is_loopback()));
         assert!(!c.server.hostname.is_empty());
+        // localhost is local: every local part is its own Maildir under the data dir.
+        let d = &c.local_directory;
+        assert!(d.is_local_domain("localhost"));
+        let you = d.mailbox("you@localhost").unwrap();
+        assert_eq!(
+            you.maildir_path(&PathBuf::from("./tern-data/mail")),
+            PathBuf::from("./tern-data/mail/you/Maildir")
+        );
+        let routes = RoutingTable::new(&c.routes).unwrap();
+        assert_eq!(
+            *routes.route("localhost").transport,
+            tern_route::Transport::Maildir {
+                root: PathBuf::from("./tern-data/mail")
+            }
+        );
+    }
+
+    #[test]
+    fn local_domains_and_their_routes_are_checked_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let maps = dir.path().join("mailboxes");
+        std::fs::write(&maps, "a@x.test a\nb@x.test\n").unwrap();
+        let text = format!(
+            "[local]\ndomains = [\"x.test\", \"y.test\"]\nmailbox_map = {maps:?}\n\
+             [local.catch_all]\n\"y.test\" = \"{{local}}\"\n\
+             [[route]]\ndomains = [\"z.test\"]\ntransport = \"maildir\"\n\
+             [[listener]]\n"
+        );
+        let err = Config::parse(&text, "t.toml").unwrap_err();
+        let shown: Vec<String> = err
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        let has = |what: &str| {
+            assert!(
+                shown.iter().any(|s| s.contains(what)),
+                "{what:?} not in {shown:#?}"
+            )
+        };
+        // A map with errors builds no directory: its errors come alone, with file:line.
+        has(&format!("local.mailbox_map: {}:2:", maps.display()));
+        assert_eq!(shown.len(), 1, "{shown:#?}");
+        std::fs::write(&maps, "a@x.test a\n").unwrap();
+        let err = Config::parse(&text, "t.toml").unwrap_err();
+        let shown: Vec<String> = err
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        let has = |what: &str| {
+            assert!(
+                shown.iter().any(|s| s.contains(what)),
+                "{what:?} not in {shown:#?}"
+            )
+        };
+        has(
+            "route[0].domains[0]: \"z.test\": transport \"maildir\" delivers only to local domains",
+        );
+        has("local.domains: \"x.test\" has mailboxes");
+        has("local.domains: \"y.test\" has mailboxes");
+        assert_eq!(shown.len(), 3, "{shown:#?}");
     }
 
     #[test]

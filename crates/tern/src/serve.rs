@@ -88,7 +88,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         Arc::new(spool.clone())
     };
     let shared = Arc::new(SmtpShared {
-        relay: ArcSwap::from_pointee(RelayPolicy::new(&config.relay, &hostname)),
+        relay: ArcSwap::from_pointee(
+            RelayPolicy::new(&config.relay, &hostname)
+                .with_local(Arc::clone(&config.local_directory)),
+        ),
         hostname: hostname.clone(),
         intake,
         events: events.clone(),
@@ -133,6 +136,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         None
     };
 
+    maps_loaded(&events, &config);
     events.emit(
         &catalog::SERVER_STARTED,
         fields!(
@@ -214,8 +218,8 @@ async fn next_signal(signals: &mut Option<Signals>) -> Signal {
     }
 }
 
-/// Reloads the configuration file: relay policy, routes and queue settings are swapped
-/// atomically; an invalid file changes nothing and is reported (event 1008). Listeners,
+/// Reloads the configuration file: relay policy, routes, local maps and queue settings
+/// are swapped atomically; an invalid file changes nothing and is reported (event 1008). Listeners,
 /// the data directory and DNS servers need a restart.
 fn reload(
     path: Option<&std::path::Path>,
@@ -257,18 +261,38 @@ fn reload(
             return;
         }
     };
-    shared
-        .relay
-        .store(Arc::new(RelayPolicy::new(&config.relay, &shared.hostname)));
+    // The SMTP server's view (relay policy with the local directory) and the queue's
+    // (routes with the same directory) are swapped one after the other; each is
+    // consistent in itself, and a message accepted under the old maps and delivered
+    // under the new ones is handled by the delivery-time mailbox check (event 6006).
+    shared.relay.store(Arc::new(
+        RelayPolicy::new(&config.relay, &shared.hostname)
+            .with_local(Arc::clone(&config.local_directory)),
+    ));
     if let Some(ctx) = queue {
         ctx.runtime.store(Arc::new(Runtime {
             routes: Arc::new(routes),
             queue: config.queue.settings.clone(),
+            local: Arc::clone(&config.local_directory),
         }));
     }
+    maps_loaded(events, &config);
     events.emit(
         &catalog::SERVER_RELOADED,
         fields!("file" => path.display(), "routes" => config.routes.len()),
+    );
+}
+
+/// Event 6007: what the local directory holds now.
+fn maps_loaded(events: &EventLog, config: &Config) {
+    let (mailboxes, aliases) = config.local_directory.counts();
+    events.emit(
+        &catalog::LOCAL_MAPS_LOADED,
+        fields!(
+            "domains" => config.local_directory.domains().count(),
+            "mailboxes" => mailboxes,
+            "aliases" => aliases,
+        ),
     );
 }
 
@@ -334,6 +358,7 @@ fn queue_context(
         runtime: ArcSwap::from_pointee(Runtime {
             routes: Arc::new(routes),
             queue: config.queue.settings.clone(),
+            local: Arc::clone(&config.local_directory),
         }),
         delivery: d.clone(),
         resolver,

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -37,6 +38,12 @@ pub struct RouteConfig {
     pub tls: Option<TlsPolicy>,
     /// The port used at MX hosts; only for `mx`. Default 25.
     pub port: Option<u16>,
+    /// The directory under which mailbox names are Maildirs (`<path>/<name>/Maildir`);
+    /// only for `maildir`. The binary fills in `<data_dir>/mail` when it is missing.
+    pub path: Option<PathBuf>,
+    /// The LMTP server: `unix:/path/to/socket` or `host:port`; only for `lmtp`, which
+    /// needs it.
+    pub server: Option<String>,
 }
 
 impl Default for RouteConfig {
@@ -48,14 +55,15 @@ impl Default for RouteConfig {
             reply: None,
             tls: None,
             port: None,
+            path: None,
+            server: None,
         }
     }
 }
 
 /// The `transport` key of a route.
 ///
-/// Adding a transport (the local ones, `maildir`, `lmtp`, `drop`, are planned) means: a
-/// variant here, a variant of [`Transport`](super::Transport) and of
+/// Adding a transport (`drop` is planned) means: a variant here, a variant of [`Transport`](super::Transport) and of
 /// [`NextHop`](super::NextHop), and one arm in `build_transport` in `table.rs`, which is
 /// where the keys each transport accepts are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
@@ -71,6 +79,11 @@ pub enum TransportKind {
     Reject,
     /// Keep the mail in the queue until an operator releases it.
     Hold,
+    /// Deliver into Maildirs on this machine (local domains; the mailbox comes from the
+    /// local directory).
+    Maildir,
+    /// Deliver to an LMTP server (RFC 2033), such as Dovecot's, over TCP or a Unix socket.
+    Lmtp,
 }
 
 impl fmt::Display for TransportKind {
@@ -80,6 +93,8 @@ impl fmt::Display for TransportKind {
             TransportKind::Smtp => "smtp",
             TransportKind::Reject => "reject",
             TransportKind::Hold => "hold",
+            TransportKind::Maildir => "maildir",
+            TransportKind::Lmtp => "lmtp",
         })
     }
 }
@@ -183,6 +198,49 @@ impl fmt::Display for RelayHost {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where the `lmtp` transport connects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LmtpServer {
+    /// TCP to a host and an explicit port.
+    Tcp(RelayHost),
+    /// A Unix domain socket.
+    Unix(PathBuf),
+}
+
+impl LmtpServer {
+    /// Parses `unix:/absolute/path`, or `host:port` / `inet:host:port` (LMTP has no
+    /// standard port, so it must be given).
+    pub fn parse(text: &str) -> Result<LmtpServer, String> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!("{text:?}: the socket path must be absolute"));
+            }
+            return Ok(LmtpServer::Unix(PathBuf::from(path)));
+        }
+        let inet = text.strip_prefix("inet:").unwrap_or(text);
+        let has_port = match inet.strip_prefix('[') {
+            Some(rest) => rest.split_once("]:").is_some(),
+            None => inet.contains(':'),
+        };
+        if !has_port {
+            return Err(format!(
+                "{text:?}: write unix:/path/to/socket or host:port (Dovecot listens on port 24)"
+            ));
+        }
+        RelayHost::parse(inet).map(LmtpServer::Tcp)
+    }
+}
+
+impl fmt::Display for LmtpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LmtpServer::Tcp(h) => write!(f, "{h}"),
+            LmtpServer::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
 }
@@ -313,6 +371,30 @@ mod tests {
             Some("::1".parse().unwrap())
         );
         assert_eq!(RelayHost::parse("relay").unwrap().ip(), None);
+    }
+
+    #[test]
+    fn lmtp_servers_parse() {
+        assert_eq!(
+            LmtpServer::parse("unix:/run/dovecot/lmtp").unwrap(),
+            LmtpServer::Unix(PathBuf::from("/run/dovecot/lmtp"))
+        );
+        let tcp = LmtpServer::parse("inet:127.0.0.1:24").unwrap();
+        assert_eq!(tcp.to_string(), "127.0.0.1:24");
+        assert_eq!(
+            LmtpServer::parse("[::1]:24").unwrap().to_string(),
+            "[::1]:24"
+        );
+        for bad in [
+            "unix:relative",
+            "127.0.0.1",
+            "lmtp.example",
+            "[::1]",
+            "host:0",
+            "",
+        ] {
+            assert!(LmtpServer::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

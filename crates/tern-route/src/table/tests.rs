@@ -271,3 +271,66 @@ fn deserializes_with_defaults() {
     assert!(serde_json::from_str::<RouteConfig>(r#"{"transport": "carrier-pigeon"}"#).is_err());
     assert!(serde_json::from_str::<RouteConfig>(r#"{"tls": "maybe"}"#).is_err());
 }
+
+#[test]
+fn local_transports_have_one_next_hop_per_route_and_their_own_keys() {
+    let maildir = RouteConfig {
+        path: Some("/srv/mail".into()),
+        ..route(&["a.test", "b.test"], TransportKind::Maildir)
+    };
+    let lmtp = RouteConfig {
+        server: Some("unix:/run/dovecot/lmtp".into()),
+        ..route(&["c.test"], TransportKind::Lmtp)
+    };
+    let t = table(&[maildir.clone(), lmtp.clone()]);
+    let a = t.route("a.test");
+    assert_eq!(a.next_hop.to_string(), "maildir:0");
+    assert_eq!(t.route("B.test.").next_hop, a.next_hop);
+    assert_eq!(
+        *a.transport,
+        Transport::Maildir {
+            root: "/srv/mail".into()
+        }
+    );
+    assert!(a.transport.is_local());
+    let c = t.route("c.test");
+    assert_eq!(c.next_hop.to_string(), "lmtp:1");
+    assert_eq!(
+        *c.transport,
+        Transport::Lmtp {
+            server: LmtpServer::Unix("/run/dovecot/lmtp".into())
+        }
+    );
+    assert!(!t.route("elsewhere.test").transport.is_local());
+
+    let bad = [
+        RouteConfig {
+            path: None,
+            tls: Some(TlsPolicy::May),
+            ..maildir.clone()
+        },
+        RouteConfig {
+            server: Some("127.0.0.1".into()),
+            path: Some("/x".into()),
+            ..route(&["d.test"], TransportKind::Lmtp)
+        },
+        route(&["e.test"], TransportKind::Lmtp),
+        RouteConfig {
+            path: Some("/x".into()),
+            server: Some("unix:/s".into()),
+            ..route(&["f.test"], TransportKind::Mx)
+        },
+    ];
+    assert_eq!(
+        keys(&bad),
+        [
+            "route[0].tls",
+            "route[0].path",
+            "route[1].path",
+            "route[1].server",
+            "route[2].server",
+            "route[3].path",
+            "route[3].server"
+        ]
+    );
+}

@@ -18,6 +18,11 @@
 //!   cancellation drops them, which releases the slot and removes any unfinished spool
 //!   file.
 //! - A lock is never held here; the relay policy is read from an `ArcSwap` snapshot.
+//! - A recipient in a local domain is expanded at RCPT time through the local directory
+//!   the relay policy carries: the envelope lists final recipients only (aliases
+//!   expanded, duplicates in any case removed, ORCPT set to what the client wrote), and
+//!   an unknown user, an alias loop or an expansion over the limits is refused there and
+//!   then, never bounced later.
 
 mod conn;
 mod message;
@@ -28,6 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_events::{catalog, fields};
+use tern_local::Resolution;
+use tern_local::address::key_of;
 use tern_proto::{Command, CommandError, CommandFramer, Frame, Reply};
 use tern_spool::{BodyType, DsnRet, MailParams, Notify, Recipient, RecipientStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -381,16 +388,56 @@ impl Session {
                 return reply;
             }
         };
-        if !txn.recipients.iter().any(|x| x.address == address) {
+        // Local domains: the final recipients go into the envelope (aliases expanded,
+        // unknown users refused here so nothing is bounced later).
+        let finals = match relay.local().resolve(&address) {
+            Ok(Resolution::NotLocal) => vec![address.clone()],
+            Ok(Resolution::Local(list)) => list,
+            Err(refusal) => {
+                txn.refused += 1;
+                let event = if refusal.is_alias_problem() {
+                    &catalog::LOCAL_ALIAS_REFUSED
+                } else {
+                    &catalog::LOCAL_RECIPIENT_UNKNOWN
+                };
+                self.ctx.shared.events.emit(
+                    event,
+                    fields!("client" => self.peer.ip(), "recipient" => address, "reason" => refusal),
+                );
+                return Reply::new(refusal.code(), refusal.enhanced(), refusal.to_string());
+            }
+        };
+        let local = relay.local();
+        let same = |a: &str, b: &str| {
+            a == b || (local.is_local_domain(domain_of(a)) && key_of(a) == key_of(b))
+        };
+        let new: Vec<String> = finals
+            .into_iter()
+            .filter(|f| !txn.recipients.iter().any(|x| same(&x.address, f)))
+            .collect();
+        if txn.recipients.len().saturating_add(new.len()) > max {
+            return Reply::new(452, "4.5.3", "Too many recipients");
+        }
+        let notify = r.notify.map(|n| Notify {
+            success: n.success,
+            failure: n.failure,
+            delay: n.delay,
+            never: n.never,
+        });
+        for final_address in new {
+            // An expanded recipient keeps the address the client gave as its ORCPT, so a
+            // DSN names what the sender wrote (RFC 3461 §4.2).
+            let orcpt = if final_address == address {
+                r.orcpt.clone()
+            } else {
+                r.orcpt
+                    .clone()
+                    .or_else(|| Some(original_recipient(&address)))
+            };
             txn.recipients.push(Recipient {
-                address,
-                orcpt: r.orcpt,
-                notify: r.notify.map(|n| Notify {
-                    success: n.success,
-                    failure: n.failure,
-                    delay: n.delay,
-                    never: n.never,
-                }),
+                address: final_address,
+                orcpt,
+                notify,
                 status: RecipientStatus::Pending,
             });
         }
@@ -474,6 +521,21 @@ impl Session {
                 Err(EndReason::Shutdown)
             }
         }
+    }
+}
+
+/// The domain of an address (after its last `@`).
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// ORCPT for a recipient reached through an alias: `rfc822;<address>`, or RFC 6533's
+/// `utf-8;` type for an internationalised one.
+fn original_recipient(address: &str) -> String {
+    if address.is_ascii() {
+        format!("rfc822;{address}")
+    } else {
+        format!("utf-8;{address}")
     }
 }
 

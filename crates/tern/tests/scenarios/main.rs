@@ -9,6 +9,7 @@
 mod common;
 
 mod admin_releases_and_deletes_poisoned_and_held_mail;
+mod alias_loop_duplicates_and_remote_member;
 mod all_hosts_down_then_back;
 mod back_pressure_refuses_with_452;
 mod bdat_chunks_are_queued_byte_identical;
@@ -26,6 +27,10 @@ mod equal_preference_mx_share_the_load;
 mod ipv6_and_multiple_listeners;
 mod kill9_loses_no_acknowledged_message;
 mod kill9_while_relaying_delivers_every_acknowledged_message;
+mod lmtp_to_dovecot_fails_only_the_unknown_user;
+mod local_maps_reload_with_the_routes;
+mod maildir_delivery_read_by_doveadm;
+mod maildir_quota_defers_then_bounces;
 mod mx_answer_cached_for_its_ttl;
 mod mx_preference_order_and_fallback;
 mod one_bad_recipient_among_thousand_bounces_once;
@@ -44,5 +49,6 @@ mod sigterm_shuts_down_within_grace;
 mod smarthost_and_reject_routes;
 mod smtp_source_interop;
 mod swaks_interop;
+mod unknown_local_recipient_refused_at_rcpt;
 mod unusable_spool_dir_fails_start_with_path;
 mod watchdog_restarts_frozen_delivery_worker;

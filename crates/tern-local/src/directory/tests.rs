@@ -1,0 +1,220 @@
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: LocalConfig,
+}
+
+fn fixture(mailboxes: &str, aliases: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("mailboxes");
+    let a = dir.path().join("aliases");
+    std::fs::write(&m, mailboxes).unwrap();
+    std::fs::write(&a, aliases).unwrap();
+    Fixture {
+        config: LocalConfig {
+            domains: vec!["x.test".into(), "Y.test.".into()],
+            mailbox_map: Some(m),
+            alias_map: Some(a),
+            ..LocalConfig::default()
+        },
+        _dir: dir,
+    }
+}
+
+fn load(mailboxes: &str, aliases: &str) -> LocalDirectory {
+    LocalDirectory::load(&fixture(mailboxes, aliases).config).unwrap()
+}
+
+fn finals(dir: &LocalDirectory, address: &str) -> Vec<String> {
+    match dir.resolve(address) {
+        Ok(Resolution::Local(list)) => list,
+        other => panic!("{address}: {other:?}"),
+    }
+}
+
+const MAILBOXES: &str =
+    "alice@x.test alice\nal@x.test alice\nbob@y.test /srv/bob/Maildir quota=1K\n";
+
+#[test]
+fn unknown_local_addresses_are_refused_and_other_domains_are_not_local() {
+    let d = load(MAILBOXES, "");
+    assert_eq!(finals(&d, "Alice@X.test"), ["Alice@X.test"]);
+    assert_eq!(
+        d.resolve("ghost@x.test"),
+        Err(Refusal::Unknown {
+            address: "ghost@x.test".into()
+        })
+    );
+    assert_eq!(d.resolve("anyone@elsewhere.test"), Ok(Resolution::NotLocal));
+    assert!(d.is_local_domain("y.test"));
+    assert!(!d.is_local_domain("elsewhere.test"));
+    let e = d.resolve("ghost@x.test").unwrap_err();
+    assert_eq!((e.code(), e.enhanced()), (550, "5.1.1"));
+}
+
+#[test]
+fn mailboxes_by_name_and_path_with_quota() {
+    let d = load(MAILBOXES, "");
+    let a = d.mailbox("ALICE@x.test").unwrap();
+    assert_eq!(a.target, MailboxTarget::Name("alice".into()));
+    assert_eq!(
+        a.maildir_path(Path::new("/r")),
+        PathBuf::from("/r/alice/Maildir")
+    );
+    assert_eq!(a.lmtp_user(), Some("alice"));
+    let b = d.mailbox("bob@y.test").unwrap();
+    assert_eq!(
+        b.maildir_path(Path::new("/r")),
+        PathBuf::from("/srv/bob/Maildir")
+    );
+    assert_eq!(b.quota, Some(1024));
+    assert_eq!(d.mailbox("ghost@x.test"), None);
+    assert!(d.has_mailboxes("x.test"));
+}
+
+#[test]
+fn catch_all_fills_in_only_safe_local_parts() {
+    let mut f = fixture(MAILBOXES, "");
+    f.config.catch_all.insert("y.test".into(), "{local}".into());
+    f.config.quota_bytes = 500;
+    let d = LocalDirectory::load(&f.config).unwrap();
+    let m = d.mailbox("You+Tag@y.test").unwrap();
+    assert_eq!(m.target, MailboxTarget::Name("you+tag".into()));
+    assert_eq!(m.quota, Some(500));
+    // An explicit entry wins over the catch-all.
+    assert_eq!(d.mailbox("bob@y.test").unwrap().quota, Some(1024));
+    for unsafe_local in [
+        "../etc@y.test",
+        ".hidden@y.test",
+        "\"a b\"@y.test",
+        "a/b@y.test",
+    ] {
+        assert_eq!(d.mailbox(unsafe_local), None, "{unsafe_local}");
+        assert!(d.resolve(unsafe_local).is_err(), "{unsafe_local}");
+    }
+    assert_eq!(finals(&d, "anyone@y.test"), ["anyone@y.test"]);
+}
+
+#[test]
+fn aliases_expand_with_duplicates_removed_and_remote_members_kept() {
+    let aliases = "team@x.test: alice, al@x.test, ALICE@x.test, far@elsewhere.test, sub\n\
+                   sub: alice, bob@y.test\n";
+    let d = load(MAILBOXES, aliases);
+    assert_eq!(
+        finals(&d, "team@x.test"),
+        [
+            "alice@x.test",
+            "al@x.test",
+            "far@elsewhere.test",
+            "bob@y.test"
+        ]
+    );
+    // A bare key applies in every local domain; bare members take that domain.
+    assert_eq!(
+        d.resolve("sub@y.test").unwrap_err(),
+        Refusal::UnknownMember {
+            address: "sub@y.test".into(),
+            member: "alice@y.test".into()
+        }
+    );
+}
+
+#[test]
+fn loops_are_refused_with_their_path_and_self_reference_keeps_the_mailbox() {
+    let aliases = "a@x.test: b@x.test\nb@x.test: c@x.test\nc@x.test: a@x.test\n\
+                   alice@x.test: alice@x.test, far@elsewhere.test\n";
+    let d = load(MAILBOXES, aliases);
+    let e = d.resolve("A@x.test").unwrap_err();
+    assert_eq!(
+        e,
+        Refusal::Loop {
+            address: "A@x.test".into(),
+            chain: vec![
+                "a@x.test".into(),
+                "b@x.test".into(),
+                "c@x.test".into(),
+                "a@x.test".into()
+            ]
+        }
+    );
+    assert_eq!(e.enhanced(), "5.4.6");
+    assert!(
+        e.to_string()
+            .contains("a@x.test -> b@x.test -> c@x.test -> a@x.test"),
+        "{e}"
+    );
+    assert_eq!(
+        finals(&d, "alice@x.test"),
+        ["alice@x.test", "far@elsewhere.test"]
+    );
+}
+
+#[test]
+fn expansion_is_bounded_in_depth_and_size() {
+    let mut chain = String::new();
+    for i in 0..=MAX_DEPTH {
+        chain.push_str(&format!("l{i}@x.test: l{}@x.test\n", i + 1));
+    }
+    chain.push_str(&format!("l{}@x.test: alice\n", MAX_DEPTH + 1));
+    let d = load(MAILBOXES, &chain);
+    assert!(matches!(
+        d.resolve("l0@x.test"),
+        Err(Refusal::TooDeep { .. })
+    ));
+    assert_eq!(finals(&d, "l2@x.test"), ["alice@x.test"]);
+
+    let many: Vec<String> = (0..=MAX_EXPANSION)
+        .map(|i| format!("u{i}@elsewhere.test"))
+        .collect();
+    let d = load(MAILBOXES, &format!("big@x.test: {}\n", many.join(", ")));
+    assert!(matches!(
+        d.resolve("big@x.test"),
+        Err(Refusal::TooMany { .. })
+    ));
+}
+
+#[test]
+fn every_problem_is_reported_with_file_and_line() {
+    let mut f = fixture(
+        "alice@x.test alice\nalice@x.test again\nz@other.test z\nbad@x.test ../up\n",
+        "a@other.test: b\nok: alice\nok: alice\n",
+    );
+    f.config.domains.push("*.wild".into());
+    f.config
+        .catch_all
+        .insert("nolocal.test".into(), "{local}".into());
+    let problems = LocalDirectory::load(&f.config).unwrap_err();
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let has = |key: &str, what: &str| {
+        assert!(
+            text.iter().any(|t| t.starts_with(key) && t.contains(what)),
+            "no {key} {what:?} in {text:#?}"
+        );
+    };
+    has("local.domains[2]", "exact names");
+    has("local.catch_all.nolocal.test", "not in local.domains");
+    has(
+        "local.mailbox_map",
+        "mailboxes:2: \"alice@x.test\" is already mapped at line 1",
+    );
+    has("local.mailbox_map", "mailboxes:3:");
+    has("local.mailbox_map", "mailboxes:4:");
+    has("local.alias_map", "aliases:1:");
+    has(
+        "local.alias_map",
+        "aliases:3: alias \"ok\" is already defined at line 2",
+    );
+    assert_eq!(problems.len(), 7, "{text:#?}");
+}
+
+#[test]
+fn an_empty_directory_has_no_local_domain() {
+    let d = LocalDirectory::empty();
+    assert!(!d.is_local_domain("localhost"));
+    assert_eq!(d.resolve("a@localhost"), Ok(Resolution::NotLocal));
+}
