@@ -67,7 +67,7 @@ pub fn build_arbitrary(data: &[u8]) -> bool {
         give_up_at: None,
         recipients: &recipients,
         original,
-        ret: if data.len() % 2 == 0 {
+        ret: if data.len().is_multiple_of(2) {
             Return::Full
         } else {
             Return::Headers

@@ -348,6 +348,9 @@ async fn deliver_job(
     session: &mut Option<SmtpSession>,
     beat: &Heartbeat,
 ) -> (JobResult, Option<String>) {
+    if let Transport::Drop { dir } = &*job.transport {
+        return (crate::dropdir::deliver(ctx, job, dir).await, None);
+    }
     if let Some(s) = session.as_mut() {
         let remote = format!("{}[{}]", s.server_name(), s.peer().ip());
         match send_on(ctx, job, s, &remote, beat).await {

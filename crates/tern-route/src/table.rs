@@ -23,6 +23,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::{RejectReply, RelayHost, RouteConfig, TlsPolicy, TransportKind};
@@ -58,12 +59,17 @@ pub enum Transport {
     },
     /// Keep the mail queued until released by the operator.
     Hold,
+    /// Write each message and its envelope into a directory (`tern_local::dropdir`).
+    Drop {
+        /// The directory; absolute, and no other `drop` route names the same one.
+        dir: PathBuf,
+    },
 }
 
 /// The queue a recipient joins: recipients with equal next hops are delivered together.
 ///
 /// Display forms: `mx:<domain>`, `smtp:<route index>`, `reject:<route index>`,
-/// `hold:<route index>`. Route indexes are positions in the configuration; after a
+/// `hold:<route index>`, `drop:<route index>`. Route indexes are positions in the configuration; after a
 /// reload that reorders routes the same index can name another route, so queues keyed by
 /// it should be re-routed on reload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,6 +95,11 @@ pub enum NextHop {
         /// Index of the route in the configuration.
         route: usize,
     },
+    /// The drop directory of the `drop` route with this index.
+    Drop {
+        /// Index of the route in the configuration.
+        route: usize,
+    },
 }
 
 impl fmt::Display for NextHop {
@@ -98,6 +109,7 @@ impl fmt::Display for NextHop {
             NextHop::Relay { route } => write!(f, "smtp:{route}"),
             NextHop::Reject { route } => write!(f, "reject:{route}"),
             NextHop::Hold { route } => write!(f, "hold:{route}"),
+            NextHop::Drop { route } => write!(f, "drop:{route}"),
         }
     }
 }
@@ -211,9 +223,22 @@ impl RoutingTable {
         let mut wildcard = None;
         // Normalised pattern text -> the key where it was first seen.
         let mut seen: HashMap<String, String> = HashMap::new();
+        // Drop directory -> the route that writes into it: two routes sharing one would
+        // write the same `<queue id>` names.
+        let mut drop_dirs: HashMap<PathBuf, usize> = HashMap::new();
 
         for (i, route) in routes.iter().enumerate() {
             let transport = build_transport(i, route, &mut problems);
+            if let Some(Transport::Drop { dir }) = &transport {
+                if let Some(first) = drop_dirs.get(dir) {
+                    problems.push(problem(
+                        format!("route[{i}].dir"),
+                        format!("route[{first}] already drops into {}", dir.display()),
+                    ));
+                } else {
+                    drop_dirs.insert(dir.clone(), i);
+                }
+            }
             if route.domains.is_empty() {
                 problems.push(problem(
                     format!("route[{i}].domains"),
@@ -317,6 +342,7 @@ impl RoutingTable {
             Transport::Smtp { .. } => NextHop::Relay { route: index },
             Transport::Reject { .. } => NextHop::Reject { route: index },
             Transport::Hold => NextHop::Hold { route: index },
+            Transport::Drop { .. } => NextHop::Drop { route: index },
         };
         Route {
             pattern,
@@ -363,7 +389,17 @@ fn build_transport(
             ),
         ));
     }
-    if matches!(kind, TransportKind::Reject | TransportKind::Hold) && route.tls.is_some() {
+    if kind != TransportKind::Drop && route.dir.is_some() {
+        problems.push(problem(
+            format!("route[{i}].dir"),
+            format!("dir is only for transport \"drop\", not \"{kind}\""),
+        ));
+    }
+    if matches!(
+        kind,
+        TransportKind::Reject | TransportKind::Hold | TransportKind::Drop
+    ) && route.tls.is_some()
+    {
         problems.push(problem(
             format!("route[{i}].tls"),
             format!("tls has no effect on transport \"{kind}\""),
@@ -413,6 +449,23 @@ fn build_transport(
             Transport::Reject { reply }
         }
         TransportKind::Hold => Transport::Hold,
+        TransportKind::Drop => match &route.dir {
+            None => {
+                problems.push(problem(
+                    format!("route[{i}].dir"),
+                    "transport \"drop\" needs dir, the directory messages are written into",
+                ));
+                Transport::Hold
+            }
+            Some(dir) if !dir.is_absolute() => {
+                problems.push(problem(
+                    format!("route[{i}].dir"),
+                    format!("{:?} must be an absolute path", dir.display().to_string()),
+                ));
+                Transport::Hold
+            }
+            Some(dir) => Transport::Drop { dir: dir.clone() },
+        },
     };
     (problems.len() == before).then_some(transport)
 }

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -37,6 +38,8 @@ pub struct RouteConfig {
     pub tls: Option<TlsPolicy>,
     /// The port used at MX hosts; only for `mx`. Default 25.
     pub port: Option<u16>,
+    /// The directory messages are written into; only for `drop`, required there, absolute.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for RouteConfig {
@@ -48,13 +51,14 @@ impl Default for RouteConfig {
             reply: None,
             tls: None,
             port: None,
+            dir: None,
         }
     }
 }
 
 /// The `transport` key of a route.
 ///
-/// Adding a transport (the local ones, `maildir`, `lmtp`, `drop`, are planned) means: a
+/// Adding a transport (the local ones, `maildir` and `lmtp`, are planned) means: a
 /// variant here, a variant of [`Transport`](super::Transport) and of
 /// [`NextHop`](super::NextHop), and one arm in `build_transport` in `table.rs`, which is
 /// where the keys each transport accepts are checked.
@@ -71,6 +75,9 @@ pub enum TransportKind {
     Reject,
     /// Keep the mail in the queue until an operator releases it.
     Hold,
+    /// Write each message with its envelope into a directory for another system to
+    /// collect (docs/CONNECTORS.md).
+    Drop,
 }
 
 impl fmt::Display for TransportKind {
@@ -80,6 +87,7 @@ impl fmt::Display for TransportKind {
             TransportKind::Smtp => "smtp",
             TransportKind::Reject => "reject",
             TransportKind::Hold => "hold",
+            TransportKind::Drop => "drop",
         })
     }
 }
