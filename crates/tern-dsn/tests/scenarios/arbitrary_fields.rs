@@ -50,7 +50,7 @@ proptest! {
         field in 0usize..5,
         junk in "[A-Za-z-]{1,12}: [ -~]{0,20}",
     ) {
-        let mut pieces = vec![b"550 5.1.1 no".to_vec(), b"mx.example".to_vec(),
+        let mut pieces = [b"550 5.1.1 no".to_vec(), b"mx.example".to_vec(),
             b"env-1".to_vec(), b"bob@example.com".to_vec(), b"rfc822;bob@example.com".to_vec()];
         pieces[field].extend_from_slice(b"\r\n");
         pieces[field].extend_from_slice(junk.as_bytes());

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tern_spool::{ListedMessage, QueueState, Spool, StoredMessage};
 
+pub mod local;
 pub mod peers;
 
 /// Host name every test server uses (greeting, Received header).
