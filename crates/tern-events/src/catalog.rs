@@ -186,6 +186,30 @@ events! {
     DELIVERY_CONVERTED_7BIT = (6041, "delivery.converted.7bit", Info,
         "A message with 8-bit content was converted to 7 bit for a next hop without 8BITMIME (8-bit parts in quoted-printable or base64, 8-bit header fields as encoded words); the copy goes in this attempt, the stored message is unchanged. Fields give the parts and fields converted and both sizes.",
         "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");
+    PICKUP_QUEUED = (6021, "pickup.queued", Info,
+        "A file from the pickup directory (another system's drop, or `tern sendmail`) was queued durably and then removed; fields give the file, its format (`headers` or `envelope`), the queue id, the sender and the number of recipients.",
+        "None.");
+    PICKUP_BADMAIL = (6022, "pickup.badmail", Warning,
+        "A file in the pickup directory could not be used (too big, not a message, no recipients, bad envelope file, not a regular file, no envelope for a `.eml`); it was moved to the badmail directory with a `.reason` file beside it and is never retried. The files behind it flow on.",
+        "Read `<pickup>/badmail/<name>.reason`; fix the system that wrote it, or repair the file and drop it into the pickup directory again.");
+    PICKUP_DEFERRED = (6023, "pickup.deferred", Warning,
+        "A pickup file could not be queued for a temporary reason (a spool error, or back pressure); it stays in the pickup directory and is tried again at a later scan.",
+        "See the error field; for back pressure see event 3004, for spool errors check the spool disk.");
+    PICKUP_ERROR = (6024, "pickup.error", Error,
+        "The pickup directory could not be read or changed (missing, permissions, I/O error); the files in it wait.",
+        "Check the directory named in the event (pickup.dir) and its permissions.");
+    PICKUP_RECOVERED = (6025, "pickup.recovered", Notice,
+        "Files claimed by a Tern process that died were found in `<pickup>/.claimed` and are processed again. A file whose message had already been queued when the process died is queued a second time (the duplicate window, docs/CONNECTORS.md).",
+        "None.");
+    PICKUP_STARTED = (6026, "pickup.started", Info,
+        "The pickup service watches its directory; fields give the directory and the polling interval.",
+        "None.");
+    DROP_WRITTEN = (6030, "drop.written", Info,
+        "A message was written into a drop directory: its envelope file and then its message file, each fsynced, renamed to its final name, and the directory fsynced; fields give the queue id, the directory, the file and the recipients.",
+        "None.");
+    DROP_FAILED = (6031, "drop.failed", Warning,
+        "A message could not be written into a drop directory (missing directory, permissions, disk full); its recipients are deferred and tried again after the backoff. No partial file is left under a final name.",
+        "Check the directory named in the event: it must exist and be writable by Tern.");
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Tern's local delivery: mail that ends on this machine.
+//! Tern's local delivery (mail that ends on this machine) and its local ways in and out
+//! (directories shared with other systems and programs on the same machine).
 //!
 //! # Parts
 //!
@@ -15,6 +16,18 @@
 //!   address is ([`LocalDirectory::mailbox`]).
 //! - [`maildir`]: delivery into a Maildir (tmp, fsync, rename into new, fsync new),
 //!   with `Return-Path`/`Delivered-To`, unique names and the optional quota.
+//! - [`pickup`]: the pickup service. Another system (or `tern sendmail`, through
+//!   [`maildrop`]) leaves message files in a directory; Tern claims each one, queues it
+//!   durably through the [`tern_spool::MessageIntake`] seam, and only then removes it.
+//!   Unusable files go to `badmail/` with a reason. The file formats are in [`envfile`]
+//!   and docs/CONNECTORS.md.
+//! - [`dropdir`]: the `drop` transport's writer: each message and its envelope are
+//!   written into a directory for another system to collect, never visible half-written.
+//! - [`maildrop`]: how a local program submits into the pickup directory (the files
+//!   `tern sendmail` writes), also as a [`tern_spool::MessageIntake`] for `sendmail -bs`.
+//! - [`submit`]: what Tern does to locally submitted mail: header parsing (mail-parser),
+//!   the envelope taken from the headers, and header hygiene (Date and Message-ID added
+//!   when missing, Bcc removed when the recipients came from the headers).
 //!
 //! # Invariants
 //!
@@ -25,6 +38,10 @@
 //!
 //! # Trust
 //!
+//! Every file in a shared directory was written by another program and is
+//! untrusted: names are validated, sizes are capped before anything is read, symlinks are
+//! never followed, and a malformed file is an answer (badmail), never a panic.
+//!
 //! Addresses looked up come from SMTP clients (untrusted, already syntax-checked by
 //! `tern-proto`); nothing reachable from them panics, and a mailbox name derived from a
 //! local part (catch-all `{local}`) is accepted only from a small safe alphabet, so an
@@ -32,14 +49,21 @@
 //! configuration come from the operator; they are checked completely and bounded in
 //! size.
 //!
-//! This crate depends on no other Tern crate, so any of them may use it.
+//! Dependencies: `tern-spool`, `tern-proto`, `tern-events` and `tern-watchdog` only (for
+//! the pickup service), never `tern-smtpd` or `tern-queue`, which both use this crate.
 
 #![warn(missing_docs)]
 
 pub mod address;
 pub mod directory;
+pub mod dropdir;
+mod durable;
+pub mod envfile;
 pub mod maildir;
+pub mod maildrop;
 pub mod maps;
+pub mod pickup;
+pub mod submit;
 
 pub use directory::{
     LocalConfig, LocalDirectory, LocalProblem, Mailbox, MailboxTarget, QuotaAction, Refusal,

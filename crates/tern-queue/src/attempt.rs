@@ -411,6 +411,9 @@ async fn deliver_job(
         Transport::Lmtp { server } => {
             return crate::local::deliver_lmtp(ctx, job, server, session, beat).await;
         }
+        Transport::Drop { dir } => {
+            return (crate::dropdir::deliver(ctx, job, dir).await, None);
+        }
         _ => {}
     }
     let plan = addressees(job);

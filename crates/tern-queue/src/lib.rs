@@ -49,6 +49,7 @@ pub mod config;
 mod dispatch;
 #[cfg(test)]
 mod dispatch_schedules;
+mod dropdir;
 pub mod dsn;
 pub mod intake;
 pub mod local;

@@ -70,6 +70,11 @@ pub enum Transport {
         /// The server.
         server: LmtpServer,
     },
+    /// Write each message and its envelope into a directory (`tern_local::dropdir`).
+    Drop {
+        /// The directory; absolute, and no other `drop` route names the same one.
+        dir: PathBuf,
+    },
 }
 
 impl Transport {
@@ -82,7 +87,8 @@ impl Transport {
 /// The queue a recipient joins: recipients with equal next hops are delivered together.
 ///
 /// Display forms: `mx:<domain>`, `smtp:<route index>`, `reject:<route index>`,
-/// `hold:<route index>`, `maildir:<route index>`, `lmtp:<route index>`. Route indexes are positions in the configuration; after a
+/// `hold:<route index>`, `maildir:<route index>`, `lmtp:<route index>`, `drop:<route index>`.
+/// Route indexes are positions in the configuration; after a
 /// reload that reorders routes the same index can name another route, so queues keyed by
 /// it should be re-routed on reload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,6 +125,11 @@ pub enum NextHop {
         /// Index of the route in the configuration.
         route: usize,
     },
+    /// The drop directory of the `drop` route with this index.
+    Drop {
+        /// Index of the route in the configuration.
+        route: usize,
+    },
 }
 
 impl fmt::Display for NextHop {
@@ -130,6 +141,7 @@ impl fmt::Display for NextHop {
             NextHop::Hold { route } => write!(f, "hold:{route}"),
             NextHop::Maildir { route } => write!(f, "maildir:{route}"),
             NextHop::Lmtp { route } => write!(f, "lmtp:{route}"),
+            NextHop::Drop { route } => write!(f, "drop:{route}"),
         }
     }
 }
@@ -243,9 +255,22 @@ impl RoutingTable {
         let mut wildcard = None;
         // Normalised pattern text -> the key where it was first seen.
         let mut seen: HashMap<String, String> = HashMap::new();
+        // Drop directory -> the route that writes into it: two routes sharing one would
+        // write the same `<queue id>` names.
+        let mut drop_dirs: HashMap<PathBuf, usize> = HashMap::new();
 
         for (i, route) in routes.iter().enumerate() {
             let transport = build_transport(i, route, &mut problems);
+            if let Some(Transport::Drop { dir }) = &transport {
+                if let Some(first) = drop_dirs.get(dir) {
+                    problems.push(problem(
+                        format!("route[{i}].dir"),
+                        format!("route[{first}] already drops into {}", dir.display()),
+                    ));
+                } else {
+                    drop_dirs.insert(dir.clone(), i);
+                }
+            }
             if route.domains.is_empty() {
                 problems.push(problem(
                     format!("route[{i}].domains"),
@@ -351,6 +376,7 @@ impl RoutingTable {
             Transport::Hold => NextHop::Hold { route: index },
             Transport::Maildir { .. } => NextHop::Maildir { route: index },
             Transport::Lmtp { .. } => NextHop::Lmtp { route: index },
+            Transport::Drop { .. } => NextHop::Drop { route: index },
         };
         Route {
             pattern,
@@ -409,9 +435,19 @@ fn build_transport(
             format!("server is only for transport \"lmtp\", not \"{kind}\""),
         ));
     }
+    if kind != TransportKind::Drop && route.dir.is_some() {
+        problems.push(problem(
+            format!("route[{i}].dir"),
+            format!("dir is only for transport \"drop\", not \"{kind}\""),
+        ));
+    }
     if matches!(
         kind,
-        TransportKind::Reject | TransportKind::Hold | TransportKind::Maildir | TransportKind::Lmtp
+        TransportKind::Reject
+            | TransportKind::Hold
+            | TransportKind::Maildir
+            | TransportKind::Lmtp
+            | TransportKind::Drop
     ) && route.tls.is_some()
     {
         problems.push(problem(
@@ -486,6 +522,23 @@ fn build_transport(
                 ));
                 Transport::Hold
             }
+        },
+        TransportKind::Drop => match &route.dir {
+            None => {
+                problems.push(problem(
+                    format!("route[{i}].dir"),
+                    "transport \"drop\" needs dir, the directory messages are written into",
+                ));
+                Transport::Hold
+            }
+            Some(dir) if !dir.is_absolute() => {
+                problems.push(problem(
+                    format!("route[{i}].dir"),
+                    format!("{:?} must be an absolute path", dir.display().to_string()),
+                ));
+                Transport::Hold
+            }
+            Some(dir) => Transport::Drop { dir: dir.clone() },
         },
     };
     (problems.len() == before).then_some(transport)

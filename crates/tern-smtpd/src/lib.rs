@@ -77,6 +77,19 @@ pub struct ListenerContext {
     limiter: limits::ConnectionLimiter,
 }
 
+impl ListenerContext {
+    /// A context for a session that no listener accepted (`tern sendmail -bs`): the
+    /// listener's limits and timeouts from `config`, no TLS, no connection limits.
+    pub fn local(shared: Arc<SmtpShared>, config: ListenerConfig) -> Arc<ListenerContext> {
+        Arc::new(ListenerContext {
+            shared,
+            limiter: limits::ConnectionLimiter::new(1, 1),
+            config,
+            tls: None,
+        })
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

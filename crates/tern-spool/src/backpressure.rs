@@ -102,7 +102,8 @@ impl std::fmt::Display for BackPressureReason {
 }
 
 struct Shared {
-    spool: Spool,
+    /// `None` for [`BackPressure::disabled`].
+    spool: Option<Spool>,
     config: BackPressureConfig,
     events: EventLog,
     /// Disk verdict of the last evaluation and its figures.
@@ -135,7 +136,7 @@ impl BackPressure {
     /// `check_interval_ms`. Outside a tokio runtime only the first evaluation happens.
     pub fn start(spool: Spool, config: BackPressureConfig, events: EventLog) -> BackPressure {
         let shared = Arc::new(Shared {
-            spool,
+            spool: Some(spool.clone()),
             config,
             events,
             disk_low: AtomicBool::new(false),
@@ -144,13 +145,31 @@ impl BackPressure {
             announced: AtomicBool::new(false),
             evaluations: AtomicU64::new(0),
         });
-        let disk = shared.spool.disk_space();
+        let disk = spool.disk_space();
         evaluate(&shared, disk);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let interval = Duration::from_millis(shared.config.check_interval_ms.max(1));
             rt.spawn(run(Arc::downgrade(&shared), interval));
         }
         BackPressure { shared }
+    }
+
+    /// Back pressure that never refuses, for a receiver whose intake is not the spool
+    /// (`tern sendmail -bs` writes into the pickup directory; the server applies back
+    /// pressure when it picks the files up). No task, no I/O.
+    pub fn disabled() -> BackPressure {
+        BackPressure {
+            shared: Arc::new(Shared {
+                spool: None,
+                config: BackPressureConfig::default(),
+                events: EventLog::discard(),
+                disk_low: AtomicBool::new(false),
+                available: AtomicU64::new(0),
+                threshold: AtomicU64::new(0),
+                announced: AtomicBool::new(false),
+                evaluations: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// `Some(reason)` while new mail must be refused with `452 4.3.1`. No lock, no I/O.
@@ -160,7 +179,7 @@ impl BackPressure {
 }
 
 fn queue_full(s: &Shared) -> Option<BackPressureReason> {
-    let queued = s.spool.queued();
+    let queued = s.spool.as_ref()?.queued();
     let limit = s.config.max_queued_messages;
     (queued >= limit).then_some(BackPressureReason::QueueFull { queued, limit })
 }
@@ -182,7 +201,7 @@ async fn run(shared: Weak<Shared>, interval: Duration) {
     loop {
         ticks.tick().await;
         let Some(s) = shared.upgrade() else { return };
-        let spool = s.spool.clone();
+        let Some(spool) = s.spool.clone() else { return };
         let disk = tokio::task::spawn_blocking(move || spool.disk_space())
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
@@ -200,7 +219,11 @@ fn evaluate(s: &Shared, disk: std::io::Result<DiskSpace>) {
         }
         Err(e) => s.events.emit(
             &catalog::SPOOL_IO_ERROR,
-            fields!("file" => s.spool.dir().display(), "op" => "statvfs", "error" => e),
+            fields!(
+                "file" => s.spool.as_ref().map(|sp| sp.dir().display().to_string()).unwrap_or_default(),
+                "op" => "statvfs",
+                "error" => e,
+            ),
         ),
     }
     let reason = queue_full(s).or_else(|| disk_low(s));
@@ -210,7 +233,7 @@ fn evaluate(s: &Shared, disk: std::io::Result<DiskSpace>) {
         (true, None) => s.events.emit(
             &catalog::BACK_PRESSURE_OFF,
             fields!(
-                "queued" => s.spool.queued(),
+                "queued" => s.spool.as_ref().map_or(0, Spool::queued),
                 "available" => s.available.load(Ordering::Relaxed),
                 "threshold" => s.threshold.load(Ordering::Relaxed),
             ),

@@ -68,6 +68,40 @@ pub struct Config {
     pub local_directory: Arc<LocalDirectory>,
     /// `[spool]`.
     pub spool: SpoolSection,
+    /// `[pickup]`.
+    pub pickup: PickupSection,
+}
+
+/// `[pickup]`: the pickup directory, the way in for other systems and `tern sendmail`
+/// (docs/CONNECTORS.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PickupSection {
+    /// Run the pickup service in `tern serve`.
+    pub enabled: bool,
+    /// The directory; empty means `<data_dir>/pickup`.
+    pub dir: PathBuf,
+    /// Milliseconds between scans, 10 to 60000.
+    pub interval_ms: u64,
+    /// Files (or pairs) claimed per scan, 1 to 10000.
+    pub max_files_per_scan: usize,
+    /// Sender of a file without Sender or From; empty means `postmaster@<hostname>`.
+    pub default_sender: String,
+    /// Seconds half a pair may wait before it goes to badmail, 0 to 604800.
+    pub orphan_after_secs: u64,
+}
+
+impl Default for PickupSection {
+    fn default() -> PickupSection {
+        PickupSection {
+            enabled: true,
+            dir: PathBuf::new(),
+            interval_ms: 1000,
+            max_files_per_scan: 100,
+            default_sender: String::new(),
+            orphan_after_secs: 3600,
+        }
+    }
 }
 
 /// `[spool]`: how the spool makes new messages durable (docs/SPOOL.md).
@@ -374,6 +408,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        p.extend(self.pickup_problems());
         if !(1..=3600).contains(&self.watchdog.stall_after_secs) {
             p.push(ConfigProblem::new(
                 "watchdog.stall_after_secs",
@@ -398,7 +433,7 @@ impl Config {
                 p.push(ConfigProblem::new(
                     "local.domains",
                     format!(
-                        "{d:?} has mailboxes but its route ({}) does not deliver into                          mailboxes; route it with transport \"maildir\" or \"lmtp\"",
+                        "{d:?} has mailboxes but its route ({}) does not deliver into mailboxes; route it with transport \"maildir\" or \"lmtp\"",
                         route.pattern
                     ),
                 ));
@@ -425,6 +460,79 @@ impl Config {
             }
         }
         p
+    }
+
+    /// `[pickup]` values in range.
+    fn pickup_problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let k = &self.pickup;
+        if !(10..=60_000).contains(&k.interval_ms) {
+            p.push(ConfigProblem::new(
+                "pickup.interval_ms",
+                "must be from 10 to 60000",
+            ));
+        }
+        if !(1..=10_000).contains(&k.max_files_per_scan) {
+            p.push(ConfigProblem::new(
+                "pickup.max_files_per_scan",
+                "must be from 1 to 10000",
+            ));
+        }
+        if k.orphan_after_secs > 604_800 {
+            p.push(ConfigProblem::new(
+                "pickup.orphan_after_secs",
+                "must be at most 604800 (a week)",
+            ));
+        }
+        if !k.default_sender.is_empty()
+            && let Err(e) = tern_local::submit::qualify(&k.default_sender, "localhost", "pickup")
+        {
+            p.push(ConfigProblem::new("pickup.default_sender", e.to_string()));
+        }
+        p
+    }
+
+    /// The pickup directory (also where `tern sendmail` submits).
+    pub fn pickup_dir(&self) -> PathBuf {
+        if self.pickup.dir.as_os_str().is_empty() {
+            self.server.data_dir.join("pickup")
+        } else {
+            self.pickup.dir.clone()
+        }
+    }
+
+    /// The largest message any listener accepts: the bound for locally submitted files.
+    pub fn max_message_size(&self) -> u64 {
+        self.listeners
+            .iter()
+            .map(|l| l.max_message_size)
+            .max()
+            .unwrap_or(ListenerConfig::default().max_message_size)
+    }
+
+    /// The pickup service's settings.
+    pub fn pickup_config(&self) -> tern_local::pickup::PickupConfig {
+        let k = &self.pickup;
+        let hostname = self.server.hostname.clone();
+        tern_local::pickup::PickupConfig {
+            dir: self.pickup_dir(),
+            interval: Duration::from_millis(k.interval_ms),
+            max_files_per_scan: k.max_files_per_scan,
+            max_message_size: self.max_message_size(),
+            max_recipients: self
+                .listeners
+                .iter()
+                .map(|l| l.max_recipients)
+                .max()
+                .unwrap_or(ListenerConfig::default().max_recipients),
+            default_sender: if k.default_sender.is_empty() {
+                format!("postmaster@{hostname}")
+            } else {
+                k.default_sender.clone()
+            },
+            hostname,
+            orphan_after: Duration::from_secs(k.orphan_after_secs),
+        }
     }
 
     /// The watchdog's status snapshot, read by `tern status`.
@@ -583,6 +691,44 @@ mod tests {
             Config::parse("[watchdog]\nstall_after = 5\n[[listener]]\n", "t.toml").unwrap_err();
         let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["watchdog.stall_after"]);
+    }
+
+    #[test]
+    fn the_pickup_section_is_checked() {
+        let c = Config::embedded_default().unwrap();
+        assert!(c.pickup.enabled);
+        assert_eq!(c.pickup_dir(), PathBuf::from("./tern-data/pickup"));
+        let p = c.pickup_config();
+        assert_eq!(p.interval, Duration::from_secs(1));
+        assert_eq!(p.max_files_per_scan, 100);
+        assert_eq!(p.max_message_size, 52_428_800);
+        assert_eq!(
+            p.default_sender,
+            format!("postmaster@{}", c.server.hostname)
+        );
+        let c = Config::parse(
+            "[pickup]\ndir = \"/srv/in\"\ninterval_ms = 50\ndefault_sender = \"robot@example.com\"\n[[listener]]\nmax_message_size = 2000\n[[listener]]\nname = \"b\"\naddress = \"127.0.0.1:2526\"\nmax_message_size = 5000\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.pickup_dir(), PathBuf::from("/srv/in"));
+        assert_eq!(c.pickup_config().max_message_size, 5000);
+        assert_eq!(c.pickup_config().default_sender, "robot@example.com");
+        let err = Config::parse(
+            "[pickup]\ninterval_ms = 1\nmax_files_per_scan = 0\norphan_after_secs = 9999999\ndefault_sender = \"a@@b\"\nwatch = true\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "pickup.watch",
+            "pickup.interval_ms",
+            "pickup.max_files_per_scan",
+            "pickup.orphan_after_secs",
+            "pickup.default_sender",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
     }
 
     #[test]

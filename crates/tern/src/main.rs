@@ -2,12 +2,15 @@
 //!
 //! `tern serve` runs the mail gateway; `tern check-config` validates a configuration file
 //! and prints every problem; `tern queue list` reads the spool directly (it works whether
-//! or not the server runs); `tern status` shows the watchdog's view of the running server.
+//! or not the server runs); `tern status` shows the watchdog's view of the running server;
+//! `tern sendmail` submits mail the classic way (also as a link named `sendmail`, and
+//! `mailq` as a link lists the queue).
 //! Only this binary uses `anyhow`; the library crates return typed errors.
 
 mod admin;
 mod config;
 mod queue;
+mod sendmail;
 mod serve;
 mod status;
 mod supervise;
@@ -54,6 +57,14 @@ enum Cmd {
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Submit a message like sendmail (recipients as arguments, -t, -f, -F, -i, -bs, ...;
+    /// see docs/CONNECTORS.md). Works whether or not the server runs. Also invoked as a
+    /// link named `sendmail`; a link named `mailq` lists the queue.
+    Sendmail {
+        /// sendmail's own options and the recipients.
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Inspect the queue.
     Queue {
@@ -104,8 +115,23 @@ fn load(config: Option<&PathBuf>) -> Result<Config, config::ConfigErrors> {
 }
 
 fn main() -> ExitCode {
+    // sendmail's command line is not clap's (-oi, -fuser, options ending at the first
+    // recipient): it is parsed by `sendmail`, before clap sees it.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv0 = argv.first().map(std::ffi::OsString::as_os_str);
+    let rest = argv.get(1..).unwrap_or_default();
+    if sendmail::invoked_as(argv0, "sendmail") {
+        return sendmail::main(rest);
+    }
+    if sendmail::invoked_as(argv0, "mailq") {
+        return sendmail::mailq(rest);
+    }
+    if argv.get(1).is_some_and(|a| a == "sendmail") {
+        return sendmail::main(argv.get(2..).unwrap_or_default());
+    }
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Sendmail { args } => sendmail::main(&args),
         Cmd::Serve { config } => match load(config.as_ref()) {
             Ok(c) => match serve::run(c, config) {
                 Ok(()) => ExitCode::SUCCESS,

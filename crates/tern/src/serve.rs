@@ -3,7 +3,9 @@
 //!
 //! Start order matters: the event log first (so recovery is logged), then the spool
 //! (recovery and quarantine happen before any listener accepts), then back pressure, then
-//! the listeners. A listener that cannot bind stops the start with an error naming it.
+//! the listeners, then the queue and the pickup service (the second way in, through the
+//! same intake). A listener that cannot bind stops the start with an error naming it. At
+//! a stop the pickup service ends first (after the file in progress), then the listeners.
 //!
 //! With `[watchdog] enabled`, one `Watchdog` registry is made before the spool, and each
 //! worker gets its heartbeat from it explicitly: the spool's group-commit threads, the
@@ -20,6 +22,7 @@ use arc_swap::ArcSwap;
 use hickory_resolver::TokioResolver;
 use tern_deliver::{ClientConfig, ClientContext, Timeouts};
 use tern_events::{EventLog, Severity, catalog, fields};
+use tern_local::pickup::Pickup;
 use tern_queue::{Context as QueueContext, Queue, QueueIntake, Runtime};
 use tern_route::RoutingTable;
 use tern_route::dns::Resolver;
@@ -93,7 +96,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
                 .with_local(Arc::clone(&config.local_directory)),
         ),
         hostname: hostname.clone(),
-        intake,
+        intake: Arc::clone(&intake),
         events: events.clone(),
         back_pressure,
         resolver: resolver(&config.dns),
@@ -137,6 +140,21 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     };
 
     maps_loaded(&events, &config);
+    // The second way in: files from other systems and `tern sendmail`, through the same
+    // intake as SMTP mail.
+    let pickup = if config.pickup.enabled {
+        let started = Pickup::start(
+            config.pickup_config(),
+            intake,
+            events.clone(),
+            Some(shared.back_pressure.clone()),
+            beat(watchdog.as_ref(), "pickup", Kind::Listener),
+        );
+        Some(started.context("starting the pickup service")?)
+    } else {
+        None
+    };
+
     events.emit(
         &catalog::SERVER_STARTED,
         fields!(
@@ -169,6 +187,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         &catalog::SERVER_STOPPING,
         fields!("signal" => reason, "grace_secs" => grace.as_secs()),
     );
+    if let Some(p) = pickup {
+        p.stop().await;
+    }
     server.shutdown(grace).await;
     if let Some((q, ctx)) = queue {
         q.shutdown(&ctx).await;

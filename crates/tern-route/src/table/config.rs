@@ -44,6 +44,8 @@ pub struct RouteConfig {
     /// The LMTP server: `unix:/path/to/socket` or `host:port`; only for `lmtp`, which
     /// needs it.
     pub server: Option<String>,
+    /// The directory messages are written into; only for `drop`, required there, absolute.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for RouteConfig {
@@ -57,13 +59,14 @@ impl Default for RouteConfig {
             port: None,
             path: None,
             server: None,
+            dir: None,
         }
     }
 }
 
 /// The `transport` key of a route.
 ///
-/// Adding a transport (`drop` is planned) means: a variant here, a variant of [`Transport`](super::Transport) and of
+/// Adding a transport means: a variant here, a variant of [`Transport`](super::Transport) and of
 /// [`NextHop`](super::NextHop), and one arm in `build_transport` in `table.rs`, which is
 /// where the keys each transport accepts are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
@@ -84,6 +87,9 @@ pub enum TransportKind {
     Maildir,
     /// Deliver to an LMTP server (RFC 2033), such as Dovecot's, over TCP or a Unix socket.
     Lmtp,
+    /// Write each message with its envelope into a directory for another system to
+    /// collect (docs/CONNECTORS.md).
+    Drop,
 }
 
 impl fmt::Display for TransportKind {
@@ -95,6 +101,7 @@ impl fmt::Display for TransportKind {
             TransportKind::Hold => "hold",
             TransportKind::Maildir => "maildir",
             TransportKind::Lmtp => "lmtp",
+            TransportKind::Drop => "drop",
         })
     }
 }

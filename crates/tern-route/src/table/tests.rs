@@ -334,3 +334,65 @@ fn local_transports_have_one_next_hop_per_route_and_their_own_keys() {
         ]
     );
 }
+
+fn drop_route(domains: &[&str], dir: Option<&str>) -> RouteConfig {
+    RouteConfig {
+        dir: dir.map(std::path::PathBuf::from),
+        ..route(domains, TransportKind::Drop)
+    }
+}
+
+#[test]
+fn drop_routes_write_into_their_directory() {
+    let t = table(&[
+        drop_route(&["legacy.test"], Some("/var/spool/legacy")),
+        drop_route(&[".other.test"], Some("/var/spool/other")),
+    ]);
+    let r = t.route("Legacy.Test.");
+    assert_eq!(r.next_hop, NextHop::Drop { route: 0 });
+    assert_eq!(r.next_hop.to_string(), "drop:0");
+    assert_eq!(
+        *r.transport,
+        Transport::Drop {
+            dir: "/var/spool/legacy".into()
+        }
+    );
+    assert_eq!(t.route("a.other.test").next_hop.to_string(), "drop:1");
+}
+
+#[test]
+fn drop_route_problems_are_reported_with_their_keys() {
+    let routes = [
+        drop_route(&["nodir.test"], None),
+        drop_route(&["relative.test"], Some("spool/out")),
+        drop_route(&["a.test"], Some("/srv/out")),
+        drop_route(&["b.test"], Some("/srv/out")),
+        RouteConfig {
+            dir: Some("/srv/elsewhere".into()),
+            ..route(&["mx.test"], TransportKind::Mx)
+        },
+        RouteConfig {
+            tls: Some(TlsPolicy::Verify),
+            hosts: vec!["relay.test".into()],
+            ..drop_route(&["tls.test"], Some("/srv/tls"))
+        },
+    ];
+    assert_eq!(
+        keys(&routes),
+        [
+            "route[0].dir",
+            "route[1].dir",
+            "route[3].dir",
+            "route[4].dir",
+            "route[5].hosts",
+            "route[5].tls",
+        ]
+    );
+    let all = problems(&routes);
+    let shared = all
+        .iter()
+        .find(|(k, _)| k == "route[3].dir")
+        .map(|(_, m)| m.as_str())
+        .unwrap_or_default();
+    assert!(shared.contains("route[2]"), "{shared}");
+}

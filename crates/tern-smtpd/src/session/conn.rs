@@ -1,5 +1,5 @@
 //! The byte stream under a session: plain TCP, or TLS over it after STARTTLS or from the
-//! first byte.
+//! first byte, or a local stream (`tern sendmail -bs`: stdin and stdout), never upgraded.
 //!
 //! [`Conn::upgrade`] swaps the plain stream for a TLS stream in place. The session must
 //! have discarded its plaintext input buffer before calling it (RFC 3207 §4.2 and the
@@ -15,10 +15,17 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// A byte stream a local program speaks SMTP on (`tern sendmail -bs`).
+pub trait LocalStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> LocalStream for T {}
+
 /// A session's stream.
 pub enum Conn {
     /// Plain TCP.
     Plain(TcpStream),
+    /// A local stream; TLS is never offered on it.
+    Local(Box<dyn LocalStream>),
     /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>),
     /// Transient state during an upgrade; never observed by I/O.
@@ -53,6 +60,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Local(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Conn::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
@@ -67,6 +75,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Local(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Conn::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
@@ -75,6 +84,7 @@ impl AsyncWrite for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Local(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Conn::Closed => Poll::Ready(Ok(())),
         }
@@ -83,6 +93,7 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Local(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Conn::Closed => Poll::Ready(Ok(())),
         }

@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use crate::ListenerContext;
 use crate::rdns::ClientName;
 use crate::relay;
-pub use conn::Conn;
+pub use conn::{Conn, LocalStream};
 use state::{Greeting, Phase};
 
 /// Bytes read from the socket at a time.
@@ -113,6 +113,30 @@ impl Session {
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) {
+        let _ = tcp.set_nodelay(true);
+        let client_may_relay = ctx.shared.relay.load().client_may_relay(peer.ip());
+        Session::run_on(ctx, Conn::Plain(tcp), peer, client_may_relay, shutdown).await;
+    }
+
+    /// Runs a session over a local byte stream until it ends: `tern sendmail -bs`, SMTP
+    /// on stdin and stdout. The client is a local program: it appears as `127.0.0.1` in
+    /// the Received header and events, and may send to any domain (as through sendmail).
+    pub async fn run_local(
+        ctx: Arc<ListenerContext>,
+        stream: Box<dyn LocalStream>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        Session::run_on(ctx, Conn::Local(stream), peer, true, shutdown).await;
+    }
+
+    async fn run_on(
+        ctx: Arc<ListenerContext>,
+        conn: Conn,
+        peer: SocketAddr,
+        client_may_relay: bool,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let shared = &ctx.shared;
         let client_name = ClientName::start(
             shared.resolver.clone(),
@@ -120,15 +144,13 @@ impl Session {
             shared.rdns_timeout,
             shared.rdns_lookup_loopback,
         );
-        let client_may_relay = shared.relay.load().client_may_relay(peer.ip());
         shared.events.emit(
             &catalog::SMTP_SESSION_STARTED,
             fields!("client" => peer, "listener" => ctx.config.name, "relay_client" => client_may_relay),
         );
-        let _ = tcp.set_nodelay(true);
         let mut s = Session {
             framer: CommandFramer::new(ctx.config.max_command_line),
-            conn: Conn::Plain(tcp),
+            conn,
             ctx,
             peer,
             inbuf: Vec::with_capacity(READ_CHUNK),

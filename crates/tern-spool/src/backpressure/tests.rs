@@ -196,3 +196,8 @@ fn reasons_display_their_figures() {
     };
     assert!(r.to_string().contains("1 bytes free"));
 }
+
+#[test]
+fn disabled_back_pressure_never_refuses() {
+    assert!(BackPressure::disabled().refusing().is_none());
+}

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tern_spool::{ListedMessage, QueueState, Spool, StoredMessage};
 
+pub mod connectors;
 pub mod local;
 pub mod mounts;
 pub mod peers;
