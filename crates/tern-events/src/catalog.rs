@@ -183,9 +183,6 @@ events! {
     LOCAL_MAPS_LOADED = (6007, "local.maps.loaded", Info,
         "The local domains, mailbox map and alias map were loaded (at start or on reload); fields count domains, mailboxes and aliases.",
         "None.");
-    DELIVERY_CONVERTED_7BIT = (6041, "delivery.converted.7bit", Info,
-        "A message with 8-bit content was converted to 7 bit for a next hop without 8BITMIME (8-bit parts in quoted-printable or base64, 8-bit header fields as encoded words); the copy goes in this attempt, the stored message is unchanged. Fields give the parts and fields converted and both sizes.",
-        "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");
     PICKUP_QUEUED = (6021, "pickup.queued", Info,
         "A file from the pickup directory (another system's drop, or `tern sendmail`) was queued durably and then removed; fields give the file, its format (`headers` or `envelope`), the queue id, the sender and the number of recipients.",
         "None.");
@@ -210,6 +207,9 @@ events! {
     DROP_FAILED = (6031, "drop.failed", Warning,
         "A message could not be written into a drop directory (missing directory, permissions, disk full); its recipients are deferred and tried again after the backoff. No partial file is left under a final name.",
         "Check the directory named in the event: it must exist and be writable by Tern.");
+    DELIVERY_CONVERTED_7BIT = (6041, "delivery.converted.7bit", Info,
+        "A message with 8-bit content was converted to 7 bit for a next hop without 8BITMIME (8-bit parts in quoted-printable or base64, 8-bit header fields as encoded words); the copy goes in this attempt, the stored message is unchanged. Fields give the parts and fields converted and both sizes.",
+        "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");
 }
 
 #[cfg(test)]

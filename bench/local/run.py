@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Local delivery benchmark: smtp-source -> MTA -> a Maildir on this machine.
+
+For Tern (route `maildir`) and for a private Postfix instance (the `virtual` delivery
+agent into a Maildir) on the same machine, in the same run: send MESSAGES messages of
+MSG_SIZE octets over SESSIONS parallel sessions with smtp-source to one local mailbox,
+and measure the time from the first connection until the Maildir's new/ holds every
+message. Both MTAs fsync each message before their 250, and both fsync the delivered
+file (Tern: file and new/; Postfix's virtual: the file). Prints messages/s for each and
+the ratio Tern/Postfix.
+
+Usage (as root, Postfix installed: scripts/test.sh installs it):
+    python3 bench/local/run.py
+Environment knobs: MESSAGES (5000) SESSIONS (20) MSG_SIZE (1024) ROUNDS (1)
+    SERVERS ("tern postfix") TERN_BIN (target/release/tern) SKIP_BUILD (0)
+    TERN_COMMIT (file) KEEP_TMP (0) OUT_DIR (bench/out)
+Output: bench/out/local-summary.txt.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "relay"))
+from run import ROOT, die, free_port, log, wait_banner  # noqa: E402  (the relay bench's helpers)
+
+MESSAGES = int(os.environ.get("MESSAGES", "5000"))
+SESSIONS = int(os.environ.get("SESSIONS", "20"))
+MSG_SIZE = int(os.environ.get("MSG_SIZE", "1024"))
+ROUNDS = int(os.environ.get("ROUNDS", "1"))
+SERVERS = os.environ.get("SERVERS", "tern postfix").split()
+TERN_BIN = os.environ.get("TERN_BIN", os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tern"))
+TERN_COMMIT = os.environ.get("TERN_COMMIT", "file")
+OUT_DIR = os.environ.get("OUT_DIR", os.path.join(ROOT, "bench", "out"))
+KEEP_TMP = os.environ.get("KEEP_TMP", "0") == "1"
+TIMEOUT = 600 + MESSAGES // 10
+NOBODY = 65534
+
+
+def count_new(maildir):
+    try:
+        return len(os.listdir(os.path.join(maildir, "new")))
+    except FileNotFoundError:
+        return 0
+
+
+def start_tern(work):
+    port = free_port()
+    data = os.path.join(work, "tern-data")
+    conf = os.path.join(work, "tern.toml")
+    mail = os.path.join(work, "mail")
+    with open(conf, "w") as f:
+        f.write(f"""[server]
+hostname = "tern.bench.test"
+data_dir = "{data}"
+log_level = "notice"
+log_stderr = false
+
+[relay]
+networks = ["127.0.0.0/8"]
+
+[dns]
+reverse_lookups = false
+
+[spool]
+commit = "{TERN_COMMIT}"
+
+[local]
+domains = ["bench.test"]
+
+[local.catch_all]
+"bench.test" = "rcpt"
+
+[[route]]
+domains = ["bench.test"]
+transport = "maildir"
+path = "{mail}"
+
+[[listener]]
+name = "bench"
+address = "127.0.0.1:{port}"
+max_connections = 1000
+max_connections_per_client = 1000
+""")
+    logf = open(os.path.join(work, "tern.log"), "wb")
+    proc = subprocess.Popen([TERN_BIN, "serve", "--config", conf],
+                            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    wait_banner(port, proc)
+
+    def stop():
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        logf.close()
+    return port, os.path.join(mail, "rcpt", "Maildir"), stop
+
+
+def start_postfix(work):
+    port = free_port()
+    etc = os.path.join(work, "postfix", "etc")
+    queue = os.path.join(work, "postfix", "queue")
+    data = os.path.join(work, "postfix", "data")
+    vmail = os.path.join(work, "vmail")
+    for d in (etc, queue, data, vmail):
+        os.makedirs(d, exist_ok=True)
+    shutil.chown(data, "postfix")
+    os.chown(vmail, NOBODY, NOBODY)
+    with open(os.path.join(etc, "main.cf"), "w") as f:
+        f.write(f"""compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+syslog_name = postfix-local-bench
+maillog_file = {work}/postfix/maillog
+myhostname = postfix.bench.test
+mydomain = bench.test
+myorigin = $myhostname
+mydestination =
+relay_domains =
+local_recipient_maps =
+alias_maps =
+alias_database =
+biff = no
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+virtual_mailbox_domains = bench.test
+virtual_mailbox_base = {vmail}
+virtual_mailbox_maps = static:rcpt/Maildir/
+virtual_uid_maps = static:{NOBODY}
+virtual_gid_maps = static:{NOBODY}
+virtual_minimum_uid = 1
+virtual_destination_concurrency_limit = 20
+default_process_limit = 100
+""")
+    with open(os.path.join(ROOT, "testpeers", "postfix", "master.cf.in")) as f:
+        master = f.read().replace("@LISTEN@", f"127.0.0.1:{port}")
+    master += "virtual   unix  -       n       n       -       -       virtual\n"
+    with open(os.path.join(etc, "master.cf"), "w") as f:
+        f.write(master)
+    subprocess.run(["postfix", "-c", etc, "check"], check=True, timeout=60)
+    subprocess.run(["postfix", "-c", etc, "start"], check=True, timeout=60)
+    wait_banner(port)
+
+    def stop():
+        subprocess.run(["postfix", "-c", etc, "stop"], timeout=60)
+    return port, os.path.join(vmail, "rcpt", "Maildir"), stop
+
+
+def one_run(server, work):
+    starter = start_tern if server == "tern" else start_postfix
+    port, maildir, stop = starter(work)
+    try:
+        t0 = time.monotonic()
+        src = subprocess.run(
+            ["smtp-source", "-s", str(SESSIONS), "-m", str(MESSAGES), "-l", str(MSG_SIZE),
+             "-M", "client.bench.test", "-f", "sender@client.bench.test",
+             "-t", "rcpt@bench.test", f"127.0.0.1:{port}"],
+            capture_output=True, timeout=TIMEOUT)
+        if src.returncode != 0 or src.stderr.strip():
+            die(f"smtp-source against {server}: {src.returncode} {src.stderr[-500:]!r}")
+        deadline = t0 + TIMEOUT
+        while count_new(maildir) < MESSAGES:
+            if time.monotonic() > deadline:
+                die(f"{server}: only {count_new(maildir)} of {MESSAGES} reached {maildir}")
+            time.sleep(0.02)
+        done = time.monotonic()
+        return MESSAGES / (done - t0), count_new(maildir) - MESSAGES
+    finally:
+        stop()
+
+
+def main():
+    if os.geteuid() != 0 and "postfix" in SERVERS:
+        die("run as root (Postfix needs it)")
+    for tool in ("smtp-source",) + (("postfix",) if "postfix" in SERVERS else ()):
+        if shutil.which(tool) is None:
+            die(f"{tool} not found; run scripts/test.sh (it installs Postfix)")
+    if "tern" in SERVERS and os.environ.get("SKIP_BUILD", "0") != "1":
+        log("building Tern: cargo build --release -p tern")
+        subprocess.run(["cargo", "build", "--release", "-p", "tern"], cwd=ROOT, check=True)
+    results = {s: [] for s in SERVERS}
+    for r in range(ROUNDS):
+        for server in SERVERS:
+            work = tempfile.mkdtemp(prefix=f"tern-local-bench-{server}-")
+            os.chmod(work, 0o755)  # Postfix daemons run as the postfix user
+            try:
+                rate, extra = one_run(server, work)
+            finally:
+                if not KEEP_TMP:
+                    shutil.rmtree(work, ignore_errors=True)
+            log(f"round {r + 1} {server}: {rate:.0f} msg/s into the Maildir "
+                f"({extra} extra files)")
+            results[server].append(rate)
+    os.makedirs(OUT_DIR, exist_ok=True)
+    lines = [f"local benchmark: {MESSAGES} messages x {ROUNDS} round(s), {SESSIONS} sessions, "
+             f"{MSG_SIZE}-octet bodies, smtp-source -> MTA -> one Maildir, "
+             f"Tern spool commit = {TERN_COMMIT}, {os.cpu_count()} CPUs"]
+    best = {}
+    for s, rates in results.items():
+        best[s] = max(rates)
+        lines.append(f"{s}: " + ", ".join(f"{x:.0f}" for x in rates) + f" msg/s (best {best[s]:.0f})")
+    if "tern" in best and "postfix" in best:
+        lines.append(f"ratio tern/postfix (best of each): {best['tern'] / best['postfix']:.2f}x")
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(OUT_DIR, "local-summary.txt"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
