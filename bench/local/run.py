@@ -120,6 +120,7 @@ mail_owner = postfix
 setgid_group = postdrop
 syslog_name = postfix-local-bench
 maillog_file = {work}/postfix/maillog
+maillog_file_prefixes = {work}
 myhostname = postfix.bench.test
 mydomain = bench.test
 myorigin = $myhostname
