@@ -19,14 +19,13 @@ Output: bench/out/local-summary.txt.
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "relay"))
-from run import ROOT, die, free_port, log, wait_banner  # noqa: E402  (the relay bench's helpers)
+from run import ROOT, die, free_port, launch_tern, log, wait_banner  # noqa: E402  (relay bench's helpers)
 
 MESSAGES = int(os.environ.get("MESSAGES", "5000"))
 SESSIONS = int(os.environ.get("SESSIONS", "20"))
@@ -50,22 +49,9 @@ def count_new(maildir):
 
 
 def start_tern(work):
-    port = free_port()
-    data = os.path.join(work, "tern-data")
-    conf = os.path.join(work, "tern.toml")
     mail = os.path.join(work, "mail")
-    with open(conf, "w") as f:
-        f.write(f"""[server]
-hostname = "tern.bench.test"
-data_dir = "{data}"
-log_level = "notice"
-log_stderr = false
-
-[relay]
+    port, stop = launch_tern(work, f"""[relay]
 networks = ["127.0.0.0/8"]
-
-[dns]
-reverse_lookups = false
 
 [spool]
 commit = "{TERN_COMMIT}"
@@ -80,25 +66,7 @@ domains = ["bench.test"]
 domains = ["bench.test"]
 transport = "maildir"
 path = "{mail}"
-
-[[listener]]
-name = "bench"
-address = "127.0.0.1:{port}"
-max_connections = 1000
-max_connections_per_client = 1000
 """)
-    logf = open(os.path.join(work, "tern.log"), "wb")
-    proc = subprocess.Popen([TERN_BIN, "serve", "--config", conf],
-                            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    wait_banner(port, proc)
-
-    def stop():
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        logf.close()
     return port, os.path.join(mail, "rcpt", "Maildir"), stop
 
 

@@ -100,7 +100,9 @@ class Sink:
         self.out.close()
 
 
-def start_tern(work, sink_port):
+def launch_tern(work, sections):
+    """Starts Tern with a bench listener, no reverse DNS, quiet logs, plus `sections`
+    (TOML text); waits for its banner. Returns (port, stop)."""
     port = free_port()
     data = os.path.join(work, "tern-data")
     conf = os.path.join(work, "tern.toml")
@@ -111,21 +113,10 @@ data_dir = "{data}"
 log_level = "notice"
 log_stderr = false
 
-[relay]
-domains = ["bench.test"]
-networks = ["127.0.0.0/8"]
-
 [dns]
 reverse_lookups = false
 
-[queue]
-deliver = true
-
-[[route]]
-domains = ["*"]
-transport = "smtp"
-hosts = ["127.0.0.1:{sink_port}"]
-tls = "none"
+{sections}
 
 [[listener]]
 name = "bench"
@@ -146,6 +137,22 @@ max_connections_per_client = 1000
             proc.kill()
         logf.close()
     return port, stop
+
+
+def start_tern(work, sink_port):
+    return launch_tern(work, f"""[relay]
+domains = ["bench.test"]
+networks = ["127.0.0.0/8"]
+
+[queue]
+deliver = true
+
+[[route]]
+domains = ["*"]
+transport = "smtp"
+hosts = ["127.0.0.1:{sink_port}"]
+tls = "none"
+""")
 
 
 def start_postfix(work, sink_port):

@@ -59,45 +59,7 @@ pub(crate) fn create_truncated(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
-/// fsyncs a directory, making the names created, renamed or removed in it durable.
-pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
-}
-
-/// Renames `from` to `to`, failing with `AlreadyExists` instead of replacing `to`
-/// (renameat2 RENAME_NOREPLACE; on filesystems without it, a check then a rename, racy
-/// only against another writer of the same name).
-pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
-    };
-    let (cf, ct) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            cf.as_ptr(),
-            libc::AT_FDCWD,
-            ct.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            if to.symlink_metadata().is_ok() {
-                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-            }
-            std::fs::rename(from, to)
-        }
-        _ => Err(err),
-    }
-}
+pub(crate) use tern_spool::fs::{rename_noreplace, sync_dir};
 
 /// Writes `bytes` to `dir/.tern-<name>.tmp`, syncs it and renames it to `dir/<name>`
 /// (replacing a file of that name). The directory is not synced.

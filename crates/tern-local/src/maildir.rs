@@ -248,9 +248,7 @@ fn make_dir(dir: &Path) -> Result<(), MaildirError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), MaildirError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| MaildirError::io("sync", dir, e))
+    tern_spool::fs::sync_dir(dir).map_err(|e| MaildirError::io("sync", dir, e))
 }
 
 fn write_and_sync(

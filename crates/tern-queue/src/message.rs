@@ -161,39 +161,21 @@ async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) 
         Ok::<_, SpoolError>(rec.unwrap_or_else(|| DeliveryRecord::new(id, n)))
     })
     .await;
+    let loaded = loaded.unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())));
     let mut record = match loaded {
-        Ok(Ok(r)) => r,
+        Ok(r) => r,
         // `read` quarantined a corrupt file already (event 3003); a corrupt record
         // quarantines the message.
-        Ok(Err(SpoolError::NotFound)) => return Next::Done,
-        Ok(Err(SpoolError::Corrupt(reason))) => {
+        Err(SpoolError::NotFound) => return Next::Done,
+        Err(SpoolError::Corrupt(reason)) => {
             let _ = ctx
                 .spool
                 .quarantine_message(QueueState::Active, id, &reason);
             return Next::Done;
         }
-        Ok(Err(e)) => {
-            return spool_error(
-                ctx,
-                id,
-                "read record after a panic",
-                &e,
-                QueueState::Active,
-                None,
-            )
-            .await;
-        }
         Err(e) => {
-            let e = SpoolError::BlockingTask(e.to_string());
-            return spool_error(
-                ctx,
-                id,
-                "read record after a panic",
-                &e,
-                QueueState::Active,
-                None,
-            )
-            .await;
+            let op = "read record after a panic";
+            return spool_error(ctx, id, op, &e, QueueState::Active, None).await;
         }
     };
     let poisoned = count_internal_failure(ctx, id, &mut record, stage, error);

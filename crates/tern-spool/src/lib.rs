@@ -39,6 +39,12 @@ pub mod format;
 pub mod id;
 pub mod intake;
 pub mod record;
+
+/// Filesystem primitives with the spool's guarantees, for other durable writers of Tern
+/// (the pickup and drop directories): a rename that never replaces, a directory fsync.
+pub mod fs {
+    pub use crate::store::sys::{rename_noreplace, sync_dir};
+}
 mod state;
 mod store;
 #[cfg(test)]

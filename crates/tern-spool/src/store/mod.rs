@@ -27,7 +27,7 @@ mod lifecycle;
 mod quarantine;
 mod recovery;
 mod recycle;
-mod sys;
+pub(crate) mod sys;
 mod writer;
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub(crate) fn disk_space(path: &Path) -> io::Result<DiskSpace> {
 /// Uses renameat2(RENAME_NOREPLACE); on filesystems without it, falls back to a check and
 /// a rename, which is only racy against other writers of the same directory, and only the
 /// lock holder writes.
-pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let cf = c_path(from)?;
     let ct = c_path(to)?;
     // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
@@ -96,7 +96,7 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// fsyncs a directory, making the entries created, renamed or removed in it durable.
-pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
+pub fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 

@@ -462,3 +462,33 @@ impl SmtpPeer {
         )
     }
 }
+
+/// Starts Postfix's smtp-source: `messages` messages of 1 KiB over 20 sessions from
+/// `source@client.test` to `to`, against `server` (`host:port`). Finish with
+/// [`finish_smtp_source`].
+pub fn spawn_smtp_source(server: &str, messages: usize, to: &str) -> Child {
+    let smtp_source = super::require_program("smtp-source");
+    Command::new(&smtp_source)
+        .args(["-s", "20", "-m", &messages.to_string(), "-l", "1024"])
+        .args(["-M", "client.test", "-f", "source@client.test", "-t", to])
+        .arg(server)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("smtp-source")
+}
+
+/// Waits for smtp-source to end; fails the test unless it succeeded with nothing on
+/// stderr (every message got its 250).
+pub fn finish_smtp_source(mut source: Child) {
+    use std::io::Read;
+    let status = source.wait().expect("smtp-source");
+    let mut err = String::new();
+    if let Some(mut e) = source.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        status.success() && err.trim().is_empty(),
+        "smtp-source: {status} {err}"
+    );
+}

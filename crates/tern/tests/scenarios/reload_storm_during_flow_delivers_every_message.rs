@@ -11,13 +11,14 @@
 //! 1007) and requires at least 50 per second over the flow (184/s measured alone on the
 //! 2-core test machine; the bound leaves room for a loaded CI run).
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::peers::{DnsServer, SmtpPeer, delivering};
-use crate::common::{free_port, require_program};
+use crate::common::free_port;
+use crate::common::peers::{
+    DnsServer, SmtpPeer, delivering, finish_smtp_source, spawn_smtp_source,
+};
 
 const MESSAGES: usize = 5000;
 
@@ -27,7 +28,6 @@ fn route(host: std::net::SocketAddr) -> String {
 
 #[test]
 fn five_thousand_messages_flow_through_a_reload_storm() {
-    let smtp_source = require_program("smtp-source");
     let dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());
     let a = SmtpPeer::start("127.0.0.2", &["accept"]);
@@ -66,34 +66,8 @@ fn five_thousand_messages_flow_through_a_reload_storm() {
     };
     let started = Instant::now();
 
-    let mut source = Command::new(&smtp_source)
-        .args(["-s", "20", "-m", &MESSAGES.to_string(), "-l", "1024"])
-        .args([
-            "-M",
-            "client.test",
-            "-f",
-            "source@client.test",
-            "-t",
-            "sink@flow.test",
-        ])
-        .arg(tern.server_arg())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("smtp-source");
-    let status = source.wait().expect("smtp-source");
-    let mut err = String::new();
-    use std::io::Read;
-    source
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        status.success() && err.trim().is_empty(),
-        "smtp-source: {status} {err}"
-    );
+    let source = spawn_smtp_source(&tern.server_arg(), MESSAGES, "sink@flow.test");
+    finish_smtp_source(source);
 
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {

@@ -4,11 +4,12 @@
 //! an invalid configuration is refused (by `tern reload` itself, and by the server on a
 //! bare SIGHUP, event 1008) while the old routes stay in force.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::peers::{DnsServer, SmtpPeer, delivering};
-use crate::common::{free_port, require_program, run};
+use crate::common::peers::{
+    DnsServer, SmtpPeer, delivering, finish_smtp_source, spawn_smtp_source,
+};
+use crate::common::{free_port, run};
 
 const MESSAGES: usize = 5000;
 
@@ -18,7 +19,6 @@ fn route(host: std::net::SocketAddr) -> String {
 
 #[test]
 fn five_thousand_messages_survive_a_route_reload() {
-    let smtp_source = require_program("smtp-source");
     let dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());
     let a = SmtpPeer::start("127.0.0.2", &["accept"]);
@@ -27,21 +27,7 @@ fn five_thousand_messages_survive_a_route_reload() {
     let config = tern.config_path.clone().unwrap();
     let original = std::fs::read_to_string(&config).unwrap();
 
-    let mut source = Command::new(&smtp_source)
-        .args(["-s", "20", "-m", &MESSAGES.to_string(), "-l", "1024"])
-        .args([
-            "-M",
-            "client.test",
-            "-f",
-            "source@client.test",
-            "-t",
-            "sink@flow.test",
-        ])
-        .arg(tern.server_arg())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("smtp-source");
+    let source = spawn_smtp_source(&tern.server_arg(), MESSAGES, "sink@flow.test");
 
     // Part-way through the flow...
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -77,19 +63,7 @@ fn five_thousand_messages_survive_a_route_reload() {
     );
     tern.wait_for_events(1007, 1, Duration::from_secs(20));
 
-    let status = source.wait().expect("smtp-source");
-    let mut err = String::new();
-    use std::io::Read;
-    source
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        status.success() && err.trim().is_empty(),
-        "smtp-source: {status} {err}"
-    );
+    finish_smtp_source(source);
 
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {

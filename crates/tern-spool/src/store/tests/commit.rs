@@ -8,18 +8,16 @@ use tokio::task::JoinSet;
 use super::*;
 use crate::state::QueueState;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_commits_share_directory_fsyncs() {
-    const N: usize = 200;
-    let dir = tempdir();
-    let (spool, _) = open(dir.path());
-    let barrier = Arc::new(Barrier::new(N));
+/// Commits `n` messages from `n` tasks released together by a barrier, so their commits
+/// overlap; returns each id with its body.
+async fn concurrent_commits(spool: &Spool, n: usize, base_len: usize) -> Vec<(QueueId, Vec<u8>)> {
+    let barrier = Arc::new(Barrier::new(n));
     let mut tasks = JoinSet::new();
-    for i in 0..N {
+    for i in 0..n {
         let spool = spool.clone();
         let barrier = Arc::clone(&barrier);
         tasks.spawn(async move {
-            let body = content(1024 + i, i as u8);
+            let body = content(base_len + i, i as u8);
             let mut w = spool.begin();
             w.write(&body).await?;
             let env = envelope(w.id(), w.written(), 1);
@@ -36,6 +34,15 @@ async fn concurrent_commits_share_directory_fsyncs() {
             Err(e) => panic!("task failed: {e}"),
         }
     }
+    stored
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_share_directory_fsyncs() {
+    const N: usize = 200;
+    let dir = tempdir();
+    let (spool, _) = open(dir.path());
+    let stored = concurrent_commits(&spool, N, 1024).await;
     assert_eq!(stored.len(), N);
     let stats = spool.sync_stats();
     assert_eq!(stats.file_syncs, N as u64);
@@ -142,29 +149,7 @@ async fn batch_commits_share_two_filesystem_syncs_per_batch() {
     let dir = tempdir();
     let (spool, _) = open(dir.path());
     spool.set_commit_mode(crate::CommitMode::Batch);
-    let barrier = Arc::new(Barrier::new(N));
-    let mut tasks = JoinSet::new();
-    for i in 0..N {
-        let spool = spool.clone();
-        let barrier = Arc::clone(&barrier);
-        tasks.spawn(async move {
-            let body = content(100 + i, i as u8);
-            let mut w = spool.begin();
-            w.write(&body).await?;
-            let env = envelope(w.id(), w.written(), 1);
-            let id = w.id();
-            barrier.wait().await;
-            w.commit(env).await.map(|()| (id, body))
-        });
-    }
-    let mut stored = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(Ok(x)) => stored.push(x),
-            Ok(Err(e)) => panic!("commit failed: {e}"),
-            Err(e) => panic!("task failed: {e}"),
-        }
-    }
+    let stored = concurrent_commits(&spool, N, 100).await;
     let stats = spool.sync_stats();
     // One batch counts once in each (two syncfs calls).
     assert!(stats.file_syncs >= 1 && stats.file_syncs == stats.dir_syncs);
