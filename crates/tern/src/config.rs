@@ -70,6 +70,8 @@ pub struct Config {
     pub spool: SpoolSection,
     /// `[pickup]`.
     pub pickup: PickupSection,
+    /// `[admin]`: the admin API, web viewer, metrics and health listener (docs/ADMIN.md).
+    pub admin: tern_admin::AdminConfig,
 }
 
 /// `[pickup]`: the pickup directory, the way in for other systems and `tern sendmail`
@@ -334,6 +336,18 @@ impl Config {
                 "not a valid host name",
             ));
         }
+        if self.admin.enabled && self.admin.listen.is_none() && self.admin.unix_socket.is_none() {
+            p.push(ConfigProblem::new(
+                "admin.listen",
+                "the admin listener is enabled: set admin.listen or admin.unix_socket (or admin.enabled = false)",
+            ));
+        }
+        if self.admin.token.len() > 256 || self.admin.token.chars().any(|c| c.is_whitespace()) {
+            p.push(ConfigProblem::new(
+                "admin.token",
+                "at most 256 characters, no white space",
+            ));
+        }
         if tern_events::Severity::parse(&self.server.log_level).is_none() {
             p.push(ConfigProblem::new(
                 "server.log_level",
@@ -538,6 +552,11 @@ impl Config {
     /// The watchdog's status snapshot, read by `tern status`.
     pub fn status_path(&self) -> PathBuf {
         self.server.data_dir.join("status.json")
+    }
+
+    /// Where the running server writes its admin listener's address, for the CLI.
+    pub fn admin_addr_path(&self) -> PathBuf {
+        self.server.data_dir.join("admin.addr")
     }
 
     /// Directory of the spool.

@@ -8,6 +8,8 @@
 //! Only this binary uses `anyhow`; the library crates return typed errors.
 
 mod admin;
+#[allow(dead_code)] // Until the CLI commands over the API land (issue 6).
+mod client;
 mod config;
 mod queue;
 mod sendmail;

@@ -155,6 +155,40 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         None
     };
 
+    let admin = if config.admin.enabled {
+        let token = tern_admin::auth::load_or_create(&config.admin.token, data_dir)?;
+        let control = Arc::new(ServerControl {
+            path: path.clone(),
+            events: events.clone(),
+            shared: Arc::clone(&shared),
+            queue: queue.as_ref().map(|(_, ctx)| Arc::clone(ctx)),
+        });
+        let state = tern_admin::AdminState {
+            token,
+            spool: spool.clone(),
+            queue: queue.as_ref().map(|(q, _)| q.handle()),
+            events: events.clone(),
+            watchdog: watchdog.clone(),
+            back_pressure: shared.back_pressure.clone(),
+            control,
+            listeners_up: std::sync::atomic::AtomicBool::new(true),
+            started: std::time::Instant::now(),
+        };
+        match start_admin(&config, state).await {
+            Ok(started) => Some(started),
+            Err(e) => {
+                events.emit(
+                    &catalog::LISTENER_FAILED,
+                    fields!("error" => format!("{e:#}")),
+                );
+                events.flush(Duration::from_secs(2));
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+
     events.emit(
         &catalog::SERVER_STARTED,
         fields!(
@@ -169,7 +203,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         match next_signal(&mut signals).await {
             Signal::Stop(reason) => break reason,
             Signal::Reload => {
-                reload(
+                let _ = reload(
                     path.as_deref(),
                     &events,
                     &shared,
@@ -187,12 +221,19 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         &catalog::SERVER_STOPPING,
         fields!("signal" => reason, "grace_secs" => grace.as_secs()),
     );
+    if let Some((_, state)) = &admin {
+        state.set_listeners_up(false);
+    }
     if let Some(p) = pickup {
         p.stop().await;
     }
     server.shutdown(grace).await;
     if let Some((q, ctx)) = queue {
         q.shutdown(&ctx).await;
+    }
+    if let Some((server, _)) = admin {
+        server.shutdown(Duration::from_secs(2)).await;
+        let _ = std::fs::remove_file(config.admin_addr_path());
     }
     drop(supervisor);
 
@@ -240,20 +281,21 @@ async fn next_signal(signals: &mut Option<Signals>) -> Signal {
 }
 
 /// Reloads the configuration file: relay policy, routes, local maps and queue settings
-/// are swapped atomically; an invalid file changes nothing and is reported (event 1008). Listeners,
-/// the data directory and DNS servers need a restart.
+/// are swapped atomically; an invalid file changes nothing and is reported (event 1008),
+/// and its problems are returned. Listeners, the data directory and DNS servers need a
+/// restart. Called at SIGHUP and by the admin API's reload.
 fn reload(
     path: Option<&std::path::Path>,
     events: &EventLog,
     shared: &SmtpShared,
     queue: Option<&QueueContext>,
-) {
+) -> Result<String, Vec<String>> {
     let Some(path) = path else {
         events.emit(
             &catalog::SERVER_RELOADED,
             fields!("file" => "<embedded>", "changed" => "nothing (embedded default)"),
         );
-        return;
+        return Ok("nothing changed: the server runs on the embedded default".into());
     };
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -267,7 +309,7 @@ fn reload(
                 &catalog::SERVER_RELOAD_FAILED,
                 fields!("file" => path.display(), "errors" => list.join("; ")),
             );
-            return;
+            return Err(list);
         }
     };
     let routes = match RoutingTable::new(&config.routes) {
@@ -279,7 +321,7 @@ fn reload(
                 &catalog::SERVER_RELOAD_FAILED,
                 fields!("file" => path.display(), "errors" => list.join("; ")),
             );
-            return;
+            return Err(list);
         }
     };
     // The SMTP server's view (relay policy with the local directory) and the queue's
@@ -302,6 +344,53 @@ fn reload(
         &catalog::SERVER_RELOADED,
         fields!("file" => path.display(), "routes" => config.routes.len()),
     );
+    Ok(format!(
+        "reloaded {}: {} route(s), relay policy, local maps and queue settings",
+        path.display(),
+        config.routes.len()
+    ))
+}
+
+/// The admin API's way to the binary's reload and configuration.
+struct ServerControl {
+    path: Option<PathBuf>,
+    events: EventLog,
+    shared: Arc<SmtpShared>,
+    queue: Option<Arc<QueueContext>>,
+}
+
+impl tern_admin::Control for ServerControl {
+    fn reload(&self) -> Result<String, tern_admin::ControlError> {
+        reload(
+            self.path.as_deref(),
+            &self.events,
+            &self.shared,
+            self.queue.as_deref(),
+        )
+        .map_err(tern_admin::ControlError::Refused)
+    }
+
+    fn effective_config(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+/// Starts the admin listener and writes its address to `<data_dir>/admin.addr` for the
+/// CLI (the file is removed at the stop).
+async fn start_admin(
+    config: &Config,
+    state: tern_admin::AdminState,
+) -> anyhow::Result<(tern_admin::AdminServer, Arc<tern_admin::AdminState>)> {
+    let state = Arc::new(state);
+    let server = tern_admin::AdminServer::start(&config.admin, Arc::clone(&state)).await?;
+    if let Some(addr) = server.local_addr() {
+        let file = config.admin_addr_path();
+        let tmp = file.with_extension("addr.tmp");
+        std::fs::write(&tmp, format!("{addr}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &file))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok((server, state))
 }
 
 /// Event 6007: what the local directory holds now.

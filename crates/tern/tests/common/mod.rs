@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tern_spool::{ListedMessage, QueueState, Spool, StoredMessage};
 
+pub mod admin;
 pub mod connectors;
 pub mod local;
 pub mod mounts;
@@ -112,6 +113,8 @@ pub struct Setup {
     /// The `[queue]` section; delivery is off unless a test turns it on, so receive-path
     /// tests can inspect `incoming/`.
     queue: String,
+    /// The `[admin]` section: on a free port (0) unless a test replaces it.
+    admin: String,
     /// Environment variables for the server process.
     env: Vec<(String, String)>,
     /// `server.data_dir` when a test chooses it (a mount it made); otherwise `data/` in
@@ -136,6 +139,7 @@ impl Setup {
             dns: "[dns]\nreverse_lookups = false\n".into(),
             sections: String::new(),
             queue: "[queue]\ndeliver = false\n".into(),
+            admin: "[admin]\nlisten = \"127.0.0.1:0\"\n".into(),
             env: Vec::new(),
             data_dir: None,
         }
@@ -180,6 +184,13 @@ impl Setup {
         self
     }
 
+    /// Replaces the `[admin]` section (whole text, header included); the default puts
+    /// the admin listener on a free port, which the server writes to `admin.addr`.
+    pub fn admin(mut self, section: &str) -> Setup {
+        self.admin = section.into();
+        self
+    }
+
     /// Sets an environment variable for the server process.
     pub fn env(mut self, key: &str, value: &str) -> Setup {
         self.env.push((key.into(), value.into()));
@@ -214,13 +225,14 @@ impl Setup {
 
     fn render(&self, data_dir: &Path, addrs: &[SocketAddr]) -> String {
         let mut t = format!(
-            "[server]\nhostname = {}\ndata_dir = {}\nlog_level = \"info\"\nlog_stderr = true\nshutdown_grace_secs = {}\n{}\n{}\n{}\n{}\n",
+            "[server]\nhostname = {}\ndata_dir = {}\nlog_level = \"info\"\nlog_stderr = true\nshutdown_grace_secs = {}\n{}\n{}\n{}\n{}\n{}\n",
             toml_str(HOSTNAME),
             toml_str(&data_dir.display().to_string()),
             self.grace_secs,
             self.server_extra,
             self.dns,
             self.queue,
+            self.admin,
             self.sections,
         );
         for (l, a) in self.listeners.iter().zip(addrs) {

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin_api_auth_health_and_openapi;
 mod admin_releases_and_deletes_poisoned_and_held_mail;
 mod alias_loop_duplicates_and_remote_member;
 mod all_hosts_down_then_back;

@@ -1,0 +1,33 @@
+//! `[admin]`: where the admin listener binds and how it authenticates (docs/CONFIG.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[admin]` in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Run the admin listener in `tern serve`.
+    pub enabled: bool,
+    /// TCP address; `None` (an empty string in the file is not accepted) only with a
+    /// Unix socket. Default 127.0.0.1:8025.
+    pub listen: Option<SocketAddr>,
+    /// Also (or only) listen on this Unix socket, created with mode 0600.
+    pub unix_socket: Option<PathBuf>,
+    /// The bearer token. Empty: read `<data_dir>/admin.token`, generated at the first
+    /// start when missing.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> AdminConfig {
+        AdminConfig {
+            enabled: true,
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
+            unix_socket: None,
+            token: String::new(),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What the admin handlers act on: handles to the running server's parts.
+//!
+//! Every field is a cheap handle (an `Arc` inside); none is a lock. The binary builds one
+//! [`AdminState`] after its listeners and queue are up and hands it to
+//! [`crate::AdminServer::start`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tern_events::EventLog;
+use tern_queue::QueueHandle;
+use tern_spool::Spool;
+use tern_spool::backpressure::BackPressure;
+use tern_watchdog::Watchdog;
+
+/// What only the binary can do (it owns the configuration file and the signal loop).
+pub trait Control: Send + Sync {
+    /// Reloads the configuration, like SIGHUP; `Ok` with what changed, or the problems
+    /// that made the new file unusable (nothing changed then).
+    fn reload(&self) -> Result<String, ControlError>;
+    /// The effective configuration (defaults filled in) as JSON, secrets replaced by
+    /// `"<redacted>"`.
+    fn effective_config(&self) -> serde_json::Value;
+}
+
+/// Why a [`Control`] request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The new configuration was refused; one line per problem.
+    #[error("the configuration was refused: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// The server could not do it now (e.g. it is stopping).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Shared by every handler.
+pub struct AdminState {
+    /// The bearer token ([`crate::auth`]).
+    pub token: String,
+    /// The spool.
+    pub spool: Spool,
+    /// The queue's command channel; `None` when delivery is off (`queue.deliver = false`).
+    pub queue: Option<QueueHandle>,
+    /// The event log.
+    pub events: EventLog,
+    /// The workers' heartbeats; `None` when the watchdog is off.
+    pub watchdog: Option<Watchdog>,
+    /// The SMTP side's back pressure, for `/readyz`.
+    pub back_pressure: BackPressure,
+    /// Reload and configuration, from the binary.
+    pub control: Arc<dyn Control>,
+    /// Set once every listener is bound; cleared when the server starts stopping.
+    pub listeners_up: AtomicBool,
+    /// When the admin listener started.
+    pub started: Instant,
+}
+
+impl AdminState {
+    /// Whether every SMTP listener is up.
+    pub fn listeners_up(&self) -> bool {
+        self.listeners_up.load(Ordering::Acquire)
+    }
+
+    /// Marks the SMTP listeners up (after they are bound) or down (at the stop).
+    pub fn set_listeners_up(&self, up: bool) {
+        self.listeners_up.store(up, Ordering::Release);
+    }
+}

@@ -1,0 +1,172 @@
+//! The CLI's way to a running server: the admin API over HTTP.
+//!
+//! [`Client::from_config`] finds the server the way an operator expects, with no flags:
+//! the address the server wrote to `<data_dir>/admin.addr` when it started (falling back
+//! to `admin.listen` from the configuration), and the token from `admin.token` in the
+//! configuration or `<data_dir>/admin.token`. Every request has a timeout, so a stuck
+//! server never hangs the command. Error answers are turned into their JSON `message`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+
+/// Timeout of one request (bulk actions page their work, so each request is short).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A connection to a running server's admin API.
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No server answered at the address (none runs, or the admin listener is off).
+    #[error("no server answers at {addr}: {reason}")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// The transport error.
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("{message} (HTTP {status}, {code})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The stable error code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The answer was not what the API documents.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl Client {
+    /// Finds the server for `config`.
+    pub fn from_config(config: &Config) -> anyhow::Result<Client> {
+        let addr = match std::fs::read_to_string(config.admin_addr_path()) {
+            Ok(text) => text.trim().to_owned(),
+            Err(_) => match config.admin.listen {
+                Some(a) => a.to_string(),
+                None => anyhow::bail!(
+                    "the admin API has no TCP address (admin.listen) and no server wrote {}",
+                    config.admin_addr_path().display()
+                ),
+            },
+        };
+        let token = if config.admin.token.is_empty() {
+            tern_admin::auth::read_token(&config.server.data_dir)?.with_context(|| {
+                format!(
+                    "no admin token: {} is missing (has the server ever started?)",
+                    tern_admin::auth::token_path(&config.server.data_dir).display()
+                )
+            })?
+        } else {
+            config.admin.token.clone()
+        };
+        Ok(Client::new(&addr, token))
+    }
+
+    /// A client of the server at `addr` (`host:port`) with `token`.
+    pub fn new(addr: &str, token: String) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .build()
+            .new_agent();
+        Client {
+            base: format!("http://{addr}"),
+            token,
+            agent,
+        }
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let mut resp = resp.map_err(|e| ClientError::Unreachable {
+            addr: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            return Err(ClientError::Api {
+                status,
+                code: v["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
+                message: v["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| body.trim().to_owned(), str::to_owned),
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Protocol(format!("{e}: {body:.200}")))
+    }
+
+    /// `GET path` (under the server's root, e.g. `/api/v1/status`), JSON answer.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.finish(
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {}", self.token))
+                .call(),
+        )
+    }
+
+    /// `GET path`, the raw body (e.g. an exported message).
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| ClientError::Unreachable {
+                addr: self.base.clone(),
+                reason: e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Api {
+                status,
+                code: "error".into(),
+                message: String::from_utf8_lossy(&body).trim().to_owned(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// `POST path` with a JSON body, JSON answer.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.finish(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {}", self.token))
+                .send_json(body),
+        )
+    }
+}
