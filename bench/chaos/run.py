@@ -134,6 +134,9 @@ shutdown_grace_secs = 5
 [dns]
 reverse_lookups = false
 
+[admin]
+listen = "127.0.0.1:0"
+
 [queue]
 deliver = true
 min_backoff_secs = 1

@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """Local delivery benchmark: smtp-source -> MTA -> a Maildir on this machine.
 
-For Tern (route `maildir`) and for a private Postfix instance (the `virtual` delivery
-agent into a Maildir) on the same machine, in the same run: send MESSAGES messages of
-MSG_SIZE octets over SESSIONS parallel sessions with smtp-source to one local mailbox,
-and measure the time from the first connection until the Maildir's new/ holds every
-message. Both MTAs fsync each message before their 250, and both fsync the delivered
-file (Tern: file and new/; Postfix's virtual: the file). Prints messages/s for each and
-the ratio Tern/Postfix.
+Three legs on the same machine, in the same run: Tern delivering into a Maildir itself
+(route `maildir`), Tern delivering through a real Dovecot LMTP server (route `lmtp` on
+Dovecot's Unix socket; Dovecot writes the Maildir), and a private Postfix instance (the
+`virtual` delivery agent into a Maildir). Each gets MESSAGES messages of MSG_SIZE octets
+over SESSIONS parallel sessions from smtp-source to one local mailbox; the time runs from
+the first connection until the mailbox's new/ holds every message. Every MTA fsyncs each
+message before its 250, and every writer fsyncs the delivered file (Tern: file and new/;
+Dovecot: mail_fsync = optional, its default, fsyncs the file; Postfix's virtual: the
+file). Prints messages/s for each leg and the ratios of each Tern leg to Postfix.
 
-Usage (as root, Postfix installed: scripts/test.sh installs it):
+Usage (as root, Postfix and Dovecot installed: scripts/test.sh installs them):
     python3 bench/local/run.py
 Environment knobs: MESSAGES (5000) SESSIONS (20) MSG_SIZE (1024) ROUNDS (1)
-    SERVERS ("tern postfix") TERN_BIN (target/release/tern) SKIP_BUILD (0)
+    SERVERS ("tern tern-lmtp postfix") TERN_BIN (target/release/tern) SKIP_BUILD (0)
     TERN_COMMIT (file) KEEP_TMP (0) OUT_DIR (bench/out)
 Output: bench/out/local-summary.txt.
 """
@@ -31,7 +33,7 @@ MESSAGES = int(os.environ.get("MESSAGES", "5000"))
 SESSIONS = int(os.environ.get("SESSIONS", "20"))
 MSG_SIZE = int(os.environ.get("MSG_SIZE", "1024"))
 ROUNDS = int(os.environ.get("ROUNDS", "1"))
-SERVERS = os.environ.get("SERVERS", "tern postfix").split()
+SERVERS = os.environ.get("SERVERS", "tern tern-lmtp postfix").split()
 TERN_BIN = os.environ.get("TERN_BIN", os.path.join(
     os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tern"))
 TERN_COMMIT = os.environ.get("TERN_COMMIT", "file")
@@ -68,6 +70,105 @@ transport = "maildir"
 path = "{mail}"
 """)
     return port, os.path.join(mail, "rcpt", "Maildir"), stop
+
+
+def start_dovecot(work):
+    """A private Dovecot with LMTP on a Unix socket, storing mail as `nobody` under
+    work/dovecot-mail; returns (socket, maildir of user rcpt, stop)."""
+    base = os.path.join(work, "dovecot")
+    mail = os.path.join(work, "dovecot-mail")
+    os.makedirs(base)
+    os.makedirs(mail)
+    os.chown(mail, NOBODY, NOBODY)
+    sock = os.path.join(base, "lmtp.sock")
+    userdb = os.path.join(base, "users")
+    with open(userdb, "w") as f:
+        f.write("rcpt:{PLAIN}x::::::\n")
+    conf = os.path.join(base, "dovecot.conf")
+    with open(conf, "w") as f:
+        f.write(f"""protocols = lmtp
+base_dir = {base}/run
+state_dir = {base}/state
+instance_name = tern-local-bench-{os.getpid()}
+log_path = {base}/dovecot.log
+ssl = no
+listen = 127.0.0.1
+mail_location = maildir:{mail}/%u/Maildir
+default_internal_user = root
+default_internal_group = root
+default_login_user = root
+first_valid_uid = 1
+lmtp_save_to_detail_mailbox = no
+passdb {{
+  driver = passwd-file
+  args = {userdb}
+}}
+userdb {{
+  driver = passwd-file
+  args = {userdb}
+  default_fields = uid=nobody gid=nogroup home={mail}/%u
+}}
+service lmtp {{
+  process_limit = 20
+  unix_listener {sock} {{
+    mode = 0666
+  }}
+}}
+""")
+    proc = subprocess.Popen(["dovecot", "-F", "-c", conf], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(base, "stderr"), "w"))
+    deadline = time.monotonic() + 30
+    import socket as socketmod
+    while True:
+        try:
+            s = socketmod.socket(socketmod.AF_UNIX)
+            s.connect(sock)
+            s.close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                die(f"dovecot did not start: see {base}/stderr and {base}/dovecot.log")
+            time.sleep(0.05)
+
+    def stop():
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return sock, os.path.join(mail, "rcpt", "Maildir"), stop
+
+
+def start_tern_lmtp(work):
+    sock, maildir, stop_dovecot = start_dovecot(work)
+    try:
+        port, stop_tern = launch_tern(work, f"""[relay]
+networks = ["127.0.0.0/8"]
+
+[spool]
+commit = "{TERN_COMMIT}"
+
+[local]
+domains = ["bench.test"]
+
+[local.catch_all]
+"bench.test" = "rcpt"
+
+[[route]]
+domains = ["bench.test"]
+transport = "lmtp"
+server = "unix:{sock}"
+""")
+    except BaseException:
+        stop_dovecot()
+        raise
+
+    def stop():
+        stop_tern()
+        stop_dovecot()
+    return port, maildir, stop
 
 
 def start_postfix(work):
@@ -126,7 +227,7 @@ default_process_limit = 100
 
 
 def one_run(server, work):
-    starter = start_tern if server == "tern" else start_postfix
+    starter = {"tern": start_tern, "tern-lmtp": start_tern_lmtp, "postfix": start_postfix}[server]
     port, maildir, stop = starter(work)
     try:
         t0 = time.monotonic()
@@ -151,10 +252,12 @@ def one_run(server, work):
 def main():
     if os.geteuid() != 0 and "postfix" in SERVERS:
         die("run as root (Postfix needs it)")
-    for tool in ("smtp-source",) + (("postfix",) if "postfix" in SERVERS else ()):
+    tools = ("smtp-source",) + (("postfix",) if "postfix" in SERVERS else ()) \
+        + (("dovecot",) if "tern-lmtp" in SERVERS else ())
+    for tool in tools:
         if shutil.which(tool) is None:
-            die(f"{tool} not found; run scripts/test.sh (it installs Postfix)")
-    if "tern" in SERVERS and os.environ.get("SKIP_BUILD", "0") != "1":
+            die(f"{tool} not found; run scripts/test.sh (it installs Postfix and Dovecot)")
+    if any(s.startswith("tern") for s in SERVERS) and os.environ.get("SKIP_BUILD", "0") != "1":
         log("building Tern: cargo build --release -p tern")
         subprocess.run(["cargo", "build", "--release", "-p", "tern"], cwd=ROOT, check=True)
     results = {s: [] for s in SERVERS}
@@ -172,14 +275,15 @@ def main():
             results[server].append(rate)
     os.makedirs(OUT_DIR, exist_ok=True)
     lines = [f"local benchmark: {MESSAGES} messages x {ROUNDS} round(s), {SESSIONS} sessions, "
-             f"{MSG_SIZE}-octet bodies, smtp-source -> MTA -> one Maildir, "
+             f"{MSG_SIZE}-octet bodies, smtp-source -> MTA (-> Dovecot LMTP for tern-lmtp) -> one Maildir, "
              f"Tern spool commit = {TERN_COMMIT}, {os.cpu_count()} CPUs"]
     best = {}
     for s, rates in results.items():
         best[s] = max(rates)
         lines.append(f"{s}: " + ", ".join(f"{x:.0f}" for x in rates) + f" msg/s (best {best[s]:.0f})")
-    if "tern" in best and "postfix" in best:
-        lines.append(f"ratio tern/postfix (best of each): {best['tern'] / best['postfix']:.2f}x")
+    for leg in ("tern", "tern-lmtp"):
+        if leg in best and "postfix" in best:
+            lines.append(f"ratio {leg}/postfix (best of each): {best[leg] / best['postfix']:.2f}x")
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(OUT_DIR, "local-summary.txt"), "w") as f:

@@ -250,6 +250,9 @@ data_dir = "$WORK/tern-data"
 domains = ["localhost", "bench.test"]
 networks = ["127.0.0.0/8"]
 
+[admin]
+listen = "127.0.0.1:0"
+
 # Accept-only, like the Postfix below whose mail all goes to hold: keep every
 # message in incoming/ and deliver nothing.
 [queue]

@@ -116,6 +116,9 @@ log_stderr = false
 [dns]
 reverse_lookups = false
 
+[admin]
+listen = "127.0.0.1:0"
+
 {sections}
 
 [[listener]]
