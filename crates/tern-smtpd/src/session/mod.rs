@@ -193,7 +193,13 @@ impl Session {
                 "reason" => reason,
             ),
         );
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.conn.shutdown()).await;
+        // TLS needs its close_notify and a local stream its flush. Plain TCP does not:
+        // every reply was written in full, and dropping the socket sends the same FIN
+        // (a shutdown there mostly failed with ENOTCONN once the client had gone: one
+        // wasted system call per connection).
+        if !matches!(s.conn, Conn::Plain(_)) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.conn.shutdown()).await;
+        }
     }
 
     async fn serve(&mut self) -> Flow {
