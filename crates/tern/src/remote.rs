@@ -241,30 +241,42 @@ pub fn reload(config: &Config) -> Reload {
     if !config.admin.enabled {
         return Reload::NoApi("the admin listener is off (admin.enabled = false)".into());
     }
+    if !config.admin_addr_path().exists() {
+        return Reload::NoApi(format!(
+            "no server wrote {}",
+            config.admin_addr_path().display()
+        ));
+    }
     let client = match Client::from_config(config) {
         Ok(c) => c,
         Err(e) => return Reload::NoApi(format!("{e:#}")),
     };
     match client.post::<_, serde_json::Value>("/api/v1/reload", &serde_json::json!({})) {
         Ok(v) => Reload::Done(v["result"].as_str().unwrap_or("reloaded").to_owned()),
-        Err(ClientError::Api { message, .. }) => Reload::Refused(message),
+        Err(ClientError::Api {
+            status: 400,
+            message,
+            ..
+        }) => Reload::Refused(message),
+        // Unreachable, a wrong token (a stale admin.addr), a server error: the signal.
         Err(e) => Reload::NoApi(e.to_string()),
     }
 }
 
-/// `tern status` over the API: `None` when no admin listener answers (the caller reads
-/// `status.json` instead); else whether the server is healthy (its listeners up).
+/// `tern status` over the API: `None` when no admin listener of this data directory
+/// answers (the caller reads `status.json` and the spool lock instead); else whether the
+/// server is healthy (its listeners up).
 pub fn status(config: &Config, json: bool) -> anyhow::Result<Option<bool>> {
-    if !config.admin.enabled {
+    if !config.admin.enabled || !config.admin_addr_path().exists() {
         return Ok(None);
     }
     let Ok(client) = Client::from_config(config) else {
         return Ok(None);
     };
-    let body: serde_json::Value = match client.get("/api/v1/status") {
-        Ok(v) => v,
-        Err(ClientError::Unreachable { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    // Any failure (a stale admin.addr after a crash, a wrong token): the file path says
+    // whether a server runs.
+    let Ok(body) = client.get::<serde_json::Value>("/api/v1/status") else {
+        return Ok(None);
     };
     let healthy = body["listeners_up"].as_bool().unwrap_or(false);
     let snapshot: Option<tern_watchdog::Snapshot> =
