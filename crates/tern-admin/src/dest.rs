@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn actions_and_names_are_checked() {
         assert_eq!(parse_action("retry").ok(), Some(DestinationAction::Retry));
-        assert_eq!(parse_action("suspend").ok(), Some(DestinationAction::Suspend));
+        assert_eq!(
+            parse_action("suspend").ok(),
+            Some(DestinationAction::Suspend)
+        );
         assert_eq!(parse_action("resume").ok(), Some(DestinationAction::Resume));
         assert!(parse_action("flush").is_err());
         assert!(parse_action("Retry").is_err());

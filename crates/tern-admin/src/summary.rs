@@ -276,11 +276,10 @@ async fn summary(
     };
     let spool = state.spool.clone();
     let scan_states = states.clone();
-    let messages = tokio::task::spawn_blocking(move || {
-        scan(&spool, &scan_states, route.as_ref(), unix_ms())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let messages =
+        tokio::task::spawn_blocking(move || scan(&spool, &scan_states, route.as_ref(), unix_ms()))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
     let (rows, total, counts) = shape(messages, TOP_ROWS);
     Ok(Json(SummaryBody {
         buckets: BUCKETS.iter().map(|b| (*b).to_owned()).collect(),
@@ -352,7 +351,10 @@ mod tests {
         assert_eq!(rows[3].total, 55 - 10 - 9 - 8);
         assert_eq!(rows[3].counts.iter().sum::<usize>(), rows[3].total);
         let (few, _, _) = shape(vec![(0, set(&["x"]))], 3);
-        assert!(few.iter().all(|r| r.destination != OTHER), "no empty (other)");
+        assert!(
+            few.iter().all(|r| r.destination != OTHER),
+            "no empty (other)"
+        );
     }
 
     #[test]

@@ -320,10 +320,9 @@ where
                 start.push((hop.clone(), job));
             }
         }
-        self.destinations
-            .retain(|_, d| {
-                !d.jobs.is_empty() || d.workers > 0 || d.down_until.is_some() || d.suspended
-            });
+        self.destinations.retain(|_, d| {
+            !d.jobs.is_empty() || d.workers > 0 || d.down_until.is_some() || d.suspended
+        });
         start
     }
 }

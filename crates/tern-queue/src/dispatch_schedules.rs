@@ -192,7 +192,10 @@ fn core(rx: Receiver<Cmd>, me: Sender<Cmd>, deaths: Arc<AtomicUsize>) -> (usize,
         }
         if !stopping {
             for (hop, job) in d.pump(now, MAX_TOTAL, MAX_DEST) {
-                assert!(!d.is_suspended(&hop), "a worker started for suspended {hop}");
+                assert!(
+                    !d.is_suspended(&hop),
+                    "a worker started for suspended {hop}"
+                );
                 started += 1;
                 let (core, deaths) = (me.clone(), Arc::clone(&deaths));
                 workers.push(thread::spawn(move || worker(core, hop, job, deaths)));

@@ -208,8 +208,18 @@ mod tests {
             domain: "a.test".into(),
         };
         let b = NextHop::Relay { route: 0 };
-        let (m1, m2, m3) = (QueueId::generate(), QueueId::generate(), QueueId::generate());
-        r.insert(later, m1, QueueState::Deferred, None, vec![(a.clone(), "451 one".into())]);
+        let (m1, m2, m3) = (
+            QueueId::generate(),
+            QueueId::generate(),
+            QueueId::generate(),
+        );
+        r.insert(
+            later,
+            m1,
+            QueueState::Deferred,
+            None,
+            vec![(a.clone(), "451 one".into())],
+        );
         r.insert(
             later,
             m2,
@@ -217,7 +227,13 @@ mod tests {
             None,
             vec![(a.clone(), "451 two".into()), (b.clone(), "421 b".into())],
         );
-        r.insert(later, m3, QueueState::Deferred, None, vec![(b.clone(), "421 b".into())]);
+        r.insert(
+            later,
+            m3,
+            QueueState::Deferred,
+            None,
+            vec![(b.clone(), "421 b".into())],
+        );
         let mut seen: Vec<(String, usize, String)> = r
             .hops()
             .map(|(h, n, e)| (h.to_string(), n, e.to_owned()))
@@ -243,7 +259,13 @@ mod tests {
         assert_eq!(r.hops().count(), 1);
         assert_eq!(r.next_due(), Some(later));
         // Inserted again (the next attempt deferred it): counted once.
-        r.insert(later, m3, QueueState::Deferred, None, vec![(b.clone(), "x".into())]);
+        r.insert(
+            later,
+            m3,
+            QueueState::Deferred,
+            None,
+            vec![(b.clone(), "x".into())],
+        );
         assert_eq!(r.hops().next().map(|(_, n, _)| n), Some(1));
         assert_eq!(r.make_due(&b, now), 1);
         assert_eq!(r.pop_due(now).map(|x| x.0), Some(m3));

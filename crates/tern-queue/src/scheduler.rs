@@ -398,8 +398,11 @@ struct Scan {
     ready: Vec<(QueueId, QueueState, usize)>,
     /// Deferred messages: id, due time, the next hops their waiting recipients go to
     /// (with the current routes) and their last deferral.
-    deferred: Vec<(QueueId, Instant, Vec<(NextHop, String)>)>,
+    deferred: Vec<(QueueId, Instant, Vec<HopError>)>,
 }
+
+/// A next hop and the last deferral text of a message's recipients for it.
+type HopError = (NextHop, String);
 
 /// The next hops of the pending and deferred recipients of `envelope`, routed with
 /// `routes`, with each one's last deferral text from `record` (for the scheduler's
@@ -408,14 +411,16 @@ fn waiting_hops(
     routes: &tern_route::RoutingTable,
     envelope: Option<&tern_spool::Envelope>,
     record: Option<&tern_spool::DeliveryRecord>,
-) -> Vec<(NextHop, String)> {
+) -> Vec<HopError> {
     use tern_spool::RecipientStatus;
     let Some(envelope) = envelope else {
         return Vec::new();
     };
-    let mut hops: Vec<(NextHop, String)> = Vec::new();
+    let mut hops: Vec<HopError> = Vec::new();
     for (i, r) in envelope.recipients.iter().enumerate() {
-        let status = record.and_then(|rec| rec.recipients.get(i)).map(|s| &s.status);
+        let status = record
+            .and_then(|rec| rec.recipients.get(i))
+            .map(|s| &s.status);
         let error = match status {
             None | Some(RecipientStatus::Pending) => String::new(),
             Some(RecipientStatus::Deferred { reply }) => reply.clone(),
@@ -432,7 +437,10 @@ fn waiting_hops(
     hops
 }
 
-fn initial_scan(spool: &tern_spool::Spool, routes: &tern_route::RoutingTable) -> Result<Scan, SpoolError> {
+fn initial_scan(
+    spool: &tern_spool::Spool,
+    routes: &tern_route::RoutingTable,
+) -> Result<Scan, SpoolError> {
     let mut ready = Vec::new();
     for state in [QueueState::Active, QueueState::Incoming] {
         for m in spool.list(Some(state))? {

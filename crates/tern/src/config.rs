@@ -652,7 +652,10 @@ mod tests {
         assert_eq!(v["admin"]["token"], REDACTED);
         assert_eq!(v["admin"]["listen"], "127.0.0.1:8025");
         assert_eq!(v["queue"]["deliver"], true);
-        assert_eq!(v["queue"]["max_concurrency"], 100, "flattened with its default");
+        assert_eq!(
+            v["queue"]["max_concurrency"], 100,
+            "flattened with its default"
+        );
         assert_eq!(v["listener"][0]["max_connections"], 1000);
         assert_eq!(v["listener"][0]["private_key"], serde_json::Value::Null);
         assert_eq!(v["relay"]["networks"][0], "127.0.0.0/8");
@@ -683,10 +686,19 @@ mod tests {
 
     #[test]
     fn a_reload_changes_only_what_it_swaps() {
-        let old = Config::parse("[server]\ndata_dir = \"/tmp/a\"\n[queue]\nmax_concurrency = 7\n", "old").unwrap();
-        let new = Config::parse("[server]\ndata_dir = \"/tmp/b\"\n[queue]\nmax_concurrency = 9\n[relay]\ndomains = [\"example.test\"]\n", "new").unwrap();
+        let listener = "[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:2525\"\n";
+        let old = Config::parse(
+            &format!("{listener}[server]\ndata_dir = \"/tmp/a\"\n[queue]\nmax_concurrency = 7\n"),
+            "old",
+        )
+        .unwrap();
+        let new = Config::parse(&format!("{listener}[server]\ndata_dir = \"/tmp/b\"\n[queue]\nmax_concurrency = 9\n[relay]\ndomains = [\"example.test\"]\n"), "new").unwrap();
         let eff = old.with_reloaded(&new);
-        assert_eq!(eff.server.data_dir, PathBuf::from("/tmp/a"), "needs a restart");
+        assert_eq!(
+            eff.server.data_dir,
+            PathBuf::from("/tmp/a"),
+            "needs a restart"
+        );
         assert_eq!(eff.queue.settings.max_concurrency, 9);
         assert_eq!(eff.relay.domains, vec!["example.test".to_string()]);
     }

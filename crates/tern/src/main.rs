@@ -344,7 +344,10 @@ fn api_command(
     config: Option<&PathBuf>,
     run: impl FnOnce(&Config) -> anyhow::Result<()>,
 ) -> ExitCode {
-    match load(config).map_err(anyhow::Error::from).and_then(|c| run(&c)) {
+    match load(config)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| run(&c))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

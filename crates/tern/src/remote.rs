@@ -102,7 +102,9 @@ fn write_destinations(out: &mut impl Write, list: &[Destination]) -> std::io::Re
             d.state,
             d.queued,
             format!("{}/{}", d.in_use, d.limit),
-            d.down_until_unix_ms.map(time_of).unwrap_or_else(|| "-".into()),
+            d.down_until_unix_ms
+                .map(time_of)
+                .unwrap_or_else(|| "-".into()),
             d.last_error
                 .as_deref()
                 .map_or_else(|| "-".into(), |e| shorten(e, MAX_ERROR_COLUMN)),
@@ -351,7 +353,12 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(lines[0].ends_with("T  0-5m 5-10m"), "{text}");
-        assert!(lines[1].trim_start().starts_with("TOTAL      4     3     1"), "{text}");
+        assert!(
+            lines[1]
+                .trim_start()
+                .starts_with("TOTAL      4     3     1"),
+            "{text}"
+        );
         assert!(lines[2].starts_with("mx:example.com"), "{text}");
         assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{text}");
     }

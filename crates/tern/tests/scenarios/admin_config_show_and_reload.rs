@@ -26,7 +26,11 @@ fn admin_config_show_and_reload() {
     std::fs::write(tern.data_dir.join("admin.token"), SECRET).unwrap();
     let admin = Admin::of(&tern);
 
-    for path in ["/api/v1/config", "/api/v1/queue/summary", "/api/v1/destinations"] {
+    for path in [
+        "/api/v1/config",
+        "/api/v1/queue/summary",
+        "/api/v1/destinations",
+    ] {
         let a = admin.get_with_auth(path, None);
         assert_eq!(a.status, 401, "{path}: {a:?}");
         let a = admin.get_with_auth(path, Some("Bearer configured-admin-token"));
@@ -34,11 +38,18 @@ fn admin_config_show_and_reload() {
     }
     let a = admin.post_with_auth("/api/v1/reload", Some("Bearer nope"));
     assert_eq!(a.status, 401, "{a:?}");
-    assert!(tern.events_with_id(7024).is_empty(), "no reload without the token");
+    assert!(
+        tern.events_with_id(7024).is_empty(),
+        "no reload without the token"
+    );
 
     let shown = admin.get("/api/v1/config");
     assert_eq!(shown.status, 200, "{shown:?}");
-    assert!(!shown.body.contains(SECRET), "the token leaked: {}", shown.body);
+    assert!(
+        !shown.body.contains(SECRET),
+        "the token leaked: {}",
+        shown.body
+    );
     let c = shown.json();
     assert_eq!(c["admin"]["token"], "<redacted>");
     assert_eq!(c["queue"]["deliver"], false);
@@ -46,24 +57,33 @@ fn admin_config_show_and_reload() {
     assert_eq!(c["queue"]["min_backoff_secs"], 300);
     assert_eq!(c["listener"][0]["name"], "smtp");
     assert_eq!(c["listener"][0]["max_command_line"], 512);
-    assert_eq!(
-        c["server"]["data_dir"],
-        tern.data_dir.display().to_string()
-    );
+    assert_eq!(c["server"]["data_dir"], tern.data_dir.display().to_string());
     assert_eq!(c["relay"]["networks"][0], "127.0.0.0/8");
 
     // A good change, reloaded over the API.
-    tern.replace_in_config("[queue]\ndeliver = false\n", "[queue]\ndeliver = false\nmax_concurrency = 7\n");
+    tern.replace_in_config(
+        "[queue]\ndeliver = false\n",
+        "[queue]\ndeliver = false\nmax_concurrency = 7\n",
+    );
     let r = admin.post("/api/v1/reload", &json!({}));
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(r.json()["result"].as_str().unwrap().contains("reloaded"), "{r:?}");
+    assert!(
+        r.json()["result"].as_str().unwrap().contains("reloaded"),
+        "{r:?}"
+    );
     tern.wait_for_events(7024, 1, Duration::from_secs(10));
     tern.wait_for_events(1007, 1, Duration::from_secs(10));
-    assert_eq!(admin.get("/api/v1/config").json()["queue"]["max_concurrency"], 7);
+    assert_eq!(
+        admin.get("/api/v1/config").json()["queue"]["max_concurrency"],
+        7
+    );
 
     // A broken file: 400 with every problem, nothing changes.
     tern.replace_in_config("max_concurrency = 7\n", "max_concurrency = 0\n");
-    tern.replace_in_config("log_level = \"info\"\n", "log_level = \"info\"\nbogus_key = 1\n");
+    tern.replace_in_config(
+        "log_level = \"info\"\n",
+        "log_level = \"info\"\nbogus_key = 1\n",
+    );
     let r = admin.post("/api/v1/reload", &json!({}));
     assert_eq!(r.status, 400, "{r:?}");
     let e = r.json();
@@ -105,7 +125,12 @@ fn admin_config_show_and_reload() {
             &simple_message(&format!("m{i}"), "x"),
         );
     }
-    send_one(tern.addr(), "s@client.test", &["d@other.test"], &simple_message("m3", "x"));
+    send_one(
+        tern.addr(),
+        "s@client.test",
+        &["d@other.test"],
+        &simple_message("m3", "x"),
+    );
     let s = admin.get("/api/v1/queue/summary");
     assert_eq!(s.status, 200, "{s:?}");
     let s = s.json();
@@ -118,7 +143,10 @@ fn admin_config_show_and_reload() {
     assert_eq!(s["rows"][0]["destination"], "other.test", "{s}");
     assert_eq!(s["rows"][0]["total"], 4, "{s}");
     assert_eq!(s["rows"][1]["destination"], "example.com", "{s}");
-    assert_eq!(s["rows"][1]["total"], 3, "each message once per domain: {s}");
+    assert_eq!(
+        s["rows"][1]["total"], 3,
+        "each message once per domain: {s}"
+    );
     let held = admin.get("/api/v1/queue/summary?state=hold").json();
     assert_eq!(held["total"], 0, "{held}");
     assert_eq!(held["rows"], json!([]), "{held}");
@@ -136,6 +164,9 @@ fn admin_config_show_and_reload() {
         ("/api/v1/destinations/{name}/{action}", "post"),
         ("/api/v1/queue/summary", "get"),
     ] {
-        assert!(doc["paths"][path][method].is_object(), "{path} missing: {doc}");
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{path} missing: {doc}"
+        );
     }
 }

@@ -52,11 +52,17 @@ fn admin_destinations_suspend_resume_retry() {
     let admin = Admin::of(&tern);
 
     // Nothing listens on the relay host's port: refused, the destination goes down.
-    send_one(tern.addr(), "s@client.test", &["x@down.test"], &simple_message("one", "1"));
+    send_one(
+        tern.addr(),
+        "s@client.test",
+        &["x@down.test"],
+        &simple_message("one", "1"),
+    );
     let down = tern.wait_for_events(4006, 1, Duration::from_secs(20));
     assert_eq!(down[0]["next_hop"], HOP);
     let d = wait_destination(&admin, "down", |d| {
-        d.as_ref().is_some_and(|d| d["state"] == "down" && d["queued"] == 1)
+        d.as_ref()
+            .is_some_and(|d| d["state"] == "down" && d["queued"] == 1)
     });
     let until = d["down_until_unix_ms"].as_u64().expect("down until");
     let now = crate::common::admin::unix_ms();
@@ -82,7 +88,11 @@ fn admin_destinations_suspend_resume_retry() {
     }
     let no_token = admin.post_with_auth(&format!("/api/v1/destinations/{HOP}/suspend"), None);
     assert_eq!(no_token.status, 401, "{no_token:?}");
-    assert_eq!(destination(&admin, HOP).unwrap()["state"], "down", "nothing changed");
+    assert_eq!(
+        destination(&admin, HOP).unwrap()["state"],
+        "down",
+        "nothing changed"
+    );
     let bad = admin.post(&format!("/api/v1/destinations/{HOP}/flush"), &json!({}));
     assert_eq!(bad.status, 400, "{bad:?}");
     assert_eq!(bad.json()["error"]["code"], "bad_request");
@@ -101,7 +111,12 @@ fn admin_destinations_suspend_resume_retry() {
     let ev = tern.wait_for_events(7021, 1, Duration::from_secs(10));
     assert_eq!(ev[0]["next_hop"], HOP);
     assert_eq!(destination(&admin, HOP).unwrap()["state"], "suspended");
-    send_one(tern.addr(), "s@client.test", &["y@down.test"], &simple_message("two", "2"));
+    send_one(
+        tern.addr(),
+        "s@client.test",
+        &["y@down.test"],
+        &simple_message("two", "2"),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let deferred = tern.events_with_id(4002);
@@ -111,7 +126,10 @@ fn admin_destinations_suspend_resume_retry() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "no deferral for the suspension: {deferred:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no deferral for the suspension: {deferred:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(tern.queue_json(&[]).len(), 2, "both messages stay queued");
@@ -147,6 +165,7 @@ fn admin_destinations_suspend_resume_retry() {
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_destination(&admin, "nothing queued", |d| {
-        d.as_ref().is_none_or(|d| d["queued"] == 0 && d["state"] == "active")
+        d.as_ref()
+            .is_none_or(|d| d["queued"] == 0 && d["state"] == "active")
     });
 }

@@ -39,7 +39,12 @@ fn cli_dest_summary_status_reload() {
         .start();
     // The CLI finds the server from admin.addr; wait for the server to write it.
     crate::common::admin::Admin::of(&tern);
-    send_one(tern.addr(), "s@client.test", &["x@down.test"], &simple_message("one", "1"));
+    send_one(
+        tern.addr(),
+        "s@client.test",
+        &["x@down.test"],
+        &simple_message("one", "1"),
+    );
     tern.wait_for_events(4006, 1, Duration::from_secs(20));
 
     // tern dest list: table and JSON.
@@ -57,7 +62,10 @@ fn cli_dest_summary_status_reload() {
     let (ok, table, err) = cli(&tern, &["dest", "list"]);
     assert!(ok, "{table}{err}");
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("DESTINATION") && lines[0].contains("LAST ERROR"), "{table}");
+    assert!(
+        lines[0].starts_with("DESTINATION") && lines[0].contains("LAST ERROR"),
+        "{table}"
+    );
     assert!(
         lines[1].starts_with("smtp:0") && lines[1].contains("down") && lines[1].contains("0/20"),
         "{table}"
@@ -68,7 +76,10 @@ fn cli_dest_summary_status_reload() {
     let (ok, out, err) = cli(&tern, &["dest", "suspend", "smtp:0"]);
     assert!(ok && out.contains("suspended"), "{out}{err}");
     let (_, table, _) = cli(&tern, &["dest", "list"]);
-    assert!(table.lines().nth(1).unwrap().contains("suspended"), "{table}");
+    assert!(
+        table.lines().nth(1).unwrap().contains("suspended"),
+        "{table}"
+    );
     let (ok, out, err) = cli(&tern, &["dest", "retry", "smtp:0"]);
     assert!(!ok, "retry of a suspended destination: {out}");
     assert!(err.contains("resume it"), "{err}");
@@ -82,7 +93,10 @@ fn cli_dest_summary_status_reload() {
     let (ok, table, err) = cli(&tern, &["queue", "summary"]);
     assert!(ok, "{table}{err}");
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].contains("0-5m") && lines[0].contains("160m+"), "{table}");
+    assert!(
+        lines[0].contains("0-5m") && lines[0].contains("160m+"),
+        "{table}"
+    );
     assert!(lines[1].trim_start().starts_with("TOTAL"), "{table}");
     assert!(lines[2].trim_start().starts_with("smtp:0"), "{table}");
     let fields: Vec<&str> = lines[2].split_whitespace().collect();
@@ -95,7 +109,10 @@ fn cli_dest_summary_status_reload() {
     // tern status over the API.
     let (ok, out, err) = cli(&tern, &["status"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("listeners up") && out.contains("delivery on"), "{out}");
+    assert!(
+        out.contains("listeners up") && out.contains("delivery on"),
+        "{out}"
+    );
     assert!(out.contains("queue.scheduler"), "the workers table: {out}");
     let v = cli_json(&tern, &["status", "--json"]);
     assert_eq!(v["source"], "api", "{v}");
@@ -115,7 +132,10 @@ fn cli_dest_summary_status_reload() {
     // tern reload over the API: accepted, then refused by the server.
     let (ok, out, err) = cli(&tern, &["reload"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("reloaded"), "the server's answer, not a signal: {out}");
+    assert!(
+        out.contains("reloaded"),
+        "the server's answer, not a signal: {out}"
+    );
     tern.wait_for_events(7024, 1, Duration::from_secs(10));
     tern.wait_for_events(1007, 1, Duration::from_secs(10));
 
@@ -133,7 +153,10 @@ fn cli_dest_summary_status_reload() {
         if v["snapshot"].is_object() {
             break v;
         }
-        assert!(std::time::Instant::now() < deadline, "no status.json: {out}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status.json: {out}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(v.get("source").is_none(), "from the file: {v}");
