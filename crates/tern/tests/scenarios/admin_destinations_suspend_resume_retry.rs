@@ -1,8 +1,9 @@
 //! Destinations over the admin API, with real traffic to a relay host that is down: the
 //! destination is listed down with its retry time and last error; suspending it keeps
 //! its mail queued (a new message is deferred, not lost) and shows it suspended;
-//! resuming lifts only the suspension; a retry after the host came back delivers at
-//! once, long before the 300 s backoff. Auth failures, unknown names and actions, and
+//! resuming lifts only the suspension; a restart forgets suspension and down mark but
+//! counts the deferred mail again; a retry after the host came back delivers at once,
+//! long before the 300 s backoff. Auth failures, unknown names and actions, and
 //! actions that do not apply are refused with the documented codes.
 
 use std::net::IpAddr;
@@ -43,13 +44,13 @@ fn wait_destination(admin: &Admin, what: &str, pred: impl Fn(&Option<Value>) -> 
 fn admin_destinations_suspend_resume_retry() {
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
     let port = free_port(ip);
-    let tern = Setup::new()
+    let mut tern = Setup::new()
         .queue("[queue]\ndeliver = true\nmin_backoff_secs = 300\nmax_backoff_secs = 600\n")
         .section(&format!(
             "[delivery]\nconnect_timeout_secs = 2\n[[route]]\ndomains = [\"down.test\"]\ntransport = \"smtp\"\nhosts = [\"127.0.0.1:{port}\"]\n"
         ))
         .start();
-    let admin = Admin::of(&tern);
+    let mut admin = Admin::of(&tern);
 
     // Nothing listens on the relay host's port: refused, the destination goes down.
     send_one(
@@ -147,6 +148,22 @@ fn admin_destinations_suspend_resume_retry() {
     wait_destination(&admin, "down again after resume", |d| {
         d.as_ref().is_some_and(|d| d["state"] == "down")
     });
+
+    // Suspended again, then a restart: neither the suspension nor the down mark is
+    // kept, and the deferred messages are counted again from the spool.
+    let s = admin.post(&format!("/api/v1/destinations/{HOP}/suspend"), &json!({}));
+    assert_eq!(s.status, 200, "{s:?}");
+    tern.stop(Duration::from_secs(20));
+    tern.restart();
+    admin = Admin::of(&tern);
+    let d = wait_destination(&admin, "counted after the restart", |d| {
+        d.as_ref().is_some_and(|d| d["queued"] == 2)
+    });
+    assert_eq!(d["state"], "active", "a restart clears the suspension: {d}");
+    assert!(
+        d["last_error"].as_str().unwrap().contains("4.4.1"),
+        "the last deferral, from the delivery records: {d}"
+    );
 
     // The host comes back; without a retry it would wait 300 s. Retry delivers now.
     let peer = SmtpPeer::start_on("127.0.0.1", port, &["accept"]);
