@@ -57,11 +57,18 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people.
     pub message: String,
+    /// A refused configuration's problems, one per entry (`POST /reload` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
 }
 
 /// Every API route, under `/api/v1`, with the document describing them.
 pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
-    let v1 = OpenApiRouter::new().routes(routes!(status));
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(status))
+        .merge(crate::dest::routes())
+        .merge(crate::summary::routes())
+        .merge(crate::control::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts()

@@ -60,6 +60,10 @@ pub enum ApiError {
     /// 500: a spool or system error.
     #[error("{0}")]
     Internal(String),
+    /// 400 (`bad_request`): a configuration file was refused; its problems, one per
+    /// entry, are also in the body as `error.problems`.
+    #[error("the configuration was refused: {}", .0.join("; "))]
+    Refused(Vec<String>),
 }
 
 impl ApiError {
@@ -67,7 +71,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Refused(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,7 +83,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::Refused(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
@@ -90,9 +94,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string() }
         });
+        if let ApiError::Refused(problems) = &self {
+            body["error"]["problems"] = serde_json::json!(problems);
+        }
         let mut resp = (self.status(), Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
             resp.headers_mut().insert(

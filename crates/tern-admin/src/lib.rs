@@ -21,16 +21,19 @@
 pub mod api;
 pub mod auth;
 mod config;
+pub mod control;
+pub mod dest;
 mod error;
 mod health;
 mod server;
 pub mod state;
+pub mod summary;
 mod viewer;
 
 pub use config::AdminConfig;
 pub use error::{AdminError, ApiError};
 pub use server::{AdminServer, router};
-pub use state::{AdminState, Control, ControlError};
+pub use state::{AdminState, Control, ControlError, NextHopOf};
 
 /// Largest request body the API reads, octets.
 pub const MAX_BODY: usize = 1024 * 1024;

@@ -35,6 +35,10 @@ pub enum ControlError {
     Unavailable(String),
 }
 
+/// The destination (next hop name, e.g. `mx:example.com`) of a recipient domain with
+/// the routes in force, from the binary; for the queue summary.
+pub type NextHopOf = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// Shared by every handler.
 pub struct AdminState {
     /// The bearer token ([`crate::auth`]).
@@ -51,6 +55,9 @@ pub struct AdminState {
     pub back_pressure: BackPressure,
     /// Reload and configuration, from the binary.
     pub control: Arc<dyn Control>,
+    /// Routes a recipient domain to its destination's name; `None` when delivery is
+    /// off (the summary then groups by domain).
+    pub next_hop: Option<NextHopOf>,
     /// Set once every listener is bound; cleared when the server starts stopping.
     pub listeners_up: AtomicBool,
     /// When the admin listener started.

@@ -210,6 +210,18 @@ events! {
     DELIVERY_CONVERTED_7BIT = (6041, "delivery.converted.7bit", Info,
         "A message with 8-bit content was converted to 7 bit for a next hop without 8BITMIME (8-bit parts in quoted-printable or base64, 8-bit header fields as encoded words); the copy goes in this attempt, the stored message is unchanged. Fields give the parts and fields converted and both sizes.",
         "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");
+    DESTINATION_SUSPENDED = (7021, "admin.destination.suspended", Notice,
+        "An administrator suspended a destination (`tern dest suspend`, `POST /api/v1/destinations/{name}/suspend`): no new connection is made to it; its messages stay queued (deferred) and are not bounced while it is suspended, but still expire at the maximum queue lifetime. The suspension lasts until `resume` or a restart.",
+        "Resume it (`tern dest resume NAME`) when the destination may receive again.");
+    DESTINATION_RESUMED = (7022, "admin.destination.resumed", Notice,
+        "An administrator resumed a suspended destination; its waiting messages are tried now.",
+        "None.");
+    DESTINATION_RETRY = (7023, "admin.destination.retry", Notice,
+        "An administrator asked to retry a destination now (`tern dest retry`): its down mark is cleared and the messages waiting for it are tried at once; `messages` says how many.",
+        "None; if it goes down again, check the hosts named in event 4006.");
+    ADMIN_RELOAD_REQUESTED = (7024, "admin.reload.requested", Info,
+        "A reload was requested over the admin API (`POST /api/v1/reload`, `tern reload`); events 1007 or 1008 follow with its result.",
+        "None.");
 }
 
 #[cfg(test)]

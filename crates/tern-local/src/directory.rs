@@ -43,7 +43,7 @@ pub const MAX_DEPTH: usize = 20;
 pub const MAX_EXPANSION: usize = 1000;
 
 /// The `[local]` configuration section.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct LocalConfig {
     /// Domains whose mail ends here: exact names, no patterns.
@@ -62,7 +62,7 @@ pub struct LocalConfig {
 }
 
 /// What a Maildir delivery over quota does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QuotaAction {
     /// Defer with `452 4.2.2`: the mail waits until the owner makes room or it expires.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// When delay notices are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DelayNotices {
     /// Only for recipients whose sender asked with `NOTIFY=DELAY` (RFC 3461).
@@ -25,7 +25,7 @@ pub enum DelayNotices {
 }
 
 /// `[queue]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct QueueConfig {
     /// Deliveries (connections) in progress at once, all destinations together.
@@ -74,7 +74,7 @@ impl Default for QueueConfig {
 }
 
 /// `[delivery]`: the outbound SMTP client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct DeliveryConfig {
     /// Name given in EHLO; empty = the server's host name.

@@ -19,6 +19,11 @@
 //! - A waiter whose worker gave up (closed) is never given a job; a job offered to one
 //!   that closed meanwhile goes back to the front of its queue.
 //!
+//! - A suspended next hop (an administrator's `suspend`) gets no new worker and gives
+//!   no job to a waiting one; a job for it is refused like one for a down hop, so the
+//!   message waits in `deferred/` and nothing is lost. The mark stays until `resume`
+//!   (it is not persisted: a restart clears it).
+//!
 //! No locks, no awaits, no clock of its own: the caller passes `now`.
 
 use std::collections::{HashMap, VecDeque};
@@ -41,6 +46,7 @@ struct Destination<J> {
     workers: usize,
     down_until: Option<Instant>,
     down_reason: String,
+    suspended: bool,
 }
 
 impl<J> Default for Destination<J> {
@@ -50,6 +56,7 @@ impl<J> Default for Destination<J> {
             workers: 0,
             down_until: None,
             down_reason: String::new(),
+            suspended: false,
         }
     }
 }
@@ -59,6 +66,23 @@ impl<J> Default for Destination<J> {
 pub(crate) enum Refused {
     /// Its next hop is marked down until its retry time; the text says why.
     Down(String),
+    /// An administrator suspended its next hop.
+    Suspended,
+}
+
+/// One next hop as [`Dispatch::snapshot`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HopView<K> {
+    /// The next hop.
+    pub hop: K,
+    /// Jobs waiting for a worker.
+    pub jobs: usize,
+    /// Workers running (connections in use).
+    pub workers: usize,
+    /// Down until then (later than `now`), and why.
+    pub down: Option<(Instant, String)>,
+    /// Suspended by an administrator.
+    pub suspended: bool,
 }
 
 /// What [`Dispatch::mark_down`] did.
@@ -110,6 +134,9 @@ where
     /// Queues a job for `hop`, unless the hop is down until later than `now`.
     pub(crate) fn enqueue(&mut self, hop: K, job: J, now: Instant) -> Result<(), (J, Refused)> {
         let d = self.destinations.entry(hop).or_default();
+        if d.suspended {
+            return Err((job, Refused::Suspended));
+        }
         if let Some(until) = d.down_until
             && until > now
         {
@@ -126,7 +153,7 @@ where
     pub(crate) fn next_job(&mut self, hop: &K) -> Option<J> {
         self.destinations
             .get_mut(hop)
-            .filter(|d| d.down_until.is_none())
+            .filter(|d| d.down_until.is_none() && !d.suspended)
             .and_then(|d| d.jobs.pop_front())
     }
 
@@ -173,6 +200,62 @@ where
             .map(|d| d.down_reason.as_str())
     }
 
+    /// Suspends `hop` (an administrator's request): no new worker starts for it and its
+    /// waiting workers are dismissed. Returns whether it was not suspended before and the
+    /// jobs that were waiting, to be answered with a deferral.
+    pub(crate) fn suspend(&mut self, hop: &K) -> (bool, Vec<J>) {
+        let d = self.destinations.entry(hop.clone()).or_default();
+        let newly = !d.suspended;
+        d.suspended = true;
+        let jobs = d.jobs.drain(..).collect();
+        if let Some(waiting) = self.idle.remove(hop) {
+            for w in waiting {
+                w.dismiss();
+            }
+        }
+        (newly, jobs)
+    }
+
+    /// Lifts a suspension; whether `hop` was suspended.
+    pub(crate) fn resume(&mut self, hop: &K) -> bool {
+        self.destinations
+            .get_mut(hop)
+            .is_some_and(|d| std::mem::replace(&mut d.suspended, false))
+    }
+
+    /// Clears `hop`'s down mark (an administrator's "retry now"); whether it was down.
+    pub(crate) fn clear_down(&mut self, hop: &K) -> bool {
+        self.destinations.get_mut(hop).is_some_and(|d| {
+            let was = d.down_until.is_some();
+            d.down_until = None;
+            d.down_reason.clear();
+            was
+        })
+    }
+
+    /// Whether `hop` is suspended.
+    pub(crate) fn is_suspended(&self, hop: &K) -> bool {
+        self.destinations.get(hop).is_some_and(|d| d.suspended)
+    }
+
+    /// Every next hop with jobs, workers, a down mark or a suspension, as of `now` (a
+    /// down mark whose time passed is not reported).
+    pub(crate) fn snapshot(&self, now: Instant) -> Vec<HopView<K>> {
+        self.destinations
+            .iter()
+            .map(|(hop, d)| HopView {
+                hop: hop.clone(),
+                jobs: d.jobs.len(),
+                workers: d.workers,
+                down: d
+                    .down_until
+                    .filter(|t| *t > now)
+                    .map(|t| (t, d.down_reason.clone())),
+                suspended: d.suspended,
+            })
+            .collect()
+    }
+
     /// The earliest time a down next hop with jobs comes back.
     pub(crate) fn next_up(&self) -> Option<Instant> {
         self.destinations
@@ -212,6 +295,7 @@ where
                 continue;
             };
             while d.down_until.is_none()
+                && !d.suspended
                 && !d.jobs.is_empty()
                 && let Some(w) = waiting.pop_front()
             {
@@ -228,6 +312,7 @@ where
             while self.workers < max_total
                 && d.workers < max_dest
                 && d.down_until.is_none()
+                && !d.suspended
                 && let Some(job) = d.jobs.pop_front()
             {
                 d.workers += 1;
@@ -235,8 +320,9 @@ where
                 start.push((hop.clone(), job));
             }
         }
-        self.destinations
-            .retain(|_, d| !d.jobs.is_empty() || d.workers > 0 || d.down_until.is_some());
+        self.destinations.retain(|_, d| {
+            !d.jobs.is_empty() || d.workers > 0 || d.down_until.is_some() || d.suspended
+        });
         start
     }
 }
@@ -324,6 +410,50 @@ mod tests {
         assert_eq!(d.down_reason(&"a"), Some("again"));
         d.enqueue("a", 3, later).unwrap();
         assert_eq!(d.pump(later, 1, 1), vec![("a", 3)]);
+    }
+
+    #[test]
+    fn a_suspended_hop_starts_nothing_refuses_jobs_and_resumes() {
+        let now = Instant::now();
+        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        let w = Probe::default();
+        d.park("a", w.clone());
+        d.enqueue("a", 1, now).unwrap();
+        d.enqueue("a", 2, now).unwrap();
+        let (newly, jobs) = d.suspend(&"a");
+        assert!(newly);
+        assert_eq!(jobs, vec![1, 2], "waiting jobs come back to be deferred");
+        assert_eq!(*w.got.borrow(), vec![None], "the idle worker is let go");
+        assert!(!d.suspend(&"a").0, "suspending twice is not new");
+        assert_eq!(d.enqueue("a", 3, now), Err((3, Refused::Suspended)));
+        assert!(d.pump(now, 10, 10).is_empty());
+        assert!(d.is_suspended(&"a"), "kept while nothing waits for it");
+        let view = d.snapshot(now);
+        assert_eq!(view.len(), 1);
+        assert!(view[0].suspended && view[0].jobs == 0);
+        assert_eq!(d.next_job(&"a"), None);
+        assert!(d.resume(&"a"));
+        assert!(!d.resume(&"a"), "resuming twice is a no-op");
+        d.enqueue("a", 4, now).unwrap();
+        assert_eq!(d.pump(now, 10, 10), vec![("a", 4)]);
+        assert!(!d.resume(&"unknown"));
+    }
+
+    #[test]
+    fn clearing_a_down_mark_lets_jobs_in_again() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(600);
+        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        d.mark_down(&"a", later, "refused".into());
+        assert!(d.enqueue("a", 1, now).is_err());
+        let view = d.snapshot(now);
+        assert_eq!(view[0].down, Some((later, "refused".to_string())));
+        assert!(d.clear_down(&"a"));
+        assert!(!d.clear_down(&"a"));
+        assert!(!d.clear_down(&"b"));
+        d.enqueue("a", 2, now).unwrap();
+        assert_eq!(d.pump(now, 1, 1), vec![("a", 2)]);
+        assert_eq!(d.snapshot(now)[0].down, None);
     }
 
     #[test]

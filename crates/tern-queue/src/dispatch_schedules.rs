@@ -13,7 +13,10 @@
 //! - every message gets exactly one answer: a result, a deferral (next hop down, queue
 //!   stopping) or a closed channel, and the closed channels are exactly the jobs whose
 //!   worker died (nothing else drops a job);
-//! - after the stop, every worker ended and the core's counts are back at zero.
+//! - after the stop, every worker ended and the core's counts are back at zero;
+//! - an administrator thread suspends next hop 0 and resumes it at any moment: while it
+//!   is suspended no worker starts for it, and its jobs are answered (deferred), never
+//!   lost or left waiting.
 
 use shuttle::rand::{RngCore, thread_rng};
 use shuttle::sync::Arc;
@@ -44,6 +47,8 @@ enum Cmd {
     Enqueue(Job),
     NextJob(u8, Sender<Option<Job>>),
     WorkerDone { hop: u8, down: bool },
+    Suspend(u8),
+    Resume(u8),
     Stop,
 }
 
@@ -141,7 +146,9 @@ fn core(rx: Receiver<Cmd>, me: Sender<Cmd>, deaths: Arc<AtomicUsize>) -> (usize,
             Cmd::Enqueue(job) => {
                 if stopping {
                     let _ = job.reply.send(Answer::Deferred);
-                } else if let Err((job, Refused::Down(_))) = d.enqueue(job.hop, job, now) {
+                } else if let Err((job, Refused::Down(_) | Refused::Suspended)) =
+                    d.enqueue(job.hop, job, now)
+                {
                     let _ = job.reply.send(Answer::Deferred);
                 }
             }
@@ -167,6 +174,15 @@ fn core(rx: Receiver<Cmd>, me: Sender<Cmd>, deaths: Arc<AtomicUsize>) -> (usize,
                     }
                 }
             }
+            Cmd::Suspend(hop) => {
+                let (_, jobs) = d.suspend(&hop);
+                for job in jobs {
+                    let _ = job.reply.send(Answer::Deferred);
+                }
+            }
+            Cmd::Resume(hop) => {
+                d.resume(&hop);
+            }
             Cmd::Stop => {
                 stopping = true;
                 for job in d.drain() {
@@ -176,6 +192,10 @@ fn core(rx: Receiver<Cmd>, me: Sender<Cmd>, deaths: Arc<AtomicUsize>) -> (usize,
         }
         if !stopping {
             for (hop, job) in d.pump(now, MAX_TOTAL, MAX_DEST) {
+                assert!(
+                    !d.is_suspended(&hop),
+                    "a worker started for suspended {hop}"
+                );
                 started += 1;
                 let (core, deaths) = (me.clone(), Arc::clone(&deaths));
                 workers.push(thread::spawn(move || worker(core, hop, job, deaths)));
@@ -224,6 +244,14 @@ fn scenario() {
             })
         })
         .collect();
+    let admin = {
+        let core = tx.clone();
+        thread::spawn(move || {
+            let _ = core.send(Cmd::Suspend(0));
+            let _ = core.send(Cmd::Resume(0));
+        })
+    };
+    admin.join().expect("admin thread");
     let answers: Vec<Option<Answer>> = messages
         .into_iter()
         .map(|m| m.join().expect("message thread"))

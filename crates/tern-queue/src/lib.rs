@@ -72,7 +72,9 @@ use tern_watchdog::Watchdog;
 
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
 pub use intake::QueueIntake;
-pub use scheduler::{Queue, QueueHandle};
+pub use scheduler::{
+    DestinationAction, DestinationError, DestinationInfo, DestinationState, Queue, QueueHandle,
+};
 
 /// Settings that can change on reload, swapped as one unit.
 #[derive(Debug, Clone)]

@@ -57,6 +57,9 @@ pub(crate) enum Next {
         due: Instant,
         state: QueueState,
         record: Option<Box<DeliveryRecord>>,
+        /// The next hops whose recipients were deferred, with the first deferral text of
+        /// each (empty when the attempt did not get that far).
+        hops: Vec<(NextHop, String)>,
     },
 }
 
@@ -139,6 +142,7 @@ async fn spool_error(
         due: Instant::now() + wait,
         state,
         record: record.cloned().map(Box::new),
+        hops: Vec::new(),
     }
 }
 
@@ -219,6 +223,7 @@ async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) 
         due: Instant::now() + wait,
         state: QueueState::Deferred,
         record: None,
+        hops: Vec::new(),
     }
 }
 
@@ -303,7 +308,7 @@ pub(crate) fn received_count(content: &[u8]) -> usize {
 }
 
 /// The domain of an address (after the last `@`), lower-cased.
-fn domain_of(address: &str) -> String {
+pub(crate) fn domain_of(address: &str) -> String {
     address
         .rsplit_once('@')
         .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
@@ -485,6 +490,7 @@ async fn run(
     let mut waits = Vec::new();
     for (_, (hop, transport, domain, rcpts)) in jobs {
         let (tx, rx) = oneshot::channel();
+        let hop_of_job = hop.clone();
         let job = Job {
             hop,
             transport,
@@ -495,17 +501,28 @@ async fn run(
             reply: tx,
         };
         handle.send(Cmd::Enqueue(job));
-        waits.push((rcpts, rx));
+        waits.push((hop_of_job, rcpts, rx));
     }
     let mut lost_worker = false;
-    for (rcpts, rx) in waits {
+    let mut waiting_on = Vec::new();
+    for (hop, rcpts, rx) in waits {
         match rx.await {
-            Ok(JobResult { outcomes }) => results.extend(outcomes),
+            Ok(JobResult { outcomes }) => {
+                let deferral = outcomes.iter().find_map(|(_, r)| match r {
+                    RcptResult::Deferred { reply, .. } => Some(reply.clone()),
+                    _ => None,
+                });
+                if let Some(reply) = deferral {
+                    waiting_on.push((hop, reply));
+                }
+                results.extend(outcomes);
+            }
             // The worker died holding the job (a panic, or the watchdog stopped it; at
             // shutdown jobs are answered, not dropped): defer, never drop, and count it.
             Err(_) => {
                 lost_worker = true;
                 let reply = local_reply(451, "4.3.0 internal error during delivery; will retry");
+                waiting_on.push((hop, reply.clone()));
                 results.extend(rcpts.into_iter().map(|i| {
                     (
                         i,
@@ -524,6 +541,7 @@ async fn run(
         held,
         started: now,
         lost_worker,
+        waiting_on,
     };
     finish(&ctx, id, &msg, &mut record, attempt).await
 }
@@ -538,6 +556,8 @@ struct Attempt {
     started: i64,
     /// A delivery worker died holding one of the jobs.
     lost_worker: bool,
+    /// The next hops with deferred recipients, and why (for the scheduler's view).
+    waiting_on: Vec<(NextHop, String)>,
 }
 
 /// Applies the results to the record, sends DSNs, and puts the message where it goes.
@@ -553,6 +573,7 @@ async fn finish(
         held,
         started: now,
         lost_worker,
+        waiting_on,
     } = attempt;
     #[cfg(feature = "fault-injection")]
     fault_injection::maybe_panic("finish", &msg.content);
@@ -730,6 +751,7 @@ async fn finish(
         due,
         state: QueueState::Deferred,
         record: None,
+        hops: waiting_on,
     }
 }
 

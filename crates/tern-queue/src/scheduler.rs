@@ -23,7 +23,13 @@
 //! having work), is busy from a command or wake-up until the next wait, and counts one
 //! item per turn of the loop.
 //!
-//! Trust: commands come only from Tern's own tasks.
+//! Administrators (the admin API) ask through the same channel, each request with a
+//! `oneshot` for the answer: a snapshot of every destination ([`QueueHandle::destinations`]),
+//! and retry now, suspend and resume one ([`QueueHandle::destination`]). A suspension is
+//! kept in memory only (like Exchange's Suspend-Queue): a restart clears it.
+//!
+//! Trust: commands come only from Tern's own tasks; a destination name from the API is
+//! only compared with the names of known next hops.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -82,6 +88,82 @@ pub(crate) enum Cmd {
     Released(QueueId),
     /// Stop: no new work; reply when every task ended or was cut at the grace period.
     Shutdown(oneshot::Sender<()>),
+    /// An administrator asks for every destination's state.
+    Destinations(oneshot::Sender<Vec<DestinationInfo>>),
+    /// An administrator acts on the destination named `name`.
+    Destination {
+        name: String,
+        action: DestinationAction,
+        reply: oneshot::Sender<Result<String, DestinationError>>,
+    },
+}
+
+/// A destination's state, as `GET /api/v1/destinations` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationState {
+    /// Deliveries may start.
+    Active,
+    /// Every host failed: nothing is tried until `down_until` (or a retry).
+    Down,
+    /// Suspended by an administrator until resumed (or a restart).
+    Suspended,
+}
+
+/// One next hop as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationInfo {
+    /// The next hop's name (`mx:example.com`, `smtp:0`, `lmtp:1`, ...).
+    pub name: String,
+    /// Messages waiting for it: jobs queued now plus deferred messages whose
+    /// recipients wait for it.
+    pub queued: usize,
+    /// Its state.
+    pub state: DestinationState,
+    /// When it comes back, Unix milliseconds, while down.
+    pub down_until_unix_ms: Option<u64>,
+    /// Deliveries (connections) in progress.
+    pub in_use: usize,
+    /// The most deliveries in progress at once (`queue.destination_concurrency`).
+    pub limit: usize,
+    /// Why it is down, or the last deferral of a message waiting for it.
+    pub last_error: Option<String>,
+}
+
+/// What an administrator does to a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationAction {
+    /// Clear its down mark and try its waiting messages now.
+    Retry,
+    /// No new connections until resumed; its messages wait in `deferred/`.
+    Suspend,
+    /// Lift a suspension and try its waiting messages now.
+    Resume,
+}
+
+impl DestinationAction {
+    /// The action's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationAction::Retry => "retry",
+            DestinationAction::Suspend => "suspend",
+            DestinationAction::Resume => "resume",
+        }
+    }
+}
+
+/// Why a destination request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    /// No such destination is known (nothing queued for it, not down, not suspended).
+    #[error("no destination {0} in the queue")]
+    Unknown(String),
+    /// The action does not apply now.
+    #[error("{0}")]
+    Conflict(String),
+    /// The queue has stopped.
+    #[error("the queue is not running")]
+    Stopped,
 }
 
 /// A cheap handle for telling the scheduler about new messages.
@@ -103,6 +185,30 @@ impl QueueHandle {
     /// (`Spool::release`): it is tried at once, unless the queue already knows it.
     pub fn released(&self, id: QueueId) {
         let _ = self.tx.send(Cmd::Released(id));
+    }
+
+    /// Every destination the queue knows (jobs queued, workers, messages waiting for
+    /// it, down or suspended), most queued first. `Err` when the queue has stopped.
+    pub async fn destinations(&self) -> Result<Vec<DestinationInfo>, DestinationError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Destinations(tx));
+        rx.await.map_err(|_| DestinationError::Stopped)
+    }
+
+    /// Retries, suspends or resumes the destination named `name`; `Ok` with what was
+    /// done, for people.
+    pub async fn destination(
+        &self,
+        name: &str,
+        action: DestinationAction,
+    ) -> Result<String, DestinationError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Destination {
+            name: name.to_owned(),
+            action,
+            reply: tx,
+        });
+        rx.await.map_err(|_| DestinationError::Stopped)?
     }
 
     pub(crate) fn send(&self, cmd: Cmd) {
@@ -144,7 +250,8 @@ impl Queue {
     /// and starts scheduling. Blocking work (the scan) runs on a blocking thread.
     pub async fn start(ctx: Arc<Context>, receiver: QueueReceiver) -> Result<Queue, SpoolError> {
         let spool = ctx.spool.clone();
-        let scan = tokio::task::spawn_blocking(move || initial_scan(&spool))
+        let routes = Arc::clone(&ctx.runtime.load().routes);
+        let scan = tokio::task::spawn_blocking(move || initial_scan(&spool, &routes))
             .await
             .map_err(|e| SpoolError::BlockingTask(e.to_string()))??;
         let handle = QueueHandle {
@@ -183,10 +290,10 @@ impl Queue {
             let events = sched.ctx.events.clone();
             let _ = tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(2))).await;
         }
-        for (id, due) in scan.deferred {
+        for (id, due, hops) in scan.deferred {
             sched
                 .retries
-                .insert(due.max(now), id, QueueState::Deferred, None);
+                .insert(due.max(now), id, QueueState::Deferred, None, hops);
             sched.queued_ids.insert(id);
         }
         let task = tokio::spawn(sched.run(receiver.rx));
@@ -289,10 +396,51 @@ async fn crash_accounting(ctx: &Context, id: QueueId, recipients: usize) -> Cras
 struct Scan {
     /// Messages to process: id, state, number of recipients.
     ready: Vec<(QueueId, QueueState, usize)>,
-    deferred: Vec<(QueueId, Instant)>,
+    /// Deferred messages: id, due time, the next hops their waiting recipients go to
+    /// (with the current routes) and their last deferral.
+    deferred: Vec<(QueueId, Instant, Vec<HopError>)>,
 }
 
-fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
+/// A next hop and the last deferral text of a message's recipients for it.
+type HopError = (NextHop, String);
+
+/// The next hops of the pending and deferred recipients of `envelope`, routed with
+/// `routes`, with each one's last deferral text from `record` (for the scheduler's
+/// view of destinations; routing again at delivery decides).
+fn waiting_hops(
+    routes: &tern_route::RoutingTable,
+    envelope: Option<&tern_spool::Envelope>,
+    record: Option<&tern_spool::DeliveryRecord>,
+) -> Vec<HopError> {
+    use tern_spool::RecipientStatus;
+    let Some(envelope) = envelope else {
+        return Vec::new();
+    };
+    let mut hops: Vec<HopError> = Vec::new();
+    for (i, r) in envelope.recipients.iter().enumerate() {
+        let status = record
+            .and_then(|rec| rec.recipients.get(i))
+            .map(|s| &s.status);
+        let error = match status {
+            None | Some(RecipientStatus::Pending) => String::new(),
+            Some(RecipientStatus::Deferred { reply }) => reply.clone(),
+            Some(_) => continue,
+        };
+        let domain = message::domain_of(&r.address);
+        let hop = routes.route(&domain).next_hop;
+        match hops.iter_mut().find(|(h, _)| *h == hop) {
+            Some((_, e)) if e.is_empty() => *e = error,
+            Some(_) => {}
+            None => hops.push((hop, error)),
+        }
+    }
+    hops
+}
+
+fn initial_scan(
+    spool: &tern_spool::Spool,
+    routes: &tern_route::RoutingTable,
+) -> Result<Scan, SpoolError> {
     let mut ready = Vec::new();
     for state in [QueueState::Active, QueueState::Incoming] {
         for m in spool.list(Some(state))? {
@@ -305,14 +453,14 @@ fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
     let mut deferred = Vec::new();
     for m in spool.list(Some(QueueState::Deferred))? {
         // A record that cannot be read is dealt with when the message is loaded.
-        let due_micros = spool
-            .read_record(m.id)
-            .ok()
-            .flatten()
+        let record = spool.read_record(m.id).ok().flatten();
+        let due_micros = record
+            .as_ref()
             .and_then(|r| r.next_attempt_micros)
             .unwrap_or(now_micros);
         let wait = u64::try_from(due_micros.saturating_sub(now_micros)).unwrap_or(0);
-        deferred.push((m.id, now + Duration::from_micros(wait)));
+        let hops = waiting_hops(routes, m.envelope.as_ref(), record.as_ref());
+        deferred.push((m.id, now + Duration::from_micros(wait), hops));
     }
     Ok(Scan { ready, deferred })
 }
@@ -421,12 +569,27 @@ impl Scheduler {
             Cmd::MessageDone { id, next } => {
                 self.running.remove(&id);
                 match next {
-                    Next::Retry { due, state, record } => {
-                        self.retries.insert(due, id, state, record);
+                    Next::Retry {
+                        due,
+                        state,
+                        record,
+                        hops,
+                    } => {
+                        self.retries.insert(due, id, state, record, hops);
                         self.queued_ids.insert(id);
                     }
                     Next::Done => {}
                 }
+            }
+            Cmd::Destinations(reply) => {
+                let _ = reply.send(self.destinations());
+            }
+            Cmd::Destination {
+                name,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.destination_action(&name, action));
             }
             Cmd::Shutdown(reply) => {
                 let _ = self.stop_tx.send(true);
@@ -455,10 +618,145 @@ impl Scheduler {
             return;
         }
         let hop = job.hop.clone();
-        if let Err((job, Refused::Down(why))) = self.dispatch.enqueue(hop, job, Instant::now()) {
-            let reason = format!("4.4.1 destination {} is down: {why}", job.hop);
-            let result = JobResult::deferred_all(&job, &reason);
-            job.answer(result);
+        match self.dispatch.enqueue(hop, job, Instant::now()) {
+            Ok(()) => {}
+            Err((job, Refused::Down(why))) => {
+                let reason = format!("4.4.1 destination {} is down: {why}", job.hop);
+                let result = JobResult::deferred_all(&job, &reason);
+                job.answer(result);
+            }
+            Err((job, Refused::Suspended)) => {
+                let reason = suspended_text(&job.hop);
+                let result = JobResult::deferred_all(&job, &reason);
+                job.answer(result);
+            }
+        }
+    }
+
+    /// Every destination: the dispatch's next hops merged with those deferred
+    /// messages wait for, most queued first (then by name).
+    fn destinations(&self) -> Vec<DestinationInfo> {
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let limit = self.ctx.runtime.load().queue.destination_concurrency;
+        let mut by_name: HashMap<String, DestinationInfo> = HashMap::new();
+        for v in self.dispatch.snapshot(now) {
+            let (state, down_until_unix_ms, last_error) = match (&v.down, v.suspended) {
+                (_, true) => (DestinationState::Suspended, None, None),
+                (Some((until, why)), false) => {
+                    let left = u64::try_from(until.saturating_duration_since(now).as_millis())
+                        .unwrap_or(u64::MAX);
+                    (
+                        DestinationState::Down,
+                        Some(now_ms.saturating_add(left)),
+                        Some(why.clone()),
+                    )
+                }
+                (None, false) => (DestinationState::Active, None, None),
+            };
+            by_name.insert(
+                v.hop.to_string(),
+                DestinationInfo {
+                    name: v.hop.to_string(),
+                    queued: v.jobs,
+                    state,
+                    down_until_unix_ms,
+                    in_use: v.workers,
+                    limit,
+                    last_error: last_error.filter(|e| !e.is_empty()),
+                },
+            );
+        }
+        for (hop, waiting, error) in self.retries.hops() {
+            let name = hop.to_string();
+            let entry = by_name.entry(name.clone()).or_insert(DestinationInfo {
+                name,
+                queued: 0,
+                state: DestinationState::Active,
+                down_until_unix_ms: None,
+                in_use: 0,
+                limit,
+                last_error: None,
+            });
+            entry.queued = entry.queued.saturating_add(waiting);
+            if entry.last_error.is_none() && !error.is_empty() {
+                entry.last_error = Some(error.to_owned());
+            }
+        }
+        let mut list: Vec<DestinationInfo> = by_name.into_values().collect();
+        list.sort_by(|a, b| b.queued.cmp(&a.queued).then_with(|| a.name.cmp(&b.name)));
+        list
+    }
+
+    /// The next hop named `name`, if the dispatch or a waiting message knows it.
+    fn find_hop(&self, name: &str) -> Option<NextHop> {
+        self.dispatch
+            .snapshot(Instant::now())
+            .into_iter()
+            .map(|v| v.hop)
+            .chain(self.retries.hops().map(|(h, _, _)| h.clone()))
+            .find(|h| h.to_string() == name)
+    }
+
+    fn destination_action(
+        &mut self,
+        name: &str,
+        action: DestinationAction,
+    ) -> Result<String, DestinationError> {
+        if self.stopping.is_some() {
+            return Err(DestinationError::Stopped);
+        }
+        let hop = self
+            .find_hop(name)
+            .ok_or_else(|| DestinationError::Unknown(name.to_owned()))?;
+        let now = Instant::now();
+        let events = &self.ctx.events;
+        match action {
+            DestinationAction::Suspend => {
+                let (newly, jobs) = self.dispatch.suspend(&hop);
+                let text = suspended_text(&hop);
+                for job in jobs {
+                    let result = JobResult::deferred_all(&job, &text);
+                    job.answer(result);
+                }
+                if !newly {
+                    return Ok(format!("{hop} was already suspended"));
+                }
+                events.emit(&catalog::DESTINATION_SUSPENDED, fields!("next_hop" => hop));
+                Ok(format!(
+                    "{hop} suspended: no new connections until it is resumed (or Tern restarts)"
+                ))
+            }
+            DestinationAction::Resume => {
+                if !self.dispatch.resume(&hop) {
+                    return Err(DestinationError::Conflict(format!(
+                        "{hop} is not suspended"
+                    )));
+                }
+                let n = self.retries.make_due(&hop, now);
+                events.emit(
+                    &catalog::DESTINATION_RESUMED,
+                    fields!("next_hop" => hop, "messages" => n),
+                );
+                Ok(format!("{hop} resumed: {n} waiting message(s) tried now"))
+            }
+            DestinationAction::Retry => {
+                if self.dispatch.is_suspended(&hop) {
+                    return Err(DestinationError::Conflict(format!(
+                        "{hop} is suspended: resume it instead"
+                    )));
+                }
+                let was_down = self.dispatch.clear_down(&hop);
+                let n = self.retries.make_due(&hop, now);
+                events.emit(
+                    &catalog::DESTINATION_RETRY,
+                    fields!("next_hop" => hop, "messages" => n, "was_down" => was_down),
+                );
+                Ok(format!(
+                    "{hop}: {}{n} waiting message(s) tried now",
+                    if was_down { "down mark cleared, " } else { "" }
+                ))
+            }
         }
     }
 
@@ -526,6 +824,18 @@ impl Scheduler {
             );
         }
     }
+}
+
+/// The deferral given to a job for a suspended next hop.
+fn suspended_text(hop: &NextHop) -> String {
+    format!("4.4.1 delivery to {hop} is suspended by the administrator")
+}
+
+/// Now as Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn sleep_until(t: Option<Instant>) {

@@ -34,7 +34,7 @@ impl ConfigProblem {
 }
 
 /// What to do with a bare CR or LF in DATA (see `tern_proto::data`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BareLf {
     /// Read the whole message, then refuse it with `550 5.6.11`.
@@ -55,7 +55,7 @@ impl BareLf {
 }
 
 /// How a listener uses TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// Plain SMTP; STARTTLS is offered when a certificate is configured.
@@ -68,7 +68,7 @@ pub enum TlsMode {
 }
 
 /// One listening socket and its limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct ListenerConfig {
     /// Name used in events and the Received header's listener note.
@@ -103,7 +103,7 @@ pub struct ListenerConfig {
 
 /// Per-stage timeouts in seconds (RFC 5321 §4.5.3.2 gives the server side at least five
 /// minutes for commands).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct Timeouts {
     /// Waiting for the next command.
@@ -224,7 +224,7 @@ impl ListenerConfig {
 }
 
 /// Which mail Tern accepts: for which domains, and from whom for any domain.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct RelayConfig {
     /// Domains Tern receives mail for, from anyone. An entry starting with a dot

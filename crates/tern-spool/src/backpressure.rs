@@ -26,7 +26,7 @@ use crate::store::{DiskSpace, Spool};
 
 /// Thresholds for back pressure. All fields have defaults. Unknown keys are reported by
 /// the binary's config loader (`serde_ignored`), which sees the whole file at once.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct BackPressureConfig {
     /// Refuse while free space is below this percentage of the filesystem (default 5).

@@ -129,6 +129,7 @@ impl Client {
     }
 
     /// `GET path`, the raw body (e.g. an exported message).
+    #[allow(dead_code)] // For `tern queue export` (issue 6).
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let mut resp = self
             .agent

@@ -37,7 +37,7 @@ use tern_spool::backpressure::BackPressureConfig;
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(default)]
 pub struct Config {
     /// `[server]`.
@@ -76,7 +76,7 @@ pub struct Config {
 
 /// `[pickup]`: the pickup directory, the way in for other systems and `tern sendmail`
 /// (docs/CONNECTORS.md).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct PickupSection {
     /// Run the pickup service in `tern serve`.
@@ -107,7 +107,7 @@ impl Default for PickupSection {
 }
 
 /// `[spool]`: how the spool makes new messages durable (docs/SPOOL.md).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(default)]
 pub struct SpoolSection {
     /// `file` (each message synced on its own, the default) or `batch` (messages
@@ -117,7 +117,7 @@ pub struct SpoolSection {
 }
 
 /// `[watchdog]`: the supervisor that notices stalled workers (docs/RELIABILITY.md).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct WatchdogSection {
     /// Watch the workers, report stalls (events 5001 to 5003), restart delivery workers
@@ -138,7 +138,7 @@ impl Default for WatchdogSection {
 }
 
 /// `[queue]`: the scheduling settings plus the switch that turns delivery off.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct QueueSection {
     /// Run the queue manager. `false` keeps every received message in `incoming/`
@@ -160,7 +160,7 @@ impl Default for QueueSection {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct ServerSection {
     /// Host name in the greeting and Received headers; empty = the system's.
@@ -188,7 +188,7 @@ impl Default for ServerSection {
 }
 
 /// `[dns]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct DnsSection {
     /// Name servers as `address:port`; empty = the system's (/etc/resolv.conf).
@@ -565,6 +565,68 @@ impl Config {
     }
 }
 
+/// What a secret's value is shown as by [`Config::effective_json`].
+pub const REDACTED: &str = "<redacted>";
+
+/// Key names whose values are secrets (also as the suffix `_<name>`): tokens, passwords,
+/// private key material. Paths to key files (`private_key`) are not secrets.
+const SECRET_KEYS: &[&str] = &["token", "password", "passphrase", "secret", "key_pem"];
+
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SECRET_KEYS
+        .iter()
+        .any(|s| k == *s || k.strip_suffix(s).is_some_and(|p| p.ends_with('_')))
+}
+
+/// Replaces the value of every secret key (see [`SECRET_KEYS`]), at any depth, by
+/// [`REDACTED`]; an empty string stays empty (nothing configured: `admin.token` then
+/// comes from `<data_dir>/admin.token`, which is not shown either).
+pub fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_secret_key(k) {
+                    let empty = v.is_null() || v.as_str().is_some_and(str::is_empty);
+                    if !empty {
+                        *v = serde_json::Value::String(REDACTED.into());
+                    }
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+impl Config {
+    /// The configuration as JSON (defaults filled in), secrets redacted ([`redact`]).
+    pub fn effective_json(&self) -> serde_json::Value {
+        let mut v = match serde_json::to_value(self) {
+            Ok(v) => v,
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        redact(&mut v);
+        v
+    }
+
+    /// What runs after a reload to `new`: this configuration with the parts a reload
+    /// swaps (relay policy, routes, local maps, queue settings) taken from `new`; the
+    /// rest (listeners, data directory, DNS, delivery, admin, ...) needs a restart and
+    /// keeps its running value.
+    pub fn with_reloaded(&self, new: &Config) -> Config {
+        let mut c = self.clone();
+        c.relay = new.relay.clone();
+        c.routes = new.routes.clone();
+        c.local = new.local.clone();
+        c.local_directory = Arc::clone(&new.local_directory);
+        c.queue.settings = new.queue.settings.clone();
+        c
+    }
+}
+
 /// The system host name, lower-cased; `localhost` if it cannot be read or is not a valid
 /// host name.
 pub fn system_hostname() -> String {
@@ -579,6 +641,67 @@ pub fn system_hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effective_json_has_defaults_and_no_secrets() {
+        let text = "[server]\ndata_dir = \"/tmp/x\"\n[admin]\ntoken = \"s3cr3t-token\"\n[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:2525\"\n[[route]]\ndomains = [\"*\"]\ntransport = \"mx\"\n";
+        let c = Config::parse(text, "test").unwrap();
+        let v = c.effective_json();
+        let all = v.to_string();
+        assert!(!all.contains("s3cr3t"), "{all}");
+        assert_eq!(v["admin"]["token"], REDACTED);
+        assert_eq!(v["admin"]["listen"], "127.0.0.1:8025");
+        assert_eq!(v["queue"]["deliver"], true);
+        assert_eq!(
+            v["queue"]["max_concurrency"], 100,
+            "flattened with its default"
+        );
+        assert_eq!(v["listener"][0]["max_connections"], 1000);
+        assert_eq!(v["listener"][0]["private_key"], serde_json::Value::Null);
+        assert_eq!(v["relay"]["networks"][0], "127.0.0.0/8");
+        assert_eq!(v["route"][0]["transport"], "mx");
+        assert!(v.get("local_directory").is_none());
+        // No token configured: shown empty (it comes from the token file).
+        let d = Config::embedded_default().unwrap().effective_json();
+        assert_eq!(d["admin"]["token"], "");
+    }
+
+    #[test]
+    fn redaction_finds_secrets_at_any_depth_and_keeps_key_paths() {
+        let mut v = serde_json::json!({
+            "token": "t",
+            "a": [{"smtp_password": "p", "private_key": "/etc/tern/key.pem", "Secret": "x"}],
+            "b": {"api_token": "t2", "tokens_seen": 3, "password": "", "keyword": "k"},
+        });
+        redact(&mut v);
+        assert_eq!(v["token"], REDACTED);
+        assert_eq!(v["a"][0]["smtp_password"], REDACTED);
+        assert_eq!(v["a"][0]["Secret"], REDACTED);
+        assert_eq!(v["a"][0]["private_key"], "/etc/tern/key.pem");
+        assert_eq!(v["b"]["api_token"], REDACTED);
+        assert_eq!(v["b"]["tokens_seen"], 3);
+        assert_eq!(v["b"]["password"], "");
+        assert_eq!(v["b"]["keyword"], "k");
+    }
+
+    #[test]
+    fn a_reload_changes_only_what_it_swaps() {
+        let listener = "[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:2525\"\n";
+        let old = Config::parse(
+            &format!("{listener}[server]\ndata_dir = \"/tmp/a\"\n[queue]\nmax_concurrency = 7\n"),
+            "old",
+        )
+        .unwrap();
+        let new = Config::parse(&format!("{listener}[server]\ndata_dir = \"/tmp/b\"\n[queue]\nmax_concurrency = 9\n[relay]\ndomains = [\"example.test\"]\n"), "new").unwrap();
+        let eff = old.with_reloaded(&new);
+        assert_eq!(
+            eff.server.data_dir,
+            PathBuf::from("/tmp/a"),
+            "needs a restart"
+        );
+        assert_eq!(eff.queue.settings.max_concurrency, 9);
+        assert_eq!(eff.relay.domains, vec!["example.test".to_string()]);
+    }
 
     #[test]
     fn embedded_default_is_valid_and_safe() {

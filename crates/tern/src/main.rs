@@ -4,14 +4,16 @@
 //! and prints every problem; `tern queue list` reads the spool directly (it works whether
 //! or not the server runs); `tern status` shows the watchdog's view of the running server;
 //! `tern sendmail` submits mail the classic way (also as a link named `sendmail`, and
-//! `mailq` as a link lists the queue).
+//! `mailq` as a link lists the queue). `tern dest`, `tern queue summary`, `tern config
+//! show`, and `tern reload` / `tern status` when the admin listener answers, talk to the
+//! running server over its admin API (`remote`).
 //! Only this binary uses `anyhow`; the library crates return typed errors.
 
 mod admin;
-#[allow(dead_code)] // Until the CLI commands over the API land (issue 6).
 mod client;
 mod config;
 mod queue;
+mod remote;
 mod sendmail;
 mod serve;
 mod status;
@@ -73,6 +75,62 @@ enum Cmd {
         #[command(subcommand)]
         command: QueueCmd,
     },
+    /// Destinations (next hops) of the running server: list, retry now, suspend, resume.
+    Dest {
+        #[command(subcommand)]
+        command: DestCmd,
+    },
+    /// The running server's configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DestCmd {
+    /// Every destination with its queue length, state, connections and last error.
+    List {
+        /// Configuration file, to find the server.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The API's JSON answer instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry a destination now: clear its down mark, try its waiting messages.
+    Retry(DestArgs),
+    /// Suspend a destination: no new connections, its mail waits (until resume or a
+    /// restart).
+    Suspend(DestArgs),
+    /// Resume a suspended destination; its waiting messages are tried now.
+    Resume(DestArgs),
+}
+
+#[derive(clap::Args)]
+struct DestArgs {
+    /// Configuration file, to find the server.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The API's JSON answer instead of its text.
+    #[arg(long)]
+    json: bool,
+    /// The destination, as `tern dest list` names it (e.g. mx:example.com, smtp:0).
+    name: String,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the running server's effective configuration (defaults filled in, secrets
+    /// redacted), as TOML or, with --json, JSON.
+    Show {
+        /// Configuration file, to find the server.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +146,21 @@ enum QueueCmd {
         /// Only this state: incoming, active, deferred, hold, poison, corrupt.
         #[arg(long)]
         state: Option<String>,
+    },
+    /// Destination by age table of the running server's queue (like Postfix's qshape).
+    Summary {
+        /// Configuration file, to find the server.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The API's JSON answer instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// States counted, comma-separated (default incoming,active,deferred).
+        #[arg(long)]
+        state: Option<String>,
+        /// Group by `destination` (next hop, the default) or `domain`.
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Release messages from the poison or hold queue: crash count reset, tried now.
     Release {
@@ -153,15 +226,28 @@ fn main() -> ExitCode {
                 println!("tern: reload refused; the running configuration is unchanged");
                 ExitCode::FAILURE
             }
-            Ok(c) => match reload_server(&c) {
-                Ok(pid) => {
-                    println!("tern: reload requested (server pid {pid})");
+            Ok(c) => match remote::reload(&c) {
+                remote::Reload::Done(text) => {
+                    println!("tern: {text}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("tern: {e:#}");
+                remote::Reload::Refused(why) => {
+                    println!("tern: {why}");
+                    println!("tern: reload refused; the running configuration is unchanged");
                     ExitCode::FAILURE
                 }
+                // No admin listener answers: the signal does it (the server checks the
+                // file and logs event 1008 if it refuses it).
+                remote::Reload::NoApi(api) => match reload_server(&c) {
+                    Ok(pid) => {
+                        println!("tern: reload requested (server pid {pid})");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("tern: {e:#} (admin API: {api})");
+                        ExitCode::FAILURE
+                    }
+                },
             },
         },
         Cmd::CheckConfig { file } => match Config::load(&file) {
@@ -177,7 +263,10 @@ fn main() -> ExitCode {
         Cmd::Status { config, json } => {
             let result = load(config.as_ref())
                 .map_err(anyhow::Error::from)
-                .and_then(|c| status::show(&c, json));
+                .and_then(|c| match remote::status(&c, json)? {
+                    Some(healthy) => Ok(healthy),
+                    None => status::show(&c, json),
+                });
             match result {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
@@ -191,6 +280,38 @@ fn main() -> ExitCode {
         Cmd::Queue {
             command: QueueCmd::Release { config, ids },
         } => admin_action(config.as_ref(), admin::Action::Release, &ids),
+        Cmd::Queue {
+            command:
+                QueueCmd::Summary {
+                    config,
+                    json,
+                    state,
+                    by,
+                },
+        } => api_command(config.as_ref(), |c| {
+            remote::summary(c, json, state.as_deref(), by.as_deref())
+        }),
+        Cmd::Dest {
+            command: DestCmd::List { config, json },
+        } => api_command(config.as_ref(), |c| remote::dest_list(c, json)),
+        Cmd::Dest {
+            command: DestCmd::Retry(a),
+        } => api_command(a.config.as_ref(), |c| {
+            remote::dest_action(c, &a.name, "retry", a.json)
+        }),
+        Cmd::Dest {
+            command: DestCmd::Suspend(a),
+        } => api_command(a.config.as_ref(), |c| {
+            remote::dest_action(c, &a.name, "suspend", a.json)
+        }),
+        Cmd::Dest {
+            command: DestCmd::Resume(a),
+        } => api_command(a.config.as_ref(), |c| {
+            remote::dest_action(c, &a.name, "resume", a.json)
+        }),
+        Cmd::Config {
+            command: ConfigCmd::Show { config, json },
+        } => api_command(config.as_ref(), |c| remote::config_show(c, json)),
         Cmd::Queue {
             command: QueueCmd::Delete { config, ids },
         } => admin_action(config.as_ref(), admin::Action::Delete, &ids),
@@ -214,6 +335,24 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// A command over the admin API: exit 0 when it succeeded.
+fn api_command(
+    config: Option<&PathBuf>,
+    run: impl FnOnce(&Config) -> anyhow::Result<()>,
+) -> ExitCode {
+    match load(config)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| run(&c))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -155,6 +155,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         None
     };
 
+    // The configuration in force, for `GET /api/v1/config`: updated at each reload.
+    let current = Arc::new(ArcSwap::from_pointee(config.clone()));
     let admin = if config.admin.enabled {
         let token = tern_admin::auth::load_or_create(&config.admin.token, data_dir)?;
         let control = Arc::new(ServerControl {
@@ -162,6 +164,14 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             events: events.clone(),
             shared: Arc::clone(&shared),
             queue: queue.as_ref().map(|(_, ctx)| Arc::clone(ctx)),
+            current: Arc::clone(&current),
+        });
+        let next_hop = queue.as_ref().map(|(_, ctx)| {
+            let ctx = Arc::clone(ctx);
+            let f: tern_admin::NextHopOf = Arc::new(move |domain: &str| {
+                ctx.runtime.load().routes.route(domain).next_hop.to_string()
+            });
+            f
         });
         let state = tern_admin::AdminState {
             token,
@@ -171,6 +181,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             watchdog: watchdog.clone(),
             back_pressure: shared.back_pressure.clone(),
             control,
+            next_hop,
             listeners_up: std::sync::atomic::AtomicBool::new(true),
             started: std::time::Instant::now(),
         };
@@ -208,6 +219,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
                     &events,
                     &shared,
                     queue.as_ref().map(|(_, ctx)| ctx.as_ref()),
+                    &current,
                 );
                 // Administrators' requests (`tern queue release|delete`) come with a
                 // SIGHUP too.
@@ -289,6 +301,7 @@ fn reload(
     events: &EventLog,
     shared: &SmtpShared,
     queue: Option<&QueueContext>,
+    current: &ArcSwap<Config>,
 ) -> Result<String, Vec<String>> {
     let Some(path) = path else {
         events.emit(
@@ -340,6 +353,7 @@ fn reload(
         }));
     }
     maps_loaded(events, &config);
+    current.store(Arc::new(current.load().with_reloaded(&config)));
     events.emit(
         &catalog::SERVER_RELOADED,
         fields!("file" => path.display(), "routes" => config.routes.len()),
@@ -357,6 +371,8 @@ struct ServerControl {
     events: EventLog,
     shared: Arc<SmtpShared>,
     queue: Option<Arc<QueueContext>>,
+    /// The configuration in force (the start's, with each reload's swapped parts).
+    current: Arc<ArcSwap<Config>>,
 }
 
 impl tern_admin::Control for ServerControl {
@@ -366,12 +382,13 @@ impl tern_admin::Control for ServerControl {
             &self.events,
             &self.shared,
             self.queue.as_deref(),
+            &self.current,
         )
         .map_err(tern_admin::ControlError::Refused)
     }
 
     fn effective_config(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        self.current.load().effective_json()
     }
 }
 

@@ -132,7 +132,14 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<bool> {
         duration(age)
     )?;
     writeln!(out)?;
-    table(&mut out, &snap.workers)?;
+    write_snapshot_body(&mut out, snap)?;
+    Ok(healthy)
+}
+
+/// The workers table and the recent stalls of `snap` (also for `tern status` over the
+/// API).
+pub fn write_snapshot_body(out: &mut impl Write, snap: &Snapshot) -> std::io::Result<()> {
+    table(out, &snap.workers)?;
     if !snap.stalls.is_empty() {
         writeln!(out)?;
         writeln!(out, "Recent stalls:")?;
@@ -160,7 +167,7 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<bool> {
             )?;
         }
     }
-    Ok(healthy)
+    Ok(())
 }
 
 fn table(out: &mut impl Write, workers: &[WorkerStatus]) -> std::io::Result<()> {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::name;
 
 /// One `[[route]]` entry, as written in the configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct RouteConfig {
     /// Domain patterns: `example.com` (exactly that domain), `.example.com` (every
@@ -69,7 +69,7 @@ impl Default for RouteConfig {
 /// Adding a transport means: a variant here, a variant of [`Transport`](super::Transport) and of
 /// [`NextHop`](super::NextHop), and one arm in `build_transport` in `table.rs`, which is
 /// where the keys each transport accepts are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum TransportKind {
@@ -109,7 +109,7 @@ impl fmt::Display for TransportKind {
 /// What the SMTP client requires of TLS towards a next hop.
 ///
 /// Shared by the routing table and, through a conversion in `tern-queue`, the SMTP client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
     /// Never use STARTTLS.

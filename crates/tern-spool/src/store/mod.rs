@@ -235,7 +235,7 @@ impl Inner {
 }
 
 /// How new messages are made durable (`spool.commit` in the configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CommitMode {
     /// Each message on its own: `fdatasync` of its file, link, `fsync` of the file, and

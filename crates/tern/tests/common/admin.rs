@@ -119,3 +119,22 @@ impl Admin {
         )
     }
 }
+
+impl Admin {
+    /// `POST path` with an empty JSON body and the given `Authorization` header (`None`:
+    /// without one).
+    pub fn post_with_auth(&self, path: &str, auth: Option<&str>) -> Answer {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        Self::answer(req.send_json(serde_json::json!({})))
+    }
+}
+
+/// Now as Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

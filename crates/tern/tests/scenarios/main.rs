@@ -9,6 +9,8 @@
 mod common;
 
 mod admin_api_auth_health_and_openapi;
+mod admin_config_show_and_reload;
+mod admin_destinations_suspend_resume_retry;
 mod admin_releases_and_deletes_poisoned_and_held_mail;
 mod alias_loop_duplicates_and_remote_member;
 mod all_hosts_down_then_back;
@@ -16,6 +18,7 @@ mod back_pressure_refuses_with_452;
 mod bdat_chunks_are_queued_byte_identical;
 mod chaos_soak_short;
 mod check_config_reports_every_problem;
+mod cli_dest_summary_status_reload;
 mod corrupt_entries_quarantined_rest_delivered;
 mod corrupt_spool_entry_quarantined_at_start;
 mod default_config_accepts_local_and_loopback_relay;

@@ -1,0 +1,205 @@
+//! Destinations (next hops) over the API: their state as the queue's scheduler sees it,
+//! and an administrator's retry, suspend and resume (docs/ADMIN.md, "Destinations").
+//!
+//! Everything goes through the scheduler's command channel
+//! ([`tern_queue::QueueHandle::destinations`], [`tern_queue::QueueHandle::destination`]),
+//! so the API never shares queue state with a lock. With delivery off
+//! (`queue.deliver = false`) there is no scheduler: every endpoint here answers 503.
+//!
+//! Trust: the name in the path is bounded and only compared with known next hops.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use tern_queue::{DestinationAction, DestinationError, DestinationInfo, DestinationState};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::ErrorBody;
+use crate::error::ApiError;
+use crate::state::AdminState;
+
+/// Longest destination name accepted in a path, octets.
+const MAX_NAME: usize = 512;
+
+/// The destination endpoints.
+pub fn routes() -> OpenApiRouter<Arc<AdminState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(act))
+}
+
+/// `GET /destinations`'s body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationsBody {
+    /// Every destination the queue knows, most queued first.
+    pub destinations: Vec<Destination>,
+}
+
+/// One destination (next hop).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Destination {
+    /// The next hop: `mx:<domain>`, `smtp:<route>`, `lmtp:<route>`, `maildir:<route>`,
+    /// `drop:<route>`.
+    pub name: String,
+    /// Messages waiting for it (jobs queued now plus deferred messages whose recipients
+    /// go there).
+    pub queued: usize,
+    /// `active`, `down` (every host failed; nothing is tried until `down_until_unix_ms`)
+    /// or `suspended` (by an administrator).
+    pub state: String,
+    /// While down: when it is tried again, Unix milliseconds.
+    pub down_until_unix_ms: Option<u64>,
+    /// Deliveries (connections) in progress, idle cached connections included.
+    pub in_use: usize,
+    /// The most deliveries at once (`queue.destination_concurrency`).
+    pub limit: usize,
+    /// Why it is down, or the last deferral of a message waiting for it.
+    pub last_error: Option<String>,
+}
+
+impl From<DestinationInfo> for Destination {
+    fn from(d: DestinationInfo) -> Destination {
+        Destination {
+            name: d.name,
+            queued: d.queued,
+            state: state_name(d.state).to_owned(),
+            down_until_unix_ms: d.down_until_unix_ms,
+            in_use: d.in_use,
+            limit: d.limit,
+            last_error: d.last_error,
+        }
+    }
+}
+
+fn state_name(s: DestinationState) -> &'static str {
+    match s {
+        DestinationState::Active => "active",
+        DestinationState::Down => "down",
+        DestinationState::Suspended => "suspended",
+    }
+}
+
+/// `POST /destinations/{name}/{action}`'s body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationActionBody {
+    /// The destination.
+    pub name: String,
+    /// `retry`, `suspend` or `resume`.
+    pub action: String,
+    /// What was done, for people.
+    pub result: String,
+}
+
+fn queue(state: &AdminState) -> Result<&tern_queue::QueueHandle, ApiError> {
+    state.queue.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("delivery is off (queue.deliver = false): no destinations".into())
+    })
+}
+
+fn api_error(e: DestinationError) -> ApiError {
+    match e {
+        DestinationError::Unknown(_) => ApiError::NotFound(e.to_string()),
+        DestinationError::Conflict(m) => ApiError::Conflict(m),
+        DestinationError::Stopped => ApiError::Unavailable(e.to_string()),
+    }
+}
+
+/// Every destination with its queue length, state, connections and last error.
+#[utoipa::path(
+    get,
+    path = "/destinations",
+    tag = "destinations",
+    responses(
+        (status = 200, description = "Every destination, most queued first", body = DestinationsBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 503, description = "Delivery is off", body = ErrorBody),
+    )
+)]
+async fn list(State(state): State<Arc<AdminState>>) -> Result<Json<DestinationsBody>, ApiError> {
+    let list = queue(&state)?.destinations().await.map_err(api_error)?;
+    Ok(Json(DestinationsBody {
+        destinations: list.into_iter().map(Destination::from).collect(),
+    }))
+}
+
+/// Retry a destination now (clear its down mark, try its waiting messages), suspend it
+/// (no new connections; its messages wait, until resumed or a restart) or resume it.
+#[utoipa::path(
+    post,
+    path = "/destinations/{name}/{action}",
+    tag = "destinations",
+    params(
+        ("name" = String, Path, description = "The destination, as `GET /destinations` names it"),
+        ("action" = String, Path, description = "retry, suspend or resume"),
+    ),
+    responses(
+        (status = 200, description = "Done", body = DestinationActionBody),
+        (status = 400, description = "Unknown action or malformed name", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "No such destination", body = ErrorBody),
+        (status = 409, description = "Not applicable now (resume of an active one, retry of a suspended one)", body = ErrorBody),
+        (status = 503, description = "Delivery is off", body = ErrorBody),
+    )
+)]
+async fn act(
+    State(state): State<Arc<AdminState>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Json<DestinationActionBody>, ApiError> {
+    let act = parse_action(&action)?;
+    check_name(&name)?;
+    let result = queue(&state)?
+        .destination(&name, act)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(DestinationActionBody {
+        name,
+        action: act.as_str().to_owned(),
+        result,
+    }))
+}
+
+fn parse_action(action: &str) -> Result<DestinationAction, ApiError> {
+    match action {
+        "retry" => Ok(DestinationAction::Retry),
+        "suspend" => Ok(DestinationAction::Suspend),
+        "resume" => Ok(DestinationAction::Resume),
+        _ => Err(ApiError::BadRequest(format!(
+            "unknown action {:?}: retry, suspend or resume",
+            action.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_NAME || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(format!(
+            "a destination name is 1 to {MAX_NAME} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_and_names_are_checked() {
+        assert_eq!(parse_action("retry").ok(), Some(DestinationAction::Retry));
+        assert_eq!(
+            parse_action("suspend").ok(),
+            Some(DestinationAction::Suspend)
+        );
+        assert_eq!(parse_action("resume").ok(), Some(DestinationAction::Resume));
+        assert!(parse_action("flush").is_err());
+        assert!(parse_action("Retry").is_err());
+        assert!(check_name("mx:example.com").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("mx:a b").is_err());
+        assert!(check_name(&"a".repeat(MAX_NAME + 1)).is_err());
+    }
+}

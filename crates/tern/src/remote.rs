@@ -1,0 +1,374 @@
+//! CLI commands that talk to the running server over the admin API ([`crate::client`]):
+//! `tern dest list|retry|suspend|resume`, `tern queue summary`, `tern config show`, and
+//! the API side of `tern reload` and `tern status` (which fall back to SIGHUP and
+//! `status.json` when no admin listener answers). Tables by default, `--json` prints
+//! the API's answer as it is, for scripts.
+
+use std::io::Write;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::client::{Client, ClientError};
+use crate::config::Config;
+
+/// Longest last-error text shown in a table row; `--json` has it whole.
+const MAX_ERROR_COLUMN: usize = 100;
+
+#[derive(Debug, Deserialize)]
+struct Destinations {
+    destinations: Vec<Destination>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Destination {
+    name: String,
+    queued: u64,
+    state: String,
+    down_until_unix_ms: Option<u64>,
+    in_use: u64,
+    limit: u64,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Summary {
+    buckets: Vec<String>,
+    rows: Vec<SummaryRow>,
+    total: u64,
+    counts: Vec<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SummaryRow {
+    destination: String,
+    total: u64,
+    counts: Vec<u64>,
+}
+
+fn time_of(unix_ms: u64) -> String {
+    crate::queue::rfc3339(i64::try_from(unix_ms.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut s: String = one_line.chars().take(max.saturating_sub(3)).collect();
+    s.push_str("...");
+    s
+}
+
+/// `tern dest list`.
+pub fn dest_list(config: &Config, json: bool) -> anyhow::Result<()> {
+    let client = Client::from_config(config)?;
+    let value: serde_json::Value = client.get("/api/v1/destinations")?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    let list: Destinations =
+        serde_json::from_value(value).context("unexpected answer from the server")?;
+    if list.destinations.is_empty() {
+        writeln!(out, "No destinations have mail queued")?;
+        return Ok(());
+    }
+    write_destinations(&mut out, &list.destinations)?;
+    Ok(())
+}
+
+fn write_destinations(out: &mut impl Write, list: &[Destination]) -> std::io::Result<()> {
+    let width = list
+        .iter()
+        .map(|d| d.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("DESTINATION".len());
+    writeln!(
+        out,
+        "{:<width$}  {:<9}  {:>6}  {:>7}  {:<20}  LAST ERROR",
+        "DESTINATION", "STATE", "QUEUED", "IN USE", "DOWN UNTIL"
+    )?;
+    for d in list {
+        writeln!(
+            out,
+            "{:<width$}  {:<9}  {:>6}  {:>7}  {:<20}  {}",
+            d.name,
+            d.state,
+            d.queued,
+            format!("{}/{}", d.in_use, d.limit),
+            d.down_until_unix_ms
+                .map(time_of)
+                .unwrap_or_else(|| "-".into()),
+            d.last_error
+                .as_deref()
+                .map_or_else(|| "-".into(), |e| shorten(e, MAX_ERROR_COLUMN)),
+        )?;
+    }
+    Ok(())
+}
+
+/// `tern dest retry|suspend|resume NAME`.
+pub fn dest_action(config: &Config, name: &str, action: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::from_config(config)?;
+    let path = format!("/api/v1/destinations/{}/{action}", encode_segment(name));
+    let value: serde_json::Value = client.post(&path, &serde_json::json!({}))?;
+    if json {
+        println!("{value}");
+    } else {
+        println!(
+            "{}",
+            value["result"].as_str().unwrap_or("done (no result text)")
+        );
+    }
+    Ok(())
+}
+
+/// Percent-encodes a path segment (destination names are printable ASCII).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `tern queue summary`: the qshape-like table.
+pub fn summary(
+    config: &Config,
+    json: bool,
+    state: Option<&str>,
+    by: Option<&str>,
+) -> anyhow::Result<()> {
+    let client = Client::from_config(config)?;
+    let mut query = Vec::new();
+    if let Some(s) = state {
+        query.push(format!("state={}", encode_segment(s)));
+    }
+    if let Some(b) = by {
+        query.push(format!("by={}", encode_segment(b)));
+    }
+    let path = if query.is_empty() {
+        "/api/v1/queue/summary".to_owned()
+    } else {
+        format!("/api/v1/queue/summary?{}", query.join("&"))
+    };
+    let value: serde_json::Value = client.get(&path)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    let s: Summary = serde_json::from_value(value).context("unexpected answer from the server")?;
+    write_summary(&mut out, &s)?;
+    Ok(())
+}
+
+fn write_summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    let width = s
+        .rows
+        .iter()
+        .map(|r| r.destination.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("TOTAL".len());
+    let cols: Vec<usize> = s.buckets.iter().map(|b| b.len().max(5)).collect();
+    write!(out, "{:>width$} {:>6}", "", "T")?;
+    for (b, w) in s.buckets.iter().zip(&cols) {
+        write!(out, " {b:>w$}")?;
+    }
+    writeln!(out)?;
+    let mut row = |name: &str, total: u64, counts: &[u64]| -> std::io::Result<()> {
+        write!(out, "{name:>width$} {total:>6}")?;
+        for (c, w) in counts.iter().zip(&cols) {
+            write!(out, " {c:>w$}")?;
+        }
+        writeln!(out)
+    };
+    row("TOTAL", s.total, &s.counts)?;
+    for r in &s.rows {
+        row(&r.destination, r.total, &r.counts)?;
+    }
+    Ok(())
+}
+
+/// `tern config show`: the server's effective configuration (as TOML, or JSON).
+pub fn config_show(config: &Config, json: bool) -> anyhow::Result<()> {
+    let client = Client::from_config(config)?;
+    let value: serde_json::Value = client.get("/api/v1/config")?;
+    if json {
+        println!("{value}");
+        return Ok(());
+    }
+    let mut value = value;
+    drop_nulls(&mut value);
+    let text = toml::to_string_pretty(&value).context("printing the configuration as TOML")?;
+    print!("# The effective configuration of the running server (secrets redacted).\n\n{text}");
+    Ok(())
+}
+
+/// TOML has no null: unset optional keys are left out.
+fn drop_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, x| !x.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// What `tern reload` over the API came to.
+pub enum Reload {
+    /// Reloaded; the server's text.
+    Done(String),
+    /// The server refused its file; the problems.
+    Refused(String),
+    /// No admin listener answers: use SIGHUP.
+    NoApi(String),
+}
+
+/// `tern reload` over the API.
+pub fn reload(config: &Config) -> Reload {
+    if !config.admin.enabled {
+        return Reload::NoApi("the admin listener is off (admin.enabled = false)".into());
+    }
+    if !config.admin_addr_path().exists() {
+        return Reload::NoApi(format!(
+            "no server wrote {}",
+            config.admin_addr_path().display()
+        ));
+    }
+    let client = match Client::from_config(config) {
+        Ok(c) => c,
+        Err(e) => return Reload::NoApi(format!("{e:#}")),
+    };
+    match client.post::<_, serde_json::Value>("/api/v1/reload", &serde_json::json!({})) {
+        Ok(v) => Reload::Done(v["result"].as_str().unwrap_or("reloaded").to_owned()),
+        Err(ClientError::Api {
+            status: 400,
+            message,
+            ..
+        }) => Reload::Refused(message),
+        // Unreachable, a wrong token (a stale admin.addr), a server error: the signal.
+        Err(e) => Reload::NoApi(e.to_string()),
+    }
+}
+
+/// `tern status` over the API: `None` when no admin listener of this data directory
+/// answers (the caller reads `status.json` and the spool lock instead); else whether the
+/// server is healthy (its listeners up).
+pub fn status(config: &Config, json: bool) -> anyhow::Result<Option<bool>> {
+    if !config.admin.enabled || !config.admin_addr_path().exists() {
+        return Ok(None);
+    }
+    let Ok(client) = Client::from_config(config) else {
+        return Ok(None);
+    };
+    // Any failure (a stale admin.addr after a crash, a wrong token): the file path says
+    // whether a server runs.
+    let Ok(body) = client.get::<serde_json::Value>("/api/v1/status") else {
+        return Ok(None);
+    };
+    let healthy = body["listeners_up"].as_bool().unwrap_or(false);
+    let snapshot: Option<tern_watchdog::Snapshot> =
+        serde_json::from_value(body["workers"].clone()).ok();
+    let mut out = std::io::stdout().lock();
+    if json {
+        // The keys of the `status.json` form, plus the API's.
+        let obj = serde_json::json!({
+            "running": true,
+            "pid": body["pid"],
+            "stale": false,
+            "age_ms": 0,
+            "snapshot": body["workers"],
+            "source": "api",
+            "version": body["version"],
+            "uptime_secs": body["uptime_secs"],
+            "listeners_up": body["listeners_up"],
+            "delivery": body["delivery"],
+        });
+        writeln!(out, "{obj}")?;
+        return Ok(Some(healthy));
+    }
+    writeln!(
+        out,
+        "tern {} pid {}, up {} s; listeners {}, delivery {}",
+        body["version"].as_str().unwrap_or("?"),
+        body["pid"],
+        body["uptime_secs"],
+        if healthy { "up" } else { "DOWN" },
+        if body["delivery"].as_bool().unwrap_or(false) {
+            "on"
+        } else {
+            "off (queue.deliver = false)"
+        }
+    )?;
+    match &snapshot {
+        Some(snap) => {
+            writeln!(out)?;
+            crate::status::write_snapshot_body(&mut out, snap)?;
+        }
+        None => writeln!(out, "the watchdog is off ([watchdog] enabled = false)")?,
+    }
+    Ok(Some(healthy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_table_is_aligned_like_qshape() {
+        let s = Summary {
+            buckets: vec!["0-5m".into(), "5-10m".into()],
+            rows: vec![
+                SummaryRow {
+                    destination: "mx:example.com".into(),
+                    total: 3,
+                    counts: vec![2, 1],
+                },
+                SummaryRow {
+                    destination: "(other)".into(),
+                    total: 1,
+                    counts: vec![1, 0],
+                },
+            ],
+            total: 4,
+            counts: vec![3, 1],
+        };
+        let mut out = Vec::new();
+        write_summary(&mut out, &s).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].ends_with("T  0-5m 5-10m"), "{text}");
+        assert!(
+            lines[1]
+                .trim_start()
+                .starts_with("TOTAL      4     3     1"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("mx:example.com"), "{text}");
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{text}");
+    }
+
+    #[test]
+    fn names_are_encoded_for_the_path_and_errors_shortened() {
+        assert_eq!(encode_segment("mx:example.com"), "mx:example.com");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(shorten("abc", 10), "abc");
+        assert_eq!(shorten("a\nb", 10), "a b");
+        assert_eq!(shorten(&"x".repeat(20), 10), "xxxxxxx...");
+    }
+}
