@@ -23,6 +23,8 @@ pub mod auth;
 mod config;
 mod error;
 mod health;
+mod metrics;
+pub mod overview;
 mod server;
 pub mod state;
 mod viewer;

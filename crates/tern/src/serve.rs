@@ -173,6 +173,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             control,
             listeners_up: std::sync::atomic::AtomicBool::new(true),
             started: std::time::Instant::now(),
+            history: Default::default(),
         };
         match start_admin(&config, state).await {
             Ok(started) => Some(started),
