@@ -438,7 +438,7 @@ impl BoundedLabels {
     pub fn label(&self, name: &str) -> String {
         let name = clean_label(name);
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.iter().any(|s| *s == name) {
+        if seen.contains(&name) {
             return name;
         }
         if seen.len() < self.cap {
