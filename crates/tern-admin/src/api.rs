@@ -25,6 +25,7 @@ use crate::state::AdminState;
         title = "Tern admin API",
         description = "Queues, destinations, configuration and workers of a running Tern (docs/ADMIN.md)."
     ),
+    paths(crate::metrics::metrics),
     modifiers(&BearerToken),
     security(("bearer" = []))
 )]

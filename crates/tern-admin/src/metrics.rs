@@ -17,7 +17,18 @@ use crate::api::unix_ms;
 use crate::error::ApiError;
 use crate::state::AdminState;
 
-/// The handler (registered in [`crate::router`] behind the token).
+/// The handler (registered in [`crate::router`] behind the token; described in the
+/// OpenAPI document through `api::ApiDoc`'s `paths`, as it is outside `/api/v1`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses(
+        (status = 200, description = "Prometheus counters (OpenMetrics 1.0 text)",
+         content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "No or wrong token", body = crate::api::ErrorBody),
+    )
+)]
 pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     let spool = state.spool.clone();
     // A state whose directory cannot be read is left out, not the whole scrape: the

@@ -209,6 +209,9 @@ fn metrics_move_with_real_traffic() {
     assert_eq!(totals["bounced"], 0, "{o}");
     assert!(totals["deferred"].as_u64().unwrap() >= 1, "{o}");
     assert_eq!(o["history"]["interval_secs"], 10);
+    let doc = admin.get("/api/v1/openapi.json").json();
+    assert!(doc["paths"]["/api/v1/overview"]["get"].is_object(), "{doc}");
+    assert!(doc["paths"]["/metrics"]["get"].is_object(), "{doc}");
     let o = admin.get_with_auth("/api/v1/overview", None);
     assert_eq!(o.status, 401);
 
