@@ -25,6 +25,7 @@ use crate::state::AdminState;
         title = "Tern admin API",
         description = "Queues, destinations, configuration and workers of a running Tern (docs/ADMIN.md)."
     ),
+    paths(crate::metrics::metrics),
     modifiers(&BearerToken),
     security(("bearer" = []))
 )]
@@ -68,7 +69,8 @@ pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(status))
         .merge(crate::dest::routes())
         .merge(crate::summary::routes())
-        .merge(crate::control::routes());
+        .merge(crate::control::routes())
+        .merge(crate::overview::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts()

@@ -25,6 +25,8 @@ pub mod control;
 pub mod dest;
 mod error;
 mod health;
+mod metrics;
+pub mod overview;
 mod server;
 pub mod state;
 pub mod summary;

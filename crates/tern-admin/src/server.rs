@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::AdminConfig;
 use crate::error::AdminError;
 use crate::state::AdminState;
-use crate::{MAX_BODY, api, auth, health, viewer};
+use crate::{MAX_BODY, api, auth, health, metrics, overview, viewer};
 
 /// The running admin listener(s).
 pub struct AdminServer {
@@ -43,6 +43,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
+        // Prometheus' default path, outside the API but behind the same token.
+        .route("/metrics", get(metrics::metrics))
         .layer(from_fn_with_state(Arc::clone(&state), auth::require_token));
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -62,9 +64,14 @@ impl AdminServer {
         if config.listen.is_none() && config.unix_socket.is_none() {
             return Err(AdminError::NoAddress);
         }
-        let app = router(state);
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        // The overview's sampler lives as long as the listener (ends at the stop signal).
+        tasks.push(tokio::spawn(overview::sample(
+            Arc::clone(&state),
+            stop_rx.clone(),
+        )));
+        let app = router(state);
         let mut local_addr = None;
         if let Some(addr) = config.listen {
             let listener = tokio::net::TcpListener::bind(addr)

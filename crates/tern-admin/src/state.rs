@@ -62,6 +62,9 @@ pub struct AdminState {
     pub listeners_up: AtomicBool,
     /// When the admin listener started.
     pub started: Instant,
+    /// The overview's throughput history, written by the sampler task
+    /// ([`crate::overview`]); `Default::default()` when building the state.
+    pub history: crate::overview::History,
 }
 
 impl AdminState {

@@ -58,6 +58,7 @@ use tern_deliver::{
 };
 use tern_events::{catalog, fields};
 use tern_local::LocalDirectory;
+use tern_metrics::Attempt;
 use tern_route::dns::plan::{self as dns, MxHost, SelfIdentity};
 use tern_route::{NextHop, Transport};
 use tern_spool::{BodyType, DsnRet, Envelope};
@@ -124,6 +125,21 @@ pub enum RcptResult {
         /// The host that gave it, when one did.
         remote: Option<String>,
     },
+}
+
+/// Counts one delivery attempt that gave every recipient of the job a result
+/// (`tern_delivery_attempts_total`), and passes the result on.
+fn counted(r: JobResult) -> JobResult {
+    let (mut delivered, mut deferred, mut failed) = (0, 0, 0);
+    for (_, o) in &r.outcomes {
+        match o {
+            RcptResult::Delivered { .. } => delivered += 1,
+            RcptResult::Deferred { .. } => deferred += 1,
+            RcptResult::Failed { .. } => failed += 1,
+        }
+    }
+    tern_metrics::get().attempt(Attempt::of_counts(delivered, deferred, failed));
+    r
 }
 
 /// A job's outcome: one result per recipient index of the job.
@@ -404,15 +420,16 @@ async fn deliver_job(
     match &*job.transport {
         Transport::Maildir { root } => {
             return (
-                crate::local::deliver_maildir(ctx, job, root, beat).await,
+                counted(crate::local::deliver_maildir(ctx, job, root, beat).await),
                 None,
             );
         }
         Transport::Lmtp { server } => {
-            return crate::local::deliver_lmtp(ctx, job, server, session, beat).await;
+            let (r, down) = crate::local::deliver_lmtp(ctx, job, server, session, beat).await;
+            return (counted(r), down);
         }
         Transport::Drop { dir } => {
-            return (crate::dropdir::deliver(ctx, job, dir).await, None);
+            return (counted(crate::dropdir::deliver(ctx, job, dir).await), None);
         }
         _ => {}
     }
@@ -420,8 +437,9 @@ async fn deliver_job(
     if let Some(s) = session.as_mut() {
         let remote = format!("{}[{}]", s.server_name(), s.peer().ip());
         match send_on(ctx, job, &plan, s, &remote, beat).await {
-            Ok(Sent::Final(r)) => return (r, None),
+            Ok(Sent::Final(r)) => return (counted(r), None),
             Ok(Sent::NextHost(_)) | Err(_) => {
+                tern_metrics::get().attempt(Attempt::SessionError);
                 // The reused connection went bad between messages: start afresh.
                 if let Some(s) = session.take() {
                     beat.bounded(budget::quit(ctx), s.quit()).await;
@@ -434,7 +452,10 @@ async fn deliver_job(
         .await
     {
         Ok(t) => t,
-        Err(r) => return (JobResult::all(job, &r), None),
+        Err(r) => {
+            tern_metrics::get().attempt(Attempt::LookupError);
+            return (JobResult::all(job, &r), None);
+        }
     };
     let policy = tls_policy(&job.transport);
     let plan = &plan;
@@ -446,17 +467,25 @@ async fn deliver_job(
             let (addr, name, remote) = (t.addr, t.name.clone(), remote_of(t));
             async move {
                 let connect = SmtpSession::connect(&ctx.client, addr, &name, policy);
+                let metrics = tern_metrics::get();
                 let mut s = match beat.bounded(budget::connect(ctx), connect).await {
                     Ok(s) => s,
-                    Err(e) => return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}")),
+                    Err(e) => {
+                        metrics.attempt(Attempt::ConnectError);
+                        return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}"));
+                    }
                 };
                 match send_on(ctx, job, plan, &mut s, &remote, beat).await {
-                    Ok(Sent::Final(r)) => HostOutcome::Final(r, s),
+                    Ok(Sent::Final(r)) => HostOutcome::Final(counted(r), s),
                     Ok(Sent::NextHost(why)) => {
+                        metrics.attempt(Attempt::SessionError);
                         beat.bounded(budget::quit(ctx), s.quit()).await;
                         HostOutcome::Moved(why)
                     }
-                    Err(e) => HostOutcome::Moved(format!("4.4.2 {remote}: {e}")),
+                    Err(e) => {
+                        metrics.attempt(Attempt::SessionError);
+                        HostOutcome::Moved(format!("4.4.2 {remote}: {e}"))
+                    }
                 }
             }
         },

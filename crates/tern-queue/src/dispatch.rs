@@ -256,6 +256,15 @@ where
             .collect()
     }
 
+    /// Next hops marked down now (as of the last [`Dispatch::pump`], which brings back
+    /// those whose time passed). O(next hops), like `pump`.
+    pub(crate) fn down_count(&self) -> usize {
+        self.destinations
+            .values()
+            .filter(|d| d.down_until.is_some())
+            .count()
+    }
+
     /// The earliest time a down next hop with jobs comes back.
     pub(crate) fn next_up(&self) -> Option<Instant> {
         self.destinations
@@ -399,7 +408,9 @@ mod tests {
         let later = now + Duration::from_secs(60);
         let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
         d.enqueue("a", 1, now).unwrap();
+        assert_eq!(d.down_count(), 0);
         let m = d.mark_down(&"a", later, "refused".into());
+        assert_eq!(d.down_count(), 1);
         assert!(m.newly);
         assert_eq!(m.jobs, vec![1]);
         assert_eq!(

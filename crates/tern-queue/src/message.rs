@@ -272,6 +272,7 @@ async fn poison(ctx: &Context, id: QueueId, record: &DeliveryRecord) -> Next {
         .await
     {
         Ok(()) => {
+            tern_metrics::get().poisoned.inc();
             ctx.events.emit(
                 &catalog::QUEUE_POISONED,
                 fields!("queue_id" => id, "crashes" => record.crashes),
@@ -584,11 +585,27 @@ async fn finish(
     let mut newly_failed = Vec::new();
     let mut newly_delivered = Vec::new();
     let mut deferred_reasons = Vec::new();
+    let metrics = tern_metrics::get();
+    let in_queue = Duration::from_micros(
+        u64::try_from(now_micros().saturating_sub(msg.envelope.arrival_micros)).unwrap_or(0),
+    );
     for (i, res) in results {
         let Some(rr) = record.recipients.get_mut(i) else {
             continue;
         };
         rr.attempts = rr.attempts.saturating_add(1);
+        match &res {
+            RcptResult::Delivered { .. } => {
+                metrics.delivered.inc();
+                metrics.queue_time.observe_duration(in_queue);
+            }
+            RcptResult::Deferred { .. } => {
+                metrics.deferred.inc();
+            }
+            RcptResult::Failed { .. } => {
+                metrics.bounced.inc();
+            }
+        }
         match res {
             RcptResult::Delivered {
                 reply,

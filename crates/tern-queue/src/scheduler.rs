@@ -812,6 +812,9 @@ impl Scheduler {
             cfg.queue.max_concurrency,
             cfg.queue.destination_concurrency,
         );
+        tern_metrics::get()
+            .destinations_down
+            .set(i64::try_from(self.dispatch.down_count()).unwrap_or(i64::MAX));
         for (hop, job) in start {
             self.next_worker += 1;
             attempt::spawn_worker(

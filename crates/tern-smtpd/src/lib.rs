@@ -250,6 +250,8 @@ async fn accept_loop(
         t
     });
     beat.keep_alive(true);
+    // Resolved once per listener: counting a session is then one atomic add.
+    let in_progress = tern_metrics::get().smtp_sessions(&ctx.config.name);
     let mut sessions: JoinSet<()> = JoinSet::new();
     loop {
         while sessions.try_join_next().is_some() {}
@@ -281,12 +283,15 @@ async fn accept_loop(
             Ok(slot) => {
                 let ctx = Arc::clone(&ctx);
                 let rx = shutdown.clone();
+                let counted = in_progress.enter();
                 sessions.spawn(async move {
                     let _slot = slot;
+                    let _counted = counted;
                     session::Session::run(ctx, tcp, peer, rx).await;
                 });
             }
             Err(hit) => {
+                tern_metrics::get().reject(tern_metrics::Reject::Limits);
                 ctx.shared.events.emit(
                     &catalog::SMTP_CONNECTION_LIMIT,
                     fields!("client" => peer.ip(), "limit" => format!("{hit:?}"), "listener" => ctx.config.name),

@@ -184,6 +184,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             next_hop,
             listeners_up: std::sync::atomic::AtomicBool::new(true),
             started: std::time::Instant::now(),
+            history: Default::default(),
         };
         match start_admin(&config, state).await {
             Ok(started) => Some(started),

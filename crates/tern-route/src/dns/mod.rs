@@ -404,10 +404,14 @@ impl Resolver {
     /// One query, bounded by the configured timeout.
     async fn ask(&self, name: Name, rtype: RecordType) -> Outcome {
         let item = self.inner.beat.item();
+        let started = std::time::Instant::now();
         let lookup = self.inner.dns.lookup(name, rtype);
         let answer = tokio::time::timeout(self.inner.cfg.timeout, lookup)
             .await
             .ok();
+        tern_metrics::get()
+            .dns_lookup
+            .observe_duration(started.elapsed());
         item.done();
         Outcome::from_lookup(answer)
     }
@@ -420,9 +424,12 @@ impl Resolver {
         F: Future<Output = (Cached, Duration)>,
     {
         let inner = &self.inner;
-        if let Some(hit) = lock(&inner.cache).get(key, inner.clock.now()) {
+        let hit = lock(&inner.cache).get(key, inner.clock.now());
+        if let Some(hit) = hit {
+            tern_metrics::get().dns_cache_hits.inc();
             return hit;
         }
+        tern_metrics::get().dns_cache_misses.inc();
         let leader = {
             let mut inflight = lock(&inner.inflight);
             match inflight.get(key) {

@@ -18,6 +18,13 @@ async fn ttl_expiry_requeries_changed_answer() {
     let old: IpAddr = "127.0.0.10".parse().unwrap();
     let new: IpAddr = "127.0.0.11".parse().unwrap();
 
+    // Process-wide metrics, shared with the tests running beside this one: at least.
+    let m = tern_metrics::get();
+    let (hits, misses, lookups) = (
+        m.dns_cache_hits.get(),
+        m.dns_cache_misses.get(),
+        m.dns_lookup.count(),
+    );
     let t0 = Instant::now();
     assert_eq!(*resolver.addrs("host.test").await.unwrap(), vec![old]);
     assert_eq!(peer.queries("host.test", "A"), 1);
@@ -29,6 +36,12 @@ async fn ttl_expiry_requeries_changed_answer() {
         "second lookup must be a cache hit"
     );
     assert_eq!(resolver.cache_stats().hits, 1);
+    assert!(m.dns_cache_hits.get() > hits, "the hit is counted");
+    assert!(
+        m.dns_cache_misses.get() > misses,
+        "the first lookup is a miss"
+    );
+    assert!(m.dns_lookup.count() >= lookups + 2, "A and AAAA were timed");
 
     peer.set_zone(&zone("127.0.0.11"));
     let seen_at = poll_until("the changed answer", || async {

@@ -10,9 +10,10 @@
 //! The reply `250 2.0.0 Ok: queued as <id>` is written only after `commit` returned, i.e.
 //! after the message file and the directory entry were fsynced.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tern_events::{catalog, fields};
+use tern_metrics::Reject;
 use tern_proto::{DataDecoder, DataLimits, DataProblem, DataStep, Reply};
 use tern_spool::{ClientInfo, Envelope, MessageDraft};
 
@@ -83,7 +84,7 @@ impl Session {
             self.read_more(self.ctx.config.timeouts.data, true).await?;
         }
         let reply = match (decoder.problem(), spool_error) {
-            (Some(p), _) => p.reply(&limits),
+            (Some(p), _) => refuse_content(p, &limits),
             (None, Some(e)) => self.spool_failed(&e),
             (None, None) => self.finish_message(&greeting, txn, writer).await,
         };
@@ -124,7 +125,7 @@ impl Session {
             return Ok(());
         };
         let failed = match (&t.problem, &t.spool_error) {
-            (Some(p), _) => Some(p.reply(&self.data_limits())),
+            (Some(p), _) => Some(refuse_content(*p, &self.data_limits())),
             (None, Some(e)) => Some(self.spool_failed(e)),
             (None, None) => None,
         };
@@ -233,6 +234,8 @@ impl Session {
         txn: Transaction,
         writer: Box<dyn MessageDraft>,
     ) -> Reply {
+        // Accept latency: from the end of the content to the reply.
+        let started = Instant::now();
         let id = writer.id();
         let envelope = Envelope {
             id,
@@ -271,6 +274,9 @@ impl Session {
                         "size" => size,
                     ),
                 );
+                tern_metrics::get()
+                    .accept_latency
+                    .observe_duration(started.elapsed());
                 Reply::new(250, "2.0.0", format!("Ok: queued as {id}"))
             }
             Err(e) => self.spool_failed(&e.to_string()),
@@ -278,6 +284,7 @@ impl Session {
     }
 
     fn spool_failed(&self, error: &str) -> Reply {
+        tern_metrics::get().reject(Reject::SpoolError);
         self.ctx.shared.events.emit(
             &catalog::SMTP_SPOOL_FAILED,
             fields!("client" => self.peer, "error" => error),
@@ -288,4 +295,14 @@ impl Session {
             "Error: queue file write error, try again later",
         )
     }
+}
+
+/// The reply refusing content, counted by its reason.
+fn refuse_content(p: DataProblem, limits: &DataLimits) -> Reply {
+    let reason = match p {
+        DataProblem::TooBig => Reject::Size,
+        DataProblem::LineTooLong | DataProblem::BareLineEnding => Reject::Content,
+    };
+    tern_metrics::get().reject(reason);
+    p.reply(limits)
 }

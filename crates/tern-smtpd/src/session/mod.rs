@@ -35,6 +35,7 @@ use std::time::Duration;
 use tern_events::{catalog, fields};
 use tern_local::Resolution;
 use tern_local::address::key_of;
+use tern_metrics::Reject;
 use tern_proto::{Command, CommandError, CommandFramer, Frame, Reply};
 use tern_spool::{BodyType, DsnRet, MailParams, Notify, Recipient, RecipientStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -311,6 +312,7 @@ impl Session {
                     ),
                 )
                 .write_to(&mut self.out);
+                tern_metrics::get().reject(Reject::Limits);
                 self.flush().await?;
                 return Err(EndReason::TooManyErrors);
             }
@@ -356,11 +358,13 @@ impl Session {
                 &catalog::SMTP_BACK_PRESSURE,
                 fields!("client" => self.peer, "reason" => reason),
             );
+            tern_metrics::get().reject(Reject::BackPressure);
             return Reply::new(452, "4.3.1", "Insufficient system storage, try again later");
         }
         if let Some(size) = m.size
             && size > self.ctx.config.max_message_size
         {
+            tern_metrics::get().reject(Reject::Size);
             return Reply::new(
                 552,
                 "5.3.4",
@@ -372,7 +376,10 @@ impl Session {
         }
         let sender = match relay::check_sender(&m.address, m.smtputf8) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(r) => {
+                tern_metrics::get().reject(Reject::Syntax);
+                return r;
+            }
         };
         let params = MailParams {
             declared_size: m.size,
@@ -401,12 +408,20 @@ impl Session {
             Err(reply) => return reply,
         };
         if txn.recipients.len() >= max {
+            tern_metrics::get().reject(Reject::Limits);
             return Reply::new(452, "4.5.3", "Too many recipients");
         }
         let address = match relay.check_recipient(&r.address, may_relay, txn.params.smtputf8) {
             Ok(a) => a,
             Err(reply) => {
                 txn.refused += 1;
+                // check_recipient refuses with 554 for relaying, else for the syntax.
+                let reason = if reply.code == 554 {
+                    Reject::RelayDenied
+                } else {
+                    Reject::Syntax
+                };
+                tern_metrics::get().reject(reason);
                 if reply.code == 554 {
                     self.ctx.shared.events.emit(
                         &catalog::SMTP_RELAY_DENIED,
@@ -423,11 +438,12 @@ impl Session {
             Ok(Resolution::Local(list)) => list,
             Err(refusal) => {
                 txn.refused += 1;
-                let event = if refusal.is_alias_problem() {
-                    &catalog::LOCAL_ALIAS_REFUSED
+                let (event, reason) = if refusal.is_alias_problem() {
+                    (&catalog::LOCAL_ALIAS_REFUSED, Reject::Alias)
                 } else {
-                    &catalog::LOCAL_RECIPIENT_UNKNOWN
+                    (&catalog::LOCAL_RECIPIENT_UNKNOWN, Reject::UnknownUser)
                 };
+                tern_metrics::get().reject(reason);
                 self.ctx.shared.events.emit(
                     event,
                     fields!("client" => self.peer.ip(), "recipient" => address, "reason" => refusal),
@@ -444,6 +460,7 @@ impl Session {
             .filter(|f| !txn.recipients.iter().any(|x| same(&x.address, f)))
             .collect();
         if txn.recipients.len().saturating_add(new.len()) > max {
+            tern_metrics::get().reject(Reject::Limits);
             return Reply::new(452, "4.5.3", "Too many recipients");
         }
         let notify = r.notify.map(|n| Notify {

@@ -133,12 +133,17 @@ impl Drop for BatchCommitter {
 }
 
 fn syncfs(fs: &File) -> io::Result<()> {
+    let started = std::time::Instant::now();
     // SAFETY: syncfs(2) on a valid open descriptor; no memory is passed.
-    if unsafe { libc::syncfs(fs.as_raw_fd()) } == 0 {
+    let r = if unsafe { libc::syncfs(fs.as_raw_fd()) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
-    }
+    };
+    tern_metrics::get()
+        .fsync_latency
+        .observe_duration(started.elapsed());
+    r
 }
 
 fn commit_loop(shared: &Shared, fs: &File, counters: &SyncCounters, queued: &AtomicUsize) {
@@ -192,6 +197,7 @@ fn commit_loop(shared: &Shared, fs: &File, counters: &SyncCounters, queued: &Ato
                 counters.dir_syncs.fetch_add(1, Ordering::Relaxed);
                 for p in named {
                     queued.fetch_add(1, Ordering::AcqRel);
+                    tern_metrics::get().received.inc();
                     let free = p.tmp.free_name();
                     let _ = p.reply.send(Ok(free));
                 }

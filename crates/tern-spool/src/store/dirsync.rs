@@ -138,7 +138,11 @@ fn sync_loop(shared: &Shared, dir: &File, counters: &SyncCounters) {
             }
             std::mem::take(&mut w.list)
         };
+        let started = std::time::Instant::now();
         let outcome: Outcome = dir.sync_all().map_err(|e| (e.kind(), e.to_string()));
+        tern_metrics::get()
+            .fsync_latency
+            .observe_duration(started.elapsed());
         counters.dir_syncs.fetch_add(1, Ordering::Relaxed);
         shared.beat.done_waiting(batch.len() as u64);
         shared.beat.progress();

@@ -80,6 +80,7 @@ impl Inner {
                             "record" => record.as_deref().unwrap_or("none"),
                         ),
                     );
+                    tern_metrics::get().quarantined.inc();
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

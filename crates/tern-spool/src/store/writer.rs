@@ -374,9 +374,12 @@ impl MessageWriter {
             };
             tmp.write_all(&pending)?;
             tmp.cut()?;
-            tmp.file
-                .sync_data()
-                .map_err(|e| SpoolError::io("fdatasync", tmp.describe(), e))?;
+            let started = std::time::Instant::now();
+            let data_synced = tmp.file.sync_data();
+            tern_metrics::get()
+                .fsync_latency
+                .observe_duration(started.elapsed());
+            data_synced.map_err(|e| SpoolError::io("fdatasync", tmp.describe(), e))?;
             task_inner
                 .counters
                 .file_syncs
@@ -418,6 +421,7 @@ impl MessageWriter {
             );
             return Err(SpoolError::io("fsync directory", dir, e));
         }
+        tern_metrics::get().received.inc();
         Ok(())
     }
 

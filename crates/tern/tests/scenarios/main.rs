@@ -38,6 +38,7 @@ mod lmtp_to_dovecot_fails_only_the_unknown_user;
 mod local_maps_reload_with_the_routes;
 mod maildir_delivery_read_by_doveadm;
 mod maildir_quota_defers_then_bounces;
+mod metrics_move_with_real_traffic;
 mod mx_answer_cached_for_its_ttl;
 mod mx_preference_order_and_fallback;
 mod one_bad_recipient_among_thousand_bounces_once;

@@ -113,6 +113,46 @@ async fn a_damaged_record_is_reported_and_quarantined_with_its_message() {
 }
 
 #[tokio::test]
+async fn count_reads_names_only_and_skips_reasons_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    // Process-wide counters: other tests run beside this one, so at least.
+    let m = tern_metrics::get();
+    let (received, quarantined, fsyncs) = (
+        m.received.get(),
+        m.quarantined.get(),
+        m.fsync_latency.count(),
+    );
+    let a = store(&spool, b"Subject: a\r\n\r\na\r\n", 64).await;
+    let b = store(&spool, b"Subject: b\r\n\r\nb\r\n", 64).await;
+    let _c = store(&spool, b"Subject: c\r\n\r\nc\r\n", 64).await;
+    spool
+        .move_to(a, QueueState::Incoming, QueueState::Deferred)
+        .await
+        .unwrap();
+    spool
+        .write_record(&DeliveryRecord::new(b, 1))
+        .await
+        .unwrap();
+    assert!(
+        spool
+            .quarantine_message(QueueState::Incoming, b, &CorruptReason::BadMagic)
+            .unwrap()
+    );
+    // A stray name that is no queue id is not a message.
+    std::fs::write(dir.path().join("hold").join("notes.txt"), b"x").unwrap();
+    let counts: Vec<usize> = QueueState::ALL
+        .iter()
+        .map(|s| spool.count(*s).unwrap())
+        .collect();
+    // incoming, active, deferred, hold, poison, corrupt (message, not .reason/.record).
+    assert_eq!(counts, vec![1, 0, 1, 0, 0, 1]);
+    assert!(m.received.get() >= received + 3);
+    assert!(m.quarantined.get() > quarantined);
+    assert!(m.fsync_latency.count() >= fsyncs + 3);
+}
+
+#[tokio::test]
 async fn a_message_quarantined_by_the_scan_or_a_read_keeps_its_record_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());

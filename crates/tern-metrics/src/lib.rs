@@ -1,0 +1,588 @@
+//! Tern's counters: one process-global Prometheus registry ([`get`]) that every crate
+//! counts into without plumbing, rendered by the admin listener's `/metrics`
+//! (docs/ADMIN.md, "Counters").
+//!
+//! Cost: every handle is resolved when the registry is built (labelled counters of a
+//! bounded enum are pre-created, one per value, and indexed by the enum), so counting on
+//! a hot path is one atomic add: no lock, no allocation, no map lookup. The one labelled
+//! family that grows at run time, SMTP sessions by listener, is resolved once per
+//! listener when its accept loop starts ([`Metrics::smtp_sessions`]). Histograms are
+//! atomic too ([`Histogram`]).
+//!
+//! What only exists at scrape time (messages per queue state, counted from the spool's
+//! directories; the watchdog's workers) is passed to [`Metrics::render`] in a
+//! [`Scrape`], rendered from a registry made for that one scrape, so a worker that is
+//! gone is gone from the next scrape too.
+//!
+//! Bounds: every label value comes from a fixed enum, the configuration (listener
+//! names, at most [`MAX_LISTENER_LABELS`]) or the watchdog (at most
+//! [`MAX_WORKER_LABELS`] workers by name; the rest summed per kind as `worker="other"`).
+//! Label values are cut to [`MAX_LABEL_LEN`] characters outside `[A-Za-z0-9_.:@#+-]`
+//! replaced by `_`.
+
+mod histogram;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+pub use histogram::Histogram;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of [`Metrics::render`]'s text (OpenMetrics 1.0, which Prometheus
+/// reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Distinct listener names with their own label; later ones count as `other`.
+pub const MAX_LISTENER_LABELS: usize = 32;
+/// Workers shown by name; the rest are summed per kind under `worker="other"`.
+pub const MAX_WORKER_LABELS: usize = 200;
+/// Longest label value, characters.
+pub const MAX_LABEL_LEN: usize = 64;
+/// The label value that stands for everything past a cap.
+pub const OTHER: &str = "other";
+
+/// Why the SMTP server refused mail (a MAIL, RCPT or DATA command, or a connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// A recipient outside the relay domains from a client outside the relay networks.
+    RelayDenied,
+    /// A local recipient that is no mailbox nor alias.
+    UnknownUser,
+    /// An alias that loops or expands too far.
+    Alias,
+    /// The message or its declared size is over the limit.
+    Size,
+    /// The spool is in back pressure (452 4.3.1).
+    BackPressure,
+    /// A connection, recipient or error limit.
+    Limits,
+    /// A sender or recipient address that does not parse or needs SMTPUTF8.
+    Syntax,
+    /// Content refused while reading it (line too long, bare CR or LF).
+    Content,
+    /// The spool could not take the message (451 4.3.0).
+    SpoolError,
+}
+
+impl Reject {
+    /// Every reason, in label order.
+    pub const ALL: [Reject; 9] = [
+        Reject::RelayDenied,
+        Reject::UnknownUser,
+        Reject::Alias,
+        Reject::Size,
+        Reject::BackPressure,
+        Reject::Limits,
+        Reject::Syntax,
+        Reject::Content,
+        Reject::SpoolError,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::RelayDenied => "relay_denied",
+            Reject::UnknownUser => "unknown_user",
+            Reject::Alias => "alias",
+            Reject::Size => "size",
+            Reject::BackPressure => "back_pressure",
+            Reject::Limits => "limits",
+            Reject::Syntax => "syntax",
+            Reject::Content => "content",
+            Reject::SpoolError => "spool_error",
+        }
+    }
+}
+
+/// How one delivery attempt (one job tried at one host, or handed to a local transport)
+/// ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Every recipient accepted.
+    Delivered,
+    /// Some recipients accepted, others deferred or refused.
+    Partial,
+    /// No recipient accepted, at least one deferred.
+    Deferred,
+    /// Every recipient refused permanently.
+    Failed,
+    /// No session: refused, unreachable, timeout or a bad greeting.
+    ConnectError,
+    /// Greeted, then the transaction broke or MAIL got a 4xx: next host.
+    SessionError,
+    /// The next hop's hosts could not be found (DNS).
+    LookupError,
+}
+
+impl Attempt {
+    /// Every result, in label order.
+    pub const ALL: [Attempt; 7] = [
+        Attempt::Delivered,
+        Attempt::Partial,
+        Attempt::Deferred,
+        Attempt::Failed,
+        Attempt::ConnectError,
+        Attempt::SessionError,
+        Attempt::LookupError,
+    ];
+
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attempt::Delivered => "delivered",
+            Attempt::Partial => "partial",
+            Attempt::Deferred => "deferred",
+            Attempt::Failed => "failed",
+            Attempt::ConnectError => "connect_error",
+            Attempt::SessionError => "session_error",
+            Attempt::LookupError => "lookup_error",
+        }
+    }
+
+    /// The result of an attempt that gave every recipient a result: `delivered`,
+    /// `deferred` and `failed` recipients counted.
+    pub fn of_counts(delivered: usize, deferred: usize, failed: usize) -> Attempt {
+        match (delivered, deferred, failed) {
+            (d, 0, 0) if d > 0 => Attempt::Delivered,
+            (d, _, _) if d > 0 => Attempt::Partial,
+            (_, t, _) if t > 0 => Attempt::Deferred,
+            _ => Attempt::Failed,
+        }
+    }
+}
+
+/// Accept latency buckets, seconds (DATA end to 250: content, fsyncs, group commit).
+static ACCEPT_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// fsync buckets, seconds.
+static FSYNC_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// DNS lookup buckets, seconds.
+static DNS_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Time in queue buckets, seconds: one second to five days.
+static QUEUE_BUCKETS: [f64; 17] = [
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14_400.0, 43_200.0,
+    86_400.0, 259_200.0, 432_000.0,
+];
+
+type Labels1 = [(&'static str, String); 1];
+
+/// Every process-wide metric. Get it with [`get`].
+pub struct Metrics {
+    registry: Registry,
+    /// Messages committed to the spool (SMTP, pickup, and Tern's own bounces).
+    pub received: Counter,
+    /// Recipients delivered (accepted by the next hop or written to a mailbox).
+    pub delivered: Counter,
+    /// Recipient deferrals (one per recipient per attempt that ended in a 4xx or a
+    /// local temporary failure).
+    pub deferred: Counter,
+    /// Recipients failed permanently (bounced, or dropped when no bounce is due).
+    pub bounced: Counter,
+    /// Messages moved to `poison/`.
+    pub poisoned: Counter,
+    /// Spool files moved to `corrupt/`.
+    pub quarantined: Counter,
+    rejected: [Counter; Reject::ALL.len()],
+    attempts: [Counter; Attempt::ALL.len()],
+    sessions: Family<Labels1, Gauge>,
+    listeners: BoundedLabels,
+    /// DATA end (or the last BDAT chunk) to the 250 reply, seconds.
+    pub accept_latency: Histogram,
+    /// Arrival to delivery of each delivered recipient, seconds.
+    pub queue_time: Histogram,
+    /// One fsync/fdatasync/syncfs of the spool's commit path, seconds.
+    pub fsync_latency: Histogram,
+    /// One DNS query sent (cache hits not counted), seconds.
+    pub dns_lookup: Histogram,
+    /// DNS answers served from Tern's cache.
+    pub dns_cache_hits: Counter,
+    /// DNS lookups not in the cache (asked, or waiting for the same query).
+    pub dns_cache_misses: Counter,
+    /// Next hops marked down now (the scheduler sets it).
+    pub destinations_down: Gauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tern");
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let received = counter(
+            &mut registry,
+            "messages_received",
+            "Messages committed to the spool (SMTP, pickup, bounces)",
+        );
+        let delivered = counter(
+            &mut registry,
+            "recipients_delivered",
+            "Recipients delivered to the next hop or a mailbox",
+        );
+        let deferred = counter(
+            &mut registry,
+            "recipients_deferred",
+            "Recipient deferrals (one per recipient per failed attempt)",
+        );
+        let bounced = counter(
+            &mut registry,
+            "recipients_bounced",
+            "Recipients failed permanently",
+        );
+        let poisoned = counter(
+            &mut registry,
+            "messages_poisoned",
+            "Messages moved to poison/ after crashing the server",
+        );
+        let quarantined = counter(
+            &mut registry,
+            "messages_quarantined",
+            "Spool files moved to corrupt/",
+        );
+
+        let rejected_family = Family::<Labels1, Counter>::default();
+        registry.register(
+            "smtp_rejected",
+            "Mail refused by the SMTP server, by reason",
+            rejected_family.clone(),
+        );
+        let rejected = Reject::ALL
+            .map(|r| rejected_family.get_or_create_owned(&[("reason", r.as_str().to_owned())]));
+
+        let attempt_family = Family::<Labels1, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts (one job at one host or local transport), by result",
+            attempt_family.clone(),
+        );
+        let attempts = Attempt::ALL
+            .map(|a| attempt_family.get_or_create_owned(&[("result", a.as_str().to_owned())]));
+
+        let sessions = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "smtp_sessions_in_progress",
+            "SMTP sessions open now, by listener",
+            sessions.clone(),
+        );
+
+        let histogram = |registry: &mut Registry, name: &str, help: &str, b: &'static [f64]| {
+            let h = Histogram::new(b);
+            registry.register_with_unit(name, help, Unit::Seconds, h.clone());
+            h
+        };
+        let accept_latency = histogram(
+            &mut registry,
+            "smtp_accept_latency",
+            "End of DATA to the 250 reply",
+            &ACCEPT_BUCKETS,
+        );
+        let queue_time = histogram(
+            &mut registry,
+            "queue_time_to_delivery",
+            "Arrival to delivery, per delivered recipient",
+            &QUEUE_BUCKETS,
+        );
+        let fsync_latency = histogram(
+            &mut registry,
+            "spool_fsync",
+            "One fsync of the spool's commit path (file, directory, or syncfs)",
+            &FSYNC_BUCKETS,
+        );
+        let dns_lookup = histogram(
+            &mut registry,
+            "dns_lookup",
+            "One DNS query sent (cache hits excluded)",
+            &DNS_BUCKETS,
+        );
+        let dns_cache_hits = counter(
+            &mut registry,
+            "dns_cache_hits",
+            "DNS answers served from Tern's cache",
+        );
+        let dns_cache_misses = counter(
+            &mut registry,
+            "dns_cache_misses",
+            "DNS lookups not found in the cache",
+        );
+        let destinations_down = Gauge::default();
+        registry.register(
+            "destinations_down",
+            "Next hops marked down now",
+            destinations_down.clone(),
+        );
+        Metrics {
+            registry,
+            received,
+            delivered,
+            deferred,
+            bounced,
+            poisoned,
+            quarantined,
+            rejected,
+            attempts,
+            sessions,
+            listeners: BoundedLabels::new(MAX_LISTENER_LABELS),
+            accept_latency,
+            queue_time,
+            fsync_latency,
+            dns_lookup,
+            dns_cache_hits,
+            dns_cache_misses,
+            destinations_down,
+        }
+    }
+
+    /// Counts one refusal.
+    pub fn reject(&self, reason: Reject) {
+        if let Some(c) = self.rejected.get(reason as usize) {
+            c.inc();
+        }
+    }
+
+    /// Refusals so far for `reason`.
+    pub fn rejected(&self, reason: Reject) -> u64 {
+        self.rejected.get(reason as usize).map_or(0, Counter::get)
+    }
+
+    /// Counts one delivery attempt.
+    pub fn attempt(&self, result: Attempt) {
+        if let Some(c) = self.attempts.get(result as usize) {
+            c.inc();
+        }
+    }
+
+    /// Attempts so far with `result`.
+    pub fn attempts(&self, result: Attempt) -> u64 {
+        self.attempts.get(result as usize).map_or(0, Counter::get)
+    }
+
+    /// The in-progress gauge of listener `name`: resolve it once per listener (this takes
+    /// a lock) and [`SessionGauge::enter`] it per session (an atomic add).
+    pub fn smtp_sessions(&self, listener: &str) -> SessionGauge {
+        let label = self.listeners.label(listener);
+        SessionGauge(self.sessions.get_or_create_owned(&[("listener", label)]))
+    }
+
+    /// The text exposition: the process-wide metrics, then `scrape`'s, then `# EOF`.
+    pub fn render(&self, scrape: &Scrape) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        encode_registry(&mut out, &self.registry)?;
+        encode_registry(&mut out, &scrape.registry())?;
+        encode_eof(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// The SMTP sessions of one listener (see [`Metrics::smtp_sessions`]).
+#[derive(Clone, Debug)]
+pub struct SessionGauge(Gauge);
+
+impl SessionGauge {
+    /// One session more until the guard is dropped (also on panic).
+    pub fn enter(&self) -> SessionGuard {
+        self.0.inc();
+        SessionGuard(self.0.clone())
+    }
+
+    /// Sessions open now.
+    pub fn get(&self) -> i64 {
+        self.0.get()
+    }
+}
+
+/// Counts one session in progress while it lives.
+#[derive(Debug)]
+pub struct SessionGuard(Gauge);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Label values of one label, at most `cap` distinct; later ones become [`OTHER`].
+/// Takes a short lock: for resolving handles, not for counting.
+#[derive(Debug)]
+pub struct BoundedLabels {
+    cap: usize,
+    seen: Mutex<Vec<String>>,
+}
+
+impl BoundedLabels {
+    /// At most `cap` distinct values.
+    pub fn new(cap: usize) -> BoundedLabels {
+        BoundedLabels {
+            cap,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The label value for `name`: itself (cleaned, [`clean_label`]) while there is
+    /// room or it was seen before, else [`OTHER`].
+    pub fn label(&self, name: &str) -> String {
+        let name = clean_label(name);
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(&name) {
+            return name;
+        }
+        if seen.len() < self.cap {
+            seen.push(name.clone());
+            return name;
+        }
+        OTHER.to_owned()
+    }
+}
+
+/// `name` as a label value: at most [`MAX_LABEL_LEN`] characters, each outside
+/// `[A-Za-z0-9_.:@#+-]` replaced by `_`; empty becomes `_`.
+pub fn clean_label(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .take(MAX_LABEL_LEN)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.:@#+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
+/// One worker as the watchdog saw it at the scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerSample {
+    /// Its name (`queue.scheduler`, `delivery#7@smtp:relay`, ...).
+    pub name: String,
+    /// Its kind (`listener`, `delivery`, ...).
+    pub kind: &'static str,
+    /// Working or with work waiting.
+    pub busy: bool,
+    /// Work waiting and no progress for longer than the stall limit.
+    pub stalled: bool,
+    /// Seconds since its last beat.
+    pub heartbeat_age_secs: f64,
+    /// Items it finished.
+    pub processed: u64,
+}
+
+/// What is measured at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// Messages per queue state (`incoming`, `active`, ...), from the spool.
+    pub queue_states: Vec<(&'static str, u64)>,
+    /// The watchdog's workers; `None` when the watchdog is off.
+    pub workers: Option<Vec<WorkerSample>>,
+}
+
+type Labels2 = [(&'static str, String); 2];
+
+impl Scrape {
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("tern");
+        let states = Family::<Labels1, Gauge>::default();
+        for (state, n) in &self.queue_states {
+            states
+                .get_or_create(&[("state", (*state).to_owned())])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        r.register(
+            "queue_messages",
+            "Messages in the spool now, by queue state",
+            states,
+        );
+        let Some(workers) = &self.workers else {
+            return r;
+        };
+        let busy = Family::<Labels2, Gauge>::default();
+        let stalled = Family::<Labels2, Gauge>::default();
+        let age = Family::<Labels2, Gauge<f64, AtomicU64>>::default();
+        let processed = Family::<Labels2, Counter>::default();
+        for (labels, w) in bounded_workers(workers) {
+            busy.get_or_create(&labels).inc_by(w.busy);
+            stalled.get_or_create(&labels).inc_by(w.stalled);
+            let a = age.get_or_create(&labels);
+            if w.age > a.get() {
+                a.set(w.age);
+            }
+            processed.get_or_create(&labels).inc_by(w.processed);
+        }
+        r.register(
+            "worker_busy",
+            "1 when the worker is working or has work waiting (for worker=\"other\": how many)",
+            busy,
+        );
+        r.register(
+            "worker_stalled",
+            "1 when the worker has work and made no progress past its limit",
+            stalled,
+        );
+        r.register_with_unit(
+            "worker_heartbeat_age",
+            "Seconds since the worker's last beat (worker=\"other\": the oldest)",
+            Unit::Seconds,
+            age,
+        );
+        r.register("worker_processed", "Items the worker finished", processed);
+        r.register(
+            "workers",
+            "Workers registered with the watchdog",
+            ConstGaugeI64::new(i64::try_from(workers.len()).unwrap_or(i64::MAX)),
+        );
+        r
+    }
+}
+
+type ConstGaugeI64 = prometheus_client::metrics::gauge::ConstGauge<i64>;
+
+/// One worker's values, ready to add into its label set.
+struct WorkerValues {
+    busy: i64,
+    stalled: i64,
+    age: f64,
+    processed: u64,
+}
+
+/// The first [`MAX_WORKER_LABELS`] workers by name, the rest as `worker="other"` with
+/// their kind.
+fn bounded_workers(workers: &[WorkerSample]) -> impl Iterator<Item = (Labels2, WorkerValues)> {
+    workers.iter().enumerate().map(|(i, w)| {
+        let name = if i < MAX_WORKER_LABELS {
+            clean_label(&w.name)
+        } else {
+            OTHER.to_owned()
+        };
+        (
+            [("worker", name), ("kind", w.kind.to_owned())],
+            WorkerValues {
+                busy: i64::from(w.busy),
+                stalled: i64::from(w.stalled),
+                age: w.heartbeat_age_secs,
+                processed: w.processed,
+            },
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;
