@@ -25,6 +25,7 @@ mod error;
 mod health;
 mod server;
 pub mod state;
+pub mod track;
 mod viewer;
 
 pub use config::AdminConfig;

@@ -51,6 +51,9 @@ pub struct AdminState {
     pub back_pressure: BackPressure,
     /// Reload and configuration, from the binary.
     pub control: Arc<dyn Control>,
+    /// The message tracking log's directory (`<data_dir>/tracking`), read by
+    /// `GET /api/v1/track`.
+    pub tracking_dir: std::path::PathBuf,
     /// Set once every listener is bound; cleared when the server starts stopping.
     pub listeners_up: AtomicBool,
     /// When the admin listener started.

@@ -244,6 +244,18 @@ impl EventLog {
         self.shared.min_severity.store(s as u8, Ordering::Relaxed);
     }
 
+    /// Sets the lowest severity written and records the change (event 7065, field `by`
+    /// says who changed it); the record is written whatever the old and new level.
+    pub fn change_level(&self, level: Severity, by: &str) {
+        let old = self.min_severity();
+        self.set_min_severity(level);
+        self.send(
+            &catalog::LOG_LEVEL_CHANGED,
+            fields!("level" => level.as_str(), "from" => old.as_str(), "by" => by),
+            true,
+        );
+    }
+
     /// The lowest severity written now.
     pub fn min_severity(&self) -> Severity {
         Severity::from_u8(self.shared.min_severity.load(Ordering::Relaxed))
@@ -261,7 +273,12 @@ impl EventLog {
 
     /// Records one occurrence of `def`. Never blocks.
     pub fn emit(&self, def: &'static EventDef, fields: Fields) {
-        let logged = (def.severity as u8) >= self.shared.min_severity.load(Ordering::Relaxed);
+        self.send(def, fields, false);
+    }
+
+    fn send(&self, def: &'static EventDef, fields: Fields, always: bool) {
+        let logged =
+            always || (def.severity as u8) >= self.shared.min_severity.load(Ordering::Relaxed);
         let tracked = def.track.is_some() && self.shared.tracking.load(Ordering::Relaxed);
         if !logged && !tracked {
             return;
@@ -751,5 +768,22 @@ mod tests {
         let logged = read_lines(&events);
         assert!(logged.iter().any(|l| l["id"] == 7062), "{logged:?}");
         assert!(logged.iter().any(|l| l["id"] == 2003), "{logged:?}");
+    }
+
+    #[test]
+    fn a_level_change_is_always_on_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(Some(&path), false).unwrap();
+        log.set_min_severity(Severity::Error);
+        log.change_level(Severity::Warning, "api");
+        assert_eq!(log.min_severity(), Severity::Warning);
+        assert!(log.flush(Duration::from_secs(5)));
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["id"], 7065);
+        assert_eq!(lines[0]["level"], "warning");
+        assert_eq!(lines[0]["from"], "error");
+        assert_eq!(lines[0]["by"], "api");
     }
 }
