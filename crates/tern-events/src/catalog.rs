@@ -283,7 +283,11 @@ mod docs_tests {
                 .unwrap_or_default();
             let cells: Vec<&str> = line.split(" | ").collect();
             assert!(
-                cells.len() >= 5 && cells.iter().skip(3).all(|c| c.trim_matches(['|', ' ']).len() > 3),
+                cells.len() >= 5
+                    && cells
+                        .iter()
+                        .skip(3)
+                        .all(|c| c.trim_matches(['|', ' ']).len() > 3),
                 "docs/EVENTS.md: the row of {} needs its meaning and what to do",
                 def.id
             );

@@ -386,7 +386,13 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
                 let at_ms = u64::try_from(occ.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
                 let line = tracking::record(occ.def, at_ms, &occ.fields).to_string();
                 let result = sink.write(&line, at_ms);
-                note_tracking_result(result, sink.dir(), &mut tracking_failing, &mut json, &mut err);
+                note_tracking_result(
+                    result,
+                    sink.dir(),
+                    &mut tracking_failing,
+                    &mut json,
+                    &mut err,
+                );
             }
             if !occ.logged {
                 continue;
@@ -443,7 +449,13 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
             if lost > reported_tracking_lost {
                 let line = tracking::lost_record(now_ms, lost - reported_tracking_lost);
                 let result = sink.write(&line.to_string(), now_ms);
-                note_tracking_result(result, sink.dir(), &mut tracking_failing, &mut json, &mut err);
+                note_tracking_result(
+                    result,
+                    sink.dir(),
+                    &mut tracking_failing,
+                    &mut json,
+                    &mut err,
+                );
                 write_line(
                     &Occurrence {
                         def: &catalog::TRACKING_LOST,
@@ -458,7 +470,13 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
                 reported_tracking_lost = lost;
             }
             let result = sink.tick(now_ms);
-            note_tracking_result(result, sink.dir(), &mut tracking_failing, &mut json, &mut err);
+            note_tracking_result(
+                result,
+                sink.dir(),
+                &mut tracking_failing,
+                &mut json,
+                &mut err,
+            );
         }
         if !acks.is_empty() || last_sweep.elapsed() >= SWEEP_EVERY {
             close_windows(&mut windows, &mut json, &mut err, !acks.is_empty());

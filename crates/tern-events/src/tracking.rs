@@ -74,7 +74,11 @@ impl TrackingSink {
         let path = cfg.dir.join(CURRENT);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        let first_ms = if size > 0 { first_record_ms(&path) } else { None };
+        let first_ms = if size > 0 {
+            first_record_ms(&path)
+        } else {
+            None
+        };
         Ok(TrackingSink {
             cfg,
             file: Some(BufWriter::with_capacity(64 * 1024, file)),
@@ -325,7 +329,11 @@ pub fn search(dir: &Path, query: &str, limit: usize) -> io::Result<Found> {
             let Ok(v) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
-            let Some(id) = v.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+            let Some(id) = v
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            else {
                 continue;
             };
             if !followed.contains(id) && matches(&v, id, &q) && followed.len() < MAX_FOLLOWED {
@@ -549,19 +557,31 @@ mod tests {
         let mut seen = Vec::new();
         for f in &all {
             let text = std::fs::read_to_string(f).unwrap();
-            assert!(text.len() as u64 <= 2000, "{} is {} bytes", f.display(), text.len());
+            assert!(
+                text.len() as u64 <= 2000,
+                "{} is {} bytes",
+                f.display(),
+                text.len()
+            );
             for l in text.lines() {
                 let v: Value = serde_json::from_str(l).unwrap();
                 seen.push(v["id"].as_str().unwrap().to_owned());
             }
         }
         let expected: Vec<String> = (0..200).map(|i| format!("Q{i:04}")).collect();
-        assert_eq!(seen, expected, "every record once, in order, across the files");
+        assert_eq!(
+            seen, expected,
+            "every record once, in order, across the files"
+        );
 
         // keep_files bounds the rotated files.
         let mut sink = TrackingSink::open(cfg(dir.path(), 2000, 2)).unwrap();
         for i in 0..100u64 {
-            let l = line(&catalog::SMTP_MESSAGE_QUEUED, 5_000 + i, &[("queue_id", "R".into())]);
+            let l = line(
+                &catalog::SMTP_MESSAGE_QUEUED,
+                5_000 + i,
+                &[("queue_id", "R".into())],
+            );
             sink.write(&l, 5_000 + i).unwrap();
         }
         assert_eq!(rotated_files(dir.path()).unwrap().len(), 2);
@@ -573,14 +593,22 @@ mod tests {
         let mut c = cfg(dir.path(), 1 << 20, 10);
         c.max_file_age = Duration::from_secs(10);
         let mut sink = TrackingSink::open(c.clone()).unwrap();
-        let l = line(&catalog::SMTP_MESSAGE_QUEUED, 1_000, &[("queue_id", "A".into())]);
+        let l = line(
+            &catalog::SMTP_MESSAGE_QUEUED,
+            1_000,
+            &[("queue_id", "A".into())],
+        );
         sink.write(&l, 1_000).unwrap();
         sink.tick(5_000).unwrap();
         assert_eq!(rotated_files(dir.path()).unwrap().len(), 0);
         sink.tick(11_000).unwrap();
         assert_eq!(rotated_files(dir.path()).unwrap().len(), 1);
         // A reopened file knows its age from its first record.
-        let l = line(&catalog::SMTP_MESSAGE_QUEUED, 20_000, &[("queue_id", "B".into())]);
+        let l = line(
+            &catalog::SMTP_MESSAGE_QUEUED,
+            20_000,
+            &[("queue_id", "B".into())],
+        );
         sink.write(&l, 20_000).unwrap();
         sink.tick(20_000).unwrap();
         drop(sink);
@@ -660,7 +688,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         sample(dir.path());
         let found = search(dir.path(), "Q1", 100).unwrap();
-        let want: Vec<(String, u64)> = vec![("Q1".into(), 1), ("Q1".into(), 3), ("Q1".into(), 4), ("Q3".into(), 6)];
+        let want: Vec<(String, u64)> = vec![
+            ("Q1".into(), 1),
+            ("Q1".into(), 3),
+            ("Q1".into(), 4),
+            ("Q3".into(), 6),
+        ];
         assert_eq!(ids(&found), want);
         assert_eq!(found.ids, vec!["Q1".to_owned(), "Q3".to_owned()]);
         assert!(!found.truncated);
@@ -674,8 +707,16 @@ mod tests {
         assert_eq!(ids(&by_mid), vec![("Q2".to_owned(), 2)]);
         let by_addr = search(dir.path(), "<b@y.test>", 100).unwrap();
         // To b@y.test (Q1, and its DSN Q3) and from B@Y.test (Q9).
-        assert_eq!(by_addr.ids, vec!["Q1".to_owned(), "Q3".to_owned(), "Q9".to_owned()]);
-        assert!(search(dir.path(), "nobody@y.test", 100).unwrap().records.is_empty());
+        assert_eq!(
+            by_addr.ids,
+            vec!["Q1".to_owned(), "Q3".to_owned(), "Q9".to_owned()]
+        );
+        assert!(
+            search(dir.path(), "nobody@y.test", 100)
+                .unwrap()
+                .records
+                .is_empty()
+        );
         assert!(search(dir.path(), "  ", 100).unwrap().records.is_empty());
     }
 
@@ -684,19 +725,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         sample(dir.path());
         let found = search(dir.path(), "Q1", 2).unwrap();
-        assert_eq!(ids(&found), vec![("Q1".to_owned(), 4), ("Q3".to_owned(), 6)]);
+        assert_eq!(
+            ids(&found),
+            vec![("Q1".to_owned(), 4), ("Q3".to_owned(), 6)]
+        );
         assert!(found.truncated);
     }
 
     #[test]
     fn over_long_and_broken_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let good = record(&catalog::SMTP_MESSAGE_QUEUED, 1, &[("queue_id", "Q1".into())]);
+        let good = record(
+            &catalog::SMTP_MESSAGE_QUEUED,
+            1,
+            &[("queue_id", "Q1".into())],
+        );
         let long = format!("{{\"id\":\"Q1\",\"x\":\"{}\"}}", "a".repeat(MAX_LINE + 10));
         let text = format!("{good}\n{long}\nnot json\n{good}");
         std::fs::write(dir.path().join(CURRENT), text).unwrap();
         let found = search(dir.path(), "Q1", 100).unwrap();
-        assert_eq!(found.records.len(), 2, "the two good lines, the last without newline");
+        assert_eq!(
+            found.records.len(),
+            2,
+            "the two good lines, the last without newline"
+        );
     }
 
     #[test]

@@ -184,7 +184,11 @@ mod tests {
             for piece in msg.chunks(size) {
                 s.feed(piece);
             }
-            assert_eq!(s.message_id().as_deref(), Some("<abc.123@x.test>"), "pieces of {size}");
+            assert_eq!(
+                s.message_id().as_deref(),
+                Some("<abc.123@x.test>"),
+                "pieces of {size}"
+            );
         }
     }
 
@@ -207,7 +211,10 @@ mod tests {
 
     #[test]
     fn a_message_without_a_body_ends_inside_the_field() {
-        assert_eq!(message_id_of(b"Message-ID: <end@x>").as_deref(), Some("<end@x>"));
+        assert_eq!(
+            message_id_of(b"Message-ID: <end@x>").as_deref(),
+            Some("<end@x>")
+        );
     }
 
     #[test]

@@ -561,7 +561,9 @@ fn attempt_events(
     let mut groups: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
     for (i, r) in outcomes {
         let (result, remote, reply) = match r {
-            RcptResult::Delivered { reply, remote, .. } => ("delivered", remote.as_str(), reply.as_str()),
+            RcptResult::Delivered { reply, remote, .. } => {
+                ("delivered", remote.as_str(), reply.as_str())
+            }
             RcptResult::Deferred { reply, remote } => {
                 ("deferred", remote.as_deref().unwrap_or(""), reply.as_str())
             }

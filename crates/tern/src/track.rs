@@ -32,7 +32,11 @@ pub fn track(config: &Config, query: &str, limit: usize, json: bool) -> anyhow::
         });
         writeln!(out, "{body}")?;
     } else if found.records.is_empty() {
-        writeln!(out, "tern: nothing in the tracking log ({}) matches {q}", dir.display())?;
+        writeln!(
+            out,
+            "tern: nothing in the tracking log ({}) matches {q}",
+            dir.display()
+        )?;
     } else {
         if found.truncated {
             writeln!(

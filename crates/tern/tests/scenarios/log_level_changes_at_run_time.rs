@@ -48,7 +48,11 @@ fn log_level_changes_at_run_time() {
         &simple_message("one", "before"),
     );
     tern.wait_for_events(6030, 1, Duration::from_secs(20));
-    assert_eq!(debug_events_for(&tern, &first), 0, "no debug events at info");
+    assert_eq!(
+        debug_events_for(&tern, &first),
+        0,
+        "no debug events at info"
+    );
 
     assert_eq!(cli(&tern, &["log-level", "debug"]).trim(), "debug");
     let now = admin.get("/api/v1/log-level");
@@ -99,7 +103,11 @@ fn log_level_changes_at_run_time() {
     }
 
     // Bad levels and bodies are refused; the token is needed.
-    for body in [json!({"level": "loud"}), json!({"lvl": "debug"}), json!("debug")] {
+    for body in [
+        json!({"level": "loud"}),
+        json!({"lvl": "debug"}),
+        json!("debug"),
+    ] {
         let a = admin.put("/api/v1/log-level", &body);
         assert_eq!(a.status, 400, "{body}: {a:?}");
         assert_eq!(a.json()["error"]["code"], "bad_request");
@@ -113,15 +121,27 @@ fn log_level_changes_at_run_time() {
         let a = admin.get_with_auth(path, None);
         assert_eq!(a.status, 401, "{path}: {a:?}");
     }
-    for query in ["", "?q=", "?q=x&limit=0", "?q=x&limit=10001", "?q=x&limit=many"] {
+    for query in [
+        "",
+        "?q=",
+        "?q=x&limit=0",
+        "?q=x&limit=10001",
+        "?q=x&limit=many",
+    ] {
         let a = admin.get(&format!("/api/v1/track{query}"));
         assert_eq!(a.status, 400, "{query}: {a:?}");
         assert_eq!(a.json()["error"]["code"], "bad_request");
     }
     let doc = admin.get("/api/v1/openapi.json").json();
     assert!(doc["paths"]["/api/v1/track"]["get"].is_object(), "{doc}");
-    assert!(doc["paths"]["/api/v1/log-level"]["get"].is_object(), "{doc}");
-    assert!(doc["paths"]["/api/v1/log-level"]["put"].is_object(), "{doc}");
+    assert!(
+        doc["paths"]["/api/v1/log-level"]["get"].is_object(),
+        "{doc}"
+    );
+    assert!(
+        doc["paths"]["/api/v1/log-level"]["put"].is_object(),
+        "{doc}"
+    );
 
     // A reload applies the file's level (info) again.
     let a = admin.put("/api/v1/log-level", &json!({"level": "warning"}));
@@ -130,7 +150,10 @@ fn log_level_changes_at_run_time() {
     tern.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     while admin.get("/api/v1/log-level").json()["level"] != "info" {
-        assert!(Instant::now() < deadline, "the reload did not apply the file's level");
+        assert!(
+            Instant::now() < deadline,
+            "the reload did not apply the file's level"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let changes = tern.wait_for_events(7065, 3, Duration::from_secs(10));

@@ -45,30 +45,54 @@ fn check_story(records: &[Value], id: &str, what: &str) {
             .position(pred)
             .unwrap_or_else(|| panic!("{what}: no {name} record for {id} in {s:#?}"))
     };
-    let received = pos(&|(st, r)| st == "received" && r["message_id"] == MID, "received");
+    let received = pos(
+        &|(st, r)| st == "received" && r["message_id"] == MID,
+        "received",
+    );
     let r = &s[received].1;
     assert_eq!(r["sender"], "alice@client.test", "{what}: {r}");
     assert_eq!(r["to"], serde_json::json!(["bob@far.test"]), "{what}: {r}");
-    assert!(r["client"].as_str().unwrap().starts_with("127.0.0.1:"), "{what}: {r}");
-    assert!(r["size"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{what}: {r}");
+    assert!(
+        r["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{what}: {r}"
+    );
+    assert!(
+        r["size"].as_str().unwrap().parse::<u64>().unwrap() > 0,
+        "{what}: {r}"
+    );
     let tried = pos(
         &|(st, r)| st == "attempt" && r["result"] == "deferred",
         "deferred attempt",
     );
     let a = &s[tried].1;
-    assert!(a["host"].as_str().unwrap().contains("127.0.0.2"), "{what}: {a}");
-    assert!(a["reply"].as_str().unwrap().starts_with("450"), "{what}: {a}");
+    assert!(
+        a["host"].as_str().unwrap().contains("127.0.0.2"),
+        "{what}: {a}"
+    );
+    assert!(
+        a["reply"].as_str().unwrap().starts_with("450"),
+        "{what}: {a}"
+    );
     assert_eq!(a["to"], serde_json::json!(["bob@far.test"]), "{what}: {a}");
     let deferred = pos(&|(st, _)| st == "deferred", "deferred");
     let delivered = pos(&|(st, _)| st == "delivered", "delivered");
     let d = &s[delivered].1;
-    assert!(d["host"].as_str().unwrap().contains("127.0.0.2"), "{what}: {d}");
-    assert!(d["reply"].as_str().unwrap().starts_with("250"), "{what}: {d}");
+    assert!(
+        d["host"].as_str().unwrap().contains("127.0.0.2"),
+        "{what}: {d}"
+    );
+    assert!(
+        d["reply"].as_str().unwrap().starts_with("250"),
+        "{what}: {d}"
+    );
     assert!(
         received < tried && tried < deferred && deferred < delivered,
         "{what}: out of order: {s:#?}"
     );
-    let times: Vec<u64> = s.iter().map(|(_, r)| r["at_unix_ms"].as_u64().unwrap()).collect();
+    let times: Vec<u64> = s
+        .iter()
+        .map(|(_, r)| r["at_unix_ms"].as_u64().unwrap())
+        .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{what}: {times:?}");
 }
 
@@ -114,14 +138,26 @@ fn tracking_follows_a_deferral_and_a_delivery() {
     check_story(by_id["records"].as_array().unwrap(), &id, "tern track <id>");
 
     let by_mid = track_json(&tern, MID);
-    check_story(by_mid["records"].as_array().unwrap(), &id, "tern track <Message-ID>");
+    check_story(
+        by_mid["records"].as_array().unwrap(),
+        &id,
+        "tern track <Message-ID>",
+    );
     let bare = track_json(&tern, MID.trim_matches(['<', '>']));
     assert_eq!(bare["records"], by_mid["records"], "brackets are optional");
 
     let by_addr = track_json(&tern, "BOB@far.test");
-    check_story(by_addr["records"].as_array().unwrap(), &id, "tern track <address>");
+    check_story(
+        by_addr["records"].as_array().unwrap(),
+        &id,
+        "tern track <address>",
+    );
     let by_sender = track_json(&tern, "alice@client.test");
-    check_story(by_sender["records"].as_array().unwrap(), &id, "tern track <sender>");
+    check_story(
+        by_sender["records"].as_array().unwrap(),
+        &id,
+        "tern track <sender>",
+    );
 
     let admin = Admin::of(&tern);
     let api = admin.get(&format!("/api/v1/track?q={id}&limit=100"));
@@ -131,7 +167,10 @@ fn tracking_follows_a_deferral_and_a_delivery() {
     check_story(api["records"].as_array().unwrap(), &id, "GET /api/v1/track");
 
     // The readable timeline: one line per step, in order, with the host and the reply.
-    let out = run(&mut tern.tern_command(&["track", &id]), Duration::from_secs(30));
+    let out = run(
+        &mut tern.tern_command(&["track", &id]),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with(&format!("queue id {id}\n")), "{text}");

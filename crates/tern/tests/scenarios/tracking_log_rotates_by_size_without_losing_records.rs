@@ -85,7 +85,11 @@ fn tracking_log_rotates_by_size_without_losing_records() {
         &mut tern.tern_command(&["track", "--json", first]),
         Duration::from_secs(30),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let records = v["records"].as_array().unwrap();
     assert_eq!(records.len(), 1, "{v:#}");
@@ -107,7 +111,10 @@ fn tracking_log_rotates_by_size_without_losing_records() {
         if rotated == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "rotated files never pruned to 2: {files:?}");
+        assert!(
+            Instant::now() < deadline,
+            "rotated files never pruned to 2: {files:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
