@@ -61,6 +61,7 @@ mod sigterm_shuts_down_within_grace;
 mod smarthost_and_reject_routes;
 mod smtp_source_interop;
 mod swaks_interop;
+mod tracking_finds_bdat_and_pickup_mail_by_message_id;
 mod tracking_follows_a_deferral_and_a_delivery;
 mod tracking_log_rotates_by_size_without_losing_records;
 mod unknown_local_recipient_refused_at_rcpt;
