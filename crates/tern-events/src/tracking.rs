@@ -222,6 +222,47 @@ pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Opens every tracking file in time order, safe against a rotation meanwhile: the
+/// current file is opened first, then the rotated ones are listed; a rotated file that is
+/// the inode already open as the current one (renamed since) is skipped, so no record is
+/// read twice or out of order, and none older than the search is missed.
+fn open_files(dir: &Path) -> io::Result<Vec<File>> {
+    use std::os::unix::fs::MetadataExt;
+    let current = match File::open(dir.join(CURRENT)) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let current_ino = match &current {
+        Some(f) => {
+            let m = f.metadata()?;
+            Some((m.dev(), m.ino()))
+        }
+        None => None,
+    };
+    let rotated = match rotated_files(dir) {
+        Ok(v) => v,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::with_capacity(rotated.len() + 1);
+    for path in rotated {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            // Pruned since the listing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let m = file.metadata()?;
+        if Some((m.dev(), m.ino())) == current_ino {
+            continue;
+        }
+        out.push(file);
+    }
+    out.extend(current);
+    Ok(out)
+}
+
 fn first_record_ms(path: &Path) -> Option<u64> {
     let file = File::open(path).ok()?;
     let mut reader = BufReader::new(file.take(MAX_LINE as u64));
@@ -313,13 +354,7 @@ pub fn search(dir: &Path, query: &str, limit: usize) -> io::Result<Found> {
     if q.is_empty() {
         return Ok(Found::default());
     }
-    for path in files(dir)? {
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            // Rotated away or pruned since the listing.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
+    for file in open_files(dir)? {
         let mut reader = BufReader::with_capacity(64 * 1024, file);
         let mut line = Vec::new();
         while let Some(complete) = read_line_bounded(&mut reader, &mut line, MAX_LINE)? {
@@ -779,5 +814,22 @@ mod tests {
         let c = rotated_name(10_000_000_000);
         assert!(a < b && b < c, "{a} {b} {c}");
         assert_eq!(a, "tracking-19700101T000001.000Z.jsonl");
+    }
+
+    #[test]
+    fn a_file_rotated_after_it_was_opened_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = record(
+            &catalog::SMTP_MESSAGE_QUEUED,
+            1,
+            &[("queue_id", "Q1".into())],
+        );
+        std::fs::write(dir.path().join(CURRENT), format!("{r}\n")).unwrap();
+        let opened = File::open(dir.path().join(CURRENT)).unwrap();
+        // The same inode under a rotated name, as if rotated after the search opened it.
+        std::fs::hard_link(dir.path().join(CURRENT), dir.path().join(rotated_name(5))).unwrap();
+        drop(opened);
+        let found = search(dir.path(), "Q1", 10).unwrap();
+        assert_eq!(found.records.len(), 1, "{:?}", found.records);
     }
 }
