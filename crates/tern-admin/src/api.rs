@@ -70,7 +70,8 @@ pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .merge(crate::dest::routes())
         .merge(crate::summary::routes())
         .merge(crate::control::routes())
-        .merge(crate::overview::routes());
+        .merge(crate::overview::routes())
+        .merge(crate::track::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts()

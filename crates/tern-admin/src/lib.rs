@@ -30,6 +30,7 @@ pub mod overview;
 mod server;
 pub mod state;
 pub mod summary;
+pub mod track;
 mod viewer;
 
 pub use config::AdminConfig;

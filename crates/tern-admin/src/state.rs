@@ -58,6 +58,9 @@ pub struct AdminState {
     /// Routes a recipient domain to its destination's name; `None` when delivery is
     /// off (the summary then groups by domain).
     pub next_hop: Option<NextHopOf>,
+    /// The message tracking log's directory (`<data_dir>/tracking`), read by
+    /// `GET /api/v1/track`.
+    pub tracking_dir: std::path::PathBuf,
     /// Set once every listener is bound; cleared when the server starts stopping.
     pub listeners_up: AtomicBool,
     /// When the admin listener started.

@@ -10,8 +10,14 @@
 
 use crate::{EventDef, Severity};
 
+/// Defines the events. An entry may end with `track = "step"`: its occurrences are also
+/// written to the message tracking log as that step of a message's life (`crate::tracking`),
+/// whatever the log level. A tracked event names the message in a `queue_id` (or `id`)
+/// field.
 macro_rules! events {
-    ($( $(#[$doc:meta])* $ident:ident = ($id:literal, $name:literal, $sev:ident, $summary:literal, $action:literal); )*) => {
+    (@track) => { None };
+    (@track $step:literal) => { Some($step) };
+    ($( $(#[$doc:meta])* $ident:ident = ($id:literal, $name:literal, $sev:ident, $summary:literal, $action:literal $(, track = $step:literal)?); )*) => {
         $(
             $(#[$doc])*
             pub const $ident: EventDef = EventDef {
@@ -20,6 +26,7 @@ macro_rules! events {
                 severity: Severity::$sev,
                 summary: $summary,
                 action: $action,
+                track: events!(@track $($step)?),
             };
         )*
         /// Every event in the catalogue, in id order.
@@ -61,7 +68,7 @@ events! {
         "None.");
     SMTP_MESSAGE_QUEUED = (2003, "smtp.message.queued", Info,
         "A message was written and synced to the spool and acknowledged with 250.",
-        "None.");
+        "None.", track = "received");
     SMTP_RELAY_DENIED = (2004, "smtp.relay.denied", Notice,
         "A recipient was refused because Tern does not receive mail for its domain and the client is not in a relay network (554 5.7.1).",
         "If the client should relay, add its network to relay.networks; if the domain is ours, add it to relay.domains.");
@@ -95,7 +102,7 @@ events! {
         "None: the client was never told the message was accepted and will retry.");
     SPOOL_CORRUPT = (3003, "spool.corrupt.quarantined", Error,
         "A spool entry failed validation and was moved to the corrupt quarantine (with its delivery record, field `record`); the rest of the queue flows.",
-        "Inspect the file named in the event under spool/corrupt; it is never deleted automatically.");
+        "Inspect the file named in the event under spool/corrupt; it is never deleted automatically.", track = "quarantined");
     BACK_PRESSURE_ON = (3004, "spool.back_pressure.on", Warning,
         "The spool disk's free space fell below its threshold or the queue passed its size limit; new mail is refused with 452 4.3.1.",
         "Free disk space or let the queue drain; mail already queued is untouched.");
@@ -108,46 +115,46 @@ events! {
 
     DELIVERY_DELIVERED = (4001, "delivery.delivered", Info,
         "Recipients of a message were delivered; fields give the next hop, the host and address, TLS, and the reply.",
-        "None.");
+        "None.", track = "delivered");
     DELIVERY_DEFERRED = (4002, "delivery.deferred", Notice,
         "A message could not be delivered to some recipients for a temporary reason and will be retried; fields give the reason and the next attempt.",
-        "None, unless a destination keeps deferring: check it with the reason given.");
+        "None, unless a destination keeps deferring: check it with the reason given.", track = "deferred");
     DELIVERY_FAILED = (4003, "delivery.failed", Notice,
         "Recipients failed permanently (5xx reply, no such domain, null MX, reject route, expired, hop limit); a bounce is sent unless the sender is null or NOTIFY forbids it.",
-        "None; the sender is told.");
+        "None; the sender is told.", track = "bounced");
     DSN_QUEUED = (4004, "delivery.dsn.queued", Info,
         "A delivery status notification (bounce, delay notice or success report) was queued; fields give its queue id and the original's.",
-        "None.");
+        "None.", track = "dsn");
     DSN_SUPPRESSED = (4005, "delivery.dsn.suppressed", Notice,
         "A failure was not reported because the original had the null sender (no bounce loops) or NOTIFY=NEVER.",
-        "None; the failure is in this event.");
+        "None; the failure is in this event.", track = "dsn");
     DESTINATION_DOWN = (4006, "delivery.destination.down", Warning,
         "Every host of a destination failed to connect or greet; messages for it wait until its retry time without new attempts. Other destinations are not affected.",
         "Check the destination's hosts (the last error is in the event).");
     DELIVERY_DEFERRED_8BIT = (4007, "delivery.deferred.8bit", Warning,
         "An 8-bit message was not sent because the next hop does not offer 8BITMIME and the message cannot be converted to 7 bit without changing it; `reason` says why (an 8-bit address, which needs SMTPUTF8; 8-bit octets in a structured field such as Message-ID or Received; nesting or part count past the limits; an unknown encoding). It stays queued (never sent broken), is retried, and bounces when it expires.",
-        "Route the destination through a relay that offers 8BITMIME, or have the sender fix the message (docs/CONVERSION.md lists what converts).");
+        "Route the destination through a relay that offers 8BITMIME, or have the sender fix the message (docs/CONVERSION.md lists what converts).", track = "attempt");
     QUEUE_MESSAGE_EXPIRED = (4008, "queue.message.expired", Notice,
         "A message reached the maximum queue lifetime; its undelivered recipients are bounced.",
-        "None.");
+        "None.", track = "expired");
     QUEUE_HELD = (4009, "queue.message.held", Info,
         "A message was moved to the hold queue by a hold route; it is not scheduled until released.",
-        "Release it when it should go (admin tools), or change the route.");
+        "Release it when it should go (admin tools), or change the route.", track = "held");
     QUEUE_ERROR = (4010, "queue.error", Error,
         "The queue could not move, read or record a message (a spool error); the message stays where it is and is retried later.",
         "Check the spool disk.");
     QUEUE_CRASH_COUNTED = (4011, "queue.message.crash_counted", Warning,
         "Tern found a message in active/ at start: the process died while processing it. The crash is counted against the message.",
-        "None for a single crash; if one message keeps appearing, see event 4012.");
+        "None for a single crash; if one message keeps appearing, see event 4012.", track = "crashed");
     QUEUE_POISONED = (4012, "queue.message.poisoned", Error,
         "A message was being processed each of the last times the process died or its processing panicked (the poison threshold, counting events 4011 and 4013) and was moved to the poison queue; it is never retried automatically. The rest of the queue flows.",
-        "Inspect it with `tern queue list --state poison` and spool/poison/<id>; then `tern queue release <id>` to try it again or `tern queue delete <id>`.");
+        "Inspect it with `tern queue list --state poison` and spool/poison/<id>; then `tern queue release <id>` to try it again or `tern queue delete <id>`.", track = "poisoned");
     QUEUE_INTERNAL_FAILURE = (4013, "queue.message.internal_failure", Error,
         "Processing a message failed inside Tern: its task panicked, or the delivery worker carrying it ended without a result (a panic, or the watchdog stopped it). Every slot it held was released; the failure counts against the message like a crash, and the message is deferred (or poisoned at the threshold, event 4012).",
-        "Report it with the stage and error fields: it is a bug in Tern or in a library it uses. The rest of the queue is not affected.");
+        "Report it with the stage and error fields: it is a bug in Tern or in a library it uses. The rest of the queue is not affected.", track = "crashed");
     QUEUE_RELEASED = (4014, "queue.message.released", Info,
         "An administrator released a message from the poison or hold queue (`tern queue release`); its crash count was reset and it is tried again now.",
-        "None.");
+        "None.", track = "released");
 
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",
@@ -170,7 +177,7 @@ events! {
         "Fix the alias map (the event names the alias and the member) and reload.");
     LOCAL_MAILDIR_DELIVERED = (6003, "local.maildir.delivered", Info,
         "A message was written and synced into a Maildir's new/ directory; fields give the recipient, how many recipients share this mailbox, the Maildir and the file name.",
-        "None.");
+        "None.", track = "delivered");
     LOCAL_MAILDIR_FAILED = (6004, "local.maildir.failed", Warning,
         "A Maildir delivery failed with an I/O error (permissions, disk full, a file where a directory should be); the recipient is deferred and retried, and nothing was left in new/.",
         "Fix the cause named in the error (ownership and mode of the mailbox directories, disk space).");
@@ -185,7 +192,7 @@ events! {
         "None.");
     PICKUP_QUEUED = (6021, "pickup.queued", Info,
         "A file from the pickup directory (another system's drop, or `tern sendmail`) was queued durably and then removed; fields give the file, its format (`headers` or `envelope`), the queue id, the sender and the number of recipients.",
-        "None.");
+        "None.", track = "received");
     PICKUP_BADMAIL = (6022, "pickup.badmail", Warning,
         "A file in the pickup directory could not be used (too big, not a message, no recipients, bad envelope file, not a regular file, no envelope for a `.eml`); it was moved to the badmail directory with a `.reason` file beside it and is never retried. The files behind it flow on.",
         "Read `<pickup>/badmail/<name>.reason`; fix the system that wrote it, or repair the file and drop it into the pickup directory again.");
@@ -203,7 +210,7 @@ events! {
         "None.");
     DROP_WRITTEN = (6030, "drop.written", Info,
         "A message was written into a drop directory: its envelope file and then its message file, each fsynced, renamed to its final name, and the directory fsynced; fields give the queue id, the directory, the file and the recipients.",
-        "None.");
+        "None.", track = "delivered");
     DROP_FAILED = (6031, "drop.failed", Warning,
         "A message could not be written into a drop directory (missing directory, permissions, disk full); its recipients are deferred and tried again after the backoff. No partial file is left under a final name.",
         "Check the directory named in the event: it must exist and be writable by Tern.");
@@ -222,6 +229,22 @@ events! {
     ADMIN_RELOAD_REQUESTED = (7024, "admin.reload.requested", Info,
         "A reload was requested over the admin API (`POST /api/v1/reload`, `tern reload`); events 1007 or 1008 follow with its result.",
         "None.");
+
+    TRACKING_LOST = (7061, "tracking.lost", Warning,
+        "The writer of the message tracking log fell behind (more than 16,384 events waiting) and some tracking records were not written; field `lost` counts them, and a `tracking.lost` record in the tracking log marks the gap. Mail flow never waits for the tracking log.",
+        "None if it is rare (a burst); if it repeats, put the data directory on a faster disk or lower the traffic logged at debug level.");
+    TRACKING_FAILED = (7062, "tracking.failed", Error,
+        "The message tracking log could not be opened, written or rotated (fields give the directory and the error); records are lost until a write succeeds again. Logged once per run of failures. Mail flow is not affected.",
+        "Check the tracking directory (`<data_dir>/tracking`): space, permissions, a file where the directory should be.");
+    QUEUE_MESSAGE_ACTIVE = (7063, "queue.message.active", Debug,
+        "The queue manager took a message into active/ for a delivery attempt and routed its pending recipients; fields give the sender, the attempt number, the pending recipients and the next hops they go to.",
+        "None (a debug event; it is always in the tracking log as step `queued`).", track = "queued");
+    DELIVERY_ATTEMPT = (7064, "delivery.attempt", Debug,
+        "The result of one delivery attempt for some recipients of a message: `result` (delivered, deferred or failed), the next hop, the remote host and address that answered (empty when none did), the reply and the recipients.",
+        "None (a debug event; it is always in the tracking log as step `attempt`). A `deferred` result is retried; see events 4002 and 4003 for what follows.", track = "attempt");
+    LOG_LEVEL_CHANGED = (7065, "server.log_level.changed", Notice,
+        "The lowest severity written to the event log was changed at run time (`tern log-level`, `PUT /api/v1/log-level`, or `server.log_level` at a reload); fields give the old and new level and who changed it. The tracking log is not affected.",
+        "None; set it back to `info` after debugging (debug events are many).");
 }
 
 #[cfg(test)]
@@ -262,6 +285,40 @@ mod docs_tests {
             assert!(
                 doc.contains(&row),
                 "docs/EVENTS.md lacks the row for {} {}",
+                def.id,
+                def.name
+            );
+            // The row gives the meaning and what the operator should do.
+            let line = doc
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_default();
+            let cells: Vec<&str> = line.split(" | ").collect();
+            assert!(
+                cells.len() >= 5
+                    && cells
+                        .iter()
+                        .skip(3)
+                        .all(|c| c.trim_matches(['|', ' ']).len() > 3),
+                "docs/EVENTS.md: the row of {} needs its meaning and what to do",
+                def.id
+            );
+        }
+    }
+
+    /// Every tracked event is listed in the tracking section of docs/EVENTS.md.
+    #[test]
+    fn events_md_lists_every_tracked_event() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/EVENTS.md");
+        let doc = std::fs::read_to_string(path).expect("docs/EVENTS.md exists");
+        let section = doc
+            .split("## Events in the message tracking log")
+            .nth(1)
+            .expect("the tracking section");
+        for def in super::ALL.iter().filter(|d| d.track.is_some()) {
+            assert!(
+                section.contains(&def.id.to_string()),
+                "the tracking section of docs/EVENTS.md lacks {} {}",
                 def.id,
                 def.name
             );

@@ -18,8 +18,12 @@
 //!   collapsed: they are the record of normal traffic, not a fault repeating.
 //! - Dropping the last handle flushes and stops the writer thread; [`EventLog::flush`]
 //!   waits (bounded) until everything emitted before it is written.
+//! - Events whose definition has a tracking step ([`EventDef::track`]) are also written
+//!   to the message tracking log ([`tracking`]) when one is open, whatever the log level,
+//!   and never rate-limited; the log level filters the event log only.
 
 pub mod catalog;
+pub mod tracking;
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -27,7 +31,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -60,6 +64,16 @@ pub enum Severity {
 }
 
 impl Severity {
+    fn from_u8(v: u8) -> Severity {
+        match v {
+            0 => Severity::Debug,
+            1 => Severity::Info,
+            2 => Severity::Notice,
+            3 => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+
     /// The lower-case name used in logs and config.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -97,6 +111,9 @@ pub struct EventDef {
     pub summary: &'static str,
     /// What the operator should do.
     pub action: &'static str,
+    /// The step of a message's life this event records in the tracking log
+    /// (`received`, `attempt`, `delivered`, ...); `None` for events not tracked.
+    pub track: Option<&'static str>,
 }
 
 /// Fields of one occurrence, in order. Build with [`fields!`].
@@ -114,6 +131,8 @@ struct Occurrence {
     def: &'static EventDef,
     at: time::OffsetDateTime,
     fields: Fields,
+    /// At or above the log level: written to the event log (else only tracked).
+    logged: bool,
 }
 
 enum Msg {
@@ -125,6 +144,10 @@ enum Msg {
 struct Shared {
     lost: AtomicU64,
     min_severity: AtomicU8,
+    /// Tracked records not written because the writer fell behind.
+    tracking_lost: AtomicU64,
+    /// A tracking log is open: tracked events are sent whatever the level.
+    tracking: AtomicBool,
 }
 
 /// A cheap, cloneable handle to the event log.
@@ -146,6 +169,8 @@ pub struct Sinks {
     pub json: Option<File>,
     /// Readable lines to stderr.
     pub stderr: bool,
+    /// The message tracking log, if any.
+    pub tracking: Option<tracking::TrackingConfig>,
 }
 
 impl EventLog {
@@ -156,7 +181,29 @@ impl EventLog {
             Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
             None => None,
         };
-        Ok(Self::with_sinks(Sinks { json, stderr }))
+        Ok(Self::with_sinks(Sinks {
+            json,
+            stderr,
+            tracking: None,
+        }))
+    }
+
+    /// [`EventLog::open`] plus the message tracking log in `tracking.dir` (created if
+    /// missing; an error if it cannot be opened).
+    pub fn open_with_tracking(
+        json_path: Option<&Path>,
+        stderr: bool,
+        tracking: Option<tracking::TrackingConfig>,
+    ) -> std::io::Result<EventLog> {
+        let json = match json_path {
+            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+            None => None,
+        };
+        Ok(Self::with_sinks(Sinks {
+            json,
+            stderr,
+            tracking,
+        }))
     }
 
     /// A log that records nothing (for tests and tools that only read).
@@ -165,6 +212,8 @@ impl EventLog {
             shared: Arc::new(Shared {
                 lost: AtomicU64::new(0),
                 min_severity: AtomicU8::new(Severity::Error as u8 + 1),
+                tracking_lost: AtomicU64::new(0),
+                tracking: AtomicBool::new(false),
             }),
             tx: None,
         }
@@ -177,6 +226,8 @@ impl EventLog {
         let shared = Arc::new(Shared {
             lost: AtomicU64::new(0),
             min_severity: AtomicU8::new(Severity::Info as u8),
+            tracking_lost: AtomicU64::new(0),
+            tracking: AtomicBool::new(sinks.tracking.is_some()),
         });
         let thread_shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
@@ -193,9 +244,43 @@ impl EventLog {
         self.shared.min_severity.store(s as u8, Ordering::Relaxed);
     }
 
+    /// Sets the lowest severity written and records the change (event 7065, field `by`
+    /// says who changed it); the record is written whatever the old and new level.
+    pub fn change_level(&self, level: Severity, by: &str) {
+        let old = self.min_severity();
+        self.set_min_severity(level);
+        self.send(
+            &catalog::LOG_LEVEL_CHANGED,
+            fields!("level" => level.as_str(), "from" => old.as_str(), "by" => by),
+            true,
+        );
+    }
+
+    /// The lowest severity written now.
+    pub fn min_severity(&self) -> Severity {
+        Severity::from_u8(self.shared.min_severity.load(Ordering::Relaxed))
+    }
+
+    /// Tracked records not written because the writer fell behind, since the start.
+    pub fn tracking_lost(&self) -> u64 {
+        self.shared.tracking_lost.load(Ordering::Relaxed)
+    }
+
+    /// Whether a tracking log is being written.
+    pub fn tracking_enabled(&self) -> bool {
+        self.shared.tracking.load(Ordering::Relaxed)
+    }
+
     /// Records one occurrence of `def`. Never blocks.
     pub fn emit(&self, def: &'static EventDef, fields: Fields) {
-        if (def.severity as u8) < self.shared.min_severity.load(Ordering::Relaxed) {
+        self.send(def, fields, false);
+    }
+
+    fn send(&self, def: &'static EventDef, fields: Fields, always: bool) {
+        let logged =
+            always || (def.severity as u8) >= self.shared.min_severity.load(Ordering::Relaxed);
+        let tracked = def.track.is_some() && self.shared.tracking.load(Ordering::Relaxed);
+        if !logged && !tracked {
             return;
         }
         let Some(tx) = &self.tx else { return };
@@ -203,9 +288,15 @@ impl EventLog {
             def,
             at: time::OffsetDateTime::now_utc(),
             fields,
+            logged,
         };
         if tx.try_send(Msg::Event(occ)).is_err() {
-            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            if logged {
+                self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            if tracked {
+                self.shared.tracking_lost.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -247,6 +338,18 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
     let mut err = sinks
         .stderr
         .then(|| BufWriter::with_capacity(16 * 1024, std::io::stderr()));
+    let mut track = sinks.tracking.take().and_then(|cfg| {
+        let dir = cfg.dir.clone();
+        match tracking::TrackingSink::open(cfg) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                report_tracking_error(&dir, &e, &mut json, &mut err);
+                None
+            }
+        }
+    });
+    let mut tracking_failing = false;
+    let mut reported_tracking_lost = 0u64;
     let mut windows: HashMap<(u32, String), Window> = HashMap::new();
     let mut reported_lost = 0u64;
     let mut last_sweep = Instant::now();
@@ -277,6 +380,23 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
                     continue;
                 }
             };
+            if occ.def.track.is_some()
+                && let Some(sink) = track.as_mut()
+            {
+                let at_ms = u64::try_from(occ.at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                let line = tracking::record(occ.def, at_ms, &occ.fields).to_string();
+                let result = sink.write(&line, at_ms);
+                note_tracking_result(
+                    result,
+                    sink.dir(),
+                    &mut tracking_failing,
+                    &mut json,
+                    &mut err,
+                );
+            }
+            if !occ.logged {
+                continue;
+            }
             // Debug and info events are the record of normal traffic: never collapsed.
             if occ.def.severity < Severity::Notice {
                 write_line(&occ, None, &mut json, &mut err);
@@ -323,6 +443,41 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
             }
             reported_lost = lost;
         }
+        if let Some(sink) = track.as_mut() {
+            let now_ms = tracking::now_unix_ms();
+            let lost = shared.tracking_lost.load(Ordering::Relaxed);
+            if lost > reported_tracking_lost {
+                let line = tracking::lost_record(now_ms, lost - reported_tracking_lost);
+                let result = sink.write(&line.to_string(), now_ms);
+                note_tracking_result(
+                    result,
+                    sink.dir(),
+                    &mut tracking_failing,
+                    &mut json,
+                    &mut err,
+                );
+                write_line(
+                    &Occurrence {
+                        def: &catalog::TRACKING_LOST,
+                        at: time::OffsetDateTime::now_utc(),
+                        fields: fields!("lost" => lost - reported_tracking_lost),
+                        logged: true,
+                    },
+                    None,
+                    &mut json,
+                    &mut err,
+                );
+                reported_tracking_lost = lost;
+            }
+            let result = sink.tick(now_ms);
+            note_tracking_result(
+                result,
+                sink.dir(),
+                &mut tracking_failing,
+                &mut json,
+                &mut err,
+            );
+        }
         if !acks.is_empty() || last_sweep.elapsed() >= SWEEP_EVERY {
             close_windows(&mut windows, &mut json, &mut err, !acks.is_empty());
             last_sweep = Instant::now();
@@ -347,6 +502,44 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
     if let Some(e) = err.as_mut() {
         let _ = e.flush();
     }
+}
+
+/// Reports a tracking write or rotation error once per run of failures (event 7062),
+/// and its end.
+fn note_tracking_result(
+    result: std::io::Result<()>,
+    dir: &Path,
+    failing: &mut bool,
+    json: &mut Option<BufWriter<File>>,
+    err: &mut Option<BufWriter<std::io::Stderr>>,
+) {
+    match result {
+        Ok(()) => *failing = false,
+        Err(e) if !*failing => {
+            *failing = true;
+            report_tracking_error(dir, &e, json, err);
+        }
+        Err(_) => {}
+    }
+}
+
+fn report_tracking_error(
+    dir: &Path,
+    e: &std::io::Error,
+    json: &mut Option<BufWriter<File>>,
+    err: &mut Option<BufWriter<std::io::Stderr>>,
+) {
+    write_line(
+        &Occurrence {
+            def: &catalog::TRACKING_FAILED,
+            at: time::OffsetDateTime::now_utc(),
+            fields: fields!("dir" => dir.display(), "error" => e),
+            logged: true,
+        },
+        None,
+        json,
+        err,
+    );
 }
 
 fn close_windows(
@@ -515,5 +708,100 @@ mod tests {
         let lines = read_lines(&path);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0]["id"], 3006);
+    }
+
+    fn tracking_log(dir: &Path) -> (EventLog, std::path::PathBuf) {
+        let events = dir.join("events.jsonl");
+        let cfg = tracking::TrackingConfig {
+            dir: dir.join("tracking"),
+            max_file_bytes: 1 << 20,
+            max_file_age: Duration::from_secs(3600),
+            keep_files: 3,
+        };
+        let log = EventLog::open_with_tracking(Some(&events), false, Some(cfg)).unwrap();
+        (log, events)
+    }
+
+    #[test]
+    fn tracked_events_reach_the_tracking_log_whatever_the_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, events) = tracking_log(dir.path());
+        assert!(log.tracking_enabled());
+        log.set_min_severity(Severity::Error);
+        assert_eq!(log.min_severity(), Severity::Error);
+        log.emit(
+            &catalog::SMTP_MESSAGE_QUEUED,
+            fields!("queue_id" => "Q1", "sender" => "a@x.test", "to" => "b@y.test"),
+        );
+        log.emit(&catalog::SMTP_SESSION_STARTED, fields!("client" => "c"));
+        // A notice repeated past the burst is collapsed in the event log, never here.
+        for _ in 0..(BURST + 5) {
+            log.emit(&catalog::DELIVERY_DEFERRED, fields!("queue_id" => "Q1"));
+        }
+        assert!(log.flush(Duration::from_secs(5)));
+        assert!(read_lines(&events).is_empty(), "nothing reaches the level");
+        let tracked = read_lines(&dir.path().join("tracking").join(tracking::CURRENT));
+        assert_eq!(tracked.len(), 1 + BURST as usize + 5, "{tracked:?}");
+        assert_eq!(tracked[0]["step"], "received");
+        assert_eq!(tracked[0]["id"], "Q1");
+        assert_eq!(tracked[0]["to"][0], "b@y.test");
+        assert!(tracked.iter().all(|r| r["id"] == "Q1"));
+    }
+
+    #[test]
+    fn debug_events_are_logged_only_at_the_debug_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, events) = tracking_log(dir.path());
+        assert_eq!(log.min_severity(), Severity::Info);
+        log.emit(&catalog::QUEUE_MESSAGE_ACTIVE, fields!("queue_id" => "Q1"));
+        log.set_min_severity(Severity::Debug);
+        log.emit(&catalog::QUEUE_MESSAGE_ACTIVE, fields!("queue_id" => "Q2"));
+        assert!(log.flush(Duration::from_secs(5)));
+        let logged = read_lines(&events);
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged[0]["queue_id"], "Q2");
+        let tracked = read_lines(&dir.path().join("tracking").join(tracking::CURRENT));
+        assert_eq!(tracked.len(), 2, "both tracked: {tracked:?}");
+    }
+
+    #[test]
+    fn without_a_tracking_log_untracked_levels_cost_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(Some(&path), false).unwrap();
+        assert!(!log.tracking_enabled());
+        log.emit(&catalog::QUEUE_MESSAGE_ACTIVE, fields!("queue_id" => "Q1"));
+        assert!(log.flush(Duration::from_secs(5)));
+        assert!(read_lines(&path).is_empty());
+        assert!(!dir.path().join("tracking").exists());
+    }
+
+    #[test]
+    fn an_unusable_tracking_directory_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tracking"), b"a file, not a directory").unwrap();
+        let (log, events) = tracking_log(dir.path());
+        log.emit(&catalog::SMTP_MESSAGE_QUEUED, fields!("queue_id" => "Q1"));
+        assert!(log.flush(Duration::from_secs(5)));
+        let logged = read_lines(&events);
+        assert!(logged.iter().any(|l| l["id"] == 7062), "{logged:?}");
+        assert!(logged.iter().any(|l| l["id"] == 2003), "{logged:?}");
+    }
+
+    #[test]
+    fn a_level_change_is_always_on_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(Some(&path), false).unwrap();
+        log.set_min_severity(Severity::Error);
+        log.change_level(Severity::Warning, "api");
+        assert_eq!(log.min_severity(), Severity::Warning);
+        assert!(log.flush(Duration::from_secs(5)));
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["id"], 7065);
+        assert_eq!(lines[0]["level"], "warning");
+        assert_eq!(lines[0]["from"], "error");
+        assert_eq!(lines[0]["by"], "api");
     }
 }

@@ -295,8 +295,8 @@ impl Service {
         if let Some(reason) = self.back_pressure.as_ref().and_then(BackPressure::refusing) {
             return Fate::Retry(format!("back pressure: {reason}"));
         }
-        let id = match self.commit(&prepared).await {
-            Ok(id) => id,
+        let (id, message_id, size) = match self.commit(&prepared).await {
+            Ok(x) => x,
             Err(e @ (SpoolError::InvalidEnvelope(_) | SpoolError::EnvelopeTooLarge { .. })) => {
                 return Fate::Bad(format!("the spool refused its envelope: {e}"));
             }
@@ -317,12 +317,17 @@ impl Service {
                 "queue_id" => id,
                 "sender" => if prepared.sender.is_empty() { "<>" } else { prepared.sender.as_str() },
                 "recipients" => prepared.recipients.len(),
+                "to" => prepared.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>().join(","),
+                "size" => size,
+                "message_id" => message_id.as_deref().unwrap_or(""),
             ),
         );
         Fate::Queued
     }
 
-    async fn commit(&self, p: &Prepared) -> Result<QueueId, SpoolError> {
+    /// Commits the message; returns its queue id, its Message-ID (for the tracking log)
+    /// and its size.
+    async fn commit(&self, p: &Prepared) -> Result<(QueueId, Option<String>, u64), SpoolError> {
         let mut draft = self.intake.begin();
         let id = draft.id();
         let unique = id.to_string();
@@ -369,8 +374,9 @@ impl Service {
             arrival_micros: now_micros(),
             size: draft.written(),
         };
+        let size = envelope.size;
         draft.commit(envelope).await?;
-        Ok(id)
+        Ok((id, tern_proto::msgid::message_id_of(&content), size))
     }
 }
 

@@ -23,12 +23,14 @@ pub mod address;
 pub mod command;
 pub mod data;
 pub mod input;
+pub mod msgid;
 pub mod reply;
 
 pub use address::{AddressError, Mailbox, RoutingTrick};
 pub use command::{Command, CommandError, MailCommand, RcptCommand};
 pub use data::{BareLinePolicy, DataDecoder, DataLimits, DataProblem, DataStep};
 pub use input::{CommandFramer, Frame};
+pub use msgid::MessageIdScanner;
 pub use reply::Reply;
 
 /// Entry points for fuzz targets (see `fuzz/`). Not part of the stable API.

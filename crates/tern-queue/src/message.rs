@@ -488,8 +488,21 @@ async fn run(
     // Routed, no job handed out yet: a panic here leaves no job behind.
     #[cfg(feature = "fault-injection")]
     fault_injection::maybe_panic("route", &msg.content);
+    if !jobs.is_empty() {
+        let hops: Vec<&str> = jobs.keys().map(String::as_str).collect();
+        ctx.events.emit(
+            &catalog::QUEUE_MESSAGE_ACTIVE,
+            fields!(
+                "queue_id" => id,
+                "sender" => msg.envelope.sender,
+                "attempt" => record.attempts.saturating_add(1),
+                "recipients" => pending.len(),
+                "next_hops" => hops.join(","),
+            ),
+        );
+    }
     let mut waits = Vec::new();
-    for (_, (hop, transport, domain, rcpts)) in jobs {
+    for (key, (hop, transport, domain, rcpts)) in jobs {
         let (tx, rx) = oneshot::channel();
         let hop_of_job = hop.clone();
         let job = Job {
@@ -502,13 +515,14 @@ async fn run(
             reply: tx,
         };
         handle.send(Cmd::Enqueue(job));
-        waits.push((hop_of_job, rcpts, rx));
+        waits.push((hop_of_job, key, rcpts, rx));
     }
     let mut lost_worker = false;
     let mut waiting_on = Vec::new();
-    for (hop, rcpts, rx) in waits {
+    for (hop, key, rcpts, rx) in waits {
         match rx.await {
             Ok(JobResult { outcomes }) => {
+                attempt_events(&ctx, id, &key, &msg, &outcomes);
                 let deferral = outcomes.iter().find_map(|(_, r)| match r {
                     RcptResult::Deferred { reply, .. } => Some(reply.clone()),
                     _ => None,
@@ -524,15 +538,20 @@ async fn run(
                 lost_worker = true;
                 let reply = local_reply(451, "4.3.0 internal error during delivery; will retry");
                 waiting_on.push((hop, reply.clone()));
-                results.extend(rcpts.into_iter().map(|i| {
-                    (
-                        i,
-                        RcptResult::Deferred {
-                            reply: reply.clone(),
-                            remote: None,
-                        },
-                    )
-                }));
+                let outcomes: Vec<(usize, RcptResult)> = rcpts
+                    .into_iter()
+                    .map(|i| {
+                        (
+                            i,
+                            RcptResult::Deferred {
+                                reply: reply.clone(),
+                                remote: None,
+                            },
+                        )
+                    })
+                    .collect();
+                attempt_events(&ctx, id, &key, &msg, &outcomes);
+                results.extend(outcomes);
             }
         }
     }
@@ -545,6 +564,53 @@ async fn run(
         waiting_on,
     };
     finish(&ctx, id, &msg, &mut record, attempt).await
+}
+
+/// Event 7064 for one job's outcome: one event per distinct (result, remote, reply), with
+/// the recipients that share it.
+fn attempt_events(
+    ctx: &Context,
+    id: QueueId,
+    hop: &str,
+    msg: &LoadedMessage,
+    outcomes: &[(usize, RcptResult)],
+) {
+    let mut groups: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
+    for (i, r) in outcomes {
+        let (result, remote, reply) = match r {
+            RcptResult::Delivered { reply, remote, .. } => {
+                ("delivered", remote.as_str(), reply.as_str())
+            }
+            RcptResult::Deferred { reply, remote } => {
+                ("deferred", remote.as_deref().unwrap_or(""), reply.as_str())
+            }
+            RcptResult::Failed { reply, remote } => {
+                ("failed", remote.as_deref().unwrap_or(""), reply.as_str())
+            }
+        };
+        let address = msg
+            .envelope
+            .recipients
+            .get(*i)
+            .map_or("", |r| r.address.as_str());
+        groups
+            .entry((result, remote, reply))
+            .or_default()
+            .push(address);
+    }
+    for ((result, remote, reply), to) in groups {
+        ctx.events.emit(
+            &catalog::DELIVERY_ATTEMPT,
+            fields!(
+                "queue_id" => id,
+                "result" => result,
+                "next_hop" => hop,
+                "host" => remote,
+                "reply" => reply,
+                "to" => to.join(","),
+            ),
+        );
+    }
 }
 
 /// What one attempt came to, for [`finish`].

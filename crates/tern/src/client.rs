@@ -170,4 +170,18 @@ impl Client {
                 .send_json(body),
         )
     }
+
+    /// `PUT path` with a JSON body, JSON answer.
+    pub fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.finish(
+            self.agent
+                .put(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {}", self.token))
+                .send_json(body),
+        )
+    }
 }

@@ -72,6 +72,33 @@ pub struct Config {
     pub pickup: PickupSection,
     /// `[admin]`: the admin API, web viewer, metrics and health listener (docs/ADMIN.md).
     pub admin: tern_admin::AdminConfig,
+    /// `[tracking]`: the message tracking log (docs/ADMIN.md#message-tracking).
+    pub tracking: TrackingSection,
+}
+
+/// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct TrackingSection {
+    /// Write the tracking log in `tern serve`.
+    pub enabled: bool,
+    /// The current file is rotated before it would pass this size, 4096 to 2^40.
+    pub max_file_bytes: u64,
+    /// The current file is rotated when its first record is this old, 60 to 31622400.
+    pub max_file_age_secs: u64,
+    /// Rotated files kept (the newest), 1 to 10000.
+    pub keep_files: usize,
+}
+
+impl Default for TrackingSection {
+    fn default() -> TrackingSection {
+        TrackingSection {
+            enabled: true,
+            max_file_bytes: 64 * 1024 * 1024,
+            max_file_age_secs: 86_400,
+            keep_files: 14,
+        }
+    }
 }
 
 /// `[pickup]`: the pickup directory, the way in for other systems and `tern sendmail`
@@ -357,6 +384,25 @@ impl Config {
         if self.server.data_dir.as_os_str().is_empty() {
             p.push(ConfigProblem::new("server.data_dir", "must not be empty"));
         }
+        let t = &self.tracking;
+        if !(4096..=1 << 40).contains(&t.max_file_bytes) {
+            p.push(ConfigProblem::new(
+                "tracking.max_file_bytes",
+                "must be 4096 to 1099511627776",
+            ));
+        }
+        if !(60..=31_622_400).contains(&t.max_file_age_secs) {
+            p.push(ConfigProblem::new(
+                "tracking.max_file_age_secs",
+                "must be 60 to 31622400 (366 days)",
+            ));
+        }
+        if !(1..=10_000).contains(&t.keep_files) {
+            p.push(ConfigProblem::new(
+                "tracking.keep_files",
+                "must be 1 to 10000",
+            ));
+        }
         if self.listeners.is_empty() {
             p.push(ConfigProblem::new(
                 "listener",
@@ -552,6 +598,23 @@ impl Config {
     /// The watchdog's status snapshot, read by `tern status`.
     pub fn status_path(&self) -> PathBuf {
         self.server.data_dir.join("status.json")
+    }
+
+    /// The message tracking log's directory.
+    pub fn tracking_dir(&self) -> PathBuf {
+        self.server.data_dir.join("tracking")
+    }
+
+    /// The tracking log's settings for the event writer; `None` when it is off.
+    pub fn tracking_config(&self) -> Option<tern_events::tracking::TrackingConfig> {
+        self.tracking
+            .enabled
+            .then(|| tern_events::tracking::TrackingConfig {
+                dir: self.tracking_dir(),
+                max_file_bytes: self.tracking.max_file_bytes,
+                max_file_age: Duration::from_secs(self.tracking.max_file_age_secs),
+                keep_files: self.tracking.keep_files,
+            })
     }
 
     /// Where the running server writes its admin listener's address, for the CLI.
@@ -774,6 +837,32 @@ mod tests {
         has("local.domains: \"x.test\" has mailboxes");
         has("local.domains: \"y.test\" has mailboxes");
         assert_eq!(shown.len(), 3, "{shown:#?}");
+    }
+
+    #[test]
+    fn tracking_defaults_and_bounds() {
+        let c = Config::parse("[[listener]]\n", "t.toml").unwrap();
+        let t = c.tracking_config().unwrap();
+        assert_eq!(t.dir, PathBuf::from("./tern-data/tracking"));
+        assert_eq!(t.max_file_bytes, 64 * 1024 * 1024);
+        assert_eq!(t.max_file_age, Duration::from_secs(86_400));
+        assert_eq!(t.keep_files, 14);
+        let off = Config::parse("[tracking]\nenabled = false\n[[listener]]\n", "t.toml").unwrap();
+        assert!(off.tracking_config().is_none());
+        let err = Config::parse(
+            "[tracking]\nmax_file_bytes = 10\nmax_file_age_secs = 0\nkeep_files = 0\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "tracking.max_file_bytes",
+                "tracking.max_file_age_secs",
+                "tracking.keep_files"
+            ]
+        );
     }
 
     #[test]

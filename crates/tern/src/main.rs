@@ -18,6 +18,7 @@ mod sendmail;
 mod serve;
 mod status;
 mod supervise;
+mod track;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,31 @@ enum Cmd {
     Queue {
         #[command(subcommand)]
         command: QueueCmd,
+    },
+    /// Follow a message through the tracking log (read directly: works with or without a
+    /// running server): a queue id (with the DSNs it produced), a Message-ID (every queue
+    /// id that carried it) or an address (every message from or to it).
+    Track {
+        /// Configuration file, to find the data directory.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The records as one JSON object ({"query", "records", "truncated", "ids"}).
+        #[arg(long)]
+        json: bool,
+        /// Most records shown (the newest), 1 to 10000.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Queue id, Message-ID or address.
+        query: String,
+    },
+    /// Show the running server's log level, or set it (debug, info, notice, warning,
+    /// error) until the next reload or restart.
+    LogLevel {
+        /// Configuration file, to find the server.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The new level; without it, the current one is shown.
+        level: Option<String>,
     },
     /// Destinations (next hops) of the running server: list, retry now, suspend, resume.
     Dest {
@@ -271,6 +297,37 @@ fn main() -> ExitCode {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tern: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Track {
+            config,
+            json,
+            limit,
+            query,
+        } => {
+            let result = load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| track::track(&c, &query, limit, json));
+            match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tern: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::LogLevel { config, level } => {
+            let result = load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| track::log_level(&c, level.as_deref()));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tern: {e:#}");
                     ExitCode::FAILURE

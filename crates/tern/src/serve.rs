@@ -52,9 +52,11 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let events = EventLog::open(
+    // The message tracking log is written by the same thread, from the tracked events.
+    let events = EventLog::open_with_tracking(
         Some(&data_dir.join("events.jsonl")),
         config.server.log_stderr,
+        config.tracking_config(),
     )
     .with_context(|| format!("opening event log in {}", data_dir.display()))?;
     events.set_min_severity(Severity::parse(&config.server.log_level).unwrap_or(Severity::Info));
@@ -182,6 +184,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             back_pressure: shared.back_pressure.clone(),
             control,
             next_hop,
+            tracking_dir: config.tracking_dir(),
             listeners_up: std::sync::atomic::AtomicBool::new(true),
             started: std::time::Instant::now(),
             history: Default::default(),
@@ -355,6 +358,12 @@ fn reload(
     }
     maps_loaded(events, &config);
     current.store(Arc::new(current.load().with_reloaded(&config)));
+    // The file's log level wins over one set at run time (`tern log-level`).
+    let level = Severity::parse(&config.server.log_level).unwrap_or(Severity::Info);
+    let old = events.min_severity();
+    if old != level {
+        events.change_level(level, "reload");
+    }
     events.emit(
         &catalog::SERVER_RELOADED,
         fields!("file" => path.display(), "routes" => config.routes.len()),

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tern_events::{catalog, fields};
 use tern_metrics::Reject;
-use tern_proto::{DataDecoder, DataLimits, DataProblem, DataStep, Reply};
+use tern_proto::{DataDecoder, DataLimits, DataProblem, DataStep, MessageIdScanner, Reply};
 use tern_spool::{ClientInfo, Envelope, MessageDraft};
 
 use super::state::{Greeting, Phase, Transaction};
@@ -29,6 +29,8 @@ pub(crate) struct BdatTransfer {
     greeting: Greeting,
     txn: Transaction,
     writer: Box<dyn MessageDraft>,
+    /// The Message-ID, for the tracking log, found as the chunks pass.
+    msgid: MessageIdScanner,
     received: u64,
     problem: Option<DataProblem>,
     spool_error: Option<String>,
@@ -60,6 +62,7 @@ impl Session {
             bare: self.ctx.config.bare_line_endings.policy(),
         };
         let mut decoder = DataDecoder::new(limits);
+        let mut msgid = MessageIdScanner::new();
         let mut chunk = Vec::with_capacity(SPOOL_CHUNK.min(8192));
         loop {
             let step = decoder.feed(&self.inbuf, &mut chunk);
@@ -73,6 +76,7 @@ impl Session {
             if decoder.problem().is_some() || spool_error.is_some() {
                 chunk.clear();
             } else if (ended || chunk.len() >= SPOOL_CHUNK) && !chunk.is_empty() {
+                msgid.feed(&chunk);
                 if let Err(e) = writer.write(&chunk).await {
                     spool_error = Some(e.to_string());
                 }
@@ -86,7 +90,10 @@ impl Session {
         let reply = match (decoder.problem(), spool_error) {
             (Some(p), _) => refuse_content(p, &limits),
             (None, Some(e)) => self.spool_failed(&e),
-            (None, None) => self.finish_message(&greeting, txn, writer).await,
+            (None, None) => {
+                self.finish_message(&greeting, txn, writer, msgid.message_id())
+                    .await
+            }
         };
         self.reply(reply).await
     }
@@ -107,6 +114,7 @@ impl Session {
                             greeting,
                             txn,
                             writer,
+                            msgid: MessageIdScanner::new(),
                             received: 0,
                             problem: None,
                             spool_error,
@@ -142,9 +150,12 @@ impl Session {
             greeting,
             txn,
             writer,
+            msgid,
             ..
         } = t;
-        let reply = self.finish_message(&greeting, txn, writer).await;
+        let reply = self
+            .finish_message(&greeting, txn, writer, msgid.message_id())
+            .await;
         self.reply(reply).await
     }
 
@@ -172,12 +183,13 @@ impl Session {
                         t.problem = Some(DataProblem::TooBig);
                     }
                     t.received = new_total;
+                    let piece = self.inbuf.get(..take).unwrap_or_default();
+                    if t.problem.is_none() && t.spool_error.is_none() {
+                        t.msgid.feed(piece);
+                    }
                     if t.problem.is_none()
                         && t.spool_error.is_none()
-                        && let Err(e) = t
-                            .writer
-                            .write(self.inbuf.get(..take).unwrap_or_default())
-                            .await
+                        && let Err(e) = t.writer.write(piece).await
                     {
                         t.spool_error = Some(e.to_string());
                     }
@@ -227,12 +239,14 @@ impl Session {
             .map(|e| e.to_string())
     }
 
-    /// Commits the message and returns the reply for the client.
+    /// Commits the message and returns the reply for the client. `message_id` is the
+    /// content's Message-ID, for the tracking log.
     async fn finish_message(
         &mut self,
         g: &Greeting,
         txn: Transaction,
         writer: Box<dyn MessageDraft>,
+        message_id: Option<String>,
     ) -> Reply {
         // Accept latency: from the end of the content to the reply.
         let started = Instant::now();
@@ -261,6 +275,12 @@ impl Session {
             envelope.recipients.len(),
             envelope.size,
         );
+        let to: Vec<&str> = envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        let to = to.join(",");
         match writer.commit(envelope).await {
             Ok(()) => {
                 self.queued = self.queued.saturating_add(1);
@@ -272,6 +292,8 @@ impl Session {
                         "sender" => sender,
                         "recipients" => nrcpt,
                         "size" => size,
+                        "to" => to,
+                        "message_id" => message_id.as_deref().unwrap_or(""),
                     ),
                 );
                 tern_metrics::get()

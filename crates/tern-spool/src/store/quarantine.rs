@@ -78,6 +78,7 @@ impl Inner {
                             "reason" => reason,
                             "moved_to" => format!("corrupt/{}", candidate.to_string_lossy()),
                             "record" => record.as_deref().unwrap_or("none"),
+                            "queue_id" => name_to_id(name).map(|id| id.to_string()).unwrap_or_default(),
                         ),
                     );
                     tern_metrics::get().quarantined.inc();

@@ -118,6 +118,16 @@ impl Admin {
                 .send_json(body),
         )
     }
+
+    /// `PUT path` with the token and a JSON body.
+    pub fn put(&self, path: &str, body: &serde_json::Value) -> Answer {
+        Self::answer(
+            self.agent
+                .put(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {}", self.token))
+                .send_json(body),
+        )
+    }
 }
 
 impl Admin {
