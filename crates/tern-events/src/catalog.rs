@@ -210,6 +210,15 @@ events! {
     DELIVERY_CONVERTED_7BIT = (6041, "delivery.converted.7bit", Info,
         "A message with 8-bit content was converted to 7 bit for a next hop without 8BITMIME (8-bit parts in quoted-printable or base64, 8-bit header fields as encoded words); the copy goes in this attempt, the stored message is unchanged. Fields give the parts and fields converted and both sizes.",
         "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");
+    SYSTEMD_WATCHDOG_WITHHELD = (7081, "systemd.watchdog.withheld", Error,
+        "An essential worker (listener, queue manager, spool writer or DNS resolver; `worker` names it) is stalled, so Tern stops sending WATCHDOG=1 to systemd: if the worker does not recover within WatchdogSec, systemd restarts Tern (dist/tern.service). Only sent when Tern runs under systemd with a watchdog.",
+        "Let systemd restart Tern; then look at the fields of event 5001 for the stalled worker (disk of a spool writer, DNS servers) and report the stall.");
+    SYSTEMD_WATCHDOG_RESUMED = (7082, "systemd.watchdog.resumed", Notice,
+        "The essential workers are healthy again before systemd's watchdog ran out; Tern sends WATCHDOG=1 again.",
+        "None; see event 5003 for how long the stall lasted.");
+    SYSTEMD_NOTIFY_FAILED = (7083, "systemd.notify.failed", Warning,
+        "A notification to systemd (READY=1, RELOADING=1, STOPPING=1 or WATCHDOG=1; `message` says which) could not be sent to $NOTIFY_SOCKET, or that address is unusable. Logged once until a send succeeds. Without READY=1 systemd considers the start failed; without WATCHDOG=1 it restarts Tern.",
+        "Check the unit (Type=notify, NotifyAccess=main) and that nothing else set NOTIFY_SOCKET in Tern's environment.");
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod admin;
 #[allow(dead_code)] // Until the CLI commands over the API land (issue 6).
 mod client;
 mod config;
+mod notify;
 mod queue;
 mod sendmail;
 mod serve;

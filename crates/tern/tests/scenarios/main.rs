@@ -60,6 +60,7 @@ mod sigterm_shuts_down_within_grace;
 mod smarthost_and_reject_routes;
 mod smtp_source_interop;
 mod swaks_interop;
+mod systemd_notify_ready_watchdog_and_stopping;
 mod unknown_local_recipient_refused_at_rcpt;
 mod unusable_spool_dir_fails_start_with_path;
 mod watchdog_restarts_frozen_delivery_worker;
