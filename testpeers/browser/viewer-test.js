@@ -246,6 +246,7 @@ async function main() {
       await check("delete (confirmed) removes a held message and the list updates", async () => {
         await openMessage(page, victim);
         await confirmAction(page, "delete", true);
+        await until("the delete result", async () => (await text(page, "#msg-result")).startsWith("delete:"));
         await until("the message gone from the list", async () => !(await listIds(page, "#/queue")).includes(victim));
       });
     } else {

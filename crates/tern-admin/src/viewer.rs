@@ -80,10 +80,15 @@ mod tests {
     fn every_file_is_listed_once_and_the_page_loads_only_listed_files() {
         let page = FILES[0].2;
         for (path, _, _) in &FILES[1..] {
-            assert!(page.contains(&format!("\"{path}\"")), "{path} not used by the page");
+            assert!(
+                page.contains(&format!("\"{path}\"")),
+                "{path} not used by the page"
+            );
         }
         // No external resource, no inline script or style (the CSP forbids them).
-        for bad in ["http://", "https://", "<script>", "style=", "onclick", "<style"] {
+        for bad in [
+            "http://", "https://", "<script>", "style=", "onclick", "<style",
+        ] {
             assert!(!page.contains(bad), "index.html contains {bad:?}");
         }
         let mut paths: Vec<_> = FILES.iter().map(|f| f.0).collect();
@@ -94,8 +99,18 @@ mod tests {
 
     #[test]
     fn the_script_never_inserts_markup() {
-        let js = FILES.iter().find(|f| f.0 == "/viewer.js").map(|f| f.2).unwrap_or("");
-        for bad in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        let js = FILES
+            .iter()
+            .find(|f| f.0 == "/viewer.js")
+            .map(|f| f.2)
+            .unwrap_or("");
+        for bad in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!js.contains(bad), "viewer.js uses {bad}");
         }
     }

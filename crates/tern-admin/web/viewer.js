@@ -461,7 +461,8 @@
       out.textContent = action + " failed: " + (e instanceof NotAvailable ? "not available on this server" : e.message);
       return;
     }
-    await message(id);
+    // Re-read it, unless the operator has moved on to another page meanwhile.
+    if (location.hash === "#/message/" + encodeURIComponent(id)) await message(id);
   }
 
   async function showRaw() {

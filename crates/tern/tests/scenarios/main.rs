@@ -64,3 +64,4 @@ mod systemd_notify_ready_watchdog_and_stopping;
 mod unknown_local_recipient_refused_at_rcpt;
 mod unusable_spool_dir_fails_start_with_path;
 mod watchdog_restarts_frozen_delivery_worker;
+mod web_viewer_in_a_real_browser;
