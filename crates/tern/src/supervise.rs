@@ -274,3 +274,81 @@ impl Tick {
         stalled
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use tern_events::EventLog;
+    use tern_watchdog::{Kind, ManualClock, Watchdog};
+
+    use super::{Pinger, SystemdWatchdog, stalled_essential};
+    use crate::notify::Notifier;
+
+    #[test]
+    fn only_a_stalled_essential_worker_counts() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let wd = Watchdog::with_clock(Duration::from_secs(2), clock.clone());
+        let delivery = wd.register("delivery#1@smtp:x", Kind::Delivery);
+        delivery.busy(true);
+        let scheduler = wd.register("queue.scheduler", Kind::QueueManager);
+        let snap = |wd: &Watchdog| {
+            wd.check(wd.now_ms());
+            wd.snapshot(wd.now_ms(), 0)
+        };
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(stalled_essential(&snap(&wd)), None, "a delivery stall");
+        scheduler.busy(true);
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(
+            stalled_essential(&snap(&wd)).as_deref(),
+            Some("queue.scheduler")
+        );
+        scheduler.progress();
+        scheduler.busy(false);
+        assert_eq!(stalled_essential(&snap(&wd)), None, "recovered");
+    }
+
+    #[test]
+    fn pings_only_when_armed_and_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let manager = UnixDatagram::bind(&path).unwrap();
+        manager.set_nonblocking(true).unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let mut p = Pinger {
+            systemd: SystemdWatchdog {
+                notifier: Notifier::connect(&path.into_os_string()).unwrap(),
+                every: Duration::from_millis(500),
+                armed: Arc::clone(&armed),
+            },
+            events: EventLog::open(None, false).unwrap(),
+            withheld: false,
+            send_failed: false,
+        };
+        let got = || {
+            let mut buf = [0u8; 64];
+            let mut n = 0;
+            while manager.recv(&mut buf).is_ok() {
+                n += 1;
+            }
+            n
+        };
+        p.ping(None);
+        assert_eq!(got(), 0, "no ping before READY=1");
+        armed.store(true, std::sync::atomic::Ordering::Release);
+        p.ping(None);
+        p.ping(None);
+        assert_eq!(got(), 2);
+        p.ping(Some("queue.scheduler"));
+        p.ping(Some("queue.scheduler"));
+        assert_eq!(got(), 0, "withheld while stalled");
+        assert!(p.withheld);
+        p.ping(None);
+        assert_eq!(got(), 1, "resumed");
+        assert!(!p.withheld);
+    }
+}
