@@ -232,8 +232,14 @@
   function renderDestinations(d) {
     const list = (d.destinations || []).filter((x) => x.queued > 0 || x.state !== "active").slice(0, 10);
     if (!list.length) return el("p", { class: "muted" }, "No destination has mail waiting.");
+    // The list's destination filter matches recipient domains: only an `mx:<domain>` next
+    // hop (or a bare domain) names one; a route's next hop (`smtp:<route>`) is not linked.
+    const domainOf = (name) => {
+      const m = /^(?:mx:)?([A-Za-z0-9.-]+)$/.exec(String(name));
+      return m ? m[1] : null;
+    };
     const rows = list.map((x) => [
-      el("a", { href: "#/queue?destination=" + encodeURIComponent(x.name) }, x.name),
+      domainOf(x.name) ? el("a", { href: "#/queue?destination=" + encodeURIComponent(domainOf(x.name)) }, x.name) : el("span", {}, x.name),
       x.queued, stateBadge(x.state),
       x.down_until_unix_ms ? fmtTime(x.down_until_unix_ms) : "",
       String(x.in_use) + " / " + String(x.limit),
