@@ -57,6 +57,8 @@ fn run_script(node: &Path, args: &[String]) {
     let out = try_run(&mut cmd, SCRIPT_LIMIT).unwrap_or_else(|e| panic!("viewer-test.js: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // Shown with --nocapture: which checks ran.
+    println!("{stdout}");
     assert!(
         out.status.success(),
         "the browser test failed ({}):\n{stdout}\n{stderr}",
