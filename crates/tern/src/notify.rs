@@ -223,6 +223,30 @@ mod tests {
         off.ready("x").unwrap();
     }
 
+    /// dist/tern.service keeps what this module's protocol relies on.
+    #[test]
+    fn the_unit_file_asks_for_notify_and_the_watchdog() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dist/tern.service");
+        let unit = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+        for want in [
+            "Type=notify",
+            "NotifyAccess=main",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "Restart=on-failure",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ReadWritePaths=/var/lib/tern",
+            "PrivateTmp=yes",
+        ] {
+            assert!(lines.contains(&want), "dist/tern.service lacks {want}");
+        }
+        assert!(
+            lines.iter().any(|l| l.starts_with("WatchdogSec=")),
+            "no WatchdogSec"
+        );
+    }
+
     #[test]
     fn watchdog_interval_is_half_and_only_for_this_pid() {
         assert_eq!(
