@@ -3,7 +3,8 @@
 # kind: installs the real peers the tests talk to (swaks, Postfix's smtp-source, Python's
 # aiosmtpd and dnslib, iproute2 for the network-namespace DNS test, mount for the tmpfs of
 # the disk-fault tests, Dovecot's LMTP server and doveadm for the local-delivery tests;
-# aiosmtpd also drives bench/chaos/run.py, which chaos_soak_short runs), then runs every
+# aiosmtpd also drives bench/chaos/run.py, which chaos_soak_short runs; Chromium, node
+# and the pinned Playwright in testpeers/browser for the web viewer's browser test), then runs every
 # test in the workspace. The tests need root (the namespace test creates one, the
 # disk-fault tests mount tmpfs). A missing peer is a failure, never a silent skip: the
 # interop tests check for each tool and fail loudly.
@@ -22,6 +23,9 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v dovecot >/dev/null && command -v doveadm >/dev/null || need_apt+=(dovecot-core)
 [ -x /usr/lib/dovecot/lmtp ] || need_apt+=(dovecot-lmtpd)
 perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing test peers: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +36,11 @@ fi
 if ! python3 -c 'import aiosmtpd, dnslib' 2>/dev/null; then
   echo "== installing Python test peers: aiosmtpd dnslib"
   python3 -m pip install -q aiosmtpd dnslib
+fi
+
+if [ ! -f testpeers/browser/node_modules/playwright-core/package.json ]; then
+  echo "== installing the browser test's npm packages (testpeers/browser)"
+  (cd testpeers/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 log=$(mktemp)

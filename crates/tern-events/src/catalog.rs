@@ -245,6 +245,15 @@ events! {
     LOG_LEVEL_CHANGED = (7065, "server.log_level.changed", Notice,
         "The lowest severity written to the event log was changed at run time (`tern log-level`, `PUT /api/v1/log-level`, or `server.log_level` at a reload); fields give the old and new level and who changed it. The tracking log is not affected.",
         "None; set it back to `info` after debugging (debug events are many).");
+    SYSTEMD_WATCHDOG_WITHHELD = (7081, "systemd.watchdog.withheld", Error,
+        "An essential worker (listener, queue manager, spool writer or DNS resolver; `worker` names it) is stalled, so Tern stops sending WATCHDOG=1 to systemd: if the worker does not recover within WatchdogSec, systemd restarts Tern (dist/tern.service). Only sent when Tern runs under systemd with a watchdog.",
+        "Let systemd restart Tern; then look at the fields of event 5001 for the stalled worker (disk of a spool writer, DNS servers) and report the stall.");
+    SYSTEMD_WATCHDOG_RESUMED = (7082, "systemd.watchdog.resumed", Notice,
+        "The essential workers are healthy again before systemd's watchdog ran out; Tern sends WATCHDOG=1 again.",
+        "None; see event 5003 for how long the stall lasted.");
+    SYSTEMD_NOTIFY_FAILED = (7083, "systemd.notify.failed", Warning,
+        "A notification to systemd (READY=1, RELOADING=1, STOPPING=1 or WATCHDOG=1; `message` says which) could not be sent to $NOTIFY_SOCKET, or that address is unusable. Logged once until a send succeeds. Without READY=1 systemd considers the start failed; without WATCHDOG=1 it restarts Tern.",
+        "Check the unit (Type=notify, NotifyAccess=main) and that nothing else set NOTIFY_SOCKET in Tern's environment.");
 }
 
 #[cfg(test)]

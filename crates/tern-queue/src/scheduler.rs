@@ -509,6 +509,11 @@ impl Scheduler {
                     Some(cmd) => {
                         self.beat.busy(true);
                         self.beat.done_waiting(1);
+                        #[cfg(feature = "fault-injection")]
+                        if fault_injection::freezes_scheduler(&cmd) {
+                            // Busy and never progressing, as if stuck on a lock.
+                            std::future::pending::<()>().await;
+                        }
                         self.handle_cmd(cmd);
                     }
                     None => break,
@@ -845,5 +850,26 @@ async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Test builds only (`--features fault-injection`): freeze the scheduler itself, an
+/// essential worker the supervisor cannot restart, to prove that Tern then stops
+/// pinging systemd's watchdog (issue 6 §6).
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    use super::Cmd;
+
+    /// Whether `cmd` hands the scheduler a job whose message content contains the bytes
+    /// in the environment variable `TERN_FAULT_FREEZE_SCHEDULER_ON`.
+    pub(super) fn freezes_scheduler(cmd: &Cmd) -> bool {
+        let Some(pattern) = std::env::var_os("TERN_FAULT_FREEZE_SCHEDULER_ON") else {
+            return false;
+        };
+        let pattern = pattern.as_encoded_bytes();
+        let Cmd::Enqueue(job) = cmd else {
+            return false;
+        };
+        !pattern.is_empty() && job.msg.content.windows(pattern.len()).any(|w| w == pattern)
     }
 }

@@ -12,6 +12,7 @@
 mod admin;
 mod client;
 mod config;
+mod notify;
 mod queue;
 mod remote;
 mod sendmail;

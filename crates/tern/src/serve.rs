@@ -11,6 +11,10 @@
 //! worker gets its heartbeat from it explicitly: the spool's group-commit threads, the
 //! listeners' accept loops, the scheduler, the DNS resolver and every delivery worker.
 //! The supervisor thread (`supervise`) starts once the spool is open and stops last.
+//!
+//! Under systemd (`Type=notify`, `notify`): `READY=1` after event 1001, `RELOADING=1`
+//! and `READY=1` around a SIGHUP reload, `STOPPING=1` when a stop begins, and
+//! `WATCHDOG=1` from the supervisor thread while the essential workers are healthy.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,7 +36,8 @@ use tern_spool::{MessageIntake, Spool};
 use tern_watchdog::{Heartbeat, Kind, Watchdog};
 
 use crate::config::{Config, DnsSection};
-use crate::supervise::Supervisor;
+use crate::notify::Notifier;
+use crate::supervise::{Supervisor, SystemdWatchdog};
 
 /// Runs the server until a stop signal. `path` is the configuration file (reloaded on
 /// SIGHUP); `None` for the embedded default, which a reload leaves as it is.
@@ -70,13 +75,32 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("opening spool {}", spool_dir.display()))?;
     spool.set_commit_mode(config.spool.commit);
     // Dropped on every way out of this function: stops the thread, removes status.json.
-    let supervisor = match &watchdog {
-        Some(w) => Some(
-            Supervisor::start(w.clone(), events.clone(), config.status_path())
-                .context("starting the watchdog")?,
-        ),
-        None => None,
+    // systemd's notification socket (Type=notify, WatchdogSec=): nothing when unset.
+    let notifier = match Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            events.emit(
+                &catalog::SYSTEMD_NOTIFY_FAILED,
+                fields!("message" => "all", "error" => e),
+            );
+            Notifier::default()
+        }
     };
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let systemd = crate::notify::watchdog_interval()
+        .filter(|_| notifier.enabled())
+        .map(|every| SystemdWatchdog {
+            notifier: notifier.clone(),
+            every,
+            armed: Arc::clone(&armed),
+        });
+    let supervisor = Supervisor::start(
+        watchdog.clone(),
+        events.clone(),
+        config.status_path(),
+        systemd,
+    )
+    .context("starting the watchdog")?;
     let back_pressure =
         BackPressure::start(spool.clone(), config.back_pressure.clone(), events.clone());
     let hostname = config.server.hostname.clone();
@@ -213,11 +237,19 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             "listeners" => addrs.join(","),
         ),
     );
+    // After event 1001: every listener is bound and the queue runs.
+    notify(
+        &events,
+        "READY=1",
+        notifier.ready(&format!("accepting mail on {}", addrs.join(","))),
+    );
+    armed.store(true, std::sync::atomic::Ordering::Release);
 
     let reason = loop {
         match next_signal(&mut signals).await {
             Signal::Stop(reason) => break reason,
             Signal::Reload => {
+                notify(&events, "RELOADING=1", notifier.reloading());
                 let _ = reload(
                     path.as_deref(),
                     &events,
@@ -229,9 +261,11 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
                 // SIGHUP too.
                 let handle = queue.as_ref().map(|(q, _)| q.handle());
                 crate::admin::serve_requests(data_dir, &spool, handle.as_ref()).await;
+                notify(&events, "READY=1", notifier.ready("reloaded"));
             }
         }
     };
+    notify(&events, "STOPPING=1", notifier.stopping());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     events.emit(
         &catalog::SERVER_STOPPING,
@@ -256,6 +290,17 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     events.emit(&catalog::SERVER_STOPPED, fields!("signal" => reason));
     events.flush(Duration::from_secs(2));
     Ok(())
+}
+
+/// Reports a failed notification to systemd (event 7083); a lost notification never
+/// stops Tern.
+fn notify(events: &EventLog, message: &str, sent: std::io::Result<()>) {
+    if let Err(e) = sent {
+        events.emit(
+            &catalog::SYSTEMD_NOTIFY_FAILED,
+            fields!("message" => message, "error" => e),
+        );
+    }
 }
 
 enum Signal {
