@@ -560,7 +560,17 @@ async fn finish(
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
     let tried = !results.is_empty();
-    let mut newly_failed = Vec::new();
+    let n = record.recipients.len();
+    let at = now_micros();
+    // Recipients that failed earlier but were never reported (an administrator's bounce
+    // cut short by a crash, or a DSN that could not be queued): reported now.
+    let mut newly_failed: Vec<usize> = record
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.status, RecipientStatus::Failed { .. }) && !r.dsn_sent)
+        .map(|(i, _)| i)
+        .collect();
     let mut newly_delivered = Vec::new();
     let mut deferred_reasons = Vec::new();
     for (i, res) in results {
@@ -568,6 +578,22 @@ async fn finish(
             continue;
         };
         rr.attempts = rr.attempts.saturating_add(1);
+        let (result, reply, remote) = match &res {
+            RcptResult::Delivered { reply, remote, .. } => {
+                ("delivered", reply.clone(), Some(remote.clone()))
+            }
+            RcptResult::Deferred { reply, remote } => ("deferred", reply.clone(), remote.clone()),
+            RcptResult::Failed { reply, remote } => ("failed", reply.clone(), remote.clone()),
+        };
+        rr.remember(
+            n,
+            tern_spool::AttemptEntry {
+                at_micros: at,
+                result: result.into(),
+                remote,
+                reply: Some(reply),
+            },
+        );
         match res {
             RcptResult::Delivered {
                 reply,

@@ -18,6 +18,8 @@ use tern_spool::{DeliveryRecord, QueueId, QueueState};
 #[derive(Default)]
 pub(crate) struct Retries {
     by_due: BTreeSet<(Instant, QueueId)>,
+    /// Each waiting message's entry in `by_due`, to take one out (`remove`).
+    due_of: HashMap<QueueId, Instant>,
     /// Where a message waits when it is not `deferred/`.
     from: HashMap<QueueId, QueueState>,
     /// Records newer than the disk (writing them failed). Bounded by the retries.
@@ -34,6 +36,9 @@ impl Retries {
         state: QueueState,
         record: Option<Box<DeliveryRecord>>,
     ) {
+        if let Some(old) = self.due_of.insert(id, due) {
+            self.by_due.remove(&(old, id));
+        }
         self.by_due.insert((due, id));
         if state == QueueState::Deferred {
             self.from.remove(&id);
@@ -57,8 +62,21 @@ impl Retries {
             return None;
         }
         self.by_due.pop_first();
+        self.due_of.remove(&id);
         let state = self.from.remove(&id).unwrap_or(QueueState::Deferred);
         Some((id, state))
+    }
+
+    /// Takes message `id` out (an administrator acts on it): when it was due, where it
+    /// waits, and its unsaved record. `None` when it is not waiting here.
+    pub(crate) fn remove(
+        &mut self,
+        id: QueueId,
+    ) -> Option<(Instant, QueueState, Option<Box<DeliveryRecord>>)> {
+        let due = self.due_of.remove(&id)?;
+        self.by_due.remove(&(due, id));
+        let state = self.from.remove(&id).unwrap_or(QueueState::Deferred);
+        Some((due, state, self.unsaved.remove(&id)))
     }
 
     /// The record the message's last attempt could not write, for the task that runs it
@@ -73,6 +91,27 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tern_spool::RecipientStatus;
+
+    #[test]
+    fn a_removed_message_is_no_longer_due_and_gives_back_its_record() {
+        let mut r = Retries::default();
+        let now = Instant::now();
+        let (a, b) = (QueueId::generate(), QueueId::generate());
+        let rec = DeliveryRecord::new(a, 1);
+        r.insert(now, a, QueueState::Active, Some(Box::new(rec.clone())));
+        r.insert(now, b, QueueState::Deferred, None);
+        let (due, state, unsaved) = r.remove(a).unwrap();
+        assert_eq!((due, state), (now, QueueState::Active));
+        assert_eq!(unsaved.as_deref(), Some(&rec));
+        assert!(r.remove(a).is_none());
+        assert_eq!(r.pop_due(now), Some((b, QueueState::Deferred)));
+        assert_eq!(r.pop_due(now), None);
+        // Inserted again with a new time: only the new entry counts.
+        r.insert(now + Duration::from_secs(5), b, QueueState::Deferred, None);
+        r.insert(now, b, QueueState::Deferred, None);
+        assert_eq!(r.pop_due(now), Some((b, QueueState::Deferred)));
+        assert_eq!(r.next_due(), None);
+    }
 
     #[test]
     fn a_deferral_retries_from_deferred_without_a_record() {
