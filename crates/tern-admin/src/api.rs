@@ -61,7 +61,9 @@ pub struct ErrorDetail {
 
 /// Every API route, under `/api/v1`, with the document describing them.
 pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
-    let v1 = OpenApiRouter::new().routes(routes!(status));
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(status))
+        .merge(crate::queue::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts()

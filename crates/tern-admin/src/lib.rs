@@ -23,6 +23,7 @@ pub mod auth;
 mod config;
 mod error;
 mod health;
+pub mod queue;
 mod server;
 pub mod state;
 mod viewer;
