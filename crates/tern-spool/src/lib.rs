@@ -61,8 +61,7 @@ pub use record::{AttemptEntry, DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
 pub use store::{
     CommitMode, DELETABLE, DiskSpace, ListedMessage, MessageWriter, PeekedMessage, RELEASABLE,
-    RecoveryReport,
-    Spool, StoredMessage, SyncStats,
+    RecoveryReport, Spool, StoredMessage, SyncStats,
 };
 
 /// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.

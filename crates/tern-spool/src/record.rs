@@ -285,7 +285,11 @@ mod tests {
         }
         assert_eq!(r.history.len(), MAX_HISTORY);
         assert_eq!(r.history[0].at_micros, 3, "the oldest went first");
-        assert!(r.history.iter().all(|e| e.reply.as_ref().unwrap().len() == MAX_HISTORY_REPLY));
+        assert!(
+            r.history
+                .iter()
+                .all(|e| e.reply.as_ref().unwrap().len() == MAX_HISTORY_REPLY)
+        );
         let mut big = RecipientRecord::default();
         big.remember(
             HISTORY_MAX_RECIPIENTS + 1,
@@ -307,7 +311,11 @@ mod tests {
         bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&crc32c::crc32c(json.as_bytes()).to_le_bytes());
         bytes.extend_from_slice(json.as_bytes());
-        assert!(decode(&bytes, rec.id).unwrap().recipients[0].history.is_empty());
+        assert!(
+            decode(&bytes, rec.id).unwrap().recipients[0]
+                .history
+                .is_empty()
+        );
     }
 
     proptest! {

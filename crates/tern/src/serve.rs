@@ -209,10 +209,6 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
                     &shared,
                     queue.as_ref().map(|(_, ctx)| ctx.as_ref()),
                 );
-                // Administrators' requests (`tern queue release|delete`) come with a
-                // SIGHUP too.
-                let handle = queue.as_ref().map(|(q, _)| q.handle());
-                crate::admin::serve_requests(data_dir, &spool, handle.as_ref()).await;
             }
         }
     };

@@ -359,7 +359,10 @@ async fn peek_reads_the_envelope_and_the_start_of_the_content_only() {
     assert_eq!(p.envelope.size, 5000);
     assert!(p.file_size > 5000);
     let all = spool.peek(QueueState::Incoming, id, 1 << 20).unwrap();
-    assert_eq!(all.head, body, "a limit above the size reads the content only");
+    assert_eq!(
+        all.head, body,
+        "a limit above the size reads the content only"
+    );
     assert!(matches!(
         spool.peek(QueueState::Deferred, id, 100),
         Err(SpoolError::NotFound)
