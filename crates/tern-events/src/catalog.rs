@@ -212,7 +212,7 @@ events! {
         "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");
 
     QUEUE_ADMIN_DELETED = (7001, "queue.admin.deleted", Notice,
-        "An administrator deleted a message (admin API or `tern queue delete`); fields: id, action, from_state, bounce (yes: the sender was sent a bounce for the recipients not yet delivered, as with 7003; no: removed silently).",
+        "An administrator deleted a message (admin API or `tern queue delete`); fields: queue_id, action, from_state, bounce (yes: the sender was sent a bounce for the recipients not yet delivered, as with 7003; no: removed silently).",
         "None; the event is the record of who removed what (see the tracking log).");
     QUEUE_ADMIN_HELD = (7002, "queue.admin.held", Info,
         "An administrator moved a deferred message to the hold queue; it is not tried again until released.",

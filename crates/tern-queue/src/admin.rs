@@ -270,7 +270,6 @@ async fn run(
     };
     let emit = |def: &'static tern_events::EventDef, extra: &[(&'static str, String)]| {
         let mut f = fields!(
-            "id" => id,
             "queue_id" => id,
             "action" => action.as_str(),
             "from_state" => state,
@@ -338,7 +337,6 @@ async fn run(
             ctx.events.emit(
                 &catalog::QUEUE_ADMIN_FAILED,
                 fields!(
-                    "id" => id,
                     "queue_id" => id,
                     "action" => action.as_str(),
                     "from_state" => state,

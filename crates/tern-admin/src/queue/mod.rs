@@ -508,7 +508,6 @@ async fn directly(
     match done {
         Ok(from) => {
             let mut f = fields!(
-                "id" => id,
                 "queue_id" => id,
                 "action" => action.as_str(),
                 "from_state" => from,

@@ -9,6 +9,8 @@
 mod common;
 
 mod admin_api_auth_health_and_openapi;
+mod admin_queue_actions_single_and_bulk;
+mod admin_queue_list_filters_and_paging;
 mod admin_releases_and_deletes_poisoned_and_held_mail;
 mod alias_loop_duplicates_and_remote_member;
 mod all_hosts_down_then_back;
