@@ -18,6 +18,7 @@ mod back_pressure_refuses_with_452;
 mod bdat_chunks_are_queued_byte_identical;
 mod chaos_soak_short;
 mod check_config_reports_every_problem;
+mod cli_queue_over_the_api;
 mod corrupt_entries_quarantined_rest_delivered;
 mod corrupt_spool_entry_quarantined_at_start;
 mod default_config_accepts_local_and_loopback_relay;
