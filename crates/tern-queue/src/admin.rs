@@ -416,6 +416,8 @@ async fn bounce(
     record.last_error = Some(reply.clone());
     record.next_attempt_micros = None;
     ctx.spool.write_record(&record).await?;
+    #[cfg(feature = "fault-injection")]
+    crate::message::fault_injection::maybe_abort_at("admin-bounce", &stored.body);
     let msg = LoadedMessage {
         envelope: stored.envelope,
         content: stored.body,

@@ -799,6 +799,27 @@ pub(crate) mod fault_injection {
         }
     }
 
+    /// Aborts the process when the environment variable `TERN_FAULT_ABORT_AT` is
+    /// `<stage>:<bytes>`, `stage` is this one and the content contains the bytes. Stages:
+    /// `admin-bounce` (an administrator's bounce, failures written, bounce not yet
+    /// queued).
+    pub(crate) fn maybe_abort_at(stage: &str, content: &[u8]) {
+        let Some(spec) = std::env::var_os("TERN_FAULT_ABORT_AT") else {
+            return;
+        };
+        let spec = spec.as_encoded_bytes();
+        let Some(colon) = spec.iter().position(|b| *b == b':') else {
+            return;
+        };
+        let (want, pattern) = (&spec[..colon], &spec[colon + 1..]);
+        if want == stage.as_bytes()
+            && !pattern.is_empty()
+            && content.windows(pattern.len()).any(|w| w == pattern)
+        {
+            std::process::abort();
+        }
+    }
+
     /// Aborts the process when the content contains the bytes in the environment
     /// variable `TERN_FAULT_ABORT_ON`.
     pub(super) fn maybe_abort(content: &[u8]) {

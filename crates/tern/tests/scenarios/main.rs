@@ -9,6 +9,7 @@
 mod common;
 
 mod admin_api_auth_health_and_openapi;
+mod admin_bounce_survives_a_crash_and_is_sent_once;
 mod admin_queue_actions_single_and_bulk;
 mod admin_queue_list_filters_and_paging;
 mod admin_releases_and_deletes_poisoned_and_held_mail;
