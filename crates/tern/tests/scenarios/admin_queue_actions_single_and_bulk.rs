@@ -26,12 +26,14 @@ fn admin_queue_actions_single_and_bulk() {
     // Recipients with "defer" or "bulk" in them are deferred; bounces to the senders
     // (client.test) are taken.
     let peer = SmtpPeer::start("127.0.0.3", &["tempfail-rcpt=defer|bulk"]);
+    // A slow receiver keeps a message in active/ for a while.
+    let slow = SmtpPeer::start("127.0.0.4", &["slow=400"]);
     let tern = Setup::new()
         .dns(&dns.dns_section())
         .queue("[queue]\ndeliver = true\nmin_backoff_secs = 3600\nmax_backoff_secs = 3600\n")
         .section(&format!(
-            "[[route]]\ndomains = [\"defer.test\", \"bulk.test\", \"client.test\"]\ntransport = \"smtp\"\nhosts = [\"{}\"]\n\n[[route]]\ndomains = [\"hold.test\"]\ntransport = \"hold\"\n",
-            peer.addr
+            "[[route]]\ndomains = [\"defer.test\", \"bulk.test\", \"client.test\"]\ntransport = \"smtp\"\nhosts = [\"{}\"]\n\n[[route]]\ndomains = [\"hold.test\"]\ntransport = \"hold\"\n\n[[route]]\ndomains = [\"slow.test\"]\ntransport = \"smtp\"\nhosts = [\"{}\"]\n",
+            peer.addr, slow.addr
         ))
         .start();
     let admin = Admin::of(&tern);
@@ -272,4 +274,27 @@ fn admin_queue_actions_single_and_bulk() {
     let left = admin.get("/api/v1/queue").json();
     assert_eq!(left["total"], 1, "only d0 is left: {left}");
     assert_eq!(left["messages"][0]["id"], d0.as_str());
+
+    // A message being delivered is not touched: 409 while it is active.
+    let busy = send_one(
+        tern.addr(),
+        "s@client.test",
+        &["r@slow.test"],
+        &simple_message("slow", "x"),
+    );
+    wait_json(&admin, &format!("/api/v1/queue/{busy}"), |v| {
+        v["state"] == "active"
+    });
+    for action in ["hold", "delete", "bounce", "retry"] {
+        let a = act(&busy, action);
+        assert_eq!(a.status, 409, "{action} while active: {a:?}");
+        assert!(
+            a.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("being processed"),
+            "{a:?}"
+        );
+    }
+    slow.wait_for(1, Duration::from_secs(30));
 }
