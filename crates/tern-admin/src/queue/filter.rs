@@ -222,6 +222,8 @@ pub struct Entry {
     pub listed: ListedMessage,
     /// The delivery record, when it has one and it could be read.
     pub record: Option<DeliveryRecord>,
+    /// For a quarantined entry: why (its `.reason` file, first 2 KiB).
+    pub corrupt_reason: Option<String>,
 }
 
 /// `GET /queue`'s view of one message.
@@ -326,7 +328,9 @@ impl Entry {
             arrival_unix_ms: self.arrival_ms(),
             age_secs: self.age_secs(now_ms),
             attempts: self.attempts(),
-            last_error: rec.and_then(|r| r.last_error.clone()),
+            last_error: rec
+                .and_then(|r| r.last_error.clone())
+                .or_else(|| self.corrupt_reason.clone()),
             next_attempt_unix_ms: rec
                 .and_then(|r| r.next_attempt_micros)
                 .filter(|_| l.state == QueueState::Deferred)
@@ -402,12 +406,34 @@ fn entry_of_once_more(spool: &Spool, id: QueueId) -> Result<Option<Entry>, Spool
 fn with_record(spool: &Spool, listed: ListedMessage) -> Entry {
     // A record that cannot be read is shown as absent; the queue quarantines the message
     // when it loads it.
-    let record = if listed.state == QueueState::Corrupt {
-        None
-    } else {
-        spool.read_record(listed.id).ok().flatten()
-    };
-    Entry { listed, record }
+    if listed.state == QueueState::Corrupt {
+        let corrupt_reason = reason_of(spool, listed.id);
+        return Entry {
+            listed,
+            record: None,
+            corrupt_reason,
+        };
+    }
+    let record = spool.read_record(listed.id).ok().flatten();
+    Entry {
+        listed,
+        record,
+        corrupt_reason: None,
+    }
+}
+
+/// The `reason:` line of a quarantined entry's `.reason` file (bounded read).
+fn reason_of(spool: &Spool, id: QueueId) -> Option<String> {
+    use std::io::Read;
+    let mut path = spool.path_of(QueueState::Corrupt, id).into_os_string();
+    path.push(".reason");
+    let file = std::fs::File::open(path).ok()?;
+    let mut buf = Vec::new();
+    file.take(2048).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.lines()
+        .find_map(|l| l.strip_prefix("reason: "))
+        .map(|r| format!("quarantined: {}", r.trim()))
 }
 
 /// Every message `filter` matches, oldest first (then by id). Blocking.
@@ -461,6 +487,7 @@ mod tests {
                 file_size: 100,
             },
             record: None,
+            corrupt_reason: None,
         }
     }
 

@@ -42,7 +42,7 @@ fn ids(v: &Value) -> Vec<String> {
 fn admin_queue_list_filters_and_paging() {
     let dns = DnsServer::start();
     let peer = SmtpPeer::start("127.0.0.3", &["tempfail-rcpt=defer"]);
-    let tern = Setup::new()
+    let mut tern = Setup::new()
         .dns(&dns.dns_section())
         .queue("[queue]\ndeliver = true\nmin_backoff_secs = 3600\nmax_backoff_secs = 3600\n")
         .section(&format!(
@@ -50,7 +50,7 @@ fn admin_queue_list_filters_and_paging() {
             peer.addr
         ))
         .start();
-    let admin = Admin::of(&tern);
+    let mut admin = Admin::of(&tern);
 
     let m1 = send_one(
         tern.addr(),
@@ -248,4 +248,43 @@ fn admin_queue_list_filters_and_paging() {
             "{path} {method} missing"
         );
     }
+
+    // A damaged file is quarantined at the next start: listed as corrupt with the reason,
+    // shown without an envelope, not exported, and deleted only without a bounce.
+    tern.stop(Duration::from_secs(20));
+    let path = tern.spool_dir().join("deferred").join(&m1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    tern.restart();
+    admin = Admin::of(&tern);
+    let c = wait_json(&admin, "/api/v1/queue?state=corrupt", |v| v["total"] == 1);
+    assert_eq!(c["messages"][0]["id"], m1.as_str());
+    assert_eq!(c["messages"][0]["sender"], "");
+    assert!(
+        c["messages"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("quarantined: "),
+        "{c}"
+    );
+    let d = admin.get(&format!("/api/v1/queue/{m1}")).json();
+    assert_eq!(
+        (d["state"].as_str(), d["envelope"].is_null()),
+        (Some("corrupt"), true),
+        "{d}"
+    );
+    assert_eq!(admin.get(&format!("/api/v1/queue/{m1}/raw")).status, 409);
+    let a = admin.post(
+        &format!("/api/v1/queue/{m1}/delete"),
+        &serde_json::json!({"bounce": true}),
+    );
+    assert_eq!(a.status, 409, "{a:?}");
+    let a = admin.post(
+        &format!("/api/v1/queue/{m1}/delete"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(admin.get("/api/v1/queue?state=corrupt").json()["total"], 0);
 }
