@@ -71,7 +71,8 @@ pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .merge(crate::summary::routes())
         .merge(crate::control::routes())
         .merge(crate::overview::routes())
-        .merge(crate::track::routes());
+        .merge(crate::track::routes())
+        .merge(crate::queue::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts()

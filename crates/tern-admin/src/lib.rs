@@ -27,6 +27,7 @@ mod error;
 mod health;
 mod metrics;
 pub mod overview;
+pub mod queue;
 mod server;
 pub mod state;
 pub mod summary;

@@ -43,6 +43,7 @@
 //! removed or its record written delivers it again at the next start. The window is one
 //! delivery attempt.
 
+pub mod admin;
 pub mod attempt;
 mod budget;
 pub mod config;
@@ -70,6 +71,7 @@ use tern_route::dns::Resolver;
 use tern_spool::Spool;
 use tern_watchdog::Watchdog;
 
+pub use admin::{AdminAction, AdminDone, AdminRefusal};
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
 pub use intake::QueueIntake;
 pub use scheduler::{

@@ -648,7 +648,17 @@ async fn finish(
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
     let tried = !results.is_empty();
-    let mut newly_failed = Vec::new();
+    let n = record.recipients.len();
+    let at = now_micros();
+    // Recipients that failed earlier but were never reported (an administrator's bounce
+    // cut short by a crash, or a DSN that could not be queued): reported now.
+    let mut newly_failed: Vec<usize> = record
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.status, RecipientStatus::Failed { .. }) && !r.dsn_sent)
+        .map(|(i, _)| i)
+        .collect();
     let mut newly_delivered = Vec::new();
     let mut deferred_reasons = Vec::new();
     let metrics = tern_metrics::get();
@@ -672,6 +682,22 @@ async fn finish(
                 metrics.bounced.inc();
             }
         }
+        let (result, reply, remote) = match &res {
+            RcptResult::Delivered { reply, remote, .. } => {
+                ("delivered", reply.clone(), Some(remote.clone()))
+            }
+            RcptResult::Deferred { reply, remote } => ("deferred", reply.clone(), remote.clone()),
+            RcptResult::Failed { reply, remote } => ("failed", reply.clone(), remote.clone()),
+        };
+        rr.remember(
+            n,
+            tern_spool::AttemptEntry {
+                at_micros: at,
+                result: result.into(),
+                remote,
+                reply: Some(reply),
+            },
+        );
         match res {
             RcptResult::Delivered {
                 reply,
@@ -875,6 +901,27 @@ pub(crate) mod fault_injection {
             && content.windows(pattern.len()).any(|w| w == pattern)
         {
             panic!("fault injection: panic at stage {stage}");
+        }
+    }
+
+    /// Aborts the process when the environment variable `TERN_FAULT_ABORT_AT` is
+    /// `<stage>:<bytes>`, `stage` is this one and the content contains the bytes. Stages:
+    /// `admin-bounce` (an administrator's bounce, failures written, bounce not yet
+    /// queued).
+    pub(crate) fn maybe_abort_at(stage: &str, content: &[u8]) {
+        let Some(spec) = std::env::var_os("TERN_FAULT_ABORT_AT") else {
+            return;
+        };
+        let spec = spec.as_encoded_bytes();
+        let Some(colon) = spec.iter().position(|b| *b == b':') else {
+            return;
+        };
+        let (want, pattern) = (&spec[..colon], &spec[colon + 1..]);
+        if want == stage.as_bytes()
+            && !pattern.is_empty()
+            && content.windows(pattern.len()).any(|w| w == pattern)
+        {
+            std::process::abort();
         }
     }
 

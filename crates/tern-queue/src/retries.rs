@@ -142,6 +142,42 @@ impl Retries {
         self.by_hop.contains_key(hop)
     }
 
+    /// Takes message `id` out (an administrator acts on it): when it was due, where it
+    /// waits, its unsaved record and the next hops it waits for (with their deferral
+    /// texts), to put it back as it was if the action does not apply. `None` when it is
+    /// not waiting here.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn remove(
+        &mut self,
+        id: QueueId,
+    ) -> Option<(
+        Instant,
+        QueueState,
+        Option<Box<DeliveryRecord>>,
+        Vec<(NextHop, String)>,
+    )> {
+        let due = *self.due_of.get(&id)?;
+        let hops = self
+            .hops_of
+            .get(&id)
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        let error = self
+                            .by_hop
+                            .get(h)
+                            .map(|w| w.last_error.clone())
+                            .unwrap_or_default();
+                        (h.clone(), error)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.forget(id);
+        let state = self.from.remove(&id).unwrap_or(QueueState::Deferred);
+        Some((due, state, self.unsaved.remove(&id), hops))
+    }
+
     /// The record the message's last attempt could not write, for the task that runs it
     /// now (given out once).
     pub(crate) fn take_unsaved(&mut self, id: QueueId) -> Option<Box<DeliveryRecord>> {
@@ -154,6 +190,45 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tern_spool::RecipientStatus;
+
+    #[test]
+    fn a_removed_message_is_no_longer_due_and_gives_back_its_record() {
+        let mut r = Retries::default();
+        let now = Instant::now();
+        let (a, b) = (QueueId::generate(), QueueId::generate());
+        let rec = DeliveryRecord::new(a, 1);
+        let hop = NextHop::Relay { route: 0 };
+        r.insert(
+            now,
+            a,
+            QueueState::Active,
+            Some(Box::new(rec.clone())),
+            vec![(hop.clone(), "451 busy".into())],
+        );
+        r.insert(now, b, QueueState::Deferred, None, Vec::new());
+        let (due, state, unsaved, hops) = r.remove(a).unwrap();
+        assert_eq!((due, state), (now, QueueState::Active));
+        assert_eq!(unsaved.as_deref(), Some(&rec));
+        assert_eq!(hops, vec![(hop.clone(), "451 busy".to_owned())]);
+        assert!(
+            !r.waits_for(&hop),
+            "a removed message no longer counts for its hop"
+        );
+        assert!(r.remove(a).is_none());
+        assert_eq!(r.pop_due(now), Some((b, QueueState::Deferred)));
+        assert_eq!(r.pop_due(now), None);
+        // Inserted again with a new time: only the new entry counts.
+        r.insert(
+            now + Duration::from_secs(5),
+            b,
+            QueueState::Deferred,
+            None,
+            Vec::new(),
+        );
+        r.insert(now, b, QueueState::Deferred, None, Vec::new());
+        assert_eq!(r.pop_due(now), Some((b, QueueState::Deferred)));
+        assert_eq!(r.next_due(), None);
+    }
 
     #[test]
     fn a_deferral_retries_from_deferred_without_a_record() {

@@ -86,6 +86,17 @@ pub(crate) enum Cmd {
     MessageDone { id: QueueId, next: Next },
     /// An administrator released a message into `deferred/`: try it now.
     Released(QueueId),
+    /// An administrator's action on one message (see `admin`).
+    Admin {
+        id: QueueId,
+        action: crate::admin::AdminAction,
+        reply: crate::admin::Reply,
+    },
+    /// An admin task ended.
+    AdminDone {
+        id: QueueId,
+        requeue: crate::admin::Requeue,
+    },
     /// Stop: no new work; reply when every task ended or was cut at the grace period.
     Shutdown(oneshot::Sender<()>),
     /// An administrator asks for every destination's state.
@@ -596,6 +607,23 @@ impl Scheduler {
             } => {
                 let _ = reply.send(self.destination_action(&name, action));
             }
+            Cmd::Admin { id, action, reply } => self.admin(id, action, reply),
+            Cmd::AdminDone { id, requeue } => {
+                self.running.remove(&id);
+                match requeue {
+                    crate::admin::Requeue::Nothing => {}
+                    crate::admin::Requeue::Now(state) => self.push_backlog(id, state),
+                    crate::admin::Requeue::At {
+                        due,
+                        state,
+                        record,
+                        hops,
+                    } => {
+                        self.retries.insert(due, id, state, record, hops);
+                        self.queued_ids.insert(id);
+                    }
+                }
+            }
             Cmd::Shutdown(reply) => {
                 let _ = self.stop_tx.send(true);
                 self.stopping = Some((Instant::now() + self.ctx.shutdown_grace, reply));
@@ -607,6 +635,57 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// An administrator's action: refused while the message is processed or about to
+    /// be; otherwise the message is taken from the retry timers and marked running while
+    /// its admin task works, so no message task can start on it meanwhile.
+    fn admin(
+        &mut self,
+        id: QueueId,
+        action: crate::admin::AdminAction,
+        reply: crate::admin::Reply,
+    ) {
+        use crate::admin::AdminRefusal;
+        if self.stopping.is_some() {
+            let _ = reply.send(Err(AdminRefusal::Unavailable(
+                "the queue is stopping".into(),
+            )));
+            return;
+        }
+        if self.running.contains_key(&id) {
+            let _ = reply.send(Err(AdminRefusal::Conflict(format!(
+                "cannot {} {id} now: it is being processed (active); try again when it waits in deferred",
+                action.as_str()
+            ))));
+            return;
+        }
+        let tracked =
+            self.retries
+                .remove(id)
+                .map(|(due, state, unsaved, hops)| crate::admin::Tracked {
+                    due,
+                    state,
+                    unsaved,
+                    hops,
+                });
+        if tracked.is_none() && self.queued_ids.contains(&id) {
+            let _ = reply.send(Err(AdminRefusal::Conflict(format!(
+                "cannot {} {id} now: it is waiting to be processed (incoming or due); try again when it waits in deferred",
+                action.as_str()
+            ))));
+            return;
+        }
+        self.queued_ids.remove(&id);
+        let task = crate::admin::spawn(
+            Arc::clone(&self.ctx),
+            self.handle.clone(),
+            id,
+            action,
+            tracked,
+            reply,
+        );
+        self.running.insert(id, task);
     }
 
     fn push_backlog(&mut self, id: QueueId, state: QueueState) {

@@ -57,11 +57,11 @@ pub use envelope::{
 pub use error::{CorruptReason, Section, SpoolError};
 pub use id::{QueueId, QueueIdError};
 pub use intake::{MessageDraft, MessageIntake};
-pub use record::{DeliveryRecord, RecipientRecord};
+pub use record::{AttemptEntry, DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
 pub use store::{
-    CommitMode, DELETABLE, DiskSpace, ListedMessage, MessageWriter, RELEASABLE, RecoveryReport,
-    Spool, StoredMessage, SyncStats,
+    CommitMode, DELETABLE, DiskSpace, ListedMessage, MessageWriter, PeekedMessage, RELEASABLE,
+    RecoveryReport, Spool, StoredMessage, SyncStats,
 };
 
 /// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.

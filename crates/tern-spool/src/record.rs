@@ -85,6 +85,51 @@ pub struct RecipientRecord {
     /// sent twice.
     #[serde(default)]
     pub dsn_sent: bool,
+    /// The last attempts that included this recipient, oldest first: at most
+    /// [`MAX_HISTORY`] entries, each reply cut to [`MAX_HISTORY_REPLY`] octets, and kept
+    /// only for messages of at most [`HISTORY_MAX_RECIPIENTS`] recipients, so a record
+    /// stays far below [`MAX_RECORD_LEN`] (see [`RecipientRecord::remember`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptEntry>,
+}
+
+/// One attempt's result for one recipient, for the operator (`GET /api/v1/queue/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptEntry {
+    /// When the attempt finished, microseconds since the Unix epoch.
+    pub at_micros: i64,
+    /// `delivered`, `deferred` or `failed`.
+    pub result: String,
+    /// The host that answered, if any.
+    #[serde(default)]
+    pub remote: Option<String>,
+    /// The reply (cut to [`MAX_HISTORY_REPLY`] octets).
+    #[serde(default)]
+    pub reply: Option<String>,
+}
+
+/// Most attempts remembered per recipient.
+pub const MAX_HISTORY: usize = 5;
+/// Longest reply kept in an [`AttemptEntry`].
+pub const MAX_HISTORY_REPLY: usize = 256;
+/// Messages with more recipients keep no per-recipient history (only the last status).
+pub const HISTORY_MAX_RECIPIENTS: usize = 1000;
+
+impl RecipientRecord {
+    /// Appends one attempt's result to the history, dropping the oldest beyond
+    /// [`MAX_HISTORY`]. `recipients` is the message's recipient count: above
+    /// [`HISTORY_MAX_RECIPIENTS`] nothing is kept.
+    pub fn remember(&mut self, recipients: usize, entry: AttemptEntry) {
+        if recipients > HISTORY_MAX_RECIPIENTS {
+            return;
+        }
+        let mut entry = entry;
+        entry.reply = entry.reply.map(|r| cut(&r, MAX_HISTORY_REPLY));
+        entry.remote = entry.remote.map(|r| cut(&r, MAX_HISTORY_REPLY));
+        self.history.push(entry);
+        let extra = self.history.len().saturating_sub(MAX_HISTORY);
+        self.history.drain(..extra);
+    }
 }
 
 impl DeliveryRecord {
@@ -153,14 +198,18 @@ pub fn decode(bytes: &[u8], expected: QueueId) -> Result<DeliveryRecord, Corrupt
 
 /// Cuts a reply to [`MAX_REPLY_LEN`] octets on a character boundary.
 pub fn bounded_reply(reply: &str) -> String {
-    if reply.len() <= MAX_REPLY_LEN {
-        return reply.to_string();
+    cut(reply, MAX_REPLY_LEN)
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
     }
-    let mut end = MAX_REPLY_LEN;
-    while !reply.is_char_boundary(end) {
+    let mut end = max;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    reply[..end].to_string()
+    text.get(..end).unwrap_or_default().to_string()
 }
 
 #[cfg(test)]
@@ -218,6 +267,55 @@ mod tests {
         let cut = bounded_reply(&s);
         assert!(cut.len() <= MAX_REPLY_LEN);
         assert!(s.starts_with(&cut));
+    }
+
+    #[test]
+    fn history_is_bounded_and_skipped_for_huge_messages() {
+        let mut r = RecipientRecord::default();
+        for n in 0..(MAX_HISTORY as i64 + 3) {
+            r.remember(
+                2,
+                AttemptEntry {
+                    at_micros: n,
+                    result: "deferred".into(),
+                    remote: Some("mx.test[192.0.2.1]".into()),
+                    reply: Some("x".repeat(MAX_HISTORY_REPLY * 2)),
+                },
+            );
+        }
+        assert_eq!(r.history.len(), MAX_HISTORY);
+        assert_eq!(r.history[0].at_micros, 3, "the oldest went first");
+        assert!(
+            r.history
+                .iter()
+                .all(|e| e.reply.as_ref().unwrap().len() == MAX_HISTORY_REPLY)
+        );
+        let mut big = RecipientRecord::default();
+        big.remember(
+            HISTORY_MAX_RECIPIENTS + 1,
+            AttemptEntry {
+                at_micros: 1,
+                result: "failed".into(),
+                remote: None,
+                reply: None,
+            },
+        );
+        assert!(big.history.is_empty());
+        // Records written before the history existed still decode.
+        let mut rec = sample();
+        rec.recipients[0].history = r.history.clone();
+        assert_eq!(decode(&encode(&rec), rec.id).unwrap(), rec);
+        let old = br#"{"id":"ID","attempts":1,"recipients":[{"status":{"state":"pending"}}]}"#;
+        let json = String::from_utf8_lossy(old).replace("ID", &rec.id.to_string());
+        let mut bytes = RECORD_MAGIC.to_vec();
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(json.as_bytes()).to_le_bytes());
+        bytes.extend_from_slice(json.as_bytes());
+        assert!(
+            decode(&bytes, rec.id).unwrap().recipients[0]
+                .history
+                .is_empty()
+        );
     }
 
     proptest! {

@@ -10,6 +10,7 @@
 //! Only this binary uses `anyhow`; the library crates return typed errors.
 
 mod admin;
+mod cli_queue;
 mod client;
 mod config;
 mod notify;
@@ -162,17 +163,28 @@ enum ConfigCmd {
 
 #[derive(Subcommand)]
 enum QueueCmd {
-    /// List queued messages (mailq style, or one JSON object per line with --json).
+    /// List queued messages, mailq style (from the running server, else from the spool),
+    /// or one JSON object per message per line with --json (from the spool).
     List {
-        /// Configuration file, to find the data directory.
+        /// Configuration file, to find the data directory and the server.
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// One JSON object per message per line.
         #[arg(long)]
         json: bool,
-        /// Only this state: incoming, active, deferred, hold, poison, corrupt.
+        #[command(flatten)]
+        filter: cli_queue::FilterArgs,
+    },
+    /// Show one message: envelope, each recipient's status and attempts, headers.
+    Show {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The API's JSON instead of the text.
         #[arg(long)]
-        state: Option<String>,
+        json: bool,
+        /// Queue id.
+        id: String,
     },
     /// Destination by age table of the running server's queue (like Postfix's qshape).
     Summary {
@@ -189,24 +201,44 @@ enum QueueCmd {
         #[arg(long)]
         by: Option<String>,
     },
-    /// Release messages from the poison or hold queue: crash count reset, tried now.
-    Release {
-        /// Configuration file, to find the data directory.
+    /// Write a message as stored (message/rfc822) to stdout or a file.
+    Export {
+        /// Configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Queue ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
-    /// Delete messages (no bounce) from the deferred, hold, poison or corrupt queue.
-    Delete {
-        /// Configuration file, to find the data directory.
+        /// Write here instead of stdout.
         #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Queue ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
+        output: Option<PathBuf>,
+        /// Queue id.
+        id: String,
     },
+    /// Delete messages (deferred, hold, poison, corrupt); --bounce tells the sender first.
+    Delete(ActionArgs),
+    /// Move deferred messages to the hold queue.
+    Hold(ActionArgs),
+    /// Release messages from the hold or poison queue: crash count reset, tried now.
+    Release(ActionArgs),
+    /// Try deferred messages now.
+    Retry(ActionArgs),
+    /// Bounce messages now: undelivered recipients fail, the sender gets a bounce.
+    Bounce(ActionArgs),
+    /// Resubmit poisoned messages: crash count reset, tried now.
+    Resubmit(ActionArgs),
+}
+
+/// The messages an action takes: ids, or a filter.
+#[derive(clap::Args)]
+struct ActionArgs {
+    /// Configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Queue ids (or use the filter flags).
+    ids: Vec<String>,
+    #[command(flatten)]
+    filter: cli_queue::FilterArgs,
+    /// delete only: bounce to the sender for the recipients not yet delivered.
+    #[arg(long)]
+    bounce: bool,
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, config::ConfigErrors> {
@@ -335,20 +367,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Queue {
-            command: QueueCmd::Release { config, ids },
-        } => admin_action(config.as_ref(), admin::Action::Release, &ids),
-        Cmd::Queue {
-            command:
-                QueueCmd::Summary {
-                    config,
-                    json,
-                    state,
-                    by,
-                },
-        } => api_command(config.as_ref(), |c| {
-            remote::summary(c, json, state.as_deref(), by.as_deref())
-        }),
         Cmd::Dest {
             command: DestCmd::List { config, json },
         } => api_command(config.as_ref(), |c| remote::dest_list(c, json)),
@@ -370,30 +388,7 @@ fn main() -> ExitCode {
         Cmd::Config {
             command: ConfigCmd::Show { config, json },
         } => api_command(config.as_ref(), |c| remote::config_show(c, json)),
-        Cmd::Queue {
-            command: QueueCmd::Delete { config, ids },
-        } => admin_action(config.as_ref(), admin::Action::Delete, &ids),
-        Cmd::Queue {
-            command:
-                QueueCmd::List {
-                    config,
-                    json,
-                    state,
-                },
-        } => {
-            let result = load(config.as_ref())
-                .map_err(anyhow::Error::from)
-                .and_then(|c| queue::list(&c, json, state.as_deref()));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                // `tern queue list | head` closes the pipe early: stop quietly, like mailq.
-                Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tern: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Cmd::Queue { command } => queue_command(command),
     }
 }
 
@@ -415,18 +410,68 @@ fn api_command(
     }
 }
 
-/// `tern queue release|delete`: exit 0 when every message was acted on.
-fn admin_action(config: Option<&PathBuf>, action: admin::Action, ids: &[String]) -> ExitCode {
-    let result = load(config)
-        .map_err(anyhow::Error::from)
-        .and_then(|c| admin::run(&c, action, ids));
+fn exit_of(result: anyhow::Result<bool>) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // `tern queue list | head` closes the pipe early: stop quietly, like mailq.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tern: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn queue_command(command: QueueCmd) -> ExitCode {
+    let with = |config: Option<&PathBuf>, f: &dyn Fn(&Config) -> anyhow::Result<bool>| {
+        exit_of(
+            load(config)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| f(&c)),
+        )
+    };
+    let action = |name: &str, a: ActionArgs| {
+        if a.bounce && name != "delete" {
+            eprintln!("tern: --bounce goes with delete only");
+            return ExitCode::from(2);
+        }
+        with(a.config.as_ref(), &|c| {
+            let target = cli_queue::Target {
+                ids: &a.ids,
+                filter: &a.filter,
+            };
+            cli_queue::act(c, name, a.bounce, &target)
+        })
+    };
+    match command {
+        QueueCmd::List {
+            config,
+            json,
+            filter,
+        } => with(config.as_ref(), &|c| {
+            cli_queue::list(c, json, &filter).map(|()| true)
+        }),
+        QueueCmd::Show { config, json, id } => with(config.as_ref(), &|c| {
+            cli_queue::show(c, &id, json).map(|()| true)
+        }),
+        QueueCmd::Export { config, output, id } => with(config.as_ref(), &|c| {
+            cli_queue::export(c, &id, output.as_ref()).map(|()| true)
+        }),
+        QueueCmd::Delete(a) => action("delete", a),
+        QueueCmd::Hold(a) => action("hold", a),
+        QueueCmd::Release(a) => action("release", a),
+        QueueCmd::Retry(a) => action("retry", a),
+        QueueCmd::Bounce(a) => action("bounce", a),
+        QueueCmd::Resubmit(a) => action("resubmit", a),
+        QueueCmd::Summary {
+            config,
+            json,
+            state,
+            by,
+        } => api_command(config.as_ref(), |c| {
+            remote::summary(c, json, state.as_deref(), by.as_deref())
+        }),
     }
 }
 

@@ -1,144 +1,89 @@
-//! `tern queue list`: reads the spool directly, read-only, without the server.
+//! `tern queue list` from the spool: read-only, safe beside a running server, and the
+//! way the queue is listed when no server runs (`crate::cli_queue` asks the server's API
+//! when one does).
 //!
-//! The plain form imitates Postfix's `mailq`; `--json` prints one JSON object per message
-//! per line, like `postqueue -j`, with at least `id`, `state`, `sender`, `recipients`,
-//! `size` and `arrival` (RFC 3339, UTC), plus `attempts`, `next_attempt` and `last_error`
-//! from the delivery record, and each recipient's status from it.
+//! `--json` always comes from here, with or without a server: one JSON object per message
+//! per line, like `postqueue -j`, with at least `id`, `state`, `sender`, `recipients`
+//! (address, status, remote_mta), `size` and `arrival` (RFC 3339, UTC), plus `attempts`,
+//! `next_attempt` and `last_error` from the delivery record and `destinations`. The
+//! filters are the admin API's (`tern_admin::queue::filter`), so both answer alike.
 
 use std::io::Write;
 
 use anyhow::Context;
-use tern_spool::{DeliveryRecord, QueueState, RecipientStatus, Spool};
+use tern_admin::queue::filter::{self, Entry, Filter, Summary};
+use tern_spool::Spool;
 
 use crate::config::Config;
 
-/// Prints the queue.
-pub fn list(config: &Config, json: bool, state: Option<&str>) -> anyhow::Result<()> {
-    let state = match state {
-        Some(s) => Some(QueueState::parse(s).with_context(|| {
-            format!("unknown state {s:?}; use incoming, active, deferred, hold, poison or corrupt")
-        })?),
-        None => None,
-    };
+/// The messages `filter` matches, read from the spool read-only (safe beside a running
+/// server), oldest first. An absent spool is an empty queue.
+fn entries(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
     let dir = config.spool_dir();
     if !dir.exists() {
-        if !json {
-            println!("Mail queue is empty");
-        }
-        return Ok(());
+        return Ok(Vec::new());
     }
     let spool =
         Spool::open_read_only(&dir).with_context(|| format!("reading spool {}", dir.display()))?;
-    let messages = spool.list(state).context("listing the spool")?;
+    filter::scan(&spool, filter, now_ms()).context("listing the spool")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The summaries of the messages `filter` matches, from the spool (no server needed).
+pub fn summaries(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Summary>> {
+    let now = now_ms();
+    Ok(entries(config, filter)?
+        .iter()
+        .map(|e| e.summary(now))
+        .collect())
+}
+
+/// `tern queue list --json`: one JSON object per message per line, from the spool.
+pub fn list_json(config: &Config, filter: &Filter) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    // Each message's delivery record, when it has one (per-recipient status, attempts).
-    // A record that cannot be read is shown as absent; the server quarantines it when it
-    // next loads the message.
-    let records: Vec<Option<DeliveryRecord>> = messages
-        .iter()
-        .map(|m| {
-            if m.state == QueueState::Corrupt {
-                None
-            } else {
-                spool.read_record(m.id).ok().flatten()
-            }
-        })
-        .collect();
-    if json {
-        for (m, rec) in messages.iter().zip(&records) {
-            let (sender, recipients, arrival) = match &m.envelope {
-                Some(e) => (
-                    Some(e.sender.clone()),
-                    e.recipients
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| {
-                            let rr = rec.as_ref().and_then(|rec| rec.recipients.get(i));
-                            let status = rr.map_or(&r.status, |rr| &rr.status);
-                            serde_json::json!({
-                                "address": r.address,
-                                "status": status,
-                                "remote_mta": rr.and_then(|rr| rr.remote_mta.clone()),
-                            })
+    for e in entries(config, filter)? {
+        let m = &e.listed;
+        let rec = &e.record;
+        let (sender, recipients, arrival) = match &m.envelope {
+            Some(env) => (
+                Some(env.sender.clone()),
+                env.recipients
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let rr = rec.as_ref().and_then(|rec| rec.recipients.get(i));
+                        let status = rr.map_or(&r.status, |rr| &rr.status);
+                        serde_json::json!({
+                            "address": r.address,
+                            "status": status,
+                            "remote_mta": rr.and_then(|rr| rr.remote_mta.clone()),
                         })
-                        .collect(),
-                    rfc3339(e.arrival_micros),
-                ),
-                None => (None, Vec::new(), rfc3339(m.id.arrival_micros())),
-            };
-            let obj = serde_json::json!({
-                "id": m.id.to_string(),
-                "state": m.state.as_str(),
-                "sender": sender,
-                "recipients": recipients,
-                "size": m.envelope.as_ref().map(|e| e.size).unwrap_or(m.file_size),
-                "arrival": arrival,
-                "attempts": rec.as_ref().map_or(0, |r| r.attempts),
-                "next_attempt": rec.as_ref().and_then(|r| r.next_attempt_micros).map(rfc3339),
-                "last_error": rec.as_ref().and_then(|r| r.last_error.clone()),
-            });
-            writeln!(out, "{obj}")?;
-        }
-        return Ok(());
-    }
-    if messages.is_empty() {
-        writeln!(out, "Mail queue is empty")?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "-Queue ID-       -State-- --Size-- ----Arrival Time---- -Sender/Recipient-------"
-    )?;
-    let mut total = 0u64;
-    for (m, rec) in messages.iter().zip(&records) {
-        let size = m.envelope.as_ref().map(|e| e.size).unwrap_or(m.file_size);
-        total += size;
-        let when = m
-            .envelope
-            .as_ref()
-            .map(|e| e.arrival_micros)
-            .unwrap_or(m.id.arrival_micros());
-        let sender = match &m.envelope {
-            Some(e) if e.sender.is_empty() => "MAILER-DAEMON".to_string(),
-            Some(e) => e.sender.clone(),
-            None => "(unreadable: quarantined)".to_string(),
-        };
-        writeln!(
-            out,
-            "{:<16} {:<8} {:>8} {:<20} {}",
-            m.id,
-            m.state.as_str(),
-            size,
-            short_time(when),
-            sender
-        )?;
-        if let Some(err) = rec.as_ref().and_then(|r| r.last_error.as_deref()) {
-            // Like mailq: the reason a deferred message waits, in parentheses.
-            writeln!(out, "{:>10}({err})", "")?;
-        }
-        if let Some(e) = &m.envelope {
-            for (i, r) in e.recipients.iter().enumerate() {
-                let done = rec
-                    .as_ref()
-                    .and_then(|rec| rec.recipients.get(i))
-                    .map(|rr| match rr.status {
-                        RecipientStatus::Delivered { .. } => " (delivered)",
-                        RecipientStatus::Failed { .. } => " (failed)",
-                        _ => "",
                     })
-                    .unwrap_or("");
-                writeln!(out, "{:56}{}{done}", "", r.address)?;
-            }
-        }
-        writeln!(out)?;
+                    .collect(),
+                rfc3339(env.arrival_micros),
+            ),
+            None => (None, Vec::new(), rfc3339(m.id.arrival_micros())),
+        };
+        let obj = serde_json::json!({
+            "id": m.id.to_string(),
+            "state": m.state.as_str(),
+            "sender": sender,
+            "recipients": recipients,
+            "size": m.envelope.as_ref().map(|e| e.size).unwrap_or(m.file_size),
+            "arrival": arrival,
+            "attempts": rec.as_ref().map_or(0, |r| r.attempts),
+            "next_attempt": rec.as_ref().and_then(|r| r.next_attempt_micros).map(rfc3339),
+            "last_error": rec.as_ref().and_then(|r| r.last_error.clone()),
+            "destinations": e.destinations(),
+        });
+        writeln!(out, "{obj}")?;
     }
-    writeln!(
-        out,
-        "-- {} Kbytes in {} Requests.",
-        total.div_ceil(1024),
-        messages.len()
-    )?;
     Ok(())
 }
 
@@ -153,7 +98,7 @@ pub(crate) fn rfc3339(micros: i64) -> String {
         .unwrap_or_default()
 }
 
-fn short_time(micros: i64) -> String {
+pub(crate) fn short_time(micros: i64) -> String {
     let fmt = time::macros::format_description!(
         "[weekday repr:short] [month repr:short] [day] [hour]:[minute]:[second]"
     );

@@ -230,7 +230,7 @@ pub fn mailq(args: &[OsString]) -> ExitCode {
 }
 
 fn list(config: &Config) -> ExitCode {
-    match crate::queue::list(config, false, None) {
+    match crate::cli_queue::list(config, false, &crate::cli_queue::FilterArgs::default()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if crate::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => fail(EX_SOFTWARE, &format!("{e:#}")),

@@ -257,10 +257,6 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
                     queue.as_ref().map(|(_, ctx)| ctx.as_ref()),
                     &current,
                 );
-                // Administrators' requests (`tern queue release|delete`) come with a
-                // SIGHUP too.
-                let handle = queue.as_ref().map(|(q, _)| q.handle());
-                crate::admin::serve_requests(data_dir, &spool, handle.as_ref()).await;
                 notify(&events, "READY=1", notifier.ready("reloaded"));
             }
         }

@@ -102,6 +102,25 @@ pub(crate) fn read_envelope(path: &Path, id: QueueId) -> Result<(Envelope, u64),
     Ok((env, len))
 }
 
+/// Reads the envelope and at most `max` octets from the start of the content (for an
+/// operator's view of the header). The content checksum is not verified. Returns the
+/// envelope, the file length and the octets read.
+pub(crate) fn read_head(
+    path: &Path,
+    id: QueueId,
+    max: usize,
+) -> Result<(Envelope, u64, Vec<u8>), EntryError> {
+    let (f, len) = open(path)?;
+    let t = read_trailer(&f, len)?;
+    let env = read_envelope_section(&f, &t, id)?;
+    // decode_trailer checked that the content lies inside the file.
+    let n = usize::try_from(t.content_len).map_or(max, |c| c.min(max));
+    let mut head = vec![0u8; n];
+    f.read_exact_at(&mut head, t.content_offset)
+        .map_err(classify("read"))?;
+    Ok((env, len, head))
+}
+
 /// Reads `len` bytes (the file length from fstat) into `buf`; a file that is longer or
 /// shorter than it said is reported as truncated.
 fn read_whole(f: &File, len: u64, buf: &mut Vec<u8>) -> Result<(), EntryError> {

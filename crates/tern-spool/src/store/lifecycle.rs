@@ -311,6 +311,18 @@ impl Spool {
         Ok(from)
     }
 
+    /// An administrator's hold: message `id` leaves `deferred/` for `hold/`, where the
+    /// queue never schedules it until it is released. The caller makes sure no task is
+    /// processing it (the queue's scheduler does, see `tern_queue`). Its record is kept as
+    /// it is. Returns the state it came from; `NotFound` if it is not deferred.
+    pub async fn hold(&self, id: QueueId) -> Result<QueueState, SpoolError> {
+        let from = self
+            .find(id, &[QueueState::Deferred])
+            .ok_or(SpoolError::NotFound)?;
+        self.move_to(id, from, QueueState::Hold).await?;
+        Ok(from)
+    }
+
     /// An administrator's delete (`tern queue delete`): message `id` and its record are
     /// removed from one of [`DELETABLE`]; from `corrupt/` its reason file and quarantined
     /// record go too. The only way a message leaves the spool undelivered and unbounced,

@@ -118,6 +118,17 @@ pub struct StoredMessage {
     pub body: Vec<u8>,
 }
 
+/// The start of a message, read by [`Spool::peek`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeekedMessage {
+    /// The validated envelope.
+    pub envelope: Envelope,
+    /// Size of the whole file in bytes.
+    pub file_size: u64,
+    /// The first octets of the content (at most the limit given to `peek`).
+    pub head: Vec<u8>,
+}
+
 /// How many fsyncs the write path has done, to show that group commit shares them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncStats {
@@ -567,6 +578,30 @@ impl Spool {
                 }
                 Err(SpoolError::Corrupt(reason))
             }
+        }
+    }
+
+    /// Reads the envelope and at most `max_head` octets from the start of the content of
+    /// one message, without reading the rest (an operator's view of its header section).
+    /// The content checksum is not verified, so nothing is quarantined for it; a file
+    /// whose layout or envelope is bad is `SpoolError::Corrupt` (left where it is: the
+    /// queue quarantines it when it loads it). Blocking: three positioned reads.
+    pub fn peek(
+        &self,
+        state: QueueState,
+        id: QueueId,
+        max_head: usize,
+    ) -> Result<PeekedMessage, SpoolError> {
+        let path = self.path_of(state, id);
+        match entry::read_head(&path, id, max_head) {
+            Ok((envelope, file_size, head)) => Ok(PeekedMessage {
+                envelope,
+                file_size,
+                head,
+            }),
+            Err(EntryError::Vanished) => Err(SpoolError::NotFound),
+            Err(EntryError::Io(op, e)) => Err(SpoolError::io(op, path, e)),
+            Err(EntryError::Corrupt(reason)) => Err(SpoolError::Corrupt(reason)),
         }
     }
 

@@ -128,6 +128,19 @@ impl Admin {
                 .send_json(body),
         )
     }
+
+    /// `POST path` with a raw body (sent as JSON) and the given `Authorization` header
+    /// (`None`: without one).
+    pub fn post_raw(&self, path: &str, body: &str, auth: Option<&str>) -> Answer {
+        let mut req = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json");
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        Self::answer(req.send(body))
+    }
 }
 
 impl Admin {

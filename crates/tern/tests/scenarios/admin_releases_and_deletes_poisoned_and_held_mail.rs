@@ -1,7 +1,8 @@
 //! What the seeds' administrators did by hand (stop the service, move files, bisect the
 //! queue) is one command each: `tern queue release` takes a message out of the poison or
 //! hold queue (crash count reset, tried at once) and `tern queue delete` removes one, with
-//! the server running (through a request it serves at SIGHUP) or stopped (directly).
+//! the server running (through its admin API) or stopped (directly on the spool). A
+//! poisoned message can also be resubmitted, which is refused for mail that is not poisoned.
 
 use std::time::Duration;
 
@@ -56,7 +57,12 @@ fn release_and_delete_with_the_server_running_or_stopped() {
     );
     tern.wait_for_events(4009, 1, Duration::from_secs(30));
 
-    // Server running: release the poisoned one. The queue takes it at once (event 4014)
+    // Resubmit applies to poisoned mail only.
+    let (ok, text) = cli(&tern, &["queue", "resubmit", &held]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("cannot resubmit"), "{text}");
+
+    // Server running: release the poisoned one. The queue takes it at once (event 7004, through the admin API)
     // with its count reset, so it takes two more failures to poison it again.
     let (ok, text) = cli(&tern, &["queue", "release", &bad]);
     assert!(ok, "{text}");
@@ -64,7 +70,7 @@ fn release_and_delete_with_the_server_running_or_stopped() {
         text.contains(&format!("{bad}: released from poison")),
         "{text}"
     );
-    let released = tern.wait_for_events(4014, 1, Duration::from_secs(20));
+    let released = tern.wait_for_events(7004, 1, Duration::from_secs(20));
     assert_eq!(released[0]["queue_id"], bad.as_str());
     let again = tern.wait_for_events(4012, 2, Duration::from_secs(30));
     assert_eq!(again[1]["queue_id"], bad.as_str());

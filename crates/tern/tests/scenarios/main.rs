@@ -9,8 +9,11 @@
 mod common;
 
 mod admin_api_auth_health_and_openapi;
+mod admin_bounce_survives_a_crash_and_is_sent_once;
 mod admin_config_show_and_reload;
 mod admin_destinations_suspend_resume_retry;
+mod admin_queue_actions_single_and_bulk;
+mod admin_queue_list_filters_and_paging;
 mod admin_releases_and_deletes_poisoned_and_held_mail;
 mod alias_loop_duplicates_and_remote_member;
 mod all_hosts_down_then_back;
@@ -19,6 +22,7 @@ mod bdat_chunks_are_queued_byte_identical;
 mod chaos_soak_short;
 mod check_config_reports_every_problem;
 mod cli_dest_summary_status_reload;
+mod cli_queue_over_the_api;
 mod corrupt_entries_quarantined_rest_delivered;
 mod corrupt_spool_entry_quarantined_at_start;
 mod default_config_accepts_local_and_loopback_relay;

@@ -363,3 +363,59 @@ async fn an_abandoned_draft_gives_its_recycled_file_back() {
         0
     );
 }
+
+#[tokio::test]
+async fn hold_takes_only_deferred_mail_and_keeps_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = store(&spool, &content(100, 1), 64).await;
+    assert!(matches!(spool.hold(id).await, Err(SpoolError::NotFound)));
+    spool
+        .move_to(id, QueueState::Incoming, QueueState::Deferred)
+        .await
+        .unwrap();
+    let mut rec = DeliveryRecord::new(id, 1);
+    rec.attempts = 2;
+    spool.write_record(&rec).await.unwrap();
+    assert_eq!(spool.hold(id).await.unwrap(), QueueState::Deferred);
+    assert_eq!(spool.find(id, &QueueState::ALL), Some(QueueState::Hold));
+    assert!(!spool.path_of(QueueState::Deferred, id).exists());
+    assert_eq!(spool.read_record(id).unwrap(), Some(rec));
+    assert_eq!(spool.queued(), 1, "held mail still counts as queued");
+    assert!(matches!(spool.hold(id).await, Err(SpoolError::NotFound)));
+    assert_eq!(spool.release(id).await.unwrap(), QueueState::Hold);
+    assert_eq!(spool.find(id, &QueueState::ALL), Some(QueueState::Deferred));
+}
+
+#[tokio::test]
+async fn peek_reads_the_envelope_and_the_start_of_the_content_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let body = content(5000, 3);
+    let id = store(&spool, &body, 512).await;
+    let p = spool.peek(QueueState::Incoming, id, 100).unwrap();
+    assert_eq!(p.head, body[..100]);
+    assert_eq!(p.envelope.id, id);
+    assert_eq!(p.envelope.size, 5000);
+    assert!(p.file_size > 5000);
+    let all = spool.peek(QueueState::Incoming, id, 1 << 20).unwrap();
+    assert_eq!(
+        all.head, body,
+        "a limit above the size reads the content only"
+    );
+    assert!(matches!(
+        spool.peek(QueueState::Deferred, id, 100),
+        Err(SpoolError::NotFound)
+    ));
+    // A damaged trailer is reported, and the file is left where it is.
+    let path = spool.path_of(QueueState::Incoming, id);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        spool.peek(QueueState::Incoming, id, 100),
+        Err(SpoolError::Corrupt(_))
+    ));
+    assert!(path.exists());
+}
