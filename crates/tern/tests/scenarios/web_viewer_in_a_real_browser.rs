@@ -18,12 +18,6 @@ use crate::common::admin::Admin;
 use crate::common::peers::DnsServer;
 use crate::common::{Setup, free_port, require_program, send_one, simple_message, try_run};
 
-/// Whether the contract endpoints of the other issue-6 areas (`/overview`,
-/// `/destinations`, `/queue...`) are part of this build. While false, the script checks
-/// that the viewer says "not available" for the ones the server answers 404 to; once they
-/// are merged this is true and a missing one fails the test.
-const CONTRACT_ENDPOINTS_MERGED: bool = false;
-
 const HOSTILE_SUBJECT: &str = "<img src=x onerror=\"window.__pwned=1\"> <b>bold</b>";
 const SCRIPT_LIMIT: Duration = Duration::from_secs(240);
 
@@ -141,7 +135,7 @@ fn web_viewer_in_a_real_browser() {
     });
     let shot = std::env::var_os("TERN_VIEWER_SCREENSHOT")
         .map_or_else(|| tern.dir.join("viewer-overview.png"), PathBuf::from);
-    let mut args = vec![
+    let args = vec![
         "--base".to_string(),
         admin.base.clone(),
         "--token".into(),
@@ -150,10 +144,9 @@ fn web_viewer_in_a_real_browser() {
         expect.to_string(),
         "--screenshot".into(),
         shot.display().to_string(),
+        // Every endpoint the viewer uses must answer: a missing one fails the test.
+        "--require-all".into(),
     ];
-    if CONTRACT_ENDPOINTS_MERGED {
-        args.push("--require-all".into());
-    }
     run_script(&node, &args);
     let png = std::fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
