@@ -65,3 +65,57 @@ fn admin_api_auth_health_and_openapi() {
             .starts_with("text/html")
     );
 }
+
+/// One HTTP/1.1 request over a Unix socket, the answer as text (the connection is closed
+/// by the server after it: `Connection: close`).
+fn unix_request(path: &std::path::Path, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn admin_api_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let tern = Setup::new()
+        .admin(&format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nunix_socket = {:?}\n",
+            sock.display().to_string()
+        ))
+        .start();
+    let admin = Admin::of(&tern);
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "the socket is private"
+    );
+
+    let health = unix_request(
+        &sock,
+        "GET /healthz HTTP/1.1\r\nHost: tern\r\nConnection: close\r\n\r\n",
+    );
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let refused = unix_request(
+        &sock,
+        "GET /api/v1/status HTTP/1.1\r\nHost: tern\r\nConnection: close\r\n\r\n",
+    );
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let status = unix_request(
+        &sock,
+        &format!(
+            "GET /api/v1/status HTTP/1.1\r\nHost: tern\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            admin.token
+        ),
+    );
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(status.contains("\"listeners_up\":true"), "{status}");
+}
