@@ -3,6 +3,7 @@
 # kind: installs the real peers the tests talk to (swaks, Postfix's smtp-source, Python's
 # aiosmtpd and dnslib, iproute2 for the network-namespace DNS test, mount for the tmpfs of
 # the disk-fault tests, Dovecot's LMTP server and doveadm for the local-delivery tests;
+# schemathesis for the admin API against its OpenAPI document;
 # aiosmtpd also drives bench/chaos/run.py, which chaos_soak_short runs; Chromium, node
 # and the pinned Playwright in testpeers/browser for the web viewer's browser test), then runs every
 # test in the workspace. The tests need root (the namespace test creates one, the
@@ -36,6 +37,13 @@ fi
 if ! python3 -c 'import aiosmtpd, dnslib' 2>/dev/null; then
   echo "== installing Python test peers: aiosmtpd dnslib"
   python3 -m pip install -q aiosmtpd dnslib
+fi
+# schemathesis checks the admin API against its OpenAPI document
+# (admin_api_conforms_to_its_openapi_document).
+if ! command -v schemathesis >/dev/null; then
+  echo "== installing schemathesis (the admin API's OpenAPI checks)"
+  python3 -m pip install -q schemathesis==4.32.5
+  hash -r
 fi
 
 if [ ! -f testpeers/browser/node_modules/playwright-core/package.json ]; then

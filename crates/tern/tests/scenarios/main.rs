@@ -9,6 +9,7 @@
 mod common;
 
 mod admin_api_auth_health_and_openapi;
+mod admin_api_conforms_to_its_openapi_document;
 mod admin_bounce_survives_a_crash_and_is_sent_once;
 mod admin_config_show_and_reload;
 mod admin_destinations_suspend_resume_retry;
