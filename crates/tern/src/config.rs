@@ -164,6 +164,28 @@ impl Default for WatchdogSection {
     }
 }
 
+/// Unknown keys of `[queue]`, which serde_ignored cannot see: the section flattens
+/// `QueueConfig` into it, and a flattened struct takes every key it is offered. The known
+/// keys are `deliver` and the fields of `QueueConfig` (read from its serialized default,
+/// so a new field is known without a list to keep in step).
+fn unknown_queue_keys(text: &str) -> Vec<ConfigProblem> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Vec::new(); // a syntax error is reported by the parse itself
+    };
+    let Some(toml::Value::Table(queue)) = doc.get("queue") else {
+        return Vec::new();
+    };
+    let known = match serde_json::to_value(QueueConfig::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => return Vec::new(),
+    };
+    queue
+        .keys()
+        .filter(|k| k.as_str() != "deliver" && !known.contains_key(k.as_str()))
+        .map(|k| ConfigProblem::new(format!("queue.{k}"), "unknown key"))
+        .collect()
+}
+
 /// `[queue]`: the scheduling settings plus the switch that turns delivery off.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
@@ -314,6 +336,7 @@ impl Config {
         let parsed: Result<Config, _> = serde_ignored::deserialize(de, |path| {
             unknown.push(ConfigProblem::new(path.to_string(), "unknown key"));
         });
+        unknown.extend(unknown_queue_keys(text));
         let mut config = match parsed {
             Ok(c) => c,
             Err(e) => {
@@ -704,6 +727,19 @@ pub fn system_hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_queue_keys_are_reported_despite_the_flattened_settings() {
+        let listener = "[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:2525\"\n";
+        let text = format!(
+            "[queue]\ndeliver = false\nmax_concurrency = 5\nmax_concurency = 7\n{listener}"
+        );
+        let e = Config::parse(&text, "test").unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["queue.max_concurency"], "{e}");
+        let good = format!("[queue]\ndeliver = false\nmax_concurrency = 5\n{listener}");
+        assert!(Config::parse(&good, "test").is_ok());
+    }
 
     #[test]
     fn effective_json_has_defaults_and_no_secrets() {
