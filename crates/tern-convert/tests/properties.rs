@@ -217,13 +217,28 @@ fn model_leaves(node: &Node, out: &mut Vec<(Kind, Vec<u8>)>) {
 
 /// mail-parser's leaves in order (`parts[0]` is the root).
 fn parsed_leaves(m: &mail_parser::Message<'_>, id: usize, out: &mut Vec<Vec<u8>>) {
+    leaves_of(m, id, &mut std::collections::HashSet::new(), out);
+}
+
+/// The leaves under part `id`, each part visited once: for some inputs mail-parser's part
+/// list names a multipart among its own descendants, and a plain walk would recurse
+/// until the stack overflows.
+fn leaves_of(
+    m: &mail_parser::Message<'_>,
+    id: usize,
+    visited: &mut std::collections::HashSet<usize>,
+    out: &mut Vec<Vec<u8>>,
+) {
+    if !visited.insert(id) {
+        return;
+    }
     let Some(part) = m.parts.get(id) else {
         return;
     };
     match &part.body {
         PartType::Multipart(children) => {
             for c in children {
-                parsed_leaves(m, *c as usize, out);
+                leaves_of(m, *c as usize, visited, out);
             }
         }
         PartType::Message(inner) => parsed_leaves(inner, 0, out),
@@ -270,10 +285,26 @@ proptest! {
             prop_assert!(g == w, "leaf {:?} became {:?} in {}",
                 String::from_utf8_lossy(w), String::from_utf8_lossy(g), String::from_utf8_lossy(&out));
         }
-        prop_assert_eq!(squash(copy.subject().unwrap_or_default()), squash(&subject));
-        let from = copy.from().and_then(|a| a.first()).expect("a From address");
-        prop_assert_eq!(from.name.as_deref().map(str::trim), Some(name.trim()).filter(|n| !n.is_empty()));
-        prop_assert_eq!(from.address.as_deref(), Some("sender@example.org"));
+        // Where mail-parser misreads the original's structure it can misread its top-level
+        // fields too: the copy must then read the same way as the original.
+        let want_subject = if as_model {
+            squash(&subject)
+        } else {
+            squash(original.subject().unwrap_or_default())
+        };
+        prop_assert_eq!(squash(copy.subject().unwrap_or_default()), want_subject,
+            "original read as {:?}", original.subject());
+        let first = |m: &mail_parser::Message<'_>| {
+            m.from().and_then(|a| a.first()).map(|f| {
+                (f.name.as_deref().map(|n| n.trim().to_owned()), f.address.as_deref().map(str::to_owned))
+            })
+        };
+        let want_from = if as_model {
+            Some((Some(name.trim().to_owned()).filter(|n| !n.is_empty()), Some("sender@example.org".to_owned())))
+        } else {
+            first(&original)
+        };
+        prop_assert_eq!(first(&copy), want_from);
     }
 
     #[test]
