@@ -50,9 +50,10 @@ def count_new(maildir):
         return 0
 
 
-def start_tern(work):
-    mail = os.path.join(work, "mail")
-    port, stop = launch_tern(work, f"""[relay]
+def tern_sections(route):
+    """Tern's configuration for both Tern legs: bench.test local with every address
+    going to mailbox `rcpt`, delivered by `route` (the `[[route]]` keys after domains)."""
+    return f"""[relay]
 networks = ["127.0.0.0/8"]
 
 [spool]
@@ -66,9 +67,13 @@ domains = ["bench.test"]
 
 [[route]]
 domains = ["bench.test"]
-transport = "maildir"
-path = "{mail}"
-""")
+{route}
+"""
+
+
+def start_tern(work):
+    mail = os.path.join(work, "mail")
+    port, stop = launch_tern(work, tern_sections(f'transport = "maildir"\npath = "{mail}"'))
     return port, os.path.join(mail, "rcpt", "Maildir"), stop
 
 
@@ -144,23 +149,8 @@ service lmtp {{
 def start_tern_lmtp(work):
     sock, maildir, stop_dovecot = start_dovecot(work)
     try:
-        port, stop_tern = launch_tern(work, f"""[relay]
-networks = ["127.0.0.0/8"]
-
-[spool]
-commit = "{TERN_COMMIT}"
-
-[local]
-domains = ["bench.test"]
-
-[local.catch_all]
-"bench.test" = "rcpt"
-
-[[route]]
-domains = ["bench.test"]
-transport = "lmtp"
-server = "unix:{sock}"
-""")
+        port, stop_tern = launch_tern(
+            work, tern_sections(f'transport = "lmtp"\nserver = "unix:{sock}"'))
     except BaseException:
         stop_dovecot()
         raise

@@ -90,10 +90,13 @@ impl Client {
         }
     }
 
-    fn finish<T: DeserializeOwned>(
+    /// Reads an answer (at most `limit` octets): the body of a 2xx, otherwise the
+    /// error the server's JSON `{"error": {"code", "message"}}` names.
+    fn read(
         &self,
         resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<T, ClientError> {
+        limit: u64,
+    ) -> Result<Vec<u8>, ClientError> {
         let mut resp = resp.map_err(|e| ClientError::Unreachable {
             addr: self.base.clone(),
             reason: e.to_string(),
@@ -102,20 +105,32 @@ impl Client {
         let body = resp
             .body_mut()
             .with_config()
-            .limit(64 * 1024 * 1024)
-            .read_to_string()
+            .limit(limit)
+            .read_to_vec()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !(200..300).contains(&status) {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             return Err(ClientError::Api {
                 status,
                 code: v["error"]["code"].as_str().unwrap_or("unknown").to_owned(),
-                message: v["error"]["message"]
-                    .as_str()
-                    .map_or_else(|| body.trim().to_owned(), str::to_owned),
+                message: v["error"]["message"].as_str().map_or_else(
+                    || String::from_utf8_lossy(&body).trim().to_owned(),
+                    str::to_owned,
+                ),
             });
         }
-        serde_json::from_str(&body).map_err(|e| ClientError::Protocol(format!("{e}: {body:.200}")))
+        Ok(body)
+    }
+
+    /// A JSON answer, parsed.
+    fn finish<T: DeserializeOwned>(
+        &self,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let body = self.read(resp, 64 * 1024 * 1024)?;
+        serde_json::from_slice(&body).map_err(|e| {
+            ClientError::Protocol(format!("{e}: {:.200}", String::from_utf8_lossy(&body)))
+        })
     }
 
     /// `GET path` (under the server's root, e.g. `/api/v1/status`), JSON answer.
@@ -128,33 +143,15 @@ impl Client {
         )
     }
 
-    /// `GET path`, the raw body (e.g. an exported message).
-    #[allow(dead_code)] // For `tern queue export` (issue 6).
+    /// `GET path`, the raw body (an exported message: at most 1 GiB).
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        let mut resp = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call()
-            .map_err(|e| ClientError::Unreachable {
-                addr: self.base.clone(),
-                reason: e.to_string(),
-            })?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(1024 * 1024 * 1024)
-            .read_to_vec()
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if !(200..300).contains(&status) {
-            return Err(ClientError::Api {
-                status,
-                code: "error".into(),
-                message: String::from_utf8_lossy(&body).trim().to_owned(),
-            });
-        }
-        Ok(body)
+        self.read(
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {}", self.token))
+                .call(),
+            1024 * 1024 * 1024,
+        )
     }
 
     /// `POST path` with a JSON body, JSON answer.
