@@ -6,10 +6,16 @@
 # Usage: bench/receive/run.sh            (run as root; see bench/README.md)
 # Knobs (environment): MESSAGES ROUNDS SESSIONS MSG_SIZE WARMUP
 #   REUSE_CONNECTIONS TERN_COMMIT TERN_PORT POSTFIX_PORT SERVERS SKIP_BUILD TERN_BIN
-#   RUN_TIMEOUT BUILD_TIMEOUT KEEP_TMP OUT_DIR CHART TMPDIR
+#   RUN_TIMEOUT BUILD_TIMEOUT KEEP_TMP OUT_DIR CHART TMPDIR SPOOL_FS SPOOL_FS_SIZE
+#   SPOOL_FS_MKFS SETTLE
 # Defaults: 5000 messages x 3 rounds, 20 sessions, 1024-byte bodies, 200
 # warm-up messages, Tern on 127.0.0.1:2526, Postfix on 127.0.0.1:2527, Tern's
-# spool in batch commit mode (TERN_COMMIT=file for the per-message path).
+# spool in batch commit mode (TERN_COMMIT=file for the per-message path),
+# both queues in the temp dir (SPOOL_FS=loop gives each server's queue a
+# fresh ext4 of its own on a loop device over an image file in the temp dir,
+# mkfs options in SPOOL_FS_MKFS), and a wait of SETTLE=61 seconds after the
+# servers start and before the first message, so that no inode freed before
+# the run is still "recently deleted" for ext4 (see docs/BENCHMARKS.md).
 # Output: bench/out/receive.csv, bench/out/receive-summary.txt and
 # docs/bench/receive.png.
 set -euo pipefail
@@ -48,6 +54,9 @@ BUILD_TIMEOUT=${BUILD_TIMEOUT:-3600}
 KEEP_TMP=${KEEP_TMP:-0}
 OUT_DIR=${OUT_DIR:-"$REPO_ROOT/bench/out"}
 CHART=${CHART:-}
+SPOOL_FS=${SPOOL_FS:-tmpdir}
+SETTLE=${SETTLE:-61}
+SPOOL_FS_SIZE=${SPOOL_FS_SIZE:-4G}
 SENDER=sender@bench.test
 RECIPIENT=rcpt@bench.test
 CLIENT_HELO=client.bench.test
@@ -63,12 +72,14 @@ die() {
 
 # ---------------------------------------------------------------- knobs ---
 [[ $MESSAGES =~ ^[0-9]+$ && -z $RUN_TIMEOUT ]] && RUN_TIMEOUT=$((600 + MESSAGES / 10))
-for knob in MESSAGES ROUNDS SESSIONS MSG_SIZE WARMUP TERN_PORT POSTFIX_PORT RUN_TIMEOUT BUILD_TIMEOUT; do
+for knob in MESSAGES ROUNDS SESSIONS MSG_SIZE WARMUP TERN_PORT POSTFIX_PORT RUN_TIMEOUT BUILD_TIMEOUT SETTLE; do
 	[[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer (got '${!knob}')"
 done
 ((MESSAGES > 0 && ROUNDS > 0 && SESSIONS > 0)) || die "MESSAGES, ROUNDS and SESSIONS must be > 0"
 ((TERN_PORT != POSTFIX_PORT)) || die "TERN_PORT and POSTFIX_PORT must differ"
 [[ $TERN_COMMIT == batch || $TERN_COMMIT == file ]] || die "TERN_COMMIT must be batch or file (got '$TERN_COMMIT')"
+[[ $SPOOL_FS == loop || $SPOOL_FS == tmpdir ]] || die "SPOOL_FS must be loop or tmpdir (got '$SPOOL_FS')"
+[[ $SPOOL_FS_SIZE =~ ^[0-9]+[KMG]?$ ]] || die "SPOOL_FS_SIZE must be a size like 4G (got '$SPOOL_FS_SIZE')"
 RUN_TERN=0
 RUN_POSTFIX=0
 for s in $SERVERS; do
@@ -122,14 +133,51 @@ fi
 if ((RUN_POSTFIX)); then
 	((EUID == 0)) || die "run as root: starting a private Postfix instance needs root"
 fi
+if [[ $SPOOL_FS == loop ]]; then
+	((EUID == 0)) || die "run as root: SPOOL_FS=loop mounts a filesystem (or set SPOOL_FS=tmpdir)"
+	for tool in losetup mkfs.ext4 mount umount; do
+		command -v "$tool" >/dev/null || die "$tool not found (packages mount, e2fsprogs)"
+	done
+fi
 
 # ------------------------------------------------------------ temp dirs ---
 WORK=$(mktemp -d -t tern-bench-receive.XXXXXX)
 chmod 755 "$WORK" # Postfix daemons (user postfix) must traverse it
 TERN_PID=
 PF_ETC="$WORK/postfix/etc"
-PF_QUEUE="$WORK/postfix/queue"
+PF_QUEUE= # set by spool_dir when Postfix runs
+TERN_DATA=
 PF_STARTED=0
+
+# Each server's queue on a fresh filesystem of its own: an image file in the
+# temp dir (so on the disk TMPDIR names), a loop device with direct I/O (no
+# second page cache), ext4 with mkfs defaults. A fresh filesystem has no
+# history: on a long-used one, what earlier runs and tests deleted moves both
+# servers' rates from run to run (see docs/BENCHMARKS.md).
+LOOP_DEVS=()
+MOUNTS=()
+spool_dir() { # name -> sets SPOOL_DIR
+	local name=$1
+	SPOOL_DIR="$WORK/fs-$name"
+	mkdir -p "$SPOOL_DIR"
+	[[ $SPOOL_FS == loop ]] || return 0
+	local img="$WORK/fs-$name.img" dev
+	truncate -s "$SPOOL_FS_SIZE" "$img"
+	dev=$(losetup --find --show --direct-io=on "$img") || die "losetup failed for $img"
+	LOOP_DEVS+=("$dev")
+	mkfs.ext4 -q -F ${SPOOL_FS_MKFS:-} "$dev" >&2 || die "mkfs.ext4 $dev failed"
+	mount "$dev" "$SPOOL_DIR" || die "mount $dev $SPOOL_DIR failed"
+	MOUNTS+=("$SPOOL_DIR")
+	chmod 755 "$SPOOL_DIR"
+	log "$name's queue: fresh ext4 on $dev ($SPOOL_FS_SIZE image $img) at $SPOOL_DIR"
+}
+release_spool_fs() {
+	local m d
+	for m in "${MOUNTS[@]}"; do umount "$m" || umount -l "$m" || warn "umount $m failed"; done
+	MOUNTS=()
+	for d in "${LOOP_DEVS[@]}"; do losetup -d "$d" || warn "losetup -d $d failed"; done
+	LOOP_DEVS=()
+}
 
 stop_tern() {
 	[[ -n $TERN_PID ]] || return 0
@@ -183,6 +231,7 @@ cleanup() {
 	fi
 	stop_tern
 	stop_postfix
+	release_spool_fs
 	if [[ $KEEP_TMP == 1 ]]; then
 		log "kept temporary files in $WORK"
 	else
@@ -221,6 +270,11 @@ fi
 # --------------------------------------------------------- machine info ---
 FS_TYPE=$(df -PT "$WORK" | awk 'NR == 2 { print $2 }')
 FS_INFO="$FS_TYPE on $(df -P "$WORK" | awk 'NR == 2 { print $1 }') ($(findmnt -no OPTIONS -T "$WORK" 2>/dev/null || echo '?'))"
+if [[ $SPOOL_FS == loop ]]; then
+	QUEUE_FS="each queue on a fresh $SPOOL_FS_SIZE ext4 (mkfs defaults, journal) on a loop device over a file in $WORK"
+else
+	QUEUE_FS="both queues in $WORK"
+fi
 CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 MEM_GIB=$(awk '/^MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
 KERNEL=$(uname -sr)
@@ -240,11 +294,13 @@ TERN_CONF="$WORK/tern.toml"
 TERN_COUNT_OK=1
 start_tern() {
 	check_port_free tern "$TERN_PORT"
-	mkdir -p "$WORK/tern-data"
+	spool_dir tern
+	TERN_DATA="$SPOOL_DIR/tern-data"
+	mkdir -p "$TERN_DATA"
 	cat >"$TERN_CONF" <<EOF
 [server]
 hostname = "tern.bench.test"
-data_dir = "$WORK/tern-data"
+data_dir = "$TERN_DATA"
 
 [relay]
 domains = ["localhost", "bench.test"]
@@ -294,6 +350,8 @@ tern_queue_count() {
 # -------------------------------------------------------------- Postfix ---
 start_postfix() {
 	check_port_free postfix "$POSTFIX_PORT"
+	spool_dir postfix
+	PF_QUEUE="$SPOOL_DIR/queue"
 	mkdir -p "$PF_ETC" "$PF_QUEUE" "$WORK/postfix/data"
 	chown postfix "$WORK/postfix/data"
 	# An accept-only Postfix: the usual smtpd -> cleanup path with its
@@ -406,6 +464,17 @@ measure() {
 ((RUN_TERN)) && start_tern
 ((RUN_POSTFIX)) && start_postfix
 
+if ((SETTLE > 0)); then
+	# ext4 without a journal skips, and reads the inode table for, every inode
+	# freed in the last 30 s (60 s while its block is dirty) when it allocates
+	# one: files deleted just before the run (an earlier run's cleanup, a test
+	# suite) would slow both servers' file creation by an amount that depends on
+	# what ran before, not on the server. Both servers wait out that window.
+	timeout 120 sync
+	log "waiting ${SETTLE}s for the filesystem's recently freed inodes to age (SETTLE=0 to skip)"
+	sleep "$SETTLE"
+fi
+
 SERVER_LIST=()
 ((RUN_TERN)) && SERVER_LIST+=(tern)
 ((RUN_POSTFIX)) && SERVER_LIST+=(postfix)
@@ -444,6 +513,7 @@ SUMMARY="$WORK/summary.txt"
 	echo "           $MESSAGES messages per run, $ROUNDS rounds (alternating), warm-up $WARMUP"
 	echo "machine  : $NPROC CPUs ($CPU_MODEL), ${MEM_GIB} GiB RAM, $KERNEL"
 	echo "temp fs  : $FS_INFO"
+	echo "queue fs : $QUEUE_FS"
 	echo "versions : Tern $TERN_REV, Postfix $PF_VERSION"
 	((RUN_TERN)) && printf 'Tern     : %10.1f msg/s median   (rounds: %s)\n' "$MED_tern" "${RATES_tern[*]}"
 	((RUN_POSTFIX)) && printf 'Postfix  : %10.1f msg/s median   (rounds: %s)\n' "$MED_postfix" "${RATES_postfix[*]}"
@@ -474,7 +544,9 @@ for s in "${SERVER_LIST[@]}"; do
 done
 TITLE="SMTP receive throughput, $DATE: $MESSAGES messages x $ROUNDS rounds (median)"
 SUBTITLE="smtp-source: $SESSIONS sessions, $MSG_SIZE-byte bodies, $CONN_DESC, fsync before 250"
-SUBTITLE2="$NPROC CPUs, $KERNEL, $FS_TYPE${RATIO:+; Tern/Postfix = $RATIO}"
+FS_DESC=$FS_TYPE
+[[ $SPOOL_FS == loop ]] && FS_DESC="each queue on a fresh ext4 (loop on $FS_TYPE)"
+SUBTITLE2="$NPROC CPUs, $KERNEL, $FS_DESC${RATIO:+; Tern/Postfix = $RATIO}"
 
 if command -v gnuplot >/dev/null; then
 	TERM_SPEC="pngcairo size 900,560 noenhanced font 'sans,11'"

@@ -13,7 +13,12 @@
 //!   is (its mailbox map entry, else its domain's catch-all).
 //!
 //! Precedence for one address: alias map (full address, then the bare local part that
-//! applies to every local domain), then mailbox map, then the domain's catch-all.
+//! applies to every local domain), then mailbox map, then the domain's catch-all. With a
+//! `recipient_delimiter`, `user+ext@domain` is looked up as itself first and then as
+//! `user@domain` in each map in turn (Postfix's order): an alias of `user` beats a
+//! mailbox of `user+ext`, a mailbox of `user` beats the catch-all. The address keeps its
+//! extension as the final recipient (it is the Delivered-To); the extension is not
+//! carried over to an alias's members.
 //!
 //! Invariants: immutable once built; [`LocalDirectory::load`] reports every problem of
 //! the section and both files at once and builds nothing when there is one. Lookups are
@@ -59,6 +64,9 @@ pub struct LocalConfig {
     pub quota_bytes: u64,
     /// What a delivery over quota does.
     pub quota_exceeded: QuotaAction,
+    /// Characters that start an address extension (`user+ext@domain` is delivered to
+    /// `user`), as Postfix's `recipient_delimiter`; empty: none.
+    pub recipient_delimiter: String,
 }
 
 /// What a Maildir delivery over quota does.
@@ -213,6 +221,8 @@ pub struct LocalDirectory {
     aliases: HashMap<String, Vec<String>>,
     catch_all: HashMap<String, CatchAll>,
     quota_exceeded: QuotaAction,
+    /// `recipient_delimiter`'s characters.
+    delimiters: Vec<char>,
 }
 
 impl LocalDirectory {
@@ -229,6 +239,16 @@ impl LocalDirectory {
             ..LocalDirectory::default()
         };
         let default_quota = (config.quota_bytes > 0).then_some(config.quota_bytes);
+        for c in config.recipient_delimiter.chars() {
+            if !c.is_ascii_graphic() || matches!(c, '@' | '"' | '\\') {
+                problems.push(problem(
+                    "local.recipient_delimiter".to_owned(),
+                    format!("{c:?} cannot start an extension (use printable ASCII other than @, \" and \\)"),
+                ));
+            } else if !dir.delimiters.contains(&c) {
+                dir.delimiters.push(c);
+            }
+        }
         for (i, d) in config.domains.iter().enumerate() {
             let domain = normalize_domain(d.trim());
             match check_domain(&domain) {
@@ -411,10 +431,15 @@ impl LocalDirectory {
     /// The mailbox of a final local address: its mailbox map entry, else its domain's
     /// catch-all. `None` when it has none (or the domain is not local).
     pub fn mailbox(&self, address: &str) -> Option<Mailbox> {
-        let addr = LocalAddress::parse(address)?;
-        if let Some(m) = self.mailboxes.get(&addr.key()) {
+        let full = LocalAddress::parse(address)?;
+        let base = self.base(&full);
+        if let Some(m) = std::iter::once(&full)
+            .chain(base.as_ref())
+            .find_map(|a| self.mailboxes.get(&a.key()))
+        {
             return Some(m.clone());
         }
+        let addr = base.unwrap_or(full);
         let catch = self.catch_all.get(&addr.domain)?;
         if catch.template.contains("{local}") && !is_safe_name(&addr.local) {
             return None;
@@ -438,10 +463,28 @@ impl LocalDirectory {
 
     /// The members of the alias for `addr`, if it is one.
     fn alias(&self, addr: &LocalAddress) -> Option<&[String]> {
-        self.aliases
-            .get(&addr.key())
-            .or_else(|| self.aliases.get(&addr.local))
+        let base = self.base(addr);
+        std::iter::once(addr)
+            .chain(base.as_ref())
+            .find_map(|a| {
+                self.aliases
+                    .get(&a.key())
+                    .or_else(|| self.aliases.get(&a.local))
+            })
             .map(Vec::as_slice)
+    }
+
+    /// `addr` without its extension (from the first delimiter on), when it has one. A
+    /// local part that starts with a delimiter has none: `+x` stays `+x`.
+    fn base(&self, addr: &LocalAddress) -> Option<LocalAddress> {
+        if self.delimiters.is_empty() {
+            return None;
+        }
+        let at = addr.local.find(|c| self.delimiters.contains(&c))?;
+        (at > 0).then(|| LocalAddress {
+            local: addr.local[..at].to_owned(),
+            domain: addr.domain.clone(),
+        })
     }
 }
 

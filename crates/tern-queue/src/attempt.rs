@@ -98,18 +98,31 @@ impl Job {
     }
 }
 
+/// Who sends the success notice a delivered recipient asked for (NOTIFY=SUCCESS,
+/// RFC 3461 §4.1), and what its action says (RFC 3464 §2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuccessNotice {
+    /// The next hop offered DSN and took the request on with the message: it reports.
+    NextHop,
+    /// Passed to a system that does not report delivery (a peer without DSN, a
+    /// connector directory): Tern reports `relayed`.
+    Relayed,
+    /// Tern itself put the message in the recipient's mailbox: Tern reports
+    /// `delivered`.
+    Delivered,
+}
+
 /// What happened to one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptResult {
-    /// The next hop accepted it. `relayed` when the next hop did not offer DSN, so a
-    /// requested success notice must come from Tern ("relayed", RFC 3461 §4.1).
+    /// The next hop accepted it, or Tern put it in the mailbox.
     Delivered {
         /// The accepting reply.
         reply: String,
         /// `host[address]` that accepted it.
         remote: String,
-        /// The peer lacked the DSN extension.
-        relayed: bool,
+        /// Who answers a requested success notice (NOTIFY=SUCCESS).
+        notice: SuccessNotice,
     },
     /// Temporary failure; retried later.
     Deferred {
@@ -704,7 +717,11 @@ pub(crate) async fn send_on(
     if outcome.mail.is_transient() {
         return Ok(Sent::NextHost(format!("{remote} said: {}", outcome.mail)));
     }
-    let relayed = !s.capabilities().dsn;
+    let notice = if s.capabilities().dsn {
+        SuccessNotice::NextHop
+    } else {
+        SuccessNotice::Relayed
+    };
     let tls = s.tls().map(str::to_string);
     let mut results = Vec::with_capacity(all.len());
     let mut delivered = 0usize;
@@ -715,7 +732,7 @@ pub(crate) async fn send_on(
                 RcptResult::Delivered {
                     reply: reply.to_string(),
                     remote: remote.to_string(),
-                    relayed,
+                    notice,
                 }
             }
             RecipientResult::Transient(reply) => RcptResult::Deferred {
@@ -866,7 +883,7 @@ mod tests {
                                         RcptResult::Delivered {
                                             reply: "250 ok".into(),
                                             remote: format!("host{n}"),
-                                            relayed: false,
+                                            notice: SuccessNotice::NextHop,
                                         },
                                     )
                                 })

@@ -1,11 +1,13 @@
-//! Queueing delivery status notifications: bounces, delay notices, "relayed" notices.
+//! Queueing delivery status notifications: bounces, delay notices, success notices.
 //!
 //! Rules (RFC 3461, RFC 3464):
 //! - A failed recipient is reported unless its NOTIFY excludes FAILURE (NOTIFY=NEVER or a
 //!   list without FAILURE); no NOTIFY means FAILURE.
-//! - A delivered recipient with NOTIFY=SUCCESS gets a "relayed" notice from Tern when the
-//!   next hop lacked the DSN extension (otherwise the NOTIFY went along and the next hop
-//!   reports).
+//! - A delivered recipient with NOTIFY=SUCCESS gets a success notice from Tern when
+//!   nobody after Tern will send one: "delivered" when Tern put the message in the
+//!   mailbox itself (Maildir), "relayed" when the next hop lacked the DSN extension or
+//!   was a connector directory. Otherwise the NOTIFY went along and the next hop
+//!   reports.
 //! - A message from the null sender never produces a DSN (no bounce loops): the failure
 //!   is logged (event 4005) and the recipients are marked as reported.
 //! - Each recipient is reported at most once (`RecipientRecord::dsn_sent`), and only
@@ -23,7 +25,7 @@ use tern_spool::{
     RecipientStatus, SpoolError,
 };
 
-use crate::attempt::LoadedMessage;
+use crate::attempt::{LoadedMessage, SuccessNotice};
 use crate::message::now_micros;
 use crate::{Context, DelayNotices};
 
@@ -82,28 +84,33 @@ fn reply_of(status: &RecipientStatus) -> &str {
     }
 }
 
-/// Queues the bounce for `failed` and the relayed notice for `delivered` (index,
-/// relayed) where due, and marks the recipients reported.
+/// Queues the bounce for `failed` and the success notice for `delivered` (index, who
+/// reports) where due, and marks the recipients reported.
 pub(crate) async fn send_reports(
     ctx: &Context,
     msg: &LoadedMessage,
     record: &mut DeliveryRecord,
     failed: &[usize],
-    delivered: &[(usize, bool)],
+    delivered: &[(usize, SuccessNotice)],
 ) -> Result<(), SpoolError> {
     let env = &msg.envelope;
-    let fail_list: Vec<usize> = failed
+    let fail_list: Vec<(usize, Action)> = failed
         .iter()
         .copied()
         .filter(|i| record.recipients.get(*i).is_some_and(|r| !r.dsn_sent))
         .filter(|i| env.recipients.get(*i).is_some_and(wants_failure))
+        .map(|i| (i, Action::Failed))
         .collect();
-    let success_list: Vec<usize> = delivered
+    let success_list: Vec<(usize, Action)> = delivered
         .iter()
-        .filter(|(_, relayed)| *relayed)
-        .map(|(i, _)| *i)
-        .filter(|i| record.recipients.get(*i).is_some_and(|r| !r.dsn_sent))
-        .filter(|i| {
+        .filter_map(|(i, notice)| match notice {
+            // The next hop took NOTIFY on with the message and reports itself.
+            SuccessNotice::NextHop => None,
+            SuccessNotice::Relayed => Some((*i, Action::Relayed)),
+            SuccessNotice::Delivered => Some((*i, Action::Delivered)),
+        })
+        .filter(|(i, _)| record.recipients.get(*i).is_some_and(|r| !r.dsn_sent))
+        .filter(|(i, _)| {
             env.recipients
                 .get(*i)
                 .and_then(|r| r.notify.as_ref())
@@ -129,7 +136,7 @@ pub(crate) async fn send_reports(
                 fields!("queue_id" => env.id, "dsn_id" => dsn_id, "kind" => format!("{kind:?}").to_lowercase(), "recipients" => list.len()),
             );
         }
-        for i in list {
+        for (i, _) in list {
             if let Some(r) = record.recipients.get_mut(i) {
                 r.dsn_sent = true;
             }
@@ -162,7 +169,7 @@ pub(crate) async fn maybe_delay_notice(
     if age < i64::try_from(cfg.delay_notice_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX) {
         return Ok(());
     }
-    let list: Vec<usize> = open
+    let list: Vec<(usize, Action)> = open
         .iter()
         .copied()
         .filter(|i| {
@@ -176,6 +183,7 @@ pub(crate) async fn maybe_delay_notice(
                 (DelayNotices::Requested, None) => false,
             }
         })
+        .map(|i| (i, Action::Delayed))
         .collect();
     if list.is_empty() {
         return Ok(());
@@ -196,35 +204,31 @@ async fn queue_report(
     ctx: &Context,
     msg: &LoadedMessage,
     record: &DeliveryRecord,
-    list: &[usize],
+    list: &[(usize, Action)],
     kind: ReportKind,
     give_up: Option<i64>,
 ) -> Result<tern_spool::QueueId, SpoolError> {
     let env = &msg.envelope;
     let runtime = ctx.runtime.load_full();
-    let action = match kind {
-        ReportKind::Failure => Action::Failed,
-        ReportKind::Delay => Action::Delayed,
-        // Tern only sends success reports for next hops without DSN (see the header).
-        _ => Action::Relayed,
-    };
     let pairs: Vec<_> = list
         .iter()
-        .filter_map(|i| Some((env.recipients.get(*i)?, record.recipients.get(*i)?)))
+        .filter_map(|(i, action)| {
+            Some((env.recipients.get(*i)?, record.recipients.get(*i)?, *action))
+        })
         .collect();
     let statuses: Vec<String> = pairs
         .iter()
-        .map(|(_, rr)| status_of(reply_of(&rr.status)))
+        .map(|(_, rr, _)| status_of(reply_of(&rr.status)))
         .collect();
     let reports: Vec<RecipientReport<'_>> = pairs
         .iter()
         .zip(&statuses)
-        .map(|((r, rr), status)| {
+        .map(|((r, rr, action), status)| {
             let reply = reply_of(&rr.status);
             RecipientReport {
                 final_recipient: &r.address,
                 original_recipient: r.orcpt.as_deref(),
-                action,
+                action: *action,
                 status,
                 remote_mta: rr.remote_mta.as_deref().map(host_of),
                 // A remote reply is quoted as it came (typed `smtp;`); a local reason

@@ -39,7 +39,7 @@ use tern_watchdog::Heartbeat;
 
 use crate::Context;
 use crate::attempt::{
-    Addressee, Job, JobResult, RcptResult, Sent, local_reply, out_notify, send_on,
+    Addressee, Job, JobResult, RcptResult, Sent, SuccessNotice, local_reply, out_notify, send_on,
 };
 use crate::budget;
 
@@ -118,7 +118,7 @@ pub(crate) async fn deliver_maildir(
                     reply: "250 2.0.0 Ok: delivered to mailbox".to_owned(),
                     remote: ctx.hostname.clone(),
                     // Tern is the last MTA: a requested success notice comes from it.
-                    relayed: true,
+                    notice: SuccessNotice::Delivered,
                 }
             }
             Ok(Err(e @ MaildirError::OverQuota { .. })) => {

@@ -702,13 +702,13 @@ async fn finish(
             RcptResult::Delivered {
                 reply,
                 remote,
-                relayed,
+                notice,
             } => {
                 rr.status = RecipientStatus::Delivered {
                     reply: tern_spool::record::bounded_reply(&reply),
                 };
                 rr.remote_mta = Some(remote);
-                newly_delivered.push((i, relayed));
+                newly_delivered.push((i, notice));
             }
             RcptResult::Deferred { reply, remote } => {
                 deferred_reasons.push(reply.clone());

@@ -58,7 +58,7 @@ pub const RECENT_STALLS: usize = 32;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Kind {
-    /// A listener's accept loop.
+    /// A listener's accept loop, or the pickup directory's scan loop: both take mail in.
     Listener,
     /// The queue manager (scheduler).
     QueueManager,

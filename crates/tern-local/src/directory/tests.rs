@@ -218,3 +218,73 @@ fn an_empty_directory_has_no_local_domain() {
     assert!(!d.is_local_domain("localhost"));
     assert_eq!(d.resolve("a@localhost"), Ok(Resolution::NotLocal));
 }
+
+fn with_delimiter(mailboxes: &str, aliases: &str, delimiter: &str) -> LocalDirectory {
+    let mut f = fixture(mailboxes, aliases);
+    f.config.recipient_delimiter = delimiter.into();
+    LocalDirectory::load(&f.config).unwrap()
+}
+
+#[test]
+fn without_a_delimiter_an_extension_is_part_of_the_name() {
+    let d = load(MAILBOXES, "");
+    assert_eq!(
+        d.resolve("alice+news@x.test"),
+        Err(Refusal::Unknown {
+            address: "alice+news@x.test".into()
+        })
+    );
+}
+
+#[test]
+fn an_extended_address_reaches_the_base_mailbox_and_keeps_its_extension() {
+    let mailboxes = "alice@x.test alice\nalice+vip@x.test vip\n";
+    let d = with_delimiter(mailboxes, "", "+-");
+    // The final recipient keeps the extension (it becomes the Delivered-To).
+    assert_eq!(finals(&d, "Alice+News@x.test"), ["Alice+News@x.test"]);
+    let m = d.mailbox("Alice+News@x.test").unwrap();
+    assert_eq!(m.target, MailboxTarget::Name("alice".into()));
+    // Every listed character delimits, and the first one found starts the extension.
+    let m = d.mailbox("alice-a+b@x.test").unwrap();
+    assert_eq!(m.target, MailboxTarget::Name("alice".into()));
+    // The address as given wins over its base.
+    let m = d.mailbox("alice+vip@x.test").unwrap();
+    assert_eq!(m.target, MailboxTarget::Name("vip".into()));
+    // A local part that starts with the delimiter has no base.
+    assert!(d.resolve("+alice@x.test").is_err());
+    assert!(d.resolve("ghost+x@x.test").is_err());
+}
+
+#[test]
+fn with_a_delimiter_an_alias_of_the_base_beats_a_mailbox_of_the_extended_address() {
+    // Postfix's order: each map is asked for the full address and then its base before
+    // the next map is asked at all.
+    let mailboxes = "alice@x.test alice\nteam+x@x.test teamx\n";
+    let d = with_delimiter(mailboxes, "team: alice, far@elsewhere.test\n", "+");
+    assert_eq!(
+        finals(&d, "team+x@x.test"),
+        ["alice@x.test", "far@elsewhere.test"],
+        "the extension is not carried over to the members"
+    );
+}
+
+#[test]
+fn a_catch_all_is_filled_in_with_the_base_local_part() {
+    let mut f = fixture(MAILBOXES, "");
+    f.config.catch_all.insert("y.test".into(), "{local}".into());
+    f.config.recipient_delimiter = "+".into();
+    let d = LocalDirectory::load(&f.config).unwrap();
+    let m = d.mailbox("You+Tag@y.test").unwrap();
+    assert_eq!(m.target, MailboxTarget::Name("you".into()));
+}
+
+#[test]
+fn a_delimiter_that_could_hide_a_domain_or_a_quote_is_a_problem() {
+    for bad in ["@", "\"", "\\", " ", "+\u{e9}"] {
+        let mut f = fixture(MAILBOXES, "");
+        f.config.recipient_delimiter = bad.into();
+        let problems = LocalDirectory::load(&f.config).unwrap_err();
+        assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+        assert_eq!(problems[0].key, "local.recipient_delimiter");
+    }
+}

@@ -136,12 +136,17 @@ pub struct SyncStats {
     pub file_syncs: u64,
     /// `fsync` calls on the `incoming/` directory (one per group of commits).
     pub dir_syncs: u64,
+    /// `syncfs` calls of batch mode (each counts in `file_syncs` when it made a batch's
+    /// data durable and in `dir_syncs` when it made a batch's names durable; one call
+    /// can do both). Zero in per-file mode.
+    pub fs_syncs: u64,
 }
 
 #[derive(Default)]
 pub(crate) struct SyncCounters {
     pub(crate) file_syncs: AtomicU64,
     pub(crate) dir_syncs: AtomicU64,
+    pub(crate) fs_syncs: AtomicU64,
 }
 
 /// A directory of the spool that holds entries named by queue id.
@@ -557,6 +562,7 @@ impl Spool {
         SyncStats {
             file_syncs: self.inner.counters.file_syncs.load(Ordering::Relaxed),
             dir_syncs: self.inner.counters.dir_syncs.load(Ordering::Relaxed),
+            fs_syncs: self.inner.counters.fs_syncs.load(Ordering::Relaxed),
         }
     }
 

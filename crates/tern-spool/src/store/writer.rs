@@ -111,7 +111,7 @@ impl TmpFile {
         Self::create_named(tmp_path)
     }
 
-    fn create_named(tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
+    pub(super) fn create_named(tmp_path: PathBuf) -> Result<TmpFile, SpoolError> {
         match sys::create_new(&tmp_path) {
             Ok(file) => Ok(TmpFile {
                 file,
@@ -128,7 +128,7 @@ impl TmpFile {
         self.path.as_deref().unwrap_or(Path::new("(unnamed)"))
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+    pub(super) fn write_all(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
         self.file
             .write_all(bytes)
             .map_err(|e| SpoolError::io("write", self.describe(), e))?;

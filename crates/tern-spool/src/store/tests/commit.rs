@@ -144,15 +144,19 @@ async fn write_dropped_while_spilling_breaks_the_writer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn batch_commits_share_two_filesystem_syncs_per_batch() {
+async fn batch_commits_share_filesystem_syncs() {
     const N: usize = 200;
     let dir = tempdir();
     let (spool, _) = open(dir.path());
     spool.set_commit_mode(crate::CommitMode::Batch);
     let stored = concurrent_commits(&spool, N, 100).await;
     let stats = spool.sync_stats();
-    // One batch counts once in each (two syncfs calls).
+    // Every batch had one sync for its data and one for its names, and a sync did one
+    // or both (which ones share a sync is timing; the pipeline's own tests in batch.rs
+    // pin that down).
     assert!(stats.file_syncs >= 1 && stats.file_syncs == stats.dir_syncs);
+    assert!(stats.fs_syncs >= stats.file_syncs.max(stats.dir_syncs));
+    assert!(stats.fs_syncs <= stats.file_syncs + stats.dir_syncs);
     assert!(
         stats.file_syncs < N as u64 / 2,
         "{} batches for {N} concurrent commits: no batching",
