@@ -218,7 +218,7 @@ events! {
         "A message with 8-bit content was converted to 7 bit for a next hop without 8BITMIME (8-bit parts in quoted-printable or base64, 8-bit header fields as encoded words); the copy goes in this attempt, the stored message is unchanged. Fields give the parts and fields converted and both sizes.",
         "None. A DKIM signature over a converted part no longer verifies; sign 7-bit content, or route such destinations through a relay that offers 8BITMIME.");
     QUEUE_ADMIN_DELETED = (7001, "queue.admin.deleted", Notice,
-        "An administrator deleted a message (admin API or `tern queue delete`); fields: queue_id, action, from_state, bounce (yes: the sender was sent a bounce for the recipients not yet delivered, as with 7003; no: removed silently).",
+        "An administrator deleted a message (admin API or `tern queue delete`; with no server running the command writes this event itself, with server = none); fields: queue_id, action, from_state, bounce (yes: the sender was sent a bounce for the recipients not yet delivered, as with 7003; no: removed silently).",
         "None; the event is the record of who removed what (see the tracking log).", track = "deleted");
     QUEUE_ADMIN_HELD = (7002, "queue.admin.held", Info,
         "An administrator moved a deferred message to the hold queue; it is not tried again until released.",
@@ -227,7 +227,7 @@ events! {
         "An administrator bounced a message: every recipient not yet delivered failed with 5.0.0 bounced by the administrator, one bounce went to the sender through the usual DSN path (event 4004 gives its id; none for the null sender or NOTIFY=NEVER), and the message left the queue.",
         "None.", track = "admin_bounced");
     QUEUE_ADMIN_RELEASED = (7004, "queue.admin.released", Info,
-        "An administrator released a message from the hold or poison queue (admin API or `tern queue release`): crash count reset, tried now.",
+        "An administrator released a message from the hold or poison queue (admin API or `tern queue release`): crash count reset, tried now (with no server running: at the next start, and the command writes this event itself, with server = none).",
         "None; if a poisoned message crashes Tern again it returns to the poison queue (event 4012).", track = "released");
     QUEUE_ADMIN_RETRIED = (7005, "queue.admin.retried", Info,
         "An administrator asked for a deferred message to be tried now instead of at its retry time.",
@@ -239,7 +239,7 @@ events! {
         "An administrator's action over every message a filter matched finished; fields: action, the filter, matched, touched, failed.",
         "If failed is not 0, the API answer lists each failure; messages being processed (incoming, active) are skipped with a conflict and can be acted on once they wait.");
     QUEUE_ADMIN_FAILED = (7008, "queue.admin.failed", Warning,
-        "An administrator's action on a message failed with a spool error (disk full, I/O error); the message stays where it was, and a message that was waiting for a retry is retried as before.",
+        "An administrator's action on a message failed with a spool error (disk full, I/O error); the message stays where it was, and a message that was waiting for a retry is retried as before. server = none: the action was done with no server running.",
         "Check the spool disk (event 4010 has the same cause), then repeat the action.");
     DESTINATION_SUSPENDED = (7021, "admin.destination.suspended", Notice,
         "An administrator suspended a destination (`tern dest suspend`, `POST /api/v1/destinations/{name}/suspend`): no new connection is made to it; its messages stay queued (deferred) and are not bounced while it is suspended, but still expire at the maximum queue lifetime. The suspension lasts until `resume` or a restart.",

@@ -7,10 +7,18 @@
 //! Which states allow which action is the spool's rule (`tern_spool::RELEASABLE`,
 //! `tern_spool::DELETABLE`): release from poison or hold; delete from deferred, hold,
 //! poison or corrupt.
+//!
+//! The command writes the same events as the server would (7004 released, 7001 deleted,
+//! 7008 failed, with `server = "none"`) to the server's event log and tracking log, so
+//! `tern track` and the log show who removed what whether a server ran or not; the
+//! spool's own events while it opens (recovery, quarantine) go there too. The command
+//! holds the spool lock, so no server writes to those files at the same time.
+
+use std::time::Duration;
 
 use anyhow::Context;
-use tern_events::EventLog;
-use tern_spool::{QueueId, Spool, SpoolError};
+use tern_events::{EventLog, catalog, fields};
+use tern_spool::{QueueId, QueueState, Spool, SpoolError};
 
 use crate::config::Config;
 
@@ -37,29 +45,73 @@ pub fn directly(
         .enable_all()
         .build()
         .context("starting a runtime")?;
-    rt.block_on(async {
-        let (spool, _) = Spool::open(&dir, EventLog::discard())
+    let data_dir = &config.server.data_dir;
+    let events = EventLog::open_with_tracking(
+        Some(&data_dir.join("events.jsonl")),
+        false,
+        config.tracking_config(),
+    )
+    .with_context(|| format!("opening event log in {}", data_dir.display()))?;
+    let out = rt.block_on(async {
+        let (spool, _) = Spool::open(&dir, events.clone())
             .with_context(|| format!("opening spool {}", dir.display()))?;
         let mut out = Vec::new();
         for id in ids {
-            out.push(act(&spool, action, *id).await);
+            out.push(act(&spool, &events, action, *id).await);
         }
-        Ok(out)
-    })
+        anyhow::Ok(out)
+    })?;
+    if !events.flush(Duration::from_secs(10)) {
+        eprintln!("warning: the event log could not be written in time; the actions were done");
+    }
+    Ok(out)
 }
 
 /// Performs one action; the text says what happened, for the operator.
-async fn act(spool: &Spool, action: Action, id: QueueId) -> Result<String, String> {
-    let result = match action {
-        Action::Release => spool
-            .release(id)
-            .await
-            .map(|from| format!("released from {} (tried at the next start)", from.as_str())),
-        Action::Delete => spool
-            .delete(id)
-            .await
-            .map(|from| format!("deleted from {}", from.as_str())),
+async fn act(
+    spool: &Spool,
+    events: &EventLog,
+    action: Action,
+    id: QueueId,
+) -> Result<String, String> {
+    let name = match action {
+        Action::Release => "release",
+        Action::Delete => "delete",
     };
+    let emit = |def: &'static tern_events::EventDef,
+                from: QueueState,
+                extra: Option<(&'static str, String)>| {
+        let mut f = fields!(
+            "queue_id" => id,
+            "action" => name,
+            "from_state" => from,
+            "server" => "none",
+        );
+        f.extend(extra);
+        events.emit(def, f);
+    };
+    let result = match action {
+        Action::Release => spool.release(id).await.map(|from| {
+            emit(&catalog::QUEUE_ADMIN_RELEASED, from, None);
+            format!("released from {} (tried at the next start)", from.as_str())
+        }),
+        Action::Delete => spool.delete(id).await.map(|from| {
+            emit(
+                &catalog::QUEUE_ADMIN_DELETED,
+                from,
+                Some(("bounce", "no".into())),
+            );
+            format!("deleted from {}", from.as_str())
+        }),
+    };
+    if let Err(e) = &result
+        && !matches!(e, SpoolError::NotFound)
+    {
+        events.emit(
+            &catalog::QUEUE_ADMIN_FAILED,
+            fields!("queue_id" => id, "action" => name, "server" => "none", "error" => e),
+        );
+    }
     result.map_err(|e| match e {
         SpoolError::NotFound => match action {
             Action::Release => "not found in poison or hold".to_owned(),

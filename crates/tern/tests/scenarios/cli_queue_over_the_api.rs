@@ -166,4 +166,17 @@ fn cli_queue_over_the_api() {
     assert!(ok, "{out}");
     assert_eq!(out.trim(), format!("{}: deleted from hold", ids[0]));
     assert_eq!(tern.queue_json(&[]).len(), 1);
+    // With no server the command writes the record itself: the event log and the
+    // tracking log say who removed what, as they would with a server.
+    let deleted: Vec<_> = tern
+        .events_with_id(7001)
+        .into_iter()
+        .filter(|e| e["queue_id"] == ids[0].as_str())
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0]["server"], "none");
+    assert_eq!(deleted[0]["from_state"], "hold");
+    let (ok, out, _) = cli(&tern, &["track", &ids[0]]);
+    assert!(ok, "{out}");
+    assert!(out.contains("deleted"), "{out}");
 }
