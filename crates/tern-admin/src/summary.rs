@@ -173,17 +173,6 @@ fn parse_states(q: Option<&str>) -> Result<Vec<QueueState>, ApiError> {
     Ok(out)
 }
 
-fn state_name(s: QueueState) -> &'static str {
-    match s {
-        QueueState::Incoming => "incoming",
-        QueueState::Active => "active",
-        QueueState::Deferred => "deferred",
-        QueueState::Hold => "hold",
-        QueueState::Poison => "poison",
-        QueueState::Corrupt => "corrupt",
-    }
-}
-
 /// The recipient domain of `address` (lower case), as routing sees it.
 fn domain_of(address: &str) -> String {
     address
@@ -287,7 +276,7 @@ async fn summary(
         total,
         counts,
         grouped_by: grouped_by.to_owned(),
-        states: states.iter().map(|s| state_name(*s).to_owned()).collect(),
+        states: states.iter().map(|s| s.as_str().to_owned()).collect(),
     }))
 }
 

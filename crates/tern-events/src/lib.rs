@@ -177,15 +177,7 @@ impl EventLog {
     /// Opens (appends to) `json_path` and starts the writer thread. `stderr` adds the
     /// readable copy.
     pub fn open(json_path: Option<&Path>, stderr: bool) -> std::io::Result<EventLog> {
-        let json = match json_path {
-            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
-            None => None,
-        };
-        Ok(Self::with_sinks(Sinks {
-            json,
-            stderr,
-            tracking: None,
-        }))
+        Self::open_with_tracking(json_path, stderr, None)
     }
 
     /// [`EventLog::open`] plus the message tracking log in `tracking.dir` (created if

@@ -888,20 +888,25 @@ pub(crate) mod fault_injection {
     /// (building a bounce), `connect` (delivery worker holding its concurrency slot,
     /// before connecting), `transaction` (delivery worker holding a connection).
     pub(crate) fn maybe_panic(stage: &str, content: &[u8]) {
-        let Some(spec) = std::env::var_os("TERN_FAULT_PANIC_ON") else {
-            return;
+        if armed("TERN_FAULT_PANIC_ON", stage, content) {
+            panic!("fault injection: panic at stage {stage}");
+        }
+    }
+
+    /// Whether the environment variable `var` is `<stage>:<bytes>` for this stage and
+    /// the content contains the (non-empty) bytes.
+    fn armed(var: &str, stage: &str, content: &[u8]) -> bool {
+        let Some(spec) = std::env::var_os(var) else {
+            return false;
         };
         let spec = spec.as_encoded_bytes();
         let Some(colon) = spec.iter().position(|b| *b == b':') else {
-            return;
+            return false;
         };
         let (want, pattern) = (&spec[..colon], &spec[colon + 1..]);
-        if want == stage.as_bytes()
+        want == stage.as_bytes()
             && !pattern.is_empty()
             && content.windows(pattern.len()).any(|w| w == pattern)
-        {
-            panic!("fault injection: panic at stage {stage}");
-        }
     }
 
     /// Aborts the process when the environment variable `TERN_FAULT_ABORT_AT` is
@@ -909,18 +914,7 @@ pub(crate) mod fault_injection {
     /// `admin-bounce` (an administrator's bounce, failures written, bounce not yet
     /// queued).
     pub(crate) fn maybe_abort_at(stage: &str, content: &[u8]) {
-        let Some(spec) = std::env::var_os("TERN_FAULT_ABORT_AT") else {
-            return;
-        };
-        let spec = spec.as_encoded_bytes();
-        let Some(colon) = spec.iter().position(|b| *b == b':') else {
-            return;
-        };
-        let (want, pattern) = (&spec[..colon], &spec[colon + 1..]);
-        if want == stage.as_bytes()
-            && !pattern.is_empty()
-            && content.windows(pattern.len()).any(|w| w == pattern)
-        {
+        if armed("TERN_FAULT_ABORT_AT", stage, content) {
             std::process::abort();
         }
     }

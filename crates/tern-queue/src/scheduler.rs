@@ -590,10 +590,7 @@ impl Scheduler {
                         state,
                         record,
                         hops,
-                    } => {
-                        self.retries.insert(due, id, state, record, hops);
-                        self.queued_ids.insert(id);
-                    }
+                    } => self.schedule_retry(due, id, state, record, hops),
                     Next::Done => {}
                 }
             }
@@ -618,10 +615,7 @@ impl Scheduler {
                         state,
                         record,
                         hops,
-                    } => {
-                        self.retries.insert(due, id, state, record, hops);
-                        self.queued_ids.insert(id);
-                    }
+                    } => self.schedule_retry(due, id, state, record, hops),
                 }
             }
             Cmd::Shutdown(reply) => {
@@ -686,6 +680,20 @@ impl Scheduler {
             reply,
         );
         self.running.insert(id, task);
+    }
+
+    /// Waits `id` (in `state`, with the record and hops kept from its last attempt)
+    /// until `due`; it counts as queued meanwhile.
+    fn schedule_retry(
+        &mut self,
+        due: Instant,
+        id: QueueId,
+        state: QueueState,
+        record: Option<Box<tern_spool::DeliveryRecord>>,
+        hops: Vec<(NextHop, String)>,
+    ) {
+        self.retries.insert(due, id, state, record, hops);
+        self.queued_ids.insert(id);
     }
 
     fn push_backlog(&mut self, id: QueueId, state: QueueState) {

@@ -133,23 +133,25 @@ impl Client {
         })
     }
 
+    /// A request for `path` (under the server's root) with the token.
+    fn authed<S>(
+        &self,
+        make: impl FnOnce(String) -> ureq::RequestBuilder<S>,
+        path: &str,
+    ) -> ureq::RequestBuilder<S> {
+        make(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+    }
+
     /// `GET path` (under the server's root, e.g. `/api/v1/status`), JSON answer.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.finish(
-            self.agent
-                .get(format!("{}{path}", self.base))
-                .header("Authorization", format!("Bearer {}", self.token))
-                .call(),
-        )
+        self.finish(self.authed(|u| self.agent.get(u), path).call())
     }
 
     /// `GET path`, the raw body (an exported message: at most 1 GiB).
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         self.read(
-            self.agent
-                .get(format!("{}{path}", self.base))
-                .header("Authorization", format!("Bearer {}", self.token))
-                .call(),
+            self.authed(|u| self.agent.get(u), path).call(),
             1024 * 1024 * 1024,
         )
     }
@@ -160,12 +162,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        self.finish(
-            self.agent
-                .post(format!("{}{path}", self.base))
-                .header("Authorization", format!("Bearer {}", self.token))
-                .send_json(body),
-        )
+        self.finish(self.authed(|u| self.agent.post(u), path).send_json(body))
     }
 
     /// `PUT path` with a JSON body, JSON answer.
@@ -174,11 +171,6 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        self.finish(
-            self.agent
-                .put(format!("{}{path}", self.base))
-                .header("Authorization", format!("Bearer {}", self.token))
-                .send_json(body),
-        )
+        self.finish(self.authed(|u| self.agent.put(u), path).send_json(body))
     }
 }

@@ -319,53 +319,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Status { config, json } => {
-            let result = load(config.as_ref())
+        Cmd::Status { config, json } => exit_of(
+            load(config.as_ref())
                 .map_err(anyhow::Error::from)
                 .and_then(|c| match remote::status(&c, json)? {
                     Some(healthy) => Ok(healthy),
                     None => status::show(&c, json),
-                });
-            match result {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tern: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+                }),
+        ),
         Cmd::Track {
             config,
             json,
             limit,
             query,
-        } => {
-            let result = load(config.as_ref())
+        } => exit_of(
+            load(config.as_ref())
                 .map_err(anyhow::Error::from)
-                .and_then(|c| track::track(&c, &query, limit, json));
-            match result {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tern: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+                .and_then(|c| track::track(&c, &query, limit, json)),
+        ),
         Cmd::LogLevel { config, level } => {
-            let result = load(config.as_ref())
-                .map_err(anyhow::Error::from)
-                .and_then(|c| track::log_level(&c, level.as_deref()));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tern: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            api_command(config.as_ref(), |c| track::log_level(c, level.as_deref()))
         }
         Cmd::Dest {
             command: DestCmd::List { config, json },
