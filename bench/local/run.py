@@ -15,7 +15,7 @@ Usage (as root, Postfix and Dovecot installed: scripts/test.sh installs them):
     python3 bench/local/run.py
 Environment knobs: MESSAGES (5000) SESSIONS (20) MSG_SIZE (1024) ROUNDS (1)
     SERVERS ("tern tern-lmtp postfix") TERN_BIN (target/release/tern) SKIP_BUILD (0)
-    TERN_COMMIT (file) KEEP_TMP (0) OUT_DIR (bench/out)
+    TERN_COMMIT (segment) KEEP_TMP (0) OUT_DIR (bench/out)
 Output: bench/out/local-summary.txt.
 """
 
@@ -36,7 +36,7 @@ ROUNDS = int(os.environ.get("ROUNDS", "1"))
 SERVERS = os.environ.get("SERVERS", "tern tern-lmtp postfix").split()
 TERN_BIN = os.environ.get("TERN_BIN", os.path.join(
     os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tern"))
-TERN_COMMIT = os.environ.get("TERN_COMMIT", "file")
+TERN_COMMIT = os.environ.get("TERN_COMMIT", "segment")
 OUT_DIR = os.environ.get("OUT_DIR", os.path.join(ROOT, "bench", "out"))
 KEEP_TMP = os.environ.get("KEEP_TMP", "0") == "1"
 TIMEOUT = 600 + MESSAGES // 10

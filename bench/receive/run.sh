@@ -10,7 +10,7 @@
 #   SPOOL_FS_MKFS SETTLE
 # Defaults: 5000 messages x 3 rounds, 20 sessions, 1024-byte bodies, 200
 # warm-up messages, Tern on 127.0.0.1:2526, Postfix on 127.0.0.1:2527, Tern's
-# spool in batch commit mode (TERN_COMMIT=file for the per-message path),
+# spool in segment commit mode, the default (TERN_COMMIT=file or batch for a file per message),
 # both queues in the temp dir (SPOOL_FS=loop gives each server's queue a
 # fresh ext4 of its own on a loop device over an image file in the temp dir,
 # mkfs options in SPOOL_FS_MKFS), and a wait of SETTLE=61 seconds after the
@@ -43,7 +43,7 @@ SESSIONS=${SESSIONS:-20}
 MSG_SIZE=${MSG_SIZE:-1024}
 WARMUP=${WARMUP:-200}
 REUSE_CONNECTIONS=${REUSE_CONNECTIONS:-0}
-TERN_COMMIT=${TERN_COMMIT:-batch}
+TERN_COMMIT=${TERN_COMMIT:-segment}
 TERN_PORT=${TERN_PORT:-2526}
 POSTFIX_PORT=${POSTFIX_PORT:-2527}
 SERVERS=${SERVERS:-"tern postfix"}
@@ -77,7 +77,7 @@ for knob in MESSAGES ROUNDS SESSIONS MSG_SIZE WARMUP TERN_PORT POSTFIX_PORT RUN_
 done
 ((MESSAGES > 0 && ROUNDS > 0 && SESSIONS > 0)) || die "MESSAGES, ROUNDS and SESSIONS must be > 0"
 ((TERN_PORT != POSTFIX_PORT)) || die "TERN_PORT and POSTFIX_PORT must differ"
-[[ $TERN_COMMIT == batch || $TERN_COMMIT == file ]] || die "TERN_COMMIT must be batch or file (got '$TERN_COMMIT')"
+[[ $TERN_COMMIT == batch || $TERN_COMMIT == file || $TERN_COMMIT == segment ]] || die "TERN_COMMIT must be segment, batch or file (got '$TERN_COMMIT')"
 [[ $SPOOL_FS == loop || $SPOOL_FS == tmpdir ]] || die "SPOOL_FS must be loop or tmpdir (got '$SPOOL_FS')"
 [[ $SPOOL_FS_SIZE =~ ^[0-9]+[KMG]?$ ]] || die "SPOOL_FS_SIZE must be a size like 4G (got '$SPOOL_FS_SIZE')"
 RUN_TERN=0

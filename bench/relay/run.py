@@ -12,6 +12,7 @@ Usage (as root, Postfix installed: scripts/test.sh installs it):
     python3 bench/relay/run.py
 Environment knobs: MESSAGES (20000) SESSIONS (20) MSG_SIZE (1024) ROUNDS (1)
     SERVERS ("tern postfix") TERN_BIN (target/release/tern) SKIP_BUILD (0)
+    TERN_COMMIT (segment: Tern's `[spool] commit`, file / batch / segment)
     TMPDIR (where spools go; must be a real disk) KEEP_TMP (0) OUT_DIR (bench/out)
 Output: bench/out/relay-summary.txt, docs/bench/relay.png (when matplotlib is present).
 """
@@ -36,6 +37,7 @@ TERN_BIN = os.environ.get("TERN_BIN", os.path.join(
     os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tern"))
 OUT_DIR = os.environ.get("OUT_DIR", os.path.join(ROOT, "bench", "out"))
 KEEP_TMP = os.environ.get("KEEP_TMP", "0") == "1"
+TERN_COMMIT = os.environ.get("TERN_COMMIT", "segment")
 TIMEOUT = 600 + MESSAGES // 10
 
 
@@ -150,6 +152,9 @@ networks = ["127.0.0.0/8"]
 [queue]
 deliver = true
 
+[spool]
+commit = "{TERN_COMMIT}"
+
 [[route]]
 domains = ["*"]
 transport = "smtp"
@@ -260,7 +265,8 @@ def main():
             results[server].append(rate)
     os.makedirs(OUT_DIR, exist_ok=True)
     lines = [f"relay benchmark: {MESSAGES} messages x {ROUNDS} round(s), {SESSIONS} sessions, "
-             f"{MSG_SIZE}-octet bodies, smtp-source -> MTA -> smtp-sink, {os.cpu_count()} CPUs"]
+             f"{MSG_SIZE}-octet bodies, smtp-source -> MTA -> smtp-sink, {os.cpu_count()} CPUs, "
+             f"Tern spool commit = {TERN_COMMIT}"]
     best = {}
     for s, rates in results.items():
         best[s] = max(rates)

@@ -67,7 +67,7 @@ pub use store::{
 /// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
-    /// Runs the file decoder and the queue id parser on arbitrary bytes. Must never panic
+    /// Runs the file decoder, the segment scanner and the queue id parser on arbitrary bytes. Must never panic
     /// and never allocate more than the input's size plus bounded overhead.
     pub fn decode(data: &[u8]) {
         let _ = crate::format::decode(data, None);
@@ -79,6 +79,7 @@ pub mod fuzzing {
         if let Ok(s) = std::str::from_utf8(data) {
             let _ = crate::QueueId::parse(s);
         }
+        crate::store::segment_scan(data);
     }
 
     /// Runs the delivery-record decoder on arbitrary bytes. Must never panic.

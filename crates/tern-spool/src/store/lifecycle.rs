@@ -48,7 +48,7 @@ const PRECEDENCE: [QueueState; 5] = [
 ];
 
 impl Inner {
-    fn syncer_for(&self, state: QueueState) -> Result<&DirSyncer, SpoolError> {
+    pub(super) fn syncer_for(&self, state: QueueState) -> Result<&DirSyncer, SpoolError> {
         let w = self.writable.as_ref().ok_or(SpoolError::ReadOnly)?;
         if state == QueueState::Incoming {
             return Ok(&w.incoming);
@@ -107,11 +107,12 @@ impl Inner {
             let Some(id) = name_to_id(&name) else {
                 continue;
             };
-            let present = PRECEDENCE.iter().any(|s| {
-                self.entry_path(Area::State(*s), id)
-                    .symlink_metadata()
-                    .is_ok()
-            });
+            let present = self.segments.lookup(id).is_some()
+                || PRECEDENCE.iter().any(|s| {
+                    self.entry_path(Area::State(*s), id)
+                        .symlink_metadata()
+                        .is_ok()
+                });
             if !present {
                 let path = dir.join(&name);
                 match std::fs::remove_file(&path) {
@@ -142,6 +143,11 @@ impl Spool {
             return Err(SpoolError::NotFound);
         }
         let inner = &self.inner;
+        if from == QueueState::Incoming
+            && let Some(r) = inner.segments.lookup(id)
+        {
+            return self.write_out(id, r, to).await;
+        }
         let syncer = inner.syncer_for(to)?;
         let src = inner.entry_path(Area::State(from), id);
         let dst = inner.entry_path(Area::State(to), id);
@@ -181,7 +187,11 @@ impl Spool {
         }
         let inner = Arc::clone(&self.inner);
         let done = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-            if !inner.retire(state, id)? {
+            // A segment that still holds the message (resident, or its copy from before
+            // it was written out) must not bring it back: log it out first.
+            let resident = state == QueueState::Incoming && inner.segments.lookup(id).is_some();
+            inner.segments.gone(id)?;
+            if !resident && !inner.retire(state, id)? {
                 return Err(SpoolError::NotFound);
             }
             inner.forget_queued(state);
@@ -260,6 +270,13 @@ impl Spool {
         if !inner.is_writable() {
             return Err(SpoolError::ReadOnly);
         }
+        if state == QueueState::Incoming
+            && let Some(r) = inner.segments.lookup(id)
+        {
+            let blob = inner.read_resident(&r)?;
+            inner.quarantine_resident(id, &blob, reason)?;
+            return Ok(true);
+        }
         let name = OsString::from(id.to_string());
         // `quarantine` takes the record along (see `quarantine`).
         let moved = inner.quarantine(Area::State(state), &name, reason)?;
@@ -288,10 +305,12 @@ impl Spool {
     /// Where message `id` is among `states`, if anywhere (first match).
     pub fn find(&self, id: QueueId, states: &[QueueState]) -> Option<QueueState> {
         states.iter().copied().find(|s| {
-            self.inner
-                .entry_path(Area::State(*s), id)
-                .symlink_metadata()
-                .is_ok()
+            (*s == QueueState::Incoming && self.inner.segments.lookup(id).is_some())
+                || self
+                    .inner
+                    .entry_path(Area::State(*s), id)
+                    .symlink_metadata()
+                    .is_ok()
         })
     }
 
@@ -346,6 +365,8 @@ impl Spool {
                     }
                 }
             } else {
+                // Logged out of a segment that may still hold a copy (see `segment`).
+                inner.segments.gone(id)?;
                 doomed.push(inner.record_path(id));
             }
             for p in &doomed {

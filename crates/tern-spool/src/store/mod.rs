@@ -27,6 +27,8 @@ mod lifecycle;
 mod quarantine;
 mod recovery;
 mod recycle;
+mod resident;
+mod segment;
 pub(crate) mod sys;
 mod writer;
 
@@ -55,6 +57,23 @@ pub use writer::MessageWriter;
 
 use dirsync::DirSyncer;
 use entry::EntryError;
+
+/// Runs the segment scanner over `data` as one segment file (the fuzz target).
+#[doc(hidden)]
+pub(crate) fn segment_scan(data: &[u8]) {
+    let mut read_at = |at: u64, buf: &mut [u8]| -> io::Result<()> {
+        let at = usize::try_from(at).map_err(io::Error::other)?;
+        let end = at
+            .checked_add(buf.len())
+            .ok_or_else(|| io::Error::other("overflow"))?;
+        let src = data
+            .get(at..end)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    };
+    let _ = segment::scan(&mut read_at, data.len() as u64);
+}
 
 /// Name of the lock file inside the spool directory.
 const LOCK_FILE: &str = "spool.lock";
@@ -156,6 +175,8 @@ pub(crate) enum Area {
     Tmp,
     /// A queue state's directory.
     State(QueueState),
+    /// `segments/`: shared files of messages committed in segment mode (`segment`).
+    Segments,
 }
 
 impl Area {
@@ -163,6 +184,7 @@ impl Area {
         match self {
             Area::Tmp => TMP_DIR,
             Area::State(s) => s.as_str(),
+            Area::Segments => segment::SEGMENTS_DIR,
         }
     }
 }
@@ -176,8 +198,19 @@ struct Writable {
     /// `records/` (see `lifecycle`).
     moves: BTreeMap<QueueState, DirSyncer>,
     records: DirSyncer,
+    /// Stops the segment commit thread when the spool closes.
+    _segment_thread: SegmentThread,
     /// Holds the flock; released when the last handle is dropped.
     _lock: File,
+}
+
+/// Stops the segment commit thread (`segment`) when dropped.
+struct SegmentThread(Arc<segment::Segments>);
+
+impl Drop for SegmentThread {
+    fn drop(&mut self) {
+        self.0.stop_committer();
+    }
 }
 
 pub(crate) struct Inner {
@@ -200,6 +233,11 @@ pub(crate) struct Inner {
     next_free: AtomicU64,
     /// New messages are committed in batches (`batch`) instead of one by one.
     batch_commit: std::sync::atomic::AtomicBool,
+    /// New messages are appended to segments (`segment`) instead of files of their own.
+    segment_commit: std::sync::atomic::AtomicBool,
+    /// Messages held in segments (`segment`), in every commit mode: a spool may hold
+    /// segments from an earlier run in segment mode.
+    segments: Arc<segment::Segments>,
 }
 
 /// Directory under the spool holding the placement directories.
@@ -256,12 +294,17 @@ impl Inner {
 pub enum CommitMode {
     /// Each message on its own: `fdatasync` of its file, link, `fsync` of the file, and
     /// a group-committed fsync of `incoming/`. Touches nothing but Tern's files.
-    #[default]
     File,
     /// Messages committed at the same time share two `syncfs` calls: far fewer disk cache
     /// flushes, but each batch also waits for whatever else is dirty on the spool's
     /// filesystem. For a spool on a filesystem of its own.
     Batch,
+    /// Messages committed at the same time are appended to one shared segment file and
+    /// share one `fdatasync` of it: no file, inode or directory entry per message until
+    /// the queue takes the message out of `incoming` (see docs/SPOOL.md). Touches nothing
+    /// but Tern's files. The default.
+    #[default]
+    Segment,
 }
 
 /// A handle to an open spool. Cheap to clone; all clones share one lock and one
@@ -369,6 +412,10 @@ impl Spool {
         builder
             .create(&records_dir)
             .map_err(io_err("create directory", &records_dir))?;
+        let segments_dir = dir.join(segment::SEGMENTS_DIR);
+        builder
+            .create(&segments_dir)
+            .map_err(io_err("create directory", &segments_dir))?;
         let placement = dir.join(PLACEMENT_DIR);
         builder
             .create(&placement)
@@ -409,7 +456,10 @@ impl Spool {
         let fs = File::open(&dir).map_err(io_err("open", &dir))?;
         let batch = batch::BatchCommitter::start(fs, Arc::clone(&counters), Arc::clone(&queued))
             .map_err(io_err("start commit thread", &dir))?;
+        let segments = Arc::new(segment::Segments::new(&dir));
         let inner = Inner {
+            segments: Arc::clone(&segments),
+            segment_commit: std::sync::atomic::AtomicBool::new(false),
             dir,
             events,
             queued,
@@ -419,6 +469,7 @@ impl Spool {
                 batch,
                 moves,
                 records,
+                _segment_thread: SegmentThread(Arc::clone(&segments)),
                 _lock: lock,
             }),
             next_placement: AtomicUsize::new(0),
@@ -429,6 +480,9 @@ impl Spool {
         };
         let report = recovery::recover(&inner)?;
         inner.load_free_pool()?;
+        segments
+            .start_committer(Arc::clone(&inner.counters), Arc::clone(&inner.queued))
+            .map_err(io_err("start segment thread", &segments_dir))?;
         let queued = QueueState::QUEUED.iter().map(|s| report.count(*s)).sum();
         inner.queued.store(queued, Ordering::Release);
         Ok((
@@ -446,6 +500,9 @@ impl Spool {
         self.inner
             .batch_commit
             .store(mode == CommitMode::Batch, Ordering::Relaxed);
+        self.inner
+            .segment_commit
+            .store(mode == CommitMode::Segment, Ordering::Relaxed);
     }
 
     /// Makes new messages take the `tmp/` + rename path, as on a filesystem without
@@ -469,7 +526,10 @@ impl Spool {
                 io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             ));
         }
+        let segments = Arc::new(segment::Segments::new(&dir));
         let inner = Inner {
+            segments: Arc::clone(&segments),
+            segment_commit: std::sync::atomic::AtomicBool::new(false),
             dir,
             events: EventLog::discard(),
             queued: Arc::new(AtomicUsize::new(0)),
@@ -486,6 +546,11 @@ impl Spool {
             let names = read_names(&inner.area_dir(Area::State(state)))?;
             queued += names.iter().filter(|n| name_to_id(n).is_some()).count();
         }
+        let ids = inner.file_ids()?;
+        let has_file = |id| ids.contains(&id);
+        let scanned = segments.scan_all(&has_file)?;
+        segments.load_read_only(scanned);
+        queued += segments.resident_count();
         inner.queued.store(queued, Ordering::Release);
         Ok(Spool {
             inner: Arc::new(inner),
@@ -534,6 +599,9 @@ impl Spool {
         } else {
             names.iter().filter(|n| name_to_id(n).is_some()).count()
         };
+        if state == QueueState::Incoming {
+            return Ok(n + self.inner.segments.resident_count());
+        }
         Ok(n)
     }
 
@@ -569,6 +637,23 @@ impl Spool {
     /// Reads and fully validates one message. Blocking. In read-write mode a corrupt file
     /// is quarantined (event 3003) before `SpoolError::Corrupt` is returned.
     pub fn read(&self, state: QueueState, id: QueueId) -> Result<StoredMessage, SpoolError> {
+        if state == QueueState::Incoming
+            && let Some(r) = self.inner.segments.lookup(id)
+        {
+            let blob = self.inner.read_resident(&r)?;
+            return match crate::format::decode(&blob, Some(id)) {
+                Ok(d) => Ok(StoredMessage {
+                    envelope: d.envelope,
+                    body: d.content.to_vec(),
+                }),
+                Err(reason) => {
+                    if self.inner.is_writable() {
+                        self.inner.quarantine_resident(id, &blob, &reason)?;
+                    }
+                    Err(SpoolError::Corrupt(reason))
+                }
+            };
+        }
         let path = self.path_of(state, id);
         match entry::read_full(&path, id) {
             Ok(m) => Ok(m),
@@ -598,6 +683,17 @@ impl Spool {
         id: QueueId,
         max_head: usize,
     ) -> Result<PeekedMessage, SpoolError> {
+        if state == QueueState::Incoming
+            && let Some(r) = self.inner.segments.lookup(id)
+        {
+            let blob = self.inner.read_resident(&r)?;
+            let d = crate::format::decode(&blob, Some(id)).map_err(SpoolError::Corrupt)?;
+            return Ok(PeekedMessage {
+                head: d.content[..d.content.len().min(max_head)].to_vec(),
+                envelope: d.envelope,
+                file_size: r.loc.len(),
+            });
+        }
         let path = self.path_of(state, id);
         match entry::read_head(&path, id, max_head) {
             Ok((envelope, file_size, head)) => Ok(PeekedMessage {
@@ -682,6 +778,39 @@ impl Spool {
         }
         if quarantined {
             self.inner.sync_after_quarantine(area)?;
+        }
+        if st == QueueState::Incoming {
+            self.list_residents(out)?;
+        }
+        Ok(())
+    }
+
+    /// The messages resident in segments (state `incoming`), for `list`.
+    fn list_residents(&self, out: &mut Vec<ListedMessage>) -> Result<(), SpoolError> {
+        for (id, r) in self.inner.segments.residents() {
+            let blob = match self.inner.read_resident(&r) {
+                Ok(b) => b,
+                // Written out or removed meanwhile: listed from its file, or gone.
+                Err(SpoolError::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            match crate::format::decode(&blob, Some(id)) {
+                Ok(d) => out.push(ListedMessage {
+                    id,
+                    state: QueueState::Incoming,
+                    envelope: Some(d.envelope),
+                    file_size: r.loc.len(),
+                }),
+                Err(reason) if self.inner.is_writable() => {
+                    self.inner.quarantine_resident(id, &blob, &reason)?;
+                }
+                Err(_) => out.push(ListedMessage {
+                    id,
+                    state: QueueState::Corrupt,
+                    envelope: None,
+                    file_size: r.loc.len(),
+                }),
+            }
         }
         Ok(())
     }

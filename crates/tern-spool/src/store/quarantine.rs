@@ -35,7 +35,7 @@ use super::{Area, Inner, RECORDS_DIR, name_to_id, sys};
 
 /// Suffixes tried before giving up (a thousand copies of one name means something else
 /// is wrong).
-const MAX_SUFFIX: u32 = 1000;
+pub(crate) const MAX_SUFFIX: u32 = 1000;
 /// Suffix of the sidecar that explains a quarantined file.
 pub(crate) const REASON_SUFFIX: &str = ".reason";
 /// Suffix of a delivery record quarantined with its message.
@@ -123,7 +123,7 @@ impl Inner {
 
     /// Best effort: a missing reason file loses an explanation that event 3003 also
     /// carries, so failing to write it must not stop recovery.
-    fn write_reason(&self, path: &Path, shown: &str, reason: &CorruptReason) {
+    pub(crate) fn write_reason(&self, path: &Path, shown: &str, reason: &CorruptReason) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -157,7 +157,7 @@ impl Inner {
 }
 
 /// `<dst>.reason`.
-fn reason_path_for(dst: &Path) -> PathBuf {
+pub(crate) fn reason_path_for(dst: &Path) -> PathBuf {
     let mut s: OsString = dst.as_os_str().to_os_string();
     s.push(REASON_SUFFIX);
     PathBuf::from(s)

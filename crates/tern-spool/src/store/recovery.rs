@@ -38,8 +38,13 @@ use super::{Area, Inner, RecoveryReport, name_to_id, read_names};
 const MAX_WORKERS: usize = 4;
 
 pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
-    let (partials_removed, mut quarantined) = remove_partials(inner)?;
+    let (mut partials_removed, mut quarantined) = remove_partials(inner)?;
     inner.resolve_duplicates()?;
+    // Before the state directories: a damaged segment's records are written out to
+    // `incoming/` and validated and counted with it below.
+    let segments = inner.recover_segments()?;
+    partials_removed += segments.partials;
+    quarantined += segments.quarantined;
     let mut counts = BTreeMap::new();
     for state in QueueState::ALL {
         if state == QueueState::Corrupt {
@@ -96,6 +101,7 @@ pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
         .count();
     inner.remove_orphan_records()?;
     counts.insert(QueueState::Corrupt, in_corrupt);
+    *counts.entry(QueueState::Incoming).or_insert(0) += segments.resident;
     let report = RecoveryReport {
         counts,
         partials_removed,

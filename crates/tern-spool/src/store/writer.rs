@@ -70,7 +70,7 @@ pub(super) struct TmpFile {
 }
 
 impl TmpFile {
-    fn create(
+    pub(super) fn create(
         inner: &Arc<Inner>,
         placement: Option<&Path>,
         tmp_path: PathBuf,
@@ -142,6 +142,24 @@ impl TmpFile {
             self.file
                 .set_len(self.written)
                 .map_err(|e| SpoolError::io("truncate", self.describe(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the written file durable under the name `to` (never replacing anything):
+    /// cut, `fdatasync`, publish, and an `fsync` when publishing linked it (see
+    /// `commit`); on a failed `fsync` the name is taken back.
+    pub(super) fn finish(&mut self, to: &Path) -> Result<(), SpoolError> {
+        self.cut()?;
+        self.file
+            .sync_data()
+            .map_err(|e| SpoolError::io("fdatasync", self.describe(), e))?;
+        self.publish(to)?;
+        if self.linked()
+            && let Err(e) = self.file.sync_all()
+        {
+            let _ = std::fs::remove_file(to);
+            return Err(SpoolError::io("fsync", to, e));
         }
         Ok(())
     }
@@ -351,6 +369,9 @@ impl MessageWriter {
         let task_inner = Arc::clone(&inner);
         let task_final = final_path.clone();
         let placement = inner.use_tmpfile().then(|| inner.placement_dir());
+        if inner.segment_commit.load(Ordering::Relaxed) && tmp.is_none() {
+            return inner.segments.commit(id, pending).await;
+        }
         if inner.batch_commit.load(Ordering::Relaxed) {
             let prepare: super::batch::Prepare = Box::new(move || {
                 let mut tmp = match tmp {

@@ -298,6 +298,8 @@ fn hundred_damaged_of_thousand_are_quarantined_and_the_rest_delivered() {
     let mut tern = Setup::new()
         .queue("[queue]\ndeliver = true\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n")
         .section(&route)
+        // Per-message files: the test damages a hundred of them.
+        .section("[spool]\ncommit = \"file\"\n")
         .start();
     let spool = tern.spool_dir();
     let body = "a line of text to give the file some content\n".repeat(30);

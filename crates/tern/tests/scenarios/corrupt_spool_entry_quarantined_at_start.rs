@@ -13,7 +13,9 @@ use crate::common::{Rng, Setup, send_one, simple_message};
 
 #[test]
 fn damaged_files_are_quarantined_and_good_ones_stay() {
-    let mut tern = Setup::new().start();
+    // Per-message files (`commit = "file"`): this test damages them one by one; a damaged
+    // segment is `corrupt_segment_quarantined_at_start`.
+    let mut tern = Setup::new().section("[spool]\ncommit = \"file\"\n").start();
     let addr = tern.addr();
     let body = "a line of text to give the file some content\n".repeat(40);
     for i in 0..10 {

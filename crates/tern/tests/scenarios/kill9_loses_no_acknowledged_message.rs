@@ -175,6 +175,12 @@ fn wait_for_progress(acked: &AtomicUsize, since: usize, what: &str, tern: &crate
 
 #[test]
 fn kill9_at_random_instants_loses_no_acknowledged_message() {
+    kill9_run("segment");
+}
+
+/// The same with one file per message (`[spool] commit = "file"`).
+#[test]
+fn kill9_in_file_commit_mode_loses_no_acknowledged_message() {
     kill9_run("file");
 }
 

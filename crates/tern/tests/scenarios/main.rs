@@ -25,6 +25,7 @@ mod check_config_reports_every_problem;
 mod cli_dest_summary_status_reload;
 mod cli_queue_over_the_api;
 mod corrupt_entries_quarantined_rest_delivered;
+mod corrupt_segment_quarantined_at_start;
 mod corrupt_spool_entry_quarantined_at_start;
 mod default_config_accepts_local_and_loopback_relay;
 mod delay_notice_expiry_and_hop_limit;

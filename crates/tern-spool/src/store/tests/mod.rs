@@ -4,6 +4,7 @@
 mod commit;
 mod lifecycle;
 mod recovery;
+mod segment;
 mod write_read;
 
 use std::path::{Path, PathBuf};

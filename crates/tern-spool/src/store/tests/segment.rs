@@ -1,0 +1,273 @@
+//! Segment mode on a real filesystem: commits share one fdatasync and create no file per
+//! message; leaving the segment writes a file out; recovery brings back exactly the
+//! resident messages, cuts unfinished tails and quarantines damaged segments.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use super::*;
+use crate::state::QueueState;
+use crate::store::CommitMode;
+
+fn open_segment(dir: &Path) -> (Spool, RecoveryReport) {
+    let (spool, report) = open(dir);
+    spool.set_commit_mode(CommitMode::Segment);
+    (spool, report)
+}
+
+/// Commits `n` messages from `n` tasks released together.
+async fn commit_many(spool: &Spool, n: usize) -> Vec<(QueueId, Vec<u8>)> {
+    let barrier = Arc::new(Barrier::new(n));
+    let mut tasks = JoinSet::new();
+    for i in 0..n {
+        let spool = spool.clone();
+        let barrier = Arc::clone(&barrier);
+        tasks.spawn(async move {
+            let body = content(900 + i, i as u8);
+            let mut w = spool.begin();
+            w.write(&body).await?;
+            let id = w.id();
+            let env = envelope(id, w.written(), 1);
+            barrier.wait().await;
+            w.commit(env).await.map(|()| (id, body))
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(x)) => out.push(x),
+            Ok(Err(e)) => panic!("commit: {e}"),
+            Err(e) => panic!("task: {e}"),
+        }
+    }
+    out.sort_by_key(|(id, _)| *id);
+    out
+}
+
+fn segment_files(dir: &Path) -> Vec<String> {
+    names(&sub(dir, "segments"))
+        .into_iter()
+        .filter(|n| !n.ends_with(".out"))
+        .collect()
+}
+
+fn body_of(spool: &Spool, state: QueueState, id: QueueId) -> Vec<u8> {
+    spool
+        .read(state, id)
+        .unwrap_or_else(|e| panic!("read {id}: {e}"))
+        .body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn segment_commits_share_fdatasyncs_and_create_no_file_per_message() {
+    const N: usize = 200;
+    let dir = tempdir();
+    let (spool, _) = open_segment(dir.path());
+    let stored = commit_many(&spool, N).await;
+    let stats = spool.sync_stats();
+    assert!(
+        stats.file_syncs >= 1 && stats.file_syncs < N as u64,
+        "{} fdatasyncs for {N} commits: not shared",
+        stats.file_syncs
+    );
+    assert!(names(&sub(dir.path(), "incoming")).is_empty());
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(spool.queued(), N);
+    assert_eq!(spool.count(QueueState::Incoming).ok(), Some(N));
+    let listed = spool
+        .list(Some(QueueState::Incoming))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        listed.iter().map(|m| m.id).collect::<Vec<_>>(),
+        stored.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+    );
+    for (id, body) in &stored {
+        assert_eq!(&body_of(&spool, QueueState::Incoming, *id), body);
+        let peeked = spool
+            .peek(QueueState::Incoming, *id, 10)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(peeked.head, body[..10]);
+        assert_eq!(peeked.envelope.id, *id);
+    }
+    assert_eq!(
+        spool.find(stored[0].0, &[QueueState::Active, QueueState::Incoming]),
+        Some(QueueState::Incoming)
+    );
+    // A tool beside the running server sees the same queue.
+    let ro = Spool::open_read_only(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ro.queued(), N);
+    let ro_listed = ro
+        .list(Some(QueueState::Incoming))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ro_listed.len(), N);
+    assert_eq!(
+        &body_of(&ro, QueueState::Incoming, stored[7].0),
+        &stored[7].1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_spool_has_exactly_the_messages_that_did_not_leave_their_segment() {
+    let dir = tempdir();
+    let stored = {
+        let (spool, _) = open_segment(dir.path());
+        let stored = commit_many(&spool, 10).await;
+        // Three go to active/ (the queue taking them): written out as files.
+        for (id, _) in &stored[..3] {
+            spool
+                .move_to(*id, QueueState::Incoming, QueueState::Active)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(names(&sub(dir.path(), "active")).len(), 3);
+        assert_eq!(spool.count(QueueState::Incoming).ok(), Some(7));
+        assert_eq!(spool.queued(), 10);
+        // Two of them are delivered, one resident message is removed.
+        for (id, _) in &stored[..2] {
+            spool
+                .remove(QueueState::Active, *id)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        spool
+            .remove(QueueState::Incoming, stored[3].0)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spool.queued(), 7);
+        assert!(matches!(
+            spool.read(QueueState::Incoming, stored[3].0),
+            Err(crate::SpoolError::NotFound)
+        ));
+        stored
+    };
+    let (spool, report) = open_segment(dir.path());
+    assert_eq!(report.count(QueueState::Incoming), 6);
+    assert_eq!(report.count(QueueState::Active), 1);
+    assert_eq!(spool.queued(), 7);
+    let incoming: Vec<QueueId> = spool
+        .list(Some(QueueState::Incoming))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        incoming,
+        stored[4..].iter().map(|(id, _)| *id).collect::<Vec<_>>()
+    );
+    for (id, body) in &stored[4..] {
+        assert_eq!(&body_of(&spool, QueueState::Incoming, *id), body);
+    }
+    assert_eq!(
+        &body_of(&spool, QueueState::Active, stored[2].0),
+        &stored[2].1
+    );
+    assert_eq!(spool.find(stored[0].0, &QueueState::ALL), None);
+    assert_eq!(spool.find(stored[3].0, &QueueState::ALL), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_with_nothing_resident_is_removed_at_open() {
+    let dir = tempdir();
+    {
+        let (spool, _) = open_segment(dir.path());
+        for (id, _) in commit_many(&spool, 5).await {
+            spool
+                .move_to(id, QueueState::Incoming, QueueState::Hold)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(segment_files(dir.path()).len(), 1);
+    }
+    let (spool, report) = open_segment(dir.path());
+    assert!(segment_files(dir.path()).is_empty());
+    assert!(names(&sub(dir.path(), "segments")).is_empty());
+    assert_eq!(report.count(QueueState::Hold), 5);
+    assert_eq!(report.count(QueueState::Incoming), 0);
+    assert_eq!(spool.queued(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_tail_is_cut_and_a_damaged_segment_is_quarantined_after_its_messages_are_written_out()
+ {
+    let dir = tempdir();
+    let stored = {
+        let (spool, _) = open_segment(dir.path());
+        commit_many(&spool, 3).await
+    };
+    let seg = sub(&sub(dir.path(), "segments"), &segment_files(dir.path())[0]);
+    let good_len = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
+    // A record cut short by a crash: the start of a frame.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(b"TERNSEG1\x01\x02")
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
+    {
+        let (spool, report) = open_segment(dir.path());
+        assert_eq!(report.partials_removed, 1);
+        assert_eq!(report.quarantined, 0);
+        assert_eq!(report.count(QueueState::Incoming), 3);
+        assert_eq!(
+            std::fs::metadata(&seg).map(|m| m.len()).ok(),
+            Some(good_len)
+        );
+        assert_eq!(
+            &body_of(&spool, QueueState::Incoming, stored[2].0),
+            &stored[2].1
+        );
+    }
+    // Now damage the second message's content inside the segment.
+    let mut bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("{e}"));
+    let at = record_of(&bytes, stored[1].0);
+    bytes[at + super::super::segment::FRAME_LEN + crate::format::HEADER_LEN + 5] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let (spool, report) = open_segment(dir.path());
+    assert_eq!(report.quarantined, 1);
+    assert_eq!(report.count(QueueState::Incoming), 2);
+    assert!(segment_files(dir.path()).is_empty());
+    let seg_name = seg.file_name().map(|n| n.to_string_lossy().into_owned());
+    let corrupt = names(&sub(dir.path(), "corrupt"));
+    let seg_name = seg_name.unwrap_or_default();
+    assert!(corrupt.contains(&seg_name), "{corrupt:?}");
+    assert!(
+        corrupt.contains(&format!("{seg_name}.reason")),
+        "{corrupt:?}"
+    );
+    // The readable messages are files of their own now, byte for byte.
+    assert_eq!(names(&sub(dir.path(), "incoming")).len(), 2);
+    for i in [0, 2] {
+        assert_eq!(
+            &body_of(&spool, QueueState::Incoming, stored[i].0),
+            &stored[i].1
+        );
+    }
+    assert_eq!(spool.find(stored[1].0, &[QueueState::Incoming]), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_memory_is_committed_as_a_file_in_segment_mode() {
+    let dir = tempdir();
+    let (spool, _) = open_segment(dir.path());
+    let body = content(crate::MessageWriter::BUFFER_LIMIT + 1000, 9);
+    let id = store(&spool, &body, 64 * 1024).await;
+    assert_eq!(names(&sub(dir.path(), "incoming")), [id.to_string()]);
+    assert!(segment_files(dir.path()).is_empty());
+    assert_eq!(body_of(&spool, QueueState::Incoming, id), body);
+}
+
+/// Offset of message `id`'s record (its frame) in a segment's bytes.
+fn record_of(seg: &[u8], id: QueueId) -> usize {
+    let mut at = 0;
+    while let Some((rid, len)) = super::super::segment::decode_frame(&seg[at..]) {
+        if rid == id {
+            return at;
+        }
+        at += super::super::segment::FRAME_LEN + len as usize;
+    }
+    panic!("no record of {id}")
+}
