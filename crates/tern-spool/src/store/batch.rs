@@ -43,12 +43,13 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
 use super::SyncCounters;
+use super::handoff::Handoff;
 use super::writer::TmpFile;
 use crate::error::SpoolError;
 
@@ -74,21 +75,7 @@ struct Written {
     reply: oneshot::Sender<Answer>,
 }
 
-struct Queue {
-    list: Vec<Pending>,
-    stopping: bool,
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+type Shared = Handoff<Pending>;
 
 /// Handle to the batch-commit thread of a spool.
 pub(crate) struct BatchCommitter {
@@ -113,13 +100,7 @@ impl BatchCommitter {
         counters: Arc<SyncCounters>,
         queued: Arc<AtomicUsize>,
     ) -> io::Result<BatchCommitter> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                list: Vec::new(),
-                stopping: false,
-            }),
-            wake: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new());
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("tern-spool-commit".into())
@@ -131,14 +112,9 @@ impl BatchCommitter {
     /// of its batch (see the module header).
     pub(crate) async fn commit(&self, prepare: Prepare, to: PathBuf) -> Answer {
         let (reply, rx) = oneshot::channel();
-        {
-            let mut q = self.shared.lock();
-            if q.stopping {
-                return Err(SpoolError::BlockingTask("commit thread stopped".into()));
-            }
-            q.list.push(Pending { prepare, to, reply });
+        if self.shared.push(Pending { prepare, to, reply }).is_err() {
+            return Err(SpoolError::BlockingTask("commit thread stopped".into()));
         }
-        self.shared.wake.notify_one();
         rx.await
             .unwrap_or_else(|_| Err(SpoolError::BlockingTask("commit thread ended".into())))
     }
@@ -146,8 +122,7 @@ impl BatchCommitter {
 
 impl Drop for BatchCommitter {
     fn drop(&mut self) {
-        self.shared.lock().stopping = true;
-        self.shared.wake.notify_one();
+        self.shared.stop();
     }
 }
 
@@ -174,15 +149,8 @@ fn commit_loop(
     // Batch A of the module header: named, waiting for a sync to make the names durable.
     let mut named: Vec<Written> = Vec::new();
     loop {
-        let batch = {
-            let mut q = shared.lock();
-            while q.list.is_empty() && !q.stopping && named.is_empty() {
-                q = shared.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
-            }
-            if q.list.is_empty() && named.is_empty() {
-                return;
-            }
-            std::mem::take(&mut q.list)
+        let Some(batch) = shared.take(!named.is_empty()) else {
+            return;
         };
         // Step 1: batch B's files.
         let mut written = Vec::with_capacity(batch.len());
@@ -345,7 +313,7 @@ mod tests {
     /// Waits until the committer holds `n` pending commits (bounded).
     fn wait_pending(h: &Harness, n: usize) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while h.committer.shared.lock().list.len() < n {
+        while h.committer.shared.waiting() < n {
             assert!(std::time::Instant::now() < deadline, "commit never queued");
             std::thread::yield_now();
         }

@@ -23,6 +23,7 @@
 mod batch;
 mod dirsync;
 mod entry;
+mod handoff;
 mod lifecycle;
 mod quarantine;
 mod recovery;

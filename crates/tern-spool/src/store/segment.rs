@@ -55,7 +55,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -65,6 +65,7 @@ use crate::error::{CorruptReason, SpoolError};
 use crate::format;
 use crate::id::QueueId;
 
+use super::handoff::Handoff;
 use super::{SyncCounters, sys};
 
 /// Recovery's way to write a message out as a durable file in `incoming/`.
@@ -464,13 +465,7 @@ impl Segments {
         counters: Arc<SyncCounters>,
         queued: Arc<AtomicUsize>,
     ) -> io::Result<()> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                list: Vec::new(),
-                stopping: false,
-            }),
-            wake: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new());
         let thread_shared = Arc::clone(&shared);
         let segments = Arc::clone(self);
         let thread = std::thread::Builder::new()
@@ -496,8 +491,7 @@ impl Segments {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(mut c) = c {
-            c.shared.lock().stopping = true;
-            c.shared.wake.notify_one();
+            c.shared.stop();
             if let Some(t) = c.thread.take() {
                 let _ = t.join();
             }
@@ -518,14 +512,9 @@ impl Segments {
             }
         };
         let (reply, rx) = oneshot::channel();
-        {
-            let mut q = shared.lock();
-            if q.stopping {
-                return Err(SpoolError::BlockingTask("segment thread stopped".into()));
-            }
-            q.list.push(Job { id, blob, reply });
+        if shared.push(Job { id, blob, reply }).is_err() {
+            return Err(SpoolError::BlockingTask("segment thread stopped".into()));
         }
-        shared.wake.notify_one();
         rx.await
             .unwrap_or_else(|_| Err(SpoolError::BlockingTask("segment thread ended".into())))
     }
@@ -537,21 +526,7 @@ struct Job {
     reply: oneshot::Sender<Result<(), SpoolError>>,
 }
 
-struct Queue {
-    list: Vec<Job>,
-    stopping: bool,
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+type Shared = Handoff<Job>;
 
 struct Committer {
     shared: Arc<Shared>,
@@ -607,17 +582,10 @@ fn commit_loop(
     let mut current: Option<Current> = None;
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let batch = {
-            let mut q = shared.lock();
-            while q.list.is_empty() && !q.stopping {
-                q = shared.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
-            }
-            if q.list.is_empty() {
-                // The current segment is left as it is: the next open seals it (and
-                // unlinks it if nothing is resident in it).
-                return;
-            }
-            std::mem::take(&mut q.list)
+        let Some(batch) = shared.take(false) else {
+            // The current segment is left as it is: the next open seals it (and
+            // unlinks it if nothing is resident in it).
+            return;
         };
         if current.as_ref().is_some_and(|c| c.len >= SEGMENT_MAX)
             && let Some(c) = current.take()
@@ -755,6 +723,31 @@ pub(crate) struct Scanned {
     pub(crate) out: HashSet<QueueId>,
 }
 
+impl Scanned {
+    /// Puts the segment's records that are still resident (not in `.out`) in the
+    /// index, the first copy of an id winning; how many it put.
+    fn index_into(&self, resident: &mut HashMap<QueueId, Loc>) -> usize {
+        let mut live = 0;
+        for f in &self.found {
+            if let Found::Record { id, blob_at, len } = f
+                && !self.out.contains(id)
+                && !resident.contains_key(id)
+            {
+                resident.insert(
+                    *id,
+                    Loc {
+                        seg: self.seg,
+                        blob_at: *blob_at,
+                        len: *len,
+                    },
+                );
+                live += 1;
+            }
+        }
+        live
+    }
+}
+
 impl Segments {
     /// Scans every segment (read-only: no change on disk). `has_file(id)` says whether
     /// message `id` has a file of its own in a state directory or in `corrupt/`.
@@ -801,22 +794,7 @@ impl Segments {
     pub(crate) fn load_read_only(&self, scanned: Vec<Scanned>) {
         let mut ix = self.lock();
         for s in scanned {
-            let mut live = 0;
-            for f in &s.found {
-                if let Found::Record { id, blob_at, len } = f
-                    && !s.out.contains(id)
-                {
-                    ix.resident.insert(
-                        *id,
-                        Loc {
-                            seg: s.seg,
-                            blob_at: *blob_at,
-                            len: *len,
-                        },
-                    );
-                    live += 1;
-                }
-            }
+            let live = s.index_into(&mut ix.resident);
             ix.segs.insert(
                 s.seg,
                 Seg {
@@ -891,23 +869,7 @@ impl Segments {
                 .open(&out_path)
                 .map_err(|e| SpoolError::io("open", &out_path, e))?;
             let mut ix = self.lock();
-            let mut live = 0;
-            for f in &s.found {
-                if let Found::Record { id, blob_at, len } = f
-                    && !s.out.contains(id)
-                    && !ix.resident.contains_key(id)
-                {
-                    ix.resident.insert(
-                        *id,
-                        Loc {
-                            seg: s.seg,
-                            blob_at: *blob_at,
-                            len: *len,
-                        },
-                    );
-                    live += 1;
-                }
-            }
+            let live = s.index_into(&mut ix.resident);
             report.resident += live;
             ix.segs.insert(
                 s.seg,

@@ -1,41 +1,7 @@
 //! Group commit and cancellation of commits.
 
-use std::sync::Arc;
-
-use tokio::sync::Barrier;
-use tokio::task::JoinSet;
-
 use super::*;
 use crate::state::QueueState;
-
-/// Commits `n` messages from `n` tasks released together by a barrier, so their commits
-/// overlap; returns each id with its body.
-async fn concurrent_commits(spool: &Spool, n: usize, base_len: usize) -> Vec<(QueueId, Vec<u8>)> {
-    let barrier = Arc::new(Barrier::new(n));
-    let mut tasks = JoinSet::new();
-    for i in 0..n {
-        let spool = spool.clone();
-        let barrier = Arc::clone(&barrier);
-        tasks.spawn(async move {
-            let body = content(base_len + i, i as u8);
-            let mut w = spool.begin();
-            w.write(&body).await?;
-            let env = envelope(w.id(), w.written(), 1);
-            let id = w.id();
-            barrier.wait().await;
-            w.commit(env).await.map(|()| (id, body))
-        });
-    }
-    let mut stored = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(Ok(x)) => stored.push(x),
-            Ok(Err(e)) => panic!("commit failed: {e}"),
-            Err(e) => panic!("task failed: {e}"),
-        }
-    }
-    stored
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commits_share_directory_fsyncs() {

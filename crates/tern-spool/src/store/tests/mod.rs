@@ -8,9 +8,12 @@ mod segment;
 mod write_read;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_events::EventLog;
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
 
 use crate::id::QueueId;
 use crate::store::{RecoveryReport, Spool};
@@ -93,6 +96,36 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Commits `n` messages from `n` tasks released together by a barrier, so their commits
+/// overlap; returns each id with its body, in id order.
+async fn concurrent_commits(spool: &Spool, n: usize, base_len: usize) -> Vec<(QueueId, Vec<u8>)> {
+    let barrier = Arc::new(Barrier::new(n));
+    let mut tasks = JoinSet::new();
+    for i in 0..n {
+        let spool = spool.clone();
+        let barrier = Arc::clone(&barrier);
+        tasks.spawn(async move {
+            let body = content(base_len + i, i as u8);
+            let mut w = spool.begin();
+            w.write(&body).await?;
+            let env = envelope(w.id(), w.written(), 1);
+            let id = w.id();
+            barrier.wait().await;
+            w.commit(env).await.map(|()| (id, body))
+        });
+    }
+    let mut stored = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(x)) => stored.push(x),
+            Ok(Err(e)) => panic!("commit failed: {e}"),
+            Err(e) => panic!("task failed: {e}"),
+        }
+    }
+    stored.sort_by_key(|(id, _)| *id);
+    stored
 }
 
 fn tempdir() -> tempfile::TempDir {

@@ -3,10 +3,6 @@
 //! resident messages, cuts unfinished tails and quarantines damaged segments.
 
 use std::io::Write;
-use std::sync::Arc;
-
-use tokio::sync::Barrier;
-use tokio::task::JoinSet;
 
 use super::*;
 use crate::state::QueueState;
@@ -16,35 +12,6 @@ fn open_segment(dir: &Path) -> (Spool, RecoveryReport) {
     let (spool, report) = open(dir);
     spool.set_commit_mode(CommitMode::Segment);
     (spool, report)
-}
-
-/// Commits `n` messages from `n` tasks released together.
-async fn commit_many(spool: &Spool, n: usize) -> Vec<(QueueId, Vec<u8>)> {
-    let barrier = Arc::new(Barrier::new(n));
-    let mut tasks = JoinSet::new();
-    for i in 0..n {
-        let spool = spool.clone();
-        let barrier = Arc::clone(&barrier);
-        tasks.spawn(async move {
-            let body = content(900 + i, i as u8);
-            let mut w = spool.begin();
-            w.write(&body).await?;
-            let id = w.id();
-            let env = envelope(id, w.written(), 1);
-            barrier.wait().await;
-            w.commit(env).await.map(|()| (id, body))
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(Ok(x)) => out.push(x),
-            Ok(Err(e)) => panic!("commit: {e}"),
-            Err(e) => panic!("task: {e}"),
-        }
-    }
-    out.sort_by_key(|(id, _)| *id);
-    out
 }
 
 fn segment_files(dir: &Path) -> Vec<String> {
@@ -66,7 +33,7 @@ async fn segment_commits_share_fdatasyncs_and_create_no_file_per_message() {
     const N: usize = 200;
     let dir = tempdir();
     let (spool, _) = open_segment(dir.path());
-    let stored = commit_many(&spool, N).await;
+    let stored = concurrent_commits(&spool, N, 900).await;
     let stats = spool.sync_stats();
     assert!(
         stats.file_syncs >= 1 && stats.file_syncs < N as u64,
@@ -114,7 +81,7 @@ async fn a_reopened_spool_has_exactly_the_messages_that_did_not_leave_their_segm
     let dir = tempdir();
     let stored = {
         let (spool, _) = open_segment(dir.path());
-        let stored = commit_many(&spool, 10).await;
+        let stored = concurrent_commits(&spool, 10, 900).await;
         // Three go to active/ (the queue taking them): written out as files.
         for (id, _) in &stored[..3] {
             spool
@@ -173,7 +140,7 @@ async fn a_segment_with_nothing_resident_is_removed_at_open() {
     let dir = tempdir();
     {
         let (spool, _) = open_segment(dir.path());
-        for (id, _) in commit_many(&spool, 5).await {
+        for (id, _) in concurrent_commits(&spool, 5, 900).await {
             spool
                 .move_to(id, QueueState::Incoming, QueueState::Hold)
                 .await
@@ -195,7 +162,7 @@ async fn an_unfinished_tail_is_cut_and_a_damaged_segment_is_quarantined_after_it
     let dir = tempdir();
     let stored = {
         let (spool, _) = open_segment(dir.path());
-        commit_many(&spool, 3).await
+        concurrent_commits(&spool, 3, 900).await
     };
     let seg = sub(&sub(dir.path(), "segments"), &segment_files(dir.path())[0]);
     let good_len = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
