@@ -220,7 +220,8 @@ pub struct Detail {
     /// The list's fields.
     #[serde(flatten)]
     pub summary: Summary,
-    /// Where the file is.
+    /// Where the file is (for a message resident in a segment: the segment and the
+    /// offset of its record, see docs/SPOOL.md).
     pub path: String,
     /// The envelope as stored (null for corrupt entries).
     #[schema(value_type = Object)]
@@ -339,7 +340,7 @@ async fn detail(
                 Err(e) => return Err(e),
             }
         };
-        let path = spool.path_of(st, id).display().to_string();
+        let path = spool.location(st, id);
         Ok(Some((entry, head, path)))
     })
     .await?;

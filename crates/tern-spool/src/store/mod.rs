@@ -611,6 +611,17 @@ impl Spool {
         self.inner.entry_path(Area::State(state), id)
     }
 
+    /// Where message `id` in `state` is stored, for people: its file's path, or, for a
+    /// message resident in a segment, `<spool>/segments/<segment> at offset N`.
+    pub fn location(&self, state: QueueState, id: QueueId) -> String {
+        if state == QueueState::Incoming
+            && let Some(r) = self.inner.segments.lookup(id)
+        {
+            return r.loc.describe(&self.inner.dir);
+        }
+        self.path_of(state, id).display().to_string()
+    }
+
     /// The spool directory (absolute).
     pub fn dir(&self) -> &Path {
         &self.inner.dir

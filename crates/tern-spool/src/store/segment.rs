@@ -260,6 +260,15 @@ impl Loc {
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
+
+    /// `segments/<segment> at offset N` under `dir` (the spool), for people.
+    pub(crate) fn describe(&self, dir: &Path) -> String {
+        format!(
+            "{} at offset {}",
+            dir.join(SEGMENTS_DIR).join(self.seg.to_string()).display(),
+            self.blob_at
+        )
+    }
 }
 
 struct Seg {

@@ -82,6 +82,13 @@ async fn a_reopened_spool_has_exactly_the_messages_that_did_not_leave_their_segm
     let stored = {
         let (spool, _) = open_segment(dir.path());
         let stored = concurrent_commits(&spool, 10, 900).await;
+        let first = stored[0].0;
+        let at = spool.location(QueueState::Incoming, first);
+        let seg_dir = sub(dir.path(), "segments").display().to_string();
+        assert!(
+            at.starts_with(&seg_dir) && at.contains(" at offset "),
+            "a resident message is located in its segment: {at}"
+        );
         // Three go to active/ (the queue taking them): written out as files.
         for (id, _) in &stored[..3] {
             spool
@@ -90,6 +97,13 @@ async fn a_reopened_spool_has_exactly_the_messages_that_did_not_leave_their_segm
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         assert_eq!(names(&sub(dir.path(), "active")).len(), 3);
+        assert_eq!(
+            spool.location(QueueState::Active, first),
+            sub(dir.path(), "active")
+                .join(first.to_string())
+                .display()
+                .to_string()
+        );
         assert_eq!(spool.count(QueueState::Incoming).ok(), Some(7));
         assert_eq!(spool.queued(), 10);
         // Two of them are delivered, one resident message is removed.
