@@ -141,10 +141,20 @@ fn admin_destinations_suspend_resume_retry() {
     let retry_suspended = admin.post(&format!("/api/v1/destinations/{HOP}/retry"), &json!({}));
     assert_eq!(retry_suspended.status, 409, "{retry_suspended:?}");
 
-    // Resume lifts the suspension only: the host is still down until its time.
+    // Resume lifts the suspension only: the host is still down until its time. The
+    // waiting messages are tried at once and deferred again, as down (4.4.1).
+    let deferrals = tern.events_with_id(4002).len();
     let r = admin.post(&format!("/api/v1/destinations/{HOP}/resume"), &json!({}));
     assert_eq!(r.status, 200, "{r:?}");
-    tern.wait_for_events(7022, 1, Duration::from_secs(10));
+    let resumed = tern.wait_for_events(7022, 1, Duration::from_secs(10));
+    assert_eq!(resumed[0]["messages"], "2", "{resumed:?}");
+    let again = tern.wait_for_events(4002, deferrals + 2, Duration::from_secs(20));
+    assert!(
+        again[deferrals..]
+            .iter()
+            .all(|e| e["reason"].as_str().unwrap_or("").contains("4.4.1")),
+        "deferred again as down: {again:?}"
+    );
     wait_destination(&admin, "down again after resume", |d| {
         d.as_ref().is_some_and(|d| d["state"] == "down")
     });
