@@ -14,7 +14,8 @@
 //! quarantined).
 //!
 //! Commit: one thread (`tern-spool-segment`) takes every message waiting, appends their
-//! records with one positioned write at the end of the current segment, `fdatasync`s
+//! records with one positioned gathering write (`sys::write_all_vectored_at`, no copy of
+//! the message files) at the end of the current segment, `fdatasync`s
 //! the segment once, and only then answers them, so each `250` follows the sync of its
 //! own bytes. No inode is allocated and no directory changes per message: a new segment
 //! (and its `.out`) is created, and `segments/` fsynced, once per `SEGMENT_MAX` bytes.
@@ -589,7 +590,6 @@ fn commit_loop(
     queued: &AtomicUsize,
 ) {
     let mut current: Option<Current> = None;
-    let mut buf: Vec<u8> = Vec::new();
     loop {
         let Some(batch) = shared.take(false) else {
             // The current segment is left as it is: the next open seals it (and
@@ -617,23 +617,29 @@ fn commit_loop(
                 }
             },
         };
-        buf.clear();
+        // Frames first (small), then one gathering write of frames and blobs: the
+        // message files are written from where the sessions left them, not copied.
         let mut placed = Vec::with_capacity(batch.len());
+        let mut frames = Vec::with_capacity(batch.len());
+        let mut end = cur.len;
         for j in batch {
             let Ok(len) = u32::try_from(j.blob.len()) else {
                 let _ = j.reply.send(Err(SpoolError::WriterBroken));
                 continue;
             };
-            buf.extend_from_slice(&encode_frame(j.id, len));
-            let blob_at = cur.len + buf.len() as u64;
-            buf.extend_from_slice(&j.blob);
+            frames.push(encode_frame(j.id, len));
+            let blob_at = end + FRAME_LEN as u64;
+            end = blob_at + u64::from(len);
             placed.push((j, blob_at));
         }
+        let mut slices: Vec<io::IoSlice<'_>> = frames
+            .iter()
+            .zip(&placed)
+            .flat_map(|(f, (j, _))| [io::IoSlice::new(f), io::IoSlice::new(&j.blob)])
+            .collect();
         let path = || segments.dir.join(cur.id.to_string());
         let started = std::time::Instant::now();
-        let written = cur
-            .file
-            .write_all_at(&buf, cur.len)
+        let written = sys::write_all_vectored_at(&cur.file, &mut slices, cur.len)
             .map_err(|e| SpoolError::io("write", path(), e))
             .and_then(|()| {
                 cur.file
@@ -683,13 +689,7 @@ fn commit_loop(
             tern_metrics::get().received.inc();
             let _ = j.reply.send(Ok(()));
         }
-        current = Some(Current {
-            len: cur.len + buf.len() as u64,
-            ..cur
-        });
-        if buf.capacity() > 4 * 1024 * 1024 {
-            buf = Vec::new();
-        }
+        current = Some(Current { len: end, ..cur });
     }
 }
 
