@@ -35,7 +35,7 @@ use super::{Area, Inner, RECORDS_DIR, name_to_id, sys};
 
 /// Suffixes tried before giving up (a thousand copies of one name means something else
 /// is wrong).
-pub(crate) const MAX_SUFFIX: u32 = 1000;
+const MAX_SUFFIX: u32 = 1000;
 /// Suffix of the sidecar that explains a quarantined file.
 pub(crate) const REASON_SUFFIX: &str = ".reason";
 /// Suffix of a delivery record quarantined with its message.
@@ -51,9 +51,20 @@ impl Inner {
         name: &OsStr,
         reason: &CorruptReason,
     ) -> Result<bool, SpoolError> {
+        let shown = format!("{}/{}", from.dir_name(), name.to_string_lossy());
+        self.quarantine_shown(from, name, reason, &shown)
+    }
+
+    /// `quarantine`, naming the entry `shown` in the reason file and event 3003.
+    pub(crate) fn quarantine_shown(
+        &self,
+        from: Area,
+        name: &OsStr,
+        reason: &CorruptReason,
+        shown: &str,
+    ) -> Result<bool, SpoolError> {
         let src = self.area_dir(from).join(name);
         let corrupt = self.area_dir(Area::State(QueueState::Corrupt));
-        let shown = format!("{}/{}", from.dir_name(), name.to_string_lossy());
         for n in 0..=MAX_SUFFIX {
             let mut candidate = name.to_os_string();
             if n > 0 {
@@ -66,7 +77,7 @@ impl Inner {
             }
             match sys::rename_noreplace(&src, &dst) {
                 Ok(()) => {
-                    self.write_reason(&reason_path, &shown, reason);
+                    self.write_reason(&reason_path, shown, reason);
                     let record = match (from, name_to_id(name)) {
                         (Area::State(_), Some(id)) => self.quarantine_record(id)?,
                         _ => None,
@@ -123,7 +134,7 @@ impl Inner {
 
     /// Best effort: a missing reason file loses an explanation that event 3003 also
     /// carries, so failing to write it must not stop recovery.
-    pub(crate) fn write_reason(&self, path: &Path, shown: &str, reason: &CorruptReason) {
+    fn write_reason(&self, path: &Path, shown: &str, reason: &CorruptReason) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -157,7 +168,7 @@ impl Inner {
 }
 
 /// `<dst>.reason`.
-pub(crate) fn reason_path_for(dst: &Path) -> PathBuf {
+fn reason_path_for(dst: &Path) -> PathBuf {
     let mut s: OsString = dst.as_os_str().to_os_string();
     s.push(REASON_SUFFIX);
     PathBuf::from(s)

@@ -9,10 +9,8 @@
 //!   (`Segments::gone`), so recovery never brings back a message that left.
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io::Write;
 use std::sync::Arc;
-
-use tern_events::{catalog, fields};
 
 use crate::error::{CorruptReason, SpoolError};
 use crate::id::QueueId;
@@ -47,55 +45,29 @@ impl Inner {
     }
 
     /// Copies a resident message that failed validation into `corrupt/<id>` (or the
-    /// first free `<id>.N`) with a reason (event 3003), then logs it out of its segment.
+    /// first free `<id>.N`) with a reason (event 3003), through `tmp/` and the same
+    /// `quarantine` as a file, then logs it out of its segment.
     pub(crate) fn quarantine_resident(
         &self,
         id: QueueId,
         blob: &[u8],
         reason: &CorruptReason,
     ) -> Result<(), SpoolError> {
-        let corrupt = self.area_dir(Area::State(QueueState::Corrupt));
-        let mut placed = None;
-        for n in 0..=super::quarantine::MAX_SUFFIX {
-            let name = if n == 0 {
-                id.to_string()
-            } else {
-                format!("{id}.{n}")
-            };
-            let dst = corrupt.join(&name);
-            match sys::create_new(&dst) {
-                Ok(mut f) => {
-                    f.write_all(blob)
-                        .and_then(|()| f.sync_all())
-                        .map_err(|e| SpoolError::io("write", &dst, e))?;
-                    placed = Some((name, dst));
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(SpoolError::io("quarantine", dst, e)),
-            }
+        let name = id.to_string();
+        let tmp = self.entry_path(Area::Tmp, id);
+        let written = sys::create_new(&tmp).and_then(|mut f| {
+            f.write_all(blob)?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SpoolError::io("write", tmp, e));
         }
-        let Some((name, dst)) = placed else {
-            return Err(SpoolError::io(
-                "quarantine",
-                corrupt,
-                io::Error::other("no free name in corrupt/"),
-            ));
-        };
         let shown = format!("{}/ (message {id})", super::segment::SEGMENTS_DIR);
-        self.write_reason(&super::quarantine::reason_path_for(&dst), &shown, reason);
-        sys::sync_dir(&corrupt).map_err(|e| SpoolError::io("fsync directory", &corrupt, e))?;
-        self.events.emit(
-            &catalog::SPOOL_CORRUPT,
-            fields!(
-                "file" => shown,
-                "reason" => reason,
-                "moved_to" => format!("corrupt/{name}"),
-                "record" => "none",
-                "queue_id" => id,
-            ),
-        );
-        tern_metrics::get().quarantined.inc();
+        if !self.quarantine_shown(Area::Tmp, name.as_ref(), reason, &shown)? {
+            return Err(SpoolError::NotFound);
+        }
+        self.sync_after_quarantine(Area::Tmp)?;
         if self.segments.gone(id)? {
             self.forget_queued(QueueState::Incoming);
         }
@@ -103,15 +75,15 @@ impl Inner {
     }
 
     /// At open, before the state directories are validated: scans the segments, writes
-    /// out the readable records of damaged ones to `incoming/`, quarantines those, cuts
+    /// out the readable records of damaged ones (to `incoming/`, or `hold/` past a
+    /// resync), quarantines those, cuts
     /// unfinished tails, and indexes the resident messages (see `segment`).
     pub(crate) fn recover_segments(&self) -> Result<SegmentReport, SpoolError> {
         let ids = self.file_ids()?;
         let has_file = |id| ids.contains(&id);
         let scanned = self.segments.scan_all(&has_file)?;
-        let incoming = self.area_dir(Area::State(QueueState::Incoming));
-        let write_out = |id: QueueId, blob: &[u8]| -> Result<(), SpoolError> {
-            let dst = self.entry_path(Area::State(QueueState::Incoming), id);
+        let write_out = |id: QueueId, blob: &[u8], to: QueueState| -> Result<(), SpoolError> {
+            let dst = self.entry_path(Area::State(to), id);
             if dst.symlink_metadata().is_ok() {
                 return Ok(());
             }
@@ -130,8 +102,10 @@ impl Inner {
         let quarantine = |name: &std::ffi::OsStr, reason: &CorruptReason| {
             let moved = self.quarantine(Area::Segments, name, reason)?;
             if moved {
-                sys::sync_dir(&incoming)
-                    .map_err(|e| SpoolError::io("fsync directory", &incoming, e))?;
+                for state in [QueueState::Incoming, QueueState::Hold] {
+                    let dir = self.area_dir(Area::State(state));
+                    sys::sync_dir(&dir).map_err(|e| SpoolError::io("fsync directory", &dir, e))?;
+                }
                 self.sync_after_quarantine(Area::Segments)?;
             }
             Ok(moved)
@@ -180,7 +154,11 @@ impl Spool {
             let _ = std::fs::remove_file(free);
         }
         synced.map_err(|e| SpoolError::io("fsync directory", syncer.path().clone(), e))?;
-        inner.segments.taken(id);
+        if let Some(seg) = inner.segments.taken(id) {
+            // Its last resident left: unlink it (blocking I/O, off the async workers).
+            let segments = Arc::clone(&inner.segments);
+            let _ = tokio::task::spawn_blocking(move || segments.retire(seg)).await;
+        }
         if !to.is_queued() {
             inner.forget_queued(QueueState::Incoming);
         }

@@ -38,8 +38,11 @@
 //! taken and is skipped; the rest are resident in `incoming`. A record cut short at the
 //! end of the segment (a write that a crash interrupted, never acknowledged) or a zeroed
 //! tail is cut off (event 3002). Any other damage quarantines the segment: its readable
-//! records are first written out as files in `incoming/`, then the segment file moves to
+//! records are first written out as files, then the segment file moves to
 //! `corrupt/<segment id>` with a reason (event 3003). Nothing a segment holds is deleted.
+//! Records reached through the length chain from offset 0 go to `incoming/`; records
+//! found only by searching past bytes that are not a frame go to `hold/`: they could be
+//! bytes a peer put inside a message body, so an operator releases them, not the queue.
 //!
 //! Invariants:
 //! - The state mutex guards only the in-memory index; it is never held across I/O.
@@ -65,12 +68,13 @@ use tern_events::{catalog, fields};
 use crate::error::{CorruptReason, SpoolError};
 use crate::format;
 use crate::id::QueueId;
+use crate::state::QueueState;
 
 use super::handoff::Handoff;
 use super::{SyncCounters, sys};
 
-/// Recovery's way to write a message out as a durable file in `incoming/`.
-pub(crate) type WriteOut<'a> = dyn Fn(QueueId, &[u8]) -> Result<(), SpoolError> + 'a;
+/// Recovery's way to write a message out as a durable file in `incoming/` or `hold/`.
+pub(crate) type WriteOut<'a> = dyn Fn(QueueId, &[u8], QueueState) -> Result<(), SpoolError> + 'a;
 /// Recovery's way to move `segments/<name>` to `corrupt/` with a reason; whether it moved.
 pub(crate) type QuarantineSegment<'a> =
     dyn Fn(&std::ffi::OsStr, &CorruptReason) -> Result<bool, SpoolError> + 'a;
@@ -123,10 +127,13 @@ pub(crate) enum Found {
     /// A complete, valid record: message `id`, whose file is `len` bytes at `blob_at`.
     Record { id: QueueId, blob_at: u64, len: u64 },
     /// Bytes `at..at+len` are not records (bad frame or a record that fails validation).
+    /// `resync`: they were not a frame, and the next record was found by searching for
+    /// a frame, not through the length chain from the start of the segment.
     Damaged {
         at: u64,
         len: u64,
         reason: CorruptReason,
+        resync: bool,
     },
     /// From `at` to the end: a record cut short or zeros: a write that never finished.
     Unfinished { at: u64 },
@@ -160,6 +167,7 @@ pub(crate) fn scan(
                         at,
                         len: left,
                         reason: CorruptReason::BadMagic,
+                        resync: false,
                     });
                     return Ok(out);
                 }
@@ -168,6 +176,7 @@ pub(crate) fn scan(
                         at,
                         len: next - at,
                         reason: CorruptReason::BadMagic,
+                        resync: true,
                     });
                     at = next;
                     continue;
@@ -189,6 +198,7 @@ pub(crate) fn scan(
                 at,
                 len: FRAME_LEN as u64 + len,
                 reason,
+                resync: false,
             }),
         }
         at = blob_at + len;
@@ -363,19 +373,13 @@ impl Segments {
     }
 
     /// After message `id` was written out as a file of its own and that file is durable:
-    /// it is no longer resident. Unlinks the segment if it was its last resident.
-    pub(crate) fn taken(&self, id: QueueId) {
-        let retire = {
-            let mut ix = self.lock();
-            let Some(loc) = ix.resident.remove(&id) else {
-                return;
-            };
-            ix.taken.insert(id, loc.seg);
-            Self::release(&mut ix, loc.seg)
-        };
-        if let Some(seg) = retire {
-            self.retire(seg);
-        }
+    /// it is no longer resident. Returns the segment to `retire` when it was its last
+    /// resident (no I/O here: the caller may be on an async worker).
+    pub(crate) fn taken(&self, id: QueueId) -> Option<QueueId> {
+        let mut ix = self.lock();
+        let loc = ix.resident.remove(&id)?;
+        ix.taken.insert(id, loc.seg);
+        Self::release(&mut ix, loc.seg)
     }
 
     /// Before message `id` (resident, or taken from a segment that still exists) is
@@ -430,8 +434,8 @@ impl Segments {
     }
 
     /// Unlinks segment `seg` and its `.out`, fsyncs `segments/`, then forgets it. On an
-    /// error it stays on disk (recovery finds every message in it taken).
-    fn retire(&self, seg: QueueId) {
+    /// error it stays on disk (recovery finds every message in it taken). Blocking.
+    pub(crate) fn retire(&self, seg: QueueId) {
         let path = self.dir.join(seg.to_string());
         let out = self.dir.join(format!("{seg}{OUT_SUFFIX}"));
         let done = std::fs::remove_file(&path)
@@ -817,8 +821,8 @@ impl Segments {
         }
     }
 
-    /// Recovery at open (module header). `write_out(id, bytes)` writes a message out as
-    /// a durable file in `incoming/` (for a damaged segment's readable records);
+    /// Recovery at open (module header). `write_out(id, bytes, state)` writes a message
+    /// out as a durable file in `incoming/` or `hold/` (a damaged segment's readable records);
     /// `quarantine(name, reason)` moves `segments/<name>` to `corrupt/`.
     pub(crate) fn recover(
         &self,
@@ -833,24 +837,36 @@ impl Segments {
             let name = s.seg.to_string();
             let path = self.dir.join(&name);
             let damage = s.found.iter().find_map(|f| match f {
-                Found::Damaged { at, len, reason } => Some((*at, *len, reason.clone())),
+                Found::Damaged {
+                    at, len, reason, ..
+                } => Some((*at, *len, reason.clone())),
                 _ => None,
             });
             if let Some((at, len, reason)) = damage {
+                // Records reached through the length chain go back to `incoming/`.
+                // Past a resync they could be bytes inside another message's body (a
+                // peer can send any bytes with BDAT), so they wait in `hold/` for an
+                // operator instead of being delivered.
+                let mut to = QueueState::Incoming;
+                let mut held = 0usize;
                 for f in &s.found {
-                    if let Found::Record { id, blob_at, len } = f
-                        && !s.out.contains(id)
-                    {
-                        let mut buf = vec![0u8; usize::try_from(*len).unwrap_or(0)];
-                        s.file
-                            .read_exact_at(&mut buf, *blob_at)
-                            .map_err(|e| SpoolError::io("read", &path, e))?;
-                        write_out(*id, &buf)?;
+                    match f {
+                        Found::Damaged { resync: true, .. } => to = QueueState::Hold,
+                        Found::Record { id, blob_at, len } if !s.out.contains(id) => {
+                            let mut buf = vec![0u8; usize::try_from(*len).unwrap_or(0)];
+                            s.file
+                                .read_exact_at(&mut buf, *blob_at)
+                                .map_err(|e| SpoolError::io("read", &path, e))?;
+                            write_out(*id, &buf, to)?;
+                            held += usize::from(to == QueueState::Hold);
+                        }
+                        _ => {}
                     }
                 }
                 let why = CorruptReason::Unreadable(format!(
                     "segment damaged at offset {at} ({len} bytes: {reason}); its readable \
-                     records were written out to incoming/"
+                     records were written out to incoming/ ({held} found past the damage \
+                     by searching for the next frame went to hold/ instead)"
                 ));
                 report.quarantined += usize::from(quarantine(name.as_ref(), &why)?);
                 let _ = std::fs::remove_file(self.dir.join(format!("{name}{OUT_SUFFIX}")));

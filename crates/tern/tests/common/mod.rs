@@ -680,6 +680,34 @@ impl Tern {
         names
     }
 
+    /// After a start that quarantined `quarantined` entries in all (its recovery event
+    /// 3001 being number `starts`): new mail is accepted, and a clean restart quarantines
+    /// nothing new and finds `incoming` messages queued (the new one included).
+    pub fn assert_mail_flows_and_restart_is_clean(
+        &mut self,
+        starts: usize,
+        quarantined: usize,
+        incoming: usize,
+    ) {
+        send_one(
+            self.addr(),
+            "s@client.test",
+            &["after@localhost"],
+            &simple_message("after", "recovered"),
+        );
+        self.stop(Duration::from_secs(10));
+        self.restart();
+        let recovered = self.wait_for_events(3001, starts + 1, Duration::from_secs(10));
+        let last = recovered.last().expect("a recovery event");
+        assert_eq!(last["incoming"], incoming.to_string(), "{last}");
+        assert_eq!(last["quarantined"], "0", "{last}");
+        assert_eq!(
+            self.events_with_id(3003).len(),
+            quarantined,
+            "no new quarantine on the second start"
+        );
+    }
+
     /// Waits until the queue holds `n` messages in `incoming/` (read-only listing).
     pub fn wait_for_incoming(&self, n: usize, limit: Duration) -> Vec<ListedMessage> {
         let deadline = Instant::now() + limit;

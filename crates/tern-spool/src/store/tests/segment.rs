@@ -231,6 +231,39 @@ async fn an_unfinished_tail_is_cut_and_a_damaged_segment_is_quarantined_after_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_found_past_a_damaged_frame_are_held_not_queued() {
+    let dir = tempdir();
+    let stored = {
+        let (spool, _) = open_segment(dir.path());
+        concurrent_commits(&spool, 3, 900).await
+    };
+    let seg = sub(&sub(dir.path(), "segments"), &segment_files(dir.path())[0]);
+    // Break the second record's frame: the length chain from offset 0 ends there, and
+    // the third record is only found by searching for the next frame.
+    let mut bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("{e}"));
+    // The three in file order (batches may have ordered them otherwise than their ids).
+    let mut order: Vec<(usize, &(QueueId, Vec<u8>))> =
+        stored.iter().map(|m| (record_of(&bytes, m.0), m)).collect();
+    order.sort_by_key(|(at, _)| *at);
+    let [(_, first), (middle_at, middle), (_, last)] = order[..] else {
+        panic!("three records: {order:?}");
+    };
+    bytes[middle_at] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let (spool, report) = open_segment(dir.path());
+    assert_eq!(report.quarantined, 1);
+    assert_eq!(report.count(QueueState::Incoming), 1, "{report:?}");
+    assert_eq!(report.count(QueueState::Hold), 1, "{report:?}");
+    assert_eq!(&body_of(&spool, QueueState::Incoming, first.0), &first.1);
+    assert_eq!(
+        &body_of(&spool, QueueState::Hold, last.0),
+        &last.1,
+        "the record past the resync waits in hold/ for an operator"
+    );
+    assert_eq!(spool.find(middle.0, &QueueState::QUEUED), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_large_for_memory_is_committed_as_a_file_in_segment_mode() {
     let dir = tempdir();
     let (spool, _) = open_segment(dir.path());
