@@ -19,6 +19,15 @@ pub struct AdminConfig {
     /// The bearer token. Empty: read `<data_dir>/admin.token`, generated at the first
     /// start when missing.
     pub token: String,
+    /// Connections served at once (TCP and Unix socket each); a connection past it is
+    /// answered `503` and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, counted from the connection (or
+    /// the end of the previous response); past it the connection is closed.
+    pub header_timeout_secs: u64,
+    /// Time one request may take from its headers to its answer (reading the body
+    /// included); past it the answer is `503` and the connection closes.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for AdminConfig {
@@ -28,6 +37,9 @@ impl Default for AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
             unix_socket: None,
             token: String::new(),
+            max_connections: 64,
+            header_timeout_secs: 10,
+            request_timeout_secs: 120,
         }
     }
 }

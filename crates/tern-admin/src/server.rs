@@ -1,9 +1,21 @@
 //! The router and the listener tasks.
 //!
-//! Each listener (TCP, Unix socket) is one task running `axum::serve` with a graceful
-//! stop: [`AdminServer::shutdown`] signals every task, then waits for each at most the
-//! grace period and aborts what is left, so a stop is bounded even with a client that
-//! never finishes its request.
+//! Each listener (TCP, Unix socket) is one task running its own accept loop over hyper's
+//! HTTP/1 connection driver, with a graceful stop: [`AdminServer::shutdown`] signals
+//! every task, then waits for each at most the grace period and aborts what is left, so a
+//! stop is bounded even with a client that never finishes its request.
+//!
+//! Bounds, so that whoever can reach the port cannot hold the listener:
+//! - at most `admin.max_connections` connections per listener; one past it is answered
+//!   `503` and closed at once (the answer's write is bounded by one second);
+//! - the headers of each request must arrive within `admin.header_timeout_secs` of the
+//!   connection or of the previous answer (hyper's header read timeout, which also
+//!   closes an idle kept-alive connection);
+//! - one request, body included, must be answered within `admin.request_timeout_secs`,
+//!   else `503` and the connection closes.
+//!
+//! A connection's slot is a semaphore permit owned by its task: released by `Drop` however
+//! the connection ends.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -15,8 +27,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::AdminConfig;
 use crate::error::AdminError;
@@ -49,6 +61,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/proof", get(auth::prove))
         .merge(api)
         .fallback(viewer::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -72,6 +85,7 @@ impl AdminServer {
             stop_rx.clone(),
         )));
         let app = router(state);
+        let limits = Limits::of(config);
         let mut local_addr = None;
         if let Some(addr) = config.listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -80,11 +94,7 @@ impl AdminServer {
             local_addr = listener.local_addr().ok();
             let app = app.clone();
             let rx = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped(rx))
-                    .await;
-            }));
+            tasks.push(tokio::spawn(serve(listener, app, limits, rx)));
         }
         if let Some(path) = &config.unix_socket {
             let err = |source| AdminError::Socket {
@@ -100,11 +110,7 @@ impl AdminServer {
             let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
             let rx = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped(rx))
-                    .await;
-            }));
+            tasks.push(tokio::spawn(serve(listener, app, limits, rx)));
         }
         Ok(AdminServer {
             local_addr,
@@ -133,4 +139,129 @@ impl AdminServer {
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The connection bounds of one listener (see the module header).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    header_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl Limits {
+    fn of(config: &AdminConfig) -> Limits {
+        Limits {
+            max_connections: config.max_connections.max(1),
+            header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// Accepts connections from `accept` until `stop`, serving each with `app` within
+/// `limits`; at the stop, lets the connections finish their request in progress (the
+/// caller aborts this task when its grace period runs out, and with it every connection).
+async fn serve<L: Accept>(listener: L, app: Router, limits: Limits, stop: watch::Receiver<bool>) {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits.request_timeout,
+        request_deadline,
+    ));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing, closing_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let io = tokio::select! {
+            r = listener.accept_one() => match r {
+                Ok(io) => io,
+                Err(_) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(stop.clone()) => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            conns.spawn(refuse(io));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut closing = closing_rx.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let mut graceful = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    r = closing.wait_for(|c| *c), if !graceful => {
+                        let _ = r;
+                        graceful = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+    }
+    let _ = closing.send(true);
+    while conns.join_next().await.is_some() {}
+}
+
+/// A listening socket the admin listener serves: TCP or Unix.
+trait Accept: Send + 'static {
+    /// The connection.
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The next connection.
+    fn accept_one(&self) -> impl std::future::Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+/// Answers a connection past the limit with `503` and closes it, within one second.
+async fn refuse<IO: tokio::io::AsyncWrite + Unpin>(mut io: IO) {
+    use tokio::io::AsyncWriteExt;
+    let answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 27\r\nconnection: close\r\n\r\ntoo many admin connections\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        io.write_all(answer).await?;
+        io.shutdown().await
+    })
+    .await;
+}
+
+/// Middleware: the request's whole handling (its body read included) within `limit`,
+/// else `503` and the connection closes.
+async fn request_deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(r) => r,
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::CONNECTION, "close")],
+            "the request took too long\n",
+        )
+            .into_response(),
+    }
 }

@@ -68,6 +68,9 @@ pub struct AdminState {
     /// The overview's throughput history, written by the sampler task
     /// ([`crate::overview`]); `Default::default()` when building the state.
     pub history: crate::overview::History,
+    /// `/readyz`'s last spool probe ([`crate::health`]); `Default::default()` when
+    /// building the state.
+    pub readiness: crate::health::ProbeCache,
 }
 
 impl AdminState {

@@ -253,6 +253,9 @@ events! {
     ADMIN_RELOAD_REQUESTED = (7024, "admin.reload.requested", Info,
         "A reload was requested over the admin API (`POST /api/v1/reload`, `tern reload`); events 1007 or 1008 follow with its result.",
         "None.");
+    ADMIN_TOKEN_MODE_FIXED = (7025, "admin.token.mode_fixed", Warning,
+        "The admin token file (`<data_dir>/admin.token`) could be read by other users (field `mode`, octal, as found); Tern set it to 0600. Whoever could read it meanwhile may know the token.",
+        "If other users could have read it, rotate the token: stop Tern, delete the file, start Tern (docs/OPERATIONS.md).");
 
     TRACKING_LOST = (7061, "tracking.lost", Warning,
         "The writer of the message tracking log fell behind (more than 16,384 events waiting) and some tracking records were not written; field `lost` counts them, and a `tracking.lost` record in the tracking log marks the gap. Mail flow never waits for the tracking log.",

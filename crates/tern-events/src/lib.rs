@@ -23,11 +23,12 @@
 //!   and never rate-limited; the log level filters the event log only.
 
 pub mod catalog;
+pub mod private;
 pub mod tracking;
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -188,7 +189,7 @@ impl EventLog {
         tracking: Option<tracking::TrackingConfig>,
     ) -> std::io::Result<EventLog> {
         let json = match json_path {
-            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+            Some(p) => Some(private::open_append(p)?),
             None => None,
         };
         Ok(Self::with_sinks(Sinks {

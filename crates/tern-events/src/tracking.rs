@@ -20,7 +20,7 @@
 //! returned.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,9 +70,9 @@ pub(crate) struct TrackingSink {
 impl TrackingSink {
     /// Opens (appends to) the current file, creating the directory.
     pub(crate) fn open(cfg: TrackingConfig) -> io::Result<TrackingSink> {
-        std::fs::create_dir_all(&cfg.dir)?;
+        crate::private::ensure_dir(&cfg.dir)?;
         let path = cfg.dir.join(CURRENT);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = crate::private::open_append(&path)?;
         let size = file.metadata()?.len();
         let first_ms = if size > 0 {
             first_record_ms(&path)
@@ -135,7 +135,7 @@ impl TrackingSink {
 
     fn reopen(&mut self) -> io::Result<()> {
         let path = self.cfg.dir.join(CURRENT);
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = crate::private::open_append(&path)?;
         self.size = file.metadata()?.len();
         self.file = Some(BufWriter::with_capacity(64 * 1024, file));
         Ok(())

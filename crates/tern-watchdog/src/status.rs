@@ -10,6 +10,7 @@
 //! can panic the reader.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -170,13 +171,21 @@ pub enum StatusError {
 }
 
 impl Snapshot {
-    /// Writes the snapshot to `path` atomically (temporary file, then rename; no fsync).
+    /// Writes the snapshot to `path` atomically (temporary file, mode 0600, then rename;
+    /// no fsync).
     pub fn write_to(&self, path: &Path) -> io::Result<()> {
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
         let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        let mut f = std::fs::File::create(&tmp)?;
+        // Mode 0600 whatever the umask; a link planted under the temporary name is refused.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
         f.write_all(&json)?;
         f.write_all(b"\n")?;
         drop(f);

@@ -62,7 +62,9 @@ pub fn directly(
         anyhow::Ok(out)
     })?;
     if !events.flush(Duration::from_secs(10)) {
-        eprintln!("warning: the event log could not be written in time; the actions were done");
+        crate::term::errln!(
+            "warning: the event log could not be written in time; the actions were done"
+        );
     }
     Ok(out)
 }

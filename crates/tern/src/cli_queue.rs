@@ -192,8 +192,7 @@ pub fn list(config: &Config, json: bool, args: &FilterArgs) -> anyhow::Result<()
 /// Postfix's mailq layout: id, state, size, arrival, sender; the reason it waits in
 /// parentheses; the recipients indented; the total at the end.
 pub fn print_mailq(messages: &[Summary]) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::term::stdout();
     if messages.is_empty() {
         writeln!(out, "Mail queue is empty")?;
         return Ok(());
@@ -250,13 +249,12 @@ pub fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     let client = Client::from_config(config)?;
     if json {
         let v: serde_json::Value = client.get(&format!("/api/v1/queue/{id}"))?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::term::outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let d: Detail = client.get(&format!("/api/v1/queue/{id}"))?;
     let s = &d.summary;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::term::stdout();
     let when = crate::queue::rfc3339(i64::try_from(s.arrival_unix_ms).unwrap_or(0) * 1000);
     writeln!(out, "Queue ID:   {}", s.id)?;
     writeln!(out, "State:      {}", s.state)?;
@@ -325,6 +323,10 @@ pub fn export(config: &Config, id: &str, output: Option<&PathBuf>) -> anyhow::Re
     };
     match output {
         Some(p) => std::fs::write(p, &bytes).with_context(|| format!("writing {}", p.display()))?,
+        // The message's bytes as they are, unless a terminal would interpret them.
+        None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            crate::term::stdout().write_all(&bytes)?;
+        }
         None => std::io::stdout().lock().write_all(&bytes)?,
     }
     Ok(())
@@ -369,18 +371,18 @@ pub fn act(
             let r: Result<ActionResult, ClientError> =
                 client.post(&format!("/api/v1/queue/{id}/{action}"), &body);
             match r {
-                Ok(r) => println!("{id}: {}", r.result),
+                Ok(r) => crate::term::outln!("{id}: {}", r.result),
                 Err(ClientError::Api {
                     status: 404,
                     message,
                     ..
                 }) => {
                     all_ok = false;
-                    println!("{id}: not found: {message}");
+                    crate::term::outln!("{id}: not found: {message}");
                 }
                 Err(ClientError::Api { message, .. }) => {
                     all_ok = false;
-                    println!("{id}: {message}");
+                    crate::term::outln!("{id}: {message}");
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -410,7 +412,7 @@ pub fn act(
             ));
         }
         if progress {
-            eprint!(
+            crate::term::err!(
                 "\r{action}: {}/{} messages, {touched} done",
                 (n * PAGE + page.len()).min(matched.len()),
                 matched.len()
@@ -418,12 +420,12 @@ pub fn act(
         }
     }
     if progress && !matched.is_empty() {
-        eprintln!();
+        crate::term::errln!();
     }
     for (id, e) in &failed {
-        println!("{id}: {e}");
+        crate::term::outln!("{id}: {e}");
     }
-    println!(
+    crate::term::outln!(
         "{action}: {} matched, {touched} done, {} not done",
         matched.len(),
         matched.len().saturating_sub(touched)
@@ -458,10 +460,10 @@ fn act_directly(
     let mut all_ok = true;
     for (id, answer) in ids.iter().zip(answers) {
         match answer {
-            Ok(text) => println!("{id}: {text}"),
+            Ok(text) => crate::term::outln!("{id}: {text}"),
             Err(text) => {
                 all_ok = false;
-                println!("{id}: {text}");
+                crate::term::outln!("{id}: {text}");
             }
         }
     }

@@ -5,6 +5,12 @@
 //! to `admin.listen` from the configuration), and the token from `admin.token` in the
 //! configuration or `<data_dir>/admin.token`. Every request has a timeout, so a stuck
 //! server never hangs the command. Error answers are turned into their JSON `message`.
+//!
+//! The token goes only to the server that owns the data directory: the spool lock must be
+//! held, and the listener must first prove it knows the token (`/proof`, an HMAC of a
+//! fresh nonce). What is left is a window of one command: the server stopping and
+//! another program taking its port between the proof and a later request of the same
+//! command (docs/SECURITY.md).
 
 use std::time::Duration;
 
@@ -45,14 +51,40 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// The listener could not prove that it knows the token: it is not this data
+    /// directory's Tern. The token was not sent.
+    #[error(
+        "the listener at {addr} is not this Tern: it could not prove it knows the admin token \
+         (a stale admin.addr, or another program on the port); the token was not sent"
+    )]
+    NotTern {
+        /// The address tried.
+        addr: String,
+    },
     /// The answer was not what the API documents.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
 }
 
 impl Client {
-    /// Finds the server for `config`.
+    /// Finds the server for `config`, and makes sure it is that server before anything
+    /// carries the token:
+    /// 1. a process holds the spool lock of the configuration's data directory (no server
+    ///    running: nothing is sent anywhere);
+    /// 2. the listener at the address answers the proof challenge
+    ///    (`tern_admin::auth::proof`): only a server that knows the token can, so another
+    ///    user's program on the port (after Tern stopped, or a stale `admin.addr`) never
+    ///    sees it.
     pub fn from_config(config: &Config) -> anyhow::Result<Client> {
+        let spool = config.spool_dir();
+        let holder = tern_spool::Spool::lock_holder(&spool)
+            .with_context(|| format!("reading the spool lock in {}", spool.display()))?;
+        if holder.is_none() {
+            anyhow::bail!(
+                "no Tern server runs for {} (its spool lock is free)",
+                config.server.data_dir.display()
+            );
+        }
         let addr = match std::fs::read_to_string(config.admin_addr_path()) {
             Ok(text) => text.trim().to_owned(),
             Err(_) => match config.admin.listen {
@@ -73,11 +105,13 @@ impl Client {
         } else {
             config.admin.token.clone()
         };
-        Ok(Client::new(&addr, token))
+        let client = Client::new(&addr, token);
+        client.check_server()?;
+        Ok(client)
     }
 
     /// A client of the server at `addr` (`host:port`) with `token`.
-    pub fn new(addr: &str, token: String) -> Client {
+    fn new(addr: &str, token: String) -> Client {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))
@@ -87,6 +121,26 @@ impl Client {
             base: format!("http://{addr}"),
             token,
             agent,
+        }
+    }
+
+    /// Asks the listener to prove it knows the token (without sending it); an error when
+    /// it cannot.
+    fn check_server(&self) -> Result<(), ClientError> {
+        let nonce = tern_admin::auth::new_nonce();
+        let resp = self
+            .agent
+            .get(format!("{}/proof?nonce={nonce}", self.base))
+            .call();
+        let body = self.read(resp, 4096)?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let answer = v["proof"].as_str().unwrap_or_default();
+        if tern_admin::auth::verify_proof(&self.token, &nonce, answer) {
+            Ok(())
+        } else {
+            Err(ClientError::NotTern {
+                addr: self.base.clone(),
+            })
         }
     }
 

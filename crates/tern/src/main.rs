@@ -20,6 +20,7 @@ mod sendmail;
 mod serve;
 mod status;
 mod supervise;
+mod term;
 mod track;
 
 use std::path::PathBuf;
@@ -270,40 +271,42 @@ fn main() -> ExitCode {
             Ok(c) => match serve::run(c, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("tern: {e:#}");
+                    crate::term::errln!("tern: {e:#}");
                     ExitCode::FAILURE
                 }
             },
             Err(e) => {
-                eprint!("tern: invalid configuration: {e}");
+                crate::term::err!("tern: invalid configuration: {e}");
                 ExitCode::from(2)
             }
         },
         Cmd::Reload { config } => match load(config.as_ref()) {
             Err(e) => {
-                print!("{e}");
-                println!("tern: reload refused; the running configuration is unchanged");
+                crate::term::out!("{e}");
+                crate::term::outln!("tern: reload refused; the running configuration is unchanged");
                 ExitCode::FAILURE
             }
             Ok(c) => match remote::reload(&c) {
                 remote::Reload::Done(text) => {
-                    println!("tern: {text}");
+                    crate::term::outln!("tern: {text}");
                     ExitCode::SUCCESS
                 }
                 remote::Reload::Refused(why) => {
-                    println!("tern: {why}");
-                    println!("tern: reload refused; the running configuration is unchanged");
+                    crate::term::outln!("tern: {why}");
+                    crate::term::outln!(
+                        "tern: reload refused; the running configuration is unchanged"
+                    );
                     ExitCode::FAILURE
                 }
                 // No admin listener answers: the signal does it (the server checks the
                 // file and logs event 1008 if it refuses it).
                 remote::Reload::NoApi(api) => match reload_server(&c) {
                     Ok(pid) => {
-                        println!("tern: reload requested (server pid {pid})");
+                        crate::term::outln!("tern: reload requested (server pid {pid})");
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
-                        eprintln!("tern: {e:#} (admin API: {api})");
+                        crate::term::errln!("tern: {e:#} (admin API: {api})");
                         ExitCode::FAILURE
                     }
                 },
@@ -311,11 +314,11 @@ fn main() -> ExitCode {
         },
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
-                println!("{}: OK", file.display());
+                crate::term::outln!("{}: OK", file.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                print!("{e}");
+                crate::term::out!("{e}");
                 ExitCode::FAILURE
             }
         },
@@ -377,7 +380,7 @@ fn api_command(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tern: {e:#}");
+            crate::term::errln!("tern: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -390,7 +393,7 @@ fn exit_of(result: anyhow::Result<bool>) -> ExitCode {
         // `tern queue list | head` closes the pipe early: stop quietly, like mailq.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tern: {e:#}");
+            crate::term::errln!("tern: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -406,7 +409,7 @@ fn queue_command(command: QueueCmd) -> ExitCode {
     };
     let action = |name: &str, a: ActionArgs| {
         if a.bounce && name != "delete" {
-            eprintln!("tern: --bounce goes with delete only");
+            crate::term::errln!("tern: --bounce goes with delete only");
             return ExitCode::from(2);
         }
         with(a.config.as_ref(), &|c| {

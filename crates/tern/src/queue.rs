@@ -45,8 +45,7 @@ pub fn summaries(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Summary
 
 /// `tern queue list --json`: one JSON object per message per line, from the spool.
 pub fn list_json(config: &Config, filter: &Filter) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::term::stdout();
     for e in entries(config, filter)? {
         let m = &e.listed;
         let rec = &e.record;

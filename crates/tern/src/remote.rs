@@ -67,7 +67,7 @@ fn shorten(text: &str, max: usize) -> String {
 pub fn dest_list(config: &Config, json: bool) -> anyhow::Result<()> {
     let client = Client::from_config(config)?;
     let value: serde_json::Value = client.get("/api/v1/destinations")?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::stdout();
     if json {
         writeln!(out, "{value}")?;
         return Ok(());
@@ -119,9 +119,9 @@ pub fn dest_action(config: &Config, name: &str, action: &str, json: bool) -> any
     let path = format!("/api/v1/destinations/{}/{action}", encode_segment(name));
     let value: serde_json::Value = client.post(&path, &serde_json::json!({}))?;
     if json {
-        println!("{value}");
+        crate::term::outln!("{value}");
     } else {
-        println!(
+        crate::term::outln!(
             "{}",
             value["result"].as_str().unwrap_or("done (no result text)")
         );
@@ -163,7 +163,7 @@ pub fn summary(
         format!("/api/v1/queue/summary?{}", query.join("&"))
     };
     let value: serde_json::Value = client.get(&path)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::stdout();
     if json {
         writeln!(out, "{value}")?;
         return Ok(());
@@ -206,13 +206,15 @@ pub fn config_show(config: &Config, json: bool) -> anyhow::Result<()> {
     let client = Client::from_config(config)?;
     let value: serde_json::Value = client.get("/api/v1/config")?;
     if json {
-        println!("{value}");
+        crate::term::outln!("{value}");
         return Ok(());
     }
     let mut value = value;
     drop_nulls(&mut value);
     let text = toml::to_string_pretty(&value).context("printing the configuration as TOML")?;
-    print!("# The effective configuration of the running server (secrets redacted).\n\n{text}");
+    crate::term::out!(
+        "# The effective configuration of the running server (secrets redacted).\n\n{text}"
+    );
     Ok(())
 }
 
@@ -283,7 +285,7 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<Option<bool>> {
     let healthy = body["listeners_up"].as_bool().unwrap_or(false);
     let snapshot: Option<tern_watchdog::Snapshot> =
         serde_json::from_value(body["workers"].clone()).ok();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::stdout();
     if json {
         // The keys of the `status.json` form, plus the API's.
         let obj = serde_json::json!({

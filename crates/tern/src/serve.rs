@@ -17,7 +17,8 @@
 //! `WATCHDOG=1` from the supervisor thread while the essential workers are healthy.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +56,12 @@ pub fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut signals = Signals::install();
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(data_dir)
+    // Mode 0750 when Tern makes it (as OPERATIONS.md's layout has it); an existing
+    // directory keeps the mode its administrator gave it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     // The message tracking log is written by the same thread, from the tracked events.
     let events = EventLog::open_with_tracking(
@@ -184,7 +190,16 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // The configuration in force, for `GET /api/v1/config`: updated at each reload.
     let current = Arc::new(ArcSwap::from_pointee(config.clone()));
     let admin = if config.admin.enabled {
-        let token = tern_admin::auth::load_or_create(&config.admin.token, data_dir)?;
+        let (token, file) = tern_admin::auth::load_or_create(&config.admin.token, data_dir)?;
+        if let tern_admin::auth::TokenFile::Tightened(mode) = file {
+            events.emit(
+                &catalog::ADMIN_TOKEN_MODE_FIXED,
+                fields!(
+                    "path" => tern_admin::auth::token_path(data_dir).display(),
+                    "mode" => format!("{mode:04o}"),
+                ),
+            );
+        }
         let control = Arc::new(ServerControl {
             path: path.clone(),
             events: events.clone(),
@@ -212,6 +227,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             listeners_up: std::sync::atomic::AtomicBool::new(true),
             started: std::time::Instant::now(),
             history: Default::default(),
+            readiness: Default::default(),
         };
         match start_admin(&config, state).await {
             Ok(started) => Some(started),
@@ -450,15 +466,37 @@ async fn start_admin(
     state: tern_admin::AdminState,
 ) -> anyhow::Result<(tern_admin::AdminServer, Arc<tern_admin::AdminState>)> {
     let state = Arc::new(state);
+    // An address left by an earlier run must not send the CLI to whoever binds that port
+    // now: it goes before anything is bound, and only a bound address is written back.
+    let file = config.admin_addr_path();
+    match std::fs::remove_file(&file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
+    }
     let server = tern_admin::AdminServer::start(&config.admin, Arc::clone(&state)).await?;
     if let Some(addr) = server.local_addr() {
-        let file = config.admin_addr_path();
         let tmp = file.with_extension("addr.tmp");
-        std::fs::write(&tmp, format!("{addr}\n"))
+        write_private(&tmp, format!("{addr}\n").as_bytes())
             .and_then(|()| std::fs::rename(&tmp, &file))
             .with_context(|| format!("writing {}", file.display()))?;
     }
     Ok((server, state))
+}
+
+/// Writes `bytes` to `path` (created or truncated, mode 0600 whatever the umask, never
+/// through a link).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// Event 6007: what the local directory holds now.

@@ -75,8 +75,7 @@ fn find(config: &Config) -> anyhow::Result<Found> {
 pub fn show(config: &Config, json: bool) -> anyhow::Result<bool> {
     let found = find(config)?;
     let healthy = found.pid.is_some() && !found.stale;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::term::stdout();
     if json {
         let obj = serde_json::json!({
             "running": found.pid.is_some(),

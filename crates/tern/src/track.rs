@@ -22,7 +22,7 @@ pub fn track(config: &Config, query: &str, limit: usize, json: bool) -> anyhow::
     let dir = config.tracking_dir();
     let found = tracking::search(&dir, q, limit)
         .with_context(|| format!("reading the tracking log in {}", dir.display()))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::stdout();
     if json {
         let body = serde_json::json!({
             "query": query,
@@ -72,6 +72,6 @@ pub fn log_level(config: &Config, level: Option<&str>) -> anyhow::Result<()> {
             )?
         }
     };
-    println!("{}", now.level);
+    crate::term::outln!("{}", now.level);
     Ok(())
 }

@@ -26,5 +26,6 @@ mod size_limit_too_big;
 mod slow_peer_within_timeouts;
 mod starttls_may_encrypts;
 mod starttls_required_but_not_offered;
+mod starttls_response_injection_refused;
 mod starttls_verify_checks_name;
 mod tls_policy_none_stays_plaintext;

@@ -120,6 +120,8 @@ pub struct Setup {
     /// `server.data_dir` when a test chooses it (a mount it made); otherwise `data/` in
     /// the test's temporary directory.
     data_dir: Option<PathBuf>,
+    /// The server's umask, when a test sets one (else the test runner's).
+    umask: Option<u32>,
 }
 
 impl Default for Setup {
@@ -141,6 +143,7 @@ impl Setup {
             queue: "[queue]\ndeliver = false\n".into(),
             admin: "[admin]\nlisten = \"127.0.0.1:0\"\n".into(),
             env: Vec::new(),
+            umask: None,
             data_dir: None,
         }
     }
@@ -244,6 +247,13 @@ impl Setup {
             ));
         }
         t
+    }
+
+    /// Starts the server with this umask (e.g. 0o022, the usual default), to check that
+    /// the modes of what it creates do not depend on it.
+    pub fn umask(mut self, mask: u32) -> Setup {
+        self.umask = Some(mask);
+        self
     }
 
     /// Writes the configuration into a new temporary directory and starts the server.
@@ -410,10 +420,22 @@ impl Tern {
             .expect("open log");
         let mut marker = log.try_clone().expect("clone log handle");
         let _ = writeln!(marker, "=== test harness: starting tern serve ===");
-        let mut command = if self.config_path.is_none() {
-            self.isolated_default_command()
-        } else {
-            self.tern_command(&["serve"])
+        let umask = self.setup.as_ref().and_then(|s| s.umask);
+        let mut command = match (&self.config_path, umask) {
+            (None, _) => self.isolated_default_command(),
+            (Some(config), Some(mask)) => {
+                // The same process (exec), with the umask set first.
+                let mut c = Command::new("sh");
+                c.current_dir(&self.dir)
+                    .arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(tern_bin())
+                    .arg("serve")
+                    .arg("--config")
+                    .arg(config);
+                c
+            }
+            (Some(_), None) => self.tern_command(&["serve"]),
         };
         if let Some(setup) = &self.setup {
             command.envs(setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
