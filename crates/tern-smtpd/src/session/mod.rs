@@ -303,10 +303,12 @@ impl Session {
         greeting.write_to(&mut self.out);
         loop {
             self.process_buffered().await?;
-            self.flush().await?;
+            // Idle from before the replies are written: the client cannot act on them
+            // before the session is in line, so the line is in the order of the replies.
             if self.content.is_none() && !self.phase.in_transaction() {
                 self.mark_idle();
             }
+            self.flush().await?;
             self.read_more(Wait::Command).await?;
         }
     }
