@@ -12,7 +12,9 @@
 //!   than `max_total - reserved` places are in use; a relay-network client while fewer
 //!   than `max_total`.
 //! - **Giving way**: when those places are all taken, the session that has been idle
-//!   longest (in the command phase, no transaction open; the session says so with
+//!   longest (waiting for its client in the command phase, no transaction open: a new
+//!   session is idle from its admission, leaves the line with
+//!   [`ConnectionSlot::set_busy`] when a command arrives and comes back with
 //!   [`ConnectionSlot::set_idle`]) gives its place to the newcomer: it is marked evicted
 //!   and woken ([`ConnectionSlot::evicted`]) to answer `421` and close. An outside
 //!   newcomer only displaces outside clients; a relay-network newcomer displaces the
@@ -441,6 +443,9 @@ impl ConnectionLimiter {
                 place: Place::Busy,
                 wake: Arc::clone(&wake),
             });
+            // Until its client sends something, a new session is waiting for it: idle,
+            // in line after every session admitted before it.
+            s.push_idle(index);
             let edge = s.update_stress(c);
             self.shared.stress.store(s.stress, Ordering::Release);
             (index, victim, edge)
@@ -566,8 +571,23 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Admits a connection and makes its session busy (as after its first command).
     fn take(l: &ConnectionLimiter, a: &str, trusted: bool) -> Result<Admission, LimitHit> {
-        l.acquire(ip(a), trusted)
+        let admitted = l.acquire(ip(a), trusted)?;
+        admitted.slot.set_busy().unwrap();
+        Ok(admitted)
+    }
+
+    #[test]
+    fn new_sessions_are_idle_in_order_of_admission() {
+        let l = ConnectionLimiter::new(LimiterConfig::simple(2, 10));
+        let a = l.acquire(ip("192.0.2.1"), false).unwrap().slot;
+        let b = l.acquire(ip("192.0.2.2"), false).unwrap().slot;
+        let c = l.acquire(ip("192.0.2.3"), false).unwrap();
+        assert!(c.displaced_idle);
+        assert!(a.is_evicted() && !b.is_evicted());
+        let _d = l.acquire(ip("192.0.2.4"), false).unwrap();
+        assert!(b.is_evicted() && !c.slot.is_evicted());
     }
 
     #[test]

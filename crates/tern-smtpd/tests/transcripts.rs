@@ -130,6 +130,7 @@ transcripts![
     ehlo_resets_transaction,
     helo_has_no_extensions,
     idle_session_gives_way_when_full,
+    implicit_tls_client_that_never_handshakes_gives_way,
     implicit_tls_session,
     junk_command_limit_closes,
     junk_count_restarts_after_a_queued_message,

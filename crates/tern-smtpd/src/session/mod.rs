@@ -80,8 +80,7 @@ pub enum EndReason {
     Quit,
     /// The client closed the connection.
     ClientClosed,
-    /// The client did not keep up at this stage (`command`, `content`, `write`,
-    /// `tls`).
+    /// The client did not keep up at this stage (`command`, `content`, `write`).
     Timeout(&'static str),
     /// The session lasted longer than `timeouts.session`.
     SessionLimit,
@@ -232,8 +231,9 @@ impl Session {
             queued: 0,
             shutdown,
             stress: slot.as_ref().map(ConnectionSlot::stress_receiver),
+            // A session is admitted idle (see `crate::limits`).
+            idle: slot.is_some(),
             slot,
-            idle: false,
             started: Instant::now(),
             command_since: None,
             content: None,
@@ -294,6 +294,9 @@ impl Session {
 
     async fn serve(&mut self) -> Flow {
         if self.ctx.config.tls == crate::config::TlsMode::Implicit {
+            // A client that connects and never starts its handshake is as idle as one
+            // that never sends a command (a new session is idle from its admission): it
+            // may be displaced, without a reply (there is no TLS to send one in).
             self.start_tls().await?;
         }
         let greeting = Reply::plain(
@@ -694,7 +697,12 @@ impl Session {
         let limit = limits
             .tls_handshake
             .min(end.saturating_duration_since(Instant::now()));
-        match tokio::time::timeout(limit, self.conn.upgrade(&acceptor)).await {
+        let evictable = self.idle;
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(limit, self.conn.upgrade(&acceptor)) => r,
+            _ = displaced(&self.slot), if evictable => return Err(EndReason::Evicted),
+        };
+        match handshake {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(EndReason::TlsFailed(e.to_string())),
             Err(_) => Err(EndReason::TlsFailed("handshake timed out".into())),
