@@ -73,14 +73,14 @@ events! {
         "A recipient was refused because Tern does not receive mail for its domain and the client is not in a relay network (554 5.7.1).",
         "If the client should relay, add its network to relay.networks; if the domain is ours, add it to relay.domains.");
     SMTP_CONNECTION_LIMIT = (2005, "smtp.connection.limit", Warning,
-        "A connection was refused with 421 4.7.0 because a total or per-client connection limit was reached.",
-        "Raise the listener's max_connections or max_connections_per_client if the load is legitimate.");
+        "A connection was refused with 421 4.7.0 because a connection limit was reached and no idle session could give way; field `limit`: Total (the listener is full), Reserved (only the places kept for relay networks are left) or PerClient (the client's address, or its IPv6 /64, has max_connections_per_client already).",
+        "Raise the listener's max_connections or max_connections_per_client if the load is legitimate; many refusals from one network are a flood.");
     SMTP_TOO_MANY_ERRORS = (2006, "smtp.errors.limit", Notice,
         "A session was closed with 421 after too many erroneous commands.",
         "None; usually a broken or hostile client.");
     SMTP_TIMEOUT = (2007, "smtp.timeout", Notice,
-        "A session was closed with 421 because the client was silent longer than the stage's timeout.",
-        "None, unless legitimate clients are affected: then raise the timeout.");
+        "A session was closed with 421 4.4.2 because the client did not keep up: a command line did not arrive whole within timeouts.command, message content stopped progressing (timeouts.data, min_data_rate), or a reply or TLS handshake could not be completed in time; field `stage` says which.",
+        "None, unless legitimate clients are affected: then raise the timeout (or lower min_data_rate).");
     SMTP_TLS_FAILED = (2008, "smtp.tls.failed", Warning,
         "A TLS handshake failed (STARTTLS or implicit TLS).",
         "Check the certificate files if this happens for every client.");
@@ -92,6 +92,21 @@ events! {
         "See event 3004.");
     SMTP_CONNECTION_LOST = (2011, "smtp.connection.lost", Info,
         "The client closed the connection or a socket error ended the session before QUIT.",
+        "None.");
+    SMTP_SESSION_LIMIT = (2012, "smtp.session.limit", Notice,
+        "A session was closed with 421 4.4.2 because it lasted longer than the listener's timeouts.session (a message still arriving was given timeouts.data more).",
+        "None; the client reconnects. If legitimate clients need longer sessions, raise timeouts.session.");
+    SMTP_JUNK_LIMIT = (2013, "smtp.junk.limit", Notice,
+        "A session was closed with 421 4.7.0 after more NOOP, RSET, HELP, VRFY or EXPN commands than max_junk_commands (stress.max_junk_commands in stress) without queueing a message.",
+        "None; usually a client holding a connection open or probing addresses.");
+    SMTP_IDLE_EVICTED = (2014, "smtp.connection.evicted", Notice,
+        "The listener was full, so the session idle longest (no transaction open) was closed with 421 4.7.0 to let a new client in.",
+        "None if rare. Many of these mean the listener is full of idle connections: look for a flood from the clients named, or raise max_connections.");
+    SMTP_STRESS_ON = (2015, "smtp.listener.stress.on", Warning,
+        "The listener's connections in use reached stress.enter_percent of max_connections: every session now works under the stress timeouts and limits.",
+        "Check for a connection flood (events 2005, 2014); if the load is legitimate, raise max_connections.");
+    SMTP_STRESS_OFF = (2016, "smtp.listener.stress.off", Info,
+        "The listener's connections in use fell below stress.leave_percent of max_connections: the normal timeouts and limits apply again.",
         "None.");
 
     SPOOL_RECOVERED = (3001, "spool.recovered", Info,

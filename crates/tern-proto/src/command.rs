@@ -167,7 +167,20 @@ impl CommandError {
 /// Parses one command line (without CRLF).
 pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
     let mut owned = Vec::with_capacity(line.len() + 2);
-    owned.extend_from_slice(line);
+    // `SIZE=` is judged here (see `size_parameter`); smtp-proto is shown `SIZE=0` in its
+    // place so its own, inconsistent, handling of long values never applies.
+    let size = match size_parameter(line)? {
+        Some((value, at)) => {
+            owned.extend_from_slice(line.get(..at.start).unwrap_or_default());
+            owned.push(b'0');
+            owned.extend_from_slice(line.get(at.end..).unwrap_or_default());
+            Some(value)
+        }
+        None => {
+            owned.extend_from_slice(line);
+            None
+        }
+    };
     owned.extend_from_slice(b"\r\n");
     let req = Request::parse(&mut owned.iter()).map_err(map_error)?;
     Ok(match req {
@@ -180,7 +193,7 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             if from.address.is_empty() && !empty_path(line) {
                 return Err(CommandError::BadSender);
             }
-            Command::Mail(mail(from)?)
+            Command::Mail(mail(from, size)?)
         }
         Request::Rcpt { to } => {
             // ... and for RCPT only `<postmaster>` is valid; `<>` is not a forward path.
@@ -213,6 +226,88 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
 
 const BDAT_SYNTAX: &str = "BDAT chunk-size [LAST]";
 
+/// Most digits of a `SIZE=` value (RFC 1870: `size-value ::= 1*20DIGIT`).
+const MAX_SIZE_DIGITS: usize = 20;
+
+/// Finds and judges the `SIZE=` parameter of a `MAIL` line. Returns its value and where
+/// the value's digits are in `line`, or `None` when the line is not a MAIL command with
+/// parameters or has no SIZE.
+///
+/// The rule (RFC 1870 §3 and §6):
+/// - one to twenty digits is a size. A value that does not fit in 64 bits is returned as
+///   `u64::MAX`: it is "too big" like any value over the limit (the session answers
+///   `552 5.3.4`), never a syntax error and never wrapped round to a small number;
+/// - no digits, anything but digits, more than twenty digits, or SIZE given twice is a
+///   syntax error: [`CommandError::BadParameter`] (`501 5.5.4`).
+fn size_parameter(line: &[u8]) -> Result<Option<(u64, std::ops::Range<usize>)>, CommandError> {
+    let Some(params_at) = mail_parameters_start(line) else {
+        return Ok(None);
+    };
+    let mut found = None;
+    let mut pos = params_at;
+    let params = line.get(params_at..).unwrap_or_default();
+    for token in params.split(|&b| b == b' ') {
+        let start = pos;
+        pos += token.len() + 1;
+        let (keyword, value) = match token.iter().position(|&b| b == b'=') {
+            Some(eq) => (
+                token.get(..eq).unwrap_or_default(),
+                Some((start + eq + 1, token.get(eq + 1..).unwrap_or_default())),
+            ),
+            None => (token, None),
+        };
+        if !keyword.eq_ignore_ascii_case(b"SIZE") {
+            continue;
+        }
+        let bad = || CommandError::BadParameter("SIZE".into());
+        let (value_at, digits) = value.ok_or_else(bad)?;
+        if found.is_some()
+            || digits.is_empty()
+            || digits.len() > MAX_SIZE_DIGITS
+            || !digits.iter().all(u8::is_ascii_digit)
+        {
+            return Err(bad());
+        }
+        // Twenty digits fit in a u128; the value saturates to u64::MAX.
+        let value = digits
+            .iter()
+            .fold(0u128, |n, d| n * 10 + u128::from(d - b'0'));
+        let value = u64::try_from(value).unwrap_or(u64::MAX);
+        found = Some((value, value_at..value_at + digits.len()));
+    }
+    Ok(found)
+}
+
+/// Where the parameters of a `MAIL FROM:<path>` line start (just after the path's `>`),
+/// or `None` when the line is not that shape (smtp-proto then judges it). A `>` inside a
+/// quoted local part does not end the path.
+fn mail_parameters_start(line: &[u8]) -> Option<usize> {
+    let head = line.get(..5)?;
+    if !head.eq_ignore_ascii_case(b"MAIL ") {
+        return None;
+    }
+    let colon = line.iter().position(|&b| b == b':')?;
+    let mut i = colon + 1;
+    while line.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    if line.get(i) != Some(&b'<') {
+        return None;
+    }
+    let mut quoted = false;
+    let mut escaped = false;
+    for (j, &b) in line.iter().enumerate().skip(i + 1) {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => return Some(j + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// True when the path after `FROM:`/`TO:` is literally `<>` (spaces allowed before it).
 fn empty_path(line: &[u8]) -> bool {
     let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -243,6 +338,7 @@ fn map_error(e: smtp_proto::Error) -> CommandError {
 
 fn mail(
     from: smtp_proto::MailFrom<std::borrow::Cow<'_, str>>,
+    size: Option<u64>,
 ) -> Result<MailCommand, CommandError> {
     let known = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_RET_FULL | MAIL_RET_HDRS | MAIL_SMTPUTF8;
     if from.flags & MAIL_BODY_BINARYMIME != 0 {
@@ -276,7 +372,7 @@ fn mail(
     }
     Ok(MailCommand {
         address: from.address.into_owned(),
-        size: (from.size > 0).then_some(from.size as u64),
+        size,
         body: if from.flags & MAIL_BODY_8BITMIME != 0 {
             Body::EightBitMime
         } else {
@@ -358,6 +454,69 @@ mod tests {
         assert!(m.smtputf8);
         assert_eq!(m.ret, Some(Ret::Hdrs));
         assert_eq!(m.envid.as_deref(), Some("QQ+1"));
+    }
+
+    fn size_of(line: &str) -> Result<Option<u64>, u16> {
+        match p(line) {
+            Ok(Command::Mail(m)) => Ok(m.size),
+            Ok(other) => panic!("{line}: {other:?}"),
+            Err(e) => Err(e.reply().code),
+        }
+    }
+
+    #[test]
+    fn size_boundaries_are_coherent() {
+        // One to twenty digits: a size, saturating at u64::MAX (then "too big" at the
+        // session, never a syntax error and never wrapped round).
+        assert_eq!(size_of("MAIL FROM:<a@b.org> SIZE=0"), Ok(Some(0)));
+        assert_eq!(size_of("MAIL FROM:<a@b.org> SIZE=1000"), Ok(Some(1000)));
+        assert_eq!(
+            size_of("MAIL FROM:<a@b.org> size=7 BODY=8BITMIME"),
+            Ok(Some(7))
+        );
+        assert_eq!(
+            size_of("MAIL FROM:<a@b.org> SIZE=00000000000000001000"),
+            Ok(Some(1000))
+        );
+        assert_eq!(
+            size_of("MAIL FROM:<a@b.org> SIZE=18446744073709551615"),
+            Ok(Some(u64::MAX))
+        );
+        assert_eq!(
+            size_of("MAIL FROM:<a@b.org> SIZE=18446744073709551616"),
+            Ok(Some(u64::MAX))
+        );
+        assert_eq!(
+            size_of("MAIL FROM:<a@b.org> SIZE=99999999999999999999"),
+            Ok(Some(u64::MAX))
+        );
+        // More than twenty digits, no digits, or not digits: 501.
+        for bad in [
+            "MAIL FROM:<a@b.org> SIZE=999999999999999999999",
+            "MAIL FROM:<a@b.org> SIZE=99999999999999999999999",
+            "MAIL FROM:<a@b.org> SIZE=000000000000000000001",
+            "MAIL FROM:<a@b.org> SIZE=",
+            "MAIL FROM:<a@b.org> SIZE",
+            "MAIL FROM:<a@b.org> SIZE=12a",
+            "MAIL FROM:<a@b.org> SIZE=-1",
+            "MAIL FROM:<a@b.org> SIZE=+1",
+            "MAIL FROM:<a@b.org> SIZE=1 SIZE=2",
+        ] {
+            assert_eq!(size_of(bad), Err(501), "{bad}");
+        }
+        assert_eq!(size_of("MAIL FROM:<a@b.org>"), Ok(None));
+    }
+
+    #[test]
+    fn size_inside_a_quoted_local_part_is_not_a_parameter() {
+        assert_eq!(
+            mail_parameters_start(br#"MAIL FROM:<"x> SIZE=1"@b.org> SIZE=5"#),
+            Some(29)
+        );
+        let Ok(Command::Mail(m)) = p(r#"MAIL FROM:<"x SIZE=abc"@b.org> SIZE=5"#) else {
+            panic!("not parsed")
+        };
+        assert_eq!(m.size, Some(5));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   syntax, internationalised addresses).
 //! - [`data::DataDecoder`] decodes DATA content: dot-unstuffing, end of data only at
 //!   `CRLF.CRLF`, bare CR/LF policy, size and line-length limits, all while streaming.
+//! - [`bdat::BdatDecoder`] applies the same content rules to BDAT chunks (no dot
+//!   handling; a CRLF split between chunks is still one line ending).
 //! - [`reply::Reply`] renders replies with enhanced status codes (RFC 3463).
 //!
 //! Trust: every input to this crate comes from an untrusted peer. Nothing here panics on
@@ -20,6 +22,7 @@
 //! is bounded by a limit the caller sets.
 
 pub mod address;
+pub mod bdat;
 pub mod command;
 pub mod data;
 pub mod input;
@@ -27,6 +30,7 @@ pub mod msgid;
 pub mod reply;
 
 pub use address::{AddressError, Mailbox, RoutingTrick};
+pub use bdat::BdatDecoder;
 pub use command::{Command, CommandError, MailCommand, RcptCommand};
 pub use data::{BareLinePolicy, DataDecoder, DataLimits, DataProblem, DataStep};
 pub use input::{CommandFramer, Frame};
@@ -74,5 +78,36 @@ pub mod fuzzing {
             }
         }
         assert!(out.len() <= data.len().saturating_mul(2));
+    }
+
+    /// Checks arbitrary bytes as BDAT content cut into arbitrary chunks; asserts that the
+    /// result does not depend on the cuts and that normalised output has only CRLF line
+    /// endings.
+    pub fn bdat(data: &[u8]) {
+        let split = data.first().map(|b| usize::from(*b) + 1).unwrap_or(1);
+        let limits = DataLimits {
+            max_size: 1 << 20,
+            max_line: 100,
+            bare: BareLinePolicy::Normalize,
+        };
+        let mut whole = Vec::new();
+        let mut one = crate::BdatDecoder::new(limits);
+        one.feed(data, &mut whole);
+        one.finish(&mut whole);
+        let mut cut = Vec::new();
+        let mut many = crate::BdatDecoder::new(limits);
+        for chunk in data.chunks(split) {
+            many.feed(chunk, &mut cut);
+        }
+        many.finish(&mut cut);
+        assert_eq!(whole, cut);
+        assert_eq!(one.problem(), many.problem());
+        if one.problem().is_none() {
+            let bare_lf = whole
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\n' && (i == 0 || whole.get(i - 1) != Some(&b'\r')));
+            assert!(!bare_lf);
+        }
     }
 }

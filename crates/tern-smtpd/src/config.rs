@@ -81,10 +81,19 @@ pub struct ListenerConfig {
     pub certificate: Option<PathBuf>,
     /// PEM private key for `certificate`.
     pub private_key: Option<PathBuf>,
-    /// Most simultaneous connections on this listener; more get `421 4.7.0`.
+    /// Most simultaneous connections on this listener; when full, the session idle
+    /// longest gives way, and without one a newcomer gets `421 4.7.0`.
     pub max_connections: usize,
-    /// Most simultaneous connections from one client IP address.
+    /// Most simultaneous connections from one client network (an IPv4 address, an IPv6
+    /// /64: see `client_prefix_v4` and `client_prefix_v6`).
     pub max_connections_per_client: usize,
+    /// Prefix length of an IPv4 client network for `max_connections_per_client`.
+    pub client_prefix_v4: u8,
+    /// Prefix length of an IPv6 client network for `max_connections_per_client`.
+    pub client_prefix_v6: u8,
+    /// Percentage of `max_connections` only relay-network clients may use (rounded
+    /// down).
+    pub relay_reserve_percent: u8,
     /// Most octets in a command line, CRLF included (RFC 5321: 512).
     pub max_command_line: usize,
     /// Most octets in one line of message text, CRLF excluded (RFC 5322 asks for 998).
@@ -95,10 +104,52 @@ pub struct ListenerConfig {
     pub max_recipients: usize,
     /// Erroneous commands allowed per session before `421` and close.
     pub max_errors: u32,
+    /// NOOP, RSET, HELP, VRFY and EXPN commands allowed per session (the count restarts
+    /// after each message queued); one more gets `421 4.7.0` and close.
+    pub max_junk_commands: u32,
+    /// Least rate, in octets per second, at which DATA and BDAT content must keep
+    /// arriving (see `Timeouts::data`).
+    pub min_data_rate: u64,
     /// What to do with bare CR / LF in DATA.
     pub bare_line_endings: BareLf,
     /// Timeouts in seconds.
     pub timeouts: Timeouts,
+    /// Shorter timeouts and tighter limits while the listener is nearly full.
+    pub stress: Stress,
+}
+
+/// Stress mode (like Postfix's): while many of the listener's places are in use, every
+/// session works under shorter timeouts and tighter limits, so the places turn over.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct Stress {
+    /// Stress starts when this percentage of `max_connections` is in use (rounded up).
+    pub enter_percent: u8,
+    /// Stress ends when fewer than this percentage are in use (rounded up); below
+    /// `enter_percent` so the mode does not flap.
+    pub leave_percent: u8,
+    /// `timeouts.command` in stress, in seconds (the smaller of the two applies).
+    pub command_timeout: u64,
+    /// `timeouts.data` in stress, in seconds (the smaller of the two applies); also
+    /// bounds a TLS handshake.
+    pub data_timeout: u64,
+    /// `max_errors` in stress (the smaller of the two applies).
+    pub max_errors: u32,
+    /// `max_junk_commands` in stress (the smaller of the two applies).
+    pub max_junk_commands: u32,
+}
+
+impl Default for Stress {
+    fn default() -> Stress {
+        Stress {
+            enter_percent: 80,
+            leave_percent: 60,
+            command_timeout: 10,
+            data_timeout: 10,
+            max_errors: 3,
+            max_junk_commands: 10,
+        }
+    }
 }
 
 /// Per-stage timeouts in seconds (RFC 5321 §4.5.3.2 gives the server side at least five
@@ -106,10 +157,16 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct Timeouts {
-    /// Waiting for the next command.
+    /// A whole command line must arrive within this time from when the server began
+    /// waiting for it (bytes arriving do not restart it).
     pub command: u64,
-    /// Waiting for the next block of DATA or BDAT content.
+    /// DATA and BDAT content: the most time without progress. The budget starts at this
+    /// value; waiting spends it, every octet received adds `1 / min_data_rate` seconds,
+    /// and it never exceeds this value.
     pub data: u64,
+    /// The most a session may last (Exchange's ConnectionTimeout); a message still
+    /// arriving then gets `data` more to finish.
+    pub session: u64,
     /// Completing a TLS handshake.
     pub tls_handshake: u64,
     /// Writing a reply (a client that does not read).
@@ -121,6 +178,7 @@ impl Default for Timeouts {
         Timeouts {
             command: 300,
             data: 180,
+            session: 600,
             tls_handshake: 30,
             write: 120,
         }
@@ -137,13 +195,19 @@ impl Default for ListenerConfig {
             private_key: None,
             max_connections: 1000,
             max_connections_per_client: 50,
+            client_prefix_v4: 32,
+            client_prefix_v6: 64,
+            relay_reserve_percent: 10,
             max_command_line: 512,
             max_text_line: 8192,
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 1000,
             max_errors: 20,
+            max_junk_commands: 100,
+            min_data_rate: 500,
             bare_line_endings: BareLf::Normalize,
             timeouts: Timeouts::default(),
+            stress: Stress::default(),
         }
     }
 }
@@ -189,14 +253,62 @@ impl ListenerConfig {
             "must be at least 1",
         );
         need(self.max_errors > 0, "max_errors", "must be at least 1");
+        need(
+            self.max_junk_commands > 0,
+            "max_junk_commands",
+            "must be at least 1",
+        );
+        need(
+            self.min_data_rate > 0,
+            "min_data_rate",
+            "must be at least 1 octet per second",
+        );
+        need(
+            (8..=32).contains(&self.client_prefix_v4),
+            "client_prefix_v4",
+            "must be between 8 and 32",
+        );
+        need(
+            (16..=128).contains(&self.client_prefix_v6),
+            "client_prefix_v6",
+            "must be between 16 and 128",
+        );
+        need(
+            self.relay_reserve_percent <= 90,
+            "relay_reserve_percent",
+            "must be between 0 and 90",
+        );
         for (k, v) in [
-            ("command", self.timeouts.command),
-            ("data", self.timeouts.data),
-            ("tls_handshake", self.timeouts.tls_handshake),
-            ("write", self.timeouts.write),
+            ("timeouts.command", self.timeouts.command),
+            ("timeouts.data", self.timeouts.data),
+            ("timeouts.session", self.timeouts.session),
+            ("timeouts.tls_handshake", self.timeouts.tls_handshake),
+            ("timeouts.write", self.timeouts.write),
+            ("stress.command_timeout", self.stress.command_timeout),
+            ("stress.data_timeout", self.stress.data_timeout),
         ] {
-            need(v > 0, &format!("timeouts.{k}"), "must be at least 1 second");
+            need(v > 0, k, "must be at least 1 second");
         }
+        need(
+            (1..=100).contains(&self.stress.enter_percent),
+            "stress.enter_percent",
+            "must be between 1 and 100",
+        );
+        need(
+            (1..self.stress.enter_percent.max(1)).contains(&self.stress.leave_percent),
+            "stress.leave_percent",
+            "must be at least 1 and below stress.enter_percent",
+        );
+        need(
+            self.stress.max_errors > 0,
+            "stress.max_errors",
+            "must be at least 1",
+        );
+        need(
+            self.stress.max_junk_commands > 0,
+            "stress.max_junk_commands",
+            "must be at least 1",
+        );
         match (&self.certificate, &self.private_key) {
             (Some(_), None) => need(false, "private_key", "needed when certificate is set"),
             (None, Some(_)) => need(false, "certificate", "needed when private_key is set"),
@@ -220,6 +332,31 @@ impl ListenerConfig {
             }
         }
         p
+    }
+}
+
+impl ListenerConfig {
+    /// The connection limits of this listener, in connections.
+    pub fn limiter_config(&self) -> crate::limits::LimiterConfig {
+        let max = self.max_connections;
+        let percent = |p: u8, round_up: bool| {
+            let scaled = max.saturating_mul(usize::from(p));
+            if round_up {
+                scaled.div_ceil(100)
+            } else {
+                scaled / 100
+            }
+        };
+        crate::limits::LimiterConfig {
+            max_total: max,
+            max_per_client: self.max_connections_per_client,
+            // At least one place stays open to outside clients.
+            reserved: percent(self.relay_reserve_percent, false).min(max.saturating_sub(1)),
+            prefix_v4: self.client_prefix_v4,
+            prefix_v6: self.client_prefix_v6,
+            stress_enter: percent(self.stress.enter_percent, true).max(1),
+            stress_leave: percent(self.stress.leave_percent, true),
+        }
     }
 }
 
@@ -270,5 +407,82 @@ impl RelayConfig {
             }
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_have_no_problems() {
+        assert_eq!(ListenerConfig::default().problems("l"), vec![]);
+    }
+
+    #[test]
+    fn limiter_config_from_percentages() {
+        let c = ListenerConfig::default().limiter_config();
+        assert_eq!(
+            (c.max_total, c.reserved, c.stress_enter, c.stress_leave),
+            (1000, 100, 800, 600)
+        );
+        assert_eq!((c.prefix_v4, c.prefix_v6, c.max_per_client), (32, 64, 50));
+        let small = ListenerConfig {
+            max_connections: 7,
+            ..ListenerConfig::default()
+        }
+        .limiter_config();
+        // Reserve rounded down, thresholds up.
+        assert_eq!(
+            (small.reserved, small.stress_enter, small.stress_leave),
+            (0, 6, 5)
+        );
+        let all_reserved = ListenerConfig {
+            max_connections: 2,
+            relay_reserve_percent: 90,
+            ..ListenerConfig::default()
+        }
+        .limiter_config();
+        assert_eq!(all_reserved.reserved, 1);
+    }
+
+    #[test]
+    fn new_keys_are_checked() {
+        let bad = ListenerConfig {
+            max_junk_commands: 0,
+            min_data_rate: 0,
+            client_prefix_v4: 33,
+            client_prefix_v6: 8,
+            relay_reserve_percent: 91,
+            timeouts: Timeouts {
+                session: 0,
+                ..Timeouts::default()
+            },
+            stress: Stress {
+                enter_percent: 50,
+                leave_percent: 50,
+                command_timeout: 0,
+                data_timeout: 0,
+                max_errors: 0,
+                max_junk_commands: 0,
+            },
+            ..ListenerConfig::default()
+        };
+        let keys: Vec<String> = bad.problems("l").into_iter().map(|p| p.key).collect();
+        for k in [
+            "l.max_junk_commands",
+            "l.min_data_rate",
+            "l.client_prefix_v4",
+            "l.client_prefix_v6",
+            "l.relay_reserve_percent",
+            "l.timeouts.session",
+            "l.stress.leave_percent",
+            "l.stress.command_timeout",
+            "l.stress.data_timeout",
+            "l.stress.max_errors",
+            "l.stress.max_junk_commands",
+        ] {
+            assert!(keys.iter().any(|x| x == k), "{k} not reported: {keys:?}");
+        }
     }
 }

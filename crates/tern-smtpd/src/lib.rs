@@ -8,6 +8,11 @@
 //! Invariants:
 //! - A session's failure (panic, I/O error, hostile peer) ends that session only; its
 //!   connection slot and unfinished spool file are released by `Drop`.
+//! - A listener stays usable under a flood of cheap connections: its `ConnectionLimiter`
+//!   (`limits.rs`) limits connections per client network, keeps a reserve for relay
+//!   networks, makes the longest idle session give way to a new client when full, and
+//!   puts the listener in stress (shorter timeouts, tighter limits) when nearly full;
+//!   every session's time is bounded (`session/clock.rs`).
 //! - [`Server::shutdown`] stops accepting, tells idle sessions to close with 421, waits at
 //!   most the grace period for sessions in the middle of a message, then aborts the rest.
 //!   It always returns within the grace period plus a small constant.
@@ -83,7 +88,7 @@ impl ListenerContext {
     pub fn local(shared: Arc<SmtpShared>, config: ListenerConfig) -> Arc<ListenerContext> {
         Arc::new(ListenerContext {
             shared,
-            limiter: limits::ConnectionLimiter::new(1, 1),
+            limiter: limits::ConnectionLimiter::new(limits::LimiterConfig::simple(1, 1)),
             config,
             tls: None,
         })
@@ -155,12 +160,26 @@ impl Server {
                 address: config.address,
                 source,
             })?;
+            let events = shared.events.clone();
+            let name = config.name.clone();
+            let max = config.max_connections;
+            let limiter = limits::ConnectionLimiter::on_stress_change(
+                config.limiter_config(),
+                move |change| {
+                    let event = if change.entered {
+                        &catalog::SMTP_STRESS_ON
+                    } else {
+                        &catalog::SMTP_STRESS_OFF
+                    };
+                    events.emit(
+                        event,
+                        fields!("listener" => name, "in_use" => change.in_use, "max_connections" => max),
+                    );
+                },
+            );
             let ctx = Arc::new(ListenerContext {
                 shared: Arc::clone(&shared),
-                limiter: limits::ConnectionLimiter::new(
-                    config.max_connections,
-                    config.max_connections_per_client,
-                ),
+                limiter,
                 config: config.clone(),
                 tls,
             });
@@ -279,15 +298,16 @@ async fn accept_loop(
                 continue;
             }
         };
-        match ctx.limiter.acquire(peer.ip()) {
-            Ok(slot) => {
+        // Relay-network clients may use the reserve (decided once, at admission).
+        let trusted = ctx.shared.relay.load().client_may_relay(peer.ip());
+        match ctx.limiter.acquire(peer.ip(), trusted) {
+            Ok(admitted) => {
                 let ctx = Arc::clone(&ctx);
                 let rx = shutdown.clone();
                 let counted = in_progress.enter();
                 sessions.spawn(async move {
-                    let _slot = slot;
                     let _counted = counted;
-                    session::Session::run(ctx, tcp, peer, rx).await;
+                    session::Session::run(ctx, tcp, peer, admitted.slot, trusted, rx).await;
                 });
             }
             Err(hit) => {

@@ -12,8 +12,11 @@
 //! `NAME` is the forward-confirmed reverse-DNS name or `unknown`; the TLS line appears only
 //! for encrypted sessions; `for` only when the message has exactly one recipient (naming
 //! one of several would disclose Bcc recipients). The protocol keyword follows RFC 3848
-//! and RFC 6531 (SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS). Peer-supplied text (the HELO
-//! name) is stripped of anything that could break the header.
+//! and RFC 6531 (SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS). Peer-supplied text is
+//! stripped of anything that could break the header, and the HELO name is written in
+//! printable ASCII only: every other character (control characters, 8-bit text, the
+//! U+FFFD that stands for invalid UTF-8) becomes `?`, and parentheses become `_`, so the
+//! header is valid in any message, SMTPUTF8 or not, whatever the client said.
 
 use std::net::IpAddr;
 
@@ -45,7 +48,7 @@ pub struct Trace<'a> {
 impl Trace<'_> {
     /// The header with its final CRLF.
     pub fn render(&self) -> String {
-        let helo = sanitize(self.helo);
+        let helo = printable_ascii(self.helo);
         let name = self.client_name.unwrap_or("unknown");
         let ip = match self.client_ip {
             IpAddr::V4(v4) => v4.to_string(),
@@ -98,6 +101,36 @@ fn sanitize(s: &str) -> String {
     }
 }
 
+/// The HELO name for the header: printable ASCII (and spaces) kept, parentheses made
+/// `_`, every other character `?`; at most 255 characters; `unknown` when empty.
+fn printable_ascii(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .take(255)
+        .map(|c| match c {
+            '(' | ')' => '_',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "unknown".into()
+    } else {
+        cleaned
+    }
+}
+
+/// The HELO name as the envelope keeps it: control characters (C0, DEL, C1) replaced by
+/// `?`, everything else (8-bit text included) as the client sent it.
+pub fn without_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Current time in RFC 5322 date form.
 pub fn rfc5322_now() -> String {
     time::OffsetDateTime::now_utc()
@@ -145,6 +178,44 @@ mod tests {
         };
         let h = t.render();
         assert_eq!(h.matches("\r\n").count(), 2);
-        assert!(h.starts_with("Received: from x___Bcc: victim@x (unknown [IPv6:::1])\r\n\tby mx.test (Tern) with SMTP id 0ABC; d\r\n"));
+        assert!(h.starts_with("Received: from x_??Bcc: victim@x (unknown [IPv6:::1])\r\n\tby mx.test (Tern) with SMTP id 0ABC; d\r\n"));
+    }
+
+    #[test]
+    fn helo_part_is_printable_ascii() {
+        for (helo, shown) in [
+            ("b\u{fc}cher.example", "b?cher.example"),
+            ("\u{fffd}\u{fffd}.example", "??.example"),
+            ("nul\0esc\u{1b}del\u{7f}c1\u{85}", "nul?esc?del?c1?"),
+            ("[192.0.2.1]", "[192.0.2.1]"),
+            ("", "unknown"),
+        ] {
+            let t = Trace {
+                helo,
+                client_name: None,
+                client_ip: "192.0.2.1".parse().unwrap(),
+                tls: None,
+                hostname: "mx.test",
+                esmtp: true,
+                smtputf8: true,
+                queue_id: "0ABC",
+                single_recipient: None,
+                date: "d",
+            };
+            let h = t.render();
+            assert!(
+                h.starts_with(&format!("Received: from {shown} (unknown [192.0.2.1])\r\n")),
+                "{helo:?}: {h:?}"
+            );
+            let first = h.split("\r\n").next().unwrap();
+            assert!(first.bytes().all(|b| (b' '..=b'~').contains(&b)), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn envelope_helo_loses_only_control_characters() {
+        assert_eq!(without_controls("client.example"), "client.example");
+        assert_eq!(without_controls("b\u{fc}cher"), "b\u{fc}cher");
+        assert_eq!(without_controls("a\0b\tc\u{7f}d\u{9b}"), "a?b?c?d?");
     }
 }

@@ -28,8 +28,13 @@
 //!   - `# relay_networks: 127.0.0.0/8` (comma-separated; default none),
 //!   - `# max_recipients: N`, `# max_errors: N`, `# max_message_size: N`,
 //!     `# max_command_line: N`, `# max_text_line: N`, `# max_connections: N`,
-//!     `# max_connections_per_client: N`, `# timeouts.command: SECONDS`,
-//!     `# timeouts.data: SECONDS`, `# bare_line_endings: reject|normalize`
+//!     `# max_connections_per_client: N`, `# max_junk_commands: N`,
+//!     `# min_data_rate: N`, `# relay_reserve_percent: N`, `# client_prefix_v4: N`,
+//!     `# timeouts.command: SECONDS`, `# timeouts.data: SECONDS`,
+//!     `# timeouts.session: SECONDS`, `# stress.enter_percent: N`,
+//!     `# stress.leave_percent: N`, `# stress.command_timeout: SECONDS`,
+//!     `# stress.data_timeout: SECONDS`, `# stress.max_errors: N`,
+//!     `# stress.max_junk_commands: N`, `# bare_line_endings: reject|normalize`
 //!     (the listener settings of the same names; defaults as in `ListenerConfig`),
 //!   - `# tls: starttls|implicit|none` generates a self-signed certificate for `mx.test`,
 //!     configures it and sets the listener's TLS mode (without this line: no certificate),
@@ -58,8 +63,18 @@
 //!     from 127.0.0.2` binds the client side to that loopback address first);
 //!     `# switch: NAME` makes an open connection current again.
 //!   - `# closed`: the server must have closed the current connection (as `expect: closed`).
+//!   - `# tls-alert-then-closed`: the server must send one TLS alert record and nothing
+//!     else, then close (a handshake it refused).
 //!   - `# shutdown-server`: the server starts shutting down (grace period 1 second); the
 //!     shutdown signal has been sent when the next step runs.
+//!   - `# quiet: 300ms` (or `2s`): the server must send nothing and keep the current
+//!     connection open for that long (a check that also lets time pass, as a slow client
+//!     would).
+//!   - `# trickle: 300ms`: the next client bytes (the following `C:`/`C!` lines, as one
+//!     write would be) are sent one byte at a time, waiting up to 300 ms for the server
+//!     after each; trickling stops at the first byte the server sends (or its close), and
+//!     the following `S:` lines read what it sent. For clients that keep a session
+//!     alive by sending slowly.
 //!
 //! A failure names the file and line, shows what was expected and what arrived, and prints
 //! the conversation so far.
@@ -85,38 +100,53 @@ macro_rules! transcripts {
 transcripts![
     back_pressure_refuses_mail_when_queue_full,
     basic_session_queues_message,
+    bdat_bare_line_endings_normalized_across_chunks,
+    bdat_bare_line_endings_rejected,
+    bdat_line_too_long_refused,
     bdat_over_size_limit,
     bdat_pipelined_with_commands,
     bdat_several_chunks,
     bdat_single_chunk_last,
+    bdat_transfer_stalled_between_chunks_cut_at_data_timeout,
+    bdat_trickled_cut_when_content_stops_progressing,
     bdat_without_transaction_consumes_chunk,
     bdat_zero_last_empty_message,
     bdat_zero_last_ends_message,
     command_bare_lf_accepted,
     command_line_too_long,
     command_timeout,
+    command_trickled_byte_by_byte_cut_at_command_timeout,
     connections_per_client_limit,
     data_after_bdat_refused,
     data_before_rcpt_refused,
     data_timeout_drops_message,
+    data_trickled_cut_when_content_stops_progressing,
     data_with_only_refused_recipients,
     dot_stuffing,
     dsn_notify_never_must_stand_alone,
     dsn_parameters_stored,
+    dsn_parameters_with_control_characters_refused,
     duplicate_recipient_stored_once,
     ehlo_resets_transaction,
     helo_has_no_extensions,
+    idle_session_gives_way_when_full,
+    implicit_tls_client_that_never_handshakes_gives_way,
     implicit_tls_session,
+    junk_command_limit_closes,
+    junk_count_restarts_after_a_queued_message,
     large_message_over_size_leaves_no_file,
     mail_before_ehlo_refused,
     mail_from_postmaster_is_not_null_sender,
     nested_mail_refused,
     noop_rset_help,
+    nul_in_commands_refused_in_sync,
     null_sender_accepted,
     pipelined_batch_with_refused_rcpt,
     pipelined_transaction,
     rcpt_before_mail_refused,
     rcpt_to_empty_path_refused,
+    received_header_helo_invalid_utf8,
+    received_header_helo_is_printable_ascii,
     received_header_sanitizes_helo,
     received_header_single_recipient,
     received_header_two_recipients_no_for,
@@ -132,15 +162,19 @@ transcripts![
     relay_postmaster_accepted,
     relay_quoted_at_refused,
     relay_quoted_local_part_requoted,
+    relay_reserve_admits_relay_network_client,
     relay_source_route_dropped,
     relay_source_route_to_other_domain_refused,
     relay_subdomain_rule,
     relay_trusted_client_any_domain,
     rset_mid_transaction,
+    session_time_limit_closes_a_busy_client,
+    session_time_limit_lets_message_in_transfer_finish,
     shutdown_closes_idle_session,
     shutdown_gives_bdat_transfer_the_grace_period,
     shutdown_gives_stalled_data_the_grace_period,
     shutdown_lets_message_in_progress_finish,
+    size_parameter_boundaries,
     size_parameter_over_limit,
     smuggling_cr_dot_cr_is_content,
     smuggling_cr_dot_cr_rejected,
@@ -157,11 +191,16 @@ transcripts![
     starttls_not_offered_when_tls_none,
     starttls_not_offered_without_certificate,
     starttls_pipelined_commands_discarded,
+    starttls_plaintext_after_ready_is_never_executed,
+    starttls_split_command_with_injection_discarded,
     starttls_upgrade_resets_session,
     streamed_content_over_size,
+    stress_shortens_timeouts_of_waiting_sessions,
+    stress_tightens_error_limit,
     text_line_too_long,
     too_many_errors_closes,
     too_many_recipients,
+    too_many_recipients_is_not_an_error,
     total_connections_limit,
     unadvertised_parameter_named_in_reply,
     unadvertised_parameters_refused,

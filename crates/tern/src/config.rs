@@ -919,6 +919,63 @@ mod tests {
     }
 
     #[test]
+    fn listener_flood_limits_are_read_and_checked() {
+        let c = Config::parse(
+            "[[listener]]\nmax_connections = 40\nclient_prefix_v6 = 56\nrelay_reserve_percent = 25\nmax_junk_commands = 7\nmin_data_rate = 1000\n[listener.timeouts]\nsession = 900\n[listener.stress]\nenter_percent = 90\nleave_percent = 70\ncommand_timeout = 5\n",
+            "t.toml",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(
+            (
+                l.client_prefix_v4,
+                l.client_prefix_v6,
+                l.relay_reserve_percent
+            ),
+            (32, 56, 25)
+        );
+        assert_eq!((l.max_junk_commands, l.min_data_rate), (7, 1000));
+        assert_eq!((l.timeouts.session, l.timeouts.command), (900, 300));
+        assert_eq!(
+            (
+                l.stress.enter_percent,
+                l.stress.leave_percent,
+                l.stress.command_timeout
+            ),
+            (90, 70, 5)
+        );
+        assert_eq!((l.stress.data_timeout, l.stress.max_errors), (10, 3));
+        let limits = l.limiter_config();
+        assert_eq!(
+            (limits.reserved, limits.stress_enter, limits.stress_leave),
+            (10, 36, 28)
+        );
+
+        let err = Config::parse(
+            "[[listener]]\nrelay_reserve_percent = 95\n[listener.stress]\nenter_percent = 50\nleave_percent = 60\ncomand_timeout = 5\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(
+            keys.iter().any(|k| k.ends_with("stress.comand_timeout")),
+            "{keys:?}"
+        );
+        let err = Config::parse(
+            "[[listener]]\nrelay_reserve_percent = 95\n[listener.stress]\nenter_percent = 50\nleave_percent = 60\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "listener[0].relay_reserve_percent",
+            "listener[0].stress.leave_percent",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
     fn semantic_problems_are_all_reported() {
         let err = Config::parse(
             "[server]\nlog_level = \"loud\"\n[relay]\nnetworks = [\"0.0.0.0/0\"]\n[[listener]]\nname = \"a\"\nmax_recipients = 0\ntls = \"implicit\"\n",

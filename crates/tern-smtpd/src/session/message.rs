@@ -3,9 +3,17 @@
 //! Both paths write the Received header first, then the content as it arrives, in chunks
 //! of at most [`SPOOL_CHUNK`] bytes, so memory per session stays bounded whatever the
 //! message size. Limits (size, line length, bare line endings) are enforced while
-//! streaming; a refused message is still read to its end so the session stays in sync,
-//! then answered once. A spool write failure is answered with `451 4.3.0` after the data
-//! has been read, so the client retries later.
+//! streaming, the same for both: DATA content goes through `DataDecoder`, BDAT chunks
+//! through `BdatDecoder` (the same rules without dot handling, its state carried from one
+//! chunk to the next), so well-formed content is stored byte for byte either way and a
+//! bare CR or LF is normalised or refused per `bare_line_endings`. A refused message is
+//! still read to its end (DATA) or to the end of the chunk (BDAT) so the session stays in
+//! sync, then answered once. A spool write failure is answered with `451 4.3.0` after the
+//! data has been read, so the client retries later.
+//!
+//! Content must keep progressing: a read of content waits at most what is left of the
+//! session's content budget (`clock.rs`), which is opened at `354` or at the first BDAT
+//! chunk and closed when the transfer ends.
 //!
 //! The reply `250 2.0.0 Ok: queued as <id>` is written only after `commit` returned, i.e.
 //! after the message file and the directory entry were fsynced.
@@ -14,11 +22,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tern_events::{catalog, fields};
 use tern_metrics::Reject;
-use tern_proto::{DataDecoder, DataLimits, DataProblem, DataStep, MessageIdScanner, Reply};
+use tern_proto::{
+    BdatDecoder, DataDecoder, DataLimits, DataProblem, DataStep, MessageIdScanner, Reply,
+};
 use tern_spool::{ClientInfo, Envelope, MessageDraft};
 
+use super::clock::ContentBudget;
 use super::state::{Greeting, Phase, Transaction};
-use super::{Flow, Session};
+use super::{Flow, Session, Wait};
 use crate::received::{Trace, rfc5322_now};
 
 /// Decoded content is handed to the spool in pieces of this size.
@@ -31,8 +42,8 @@ pub(crate) struct BdatTransfer {
     writer: Box<dyn MessageDraft>,
     /// The Message-ID, for the tracking log, found as the chunks pass.
     msgid: MessageIdScanner,
-    received: u64,
-    problem: Option<DataProblem>,
+    /// Checks the content and counts what was received (the size limit).
+    decoder: BdatDecoder,
     spool_error: Option<String>,
 }
 
@@ -55,6 +66,7 @@ impl Session {
         // 354 carries no enhanced status code (RFC 2034 applies them to 2xx/4xx/5xx).
         Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]).write_to(&mut self.out);
         self.flush().await?;
+        self.content = Some(ContentBudget::new(self.in_force().data));
 
         let limits = DataLimits {
             max_size: self.ctx.config.max_message_size,
@@ -85,8 +97,9 @@ impl Session {
             if ended {
                 break;
             }
-            self.read_more(self.ctx.config.timeouts.data, true).await?;
+            self.read_more(Wait::Content).await?;
         }
+        self.content = None;
         let reply = match (decoder.problem(), spool_error) {
             (Some(p), _) => refuse_content(p, &limits),
             (None, Some(e)) => self.spool_failed(&e),
@@ -100,6 +113,18 @@ impl Session {
 
     /// BDAT: a chunk of exactly `size` octets follows the command line.
     pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Flow {
+        if self.content.is_none() {
+            self.content = Some(ContentBudget::new(self.in_force().data));
+        }
+        let flow = self.bdat_chunk(size, last).await;
+        // The transfer's budget lives as long as the transfer.
+        if self.bdat.is_none() {
+            self.content = None;
+        }
+        flow
+    }
+
+    async fn bdat_chunk(&mut self, size: u64, last: bool) -> Flow {
         let mut transfer = match self.bdat.take() {
             Some(t) => Some(t),
             None => {
@@ -115,8 +140,7 @@ impl Session {
                             txn,
                             writer,
                             msgid: MessageIdScanner::new(),
-                            received: 0,
-                            problem: None,
+                            decoder: BdatDecoder::new(self.data_limits()),
                             spool_error,
                         })
                     }
@@ -129,11 +153,17 @@ impl Session {
             }
         };
         self.consume_chunk(size, transfer.as_mut()).await?;
-        let Some(t) = transfer else {
+        let Some(mut t) = transfer else {
             return Ok(());
         };
-        let failed = match (&t.problem, &t.spool_error) {
-            (Some(p), _) => Some(refuse_content(*p, &self.data_limits())),
+        if last {
+            // A CR ending the last chunk is a bare CR.
+            let mut tail = Vec::new();
+            t.decoder.finish(&mut tail);
+            t.store(&tail).await;
+        }
+        let failed = match (t.decoder.problem(), &t.spool_error) {
+            (Some(p), _) => Some(refuse_content(p, &self.data_limits())),
             (None, Some(e)) => Some(self.spool_failed(e)),
             (None, None) => None,
         };
@@ -167,32 +197,21 @@ impl Session {
         }
     }
 
-    /// Reads exactly `size` octets of BDAT content, writing them to the transfer's spool
-    /// file unless the transfer already failed.
+    /// Reads exactly `size` octets of BDAT content, checking them and writing what is to
+    /// be stored to the transfer's spool file unless the transfer already failed.
     async fn consume_chunk(&mut self, size: u64, mut transfer: Option<&mut BdatTransfer>) -> Flow {
-        let max = self.ctx.config.max_message_size;
         let mut remaining = size;
+        let mut checked = Vec::new();
         loop {
             let take = usize::try_from(remaining)
                 .unwrap_or(usize::MAX)
                 .min(self.inbuf.len());
             if take > 0 {
                 if let Some(t) = transfer.as_deref_mut() {
-                    let new_total = t.received.saturating_add(take as u64);
-                    if new_total > max && t.problem.is_none() {
-                        t.problem = Some(DataProblem::TooBig);
-                    }
-                    t.received = new_total;
                     let piece = self.inbuf.get(..take).unwrap_or_default();
-                    if t.problem.is_none() && t.spool_error.is_none() {
-                        t.msgid.feed(piece);
-                    }
-                    if t.problem.is_none()
-                        && t.spool_error.is_none()
-                        && let Err(e) = t.writer.write(piece).await
-                    {
-                        t.spool_error = Some(e.to_string());
-                    }
+                    t.decoder.feed(piece, &mut checked);
+                    t.store(&checked).await;
+                    checked.clear();
                 }
                 self.inbuf.drain(..take);
                 remaining -= take as u64;
@@ -200,7 +219,7 @@ impl Session {
             if remaining == 0 {
                 return Ok(());
             }
-            self.read_more(self.ctx.config.timeouts.data, true).await?;
+            self.read_more(Wait::Content).await?;
         }
     }
 
@@ -284,6 +303,8 @@ impl Session {
         match writer.commit(envelope).await {
             Ok(()) => {
                 self.queued = self.queued.saturating_add(1);
+                // A client that delivers mail is not idling: its junk count restarts.
+                self.junk = 0;
                 self.ctx.shared.events.emit(
                     &catalog::SMTP_MESSAGE_QUEUED,
                     fields!(
@@ -316,6 +337,19 @@ impl Session {
             "4.3.0",
             "Error: queue file write error, try again later",
         )
+    }
+}
+
+impl BdatTransfer {
+    /// Writes checked content to the spool file, unless the transfer already failed.
+    async fn store(&mut self, checked: &[u8]) {
+        if checked.is_empty() || self.decoder.problem().is_some() || self.spool_error.is_some() {
+            return;
+        }
+        self.msgid.feed(checked);
+        if let Err(e) = self.writer.write(checked).await {
+            self.spool_error = Some(e.to_string());
+        }
     }
 }
 

@@ -7,9 +7,23 @@
 //! [`tern_spool::MessageDraft`] (see `message.rs`).
 //!
 //! Invariants:
-//! - Every read has a timeout and a size bound; the input buffer never holds more than one
+//! - Every read has a deadline and a size bound; the input buffer never holds more than one
 //!   command line's limit plus one read, except during DATA, where it is drained as it is
-//!   decoded.
+//!   decoded. Deadlines do not restart per byte (see `clock.rs`): a command line must
+//!   arrive whole within the command timeout counted from when the server began waiting
+//!   for it, content must keep progressing at `min_data_rate`, and the whole session ends
+//!   at `timeouts.session` (a message in transfer gets `timeouts.data` more). Writes are
+//!   bounded by `timeouts.write`.
+//! - While it waits for a command with no transaction or transfer open, the session is in
+//!   its listener's idle list (`crate::limits`) and may be told to give its place to a new
+//!   client: it then answers `421 4.7.0` and closes. As soon as a complete command line is
+//!   in its buffer it leaves the list; if it was displaced in between, it closes without
+//!   executing the command. While the listener is in stress, the session's timeouts and
+//!   limits are the stress ones (it is woken at each change to recompute its deadline).
+//! - NOOP, RSET, HELP, VRFY and EXPN are junk commands: past `max_junk_commands` the
+//!   session is closed with `421 4.7.0`. The count restarts when a message is queued.
+//!   `452 4.5.3` (too many recipients) does not count toward `max_errors`: the client is
+//!   doing what RFC 5321 §4.5.3.1.10 asks.
 //! - `250 … queued as` is sent only after `MessageWriter::commit` returned Ok, i.e. the
 //!   message and envelope are fsynced.
 //! - After STARTTLS the input buffer is discarded and the phase reset, so nothing the client
@@ -24,13 +38,14 @@
 //!   an unknown user, an alias loop or an expansion over the limits is refused there and
 //!   then, never bounced later.
 
+pub mod clock;
 mod conn;
 mod message;
 pub mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tern_events::{catalog, fields};
 use tern_local::Resolution;
@@ -43,8 +58,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::ListenerContext;
+use crate::limits::ConnectionSlot;
 use crate::rdns::ClientName;
 use crate::relay;
+use clock::{ContentBudget, Expiry, InForce};
 pub use conn::{Conn, LocalStream};
 use state::{Greeting, Phase};
 
@@ -53,6 +70,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Replies are flushed early once this much output is pending (a client that pipelines
 /// thousands of commands without reading).
 const MAX_PENDING_OUTPUT: usize = 16 * 1024;
+/// The most time spent writing a last `421` before closing (the client may not read).
+const GOODBYE_WRITE: Duration = Duration::from_secs(10);
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +80,16 @@ pub enum EndReason {
     Quit,
     /// The client closed the connection.
     ClientClosed,
-    /// The client was silent too long.
-    Timeout,
+    /// The client did not keep up at this stage (`command`, `content`, `write`).
+    Timeout(&'static str),
+    /// The session lasted longer than `timeouts.session`.
+    SessionLimit,
     /// Too many erroneous commands.
     TooManyErrors,
+    /// Too many junk commands (NOOP, RSET, HELP, VRFY, EXPN).
+    TooManyJunk,
+    /// The listener was full and this idle session gave its place to a new client.
+    Evicted,
     /// Tern is shutting down.
     Shutdown,
     /// TLS handshake failed.
@@ -78,8 +103,11 @@ impl std::fmt::Display for EndReason {
         match self {
             EndReason::Quit => f.write_str("quit"),
             EndReason::ClientClosed => f.write_str("client closed"),
-            EndReason::Timeout => f.write_str("timeout"),
+            EndReason::Timeout(stage) => write!(f, "timeout ({stage})"),
+            EndReason::SessionLimit => f.write_str("session time limit"),
             EndReason::TooManyErrors => f.write_str("too many errors"),
+            EndReason::TooManyJunk => f.write_str("too many junk commands"),
+            EndReason::Evicted => f.write_str("gave way to a new client"),
             EndReason::Shutdown => f.write_str("shutdown"),
             EndReason::TlsFailed(e) => write!(f, "tls failed: {e}"),
             EndReason::Io(e) => write!(f, "i/o error: {e}"),
@@ -102,21 +130,58 @@ pub struct Session {
     client_name: ClientName,
     client_may_relay: bool,
     errors: u32,
+    /// Junk commands since the session started or last queued a message.
+    junk: u32,
     queued: u32,
     shutdown: watch::Receiver<bool>,
+    /// The session's place on its listener (`None` for a local session).
+    slot: Option<ConnectionSlot>,
+    /// Follows the listener's stress state (`None` for a local session).
+    stress: Option<watch::Receiver<bool>>,
+    /// True while the session is in its listener's idle list.
+    idle: bool,
+    /// When the session started (the session time limit counts from here).
+    started: Instant,
+    /// When the server began waiting for the command line being read; `None` while a
+    /// command is being answered.
+    command_since: Option<Instant>,
+    /// The progress budget of the message in transfer. Invariant: `Some` exactly while
+    /// DATA content is being read or a BDAT transfer is open (a refused BDAT chunk being
+    /// read counts too).
+    content: Option<ContentBudget>,
+}
+
+/// What a read waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The next command line.
+    Command,
+    /// Message content.
+    Content,
 }
 
 impl Session {
-    /// Runs a session on an accepted connection until it ends.
+    /// Runs a session on an accepted connection until it ends. `slot` is its place on
+    /// the listener (released when the session ends); `client_may_relay` whether the
+    /// client is in a relay network (decided when it was admitted).
     pub async fn run(
         ctx: Arc<ListenerContext>,
         tcp: TcpStream,
         peer: SocketAddr,
+        slot: ConnectionSlot,
+        client_may_relay: bool,
         shutdown: watch::Receiver<bool>,
     ) {
         let _ = tcp.set_nodelay(true);
-        let client_may_relay = ctx.shared.relay.load().client_may_relay(peer.ip());
-        Session::run_on(ctx, Conn::Plain(tcp), peer, client_may_relay, shutdown).await;
+        Session::run_on(
+            ctx,
+            Conn::Plain(tcp),
+            peer,
+            Some(slot),
+            client_may_relay,
+            shutdown,
+        )
+        .await;
     }
 
     /// Runs a session over a local byte stream until it ends: `tern sendmail -bs`, SMTP
@@ -128,13 +193,14 @@ impl Session {
         shutdown: watch::Receiver<bool>,
     ) {
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
-        Session::run_on(ctx, Conn::Local(stream), peer, true, shutdown).await;
+        Session::run_on(ctx, Conn::Local(stream), peer, None, true, shutdown).await;
     }
 
     async fn run_on(
         ctx: Arc<ListenerContext>,
         conn: Conn,
         peer: SocketAddr,
+        slot: Option<ConnectionSlot>,
         client_may_relay: bool,
         shutdown: watch::Receiver<bool>,
     ) {
@@ -161,8 +227,16 @@ impl Session {
             client_name,
             client_may_relay,
             errors: 0,
+            junk: 0,
             queued: 0,
             shutdown,
+            stress: slot.as_ref().map(ConnectionSlot::stress_receiver),
+            // A session is admitted idle (see `crate::limits`).
+            idle: slot.is_some(),
+            slot,
+            started: Instant::now(),
+            command_since: None,
+            content: None,
         };
         let reason = match s.serve().await {
             Ok(()) => EndReason::Quit,
@@ -171,10 +245,25 @@ impl Session {
         let name = s.client_name.get().await;
         let events = &s.ctx.shared.events;
         match &reason {
-            EndReason::Timeout => events.emit(&catalog::SMTP_TIMEOUT, fields!("client" => s.peer)),
+            EndReason::Timeout(stage) => events.emit(
+                &catalog::SMTP_TIMEOUT,
+                fields!("client" => s.peer, "stage" => stage),
+            ),
+            EndReason::SessionLimit => events.emit(
+                &catalog::SMTP_SESSION_LIMIT,
+                fields!("client" => s.peer, "seconds" => s.started.elapsed().as_secs()),
+            ),
             EndReason::TooManyErrors => {
                 events.emit(&catalog::SMTP_TOO_MANY_ERRORS, fields!("client" => s.peer))
             }
+            EndReason::TooManyJunk => events.emit(
+                &catalog::SMTP_JUNK_LIMIT,
+                fields!("client" => s.peer, "junk_commands" => s.junk),
+            ),
+            EndReason::Evicted => events.emit(
+                &catalog::SMTP_IDLE_EVICTED,
+                fields!("client" => s.peer, "listener" => s.ctx.config.name),
+            ),
             EndReason::TlsFailed(e) => events.emit(
                 &catalog::SMTP_TLS_FAILED,
                 fields!("client" => s.peer, "error" => e),
@@ -205,6 +294,9 @@ impl Session {
 
     async fn serve(&mut self) -> Flow {
         if self.ctx.config.tls == crate::config::TlsMode::Implicit {
+            // A client that connects and never starts its handshake is as idle as one
+            // that never sends a command (a new session is idle from its admission): it
+            // may be displaced, without a reply (there is no TLS to send one in).
             self.start_tls().await?;
         }
         let greeting = Reply::plain(
@@ -214,12 +306,75 @@ impl Session {
         greeting.write_to(&mut self.out);
         loop {
             self.process_buffered().await?;
+            // Idle from before the replies are written: the client cannot act on them
+            // before the session is in line, so the line is in the order of the replies.
+            if self.content.is_none() && !self.phase.in_transaction() {
+                self.mark_idle();
+            }
             self.flush().await?;
-            // Between BDAT chunks a message is in progress: shutdown waits for it.
-            let in_message = self.bdat.is_some();
-            self.read_more(self.ctx.config.timeouts.command, in_message)
-                .await?;
+            self.read_more(Wait::Command).await?;
         }
+    }
+
+    /// The limits in force now (stress applied).
+    fn in_force(&self) -> InForce {
+        let stress = self.slot.as_ref().is_some_and(ConnectionSlot::in_stress);
+        InForce::of(&self.ctx.config, stress)
+    }
+
+    /// When the session must end: `timeouts.session` after it started, plus
+    /// `timeouts.data` while a message is in transfer.
+    fn session_end(&self, limits: &InForce) -> Instant {
+        let end = clock::after(self.started, limits.session);
+        match self.content {
+            Some(_) => clock::after(end, limits.data),
+            None => end,
+        }
+    }
+
+    /// Enters the listener's idle list (once per wait).
+    fn mark_idle(&mut self) {
+        if !self.idle
+            && let Some(slot) = &self.slot
+        {
+            slot.set_idle();
+            self.idle = true;
+        }
+    }
+
+    /// A complete command line is in the buffer: the wait for it is over, and the session
+    /// may no longer give way; if it already has, it closes now.
+    async fn command_arrived(&mut self) -> Flow {
+        self.command_since = None;
+        if !self.idle {
+            return Ok(());
+        }
+        self.idle = false;
+        match self.slot.as_ref().map(ConnectionSlot::set_busy) {
+            Some(Err(_)) => self.evicted().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes a session that gave its place to a new client.
+    async fn evicted(&mut self) -> Flow {
+        let reply = Reply::new(
+            421,
+            "4.7.0",
+            format!(
+                "{} Too many connections, closing idle connection",
+                self.ctx.shared.hostname
+            ),
+        );
+        self.goodbye(reply, EndReason::Evicted).await
+    }
+
+    /// Sends a last reply (after whatever is pending), briefly, and ends the session.
+    async fn goodbye(&mut self, reply: Reply, reason: EndReason) -> Flow {
+        reply.write_to(&mut self.out);
+        let limit = self.in_force().write.min(GOODBYE_WRITE);
+        let _ = self.write_out(limit).await;
+        Err(reason)
     }
 
     /// Answers every complete command in the input buffer.
@@ -234,6 +389,7 @@ impl Session {
                 }
                 Frame::TooLong => {
                     self.inbuf.drain(..used);
+                    self.command_arrived().await?;
                     self.reply(Reply::new(500, "5.5.2", "Line too long"))
                         .await?;
                     continue;
@@ -241,6 +397,7 @@ impl Session {
                 Frame::Line(line) => tern_proto::command::parse(line),
             };
             self.inbuf.drain(..used);
+            self.command_arrived().await?;
             self.command(cmd).await?;
             if self.out.len() > MAX_PENDING_OUTPUT {
                 self.flush().await?;
@@ -249,6 +406,25 @@ impl Session {
     }
 
     async fn command(&mut self, cmd: Result<Command, CommandError>) -> Flow {
+        let junk = matches!(
+            cmd,
+            Ok(Command::Noop | Command::Rset | Command::Help | Command::Vrfy | Command::Expn)
+        );
+        if junk {
+            self.junk = self.junk.saturating_add(1);
+            if self.junk > self.in_force().max_junk {
+                tern_metrics::get().reject(Reject::Limits);
+                let reply = Reply::new(
+                    421,
+                    "4.7.0",
+                    format!(
+                        "{} Too many junk commands, closing connection",
+                        self.ctx.shared.hostname
+                    ),
+                );
+                return self.goodbye(reply, EndReason::TooManyJunk).await;
+            }
+        }
         let reply = match cmd {
             Err(e) => e.reply(),
             Ok(Command::Ehlo(name)) => self.helo(name, true),
@@ -259,6 +435,7 @@ impl Session {
             Ok(Command::Bdat { size, last }) => return self.bdat(size, last).await,
             Ok(Command::Rset) => {
                 self.bdat = None;
+                self.content = None;
                 self.phase = std::mem::replace(&mut self.phase, Phase::Connected).reset();
                 Reply::new(250, "2.0.0", "Ok")
             }
@@ -300,9 +477,9 @@ impl Session {
     /// Queues a reply; counts errors and ends the session past the limit.
     async fn reply(&mut self, reply: Reply) -> Flow {
         reply.write_to(&mut self.out);
-        if reply.is_error() {
+        if counts_as_error(&reply) {
             self.errors = self.errors.saturating_add(1);
-            if self.errors >= self.ctx.config.max_errors {
+            if self.errors >= self.in_force().max_errors {
                 Reply::new(
                     421,
                     "4.7.0",
@@ -322,6 +499,8 @@ impl Session {
 
     fn helo(&mut self, name: String, esmtp: bool) -> Reply {
         self.bdat = None;
+        self.content = None;
+        let name = crate::received::without_controls(&name);
         self.phase =
             std::mem::replace(&mut self.phase, Phase::Connected).greet(Greeting { name, esmtp });
         let host = self.ctx.shared.hostname.clone();
@@ -513,8 +692,17 @@ impl Session {
         let Some(acceptor) = self.ctx.tls.clone() else {
             return Err(EndReason::TlsFailed("no certificate".into()));
         };
-        let limit = Duration::from_secs(self.ctx.config.timeouts.tls_handshake);
-        match tokio::time::timeout(limit, self.conn.upgrade(&acceptor)).await {
+        let limits = self.in_force();
+        let end = self.session_end(&limits);
+        let limit = limits
+            .tls_handshake
+            .min(end.saturating_duration_since(Instant::now()));
+        let evictable = self.idle;
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(limit, self.conn.upgrade(&acceptor)) => r,
+            _ = displaced(&self.slot), if evictable => return Err(EndReason::Evicted),
+        };
+        match handshake {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(EndReason::TlsFailed(e.to_string())),
             Err(_) => Err(EndReason::TlsFailed("handshake timed out".into())),
@@ -526,7 +714,17 @@ impl Session {
         if self.out.is_empty() {
             return Ok(());
         }
-        let limit = Duration::from_secs(self.ctx.config.timeouts.write);
+        let limit = self.in_force().write;
+        match self.write_out(limit).await {
+            Ok(()) => Ok(()),
+            Err(Some(e)) => Err(EndReason::Io(e.to_string())),
+            Err(None) => Err(EndReason::Timeout("write")),
+        }
+    }
+
+    /// Writes and clears the pending output within `limit`; `Err(None)` when the time
+    /// ran out.
+    async fn write_out(&mut self, limit: Duration) -> Result<(), Option<std::io::Error>> {
         let res = tokio::time::timeout(limit, async {
             self.conn.write_all(&self.out).await?;
             self.conn.flush().await
@@ -535,38 +733,99 @@ impl Session {
         self.out.clear();
         match res {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(EndReason::Io(e.to_string())),
-            Err(_) => Err(EndReason::Timeout),
+            Ok(Err(e)) => Err(Some(e)),
+            Err(_) => Err(None),
         }
     }
 
-    /// Reads at least one byte into the input buffer. Between commands a shutdown request
-    /// ends the session with 421; during message content it does not (the grace period
-    /// bounds that).
-    async fn read_more(&mut self, timeout_secs: u64, in_content: bool) -> Flow {
-        let limit = Duration::from_secs(timeout_secs);
+    /// Reads at least one byte into the input buffer, within the deadline of `wait` (see
+    /// `clock.rs`). Between commands a shutdown request ends the session with 421, and so
+    /// does being displaced by a new client while idle; during a message transfer neither
+    /// does (the grace period bounds a shutdown). A change of stress state recomputes the
+    /// deadline.
+    async fn read_more(&mut self, wait: Wait) -> Flow {
         // Read straight into the buffer's spare capacity: no zeroing, no copy.
         self.inbuf.reserve(READ_CHUNK);
-        tokio::select! {
-            r = tokio::time::timeout(limit, self.conn.read_buf(&mut self.inbuf)) => match r {
-                Ok(Ok(0)) => Err(EndReason::ClientClosed),
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(EndReason::Io(e.to_string())),
-                Err(_) => {
-                    Reply::new(421, "4.4.2", format!("{} Timeout exceeded, closing connection", self.ctx.shared.hostname))
-                        .write_to(&mut self.out);
-                    let _ = self.flush().await;
-                    Err(EndReason::Timeout)
+        loop {
+            let limits = self.in_force();
+            let now = Instant::now();
+            let since = match wait {
+                Wait::Command => Some(*self.command_since.get_or_insert(now)),
+                Wait::Content => None,
+            };
+            let (at, expiry) = clock::deadline(
+                now,
+                self.session_end(&limits),
+                since,
+                self.content.as_ref(),
+                &limits,
+            );
+            let in_message = self.content.is_some();
+            let evictable = self.idle;
+            let read = tokio::select! {
+                r = tokio::time::timeout_at(at.into(), self.conn.read_buf(&mut self.inbuf)) => Some(r),
+                _ = wait_for_shutdown(&mut self.shutdown), if !in_message => {
+                    let reply = Reply::new(421, "4.3.2", format!("{} Service shutting down, try again later", self.ctx.shared.hostname));
+                    return self.goodbye(reply, EndReason::Shutdown).await;
                 }
-            },
-            _ = wait_for_shutdown(&mut self.shutdown), if !in_content => {
-                Reply::new(421, "4.3.2", format!("{} Service shutting down, try again later", self.ctx.shared.hostname))
-                    .write_to(&mut self.out);
-                let _ = self.flush().await;
-                Err(EndReason::Shutdown)
+                _ = displaced(&self.slot), if evictable => return self.evicted().await,
+                _ = stress_changed(&mut self.stress) => None,
+            };
+            let waited = now.elapsed();
+            let octets = match &read {
+                Some(Ok(Ok(n))) => *n,
+                _ => 0,
+            };
+            if let Some(budget) = self.content.as_mut() {
+                budget.spend(waited, octets, limits.min_data_rate, limits.data);
+            }
+            match read {
+                // The stress state changed: recompute the deadline.
+                None => continue,
+                Some(Ok(Ok(0))) => return Err(EndReason::ClientClosed),
+                Some(Ok(Ok(_))) => return Ok(()),
+                Some(Ok(Err(e))) => return Err(EndReason::Io(e.to_string())),
+                Some(Err(_)) => return self.expired(expiry).await,
             }
         }
     }
+
+    /// Closes the session whose `expiry` ran out.
+    async fn expired(&mut self, expiry: Expiry) -> Flow {
+        let host = &self.ctx.shared.hostname;
+        let (text, reason) = match expiry {
+            Expiry::Command => ("Timeout exceeded", EndReason::Timeout("command")),
+            Expiry::Content => ("Timeout exceeded", EndReason::Timeout("content")),
+            Expiry::Session => ("Session time limit exceeded", EndReason::SessionLimit),
+        };
+        let reply = Reply::new(421, "4.4.2", format!("{host} {text}, closing connection"));
+        self.goodbye(reply, reason).await
+    }
+}
+
+/// True for the replies that count toward `max_errors`: every 4xx and 5xx but `452
+/// 4.5.3` (too many recipients), which a client that pipelines many RCPTs gets by design
+/// and answers by sending the rest in a later transaction.
+fn counts_as_error(reply: &Reply) -> bool {
+    reply.is_error() && !(reply.code == 452 && reply.status.as_deref() == Some("4.5.3"))
+}
+
+/// Resolves when the session has been displaced (never without a listener place).
+async fn displaced(slot: &Option<ConnectionSlot>) {
+    match slot {
+        Some(s) => s.evicted().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the listener's stress state changes (never without a listener).
+async fn stress_changed(rx: &mut Option<watch::Receiver<bool>>) {
+    if let Some(r) = rx
+        && r.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// The domain of an address (after its last `@`).

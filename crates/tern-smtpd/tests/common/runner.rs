@@ -100,6 +100,41 @@ impl Client {
         }
     }
 
+    /// Ok when the server sends nothing and keeps the connection open for `period`.
+    async fn expect_quiet(&mut self, period: Duration) -> Result<(), String> {
+        if !self.buf.is_empty() {
+            return Err(format!(
+                "expected silence, but unread: {:?}",
+                lossy(&self.buf)
+            ));
+        }
+        match self.read_more(Instant::now() + period).await {
+            Err(ReadEnd::Deadline) => Ok(()),
+            Ok(()) => Err(format!(
+                "expected silence for {period:?}, got {:?}",
+                lossy(&self.buf)
+            )),
+            Err(ReadEnd::Closed) => Err(format!("connection closed within {period:?}")),
+            Err(ReadEnd::Error(e)) => Err(format!("read error within {period:?}: {e}")),
+        }
+    }
+
+    /// Sends `bytes` one at a time, waiting up to `every` for the server after each;
+    /// stops at the first byte the server sends (kept for the next `S:` lines) or its
+    /// close. Returns how many bytes were sent.
+    async fn trickle(&mut self, bytes: &[u8], every: Duration) -> usize {
+        for (i, b) in bytes.iter().enumerate() {
+            if self.send(std::slice::from_ref(b)).await.is_err() {
+                return i;
+            }
+            match self.read_more(Instant::now() + every).await {
+                Err(ReadEnd::Deadline) => {}
+                _ => return i + 1,
+            }
+        }
+        bytes.len()
+    }
+
     async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match &mut self.stream {
             Stream::Plain(s) => s.write_all(bytes).await,
@@ -137,6 +172,26 @@ impl Client {
                     return Err(format!("connection still open after {LINE_DEADLINE:?}"));
                 }
             }
+        }
+    }
+
+    /// Ok when the server sends exactly one TLS alert record (content type 21, version
+    /// 3.x, two octets of alert) and then closes.
+    async fn expect_tls_alert_then_closed(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + LINE_DEADLINE;
+        while self.buf.len() < 7 {
+            match self.read_more(deadline).await {
+                Ok(()) => {}
+                Err(ReadEnd::Deadline) => {
+                    return Err(format!("no TLS alert within {LINE_DEADLINE:?}"));
+                }
+                Err(_) => break,
+            }
+        }
+        let record: Vec<u8> = self.buf.drain(..self.buf.len().min(7)).collect();
+        match record.as_slice() {
+            [21, 3, _, 0, 2, _, _] => self.expect_closed().await,
+            other => Err(format!("expected a TLS alert record, got {other:?}")),
         }
     }
 
@@ -239,6 +294,12 @@ async fn run_script(file: &str, script: Script) {
                 }
                 log.push(format!("[{current}] -- TLS handshake --"));
             }
+            Action::TlsAlertThenClosed => {
+                if let Err(e) = client.expect_tls_alert_then_closed().await {
+                    fail(file, line, &e, &log);
+                }
+                log.push(format!("[{current}] -- TLS alert, closed --"));
+            }
             Action::Closed => {
                 if let Err(e) = client.expect_closed().await {
                     fail(file, line, &e, &log);
@@ -259,6 +320,21 @@ async fn run_script(file: &str, script: Script) {
                 current = name.clone();
             }
             Action::ShutdownServer => shutdown = Some(server.begin_shutdown().await),
+            Action::Quiet(period) => {
+                if let Err(e) = client.expect_quiet(*period).await {
+                    fail(file, line, &e, &log);
+                }
+                log.push(format!("[{current}] -- quiet for {period:?} --"));
+            }
+            Action::TrickleNext(_) => fail(file, line, "`# trickle:` without client bytes", &log),
+            Action::Trickle(bytes, every) => {
+                let sent = client.trickle(bytes, *every).await;
+                log.push(format!(
+                    "[{current}] C (trickled every {every:?}, {sent} of {} bytes sent): {:?}",
+                    bytes.len(),
+                    shorten(&lossy(bytes))
+                ));
+            }
         }
     }
     if let Some(line) = script.expect_closed {

@@ -40,8 +40,19 @@ pub enum Action {
     Switch(String),
     /// The current connection must be closed by the server now.
     Closed,
+    /// The server must send one TLS alert record, and nothing else, then close.
+    TlsAlertThenClosed,
     /// Start shutting the server down (in the background).
     ShutdownServer,
+    /// The server must send nothing (and not close) on the current connection for this
+    /// long.
+    Quiet(std::time::Duration),
+    /// The next client bytes are to be trickled with this interval (replaced by
+    /// `Trickle` once they are known).
+    TrickleNext(std::time::Duration),
+    /// Client bytes sent one at a time: after each, wait up to the interval for the
+    /// server; stop at the first byte from the server (or its close).
+    Trickle(Vec<u8>, std::time::Duration),
 }
 
 /// One step with the line it came from.
@@ -123,14 +134,25 @@ pub fn parse(file: &str, text: &str) -> Result<Script, String> {
     Ok(s)
 }
 
-/// Consecutive client lines become one write (pipelining).
+/// Consecutive client lines become one write (pipelining), or one trickle after
+/// `# trickle:`.
 fn push_send(steps: &mut Vec<Step>, line: usize, bytes: Vec<u8>) {
     if let Some(Step {
-        action: Action::Send(prev),
+        action: Action::Send(prev) | Action::Trickle(prev, _),
         ..
     }) = steps.last_mut()
     {
         prev.extend_from_slice(&bytes);
+    } else if let Some(
+        step @ Step {
+            action: Action::TrickleNext(_),
+            ..
+        },
+    ) = steps.last_mut()
+    {
+        if let Action::TrickleNext(every) = step.action {
+            step.action = Action::Trickle(bytes, every);
+        }
     } else {
         steps.push(Step {
             line,
@@ -144,6 +166,7 @@ fn hash_line(s: &mut Script, line: usize, rest: &str) -> Result<(), String> {
     match rest {
         "tls-handshake" => s.steps.push(directive(Action::TlsHandshake)),
         "closed" => s.steps.push(directive(Action::Closed)),
+        "tls-alert-then-closed" => s.steps.push(directive(Action::TlsAlertThenClosed)),
         "shutdown-server" => s.steps.push(directive(Action::ShutdownServer)),
         _ => {
             let (key, value) = rest
@@ -184,6 +207,14 @@ fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), Str
             line,
             action: Action::Switch(value.to_string()),
         }),
+        "quiet" => s.steps.push(Step {
+            line,
+            action: Action::Quiet(duration(key, value)?),
+        }),
+        "trickle" => s.steps.push(Step {
+            line,
+            action: Action::TrickleNext(duration(key, value)?),
+        }),
         "relay_networks" => {
             s.options.relay_networks = value
                 .split(',')
@@ -208,8 +239,19 @@ fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), Str
         "max_message_size" => l.max_message_size = number(key, value)?,
         "max_recipients" => l.max_recipients = number(key, value)?,
         "max_errors" => l.max_errors = number(key, value)?,
+        "max_junk_commands" => l.max_junk_commands = number(key, value)?,
+        "min_data_rate" => l.min_data_rate = number(key, value)?,
+        "relay_reserve_percent" => l.relay_reserve_percent = number(key, value)?,
+        "client_prefix_v4" => l.client_prefix_v4 = number(key, value)?,
         "timeouts.command" => l.timeouts.command = number(key, value)?,
         "timeouts.data" => l.timeouts.data = number(key, value)?,
+        "timeouts.session" => l.timeouts.session = number(key, value)?,
+        "stress.enter_percent" => l.stress.enter_percent = number(key, value)?,
+        "stress.leave_percent" => l.stress.leave_percent = number(key, value)?,
+        "stress.command_timeout" => l.stress.command_timeout = number(key, value)?,
+        "stress.data_timeout" => l.stress.data_timeout = number(key, value)?,
+        "stress.max_errors" => l.stress.max_errors = number(key, value)?,
+        "stress.max_junk_commands" => l.stress.max_junk_commands = number(key, value)?,
         "bare_line_endings" => {
             l.bare_line_endings = match value {
                 "reject" => BareLf::Reject,
@@ -244,6 +286,22 @@ fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), Str
         _ => return Err(format!("unknown header `{key}: {value}`")),
     }
     Ok(())
+}
+
+/// `300ms` or `2s`.
+fn duration(key: &str, value: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{key}: {value:?} is not a duration like 300ms or 2s");
+    if let Some(ms) = value.strip_suffix("ms") {
+        return ms
+            .parse()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| bad());
+    }
+    value
+        .strip_suffix('s')
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(bad)
 }
 
 /// Splits a pattern into pieces at `{ID}`, `{QID}` and `{ANY}`; literal parts are taken
@@ -436,6 +494,20 @@ mod tests {
                 Piece::Any
             ])
         );
+    }
+
+    #[test]
+    fn trickle_takes_the_next_client_lines() {
+        let s = parse("t", "# trickle: 200ms\nC: AB\nC! C\nS: 250\n# quiet: 1s\n").unwrap();
+        assert_eq!(
+            s.steps[0].action,
+            Action::Trickle(b"AB\r\nC".to_vec(), std::time::Duration::from_millis(200))
+        );
+        assert_eq!(
+            s.steps[2].action,
+            Action::Quiet(std::time::Duration::from_secs(1))
+        );
+        assert!(parse("t", "# quiet: soon\n").is_err());
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! CHUNKING (RFC 3030): a message sent in BDAT chunks is queued byte-for-byte, whatever
-//! the chunk boundaries (inside a CRLF, inside a `CRLF.CRLF`), with no dot-unstuffing
-//! and no end-of-data detection inside the chunks; both one chunk per round trip and a
-//! fully pipelined transaction ending in `BDAT 0 LAST` work.
+//! CHUNKING (RFC 3030): a well-formed message (CRLF line endings) sent in BDAT chunks is
+//! queued byte-for-byte, whatever the chunk boundaries (inside a CRLF, inside a
+//! `CRLF.CRLF`), with no dot-unstuffing and no end-of-data detection inside the chunks;
+//! both one chunk per round trip and a fully pipelined transaction ending in
+//! `BDAT 0 LAST` work. BDAT content is held to the same rules as DATA content: bare LFs
+//! and CRs are stored as CRLF (the default `bare_line_endings = "normalize"`), a CRLF
+//! split between chunks stays one line ending, and a 921,608-octet line is refused with
+//! `552 5.6.0` while the session stays in sync.
 //!
 //! Driven by a Python raw socket client, because swaks (20201014) cannot send BDAT.
 
@@ -47,6 +51,17 @@ for p in parts:
 buf += b"BDAT 0 LAST\r\n"
 s.sendall(buf)
 out["m2"] = [reply() for _ in range(2 + len(parts) + 1)]
+# Message 3: bare LFs and CRs; a CRLF split between chunks; a CR ending a chunk with no
+# LF after it.
+bare = [b"Subject: bare\n\nline one\nline two\r", b"\nline three\rline four\r", b"no LF after that CR\r\n"]
+buf = b"MAIL FROM:<bdat3@client.test>\r\nRCPT TO:<three@localhost>\r\n"
+for i, p in enumerate(bare):
+    buf += b"BDAT %d%s\r\n" % (len(p), b" LAST" if i == len(bare) - 1 else b"") + p
+s.sendall(buf)
+out["m3"] = [reply() for _ in range(2 + len(bare))]
+# Message 4: one line of 921,608 octets in one chunk: refused, and the session is in sync.
+s.sendall(b"MAIL FROM:<bdat4@client.test>\r\nRCPT TO:<four@localhost>\r\nBDAT 921608 LAST\r\n" + b"x" * 921606 + b"\r\nNOOP\r\n")
+out["m4"] = [reply() for _ in range(4)]
 s.sendall(b"QUIT\r\n")
 out["quit"] = reply()
 print(json.dumps(out))
@@ -145,8 +160,51 @@ fn bdat_chunks_are_stored_exactly_as_sent() {
         format!("250 2.0.0 {} octets received", cuts[0])
     );
 
+    let last_line = |m: &str| -> Vec<String> {
+        r[m].as_array()
+            .unwrap()
+            .iter()
+            .map(|rep| {
+                rep.as_array()
+                    .unwrap()
+                    .last()
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let m3 = last_line("m3");
+    let id3 = m3
+        .last()
+        .and_then(|l| l.strip_prefix("250 2.0.0 Ok: queued as "))
+        .unwrap_or_else(|| panic!("m3 not queued: {m3:?}"))
+        .to_string();
+    let m4 = last_line("m4");
+    assert_eq!(
+        m4,
+        [
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "552 5.6.0 Message has a line longer than 8192 octets",
+            "250 2.0.0 Ok"
+        ],
+        "the over-long line is refused and the session stays in sync"
+    );
+
     let spooled = tern.spooled();
-    assert_eq!(spooled.len(), 2);
+    assert_eq!(spooled.len(), 3);
+    let (_, bare) = spooled
+        .iter()
+        .find(|(m, _)| m.id.to_string() == id3)
+        .unwrap();
+    let (_, rest) = split_received(&bare.body);
+    assert_eq!(
+        String::from_utf8_lossy(rest),
+        "Subject: bare\r\n\r\nline one\r\nline two\r\nline three\r\nline four\r\nno LF after that CR\r\n",
+        "bare line endings stored as CRLF"
+    );
     for (id, rcpt) in ids.iter().zip(["one@localhost", "two@localhost"]) {
         let (listed, stored) = spooled
             .iter()
