@@ -56,6 +56,7 @@
 
 pub mod address;
 pub mod directory;
+mod dirwalk;
 pub mod dropdir;
 mod durable;
 pub mod envfile;
