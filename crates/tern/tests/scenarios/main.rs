@@ -46,6 +46,7 @@ mod log_level_changes_at_run_time;
 mod maildir_delivery_read_by_doveadm;
 mod maildir_quota_defers_then_bounces;
 mod maildir_success_notice_says_delivered;
+mod maildir_symlink_to_pickup_is_deferred_not_relayed;
 mod metrics_move_with_real_traffic;
 mod mx_answer_cached_for_its_ttl;
 mod mx_preference_order_and_fallback;
