@@ -62,7 +62,7 @@ pub struct LocalConfig {
     /// The alias map file (address to addresses), if any.
     pub alias_map: Option<PathBuf>,
     /// Per local domain, the mailbox of every address that has neither an alias nor a
-    /// mailbox; `{local}` stands for the (lower-cased) local part.
+    /// mailbox; `{local}` stands for the local part (ASCII letters lower-cased).
     pub catch_all: BTreeMap<String, String>,
     /// Quota of every Maildir mailbox without its own `quota=`, in bytes; 0: none.
     pub quota_bytes: u64,
@@ -425,7 +425,7 @@ impl LocalDirectory {
                     }
                 }
             } else {
-                e.key.to_lowercase()
+                e.key.to_ascii_lowercase()
             };
             if let Some(line) = first.get(&key) {
                 errors.push(MapError::at(
