@@ -3,8 +3,11 @@
 //!
 //! A submission is a pair (see `envfile`): `<id>.env` and then `<id>.eml` are written
 //! under hidden temporary names, synced, renamed, and the directory synced, so the
-//! pickup service sees a pair only when it is complete, and a submission that returned
-//! `Ok` survives a crash. `<id>` is a fresh queue id (unique and time-ordered); the
+//! pickup service sees a pair only when it is complete. The rename of the `.eml` is the
+//! commit: an error before it leaves nothing, and from it on the submission is `Ok`
+//! whatever the directory sync gives ([`DirSync`]: a user who may write but not read a
+//! 1733 directory cannot sync it), so a caller told "failed" never sent the message.
+//! A submission whose directory was synced survives a power loss. `<id>` is a fresh queue id (unique and time-ordered); the
 //! message gets its own queue id when the server picks it up.
 //!
 //! [`Maildrop`] is also a [`MessageIntake`], so `tern sendmail -bs` runs the SMTP server's

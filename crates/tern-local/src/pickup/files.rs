@@ -17,10 +17,22 @@
 //!   removed);
 //! - a lone `.eml`: its envelope file was removed by someone else: badmail.
 //!
+//! Directories (checked once, at start, by [`Dirs::prepare`]): the pickup directory,
+//! `.claimed/` and `badmail/` are opened with `O_NOFOLLOW | O_DIRECTORY` (created 0700
+//! when missing) and must be directories owned by Tern; the pickup directory's parent
+//! must be owned by root or Tern and not writable by others unless sticky. Looser modes
+//! are tightened ([`pickup_mode`] for the pickup directory, 0700 for the two others) and
+//! reported; anything else refuses the start. Why paths are then enough (no descriptors
+//! kept): `.claimed` and `badmail` are Tern's entries in a directory that is sticky or
+//! writable by Tern only, so nobody else can rename, remove or replace them; the pickup
+//! directory itself is an entry of a directory only root or Tern can write. The names
+//! keep resolving to the directories checked for the life of the process.
+//!
 //! Trust: names are validated (a name outside `[A-Za-z0-9._+=,@%~-]`, or longer than
 //! 200 octets, or not UTF-8 goes to badmail under a generated name); only regular files
-//! are read, opened without following symlinks and without blocking on a FIFO; sizes are
-//! capped before and while reading.
+//! with exactly one link are read (a hard link to someone else's file is never read),
+//! opened without following symlinks and without blocking on a FIFO; sizes are capped
+//! before and while reading.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
