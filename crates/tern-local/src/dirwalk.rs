@@ -76,7 +76,8 @@ pub(crate) enum WalkError {
 /// A directory reached by a walk.
 #[derive(Debug)]
 pub(crate) struct WalkedDir {
-    /// Open on the directory (`O_DIRECTORY`, read only).
+    /// Open on the directory (`O_PATH | O_DIRECTORY`: a base for `*at` calls; see
+    /// [`reopen`] to read or sync it).
     pub fd: OwnedFd,
     /// Its `fstat`.
     pub stat: Stat,
@@ -96,10 +97,24 @@ pub(crate) struct Walker {
     pub uid: u32,
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
+/// How each component is opened: `O_PATH` needs only search permission on the parent,
+/// not read permission on the directory (a home directory of mode 0711 can be walked, as
+/// by path), and the descriptor still serves as the base of the next `openat`.
+const WALK_FLAGS: OFlags = OFlags::PATH
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
+
+/// How a directory that must be read or synced is opened again through its `O_PATH`
+/// descriptor (`openat(fd, ".")`: the same directory, whatever happened to its name).
+const READ_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+
+/// Opens the directory behind a walk's descriptor for reading (to list or fsync it).
+pub(crate) fn reopen(d: &WalkedDir) -> Result<OwnedFd, WalkError> {
+    rustix::fs::openat(&d.fd, ".", READ_FLAGS, Mode::empty()).map_err(io_err("open", &d.path))
+}
 
 fn io_err(step: &'static str, at: &Path) -> impl FnOnce(Errno) -> WalkError {
     let at = at.to_path_buf();
@@ -140,7 +155,7 @@ impl Walker {
 
     fn root() -> Result<WalkedDir, WalkError> {
         let at = Path::new("/");
-        let fd = rustix::fs::open(at, DIR_FLAGS, Mode::empty()).map_err(io_err("open", at))?;
+        let fd = rustix::fs::open(at, WALK_FLAGS, Mode::empty()).map_err(io_err("open", at))?;
         let stat = rustix::fs::fstat(&fd).map_err(io_err("stat", at))?;
         Ok(WalkedDir {
             chain: vec![(stat.st_dev, stat.st_ino)],
@@ -185,7 +200,7 @@ impl Walker {
     ) -> Result<WalkedDir, WalkError> {
         let mut cur = match from {
             Some(d) if !path.is_absolute() => {
-                let fd = rustix::fs::openat(&d.fd, ".", DIR_FLAGS, Mode::empty())
+                let fd = rustix::fs::openat(&d.fd, ".", WALK_FLAGS, Mode::empty())
                     .map_err(io_err("open", &d.path))?;
                 WalkedDir {
                     fd,
@@ -210,7 +225,7 @@ impl Walker {
         let mut retries = 0usize;
         while let Some(name) = pending.pop_front() {
             if name == ".." {
-                let fd = rustix::fs::openat(&cur.fd, "..", DIR_FLAGS, Mode::empty())
+                let fd = rustix::fs::openat(&cur.fd, "..", WALK_FLAGS, Mode::empty())
                     .map_err(io_err("open", &cur.path))?;
                 let stat = rustix::fs::fstat(&fd).map_err(io_err("stat", &cur.path))?;
                 cur.path.pop();
@@ -225,7 +240,7 @@ impl Walker {
                 continue;
             }
             let at = cur.path.join(&name);
-            match rustix::fs::openat(&cur.fd, name.as_os_str(), DIR_FLAGS, Mode::empty()) {
+            match rustix::fs::openat(&cur.fd, name.as_os_str(), WALK_FLAGS, Mode::empty()) {
                 Ok(fd) => {
                     let stat = rustix::fs::fstat(&fd).map_err(io_err("stat", &at))?;
                     cur.chain.push((stat.st_dev, stat.st_ino));
@@ -287,7 +302,7 @@ impl Walker {
                     let fd = match rustix::fs::openat(
                         &cur.fd,
                         name.as_os_str(),
-                        DIR_FLAGS,
+                        WALK_FLAGS,
                         Mode::empty(),
                     ) {
                         Ok(fd) => fd,
@@ -299,11 +314,16 @@ impl Walker {
                         }
                         Err(e) => return Err(io_err("open", &at)(e)),
                     };
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(NEW_DIR_MODE))
+                    // Ours and 0700 at most: it can be opened to set its mode exactly.
+                    let rd = rustix::fs::openat(&fd, ".", READ_FLAGS, Mode::empty())
+                        .map_err(io_err("open", &at))?;
+                    rustix::fs::fchmod(&rd, Mode::from_raw_mode(NEW_DIR_MODE))
                         .map_err(io_err("chmod", &at))?;
                     let stat = rustix::fs::fstat(&fd).map_err(io_err("stat", &at))?;
                     // The new entry lives in its parent: sync it so it survives a crash.
-                    rustix::fs::fsync(&cur.fd).map_err(io_err("sync", &cur.path))?;
+                    let parent = rustix::fs::openat(&cur.fd, ".", READ_FLAGS, Mode::empty())
+                        .map_err(io_err("open", &cur.path))?;
+                    rustix::fs::fsync(&parent).map_err(io_err("sync", &cur.path))?;
                     cur.chain.push((stat.st_dev, stat.st_ino));
                     cur = WalkedDir {
                         fd,

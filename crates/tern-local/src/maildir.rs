@@ -50,7 +50,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::dirwalk::{WalkError, WalkedDir, Walker, identity};
+use crate::dirwalk::{WalkError, WalkedDir, Walker, identity, reopen};
 
 /// Deliveries made by this process, for the `Q` part of unique names.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
@@ -179,6 +179,8 @@ struct Opened {
     tmp: WalkedDir,
     new: WalkedDir,
     cur: WalkedDir,
+    /// `new` opened for reading, to fsync it after the rename.
+    new_sync: OwnedFd,
 }
 
 /// One Maildir.
@@ -267,11 +269,13 @@ impl Maildir {
                 ));
             }
         }
+        let new_sync = reopen(&new).map_err(|e| self.walk_error(e))?;
         Ok(Opened {
             root,
             tmp,
             new,
             cur,
+            new_sync,
         })
     }
 
@@ -303,7 +307,8 @@ impl Maildir {
             .map(|_| ())
     }
 
-    /// Bytes used by the messages in `new/` and `cur/`.
+    /// Bytes used by the messages in `new/` and `cur/` (the Maildir is created when
+    /// missing).
     pub fn usage(&self) -> Result<u64, MaildirError> {
         let opened = self.open(&Walker::current(), true, &Guard::default())?;
         usage(&opened)
@@ -375,7 +380,7 @@ impl Maildir {
             .and_then(|()| {
                 rustix::fs::renameat(&opened.tmp.fd, name.as_str(), &opened.new.fd, name.as_str())
                     .map_err(|e| MaildirError::io("rename", &tmp_path, e.into()))?;
-                rustix::fs::fsync(&opened.new.fd)
+                rustix::fs::fsync(&opened.new_sync)
                     .map_err(|e| MaildirError::io("sync", &opened.new.path, e.into()))
             });
         if result.is_err() {
@@ -389,8 +394,12 @@ impl Maildir {
 fn usage(opened: &Opened) -> Result<u64, MaildirError> {
     let mut total = 0u64;
     for dir in [&opened.new, &opened.cur] {
-        let entries = rustix::fs::Dir::read_from(&dir.fd)
-            .map_err(|e| MaildirError::io("read", &dir.path, e.into()))?;
+        let fd = reopen(dir).map_err(|e| match e {
+            WalkError::Io { source, .. } => MaildirError::io("read", &dir.path, source),
+            other => MaildirError::io("read", &dir.path, io::Error::other(other.to_string())),
+        })?;
+        let entries =
+            rustix::fs::Dir::new(fd).map_err(|e| MaildirError::io("read", &dir.path, e.into()))?;
         for entry in entries {
             let entry = entry.map_err(|e| MaildirError::io("read", &dir.path, e.into()))?;
             let name = entry.file_name();

@@ -72,6 +72,7 @@ fn a_symlinked_new_dir_defers_and_writes_nothing_into_pickup() {
         .section(&smtp_route(&["evil.example"], foreign.addr))
         .start();
     let pickup = pickup_dir(&tern);
+    tern.wait_for_events(6026, 1, Duration::from_secs(20));
     assert!(pickup.is_dir(), "the pickup service made its directory");
 
     // bob swaps new/ for a link to the pickup directory, as himself.

@@ -24,6 +24,7 @@ fn sendmail_as_nobody_exits_0_and_the_message_is_queued_once() {
             pickup.display().to_string()
         ))
         .start();
+    tern.wait_for_events(6026, 1, Duration::from_secs(20));
     std::fs::set_permissions(&pickup, std::fs::Permissions::from_mode(0o1733)).unwrap();
     // A configuration file the user can read (the server's is in a root-only directory).
     let config = shared.path().join("tern.toml");
