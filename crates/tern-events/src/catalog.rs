@@ -205,6 +205,15 @@ events! {
     LOCAL_MAPS_LOADED = (6007, "local.maps.loaded", Info,
         "The local domains, mailbox map and alias map were loaded (at start or on reload); fields count domains, mailboxes and aliases.",
         "None.");
+    LOCAL_MAILDIR_UNSAFE = (6008, "local.maildir.unsafe", Error,
+        "A Maildir delivery was refused before anything was written because the mailbox path is unsafe: a symbolic link that root or Tern did not make (or one in a directory others may write), a Maildir, tmp, new or cur directory writable by everyone or owned by a user who is neither Tern nor the Maildir's owner, or a path through one of Tern's own directories (pickup, spool). Fields name the mailbox, the offending component and why. The recipient is deferred (451 4.3.0) and stays queued.",
+        "Look at the component named: if the mailbox owner made the link or changed the modes, it may be an attack (the owner redirecting Tern's writes); restore a plain Maildir owned by its user (mode 0700) or fix the mailbox map. The message is delivered at the next retry once the path is safe.");
+    LOCAL_MAILBOX_CREATION_DEFERRED = (6009, "local.maildir.creation_deferred", Notice,
+        "A message would create more new Maildirs than local.max_new_mailboxes_per_message allows; the recipients whose Maildir does not exist yet beyond that limit are deferred (452 4.5.3) and get their Maildir at a later attempt. Fields give the queue id, the recipient, the Maildir and the limit.",
+        "None if the mail is legitimate (the mailboxes are created over the next retries; raise the limit for large first deliveries). Many of these from one sender to a catch-all domain are someone probing or filling the disk with mailboxes: refuse that sender, or replace the catch-all by a mailbox map.");
+    PICKUP_DIR_MODE_FIXED = (6010, "pickup.dir.mode_fixed", Warning,
+        "A directory of the pickup service (the pickup directory, .claimed or badmail) is Tern's, but its mode was looser than required (older Tern versions created .claimed and badmail with the umask, 0755); Tern set it (fields: the directory, the old and the new mode) and goes on.",
+        "None; if the mode was set on purpose, see docs/CONNECTORS.md for the modes Tern accepts.");
     PICKUP_QUEUED = (6021, "pickup.queued", Info,
         "A file from the pickup directory (another system's drop, or `tern sendmail`) was queued durably and then removed; fields give the file, its format (`headers` or `envelope`), the queue id, the sender and the number of recipients.",
         "None.", track = "received");

@@ -1,9 +1,13 @@
 //! Local addresses as the maps see them.
 //!
 //! Lookups are case-insensitive in the local part as well as the domain (Postfix's
-//! default): both are lower-cased, and one trailing dot is removed from the domain. The
-//! local part is split from the domain at the last `@`, as `tern-proto` does, so a quoted
-//! local part that holds an `@` stays in the local part.
+//! default), for ASCII letters only: `A`-`Z` become `a`-`z`, and every other character
+//! of a local part (an SMTPUTF8 one) is kept exactly as received. Unicode case mappings
+//! are not applied: they fold distinct addresses together (U+212A KELVIN SIGN lowers to
+//! `k`, `İ` to `i̇`), so two people could share one mailbox. Domains are compared in
+//! their ASCII form lower-cased (A-labels as written), and one trailing dot is removed.
+//! The local part is split from the domain at the last `@`, as `tern-proto` does, so a
+//! quoted local part that holds an `@` stays in the local part.
 //!
 //! Trust: inputs come from SMTP clients or map files; nothing here panics, and the
 //! output is never longer than the input.
@@ -11,7 +15,7 @@
 /// An address split and normalised for lookups.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LocalAddress {
-    /// Local part, lower-cased.
+    /// Local part, ASCII letters lower-cased (nothing else changed).
     pub local: String,
     /// Domain, lower-cased, without a trailing dot.
     pub domain: String,
@@ -27,7 +31,7 @@ impl LocalAddress {
             return None;
         }
         Some(LocalAddress {
-            local: local.to_lowercase(),
+            local: local.to_ascii_lowercase(),
             domain,
         })
     }
@@ -46,12 +50,12 @@ pub fn normalize_domain(domain: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// The lookup key of an address: `local@domain` normalised, or the address lower-cased
-/// when it has no `@`.
+/// The lookup key of an address: `local@domain` normalised, or the address with its
+/// ASCII letters lower-cased when it has no `@`.
 pub fn key_of(address: &str) -> String {
     match LocalAddress::parse(address) {
         Some(a) => a.key(),
-        None => address.to_lowercase(),
+        None => address.to_ascii_lowercase(),
     }
 }
 
@@ -84,6 +88,21 @@ mod tests {
         assert_eq!(LocalAddress::parse("@x.test"), None);
         assert_eq!(LocalAddress::parse("a@"), None);
         assert_eq!(key_of("Postmaster"), "postmaster");
+    }
+
+    #[test]
+    fn only_ascii_letters_are_folded_in_local_parts() {
+        // U+212A KELVIN SIGN is not the letter K: its address is another one.
+        assert_eq!(key_of("\u{212A}elvin@X.test"), "\u{212A}elvin@x.test");
+        assert_ne!(key_of("\u{212A}elvin@x.test"), key_of("kelvin@x.test"));
+        assert_eq!(key_of("KELVIN@x.test"), "kelvin@x.test");
+        // Turkish dotted capital I and sharp s are kept as received.
+        assert_eq!(key_of("\u{130}pek@x.test"), "\u{130}pek@x.test");
+        assert_ne!(key_of("\u{130}pek@x.test"), key_of("i\u{307}pek@x.test"));
+        assert_eq!(key_of("Stra\u{DF}e@x.test"), "stra\u{DF}e@x.test");
+        assert_ne!(key_of("STRA\u{1E9E}E@x.test"), key_of("stra\u{DF}e@x.test"));
+        assert_eq!(key_of("J\u{D6}RG@x.test"), "j\u{D6}rg@x.test");
+        assert_eq!(key_of("\u{212A}"), "\u{212A}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use crate::address::{LocalAddress, is_safe_name, normalize_domain};
+use crate::maildir::Guard;
 use crate::maps::{self, MapError};
 
 /// Deepest alias nesting followed (Postfix's `virtual_alias_recursion_limit` is 1000;
@@ -47,8 +48,11 @@ pub const MAX_DEPTH: usize = 20;
 /// Most final recipients one address may expand to.
 pub const MAX_EXPANSION: usize = 1000;
 
+/// Default of [`LocalConfig::max_new_mailboxes_per_message`].
+pub const DEFAULT_MAX_NEW_MAILBOXES: usize = 100;
+
 /// The `[local]` configuration section.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct LocalConfig {
     /// Domains whose mail ends here: exact names, no patterns.
@@ -58,7 +62,7 @@ pub struct LocalConfig {
     /// The alias map file (address to addresses), if any.
     pub alias_map: Option<PathBuf>,
     /// Per local domain, the mailbox of every address that has neither an alias nor a
-    /// mailbox; `{local}` stands for the (lower-cased) local part.
+    /// mailbox; `{local}` stands for the local part (ASCII letters lower-cased).
     pub catch_all: BTreeMap<String, String>,
     /// Quota of every Maildir mailbox without its own `quota=`, in bytes; 0: none.
     pub quota_bytes: u64,
@@ -67,6 +71,25 @@ pub struct LocalConfig {
     /// Characters that start an address extension (`user+ext@domain` is delivered to
     /// `user`), as Postfix's `recipient_delimiter`; empty: none.
     pub recipient_delimiter: String,
+    /// Most Maildirs one message may create (on one route); recipients whose Maildir
+    /// does not exist yet beyond it are deferred with `452 4.5.3` and get theirs at a
+    /// later attempt. At least 1.
+    pub max_new_mailboxes_per_message: usize,
+}
+
+impl Default for LocalConfig {
+    fn default() -> LocalConfig {
+        LocalConfig {
+            domains: Vec::new(),
+            mailbox_map: None,
+            alias_map: None,
+            catch_all: BTreeMap::new(),
+            quota_bytes: 0,
+            quota_exceeded: QuotaAction::default(),
+            recipient_delimiter: String::new(),
+            max_new_mailboxes_per_message: DEFAULT_MAX_NEW_MAILBOXES,
+        }
+    }
 }
 
 /// What a Maildir delivery over quota does.
@@ -223,6 +246,13 @@ pub struct LocalDirectory {
     quota_exceeded: QuotaAction,
     /// `recipient_delimiter`'s characters.
     delimiters: Vec<char>,
+    /// Tern's own directories, which no Maildir may be or lie in.
+    guard: Guard,
+    /// `max_new_mailboxes_per_message`.
+    max_new_mailboxes: usize,
+    /// The mailbox map's path targets, with the address and line (for the static check
+    /// against Tern's own directories).
+    paths: Vec<(String, String, PathBuf)>,
 }
 
 impl LocalDirectory {
@@ -236,8 +266,15 @@ impl LocalDirectory {
         let mut problems = Vec::new();
         let mut dir = LocalDirectory {
             quota_exceeded: config.quota_exceeded,
+            max_new_mailboxes: config.max_new_mailboxes_per_message,
             ..LocalDirectory::default()
         };
+        if config.max_new_mailboxes_per_message == 0 {
+            problems.push(problem(
+                "local.max_new_mailboxes_per_message".to_owned(),
+                "must be at least 1",
+            ));
+        }
         let default_quota = (config.quota_bytes > 0).then_some(config.quota_bytes);
         for c in config.recipient_delimiter.chars() {
             if !c.is_ascii_graphic() || matches!(c, '@' | '"' | '\\') {
@@ -342,6 +379,13 @@ impl LocalDirectory {
                 continue;
             }
             first.insert(key.clone(), e.line);
+            if let MailboxTarget::Path(p) = &target {
+                self.paths.push((
+                    e.address.clone(),
+                    format!("{}:{}", file.display(), e.line),
+                    p.clone(),
+                ));
+            }
             let quota = match e.quota {
                 Some(0) => None,
                 Some(q) => Some(q),
@@ -381,7 +425,7 @@ impl LocalDirectory {
                     }
                 }
             } else {
-                e.key.to_lowercase()
+                e.key.to_ascii_lowercase()
             };
             if let Some(line) = first.get(&key) {
                 errors.push(MapError::at(
@@ -426,6 +470,91 @@ impl LocalDirectory {
     /// What a Maildir delivery over quota does.
     pub fn quota_exceeded(&self) -> QuotaAction {
         self.quota_exceeded
+    }
+
+    /// The directory with Tern's own directories protected (`protected`: the pickup
+    /// directory, the spool, ...): no Maildir delivery goes into them (docs/LOCAL.md).
+    pub fn with_guard(mut self, protected: Vec<PathBuf>) -> LocalDirectory {
+        self.guard = Guard { protected };
+        self
+    }
+
+    /// Tern's own directories, for Maildir deliveries.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// Most Maildirs one message may create on one route.
+    pub fn max_new_mailboxes_per_message(&self) -> usize {
+        self.max_new_mailboxes.max(1)
+    }
+
+    /// Mailbox paths known now (the mailbox map's paths, catch-all paths up to their
+    /// `{local}`, and the given Maildir roots with their keys) that lie in one of the
+    /// guard's directories, as problems (`tern check-config` reports them). The same
+    /// rule is applied at each delivery, through the real directories; this check sees
+    /// the paths as they are now.
+    pub fn guard_problems(&self, roots: &[(String, PathBuf)]) -> Vec<LocalProblem> {
+        let protected: Vec<(PathBuf, PathBuf)> = self
+            .guard
+            .protected
+            .iter()
+            .map(|p| (p.clone(), resolve_existing(p)))
+            .collect();
+        let inside = |path: &Path| -> Option<&PathBuf> {
+            let path = resolve_existing(path);
+            protected
+                .iter()
+                .find(|(_, r)| path.starts_with(r))
+                .map(|(p, _)| p)
+        };
+        let mut out = Vec::new();
+        for (address, place, path) in &self.paths {
+            if let Some(p) = inside(path) {
+                out.push(problem(
+                    "local.mailbox_map".to_owned(),
+                    format!(
+                        "{place}: {address}: mailbox {} lies in {}, one of Tern's own directories",
+                        path.display(),
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        let mut catch_alls: Vec<(&String, &CatchAll)> = self.catch_all.iter().collect();
+        catch_alls.sort_by_key(|(d, _)| *d);
+        for (domain, c) in catch_alls {
+            if !c.template.starts_with('/') {
+                continue;
+            }
+            let fixed: PathBuf = Path::new(&c.template)
+                .components()
+                .take_while(|comp| !comp.as_os_str().to_string_lossy().contains("{local}"))
+                .collect();
+            if let Some(p) = inside(&fixed) {
+                out.push(problem(
+                    format!("local.catch_all.{domain}"),
+                    format!(
+                        "{:?} lies in {}, one of Tern's own directories",
+                        c.template,
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        for (key, root) in roots {
+            if let Some(p) = inside(root) {
+                out.push(problem(
+                    key.clone(),
+                    format!(
+                        "{} lies in {}, one of Tern's own directories",
+                        root.display(),
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        out
     }
 
     /// The mailbox of a final local address: its mailbox map entry, else its domain's
@@ -485,6 +614,28 @@ impl LocalDirectory {
             local: addr.local[..at].to_owned(),
             domain: addr.domain.clone(),
         })
+    }
+}
+
+/// `path` made absolute with its longest existing ancestor canonicalised (links
+/// resolved), the rest appended as written.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut head = abs.clone();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            let mut out = real;
+            out.extend(tail.iter().rev());
+            return out;
+        }
+        match (head.file_name().map(ToOwned::to_owned), head.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return abs,
+        }
     }
 }
 

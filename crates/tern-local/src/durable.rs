@@ -17,7 +17,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Names Tern writes before they are complete start with this (and end in `.tmp`).
@@ -48,15 +48,18 @@ pub(crate) fn tmp_name(final_name: &str) -> String {
     format!("{TMP_PREFIX}{final_name}.tmp")
 }
 
-/// Opens `path` for writing from scratch (created or truncated), never through a symlink.
+/// Opens `path` for writing from scratch (created or truncated), never through a symlink,
+/// with exactly `mode` (set with `fchmod`, so the umask plays no part).
 pub(crate) fn create_truncated(path: &Path, mode: u32) -> io::Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(f)
 }
 
 pub(crate) use tern_spool::fs::{rename_noreplace, sync_dir};

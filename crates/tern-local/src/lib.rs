@@ -15,7 +15,9 @@
 //!   with loop, depth and duplicate control), and at delivery time, which mailbox an
 //!   address is ([`LocalDirectory::mailbox`]).
 //! - [`maildir`]: delivery into a Maildir (tmp, fsync, rename into new, fsync new),
-//!   with `Return-Path`/`Delivered-To`, unique names and the optional quota.
+//!   with `Return-Path`/`Delivered-To`, unique names and the optional quota; the path is
+//!   walked with directory descriptors (`dirwalk`), so no link a local user made, and no
+//!   swap after the walk, redirects the write.
 //! - [`pickup`]: the pickup service. Another system (or `tern sendmail`, through
 //!   [`maildrop`]) leaves message files in a directory; Tern claims each one, queues it
 //!   durably through the [`tern_spool::MessageIntake`] seam, and only then removes it.
@@ -34,13 +36,19 @@
 //! - A [`LocalDirectory`] is immutable once built; a reload builds a new one and the
 //!   caller swaps it atomically (ArcSwap), so lookups never wait. A map file with any
 //!   error builds nothing: the caller keeps the old directory.
-//! - A message file is visible in a Maildir's `new/` only complete and synced.
+//! - A message file is visible in a Maildir's `new/` only complete and synced, and only
+//!   in the directories that were checked.
+//! - Every file and directory Tern creates gets its mode explicitly, never through the
+//!   umask.
 //!
 //! # Trust
 //!
 //! Every file in a shared directory was written by another program and is
 //! untrusted: names are validated, sizes are capped before anything is read, symlinks are
-//! never followed, and a malformed file is an answer (badmail), never a panic.
+//! never followed, and a malformed file is an answer (badmail), never a panic. Local users
+//! are untrusted too: a Maildir may belong to its user, who may change it at any moment;
+//! only links made by root or Tern are followed on a mailbox path, and Tern's own
+//! directories are never a mailbox (docs/LOCAL.md, "Mailbox paths").
 //!
 //! Addresses looked up come from SMTP clients (untrusted, already syntax-checked by
 //! `tern-proto`); nothing reachable from them panics, and a mailbox name derived from a
@@ -56,6 +64,7 @@
 
 pub mod address;
 pub mod directory;
+mod dirwalk;
 pub mod dropdir;
 mod durable;
 pub mod envfile;

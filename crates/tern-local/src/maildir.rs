@@ -2,13 +2,21 @@
 //! it).
 //!
 //! One delivery:
-//! 1. create `<maildir>/{tmp,new,cur}` when missing (mode 0700; the new directories'
-//!    parents are fsynced so they survive a crash);
+//! 1. walk to the Maildir from `/` with directory descriptors (`dirwalk`: `openat` with
+//!    `O_NOFOLLOW`, only links that root or Tern made are followed) and open its `tmp`,
+//!    `new` and `cur` the same way, creating what is missing (mode 0700, set explicitly;
+//!    the parents of new directories are fsynced). Each of the four must be a real
+//!    directory, writable by its group at most (never by everyone), and owned by Tern or
+//!    by the owner of the Maildir directory; none of them, and no directory above the
+//!    Maildir, may be one of the [`Guard`]'s protected directories (the pickup directory,
+//!    the spool). Anything else is [`MaildirError::Unsafe`]: the mail stays queued;
 //! 2. with a quota, add up the sizes of `new/` and `cur/` (the `S=` size in a file name
-//!    when there is one, else the file's length) and refuse a message that does not fit;
+//!    when there is one, else the file's length), read through the descriptors, and
+//!    refuse a message that does not fit;
 //! 3. write `Return-Path:` and `Delivered-To:`, then the message with LF line ends (the
-//!    Maildir convention; CRLF in the spool), to `tmp/<unique>`, created exclusively;
-//! 4. fsync the file, rename it to `new/<unique>`, fsync `new/`.
+//!    Maildir convention; CRLF in the spool), to `tmp/<unique>`, created with
+//!    `openat(tmp, name, O_CREAT | O_EXCL | O_NOFOLLOW, 0600)`;
+//! 4. fsync the file, `renameat` it from `tmp` to `new` (both descriptors), fsync `new`.
 //!
 //! Unique names follow the format's rule "time, unique part, host":
 //! `<seconds>.M<microseconds>P<pid>Q<n>.<host>,S=<size>,W=<size with CRLF>` (the
@@ -19,22 +27,30 @@
 //! failure at any step removes the file from `tmp/` (best effort: a crash can leave
 //! one there, which readers ignore and Dovecot cleans after 36 hours). Duplicate
 //! window: a crash after the rename and before the queue records the delivery delivers
-//! again at the next attempt.
+//! again at the next attempt. Every write goes to the directories that were checked:
+//! the owner of a Maildir (or anyone who can write its parent) may rename, replace or
+//! link its entries at any moment, and the descriptors held make that harmless.
 //!
 //! Races: the quota is checked before writing without a lock, so concurrent deliveries
 //! to one mailbox can pass it together (a soft quota, like Maildir++).
 //!
 //! Trust: the path comes from the directory, which only builds it from the
-//! configuration and safe names; the envelope values written into the header fields
-//! were validated by the spool (no control characters). All I/O here is blocking: call
-//! it from a blocking thread.
+//! configuration and safe names; the directories on it may belong to local users, who
+//! are untrusted (see step 1). The envelope values written into the header fields were
+//! validated by the spool (no control characters). All I/O here is blocking: call it
+//! from a blocking thread.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::dirwalk::{WalkError, WalkedDir, Walker, identity, reopen};
 
 /// Deliveries made by this process, for the `Q` part of unique names.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
@@ -69,6 +85,27 @@ pub enum MaildirError {
         /// The quota.
         limit: u64,
     },
+    /// The Maildir, or a directory on the way to it, breaks the rules of step 1 (an
+    /// untrusted symbolic link, a directory writable by everyone or owned by a third
+    /// user, one of Tern's own directories). Nothing was written. Reply `451 4.3.0`:
+    /// the mail stays queued until the operator or the mailbox owner fixes it.
+    #[error("mailbox {}: {}: {reason}", maildir.display(), component.display())]
+    Unsafe {
+        /// The Maildir.
+        maildir: PathBuf,
+        /// The offending component (links followed replaced by their targets).
+        component: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The Maildir does not exist yet and this delivery may not create one (the limit
+    /// of new mailboxes per message was reached). Reply `452 4.5.3`: the recipient is
+    /// tried again later, when the mailbox is created.
+    #[error("mailbox {} does not exist and no more new mailboxes may be created for this message", path.display())]
+    NewMailboxLimit {
+        /// The Maildir.
+        path: PathBuf,
+    },
 }
 
 impl MaildirError {
@@ -81,6 +118,8 @@ impl MaildirError {
                 _ => (451, "4.3.0"),
             },
             MaildirError::OverQuota { .. } => (452, "4.2.2"),
+            MaildirError::Unsafe { .. } => (451, "4.3.0"),
+            MaildirError::NewMailboxLimit { .. } => (452, "4.5.3"),
         }
     }
 
@@ -105,6 +144,45 @@ pub struct Message<'a> {
     pub content: &'a [u8],
 }
 
+/// Tern's own directories, which no Maildir may be, or lie in: anything written there
+/// would be read by Tern again (the pickup directory would queue it). Built by the binary
+/// from its configuration (docs/LOCAL.md, "Mailbox paths").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// The protected directories (compared by device and inode at each delivery).
+    pub protected: Vec<PathBuf>,
+}
+
+/// How one delivery may proceed.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// Quota in bytes, if any.
+    pub quota: Option<u64>,
+    /// Whether a Maildir that does not exist yet may be created.
+    pub may_create: bool,
+    /// The protected directories.
+    pub guard: &'a Guard,
+}
+
+/// A delivery made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The file's name in `new/`.
+    pub file: String,
+    /// Whether the Maildir directory was created by this delivery.
+    pub created: bool,
+}
+
+/// A Maildir opened and checked: descriptors of the four directories.
+struct Opened {
+    root: WalkedDir,
+    tmp: WalkedDir,
+    new: WalkedDir,
+    cur: WalkedDir,
+    /// `new` opened for reading, to fsync it after the rename.
+    new_sync: OwnedFd,
+}
+
 /// One Maildir.
 #[derive(Debug, Clone)]
 pub struct Maildir {
@@ -122,62 +200,157 @@ impl Maildir {
         &self.path
     }
 
-    /// Creates the Maildir and its `tmp`, `new` and `cur` when missing.
-    pub fn create(&self) -> Result<(), MaildirError> {
-        let mut created = Vec::new();
-        let mut missing = Vec::new();
-        let mut p = self.path.as_path();
-        while !p.as_os_str().is_empty() && !p.exists() {
-            missing.push(p.to_path_buf());
-            match p.parent() {
-                Some(parent) => p = parent,
-                None => break,
+    fn unsafe_at(&self, component: PathBuf, reason: String) -> MaildirError {
+        MaildirError::Unsafe {
+            maildir: self.path.clone(),
+            component,
+            reason,
+        }
+    }
+
+    fn walk_error(&self, e: WalkError) -> MaildirError {
+        match e {
+            WalkError::Refused { at, why } => self.unsafe_at(at, why),
+            WalkError::Missing { at } => {
+                MaildirError::io("open", &at, io::Error::from(io::ErrorKind::NotFound))
+            }
+            WalkError::Io { step, at, source } => MaildirError::Io {
+                step,
+                path: at,
+                source,
+            },
+        }
+    }
+
+    /// Opens (creating what is missing when `create`) and checks the Maildir (step 1).
+    fn open(&self, walker: &Walker, create: bool, guard: &Guard) -> Result<Opened, MaildirError> {
+        let abs =
+            std::path::absolute(&self.path).map_err(|e| MaildirError::io("open", &self.path, e))?;
+        let root = match walker.walk(None, &abs, false) {
+            Ok(d) => d,
+            Err(WalkError::Missing { .. }) if !create => {
+                return Err(MaildirError::NewMailboxLimit {
+                    path: self.path.clone(),
+                });
+            }
+            Err(WalkError::Missing { .. }) => walker
+                .walk(None, &abs, true)
+                .map_err(|e| self.walk_error(e))?,
+            Err(e) => return Err(self.walk_error(e)),
+        };
+        let owner = root.stat.st_uid;
+        self.check(walker, &root, owner)?;
+        let sub = |name: &str| -> Result<WalkedDir, MaildirError> {
+            let d = walker
+                .walk(Some(&root), Path::new(name), true)
+                .map_err(|e| self.walk_error(e))?;
+            self.check(walker, &d, owner)?;
+            Ok(d)
+        };
+        let (tmp, new, cur) = (sub("tmp")?, sub("new")?, sub("cur")?);
+        let protected: Vec<(u64, u64, &PathBuf)> = guard
+            .protected
+            .iter()
+            .filter_map(|p| identity(p).map(|(dev, ino)| (dev, ino, p)))
+            .collect();
+        let walked = root.chain.iter().map(|id| (id, &root.path)).chain(
+            [&tmp, &new, &cur]
+                .into_iter()
+                .flat_map(|d| d.chain.last().map(|id| (id, &d.path))),
+        );
+        for (id, at) in walked {
+            if let Some((_, _, p)) = protected.iter().find(|(dev, ino, _)| (*dev, *ino) == *id) {
+                return Err(self.unsafe_at(
+                    at.clone(),
+                    format!(
+                        "the path goes through {}, one of Tern's own directories",
+                        p.display()
+                    ),
+                ));
             }
         }
-        for dir in missing.iter().rev() {
-            make_dir(dir)?;
-            created.push(dir.clone());
+        let new_sync = reopen(&new).map_err(|e| self.walk_error(e))?;
+        Ok(Opened {
+            root,
+            tmp,
+            new,
+            cur,
+            new_sync,
+        })
+    }
+
+    /// The ownership and mode rule of step 1 for one of the four directories.
+    fn check(&self, walker: &Walker, d: &WalkedDir, owner: u32) -> Result<(), MaildirError> {
+        let mode = d.stat.st_mode & 0o7777;
+        if mode & 0o002 != 0 {
+            return Err(self.unsafe_at(
+                d.path.clone(),
+                format!("writable by everyone (mode {mode:o})"),
+            ));
         }
-        for sub in ["tmp", "new", "cur"] {
-            let dir = self.path.join(sub);
-            if !dir.is_dir() {
-                make_dir(&dir)?;
-                created.push(dir);
-            }
-        }
-        // Each new directory's entry lives in its parent: sync those parents.
-        let mut parents: Vec<&Path> = created.iter().filter_map(|d| d.parent()).collect();
-        parents.sort();
-        parents.dedup();
-        for parent in parents {
-            sync_dir(parent)?;
+        let uid = d.stat.st_uid;
+        if uid != walker.uid && uid != owner {
+            return Err(self.unsafe_at(
+                d.path.clone(),
+                format!(
+                    "owned by uid {uid}, neither Tern (uid {}) nor the owner of the Maildir (uid {owner})",
+                    walker.uid
+                ),
+            ));
         }
         Ok(())
     }
 
-    /// Bytes used by the messages in `new/` and `cur/`.
-    pub fn usage(&self) -> Result<u64, MaildirError> {
-        let mut total = 0u64;
-        for sub in ["new", "cur"] {
-            let dir = self.path.join(sub);
-            let entries = fs::read_dir(&dir).map_err(|e| MaildirError::io("read", &dir, e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| MaildirError::io("read", &dir, e))?;
-                let name = entry.file_name();
-                let size = match name.to_str().and_then(size_from_name) {
-                    Some(s) => s,
-                    // Vanished meanwhile (moved to cur/, expunged): not counted.
-                    None => entry.metadata().map_or(0, |m| m.len()),
-                };
-                total = total.saturating_add(size);
-            }
-        }
-        Ok(total)
+    /// Creates the Maildir and its `tmp`, `new` and `cur` when missing (and checks them).
+    pub fn create(&self) -> Result<(), MaildirError> {
+        self.open(&Walker::current(), true, &Guard::default())
+            .map(|_| ())
     }
 
-    /// Delivers one message (see the module header); returns the file's name in `new/`.
+    /// Bytes used by the messages in `new/` and `cur/` (the Maildir is created when
+    /// missing).
+    pub fn usage(&self) -> Result<u64, MaildirError> {
+        let opened = self.open(&Walker::current(), true, &Guard::default())?;
+        usage(&opened)
+    }
+
+    /// Delivers one message (see the module header), creating the Maildir when missing,
+    /// with nothing protected; returns the file's name in `new/`.
     pub fn deliver(&self, msg: &Message<'_>, quota: Option<u64>) -> Result<String, MaildirError> {
-        self.create()?;
+        let guard = Guard::default();
+        self.deliver_with(
+            msg,
+            &Options {
+                quota,
+                may_create: true,
+                guard: &guard,
+            },
+        )
+        .map(|d| d.file)
+    }
+
+    /// Delivers one message (see the module header).
+    pub fn deliver_with(
+        &self,
+        msg: &Message<'_>,
+        options: &Options<'_>,
+    ) -> Result<Delivered, MaildirError> {
+        let walker = Walker::current();
+        let opened = self.open(&walker, options.may_create, options.guard)?;
+        let file = self.write(&opened, msg, options.quota)?;
+        Ok(Delivered {
+            file,
+            created: opened.root.created,
+        })
+    }
+
+    /// Steps 2 to 4, into a Maildir opened and checked.
+    fn write(
+        &self,
+        opened: &Opened,
+        msg: &Message<'_>,
+        quota: Option<u64>,
+    ) -> Result<String, MaildirError> {
         let header = format!(
             "Return-Path: <{}>\nDelivered-To: {}\n",
             msg.return_path, msg.delivered_to
@@ -191,7 +364,7 @@ impl Maildir {
             .count() as u64;
         let crlf_size = size.saturating_add(lines);
         if let Some(limit) = quota {
-            let used = self.usage()?;
+            let used = usage(opened)?;
             if used.saturating_add(size) > limit {
                 return Err(MaildirError::OverQuota {
                     path: self.path.clone(),
@@ -201,54 +374,76 @@ impl Maildir {
                 });
             }
         }
-        let (name, tmp, file) = self.create_tmp(size, crlf_size)?;
-        let result = write_and_sync(file, header.as_bytes(), msg.content, &tmp).and_then(|()| {
-            let new = self.path.join("new").join(&name);
-            fs::rename(&tmp, &new).map_err(|e| MaildirError::io("rename", &tmp, e))?;
-            sync_dir(&self.path.join("new"))
-        });
+        let (name, file) = create_tmp(&opened.tmp, size, crlf_size)?;
+        let tmp_path = opened.tmp.path.join(&name);
+        let result = write_and_sync(File::from(file), header.as_bytes(), msg.content, &tmp_path)
+            .and_then(|()| {
+                rustix::fs::renameat(&opened.tmp.fd, name.as_str(), &opened.new.fd, name.as_str())
+                    .map_err(|e| MaildirError::io("rename", &tmp_path, e.into()))?;
+                rustix::fs::fsync(&opened.new_sync)
+                    .map_err(|e| MaildirError::io("sync", &opened.new.path, e.into()))
+            });
         if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = rustix::fs::unlinkat(&opened.tmp.fd, name.as_str(), AtFlags::empty());
         }
         result.map(|()| name)
     }
+}
 
-    /// Creates `tmp/<unique>` exclusively, trying new names on a collision.
-    fn create_tmp(
-        &self,
-        size: u64,
-        crlf_size: u64,
-    ) -> Result<(String, PathBuf, File), MaildirError> {
-        let mut last = None;
-        for _ in 0..8 {
-            let name = unique_name(SystemTime::now(), &host_name(), size, crlf_size);
-            let tmp = self.path.join("tmp").join(&name);
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-            {
-                Ok(f) => return Ok((name, tmp, f)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(MaildirError::io("create", &tmp, e)),
+/// Bytes used by the messages in `new/` and `cur/`, read through the descriptors.
+fn usage(opened: &Opened) -> Result<u64, MaildirError> {
+    let mut total = 0u64;
+    for dir in [&opened.new, &opened.cur] {
+        let fd = reopen(dir).map_err(|e| match e {
+            WalkError::Io { source, .. } => MaildirError::io("read", &dir.path, source),
+            other => MaildirError::io("read", &dir.path, io::Error::other(other.to_string())),
+        })?;
+        let entries =
+            rustix::fs::Dir::new(fd).map_err(|e| MaildirError::io("read", &dir.path, e.into()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| MaildirError::io("read", &dir.path, e.into()))?;
+            let name = entry.file_name();
+            if matches!(name.to_bytes(), b"." | b"..") {
+                continue;
             }
+            let size = match name.to_str().ok().and_then(size_from_name) {
+                Some(s) => s,
+                // Vanished meanwhile (moved to cur/, expunged): not counted.
+                None => rustix::fs::statat(&dir.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0)),
+            };
+            total = total.saturating_add(size);
         }
-        let e = last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists));
-        Err(MaildirError::io("create", &self.path.join("tmp"), e))
     }
+    Ok(total)
 }
 
-fn make_dir(dir: &Path) -> Result<(), MaildirError> {
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(MaildirError::io("create", dir, e)),
+/// Creates `tmp/<unique>` exclusively (never through a link), trying new names on a
+/// collision.
+fn create_tmp(
+    tmp: &WalkedDir,
+    size: u64,
+    crlf_size: u64,
+) -> Result<(String, OwnedFd), MaildirError> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut last = None;
+    for _ in 0..8 {
+        let name = unique_name(SystemTime::now(), &host_name(), size, crlf_size);
+        match rustix::fs::openat(&tmp.fd, name.as_str(), flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => {
+                let path = tmp.path.join(&name);
+                if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)) {
+                    let _ = rustix::fs::unlinkat(&tmp.fd, name.as_str(), AtFlags::empty());
+                    return Err(MaildirError::io("chmod", &path, e.into()));
+                }
+                return Ok((name, fd));
+            }
+            Err(Errno::EXIST) => last = Some(io::Error::from(io::ErrorKind::AlreadyExists)),
+            Err(e) => return Err(MaildirError::io("create", &tmp.path.join(&name), e.into())),
+        }
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), MaildirError> {
-    tern_spool::fs::sync_dir(dir).map_err(|e| MaildirError::io("sync", dir, e))
+    let e = last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists));
+    Err(MaildirError::io("create", &tmp.path, e))
 }
 
 fn write_and_sync(

@@ -3,8 +3,11 @@
 //!
 //! A submission is a pair (see `envfile`): `<id>.env` and then `<id>.eml` are written
 //! under hidden temporary names, synced, renamed, and the directory synced, so the
-//! pickup service sees a pair only when it is complete, and a submission that returned
-//! `Ok` survives a crash. `<id>` is a fresh queue id (unique and time-ordered); the
+//! pickup service sees a pair only when it is complete. The rename of the `.eml` is the
+//! commit: an error before it leaves nothing, and from it on the submission is `Ok`
+//! whatever the directory sync gives ([`DirSync`]: a user who may write but not read a
+//! 1733 directory cannot sync it), so a caller told "failed" never sent the message.
+//! A submission whose directory was synced survives a power loss. `<id>` is a fresh queue id (unique and time-ordered); the
 //! message gets its own queue id when the server picks it up.
 //!
 //! [`Maildrop`] is also a [`MessageIntake`], so `tern sendmail -bs` runs the SMTP server's
@@ -30,12 +33,29 @@ use tern_spool::{Envelope, MessageDraft, MessageIntake, QueueId, SpoolError};
 
 use crate::durable::{
     ENV_SUFFIX, IoFailure, MSG_SUFFIX, PairPaths, create_truncated, publish, sync_dir, tmp_name,
-    write_pair,
 };
 use crate::envfile::EnvelopeFile;
 
-/// Mode of submitted files: readable by the server whichever user submitted them.
+/// Mode of submitted files when the submitter is not the directory's owner and the
+/// directory is not set-group-id: readable by the server whichever user submitted them.
+/// Others cannot find them: the documented pickup modes (0700, 1733) let nobody but Tern
+/// list the directory, the names are unpredictable queue ids, and the pickup service
+/// moves them into its 0700 `.claimed/` at its next scan.
 pub const FILE_MODE: u32 = 0o644;
+
+/// The mode of files submitted into `dir`, always set explicitly (never through the
+/// umask): 0600 when the submitter owns the directory (Tern itself), 0640 when the
+/// directory is set-group-id (files take its group, Tern's, so the group can read them),
+/// else [`FILE_MODE`].
+pub fn file_mode(dir: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let euid = rustix::process::geteuid().as_raw();
+    match std::fs::metadata(dir) {
+        Ok(m) if m.uid() == euid => 0o600,
+        Ok(m) if m.mode() & 0o2000 != 0 => 0o640,
+        _ => FILE_MODE,
+    }
+}
 
 /// Why a submission failed; nothing was submitted.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +92,41 @@ fn spool_error(f: IoFailure) -> SpoolError {
     }
 }
 
+/// A submission made: it stands, whatever `dir_synced` says.
+#[derive(Debug)]
+pub struct Submission {
+    /// The files written.
+    pub paths: PairPaths,
+    /// Whether the directory was synced after the renames (see [`DirSync`]).
+    pub dir_synced: DirSync,
+}
+
+/// The fate of the directory sync that follows a submission.
+#[derive(Debug)]
+pub enum DirSync {
+    /// Synced: the names survive a crash or power loss.
+    Synced,
+    /// The submitter may write the directory but not read it (the documented mode 1733
+    /// for unprivileged submitters): it cannot open it to sync it. The files' data is
+    /// synced and the names are in place; they reach the disk with the filesystem's next
+    /// journal commit (seconds), and a power loss before that loses the submission.
+    NotPermitted,
+    /// The sync failed (an I/O error): the names are in place and will be picked up, but
+    /// may not survive a power loss.
+    Failed(std::io::Error),
+}
+
+/// Syncs the pickup directory after a submission's last rename (see [`DirSync`]).
+fn sync_submitted(dir: &Path) -> DirSync {
+    match sync_dir(dir) {
+        Ok(()) => DirSync::Synced,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+            DirSync::NotPermitted
+        }
+        Err(e) => DirSync::Failed(e),
+    }
+}
+
 /// The pickup directory, seen by a program that submits into it.
 #[derive(Debug, Clone)]
 pub struct Maildrop {
@@ -90,20 +145,33 @@ impl Maildrop {
     }
 
     /// Writes one message with its envelope as `<id>.env` and `<id>.eml` (`id` fresh from
-    /// `QueueId::generate`, so the names are unique); returns the files.
+    /// `QueueId::generate`, so the names are unique): each synced, then renamed into
+    /// place, `.eml` last. The rename of the `.eml` is the point of no return: an error
+    /// before it leaves nothing (the `.env` is removed again) and nothing will be
+    /// delivered; from it on the submission stands, and the sync of the directory that
+    /// follows is reported in [`Submission::dir_synced`], never as an error.
     pub fn submit(
         &self,
         id: QueueId,
         envelope: &EnvelopeFile,
         content: &[u8],
-    ) -> Result<PairPaths, MaildropError> {
-        Ok(write_pair(
-            &self.dir,
-            &id.to_string(),
-            &envelope.to_json(),
-            content,
-            FILE_MODE,
-        )?)
+    ) -> Result<Submission, MaildropError> {
+        let stem = id.to_string();
+        let env_name = format!("{stem}{ENV_SUFFIX}");
+        let msg_name = format!("{stem}{MSG_SUFFIX}");
+        let mode = file_mode(&self.dir);
+        publish(&self.dir, &env_name, &envelope.to_json(), mode)?;
+        if let Err(e) = publish(&self.dir, &msg_name, content, mode) {
+            let _ = std::fs::remove_file(self.dir.join(&env_name));
+            return Err(e.into());
+        }
+        Ok(Submission {
+            paths: PairPaths {
+                envelope: self.dir.join(env_name),
+                message: self.dir.join(msg_name),
+            },
+            dir_synced: sync_submitted(&self.dir),
+        })
     }
 }
 
@@ -111,6 +179,7 @@ impl MessageIntake for Maildrop {
     fn begin(&self) -> Box<dyn MessageDraft> {
         let id = QueueId::generate();
         Box::new(MaildropDraft {
+            mode: file_mode(&self.dir),
             tmp: self.dir.join(tmp_name(&format!("{id}{MSG_SUFFIX}"))),
             dir: self.dir.clone(),
             id,
@@ -130,6 +199,8 @@ impl MessageIntake for Maildrop {
 /// One message being written into the maildrop by an SMTP session.
 struct MaildropDraft {
     dir: PathBuf,
+    /// Mode of the files (see [`file_mode`]).
+    mode: u32,
     id: QueueId,
     /// The temporary message file, `.tern-<id>.eml.tmp`.
     tmp: PathBuf,
@@ -147,7 +218,7 @@ impl MaildropDraft {
             return Err(SpoolError::WriterBroken);
         }
         if self.file.is_none() {
-            let f = create_truncated(&self.tmp, FILE_MODE)
+            let f = create_truncated(&self.tmp, self.mode)
                 .map_err(|e| spool_error(IoFailure::at("create", &self.tmp)(e)))?;
             self.file = Some(f);
         }
@@ -178,7 +249,7 @@ impl MaildropDraft {
         let all: Vec<usize> = (0..envelope.recipients.len()).collect();
         let file = EnvelopeFile::from_envelope(envelope, &all, false);
         let env_name = format!("{stem}{ENV_SUFFIX}");
-        publish(&self.dir, &env_name, &file.to_json(), FILE_MODE).map_err(spool_error)?;
+        publish(&self.dir, &env_name, &file.to_json(), self.mode).map_err(spool_error)?;
         let synced = match self.file.take() {
             Some(f) => f.sync_data(),
             None => Ok(()),
@@ -193,7 +264,10 @@ impl MaildropDraft {
             return Err(spool_error(f));
         }
         self.armed = false;
-        sync_dir(&self.dir).map_err(|e| spool_error(IoFailure::at("fsync", &self.dir)(e)))
+        // The submission stands from the rename on: a failed directory sync is not a
+        // failure to report to the client (see `Maildrop::submit`).
+        let _ = sync_submitted(&self.dir);
+        Ok(())
     }
 }
 
@@ -251,10 +325,44 @@ mod tests {
         let m = Maildrop::new(d.path());
         let env = EnvelopeFile::new("a@x.test", &["b@y.test".to_owned()]);
         let id = QueueId::generate();
-        let paths = m.submit(id, &env, b"To: b@y.test\r\n\r\nhi\r\n").unwrap();
+        let paths = m
+            .submit(id, &env, b"To: b@y.test\r\n\r\nhi\r\n")
+            .unwrap()
+            .paths;
         assert_eq!(names(d.path()), [format!("{id}.eml"), format!("{id}.env")]);
         let back = EnvelopeFile::parse(&std::fs::read(paths.envelope).unwrap()).unwrap();
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn submitted_files_have_their_mode_whatever_the_umask() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // An ordinary login's umask (022 is also what the other tests expect).
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        let d = tempfile::tempdir().unwrap();
+        let env = EnvelopeFile::new("a@x.test", &["b@y.test".to_owned()]);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        // The submitter owns the directory (Tern, or root's own test): 0600.
+        let s = Maildrop::new(d.path())
+            .submit(QueueId::generate(), &env, b"x\r\n")
+            .unwrap();
+        assert_eq!(mode(&s.paths.envelope), 0o600);
+        assert_eq!(mode(&s.paths.message), 0o600);
+        assert!(matches!(s.dir_synced, DirSync::Synced));
+        if rustix::process::geteuid().is_root() {
+            // Another user's directory: 0644, or 0640 when it is set-group-id.
+            std::os::unix::fs::chown(d.path(), Some(65534), Some(65534)).unwrap();
+            let s = Maildrop::new(d.path())
+                .submit(QueueId::generate(), &env, b"x\r\n")
+                .unwrap();
+            assert_eq!(mode(&s.paths.message), 0o644);
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o2733)).unwrap();
+            let s = Maildrop::new(d.path())
+                .submit(QueueId::generate(), &env, b"x\r\n")
+                .unwrap();
+            assert_eq!(mode(&s.paths.envelope), 0o640);
+            assert_eq!(mode(&s.paths.message), 0o640);
+        }
     }
 
     #[tokio::test]

@@ -87,6 +87,16 @@ pub enum PickupError {
     /// A directory could not be created.
     #[error("pickup directory: {0}")]
     Io(String),
+    /// A directory of the service is unsafe (a symbolic link, not a directory, owned by
+    /// someone other than Tern, or in a directory others may write): the service does
+    /// not start, and `tern serve` exits with this message.
+    #[error("pickup directory {}: {why}", path.display())]
+    Unsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// The running service.
@@ -105,7 +115,21 @@ impl Pickup {
         beat: Heartbeat,
     ) -> Result<Pickup, PickupError> {
         let dirs = Dirs::new(&config.dir);
-        dirs.create().map_err(|e| PickupError::Io(e.to_string()))?;
+        let uid = rustix::process::geteuid().as_raw();
+        let fixes = dirs.prepare(uid).map_err(|p| PickupError::Unsafe {
+            path: p.path,
+            why: p.why,
+        })?;
+        for f in fixes {
+            events.emit(
+                &catalog::PICKUP_DIR_MODE_FIXED,
+                fields!(
+                    "dir" => f.dir.display(),
+                    "old_mode" => format!("{:04o}", f.old),
+                    "new_mode" => format!("{:04o}", f.new),
+                ),
+            );
+        }
         events.emit(
             &catalog::PICKUP_STARTED,
             fields!("dir" => config.dir.display(), "interval_ms" => config.interval.as_millis()),
@@ -389,6 +413,9 @@ fn prepare(dirs: &Dirs, cfg: &PickupConfig, unit: &Unit) -> Result<Option<Prepar
             FileRead::Bytes { bytes, uid } => Ok(Some((bytes, uid))),
             FileRead::Gone => Ok(None),
             FileRead::NotRegular => Err(Fate::Bad("not a regular file".into())),
+            FileRead::Linked(n) => Err(Fate::Bad(format!(
+                "{name} has {n} names (hard links); a file with more than one name is never read, it could be another user's file"
+            ))),
             FileRead::TooBig(n) => Err(Fate::Bad(format!(
                 "{name} has {n} octets, more than the limit of {limit}"
             ))),

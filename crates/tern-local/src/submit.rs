@@ -244,9 +244,10 @@ impl Recipients {
         }
     }
 
-    /// Adds `a` unless it is there already (case-insensitively); whether it was new.
+    /// Adds `a` unless it is there already (ASCII letters compared without case, as
+    /// [`crate::address::key_of`]); whether it was new.
     pub(crate) fn push(&mut self, a: String) -> Result<bool, SubmitError> {
-        if !self.seen.insert(a.to_lowercase()) {
+        if !self.seen.insert(crate::address::key_of(&a)) {
             return Ok(false);
         }
         if self.list.len() >= self.limit {

@@ -10,8 +10,11 @@
 //! Maildir, one RCPT for LMTP; they all share its result.
 //!
 //! Maildir results: written and synced -> delivered; over quota -> `452 4.2.2`
-//! deferred or `552 5.2.2` failed (`[local] quota_exceeded`, event 6005); any I/O
-//! error -> deferred (`451 4.3.0`, `452 4.3.1` disk full, `452 4.2.2` filesystem
+//! deferred or `552 5.2.2` failed (`[local] quota_exceeded`, event 6005); an unsafe
+//! mailbox path (tern-local's `MaildirError::Unsafe`) -> deferred `451 4.3.0`, event
+//! 6008; a Maildir that does not exist, once this job created
+//! `local.max_new_mailboxes_per_message` of them -> deferred `452 4.5.3`, event 6009;
+//! any I/O error -> deferred (`451 4.3.0`, `452 4.3.1` disk full, `452 4.2.2` filesystem
 //! quota; event 6004). The file I/O runs on a blocking thread, its duration declared to
 //! the watchdog ([`budget::local`]).
 //!
@@ -31,7 +34,7 @@ use std::sync::Arc;
 
 use tern_deliver::{Endpoint, SmtpSession};
 use tern_events::{catalog, fields};
-use tern_local::maildir::Message;
+use tern_local::maildir::{Message, Options};
 use tern_local::{Maildir, MaildirError, QuotaAction};
 use tern_route::LmtpServer;
 use tern_route::dns::plan as dns;
@@ -85,6 +88,9 @@ pub(crate) async fn deliver_maildir(
         }
     }
     let action = job.local.quota_exceeded();
+    // Maildirs this job created, against `local.max_new_mailboxes_per_message`.
+    let max_new = job.local.max_new_mailboxes_per_message();
+    let mut created = 0usize;
     for (path, quota, members) in groups {
         let delivered_to = members
             .first()
@@ -94,16 +100,25 @@ pub(crate) async fn deliver_maildir(
         let msg = Arc::clone(&job.msg);
         let dir = path.clone();
         let to = delivered_to.clone();
+        let local = Arc::clone(&job.local);
+        let may_create = created < max_new;
         let write = tokio::task::spawn_blocking(move || {
             let m = Message {
                 return_path: &msg.envelope.sender,
                 delivered_to: &to,
                 content: &msg.content,
             };
-            Maildir::new(dir).deliver(&m, quota)
+            let options = Options {
+                quota,
+                may_create,
+                guard: local.guard(),
+            };
+            Maildir::new(dir).deliver_with(&m, &options)
         });
         let result = match beat.bounded(budget::local(ctx), write).await {
-            Ok(Ok(file)) => {
+            Ok(Ok(done)) => {
+                let file = done.file;
+                created += usize::from(done.created);
                 ctx.events.emit(
                     &catalog::LOCAL_MAILDIR_DELIVERED,
                     fields!(
@@ -142,6 +157,41 @@ pub(crate) async fn deliver_maildir(
                         reply: local_reply(552, &format!("5.2.2 {text}")),
                         remote: None,
                     },
+                }
+            }
+            Ok(Err(e @ MaildirError::NewMailboxLimit { .. })) => {
+                ctx.events.emit(
+                    &catalog::LOCAL_MAILBOX_CREATION_DEFERRED,
+                    fields!("queue_id" => env.id, "recipient" => delivered_to, "maildir" => path.display(), "limit" => max_new, "error" => e),
+                );
+                let (code, status) = e.temporary_status();
+                RcptResult::Deferred {
+                    reply: local_reply(
+                        code,
+                        &format!(
+                            "{status} <{delivered_to}>: too many new mailboxes for one message, the mailbox is created at a later attempt"
+                        ),
+                    ),
+                    remote: None,
+                }
+            }
+            Ok(Err(MaildirError::Unsafe {
+                maildir,
+                component,
+                reason,
+            })) => {
+                ctx.events.emit(
+                    &catalog::LOCAL_MAILDIR_UNSAFE,
+                    fields!("queue_id" => env.id, "recipient" => delivered_to, "maildir" => maildir.display(), "component" => component.display(), "reason" => reason),
+                );
+                RcptResult::Deferred {
+                    reply: local_reply(
+                        451,
+                        &format!(
+                            "4.3.0 <{delivered_to}>: the mailbox path is unsafe, delivery refused for now"
+                        ),
+                    ),
+                    remote: None,
                 }
             }
             Ok(Err(e)) => {

@@ -357,6 +357,7 @@ impl Config {
         problems.extend(config.problems());
         match LocalDirectory::load(&config.local) {
             Ok(directory) => {
+                let directory = directory.with_guard(config.protected_dirs());
                 problems.extend(config.local_problems(&directory));
                 config.local_directory = Arc::new(directory);
             }
@@ -542,7 +543,32 @@ impl Config {
                 }
             }
         }
+        // No Maildir in Tern's own directories (as far as the paths show now; the
+        // deliveries check the real directories again).
+        let roots: Vec<(String, PathBuf)> = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.transport == TransportKind::Maildir)
+            .filter_map(|(i, r)| {
+                r.path
+                    .clone()
+                    .map(|path| (format!("route[{i}].path"), path))
+            })
+            .collect();
+        p.extend(
+            directory
+                .guard_problems(&roots)
+                .into_iter()
+                .map(|l| ConfigProblem::new(l.key, l.message)),
+        );
         p
+    }
+
+    /// Tern's own directories, which no Maildir may be or lie in (docs/LOCAL.md): the
+    /// pickup directory, the spool and the tracking log's directory.
+    pub fn protected_dirs(&self) -> Vec<PathBuf> {
+        vec![self.pickup_dir(), self.spool_dir(), self.tracking_dir()]
     }
 
     /// `[pickup]` values in range.
@@ -872,6 +898,60 @@ mod tests {
         );
         has("local.domains: \"x.test\" has mailboxes");
         has("local.domains: \"y.test\" has mailboxes");
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+    }
+
+    #[test]
+    fn mailboxes_in_terns_own_directories_are_refused_with_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let maps = dir.path().join("mailboxes");
+        std::fs::write(
+            &maps,
+            format!(
+                "ok@x.test {}\nbob@x.test {}\n",
+                dir.path().join("home/ok/Maildir").display(),
+                data.join("pickup/bob").display()
+            ),
+        )
+        .unwrap();
+        // The pickup directory exists and is reached through a link: still caught.
+        std::fs::create_dir_all(data.join("pickup")).unwrap();
+        std::os::unix::fs::symlink(&data, dir.path().join("via")).unwrap();
+        let text = format!(
+            "[server]\ndata_dir = {data:?}\n\
+             [local]\ndomains = [\"x.test\", \"y.test\"]\nmailbox_map = {maps:?}\n\
+             [local.catch_all]\n\"y.test\" = \"{}/{{local}}\"\n\
+             [[route]]\ndomains = [\"x.test\"]\ntransport = \"maildir\"\npath = {:?}\n\
+             [[route]]\ndomains = [\"y.test\"]\ntransport = \"maildir\"\n\
+             [[listener]]\n",
+            dir.path().join("via/pickup/.claimed").display(),
+            data.join("spool/x"),
+        );
+        let err = Config::parse(&text, "t.toml").unwrap_err();
+        let shown: Vec<String> = err
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        let has = |what: &str| {
+            assert!(
+                shown.iter().any(|s| s.contains(what)),
+                "{what:?} not in {shown:#?}"
+            )
+        };
+        has(&format!(
+            "local.mailbox_map: {}:2: bob@x.test: mailbox",
+            maps.display()
+        ));
+        has("local.catch_all.y.test:");
+        has("route[0].path:");
+        assert!(
+            shown
+                .iter()
+                .all(|s| s.contains("one of Tern's own directories"))
+        );
+        // <data_dir>/mail, the default root of a maildir route (route[1]), is fine.
         assert_eq!(shown.len(), 3, "{shown:#?}");
     }
 

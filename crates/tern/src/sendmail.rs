@@ -6,7 +6,10 @@
 //! (`tern_local::maildrop`: `.env` then `.eml`, each synced and renamed, then the
 //! directory synced), so it works whether or not the server runs; the server queues it
 //! at its next scan or its next start. This is Postfix's maildrop, with the pickup
-//! directory as the drop. Exit 0 means the pair is durable in the pickup directory.
+//! directory as the drop. Exit 0 means the pair is in the pickup directory, its data
+//! synced, and will be queued; the directory is synced too when the submitter may read
+//! it (not in a 1733 directory: see `tern_local::maildrop::DirSync`). A failure is
+//! reported only when nothing was submitted, so a caller that retries never sends twice.
 //!
 //! Flags (docs/CONNECTORS.md): recipients as arguments (commas allowed), `-t` (recipients
 //! from To, Cc and Bcc too; Bcc is then removed), `-f`/`-r` sender, `-F` full name (for a
@@ -34,7 +37,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tern_events::EventLog;
 use tern_local::envfile::{EnvelopeFile, RecipientDetail, RecipientEntry, parse_notify};
-use tern_local::maildrop::Maildrop;
+use tern_local::maildrop::{DirSync, Maildrop};
 use tern_local::submit::{Hygiene, LocalMessage, one_line, qualify};
 use tern_smtpd::session::Session;
 use tern_smtpd::{ListenerContext, RelayPolicy, SmtpShared};
@@ -237,15 +240,39 @@ fn list(config: &Config) -> ExitCode {
     }
 }
 
-/// The pickup directory, created when missing (the server may never have run).
+/// The pickup directory, created when missing (the server may never have run): mode
+/// 0700, set explicitly, and given to the owner of the directory holding it (the data
+/// directory, Tern's) when root creates it, so the server, which requires a pickup
+/// directory of its own, starts.
 fn maildrop(config: &Config) -> Result<Maildrop, (u8, String)> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let dir = config.pickup_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| {
+    let cannot = |e: std::io::Error| {
         (
             EX_CANTCREAT,
             format!("cannot create the pickup directory {}: {e}", dir.display()),
         )
-    })?;
+    };
+    if std::fs::symlink_metadata(&dir).is_err() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(cannot)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(cannot)?;
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } == 0
+                    && let Some(owner) = dir.parent().and_then(|p| std::fs::metadata(p).ok())
+                {
+                    std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid()))
+                        .map_err(cannot)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(cannot(e)),
+        }
+    }
     Ok(Maildrop::new(dir))
 }
 
@@ -341,7 +368,7 @@ fn deliver(config: &Config, o: &Options) -> Result<(), (u8, String)> {
         recipients.extend(from_headers);
     }
     let mut seen = std::collections::HashSet::new();
-    recipients.retain(|r| seen.insert(r.to_lowercase()));
+    recipients.retain(|r| seen.insert(tern_local::address::key_of(r)));
     if recipients.is_empty() {
         return Err((
             EX_USAGE,
@@ -373,9 +400,17 @@ fn deliver(config: &Config, o: &Options) -> Result<(), (u8, String)> {
     });
     let envelope = envelope_file(&sender, &recipients, o)?;
     let drop = maildrop(config)?;
-    let paths = drop
+    let submitted = drop
         .submit(id, &envelope, &content)
         .map_err(|e| (EX_CANTCREAT, format!("cannot submit: {e}")))?;
+    // From here on the message is submitted: exit 0 whatever the directory sync says.
+    if let DirSync::Failed(e) = &submitted.dir_synced {
+        eprintln!(
+            "tern sendmail: submitted as {id}, but syncing {} failed ({e}): the submission may not survive a power loss in the next seconds",
+            drop.dir().display()
+        );
+    }
+    let paths = submitted.paths;
     if o.verbose {
         println!(
             "tern sendmail: queued as {id} ({})",

@@ -288,3 +288,73 @@ fn a_delimiter_that_could_hide_a_domain_or_a_quote_is_a_problem() {
         assert_eq!(problems[0].key, "local.recipient_delimiter");
     }
 }
+
+#[test]
+fn unicode_case_mappings_never_merge_two_addresses() {
+    let d = load(
+        "kelvin@x.test kelvin\nj\u{f6}rg@x.test joerg\n",
+        "stra\u{df}e: kelvin\n",
+    );
+    // U+212A KELVIN SIGN would lower-case to `k`: it is another, unknown, address.
+    assert!(d.mailbox("KELVIN@x.test").is_some());
+    assert_eq!(d.mailbox("\u{212A}elvin@x.test"), None);
+    assert_eq!(
+        d.resolve("\u{212A}elvin@x.test"),
+        Err(Refusal::Unknown {
+            address: "\u{212A}elvin@x.test".into()
+        })
+    );
+    // Non-ASCII letters are kept as received; ASCII ones still fold.
+    assert!(d.mailbox("J\u{f6}RG@x.test").is_some());
+    assert_eq!(d.mailbox("J\u{d6}RG@x.test"), None);
+    assert_eq!(d.mailbox("\u{130}@x.test"), None);
+    assert_eq!(finals(&d, "STRA\u{df}E@x.test"), ["kelvin@x.test"]);
+    assert!(d.resolve("STRA\u{1E9E}E@x.test").is_err());
+    // A catch-all takes only safe ASCII names: no mailbox for the Kelvin sign either.
+    let mut f = fixture("", "");
+    f.config.catch_all.insert("y.test".into(), "{local}".into());
+    let d = LocalDirectory::load(&f.config).unwrap();
+    assert_eq!(
+        d.mailbox("Kelvin@y.test").unwrap().target,
+        MailboxTarget::Name("kelvin".into())
+    );
+    assert_eq!(d.mailbox("\u{212A}elvin@y.test"), None);
+}
+
+#[test]
+fn dot_and_parent_local_parts_never_name_a_mailbox() {
+    let mut f = fixture(MAILBOXES, "");
+    f.config.catch_all.insert("y.test".into(), "{local}".into());
+    f.config
+        .catch_all
+        .insert("x.test".into(), "/srv/mail/{local}/Maildir".into());
+    let d = LocalDirectory::load(&f.config).unwrap();
+    for local in ["../x", ".", "..", "../../etc", "a/../b", ".x", "x/y"] {
+        for domain in ["x.test", "y.test"] {
+            let address = format!("{local}@{domain}");
+            assert_eq!(d.mailbox(&address), None, "{address}");
+            assert!(d.resolve(&address).is_err(), "{address}");
+        }
+    }
+}
+
+#[test]
+fn pipe_file_and_include_aliases_are_refused() {
+    let f = fixture(
+        MAILBOXES,
+        "pipe: |/usr/bin/procmail\nfile: /var/mail/x\ninc: :include:/etc/list\nquoted: \"|cmd\"\n",
+    );
+    let problems = LocalDirectory::load(&f.config).unwrap_err();
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    for line in ["aliases:1:", "aliases:2:", "aliases:3:"] {
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("local.alias_map") && t.contains(line)),
+            "{line} not refused: {text:#?}"
+        );
+    }
+    assert!(
+        text.iter().any(|t| t.contains("aliases:4:")),
+        "a quoted pipe is not a member either: {text:#?}"
+    );
+}

@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::time::Duration;
 
 use super::*;
@@ -70,7 +72,6 @@ fn delivery_creates_the_maildir_and_leaves_only_a_complete_file_in_new() {
         name.ends_with(&format!(",W={}", stored.len() as u64 + lines)),
         "{name}"
     );
-    use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(md.path().join("new").join(&name))
         .unwrap()
         .permissions()
@@ -137,4 +138,250 @@ fn io_failures_are_temporary_and_leave_nothing_behind() {
         io::Error::from_raw_os_error(libc::EDQUOT),
     );
     assert_eq!(dq.temporary_status(), (452, "4.2.2"));
+}
+
+// The attacks of issue 15. These tests need root (to make files owned by another uid),
+// as the test machines run them; elsewhere they say so and pass without checking.
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("not root: the ownership cases are not checked");
+    }
+    root
+}
+
+/// Changes the owner of `path` itself (a link is not followed).
+fn lchown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A Maildir owned by `nobody` under `<root>/home/bob` (also nobody's), ready for
+/// delivery; `<root>` is root's, mode 0755.
+fn users_maildir(root: &Path) -> PathBuf {
+    chmod(root, 0o755);
+    let md = root.join("home/bob/Maildir");
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    for p in [
+        root.join("home/bob"),
+        md.clone(),
+        md.join("tmp"),
+        md.join("new"),
+        md.join("cur"),
+    ] {
+        lchown(&p, NOBODY);
+        chmod(&p, 0o700);
+    }
+    md
+}
+
+fn unsafe_component(e: MaildirError) -> (PathBuf, String) {
+    assert_eq!(e.temporary_status(), (451, "4.3.0"), "{e}");
+    match e {
+        MaildirError::Unsafe {
+            component, reason, ..
+        } => (component, reason),
+        other => panic!("expected Unsafe, got {other:?}"),
+    }
+}
+
+/// Files anywhere under `dir` (recursively), for "nothing was written there".
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.symlink_metadata().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_users_symlink_at_any_level_is_refused_and_nothing_is_written_through_it() {
+    if !is_root() {
+        return;
+    }
+    for level in ["Maildir", "tmp", "new", "cur", "ancestor"] {
+        let root = tempfile::tempdir().unwrap();
+        let md = users_maildir(root.path());
+        // The place the user wants Tern to write into (say, the pickup directory).
+        let target = root.path().join("target");
+        for sub in ["", "tmp", "new", "cur"] {
+            fs::create_dir_all(target.join(sub)).unwrap();
+        }
+        let swapped = match level {
+            "Maildir" => md.clone(),
+            "ancestor" => root.path().join("home/bob"),
+            sub => md.join(sub),
+        };
+        if level == "ancestor" {
+            // /home is the admin's; bob's own directory is the link, made by bob.
+            fs::rename(&swapped, root.path().join("bob.real")).unwrap();
+            fs::create_dir_all(target.join("Maildir/new")).unwrap();
+        } else {
+            fs::remove_dir_all(&swapped).unwrap();
+        }
+        let link_to = match level {
+            "Maildir" | "ancestor" => target.clone(),
+            sub => target.join(sub),
+        };
+        symlink(&link_to, &swapped).unwrap();
+        lchown(&swapped, NOBODY);
+        let e = Maildir::new(&md).deliver(&msg(), None).unwrap_err();
+        let (component, reason) = unsafe_component(e);
+        assert_eq!(component, swapped, "{level}: {reason}");
+        assert!(
+            reason.contains("symbolic link owned by uid 65534"),
+            "{level}: {reason}"
+        );
+        assert!(
+            all_files(&target).is_empty(),
+            "{level}: written through the link"
+        );
+    }
+}
+
+#[test]
+fn a_link_made_by_root_or_tern_in_a_safe_directory_is_followed() {
+    let root = tempfile::tempdir().unwrap();
+    chmod(root.path(), 0o755);
+    // The admin's `/home -> /srv/home`.
+    let srv = root.path().join("srv/home");
+    fs::create_dir_all(&srv).unwrap();
+    symlink(&srv, root.path().join("home")).unwrap();
+    let md = Maildir::new(root.path().join("home/alice/Maildir"));
+    let name = md.deliver(&msg(), None).unwrap();
+    assert!(srv.join("alice/Maildir/new").join(&name).is_file());
+    // The same link in a directory others may write is not followed.
+    chmod(root.path(), 0o777);
+    let (component, reason) = unsafe_component(md.deliver(&msg(), None).unwrap_err());
+    assert_eq!(component, root.path().join("home"));
+    assert!(
+        reason.contains("writable by its group or others"),
+        "{reason}"
+    );
+    chmod(root.path(), 0o755);
+    if is_root() {
+        // A link owned by a user, in the admin's directory: refused.
+        lchown(&root.path().join("home"), NOBODY);
+        let (_, reason) = unsafe_component(md.deliver(&msg(), None).unwrap_err());
+        assert!(reason.contains("owned by uid 65534"), "{reason}");
+    }
+}
+
+#[test]
+fn maildir_directories_writable_by_everyone_or_owned_by_a_third_user_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let md = Maildir::new(root.path().join("m"));
+    md.create().unwrap();
+    for sub in ["", "tmp", "new", "cur"] {
+        let dir = md.path().join(sub);
+        chmod(&dir, 0o777);
+        let (component, reason) = unsafe_component(md.deliver(&msg(), None).unwrap_err());
+        assert_eq!(component, md.path().join(sub), "{reason}");
+        assert!(
+            reason.contains("writable by everyone (mode 777)"),
+            "{reason}"
+        );
+        // Group-writable (a shared mailbox) is accepted.
+        chmod(&dir, 0o770);
+        md.deliver(&msg(), None).unwrap();
+        chmod(&dir, 0o700);
+    }
+    if is_root() {
+        // new/ owned by a third user (the Maildir is root's, root is Tern here).
+        lchown(&md.path().join("new"), NOBODY);
+        let (component, reason) = unsafe_component(md.deliver(&msg(), None).unwrap_err());
+        assert_eq!(component, md.path().join("new"));
+        assert!(reason.contains("owned by uid 65534"), "{reason}");
+        // The Maildir's owner may own its subdirectories.
+        lchown(md.path(), NOBODY);
+        md.deliver(&msg(), None).unwrap();
+    }
+}
+
+#[test]
+fn a_directory_swapped_after_the_walk_does_not_redirect_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    let md = Maildir::new(root.path().join("m"));
+    let elsewhere = root.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let opened = md
+        .open(&Walker::current(), true, &Guard::default())
+        .unwrap();
+    // The owner moves new/ away and puts a link to elsewhere in its place.
+    fs::rename(md.path().join("new"), md.path().join("new.real")).unwrap();
+    symlink(&elsewhere, md.path().join("new")).unwrap();
+    let name = md.write(&opened, &msg(), None).unwrap();
+    assert!(md.path().join("new.real").join(&name).is_file());
+    assert!(all_files(&elsewhere).is_empty());
+    assert!(names(&md.path().join("tmp")).is_empty());
+}
+
+#[test]
+fn tern_own_directories_are_never_a_maildir() {
+    let root = tempfile::tempdir().unwrap();
+    chmod(root.path(), 0o755);
+    let pickup = root.path().join("data/pickup");
+    fs::create_dir_all(&pickup).unwrap();
+    let guard = Guard {
+        protected: vec![pickup.clone()],
+    };
+    let opts = |may_create| Options {
+        quota: None,
+        may_create,
+        guard: &guard,
+    };
+    // new/ is a link (made by Tern, so trusted) to the pickup directory.
+    let md = Maildir::new(root.path().join("m"));
+    md.create().unwrap();
+    fs::remove_dir(md.path().join("new")).unwrap();
+    symlink(&pickup, md.path().join("new")).unwrap();
+    let (component, reason) = unsafe_component(md.deliver_with(&msg(), &opts(true)).unwrap_err());
+    assert_eq!(component, pickup);
+    assert!(reason.contains("one of Tern's own directories"), "{reason}");
+    assert!(all_files(&pickup).is_empty());
+    // A Maildir inside the pickup directory.
+    let inside = Maildir::new(pickup.join("x/Maildir"));
+    let (_, reason) = unsafe_component(inside.deliver_with(&msg(), &opts(true)).unwrap_err());
+    assert!(reason.contains(&pickup.display().to_string()), "{reason}");
+    assert!(all_files(&pickup).is_empty());
+    // Without the guard the same delivery goes through (the guard is what refuses).
+    inside.deliver(&msg(), None).unwrap();
+}
+
+#[test]
+fn a_missing_maildir_is_created_only_when_allowed() {
+    let root = tempfile::tempdir().unwrap();
+    let guard = Guard::default();
+    let md = Maildir::new(root.path().join("new-user/Maildir"));
+    let opts = |may_create| Options {
+        quota: None,
+        may_create,
+        guard: &guard,
+    };
+    let e = md.deliver_with(&msg(), &opts(false)).unwrap_err();
+    assert!(matches!(e, MaildirError::NewMailboxLimit { .. }), "{e:?}");
+    assert_eq!(e.temporary_status(), (452, "4.5.3"));
+    assert!(!root.path().join("new-user").exists());
+    let first = md.deliver_with(&msg(), &opts(true)).unwrap();
+    assert!(first.created);
+    let second = md.deliver_with(&msg(), &opts(false)).unwrap();
+    assert!(!second.created);
+    let mode = fs::metadata(md.path()).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o700);
 }

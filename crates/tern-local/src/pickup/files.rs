@@ -17,17 +17,33 @@
 //!   removed);
 //! - a lone `.eml`: its envelope file was removed by someone else: badmail.
 //!
+//! Directories (checked once, at start, by [`Dirs::prepare`]): the pickup directory,
+//! `.claimed/` and `badmail/` are opened with `O_NOFOLLOW | O_DIRECTORY` (created 0700
+//! when missing) and must be directories owned by Tern; the pickup directory's parent
+//! must be owned by root or Tern and not writable by others unless sticky. Looser modes
+//! are tightened ([`pickup_mode`] for the pickup directory, 0700 for the two others) and
+//! reported; anything else refuses the start. Why paths are then enough (no descriptors
+//! kept): `.claimed` and `badmail` are Tern's entries in a directory that is sticky or
+//! writable by Tern only, so nobody else can rename, remove or replace them; the pickup
+//! directory itself is an entry of a directory only root or Tern can write. The names
+//! keep resolving to the directories checked for the life of the process.
+//!
 //! Trust: names are validated (a name outside `[A-Za-z0-9._+=,@%~-]`, or longer than
 //! 200 octets, or not UTF-8 goes to badmail under a generated name); only regular files
-//! are read, opened without following symlinks and without blocking on a FIFO; sizes are
-//! capped before and while reading.
+//! with exactly one link are read (a hard link to someone else's file is never read),
+//! opened without following symlinks and without blocking on a FIFO; sizes are capped
+//! before and while reading.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::durable::{
     ENV_SUFFIX, IoFailure, MSG_SUFFIX, TMP_PREFIX, publish, rename_noreplace, sync_dir,
@@ -57,12 +73,172 @@ impl Dirs {
         }
     }
 
-    /// Creates the three directories if needed.
-    pub(crate) fn create(&self) -> Result<(), IoFailure> {
-        for d in [&self.pickup, &self.claimed, &self.badmail] {
-            std::fs::create_dir_all(d).map_err(IoFailure::at("create", d))?;
+    /// Creates the three directories when missing and checks them (see the module
+    /// header, "Directories"); returns the modes it tightened. `uid` is Tern's.
+    pub(crate) fn prepare(&self, uid: u32) -> Result<Vec<ModeFix>, DirProblem> {
+        let mut fixes = Vec::new();
+        if let Some(parent) = self.pickup.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| DirProblem::io(parent, "create", e))?;
+            check_parent(parent, uid)?;
         }
-        Ok(())
+        let pickup = open_own_dir(&self.pickup, None, uid, pickup_mode, &mut fixes)?;
+        for sub in [&self.claimed, &self.badmail] {
+            open_own_dir(sub, Some(&pickup), uid, |_| 0o700, &mut fixes)?;
+        }
+        Ok(fixes)
+    }
+}
+
+/// A directory whose mode Tern tightened at start (event 6010).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ModeFix {
+    pub dir: PathBuf,
+    pub old: u32,
+    pub new: u32,
+}
+
+/// Why a pickup directory cannot be used: the service does not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {why}", path.display())]
+pub(crate) struct DirProblem {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+impl DirProblem {
+    fn io(path: &Path, op: &str, e: impl std::fmt::Display) -> DirProblem {
+        DirProblem {
+            path: path.to_path_buf(),
+            why: format!("cannot {op} it: {e}"),
+        }
+    }
+}
+
+/// The mode the pickup directory must have, from the mode it has: the owner has
+/// everything; the group and others never read (list) it; a class that may write (to
+/// submit) keeps `wx`, and then the sticky bit is set so nobody removes or renames what
+/// is not theirs; a class that may not write gets nothing. So 0700 and 1733 (the
+/// documented modes) stay, 0755 becomes 0700, 0777 or 0733 become 1733, 0770 becomes
+/// 1730.
+pub(crate) fn pickup_mode(mode: u32) -> u32 {
+    let mut out = 0o700 | (mode & 0o2000);
+    for shift in [3, 0] {
+        if (mode >> shift) & 0o2 != 0 {
+            out |= 0o3 << shift;
+        }
+    }
+    if out & 0o022 != 0 {
+        out |= 0o1000;
+    }
+    out
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// The parent of the pickup directory must be owned by root or Tern and not writable by
+/// others (unless sticky), so nobody else can swap the pickup directory.
+fn check_parent(parent: &Path, uid: u32) -> Result<(), DirProblem> {
+    let m = std::fs::metadata(parent).map_err(|e| DirProblem::io(parent, "stat", e))?;
+    let mode = m.mode() & 0o7777;
+    if m.uid() != 0 && m.uid() != uid {
+        return Err(DirProblem {
+            path: parent.to_path_buf(),
+            why: format!(
+                "the directory holding the pickup directory is owned by uid {}, neither root nor Tern (uid {uid}); refusing to start",
+                m.uid()
+            ),
+        });
+    }
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(DirProblem {
+            path: parent.to_path_buf(),
+            why: format!(
+                "the directory holding the pickup directory is writable by its group or others (mode {mode:o}) without the sticky bit; refusing to start"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Opens (creating it 0700 when missing) one of the pickup service's directories without
+/// following a link, checks that it is a directory owned by Tern, and tightens its mode
+/// to `wanted(mode)` when it differs.
+fn open_own_dir(
+    path: &Path,
+    parent: Option<&OwnedFd>,
+    uid: u32,
+    wanted: impl Fn(u32) -> u32,
+    fixes: &mut Vec<ModeFix>,
+) -> Result<OwnedFd, DirProblem> {
+    let name: &Path = match parent {
+        Some(_) => Path::new(path.file_name().unwrap_or_default()),
+        None => path,
+    };
+    let open = || match parent {
+        Some(p) => rustix::fs::openat(p, name, DIR_FLAGS, Mode::empty()),
+        None => rustix::fs::open(name, DIR_FLAGS, Mode::empty()),
+    };
+    let mut created = false;
+    let fd = match open() {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => {
+            let made = match parent {
+                Some(p) => rustix::fs::mkdirat(p, name, Mode::from_raw_mode(0o700)),
+                None => rustix::fs::mkdir(name, Mode::from_raw_mode(0o700)),
+            };
+            match made {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(DirProblem::io(path, "create", std::io::Error::from(e))),
+            }
+            created = true;
+            open().map_err(|e| refusal(path, e))?
+        }
+        Err(e) => return Err(refusal(path, e)),
+    };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| DirProblem::io(path, "stat", std::io::Error::from(e)))?;
+    if st.st_uid != uid {
+        return Err(DirProblem {
+            path: path.to_path_buf(),
+            why: format!(
+                "owned by uid {}, not by Tern (uid {uid}); refusing to start (give it to Tern's user, or remove it and let Tern create it)",
+                st.st_uid
+            ),
+        });
+    }
+    let mode = st.st_mode & 0o7777;
+    let want = if created { 0o700 } else { wanted(mode) };
+    if mode != want {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(want))
+            .map_err(|e| DirProblem::io(path, "chmod", std::io::Error::from(e)))?;
+        if !created {
+            fixes.push(ModeFix {
+                dir: path.to_path_buf(),
+                old: mode,
+                new: want,
+            });
+        }
+    }
+    Ok(fd)
+}
+
+/// Why a directory could not be opened: a link or not a directory is refused by name.
+fn refusal(path: &Path, e: Errno) -> DirProblem {
+    let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let why = match e {
+        Errno::LOOP | Errno::NOTDIR if link => {
+            "is a symbolic link; refusing to start (it must be a real directory owned by Tern)"
+                .to_owned()
+        }
+        Errno::LOOP | Errno::NOTDIR => "is not a directory; refusing to start".to_owned(),
+        other => format!("cannot open it: {}", std::io::Error::from(other)),
+    };
+    DirProblem {
+        path: path.to_path_buf(),
+        why,
     }
 }
 
@@ -406,9 +582,14 @@ fn remove_stale_temporary(path: &Path, name: &str, meta: &std::fs::Metadata, lim
 
 /// What reading a claimed file gave.
 pub(crate) enum FileRead {
-    Bytes { bytes: Vec<u8>, uid: u32 },
+    Bytes {
+        bytes: Vec<u8>,
+        uid: u32,
+    },
     TooBig(u64),
     NotRegular,
+    /// More than one name: possibly someone else's file, never read.
+    Linked(u64),
     Gone,
 }
 
@@ -427,6 +608,9 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<FileRead, IoFailur
     let meta = file.metadata().map_err(IoFailure::at("stat", path))?;
     if !meta.file_type().is_file() {
         return Ok(FileRead::NotRegular);
+    }
+    if meta.nlink() != 1 {
+        return Ok(FileRead::Linked(meta.nlink()));
     }
     if meta.len() > limit {
         return Ok(FileRead::TooBig(meta.len()));

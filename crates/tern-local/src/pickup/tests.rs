@@ -37,7 +37,7 @@ fn fixture_with(edit: impl FnOnce(&mut PickupConfig)) -> Fixture {
     let mut cfg = config(&pickup);
     edit(&mut cfg);
     let dirs = Dirs::new(&pickup);
-    dirs.create().unwrap();
+    dirs.prepare(rustix::process::geteuid().as_raw()).unwrap();
     let service = Service {
         config: cfg,
         dirs,
@@ -380,4 +380,115 @@ async fn the_service_runs_and_stops() {
     tokio::time::timeout(Duration::from_secs(5), pickup.stop())
         .await
         .unwrap();
+}
+
+// Issue 15: the directories and files of the pickup directory are checked, not trusted.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+fn my_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+#[test]
+fn the_pickup_modes_keep_the_documented_ones_and_tighten_the_rest() {
+    for (from, to) in [
+        (0o700, 0o700),
+        (0o1733, 0o1733),
+        (0o755, 0o700),
+        (0o750, 0o700),
+        (0o777, 0o1733),
+        (0o733, 0o1733),
+        (0o770, 0o1730),
+        (0o2770, 0o3730),
+        (0o000, 0o700),
+    ] {
+        assert_eq!(files::pickup_mode(from), to, "{from:o}");
+    }
+}
+
+#[test]
+fn directories_are_created_0700_and_loose_ones_fixed_with_a_record() {
+    // The umask of an ordinary login (the bug: .claimed and badmail came out 0755).
+    // SAFETY-free: rustix's umask is safe; 022 is the usual value, harmless to the others.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let root = tempfile::tempdir().unwrap();
+    let dirs = Dirs::new(&root.path().join("pickup"));
+    assert!(dirs.prepare(my_uid()).unwrap().is_empty());
+    for d in [&dirs.pickup, &dirs.claimed, &dirs.badmail] {
+        assert_eq!(mode_of(d), 0o700, "{}", d.display());
+    }
+    // An older Tern's directories: 0755. Fixed and reported; a 1733 pickup is kept.
+    for d in [&dirs.claimed, &dirs.badmail] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&dirs.pickup, std::fs::Permissions::from_mode(0o1733)).unwrap();
+    let fixes = dirs.prepare(my_uid()).unwrap();
+    let fixed: Vec<_> = fixes
+        .iter()
+        .map(|f| (f.dir.clone(), f.old, f.new))
+        .collect();
+    assert_eq!(
+        fixed,
+        [
+            (dirs.claimed.clone(), 0o755, 0o700),
+            (dirs.badmail.clone(), 0o755, 0o700)
+        ]
+    );
+    assert_eq!(mode_of(&dirs.claimed), 0o700);
+    assert_eq!(mode_of(&dirs.pickup), 0o1733);
+}
+
+#[test]
+fn a_symlinked_or_foreign_pickup_directory_refuses_to_start() {
+    for which in [CLAIMED_DIR, BADMAIL_DIR, ""] {
+        let root = tempfile::tempdir().unwrap();
+        let pickup = root.path().join("pickup");
+        let elsewhere = root.path().join("attacker");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let linked = if which.is_empty() {
+            pickup.clone()
+        } else {
+            std::fs::create_dir(&pickup).unwrap();
+            pickup.join(which)
+        };
+        symlink(&elsewhere, &linked).unwrap();
+        let e = Dirs::new(&pickup).prepare(my_uid()).unwrap_err();
+        assert_eq!(e.path, linked);
+        assert!(e.why.contains("is a symbolic link"), "{e}");
+        // A file in its place is refused too.
+        std::fs::remove_file(&linked).unwrap();
+        std::fs::write(&linked, b"x").unwrap();
+        let e = Dirs::new(&pickup).prepare(my_uid()).unwrap_err();
+        assert!(e.why.contains("not a directory"), "{e}");
+    }
+    // Owned by someone else (Tern's uid pretended to be another one).
+    let root = tempfile::tempdir().unwrap();
+    let dirs = Dirs::new(&root.path().join("pickup"));
+    dirs.prepare(my_uid()).unwrap();
+    let e = dirs.prepare(my_uid().wrapping_add(4242)).unwrap_err();
+    assert!(e.why.contains("not by Tern"), "{e}");
+}
+
+#[tokio::test]
+async fn a_hard_linked_file_is_never_read() {
+    let f = fixture();
+    let outside = f._root.path().join("secret");
+    std::fs::write(&outside, b"To: thief@evil.test\r\n\r\nroot's secret\r\n").unwrap();
+    std::fs::hard_link(&outside, f.pickup.join("grab")).unwrap();
+    f.scan().await;
+    assert!(f.queued().is_empty(), "nothing read through the link");
+    let reason = std::fs::read_to_string(f.pickup.join("badmail/grab.reason")).unwrap();
+    assert!(reason.contains("2 names (hard links)"), "{reason}");
+    assert_eq!(
+        std::fs::read(&outside).unwrap(),
+        b"To: thief@evil.test\r\n\r\nroot's secret\r\n",
+        "the other name's file is untouched"
+    );
+    // The .reason file's mode is set, not left to the umask.
+    assert_eq!(mode_of(&f.pickup.join("badmail/grab.reason")), 0o640);
 }
