@@ -187,7 +187,7 @@ fn load_config(explicit: Option<&PathBuf>) -> Result<Config, String> {
 }
 
 fn fail(code: u8, text: &str) -> ExitCode {
-    eprintln!("tern sendmail: {text}");
+    crate::term::errln!("tern sendmail: {text}");
     ExitCode::from(code)
 }
 
@@ -405,14 +405,14 @@ fn deliver(config: &Config, o: &Options) -> Result<(), (u8, String)> {
         .map_err(|e| (EX_CANTCREAT, format!("cannot submit: {e}")))?;
     // From here on the message is submitted: exit 0 whatever the directory sync says.
     if let DirSync::Failed(e) = &submitted.dir_synced {
-        eprintln!(
+        crate::term::errln!(
             "tern sendmail: submitted as {id}, but syncing {} failed ({e}): the submission may not survive a power loss in the next seconds",
             drop.dir().display()
         );
     }
     let paths = submitted.paths;
     if o.verbose {
-        println!(
+        crate::term::outln!(
             "tern sendmail: queued as {id} ({})",
             paths.message.display()
         );
