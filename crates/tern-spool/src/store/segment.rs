@@ -765,7 +765,7 @@ impl Scanned {
         for f in &self.found {
             match f {
                 Found::Damaged { at, len, what } => out.push(what.describe(*at, *len)),
-                Found::Unfinished { at } if tail_is_damage => out.push(format!(
+                Found::Unfinished { at, .. } if tail_is_damage => out.push(format!(
                     "offset {at} ({} bytes, to the end): cut short (a record, a frame or \
                      zeros), which only a crash during a write to the newest unsealed \
                      segment can leave; this segment {}, so it is damage",
@@ -944,7 +944,7 @@ impl Segments {
             let name = s.seg.to_string();
             let path = self.dir.join(&name);
             let unfinished = s.found.iter().find_map(|f| match f {
-                Found::Unfinished { at } => Some(*at),
+                Found::Unfinished { at, .. } => Some(*at),
                 _ => None,
             });
             let may_cut = !s.sealed() && Some(s.seg) == newest;
@@ -1077,6 +1077,13 @@ impl Segments {
                         }
                     ));
                     written.push((*id, *at, to, *via));
+                }
+                Found::Unfinished { at, id: Some(id) } if !s.out.contains(id) => {
+                    messages.push(format!(
+                        "message {id} at offset {at}: cut short; kept only in this \
+                         quarantined segment"
+                    ));
+                    damaged.push((*id, *at, "its record is cut short".to_string()));
                 }
                 Found::Damaged {
                     at,

@@ -97,7 +97,8 @@ pub(crate) enum Found {
     Seal { at: u64 },
     /// From `at` to the end: a record cut short, the start of a frame, or zeros: what a
     /// write interrupted by a crash leaves. Whether it may be cut is recovery's decision.
-    Unfinished { at: u64 },
+    /// `id`: the message whose record was cut short, when its frame is whole.
+    Unfinished { at: u64, id: Option<QueueId> },
 }
 
 /// Positioned reads of the segment being scanned.
@@ -175,7 +176,7 @@ impl Scanner<'_, '_> {
                 }) => {
                     if !self.read_blob(at, f, len)? {
                         // The frame is whole but its record runs past the end.
-                        out.push(Found::Unfinished { at });
+                        out.push(Found::Unfinished { at, id: Some(id) });
                         return Ok(out);
                     }
                     let blob_at = at + f.len();
@@ -242,7 +243,7 @@ impl Scanner<'_, '_> {
                     anchored = false;
                 }
                 None if self.tail_is_unfinished(at)? => {
-                    out.push(Found::Unfinished { at });
+                    out.push(Found::Unfinished { at, id: None });
                     return Ok(out);
                 }
                 None => {

@@ -356,6 +356,16 @@ async fn a_truncated_segment_that_is_not_the_newest_is_quarantined_never_cut() {
     // The message cut short is not lost: its bytes are in the quarantined segment, and
     // the reason and event 3003 name the segment; the other segment is untouched.
     assert_eq!(spool.find(cut_id, &QueueState::QUEUED), None);
+    assert!(
+        reason.contains(&format!(
+            "message {cut_id} at offset {}: cut short",
+            order[2].0
+        )),
+        "{reason}"
+    );
+    let named = events_with_id(&log, &events, 3007);
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0]["queue_id"], cut_id.to_string());
     for m in &second {
         assert_eq!(&body_of(&spool, QueueState::Incoming, m.0), &m.1);
     }
