@@ -68,6 +68,13 @@ pub(crate) fn segment_scan(data: &[u8]) {
     segment::scan_bytes_for_fuzzing(data);
 }
 
+/// Edits a genuine segment with `data` and checks the scanner's invariants (the
+/// `spool_segment` fuzz target; panics on a violation).
+#[doc(hidden)]
+pub(crate) fn segment_edited(data: &[u8]) {
+    segment::fuzz_edited_segment(data);
+}
+
 /// Name of the lock file inside the spool directory.
 const LOCK_FILE: &str = "spool.lock";
 /// Name of the directory for writes in progress.

@@ -1,12 +1,20 @@
 //! Quarantine: moving a bad entry into `corrupt/`, with a `.reason` file beside it.
 //!
+//! The entry can be anything a directory holds (a file, a directory, a FIFO, a socket, a
+//! device, a symbolic link): it is renamed, never opened and never followed, from any
+//! spool directory (`Area`).
+//!
 //! Invariants:
 //! - Nothing is ever deleted: the entry is renamed (never copied, never replaced) into
 //!   `corrupt/` under its own name, or `<name>.1`, `<name>.2`... when that is taken, and a
 //!   text file `<final name>.reason` says why. A name is only chosen when neither it nor
 //!   its `.reason` file exists, and the rename itself refuses to replace (renameat2
 //!   RENAME_NOREPLACE), so an older quarantined file is never overwritten.
-//! - Every quarantine emits event 3003 with the file, the reason and the new name.
+//! - Every quarantine emits event 3003 with the file, the reason and the new name; its
+//!   `queue_id` names a message only for a message entry (`<state>/<id>`) or a delivery
+//!   record entry (`records/<id>`, quarantined as `<id>.record`).
+//! - Quarantining a message that was written out of a segment that still exists logs it
+//!   in the segment's `.out` first, so the segment never brings it back.
 //! - A message's delivery record goes with it: quarantining `<state>/<id>` (at start, on
 //!   a read, a listing, or a bad record) moves `records/<id>` to `corrupt/<id>.record`
 //!   (`.record.1`... when taken). Left behind, it would be removed as an orphan at the

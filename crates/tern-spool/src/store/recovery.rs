@@ -1,24 +1,31 @@
-//! The scan at start: remove partial writes, validate every queued file, quarantine the
-//! bad ones, count the rest.
+//! The scan at start: remove partial writes, validate every queued file, recover the
+//! segments, check the other directories, quarantine what is bad or not Tern's, count
+//! the rest.
+//!
+//! Order (each step relies on the ones before):
+//! 1. `tmp/`: Tern's partial writes (regular `<id>`, `<id>.record`) are removed (event
+//!    3002); anything else is quarantined.
+//! 2. Names left twice by a move cut short keep one name (`lifecycle`); a different file
+//!    under the same id is quarantined.
+//! 3. Every state directory but `corrupt/`: names that are not queue ids, and entries
+//!    that are not regular files (by `lstat`, never opened), are quarantined; the rest is
+//!    read in full and checked (header, trailer, both checksums, envelope); bad files are
+//!    quarantined (event 3003), never deleted.
+//! 4. Segments (`segment`), knowing which messages have a *valid* file of their own.
+//! 5. `records/` (`records`), `free/` (`recycle`), `alloc/`.
 //!
 //! Invariants:
 //! - Runs only under the spool lock, before the spool handle exists, so nothing else
 //!   writes the directories meanwhile.
-//! - Everything in `tmp/` is an unacknowledged write (a commit renames out of `tmp/`
-//!   before it returns), so regular files there are removed (event 3002). Anything else
-//!   there (a directory) is quarantined, not removed.
-//! - Every entry of every state directory except `corrupt/` is read in full and checked
-//!   (header, trailer, both checksums, envelope). Bad files and names that are not queue
-//!   ids are quarantined (event 3003), never deleted. A second scan finds nothing new.
-//! - A message found under two state directories (a move cut short) keeps one name
-//!   (`lifecycle`); records whose message is gone are removed after validation. A
-//!   quarantined message takes its record with it (`quarantine`), so that removal never
-//!   deletes the record of a message that still exists, in `corrupt/`.
+//! - A second scan finds nothing new.
+//! - A quarantined message takes its record with it (`quarantine`), so removing orphan
+//!   records never deletes the record of a message that still exists, in `corrupt/`.
 //! - An I/O error that belongs to the system rather than to one file (see `entry`) stops
 //!   the scan with an error instead of quarantining the queue.
 //!
-//! Cost: reads every byte of the queue once; validation runs on a few threads (the work
-//! is I/O and CRC) with one reused buffer each, so memory stays bounded with 100k files.
+//! Cost: reads every byte of the queue once, plus one `lstat` per entry; validation runs
+//! on a few threads (the work is I/O and CRC) with one reused buffer each, so memory
+//! stays bounded with 100k files.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;

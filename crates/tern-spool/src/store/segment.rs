@@ -128,6 +128,126 @@ pub(crate) fn scan_bytes_for_fuzzing(data: &[u8]) {
     let _ = scan::scan(&mut read_at, data.len() as u64, seg, Some(&key));
 }
 
+/// The fuzz target with an oracle: a genuine segment (two records, the second carrying
+/// forged frames in its body, and a seal) edited by `data` (each 3 bytes: a position
+/// and a byte to XOR there; a last odd byte cuts the segment), then scanned. Panics if
+/// the scan does not account for every byte in order, reports a record that fails
+/// validation, or trusts anything but a genuine record at the offset it was written.
+pub(crate) fn fuzz_edited_segment(data: &[u8]) {
+    let key = SpoolKey::for_tests(7);
+    let seg = fuzz_segment_id();
+    let mut bytes = Vec::new();
+    let mut genuine = Vec::new();
+    let file = |content: &[u8]| -> Option<(QueueId, Vec<u8>)> {
+        let id = QueueId::generate();
+        let env = crate::envelope::Envelope {
+            id,
+            sender: "a@b.test".into(),
+            recipients: vec![crate::envelope::Recipient {
+                address: "c@d.test".into(),
+                orcpt: None,
+                notify: None,
+                status: crate::envelope::RecipientStatus::Pending,
+            }],
+            params: crate::envelope::MailParams::default(),
+            client: crate::envelope::ClientInfo::default(),
+            arrival_micros: id.arrival_micros(),
+            size: content.len() as u64,
+        };
+        crate::format::encode(content, &env).ok().map(|f| (id, f))
+    };
+    let Some((id1, f1)) = file(b"Subject: one\r\n\r\nhello\r\n") else {
+        return;
+    };
+    let Some((fake, ffake)) = file(b"Subject: forged\r\n\r\nx\r\n") else {
+        return;
+    };
+    let mut body = b"Subject: two\r\n\r\n".to_vec();
+    body.extend_from_slice(&frame::encode_record(
+        seg,
+        0,
+        fake,
+        &ffake,
+        &SpoolKey::for_tests(8),
+    ));
+    body.extend_from_slice(&ffake);
+    let Some((id2, f2)) = file(&body) else {
+        return;
+    };
+    for (id, f) in [(id1, &f1), (id2, &f2)] {
+        let at = bytes.len() as u64;
+        bytes.extend_from_slice(&frame::encode_record(seg, at, id, f, &key));
+        bytes.extend_from_slice(f);
+        genuine.push((id, at));
+    }
+    let at = bytes.len() as u64;
+    bytes.extend_from_slice(&frame::encode_seal(seg, at, &key));
+    let mut edits = data.chunks_exact(3);
+    for e in &mut edits {
+        let pos = usize::from(u16::from_le_bytes([e[0], e[1]]));
+        let n = bytes.len().max(1);
+        if let Some(b) = bytes.get_mut(pos % n) {
+            *b ^= e[2];
+        }
+    }
+    if let [cut] = edits.remainder() {
+        let keep = bytes.len() * usize::from(*cut) / 255;
+        bytes.truncate(keep);
+    }
+    let mut read_at = |at: u64, buf: &mut [u8]| -> io::Result<()> {
+        let at = usize::try_from(at).map_err(io::Error::other)?;
+        let src = at
+            .checked_add(buf.len())
+            .and_then(|end| bytes.get(at..end))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    };
+    let len = bytes.len() as u64;
+    let Ok(found) = scan::scan(&mut read_at, len, seg, Some(&key)) else {
+        panic!("a scan of bytes in memory failed");
+    };
+    let mut at = 0u64;
+    for f in &found {
+        match f {
+            Found::Record {
+                id,
+                at: a,
+                blob_at,
+                len: n,
+                via,
+            } => {
+                assert_eq!(*a, at, "records in order");
+                let b = usize::try_from(*blob_at).unwrap_or(usize::MAX);
+                let e = usize::try_from(*n).unwrap_or(usize::MAX);
+                let file = b.checked_add(e).and_then(|end| bytes.get(b..end));
+                assert!(
+                    file.is_some_and(|f| crate::format::decode(f, Some(*id)).is_ok()),
+                    "a record that does not validate"
+                );
+                if *via != Via::Search {
+                    assert!(genuine.contains(&(*id, *a)), "trusted a forgery");
+                }
+                at = blob_at + n;
+            }
+            Found::Damaged { at: a, len: n, .. } => {
+                assert_eq!(*a, at, "damage in order");
+                assert!(*n > 0, "empty damage");
+                at += n;
+            }
+            Found::Seal { at: a } => {
+                assert_eq!(*a, at, "seal in order");
+                at += FRAME_LEN as u64;
+            }
+            Found::Unfinished { at: a, .. } => {
+                assert_eq!(*a, at, "tail in order");
+                at = len;
+            }
+        }
+    }
+    assert_eq!(at, len, "every byte accounted for");
+}
+
 /// The segment id the fuzz target scans as (fixed, so a corpus can hold its seal).
 fn fuzz_segment_id() -> QueueId {
     QueueId::parse("0000000000000F0").unwrap_or_else(|_| QueueId::generate())
@@ -420,8 +540,20 @@ impl Segments {
                 None => return Err(SpoolError::ReadOnly),
             }
         };
+        // The MAC covers the whole message file through its digest, computed here, by
+        // the session, in parallel with the others; the commit thread then spends a
+        // constant time per record on its frame, whatever the message's size.
+        let digest = frame::digest(&blob);
         let (reply, rx) = oneshot::channel();
-        if shared.push(Job { id, blob, reply }).is_err() {
+        if shared
+            .push(Job {
+                id,
+                blob,
+                digest,
+                reply,
+            })
+            .is_err()
+        {
             return Err(SpoolError::BlockingTask("segment thread stopped".into()));
         }
         rx.await
@@ -432,6 +564,8 @@ impl Segments {
 struct Job {
     id: QueueId,
     blob: Vec<u8>,
+    /// `frame::digest(&blob)`, computed by the session (see `Segments::commit`).
+    digest: frame::Digest,
     reply: oneshot::Sender<Result<(), SpoolError>>,
 }
 
@@ -589,7 +723,9 @@ fn commit_loop(
                 let _ = j.reply.send(Err(SpoolError::WriterBroken));
                 continue;
             };
-            frames.push(frame::encode_record(cur.id, end, j.id, &j.blob, key));
+            frames.push(frame::encode_record_with(
+                cur.id, end, j.id, len, &j.digest, key,
+            ));
             let blob_at = end + FRAME_LEN as u64;
             end = blob_at + u64::from(len);
             placed.push((j, blob_at));

@@ -27,6 +27,7 @@ mod cli_queue_over_the_api;
 mod corrupt_entries_quarantined_rest_delivered;
 mod corrupt_segment_quarantined_at_start;
 mod corrupt_spool_entry_quarantined_at_start;
+mod damaged_spool_starts_quarantines_names_ids_and_delivers_the_rest;
 mod default_config_accepts_local_and_loopback_relay;
 mod delay_notice_expiry_and_hop_limit;
 mod destination_concurrency_and_connection_reuse;

@@ -21,7 +21,7 @@
 //! 28  4  record: message file length, u32 LE; seal: 0
 //! 32  8  offset of this frame in its segment, u64 LE
 //! 40 16  MAC: keyed BLAKE3 (the spool key, `key`) of the segment id, bytes 0..40 and
-//!        (record) the whole message file; first 16 bytes
+//!        the BLAKE3 digest of the message file (of nothing, for a seal); first 16 bytes
 //! 56  4  0
 //! 60  4  CRC-32C of bytes 0..60, u32 LE
 //! ```
@@ -87,6 +87,15 @@ impl Frame {
     }
 }
 
+/// The digest of a message file that a frame's MAC covers (BLAKE3, unkeyed: computed by
+/// the session that wrote the file, off the commit thread).
+pub(crate) type Digest = [u8; 32];
+
+/// [`Digest`] of `blob`.
+pub(crate) fn digest(blob: &[u8]) -> Digest {
+    *blake3::hash(blob).as_bytes()
+}
+
 /// The version-2 frame for a record of message `id` whose file is `blob`, at offset `at`
 /// of segment `seg`.
 pub(crate) fn encode_record(
@@ -97,12 +106,25 @@ pub(crate) fn encode_record(
     key: &SpoolKey,
 ) -> [u8; V2_LEN] {
     let len = u32::try_from(blob.len()).unwrap_or(u32::MAX);
-    encode_v2(seg, at, KIND_RECORD, id, len, blob, key)
+    encode_v2(seg, at, KIND_RECORD, id, len, &digest(blob), key)
+}
+
+/// [`encode_record`] with the file's digest already computed: what the commit thread
+/// does (a constant cost per record, whatever its size).
+pub(crate) fn encode_record_with(
+    seg: QueueId,
+    at: u64,
+    id: QueueId,
+    len: u32,
+    digest: &Digest,
+    key: &SpoolKey,
+) -> [u8; V2_LEN] {
+    encode_v2(seg, at, KIND_RECORD, id, len, digest, key)
 }
 
 /// The seal of segment `seg`, at offset `at` (its records end there).
 pub(crate) fn encode_seal(seg: QueueId, at: u64, key: &SpoolKey) -> [u8; V2_LEN] {
-    encode_v2(seg, at, KIND_SEAL, seg, 0, &[], key)
+    encode_v2(seg, at, KIND_SEAL, seg, 0, &digest(&[]), key)
 }
 
 fn encode_v2(
@@ -111,7 +133,7 @@ fn encode_v2(
     kind: u8,
     id: QueueId,
     len: u32,
-    blob: &[u8],
+    digest: &Digest,
     key: &SpoolKey,
 ) -> [u8; V2_LEN] {
     let mut f = [0u8; V2_LEN];
@@ -121,7 +143,7 @@ fn encode_v2(
     f[28..32].copy_from_slice(&len.to_le_bytes());
     f[32..40].copy_from_slice(&at.to_le_bytes());
     let seg_text = seg.to_string();
-    let mac = key.mac(&[seg_text.as_bytes(), &f[..MAC_COVERS], blob]);
+    let mac = key.mac(&[seg_text.as_bytes(), &f[..MAC_COVERS], digest]);
     f[40..40 + MAC_LEN].copy_from_slice(&mac);
     let crc = crc32c::crc32c(&f[..60]);
     f[60..].copy_from_slice(&crc.to_le_bytes());
@@ -212,7 +234,7 @@ pub(crate) fn authentic(raw: &[u8], seg: QueueId, blob: &[u8], key: &SpoolKey) -
         return false;
     };
     raw.get(..8) == Some(V2_MAGIC.as_slice())
-        && key.verify(&[seg.to_string().as_bytes(), head, blob], tag)
+        && key.verify(&[seg.to_string().as_bytes(), head, &digest(blob)], tag)
 }
 
 /// Whether `bytes` (fewer than a whole frame) could be the start of a frame: a write cut
