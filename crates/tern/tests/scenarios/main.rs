@@ -62,6 +62,7 @@ mod postfix_interop_both_directions;
 mod python_smtplib_interop;
 mod queue_list_json_fields;
 mod recipient_delimiter_delivers_to_the_base_mailbox;
+mod record_replaced_by_a_directory_holds_its_message;
 mod reload_storm_during_flow_delivers_every_message;
 mod reverse_dns_names_client;
 mod route_reload_during_flow_loses_nothing;
