@@ -1086,7 +1086,16 @@ impl Segments {
             let may_cut = !s.sealed() && Some(s.seg) == newest;
             let damage = s.damage(unfinished.is_some() && !may_cut);
             if !damage.is_empty() {
-                self.quarantine_damaged(&s, &damage, events, write_out, quarantine, &mut report)?;
+                let tail_is_damage = !may_cut;
+                self.quarantine_damaged(
+                    &s,
+                    &damage,
+                    tail_is_damage,
+                    events,
+                    write_out,
+                    quarantine,
+                    &mut report,
+                )?;
                 continue;
             }
             if let Some(at) = unfinished {
@@ -1159,10 +1168,12 @@ impl Segments {
     /// `hold/` when found only by searching), quarantines the segment with a reason that
     /// lists every damage and every message, and emits one tracked event per message
     /// concerned (see the module header).
+    #[allow(clippy::too_many_arguments)]
     fn quarantine_damaged(
         &self,
         s: &Scanned,
         damage: &[String],
+        tail_is_damage: bool,
         events: &tern_events::EventLog,
         write_out: &WriteOut<'_>,
         quarantine: &QuarantineSegment<'_>,
@@ -1214,6 +1225,12 @@ impl Segments {
                     ));
                     written.push((*id, *at, to, *via));
                 }
+                // The newest unsealed segment's tail: a write that was never
+                // acknowledged, kept with the segment (it is quarantined for other damage).
+                Found::Unfinished { at, .. } if !tail_is_damage => messages.push(format!(
+                    "offset {at} to the end: an unfinished write, never acknowledged (the \
+                     process died during it); kept with the segment"
+                )),
                 Found::Unfinished { at, id: Some(id) } if !s.out.contains(id) => {
                     messages.push(format!(
                         "message {id} at offset {at}: cut short; kept only in this \
