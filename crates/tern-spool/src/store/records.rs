@@ -234,26 +234,22 @@ impl Spool {
         if !inner.is_writable() {
             return Err(SpoolError::ReadOnly);
         }
-        let path = inner.record_path(id);
         let task = Arc::clone(&inner);
-        let set_aside = tokio::task::spawn_blocking(move || {
-            let (kind, _) = sys::entry_kind(&task.record_path(id))
-                .map_err(|e| SpoolError::io("stat", task.record_path(id), e))?;
-            match kind {
-                EntryKind::Missing | EntryKind::File => Ok(false),
-                other => {
-                    let moved = task.set_aside_record(id, other)?.0;
-                    task.sync_after_quarantine(Area::Records)?;
-                    Ok(moved)
-                }
+        // Gone or a file again meanwhile (someone repaired it): the message is held all
+        // the same, since the caller has stopped processing it.
+        tokio::task::spawn_blocking(move || {
+            let path = task.record_path(id);
+            let (kind, _) = sys::entry_kind(&path).map_err(|e| SpoolError::io("stat", path, e))?;
+            if matches!(kind, EntryKind::Missing | EntryKind::File) {
+                return Ok(());
             }
+            if task.set_aside_record(id, kind)?.0 {
+                task.sync_after_quarantine(Area::Records)?;
+            }
+            Ok(())
         })
         .await
-        .unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())));
-        set_aside.map_err(|e| match e {
-            SpoolError::Io { op, error, .. } => SpoolError::io(op, &path, error),
-            e => e,
-        })?;
+        .unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())))?;
         if matches!(from, QueueState::Hold | QueueState::Poison) {
             return Ok(false);
         }
