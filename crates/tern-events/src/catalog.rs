@@ -116,8 +116,8 @@ events! {
         "An unfinished write (a message that was never acknowledged) was removed from the spool's tmp directory.",
         "None: the client was never told the message was accepted and will retry.");
     SPOOL_CORRUPT = (3003, "spool.corrupt.quarantined", Error,
-        "A spool entry failed validation and was moved to the corrupt quarantine (with its delivery record, field `record`); the rest of the queue flows.",
-        "Inspect the file named in the event under spool/corrupt; it is never deleted automatically.", track = "quarantined");
+        "A spool entry failed validation, or was not what Tern makes there, and was moved (never opened) to the corrupt quarantine with a `.reason` (a message takes its delivery record along, field `record`); the rest of the queue flows. `queue_id` is empty for entries that are not a message's; a damaged segment lists its messages in `damaged_ids` and `written_out_ids`.",
+        "Inspect the file named in the event under spool/corrupt and its `.reason`; it is never deleted automatically. For a damaged segment, `tern track <id>` shows each message's fate.", track = "quarantined");
     BACK_PRESSURE_ON = (3004, "spool.back_pressure.on", Warning,
         "The spool disk's free space fell below its threshold or the queue passed its size limit; new mail is refused with 452 4.3.1.",
         "Free disk space or let the queue drain; mail already queued is untouched.");
@@ -127,6 +127,27 @@ events! {
     SPOOL_IO_ERROR = (3006, "spool.io.error", Error,
         "An I/O error occurred on the spool outside a session.",
         "Check the spool disk.");
+    SPOOL_SEGMENT_MESSAGE_DAMAGED = (3007, "spool.segment.message.damaged", Error,
+        "A message in a damaged segment could not be recovered: its record frame is intact (so its queue id is known) but its message file fails validation (`reason`); it is kept, byte for byte, only inside the quarantined segment (`moved_to`, at `offset`). One event per message; the segment's own event 3003 and its `.reason` file list them all.",
+        "Tell the sender the message was lost (its envelope may still be readable in the quarantined segment at the offset given); check the disk that damaged it.", track = "quarantined");
+    SPOOL_SEGMENT_MESSAGE_RECOVERED = (3008, "spool.segment.message.recovered", Notice,
+        "A message of a damaged segment was written out as a file of its own into incoming/ (`to`) before the segment was quarantined, and will be delivered as usual: it was reached through the chain of record lengths (`found` = `chain`) or its frame's MAC verifies under the spool key (`found` = `authenticated`), so these are the client's bytes exactly as acknowledged.",
+        "None for the message; see event 3003 for the damaged segment.", track = "recovered");
+    SPOOL_SEGMENT_MESSAGE_HELD = (3009, "spool.segment.message.held", Warning,
+        "A message of a damaged segment was found only by searching past the damage and its frame is not authenticated (a version-1 frame, or the spool key changed), so it could be bytes a client put inside another message's body: it was written out to hold/ (`to`) instead of being queued.",
+        "Look at it (`tern queue show <id>`, spool/hold/<id>); release it with `tern queue release <id>` if it is a real message, or delete it.", track = "held");
+    SPOOL_RECORD_SET_ASIDE = (3010, "spool.record.set_aside", Error,
+        "A message's delivery record (spool/records/<id>) was not a regular file (a directory, FIFO, symbolic link, socket or device: `kind`); it was moved to the quarantine (`moved_to`, with a `.reason`), and since nobody can tell which recipients already have the message, the message was held (`held_from` gives the state it left; `none` when it was held, poisoned or gone already).",
+        "Find out who already has the message (the tracking log: `tern track <id>`), then `tern queue release <id>` to send it to every recipient again, or delete it.", track = "held");
+    SPOOL_UNKNOWN_ENTRIES = (3011, "spool.entries.unknown", Notice,
+        "At start, the spool directory itself holds names Tern does not use (`names`, at most 20, and their `count`). They are left where they are, untouched; everything inside Tern's own subdirectories that Tern did not make is quarantined instead. One event per start.",
+        "Move the files out of the spool directory: it is Tern's alone.");
+    SPOOL_KEY_CREATED = (3012, "spool.key.created", Info,
+        "The spool had no key (a new spool, or the key file was missing), so a new one was generated (spool/spool.key, mode 0600). New segment records are authenticated with it. If the spool already held segments, their records found only by searching past damage now go to hold/.",
+        "None for a new spool. On an existing spool, find out who removed the key file.");
+    SPOOL_KEY_REPLACED = (3013, "spool.key.replaced", Warning,
+        "The spool key file was not usable (`reason`: damaged, not a regular file); it was moved to the quarantine (never deleted) and a new key was generated. Records of older segments still count through the chain of record lengths; those found only by searching past damage go to hold/ for an operator.",
+        "Check the disk; keep spool/corrupt/spool.key* until the old segments are gone.");
 
     DELIVERY_DELIVERED = (4001, "delivery.delivered", Info,
         "Recipients of a message were delivered; fields give the next hop, the host and address, TLS, and the reply.",

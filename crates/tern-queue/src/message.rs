@@ -146,6 +146,26 @@ async fn spool_error(
     }
 }
 
+/// The message's delivery record is not a regular file: the spool sets it aside and
+/// holds the message (event 3010). If even that fails, the message is retried later like
+/// after any spool error.
+async fn hold_without_record(ctx: &Context, id: QueueId) -> Next {
+    match ctx.spool.hold_without_record(id, QueueState::Active).await {
+        Ok(_) => Next::Done,
+        Err(e) => {
+            spool_error(
+                ctx,
+                id,
+                "hold without its record",
+                &e,
+                QueueState::Active,
+                None,
+            )
+            .await
+        }
+    }
+}
+
 /// The message task panicked (the message is in `active/`, its in-memory state gone):
 /// count the failure in the record on disk and defer or poison the message. Results of
 /// this attempt that were not yet written are lost, so a recipient the peer took may be
@@ -171,6 +191,9 @@ async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) 
         // `read` quarantined a corrupt file already (event 3003); a corrupt record
         // quarantines the message.
         Err(SpoolError::NotFound) => return Next::Done,
+        Err(SpoolError::Corrupt(CorruptReason::RecordNotAFile)) => {
+            return hold_without_record(ctx, id).await;
+        }
         Err(SpoolError::Corrupt(reason)) => {
             let _ = ctx
                 .spool
@@ -366,6 +389,12 @@ async fn run(
                 CorruptReason::BadRecord("record and envelope disagree on recipients".into());
             let _ = spool.quarantine_message(QueueState::Active, id, &reason);
             return Next::Done;
+        }
+        // Not a record at all (a directory, a FIFO...): nobody can tell who has the
+        // message already, so it is held for an operator (event 3010), never retried
+        // for ever nor sent again on its own.
+        (Err(SpoolError::Corrupt(CorruptReason::RecordNotAFile)), _) => {
+            return hold_without_record(&ctx, id).await;
         }
         (Err(SpoolError::Corrupt(reason)), _) => {
             let _ = spool.quarantine_message(QueueState::Active, id, &reason);

@@ -356,6 +356,12 @@ async fn crash_accounting(ctx: &Context, id: QueueId, recipients: usize) -> Cras
     let mut record = match spool.read_record(id) {
         Ok(Some(r)) => r,
         Ok(None) => tern_spool::DeliveryRecord::new(id, recipients),
+        // Not a record at all: the spool sets it aside and holds the message (event
+        // 3010); it is not scheduled.
+        Err(SpoolError::Corrupt(tern_spool::CorruptReason::RecordNotAFile)) => {
+            let _ = spool.hold_without_record(id, QueueState::Active).await;
+            return Crash::Poisoned;
+        }
         Err(SpoolError::Corrupt(reason)) => {
             let _ = spool.quarantine_message(QueueState::Active, id, &reason);
             return Crash::Poisoned;

@@ -194,6 +194,24 @@ pub enum CorruptReason {
     /// which recipients already have the message.
     #[error("bad delivery record: {0}")]
     BadRecord(String),
+    /// The message's delivery record (`records/<id>`) is not a regular file (a
+    /// directory, FIFO, symbolic link, socket or device). It cannot say which recipients
+    /// already have the message, so the message is held (`Spool::hold_without_record`),
+    /// never sent again on its own.
+    #[error("the delivery record is not a regular file")]
+    RecordNotAFile,
+    /// Something in one of Tern's spool directories that Tern did not make: a directory,
+    /// FIFO, socket, device or symbolic link where Tern keeps files, or a name Tern does
+    /// not use (the text says what and where).
+    #[error("unexpected entry: {0}")]
+    UnexpectedEntry(String),
+    /// A segment with damage (the text summarises it; its `.reason` file lists every
+    /// damage with its offset, and every message concerned).
+    #[error("segment damaged: {0}")]
+    DamagedSegment(String),
+    /// The spool key file could not be used (the text says why); a new key replaced it.
+    #[error("unusable spool key: {0}")]
+    BadKey(String),
 }
 
 #[cfg(test)]

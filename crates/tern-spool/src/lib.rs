@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! <dir>/spool.lock   exclusive flock of the one read-write user
+//! <dir>/spool.key    secret key authenticating segment frames (mode 0600, never shown)
 //! <dir>/tmp/         messages being written; never a queue state
 //! <dir>/incoming/    committed, not yet picked up by the scheduler
 //! <dir>/active/      being delivered
@@ -13,6 +14,8 @@
 //! <dir>/poison/      crashed the server too often; never retried automatically
 //! <dir>/corrupt/     quarantine: files that failed validation, plus `<name>.reason`
 //! <dir>/records/     delivery records (`record`): attempts and per-recipient status
+//! <dir>/segments/    shared segment files of new messages (the default commit mode)
+//! <dir>/free/, alloc/  files kept for reuse; placement directories (always empty)
 //! ```
 //!
 //! Contract:
@@ -22,8 +25,9 @@
 //!   written in `tmp/` and renamed into `incoming/` only after `fdatasync`. Every change to
 //!   a state directory is one atomic rename or unlink, so a file seen in a state directory
 //!   is always complete.
-//! - Corrupt entries are quarantined into `corrupt/` with a reason, logged (event 3003),
-//!   never deleted and never fatal.
+//! - Corrupt entries, and anything in a spool directory that Tern did not make, are
+//!   quarantined into `corrupt/` with a reason, logged (event 3003), never opened beyond
+//!   a non-blocking, non-following type check, never deleted and never fatal.
 //! - There is no index file: the queue is the set of files. The count of queued messages
 //!   is kept in memory and rebuilt by the scan at [`Spool::open`].
 //!
@@ -80,6 +84,13 @@ pub mod fuzzing {
             let _ = crate::QueueId::parse(s);
         }
         crate::store::segment_scan(data);
+    }
+
+    /// Edits a genuine segment (records, one carrying forged frames in its body, and a
+    /// seal) with `data` and scans it: panics if a byte is not accounted for, a record
+    /// does not validate, or anything but a genuine record is trusted.
+    pub fn segment(data: &[u8]) {
+        crate::store::segment_edited(data);
     }
 
     /// Runs the delivery-record decoder on arbitrary bytes. Must never panic.

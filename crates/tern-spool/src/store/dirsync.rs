@@ -64,7 +64,8 @@ impl DirSyncer {
         counters: Arc<SyncCounters>,
         beat: Heartbeat,
     ) -> io::Result<DirSyncer> {
-        let dir = File::open(&path)?;
+        // Never through a symbolic link: the spool's directories were checked at open.
+        let dir = super::sys::open_dir(&path)?;
         let shared = Arc::new(Shared {
             waiters: Mutex::new(Waiters {
                 list: Vec::new(),

@@ -50,7 +50,7 @@ fn classify(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
             EntryError::Vanished
         } else if e.kind() == io::ErrorKind::UnexpectedEof {
             EntryError::Corrupt(CorruptReason::Truncated)
-        } else if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR)) {
+        } else if sys::is_not_regular(&e) {
             EntryError::Corrupt(CorruptReason::NotAFile)
         } else if sys::is_entry_fault(&e) {
             EntryError::Corrupt(CorruptReason::Unreadable(e.to_string()))
@@ -60,7 +60,8 @@ fn classify(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
     }
 }
 
-/// Opens an entry; refuses anything but a regular file. Returns the file and its length.
+/// Opens an entry (never following a link, never blocking on a FIFO); refuses anything
+/// but a regular file. Returns the file and its length.
 fn open(path: &Path) -> Result<(File, u64), EntryError> {
     let f = sys::open_entry(path).map_err(classify("open"))?;
     let meta = f.metadata().map_err(classify("stat"))?;

@@ -39,7 +39,7 @@ use super::{Area, Inner, RECORDS_DIR, Spool, name_to_id, read_names, sys};
 /// cut short by a crash). The later states of the usual flow win, and the operator's
 /// states (hold, poison) win over the scheduler's, so a crash never undoes an operator's
 /// decision nor re-runs a message the poison check stopped.
-const PRECEDENCE: [QueueState; 5] = [
+pub(crate) const PRECEDENCE: [QueueState; 5] = [
     QueueState::Poison,
     QueueState::Hold,
     QueueState::Deferred,
@@ -63,23 +63,47 @@ impl Inner {
     }
 
     /// At open: a message present in several state directories keeps only the name in
-    /// the state that comes first in [`PRECEDENCE`]; the other names are unlinked (they
-    /// are hard links to the same file, left by a move cut short). Returns how many names
-    /// were removed.
+    /// the state that comes first in [`PRECEDENCE`]. The other names are unlinked when
+    /// they are hard links to the same file (left by a move cut short); a different file
+    /// under the same id is not Tern's doing and is quarantined instead, never deleted.
+    /// Entries that are not regular files are left to validation (which quarantines
+    /// them). Returns how many entries were quarantined.
     pub(crate) fn resolve_duplicates(&self) -> Result<usize, SpoolError> {
-        let mut seen: BTreeMap<QueueId, QueueState> = BTreeMap::new();
+        use std::os::unix::fs::MetadataExt;
+        let mut seen: BTreeMap<QueueId, (QueueState, u64, u64)> = BTreeMap::new();
         let mut removed = 0;
+        let mut quarantined = 0;
         for state in PRECEDENCE {
             let dir = self.area_dir(Area::State(state));
             for name in read_names(&dir)? {
                 let Some(id) = name_to_id(&name) else {
                     continue;
                 };
-                if let std::collections::btree_map::Entry::Vacant(e) = seen.entry(id) {
-                    e.insert(state);
+                let path = dir.join(&name);
+                let meta = match sys::entry_kind(&path) {
+                    Ok((sys::EntryKind::File, Some(m))) => m,
+                    Ok(_) => continue,
+                    Err(e) => return Err(SpoolError::io("stat", path, e)),
+                };
+                let Some((kept, dev, ino)) = seen.get(&id).copied() else {
+                    seen.insert(id, (state, meta.dev(), meta.ino()));
+                    continue;
+                };
+                if (meta.dev(), meta.ino()) != (dev, ino) {
+                    let reason = CorruptReason::UnexpectedEntry(format!(
+                        "a second file for message {id}, not a link to the one in {kept}/                          (which is kept)"
+                    ));
+                    let moved = super::quarantine::move_to_corrupt(
+                        &self.dir,
+                        &self.events,
+                        Area::State(state),
+                        &name,
+                        &reason,
+                        &super::quarantine::Extra::default(),
+                    )?;
+                    quarantined += usize::from(moved.is_some());
                     continue;
                 }
-                let path = dir.join(&name);
                 match std::fs::remove_file(&path) {
                     Ok(()) => removed += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -87,42 +111,13 @@ impl Inner {
                 }
             }
         }
-        if removed > 0 {
-            for state in PRECEDENCE {
+        if removed + quarantined > 0 {
+            for state in PRECEDENCE.into_iter().chain([QueueState::Corrupt]) {
                 let dir = self.area_dir(Area::State(state));
-                sys::sync_dir(&dir).map_err(|e| SpoolError::io("fsync directory", dir, e))?;
+                sys::sync_subdir(&dir).map_err(|e| SpoolError::io("fsync directory", dir, e))?;
             }
         }
-        Ok(removed)
-    }
-
-    /// At open, after validation: removes records whose message is in no queue state
-    /// (the message was delivered and removed just before a crash). Records of
-    /// quarantined messages are beside them in `corrupt/` (every quarantine of a message
-    /// moves its record too), so nothing here belongs to a message that still exists.
-    pub(crate) fn remove_orphan_records(&self) -> Result<usize, SpoolError> {
-        let dir = self.dir.join(RECORDS_DIR);
-        let mut removed = 0;
-        for name in read_names(&dir)? {
-            let Some(id) = name_to_id(&name) else {
-                continue;
-            };
-            let present = self.segments.lookup(id).is_some()
-                || PRECEDENCE.iter().any(|s| {
-                    self.entry_path(Area::State(*s), id)
-                        .symlink_metadata()
-                        .is_ok()
-                });
-            if !present {
-                let path = dir.join(&name);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(SpoolError::io("remove orphan record", path, e)),
-                }
-            }
-        }
-        Ok(removed)
+        Ok(quarantined)
     }
 }
 
@@ -242,9 +237,15 @@ impl Spool {
     /// read). A record that fails validation is `SpoolError::Corrupt`.
     pub fn read_record(&self, id: QueueId) -> Result<Option<DeliveryRecord>, SpoolError> {
         let path = self.inner.record_path(id);
+        // Never through a link, never blocking on a FIFO, a regular file only: anything
+        // else is not a record, and the caller holds the message
+        // (`Spool::hold_without_record`) instead of failing on it for ever.
         let file = match sys::open_entry(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if sys::is_not_regular(&e) => {
+                return Err(SpoolError::Corrupt(CorruptReason::RecordNotAFile));
+            }
             Err(e) => return Err(SpoolError::io("read", path, e)),
         };
         // Bounded: never read more than a record may hold, whatever the file says.

@@ -24,8 +24,11 @@ mod batch;
 mod dirsync;
 mod entry;
 mod handoff;
+mod key;
+mod layout;
 mod lifecycle;
 mod quarantine;
+mod records;
 mod recovery;
 mod recycle;
 mod resident;
@@ -38,9 +41,9 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{DirBuilder, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -62,18 +65,14 @@ use entry::EntryError;
 /// Runs the segment scanner over `data` as one segment file (the fuzz target).
 #[doc(hidden)]
 pub(crate) fn segment_scan(data: &[u8]) {
-    let mut read_at = |at: u64, buf: &mut [u8]| -> io::Result<()> {
-        let at = usize::try_from(at).map_err(io::Error::other)?;
-        let end = at
-            .checked_add(buf.len())
-            .ok_or_else(|| io::Error::other("overflow"))?;
-        let src = data
-            .get(at..end)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    };
-    let _ = segment::scan(&mut read_at, data.len() as u64);
+    segment::scan_bytes_for_fuzzing(data);
+}
+
+/// Edits a genuine segment with `data` and checks the scanner's invariants (the
+/// `spool_segment` fuzz target; panics on a violation).
+#[doc(hidden)]
+pub(crate) fn segment_edited(data: &[u8]) {
+    segment::fuzz_edited_segment(data);
 }
 
 /// Name of the lock file inside the spool directory.
@@ -169,24 +168,63 @@ pub(crate) struct SyncCounters {
     pub(crate) fs_syncs: AtomicU64,
 }
 
-/// A directory of the spool that holds entries named by queue id.
+/// A directory of the spool (see docs/SPOOL.md for what each may hold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Area {
+    /// The spool directory itself.
+    Root,
     /// `tmp/`: writes in progress.
     Tmp,
     /// A queue state's directory.
     State(QueueState),
     /// `segments/`: shared files of messages committed in segment mode (`segment`).
     Segments,
+    /// `records/`: delivery records.
+    Records,
+    /// `free/`: files kept for reuse (`recycle`).
+    Free,
+    /// `alloc/`: the placement directories' parent.
+    Alloc,
+    /// `alloc/NN`: one placement directory (always empty).
+    AllocSlot(u8),
 }
 
 impl Area {
-    fn dir_name(self) -> &'static str {
+    /// The directory's path relative to the spool (empty for the spool itself).
+    fn rel(self) -> String {
         match self {
-            Area::Tmp => TMP_DIR,
-            Area::State(s) => s.as_str(),
-            Area::Segments => segment::SEGMENTS_DIR,
+            Area::Root => String::new(),
+            Area::Tmp => TMP_DIR.into(),
+            Area::State(s) => s.as_str().into(),
+            Area::Segments => segment::SEGMENTS_DIR.into(),
+            Area::Records => RECORDS_DIR.into(),
+            Area::Free => FREE_DIR.into(),
+            Area::Alloc => PLACEMENT_DIR.into(),
+            Area::AllocSlot(n) => format!("{PLACEMENT_DIR}/{n:02}"),
         }
+    }
+
+    /// `<dir>/<name>` for people (`name` alone in the spool directory itself).
+    pub(crate) fn show(self, name: &std::ffi::OsStr) -> String {
+        match self {
+            Area::Root => name.to_string_lossy().into_owned(),
+            _ => format!("{}/{}", self.rel(), name.to_string_lossy()),
+        }
+    }
+
+    /// Every subdirectory of the spool, parents before children, `corrupt/` first (the
+    /// others are checked and quarantined into it).
+    pub(crate) fn subdirectories() -> Vec<Area> {
+        let mut v = vec![Area::State(QueueState::Corrupt), Area::Tmp];
+        v.extend(
+            QueueState::ALL
+                .into_iter()
+                .filter(|s| *s != QueueState::Corrupt)
+                .map(Area::State),
+        );
+        v.extend([Area::Records, Area::Free, Area::Segments, Area::Alloc]);
+        v.extend((0..PLACEMENTS as u8).map(Area::AllocSlot));
+        v
     }
 }
 
@@ -265,7 +303,10 @@ impl Inner {
     }
 
     pub(crate) fn area_dir(&self, area: Area) -> PathBuf {
-        self.dir.join(area.dir_name())
+        match area {
+            Area::Root => self.dir.clone(),
+            _ => self.dir.join(area.rel()),
+        }
     }
 
     /// THE function that turns a directory and a queue id into a path.
@@ -380,15 +421,10 @@ impl Spool {
         builder
             .create(&dir)
             .map_err(io_err("create directory", &dir))?;
+        layout::check_root(&dir)?;
         let lock_path = dir.join(LOCK_FILE);
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err("open", &lock_path))?;
+        let aside = layout::clear_lock_path(&dir)?;
+        let mut lock = layout::open_lock(&dir)?;
         if !sys::try_lock_exclusive(&lock).map_err(io_err("lock", &lock_path))? {
             return Err(SpoolError::Locked);
         }
@@ -400,32 +436,24 @@ impl Spool {
         // fresh block group (ext4's FS_TOPDIR_FL), where allocating a message's inode does
         // not scan a crowded inode table. Best effort; see `sys::mark_top_directory`.
         sys::mark_top_directory(&dir);
-        let areas = std::iter::once(Area::Tmp).chain(QueueState::ALL.map(Area::State));
-        for area in areas {
-            let p = dir.join(area.dir_name());
-            builder.create(&p).map_err(io_err("create directory", &p))?;
+        if sys::entry_kind(&dir.join(PLACEMENT_DIR))
+            .map_err(io_err("stat", &dir))?
+            .0
+            == sys::EntryKind::Missing
+        {
+            // Created first, so that it is marked before its placement directories exist.
+            DirBuilder::new()
+                .mode(0o700)
+                .create(dir.join(PLACEMENT_DIR))
+                .map_err(io_err("create directory", &dir))?;
+            sys::mark_top_directory(&dir.join(PLACEMENT_DIR));
         }
-        let free_dir = dir.join(FREE_DIR);
-        builder
-            .create(&free_dir)
-            .map_err(io_err("create directory", &free_dir))?;
-        let records_dir = dir.join(RECORDS_DIR);
-        builder
-            .create(&records_dir)
-            .map_err(io_err("create directory", &records_dir))?;
+        let mut set_aside = layout::check_dirs(&dir, &events, aside)?;
+        layout::report_unknown(&dir, &events)?;
+        let (key, key_set_aside) = key::open_or_create(&dir, &events)?;
+        set_aside += usize::from(key_set_aside);
         let segments_dir = dir.join(segment::SEGMENTS_DIR);
-        builder
-            .create(&segments_dir)
-            .map_err(io_err("create directory", &segments_dir))?;
-        let placement = dir.join(PLACEMENT_DIR);
-        builder
-            .create(&placement)
-            .map_err(io_err("create directory", &placement))?;
-        sys::mark_top_directory(&placement);
-        for n in 0..PLACEMENTS {
-            let p = placement.join(format!("{n:02}"));
-            builder.create(&p).map_err(io_err("create directory", &p))?;
-        }
+        let records_dir = dir.join(RECORDS_DIR);
         sys::sync_dir(&dir).map_err(io_err("fsync directory", &dir))?;
         let counters = Arc::new(SyncCounters::default());
         let incoming_dir = dir.join(QueueState::Incoming.as_str());
@@ -458,6 +486,7 @@ impl Spool {
         let batch = batch::BatchCommitter::start(fs, Arc::clone(&counters), Arc::clone(&queued))
             .map_err(io_err("start commit thread", &dir))?;
         let segments = Arc::new(segment::Segments::new(&dir));
+        segments.set_key(key);
         let inner = Inner {
             segments: Arc::clone(&segments),
             segment_commit: std::sync::atomic::AtomicBool::new(false),
@@ -479,10 +508,13 @@ impl Spool {
             next_free: AtomicU64::new(0),
             batch_commit: std::sync::atomic::AtomicBool::new(false),
         };
-        let report = recovery::recover(&inner)?;
-        inner.load_free_pool()?;
+        let report = recovery::recover(&inner, set_aside)?;
         segments
-            .start_committer(Arc::clone(&inner.counters), Arc::clone(&inner.queued))
+            .start_committer(
+                Arc::clone(&inner.counters),
+                Arc::clone(&inner.queued),
+                inner.events.clone(),
+            )
             .map_err(io_err("start segment thread", &segments_dir))?;
         let queued = QueueState::QUEUED.iter().map(|s| report.count(*s)).sum();
         inner.queued.store(queued, Ordering::Release);
@@ -549,7 +581,10 @@ impl Spool {
         }
         let ids = inner.file_ids()?;
         let has_file = |id| ids.contains(&id);
-        let scanned = segments.scan_all(&has_file)?;
+        if let Ok(key::Loaded::Key(k)) = key::load(&inner.dir) {
+            segments.set_key(k);
+        }
+        let (scanned, _) = segments.scan_all(&has_file, false)?;
         segments.load_read_only(scanned);
         queued += segments.resident_count();
         inner.queued.store(queued, Ordering::Release);
@@ -563,16 +598,18 @@ impl Spool {
     /// must not be called by the server itself.
     pub fn lock_holder(dir: &Path) -> Result<Option<u32>, SpoolError> {
         let path = dir.join(LOCK_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(SpoolError::io("open", path, e)),
+        // Never through a link, never blocking on a FIFO: no server locks such a thing.
+        let Some(mut file) = layout::open_lock_read(dir)? else {
+            return Ok(None);
         };
         if sys::try_lock_exclusive(&file).map_err(io_err("lock", &path))? {
             // Free: nobody serves this spool. Dropping the file releases the lock.
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
+        let mut text = String::new();
+        std::io::Read::take(&mut file, 64)
+            .read_to_string(&mut text)
+            .map_err(io_err("read", &path))?;
         Ok(text.trim().parse().ok())
     }
 

@@ -1,26 +1,33 @@
-//! The scan at start: remove partial writes, validate every queued file, quarantine the
-//! bad ones, count the rest.
+//! The scan at start: remove partial writes, validate every queued file, recover the
+//! segments, check the other directories, quarantine what is bad or not Tern's, count
+//! the rest.
+//!
+//! Order (each step relies on the ones before):
+//! 1. `tmp/`: Tern's partial writes (regular `<id>`, `<id>.record`) are removed (event
+//!    3002); anything else is quarantined.
+//! 2. Names left twice by a move cut short keep one name (`lifecycle`); a different file
+//!    under the same id is quarantined.
+//! 3. Every state directory but `corrupt/`: names that are not queue ids, and entries
+//!    that are not regular files (by `lstat`, never opened), are quarantined; the rest is
+//!    read in full and checked (header, trailer, both checksums, envelope); bad files are
+//!    quarantined (event 3003), never deleted.
+//! 4. Segments (`segment`), knowing which messages have a *valid* file of their own.
+//! 5. `records/` (`records`), `free/` (`recycle`), `alloc/`.
 //!
 //! Invariants:
 //! - Runs only under the spool lock, before the spool handle exists, so nothing else
 //!   writes the directories meanwhile.
-//! - Everything in `tmp/` is an unacknowledged write (a commit renames out of `tmp/`
-//!   before it returns), so regular files there are removed (event 3002). Anything else
-//!   there (a directory) is quarantined, not removed.
-//! - Every entry of every state directory except `corrupt/` is read in full and checked
-//!   (header, trailer, both checksums, envelope). Bad files and names that are not queue
-//!   ids are quarantined (event 3003), never deleted. A second scan finds nothing new.
-//! - A message found under two state directories (a move cut short) keeps one name
-//!   (`lifecycle`); records whose message is gone are removed after validation. A
-//!   quarantined message takes its record with it (`quarantine`), so that removal never
-//!   deletes the record of a message that still exists, in `corrupt/`.
+//! - A second scan finds nothing new.
+//! - A quarantined message takes its record with it (`quarantine`), so removing orphan
+//!   records never deletes the record of a message that still exists, in `corrupt/`.
 //! - An I/O error that belongs to the system rather than to one file (see `entry`) stops
 //!   the scan with an error instead of quarantining the queue.
 //!
-//! Cost: reads every byte of the queue once; validation runs on a few threads (the work
-//! is I/O and CRC) with one reused buffer each, so memory stays bounded with 100k files.
+//! Cost: reads every byte of the queue once, plus one `lstat` per entry; validation runs
+//! on a few threads (the work is I/O and CRC) with one reused buffer each, so memory
+//! stays bounded with 100k files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,63 +39,45 @@ use crate::id::QueueId;
 use crate::state::QueueState;
 
 use super::entry::{self, EntryError};
+use super::sys::{self, EntryKind};
 use super::{Area, Inner, RecoveryReport, name_to_id, read_names};
 
 /// Most validation threads.
 const MAX_WORKERS: usize = 4;
 
-pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
+/// The states whose directories hold message files (all but `corrupt/`).
+const MESSAGE_STATES: [QueueState; 5] = [
+    QueueState::Incoming,
+    QueueState::Active,
+    QueueState::Deferred,
+    QueueState::Hold,
+    QueueState::Poison,
+];
+
+/// `already`: entries quarantined before (the spool's own tree, see `layout`).
+pub(crate) fn recover(inner: &Inner, already: usize) -> Result<RecoveryReport, SpoolError> {
     let (mut partials_removed, mut quarantined) = remove_partials(inner)?;
-    inner.resolve_duplicates()?;
-    // Before the state directories: a damaged segment's records are written out to
-    // `incoming/` and validated and counted with it below.
-    let segments = inner.recover_segments()?;
-    partials_removed += segments.partials;
-    quarantined += segments.quarantined;
+    quarantined += already;
+    quarantined += inner.resolve_duplicates()?;
     let mut counts = BTreeMap::new();
-    for state in QueueState::ALL {
-        if state == QueueState::Corrupt {
-            continue;
-        }
-        let area = Area::State(state);
-        let dir = inner.area_dir(area);
-        let mut todo: Vec<(OsString, QueueId)> = Vec::new();
-        let mut bad_here = 0;
-        for name in read_names(&dir)? {
-            match name_to_id(&name) {
-                Some(id) => todo.push((name, id)),
-                None => {
-                    let reason = CorruptReason::BadFileName(name.to_string_lossy().into());
-                    bad_here += usize::from(inner.quarantine(area, &name, &reason)?);
-                }
-            }
-        }
-        let failures = verify_all(&dir, &todo)?;
-        let mut gone = 0;
-        let mut bad_files = 0;
-        for (i, failure) in failures {
-            let Some((name, _)) = todo.get(i) else {
-                continue;
-            };
-            match failure {
-                None => gone += 1,
-                Some(reason) => {
-                    if inner.quarantine(area, name, &reason)? {
-                        bad_files += 1;
-                    } else {
-                        gone += 1;
-                    }
-                }
-            }
-        }
-        bad_here += bad_files;
-        if bad_here > 0 {
-            inner.sync_after_quarantine(area)?;
-        }
-        quarantined += bad_here;
-        let good = todo.len().saturating_sub(gone + bad_files);
+    let mut valid: HashSet<QueueId> = HashSet::new();
+    for state in MESSAGE_STATES {
+        let (good, bad) = validate_state(inner, state, &mut valid)?;
+        quarantined += bad;
         counts.insert(state, good);
     }
+    // After the state directories: a segment's record counts as taken only when its
+    // message has a valid file of its own (a directory or a damaged file named like it,
+    // quarantined above, must not hide the segment's good copy).
+    let segments = inner.recover_segments(&valid)?;
+    partials_removed += segments.partials;
+    quarantined += segments.quarantined;
+    *counts.entry(QueueState::Incoming).or_insert(0) += segments.resident + segments.to_incoming;
+    *counts.entry(QueueState::Hold).or_insert(0) += segments.to_hold;
+    let records = inner.recover_records(&mut counts)?;
+    quarantined += records;
+    quarantined += inner.load_free_pool()?;
+    quarantined += check_placements(inner)?;
     let corrupt_dir = inner.area_dir(Area::State(QueueState::Corrupt));
     let in_corrupt = read_names(&corrupt_dir)?
         .iter()
@@ -99,9 +88,7 @@ pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
             !n.ends_with(super::quarantine::REASON_SUFFIX) && !n.contains(".record")
         })
         .count();
-    inner.remove_orphan_records()?;
     counts.insert(QueueState::Corrupt, in_corrupt);
-    *counts.entry(QueueState::Incoming).or_insert(0) += segments.resident;
     let report = RecoveryReport {
         counts,
         partials_removed,
@@ -125,17 +112,105 @@ pub(crate) fn recover(inner: &Inner) -> Result<RecoveryReport, SpoolError> {
     Ok(report)
 }
 
-/// Returns (files removed, entries quarantined).
+/// Why an entry of a directory that holds files of Tern's is unexpected, from `lstat`
+/// (never opened): `None` for a regular file.
+pub(crate) fn not_a_file(
+    inner: &Inner,
+    area: Area,
+    name: &std::ffi::OsStr,
+) -> Result<Option<String>, SpoolError> {
+    let path = inner.area_dir(area).join(name);
+    match sys::entry_kind(&path).map_err(|e| SpoolError::io("stat", &path, e))? {
+        (EntryKind::File | EntryKind::Missing, _) => Ok(None),
+        (kind, _) => Ok(Some(format!(
+            "{} in {}/, not a regular file (it was not opened)",
+            kind.describe(),
+            area.rel()
+        ))),
+    }
+}
+
+/// Validates one state directory: quarantines names that are not queue ids, entries
+/// that are not regular files (without opening them) and files that fail validation;
+/// adds the valid ids to `valid`. Returns (valid files, entries quarantined).
+fn validate_state(
+    inner: &Inner,
+    state: QueueState,
+    valid: &mut HashSet<QueueId>,
+) -> Result<(usize, usize), SpoolError> {
+    let area = Area::State(state);
+    let dir = inner.area_dir(area);
+    let mut todo: Vec<(OsString, QueueId)> = Vec::new();
+    let mut bad = 0;
+    for name in read_names(&dir)? {
+        let reason = match (name_to_id(&name), not_a_file(inner, area, &name)?) {
+            (Some(id), None) => {
+                todo.push((name, id));
+                continue;
+            }
+            (_, Some(why)) => CorruptReason::UnexpectedEntry(why),
+            (None, None) => CorruptReason::BadFileName(name.to_string_lossy().into()),
+        };
+        bad += usize::from(inner.quarantine(area, &name, &reason)?);
+    }
+    let failures = verify_all(&dir, &todo)?;
+    let mut failed = vec![false; todo.len()];
+    let mut gone = 0;
+    for (i, failure) in failures {
+        let Some((name, _)) = todo.get(i) else {
+            continue;
+        };
+        if let Some(f) = failed.get_mut(i) {
+            *f = true;
+        }
+        match failure {
+            None => gone += 1,
+            Some(reason) => {
+                if inner.quarantine(area, name, &reason)? {
+                    bad += 1;
+                } else {
+                    gone += 1;
+                }
+            }
+        }
+    }
+    let good: Vec<QueueId> = todo
+        .iter()
+        .zip(&failed)
+        .filter(|(_, f)| !**f)
+        .map(|((_, id), _)| *id)
+        .collect();
+    if bad > 0 {
+        inner.sync_after_quarantine(area)?;
+    }
+    let n = good.len();
+    valid.extend(good);
+    let _ = gone;
+    Ok((n, bad))
+}
+
+/// `tmp/` at start: Tern's unfinished writes (`<id>`, `<id>.record`, regular files) are
+/// removed (event 3002); anything else is quarantined. Returns (removed, quarantined).
 fn remove_partials(inner: &Inner) -> Result<(usize, usize), SpoolError> {
     let dir = inner.area_dir(Area::Tmp);
     let mut removed = 0;
     let mut quarantined = 0;
     for name in read_names(&dir)? {
         let path = dir.join(&name);
-        let is_dir = path.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false);
-        if is_dir {
-            quarantined +=
-                usize::from(inner.quarantine(Area::Tmp, &name, &CorruptReason::NotAFile)?);
+        let ours = name
+            .to_str()
+            .map(|n| n.strip_suffix(".record").unwrap_or(n))
+            .is_some_and(|n| QueueId::parse(n).is_ok());
+        let reason = match (ours, not_a_file(inner, Area::Tmp, &name)?) {
+            (_, Some(why)) => Some(CorruptReason::UnexpectedEntry(why)),
+            (false, None) => Some(CorruptReason::UnexpectedEntry(format!(
+                "{:?} is not a name Tern gives a write in progress",
+                name.to_string_lossy()
+            ))),
+            (true, None) => None,
+        };
+        if let Some(reason) = reason {
+            quarantined += usize::from(inner.quarantine(Area::Tmp, &name, &reason)?);
             continue;
         }
         match std::fs::remove_file(&path) {
@@ -154,6 +229,43 @@ fn remove_partials(inner: &Inner) -> Result<(usize, usize), SpoolError> {
         inner.sync_after_quarantine(Area::Tmp)?;
     }
     Ok((removed, quarantined))
+}
+
+/// The placement directories are always empty (Tern only creates unnamed inodes there):
+/// anything in them, and any name in `alloc/` other than `00`..`15`, is quarantined.
+fn check_placements(inner: &Inner) -> Result<usize, SpoolError> {
+    let mut quarantined = 0;
+    let slots: Vec<String> = (0..super::PLACEMENTS).map(|n| format!("{n:02}")).collect();
+    for name in read_names(&inner.area_dir(Area::Alloc))? {
+        if slots.iter().any(|s| name.to_str() == Some(s.as_str())) {
+            continue;
+        }
+        let reason = CorruptReason::UnexpectedEntry(format!(
+            "{:?} in alloc/, which holds only the placement directories 00 to 15",
+            name.to_string_lossy()
+        ));
+        quarantined += usize::from(inner.quarantine(Area::Alloc, &name, &reason)?);
+    }
+    for n in 0..super::PLACEMENTS {
+        let area = Area::AllocSlot(u8::try_from(n).unwrap_or(0));
+        let mut here = 0;
+        for name in read_names(&inner.area_dir(area))? {
+            let reason = CorruptReason::UnexpectedEntry(format!(
+                "{:?} in {}/, a placement directory that is always empty",
+                name.to_string_lossy(),
+                area.rel()
+            ));
+            here += usize::from(inner.quarantine(area, &name, &reason)?);
+        }
+        if here > 0 {
+            inner.sync_after_quarantine(area)?;
+        }
+        quarantined += here;
+    }
+    if quarantined > 0 {
+        inner.sync_after_quarantine(Area::Alloc)?;
+    }
+    Ok(quarantined)
 }
 
 /// Validates `todo` (names in `dir`) on a few threads. Returns the failures by index:

@@ -27,11 +27,11 @@ use std::path::PathBuf;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use crate::error::SpoolError;
+use crate::error::{CorruptReason, SpoolError};
 use crate::id::QueueId;
 use crate::state::QueueState;
 
-use super::{Area, FREE_DIR, Inner, MAX_FREE, read_names};
+use super::{Area, FREE_DIR, Inner, MAX_FREE, read_names, sys};
 
 impl Inner {
     fn free_dir(&self) -> PathBuf {
@@ -55,37 +55,60 @@ impl Inner {
     }
 
     /// At open: fills the pool from `free/` (see the module header for what is kept).
-    pub(crate) fn load_free_pool(&self) -> Result<(), SpoolError> {
+    /// Only regular files named `f<n>` are Tern's; anything else there is quarantined
+    /// (never opened, never reused). Returns how many entries were quarantined.
+    pub(crate) fn load_free_pool(&self) -> Result<usize, SpoolError> {
         let dir = self.free_dir();
         let mut pool = Vec::new();
         let mut highest = 0u64;
+        let mut quarantined = 0;
         for name in read_names(&dir)? {
             let path = dir.join(&name);
-            if let Some(n) = name
+            let n = name
                 .to_str()
                 .and_then(|s| s.strip_prefix('f'))
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                highest = highest.max(n);
-            }
-            let Ok(meta) = path.symlink_metadata() else {
-                continue;
+                .and_then(|s| s.parse::<u64>().ok());
+            let (kind, meta) =
+                sys::entry_kind(&path).map_err(|e| SpoolError::io("stat", &path, e))?;
+            let meta = match (n, kind, meta) {
+                (_, sys::EntryKind::Missing, _) => continue,
+                (Some(n), sys::EntryKind::File, Some(meta)) => {
+                    highest = highest.max(n);
+                    meta
+                }
+                (n, kind, _) => {
+                    let reason = CorruptReason::UnexpectedEntry(format!(
+                        "{} {} in free/, where Tern keeps only regular files named f<n>",
+                        kind.describe(),
+                        if n.is_some() {
+                            "named like a free file"
+                        } else {
+                            "with a name Tern does not make"
+                        }
+                    ));
+                    quarantined += usize::from(self.quarantine(Area::Free, &name, &reason)?);
+                    continue;
+                }
             };
-            if !meta.is_file() || meta.nlink() != 1 || pool.len() >= MAX_FREE {
+            if meta.nlink() != 1 || pool.len() >= MAX_FREE {
+                // Still a message's file (a crash between link and unlink), or too many:
+                // only the free/ name goes.
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    // A directory or worse: leave it; it is never used.
-                    Err(_) => {}
+                    Err(e) => return Err(SpoolError::io("unlink", path, e)),
                 }
                 continue;
             }
             pool.push(path);
         }
+        if quarantined > 0 {
+            self.sync_after_quarantine(Area::Free)?;
+        }
         self.next_free
             .store(highest.saturating_add(1), Ordering::Relaxed);
         *self.free.lock().unwrap_or_else(PoisonError::into_inner) = pool;
-        Ok(())
+        Ok(quarantined)
     }
 
     /// Retires the file of message `id` in `state`: into the pool when there is room

@@ -16,23 +16,30 @@ use crate::error::{CorruptReason, SpoolError};
 use crate::id::QueueId;
 use crate::state::QueueState;
 
-use super::quarantine::quarantined_id;
+use super::quarantine::Extra;
 use super::segment::{Resident, SegmentReport};
 use super::writer::TmpFile;
 use super::{Area, Inner, Spool, name_to_id, read_names, sys};
 
 impl Inner {
-    /// Ids that have a file of their own in a state directory or in `corrupt/`.
+    /// Ids that have a regular file of their own in a state directory (a read-only
+    /// spool's view: nothing is validated).
     pub(crate) fn file_ids(&self) -> Result<HashSet<QueueId>, SpoolError> {
         let mut ids = HashSet::new();
         for state in QueueState::ALL {
-            for name in read_names(&self.area_dir(Area::State(state)))? {
-                let id = if state == QueueState::Corrupt {
-                    quarantined_id(&name)
-                } else {
-                    name_to_id(&name)
-                };
-                ids.extend(id);
+            if state == QueueState::Corrupt {
+                continue;
+            }
+            let dir = self.area_dir(Area::State(state));
+            for name in read_names(&dir)? {
+                if let Some(id) = name_to_id(&name)
+                    && dir
+                        .join(&name)
+                        .symlink_metadata()
+                        .is_ok_and(|m| m.is_file())
+                {
+                    ids.insert(id);
+                }
             }
         }
         Ok(ids)
@@ -74,44 +81,56 @@ impl Inner {
         Ok(())
     }
 
-    /// At open, before the state directories are validated: scans the segments, writes
-    /// out the readable records of damaged ones (to `incoming/`, or `hold/` past a
-    /// resync), quarantines those, cuts
-    /// unfinished tails, and indexes the resident messages (see `segment`).
-    pub(crate) fn recover_segments(&self) -> Result<SegmentReport, SpoolError> {
-        let ids = self.file_ids()?;
-        let has_file = |id| ids.contains(&id);
-        let scanned = self.segments.scan_all(&has_file)?;
-        let write_out = |id: QueueId, blob: &[u8], to: QueueState| -> Result<(), SpoolError> {
-            let dst = self.entry_path(Area::State(to), id);
-            if dst.symlink_metadata().is_ok() {
-                return Ok(());
-            }
-            let tmp = self.entry_path(Area::Tmp, id);
-            let mut f = sys::create_new(&tmp).map_err(|e| SpoolError::io("create", &tmp, e))?;
-            let written = f
-                .write_all(blob)
-                .and_then(|()| f.sync_all())
-                .and_then(|()| sys::rename_noreplace(&tmp, &dst));
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(SpoolError::io("write out", dst, e));
-            }
-            Ok(())
+    /// At open, after the state directories were validated (`valid`: the ids with a
+    /// valid file of their own): quarantines unexpected entries of `segments/`, scans
+    /// the segments, writes out the readable records of damaged ones (to `incoming/`,
+    /// or `hold/` when found only by searching), quarantines those, cuts the unfinished
+    /// tail of the newest unsealed one, seals the rest, and indexes the resident
+    /// messages (see `segment`).
+    pub(crate) fn recover_segments(
+        &self,
+        valid: &HashSet<QueueId>,
+    ) -> Result<SegmentReport, SpoolError> {
+        let has_file = |id| valid.contains(&id);
+        let (scanned, unexpected) = self.segments.scan_all(&has_file, true)?;
+        let mut set_aside = 0;
+        for (name, why) in unexpected {
+            let reason = CorruptReason::UnexpectedEntry(why);
+            set_aside += usize::from(self.quarantine(Area::Segments, &name, &reason)?);
+        }
+        if set_aside > 0 {
+            self.sync_after_quarantine(Area::Segments)?;
+        }
+        let write_out = |id: QueueId, blob: &[u8], to: QueueState| -> Result<bool, SpoolError> {
+            self.write_out_file(id, blob, to)
         };
-        let quarantine = |name: &std::ffi::OsStr, reason: &CorruptReason| {
-            let moved = self.quarantine(Area::Segments, name, reason)?;
-            if moved {
-                for state in [QueueState::Incoming, QueueState::Hold] {
-                    let dir = self.area_dir(Area::State(state));
-                    sys::sync_dir(&dir).map_err(|e| SpoolError::io("fsync directory", &dir, e))?;
-                }
+        let quarantine = |name: &std::ffi::OsStr,
+                          reason: &CorruptReason,
+                          details: &str,
+                          damaged_ids: &str,
+                          written_out_ids: &str| {
+            // The messages written out are durable before the segment leaves.
+            for state in [QueueState::Incoming, QueueState::Hold] {
+                let dir = self.area_dir(Area::State(state));
+                sys::sync_subdir(&dir).map_err(|e| SpoolError::io("fsync directory", &dir, e))?;
+            }
+            let extra = Extra {
+                shown: None,
+                details,
+                damaged_ids,
+                written_out_ids,
+            };
+            let moved = self.quarantine_with(Area::Segments, name, reason, &extra)?;
+            if moved.is_some() {
                 self.sync_after_quarantine(Area::Segments)?;
             }
             Ok(moved)
         };
-        self.segments
-            .recover(scanned, &self.events, &write_out, &quarantine)
+        let mut report = self
+            .segments
+            .recover(scanned, &self.events, &write_out, &quarantine)?;
+        report.quarantined += set_aside;
+        Ok(report)
     }
 }
 

@@ -1,17 +1,15 @@
 //! Segment commit (`[spool] commit = "segment"`): new messages appended to shared
 //! segment files instead of a file each.
 //!
-//! A segment `segments/<segment id>` is a sequence of records, each a 32-byte frame
-//! followed by a complete message file of format version 1 (header, content, envelope,
-//! trailer: self-checking on its own, see `format`):
-//!
-//! ```text
-//! frame: "TERNSEG1" | queue id (15 ASCII) | 0 | blob length u32 LE | CRC-32C of the 28 bytes before, u32 LE
-//! ```
+//! A segment `segments/<segment id>` is a sequence of records, each a frame (`frame`:
+//! version 2, 64 bytes with the record's offset and a MAC under the spool key; version 1,
+//! 32 bytes, in segments written before 2026-12) followed by a complete message file
+//! of format version 1 (header, content, envelope, trailer: self-checking on its own,
+//! see `format`), and, once it takes no more appends, a seal frame.
 //!
 //! Beside it, `segments/<segment id>.out` lists (one `<queue id>\n` per line) the
 //! messages that left the segment for good while it still existed (removed, deleted,
-//! quarantined).
+//! quarantined), and `sealed <offset>\n` once the segment is sealed.
 //!
 //! Commit: one thread (`tern-spool-segment`) takes every message waiting, appends their
 //! records with one positioned gathering write (`sys::write_all_vectored_at`, no copy of
@@ -21,6 +19,10 @@
 //! (and its `.out`) is created, and `segments/` fsynced, once per `SEGMENT_MAX` bytes.
 //! A failed write or sync cuts the segment back to its last synced length before the
 //! `451`, and the next batch starts a new segment.
+//!
+//! Seals: a segment that takes no more appends (it reached `SEGMENT_MAX`, the spool is
+//! closing, a write failed) gets a seal frame at its end, synced, and a `sealed <offset>`
+//! line in its `.out`, synced: two witnesses that the segment is complete.
 //!
 //! A message in a segment is in state `incoming`. Moving it to another state (the queue
 //! manager taking it to `active/`, an operator holding it) writes it out as a file of its
@@ -32,17 +34,23 @@
 //! then delivered again (the at-least-once window). A segment with no resident message left
 //! and no more appends is unlinked (with its `.out`), and `segments/` fsynced.
 //!
-//! Recovery (`Segments::recover`): for every segment, each record is checked (frame CRC,
-//! then the whole message file as `format::decode` checks it, id equal to the frame's);
-//! a record whose id is in `.out` or has a file in any state directory or `corrupt/` was
-//! taken and is skipped; the rest are resident in `incoming`. A record cut short at the
-//! end of the segment (a write that a crash interrupted, never acknowledged) or a zeroed
-//! tail is cut off (event 3002). Any other damage quarantines the segment: its readable
-//! records are first written out as files, then the segment file moves to
-//! `corrupt/<segment id>` with a reason (event 3003). Nothing a segment holds is deleted.
-//! Records reached through the length chain from offset 0 go to `incoming/`; records
-//! found only by searching past bytes that are not a frame go to `hold/`: they could be
-//! bytes a peer put inside a message body, so an operator releases them, not the queue.
+//! Recovery (`Segments::recover`), after the state directories were validated: every
+//! segment is scanned (`scan`); a record whose id is in `.out` or has a valid file in a
+//! state directory was taken and is skipped; the rest are resident in `incoming`.
+//! - An unfinished tail (a record cut short, the start of a frame, zeros) is a write a
+//!   crash interrupted only in the segment that was being appended to: the newest
+//!   segment (highest id) when it has no seal. There it is cut off and synced (event
+//!   3002). Anywhere else it is damage.
+//! - Any damage quarantines the segment: every record still resident is first written
+//!   out as a file of its own, to `incoming/` when it is Tern's own (reached through the
+//!   chain of lengths from offset 0 or from an authenticated frame, or authenticated
+//!   itself), to `hold/` when it was only found by searching (it could be bytes a client
+//!   put inside a body); then the segment moves to `corrupt/<segment id>` with a reason
+//!   listing every damage and every message (event 3003), and each message concerned
+//!   gets its own tracked event (3007 damaged, 3008 written out, 3009 held). Nothing a
+//!   segment holds is deleted.
+//! - Every segment kept is sealed (if it was not) before the commit thread starts, so at
+//!   any start at most one segment can have an unfinished tail.
 //!
 //! Invariants:
 //! - The state mutex guards only the in-memory index; it is never held across I/O.
@@ -52,210 +60,197 @@
 //!   until the unlink is durable).
 //! - Records are bounded: at most `MAX_BLOB` bytes (messages that spill past
 //!   `MessageWriter::BUFFER_LIMIT` are committed as files of their own in every mode).
+//! - Nothing is appended to a segment after its seal.
+
+mod frame;
+mod scan;
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::oneshot;
 
 use tern_events::{catalog, fields};
 
 use crate::error::{CorruptReason, SpoolError};
-use crate::format;
 use crate::id::QueueId;
 use crate::state::QueueState;
 
 use super::handoff::Handoff;
+use super::key::SpoolKey;
 use super::{SyncCounters, sys};
 
-/// Recovery's way to write a message out as a durable file in `incoming/` or `hold/`.
-pub(crate) type WriteOut<'a> = dyn Fn(QueueId, &[u8], QueueState) -> Result<(), SpoolError> + 'a;
-/// Recovery's way to move `segments/<name>` to `corrupt/` with a reason; whether it moved.
-pub(crate) type QuarantineSegment<'a> =
-    dyn Fn(&std::ffi::OsStr, &CorruptReason) -> Result<bool, SpoolError> + 'a;
+pub(crate) use frame::V2_LEN as FRAME_LEN;
+pub(crate) use scan::{Damage, Found, Via};
+
+/// Recovery's way to write a message out as a durable file in `incoming/` or `hold/`;
+/// `Ok(false)` when a file by that name was already there.
+pub(crate) type WriteOut<'a> = dyn Fn(QueueId, &[u8], QueueState) -> Result<bool, SpoolError> + 'a;
+/// Recovery's way to move `segments/<name>` to `corrupt/` with a reason, the details for
+/// its `.reason` file, and the (bounded) lists of damaged and written-out ids for event
+/// 3003; the name it got in `corrupt/`, or `None` when it vanished.
+pub(crate) type QuarantineSegment<'a> = dyn Fn(&std::ffi::OsStr, &CorruptReason, &str, &str, &str) -> Result<Option<String>, SpoolError>
+    + 'a;
 
 /// Directory under the spool that holds the segments.
 pub(crate) const SEGMENTS_DIR: &str = "segments";
 /// Suffix of a segment's list of messages that left it.
-const OUT_SUFFIX: &str = ".out";
-/// Magic at the start of every record frame.
-const FRAME_MAGIC: [u8; 8] = *b"TERNSEG1";
-/// Bytes in a record frame.
-pub(crate) const FRAME_LEN: usize = 32;
+pub(crate) const OUT_SUFFIX: &str = ".out";
+/// Line prefix in `.out` recording the seal.
+const SEALED_LINE: &str = "sealed ";
 /// A segment takes no more appends once it is this long.
 const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
-/// Largest blob a record may hold: a message that stayed in memory
-/// (`MessageWriter::BUFFER_LIMIT`) and the largest envelope, with header and trailer.
-pub(crate) const MAX_BLOB: u64 = 256 * 1024 + format::MAX_ENVELOPE_LEN + format::MIN_FILE_LEN;
-/// Bytes read at a time when searching past damage for the next frame.
-const SEARCH_CHUNK: usize = 1024 * 1024;
+/// Most queue ids named in one event 3003 (every one is in the `.reason` file and has
+/// its own event).
+const MAX_IDS_IN_EVENT: usize = 20;
 
-/// The frame that precedes a record of `blob_len` bytes for message `id`.
-pub(crate) fn encode_frame(id: QueueId, blob_len: u32) -> [u8; FRAME_LEN] {
-    let mut f = [0u8; FRAME_LEN];
-    f[..8].copy_from_slice(&FRAME_MAGIC);
-    f[8..23].copy_from_slice(id.to_string().as_bytes());
-    f[24..28].copy_from_slice(&blob_len.to_le_bytes());
-    let crc = crc32c::crc32c(&f[..28]);
-    f[28..].copy_from_slice(&crc.to_le_bytes());
-    f
+/// Runs the scanner over `data` as one segment file, with a fixed key (the fuzz target).
+pub(crate) fn scan_bytes_for_fuzzing(data: &[u8]) {
+    let mut read_at = |at: u64, buf: &mut [u8]| -> io::Result<()> {
+        let at = usize::try_from(at).map_err(io::Error::other)?;
+        let end = at
+            .checked_add(buf.len())
+            .ok_or_else(|| io::Error::other("overflow"))?;
+        let src = data
+            .get(at..end)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    };
+    let seg = fuzz_segment_id();
+    let key = SpoolKey::for_tests(7);
+    let _ = scan::scan(&mut read_at, data.len() as u64, seg, Some(&key));
 }
 
-/// The id and blob length of a frame, or `None` when these bytes are not a frame.
-pub(crate) fn decode_frame(f: &[u8]) -> Option<(QueueId, u32)> {
-    let f: &[u8; FRAME_LEN] = f.get(..FRAME_LEN)?.try_into().ok()?;
-    if f[..8] != FRAME_MAGIC || f[23] != 0 {
-        return None;
-    }
-    let crc = u32::from_le_bytes(f[28..].try_into().ok()?);
-    if crc32c::crc32c(&f[..28]) != crc {
-        return None;
-    }
-    let id = QueueId::parse(std::str::from_utf8(&f[8..23]).ok()?).ok()?;
-    let len = u32::from_le_bytes(f[24..28].try_into().ok()?);
-    (u64::from(len) <= MAX_BLOB && u64::from(len) >= format::MIN_FILE_LEN).then_some((id, len))
-}
-
-/// What a scan of one segment found, in file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Found {
-    /// A complete, valid record: message `id`, whose file is `len` bytes at `blob_at`.
-    Record { id: QueueId, blob_at: u64, len: u64 },
-    /// Bytes `at..at+len` are not records (bad frame or a record that fails validation).
-    /// `resync`: they were not a frame, and the next record was found by searching for
-    /// a frame, not through the length chain from the start of the segment.
-    Damaged {
-        at: u64,
-        len: u64,
-        reason: CorruptReason,
-        resync: bool,
-    },
-    /// From `at` to the end: a record cut short or zeros: a write that never finished.
-    Unfinished { at: u64 },
-}
-
-/// Reads a segment of `file_len` bytes through `read_at` and classifies its bytes.
-/// Memory: one record (at most `MAX_BLOB`) and one search chunk.
-pub(crate) fn scan(
-    read_at: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
-    file_len: u64,
-) -> io::Result<Vec<Found>> {
-    let mut out = Vec::new();
-    let mut at = 0u64;
-    let mut blob = Vec::new();
-    while at < file_len {
-        let left = file_len - at;
-        let mut frame = [0u8; FRAME_LEN];
-        let have = usize::try_from(left.min(FRAME_LEN as u64)).unwrap_or(FRAME_LEN);
-        read_at(at, &mut frame[..have])?;
-        let decoded = (have == FRAME_LEN).then(|| decode_frame(&frame)).flatten();
-        let Some((id, len)) = decoded else {
-            // Not a frame. A tail of zeros, or the start of a frame that never finished,
-            // is an unfinished write; anything else is damage, up to the next frame.
-            match next_frame(read_at, at.saturating_add(1), file_len)? {
-                None if tail_is_unfinished(read_at, at, file_len, &frame[..have])? => {
-                    out.push(Found::Unfinished { at });
-                    return Ok(out);
-                }
-                None => {
-                    out.push(Found::Damaged {
-                        at,
-                        len: left,
-                        reason: CorruptReason::BadMagic,
-                        resync: false,
-                    });
-                    return Ok(out);
-                }
-                Some(next) => {
-                    out.push(Found::Damaged {
-                        at,
-                        len: next - at,
-                        reason: CorruptReason::BadMagic,
-                        resync: true,
-                    });
-                    at = next;
-                    continue;
-                }
-            }
+/// The fuzz target with an oracle: a genuine segment (two records, the second carrying
+/// forged frames in its body, and a seal) edited by `data` (each 3 bytes: a position
+/// and a byte to XOR there; a last odd byte cuts the segment), then scanned. Panics if
+/// the scan does not account for every byte in order, reports a record that fails
+/// validation, or trusts anything but a genuine record at the offset it was written.
+pub(crate) fn fuzz_edited_segment(data: &[u8]) {
+    let key = SpoolKey::for_tests(7);
+    let seg = fuzz_segment_id();
+    let mut bytes = Vec::new();
+    let mut genuine = Vec::new();
+    let file = |content: &[u8]| -> Option<(QueueId, Vec<u8>)> {
+        let id = QueueId::generate();
+        let env = crate::envelope::Envelope {
+            id,
+            sender: "a@b.test".into(),
+            recipients: vec![crate::envelope::Recipient {
+                address: "c@d.test".into(),
+                orcpt: None,
+                notify: None,
+                status: crate::envelope::RecipientStatus::Pending,
+            }],
+            params: crate::envelope::MailParams::default(),
+            client: crate::envelope::ClientInfo::default(),
+            arrival_micros: id.arrival_micros(),
+            size: content.len() as u64,
         };
-        let blob_at = at + FRAME_LEN as u64;
-        let len = u64::from(len);
-        if blob_at.saturating_add(len) > file_len {
-            // The frame is whole but its record runs past the end: a cut write.
-            out.push(Found::Unfinished { at });
-            return Ok(out);
-        }
-        blob.resize(usize::try_from(len).unwrap_or(0), 0);
-        read_at(blob_at, &mut blob)?;
-        match format::decode(&blob, Some(id)) {
-            Ok(_) => out.push(Found::Record { id, blob_at, len }),
-            Err(reason) => out.push(Found::Damaged {
-                at,
-                len: FRAME_LEN as u64 + len,
-                reason,
-                resync: false,
-            }),
-        }
-        at = blob_at + len;
+        crate::format::encode(content, &env).ok().map(|f| (id, f))
+    };
+    let Some((id1, f1)) = file(b"Subject: one\r\n\r\nhello\r\n") else {
+        return;
+    };
+    let Some((fake, ffake)) = file(b"Subject: forged\r\n\r\nx\r\n") else {
+        return;
+    };
+    let mut body = b"Subject: two\r\n\r\n".to_vec();
+    body.extend_from_slice(&frame::encode_record(
+        seg,
+        0,
+        fake,
+        &ffake,
+        &SpoolKey::for_tests(8),
+    ));
+    body.extend_from_slice(&ffake);
+    let Some((id2, f2)) = file(&body) else {
+        return;
+    };
+    for (id, f) in [(id1, &f1), (id2, &f2)] {
+        let at = bytes.len() as u64;
+        bytes.extend_from_slice(&frame::encode_record(seg, at, id, f, &key));
+        bytes.extend_from_slice(f);
+        genuine.push((id, at));
     }
-    Ok(out)
-}
-
-/// Whether the bytes from `at` to the end are an unfinished write: all zeros, or a
-/// frame's first bytes that were cut (fewer than a frame, matching its magic).
-fn tail_is_unfinished(
-    read_at: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
-    at: u64,
-    file_len: u64,
-    first: &[u8],
-) -> io::Result<bool> {
-    let left = file_len - at;
-    if left < FRAME_LEN as u64 {
-        let n = first.len().min(FRAME_MAGIC.len());
-        if first[..n] == FRAME_MAGIC[..n] {
-            return Ok(true);
+    let at = bytes.len() as u64;
+    bytes.extend_from_slice(&frame::encode_seal(seg, at, &key));
+    let mut edits = data.chunks_exact(3);
+    for e in &mut edits {
+        let pos = usize::from(u16::from_le_bytes([e[0], e[1]]));
+        let n = bytes.len().max(1);
+        if let Some(b) = bytes.get_mut(pos % n) {
+            *b ^= e[2];
         }
     }
-    let mut buf = vec![0u8; SEARCH_CHUNK];
-    let mut pos = at;
-    while pos < file_len {
-        let n = usize::try_from((file_len - pos).min(SEARCH_CHUNK as u64)).unwrap_or(0);
-        read_at(pos, &mut buf[..n])?;
-        if buf[..n].iter().any(|b| *b != 0) {
-            return Ok(false);
-        }
-        pos += n as u64;
+    if let [cut] = edits.remainder() {
+        let keep = bytes.len() * usize::from(*cut) / 255;
+        bytes.truncate(keep);
     }
-    Ok(true)
-}
-
-/// The offset of the next valid frame at or after `from`, if any.
-fn next_frame(
-    read_at: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
-    from: u64,
-    file_len: u64,
-) -> io::Result<Option<u64>> {
-    let mut buf = vec![0u8; SEARCH_CHUNK + FRAME_LEN];
-    let mut pos = from;
-    while pos.saturating_add(FRAME_LEN as u64) <= file_len {
-        let n = usize::try_from((file_len - pos).min(buf.len() as u64)).unwrap_or(0);
-        read_at(pos, &mut buf[..n])?;
-        let mut i = 0;
-        while i + FRAME_LEN <= n {
-            if buf[i] == FRAME_MAGIC[0] && decode_frame(&buf[i..i + FRAME_LEN]).is_some() {
-                return Ok(Some(pos + i as u64));
+    let mut read_at = |at: u64, buf: &mut [u8]| -> io::Result<()> {
+        let at = usize::try_from(at).map_err(io::Error::other)?;
+        let src = at
+            .checked_add(buf.len())
+            .and_then(|end| bytes.get(at..end))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    };
+    let len = bytes.len() as u64;
+    let Ok(found) = scan::scan(&mut read_at, len, seg, Some(&key)) else {
+        panic!("a scan of bytes in memory failed");
+    };
+    let mut at = 0u64;
+    for f in &found {
+        match f {
+            Found::Record {
+                id,
+                at: a,
+                blob_at,
+                len: n,
+                via,
+            } => {
+                assert_eq!(*a, at, "records in order");
+                let b = usize::try_from(*blob_at).unwrap_or(usize::MAX);
+                let e = usize::try_from(*n).unwrap_or(usize::MAX);
+                let file = b.checked_add(e).and_then(|end| bytes.get(b..end));
+                assert!(
+                    file.is_some_and(|f| crate::format::decode(f, Some(*id)).is_ok()),
+                    "a record that does not validate"
+                );
+                if *via != Via::Search {
+                    assert!(genuine.contains(&(*id, *a)), "trusted a forgery");
+                }
+                at = blob_at + n;
             }
-            i += 1;
+            Found::Damaged { at: a, len: n, .. } => {
+                assert_eq!(*a, at, "damage in order");
+                assert!(*n > 0, "empty damage");
+                at += n;
+            }
+            Found::Seal { at: a } => {
+                assert_eq!(*a, at, "seal in order");
+                at += FRAME_LEN as u64;
+            }
+            Found::Unfinished { at: a, .. } => {
+                assert_eq!(*a, at, "tail in order");
+                at = len;
+            }
         }
-        // The last FRAME_LEN - 1 bytes may start a frame that the next read completes.
-        pos += (n.saturating_sub(FRAME_LEN - 1)).max(1) as u64;
     }
-    Ok(None)
+    assert_eq!(at, len, "every byte accounted for");
+}
+
+/// The segment id the fuzz target scans as (fixed, so a corpus can hold its seal).
+fn fuzz_segment_id() -> QueueId {
+    QueueId::parse("0000000000000F0").unwrap_or_else(|_| QueueId::generate())
 }
 
 /// Where a resident message's file is.
@@ -308,6 +303,9 @@ pub(crate) struct Segments {
     dir: PathBuf,
     index: Mutex<Index>,
     committer: Mutex<Option<Committer>>,
+    /// The spool key that authenticates frames (set once at open; absent in a read-only
+    /// spool whose key cannot be read).
+    key: OnceLock<SpoolKey>,
 }
 
 /// A resident message, found by [`Segments::lookup`].
@@ -340,7 +338,13 @@ impl Segments {
             dir: spool_dir.join(SEGMENTS_DIR),
             index: Mutex::new(Index::default()),
             committer: Mutex::new(None),
+            key: OnceLock::new(),
         }
+    }
+
+    /// Sets the spool key (once, at open).
+    pub(crate) fn set_key(&self, key: SpoolKey) {
+        let _ = self.key.set(key);
     }
 
     /// Message `id` if it is resident in a segment.
@@ -423,6 +427,16 @@ impl Segments {
         Ok(true)
     }
 
+    /// A message written out of a segment that still exists leaves for good
+    /// (quarantined from its state directory): logs it in that segment's `.out`, so the
+    /// segment never brings it back. Best effort (an error is the at-least-once window).
+    pub(crate) fn gone_if_taken(&self, id: QueueId) {
+        let taken = self.lock().taken.contains_key(&id);
+        if taken {
+            let _ = self.gone(id);
+        }
+    }
+
     /// One resident fewer in `seg`; returns it when it should be unlinked now.
     fn release(ix: &mut Index, seg: QueueId) -> Option<QueueId> {
         let s = ix.segs.get_mut(&seg)?;
@@ -443,7 +457,7 @@ impl Segments {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             })
-            .and_then(|()| sys::sync_dir(&self.dir));
+            .and_then(|()| sys::sync_subdir(&self.dir));
         let mut ix = self.lock();
         if done.is_ok() {
             ix.segs.remove(&seg);
@@ -478,13 +492,14 @@ impl Segments {
         self: &Arc<Self>,
         counters: Arc<SyncCounters>,
         queued: Arc<AtomicUsize>,
+        events: tern_events::EventLog,
     ) -> io::Result<()> {
         let shared = Arc::new(Shared::new());
         let thread_shared = Arc::clone(&shared);
         let segments = Arc::clone(self);
         let thread = std::thread::Builder::new()
             .name("tern-spool-segment".into())
-            .spawn(move || commit_loop(&segments, &thread_shared, &counters, &queued))?;
+            .spawn(move || commit_loop(&segments, &thread_shared, &counters, &queued, &events))?;
         *self
             .committer
             .lock()
@@ -525,8 +540,20 @@ impl Segments {
                 None => return Err(SpoolError::ReadOnly),
             }
         };
+        // The MAC covers the whole message file through its digest, computed here, by
+        // the session, in parallel with the others; the commit thread then spends a
+        // constant time per record on its frame, whatever the message's size.
+        let digest = frame::digest(&blob);
         let (reply, rx) = oneshot::channel();
-        if shared.push(Job { id, blob, reply }).is_err() {
+        if shared
+            .push(Job {
+                id,
+                blob,
+                digest,
+                reply,
+            })
+            .is_err()
+        {
             return Err(SpoolError::BlockingTask("segment thread stopped".into()));
         }
         rx.await
@@ -537,6 +564,8 @@ impl Segments {
 struct Job {
     id: QueueId,
     blob: Vec<u8>,
+    /// `frame::digest(&blob)`, computed by the session (see `Segments::commit`).
+    digest: frame::Digest,
     reply: oneshot::Sender<Result<(), SpoolError>>,
 }
 
@@ -563,15 +592,17 @@ fn create_segment(segments: &Segments) -> Result<Current, SpoolError> {
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| SpoolError::io("create", &path, e))?;
     let out = OpenOptions::new()
         .append(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&out_path)
         .map_err(|e| SpoolError::io("create", &out_path, e))?;
-    sys::sync_dir(&segments.dir)
+    sys::sync_subdir(&segments.dir)
         .map_err(|e| SpoolError::io("fsync directory", &segments.dir, e))?;
     let file = Arc::new(file);
     segments.lock().segs.insert(
@@ -587,23 +618,76 @@ fn create_segment(segments: &Segments) -> Result<Current, SpoolError> {
     Ok(Current { id, file, len: 0 })
 }
 
+impl Segments {
+    /// Writes the seal of segment `seg` (whose records end at `at`) and syncs it, then
+    /// records `sealed <at>` in its `.out` and syncs that (see the module header).
+    /// Blocking: two writes and two syncs, once per segment.
+    fn write_seal(&self, seg: QueueId, file: &File, at: u64) -> Result<(), SpoolError> {
+        let path = self.dir.join(seg.to_string());
+        let Some(key) = self.key.get() else {
+            return Err(SpoolError::ReadOnly);
+        };
+        let f = frame::encode_seal(seg, at, key);
+        file.write_all_at(&f, at)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| SpoolError::io("seal", &path, e))?;
+        self.note_sealed(seg, at)
+    }
+
+    /// Appends `sealed <at>` to segment `seg`'s `.out` and syncs it.
+    fn note_sealed(&self, seg: QueueId, at: u64) -> Result<(), SpoolError> {
+        let out = self
+            .lock()
+            .segs
+            .get(&seg)
+            .and_then(|s| s.out.as_ref().map(Arc::clone));
+        if let Some(out) = out {
+            let out_path = self.dir.join(format!("{seg}{OUT_SUFFIX}"));
+            (&*out)
+                .write_all(format!("{SEALED_LINE}{at}\n").as_bytes())
+                .and_then(|()| out.sync_data())
+                .map_err(|e| SpoolError::io("append", &out_path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The commit thread's end of a segment: writes its seal (best effort: a segment
+    /// without a seal that is not the newest is treated as damaged, never cut) and stops
+    /// appending to it.
+    fn close_current(&self, cur: &Current, events: Option<&tern_events::EventLog>) {
+        if let Err(e) = self.write_seal(cur.id, &cur.file, cur.len)
+            && let Some(events) = events
+        {
+            events.emit(
+                &catalog::SPOOL_IO_ERROR,
+                fields!("file" => self.dir.join(cur.id.to_string()).display(), "op" => "seal", "error" => e),
+            );
+        }
+        self.seal(cur.id);
+    }
+}
+
 fn commit_loop(
     segments: &Segments,
     shared: &Shared,
     counters: &SyncCounters,
     queued: &AtomicUsize,
+    events: &tern_events::EventLog,
 ) {
     let mut current: Option<Current> = None;
     loop {
         let Some(batch) = shared.take(false) else {
-            // The current segment is left as it is: the next open seals it (and
-            // unlinks it if nothing is resident in it).
+            // A clean stop: seal the segment being appended to, so that the next start
+            // knows it is complete.
+            if let Some(c) = current.take() {
+                segments.close_current(&c, Some(events));
+            }
             return;
         };
         if current.as_ref().is_some_and(|c| c.len >= SEGMENT_MAX)
             && let Some(c) = current.take()
         {
-            segments.seal(c.id);
+            segments.close_current(&c, Some(events));
         }
         let cur = match current.take() {
             Some(c) => c,
@@ -621,8 +705,16 @@ fn commit_loop(
                 }
             },
         };
-        // Frames first (small), then one gathering write of frames and blobs: the
-        // message files are written from where the sessions left them, not copied.
+        let Some(key) = segments.key.get() else {
+            for j in batch {
+                let _ = j.reply.send(Err(SpoolError::ReadOnly));
+            }
+            current = Some(cur);
+            continue;
+        };
+        // Frames first (small: each hashes its message file for the MAC, no copy), then
+        // one gathering write of frames and message files, from where the sessions left
+        // them.
         let mut placed = Vec::with_capacity(batch.len());
         let mut frames = Vec::with_capacity(batch.len());
         let mut end = cur.len;
@@ -631,7 +723,9 @@ fn commit_loop(
                 let _ = j.reply.send(Err(SpoolError::WriterBroken));
                 continue;
             };
-            frames.push(encode_frame(j.id, len));
+            frames.push(frame::encode_record_with(
+                cur.id, end, j.id, len, &j.digest, key,
+            ));
             let blob_at = end + FRAME_LEN as u64;
             end = blob_at + u64::from(len);
             placed.push((j, blob_at));
@@ -655,12 +749,17 @@ fn commit_loop(
             .observe_duration(started.elapsed());
         if let Err(e) = written {
             // Not known to be durable, so not accepted: cut the segment back so the
-            // records the clients are told 451 for never come back, and start a new one.
-            let _ = cur
+            // records the clients are told 451 for never come back, seal it, and start a
+            // new one.
+            let cut = cur
                 .file
                 .set_len(cur.len)
                 .and_then(|()| cur.file.sync_data());
-            segments.seal(cur.id);
+            if cut.is_ok() {
+                segments.close_current(&cur, None);
+            } else {
+                segments.seal(cur.id);
+            }
             for (j, _) in placed {
                 let _ = j.reply.send(Err(SpoolError::io(
                     "append",
@@ -700,40 +799,68 @@ fn commit_loop(
 /// What recovery did with the segments.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentReport {
-    /// Messages resident after the scan (a damaged segment's readable records are
-    /// written out to `incoming/` and counted there instead).
+    /// Messages resident after the scan.
     pub(crate) resident: usize,
+    /// Messages of damaged segments written out to `incoming/`.
+    pub(crate) to_incoming: usize,
+    /// Messages of damaged segments written out to `hold/`.
+    pub(crate) to_hold: usize,
     /// Unfinished tails cut off.
     pub(crate) partials: usize,
-    /// Segments quarantined.
+    /// Entries quarantined (damaged segments, unexpected entries in `segments/`).
     pub(crate) quarantined: usize,
 }
 
-/// The ids in a `.out` file (a torn last line is ignored).
-fn read_out(path: &Path) -> Result<HashSet<QueueId>, SpoolError> {
+/// What a `.out` file says: the ids that left, and the seal's offset if it records one.
+#[derive(Debug, Default)]
+pub(crate) struct OutFile {
+    pub(crate) gone: HashSet<QueueId>,
+    pub(crate) sealed_at: Option<u64>,
+}
+
+/// Reads a `.out` file (a torn or unknown line is ignored; a missing one is empty).
+/// `Err(reason)` when the entry is not a regular file (the caller quarantines it).
+fn read_out(path: &Path) -> Result<Result<OutFile, String>, SpoolError> {
     let mut text = Vec::new();
-    match File::open(path) {
+    match sys::entry_kind(path).map_err(|e| SpoolError::io("stat", path, e))? {
+        (sys::EntryKind::Missing, _) => return Ok(Ok(OutFile::default())),
+        (sys::EntryKind::File, _) => {}
+        (other, _) => return Ok(Err(format!("{}, not a regular file", other.describe()))),
+    }
+    match sys::open_regular(path, false) {
         Ok(f) => {
             f.take(64 * 1024 * 1024)
                 .read_to_end(&mut text)
                 .map_err(|e| SpoolError::io("read", path, e))?;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if sys::is_not_regular(&e) => return Ok(Err(e.to_string())),
         Err(e) => return Err(SpoolError::io("open", path, e)),
     }
-    Ok(text
-        .split(|b| *b == b'\n')
-        .filter_map(|l| std::str::from_utf8(l).ok())
-        .filter_map(|l| QueueId::parse(l).ok())
-        .collect())
+    let mut out = OutFile::default();
+    for line in text.split(|b| *b == b'\n') {
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        if let Some(at) = line.strip_prefix(SEALED_LINE) {
+            out.sealed_at = at.parse().ok().or(out.sealed_at);
+        } else if let Ok(id) = QueueId::parse(line) {
+            out.gone.insert(id);
+        }
+    }
+    Ok(Ok(out))
 }
 
 /// One segment's scan result, ready to be applied.
 pub(crate) struct Scanned {
     pub(crate) seg: QueueId,
     pub(crate) file: File,
+    pub(crate) len: u64,
     pub(crate) found: Vec<Found>,
+    /// Ids in `.out` or with a valid file of their own: not resident.
     pub(crate) out: HashSet<QueueId>,
+    /// Where `.out` says the segment was sealed.
+    pub(crate) out_sealed_at: Option<u64>,
 }
 
 impl Scanned {
@@ -742,7 +869,9 @@ impl Scanned {
     fn index_into(&self, resident: &mut HashMap<QueueId, Loc>) -> usize {
         let mut live = 0;
         for f in &self.found {
-            if let Found::Record { id, blob_at, len } = f
+            if let Found::Record {
+                id, blob_at, len, ..
+            } = f
                 && !self.out.contains(id)
                 && !resident.contains_key(id)
             {
@@ -759,33 +888,141 @@ impl Scanned {
         }
         live
     }
+
+    /// Whether a seal says the segment is complete (its seal frame, or its `.out`).
+    fn sealed(&self) -> bool {
+        self.out_sealed_at.is_some() || self.found.iter().any(|f| matches!(f, Found::Seal { .. }))
+    }
+
+    /// The damage found, as `(offset, description)` lines for the `.reason` file, with
+    /// an unfinished tail counted as damage when `tail_is_damage`.
+    fn damage(&self, tail_is_damage: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.found {
+            match f {
+                Found::Damaged { at, len, what } => out.push(what.describe(*at, *len)),
+                Found::Unfinished { at, .. } if tail_is_damage => out.push(format!(
+                    "offset {at} ({} bytes, to the end): cut short (a record, a frame or \
+                     zeros), which only a crash during a write to the newest unsealed \
+                     segment can leave; this segment {}, so it is damage",
+                    self.len.saturating_sub(*at),
+                    if self.sealed() {
+                        "was sealed"
+                    } else {
+                        "is not the newest"
+                    }
+                )),
+                _ => {}
+            }
+        }
+        if let Some(at) = self.out_sealed_at {
+            let seal = self.found.iter().find_map(|f| match f {
+                Found::Seal { at } => Some(*at),
+                _ => None,
+            });
+            if seal != Some(at) {
+                out.push(format!(
+                    "its .out file says it was sealed at offset {at}, but {}",
+                    match seal {
+                        Some(s) => format!("its seal is at offset {s}"),
+                        None => "no seal was found there".to_string(),
+                    }
+                ));
+            }
+        }
+        out
+    }
 }
+
+/// An entry of `segments/` that is not a segment or a `.out` file Tern can use, with why.
+pub(crate) type Unexpected = (OsString, String);
 
 impl Segments {
     /// Scans every segment (read-only: no change on disk). `has_file(id)` says whether
-    /// message `id` has a file of its own in a state directory or in `corrupt/`.
+    /// message `id` has a valid file of its own in a state directory. Entries that are
+    /// not regular segment files (or their `.out`), and names Tern does not make, are
+    /// returned for the caller to quarantine, never opened.
     pub(crate) fn scan_all(
         &self,
         has_file: &dyn Fn(QueueId) -> bool,
-    ) -> Result<Vec<Scanned>, SpoolError> {
+        writable: bool,
+    ) -> Result<(Vec<Scanned>, Vec<Unexpected>), SpoolError> {
         let mut out = Vec::new();
-        for name in super::read_names(&self.dir)? {
-            let Some(seg) = super::name_to_id(&name) else {
-                continue; // `.out` files are read with their segment
+        let mut unexpected = Vec::new();
+        let names = super::read_names(&self.dir)?;
+        let segs: HashSet<QueueId> = names.iter().filter_map(|n| super::name_to_id(n)).collect();
+        for name in &names {
+            let path = self.dir.join(name);
+            let Some(seg) = super::name_to_id(name) else {
+                let text = name.to_string_lossy();
+                let owner = text
+                    .strip_suffix(OUT_SUFFIX)
+                    .and_then(|s| QueueId::parse(s).ok());
+                match owner {
+                    // `.out` files are read with their segment.
+                    Some(id) if segs.contains(&id) => {}
+                    // The `.out` of a segment that was unlinked (its unlink and the
+                    // `.out`'s were cut apart by a crash): Tern's own leftover.
+                    Some(_) if writable => match sys::entry_kind(&path) {
+                        Ok((sys::EntryKind::File, _)) => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                        Ok((kind, _)) => unexpected.push((
+                            name.clone(),
+                            format!("{}, named like a segment's .out file", kind.describe()),
+                        )),
+                        Err(e) => return Err(SpoolError::io("stat", &path, e)),
+                    },
+                    Some(_) => {}
+                    None => unexpected.push((
+                        name.clone(),
+                        "a name Tern does not make in segments/".to_string(),
+                    )),
+                }
+                continue;
             };
-            let path = self.dir.join(&name);
-            let file = match File::open(&path) {
+            let kind = sys::entry_kind(&path).map_err(|e| SpoolError::io("stat", &path, e))?;
+            match kind {
+                (sys::EntryKind::Missing, _) => continue,
+                (sys::EntryKind::File, _) => {}
+                (other, _) => {
+                    unexpected.push((
+                        name.clone(),
+                        format!("{}, named like a segment", other.describe()),
+                    ));
+                    continue;
+                }
+            }
+            let file = match sys::open_regular(&path, writable) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if sys::is_not_regular(&e) => {
+                    unexpected.push((name.clone(), format!("{e}, named like a segment")));
+                    continue;
+                }
                 Err(e) => return Err(SpoolError::io("open", &path, e)),
             };
             let len = file
                 .metadata()
                 .map_err(|e| SpoolError::io("stat", &path, e))?
                 .len();
-            let found = scan(&mut |at, buf| file.read_exact_at(buf, at), len)
-                .map_err(|e| SpoolError::io("read", &path, e))?;
-            let mut taken = read_out(&self.dir.join(format!("{seg}{OUT_SUFFIX}")))?;
+            let found = scan::scan(
+                &mut |at, buf| file.read_exact_at(buf, at),
+                len,
+                seg,
+                self.key.get(),
+            )
+            .map_err(|e| SpoolError::io("read", &path, e))?;
+            let out_name = format!("{seg}{OUT_SUFFIX}");
+            let of = match read_out(&self.dir.join(&out_name))? {
+                Ok(of) => of,
+                Err(why) => {
+                    // Messages that left may come back (delivered again): never lost.
+                    unexpected.push((out_name.into(), why));
+                    OutFile::default()
+                }
+            };
+            let mut taken = of.gone;
             for f in &found {
                 if let Found::Record { id, .. } = f
                     && has_file(*id)
@@ -796,11 +1033,13 @@ impl Segments {
             out.push(Scanned {
                 seg,
                 file,
+                len,
                 found,
                 out: taken,
+                out_sealed_at: of.sealed_at,
             });
         }
-        Ok(out)
+        Ok((out, unexpected))
     }
 
     /// Fills the index from a scan without changing anything (read-only spools).
@@ -822,8 +1061,9 @@ impl Segments {
     }
 
     /// Recovery at open (module header). `write_out(id, bytes, state)` writes a message
-    /// out as a durable file in `incoming/` or `hold/` (a damaged segment's readable records);
-    /// `quarantine(name, reason)` moves `segments/<name>` to `corrupt/`.
+    /// out as a durable file in `incoming/` or `hold/` (a damaged segment's readable
+    /// records); `quarantine(name, reason, details)` moves `segments/<name>` to
+    /// `corrupt/`.
     pub(crate) fn recover(
         &self,
         scanned: Vec<Scanned>,
@@ -833,52 +1073,35 @@ impl Segments {
     ) -> Result<SegmentReport, SpoolError> {
         let mut report = SegmentReport::default();
         let mut empty = Vec::new();
+        // Only the segment being appended to when the process died can have an
+        // unfinished tail: the newest one, and only if it has no seal.
+        let newest = scanned.iter().map(|s| s.seg).max();
         for s in scanned {
             let name = s.seg.to_string();
             let path = self.dir.join(&name);
-            let damage = s.found.iter().find_map(|f| match f {
-                Found::Damaged {
-                    at, len, reason, ..
-                } => Some((*at, *len, reason.clone())),
+            let unfinished = s.found.iter().find_map(|f| match f {
+                Found::Unfinished { at, .. } => Some(*at),
                 _ => None,
             });
-            if let Some((at, len, reason)) = damage {
-                // Records reached through the length chain go back to `incoming/`.
-                // Past a resync they could be bytes inside another message's body (a
-                // peer can send any bytes with BDAT), so they wait in `hold/` for an
-                // operator instead of being delivered.
-                let mut to = QueueState::Incoming;
-                let mut held = 0usize;
-                for f in &s.found {
-                    match f {
-                        Found::Damaged { resync: true, .. } => to = QueueState::Hold,
-                        Found::Record { id, blob_at, len } if !s.out.contains(id) => {
-                            let mut buf = vec![0u8; usize::try_from(*len).unwrap_or(0)];
-                            s.file
-                                .read_exact_at(&mut buf, *blob_at)
-                                .map_err(|e| SpoolError::io("read", &path, e))?;
-                            write_out(*id, &buf, to)?;
-                            held += usize::from(to == QueueState::Hold);
-                        }
-                        _ => {}
-                    }
-                }
-                let why = CorruptReason::Unreadable(format!(
-                    "segment damaged at offset {at} ({len} bytes: {reason}); its readable \
-                     records were written out to incoming/ ({held} found past the damage \
-                     by searching for the next frame went to hold/ instead)"
-                ));
-                report.quarantined += usize::from(quarantine(name.as_ref(), &why)?);
-                let _ = std::fs::remove_file(self.dir.join(format!("{name}{OUT_SUFFIX}")));
+            let may_cut = !s.sealed() && Some(s.seg) == newest;
+            let damage = s.damage(unfinished.is_some() && !may_cut);
+            if !damage.is_empty() {
+                let tail_is_damage = !may_cut;
+                self.quarantine_damaged(
+                    &s,
+                    &damage,
+                    tail_is_damage,
+                    events,
+                    write_out,
+                    quarantine,
+                    &mut report,
+                )?;
                 continue;
             }
-            if let Some(Found::Unfinished { at }) = s.found.last() {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| SpoolError::io("open", &path, e))?;
-                file.set_len(*at)
-                    .and_then(|()| file.sync_all())
+            if let Some(at) = unfinished {
+                s.file
+                    .set_len(at)
+                    .and_then(|()| s.file.sync_all())
                     .map_err(|e| SpoolError::io("truncate", &path, e))?;
                 report.partials += 1;
                 events.emit(
@@ -891,31 +1114,249 @@ impl Segments {
                 .append(true)
                 .create(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(&out_path)
                 .map_err(|e| SpoolError::io("open", &out_path, e))?;
-            let mut ix = self.lock();
-            let live = s.index_into(&mut ix.resident);
-            report.resident += live;
-            ix.segs.insert(
+            if !out
+                .metadata()
+                .map_err(|e| SpoolError::io("stat", &out_path, e))?
+                .is_file()
+            {
+                return Err(SpoolError::io(
+                    "open",
+                    &out_path,
+                    io::Error::other("not a regular file"),
+                ));
+            }
+            let live = s.index_into(&mut self.lock().resident);
+            let seal_frame = s.found.iter().find_map(|f| match f {
+                Found::Seal { at } => Some(*at),
+                _ => None,
+            });
+            let file = Arc::new(s.file);
+            self.lock().segs.insert(
                 s.seg,
                 Seg {
-                    file: Arc::new(s.file),
+                    file: Arc::clone(&file),
                     out: Some(Arc::new(out)),
                     live,
                     sealed: true,
                     retiring: live == 0,
                 },
             );
+            report.resident += live;
             if live == 0 {
                 empty.push(s.seg);
+                continue;
+            }
+            // Every segment kept is sealed before any new one is created.
+            match (seal_frame, s.out_sealed_at) {
+                (Some(_), Some(_)) => {}
+                // The `.out` lost its line (or never got it): the frame is the witness.
+                (Some(at), None) => self.note_sealed(s.seg, at)?,
+                _ => self.write_seal(s.seg, &file, unfinished.unwrap_or(s.len))?,
             }
         }
-        sys::sync_dir(&self.dir).map_err(|e| SpoolError::io("fsync directory", &self.dir, e))?;
+        sys::sync_subdir(&self.dir).map_err(|e| SpoolError::io("fsync directory", &self.dir, e))?;
         for seg in empty {
             self.retire(seg);
         }
         Ok(report)
     }
+
+    /// A damaged segment: writes out every record still resident (to `incoming/`, or to
+    /// `hold/` when found only by searching), quarantines the segment with a reason that
+    /// lists every damage and every message, and emits one tracked event per message
+    /// concerned (see the module header).
+    #[allow(clippy::too_many_arguments)]
+    fn quarantine_damaged(
+        &self,
+        s: &Scanned,
+        damage: &[String],
+        tail_is_damage: bool,
+        events: &tern_events::EventLog,
+        write_out: &WriteOut<'_>,
+        quarantine: &QuarantineSegment<'_>,
+        report: &mut SegmentReport,
+    ) -> Result<(), SpoolError> {
+        let name = s.seg.to_string();
+        let path = self.dir.join(&name);
+        let mut messages = Vec::new();
+        let mut damaged: Vec<(QueueId, u64, String)> = Vec::new();
+        let mut written: Vec<(QueueId, u64, QueueState, Via)> = Vec::new();
+        for f in &s.found {
+            match f {
+                Found::Record { id, at, .. } if s.out.contains(id) => messages.push(format!(
+                    "message {id} at offset {at}: had already left the segment (a file of \
+                     its own, or removed); not written out"
+                )),
+                Found::Record {
+                    id,
+                    at,
+                    blob_at,
+                    len,
+                    via,
+                } => {
+                    let mut buf = vec![0u8; usize::try_from(*len).unwrap_or(0)];
+                    s.file
+                        .read_exact_at(&mut buf, *blob_at)
+                        .map_err(|e| SpoolError::io("read", &path, e))?;
+                    let to = match via {
+                        Via::Search => QueueState::Hold,
+                        Via::Chain | Via::Authenticated => QueueState::Incoming,
+                    };
+                    let new = write_out(*id, &buf, to)?;
+                    let how = match via {
+                        Via::Chain => "reached through the chain of record lengths",
+                        Via::Authenticated => "found past the damage; its frame's MAC verifies",
+                        Via::Search => {
+                            "found only by searching past the damage, not authenticated \
+                             (it could be bytes inside another message's body): held for \
+                             an operator"
+                        }
+                    };
+                    messages.push(format!(
+                        "message {id} at offset {at}: {} {to}/{id} ({how})",
+                        if new {
+                            "written out to"
+                        } else {
+                            "already had a file at"
+                        }
+                    ));
+                    written.push((*id, *at, to, *via));
+                }
+                // The newest unsealed segment's tail: a write that was never
+                // acknowledged, kept with the segment (it is quarantined for other damage).
+                Found::Unfinished { at, .. } if !tail_is_damage => messages.push(format!(
+                    "offset {at} to the end: an unfinished write, never acknowledged (the \
+                     process died during it); kept with the segment"
+                )),
+                Found::Unfinished { at, id: Some(id) } if !s.out.contains(id) => {
+                    messages.push(format!(
+                        "message {id} at offset {at}: cut short; kept only in this \
+                         quarantined segment"
+                    ));
+                    damaged.push((*id, *at, "its record is cut short".to_string()));
+                }
+                Found::Damaged {
+                    at,
+                    what: Damage::BadRecord { id, reason },
+                    ..
+                } => {
+                    if s.out.contains(id) {
+                        messages.push(format!(
+                            "message {id} at offset {at}: damaged ({reason}), but it had \
+                             already left the segment (a file of its own, or removed)"
+                        ));
+                    } else {
+                        messages.push(format!(
+                            "message {id} at offset {at}: damaged ({reason}); kept only in \
+                             this quarantined segment"
+                        ));
+                        damaged.push((*id, *at, reason.to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let to_hold = written
+            .iter()
+            .filter(|(_, _, to, _)| *to == QueueState::Hold)
+            .count();
+        let to_incoming = written.len() - to_hold;
+        report.to_hold += to_hold;
+        report.to_incoming += to_incoming;
+        let summary = format!(
+            "{} problem(s), the first at {}; {} message(s) written out ({to_incoming} to \
+             incoming/, {to_hold} to hold/), {} damaged",
+            damage.len(),
+            damage
+                .first()
+                .map_or("?", |d| d.split(':').next().unwrap_or("?")),
+            written.len(),
+            damaged.len()
+        );
+        let mut details = String::new();
+        for d in damage {
+            details.push_str(&format!("damage: {d}\n"));
+        }
+        for m in &messages {
+            details.push_str(&format!("{m}\n"));
+        }
+        details.push_str(
+            "find a message: `tern track <queue id>`; release a held one with \
+             `tern queue release <queue id>` once its content is checked\n",
+        );
+        let ids = |v: Vec<String>| bounded_list(&v);
+        let quarantined = quarantine(
+            name.as_ref(),
+            &CorruptReason::DamagedSegment(summary),
+            &details,
+            &ids(damaged.iter().map(|(id, _, _)| id.to_string()).collect()),
+            &ids(written.iter().map(|(id, _, _, _)| id.to_string()).collect()),
+        )?;
+        let moved_to = match &quarantined {
+            Some(n) => format!("corrupt/{n}"),
+            None => format!("{SEGMENTS_DIR}/{name}"),
+        };
+        report.quarantined += usize::from(quarantined.is_some());
+        for (id, at, reason) in damaged {
+            events.emit(
+                &catalog::SPOOL_SEGMENT_MESSAGE_DAMAGED,
+                fields!(
+                    "queue_id" => id,
+                    "segment" => &name,
+                    "offset" => at,
+                    "reason" => reason,
+                    "moved_to" => &moved_to,
+                ),
+            );
+        }
+        for (id, at, to, via) in written {
+            let def = if to == QueueState::Hold {
+                &catalog::SPOOL_SEGMENT_MESSAGE_HELD
+            } else {
+                &catalog::SPOOL_SEGMENT_MESSAGE_RECOVERED
+            };
+            let via = match via {
+                Via::Chain => "chain",
+                Via::Authenticated => "authenticated",
+                Via::Search => "search",
+            };
+            events.emit(
+                def,
+                fields!(
+                    "queue_id" => id,
+                    "segment" => &name,
+                    "offset" => at,
+                    "to" => format!("{to}/{id}"),
+                    "found" => via,
+                    "segment_moved_to" => &moved_to,
+                ),
+            );
+        }
+        if quarantined.is_some() {
+            let _ = std::fs::remove_file(self.dir.join(format!("{name}{OUT_SUFFIX}")));
+        }
+        Ok(())
+    }
+}
+
+/// Up to `MAX_IDS_IN_EVENT` items, comma-separated, with the number left out.
+fn bounded_list(items: &[String]) -> String {
+    let mut s = items
+        .iter()
+        .take(MAX_IDS_IN_EVENT)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    if items.len() > MAX_IDS_IN_EVENT {
+        s.push_str(&format!(
+            " (+{} more, see the reason file)",
+            items.len() - MAX_IDS_IN_EVENT
+        ));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -140,28 +140,164 @@ pub(crate) fn write_all_vectored_at(
 }
 
 /// fsyncs a directory, making the entries created, renamed or removed in it durable.
+/// Follows a symbolic link (for directories an administrator configured, such as the
+/// spool itself or a pickup directory); the spool's own subdirectories use
+/// [`sync_subdir`].
 pub fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
-/// Opens a spool entry for reading without following a symlink (a symlink in a state
-/// directory is not a message and could point anywhere) and without blocking on a FIFO
-/// (O_NONBLOCK changes nothing for regular files).
-pub(crate) fn open_entry(path: &Path) -> io::Result<File> {
+/// fsyncs one of the spool's own subdirectories, refusing to follow a symbolic link
+/// (`ELOOP`) or to open anything but a directory (`ENOTDIR`).
+pub(crate) fn sync_subdir(path: &Path) -> io::Result<()> {
+    open_dir(path)?.sync_all()
+}
+
+/// Opens a directory for fsync or fchmod without following a symbolic link.
+pub(crate) fn open_dir(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
 }
 
-/// Creates a new file for writing, failing if it exists; readable by the owner only
-/// because it holds mail.
+/// What a directory entry is, from `lstat` (a symbolic link is never followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// Nothing by that name.
+    Missing,
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (wherever it points).
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A block or character device.
+    Device,
+}
+
+impl EntryKind {
+    /// For reasons and events: "a directory", "a FIFO"...
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            EntryKind::Missing => "missing",
+            EntryKind::File => "a regular file",
+            EntryKind::Dir => "a directory",
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Fifo => "a FIFO (named pipe)",
+            EntryKind::Socket => "a socket",
+            EntryKind::Device => "a device node",
+        }
+    }
+
+    fn of(meta: &std::fs::Metadata) -> EntryKind {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_file() {
+            EntryKind::File
+        } else if t.is_dir() {
+            EntryKind::Dir
+        } else if t.is_symlink() {
+            EntryKind::Symlink
+        } else if t.is_fifo() {
+            EntryKind::Fifo
+        } else if t.is_socket() {
+            EntryKind::Socket
+        } else {
+            EntryKind::Device
+        }
+    }
+}
+
+/// `lstat`: what `path` is, without following it, with its metadata when it exists.
+pub(crate) fn entry_kind(path: &Path) -> io::Result<(EntryKind, Option<std::fs::Metadata>)> {
+    match path.symlink_metadata() {
+        Ok(m) => Ok((EntryKind::of(&m), Some(m))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((EntryKind::Missing, None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The error [`open_regular`] gives for something that is not a regular file (a FIFO, a
+/// directory, a device...); see [`is_not_regular`].
+#[derive(Debug)]
+struct NotRegular(EntryKind);
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a regular file ({})", self.0.describe())
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+/// Whether `e` says the entry is not a regular file (from [`open_regular`], or the
+/// kernel refusing a symbolic link, a directory, a socket or a device).
+pub(crate) fn is_not_regular(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NotRegular>())
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ELOOP)
+                | Some(libc::EISDIR)
+                | Some(libc::ENXIO)
+                | Some(libc::ENODEV)
+                | Some(libc::EOPNOTSUPP)
+        )
+}
+
+/// Opens a spool file, for reading or for reading and writing: never follows a symbolic
+/// link (O_NOFOLLOW), never blocks on a FIFO (O_NONBLOCK, which changes nothing for
+/// regular files), closes on exec (std sets O_CLOEXEC), and checks with `fstat` that what
+/// was opened is a regular file; anything else is an error for which [`is_not_regular`]
+/// holds. The caller should `lstat` first where opening a device could have effects.
+pub(crate) fn open_regular(path: &Path, write: bool) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other(NotRegular(EntryKind::of(&meta))));
+    }
+    Ok(f)
+}
+
+/// Opens a spool entry for reading: [`open_regular`] read-only.
+pub(crate) fn open_entry(path: &Path) -> io::Result<File> {
+    open_regular(path, false)
+}
+
+/// Creates a new file for writing, failing if anything exists by that name (O_EXCL, which
+/// also never follows a symbolic link); mode 0600 because it holds mail.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+}
+
+/// Sets a directory's mode to exactly 0700 (through a descriptor, never following a
+/// link), whatever the umask was when it was created or who created it. Only called on
+/// directories this process owns.
+pub(crate) fn restrict_dir(dir: &File) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.metadata()?.permissions().mode() & 0o7777 != 0o700 {
+        dir.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// The effective user id of this process.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
 }
 
 /// Marks `dir` as the top of a directory hierarchy (`chattr +T`, FS_TOPDIR_FL), so ext4's
@@ -261,10 +397,9 @@ pub(crate) fn link_tmpfile(file: &File, to: &Path) -> io::Result<()> {
 /// Whether an error opening or reading an entry belongs to the file (so the entry is
 /// corrupt) rather than to the process or the system (so the operation should fail).
 pub(crate) fn is_entry_fault(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EIO) | Some(libc::ELOOP) | Some(libc::EISDIR) | Some(libc::EUCLEAN)
-    ) || e.kind() == io::ErrorKind::UnexpectedEof
+    matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EUCLEAN))
+        || is_not_regular(e)
+        || e.kind() == io::ErrorKind::UnexpectedEof
 }
 
 #[cfg(test)]

@@ -77,7 +77,9 @@ impl TmpFile {
     ) -> Result<TmpFile, SpoolError> {
         // A delivered message's file first: no inode to allocate, none to free later.
         while let Some(path) = inner.take_free() {
-            match std::fs::OpenOptions::new().write(true).open(&path) {
+            // Never through a link, never blocking, a regular file only (the pool was
+            // checked at start; this is one `fstat` more than a plain open).
+            match sys::open_regular(&path, true) {
                 Ok(file) => {
                     return Ok(TmpFile {
                         file,

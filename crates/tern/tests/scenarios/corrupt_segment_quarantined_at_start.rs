@@ -64,12 +64,14 @@ fn damaged_segment_is_quarantined_and_its_good_messages_stay() {
 
     // Flip one byte inside the content of the fifth message's record.
     let damaged = &ids[4];
-    let frame: Vec<u8> = [b"TERNSEG1".as_slice(), damaged.as_bytes()].concat();
+    // Its frame: "TERNSEG2", kind, three zeros, then the queue id (docs/SPOOL.md).
     let at = bytes
-        .windows(frame.len())
-        .position(|w| w == frame.as_slice())
+        .windows(damaged.len())
+        .position(|w| w == damaged.as_bytes())
+        .map(|p| p - 12)
         .expect("the fifth message's frame is in the segment");
-    bytes[at + 32 + 400] ^= 0x01;
+    assert_eq!(&bytes[at..at + 8], b"TERNSEG2");
+    bytes[at + 64 + 400] ^= 0x01;
     std::fs::write(&seg_path, &bytes).unwrap();
 
     tern.restart();
@@ -112,7 +114,11 @@ fn damaged_segment_is_quarantined_and_its_good_messages_stay() {
             .join(format!("{seg}.reason")),
     )
     .unwrap();
-    assert!(reason.contains("segment damaged at offset"), "{reason}");
+    assert!(reason.contains("segment damaged:"), "{reason}");
+    assert!(
+        reason.contains(&format!("message {damaged} at offset {at}: damaged")),
+        "{reason}"
+    );
     assert!(
         tern.spool_files("segments").is_empty(),
         "{:?}",

@@ -5,6 +5,7 @@ mod commit;
 mod lifecycle;
 mod recovery;
 mod segment;
+mod unexpected;
 mod write_read;
 
 use std::path::{Path, PathBuf};

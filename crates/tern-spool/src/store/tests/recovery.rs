@@ -169,14 +169,18 @@ fn corruptions(outside: &Path) -> Vec<Case> {
         Active,
         fresh().to_string(),
         Bad::Dir,
-        CorruptReason::NotAFile,
+        CorruptReason::UnexpectedEntry(
+            "a directory in active/, not a regular file (it was not opened)".into(),
+        ),
     ));
     // A FIFO must not block the scan.
     cases.push(case(
         Hold,
         fresh().to_string(),
         Bad::Fifo,
-        CorruptReason::NotAFile,
+        CorruptReason::UnexpectedEntry(
+            "a FIFO (named pipe) in hold/, not a regular file (it was not opened)".into(),
+        ),
     ));
     let target = outside.join("elsewhere");
     let id = fresh();
@@ -185,7 +189,9 @@ fn corruptions(outside: &Path) -> Vec<Case> {
         Deferred,
         id.to_string(),
         Bad::Symlink(target),
-        CorruptReason::NotAFile,
+        CorruptReason::UnexpectedEntry(
+            "a symbolic link in deferred/, not a regular file (it was not opened)".into(),
+        ),
     ));
 
     // Large files take the streaming validation path.
@@ -244,7 +250,13 @@ async fn recovery_removes_partials_and_quarantines_every_corruption() {
         &root.join("tmp").join(QueueId::generate().to_string()),
         &content(99, 0),
     );
-    write(&root.join("tmp").join("partial"), b"");
+    // A delivery record being written (`tmp/<id>.record`) is Tern's partial write too.
+    write(
+        &root
+            .join("tmp")
+            .join(format!("{}.record", QueueId::generate())),
+        b"",
+    );
     std::fs::create_dir(root.join("tmp").join("stuckdir")).unwrap_or_else(|e| panic!("{e}"));
 
     let cases = corruptions(dir.path());

@@ -179,8 +179,8 @@ async fn an_unfinished_tail_is_cut_and_a_damaged_segment_is_quarantined_after_it
         concurrent_commits(&spool, 3, 900).await
     };
     let seg = sub(&sub(dir.path(), "segments"), &segment_files(dir.path())[0]);
-    let good_len = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
-    // A record cut short by a crash: the start of a frame.
+    // What kill -9 leaves: no seal (a clean stop wrote one), then a record cut short.
+    let good_len = unseal(&seg);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&seg)
@@ -195,8 +195,10 @@ async fn an_unfinished_tail_is_cut_and_a_damaged_segment_is_quarantined_after_it
         assert_eq!(report.count(QueueState::Incoming), 3);
         assert_eq!(
             std::fs::metadata(&seg).map(|m| m.len()).ok(),
-            Some(good_len)
+            Some(good_len + SEAL_LEN),
+            "cut, then sealed"
         );
+        assert_eq!(seal_at(&seg), Some(good_len));
         assert_eq!(
             &body_of(&spool, QueueState::Incoming, stored[2].0),
             &stored[2].1
@@ -230,37 +232,171 @@ async fn an_unfinished_tail_is_cut_and_a_damaged_segment_is_quarantined_after_it
     assert_eq!(spool.find(stored[1].0, &[QueueState::Incoming]), None);
 }
 
+/// Breaks the frame of the middle one of three records in the only segment; returns
+/// the three (id, body) in file order.
+fn break_middle_frame(dir: &Path, stored: &[(QueueId, Vec<u8>)]) -> Vec<(QueueId, Vec<u8>)> {
+    let seg = sub(&sub(dir, "segments"), &segment_files(dir)[0]);
+    let mut bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("{e}"));
+    // The three in file order (batches may have ordered them otherwise than their ids).
+    let mut order: Vec<(usize, &(QueueId, Vec<u8>))> =
+        stored.iter().map(|m| (record_of(&bytes, m.0), m)).collect();
+    order.sort_by_key(|(at, _)| *at);
+    let (middle_at, _) = order[1];
+    bytes[middle_at] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    order.into_iter().map(|(_, m)| m.clone()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_found_past_a_damaged_frame_are_held_not_queued() {
+async fn records_past_a_damaged_frame_are_queued_when_their_mac_verifies() {
+    let dir = tempdir();
+    let stored = {
+        let (spool, _) = open_segment(dir.path());
+        concurrent_commits(&spool, 3, 900).await
+    };
+    let order = break_middle_frame(dir.path(), &stored);
+    let (spool, report) = open_segment(dir.path());
+    assert_eq!(report.quarantined, 1);
+    assert_eq!(report.count(QueueState::Incoming), 2, "{report:?}");
+    assert_eq!(report.count(QueueState::Hold), 0, "{report:?}");
+    for m in [&order[0], &order[2]] {
+        assert_eq!(&body_of(&spool, QueueState::Incoming, m.0), &m.1);
+    }
+    assert_eq!(spool.find(order[1].0, &QueueState::QUEUED), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_found_past_a_damaged_frame_without_a_valid_mac_are_held_not_queued() {
+    let dir = tempdir();
+    let stored = {
+        let (spool, _) = open_segment(dir.path());
+        concurrent_commits(&spool, 3, 900).await
+    };
+    let order = break_middle_frame(dir.path(), &stored);
+    // The key file lost: a new key is made, and the old frames no longer verify.
+    std::fs::remove_file(dir.path().join("spool.key")).unwrap_or_else(|e| panic!("{e}"));
+    let events = dir.path().join("events.jsonl");
+    let (spool, report, log) = open_logged(dir.path(), &events);
+    assert_eq!(report.quarantined, 1);
+    assert_eq!(report.count(QueueState::Incoming), 1, "{report:?}");
+    assert_eq!(report.count(QueueState::Hold), 1, "{report:?}");
+    assert_eq!(
+        &body_of(&spool, QueueState::Incoming, order[0].0),
+        &order[0].1
+    );
+    assert_eq!(
+        &body_of(&spool, QueueState::Hold, order[2].0),
+        &order[2].1,
+        "the record past the resync waits in hold/ for an operator"
+    );
+    assert_eq!(spool.find(order[1].0, &QueueState::QUEUED), None);
+    assert_eq!(events_with_id(&log, &events, 3012).len(), 1, "a new key");
+    let held = events_with_id(&log, &events, 3009);
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0]["queue_id"], order[2].0.to_string());
+    let recovered = events_with_id(&log, &events, 3008);
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0]["queue_id"], order[0].0.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_segment_that_is_not_the_newest_is_quarantined_never_cut() {
+    let dir = tempdir();
+    // Two runs, two clean stops: two segments, both sealed.
+    let first = {
+        let (spool, _) = open_segment(dir.path());
+        concurrent_commits(&spool, 3, 900).await
+    };
+    let second = {
+        let (spool, _) = open_segment(dir.path());
+        concurrent_commits(&spool, 2, 700).await
+    };
+    let segs = segment_files(dir.path());
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    let older = sub(&sub(dir.path(), "segments"), &segs[0]);
+    let mut order: Vec<(usize, &(QueueId, Vec<u8>))> = {
+        let bytes = std::fs::read(&older).unwrap_or_default();
+        first.iter().map(|m| (record_of(&bytes, m.0), m)).collect()
+    };
+    order.sort_by_key(|(at, _)| *at);
+    // Cut inside the last record of the older segment (its seal goes with it).
+    let cut = u64::try_from(order[2].0).unwrap_or(0) + 100;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&older)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.set_len(cut).unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
+    let before = std::fs::read(&older).unwrap_or_default();
+    let events = dir.path().join("events.jsonl");
+    let (spool, report, log) = open_logged(dir.path(), &events);
+    assert_eq!(report.partials_removed, 0, "never cut: {report:?}");
+    assert_eq!(report.quarantined, 1);
+    let kept =
+        std::fs::read(sub(&sub(dir.path(), "corrupt"), &segs[0])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(kept, before, "quarantined byte for byte");
+    let reason = std::fs::read_to_string(sub(
+        &sub(dir.path(), "corrupt"),
+        &format!("{}.reason", segs[0]),
+    ))
+    .unwrap_or_default();
+    let cut_id = order[2].1.0;
+    assert!(
+        reason.contains(&format!("offset {}", order[2].0)),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("was sealed") || reason.contains("not the newest"),
+        "{reason}"
+    );
+    for (_, m) in &order[..2] {
+        assert!(reason.contains(&format!("message {}", m.0)), "{reason}");
+        assert_eq!(&body_of(&spool, QueueState::Incoming, m.0), &m.1);
+    }
+    // The message cut short is not lost: its bytes are in the quarantined segment, and
+    // the reason and event 3003 name the segment; the other segment is untouched.
+    assert_eq!(spool.find(cut_id, &QueueState::QUEUED), None);
+    assert!(
+        reason.contains(&format!(
+            "message {cut_id} at offset {}: cut short",
+            order[2].0
+        )),
+        "{reason}"
+    );
+    let named = events_with_id(&log, &events, 3007);
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0]["queue_id"], cut_id.to_string());
+    for m in &second {
+        assert_eq!(&body_of(&spool, QueueState::Incoming, m.0), &m.1);
+    }
+    let q = events_with_id(&log, &events, 3003);
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0]["queue_id"], "", "a segment is not a message");
+    assert!(events_with_id(&log, &events, 3002).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_segment_cut_short_after_a_clean_stop_is_quarantined_never_cut() {
     let dir = tempdir();
     let stored = {
         let (spool, _) = open_segment(dir.path());
         concurrent_commits(&spool, 3, 900).await
     };
     let seg = sub(&sub(dir.path(), "segments"), &segment_files(dir.path())[0]);
-    // Break the second record's frame: the length chain from offset 0 ends there, and
-    // the third record is only found by searching for the next frame.
-    let mut bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("{e}"));
-    // The three in file order (batches may have ordered them otherwise than their ids).
-    let mut order: Vec<(usize, &(QueueId, Vec<u8>))> =
-        stored.iter().map(|m| (record_of(&bytes, m.0), m)).collect();
-    order.sort_by_key(|(at, _)| *at);
-    let [(_, first), (middle_at, middle), (_, last)] = order[..] else {
-        panic!("three records: {order:?}");
-    };
-    bytes[middle_at] ^= 0xff;
-    std::fs::write(&seg, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let len = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
+    // The seal and the end of the last record gone; the `.out` still says sealed.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.set_len(len - SEAL_LEN - 10)
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
     let (spool, report) = open_segment(dir.path());
-    assert_eq!(report.quarantined, 1);
-    assert_eq!(report.count(QueueState::Incoming), 1, "{report:?}");
-    assert_eq!(report.count(QueueState::Hold), 1, "{report:?}");
-    assert_eq!(&body_of(&spool, QueueState::Incoming, first.0), &first.1);
-    assert_eq!(
-        &body_of(&spool, QueueState::Hold, last.0),
-        &last.1,
-        "the record past the resync waits in hold/ for an operator"
-    );
-    assert_eq!(spool.find(middle.0, &QueueState::QUEUED), None);
+    assert_eq!(report.partials_removed, 0, "{report:?}");
+    assert_eq!(report.quarantined, 1, "{report:?}");
+    assert_eq!(report.count(QueueState::Incoming), 2, "{report:?}");
+    let _ = (spool, stored);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,14 +410,43 @@ async fn a_message_too_large_for_memory_is_committed_as_a_file_in_segment_mode()
     assert_eq!(body_of(&spool, QueueState::Incoming, id), body);
 }
 
-/// Offset of message `id`'s record (its frame) in a segment's bytes.
+/// Bytes of a seal frame.
+const SEAL_LEN: u64 = 64;
+
+/// Where a segment file's seal is, if its last 64 bytes are one.
+fn seal_at(seg: &Path) -> Option<u64> {
+    let bytes = std::fs::read(seg).ok()?;
+    let at = bytes.len().checked_sub(64)?;
+    (&bytes[at..at + 8] == b"TERNSEG2" && bytes[at + 8] == 2).then_some(at as u64)
+}
+
+/// Makes a cleanly stopped segment look like one a crash left: its seal cut off and the
+/// `sealed` line of its `.out` removed. Returns its length then.
+fn unseal(seg: &Path) -> u64 {
+    let at = seal_at(seg).unwrap_or_else(|| panic!("{} is sealed", seg.display()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.set_len(at).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = seg.as_os_str().to_os_string();
+    out.push(".out");
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("sealed "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&out, kept).unwrap_or_else(|e| panic!("{e}"));
+    at
+}
+
+/// Offset of message `id`'s record (its version-2 frame) in a segment's bytes.
 fn record_of(seg: &[u8], id: QueueId) -> usize {
-    let mut at = 0;
-    while let Some((rid, len)) = super::super::segment::decode_frame(&seg[at..]) {
-        if rid == id {
-            return at;
-        }
-        at += super::super::segment::FRAME_LEN + len as usize;
-    }
-    panic!("no record of {id}")
+    let needle = id.to_string();
+    seg.windows(needle.len())
+        .enumerate()
+        .find(|(i, w)| *w == needle.as_bytes() && *i >= 12 && &seg[i - 12..i - 4] == b"TERNSEG2")
+        .map(|(i, _)| i - 12)
+        .unwrap_or_else(|| panic!("no record of {id}"))
 }
