@@ -113,6 +113,9 @@ fn loops_are_refused_and_each_final_mailbox_gets_one_copy() {
             .contains("alias loop"),
         "{refused:?}"
     );
+    // The event log is written by its own thread: wait for both events, then make sure
+    // there is no third.
+    tern.wait_for_events(6003, 2, Duration::from_secs(10));
     let delivered = tern.events_with_id(6003);
     let mailboxes: usize = delivered.len();
     assert_eq!(
