@@ -107,12 +107,14 @@ pub enum Incompatible {
     /// (`5.6.7`, RFC 6531 §3.2).
     #[error("the message needs SMTPUTF8, which the server does not offer")]
     NoSmtpUtf8,
-    /// 8-bit content and no 8BITMIME. Tern does not convert to 7 bit yet, so the caller
-    /// defers (`4.6.3` would be the code if it must give a reason).
+    /// 8-bit content and no 8BITMIME. The caller sends a 7-bit copy instead (the queue
+    /// converts with `tern-convert`), or defers with `4.6.3` when the message cannot be
+    /// converted without changing its meaning.
     #[error("8-bit content and the server does not offer 8BITMIME")]
     NoEightBitMime,
     /// Binary content needs BDAT and BINARYMIME, which this client does not implement:
-    /// the caller defers or fails the message (`5.6.3` when it gives up).
+    /// the caller sends a 7-bit copy instead (whatever the server offers), or defers with
+    /// `4.6.3` when the message cannot be converted.
     #[error("binary MIME content cannot be sent with DATA")]
     NoBinaryMime,
 }
