@@ -42,8 +42,9 @@ pub struct DestinationsBody {
 /// One destination (next hop).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Destination {
-    /// The next hop: `mx:<domain>`, `smtp:<route>`, `lmtp:<route>`, `maildir:<route>`,
-    /// `drop:<route>`.
+    /// The next hop, named for what it is: `mx:<domain>`, `smtp:[<host>]:<port>,...`
+    /// (the relay hosts), `lmtp:unix:<socket>` or `lmtp:[<host>]:<port>`,
+    /// `maildir:<root>`, `drop:<directory>` (printable ASCII, other octets as `%XX`).
     pub name: String,
     /// Messages waiting for it (jobs queued now plus deferred messages whose recipients
     /// go there).

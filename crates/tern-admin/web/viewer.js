@@ -233,7 +233,7 @@
     const list = (d.destinations || []).filter((x) => x.queued > 0 || x.state !== "active").slice(0, 10);
     if (!list.length) return el("p", { class: "muted" }, "No destination has mail waiting.");
     // The list's destination filter matches recipient domains: only an `mx:<domain>` next
-    // hop (or a bare domain) names one; a route's next hop (`smtp:<route>`) is not linked.
+    // hop (or a bare domain) names one; a route's next hop (`smtp:[relay]:25`) is not linked.
     const domainOf = (name) => {
       const m = /^(?:mx:)?([A-Za-z0-9.-]+)$/.exec(String(name));
       return m ? m[1] : null;

@@ -197,7 +197,9 @@ mod tests {
         let now = Instant::now();
         let (a, b) = (QueueId::generate(), QueueId::generate());
         let rec = DeliveryRecord::new(a, 1);
-        let hop = NextHop::Relay { route: 0 };
+        let hop = NextHop::Relay {
+            name: "smtp:[192.0.2.1]:25".into(),
+        };
         r.insert(
             now,
             a,
@@ -282,7 +284,9 @@ mod tests {
         let a = NextHop::Mx {
             domain: "a.test".into(),
         };
-        let b = NextHop::Relay { route: 0 };
+        let b = NextHop::Relay {
+            name: "smtp:[192.0.2.1]:25".into(),
+        };
         let (m1, m2, m3) = (
             QueueId::generate(),
             QueueId::generate(),
@@ -318,7 +322,7 @@ mod tests {
             seen,
             vec![
                 ("mx:a.test".into(), 2, "451 two".into()),
-                ("smtp:0".into(), 2, "421 b".into())
+                ("smtp:[192.0.2.1]:25".into(), 2, "421 b".into())
             ]
         );
         assert_eq!(r.pop_due(now), None, "nothing due yet");

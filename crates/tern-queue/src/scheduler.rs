@@ -124,7 +124,8 @@ pub enum DestinationState {
 /// One next hop as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationInfo {
-    /// The next hop's name (`mx:example.com`, `smtp:0`, `lmtp:1`, ...).
+    /// The next hop's name (`mx:example.com`, `smtp:[relay.example]:25`,
+    /// `lmtp:unix:/run/dovecot/lmtp`, ...).
     pub name: String,
     /// Messages waiting for it: jobs queued now plus deferred messages whose
     /// recipients wait for it.

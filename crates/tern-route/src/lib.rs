@@ -6,9 +6,11 @@
 //! - [`table`]: the routing table built from `[[route]]` entries. [`RoutingTable::route`]
 //!   maps a recipient domain to a [`Route`]: the pattern that matched, the [`Transport`]
 //!   (`mx`, `smtp` relay, `reject`, `hold`, and the local `maildir` and `lmtp`), and the
-//!   [`NextHop`], the key of the queue the recipient joins (`mx:<domain>`,
-//!   `smtp:<route index>`, `reject:<i>`, `hold:<i>`, `maildir:<i>`, `lmtp:<i>`). [`TlsPolicy`] lives here and is
-//!   converted for the SMTP client by the queue crate.
+//!   [`NextHop`], the key of the queue the recipient joins, named for what it is
+//!   (`mx:<domain>`, `smtp:[relay.example]:25`, `lmtp:unix:/run/dovecot/lmtp`,
+//!   `maildir:/var/mail`, `drop:<dir>`, `reject:<pattern>`, `hold:<pattern>`: printable
+//!   ASCII, bounded, the same across reloads and restarts). [`TlsPolicy`] lives here and
+//!   is converted for the SMTP client by the queue crate.
 //! - [`dns`]: [`dns::Resolver`], hickory-resolver with Tern's own bounded cache (exact
 //!   TTLs clamped to `[min_ttl, max_ttl]`; NXDOMAIN/NODATA for the SOA negative TTL, 60 s
 //!   without an SOA, capped at `negative_ttl_max`; temporary failures for `failure_ttl`);
@@ -56,6 +58,6 @@ pub mod table;
 
 pub use name::parse_address_literal;
 pub use table::{
-    LmtpServer, NextHop, RejectReply, RelayHost, Route, RouteConfig, RouteProblem, RoutingTable,
-    TlsPolicy, Transport, TransportKind,
+    LmtpServer, MAX_NEXT_HOP_NAME, NextHop, RejectReply, RelayHost, Route, RouteConfig,
+    RouteProblem, RoutingTable, TlsPolicy, Transport, TransportKind,
 };

@@ -18,6 +18,7 @@
 //! routes somewhere (an unparsable domain falls to `*`/default; the MX planner refuses it).
 
 mod config;
+mod hopname;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::{LmtpServer, RejectReply, RelayHost, RouteConfig, TlsPolicy, TransportKind};
+pub use hopname::MAX_NAME as MAX_NEXT_HOP_NAME;
 
 use crate::name;
 
@@ -86,11 +88,13 @@ impl Transport {
 
 /// The queue a recipient joins: recipients with equal next hops are delivered together.
 ///
-/// Display forms: `mx:<domain>`, `smtp:<route index>`, `reject:<route index>`,
-/// `hold:<route index>`, `maildir:<route index>`, `lmtp:<route index>`, `drop:<route index>`.
-/// Route indexes are positions in the configuration; after a
-/// reload that reorders routes the same index can name another route, so queues keyed by
-/// it should be re-routed on reload.
+/// Its name (`Display`) says what the destination is: `mx:<domain>`,
+/// `smtp:[relay.example]:25,[10.0.0.5]:587`, `lmtp:unix:/run/dovecot/lmtp`,
+/// `maildir:/var/mail`, `drop:/srv/legacy`, `reject:<pattern>`, `hold:<pattern>` (the
+/// rules are in `table/hopname.rs`). Names are printable ASCII, at most
+/// [`MAX_NEXT_HOP_NAME`] octets, independent of the route's position in the file, and
+/// equal exactly when the next hops are: routes with equal transports share one next
+/// hop, so a reload that reorders routes keeps every name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum NextHop {
@@ -99,49 +103,58 @@ pub enum NextHop {
         /// The recipient domain.
         domain: String,
     },
-    /// The relay hosts of one `smtp` route, shared by all its domains.
+    /// The relay hosts of an `smtp` route, shared by all its domains (and by every other
+    /// route with the same hosts and TLS policy).
     Relay {
-        /// Index of the route in the configuration.
-        route: usize,
+        /// The whole name, `smtp:...`.
+        name: Arc<str>,
     },
-    /// The `reject` route with this index.
+    /// A `reject` route.
     Reject {
-        /// Index of the route in the configuration.
-        route: usize,
+        /// The whole name, `reject:<first pattern>`.
+        name: Arc<str>,
     },
-    /// The `hold` route with this index.
+    /// A `hold` route.
     Hold {
-        /// Index of the route in the configuration.
-        route: usize,
+        /// The whole name, `hold:<first pattern>`.
+        name: Arc<str>,
     },
-    /// The `maildir` route with this index: all its mailboxes share the concurrency
-    /// limits of one destination.
+    /// A Maildir root: all its mailboxes share the concurrency limits of one destination.
     Maildir {
-        /// Index of the route in the configuration.
-        route: usize,
+        /// The whole name, `maildir:<root>`.
+        name: Arc<str>,
     },
-    /// The LMTP server of the `lmtp` route with this index.
+    /// An LMTP server.
     Lmtp {
-        /// Index of the route in the configuration.
-        route: usize,
+        /// The whole name, `lmtp:unix:<path>` or `lmtp:[host]:port`.
+        name: Arc<str>,
     },
-    /// The drop directory of the `drop` route with this index.
+    /// A drop directory.
     Drop {
-        /// Index of the route in the configuration.
-        route: usize,
+        /// The whole name, `drop:<directory>`.
+        name: Arc<str>,
     },
 }
 
 impl fmt::Display for NextHop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NextHop::Mx { domain } => write!(f, "mx:{domain}"),
-            NextHop::Relay { route } => write!(f, "smtp:{route}"),
-            NextHop::Reject { route } => write!(f, "reject:{route}"),
-            NextHop::Hold { route } => write!(f, "hold:{route}"),
-            NextHop::Maildir { route } => write!(f, "maildir:{route}"),
-            NextHop::Lmtp { route } => write!(f, "lmtp:{route}"),
-            NextHop::Drop { route } => write!(f, "drop:{route}"),
+            // A domain from an envelope: escaped and bounded like every other name.
+            NextHop::Mx { domain } => {
+                let printable = domain.len() <= hopname::MAX_NAME - 3
+                    && domain.bytes().all(|b| b.is_ascii_graphic() && b != b'%');
+                if printable {
+                    write!(f, "mx:{domain}")
+                } else {
+                    f.write_str(&hopname::bounded("mx", domain))
+                }
+            }
+            NextHop::Relay { name }
+            | NextHop::Reject { name }
+            | NextHop::Hold { name }
+            | NextHop::Maildir { name }
+            | NextHop::Lmtp { name }
+            | NextHop::Drop { name } => f.write_str(name),
         }
     }
 }
@@ -229,6 +242,8 @@ impl Pattern {
 #[derive(Debug)]
 struct Entry {
     transport: Arc<Transport>,
+    /// The name of its next hop (`None` for `mx`, named by each recipient domain).
+    hop_name: Option<Arc<str>>,
 }
 
 /// The routing table. Cheap to query, immutable after [`RoutingTable::new`].
@@ -307,11 +322,13 @@ impl RoutingTable {
             }
             entries.push(Entry {
                 transport: Arc::new(transport.unwrap_or(Transport::Hold)),
+                hop_name: None,
             });
         }
         if !problems.is_empty() {
             return Err(problems);
         }
+        name_next_hops(&mut entries, routes);
         Ok(RoutingTable {
             entries,
             exact,
@@ -367,22 +384,56 @@ impl RoutingTable {
             // Indexes come from `new` and always exist; fall back rather than panic.
             None => Arc::clone(&self.default),
         };
+        // Every non-mx entry has its name (`name_next_hops`); an empty one never shows.
+        let name = self
+            .entries
+            .get(index)
+            .and_then(|e| e.hop_name.clone())
+            .unwrap_or_else(|| Arc::from(""));
         let next_hop = match transport.as_ref() {
             Transport::Mx { .. } => NextHop::Mx {
                 domain: domain.to_owned(),
             },
-            Transport::Smtp { .. } => NextHop::Relay { route: index },
-            Transport::Reject { .. } => NextHop::Reject { route: index },
-            Transport::Hold => NextHop::Hold { route: index },
-            Transport::Maildir { .. } => NextHop::Maildir { route: index },
-            Transport::Lmtp { .. } => NextHop::Lmtp { route: index },
-            Transport::Drop { .. } => NextHop::Drop { route: index },
+            Transport::Smtp { .. } => NextHop::Relay { name },
+            Transport::Reject { .. } => NextHop::Reject { name },
+            Transport::Hold => NextHop::Hold { name },
+            Transport::Maildir { .. } => NextHop::Maildir { name },
+            Transport::Lmtp { .. } => NextHop::Lmtp { name },
+            Transport::Drop { .. } => NextHop::Drop { name },
         };
         Route {
             pattern,
             transport,
             next_hop,
         }
+    }
+}
+
+/// Names the next hop of every entry (see `hopname`): described from its transport,
+/// then made unique per distinct transport.
+fn name_next_hops(entries: &mut [Entry], routes: &[RouteConfig]) {
+    let described: Vec<Option<String>> = entries
+        .iter()
+        .zip(routes)
+        .map(|(e, r)| {
+            let first = r
+                .domains
+                .first()
+                .and_then(|d| Pattern::parse(d).ok())
+                .map(|p| p.text())
+                .unwrap_or_default();
+            hopname::describe(&e.transport, &first)
+        })
+        .collect();
+    let mut named: Vec<(&Transport, Option<String>)> = entries
+        .iter()
+        .map(|e| e.transport.as_ref())
+        .zip(described)
+        .collect();
+    hopname::disambiguate(&mut named);
+    let names: Vec<Option<Arc<str>>> = named.into_iter().map(|(_, n)| n.map(Arc::from)).collect();
+    for (e, n) in entries.iter_mut().zip(names) {
+        e.hop_name = n;
     }
 }
 

@@ -144,7 +144,7 @@ struct DestArgs {
     /// The API's JSON answer instead of its text.
     #[arg(long)]
     json: bool,
-    /// The destination, as `tern dest list` names it (e.g. mx:example.com, smtp:0).
+    /// The destination, as `tern dest list` names it (e.g. mx:example.com, smtp:[10.0.0.5]:25, maildir:/var/mail).
     name: String,
 }
 

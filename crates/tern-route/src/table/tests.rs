@@ -45,9 +45,12 @@ fn exact_beats_suffix_beats_wildcard() {
     ]);
     let r = t.route("example.com");
     assert_eq!(r.pattern, "example.com");
-    assert_eq!(r.next_hop, NextHop::Relay { route: 2 });
+    assert_eq!(r.next_hop.to_string(), "smtp:[relay.test]:25");
     assert_eq!(t.route("x.example.com").pattern, ".example.com");
-    assert_eq!(t.route("x.example.com").next_hop.to_string(), "reject:1");
+    assert_eq!(
+        t.route("x.example.com").next_hop.to_string(),
+        "reject:.example.com"
+    );
     // The longest suffix wins, at any depth.
     assert_eq!(t.route("b.a.example.com").pattern, ".a.example.com");
     assert_eq!(t.route("c.b.a.example.com").pattern, ".a.example.com");
@@ -58,7 +61,7 @@ fn exact_beats_suffix_beats_wildcard() {
     // `.a.example.com` does not match `a.example.com` itself: that is `.example.com`.
     assert_eq!(t.route("a.example.com").pattern, ".example.com");
     assert_eq!(t.route("example.org").pattern, "*");
-    assert_eq!(t.route("example.org").next_hop.to_string(), "hold:0");
+    assert_eq!(t.route("example.org").next_hop.to_string(), "hold:*");
     assert_eq!(t.route("com").pattern, "*");
     assert_eq!(t.len(), 4);
 }
@@ -114,7 +117,10 @@ fn smtp_routes_share_one_next_hop() {
     )]);
     let (a, b) = (t.route("a.test"), t.route("B.test"));
     assert_eq!(a.next_hop, b.next_hop);
-    assert_eq!(a.next_hop.to_string(), "smtp:0");
+    assert_eq!(
+        a.next_hop.to_string(),
+        "smtp:[10.0.0.1]:2525,[relay.test]:25"
+    );
     assert!(Arc::ptr_eq(&a.transport, &b.transport));
     let Transport::Smtp { hosts, tls } = a.transport.as_ref() else {
         panic!("not smtp: {:?}", a.transport);
@@ -266,8 +272,8 @@ fn deserializes_with_defaults() {
     assert_eq!(file.route[2].transport, TransportKind::Mx);
     assert_eq!(file.route[0].tls, Some(TlsPolicy::Encrypt));
     let t = table(&file.route);
-    assert_eq!(t.route("example.com").next_hop.to_string(), "smtp:0");
-    assert_eq!(t.route("y.test").next_hop.to_string(), "reject:1");
+    assert_eq!(t.route("example.com").next_hop.to_string(), "smtp:[::1]:25");
+    assert_eq!(t.route("y.test").next_hop.to_string(), "reject:*");
     assert!(serde_json::from_str::<RouteConfig>(r#"{"transport": "carrier-pigeon"}"#).is_err());
     assert!(serde_json::from_str::<RouteConfig>(r#"{"tls": "maybe"}"#).is_err());
 }
@@ -284,7 +290,7 @@ fn local_transports_have_one_next_hop_per_route_and_their_own_keys() {
     };
     let t = table(&[maildir.clone(), lmtp.clone()]);
     let a = t.route("a.test");
-    assert_eq!(a.next_hop.to_string(), "maildir:0");
+    assert_eq!(a.next_hop.to_string(), "maildir:/srv/mail");
     assert_eq!(t.route("B.test.").next_hop, a.next_hop);
     assert_eq!(
         *a.transport,
@@ -294,7 +300,7 @@ fn local_transports_have_one_next_hop_per_route_and_their_own_keys() {
     );
     assert!(a.transport.is_local());
     let c = t.route("c.test");
-    assert_eq!(c.next_hop.to_string(), "lmtp:1");
+    assert_eq!(c.next_hop.to_string(), "lmtp:unix:/run/dovecot/lmtp");
     assert_eq!(
         *c.transport,
         Transport::Lmtp {
@@ -349,15 +355,17 @@ fn drop_routes_write_into_their_directory() {
         drop_route(&[".other.test"], Some("/var/spool/other")),
     ]);
     let r = t.route("Legacy.Test.");
-    assert_eq!(r.next_hop, NextHop::Drop { route: 0 });
-    assert_eq!(r.next_hop.to_string(), "drop:0");
+    assert_eq!(r.next_hop.to_string(), "drop:/var/spool/legacy");
     assert_eq!(
         *r.transport,
         Transport::Drop {
             dir: "/var/spool/legacy".into()
         }
     );
-    assert_eq!(t.route("a.other.test").next_hop.to_string(), "drop:1");
+    assert_eq!(
+        t.route("a.other.test").next_hop.to_string(),
+        "drop:/var/spool/other"
+    );
 }
 
 #[test]
@@ -395,4 +403,45 @@ fn drop_route_problems_are_reported_with_their_keys() {
         .map(|(_, m)| m.as_str())
         .unwrap_or_default();
     assert!(shared.contains("route[2]"), "{shared}");
+}
+
+#[test]
+fn next_hop_names_say_what_the_destination_is_whatever_the_route_order() {
+    let routes = [
+        smtp(&["a.test"], &["10.0.0.5"]),
+        RouteConfig {
+            tls: Some(TlsPolicy::Verify),
+            ..smtp(&["b.test"], &["10.0.0.5"])
+        },
+        smtp(&["c.test"], &["10.0.0.5"]),
+        RouteConfig {
+            path: Some("/srv/my mail".into()),
+            ..route(&["d.test"], TransportKind::Maildir)
+        },
+        RouteConfig {
+            server: Some("[::1]:24".into()),
+            ..route(&["e.test"], TransportKind::Lmtp)
+        },
+    ];
+    let t = table(&routes);
+    let name = |d: &str| t.route(d).next_hop.to_string();
+    // Same hosts and TLS: one next hop; another TLS policy: another one, told apart.
+    assert_eq!(name("a.test"), "smtp:[10.0.0.5]:25(tls=may)");
+    assert_eq!(t.route("a.test").next_hop, t.route("c.test").next_hop);
+    assert_eq!(name("b.test"), "smtp:[10.0.0.5]:25(tls=verify)");
+    assert_eq!(name("d.test"), "maildir:/srv/my%20mail");
+    assert_eq!(name("e.test"), "lmtp:[::1]:24");
+    // Reordering the routes changes no name.
+    let mut reversed = routes.to_vec();
+    reversed.reverse();
+    let r = table(&reversed);
+    for d in ["a.test", "b.test", "c.test", "d.test", "e.test"] {
+        assert_eq!(r.route(d).next_hop, t.route(d).next_hop, "{d}");
+    }
+    // A recipient domain from an envelope is escaped and bounded too.
+    let mx = t.route(&format!("b\u{fc}cher.{}.test", "x".repeat(300)));
+    let shown = mx.next_hop.to_string();
+    assert!(shown.starts_with("mx:b%C3%BCcher.xxx"), "{shown}");
+    assert!(shown.len() <= MAX_NEXT_HOP_NAME, "{shown}");
+    assert!(shown.bytes().all(|b| b.is_ascii_graphic()), "{shown}");
 }

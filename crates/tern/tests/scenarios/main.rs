@@ -35,6 +35,7 @@ mod damaged_spool_starts_quarantines_names_ids_and_delivers_the_rest;
 mod default_config_accepts_local_and_loopback_relay;
 mod delay_notice_expiry_and_hop_limit;
 mod destination_concurrency_and_connection_reuse;
+mod destination_names_say_what_they_are;
 mod disk_full_refuses_with_452_and_recovers;
 mod dns_answers_decide_bounce_or_defer;
 mod drop_transport_writes_complete_parseable_files;
