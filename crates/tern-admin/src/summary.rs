@@ -8,14 +8,27 @@
 //! arrival). Rows are sorted by total, largest first; the first [`TOP_ROWS`] are shown
 //! and the rest are summed into one `(other)` row, so the answer is bounded whatever the
 //! queue holds. The scan runs on a blocking thread.
+//!
+//! Mail moves while the states are read one after the other, so the scan works on a
+//! queue that changes under it (issue 16: 319,229 counted for 300,000 messages):
+//! - a message is counted once, whatever number of states it was found in (a move is a
+//!   link then an unlink, so it sits in two directories for a moment, and a message that
+//!   moves from a state already read to one not read yet is met twice): the ids met are
+//!   remembered across the states and a message met again is skipped (its recipients'
+//!   destinations do not depend on its state);
+//! - the answer says whether it is exact: `exact` is true only when the spool's change
+//!   count ([`Spool::changes`]) did not move during the scan and no message was met
+//!   twice, so what was read is one consistent queue. Otherwise the counts are an
+//!   estimate (a message that moved from a state not read yet to one already read, or
+//!   arrived or left meanwhile, may be missing), and the CLI says so.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
-use tern_spool::{QueueState, RecipientStatus, Spool};
+use tern_spool::{QueueId, QueueState, RecipientStatus, Spool};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -68,6 +81,14 @@ pub struct SummaryBody {
     pub grouped_by: String,
     /// The states counted.
     pub states: Vec<String>,
+    /// True when nothing was committed, moved, removed or quarantined while the spool
+    /// was read (and no message was met in two states): the counts are those of one
+    /// moment. False: mail moved while counting; each message is still counted at most
+    /// once, but one that arrived, left or changed state meanwhile may be missing, so
+    /// the counts are approximate.
+    pub exact: bool,
+    /// Messages met in two states during the scan (moving), each counted once.
+    pub seen_twice: usize,
 }
 
 /// One destination's messages per age bucket.
@@ -181,19 +202,38 @@ fn domain_of(address: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Reads the spool: per message, its age and its waiting recipients' destinations.
+/// What one walk over the spool found.
+struct Scan {
+    /// Per message, its age and its waiting recipients' destinations.
+    messages: Vec<(u64, BTreeSet<String>)>,
+    exact: bool,
+    seen_twice: usize,
+}
+
+/// Reads the spool: per message (once), its age and its waiting recipients'
+/// destinations; and whether the queue stood still meanwhile.
 fn scan(
     spool: &Spool,
     states: &[QueueState],
     route: Option<&NextHopOf>,
     now_ms: u64,
-) -> Result<Vec<(u64, BTreeSet<String>)>, ApiError> {
+) -> Result<Scan, ApiError> {
+    let before = spool.changes();
+    // One state's list in memory at a time; the ids met so far (16 octets each).
+    let mut seen: HashSet<QueueId> = HashSet::new();
+    let mut seen_twice = 0usize;
     let mut out = Vec::new();
     for state in states {
         let listed = spool
             .list(Some(*state))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         for m in listed {
+            if !seen.insert(m.id) {
+                // Moving: counted where it was met first (its recipients' destinations
+                // do not depend on the state).
+                seen_twice += 1;
+                continue;
+            }
             let Some(env) = m.envelope else { continue };
             // A record that cannot be read: count every recipient (the queue decides).
             let record = spool.read_record(m.id).ok().flatten();
@@ -224,7 +264,13 @@ fn scan(
             out.push((now_ms.saturating_sub(arrival_ms) / 1000, dests));
         }
     }
-    Ok(out)
+    // After the records too: a message that left while its record was read is a change.
+    let exact = seen_twice == 0 && !spool.is_read_only() && spool.changes() == before;
+    Ok(Scan {
+        messages: out,
+        exact,
+        seen_twice,
+    })
 }
 
 /// The queue's shape: destination by age bucket (qshape).
@@ -265,11 +311,11 @@ async fn summary(
     };
     let spool = state.spool.clone();
     let scan_states = states.clone();
-    let messages =
+    let found =
         tokio::task::spawn_blocking(move || scan(&spool, &scan_states, route.as_ref(), unix_ms()))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let (rows, total, counts) = shape(messages, TOP_ROWS);
+    let (rows, total, counts) = shape(found.messages, TOP_ROWS);
     Ok(Json(SummaryBody {
         buckets: BUCKETS.iter().map(|b| (*b).to_owned()).collect(),
         rows,
@@ -277,12 +323,123 @@ async fn summary(
         counts,
         grouped_by: grouped_by.to_owned(),
         states: states.iter().map(|s| s.as_str().to_owned()).collect(),
+        exact: found.exact,
+        seen_twice: found.seen_twice,
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_spool::{ClientInfo, Envelope, MailParams, Recipient};
+
+    /// Commits one message for `to` to a real spool; returns its id.
+    async fn commit(spool: &Spool, to: &str) -> QueueId {
+        let mut w = spool.begin();
+        let body = b"Subject: x\r\n\r\nx\r\n";
+        w.write(body).await.expect("write");
+        let id = w.id();
+        let env = Envelope {
+            id,
+            sender: "s@client.test".into(),
+            recipients: vec![Recipient {
+                address: to.into(),
+                orcpt: None,
+                notify: None,
+                status: RecipientStatus::Pending,
+            }],
+            params: MailParams::default(),
+            client: ClientInfo::default(),
+            arrival_micros: 0,
+            size: w.written(),
+        };
+        w.commit(env).await.expect("commit");
+        id
+    }
+
+    const WAITING: [QueueState; 3] = [
+        QueueState::Incoming,
+        QueueState::Active,
+        QueueState::Deferred,
+    ];
+
+    /// The moment of issue 16: a message caught between the link into its new state and
+    /// the unlink from its old one is met in both directories. It counts once, and the
+    /// answer says the counts are not exact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_met_in_two_states_counts_once_and_the_answer_is_approximate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, _) = Spool::open(dir.path(), tern_events::EventLog::discard()).expect("open");
+        spool.set_commit_mode(tern_spool::CommitMode::File);
+        let a = commit(&spool, "a@one.test").await;
+        commit(&spool, "b@two.test").await;
+        spool
+            .move_to(a, QueueState::Incoming, QueueState::Deferred)
+            .await
+            .expect("move");
+        let quiet = scan(&spool, &WAITING, None, 1000).expect("scan");
+        assert_eq!(quiet.messages.len(), 2);
+        assert!(quiet.exact, "nothing moved");
+        assert_eq!(quiet.seen_twice, 0);
+        // Half a move: linked into active/, not yet unlinked from deferred/.
+        std::fs::hard_link(
+            spool.path_of(QueueState::Deferred, a),
+            spool.path_of(QueueState::Active, a),
+        )
+        .expect("link");
+        let moving = scan(&spool, &WAITING, None, 1000).expect("scan");
+        assert_eq!(moving.messages.len(), 2, "counted once");
+        assert_eq!(moving.seen_twice, 1);
+        assert!(!moving.exact);
+        let (rows, total, _) = shape(moving.messages, TOP_ROWS);
+        assert_eq!(total, 2);
+        assert!(rows.iter().all(|r| r.total == 1), "{rows:?}");
+    }
+
+    /// Messages moving between states all through the scans: never counted more than
+    /// they are, and a scan during which mail moved never claims to be exact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scans_while_mail_moves_never_count_a_message_twice() {
+        const N: usize = 40;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, _) = Spool::open(dir.path(), tern_events::EventLog::discard()).expect("open");
+        spool.set_commit_mode(tern_spool::CommitMode::File);
+        let mut ids = Vec::new();
+        for i in 0..N {
+            ids.push(commit(&spool, &format!("r{i}@d{}.test", i % 3)).await);
+        }
+        let mover = {
+            let spool = spool.clone();
+            tokio::spawn(async move {
+                // Round trips through the three states, as the scheduler does them.
+                for round in 0..6 {
+                    let (from, to) = match round % 3 {
+                        0 => (QueueState::Incoming, QueueState::Active),
+                        1 => (QueueState::Active, QueueState::Deferred),
+                        _ => (QueueState::Deferred, QueueState::Incoming),
+                    };
+                    for id in &ids {
+                        spool.move_to(*id, from, to).await.expect("move");
+                    }
+                }
+            })
+        };
+        while !mover.is_finished() {
+            let spool2 = spool.clone();
+            let found = tokio::task::spawn_blocking(move || scan(&spool2, &WAITING, None, 0))
+                .await
+                .expect("join")
+                .expect("scan");
+            assert!(found.messages.len() <= N, "{} > {N}", found.messages.len());
+            if found.messages.len() != N {
+                assert!(!found.exact, "a short count claimed to be exact");
+            }
+        }
+        mover.await.expect("mover");
+        let settled = scan(&spool, &WAITING, None, 0).expect("scan");
+        assert_eq!(settled.messages.len(), N);
+        assert!(settled.exact);
+    }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| (*s).to_owned()).collect()

@@ -37,6 +37,14 @@ struct Summary {
     rows: Vec<SummaryRow>,
     total: u64,
     counts: Vec<u64>,
+    /// False when mail moved while the server counted (a server from before issue 16
+    /// does not say: taken as exact, as it claimed then).
+    #[serde(default = "exact_by_default")]
+    exact: bool,
+}
+
+fn exact_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +206,12 @@ fn write_summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
     for r in &s.rows {
         row(&r.destination, r.total, &r.counts)?;
     }
+    if !s.exact {
+        writeln!(
+            out,
+            "(approximate: mail moved while counting; each message is counted at most once)"
+        )?;
+    }
     Ok(())
 }
 
@@ -348,6 +362,7 @@ mod tests {
             ],
             total: 4,
             counts: vec![3, 1],
+            exact: true,
         };
         let mut out = Vec::new();
         write_summary(&mut out, &s).unwrap();
@@ -363,6 +378,17 @@ mod tests {
         );
         assert!(lines[2].starts_with("mx:example.com"), "{text}");
         assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{text}");
+        // Counted while mail moved: the table says so under the rows.
+        let moving = Summary { exact: false, ..s };
+        let mut out = Vec::new();
+        write_summary(&mut out, &moving).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.lines()
+                .last()
+                .is_some_and(|l| l.starts_with("(approximate: mail moved")),
+            "{text}"
+        );
     }
 
     #[test]

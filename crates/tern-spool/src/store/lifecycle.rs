@@ -138,6 +138,7 @@ impl Spool {
             return Err(SpoolError::NotFound);
         }
         let inner = &self.inner;
+        let _noted = super::Noted::begin(inner);
         if from == QueueState::Incoming
             && let Some(r) = inner.segments.lookup(id)
         {
@@ -153,6 +154,8 @@ impl Spool {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(SpoolError::io("link", dst, e)),
         }
+        // In both directories now: a listing may see it twice until the unlink.
+        inner.note_change();
         syncer
             .sync()
             .await
@@ -182,6 +185,7 @@ impl Spool {
         }
         let inner = Arc::clone(&self.inner);
         let done = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let _noted = super::Noted::begin(&inner);
             // A segment that still holds the message (resident, or its copy from before
             // it was written out) must not bring it back: log it out first.
             let resident = state == QueueState::Incoming && inner.segments.lookup(id).is_some();

@@ -11,6 +11,10 @@
 //! - `queued` counts the files in incoming, active, deferred and hold: set by the scan at
 //!   open, incremented by each commit's rename, decremented by each quarantine out of
 //!   those states. For a read-only spool it is a snapshot taken at open.
+//! - `changes` only grows: it is raised when a commit, move or removal starts, after each
+//!   step of it that a listing could see (a move's link), when it ends, and at each
+//!   quarantine. Two equal readings around a listing therefore mean that no message
+//!   appeared, moved or left while it read (see [`Spool::changes`]).
 //!
 //! Trust: every file read here is validated by `format` before use; names found in state
 //! directories are parsed as queue ids before they are used as ids.
@@ -258,6 +262,8 @@ pub(crate) struct Inner {
     events: EventLog,
     /// See the module header for what this counts. Shared with the batch-commit thread.
     queued: Arc<AtomicUsize>,
+    /// See the module header for what this counts.
+    changes: AtomicU64,
     counters: Arc<SyncCounters>,
     writable: Option<Writable>,
     /// Round-robin position over the placement directories.
@@ -320,13 +326,36 @@ impl Inner {
         self.writable.is_some()
     }
 
+    /// Counts one step of a change to the set of queued messages (module header).
+    pub(crate) fn note_change(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Takes one message off the queued count (saturating: never below zero).
     pub(crate) fn forget_queued(&self, state: QueueState) {
+        self.note_change();
         if state.is_queued() {
             let _ = self
                 .queued
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
+    }
+}
+
+/// Counts a change when it starts ([`Noted::begin`]) and again when it ends (its
+/// `Drop`, also on an error or a panic): see the module header.
+pub(crate) struct Noted<'a>(&'a Inner);
+
+impl<'a> Noted<'a> {
+    pub(crate) fn begin(inner: &'a Inner) -> Noted<'a> {
+        inner.note_change();
+        Noted(inner)
+    }
+}
+
+impl Drop for Noted<'_> {
+    fn drop(&mut self) {
+        self.0.note_change();
     }
 }
 
@@ -493,6 +522,7 @@ impl Spool {
             dir,
             events,
             queued,
+            changes: AtomicU64::new(0),
             counters,
             writable: Some(Writable {
                 incoming,
@@ -566,6 +596,7 @@ impl Spool {
             dir,
             events: EventLog::discard(),
             queued: Arc::new(AtomicUsize::new(0)),
+            changes: AtomicU64::new(0),
             counters: Arc::new(SyncCounters::default()),
             writable: None,
             next_placement: AtomicUsize::new(0),
@@ -621,6 +652,19 @@ impl Spool {
     /// Messages in incoming, active, deferred and hold. O(1): an atomic read.
     pub fn queued(&self) -> usize {
         self.inner.queued.load(Ordering::Acquire)
+    }
+
+    /// A count that grows whenever a message is committed, moved between states,
+    /// removed or quarantined by this process: raised when each such change starts,
+    /// after each step of it a listing could see, and when it ends. Read it before and
+    /// after a walk over several states ([`Spool::list`] per state): equal readings mean
+    /// nothing appeared, moved or left meanwhile, so the walk saw one consistent queue;
+    /// different readings mean a message may have been seen twice (in the state it left
+    /// and the one it entered) or not at all. A read-only spool never changes it (it
+    /// cannot see the server's changes: its walks are always to be taken as
+    /// approximate). O(1): an atomic read.
+    pub fn changes(&self) -> u64 {
+        self.inner.changes.load(Ordering::Acquire)
     }
 
     /// Messages in `state` now, counted from the directory's file names (queue ids;

@@ -232,6 +232,9 @@ impl Inner {
         extra: &Extra<'_>,
     ) -> Result<Option<String>, SpoolError> {
         let moved = move_to_corrupt(&self.dir, &self.events, from, name, reason, extra)?;
+        if moved.is_some() {
+            self.note_change();
+        }
         if moved.is_some()
             && let (Area::State(s), Some(id)) = (from, name_to_id(name))
             && s != QueueState::Incoming

@@ -168,6 +168,8 @@ impl Spool {
         })
         .await
         .unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())))?;
+        // A file in `to/` and still resident: a listing may see it twice until `taken`.
+        inner.note_change();
         let synced = syncer.sync().await;
         if let Some(free) = done {
             let _ = std::fs::remove_file(free);

@@ -365,6 +365,9 @@ impl MessageWriter {
         if envelope.id != id {
             return Err(SpoolError::IdMismatch);
         }
+        // Counted until this returns. A caller that drops this future early (a session
+        // aborted at shutdown) ends the count while a segment append may still land.
+        let _noted = super::Noted::begin(&inner);
         pending.extend_from_slice(&format::encode_tail(content_len, content_crc, &envelope)?);
         let tmp_path = inner.entry_path(Area::Tmp, id);
         let final_path = inner.entry_path(Area::State(QueueState::Incoming), id);

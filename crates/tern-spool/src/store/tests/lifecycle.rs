@@ -419,3 +419,53 @@ async fn peek_reads_the_envelope_and_the_start_of_the_content_only() {
     ));
     assert!(path.exists());
 }
+
+/// `changes` moves with every commit, move, write-out of a resident message, removal and
+/// quarantine, and stands still otherwise: a caller walking several states can tell
+/// whether what it read was one consistent queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_count_every_commit_move_and_removal_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let start = spool.changes();
+    let id = store(&spool, &content(300, 1), 100).await;
+    let committed = spool.changes();
+    assert!(committed > start, "a commit counts");
+    // Reading, listing and counting change nothing.
+    let _ = spool.list(None).unwrap();
+    let _ = spool.read(QueueState::Incoming, id).unwrap();
+    let _ = spool.count(QueueState::Incoming).unwrap();
+    assert_eq!(spool.changes(), committed);
+    spool
+        .move_to(id, QueueState::Incoming, QueueState::Active)
+        .await
+        .unwrap();
+    let moved = spool.changes();
+    assert!(moved > committed, "a move counts");
+    // A move refused before it started is no change.
+    assert!(
+        spool
+            .move_to(id, QueueState::Active, QueueState::Active)
+            .await
+            .is_ok()
+    );
+    assert_eq!(spool.changes(), moved);
+    spool.remove(QueueState::Active, id).await.unwrap();
+    let removed = spool.changes();
+    assert!(removed > moved, "a removal counts");
+
+    // A message resident in a segment, written out by its move.
+    spool.set_commit_mode(crate::store::CommitMode::Segment);
+    let resident = store(&spool, &content(200, 2), 100).await;
+    let appended = spool.changes();
+    assert!(appended > removed, "a segment commit counts");
+    spool
+        .move_to(resident, QueueState::Incoming, QueueState::Deferred)
+        .await
+        .unwrap();
+    assert!(spool.changes() > appended, "a write-out counts");
+    let before = spool.changes();
+    std::fs::write(dir.path().join("deferred").join("not-an-id"), b"x").unwrap();
+    let _ = spool.list(Some(QueueState::Deferred)).unwrap();
+    assert!(spool.changes() > before, "a quarantine counts");
+}
