@@ -94,6 +94,13 @@ pub struct ClientConfig {
     /// Extra trust anchors (PEM certificates) for [`TlsPolicy::Verify`], added to
     /// webpki-roots.
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// The mark this process's own SMTP server puts in its greeting (Tern's binary makes
+    /// one per process, `loop-check=<random hex>`). A server that greets with it is this
+    /// very process, reached through one of its MX or relay hosts (a wildcard listener,
+    /// NAT, a port forward): [`SmtpSession::connect`](crate::SmtpSession::connect) then
+    /// says QUIT and fails with [`SessionError::LoopsBack`](crate::SessionError::LoopsBack)
+    /// instead of relaying to itself. `None`: no check.
+    pub loop_mark: Option<String>,
 }
 
 /// Why a [`ClientContext`] could not be built.
@@ -265,6 +272,7 @@ mod tests {
             helo_name: "mail.example.org".into(),
             timeouts: Timeouts::default(),
             extra_roots_pem: None,
+            loop_mark: None,
         }
     }
 

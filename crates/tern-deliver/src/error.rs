@@ -105,6 +105,14 @@ pub enum SessionError {
     /// us. QUIT was sent.
     #[error("greeting refused: {0}")]
     Greeting(Reply),
+    /// The server greeted with this process's own loop mark
+    /// ([`ClientConfig::loop_mark`](crate::ClientConfig::loop_mark)): it is this very
+    /// server, so delivering would relay the mail to itself. QUIT was sent. The caller
+    /// treats the host as itself (RFC 5321 §5.1: no host of its preference or worse is
+    /// tried) and keeps the mail; Postfix reports the same case as "mail for X loops
+    /// back to myself".
+    #[error("mail loops back to myself: the server greeted with this Tern's own banner")]
+    LoopsBack,
     /// EHLO was refused with 4xx, or EHLO with 5xx and then HELO too; in LMTP, LHLO
     /// was refused.
     #[error("EHLO/HELO refused: {0}")]
@@ -153,6 +161,7 @@ impl SessionError {
             SessionError::Connect { .. }
             | SessionError::ConnectUnix { .. }
             | SessionError::Greeting(_)
+            | SessionError::LoopsBack
             | SessionError::Ehlo(_)
             | SessionError::TlsUnavailable
             | SessionError::StartTls(_)
@@ -172,7 +181,7 @@ impl SessionError {
     pub fn stage(&self) -> Stage {
         match self {
             SessionError::Connect { .. } | SessionError::ConnectUnix { .. } => Stage::Connect,
-            SessionError::Greeting(_) => Stage::Greeting,
+            SessionError::Greeting(_) | SessionError::LoopsBack => Stage::Greeting,
             SessionError::Ehlo(_) => Stage::Ehlo,
             SessionError::TlsUnavailable
             | SessionError::StartTls(_)
@@ -234,6 +243,8 @@ mod tests {
             .is_connection_failure()
         );
         assert!(SessionError::TlsUnavailable.is_connection_failure());
+        assert!(SessionError::LoopsBack.is_connection_failure());
+        assert_eq!(SessionError::LoopsBack.stage(), Stage::Greeting);
         assert!(!SessionError::Timeout { stage: Stage::Rcpt }.is_connection_failure());
         assert!(
             !SessionError::Dropped {

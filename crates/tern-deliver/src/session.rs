@@ -2,7 +2,9 @@
 //!
 //! Set-up: connect, read the greeting, EHLO (HELO when EHLO gets a 5xx), then STARTTLS
 //! as the [`TlsPolicy`] says and EHLO again inside TLS. Capabilities from before TLS are
-//! discarded after it (RFC 3207 §4.2).
+//! discarded after it (RFC 3207 §4.2). A greeting that carries this process's own loop
+//! mark ([`crate::ClientConfig::loop_mark`]) is this very server: QUIT, and
+//! [`SessionError::LoopsBack`] instead of EHLO.
 //!
 //! A transaction ([`SmtpSession::send`]):
 //! - With PIPELINING, MAIL, every RCPT and DATA go out in one write and the replies are
@@ -127,6 +129,10 @@ impl SmtpSession {
         if !greeting.is_positive() {
             quit_quietly(&mut conn, t.quit).await;
             return Err(SessionError::Greeting(greeting));
+        }
+        if greets_as_us(&greeting, ctx.config.loop_mark.as_deref()) {
+            quit_quietly(&mut conn, t.quit).await;
+            return Err(SessionError::LoopsBack);
         }
         let helo_name = ctx.config.helo_name.as_str();
         let (mut ehlo, mut caps) = match hello(&mut conn, helo_name, t.ehlo).await {
@@ -561,6 +567,18 @@ async fn start_tls(
         };
     }
     conn.start_tls(config, name, t.starttls).await.map(Some)
+}
+
+/// Whether `greeting` carries this process's own loop mark (see
+/// [`crate::ClientConfig::loop_mark`]): a whole word of one of its lines.
+fn greets_as_us(greeting: &Reply, mark: Option<&str>) -> bool {
+    let Some(mark) = mark.filter(|m| !m.is_empty()) else {
+        return false;
+    };
+    greeting
+        .lines
+        .iter()
+        .any(|line| line.split_ascii_whitespace().any(|word| word == mark))
 }
 
 /// QUIT and read the reply, within `limit` in total; errors are ignored.

@@ -191,6 +191,9 @@ events! {
     QUEUE_RELEASED = (4014, "queue.message.released", Info,
         "An administrator released a message from the poison or hold queue (`tern queue release`); its crash count was reset and it is tried again now.",
         "None.", track = "released");
+    DELIVERY_LOOP_SELF = (4035, "delivery.loop.self", Warning,
+        "Mail for a destination would have gone to this server itself, and was not sent: the domain's best MX host is this server (`how` = `address`: its host name or an address where a listener accepts at the MX port, every address of the machine and 127.0.0.0/8 behind a wildcard listener such as 0.0.0.0:25), or a host greeted with this process's own banner mark (`how` = `greeting`: an address the check cannot know, behind NAT, a port forward or a proxy). Hosts of the same or a worse preference are not tried (RFC 5321 §5.1); the recipients are deferred with 4.4.6 and kept, never relayed to ourselves and never bounced for it (they bounce only when they expire). As a backup MX Tern waits for the better hosts. Fields: queue_id, next_hop, host, how, reason.",
+        "If this server should take the domain's mail, route the domain to a local transport (maildir, lmtp); otherwise correct the domain's MX records or the route's relay host. As a backup MX this is expected while the better hosts are down.", track = "attempt");
 
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",

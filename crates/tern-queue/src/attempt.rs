@@ -14,6 +14,10 @@
 //! - a 5xx reply to MAIL: every recipient fails;
 //! - replies to RCPT and to the data: final for that recipient on this attempt (4xx
 //!   deferred, 5xx failed), no other host is tried;
+//! - a greeting with this process's own banner mark (the host is this server, reached
+//!   where the address check of the MX plan cannot see it: NAT, a port forward): QUIT,
+//!   event 4035, and no later address (they are of the same preference or worse, RFC
+//!   5321 §5.1); the recipients are deferred (4.4.6), never relayed to ourselves;
 //! - the connection lost or timing out during the data: the next address too. The
 //!   recipients have no result yet; if the peer had in fact committed the message before
 //!   the connection broke, it is delivered twice (the duplicate window; a deferral would
@@ -59,7 +63,7 @@ use tern_deliver::{
 use tern_events::{catalog, fields};
 use tern_local::LocalDirectory;
 use tern_metrics::Attempt;
-use tern_route::dns::plan::{self as dns, MxHost, SelfIdentity};
+use tern_route::dns::plan::{self as dns, MxHost};
 use tern_route::{NextHop, Transport};
 use tern_spool::{BodyType, DsnRet, Envelope};
 use tern_watchdog::{Heartbeat, Kind};
@@ -349,14 +353,16 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
     };
     match &*job.transport {
         Transport::Mx { port, .. } => {
-            let me = SelfIdentity {
-                names: vec![ctx.hostname.to_ascii_lowercase()],
-                addrs: ctx.listen_addrs.clone(),
-            };
+            let me = ctx
+                .own_addrs
+                .identity(vec![ctx.hostname.to_ascii_lowercase()], *port);
             match dns::resolve_mx_plan(&ctx.resolver, &job.domain, &me, max).await {
                 Ok(hosts) => Ok(flatten(hosts, *port)),
                 Err(e) => {
                     let text = format!("{} {}", e.enhanced_status(), e.describe());
+                    if e == dns::PlanError::MxLoop {
+                        loop_self(ctx, job, &job.domain, "address", &text);
+                    }
                     Err(if e.is_permanent() {
                         RcptResult::Failed {
                             reply: local_reply(550, &text),
@@ -483,6 +489,11 @@ async fn deliver_job(
                 let metrics = tern_metrics::get();
                 let mut s = match beat.bounded(budget::connect(ctx), connect).await {
                     Ok(s) => s,
+                    Err(SessionError::LoopsBack) => {
+                        let why = format!("4.4.6 mail for {} loops back to myself: {remote} greeted with this server's own banner, so no host of its preference or worse is tried", job.domain);
+                        loop_self(ctx, job, &remote, "greeting", &why);
+                        return HostOutcome::Myself(why);
+                    }
                     Err(e) => {
                         metrics.attempt(Attempt::ConnectError);
                         return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}"));
@@ -508,10 +519,22 @@ async fn deliver_job(
     (end.result, end.down)
 }
 
+/// Event 4035: the job's next host is this server itself (`how`: `address` or
+/// `greeting`); nothing is sent to it.
+fn loop_self(ctx: &Context, job: &Job, host: &str, how: &str, reason: &str) {
+    ctx.events.emit(
+        &catalog::DELIVERY_LOOP_SELF,
+        fields!("queue_id" => job.msg.envelope.id, "next_hop" => job.hop, "host" => host, "how" => how, "reason" => reason),
+    );
+}
+
 /// What trying one address came to.
 pub(crate) enum HostOutcome<S> {
     /// No session: refused, unreachable, no or a bad greeting, EHLO or TLS failure.
     Unreachable(String),
+    /// The host greeted as this very server: it and every later target (of its
+    /// preference or worse, RFC 5321 §5.1) are skipped; the recipients wait.
+    Myself(String),
     /// Greeted, but this host could not take the job now (4xx to MAIL, connection lost):
     /// try the next one.
     Moved(String),
@@ -542,12 +565,22 @@ where
 {
     let mut sessions = 0usize;
     let mut last_error = String::from("4.4.1 no host to try");
-    for t in targets {
+    for (i, t) in targets.iter().enumerate() {
+        let tried_other = i > 0;
         if sessions >= max_sessions {
             break;
         }
         match try_one(t).await {
             HostOutcome::Unreachable(why) => last_error = why,
+            HostOutcome::Myself(why) => {
+                // A better host's failure stays first: it is what the mail waits for.
+                last_error = if tried_other {
+                    format!("{last_error}; {why}")
+                } else {
+                    why
+                };
+                break;
+            }
             HostOutcome::Moved(why) => {
                 sessions += 1;
                 last_error = why;
@@ -895,6 +928,42 @@ mod tests {
             }
         }));
         (end, tried)
+    }
+
+    /// Issue 16: a host that greets as this very server ends the walk: neither it nor
+    /// any later (same or worse preference) host takes the mail, the recipients are
+    /// deferred with the better host's failure first, and the destination is down.
+    #[test]
+    fn a_host_that_is_myself_ends_the_walk_and_the_mail_waits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let targets = ["primary", "me", "after"];
+        let mut tried = Vec::new();
+        let end: WalkEnd<()> = rt.block_on(walk(&targets, 5, &[0, 1], |t: &&str| {
+            tried.push(*t);
+            let t = *t;
+            async move {
+                match t {
+                    "primary" => HostOutcome::Unreachable("4.4.1 primary refused".into()),
+                    "me" => HostOutcome::Myself("4.4.6 loops back to myself".into()),
+                    _ => HostOutcome::Final(JobResult { outcomes: vec![] }, ()),
+                }
+            }
+        }));
+        assert_eq!(tried, ["primary", "me"], "nothing after myself");
+        assert!(end.session.is_none());
+        assert_eq!(end.result.outcomes.len(), 2);
+        for (_, r) in &end.result.outcomes {
+            let RcptResult::Deferred { reply, .. } = r else {
+                panic!("not deferred: {r:?}");
+            };
+            assert!(
+                reply.contains("4.4.1 primary refused; 4.4.6 loops back"),
+                "{reply}"
+            );
+        }
+        assert!(end.down.is_some(), "no host took a session: down");
     }
 
     proptest! {

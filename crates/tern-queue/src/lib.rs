@@ -58,7 +58,6 @@ pub mod message;
 mod retries;
 pub mod scheduler;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,8 +106,9 @@ pub struct Context {
     pub client: Arc<ClientContext>,
     /// Our host name (Reporting-MTA, bounces' From, MX self-detection).
     pub hostname: String,
-    /// Addresses Tern listens on, for MX self-detection.
-    pub listen_addrs: Vec<IpAddr>,
+    /// Where Tern's listeners accept mail (every interface address behind a wildcard
+    /// listener), for the MX self rule; refreshed on reload.
+    pub own_addrs: tern_route::OwnAddresses,
     /// Grace period for deliveries in progress at shutdown.
     pub shutdown_grace: Duration,
     /// Where DSNs are queued (announced to this queue like any new message).

@@ -19,6 +19,9 @@
 //!   shuffling of equal preferences, the self rule, deduplication, address budget) and
 //!   its async wrappers [`dns::plan::resolve_mx_plan`] and
 //!   [`dns::plan::resolve_relay_hosts`].
+//! - [`own`]: [`OwnAddresses`], where this server's listeners accept mail (every
+//!   interface address behind a wildcard listener, read with `getifaddrs`), for the self
+//!   rule.
 //!
 //! # Permanent or temporary
 //!
@@ -28,7 +31,7 @@
 //! | domain NXDOMAIN (MX, or A/AAAA of an implicit MX) | permanent | 5.1.2 |
 //! | domain not a valid name | permanent | 5.1.2 |
 //! | no MX and no A/AAAA (name exists) | permanent | 5.4.4 |
-//! | we are the best MX | permanent | 5.4.6 |
+//! | we are the best MX (not routed locally) | temporary: the mail is kept | 4.4.6 |
 //! | DNS failure (SERVFAIL, timeout, refused) | temporary | 4.4.3 |
 //! | every MX or relay host without an address | temporary | 4.4.3 |
 //!
@@ -54,9 +57,11 @@
 
 pub mod dns;
 mod name;
+pub mod own;
 pub mod table;
 
 pub use name::parse_address_literal;
+pub use own::OwnAddresses;
 pub use table::{
     LmtpServer, MAX_NEXT_HOP_NAME, NextHop, RejectReply, RelayHost, Route, RouteConfig,
     RouteProblem, RoutingTable, TlsPolicy, Transport, TransportKind,

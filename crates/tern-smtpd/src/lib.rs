@@ -69,6 +69,11 @@ pub struct SmtpShared {
     pub rdns_timeout: Duration,
     /// Look up loopback clients too (otherwise they are `localhost`).
     pub rdns_lookup_loopback: bool,
+    /// A word added to the greeting (`220 <hostname> ESMTP Tern <mark>`): the binary
+    /// makes one per process (`loop-check=<random hex>`) and gives the same to its SMTP
+    /// client, which so recognises a connection to this very server (docs/DELIVERY.md,
+    /// "Mail to myself"). `None`: the plain greeting.
+    pub loop_mark: Option<String>,
 }
 
 /// One listener's configuration plus what was built from it.

@@ -474,6 +474,7 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
             resolver: None,
             rdns_timeout: Duration::from_secs(1),
             rdns_lookup_loopback: false,
+            loop_mark: None,
         });
         let ctx = ListenerContext::local(shared, listener);
         let (_keep, shutdown) = tokio::sync::watch::channel(false);

@@ -122,6 +122,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     } else {
         Arc::new(spool.clone())
     };
+    // One per process: in the greeting of our server, recognised by our client.
+    let loop_mark = tern_route::own::new_loop_mark();
     let shared = Arc::new(SmtpShared {
         relay: ArcSwap::from_pointee(
             RelayPolicy::new(&config.relay, &hostname)
@@ -134,6 +136,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         resolver: resolver(&config.dns),
         rdns_timeout: Duration::from_millis(config.dns.client_lookup_timeout_ms),
         rdns_lookup_loopback: false,
+        loop_mark: Some(loop_mark.clone()),
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),
@@ -160,7 +163,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             spool.clone(),
             events.clone(),
             queue_intake,
-            server.local_addrs().iter().map(SocketAddr::ip).collect(),
+            server.local_addrs().to_vec(),
+            loop_mark,
             watchdog.clone(),
         )?);
         let q = Queue::start(Arc::clone(&ctx), queue_rx)
@@ -412,6 +416,8 @@ fn reload(
             queue: config.queue.settings.clone(),
             local: Arc::clone(&config.local_directory),
         }));
+        // Addresses added to the machine since count for the MX self rule at once.
+        ctx.own_addrs.refresh();
     }
     maps_loaded(events, &config);
     current.store(Arc::new(current.load().with_reloaded(&config)));
@@ -526,7 +532,8 @@ fn queue_context(
     spool: Spool,
     events: EventLog,
     intake: QueueIntake,
-    listen_addrs: Vec<std::net::IpAddr>,
+    listeners: Vec<SocketAddr>,
+    loop_mark: String,
     watchdog: Option<Watchdog>,
 ) -> anyhow::Result<QueueContext> {
     let d = &config.delivery;
@@ -559,6 +566,7 @@ fn queue_context(
             quit: command,
         },
         extra_roots_pem,
+        loop_mark: None.or(Some(loop_mark)).filter(|_| false),
     })
     .context("setting up the SMTP client's TLS")?;
     let resolver = Resolver::with_heartbeat(
@@ -580,7 +588,7 @@ fn queue_context(
         resolver,
         client,
         hostname: config.server.hostname.clone(),
-        listen_addrs,
+        own_addrs: tern_route::OwnAddresses::new(listeners),
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
         intake,
         watchdog,

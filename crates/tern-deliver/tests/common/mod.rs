@@ -143,6 +143,7 @@ pub fn config() -> ClientConfig {
         helo_name: "client.test.example".into(),
         timeouts: short_timeouts(),
         extra_roots_pem: None,
+        loop_mark: None,
     }
 }
 

@@ -19,6 +19,7 @@ mod hanging_server_times_out_at_greeting;
 mod mail_from_rejected;
 mod mixed_recipient_results;
 mod no_smtputf8_is_incompatible;
+mod own_greeting_is_a_loop_to_myself;
 mod pipelined_delivery_is_byte_identical;
 mod postfix_smtp_sink_fifty_pipelined;
 mod session_reuse_three_transactions;

@@ -10,7 +10,10 @@
 //! 2. The same exchange listed twice keeps its lowest preference.
 //! 3. Hosts are sorted by preference; hosts of equal preference are shuffled.
 //! 4. Self rule: if one of our names or addresses is a host with preference P, every host
-//!    with preference >= P is dropped; nothing left -> [`PlanError::MxLoop`].
+//!    with preference >= P is dropped; nothing left -> [`PlanError::MxLoop`] (temporary:
+//!    the mail is kept). "Ours" is [`SelfIdentity`]: names, the addresses where a
+//!    listener accepts on the MX port (every interface address for a wildcard listener:
+//!    [`crate::OwnAddresses`]), and the IPv4 loopback range behind `0.0.0.0`.
 //! 5. Each host gets its addresses (an exchange that is IP text is that address: not
 //!    valid DNS practice, tolerated); an address already given to an earlier host is
 //!    dropped; hosts left without addresses are dropped.
@@ -47,14 +50,18 @@ pub struct MxHost {
     pub addrs: Vec<IpAddr>,
 }
 
-/// Who we are, for the self rule (RFC 5321 §5.1).
+/// Who we are, for the self rule (RFC 5321 §5.1). Built for one port by
+/// [`OwnAddresses::identity`](crate::OwnAddresses::identity).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SelfIdentity {
     /// Our host names (compared case-insensitively, trailing dot ignored).
     pub names: Vec<String>,
-    /// Our addresses that accept mail on the MX port. With a wildcard listener, list the
-    /// machine's addresses (loopback included), not `0.0.0.0`.
+    /// Our addresses that accept mail on the MX port, canonical (IPv4 as IPv4). With a
+    /// wildcard listener, the machine's addresses, not `0.0.0.0`.
     pub addrs: Vec<IpAddr>,
+    /// Every address of 127.0.0.0/8 is ours too (a listener on `0.0.0.0` at the port
+    /// answers on all of them, though only 127.0.0.1 is configured).
+    pub all_loopback_v4: bool,
 }
 
 /// Why there is no host to try.
@@ -72,8 +79,10 @@ pub enum PlanError {
     /// `5.4.4` (unable to route: the routing information says there is no mail host).
     #[error("the domain has no MX and no address records")]
     NoAddresses,
-    /// We are the best MX for the domain but it is not routed to us locally. Permanent,
-    /// `5.4.6` (routing loop).
+    /// We are the best MX for the domain but it is not routed to us locally. Temporary,
+    /// `4.4.6` (routing loop): a configuration error on this side (a missing local route)
+    /// or in DNS, which the operator fixes; the mail waits meanwhile instead of
+    /// bouncing (Postfix bounces it with 5.4.6), and bounces only when it expires.
     #[error("mail for the domain loops back to this server (we are its best MX)")]
     MxLoop,
     /// The domain is not a name DNS can be asked about. Permanent, `5.1.2`.
@@ -101,7 +110,9 @@ impl PlanError {
     pub fn is_permanent(&self) -> bool {
         !matches!(
             self,
-            PlanError::Temporary { .. } | PlanError::AllHostsUnresolvable { .. }
+            PlanError::Temporary { .. }
+                | PlanError::AllHostsUnresolvable { .. }
+                | PlanError::MxLoop
         )
     }
 
@@ -111,7 +122,7 @@ impl PlanError {
             PlanError::NullMx => "5.1.10",
             PlanError::NxDomain | PlanError::InvalidDomain => "5.1.2",
             PlanError::NoAddresses => "5.4.4",
-            PlanError::MxLoop => "5.4.6",
+            PlanError::MxLoop => "4.4.6",
             PlanError::Temporary { .. } | PlanError::AllHostsUnresolvable { .. } => "4.4.3",
         }
     }
@@ -126,9 +137,10 @@ impl PlanError {
             PlanError::NoAddresses => {
                 "the recipient domain has no MX record and no address record".to_owned()
             }
-            PlanError::MxLoop => {
-                "mail loops back to this server: it is the best MX host for the domain".to_owned()
-            }
+            PlanError::MxLoop => "mail for the domain loops back to this server: it is the \
+                 best MX host for the domain, which is not routed to a local transport here; \
+                 the mail is kept (route the domain here, or correct its MX records)"
+                .to_owned(),
             PlanError::InvalidDomain => "the recipient domain is not a valid name".to_owned(),
             PlanError::Temporary { reason } => format!("DNS lookup failed: {reason}"),
             PlanError::AllHostsUnresolvable { reason } => {
@@ -143,12 +155,18 @@ fn bare(host: &str) -> &str {
 }
 
 impl SelfIdentity {
+    /// Whether a connection to `ip` (at the port this identity is for) reaches us.
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.addrs.contains(&ip) || (self.all_loopback_v4 && ip.is_ipv4() && ip.is_loopback())
+    }
+
     fn is_me(&self, host: &str, addrs: &[IpAddr]) -> bool {
         let host = bare(host);
         self.names
             .iter()
             .any(|n| bare(n).eq_ignore_ascii_case(host))
-            || addrs.iter().any(|a| self.addrs.contains(a))
+            || addrs.iter().any(|a| self.owns(*a))
     }
 }
 

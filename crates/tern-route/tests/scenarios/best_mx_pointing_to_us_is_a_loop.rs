@@ -1,5 +1,7 @@
 //! When we are the best MX of a domain that is not routed to us, delivery would loop:
-//! permanent 5.4.6. When we are a backup MX, only better hosts are tried.
+//! a temporary 4.4.6 (the mail is kept until the configuration is fixed). When we are a
+//! backup MX, only better hosts are tried. A wildcard listener owns the whole IPv4
+//! loopback range.
 
 use crate::common::DnsPeer;
 use serde_json::json;
@@ -18,17 +20,39 @@ async fn best_mx_pointing_to_us_is_a_loop() {
     let me = SelfIdentity {
         names: vec!["mail.example".into()],
         addrs: vec!["127.0.0.70".parse().unwrap()],
+        ..SelfIdentity::default()
     };
     let err = resolve_mx_plan(&resolver, "loop.test", &me, 10)
         .await
         .unwrap_err();
     assert_eq!(err, PlanError::MxLoop);
-    assert!(err.is_permanent());
-    assert_eq!(err.enhanced_status(), "5.4.6");
+    assert!(!err.is_permanent());
+    assert_eq!(err.enhanced_status(), "4.4.6");
 
     let plan = resolve_mx_plan(&resolver, "backup.test", &me, 10)
         .await
         .unwrap();
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].name, "other.test");
+
+    // Issue 16: listening on 0.0.0.0 at the MX port, 127.0.0.70 is ours although no
+    // listener names it.
+    let wildcard = tern_route::OwnAddresses::new(vec!["0.0.0.0:25".parse().unwrap()]);
+    let me = wildcard.identity(Vec::new(), 25);
+    let err = resolve_mx_plan(&resolver, "loop.test", &me, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err, PlanError::MxLoop);
+    // other.test (127.0.0.71) is on loopback too: both hosts are us.
+    let err = resolve_mx_plan(&resolver, "backup.test", &me, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err, PlanError::MxLoop);
+    // Not at another port: a peer listening there is not us.
+    let other_port = wildcard.identity(Vec::new(), 2525);
+    assert!(
+        resolve_mx_plan(&resolver, "loop.test", &other_port, 10)
+            .await
+            .is_ok()
+    );
 }

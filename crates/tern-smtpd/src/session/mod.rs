@@ -299,10 +299,12 @@ impl Session {
             // may be displaced, without a reply (there is no TLS to send one in).
             self.start_tls().await?;
         }
-        let greeting = Reply::plain(
-            220,
-            vec![format!("{} ESMTP Tern", self.ctx.shared.hostname)],
-        );
+        let shared = &self.ctx.shared;
+        let greeting = match &shared.loop_mark {
+            Some(mark) => format!("{} ESMTP Tern {mark}", shared.hostname),
+            None => format!("{} ESMTP Tern", shared.hostname),
+        };
+        let greeting = Reply::plain(220, vec![greeting]);
         greeting.write_to(&mut self.out);
         loop {
             self.process_buffered().await?;

@@ -1,7 +1,7 @@
 //! What the DNS says decides the fate: null MX bounces with 5.1.10, a domain that does not
 //! exist bounces with 5.1.2, SERVFAIL defers (no bounce), no MX means the domain's own
-//! address (implicit MX), and an MX list whose best host is Tern itself bounces with
-//! 5.4.6 instead of looping.
+//! address (implicit MX), and an MX list whose best host is Tern itself neither loops
+//! nor bounces: it is deferred with 4.4.6 and kept (issue 16; event 4035).
 
 use std::time::Duration;
 
@@ -52,15 +52,11 @@ fn null_mx_nxdomain_servfail_implicit_mx_and_mx_to_self() {
         "{deferred:?}"
     );
 
-    let mut expected = vec![
-        ("a@nullmx.test", "5.1.10"),
-        ("a@gone.test", "5.1.2"),
-        ("a@loop.test", "5.4.6"),
-    ];
+    let mut expected = vec![("a@nullmx.test", "5.1.10"), ("a@gone.test", "5.1.2")];
     for (to, _) in &expected {
         send(to);
     }
-    let bounces = sender_mx.wait_for(3, Duration::from_secs(30));
+    let bounces = sender_mx.wait_for(2, Duration::from_secs(30));
     let mut seen: Vec<(String, String)> = bounces
         .iter()
         .map(|b| {
@@ -83,8 +79,25 @@ fn null_mx_nxdomain_servfail_implicit_mx_and_mx_to_self() {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
     assert_eq!(seen, expected);
-    // Nothing went to the backup of loop.test (preference 20 is worse than ours) and the
-    // SERVFAIL domain produced no bounce.
+    // loop.test: we are its best MX by name. Kept, deferred with 4.4.6; nothing went to
+    // its backup (preference 20 is worse than ours).
+    send("a@loop.test");
+    let looped = tern.wait_for_events(4035, 1, Duration::from_secs(20));
+    assert_eq!(looped[0]["next_hop"], "mx:loop.test", "{looped:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !tern.events_with_id(4002).iter().any(|e| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("4.4.6") && r.contains("best MX"))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 4.4.6 deferral: {:?}",
+            tern.events_with_id(4002)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The SERVFAIL domain and the loop produced no bounce.
     assert_eq!(implicit.received().len(), 1);
-    assert_eq!(sender_mx.received().len(), 3);
+    assert_eq!(sender_mx.received().len(), 2);
 }
