@@ -35,6 +35,9 @@
 //! (bounded lengths, checksums, strict layout) before use.
 
 #![warn(missing_docs)]
+// The few system calls the standard library lacks live in `store::sys`, the only module
+// allowed `unsafe`.
+#![deny(unsafe_code)]
 
 pub mod backpressure;
 pub mod envelope;

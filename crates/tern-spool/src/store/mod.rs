@@ -33,6 +33,7 @@ mod recovery;
 mod recycle;
 mod resident;
 mod segment;
+#[allow(unsafe_code)]
 pub(crate) mod sys;
 mod writer;
 
