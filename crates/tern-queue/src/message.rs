@@ -331,11 +331,9 @@ pub(crate) fn received_count(content: &[u8]) -> usize {
     n
 }
 
-/// The domain of an address (after the last `@`), lower-cased.
+/// The domain of an address (after the last `@`, `""` without one), lower-cased.
 pub(crate) fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
+    tern_proto::address::domain_of(address).to_ascii_lowercase()
 }
 
 async fn run(
