@@ -60,6 +60,11 @@ pub struct QueueConfig {
     /// then finds no probe to land on; a message that really crashes Tern is probed, and
     /// crashes it, after this delay.
     pub probe_delay_secs: u64,
+    /// Most suspects probed together, 1 to 1000 (1: strictly one at a time). A crash is
+    /// counted only against a suspect probed alone; a group in probe at a crash is probed
+    /// again in halves, so a message that kills Tern is isolated within about log2 of
+    /// this many more crashes, while innocent suspects are cleared this many at a time.
+    pub probe_group_size: usize,
 }
 
 impl Default for QueueConfig {
@@ -76,7 +81,8 @@ impl Default for QueueConfig {
             hop_limit: 50,
             bounce_max_full_size: 10 << 20,
             poison_threshold: 2,
-            probe_delay_secs: 30,
+            probe_delay_secs: 10,
+            probe_group_size: 64,
         }
     }
 }
@@ -182,6 +188,12 @@ impl QueueConfig {
             p.push(Problem {
                 key: "queue.poison_threshold".into(),
                 message: "must be from 1 to 10".into(),
+            });
+        }
+        if !(1..=tern_spool::crash::MAX_PROBE_GROUP).contains(&self.probe_group_size) {
+            p.push(Problem {
+                key: "queue.probe_group_size".into(),
+                message: format!("must be from 1 to {}", tern_spool::crash::MAX_PROBE_GROUP),
             });
         }
         if self.probe_delay_secs > 3600 {

@@ -84,9 +84,10 @@ pub(crate) fn now_micros() -> i64 {
 /// also when it panics (then the message stays in `active/` until the next start).
 ///
 /// The task is polled inside `last_gasp::processing`, so a fatal signal on its thread
-/// names the message. With `probe` (a suspect, see `probe`), the probe mark is written
-/// before anything is done to the message and lifted after its processing ended, however
-/// it ended, except when it was cut at a stop (it stays a suspect).
+/// names the message. With `probe` (a suspect, member of that probe group, see `probe`),
+/// nothing is done to the message before the group's probe mark is on disk, and its
+/// `done` is written after its processing ended, however it ended, except when it was cut
+/// at a stop (it stays a suspect).
 pub(crate) fn spawn(
     ctx: Arc<Context>,
     handle: QueueHandle,
@@ -94,13 +95,13 @@ pub(crate) fn spawn(
     state: QueueState,
     unsaved: Option<Box<DeliveryRecord>>,
     stop: watch::Receiver<bool>,
-    probe: Option<Probe>,
+    probe: Option<Arc<Probe>>,
 ) -> AbortHandle {
     let work = {
         let (ctx, handle, probe) = (ctx.clone(), handle.clone(), probe.clone());
         async move {
             if let Some(p) = &probe
-                && !p.mark(&ctx, id).await
+                && !p.mark(&ctx).await
             {
                 return Next::Unprobed;
             }

@@ -5,7 +5,7 @@
 //!   came, and what was in `incoming/` at start), loaded at most `max_active_messages` at
 //!   a time so memory stays bounded whatever the queue size;
 //! - `suspects`: what was in `active/` at start (in process when the previous run died),
-//!   probed one at a time beside the normal flow once the run has lasted
+//!   probed a group at a time beside the normal flow once the run has lasted
 //!   `probe_delay_secs` (`probe`); a suspect is in none of the other collections;
 //! - `retries`: messages waiting for a retry, by due time (`retries.rs`);
 //! - `destinations`: per next hop, the jobs waiting, the workers running and whether the
@@ -886,19 +886,22 @@ impl Scheduler {
             );
             self.running.insert(id, task);
         }
-        // One probe at a time, beside the normal flow (one message over
-        // `max_active_messages` at most, so a full queue never starves the line).
-        if let Some((id, probe)) = self.suspects.start_next(now) {
-            let task = message::spawn(
-                Arc::clone(&self.ctx),
-                self.handle.clone(),
-                id,
-                QueueState::Active,
-                None,
-                self.stop_rx.clone(),
-                Some(probe),
-            );
-            self.running.insert(id, task);
+        // One probe group at a time, beside the normal flow (at most
+        // `probe_group_size` messages over `max_active_messages`, so a full queue never
+        // starves the line).
+        if let Some((ids, probe)) = self.suspects.start_next(now) {
+            for id in ids {
+                let task = message::spawn(
+                    Arc::clone(&self.ctx),
+                    self.handle.clone(),
+                    id,
+                    QueueState::Active,
+                    None,
+                    self.stop_rx.clone(),
+                    Some(Arc::clone(&probe)),
+                );
+                self.running.insert(id, task);
+            }
         }
         let start = self.dispatch.pump(
             now,

@@ -11,17 +11,20 @@
 //!
 //! ```text
 //! TERNPROBE1 <run: 16 hex digits> <start: microseconds since the epoch>
-//! line <queue id>      one per suspect, in the order they are to be probed
-//! begin                end of the header
-//! probe <queue id>     appended and fdatasynced before a suspect's probe starts
-//! done <queue id>      appended and fdatasynced after that probe's processing ended
-//! stopped              a clean stop
+//! line <queue id> <n>   one per suspect, in the order they are to be probed; n: the
+//!                       largest probe group it may be probed in (1: alone)
+//! begin                 end of the header
+//! probe <queue id>...   a probe group (1 to MAX_PROBE_GROUP suspects), appended and
+//!                       fdatasynced before any of them is processed
+//! done <queue id>       a member's processing ended (synced with the group's last)
+//! stopped               a clean stop
 //! ```
 //!
 //! The header (up to `begin`) is written to `probe.new`, synced, renamed over `probe` and
 //! the spool directory synced, before the run processes any message, so a journal either
-//! has its whole header or is the previous run's. At most one probe runs at a time: a
-//! `probe` is always followed by its own `done` before the next `probe`.
+//! has its whole header or is the previous run's. At most one group is probed at a time:
+//! every member of a group has its `done` before the next `probe`. A group is one line,
+//! so a group cut short by a power loss is no group at all.
 //!
 //! `spool/last-gasp`, the **last-gasp record**: fixed lines of [`GASP_LINE_LEN`] octets,
 //! `TERNGASP1 <run: 16 hex digits> <signal: 3 digits> <queue id, or 15 '-'>`, padded with
@@ -40,8 +43,10 @@ use crate::id::{QUEUE_ID_LEN, QueueId};
 pub const GASP_LINE_LEN: usize = 64;
 /// Most last-gasp lines (crashing threads) recorded and read.
 pub const MAX_GASP_LINES: usize = 64;
-/// Largest probe journal read (a sanity bound: some 700,000 suspects).
+/// Largest probe journal read (a sanity bound: some 600,000 suspects).
 pub const MAX_JOURNAL_LEN: usize = 16 << 20;
+/// Largest probe group.
+pub const MAX_PROBE_GROUP: usize = 1000;
 
 const GASP_MAGIC: &[u8] = b"TERNGASP1 ";
 const JOURNAL_MAGIC: &str = "TERNPROBE1";
@@ -125,6 +130,16 @@ fn parse_gasp(line: &[u8]) -> Option<LastGasp> {
     Some(LastGasp { run, signal, id })
 }
 
+/// A suspect in a journal's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspect {
+    /// The message.
+    pub id: QueueId,
+    /// The largest probe group it may be probed in (1: alone), at most
+    /// [`MAX_PROBE_GROUP`].
+    pub max_group: usize,
+}
+
 /// What a run's probe journal says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalState {
@@ -133,11 +148,14 @@ pub struct JournalState {
     /// When that run started, microseconds since the epoch.
     pub started_micros: i64,
     /// Its suspects, in the order they were to be probed.
-    pub line: Vec<QueueId>,
+    pub line: Vec<Suspect>,
     /// Suspects whose probe ended.
     pub done: BTreeSet<QueueId>,
-    /// The suspect being probed when the journal ends (a `probe` without its `done`).
-    pub probing: Option<QueueId>,
+    /// The members of the group being probed when the journal ends that had not ended
+    /// (empty when no group was).
+    pub probing: BTreeSet<QueueId>,
+    /// How many suspects that group's probe mark named (0 when none was being probed).
+    pub group_size: usize,
     /// The run stopped cleanly.
     pub stopped: bool,
 }
@@ -145,32 +163,32 @@ pub struct JournalState {
 impl JournalState {
     /// Suspects still waiting for their probe when the journal ends: in the line, not
     /// done, not being probed. They were not in process.
-    pub fn waiting(&self) -> impl Iterator<Item = QueueId> + '_ {
+    pub fn waiting(&self) -> impl Iterator<Item = Suspect> + '_ {
         self.line
             .iter()
             .copied()
-            .filter(|id| !self.done.contains(id) && self.probing != Some(*id))
+            .filter(|s| !self.done.contains(&s.id) && !self.probing.contains(&s.id))
     }
 }
 
 /// The header of a new journal: the run, its start, its suspect line.
-pub fn journal_header(run: u64, started_micros: i64, line: &[QueueId]) -> Vec<u8> {
+pub fn journal_header(run: u64, started_micros: i64, line: &[Suspect]) -> Vec<u8> {
     let mut out = format!("{JOURNAL_MAGIC} {run:016x} {started_micros}\n").into_bytes();
-    out.reserve(line.len().saturating_mul(6 + QUEUE_ID_LEN) + 6);
-    for id in line {
+    out.reserve(line.len().saturating_mul(11 + QUEUE_ID_LEN) + 6);
+    for s in line {
         out.extend_from_slice(b"line ");
-        out.extend_from_slice(&id.to_ascii());
-        out.push(b'\n');
+        out.extend_from_slice(&s.id.to_ascii());
+        out.extend_from_slice(format!(" {}\n", s.max_group).as_bytes());
     }
     out.extend_from_slice(b"begin\n");
     out
 }
 
 /// An entry appended to a journal after its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalEntry {
-    /// The probe of this suspect starts.
-    Probe(QueueId),
+    /// The probe of these suspects (one group) starts.
+    Probe(Vec<QueueId>),
     /// The probe of this suspect ended.
     Done(QueueId),
     /// The run stops cleanly.
@@ -179,14 +197,15 @@ pub enum JournalEntry {
 
 impl JournalEntry {
     /// The entry's line.
-    pub fn encode(self) -> Vec<u8> {
-        let (word, id) = match self {
-            JournalEntry::Probe(id) => ("probe ", Some(id)),
-            JournalEntry::Done(id) => ("done ", Some(id)),
-            JournalEntry::Stopped => ("stopped", None),
+    pub fn encode(&self) -> Vec<u8> {
+        let (word, ids): (&str, &[QueueId]) = match self {
+            JournalEntry::Probe(ids) => ("probe", ids),
+            JournalEntry::Done(id) => ("done", std::slice::from_ref(id)),
+            JournalEntry::Stopped => ("stopped", &[]),
         };
         let mut out = word.as_bytes().to_vec();
-        if let Some(id) = id {
+        for id in ids {
+            out.push(b' ');
             out.extend_from_slice(&id.to_ascii());
         }
         out.push(b'\n');
@@ -224,18 +243,20 @@ pub fn parse_journal(bytes: &[u8]) -> Result<JournalState, String> {
     if fields.next().is_some() {
         return Err("the probe journal's header has extra fields".into());
     }
-    let id_of = |rest: &str, what: &str| {
-        QueueId::parse(rest).map_err(|e| format!("bad queue id in `{what}` entry: {e}"))
+    let id_of = |text: &str, what: &str| {
+        QueueId::parse(text).map_err(|e| format!("bad queue id in `{what}` entry: {e}"))
     };
     let mut state = JournalState {
         run,
         started_micros,
         line: Vec::new(),
         done: BTreeSet::new(),
-        probing: None,
+        probing: BTreeSet::new(),
+        group_size: 0,
         stopped: false,
     };
     let mut in_line = BTreeSet::new();
+    let mut probed = BTreeSet::new();
     let mut begun = false;
     for entry in lines {
         if state.stopped {
@@ -244,30 +265,47 @@ pub fn parse_journal(bytes: &[u8]) -> Result<JournalState, String> {
         let (word, rest) = entry.split_once(' ').unwrap_or((entry, ""));
         match (begun, word) {
             (false, "line") => {
-                let id = id_of(rest, "line")?;
+                let (id, n) = rest
+                    .split_once(' ')
+                    .ok_or("a `line` entry without its group")?;
+                let id = id_of(id, "line")?;
+                let max_group = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PROBE_GROUP).contains(n))
+                    .ok_or_else(|| format!("bad group size for {id}"))?;
                 if !in_line.insert(id) {
                     return Err(format!("{id} is twice in the suspect line"));
                 }
-                state.line.push(id);
+                state.line.push(Suspect { id, max_group });
             }
             (false, "begin") if rest.is_empty() => begun = true,
             (true, "probe") => {
-                let id = id_of(rest, "probe")?;
-                if state.probing.is_some() {
-                    return Err(format!("probe of {id} while another probe runs"));
+                if !state.probing.is_empty() {
+                    return Err("a probe group starts while another is probed".into());
                 }
-                if !in_line.contains(&id) || state.done.contains(&id) {
-                    return Err(format!("probe of {id}, which is not a waiting suspect"));
+                let mut group = BTreeSet::new();
+                for id in rest.split(' ') {
+                    let id = id_of(id, "probe")?;
+                    if !in_line.contains(&id) || !probed.insert(id) || !group.insert(id) {
+                        return Err(format!("probe of {id}, which is not a waiting suspect"));
+                    }
                 }
-                state.probing = Some(id);
+                if group.len() > MAX_PROBE_GROUP {
+                    return Err("a probe group larger than the limit".into());
+                }
+                state.group_size = group.len();
+                state.probing = group;
             }
             (true, "done") => {
                 let id = id_of(rest, "done")?;
-                if state.probing != Some(id) {
+                if !state.probing.remove(&id) {
                     return Err(format!("`done` for {id}, which is not being probed"));
                 }
-                state.probing = None;
                 state.done.insert(id);
+                if state.probing.is_empty() {
+                    state.group_size = 0;
+                }
             }
             (true, "stopped") if rest.is_empty() => state.stopped = true,
             _ => return Err(format!("unexpected entry `{}`", entry.escape_debug())),
@@ -329,36 +367,46 @@ mod tests {
         assert_eq!(parse_gasps(&good).len(), 1);
     }
 
+    fn line(ids: &[QueueId], max_group: usize) -> Vec<Suspect> {
+        ids.iter().map(|&id| Suspect { id, max_group }).collect()
+    }
+
     #[test]
-    fn journal_round_trip_with_probes_and_a_clean_stop() {
-        let line = ids(3);
-        let mut j = journal_header(42, 1_700_000_000_000_000, &line);
-        j.extend(JournalEntry::Probe(line[0]).encode());
-        j.extend(JournalEntry::Done(line[0]).encode());
-        j.extend(JournalEntry::Probe(line[1]).encode());
+    fn journal_round_trip_with_probe_groups_and_a_clean_stop() {
+        let a = ids(4);
+        let mut j = journal_header(42, 1_700_000_000_000_000, &line(&a, 64));
+        j.extend(JournalEntry::Probe(vec![a[0]]).encode());
+        j.extend(JournalEntry::Done(a[0]).encode());
+        j.extend(JournalEntry::Probe(vec![a[1], a[2]]).encode());
+        j.extend(JournalEntry::Done(a[2]).encode());
         let s = parse_journal(&j).unwrap();
         assert_eq!((s.run, s.started_micros), (42, 1_700_000_000_000_000));
-        assert_eq!(s.line, line);
-        assert_eq!(s.probing, Some(line[1]));
-        assert_eq!(s.waiting().collect::<Vec<_>>(), vec![line[2]]);
+        assert_eq!(s.line, line(&a, 64));
+        assert_eq!(s.probing, [a[1]].into());
+        assert_eq!(s.group_size, 2);
+        assert_eq!(s.waiting().map(|s| s.id).collect::<Vec<_>>(), vec![a[3]]);
         assert!(!s.stopped);
-        // An append cut short is ignored, not an error.
+        // An append cut short is ignored, not an error: a group cut short is no group.
         let mut cut = j.clone();
         cut.extend_from_slice(b"done ");
         assert_eq!(parse_journal(&cut).unwrap(), s);
-        j.extend(JournalEntry::Done(line[1]).encode());
+        j.extend(JournalEntry::Done(a[1]).encode());
+        let mut half = j.clone();
+        let group = JournalEntry::Probe(vec![a[3]]).encode();
+        half.extend_from_slice(&group[..group.len() - 1]);
+        let s = parse_journal(&half).unwrap();
+        assert!(s.probing.is_empty() && s.group_size == 0);
         j.extend(JournalEntry::Stopped.encode());
         let s = parse_journal(&j).unwrap();
         assert!(s.stopped);
-        assert_eq!(s.probing, None);
-        assert_eq!(s.done.len(), 2);
+        assert_eq!(s.done.len(), 3);
     }
 
     #[test]
     fn a_journal_out_of_order_gives_no_evidence() {
-        let line = ids(2);
+        let a = ids(2);
         let other = QueueId::generate();
-        let head = journal_header(1, 0, &line);
+        let head = journal_header(1, 0, &line(&a, 2));
         let with = |entries: &[JournalEntry]| {
             let mut j = head.clone();
             for e in entries {
@@ -369,26 +417,41 @@ mod tests {
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("empty", Vec::new()),
             ("header cut", head[..head.len() - 3].to_vec()),
-            ("no begin", journal_header(1, 0, &line)[..20].to_vec()),
-            ("outsider probed", with(&[JournalEntry::Probe(other)])),
+            ("no begin", head[..20].to_vec()),
+            ("outsider probed", with(&[JournalEntry::Probe(vec![other])])),
             (
-                "two probes",
-                with(&[JournalEntry::Probe(line[0]), JournalEntry::Probe(line[1])]),
+                "two groups at once",
+                with(&[
+                    JournalEntry::Probe(vec![a[0]]),
+                    JournalEntry::Probe(vec![a[1]]),
+                ]),
             ),
-            ("done without probe", with(&[JournalEntry::Done(line[0])])),
+            (
+                "twice in a group",
+                with(&[JournalEntry::Probe(vec![a[0], a[0]])]),
+            ),
+            ("done without probe", with(&[JournalEntry::Done(a[0])])),
             (
                 "probed twice",
                 with(&[
-                    JournalEntry::Probe(line[0]),
-                    JournalEntry::Done(line[0]),
-                    JournalEntry::Probe(line[0]),
+                    JournalEntry::Probe(vec![a[0]]),
+                    JournalEntry::Done(a[0]),
+                    JournalEntry::Probe(vec![a[0]]),
                 ]),
             ),
             (
                 "after stopped",
-                with(&[JournalEntry::Stopped, JournalEntry::Probe(line[0])]),
+                with(&[JournalEntry::Stopped, JournalEntry::Probe(vec![a[0]])]),
             ),
+            ("empty group", [head.clone(), b"probe\n".to_vec()].concat()),
             ("garbage", [head.clone(), b"probe\x00x\n".to_vec()].concat()),
+            (
+                "group size 0",
+                String::from_utf8(journal_header(1, 0, &line(&a, 1)))
+                    .unwrap()
+                    .replace(" 1\n", " 0\n")
+                    .into_bytes(),
+            ),
             (
                 "bad magic",
                 b"TERNPROBE9 0000000000000001 0\nbegin\n".to_vec(),

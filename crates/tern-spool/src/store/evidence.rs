@@ -3,8 +3,9 @@
 //! `last-gasp` (the record a dying process writes from its signal handler).
 //!
 //! Durability: a journal header is written to `probe.new`, fdatasynced, renamed over
-//! `probe`, and the spool directory fsynced; each appended entry is fdatasynced before
-//! the call returns, so a `probe` entry is on disk before the probe it announces starts.
+//! `probe`, and the spool directory fsynced; an appended entry is fdatasynced before the
+//! call returns when the caller asks (a `probe` entry, so that it is on disk before the
+//! probe it announces starts; the last `done` of a group).
 //! The last-gasp file is only truncated and handed out; what a dying process writes into
 //! it survives the process (the kernel keeps the pages), not a power loss, which leaves
 //! no last gasp anyway.
@@ -20,11 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::crash::{
-    GASP_LINE_LEN, JournalEntry, JournalState, LastGasp, MAX_GASP_LINES, MAX_JOURNAL_LEN,
+    GASP_LINE_LEN, JournalEntry, JournalState, LastGasp, MAX_GASP_LINES, MAX_JOURNAL_LEN, Suspect,
     journal_header, parse_gasps, parse_journal,
 };
 use crate::error::{CorruptReason, SpoolError};
-use crate::id::QueueId;
 
 use super::quarantine::{Extra, move_to_corrupt};
 use super::sys::{self, EntryKind};
@@ -66,13 +66,14 @@ pub struct ProbeJournal {
 }
 
 impl ProbeJournal {
-    /// Appends `entry` and makes it durable before returning.
-    pub fn append(&self, entry: JournalEntry) -> Result<(), SpoolError> {
+    /// Appends `entry`; with `sync`, makes it (and every entry before it) durable before
+    /// returning.
+    pub fn append(&self, entry: &JournalEntry, sync: bool) -> Result<(), SpoolError> {
         let bytes = entry.encode();
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let mut f: &File = &file;
         f.write_all(&bytes)
-            .and_then(|()| f.sync_data())
+            .and_then(|()| if sync { f.sync_data() } else { Ok(()) })
             .map_err(|e| SpoolError::io("append to", &self.path, e))
     }
 }
@@ -104,7 +105,7 @@ impl Spool {
         &self,
         run: u64,
         started_micros: i64,
-        line: &[QueueId],
+        line: &[Suspect],
     ) -> Result<ProbeJournal, SpoolError> {
         if !self.inner.is_writable() {
             return Err(SpoolError::ReadOnly);
@@ -227,6 +228,7 @@ fn sync_corrupt(dir: &Path) -> Result<(), SpoolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::QueueId;
     use crate::crash::gasp_line;
     use tern_events::EventLog;
 
@@ -248,8 +250,12 @@ mod tests {
     fn journal_entries_and_gasps_are_read_back_by_the_next_start() {
         let (_d, spool) = open();
         let line = [QueueId::generate(), QueueId::generate()];
-        let j = spool.start_probe_journal(9, 1234, &line).unwrap();
-        j.append(JournalEntry::Probe(line[0])).unwrap();
+        let suspects: Vec<Suspect> = line
+            .iter()
+            .map(|&id| Suspect { id, max_group: 64 })
+            .collect();
+        let j = spool.start_probe_journal(9, 1234, &suspects).unwrap();
+        j.append(&JournalEntry::Probe(vec![line[0]]), true).unwrap();
         let gasp = spool.open_last_gasp().unwrap();
         use std::os::unix::fs::FileExt;
         gasp.write_all_at(&gasp_line(9, 6, Some(line[0].to_ascii())), 0)
@@ -259,7 +265,8 @@ mod tests {
             panic!("{:?}", ev.journal);
         };
         assert_eq!(state.run, 9);
-        assert_eq!(state.probing, Some(line[0]));
+        assert_eq!(state.probing, [line[0]].into());
+        assert_eq!(state.group_size, 1);
         assert_eq!(ev.gasps.len(), 1);
         assert_eq!(ev.gasps[0].id, Some(line[0]));
         // The next run empties the record and replaces the journal.

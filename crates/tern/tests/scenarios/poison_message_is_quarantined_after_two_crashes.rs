@@ -79,7 +79,8 @@ fn a_message_that_crashes_tern_is_poisoned_and_the_rest_flows() {
         .unwrap_or_else(|| panic!("the probe of the pill did not crash tern\n{}", tern.log()));
     assert!(!second.success(), "{second:?}");
     let probed = tern.events_with_id(4016);
-    assert_eq!(probed.last().unwrap()["queue_id"], pill.as_str());
+    assert_eq!(probed.last().unwrap()["queue_ids"], pill.as_str());
+    assert_eq!(probed.last().unwrap()["group"], "1", "probed alone");
 
     // Third run: two crashes caused by it: poisoned before anything else; Tern keeps
     // running.
