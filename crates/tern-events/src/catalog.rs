@@ -180,10 +180,10 @@ events! {
         "The queue could not move, read or record a message (a spool error); the message stays where it is and is retried later.",
         "Check the spool disk.");
     QUEUE_CRASH_COUNTED = (4011, "queue.message.crash_counted", Warning,
-        "Tern found a message in active/ at start: the process died while processing it. The crash is counted against the message.",
+        "At start, the evidence about how the previous run died points at this message (`evidence`: `last_gasp`, a fatal signal on a thread processing it; `probe`, its probe was running; `alone`, it was the only message in process), so one crash is counted in its delivery record (`crashes` of `threshold`) before it is touched again. It waits at the back of the suspect line for its next probe.",
         "None for a single crash; if one message keeps appearing, see event 4012.", track = "crashed");
     QUEUE_POISONED = (4012, "queue.message.poisoned", Error,
-        "A message was being processed each of the last times the process died or its processing panicked (the poison threshold, counting events 4011 and 4013) and was moved to the poison queue; it is never retried automatically. The rest of the queue flows.",
+        "The crashes counted against a message (deaths of the process the evidence attributed to it, event 4011, and panics of its processing, event 4013) reached the poison threshold, so it was moved to the poison queue; it is never retried automatically. The rest of the queue flows.",
         "Inspect it with `tern queue list --state poison` and spool/poison/<id>; then `tern queue release <id>` to try it again or `tern queue delete <id>`.", track = "poisoned");
     QUEUE_INTERNAL_FAILURE = (4013, "queue.message.internal_failure", Error,
         "Processing a message failed inside Tern: its task panicked, or the delivery worker carrying it ended without a result (a panic, or the watchdog stopped it). Every slot it held was released; the failure counts against the message like a crash, and the message is deferred (or poisoned at the threshold, event 4012).",
@@ -191,6 +191,18 @@ events! {
     QUEUE_RELEASED = (4014, "queue.message.released", Info,
         "An administrator released a message from the poison or hold queue (`tern queue release`); its crash count was reset and it is tried again now.",
         "None.", track = "released");
+    QUEUE_AFTER_CRASH = (4015, "queue.start.after_crash", Warning,
+        "The previous run of Tern ended without a clean stop (killed, crashed, out of memory, power lost). `evidence` says what points at a message: `last_gasp` (a fatal signal, `signal`, on a thread processing it), `probe` (its probe was running), `alone` (the only message in process), or `none`; `counted` lists the messages a crash was counted against (event 4011 each); `in_process` counts the messages that were in process; `suspects` counts the messages waiting to be probed one at a time, `probe_in_secs` from now (queue.probe_delay_secs). Suspects stay in active/ meanwhile; the rest of the queue flows. `note` says why the evidence could not be read, if it could not.",
+        "None for a single event. If it repeats, find why Tern dies: the kernel log (the OOM killer), core dumps, the last lines Tern wrote to stderr (a fatal signal is reported there); event 4012 names a message that keeps killing it.");
+    QUEUE_PROBE_STARTED = (4016, "queue.probe.started", Info,
+        "A suspect (a message that was in process when Tern died) is being probed: its probe mark is on disk, then it is processed alone among the suspects while other mail flows. If Tern dies before the probe ends, the next start counts the crash against it (event 4011, evidence `probe`). `waiting` counts the suspects behind it.",
+        "None.");
+    QUEUE_PROBE_PASSED = (4017, "queue.probe.passed", Info,
+        "A suspect's probe ended without Tern dying: the message is no longer a suspect (`outcome`: `done` if it left the queue or was held, `deferred` if it waits for a retry like any message), after `ms` milliseconds.",
+        "None.");
+    QUEUE_PROBE_UNAVAILABLE = (4018, "queue.probe.unavailable", Error,
+        "A crash-evidence file in the spool could not be written (`file`: `probe`, the probe journal, or `last-gasp`; `error`). Without the probe journal, suspects are not probed in this run (they wait in active/ for a later start) and the next start after a crash counts nothing; without the last-gasp record, a fatal signal is attributed by the probe mark and the other rules only.",
+        "Check the spool disk (space, errors in the kernel log), then restart Tern when it is fixed.");
 
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",

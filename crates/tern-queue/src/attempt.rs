@@ -286,7 +286,10 @@ async fn worker(
         #[cfg(feature = "fault-injection")]
         crate::message::fault_injection::maybe_panic("connect", &job.msg.content);
         beat.busy(true);
-        let (result, down) = deliver_job(&ctx, &job, &mut session, &beat).await;
+        // A fatal signal while the job is worked on names its message (`last_gasp`).
+        let id = job.msg.envelope.id;
+        let delivery = deliver_job(&ctx, &job, &mut session, &beat);
+        let (result, down) = crate::last_gasp::processing(id, delivery).await;
         job.answer(result);
         beat.progress();
         if down.is_some() {
@@ -786,7 +789,7 @@ async fn convert(ctx: &Context, job: &Job, source: Source, remote: &str) -> Conv
         return Conversion::Unneeded;
     }
     let msg = job.msg.clone();
-    let work = tokio::task::spawn_blocking(move || {
+    let work = crate::last_gasp::spawn_blocking(move || {
         tern_convert::downgrade(&msg.content, source, &Limits::default())
             .map(|d| (d.content.into_owned(), d.parts_encoded, d.fields_encoded))
     });

@@ -50,9 +50,21 @@ pub struct QueueConfig {
     /// Largest original returned in full in a bounce (RET=FULL); larger ones return only
     /// their headers.
     pub bounce_max_full_size: usize,
-    /// Crashes while a message was in process before it goes to the poison queue
-    /// (Exchange PoisonThreshold), 1 to 10.
+    /// Crashes counted against a message before it goes to the poison queue (Exchange
+    /// PoisonThreshold), 1 to 10. Which message a crash is counted against is decided by
+    /// the evidence (docs/RELIABILITY.md, "Poison messages").
     pub poison_threshold: u32,
+    /// Seconds a run of Tern must have lasted before it probes the suspects of an earlier
+    /// crash (messages that were in process when the process died), 0 to 3600. A burst of
+    /// crashes from another cause (a restart loop, kill -9 after kill -9, the OOM killer)
+    /// then finds no probe to land on; a message that really crashes Tern is probed, and
+    /// crashes it, after this delay.
+    pub probe_delay_secs: u64,
+    /// Most suspects probed together, 1 to 1000 (1: strictly one at a time). A crash is
+    /// counted only against a suspect probed alone; a group in probe at a crash is probed
+    /// again in halves, so a message that kills Tern is isolated within about log2 of
+    /// this many more crashes, while innocent suspects are cleared this many at a time.
+    pub probe_group_size: usize,
 }
 
 impl Default for QueueConfig {
@@ -69,6 +81,8 @@ impl Default for QueueConfig {
             hop_limit: 50,
             bounce_max_full_size: 10 << 20,
             poison_threshold: 2,
+            probe_delay_secs: 10,
+            probe_group_size: 64,
         }
     }
 }
@@ -176,6 +190,18 @@ impl QueueConfig {
                 message: "must be from 1 to 10".into(),
             });
         }
+        if !(1..=tern_spool::crash::MAX_PROBE_GROUP).contains(&self.probe_group_size) {
+            p.push(Problem {
+                key: "queue.probe_group_size".into(),
+                message: format!("must be from 1 to {}", tern_spool::crash::MAX_PROBE_GROUP),
+            });
+        }
+        if self.probe_delay_secs > 3600 {
+            p.push(Problem {
+                key: "queue.probe_delay_secs".into(),
+                message: "must be from 0 to 3600".into(),
+            });
+        }
         p
     }
 
@@ -268,6 +294,7 @@ mod tests {
         assert!(DeliveryConfig::default().problems().is_empty());
         let bad = QueueConfig {
             max_concurrency: 0,
+            probe_delay_secs: 3601,
             min_backoff_secs: 10,
             max_backoff_secs: 5,
             ..QueueConfig::default()
@@ -275,5 +302,6 @@ mod tests {
         let keys: Vec<_> = bad.problems().into_iter().map(|p| p.key).collect();
         assert!(keys.contains(&"queue.max_concurrency".to_string()));
         assert!(keys.contains(&"queue.max_backoff_secs".to_string()));
+        assert!(keys.contains(&"queue.probe_delay_secs".to_string()));
     }
 }

@@ -20,6 +20,12 @@
 //!   transports (`maildir:<i>`, `lmtp:<i>` next hops) go through the same workers and
 //!   limits; [`local`] delivers them (Maildir files, or an LMTP session).
 //!
+//! - A death of the process is counted against a message only when the evidence points
+//!   at it ([`probe`]): the messages in process at that death are **suspects**, kept in
+//!   `active/` and probed one at a time by the scheduler (a durable probe mark per probe),
+//!   and a fatal signal leaves a **last gasp** naming the message its thread was
+//!   processing ([`last_gasp`]).
+//!
 //! Invariants:
 //! - A message is in exactly one state directory (moves are link, fsync, unlink: see
 //!   `tern_spool`); the scheduler processes a message id at most once at a time.
@@ -53,8 +59,10 @@ mod dispatch_schedules;
 mod dropdir;
 pub mod dsn;
 pub mod intake;
+mod last_gasp;
 pub mod local;
 pub mod message;
+mod probe;
 mod retries;
 pub mod scheduler;
 

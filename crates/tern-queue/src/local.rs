@@ -102,7 +102,7 @@ pub(crate) async fn deliver_maildir(
         let to = delivered_to.clone();
         let local = Arc::clone(&job.local);
         let may_create = created < max_new;
-        let write = tokio::task::spawn_blocking(move || {
+        let write = crate::last_gasp::spawn_blocking(move || {
             let m = Message {
                 return_path: &msg.envelope.sender,
                 delivered_to: &to,

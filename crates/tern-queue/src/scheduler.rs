@@ -2,8 +2,11 @@
 //!
 //! It keeps:
 //! - `backlog`: messages to load (new ones from the intake, deferred ones whose retry time
-//!   came, and what was in `incoming/` and `active/` at start), loaded at most
-//!   `max_active_messages` at a time so memory stays bounded whatever the queue size;
+//!   came, and what was in `incoming/` at start), loaded at most `max_active_messages` at
+//!   a time so memory stays bounded whatever the queue size;
+//! - `suspects`: what was in `active/` at start (in process when the previous run died),
+//!   probed a group at a time beside the normal flow once the run has lasted
+//!   `probe_delay_secs` (`probe`); a suspect is in none of the other collections;
 //! - `retries`: messages waiting for a retry, by due time (`retries.rs`);
 //! - `destinations`: per next hop, the jobs waiting, the workers running and whether the
 //!   destination is down. A job for a destination that is down is answered at once with a
@@ -14,7 +17,8 @@
 //!   (`attempt::IDLE_TIME`, like Postfix's connection cache) in case another job for the
 //!   same next hop comes; they get such jobs before any new worker is started.
 //!
-//! Invariants: a message id is in at most one of `backlog`, `retries` and `running`; the
+//! Invariants: a message id is in at most one of `backlog`, `retries` and `running` (and a
+//! waiting suspect in none of them); the
 //! per-destination and total worker counts only change here, on `WorkerStarted` (here)
 //! and `WorkerDone` (sent by the worker's slot guard on drop, so also after a panic).
 //!
@@ -46,6 +50,7 @@ use crate::Context;
 use crate::attempt::{self, Job, JobResult};
 use crate::dispatch::{Dispatch, Refused, Waiter};
 use crate::message::{self, Next};
+use crate::probe::{self, ActiveMessage, ProbeLog, Suspects};
 use crate::retries::Retries;
 
 /// A worker waiting for its next job is the sending end of its reply channel.
@@ -233,7 +238,10 @@ impl QueueHandle {
 /// The running queue.
 pub struct Queue {
     handle: QueueHandle,
-    task: JoinHandle<()>,
+    /// The scheduler; it ends with the suspects still waiting.
+    task: JoinHandle<HashSet<QueueId>>,
+    /// This run's probe journal (`None` when it could not be made).
+    probes: Option<Arc<ProbeLog>>,
 }
 
 /// Creates the channel first, so the intake can hold a handle before the queue starts.
@@ -257,8 +265,10 @@ pub struct QueueReceiver {
 }
 
 impl Queue {
-    /// Scans the spool (incoming and active first, then deferred with their retry times)
-    /// and starts scheduling. Blocking work (the scan) runs on a blocking thread.
+    /// Scans the spool (active, incoming, then deferred with their retry times), judges
+    /// how the previous run ended (`probe::recover`: crashes counted, suspects lined up,
+    /// this run's probe journal and last gasp prepared) and starts scheduling. Blocking
+    /// work (the scan, the evidence) runs on blocking threads.
     pub async fn start(ctx: Arc<Context>, receiver: QueueReceiver) -> Result<Queue, SpoolError> {
         let spool = ctx.spool.clone();
         let routes = Arc::clone(&ctx.runtime.load().routes);
@@ -269,6 +279,9 @@ impl Queue {
             tx: receiver.tx.clone(),
             beat: receiver.beat.clone(),
         };
+        // What was in process when the previous run died: suspects, and the crashes the
+        // evidence attributes, counted before anything else happens (`probe`).
+        let recovered = probe::recover(&ctx, scan.active).await;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sched = Scheduler {
             ctx,
@@ -283,24 +296,12 @@ impl Queue {
             stopping: None,
             stop_tx,
             stop_rx,
+            suspects: recovered.suspects,
         };
+        for id in scan.incoming {
+            sched.push_backlog(id, QueueState::Incoming);
+        }
         let now = Instant::now();
-        let mut counted = false;
-        for (id, state, recipients) in scan.ready {
-            if state == QueueState::Active {
-                counted = true;
-                if crash_accounting(&sched.ctx, id, recipients).await == Crash::Poisoned {
-                    continue;
-                }
-            }
-            sched.push_backlog(id, state);
-        }
-        if counted {
-            // The same message may crash the process again in a moment: get the crash
-            // events onto disk first.
-            let events = sched.ctx.events.clone();
-            let _ = tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(2))).await;
-        }
         for (id, due, hops) in scan.deferred {
             sched
                 .retries
@@ -308,7 +309,11 @@ impl Queue {
             sched.queued_ids.insert(id);
         }
         let task = tokio::spawn(sched.run(receiver.rx));
-        Ok(Queue { handle, task })
+        Ok(Queue {
+            handle,
+            task,
+            probes: recovered.log,
+        })
     }
 
     /// A handle for submitting messages.
@@ -318,101 +323,43 @@ impl Queue {
 
     /// Stops scheduling, lets deliveries in progress finish within the grace period
     /// (`Context::shutdown_grace`), then cuts the rest. Messages cut are moved from
-    /// `active/` back to `incoming/`, so the next start does not count them as crashes;
-    /// they are delivered then (a delivery cut after the peer took it is the duplicate
-    /// window).
+    /// `active/` back to `incoming/`; they are delivered at the next start (a delivery
+    /// cut after the peer took it is the duplicate window). Suspects not yet cleared by
+    /// their probe stay in `active/` for the next start's line. Then the probe journal
+    /// records the clean stop, so the next start counts no crash. If the scheduler itself
+    /// died, nothing is moved and no clean stop is recorded: the next start judges it
+    /// like any death.
     pub async fn shutdown(self, ctx: &Context) {
         let (tx, rx) = oneshot::channel();
         self.handle.send(Cmd::Shutdown(tx));
         let _ = rx.await;
-        let _ = self.task.await;
+        let Ok(suspects) = self.task.await else {
+            return;
+        };
         let spool = ctx.spool.clone();
         let left = tokio::task::spawn_blocking(move || spool.list(Some(QueueState::Active)))
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        for m in left {
+        for m in left.into_iter().filter(|m| !suspects.contains(&m.id)) {
             let _ = ctx
                 .spool
                 .move_to(m.id, QueueState::Active, QueueState::Incoming)
                 .await;
         }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Crash {
-    Counted,
-    Poisoned,
-}
-
-/// A message found in `active/` at start was being processed when the process died
-/// (a clean stop moves such messages back to `incoming/`): count the crash in its
-/// record, durably, and at the threshold move it to `poison/` (never retried
-/// automatically). A record that cannot be read quarantines the message.
-async fn crash_accounting(ctx: &Context, id: QueueId, recipients: usize) -> Crash {
-    let spool = &ctx.spool;
-    let mut record = match spool.read_record(id) {
-        Ok(Some(r)) => r,
-        Ok(None) => tern_spool::DeliveryRecord::new(id, recipients),
-        // Not a record at all: the spool sets it aside and holds the message (event
-        // 3010); it is not scheduled.
-        Err(SpoolError::Corrupt(tern_spool::CorruptReason::RecordNotAFile)) => {
-            let _ = spool.hold_without_record(id, QueueState::Active).await;
-            return Crash::Poisoned;
-        }
-        Err(SpoolError::Corrupt(reason)) => {
-            let _ = spool.quarantine_message(QueueState::Active, id, &reason);
-            return Crash::Poisoned;
-        }
-        Err(e) => {
-            ctx.events.emit(
-                &catalog::QUEUE_ERROR,
-                fields!("queue_id" => id, "op" => "read record", "error" => e),
-            );
-            return Crash::Counted;
-        }
-    };
-    record.crashes = record.crashes.saturating_add(1);
-    let threshold = ctx.runtime.load().queue.poison_threshold;
-    if let Err(e) = spool.write_record(&record).await {
-        ctx.events.emit(
-            &catalog::QUEUE_ERROR,
-            fields!("queue_id" => id, "op" => "write record", "error" => e),
-        );
-    }
-    ctx.events.emit(
-        &catalog::QUEUE_CRASH_COUNTED,
-        fields!("queue_id" => id, "crashes" => record.crashes, "threshold" => threshold),
-    );
-    if record.crashes < threshold {
-        return Crash::Counted;
-    }
-    match spool
-        .move_to(id, QueueState::Active, QueueState::Poison)
-        .await
-    {
-        Ok(()) => {
-            ctx.events.emit(
-                &catalog::QUEUE_POISONED,
-                fields!("queue_id" => id, "crashes" => record.crashes),
-            );
-            Crash::Poisoned
-        }
-        Err(e) => {
-            ctx.events.emit(
-                &catalog::QUEUE_ERROR,
-                fields!("queue_id" => id, "op" => "move to poison", "error" => e),
-            );
-            Crash::Poisoned
+        if let Some(log) = &self.probes {
+            log.stopped(ctx).await;
         }
     }
 }
 
 struct Scan {
-    /// Messages to process: id, state, number of recipients.
-    ready: Vec<(QueueId, QueueState, usize)>,
+    /// Messages in `active/`: in process when the previous run ended (or suspects it
+    /// left), with their crash counts.
+    active: Vec<ActiveMessage>,
+    /// Messages in `incoming/`.
+    incoming: Vec<QueueId>,
     /// Deferred messages: id, due time, the next hops their waiting recipients go to
     /// (with the current routes) and their last deferral.
     deferred: Vec<(QueueId, Instant, Vec<HopError>)>,
@@ -458,13 +405,25 @@ fn initial_scan(
     spool: &tern_spool::Spool,
     routes: &tern_route::RoutingTable,
 ) -> Result<Scan, SpoolError> {
-    let mut ready = Vec::new();
-    for state in [QueueState::Active, QueueState::Incoming] {
-        for m in spool.list(Some(state))? {
-            let n = m.envelope.as_ref().map_or(0, |e| e.recipients.len());
-            ready.push((m.id, state, n));
-        }
+    let mut active = Vec::new();
+    for m in spool.list(Some(QueueState::Active))? {
+        // A record that cannot be read is dealt with when the message is loaded.
+        let crashes = spool
+            .read_record(m.id)
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.crashes);
+        active.push(ActiveMessage {
+            id: m.id,
+            recipients: m.envelope.as_ref().map_or(0, |e| e.recipients.len()),
+            crashes,
+        });
     }
+    let incoming = spool
+        .list(Some(QueueState::Incoming))?
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     let now_micros = message::now_micros();
     let now = Instant::now();
     let mut deferred = Vec::new();
@@ -479,7 +438,11 @@ fn initial_scan(
         let hops = waiting_hops(routes, m.envelope.as_ref(), record.as_ref());
         deferred.push((m.id, now + Duration::from_micros(wait), hops));
     }
-    Ok(Scan { ready, deferred })
+    Ok(Scan {
+        active,
+        incoming,
+        deferred,
+    })
 }
 
 struct Scheduler {
@@ -500,10 +463,14 @@ struct Scheduler {
     stopping: Option<(Instant, oneshot::Sender<()>)>,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
+    /// Messages that were in process when an earlier run died, probed one at a time
+    /// (`probe`); never in `backlog` or `retries` while they are suspects.
+    suspects: Suspects,
 }
 
 impl Scheduler {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    /// The scheduler's loop; returns the suspects still waiting when it ends.
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) -> HashSet<QueueId> {
         loop {
             self.beat.busy(true);
             self.pump();
@@ -545,13 +512,15 @@ impl Scheduler {
         if let Some((_, reply)) = self.stopping.take() {
             let _ = reply.send(());
         }
+        self.suspects.all()
     }
 
     fn next_wake(&self) -> Option<Instant> {
         let retry = self.retries.next_due();
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self.dispatch.next_up();
-        [retry, stop, down].into_iter().flatten().min()
+        let probe = self.suspects.next_due();
+        [retry, stop, down, probe].into_iter().flatten().min()
     }
 
     fn handle_cmd(&mut self, cmd: Cmd) {
@@ -559,7 +528,10 @@ impl Scheduler {
             Cmd::Submit(id) => self.push_backlog(id, QueueState::Incoming),
             Cmd::Enqueue(job) => self.enqueue(job),
             Cmd::Released(id) => {
-                if !self.running.contains_key(&id) && !self.queued_ids.contains(&id) {
+                if !self.running.contains_key(&id)
+                    && !self.queued_ids.contains(&id)
+                    && !self.suspects.contains(id)
+                {
                     self.ctx
                         .events
                         .emit(&catalog::QUEUE_RELEASED, fields!("queue_id" => id));
@@ -590,6 +562,7 @@ impl Scheduler {
             }
             Cmd::MessageDone { id, next } => {
                 self.running.remove(&id);
+                self.suspects.ended(id, &next);
                 match next {
                     Next::Retry {
                         due,
@@ -597,7 +570,7 @@ impl Scheduler {
                         record,
                         hops,
                     } => self.schedule_retry(due, id, state, record, hops),
-                    Next::Done => {}
+                    Next::Done | Next::Unprobed => {}
                 }
             }
             Cmd::Destinations(reply) => {
@@ -656,6 +629,13 @@ impl Scheduler {
         if self.running.contains_key(&id) {
             let _ = reply.send(Err(AdminRefusal::Conflict(format!(
                 "cannot {} {id} now: it is being processed (active); try again when it waits in deferred",
+                action.as_str()
+            ))));
+            return;
+        }
+        if self.suspects.contains(id) {
+            let _ = reply.send(Err(AdminRefusal::Conflict(format!(
+                "cannot {} {id} now: it was in process when Tern died and waits in active for its probe (events 4015, 4016); try again when it waits in deferred",
                 action.as_str()
             ))));
             return;
@@ -902,8 +882,26 @@ impl Scheduler {
                 state,
                 self.retries.take_unsaved(id),
                 self.stop_rx.clone(),
+                None,
             );
             self.running.insert(id, task);
+        }
+        // One probe group at a time, beside the normal flow (at most
+        // `probe_group_size` messages over `max_active_messages`, so a full queue never
+        // starves the line).
+        if let Some((ids, probe)) = self.suspects.start_next(now) {
+            for id in ids {
+                let task = message::spawn(
+                    Arc::clone(&self.ctx),
+                    self.handle.clone(),
+                    id,
+                    QueueState::Active,
+                    None,
+                    self.stop_rx.clone(),
+                    Some(Arc::clone(&probe)),
+                );
+                self.running.insert(id, task);
+            }
         }
         let start = self.dispatch.pump(
             now,

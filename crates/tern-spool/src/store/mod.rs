@@ -23,6 +23,7 @@
 mod batch;
 mod dirsync;
 mod entry;
+mod evidence;
 mod handoff;
 mod key;
 mod layout;
@@ -57,6 +58,7 @@ use crate::error::SpoolError;
 use crate::id::QueueId;
 use crate::state::QueueState;
 
+pub use evidence::{CrashEvidence, JournalRead, ProbeJournal};
 pub use lifecycle::{DELETABLE, RELEASABLE};
 pub use writer::MessageWriter;
 
