@@ -4,7 +4,18 @@
 //! plan or the route's relay hosts), walks them in order within the address and session
 //! limits, and sends the transaction on the first host that greets. After the job it asks
 //! the scheduler for another job for the same next hop and, while there is one, reuses its
-//! connection (up to `max_messages_per_connection`).
+//! connection. When there is none, it hands its connection to the scheduler's connection
+//! cache (`conncache.rs`) and ends at once, so its slot is free for any destination.
+//!
+//! Connection reuse across next hops: before connecting to an address, the walk asks the
+//! cache for an idle connection to the same [`EndpointKey`] (address and port, TLS
+//! policy, and under `verify` the name the certificate was checked against), as
+//! Postfix's client does with its cache. So every domain whose MX leads to the same host
+//! and address shares connections, whatever its next hop. A reused connection starts its
+//! transaction with RSET (`tern-deliver`); if it died while idle, it fails there, before
+//! any content, and the walk connects to that address afresh. A connection is reused
+//! while usable, for at most `delivery.max_messages_per_connection` transactions and
+//! `delivery.max_connection_age_secs` after it was opened.
 //!
 //! How each failure moves the walk on (RFC 5321 §5.1, as Postfix does):
 //! - connection refused or unreachable, a timeout before the greeting, a 4xx/5xx greeting,
@@ -50,6 +61,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tern_convert::{Limits, Source};
 use tern_deliver::{
@@ -226,9 +238,112 @@ pub(crate) fn local_reply(code: u16, text: &str) -> String {
     format!("{code} {text}")
 }
 
-/// How long a worker keeps its connection open waiting for another job to the same next
-/// hop (Postfix's smtp_connection_cache_time_limit is 2 s).
-pub(crate) const IDLE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// Where an open connection can be reused: the cache's key. A connection made for one
+/// next hop serves another whose walk reaches the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum EndpointKey {
+    /// SMTP to `addr` under the TLS policy `tls`. Under `verify`, `name` is the host name
+    /// the certificate was checked against (a job whose MX host has another name needs
+    /// a connection of its own); under the other policies any certificate is accepted,
+    /// so the name does not matter and is `None`.
+    Smtp {
+        addr: SocketAddr,
+        tls: tern_deliver::TlsPolicy,
+        name: Option<String>,
+    },
+    /// LMTP to this server.
+    Lmtp(tern_deliver::Endpoint),
+}
+
+impl EndpointKey {
+    /// The key of an SMTP connection to `addr` (MX host `host`) under `tls`.
+    pub(crate) fn smtp(addr: SocketAddr, tls: tern_deliver::TlsPolicy, host: &str) -> Self {
+        EndpointKey::Smtp {
+            addr,
+            tls,
+            name: (tls == tern_deliver::TlsPolicy::Verify).then(|| host.to_ascii_lowercase()),
+        }
+    }
+}
+
+impl std::fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointKey::Smtp { addr, tls, name } => {
+                write!(f, "{addr} tls={tls:?}")?;
+                match name {
+                    Some(n) => write!(f, " verified={n}"),
+                    None => Ok(()),
+                }
+            }
+            EndpointKey::Lmtp(e) => write!(f, "lmtp {e}"),
+        }
+    }
+}
+
+/// An open, greeted connection, and what it may be reused for.
+pub(crate) struct Conn {
+    /// Where it leads (the cache's key).
+    pub key: EndpointKey,
+    pub session: SmtpSession,
+    /// The host name it is used under now (results say `host[address]`).
+    pub host: String,
+    /// When it was opened.
+    pub opened: Instant,
+}
+
+impl Conn {
+    /// A connection just opened to `key` under the host name `host`.
+    pub(crate) fn new(key: EndpointKey, session: SmtpSession, host: &str) -> Conn {
+        Conn {
+            key,
+            session,
+            host: host.to_string(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// `host[address]` for results and events.
+    pub(crate) fn remote(&self) -> String {
+        format!("{}[{}]", self.host, self.session.peer().ip())
+    }
+
+    /// Whether it may carry another transaction at `now`: in sync, under
+    /// `max_messages_per_connection` and `max_connection_age_secs`.
+    pub(crate) fn reusable(&self, ctx: &Context, now: Instant) -> bool {
+        self.session.is_usable()
+            && self.session.transactions() < ctx.delivery.max_messages_per_connection
+            && now.saturating_duration_since(self.opened)
+                < Duration::from_secs(ctx.delivery.max_connection_age_secs)
+    }
+}
+
+/// Closes `conn` in a task of its own (QUIT, bounded by the QUIT timeout): for
+/// connections the scheduler lets go (idle time over, queue stopping), which no worker
+/// holds.
+pub(crate) fn close_in_background(conn: Conn) {
+    tokio::spawn(conn.session.quit());
+}
+
+/// The scheduler's answer to a worker that finished a job.
+pub(crate) enum Handoff {
+    /// Another job for the same next hop, and the worker's connection back.
+    Job(Job, Option<Conn>),
+    /// Nothing more: the worker ends, after closing the connection given (its own when
+    /// the cache did not keep it, or the one idle longest, which the full cache let go
+    /// to make room for it).
+    Done(Option<Conn>),
+}
+
+/// Asks the scheduler's connection cache for an idle connection to `key`.
+pub(crate) async fn take_cached(handle: &QueueHandle, key: &EndpointKey) -> Option<Conn> {
+    let (tx, rx) = oneshot::channel();
+    handle.send(Cmd::TakeConn {
+        key: key.clone(),
+        reply: tx,
+    });
+    rx.await.ok().flatten()
+}
 
 /// Returns the worker's slots when it ends, however it ends.
 struct Slot {
@@ -281,12 +396,12 @@ async fn worker(
     beat: Heartbeat,
 ) {
     let mut job = first;
-    let mut session: Option<SmtpSession> = None;
+    let mut conn: Option<Conn> = None;
     loop {
         #[cfg(feature = "fault-injection")]
         crate::message::fault_injection::maybe_panic("connect", &job.msg.content);
         beat.busy(true);
-        let (result, down) = deliver_job(&ctx, &job, &mut session, &beat).await;
+        let (result, down) = deliver_job(&ctx, &handle, &job, &mut conn, &beat).await;
         job.answer(result);
         beat.progress();
         if down.is_some() {
@@ -296,27 +411,33 @@ async fn worker(
         if *stop.borrow() {
             break;
         }
-        let spent = session
-            .as_ref()
-            .is_some_and(|s| s.transactions() >= ctx.delivery.max_messages_per_connection);
-        if spent && let Some(s) = session.take() {
-            beat.bounded(budget::quit(&ctx), s.quit()).await;
+        if let Some(c) = conn.take_if(|c| !c.reusable(&ctx, Instant::now())) {
+            beat.bounded(budget::quit(&ctx), c.session.quit()).await;
         }
+        // The scheduler answers at once: another job for this next hop, or nothing
+        // (then the connection stays in its cache and this worker's slot is free).
         let (tx, rx) = oneshot::channel();
         handle.send(Cmd::NextJob {
             hop: slot.hop.clone(),
+            conn: conn.take(),
             reply: tx,
         });
-        // Waiting for work is not being stuck.
         beat.busy(false);
-        match tokio::time::timeout(IDLE_TIME, rx).await {
-            Ok(Ok(Some(next))) => job = next,
-            _ => break,
+        match rx.await {
+            Ok(Handoff::Job(next, back)) => {
+                job = next;
+                conn = back;
+            }
+            Ok(Handoff::Done(close)) => {
+                conn = close;
+                break;
+            }
+            Err(_) => break,
         }
     }
-    if let Some(s) = session.take() {
+    if let Some(c) = conn.take() {
         beat.busy(true);
-        beat.bounded(budget::quit(&ctx), s.quit()).await;
+        beat.bounded(budget::quit(&ctx), c.session.quit()).await;
     }
     drop(slot);
 }
@@ -422,12 +543,15 @@ pub(crate) enum Sent {
     NextHost(String),
 }
 
-/// Delivers one job, reusing `session` when it is set. Returns the result and, when no
-/// host could be greeted, the reason the destination is down.
+/// Delivers one job, on `conn` when the worker holds one (another job of its next hop,
+/// handed over with it), else on a cached or new connection. Returns the result and,
+/// when no host could be greeted, the reason the destination is down. `conn` is left
+/// with the connection the job ended on, when it may be reused.
 async fn deliver_job(
     ctx: &Context,
+    handle: &QueueHandle,
     job: &Job,
-    session: &mut Option<SmtpSession>,
+    conn: &mut Option<Conn>,
     beat: &Heartbeat,
 ) -> (JobResult, Option<String>) {
     match &*job.transport {
@@ -438,7 +562,7 @@ async fn deliver_job(
             );
         }
         Transport::Lmtp { server } => {
-            let (r, down) = crate::local::deliver_lmtp(ctx, job, server, session, beat).await;
+            let (r, down) = crate::local::deliver_lmtp(ctx, handle, job, server, conn, beat).await;
             return (counted(r), down);
         }
         Transport::Drop { dir } => {
@@ -447,18 +571,23 @@ async fn deliver_job(
         _ => {}
     }
     let plan = addressees(job);
-    if let Some(s) = session.as_mut() {
-        let remote = format!("{}[{}]", s.server_name(), s.peer().ip());
-        match send_on(ctx, job, &plan, s, &remote, beat).await {
-            Ok(Sent::Final(r)) => return (counted(r), None),
-            Ok(Sent::NextHost(_)) | Err(_) => {
-                tern_metrics::get().attempt(Attempt::SessionError);
-                // The reused connection went bad between messages: start afresh.
-                if let Some(s) = session.take() {
-                    beat.bounded(budget::quit(ctx), s.quit()).await;
+    let policy = tls_policy(&job.transport);
+    if let Some(mut c) = conn.take() {
+        // Handed over for the same next hop; a reload may have changed its TLS policy.
+        if matches!(&c.key, EndpointKey::Smtp { tls, .. } if *tls == policy) {
+            let remote = c.remote();
+            match send_on(ctx, job, &plan, &mut c.session, &remote, beat).await {
+                Ok(Sent::Final(r)) => {
+                    *conn = Some(c);
+                    return (counted(r), None);
+                }
+                Ok(Sent::NextHost(_)) | Err(_) => {
+                    // The reused connection went bad between messages: start afresh.
+                    tern_metrics::get().attempt(Attempt::SessionError);
                 }
             }
         }
+        beat.bounded(budget::quit(ctx), c.session.quit()).await;
     }
     let targets = match beat
         .bounded(budget::lookup(ctx, job), targets(ctx, job))
@@ -470,7 +599,6 @@ async fn deliver_job(
             return (JobResult::all(job, &r), None);
         }
     };
-    let policy = tls_policy(&job.transport);
     let plan = &plan;
     let end = walk(
         &targets,
@@ -478,21 +606,48 @@ async fn deliver_job(
         &job.rcpts,
         |t: &Target| {
             let (addr, name, remote) = (t.addr, t.name.clone(), remote_of(t));
+            let key = EndpointKey::smtp(addr, policy, &name);
             async move {
-                let connect = SmtpSession::connect(&ctx.client, addr, &name, policy);
                 let metrics = tern_metrics::get();
-                let mut s = match beat.bounded(budget::connect(ctx), connect).await {
+                if let Some(mut c) = take_cached(handle, &key).await {
+                    c.host.clone_from(&name);
+                    ctx.events.emit(
+                        &catalog::DELIVERY_CONNECTION_REUSED,
+                        fields!(
+                            "queue_id" => job.msg.envelope.id,
+                            "next_hop" => job.hop,
+                            "host" => remote,
+                            "endpoint" => key,
+                            "transactions" => c.session.transactions(),
+                            "age_ms" => u64::try_from(c.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        ),
+                    );
+                    match send_on(ctx, job, plan, &mut c.session, &remote, beat).await {
+                        Ok(Sent::Final(r)) => return HostOutcome::Final(counted(r), c),
+                        Ok(Sent::NextHost(why)) => {
+                            metrics.attempt(Attempt::SessionError);
+                            beat.bounded(budget::quit(ctx), c.session.quit()).await;
+                            return HostOutcome::Moved(why);
+                        }
+                        // Died while idle (it fails at the RSET, before any content):
+                        // connect to this address afresh.
+                        Err(_) => beat.bounded(budget::quit(ctx), c.session.quit()).await,
+                    }
+                }
+                let connect = SmtpSession::connect(&ctx.client, addr, &name, policy);
+                let s = match beat.bounded(budget::connect(ctx), connect).await {
                     Ok(s) => s,
                     Err(e) => {
                         metrics.attempt(Attempt::ConnectError);
                         return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}"));
                     }
                 };
-                match send_on(ctx, job, plan, &mut s, &remote, beat).await {
-                    Ok(Sent::Final(r)) => HostOutcome::Final(counted(r), s),
+                let mut c = Conn::new(key, s, &name);
+                match send_on(ctx, job, plan, &mut c.session, &remote, beat).await {
+                    Ok(Sent::Final(r)) => HostOutcome::Final(counted(r), c),
                     Ok(Sent::NextHost(why)) => {
                         metrics.attempt(Attempt::SessionError);
-                        beat.bounded(budget::quit(ctx), s.quit()).await;
+                        beat.bounded(budget::quit(ctx), c.session.quit()).await;
                         HostOutcome::Moved(why)
                     }
                     Err(e) => {
@@ -504,7 +659,7 @@ async fn deliver_job(
         },
     )
     .await;
-    *session = end.session;
+    *conn = end.session;
     (end.result, end.down)
 }
 

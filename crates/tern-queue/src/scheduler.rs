@@ -10,9 +10,10 @@
 //!   deferral (no connection is tried), so a dead destination costs nothing and slows no
 //!   other.
 //!
-//! - `idle`: workers that finished a job and keep their connection open for a moment
-//!   (`attempt::IDLE_TIME`, like Postfix's connection cache) in case another job for the
-//!   same next hop comes; they get such jobs before any new worker is started.
+//! - `cache`: idle connections (`conncache.rs`, like Postfix's `scache`), by endpoint. A
+//!   worker that finished a job gets the next job for its next hop at once, or hands its
+//!   connection to the cache and ends, freeing its slot; a worker looking for a
+//!   connection to an address takes one from here first. Idle connections hold no slot.
 //!
 //! Invariants: a message id is in at most one of `backlog`, `retries` and `running`; the
 //! per-destination and total worker counts only change here, on `WorkerStarted` (here)
@@ -43,30 +44,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Context;
-use crate::attempt::{self, Job, JobResult};
-use crate::dispatch::{Dispatch, Refused, Waiter};
+use crate::attempt::{self, Conn, EndpointKey, Handoff, Job, JobResult};
+use crate::conncache::{ConnCache, Parked};
+use crate::dispatch::{Dispatch, Refused};
 use crate::message::{self, Next};
 use crate::retries::Retries;
-
-/// A worker waiting for its next job is the sending end of its reply channel.
-impl Waiter<Job> for oneshot::Sender<Option<Job>> {
-    fn offer(self, job: Job) -> Result<(), Job> {
-        match self.send(Some(job)) {
-            Ok(()) => Ok(()),
-            Err(Some(job)) => Err(job),
-            // Unreachable (we sent `Some`); nothing to give back.
-            Err(None) => Ok(()),
-        }
-    }
-
-    fn dismiss(self) {
-        let _ = self.send(None);
-    }
-
-    fn is_closed(&self) -> bool {
-        oneshot::Sender::is_closed(self)
-    }
-}
 
 /// What the other tasks tell the scheduler.
 pub(crate) enum Cmd {
@@ -74,10 +56,17 @@ pub(crate) enum Cmd {
     Submit(QueueId),
     /// A message task has a job for a next hop.
     Enqueue(Job),
-    /// A worker finished a job and can take another for the same next hop.
+    /// A worker finished a job and can take another for the same next hop, on `conn`
+    /// (its connection, when it may be reused). Answered at once.
     NextJob {
         hop: NextHop,
-        reply: oneshot::Sender<Option<Job>>,
+        conn: Option<Conn>,
+        reply: oneshot::Sender<Handoff>,
+    },
+    /// A worker asks for an idle connection to `key` from the cache.
+    TakeConn {
+        key: EndpointKey,
+        reply: oneshot::Sender<Option<Conn>>,
     },
     /// A worker ended (sent by its slot guard). `down` is set when every host of the
     /// destination failed to connect or greet.
@@ -270,6 +259,10 @@ impl Queue {
             beat: receiver.beat.clone(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
+        let cache = ConnCache::new(
+            ctx.delivery.connection_cache_size,
+            Duration::from_secs(ctx.delivery.connection_cache_idle_secs),
+        );
         let mut sched = Scheduler {
             ctx,
             handle: handle.clone(),
@@ -278,6 +271,7 @@ impl Queue {
             retries: Retries::default(),
             running: HashMap::new(),
             dispatch: Dispatch::new(),
+            cache,
             next_worker: 0,
             beat: receiver.beat.clone(),
             stopping: None,
@@ -490,10 +484,10 @@ struct Scheduler {
     queued_ids: HashSet<QueueId>,
     retries: Retries,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
-    /// Jobs per next hop, worker counts, down marks, and the workers that finished a
-    /// job and wait (with their connection open) for another job to the same next hop;
-    /// each gives up after `attempt::IDLE_TIME`.
-    dispatch: Dispatch<NextHop, Job, oneshot::Sender<Option<Job>>>,
+    /// Jobs per next hop, worker counts, down marks, suspensions.
+    dispatch: Dispatch<NextHop, Job>,
+    /// Idle connections by endpoint, bounded in number and idle time.
+    cache: ConnCache<EndpointKey, Conn>,
     /// Number of the next delivery worker (for its heartbeat's name).
     next_worker: u64,
     beat: Heartbeat,
@@ -551,7 +545,8 @@ impl Scheduler {
         let retry = self.retries.next_due();
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self.dispatch.next_up();
-        [retry, stop, down].into_iter().flatten().min()
+        let idle = self.cache.next_expiry();
+        [retry, stop, down, idle].into_iter().flatten().min()
     }
 
     fn handle_cmd(&mut self, cmd: Cmd) {
@@ -566,20 +561,41 @@ impl Scheduler {
                     self.push_backlog(id, QueueState::Deferred);
                 }
             }
-            Cmd::NextJob { hop, reply } => {
-                if self.stopping.is_some() {
-                    reply.dismiss();
-                    return;
-                }
-                match self.dispatch.next_job(&hop) {
-                    Some(job) => {
-                        if let Err(job) = reply.offer(job) {
-                            // The worker is gone: put the job back at the front.
-                            self.dispatch.put_back(hop, job);
-                        }
+            Cmd::NextJob { hop, conn, reply } => {
+                let next = match self.stopping {
+                    Some(_) => None,
+                    None => self.dispatch.next_job(&hop),
+                };
+                let answer = match next {
+                    Some(job) => Handoff::Job(job, conn),
+                    // Nothing for this next hop: the connection waits in the cache, the
+                    // worker ends and its slot is free for any destination.
+                    None => Handoff::Done(conn.and_then(|c| self.park(c))),
+                };
+                match reply.send(answer) {
+                    Ok(()) => {}
+                    // The worker is gone: its job goes back to the front of its queue.
+                    Err(Handoff::Job(job, conn)) => {
+                        self.dispatch.put_back(hop, job);
+                        conn.map(attempt::close_in_background);
                     }
-                    // Nothing now: the worker keeps its connection and waits a moment.
-                    None => self.dispatch.park(hop, reply),
+                    Err(Handoff::Done(conn)) => {
+                        conn.map(attempt::close_in_background);
+                    }
+                }
+            }
+            Cmd::TakeConn { key, reply } => {
+                let now = Instant::now();
+                self.expire_idle(now);
+                let found = match self.stopping {
+                    Some(_) => None,
+                    None => self.cache.take(&key, now),
+                };
+                if let Err(Some(conn)) = reply.send(found) {
+                    // The worker is gone: the connection goes back.
+                    if let Some(close) = self.park(conn) {
+                        attempt::close_in_background(close);
+                    }
                 }
             }
             Cmd::WorkerDone { hop, down } => {
@@ -632,6 +648,9 @@ impl Scheduler {
                 for job in self.dispatch.drain() {
                     let result = JobResult::deferred_all(&job, "4.3.2 Tern is shutting down");
                     job.answer(result);
+                }
+                for conn in self.cache.drain() {
+                    attempt::close_in_background(conn);
                 }
             }
         }
@@ -879,13 +898,55 @@ impl Scheduler {
         }
     }
 
+    /// Keeps `conn` in the connection cache (parked now); returns the connection to
+    /// close: the one idle longest when the cache was full, or `conn` itself when the
+    /// cache is off or the queue is stopping.
+    fn park(&mut self, conn: Conn) -> Option<Conn> {
+        if self.stopping.is_some() {
+            return Some(conn);
+        }
+        match self.cache.park(conn.key.clone(), conn, Instant::now()) {
+            Parked::Kept { evicted: None } => None,
+            Parked::Kept {
+                evicted: Some(oldest),
+            } => {
+                self.ctx.events.emit(
+                    &catalog::DELIVERY_CONNECTION_CACHE_FULL,
+                    fields!(
+                        "endpoint" => oldest.key,
+                        "host" => oldest.remote(),
+                        "size" => self.ctx.delivery.connection_cache_size,
+                    ),
+                );
+                Some(oldest)
+            }
+            Parked::Refused(conn) => Some(conn),
+        }
+    }
+
+    /// Closes the cached connections idle for their idle time at `now`.
+    fn expire_idle(&mut self, now: Instant) {
+        for (key, conn) in self.cache.expire(now) {
+            self.ctx.events.emit(
+                &catalog::DELIVERY_CONNECTION_IDLE_CLOSED,
+                fields!(
+                    "endpoint" => key,
+                    "host" => conn.remote(),
+                    "transactions" => conn.session.transactions(),
+                ),
+            );
+            attempt::close_in_background(conn);
+        }
+    }
+
     /// Starts what can start: due retries into the backlog, messages from the backlog,
-    /// workers for destinations with jobs.
+    /// workers for destinations with jobs; closes idle connections whose time is over.
     fn pump(&mut self) {
         if self.stopping.is_some() {
             return;
         }
         let now = Instant::now();
+        self.expire_idle(now);
         while let Some((id, state)) = self.retries.pop_due(now) {
             self.backlog.push_back((id, state));
         }
