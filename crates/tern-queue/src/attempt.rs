@@ -1052,6 +1052,45 @@ mod tests {
         (end, tried)
     }
 
+    #[test]
+    fn endpoint_keys_share_only_what_the_tls_policy_allows() {
+        use tern_deliver::TlsPolicy::{Encrypt, May, None as Plain, Verify};
+        let a: SocketAddr = "192.0.2.1:25".parse().expect("address");
+        let other_port: SocketAddr = "192.0.2.1:2525".parse().expect("address");
+        // Any certificate is accepted: the MX host's name does not matter.
+        for tls in [Plain, May, Encrypt] {
+            assert_eq!(
+                EndpointKey::smtp(a, tls, "aspmx.example.com"),
+                EndpointKey::smtp(a, tls, "alt1.example.net")
+            );
+        }
+        assert_ne!(
+            EndpointKey::smtp(a, Plain, "mx"),
+            EndpointKey::smtp(a, May, "mx")
+        );
+        assert_ne!(
+            EndpointKey::smtp(a, May, "mx"),
+            EndpointKey::smtp(a, Encrypt, "mx")
+        );
+        assert_ne!(
+            EndpointKey::smtp(a, Encrypt, "mx"),
+            EndpointKey::smtp(a, Verify, "mx")
+        );
+        assert_ne!(
+            EndpointKey::smtp(a, May, "mx"),
+            EndpointKey::smtp(other_port, May, "mx")
+        );
+        // Under verify the certificate was checked for one name: another needs its own.
+        assert_ne!(
+            EndpointKey::smtp(a, Verify, "aspmx.example.com"),
+            EndpointKey::smtp(a, Verify, "alt1.example.net")
+        );
+        assert_eq!(
+            EndpointKey::smtp(a, Verify, "ASPMX.example.com"),
+            EndpointKey::smtp(a, Verify, "aspmx.example.com")
+        );
+    }
+
     proptest! {
         /// Random per-host outcomes over random host lists and limits: every recipient
         /// gets exactly one result, the first host that takes the job (within the session

@@ -3,7 +3,9 @@
 //! their 80 messages over far fewer connections than there are domains, counted at the
 //! peer. Each domain is its own next hop (and destination); the connection cache looks
 //! connections up by endpoint, so a worker for one domain takes the connection another
-//! domain's worker left idle.
+//! domain's worker left idle. The TLS policy is part of the endpoint: a domain routed
+//! with `tls = "none"` to the same host does not take the connections made under the
+//! default `may`.
 
 use std::time::Duration;
 
@@ -20,8 +22,12 @@ fn forty_domains_on_one_mx_host_share_a_few_connections() {
     for d in 0..DOMAINS {
         dns.set_mx(&format!("d{d}.test"), &[(10, "mx.shared.test")], 300);
     }
+    dns.set_mx("plain.test", &[(10, "mx.shared.test")], 300);
     let peer = SmtpPeer::start_on("127.0.0.2", port, &["accept"]);
-    let tern = delivering_with(&dns, port, "connection_cache_idle_secs = 30\n", "")
+    let plain = format!(
+        "[[route]]\ndomains = [\"plain.test\"]\ntransport = \"mx\"\nport = {port}\ntls = \"none\"\n"
+    );
+    let tern = delivering_with(&dns, port, "connection_cache_idle_secs = 30\n", &plain)
         .queue("[queue]\ndeliver = true\nmax_concurrency = 4\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n")
         .start();
 
@@ -46,5 +52,20 @@ fn forty_domains_on_one_mx_host_share_a_few_connections() {
     assert!(
         total <= 12,
         "{total} connections for {DOMAINS} domains sharing one MX host"
+    );
+
+    // Idle connections made under `may` wait in the cache (idle time 30 s), but a job
+    // under `none` needs a connection of its own.
+    crate::common::send_one(
+        tern.addr(),
+        "s@client.test",
+        &["r@plain.test"],
+        &simple_message("plain", "tls none"),
+    );
+    peer.wait_for(2 * DOMAINS + 1, Duration::from_secs(30));
+    assert_eq!(
+        peer.connections().1,
+        total + 1,
+        "not shared across TLS policies"
     );
 }
