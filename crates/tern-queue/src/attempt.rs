@@ -609,7 +609,16 @@ async fn deliver_job(
             let key = EndpointKey::smtp(addr, policy, &name);
             async move {
                 let metrics = tern_metrics::get();
-                if let Some(mut c) = take_cached(handle, &key).await {
+                let cached = match take_cached(handle, &key).await {
+                    Some(c) if c.reusable(ctx, Instant::now()) => Some(c),
+                    // Past its age limit while it waited: closed, not used.
+                    Some(c) => {
+                        beat.bounded(budget::quit(ctx), c.session.quit()).await;
+                        None
+                    }
+                    None => None,
+                };
+                if let Some(mut c) = cached {
                     c.host.clone_from(&name);
                     ctx.events.emit(
                         &catalog::DELIVERY_CONNECTION_REUSED,
