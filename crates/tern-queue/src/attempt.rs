@@ -285,7 +285,8 @@ impl std::fmt::Display for EndpointKey {
 pub(crate) struct Conn {
     /// Where it leads (the cache's key).
     pub key: EndpointKey,
-    pub session: SmtpSession,
+    /// Boxed: a connection travels in the scheduler's commands.
+    pub session: Box<SmtpSession>,
     /// The host name it is used under now (results say `host[address]`).
     pub host: String,
     /// When it was opened.
@@ -297,7 +298,7 @@ impl Conn {
     pub(crate) fn new(key: EndpointKey, session: SmtpSession, host: &str) -> Conn {
         Conn {
             key,
-            session,
+            session: Box::new(session),
             host: host.to_string(),
             opened: Instant::now(),
         }
@@ -325,14 +326,19 @@ pub(crate) fn close_in_background(conn: Conn) {
     tokio::spawn(conn.session.quit());
 }
 
-/// The scheduler's answer to a worker that finished a job.
+/// The scheduler's answer to a worker that finished a job (and handed in its slot).
 pub(crate) enum Handoff {
-    /// Another job for the same next hop, and the worker's connection back.
-    Job(Job, Option<Conn>),
-    /// Nothing more: the worker ends, after closing the connection given (its own when
-    /// the cache did not keep it, or the one idle longest, which the full cache let go
-    /// to make room for it).
-    Done(Option<Conn>),
+    /// Another job for the same next hop, with the worker's connection and slot back.
+    Job(Job, Option<Conn>, Slot),
+    /// Nothing more: the worker ends, after closing `close` (its own connection when the
+    /// cache did not keep it, or the one idle longest, which the full cache let go to
+    /// make room for it). Its slot was released by the scheduler at once, unless the
+    /// queue is stopping: then `slot` comes back, to be released after the QUIT, so
+    /// the shutdown waits for it.
+    Done {
+        close: Option<Conn>,
+        slot: Option<Slot>,
+    },
 }
 
 /// Asks the scheduler's connection cache for an idle connection to `key`.
@@ -345,19 +351,38 @@ pub(crate) async fn take_cached(handle: &QueueHandle, key: &EndpointKey) -> Opti
     rx.await.ok().flatten()
 }
 
-/// Returns the worker's slots when it ends, however it ends.
-struct Slot {
+/// Returns the worker's slots when it ends, however it ends: its `Drop` tells the
+/// scheduler, unless the scheduler took it back itself ([`Slot::release`]).
+pub(crate) struct Slot {
     handle: QueueHandle,
     hop: NextHop,
     down: Option<String>,
+    /// False once the scheduler released it directly: `Drop` then sends nothing.
+    armed: bool,
+}
+
+impl Slot {
+    /// The next hop whose slot this is.
+    pub(crate) fn hop(&self) -> &NextHop {
+        &self.hop
+    }
+
+    /// For the scheduler, which holds the slot while answering `NextJob`: disarms the
+    /// guard and returns the next hop (the scheduler counts the worker done itself).
+    pub(crate) fn release(mut self) -> NextHop {
+        self.armed = false;
+        self.hop.clone()
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.handle.send(Cmd::WorkerDone {
-            hop: self.hop.clone(),
-            down: self.down.take(),
-        });
+        if self.armed {
+            self.handle.send(Cmd::WorkerDone {
+                hop: self.hop.clone(),
+                down: self.down.take(),
+            });
+        }
     }
 }
 
@@ -381,6 +406,7 @@ pub(crate) fn spawn_worker(
         handle: handle.clone(),
         hop: hop.clone(),
         down: None,
+        armed: true,
     };
     let task = tokio::spawn(worker(ctx, handle, slot, first, stop, beat.clone()));
     let abort = task.abort_handle();
@@ -415,24 +441,31 @@ async fn worker(
             beat.bounded(budget::quit(&ctx), c.session.quit()).await;
         }
         // The scheduler answers at once: another job for this next hop, or nothing
-        // (then the connection stays in its cache and this worker's slot is free).
+        // (then the connection stays in its cache and the slot is free at once: the
+        // scheduler releases it as it answers).
         let (tx, rx) = oneshot::channel();
         handle.send(Cmd::NextJob {
-            hop: slot.hop.clone(),
+            slot,
             conn: conn.take(),
             reply: tx,
         });
         beat.busy(false);
         match rx.await {
-            Ok(Handoff::Job(next, back)) => {
+            Ok(Handoff::Job(next, back, kept)) => {
                 job = next;
                 conn = back;
+                slot = kept;
             }
-            Ok(Handoff::Done(close)) => {
-                conn = close;
-                break;
+            Ok(Handoff::Done { close, slot }) => {
+                if let Some(c) = close {
+                    beat.busy(true);
+                    beat.bounded(budget::quit(&ctx), c.session.quit()).await;
+                }
+                drop(slot);
+                return;
             }
-            Err(_) => break,
+            // The scheduler is gone; the slot went with the command.
+            Err(_) => return,
         }
     }
     if let Some(c) = conn.take() {
@@ -620,17 +653,21 @@ async fn deliver_job(
                 };
                 if let Some(mut c) = cached {
                     c.host.clone_from(&name);
-                    ctx.events.emit(
-                        &catalog::DELIVERY_CONNECTION_REUSED,
-                        fields!(
-                            "queue_id" => job.msg.envelope.id,
-                            "next_hop" => job.hop,
-                            "host" => remote,
-                            "endpoint" => key,
-                            "transactions" => c.session.transactions(),
-                            "age_ms" => u64::try_from(c.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
-                        ),
-                    );
+                    let event = &catalog::DELIVERY_CONNECTION_REUSED;
+                    // A debug event on the hot path: its fields are only built when logged.
+                    if event.severity >= ctx.events.min_severity() {
+                        ctx.events.emit(
+                            event,
+                            fields!(
+                                "queue_id" => job.msg.envelope.id,
+                                "next_hop" => job.hop,
+                                "host" => remote,
+                                "endpoint" => key,
+                                "transactions" => c.session.transactions(),
+                                "age_ms" => u64::try_from(c.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            ),
+                        );
+                    }
                     match send_on(ctx, job, plan, &mut c.session, &remote, beat).await {
                         Ok(Sent::Final(r)) => return HostOutcome::Final(counted(r), c),
                         Ok(Sent::NextHost(why)) => {

@@ -405,8 +405,9 @@ mod tests {
         let now = Instant::now();
         let mut d: Dispatch<&str, u32> = Dispatch::new();
         d.enqueue("a", 1, now).unwrap();
-        d.enqueue("b", 2, now).unwrap();
         assert_eq!(d.pump(now, 1, 1), vec![("a", 1)]);
+        d.enqueue("b", 2, now).unwrap();
+        assert!(d.pump(now, 1, 1).is_empty(), "the only slot is a's");
         assert_eq!(d.next_job(&"a"), None, "nothing more for a");
         // The worker of a ends (its connection goes to the cache): b starts at once.
         d.worker_done(&"a");

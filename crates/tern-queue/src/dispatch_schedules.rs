@@ -7,12 +7,13 @@
 //! worker thread per job `pump` hands out. A worker first asks the core for an idle
 //! connection to its next hop's endpoint (next hops 0 and 1 share one endpoint, as
 //! domains whose MX lead to one host do; next hop 2 has its own) and opens one if there
-//! is none; it answers its job, then hands its connection to the core with a request for
-//! the next job of its next hop: it gets that job (and its connection back) or ends,
-//! closing whatever connection the core gives back (its own when the cache did not keep
-//! it, or the one the full cache let go). Anywhere it may die without answering (a
-//! panic), or report its next hop down; its slot guard tells the core it ended, on every
-//! path. The core's clock advances one millisecond per command, so idle connections
+//! is none; it answers its job, then hands its connection and its slot guard to the core
+//! with a request for the next job of its next hop: it gets that job (and its connection
+//! and slot back), or the core releases the slot at once and the worker ends, closing
+//! whatever connection the core gives back (its own when the cache did not keep it, or
+//! the one the full cache let go). Anywhere it may die without answering (a panic), or
+//! report its next hop down; its slot guard tells the core it ended on every path where
+//! the core did not release it itself. The core's clock advances one millisecond per command, so idle connections
 //! expire too. Shuttle runs this under thousands of schedules (random and PCT) and fails
 //! on a deadlock (every thread blocked) or a broken invariant:
 //!
@@ -86,13 +87,13 @@ fn endpoint(hop: u8) -> u8 {
 }
 
 enum Handoff {
-    Job(Job, Option<Conn>),
-    Done(Option<Conn>),
+    Job(Job, Option<Conn>, Slot),
+    Done(Option<Conn>, Option<Slot>),
 }
 
 enum Cmd {
     Enqueue(Job),
-    NextJob(u8, Option<Conn>, Sender<Handoff>),
+    NextJob(Slot, Option<Conn>, Sender<Handoff>),
     TakeConn(u8, Sender<Option<Conn>>),
     WorkerDone { hop: u8, down: bool },
     Suspend(u8),
@@ -100,19 +101,30 @@ enum Cmd {
     Stop,
 }
 
-/// Tells the core the worker ended, however it ends (the real `Slot` guard).
+/// Tells the core the worker ended, however it ends, unless the core released it
+/// itself (the real `Slot` guard).
 struct Slot {
     core: Sender<Cmd>,
     hop: u8,
     down: bool,
+    armed: bool,
+}
+
+impl Slot {
+    fn release(mut self) -> u8 {
+        self.armed = false;
+        self.hop
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let _ = self.core.send(Cmd::WorkerDone {
-            hop: self.hop,
-            down: self.down,
-        });
+        if self.armed {
+            let _ = self.core.send(Cmd::WorkerDone {
+                hop: self.hop,
+                down: self.down,
+            });
+        }
     }
 }
 
@@ -131,6 +143,7 @@ fn worker(
         core: core.clone(),
         hop,
         down: false,
+        armed: true,
     };
     let mut job = first;
     let mut conn: Option<Conn> = None;
@@ -165,17 +178,20 @@ fn worker(
             }
         }
         let (tx, rx) = channel();
-        if core.send(Cmd::NextJob(hop, conn.take(), tx)).is_err() {
+        if core.send(Cmd::NextJob(slot, conn.take(), tx)).is_err() {
             return;
         }
         match rx.recv() {
-            Ok(Handoff::Job(next, back)) => {
+            Ok(Handoff::Job(next, back, kept)) => {
                 job = next;
                 conn = back;
+                slot = kept;
             }
-            // Closes whatever it was given back, and ends.
-            Ok(Handoff::Done(close)) => {
+            // Closes whatever it was given back, then lets go of its slot if the core
+            // gave it back (stopping), and ends.
+            Ok(Handoff::Done(close, kept)) => {
                 drop(close);
+                drop(kept);
                 return;
             }
             Err(_) => return,
@@ -233,16 +249,29 @@ fn core(
                     let _ = job.reply.send(Answer::Deferred);
                 }
             }
-            Cmd::NextJob(hop, conn, tx) => {
+            Cmd::NextJob(slot, conn, tx) => {
+                let hop = slot.hop;
                 let next = if c.stopping { None } else { c.d.next_job(&hop) };
                 let answer = match next {
-                    Some(job) => Handoff::Job(job, conn),
-                    None => Handoff::Done(conn.and_then(|k| c.park(endpoint(hop), k, now))),
+                    Some(job) => Handoff::Job(job, conn, slot),
+                    None => {
+                        let close = conn.and_then(|k| c.park(endpoint(hop), k, now));
+                        let slot = if c.stopping {
+                            Some(slot)
+                        } else {
+                            // Released at once: the pump below may start a worker in it.
+                            ended += 1;
+                            c.d.worker_done(&slot.release());
+                            None
+                        };
+                        Handoff::Done(close, slot)
+                    }
                 };
                 if let Err(e) = tx.send(answer)
-                    && let Handoff::Job(job, _) = e.0
+                    && let Handoff::Job(job, _, slot) = e.0
                 {
                     c.d.put_back(hop, job);
+                    drop(slot);
                 }
             }
             Cmd::TakeConn(endpoint, tx) => {

@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Context;
-use crate::attempt::{self, Conn, EndpointKey, Handoff, Job, JobResult};
+use crate::attempt::{self, Conn, EndpointKey, Handoff, Job, JobResult, Slot};
 use crate::conncache::{ConnCache, Parked};
 use crate::dispatch::{Dispatch, Refused};
 use crate::message::{self, Next};
@@ -57,9 +57,10 @@ pub(crate) enum Cmd {
     /// A message task has a job for a next hop.
     Enqueue(Job),
     /// A worker finished a job and can take another for the same next hop, on `conn`
-    /// (its connection, when it may be reused). Answered at once.
+    /// (its connection, when it may be reused). It hands in its slot: given back with
+    /// the next job, or released at once. Answered at once.
     NextJob {
-        hop: NextHop,
+        slot: Slot,
         conn: Option<Conn>,
         reply: oneshot::Sender<Handoff>,
     },
@@ -561,26 +562,43 @@ impl Scheduler {
                     self.push_backlog(id, QueueState::Deferred);
                 }
             }
-            Cmd::NextJob { hop, conn, reply } => {
+            Cmd::NextJob { slot, conn, reply } => {
                 let next = match self.stopping {
                     Some(_) => None,
-                    None => self.dispatch.next_job(&hop),
+                    None => self.dispatch.next_job(slot.hop()),
                 };
                 let answer = match next {
-                    Some(job) => Handoff::Job(job, conn),
+                    Some(job) => Handoff::Job(job, conn, slot),
                     // Nothing for this next hop: the connection waits in the cache, the
-                    // worker ends and its slot is free for any destination.
-                    None => Handoff::Done(conn.and_then(|c| self.park(c))),
+                    // worker ends, and its slot is free for any destination now (the
+                    // pump that follows this command can use it). While stopping, the
+                    // worker keeps the slot until its QUIT is done.
+                    None => {
+                        let close = conn.and_then(|c| self.park(c));
+                        let slot = match self.stopping {
+                            Some(_) => Some(slot),
+                            None => {
+                                self.dispatch.worker_done(&slot.release());
+                                None
+                            }
+                        };
+                        Handoff::Done { close, slot }
+                    }
                 };
                 match reply.send(answer) {
                     Ok(()) => {}
-                    // The worker is gone: its job goes back to the front of its queue.
-                    Err(Handoff::Job(job, conn)) => {
-                        self.dispatch.put_back(hop, job);
-                        conn.map(attempt::close_in_background);
+                    // The worker is gone: its job goes back to the front of its queue
+                    // (its slot's `Drop` counts it done).
+                    Err(Handoff::Job(job, conn, slot)) => {
+                        self.dispatch.put_back(slot.hop().clone(), job);
+                        if let Some(c) = conn {
+                            attempt::close_in_background(c);
+                        }
                     }
-                    Err(Handoff::Done(conn)) => {
-                        conn.map(attempt::close_in_background);
+                    Err(Handoff::Done { close, .. }) => {
+                        if let Some(c) = close {
+                            attempt::close_in_background(c);
+                        }
                     }
                 }
             }
