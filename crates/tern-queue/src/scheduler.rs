@@ -16,8 +16,11 @@
 //!   connection to an address takes one from here first. Idle connections hold no slot.
 //!
 //! Invariants: a message id is in at most one of `backlog`, `retries` and `running`; the
-//! per-destination and total worker counts only change here, on `WorkerStarted` (here)
-//! and `WorkerDone` (sent by the worker's slot guard on drop, so also after a panic).
+//! per-destination and total worker counts only change here, when `pump` starts a
+//! worker, on `WorkerDone` (sent by the worker's slot guard on drop, so also after a
+//! panic), and on a `NextJob` with nothing more for the worker's next hop (the worker
+//! handed its slot guard in with it; the scheduler disarms it and counts the worker
+//! done itself, so each worker is counted done exactly once).
 //!
 //! Watchdog: the heartbeat `queue.scheduler` counts commands sent and not yet received
 //! as work waiting (the senders add, so a scheduler that stops receiving is seen as
