@@ -203,6 +203,15 @@ events! {
     QUEUE_PROBE_UNAVAILABLE = (4018, "queue.probe.unavailable", Error,
         "A crash-evidence file in the spool could not be written (`file`: `probe`, the probe journal, or `last-gasp`; `error`). Without the probe journal, suspects are not probed in this run (they wait in active/ for a later start) and the next start after a crash counts nothing; without the last-gasp record, a fatal signal is attributed by the probe mark and the other rules only.",
         "Check the spool disk (space, errors in the kernel log), then restart Tern when it is fixed.");
+    DELIVERY_CONNECTION_REUSED = (4025, "delivery.connection.reused", Debug,
+        "A delivery took an idle connection from the connection cache instead of connecting: the connection leads to the same address, port and TLS policy (and, under `verify`, the same certificate name) as the job's MX host, whatever next hop opened it. Fields give the next hop, the host, the endpoint, the transactions the connection carried so far and its age.",
+        "None.");
+    DELIVERY_CONNECTION_CACHE_FULL = (4026, "delivery.connection.cache_full", Info,
+        "The connection cache was full (`delivery.connection_cache_size` idle connections) when a worker handed in another one, so the connection idle longest was closed to make room; fields give its endpoint and host.",
+        "None if it is occasional. If it is frequent while mail flows to many hosts, raise `delivery.connection_cache_size` so connections are reused instead of opened again.");
+    DELIVERY_CONNECTION_IDLE_CLOSED = (4027, "delivery.connection.idle_closed", Debug,
+        "An idle connection waited in the connection cache for `delivery.connection_cache_idle_secs` without a job to its endpoint and was closed (QUIT).",
+        "None.");
 
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",

@@ -2,7 +2,8 @@
 //!
 //! Defaults follow Postfix where an operator would expect them (backoff 300 s doubling to
 //! 4000 s, five days' lifetime, 50 hops, 5 addresses and 2 sessions per attempt, 20
-//! connections per destination) and Exchange for the 4-hour delay notice. Every value is
+//! connections per destination, idle connections cached for 2 s and reused for at most
+//! 300 s) and Exchange for the 4-hour delay notice. Every value is
 //! checked by [`QueueConfig::problems`]; the binary reports the problems with their keys.
 //!
 //! No struct here uses `deny_unknown_fields`: the binary collects unknown keys itself.
@@ -98,8 +99,17 @@ pub struct DeliveryConfig {
     pub max_addresses: usize,
     /// Sessions (greeted connections) per delivery attempt (Postfix smtp_mx_session_limit).
     pub max_sessions: usize,
-    /// Messages sent over one connection before it is closed.
+    /// Messages (transactions) sent over one connection before it is closed.
     pub max_messages_per_connection: u32,
+    /// Seconds after it was opened when a connection is no longer reused (Postfix
+    /// smtp_connection_reuse_time_limit).
+    pub max_connection_age_secs: u64,
+    /// Idle connections kept in the connection cache, all endpoints together; when it is
+    /// full, the one idle longest is closed to make room. 0 turns the cache off.
+    pub connection_cache_size: usize,
+    /// Seconds an idle connection waits in the cache for a job to its endpoint before it
+    /// is closed (Postfix smtp_connection_cache_time_limit).
+    pub connection_cache_idle_secs: u64,
     /// Extra CA certificates (PEM file) trusted for `tls = "verify"` routes, besides the
     /// built-in web PKI roots.
     pub ca_file: Option<std::path::PathBuf>,
@@ -124,6 +134,9 @@ impl Default for DeliveryConfig {
             max_addresses: 5,
             max_sessions: 2,
             max_messages_per_connection: 100,
+            max_connection_age_secs: 300,
+            connection_cache_size: 100,
+            connection_cache_idle_secs: 2,
             ca_file: None,
             connect_timeout_secs: 30,
             greeting_timeout_secs: 300,
@@ -244,6 +257,14 @@ impl DeliveryConfig {
             1,
         );
         for (key, v) in [
+            (
+                "delivery.max_connection_age_secs",
+                self.max_connection_age_secs,
+            ),
+            (
+                "delivery.connection_cache_idle_secs",
+                self.connection_cache_idle_secs,
+            ),
             ("delivery.connect_timeout_secs", self.connect_timeout_secs),
             ("delivery.greeting_timeout_secs", self.greeting_timeout_secs),
             ("delivery.command_timeout_secs", self.command_timeout_secs),

@@ -15,7 +15,10 @@
 //!   like a crash, and the message is deferred (or poisoned at the threshold).
 //! - Each connection is a **delivery worker** ([`attempt`]): the scheduler starts one
 //!   when a next hop has jobs and free slots; it walks the MX list, delivers the job, then
-//!   asks for another job for the same next hop to reuse its connection. Its slot is
+//!   asks for another job for the same next hop to reuse its connection. When there is
+//!   none it hands the connection to the scheduler's **connection cache** (`conncache`,
+//!   by endpoint: address, port and TLS policy) and ends, so idle connections hold no
+//!   slot; a later worker for any next hop whose MX leads to that endpoint reuses it. Its slot is
 //!   returned by a guard's `Drop`, so a panic cannot leak it. Jobs for the local
 //!   transports (`maildir:<i>`, `lmtp:<i>` next hops) go through the same workers and
 //!   limits; [`local`] delivers them (Maildir files, or an LMTP session).
@@ -53,6 +56,7 @@ pub mod admin;
 pub mod attempt;
 mod budget;
 pub mod config;
+mod conncache;
 mod dispatch;
 #[cfg(test)]
 mod dispatch_schedules;

@@ -13,14 +13,17 @@
 //!   deferral (no connection is tried), so a dead destination costs nothing and slows no
 //!   other.
 //!
-//! - `idle`: workers that finished a job and keep their connection open for a moment
-//!   (`attempt::IDLE_TIME`, like Postfix's connection cache) in case another job for the
-//!   same next hop comes; they get such jobs before any new worker is started.
+//! - `cache`: idle connections (`conncache.rs`, like Postfix's `scache`), by endpoint. A
+//!   worker that finished a job gets the next job for its next hop at once, or hands its
+//!   connection to the cache and ends, freeing its slot; a worker looking for a
+//!   connection to an address takes one from here first. Idle connections hold no slot.
 //!
 //! Invariants: a message id is in at most one of `backlog`, `retries` and `running` (and a
-//! waiting suspect in none of them); the
-//! per-destination and total worker counts only change here, on `WorkerStarted` (here)
-//! and `WorkerDone` (sent by the worker's slot guard on drop, so also after a panic).
+//! waiting suspect in none of them); the per-destination and total worker counts only
+//! change here, when `pump` starts a worker, on `WorkerDone` (sent by the worker's slot
+//! guard on drop, so also after a panic), and on a `NextJob` with nothing more for the
+//! worker's next hop (the worker handed its slot guard in with it; the scheduler disarms
+//! it and counts the worker done itself, so each worker is counted done exactly once).
 //!
 //! Watchdog: the heartbeat `queue.scheduler` counts commands sent and not yet received
 //! as work waiting (the senders add, so a scheduler that stops receiving is seen as
@@ -47,31 +50,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Context;
-use crate::attempt::{self, Job, JobResult};
-use crate::dispatch::{Dispatch, Refused, Waiter};
+use crate::attempt::{self, Conn, EndpointKey, Handoff, Job, JobResult, Slot};
+use crate::conncache::{ConnCache, Parked};
+use crate::dispatch::{Dispatch, Refused};
 use crate::message::{self, Next};
 use crate::probe::{self, ActiveMessage, ProbeLog, Suspects};
 use crate::retries::Retries;
-
-/// A worker waiting for its next job is the sending end of its reply channel.
-impl Waiter<Job> for oneshot::Sender<Option<Job>> {
-    fn offer(self, job: Job) -> Result<(), Job> {
-        match self.send(Some(job)) {
-            Ok(()) => Ok(()),
-            Err(Some(job)) => Err(job),
-            // Unreachable (we sent `Some`); nothing to give back.
-            Err(None) => Ok(()),
-        }
-    }
-
-    fn dismiss(self) {
-        let _ = self.send(None);
-    }
-
-    fn is_closed(&self) -> bool {
-        oneshot::Sender::is_closed(self)
-    }
-}
 
 /// What the other tasks tell the scheduler.
 pub(crate) enum Cmd {
@@ -79,10 +63,18 @@ pub(crate) enum Cmd {
     Submit(QueueId),
     /// A message task has a job for a next hop.
     Enqueue(Job),
-    /// A worker finished a job and can take another for the same next hop.
+    /// A worker finished a job and can take another for the same next hop, on `conn`
+    /// (its connection, when it may be reused). It hands in its slot: given back with
+    /// the next job, or released at once. Answered at once.
     NextJob {
-        hop: NextHop,
-        reply: oneshot::Sender<Option<Job>>,
+        slot: Slot,
+        conn: Option<Conn>,
+        reply: oneshot::Sender<Handoff>,
+    },
+    /// A worker asks for an idle connection to `key` from the cache.
+    TakeConn {
+        key: EndpointKey,
+        reply: oneshot::Sender<Option<Conn>>,
     },
     /// A worker ended (sent by its slot guard). `down` is set when every host of the
     /// destination failed to connect or greet.
@@ -283,6 +275,10 @@ impl Queue {
         // evidence attributes, counted before anything else happens (`probe`).
         let recovered = probe::recover(&ctx, scan.active).await;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let cache = ConnCache::new(
+            ctx.delivery.connection_cache_size,
+            Duration::from_secs(ctx.delivery.connection_cache_idle_secs),
+        );
         let mut sched = Scheduler {
             ctx,
             handle: handle.clone(),
@@ -291,6 +287,7 @@ impl Queue {
             retries: Retries::default(),
             running: HashMap::new(),
             dispatch: Dispatch::new(),
+            cache,
             next_worker: 0,
             beat: receiver.beat.clone(),
             stopping: None,
@@ -453,10 +450,10 @@ struct Scheduler {
     queued_ids: HashSet<QueueId>,
     retries: Retries,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
-    /// Jobs per next hop, worker counts, down marks, and the workers that finished a
-    /// job and wait (with their connection open) for another job to the same next hop;
-    /// each gives up after `attempt::IDLE_TIME`.
-    dispatch: Dispatch<NextHop, Job, oneshot::Sender<Option<Job>>>,
+    /// Jobs per next hop, worker counts, down marks, suspensions.
+    dispatch: Dispatch<NextHop, Job>,
+    /// Idle connections by endpoint, bounded in number and idle time.
+    cache: ConnCache<EndpointKey, Conn>,
     /// Number of the next delivery worker (for its heartbeat's name).
     next_worker: u64,
     beat: Heartbeat,
@@ -520,7 +517,8 @@ impl Scheduler {
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self.dispatch.next_up();
         let probe = self.suspects.next_due();
-        [retry, stop, down, probe].into_iter().flatten().min()
+        let idle = self.cache.next_expiry();
+        [retry, stop, down, probe, idle].into_iter().flatten().min()
     }
 
     fn handle_cmd(&mut self, cmd: Cmd) {
@@ -538,20 +536,58 @@ impl Scheduler {
                     self.push_backlog(id, QueueState::Deferred);
                 }
             }
-            Cmd::NextJob { hop, reply } => {
-                if self.stopping.is_some() {
-                    reply.dismiss();
-                    return;
-                }
-                match self.dispatch.next_job(&hop) {
-                    Some(job) => {
-                        if let Err(job) = reply.offer(job) {
-                            // The worker is gone: put the job back at the front.
-                            self.dispatch.put_back(hop, job);
+            Cmd::NextJob { slot, conn, reply } => {
+                let next = match self.stopping {
+                    Some(_) => None,
+                    None => self.dispatch.next_job(slot.hop()),
+                };
+                let answer = match next {
+                    Some(job) => Handoff::Job(job, conn, slot),
+                    // Nothing for this next hop: the connection waits in the cache, the
+                    // worker ends, and its slot is free for any destination now (the
+                    // pump that follows this command can use it). While stopping, the
+                    // worker keeps the slot until its QUIT is done.
+                    None => {
+                        let close = conn.and_then(|c| self.park(c));
+                        let slot = match self.stopping {
+                            Some(_) => Some(slot),
+                            None => {
+                                self.dispatch.worker_done(&slot.release());
+                                None
+                            }
+                        };
+                        Handoff::Done { close, slot }
+                    }
+                };
+                match reply.send(answer) {
+                    Ok(()) => {}
+                    // The worker is gone: its job goes back to the front of its queue
+                    // (its slot's `Drop` counts it done).
+                    Err(Handoff::Job(job, conn, slot)) => {
+                        self.dispatch.put_back(slot.hop().clone(), job);
+                        if let Some(c) = conn {
+                            attempt::close_in_background(c);
                         }
                     }
-                    // Nothing now: the worker keeps its connection and waits a moment.
-                    None => self.dispatch.park(hop, reply),
+                    Err(Handoff::Done { close, .. }) => {
+                        if let Some(c) = close {
+                            attempt::close_in_background(c);
+                        }
+                    }
+                }
+            }
+            Cmd::TakeConn { key, reply } => {
+                let now = Instant::now();
+                self.expire_idle(now);
+                let found = match self.stopping {
+                    Some(_) => None,
+                    None => self.cache.take(&key, now),
+                };
+                if let Err(Some(conn)) = reply.send(found) {
+                    // The worker is gone: the connection goes back.
+                    if let Some(close) = self.park(conn) {
+                        attempt::close_in_background(close);
+                    }
                 }
             }
             Cmd::WorkerDone { hop, down } => {
@@ -605,6 +641,9 @@ impl Scheduler {
                 for job in self.dispatch.drain() {
                     let result = JobResult::deferred_all(&job, "4.3.2 Tern is shutting down");
                     job.answer(result);
+                }
+                for conn in self.cache.drain() {
+                    attempt::close_in_background(conn);
                 }
             }
         }
@@ -859,13 +898,55 @@ impl Scheduler {
         }
     }
 
+    /// Keeps `conn` in the connection cache (parked now); returns the connection to
+    /// close: the one idle longest when the cache was full, or `conn` itself when the
+    /// cache is off or the queue is stopping.
+    fn park(&mut self, conn: Conn) -> Option<Conn> {
+        if self.stopping.is_some() {
+            return Some(conn);
+        }
+        match self.cache.park(conn.key.clone(), conn, Instant::now()) {
+            Parked::Kept { evicted: None } => None,
+            Parked::Kept {
+                evicted: Some(oldest),
+            } => {
+                self.ctx.events.emit(
+                    &catalog::DELIVERY_CONNECTION_CACHE_FULL,
+                    fields!(
+                        "endpoint" => oldest.key,
+                        "host" => oldest.remote(),
+                        "size" => self.ctx.delivery.connection_cache_size,
+                    ),
+                );
+                Some(oldest)
+            }
+            Parked::Refused(conn) => Some(conn),
+        }
+    }
+
+    /// Closes the cached connections idle for their idle time at `now`.
+    fn expire_idle(&mut self, now: Instant) {
+        for (key, conn) in self.cache.expire(now) {
+            self.ctx.events.emit(
+                &catalog::DELIVERY_CONNECTION_IDLE_CLOSED,
+                fields!(
+                    "endpoint" => key,
+                    "host" => conn.remote(),
+                    "transactions" => conn.session.transactions(),
+                ),
+            );
+            attempt::close_in_background(conn);
+        }
+    }
+
     /// Starts what can start: due retries into the backlog, messages from the backlog,
-    /// workers for destinations with jobs.
+    /// workers for destinations with jobs; closes idle connections whose time is over.
     fn pump(&mut self) {
         if self.stopping.is_some() {
             return;
         }
         let now = Instant::now();
+        self.expire_idle(now);
         while let Some((id, state)) = self.retries.pop_due(now) {
             self.backlog.push_back((id, state));
         }
