@@ -128,8 +128,7 @@ pub fn load_or_create(
     }
     let path = token_path(data_dir);
     if let Some((t, meta)) = read_token_file(data_dir)? {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         if meta.uid() != me {
             return Err(token_error(
                 &path,
@@ -353,8 +352,7 @@ mod tests {
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert!(read_token(dir.path()).is_err());
         std::fs::remove_file(&path).expect("unlink");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             std::fs::write(&path, "abc\n").expect("write");
             std::os::unix::fs::chown(&path, Some(65534), None).expect("chown");
             let e = load_or_create("", dir.path()).expect_err("foreign owner refused");

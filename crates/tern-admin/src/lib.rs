@@ -18,6 +18,8 @@
 //! Bounds: request bodies are limited to [`MAX_BODY`]; list endpoints page with a
 //! limit of at most [`MAX_PAGE`] entries.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 mod config;

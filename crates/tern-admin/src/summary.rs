@@ -194,12 +194,9 @@ fn parse_states(q: Option<&str>) -> Result<Vec<QueueState>, ApiError> {
     Ok(out)
 }
 
-/// The recipient domain of `address` (lower case), as routing sees it.
+/// The recipient domain of `address` (lower case, `""` without one), as routing sees it.
 fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map_or(address, |(_, d)| d)
-        .to_ascii_lowercase()
+    tern_proto::address::domain_of(address).to_ascii_lowercase()
 }
 
 /// What one walk over the spool found.
@@ -514,5 +511,6 @@ mod tests {
         assert!(parse_states(Some("bogus")).is_err());
         assert!(parse_states(Some(&"a,".repeat(200))).is_err());
         assert_eq!(domain_of("User@Example.COM"), "example.com");
+        assert_eq!(domain_of("postmaster"), "", "as the queue routes it");
     }
 }

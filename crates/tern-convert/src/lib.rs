@@ -34,6 +34,8 @@
 //! [`Limits::max_depth`] entities, no more than [`Limits::max_parts`] of them; the work
 //! is linear in the size (times the depth, for lines starting with `--`). No I/O.
 
+#![forbid(unsafe_code)]
+
 mod downgrade;
 mod encode;
 mod fields;

@@ -147,6 +147,11 @@ pub enum SessionError {
     /// angle bracket in an address); nothing was sent. A bug upstream: hold the message.
     #[error("invalid envelope: {0}")]
     Envelope(String),
+    /// The RSET that starts a transaction on a reused connection was refused (a `421`
+    /// from a server that closes idle connections, for one). Nothing of the transaction
+    /// was delivered (no content was sent); the session is unusable: open a new one.
+    #[error("RSET refused: {0}")]
+    ResetRefused(Reply),
     /// `send` on a session that an earlier error or a refused RSET left out of sync;
     /// nothing was sent. Open a new session.
     #[error("session is no longer usable")]
@@ -173,7 +178,9 @@ impl SessionError {
                 stage,
                 Stage::Connect | Stage::Greeting | Stage::Ehlo | Stage::StartTls
             ),
-            SessionError::Envelope(_) | SessionError::Unusable => false,
+            SessionError::Envelope(_) | SessionError::Unusable | SessionError::ResetRefused(_) => {
+                false
+            }
         }
     }
 
@@ -191,6 +198,7 @@ impl SessionError {
             | SessionError::Protocol { stage, .. }
             | SessionError::Io { stage, .. } => *stage,
             SessionError::Envelope(_) | SessionError::Unusable => Stage::Mail,
+            SessionError::ResetRefused(_) => Stage::Rset,
         }
     }
 

@@ -29,6 +29,8 @@
 //! from it can panic. Envelope values come from Tern's spool and are re-checked for
 //! characters that could inject commands.
 
+#![forbid(unsafe_code)]
+
 pub mod capabilities;
 mod connection;
 pub mod context;

@@ -19,6 +19,14 @@
 //! - After a refused MAIL, no accepted recipient, or a refused DATA, RSET is sent so the
 //!   connection can carry another transaction. A refused or failed RSET leaves the
 //!   session [unusable](SessionError::Unusable) but the outcome stands.
+//! - RSET between transactions: every transaction after the first on a connection starts
+//!   with RSET, unless the last one already ended with a confirmed RSET. It probes a
+//!   connection that may have sat idle in a cache (as Postfix's client does with a
+//!   cached session) and puts the server in a known state. With PIPELINING it travels
+//!   in the same write as MAIL, so it costs no round trip. A refused or failed RSET is
+//!   an error at [`Stage::Rset`] ([`SessionError::ResetRefused`], `Dropped`, `Timeout`):
+//!   no content was sent, so nothing can have been delivered, and the caller opens a
+//!   new connection.
 //! - Any error ends the session: the connection is closed or out of sync.
 //!
 //! The duplicate window: a timeout or a lost connection while sending the content or
@@ -99,6 +107,9 @@ pub struct SmtpSession {
     transactions: u32,
     /// False once an error or a refused RSET left the connection out of sync.
     usable: bool,
+    /// True while the server is known to be at the start of a transaction: just after
+    /// EHLO, or after a confirmed RSET. Otherwise the next transaction starts with RSET.
+    fresh: bool,
 }
 
 impl SmtpSession {
@@ -174,6 +185,7 @@ impl SmtpSession {
             tls,
             transactions: 0,
             usable: true,
+            fresh: true,
         })
     }
 
@@ -242,6 +254,7 @@ impl SmtpSession {
             tls: None,
             transactions: 0,
             usable: true,
+            fresh: true,
         })
     }
 
@@ -315,8 +328,10 @@ impl SmtpSession {
         commands.push(b"DATA\r\n".to_vec());
 
         self.usable = false;
-        let (outcome, needs_rset) = self.transaction(tx, &commands).await?;
+        let reset_first = !std::mem::replace(&mut self.fresh, false);
+        let (outcome, needs_rset) = self.transaction(tx, &commands, reset_first).await?;
         self.usable = !needs_rset || self.rset().await;
+        self.fresh = needs_rset && self.usable;
         self.transactions = self.transactions.saturating_add(1);
         Ok(outcome)
     }
@@ -328,11 +343,14 @@ impl SmtpSession {
         self.conn.shutdown(limit).await;
     }
 
-    /// The exchange itself. Returns the outcome and whether RSET is needed.
+    /// The exchange itself, after a RSET when `reset_first` (pipelined with the first
+    /// group when the server offers PIPELINING). Returns the outcome and whether RSET is
+    /// needed after it.
     async fn transaction(
         &mut self,
         tx: &Transaction<'_>,
         commands: &[Vec<u8>],
+        reset_first: bool,
     ) -> Result<(TransactionOutcome, bool), SessionError> {
         let t = self.ctx.config.timeouts;
         let n = tx.recipients.len();
@@ -346,6 +364,14 @@ impl SmtpSession {
         let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
         let mut next = 0;
         let mut group = Vec::new();
+        let mut reset_pending = reset_first;
+        if reset_pending && !self.caps.pipelining {
+            let reply = self.conn.command(b"RSET\r\n", Stage::Rset, t.rset).await?;
+            if !reply.is_positive() {
+                return Err(SessionError::ResetRefused(reply));
+            }
+            reset_pending = false;
+        }
         while next < commands.len() {
             if replies.first().is_some_and(|mail| !mail.is_positive()) {
                 break;
@@ -355,6 +381,9 @@ impl SmtpSession {
             }
             let first = next;
             group.clear();
+            if reset_pending {
+                group.extend_from_slice(b"RSET\r\n");
+            }
             for command in commands.iter().skip(first) {
                 group.extend_from_slice(command);
                 next += 1;
@@ -363,7 +392,16 @@ impl SmtpSession {
                 }
             }
             let (stage, limit) = stage_of(first);
+            // A connection found dead at the RSET fails at the RSET, before anything of
+            // the transaction could count.
+            let stage = if reset_pending { Stage::Rset } else { stage };
             self.conn.write(&group, stage, limit).await?;
+            if std::mem::replace(&mut reset_pending, false) {
+                let reply = self.conn.read_reply(Stage::Rset, t.rset).await?;
+                if !reply.is_positive() {
+                    return Err(SessionError::ResetRefused(reply));
+                }
+            }
             for i in first..next {
                 let (stage, limit) = stage_of(i);
                 replies.push(self.conn.read_reply(stage, limit).await?);

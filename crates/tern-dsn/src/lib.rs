@@ -34,6 +34,8 @@
 //! Cost: memory is a small multiple of the returned part (the original for a full
 //! return, at most [`HEADERS_CAP`] otherwise) plus the report text. No I/O.
 
+#![forbid(unsafe_code)]
+
 mod fields;
 #[doc(hidden)]
 pub mod fuzzing;

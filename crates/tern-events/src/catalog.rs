@@ -180,10 +180,10 @@ events! {
         "The queue could not move, read or record a message (a spool error); the message stays where it is and is retried later.",
         "Check the spool disk.");
     QUEUE_CRASH_COUNTED = (4011, "queue.message.crash_counted", Warning,
-        "Tern found a message in active/ at start: the process died while processing it. The crash is counted against the message.",
+        "At start, the evidence about how the previous run died points at this message (`evidence`: `last_gasp`, a fatal signal on a thread processing it; `probe`, its probe was running; `alone`, it was the only message in process), so one crash is counted in its delivery record (`crashes` of `threshold`) before it is touched again. It waits at the back of the suspect line for its next probe.",
         "None for a single crash; if one message keeps appearing, see event 4012.", track = "crashed");
     QUEUE_POISONED = (4012, "queue.message.poisoned", Error,
-        "A message was being processed each of the last times the process died or its processing panicked (the poison threshold, counting events 4011 and 4013) and was moved to the poison queue; it is never retried automatically. The rest of the queue flows.",
+        "The crashes counted against a message (deaths of the process the evidence attributed to it, event 4011, and panics of its processing, event 4013) reached the poison threshold, so it was moved to the poison queue; it is never retried automatically. The rest of the queue flows.",
         "Inspect it with `tern queue list --state poison` and spool/poison/<id>; then `tern queue release <id>` to try it again or `tern queue delete <id>`.", track = "poisoned");
     QUEUE_INTERNAL_FAILURE = (4013, "queue.message.internal_failure", Error,
         "Processing a message failed inside Tern: its task panicked, or the delivery worker carrying it ended without a result (a panic, or the watchdog stopped it). Every slot it held was released; the failure counts against the message like a crash, and the message is deferred (or poisoned at the threshold, event 4012).",
@@ -191,6 +191,27 @@ events! {
     QUEUE_RELEASED = (4014, "queue.message.released", Info,
         "An administrator released a message from the poison or hold queue (`tern queue release`); its crash count was reset and it is tried again now.",
         "None.", track = "released");
+    QUEUE_AFTER_CRASH = (4015, "queue.start.after_crash", Warning,
+        "The previous run of Tern ended without a clean stop (killed, crashed, out of memory, power lost). `evidence` says what points at a message: `last_gasp` (a fatal signal, `signal`, on a thread processing it), `probe` (its probe was running), `alone` (the only message in process), or `none`; `counted` lists the messages a crash was counted against (event 4011 each); `in_process` counts the messages that were in process; `suspects` counts the messages waiting to be probed one at a time, `probe_in_secs` from now (queue.probe_delay_secs). Suspects stay in active/ meanwhile; the rest of the queue flows. `note` says why the evidence could not be read, if it could not.",
+        "None for a single event. If it repeats, find why Tern dies: the kernel log (the OOM killer), core dumps, the last lines Tern wrote to stderr (a fatal signal is reported there); event 4012 names a message that keeps killing it.");
+    QUEUE_PROBE_STARTED = (4016, "queue.probe.started", Info,
+        "A suspect (a message that was in process when Tern died) is being probed: its probe mark is on disk, then it is processed alone among the suspects while other mail flows. If Tern dies before the probe ends, the next start counts the crash against it (event 4011, evidence `probe`). `waiting` counts the suspects behind it.",
+        "None.");
+    QUEUE_PROBE_PASSED = (4017, "queue.probe.passed", Info,
+        "A suspect's probe ended without Tern dying: the message is no longer a suspect (`outcome`: `done` if it left the queue or was held, `deferred` if it waits for a retry like any message), after `ms` milliseconds.",
+        "None.");
+    QUEUE_PROBE_UNAVAILABLE = (4018, "queue.probe.unavailable", Error,
+        "A crash-evidence file in the spool could not be written (`file`: `probe`, the probe journal, or `last-gasp`; `error`). Without the probe journal, suspects are not probed in this run (they wait in active/ for a later start) and the next start after a crash counts nothing; without the last-gasp record, a fatal signal is attributed by the probe mark and the other rules only.",
+        "Check the spool disk (space, errors in the kernel log), then restart Tern when it is fixed.");
+    DELIVERY_CONNECTION_REUSED = (4025, "delivery.connection.reused", Debug,
+        "A delivery took an idle connection from the connection cache instead of connecting: the connection leads to the same address, port and TLS policy (and, under `verify`, the same certificate name) as the job's MX host, whatever next hop opened it. Fields give the next hop, the host, the endpoint, the transactions the connection carried so far and its age.",
+        "None.");
+    DELIVERY_CONNECTION_CACHE_FULL = (4026, "delivery.connection.cache_full", Info,
+        "The connection cache was full (`delivery.connection_cache_size` idle connections) when a worker handed in another one, so the connection idle longest was closed to make room; fields give its endpoint and host.",
+        "None if it is occasional. If it is frequent while mail flows to many hosts, raise `delivery.connection_cache_size` so connections are reused instead of opened again.");
+    DELIVERY_CONNECTION_IDLE_CLOSED = (4027, "delivery.connection.idle_closed", Debug,
+        "An idle connection waited in the connection cache for `delivery.connection_cache_idle_secs` without a job to its endpoint and was closed (QUIT).",
+        "None.");
     DELIVERY_LOOP_SELF = (4035, "delivery.loop.self", Warning,
         "Mail for a destination would have gone to this server itself, and was not sent: the domain's best MX host is this server (`how` = `address`: its host name or an address where a listener accepts at the MX port, every address of the machine and 127.0.0.0/8 behind a wildcard listener such as 0.0.0.0:25), or a host greeted with this process's own banner mark (`how` = `greeting`: an address the check cannot know, behind NAT, a port forward or a proxy). Hosts of the same or a worse preference are not tried (RFC 5321 §5.1); the recipients are deferred with 4.4.6 and kept, never relayed to ourselves and never bounced for it (they bounce only when they expire). As a backup MX Tern waits for the better hosts. Fields: queue_id, next_hop, host, how, reason.",
         "If this server should take the domain's mail, route the domain to a local transport (maildir, lmtp); otherwise correct the domain's MX records or the route's relay host. As a backup MX this is expected while the better hosts are down.", track = "attempt");

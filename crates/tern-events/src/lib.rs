@@ -22,6 +22,8 @@
 //!   to the message tracking log ([`tracking`]) when one is open, whatever the log level,
 //!   and never rate-limited; the log level filters the event log only.
 
+#![forbid(unsafe_code)]
+
 pub mod catalog;
 pub mod private;
 pub mod tracking;

@@ -89,11 +89,9 @@ mod tests {
     fn created_0600_whatever_the_umask_and_tightened_when_looser() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("events.jsonl");
-        // SAFETY: umask only changes this process's file creation mask.
-        let old = unsafe { libc::umask(0o000) };
+        let old = rustix::process::umask(rustix::fs::Mode::empty());
         let f = open_append(&p);
-        // SAFETY: as above, restoring the previous mask.
-        unsafe { libc::umask(old) };
+        rustix::process::umask(old);
         drop(f.unwrap());
         assert_eq!(mode(&p), 0o600);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -124,9 +122,14 @@ mod tests {
     fn a_fifo_in_place_of_the_file_is_refused_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("events.jsonl");
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         // Without a reader the open itself fails (ENXIO); with one it would be refused
         // by the type check. Either way it returns at once instead of blocking.
         assert!(open_append(&p).is_err());

@@ -60,6 +60,7 @@
 //! Dependencies: `tern-spool`, `tern-proto`, `tern-events` and `tern-watchdog` only (for
 //! the pickup service), never `tern-smtpd` or `tern-queue`, which both use this crate.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod address;

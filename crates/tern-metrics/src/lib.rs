@@ -20,6 +20,8 @@
 //! Label values are cut to [`MAX_LABEL_LEN`] characters outside `[A-Za-z0-9_.:@#+-]`
 //! replaced by `_`.
 
+#![forbid(unsafe_code)]
+
 mod histogram;
 
 use std::sync::atomic::AtomicU64;

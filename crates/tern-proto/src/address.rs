@@ -138,6 +138,13 @@ fn is_atext(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
 }
 
+/// The domain of a stored address: what follows its last `@` (a quoted local part may
+/// hold `@` itself), or `""` for an address without one (`postmaster`). Not normalised:
+/// callers that compare or route lower-case it. The one definition every crate uses.
+pub fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
 /// A host name: dot-separated labels of letters, digits and inner hyphens (or non-ASCII
 /// U-labels, whose SMTPUTF8 requirement is checked separately), 1..=63 octets each.
 pub fn valid_domain(d: &str) -> bool {
@@ -215,5 +222,12 @@ mod tests {
                 .is_international()
         );
         assert!(!Mailbox::parse("j@b.de").unwrap().is_international());
+    }
+
+    #[test]
+    fn the_domain_is_after_the_last_at_and_empty_without_one() {
+        assert_eq!(domain_of("\"a@b\"@Example.COM"), "Example.COM");
+        assert_eq!(domain_of("user@example.org"), "example.org");
+        assert_eq!(domain_of("postmaster"), "");
     }
 }

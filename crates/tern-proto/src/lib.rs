@@ -21,6 +21,8 @@
 //! any input (property tests and the `fuzz/` targets check it), and every buffer it grows
 //! is bounded by a limit the caller sets.
 
+#![forbid(unsafe_code)]
+
 pub mod address;
 pub mod bdat;
 pub mod command;

@@ -4,7 +4,18 @@
 //! plan or the route's relay hosts), walks them in order within the address and session
 //! limits, and sends the transaction on the first host that greets. After the job it asks
 //! the scheduler for another job for the same next hop and, while there is one, reuses its
-//! connection (up to `max_messages_per_connection`).
+//! connection. When there is none, it hands its connection to the scheduler's connection
+//! cache (`conncache.rs`) and ends at once, so its slot is free for any destination.
+//!
+//! Connection reuse across next hops: before connecting to an address, the walk asks the
+//! cache for an idle connection to the same [`EndpointKey`] (address and port, TLS
+//! policy, and under `verify` the name the certificate was checked against), as
+//! Postfix's client does with its cache. So every domain whose MX leads to the same host
+//! and address shares connections, whatever its next hop. A reused connection starts its
+//! transaction with RSET (`tern-deliver`); if it died while idle, it fails there, before
+//! any content, and the walk connects to that address afresh. A connection is reused
+//! while usable, for at most `delivery.max_messages_per_connection` transactions and
+//! `delivery.max_connection_age_secs` after it was opened.
 //!
 //! How each failure moves the walk on (RFC 5321 §5.1, as Postfix does):
 //! - connection refused or unreachable, a timeout before the greeting, a 4xx/5xx greeting,
@@ -54,6 +65,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tern_convert::{Limits, Source};
 use tern_deliver::{
@@ -230,23 +242,151 @@ pub(crate) fn local_reply(code: u16, text: &str) -> String {
     format!("{code} {text}")
 }
 
-/// How long a worker keeps its connection open waiting for another job to the same next
-/// hop (Postfix's smtp_connection_cache_time_limit is 2 s).
-pub(crate) const IDLE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// Where an open connection can be reused: the cache's key. A connection made for one
+/// next hop serves another whose walk reaches the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum EndpointKey {
+    /// SMTP to `addr` under the TLS policy `tls`. Under `verify`, `name` is the host name
+    /// the certificate was checked against (a job whose MX host has another name needs
+    /// a connection of its own); under the other policies any certificate is accepted,
+    /// so the name does not matter and is `None`.
+    Smtp {
+        addr: SocketAddr,
+        tls: tern_deliver::TlsPolicy,
+        name: Option<String>,
+    },
+    /// LMTP to this server.
+    Lmtp(tern_deliver::Endpoint),
+}
 
-/// Returns the worker's slots when it ends, however it ends.
-struct Slot {
+impl EndpointKey {
+    /// The key of an SMTP connection to `addr` (MX host `host`) under `tls`.
+    pub(crate) fn smtp(addr: SocketAddr, tls: tern_deliver::TlsPolicy, host: &str) -> Self {
+        EndpointKey::Smtp {
+            addr,
+            tls,
+            name: (tls == tern_deliver::TlsPolicy::Verify).then(|| host.to_ascii_lowercase()),
+        }
+    }
+}
+
+impl std::fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointKey::Smtp { addr, tls, name } => {
+                write!(f, "{addr} tls={tls:?}")?;
+                match name {
+                    Some(n) => write!(f, " verified={n}"),
+                    None => Ok(()),
+                }
+            }
+            EndpointKey::Lmtp(e) => write!(f, "lmtp {e}"),
+        }
+    }
+}
+
+/// An open, greeted connection, and what it may be reused for.
+pub(crate) struct Conn {
+    /// Where it leads (the cache's key).
+    pub key: EndpointKey,
+    /// Boxed: a connection travels in the scheduler's commands.
+    pub session: Box<SmtpSession>,
+    /// The host name it is used under now (results say `host[address]`).
+    pub host: String,
+    /// When it was opened.
+    pub opened: Instant,
+}
+
+impl Conn {
+    /// A connection just opened to `key` under the host name `host`.
+    pub(crate) fn new(key: EndpointKey, session: SmtpSession, host: &str) -> Conn {
+        Conn {
+            key,
+            session: Box::new(session),
+            host: host.to_string(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// `host[address]` for results and events.
+    pub(crate) fn remote(&self) -> String {
+        format!("{}[{}]", self.host, self.session.peer().ip())
+    }
+
+    /// Whether it may carry another transaction at `now`: in sync, under
+    /// `max_messages_per_connection` and `max_connection_age_secs`.
+    pub(crate) fn reusable(&self, ctx: &Context, now: Instant) -> bool {
+        self.session.is_usable()
+            && self.session.transactions() < ctx.delivery.max_messages_per_connection
+            && now.saturating_duration_since(self.opened)
+                < Duration::from_secs(ctx.delivery.max_connection_age_secs)
+    }
+}
+
+/// Closes `conn` in a task of its own (QUIT, bounded by the QUIT timeout): for
+/// connections the scheduler lets go (idle time over, queue stopping), which no worker
+/// holds.
+pub(crate) fn close_in_background(conn: Conn) {
+    tokio::spawn(conn.session.quit());
+}
+
+/// The scheduler's answer to a worker that finished a job (and handed in its slot).
+pub(crate) enum Handoff {
+    /// Another job for the same next hop, with the worker's connection and slot back.
+    Job(Job, Option<Conn>, Slot),
+    /// Nothing more: the worker ends, after closing `close` (its own connection when the
+    /// cache did not keep it, or the one idle longest, which the full cache let go to
+    /// make room for it). Its slot was released by the scheduler at once, unless the
+    /// queue is stopping: then `slot` comes back, to be released after the QUIT, so
+    /// the shutdown waits for it.
+    Done {
+        close: Option<Conn>,
+        slot: Option<Slot>,
+    },
+}
+
+/// Asks the scheduler's connection cache for an idle connection to `key`.
+pub(crate) async fn take_cached(handle: &QueueHandle, key: &EndpointKey) -> Option<Conn> {
+    let (tx, rx) = oneshot::channel();
+    handle.send(Cmd::TakeConn {
+        key: key.clone(),
+        reply: tx,
+    });
+    rx.await.ok().flatten()
+}
+
+/// Returns the worker's slots when it ends, however it ends: its `Drop` tells the
+/// scheduler, unless the scheduler took it back itself ([`Slot::release`]).
+pub(crate) struct Slot {
     handle: QueueHandle,
     hop: NextHop,
     down: Option<String>,
+    /// False once the scheduler released it directly: `Drop` then sends nothing.
+    armed: bool,
+}
+
+impl Slot {
+    /// The next hop whose slot this is.
+    pub(crate) fn hop(&self) -> &NextHop {
+        &self.hop
+    }
+
+    /// For the scheduler, which holds the slot while answering `NextJob`: disarms the
+    /// guard and returns the next hop (the scheduler counts the worker done itself).
+    pub(crate) fn release(mut self) -> NextHop {
+        self.armed = false;
+        self.hop.clone()
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.handle.send(Cmd::WorkerDone {
-            hop: self.hop.clone(),
-            down: self.down.take(),
-        });
+        if self.armed {
+            self.handle.send(Cmd::WorkerDone {
+                hop: self.hop.clone(),
+                down: self.down.take(),
+            });
+        }
     }
 }
 
@@ -270,6 +410,7 @@ pub(crate) fn spawn_worker(
         handle: handle.clone(),
         hop: hop.clone(),
         down: None,
+        armed: true,
     };
     let task = tokio::spawn(worker(ctx, handle, slot, first, stop, beat.clone()));
     let abort = task.abort_handle();
@@ -285,12 +426,15 @@ async fn worker(
     beat: Heartbeat,
 ) {
     let mut job = first;
-    let mut session: Option<SmtpSession> = None;
+    let mut conn: Option<Conn> = None;
     loop {
         #[cfg(feature = "fault-injection")]
         crate::message::fault_injection::maybe_panic("connect", &job.msg.content);
         beat.busy(true);
-        let (result, down) = deliver_job(&ctx, &job, &mut session, &beat).await;
+        // A fatal signal while the job is worked on names its message (`last_gasp`).
+        let id = job.msg.envelope.id;
+        let delivery = deliver_job(&ctx, &handle, &job, &mut conn, &beat);
+        let (result, down) = crate::last_gasp::processing(id, delivery).await;
         job.answer(result);
         beat.progress();
         if down.is_some() {
@@ -300,27 +444,40 @@ async fn worker(
         if *stop.borrow() {
             break;
         }
-        let spent = session
-            .as_ref()
-            .is_some_and(|s| s.transactions() >= ctx.delivery.max_messages_per_connection);
-        if spent && let Some(s) = session.take() {
-            beat.bounded(budget::quit(&ctx), s.quit()).await;
+        if let Some(c) = conn.take_if(|c| !c.reusable(&ctx, Instant::now())) {
+            beat.bounded(budget::quit(&ctx), c.session.quit()).await;
         }
+        // The scheduler answers at once: another job for this next hop, or nothing
+        // (then the connection stays in its cache and the slot is free at once: the
+        // scheduler releases it as it answers).
         let (tx, rx) = oneshot::channel();
         handle.send(Cmd::NextJob {
-            hop: slot.hop.clone(),
+            slot,
+            conn: conn.take(),
             reply: tx,
         });
-        // Waiting for work is not being stuck.
         beat.busy(false);
-        match tokio::time::timeout(IDLE_TIME, rx).await {
-            Ok(Ok(Some(next))) => job = next,
-            _ => break,
+        match rx.await {
+            Ok(Handoff::Job(next, back, kept)) => {
+                job = next;
+                conn = back;
+                slot = kept;
+            }
+            Ok(Handoff::Done { close, slot }) => {
+                if let Some(c) = close {
+                    beat.busy(true);
+                    beat.bounded(budget::quit(&ctx), c.session.quit()).await;
+                }
+                drop(slot);
+                return;
+            }
+            // The scheduler is gone; the slot went with the command.
+            Err(_) => return,
         }
     }
-    if let Some(s) = session.take() {
+    if let Some(c) = conn.take() {
         beat.busy(true);
-        beat.bounded(budget::quit(&ctx), s.quit()).await;
+        beat.bounded(budget::quit(&ctx), c.session.quit()).await;
     }
     drop(slot);
 }
@@ -428,12 +585,15 @@ pub(crate) enum Sent {
     NextHost(String),
 }
 
-/// Delivers one job, reusing `session` when it is set. Returns the result and, when no
-/// host could be greeted, the reason the destination is down.
+/// Delivers one job, on `conn` when the worker holds one (another job of its next hop,
+/// handed over with it), else on a cached or new connection. Returns the result and,
+/// when no host could be greeted, the reason the destination is down. `conn` is left
+/// with the connection the job ended on, when it may be reused.
 async fn deliver_job(
     ctx: &Context,
+    handle: &QueueHandle,
     job: &Job,
-    session: &mut Option<SmtpSession>,
+    conn: &mut Option<Conn>,
     beat: &Heartbeat,
 ) -> (JobResult, Option<String>) {
     match &*job.transport {
@@ -444,7 +604,7 @@ async fn deliver_job(
             );
         }
         Transport::Lmtp { server } => {
-            let (r, down) = crate::local::deliver_lmtp(ctx, job, server, session, beat).await;
+            let (r, down) = crate::local::deliver_lmtp(ctx, handle, job, server, conn, beat).await;
             return (counted(r), down);
         }
         Transport::Drop { dir } => {
@@ -453,18 +613,23 @@ async fn deliver_job(
         _ => {}
     }
     let plan = addressees(job);
-    if let Some(s) = session.as_mut() {
-        let remote = format!("{}[{}]", s.server_name(), s.peer().ip());
-        match send_on(ctx, job, &plan, s, &remote, beat).await {
-            Ok(Sent::Final(r)) => return (counted(r), None),
-            Ok(Sent::NextHost(_)) | Err(_) => {
-                tern_metrics::get().attempt(Attempt::SessionError);
-                // The reused connection went bad between messages: start afresh.
-                if let Some(s) = session.take() {
-                    beat.bounded(budget::quit(ctx), s.quit()).await;
+    let policy = tls_policy(&job.transport);
+    if let Some(mut c) = conn.take() {
+        // Handed over for the same next hop; a reload may have changed its TLS policy.
+        if matches!(&c.key, EndpointKey::Smtp { tls, .. } if *tls == policy) {
+            let remote = c.remote();
+            match send_on(ctx, job, &plan, &mut c.session, &remote, beat).await {
+                Ok(Sent::Final(r)) => {
+                    *conn = Some(c);
+                    return (counted(r), None);
+                }
+                Ok(Sent::NextHost(_)) | Err(_) => {
+                    // The reused connection went bad between messages: start afresh.
+                    tern_metrics::get().attempt(Attempt::SessionError);
                 }
             }
         }
+        beat.bounded(budget::quit(ctx), c.session.quit()).await;
     }
     let targets = match beat
         .bounded(budget::lookup(ctx, job), targets(ctx, job))
@@ -476,7 +641,6 @@ async fn deliver_job(
             return (JobResult::all(job, &r), None);
         }
     };
-    let policy = tls_policy(&job.transport);
     let plan = &plan;
     let end = walk(
         &targets,
@@ -484,10 +648,49 @@ async fn deliver_job(
         &job.rcpts,
         |t: &Target| {
             let (addr, name, remote) = (t.addr, t.name.clone(), remote_of(t));
+            let key = EndpointKey::smtp(addr, policy, &name);
             async move {
-                let connect = SmtpSession::connect(&ctx.client, addr, &name, policy);
                 let metrics = tern_metrics::get();
-                let mut s = match beat.bounded(budget::connect(ctx), connect).await {
+                let cached = match take_cached(handle, &key).await {
+                    Some(c) if c.reusable(ctx, Instant::now()) => Some(c),
+                    // Past its age limit while it waited: closed, not used.
+                    Some(c) => {
+                        beat.bounded(budget::quit(ctx), c.session.quit()).await;
+                        None
+                    }
+                    None => None,
+                };
+                if let Some(mut c) = cached {
+                    c.host.clone_from(&name);
+                    let event = &catalog::DELIVERY_CONNECTION_REUSED;
+                    // A debug event on the hot path: its fields are only built when logged.
+                    if event.severity >= ctx.events.min_severity() {
+                        ctx.events.emit(
+                            event,
+                            fields!(
+                                "queue_id" => job.msg.envelope.id,
+                                "next_hop" => job.hop,
+                                "host" => remote,
+                                "endpoint" => key,
+                                "transactions" => c.session.transactions(),
+                                "age_ms" => u64::try_from(c.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            ),
+                        );
+                    }
+                    match send_on(ctx, job, plan, &mut c.session, &remote, beat).await {
+                        Ok(Sent::Final(r)) => return HostOutcome::Final(counted(r), c),
+                        Ok(Sent::NextHost(why)) => {
+                            metrics.attempt(Attempt::SessionError);
+                            beat.bounded(budget::quit(ctx), c.session.quit()).await;
+                            return HostOutcome::Moved(why);
+                        }
+                        // Died while idle (it fails at the RSET, before any content):
+                        // connect to this address afresh.
+                        Err(_) => beat.bounded(budget::quit(ctx), c.session.quit()).await,
+                    }
+                }
+                let connect = SmtpSession::connect(&ctx.client, addr, &name, policy);
+                let s = match beat.bounded(budget::connect(ctx), connect).await {
                     Ok(s) => s,
                     Err(SessionError::LoopsBack) => {
                         let why = format!("4.4.6 mail for {} loops back to myself: {remote} greeted with this server's own banner, so no host of its preference or worse is tried", job.domain);
@@ -499,11 +702,12 @@ async fn deliver_job(
                         return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}"));
                     }
                 };
-                match send_on(ctx, job, plan, &mut s, &remote, beat).await {
-                    Ok(Sent::Final(r)) => HostOutcome::Final(counted(r), s),
+                let mut c = Conn::new(key, s, &name);
+                match send_on(ctx, job, plan, &mut c.session, &remote, beat).await {
+                    Ok(Sent::Final(r)) => HostOutcome::Final(counted(r), c),
                     Ok(Sent::NextHost(why)) => {
                         metrics.attempt(Attempt::SessionError);
-                        beat.bounded(budget::quit(ctx), s.quit()).await;
+                        beat.bounded(budget::quit(ctx), c.session.quit()).await;
                         HostOutcome::Moved(why)
                     }
                     Err(e) => {
@@ -515,7 +719,7 @@ async fn deliver_job(
         },
     )
     .await;
-    *session = end.session;
+    *conn = end.session;
     (end.result, end.down)
 }
 
@@ -819,7 +1023,7 @@ async fn convert(ctx: &Context, job: &Job, source: Source, remote: &str) -> Conv
         return Conversion::Unneeded;
     }
     let msg = job.msg.clone();
-    let work = tokio::task::spawn_blocking(move || {
+    let work = crate::last_gasp::spawn_blocking(move || {
         tern_convert::downgrade(&msg.content, source, &Limits::default())
             .map(|d| (d.content.into_owned(), d.parts_encoded, d.fields_encoded))
     });
@@ -964,6 +1168,45 @@ mod tests {
             );
         }
         assert!(end.down.is_some(), "no host took a session: down");
+    }
+
+    #[test]
+    fn endpoint_keys_share_only_what_the_tls_policy_allows() {
+        use tern_deliver::TlsPolicy::{Encrypt, May, None as Plain, Verify};
+        let a: SocketAddr = "192.0.2.1:25".parse().expect("address");
+        let other_port: SocketAddr = "192.0.2.1:2525".parse().expect("address");
+        // Any certificate is accepted: the MX host's name does not matter.
+        for tls in [Plain, May, Encrypt] {
+            assert_eq!(
+                EndpointKey::smtp(a, tls, "aspmx.example.com"),
+                EndpointKey::smtp(a, tls, "alt1.example.net")
+            );
+        }
+        assert_ne!(
+            EndpointKey::smtp(a, Plain, "mx"),
+            EndpointKey::smtp(a, May, "mx")
+        );
+        assert_ne!(
+            EndpointKey::smtp(a, May, "mx"),
+            EndpointKey::smtp(a, Encrypt, "mx")
+        );
+        assert_ne!(
+            EndpointKey::smtp(a, Encrypt, "mx"),
+            EndpointKey::smtp(a, Verify, "mx")
+        );
+        assert_ne!(
+            EndpointKey::smtp(a, May, "mx"),
+            EndpointKey::smtp(other_port, May, "mx")
+        );
+        // Under verify the certificate was checked for one name: another needs its own.
+        assert_ne!(
+            EndpointKey::smtp(a, Verify, "aspmx.example.com"),
+            EndpointKey::smtp(a, Verify, "alt1.example.net")
+        );
+        assert_eq!(
+            EndpointKey::smtp(a, Verify, "ASPMX.example.com"),
+            EndpointKey::smtp(a, Verify, "aspmx.example.com")
+        );
     }
 
     proptest! {

@@ -44,9 +44,10 @@ pub(crate) fn connect(ctx: &Context) -> Duration {
         .saturating_add(t.quit)
 }
 
-/// One transaction: MAIL, each RCPT reply (and the write of each pipelined group, timed
-/// like MAIL), DATA, each block of the `content_len` octets sent (the stored content, or
-/// its 7-bit conversion), the final reply, and a RSET.
+/// One transaction: the RSET that starts a transaction on a reused connection, MAIL,
+/// each RCPT reply (and the write of each pipelined group, timed like MAIL), DATA, each
+/// block of the `content_len` octets sent (the stored content, or its 7-bit conversion),
+/// the final reply, and a RSET after a refusal.
 pub(crate) fn send(ctx: &Context, job: &Job, content_len: usize) -> Duration {
     let t = &ctx.client.config().timeouts;
     let rcpts = u32::try_from(job.rcpts.len()).unwrap_or(u32::MAX);
@@ -56,7 +57,7 @@ pub(crate) fn send(ctx: &Context, job: &Job, content_len: usize) -> Duration {
         .saturating_add(t.data_start)
         .saturating_add(t.data_block.saturating_mul(blocks))
         .saturating_add(t.data_end)
-        .saturating_add(t.rset)
+        .saturating_add(t.rset.saturating_mul(2))
 }
 
 /// QUIT: its write and reply, then the connection's shutdown, each bounded by the QUIT

@@ -2,7 +2,8 @@
 //!
 //! Defaults follow Postfix where an operator would expect them (backoff 300 s doubling to
 //! 4000 s, five days' lifetime, 50 hops, 5 addresses and 2 sessions per attempt, 20
-//! connections per destination) and Exchange for the 4-hour delay notice. Every value is
+//! connections per destination, idle connections cached for 2 s and reused for at most
+//! 300 s) and Exchange for the 4-hour delay notice. Every value is
 //! checked by [`QueueConfig::problems`]; the binary reports the problems with their keys.
 //!
 //! No struct here uses `deny_unknown_fields`: the binary collects unknown keys itself.
@@ -50,9 +51,21 @@ pub struct QueueConfig {
     /// Largest original returned in full in a bounce (RET=FULL); larger ones return only
     /// their headers.
     pub bounce_max_full_size: usize,
-    /// Crashes while a message was in process before it goes to the poison queue
-    /// (Exchange PoisonThreshold), 1 to 10.
+    /// Crashes counted against a message before it goes to the poison queue (Exchange
+    /// PoisonThreshold), 1 to 10. Which message a crash is counted against is decided by
+    /// the evidence (docs/RELIABILITY.md, "Poison messages").
     pub poison_threshold: u32,
+    /// Seconds a run of Tern must have lasted before it probes the suspects of an earlier
+    /// crash (messages that were in process when the process died), 0 to 3600. A burst of
+    /// crashes from another cause (a restart loop, kill -9 after kill -9, the OOM killer)
+    /// then finds no probe to land on; a message that really crashes Tern is probed, and
+    /// crashes it, after this delay.
+    pub probe_delay_secs: u64,
+    /// Most suspects probed together, 1 to 1000 (1: strictly one at a time). A crash is
+    /// counted only against a suspect probed alone; a group in probe at a crash is probed
+    /// again in halves, so a message that kills Tern is isolated within about log2 of
+    /// this many more crashes, while innocent suspects are cleared this many at a time.
+    pub probe_group_size: usize,
 }
 
 impl Default for QueueConfig {
@@ -69,6 +82,8 @@ impl Default for QueueConfig {
             hop_limit: 50,
             bounce_max_full_size: 10 << 20,
             poison_threshold: 2,
+            probe_delay_secs: 10,
+            probe_group_size: 64,
         }
     }
 }
@@ -84,8 +99,17 @@ pub struct DeliveryConfig {
     pub max_addresses: usize,
     /// Sessions (greeted connections) per delivery attempt (Postfix smtp_mx_session_limit).
     pub max_sessions: usize,
-    /// Messages sent over one connection before it is closed.
+    /// Messages (transactions) sent over one connection before it is closed.
     pub max_messages_per_connection: u32,
+    /// Seconds after it was opened when a connection is no longer reused (Postfix
+    /// smtp_connection_reuse_time_limit).
+    pub max_connection_age_secs: u64,
+    /// Idle connections kept in the connection cache, all endpoints together; when it is
+    /// full, the one idle longest is closed to make room. 0 turns the cache off.
+    pub connection_cache_size: usize,
+    /// Seconds an idle connection waits in the cache for a job to its endpoint before it
+    /// is closed (Postfix smtp_connection_cache_time_limit).
+    pub connection_cache_idle_secs: u64,
     /// Extra CA certificates (PEM file) trusted for `tls = "verify"` routes, besides the
     /// built-in web PKI roots.
     pub ca_file: Option<std::path::PathBuf>,
@@ -110,6 +134,9 @@ impl Default for DeliveryConfig {
             max_addresses: 5,
             max_sessions: 2,
             max_messages_per_connection: 100,
+            max_connection_age_secs: 300,
+            connection_cache_size: 100,
+            connection_cache_idle_secs: 2,
             ca_file: None,
             connect_timeout_secs: 30,
             greeting_timeout_secs: 300,
@@ -176,6 +203,18 @@ impl QueueConfig {
                 message: "must be from 1 to 10".into(),
             });
         }
+        if !(1..=tern_spool::crash::MAX_PROBE_GROUP).contains(&self.probe_group_size) {
+            p.push(Problem {
+                key: "queue.probe_group_size".into(),
+                message: format!("must be from 1 to {}", tern_spool::crash::MAX_PROBE_GROUP),
+            });
+        }
+        if self.probe_delay_secs > 3600 {
+            p.push(Problem {
+                key: "queue.probe_delay_secs".into(),
+                message: "must be from 0 to 3600".into(),
+            });
+        }
         p
     }
 
@@ -218,6 +257,14 @@ impl DeliveryConfig {
             1,
         );
         for (key, v) in [
+            (
+                "delivery.max_connection_age_secs",
+                self.max_connection_age_secs,
+            ),
+            (
+                "delivery.connection_cache_idle_secs",
+                self.connection_cache_idle_secs,
+            ),
             ("delivery.connect_timeout_secs", self.connect_timeout_secs),
             ("delivery.greeting_timeout_secs", self.greeting_timeout_secs),
             ("delivery.command_timeout_secs", self.command_timeout_secs),
@@ -268,6 +315,7 @@ mod tests {
         assert!(DeliveryConfig::default().problems().is_empty());
         let bad = QueueConfig {
             max_concurrency: 0,
+            probe_delay_secs: 3601,
             min_backoff_secs: 10,
             max_backoff_secs: 5,
             ..QueueConfig::default()
@@ -275,5 +323,6 @@ mod tests {
         let keys: Vec<_> = bad.problems().into_iter().map(|p| p.key).collect();
         assert!(keys.contains(&"queue.max_concurrency".to_string()));
         assert!(keys.contains(&"queue.max_backoff_secs".to_string()));
+        assert!(keys.contains(&"queue.probe_delay_secs".to_string()));
     }
 }

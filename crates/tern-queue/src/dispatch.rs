@@ -1,11 +1,16 @@
 //! The scheduler's dispatch core, sans I/O: one queue of delivery jobs per next hop,
-//! the worker counts (total and per next hop), the "down until" marks, and the workers
-//! that wait with an open connection for another job to their next hop.
+//! the worker counts (total and per next hop), the "down until" marks and the
+//! administrators' suspensions.
 //!
-//! It is generic over the next hop `K`, the job `J` and the waiting worker `W` so that
-//! the same code runs in the scheduler (tokio oneshot senders) and in the
-//! schedule-exploration test (`dispatch_schedules.rs`, shuttle threads and
-//! channels), which drives it from many threads in every interleaving shuttle finds.
+//! It is generic over the next hop `K` and the job `J` so that the same code runs in the
+//! scheduler and in the schedule-exploration test (`dispatch_schedules.rs`, shuttle
+//! threads and channels), which drives it, together with the connection cache
+//! (`conncache.rs`), from many threads in every interleaving shuttle finds.
+//!
+//! Idle connections are not here: a worker that has nothing more for its next hop hands
+//! its connection to the connection cache and ends, so its slot is free at once. A slot
+//! is only ever held by a worker with a job; [`Dispatch::pump`] never looks at idle
+//! connections, so they cannot keep a destination waiting.
 //!
 //! Invariants (each method keeps them; the exploration test checks them):
 //! - `workers` is the number of workers started and not yet done; per next hop likewise.
@@ -16,11 +21,11 @@
 //! - A job is in exactly one place: a next hop's queue, handed to a waiting worker, or
 //!   returned to the caller (to start a worker, or to be answered because its next hop
 //!   is down or the queue is stopping). None is dropped here.
-//! - A waiter whose worker gave up (closed) is never given a job; a job offered to one
-//!   that closed meanwhile goes back to the front of its queue.
+//! - Work-conserving: after [`Dispatch::pump`], either every slot is taken or no job
+//!   that could start (its hop up, not suspended, below `max_dest`) is left queued.
 //!
 //! - A suspended next hop (an administrator's `suspend`) gets no new worker and gives
-//!   no job to a waiting one; a job for it is refused like one for a down hop, so the
+//!   no job to a worker that finished one; a job for it is refused like one for a down hop, so the
 //!   message waits in `deferred/` and nothing is lost. The mark stays until `resume`
 //!   (it is not persisted: a restart clears it).
 //!
@@ -29,16 +34,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::Instant;
-
-/// A worker waiting for another job to its next hop.
-pub(crate) trait Waiter<J> {
-    /// Hands `job` to the worker; gives it back if the worker is gone.
-    fn offer(self, job: J) -> Result<(), J>;
-    /// Tells the worker there is nothing more (it closes its connection).
-    fn dismiss(self);
-    /// The worker stopped waiting.
-    fn is_closed(&self) -> bool;
-}
 
 /// One next hop's state.
 struct Destination<J> {
@@ -94,22 +89,19 @@ pub(crate) struct MarkedDown<J> {
 }
 
 /// The dispatch state. See the module header.
-pub(crate) struct Dispatch<K, J, W> {
+pub(crate) struct Dispatch<K, J> {
     destinations: HashMap<K, Destination<J>>,
-    idle: HashMap<K, VecDeque<W>>,
     workers: usize,
 }
 
-impl<K, J, W> Dispatch<K, J, W>
+impl<K, J> Dispatch<K, J>
 where
     K: Hash + Eq + Clone,
-    W: Waiter<J>,
 {
     /// Empty: no jobs, no workers.
     pub(crate) fn new() -> Self {
         Dispatch {
             destinations: HashMap::new(),
-            idle: HashMap::new(),
             workers: 0,
         }
     }
@@ -131,6 +123,17 @@ where
         self.destinations.values().map(|d| d.jobs.len()).sum()
     }
 
+    /// Jobs that could start a worker now (hop up, not suspended, below `max_dest`):
+    /// after [`Dispatch::pump`], none while a slot is free (work-conserving).
+    #[cfg(test)]
+    pub(crate) fn startable_jobs(&self, max_dest: usize) -> usize {
+        self.destinations
+            .values()
+            .filter(|d| d.down_until.is_none() && !d.suspended && d.workers < max_dest)
+            .map(|d| d.jobs.len())
+            .sum()
+    }
+
     /// Queues a job for `hop`, unless the hop is down until later than `now`.
     pub(crate) fn enqueue(&mut self, hop: K, job: J, now: Instant) -> Result<(), (J, Refused)> {
         let d = self.destinations.entry(hop).or_default();
@@ -148,8 +151,8 @@ where
     }
 
     /// A worker of `hop` finished a job: the next job for it, if one waits and the hop is
-    /// not down. With `None` the caller parks the worker ([`Dispatch::park`]) or, when
-    /// stopping, dismisses it.
+    /// neither down nor suspended. With `None` the worker ends (its connection goes to
+    /// the connection cache) and its slot is free for any next hop.
     pub(crate) fn next_job(&mut self, hop: &K) -> Option<J> {
         self.destinations
             .get_mut(hop)
@@ -164,11 +167,6 @@ where
             .or_default()
             .jobs
             .push_front(job);
-    }
-
-    /// A worker of `hop` waits, connection open, for another job.
-    pub(crate) fn park(&mut self, hop: K, waiter: W) {
-        self.idle.entry(hop).or_default().push_back(waiter);
     }
 
     /// A worker of `hop` ended (its slot guard said so, also after a panic).
@@ -200,19 +198,14 @@ where
             .map(|d| d.down_reason.as_str())
     }
 
-    /// Suspends `hop` (an administrator's request): no new worker starts for it and its
-    /// waiting workers are dismissed. Returns whether it was not suspended before and the
-    /// jobs that were waiting, to be answered with a deferral.
+    /// Suspends `hop` (an administrator's request): no new worker starts for it and
+    /// workers that finish a job get no other. Returns whether it was not suspended
+    /// before and the jobs that were waiting, to be answered with a deferral.
     pub(crate) fn suspend(&mut self, hop: &K) -> (bool, Vec<J>) {
         let d = self.destinations.entry(hop.clone()).or_default();
         let newly = !d.suspended;
         d.suspended = true;
         let jobs = d.jobs.drain(..).collect();
-        if let Some(waiting) = self.idle.remove(hop) {
-            for w in waiting {
-                w.dismiss();
-            }
-        }
         (newly, jobs)
     }
 
@@ -274,23 +267,16 @@ where
             .min()
     }
 
-    /// Stopping: dismisses every waiting worker and returns every queued job (to be
-    /// answered with a deferral).
+    /// Stopping: returns every queued job (to be answered with a deferral).
     pub(crate) fn drain(&mut self) -> Vec<J> {
-        for (_, waiting) in self.idle.drain() {
-            for w in waiting {
-                w.dismiss();
-            }
-        }
         self.destinations
             .values_mut()
             .flat_map(|d| d.jobs.drain(..))
             .collect()
     }
 
-    /// Moves what can move at `now`: next hops whose down time passed come back, waiting
-    /// workers get their next hop's jobs first (their connection is open), then new
-    /// workers are counted in for jobs still queued, within `max_total` and `max_dest`.
+    /// Moves what can move at `now`: next hops whose down time passed come back, then
+    /// new workers are counted in for jobs queued, within `max_total` and `max_dest`.
     /// Returns the jobs that need a new worker, with their next hop.
     pub(crate) fn pump(&mut self, now: Instant, max_total: usize, max_dest: usize) -> Vec<(K, J)> {
         for d in self.destinations.values_mut() {
@@ -298,24 +284,6 @@ where
                 d.down_until = None;
             }
         }
-        for (hop, waiting) in &mut self.idle {
-            waiting.retain(|w| !w.is_closed());
-            let Some(d) = self.destinations.get_mut(hop) else {
-                continue;
-            };
-            while d.down_until.is_none()
-                && !d.suspended
-                && !d.jobs.is_empty()
-                && let Some(w) = waiting.pop_front()
-            {
-                let Some(job) = d.jobs.pop_front() else { break };
-                if let Err(job) = w.offer(job) {
-                    // That worker had just given up: keep the job for the next one.
-                    d.jobs.push_front(job);
-                }
-            }
-        }
-        self.idle.retain(|_, w| !w.is_empty());
         let mut start = Vec::new();
         for (hop, d) in &mut self.destinations {
             while self.workers < max_total
@@ -339,37 +307,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-    use std::rc::Rc;
+    use proptest::prelude::*;
     use std::time::Duration;
-
-    /// A waiter that records what it was given.
-    #[derive(Clone, Default)]
-    struct Probe {
-        got: Rc<RefCell<Vec<Option<u32>>>>,
-        closed: bool,
-    }
-
-    impl Waiter<u32> for Probe {
-        fn offer(self, job: u32) -> Result<(), u32> {
-            if self.closed {
-                return Err(job);
-            }
-            self.got.borrow_mut().push(Some(job));
-            Ok(())
-        }
-        fn dismiss(self) {
-            self.got.borrow_mut().push(None);
-        }
-        fn is_closed(&self) -> bool {
-            self.closed
-        }
-    }
 
     #[test]
     fn limits_hold_and_done_workers_free_their_slot() {
         let now = Instant::now();
-        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        let mut d: Dispatch<&str, u32> = Dispatch::new();
         for j in 0..5 {
             d.enqueue("a", j, now).unwrap();
             d.enqueue("b", 10 + j, now).unwrap();
@@ -386,27 +330,10 @@ mod tests {
     }
 
     #[test]
-    fn idle_workers_get_jobs_first_and_closed_ones_none() {
-        let now = Instant::now();
-        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
-        let gone = Probe {
-            closed: true,
-            ..Probe::default()
-        };
-        let open = Probe::default();
-        d.park("a", gone.clone());
-        d.park("a", open.clone());
-        d.enqueue("a", 7, now).unwrap();
-        assert!(d.pump(now, 10, 10).is_empty(), "the open waiter took it");
-        assert_eq!(*open.got.borrow(), vec![Some(7)]);
-        assert!(gone.got.borrow().is_empty());
-    }
-
-    #[test]
     fn a_down_hop_refuses_jobs_until_its_time_and_returns_queued_ones() {
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
-        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        let mut d: Dispatch<&str, u32> = Dispatch::new();
         d.enqueue("a", 1, now).unwrap();
         assert_eq!(d.down_count(), 0);
         let m = d.mark_down(&"a", later, "refused".into());
@@ -426,15 +353,12 @@ mod tests {
     #[test]
     fn a_suspended_hop_starts_nothing_refuses_jobs_and_resumes() {
         let now = Instant::now();
-        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
-        let w = Probe::default();
-        d.park("a", w.clone());
+        let mut d: Dispatch<&str, u32> = Dispatch::new();
         d.enqueue("a", 1, now).unwrap();
         d.enqueue("a", 2, now).unwrap();
         let (newly, jobs) = d.suspend(&"a");
         assert!(newly);
         assert_eq!(jobs, vec![1, 2], "waiting jobs come back to be deferred");
-        assert_eq!(*w.got.borrow(), vec![None], "the idle worker is let go");
         assert!(!d.suspend(&"a").0, "suspending twice is not new");
         assert_eq!(d.enqueue("a", 3, now), Err((3, Refused::Suspended)));
         assert!(d.pump(now, 10, 10).is_empty());
@@ -454,7 +378,7 @@ mod tests {
     fn clearing_a_down_mark_lets_jobs_in_again() {
         let now = Instant::now();
         let later = now + Duration::from_secs(600);
-        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
+        let mut d: Dispatch<&str, u32> = Dispatch::new();
         d.mark_down(&"a", later, "refused".into());
         assert!(d.enqueue("a", 1, now).is_err());
         let view = d.snapshot(now);
@@ -468,14 +392,124 @@ mod tests {
     }
 
     #[test]
-    fn drain_dismisses_waiters_and_returns_every_job() {
+    fn drain_returns_every_job() {
         let now = Instant::now();
-        let mut d: Dispatch<&str, u32, Probe> = Dispatch::new();
-        let w = Probe::default();
-        d.park("a", w.clone());
+        let mut d: Dispatch<&str, u32> = Dispatch::new();
         d.enqueue("b", 1, now).unwrap();
         d.enqueue("b", 2, now).unwrap();
         assert_eq!(d.drain(), vec![1, 2]);
-        assert_eq!(*w.got.borrow(), vec![None]);
+    }
+
+    #[test]
+    fn a_finished_worker_gets_its_hops_next_job_and_no_other() {
+        let now = Instant::now();
+        let mut d: Dispatch<&str, u32> = Dispatch::new();
+        d.enqueue("a", 1, now).unwrap();
+        assert_eq!(d.pump(now, 1, 1), vec![("a", 1)]);
+        d.enqueue("b", 2, now).unwrap();
+        assert!(d.pump(now, 1, 1).is_empty(), "the only slot is a's");
+        assert_eq!(d.next_job(&"a"), None, "nothing more for a");
+        // The worker of a ends (its connection goes to the cache): b starts at once.
+        d.worker_done(&"a");
+        assert_eq!(d.pump(now, 1, 1), vec![("b", 2)]);
+        d.enqueue("b", 3, now).unwrap();
+        assert_eq!(d.next_job(&"b"), Some(3), "same hop: handed over directly");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Enqueue(u8),
+        Done(u8),
+        Next(u8),
+        Down(u8),
+        Suspend(u8),
+        Resume(u8),
+        Tick,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u8..4).prop_map(Op::Enqueue),
+            4 => (0u8..4).prop_map(Op::Done),
+            3 => (0u8..4).prop_map(Op::Next),
+            1 => (0u8..4).prop_map(Op::Down),
+            1 => (0u8..4).prop_map(Op::Suspend),
+            1 => (0u8..4).prop_map(Op::Resume),
+            1 => Just(Op::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Random enqueues, finished jobs, hand-overs, down marks, suspensions and
+        /// time: the limits hold, every job is in exactly one place, and after every
+        /// pump either all slots are taken or nothing that could start is left queued
+        /// (work-conserving: nothing but the limits keeps a destination waiting).
+        #[test]
+        fn pump_is_work_conserving_within_the_limits(
+            ops in proptest::collection::vec(op(), 0..150),
+            max_total in 1usize..5,
+            max_dest in 1usize..4,
+        ) {
+            let base = Instant::now();
+            let mut now = base;
+            let mut d: Dispatch<u8, u32> = Dispatch::new();
+            // Jobs held by running workers, per hop (a worker holds one job).
+            let mut running: Vec<(u8, u32)> = Vec::new();
+            let (mut made, mut answered) = (0u32, 0usize);
+            for op in ops {
+                match op {
+                    Op::Enqueue(h) => {
+                        made += 1;
+                        if d.enqueue(h, made, now).is_err() {
+                            answered += 1;
+                        }
+                    }
+                    Op::Done(h) => {
+                        if let Some(i) = running.iter().position(|(rh, _)| *rh == h) {
+                            running.remove(i);
+                            answered += 1;
+                            d.worker_done(&h);
+                        }
+                    }
+                    Op::Next(h) => {
+                        if let Some(i) = running.iter().position(|(rh, _)| *rh == h) {
+                            answered += 1;
+                            match d.next_job(&h) {
+                                Some(j) => running[i].1 = j,
+                                None => {
+                                    running.remove(i);
+                                    d.worker_done(&h);
+                                }
+                            }
+                        }
+                    }
+                    Op::Down(h) => {
+                        answered += d.mark_down(&h, now + Duration::from_secs(5), "x".into()).jobs.len();
+                    }
+                    Op::Suspend(h) => answered += d.suspend(&h).1.len(),
+                    Op::Resume(h) => {
+                        d.resume(&h);
+                    }
+                    Op::Tick => now += Duration::from_secs(3),
+                }
+                for (h, j) in d.pump(now, max_total, max_dest) {
+                    running.push((h, j));
+                }
+                prop_assert!(d.workers() <= max_total);
+                prop_assert_eq!(d.workers(), running.len());
+                for h in 0..4u8 {
+                    prop_assert!(d.workers_of(&h) <= max_dest);
+                }
+                prop_assert!(
+                    d.workers() == max_total || d.startable_jobs(max_dest) == 0,
+                    "a free slot and a job that could use it"
+                );
+                // Every job made is answered, held by a worker, or queued.
+                prop_assert_eq!(
+                    made as usize,
+                    answered + running.len() + d.waiting_jobs()
+                );
+            }
+        }
     }
 }

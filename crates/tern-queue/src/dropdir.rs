@@ -25,7 +25,7 @@ pub(crate) async fn deliver(ctx: &Context, job: &Job, dir: &Path) -> JobResult {
     let msg = Arc::clone(&job.msg);
     let rcpts = job.rcpts.clone();
     let target = dir.to_path_buf();
-    let written = tokio::task::spawn_blocking(move || {
+    let written = crate::last_gasp::spawn_blocking(move || {
         tern_local::dropdir::write_message(&target, &msg.envelope, &rcpts, &msg.content)
     })
     .await;

@@ -15,10 +15,19 @@
 //!   like a crash, and the message is deferred (or poisoned at the threshold).
 //! - Each connection is a **delivery worker** ([`attempt`]): the scheduler starts one
 //!   when a next hop has jobs and free slots; it walks the MX list, delivers the job, then
-//!   asks for another job for the same next hop to reuse its connection. Its slot is
+//!   asks for another job for the same next hop to reuse its connection. When there is
+//!   none it hands the connection to the scheduler's **connection cache** (`conncache`,
+//!   by endpoint: address, port and TLS policy) and ends, so idle connections hold no
+//!   slot; a later worker for any next hop whose MX leads to that endpoint reuses it. Its slot is
 //!   returned by a guard's `Drop`, so a panic cannot leak it. Jobs for the local
 //!   transports (`maildir:<i>`, `lmtp:<i>` next hops) go through the same workers and
 //!   limits; [`local`] delivers them (Maildir files, or an LMTP session).
+//!
+//! - A death of the process is counted against a message only when the evidence points
+//!   at it ([`probe`]): the messages in process at that death are **suspects**, kept in
+//!   `active/` and probed one at a time by the scheduler (a durable probe mark per probe),
+//!   and a fatal signal leaves a **last gasp** naming the message its thread was
+//!   processing ([`last_gasp`]).
 //!
 //! Invariants:
 //! - A message is in exactly one state directory (moves are link, fsync, unlink: see
@@ -47,14 +56,17 @@ pub mod admin;
 pub mod attempt;
 mod budget;
 pub mod config;
+mod conncache;
 mod dispatch;
 #[cfg(test)]
 mod dispatch_schedules;
 mod dropdir;
 pub mod dsn;
 pub mod intake;
+mod last_gasp;
 pub mod local;
 pub mod message;
+mod probe;
 mod retries;
 pub mod scheduler;
 

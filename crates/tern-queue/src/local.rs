@@ -21,7 +21,8 @@
 //! LMTP results: one reply per mailbox after the data (RFC 2033), so one unknown user
 //! fails alone. A server that cannot be reached or does not greet defers the job and
 //! marks the next hop down, like an SMTP destination; a 4xx to MAIL defers it. The
-//! session is kept for the next job to the same next hop.
+//! session is kept for the next job to the same next hop, or in the connection cache
+//! (keyed by the server's endpoint) when none waits.
 //!
 //! Trust: mailboxes come from the operator's maps; the message content is written as
 //! stored and never interpreted.
@@ -42,9 +43,11 @@ use tern_watchdog::Heartbeat;
 
 use crate::Context;
 use crate::attempt::{
-    Addressee, Job, JobResult, RcptResult, Sent, SuccessNotice, local_reply, out_notify, send_on,
+    Addressee, Conn, EndpointKey, Job, JobResult, RcptResult, Sent, SuccessNotice, local_reply,
+    out_notify, send_on, take_cached,
 };
 use crate::budget;
+use crate::scheduler::QueueHandle;
 
 /// The failure of a recipient without a mailbox at delivery time.
 fn no_mailbox(ctx: &Context, job: &Job, address: &str) -> RcptResult {
@@ -102,7 +105,7 @@ pub(crate) async fn deliver_maildir(
         let to = delivered_to.clone();
         let local = Arc::clone(&job.local);
         let may_create = created < max_new;
-        let write = tokio::task::spawn_blocking(move || {
+        let write = crate::last_gasp::spawn_blocking(move || {
             let m = Message {
                 return_path: &msg.envelope.sender,
                 delivered_to: &to,
@@ -288,13 +291,16 @@ async fn endpoint(ctx: &Context, server: &LmtpServer) -> Result<Endpoint, String
     }
 }
 
-/// Delivers an `lmtp` job, reusing `session` when it is set. Returns the result and,
-/// when the server could not be reached or greeted, why the next hop is down.
+/// Delivers an `lmtp` job, on `conn` when the worker holds one (another job of this next
+/// hop, handed over with it), else on a connection from the cache or a new one. Returns
+/// the result and, when the server could not be reached or greeted, why the next hop is
+/// down. `conn` is left with the connection, when it may be reused.
 pub(crate) async fn deliver_lmtp(
     ctx: &Context,
+    handle: &QueueHandle,
     job: &Job,
     server: &LmtpServer,
-    session: &mut Option<SmtpSession>,
+    conn: &mut Option<Conn>,
     beat: &Heartbeat,
 ) -> (JobResult, Option<String>) {
     let (plan, mut outcomes) = lmtp_plan(ctx, job);
@@ -312,14 +318,13 @@ pub(crate) async fn deliver_lmtp(
             outcomes: std::mem::take(&mut outcomes),
         }
     };
-    if let Some(s) = session.as_mut() {
-        if let Ok(Sent::Final(r)) = send_on(ctx, job, &plan, s, &remote, beat).await {
+    if let Some(mut c) = conn.take() {
+        if let Ok(Sent::Final(r)) = send_on(ctx, job, &plan, &mut c.session, &remote, beat).await {
+            *conn = Some(c);
             return (finish(r), None);
         }
         // The kept connection went bad between messages: start afresh.
-        if let Some(s) = session.take() {
-            beat.bounded(budget::quit(ctx), s.quit()).await;
-        }
+        beat.bounded(budget::quit(ctx), c.session.quit()).await;
     }
     let target = match beat
         .bounded(budget::lookup(ctx, job), endpoint(ctx, server))
@@ -328,22 +333,32 @@ pub(crate) async fn deliver_lmtp(
         Ok(t) => t,
         Err(why) => return (finish(JobResult::deferred(&all, &why)), None),
     };
+    let key = EndpointKey::Lmtp(target.clone());
+    if let Some(mut c) = take_cached(handle, &key).await {
+        if let Ok(Sent::Final(r)) = send_on(ctx, job, &plan, &mut c.session, &remote, beat).await {
+            *conn = Some(c);
+            return (finish(r), None);
+        }
+        // Died while idle: connect afresh.
+        beat.bounded(budget::quit(ctx), c.session.quit()).await;
+    }
     let name = server.to_string();
     let connect = SmtpSession::connect_lmtp(&ctx.client, &target, &name);
-    let mut s = match beat.bounded(budget::connect(ctx), connect).await {
+    let s = match beat.bounded(budget::connect(ctx), connect).await {
         Ok(s) => s,
         Err(e) => {
             let why = format!("4.4.1 {remote}: {e}");
             return (finish(JobResult::deferred(&all, &why)), Some(why));
         }
     };
-    match send_on(ctx, job, &plan, &mut s, &remote, beat).await {
+    let mut c = Conn::new(key, s, &name);
+    match send_on(ctx, job, &plan, &mut c.session, &remote, beat).await {
         Ok(Sent::Final(r)) => {
-            *session = Some(s);
+            *conn = Some(c);
             (finish(r), None)
         }
         Ok(Sent::NextHost(why)) => {
-            beat.bounded(budget::quit(ctx), s.quit()).await;
+            beat.bounded(budget::quit(ctx), c.session.quit()).await;
             (
                 finish(JobResult::deferred(&all, &format!("4.4.2 {why}"))),
                 None,

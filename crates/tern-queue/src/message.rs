@@ -21,11 +21,16 @@
 //! Internal failures (issue 4): a panic anywhere in the task is caught at its boundary
 //! ([`spawn`]'s join), and a delivery worker that died holding one of its jobs (a panic
 //! there, or the watchdog aborting it) closes the job's channel. Both count as a crash of
-//! the message in its delivery record, exactly like a process crash found at start: below
+//! the message in its delivery record, like a death of the process that the evidence
+//! attributes to it (`probe`): below
 //! `queue.poison_threshold` the message is deferred with an internal-error status, at the
 //! threshold it goes to `poison/` (event 4012) and is never retried automatically. Every
 //! slot the task or worker held is returned by `Drop` (worker slot guard, file handles,
 //! job channels), so nothing else waits for it.
+//!
+//! Crash attribution: the task runs inside `last_gasp::processing` (a fatal signal on its
+//! thread names the message) and, for a suspect of an earlier crash, between its probe
+//! mark and the mark's removal (`probe`).
 //!
 //! Trust: the content is only scanned for `Received:` lines (bounded by the header
 //! section); recipients' domains come from envelopes the spool validated.
@@ -43,6 +48,8 @@ use tokio::task::AbortHandle;
 use crate::Context;
 use crate::attempt::{Job, JobResult, LoadedMessage, RcptResult, local_reply};
 use crate::dsn;
+use crate::last_gasp;
+use crate::probe::Probe;
 use crate::scheduler::{Cmd, QueueHandle};
 
 /// What the scheduler does with a message after its task.
@@ -61,6 +68,9 @@ pub(crate) enum Next {
         /// each (empty when the attempt did not get that far).
         hops: Vec<(NextHop, String)>,
     },
+    /// A probe that did not run to its end (cut at a stop, or its probe mark could not
+    /// be written): the message is still a suspect, in `active/` (see `probe`).
+    Unprobed,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -72,6 +82,12 @@ pub(crate) fn now_micros() -> i64 {
 
 /// Starts the task for message `id`, now in `state`. The scheduler is told when it ends,
 /// also when it panics (then the message stays in `active/` until the next start).
+///
+/// The task is polled inside `last_gasp::processing`, so a fatal signal on its thread
+/// names the message. With `probe` (a suspect, member of that probe group, see `probe`),
+/// nothing is done to the message before the group's probe mark is on disk, and its
+/// `done` is written after its processing ended, however it ended, except when it was cut
+/// at a stop (it stays a suspect).
 pub(crate) fn spawn(
     ctx: Arc<Context>,
     handle: QueueHandle,
@@ -79,20 +95,39 @@ pub(crate) fn spawn(
     state: QueueState,
     unsaved: Option<Box<DeliveryRecord>>,
     stop: watch::Receiver<bool>,
+    probe: Option<Arc<Probe>>,
 ) -> AbortHandle {
-    let inner = tokio::spawn(run(ctx.clone(), handle.clone(), id, state, unsaved, stop));
+    let work = {
+        let (ctx, handle, probe) = (ctx.clone(), handle.clone(), probe.clone());
+        async move {
+            if let Some(p) = &probe
+                && !p.mark(&ctx).await
+            {
+                return Next::Unprobed;
+            }
+            run(ctx, handle, id, state, unsaved, stop).await
+        }
+    };
+    let started = Instant::now();
+    let inner = tokio::spawn(last_gasp::processing(id, work));
     let abort = inner.abort_handle();
     tokio::spawn(async move {
         let next = match inner.await {
             Ok(next) => next,
             // Cancelled: the queue is stopping (grace period over); the message stays in
-            // `active/`, and the shutdown moves it back to `incoming/`.
+            // `active/`, and the shutdown moves it back to `incoming/` (a suspect stays).
+            Err(e) if e.is_cancelled() && probe.is_some() => Next::Unprobed,
             Err(e) if e.is_cancelled() => Next::Done,
             Err(e) => {
                 let text = panic_text(e.into_panic());
                 internal_failure(&ctx, id, "message task", &text).await
             }
         };
+        if let Some(p) = &probe
+            && !matches!(next, Next::Unprobed)
+        {
+            p.unmark(&ctx, id, &next, started).await;
+        }
         handle.send(Cmd::MessageDone { id, next });
     });
     abort
@@ -172,7 +207,7 @@ async fn hold_without_record(ctx: &Context, id: QueueId) -> Next {
 /// delivered again (the at-least-once window of one attempt).
 async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) -> Next {
     let spool = ctx.spool.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
+    let loaded = last_gasp::spawn_blocking(move || {
         let rec = spool.read_record(id)?;
         let n = match &rec {
             Some(r) => r.recipients.len(),
@@ -331,11 +366,9 @@ pub(crate) fn received_count(content: &[u8]) -> usize {
     n
 }
 
-/// The domain of an address (after the last `@`), lower-cased.
+/// The domain of an address (after the last `@`, `""` without one), lower-cased.
 pub(crate) fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map_or(String::new(), |(_, d)| d.to_ascii_lowercase())
+    tern_proto::address::domain_of(address).to_ascii_lowercase()
 }
 
 async fn run(
@@ -360,7 +393,7 @@ async fn run(
         }
     }
     let sp = spool.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
+    let loaded = last_gasp::spawn_blocking(move || {
         let m = sp.read(QueueState::Active, id)?;
         let rec = sp.read_record(id);
         Ok::<_, SpoolError>((m, rec))
@@ -416,6 +449,7 @@ async fn run(
     #[cfg(feature = "fault-injection")]
     {
         fault_injection::maybe_abort(&msg.content);
+        fault_injection::maybe_kill(&msg.content);
         fault_injection::maybe_panic("load", &msg.content);
     }
     let runtime = ctx.runtime.load_full();
@@ -949,15 +983,29 @@ pub(crate) mod fault_injection {
     }
 
     /// Aborts the process when the content contains the bytes in the environment
-    /// variable `TERN_FAULT_ABORT_ON`.
+    /// variable `TERN_FAULT_ABORT_ON` (SIGABRT: the last gasp names the message).
     pub(super) fn maybe_abort(content: &[u8]) {
-        let Some(pattern) = std::env::var_os("TERN_FAULT_ABORT_ON") else {
-            return;
-        };
-        let pattern = pattern.as_encoded_bytes();
-        if !pattern.is_empty() && content.windows(pattern.len()).any(|w| w == pattern) {
+        if contains_var(content, "TERN_FAULT_ABORT_ON") {
             std::process::abort();
         }
+    }
+
+    /// Kills the process with SIGKILL, as the OOM killer would, when the content contains
+    /// the bytes in the environment variable `TERN_FAULT_KILL_ON`: no last gasp, so only
+    /// the probe mark (or the message being alone in process) can point at it.
+    pub(super) fn maybe_kill(content: &[u8]) {
+        if contains_var(content, "TERN_FAULT_KILL_ON") {
+            crate::last_gasp::kill_self();
+        }
+    }
+
+    /// Whether the content contains the (non-empty) bytes of the environment variable.
+    fn contains_var(content: &[u8], var: &str) -> bool {
+        let Some(pattern) = std::env::var_os(var) else {
+            return false;
+        };
+        let pattern = pattern.as_encoded_bytes();
+        !pattern.is_empty() && content.windows(pattern.len()).any(|w| w == pattern)
     }
 }
 

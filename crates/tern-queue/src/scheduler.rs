@@ -2,21 +2,28 @@
 //!
 //! It keeps:
 //! - `backlog`: messages to load (new ones from the intake, deferred ones whose retry time
-//!   came, and what was in `incoming/` and `active/` at start), loaded at most
-//!   `max_active_messages` at a time so memory stays bounded whatever the queue size;
+//!   came, and what was in `incoming/` at start), loaded at most `max_active_messages` at
+//!   a time so memory stays bounded whatever the queue size;
+//! - `suspects`: what was in `active/` at start (in process when the previous run died),
+//!   probed a group at a time beside the normal flow once the run has lasted
+//!   `probe_delay_secs` (`probe`); a suspect is in none of the other collections;
 //! - `retries`: messages waiting for a retry, by due time (`retries.rs`);
 //! - `destinations`: per next hop, the jobs waiting, the workers running and whether the
 //!   destination is down. A job for a destination that is down is answered at once with a
 //!   deferral (no connection is tried), so a dead destination costs nothing and slows no
 //!   other.
 //!
-//! - `idle`: workers that finished a job and keep their connection open for a moment
-//!   (`attempt::IDLE_TIME`, like Postfix's connection cache) in case another job for the
-//!   same next hop comes; they get such jobs before any new worker is started.
+//! - `cache`: idle connections (`conncache.rs`, like Postfix's `scache`), by endpoint. A
+//!   worker that finished a job gets the next job for its next hop at once, or hands its
+//!   connection to the cache and ends, freeing its slot; a worker looking for a
+//!   connection to an address takes one from here first. Idle connections hold no slot.
 //!
-//! Invariants: a message id is in at most one of `backlog`, `retries` and `running`; the
-//! per-destination and total worker counts only change here, on `WorkerStarted` (here)
-//! and `WorkerDone` (sent by the worker's slot guard on drop, so also after a panic).
+//! Invariants: a message id is in at most one of `backlog`, `retries` and `running` (and a
+//! waiting suspect in none of them); the per-destination and total worker counts only
+//! change here, when `pump` starts a worker, on `WorkerDone` (sent by the worker's slot
+//! guard on drop, so also after a panic), and on a `NextJob` with nothing more for the
+//! worker's next hop (the worker handed its slot guard in with it; the scheduler disarms
+//! it and counts the worker done itself, so each worker is counted done exactly once).
 //!
 //! Watchdog: the heartbeat `queue.scheduler` counts commands sent and not yet received
 //! as work waiting (the senders add, so a scheduler that stops receiving is seen as
@@ -43,30 +50,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Context;
-use crate::attempt::{self, Job, JobResult};
-use crate::dispatch::{Dispatch, Refused, Waiter};
+use crate::attempt::{self, Conn, EndpointKey, Handoff, Job, JobResult, Slot};
+use crate::conncache::{ConnCache, Parked};
+use crate::dispatch::{Dispatch, Refused};
 use crate::message::{self, Next};
+use crate::probe::{self, ActiveMessage, ProbeLog, Suspects};
 use crate::retries::Retries;
-
-/// A worker waiting for its next job is the sending end of its reply channel.
-impl Waiter<Job> for oneshot::Sender<Option<Job>> {
-    fn offer(self, job: Job) -> Result<(), Job> {
-        match self.send(Some(job)) {
-            Ok(()) => Ok(()),
-            Err(Some(job)) => Err(job),
-            // Unreachable (we sent `Some`); nothing to give back.
-            Err(None) => Ok(()),
-        }
-    }
-
-    fn dismiss(self) {
-        let _ = self.send(None);
-    }
-
-    fn is_closed(&self) -> bool {
-        oneshot::Sender::is_closed(self)
-    }
-}
 
 /// What the other tasks tell the scheduler.
 pub(crate) enum Cmd {
@@ -74,10 +63,18 @@ pub(crate) enum Cmd {
     Submit(QueueId),
     /// A message task has a job for a next hop.
     Enqueue(Job),
-    /// A worker finished a job and can take another for the same next hop.
+    /// A worker finished a job and can take another for the same next hop, on `conn`
+    /// (its connection, when it may be reused). It hands in its slot: given back with
+    /// the next job, or released at once. Answered at once.
     NextJob {
-        hop: NextHop,
-        reply: oneshot::Sender<Option<Job>>,
+        slot: Slot,
+        conn: Option<Conn>,
+        reply: oneshot::Sender<Handoff>,
+    },
+    /// A worker asks for an idle connection to `key` from the cache.
+    TakeConn {
+        key: EndpointKey,
+        reply: oneshot::Sender<Option<Conn>>,
     },
     /// A worker ended (sent by its slot guard). `down` is set when every host of the
     /// destination failed to connect or greet.
@@ -234,7 +231,10 @@ impl QueueHandle {
 /// The running queue.
 pub struct Queue {
     handle: QueueHandle,
-    task: JoinHandle<()>,
+    /// The scheduler; it ends with the suspects still waiting.
+    task: JoinHandle<HashSet<QueueId>>,
+    /// This run's probe journal (`None` when it could not be made).
+    probes: Option<Arc<ProbeLog>>,
 }
 
 /// Creates the channel first, so the intake can hold a handle before the queue starts.
@@ -258,8 +258,10 @@ pub struct QueueReceiver {
 }
 
 impl Queue {
-    /// Scans the spool (incoming and active first, then deferred with their retry times)
-    /// and starts scheduling. Blocking work (the scan) runs on a blocking thread.
+    /// Scans the spool (active, incoming, then deferred with their retry times), judges
+    /// how the previous run ended (`probe::recover`: crashes counted, suspects lined up,
+    /// this run's probe journal and last gasp prepared) and starts scheduling. Blocking
+    /// work (the scan, the evidence) runs on blocking threads.
     pub async fn start(ctx: Arc<Context>, receiver: QueueReceiver) -> Result<Queue, SpoolError> {
         let spool = ctx.spool.clone();
         let routes = Arc::clone(&ctx.runtime.load().routes);
@@ -270,7 +272,14 @@ impl Queue {
             tx: receiver.tx.clone(),
             beat: receiver.beat.clone(),
         };
+        // What was in process when the previous run died: suspects, and the crashes the
+        // evidence attributes, counted before anything else happens (`probe`).
+        let recovered = probe::recover(&ctx, scan.active).await;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let cache = ConnCache::new(
+            ctx.delivery.connection_cache_size,
+            Duration::from_secs(ctx.delivery.connection_cache_idle_secs),
+        );
         let mut sched = Scheduler {
             ctx,
             handle: handle.clone(),
@@ -279,29 +288,18 @@ impl Queue {
             retries: Retries::default(),
             running: HashMap::new(),
             dispatch: Dispatch::new(),
+            cache,
             next_worker: 0,
             beat: receiver.beat.clone(),
             stopping: None,
             stop_tx,
             stop_rx,
+            suspects: recovered.suspects,
         };
+        for id in scan.incoming {
+            sched.push_backlog(id, QueueState::Incoming);
+        }
         let now = Instant::now();
-        let mut counted = false;
-        for (id, state, recipients) in scan.ready {
-            if state == QueueState::Active {
-                counted = true;
-                if crash_accounting(&sched.ctx, id, recipients).await == Crash::Poisoned {
-                    continue;
-                }
-            }
-            sched.push_backlog(id, state);
-        }
-        if counted {
-            // The same message may crash the process again in a moment: get the crash
-            // events onto disk first.
-            let events = sched.ctx.events.clone();
-            let _ = tokio::task::spawn_blocking(move || events.flush(Duration::from_secs(2))).await;
-        }
         for (id, due, hops) in scan.deferred {
             sched
                 .retries
@@ -309,7 +307,11 @@ impl Queue {
             sched.queued_ids.insert(id);
         }
         let task = tokio::spawn(sched.run(receiver.rx));
-        Ok(Queue { handle, task })
+        Ok(Queue {
+            handle,
+            task,
+            probes: recovered.log,
+        })
     }
 
     /// A handle for submitting messages.
@@ -319,101 +321,43 @@ impl Queue {
 
     /// Stops scheduling, lets deliveries in progress finish within the grace period
     /// (`Context::shutdown_grace`), then cuts the rest. Messages cut are moved from
-    /// `active/` back to `incoming/`, so the next start does not count them as crashes;
-    /// they are delivered then (a delivery cut after the peer took it is the duplicate
-    /// window).
+    /// `active/` back to `incoming/`; they are delivered at the next start (a delivery
+    /// cut after the peer took it is the duplicate window). Suspects not yet cleared by
+    /// their probe stay in `active/` for the next start's line. Then the probe journal
+    /// records the clean stop, so the next start counts no crash. If the scheduler itself
+    /// died, nothing is moved and no clean stop is recorded: the next start judges it
+    /// like any death.
     pub async fn shutdown(self, ctx: &Context) {
         let (tx, rx) = oneshot::channel();
         self.handle.send(Cmd::Shutdown(tx));
         let _ = rx.await;
-        let _ = self.task.await;
+        let Ok(suspects) = self.task.await else {
+            return;
+        };
         let spool = ctx.spool.clone();
         let left = tokio::task::spawn_blocking(move || spool.list(Some(QueueState::Active)))
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        for m in left {
+        for m in left.into_iter().filter(|m| !suspects.contains(&m.id)) {
             let _ = ctx
                 .spool
                 .move_to(m.id, QueueState::Active, QueueState::Incoming)
                 .await;
         }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Crash {
-    Counted,
-    Poisoned,
-}
-
-/// A message found in `active/` at start was being processed when the process died
-/// (a clean stop moves such messages back to `incoming/`): count the crash in its
-/// record, durably, and at the threshold move it to `poison/` (never retried
-/// automatically). A record that cannot be read quarantines the message.
-async fn crash_accounting(ctx: &Context, id: QueueId, recipients: usize) -> Crash {
-    let spool = &ctx.spool;
-    let mut record = match spool.read_record(id) {
-        Ok(Some(r)) => r,
-        Ok(None) => tern_spool::DeliveryRecord::new(id, recipients),
-        // Not a record at all: the spool sets it aside and holds the message (event
-        // 3010); it is not scheduled.
-        Err(SpoolError::Corrupt(tern_spool::CorruptReason::RecordNotAFile)) => {
-            let _ = spool.hold_without_record(id, QueueState::Active).await;
-            return Crash::Poisoned;
-        }
-        Err(SpoolError::Corrupt(reason)) => {
-            let _ = spool.quarantine_message(QueueState::Active, id, &reason);
-            return Crash::Poisoned;
-        }
-        Err(e) => {
-            ctx.events.emit(
-                &catalog::QUEUE_ERROR,
-                fields!("queue_id" => id, "op" => "read record", "error" => e),
-            );
-            return Crash::Counted;
-        }
-    };
-    record.crashes = record.crashes.saturating_add(1);
-    let threshold = ctx.runtime.load().queue.poison_threshold;
-    if let Err(e) = spool.write_record(&record).await {
-        ctx.events.emit(
-            &catalog::QUEUE_ERROR,
-            fields!("queue_id" => id, "op" => "write record", "error" => e),
-        );
-    }
-    ctx.events.emit(
-        &catalog::QUEUE_CRASH_COUNTED,
-        fields!("queue_id" => id, "crashes" => record.crashes, "threshold" => threshold),
-    );
-    if record.crashes < threshold {
-        return Crash::Counted;
-    }
-    match spool
-        .move_to(id, QueueState::Active, QueueState::Poison)
-        .await
-    {
-        Ok(()) => {
-            ctx.events.emit(
-                &catalog::QUEUE_POISONED,
-                fields!("queue_id" => id, "crashes" => record.crashes),
-            );
-            Crash::Poisoned
-        }
-        Err(e) => {
-            ctx.events.emit(
-                &catalog::QUEUE_ERROR,
-                fields!("queue_id" => id, "op" => "move to poison", "error" => e),
-            );
-            Crash::Poisoned
+        if let Some(log) = &self.probes {
+            log.stopped(ctx).await;
         }
     }
 }
 
 struct Scan {
-    /// Messages to process: id, state, number of recipients.
-    ready: Vec<(QueueId, QueueState, usize)>,
+    /// Messages in `active/`: in process when the previous run ended (or suspects it
+    /// left), with their crash counts.
+    active: Vec<ActiveMessage>,
+    /// Messages in `incoming/`.
+    incoming: Vec<QueueId>,
     /// Deferred messages: id, due time, the next hops their waiting recipients go to
     /// (with the current routes) and their last deferral.
     deferred: Vec<(QueueId, Instant, Vec<HopError>)>,
@@ -459,13 +403,25 @@ fn initial_scan(
     spool: &tern_spool::Spool,
     routes: &tern_route::RoutingTable,
 ) -> Result<Scan, SpoolError> {
-    let mut ready = Vec::new();
-    for state in [QueueState::Active, QueueState::Incoming] {
-        for m in spool.list(Some(state))? {
-            let n = m.envelope.as_ref().map_or(0, |e| e.recipients.len());
-            ready.push((m.id, state, n));
-        }
+    let mut active = Vec::new();
+    for m in spool.list(Some(QueueState::Active))? {
+        // A record that cannot be read is dealt with when the message is loaded.
+        let crashes = spool
+            .read_record(m.id)
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.crashes);
+        active.push(ActiveMessage {
+            id: m.id,
+            recipients: m.envelope.as_ref().map_or(0, |e| e.recipients.len()),
+            crashes,
+        });
     }
+    let incoming = spool
+        .list(Some(QueueState::Incoming))?
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     let now_micros = message::now_micros();
     let now = Instant::now();
     let mut deferred = Vec::new();
@@ -480,7 +436,11 @@ fn initial_scan(
         let hops = waiting_hops(routes, m.envelope.as_ref(), record.as_ref());
         deferred.push((m.id, now + Duration::from_micros(wait), hops));
     }
-    Ok(Scan { ready, deferred })
+    Ok(Scan {
+        active,
+        incoming,
+        deferred,
+    })
 }
 
 struct Scheduler {
@@ -491,20 +451,24 @@ struct Scheduler {
     queued_ids: HashSet<QueueId>,
     retries: Retries,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
-    /// Jobs per next hop, worker counts, down marks, and the workers that finished a
-    /// job and wait (with their connection open) for another job to the same next hop;
-    /// each gives up after `attempt::IDLE_TIME`.
-    dispatch: Dispatch<NextHop, Job, oneshot::Sender<Option<Job>>>,
+    /// Jobs per next hop, worker counts, down marks, suspensions.
+    dispatch: Dispatch<NextHop, Job>,
+    /// Idle connections by endpoint, bounded in number and idle time.
+    cache: ConnCache<EndpointKey, Conn>,
     /// Number of the next delivery worker (for its heartbeat's name).
     next_worker: u64,
     beat: Heartbeat,
     stopping: Option<(Instant, oneshot::Sender<()>)>,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
+    /// Messages that were in process when an earlier run died, probed one at a time
+    /// (`probe`); never in `backlog` or `retries` while they are suspects.
+    suspects: Suspects,
 }
 
 impl Scheduler {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    /// The scheduler's loop; returns the suspects still waiting when it ends.
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) -> HashSet<QueueId> {
         loop {
             self.beat.busy(true);
             self.pump();
@@ -546,13 +510,16 @@ impl Scheduler {
         if let Some((_, reply)) = self.stopping.take() {
             let _ = reply.send(());
         }
+        self.suspects.all()
     }
 
     fn next_wake(&self) -> Option<Instant> {
         let retry = self.retries.next_due();
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self.dispatch.next_up();
-        [retry, stop, down].into_iter().flatten().min()
+        let probe = self.suspects.next_due();
+        let idle = self.cache.next_expiry();
+        [retry, stop, down, probe, idle].into_iter().flatten().min()
     }
 
     fn handle_cmd(&mut self, cmd: Cmd) {
@@ -560,27 +527,68 @@ impl Scheduler {
             Cmd::Submit(id) => self.push_backlog(id, QueueState::Incoming),
             Cmd::Enqueue(job) => self.enqueue(job),
             Cmd::Released(id) => {
-                if !self.running.contains_key(&id) && !self.queued_ids.contains(&id) {
+                if !self.running.contains_key(&id)
+                    && !self.queued_ids.contains(&id)
+                    && !self.suspects.contains(id)
+                {
                     self.ctx
                         .events
                         .emit(&catalog::QUEUE_RELEASED, fields!("queue_id" => id));
                     self.push_backlog(id, QueueState::Deferred);
                 }
             }
-            Cmd::NextJob { hop, reply } => {
-                if self.stopping.is_some() {
-                    reply.dismiss();
-                    return;
-                }
-                match self.dispatch.next_job(&hop) {
-                    Some(job) => {
-                        if let Err(job) = reply.offer(job) {
-                            // The worker is gone: put the job back at the front.
-                            self.dispatch.put_back(hop, job);
+            Cmd::NextJob { slot, conn, reply } => {
+                let next = match self.stopping {
+                    Some(_) => None,
+                    None => self.dispatch.next_job(slot.hop()),
+                };
+                let answer = match next {
+                    Some(job) => Handoff::Job(job, conn, slot),
+                    // Nothing for this next hop: the connection waits in the cache, the
+                    // worker ends, and its slot is free for any destination now (the
+                    // pump that follows this command can use it). While stopping, the
+                    // worker keeps the slot until its QUIT is done.
+                    None => {
+                        let close = conn.and_then(|c| self.park(c));
+                        let slot = match self.stopping {
+                            Some(_) => Some(slot),
+                            None => {
+                                self.dispatch.worker_done(&slot.release());
+                                None
+                            }
+                        };
+                        Handoff::Done { close, slot }
+                    }
+                };
+                match reply.send(answer) {
+                    Ok(()) => {}
+                    // The worker is gone: its job goes back to the front of its queue
+                    // (its slot's `Drop` counts it done).
+                    Err(Handoff::Job(job, conn, slot)) => {
+                        self.dispatch.put_back(slot.hop().clone(), job);
+                        if let Some(c) = conn {
+                            attempt::close_in_background(c);
                         }
                     }
-                    // Nothing now: the worker keeps its connection and waits a moment.
-                    None => self.dispatch.park(hop, reply),
+                    Err(Handoff::Done { close, .. }) => {
+                        if let Some(c) = close {
+                            attempt::close_in_background(c);
+                        }
+                    }
+                }
+            }
+            Cmd::TakeConn { key, reply } => {
+                let now = Instant::now();
+                self.expire_idle(now);
+                let found = match self.stopping {
+                    Some(_) => None,
+                    None => self.cache.take(&key, now),
+                };
+                if let Err(Some(conn)) = reply.send(found) {
+                    // The worker is gone: the connection goes back.
+                    if let Some(close) = self.park(conn) {
+                        attempt::close_in_background(close);
+                    }
                 }
             }
             Cmd::WorkerDone { hop, down } => {
@@ -591,6 +599,7 @@ impl Scheduler {
             }
             Cmd::MessageDone { id, next } => {
                 self.running.remove(&id);
+                self.suspects.ended(id, &next);
                 match next {
                     Next::Retry {
                         due,
@@ -598,7 +607,7 @@ impl Scheduler {
                         record,
                         hops,
                     } => self.schedule_retry(due, id, state, record, hops),
-                    Next::Done => {}
+                    Next::Done | Next::Unprobed => {}
                 }
             }
             Cmd::Destinations(reply) => {
@@ -634,6 +643,9 @@ impl Scheduler {
                     let result = JobResult::deferred_all(&job, "4.3.2 Tern is shutting down");
                     job.answer(result);
                 }
+                for conn in self.cache.drain() {
+                    attempt::close_in_background(conn);
+                }
             }
         }
     }
@@ -657,6 +669,13 @@ impl Scheduler {
         if self.running.contains_key(&id) {
             let _ = reply.send(Err(AdminRefusal::Conflict(format!(
                 "cannot {} {id} now: it is being processed (active); try again when it waits in deferred",
+                action.as_str()
+            ))));
+            return;
+        }
+        if self.suspects.contains(id) {
+            let _ = reply.send(Err(AdminRefusal::Conflict(format!(
+                "cannot {} {id} now: it was in process when Tern died and waits in active for its probe (events 4015, 4016); try again when it waits in deferred",
                 action.as_str()
             ))));
             return;
@@ -880,13 +899,55 @@ impl Scheduler {
         }
     }
 
+    /// Keeps `conn` in the connection cache (parked now); returns the connection to
+    /// close: the one idle longest when the cache was full, or `conn` itself when the
+    /// cache is off or the queue is stopping.
+    fn park(&mut self, conn: Conn) -> Option<Conn> {
+        if self.stopping.is_some() {
+            return Some(conn);
+        }
+        match self.cache.park(conn.key.clone(), conn, Instant::now()) {
+            Parked::Kept { evicted: None } => None,
+            Parked::Kept {
+                evicted: Some(oldest),
+            } => {
+                self.ctx.events.emit(
+                    &catalog::DELIVERY_CONNECTION_CACHE_FULL,
+                    fields!(
+                        "endpoint" => oldest.key,
+                        "host" => oldest.remote(),
+                        "size" => self.ctx.delivery.connection_cache_size,
+                    ),
+                );
+                Some(oldest)
+            }
+            Parked::Refused(conn) => Some(conn),
+        }
+    }
+
+    /// Closes the cached connections idle for their idle time at `now`.
+    fn expire_idle(&mut self, now: Instant) {
+        for (key, conn) in self.cache.expire(now) {
+            self.ctx.events.emit(
+                &catalog::DELIVERY_CONNECTION_IDLE_CLOSED,
+                fields!(
+                    "endpoint" => key,
+                    "host" => conn.remote(),
+                    "transactions" => conn.session.transactions(),
+                ),
+            );
+            attempt::close_in_background(conn);
+        }
+    }
+
     /// Starts what can start: due retries into the backlog, messages from the backlog,
-    /// workers for destinations with jobs.
+    /// workers for destinations with jobs; closes idle connections whose time is over.
     fn pump(&mut self) {
         if self.stopping.is_some() {
             return;
         }
         let now = Instant::now();
+        self.expire_idle(now);
         while let Some((id, state)) = self.retries.pop_due(now) {
             self.backlog.push_back((id, state));
         }
@@ -903,8 +964,26 @@ impl Scheduler {
                 state,
                 self.retries.take_unsaved(id),
                 self.stop_rx.clone(),
+                None,
             );
             self.running.insert(id, task);
+        }
+        // One probe group at a time, beside the normal flow (at most
+        // `probe_group_size` messages over `max_active_messages`, so a full queue never
+        // starves the line).
+        if let Some((ids, probe)) = self.suspects.start_next(now) {
+            for id in ids {
+                let task = message::spawn(
+                    Arc::clone(&self.ctx),
+                    self.handle.clone(),
+                    id,
+                    QueueState::Active,
+                    None,
+                    self.stop_rx.clone(),
+                    Some(Arc::clone(&probe)),
+                );
+                self.running.insert(id, task);
+            }
         }
         let start = self.dispatch.pump(
             now,

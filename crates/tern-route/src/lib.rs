@@ -53,6 +53,7 @@
 //! checked completely (a `reject` reply text is sent verbatim, so it must be printable
 //! ASCII).
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod dns;

@@ -24,6 +24,8 @@
 //! restarted: the loop owns the listening socket and the set of its sessions, and
 //! aborting it would cut every session of the listener.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod limits;
 pub mod rdns;

@@ -133,8 +133,9 @@ impl QueueId {
         i64::try_from(self.0 >> LOW_BITS).unwrap_or(i64::MAX)
     }
 
-    /// The text form as ASCII bytes.
-    fn to_ascii(self) -> [u8; QUEUE_ID_LEN] {
+    /// The text form as ASCII bytes. Pure arithmetic on a stack array: no allocation, no
+    /// lock, no panic, so it may be called from a signal handler (the last-gasp record).
+    pub fn to_ascii(self) -> [u8; QUEUE_ID_LEN] {
         let mut out = [0u8; QUEUE_ID_LEN];
         let mut v = self.0;
         for slot in out.iter_mut().rev() {

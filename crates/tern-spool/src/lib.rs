@@ -6,6 +6,8 @@
 //! ```text
 //! <dir>/spool.lock   exclusive flock of the one read-write user
 //! <dir>/spool.key    secret key authenticating segment frames (mode 0600, never shown)
+//! <dir>/probe        the probe journal of the run holding the lock (`crash`)
+//! <dir>/last-gasp    what a dying run was processing, written by its signal handler
 //! <dir>/tmp/         messages being written; never a queue state
 //! <dir>/incoming/    committed, not yet picked up by the scheduler
 //! <dir>/active/      being delivered
@@ -35,8 +37,12 @@
 //! (bounded lengths, checksums, strict layout) before use.
 
 #![warn(missing_docs)]
+// The few system calls the standard library lacks live in `store::sys`, the only module
+// allowed `unsafe`.
+#![deny(unsafe_code)]
 
 pub mod backpressure;
+pub mod crash;
 pub mod envelope;
 mod error;
 pub mod format;
@@ -64,8 +70,8 @@ pub use intake::{MessageDraft, MessageIntake};
 pub use record::{AttemptEntry, DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
 pub use store::{
-    CommitMode, DELETABLE, DiskSpace, ListedMessage, MessageWriter, PeekedMessage, RELEASABLE,
-    RecoveryReport, Spool, StoredMessage, SyncStats,
+    CommitMode, CrashEvidence, DELETABLE, DiskSpace, JournalRead, ListedMessage, MessageWriter,
+    PeekedMessage, ProbeJournal, RELEASABLE, RecoveryReport, Spool, StoredMessage, SyncStats,
 };
 
 /// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.

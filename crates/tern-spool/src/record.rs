@@ -60,10 +60,17 @@ pub struct DeliveryRecord {
     /// The last error that concerned the whole message (no route, connection failures).
     #[serde(default)]
     pub last_error: Option<String>,
-    /// Times the process died while this message was being processed (it was found in
-    /// `active/` at start). At the poison threshold the message goes to `poison/`.
+    /// Crashes counted against this message: deaths of the process that the evidence
+    /// attributed to it (its probe was running, a last gasp named it, or it was alone in
+    /// process; see docs/RELIABILITY.md) and panics of its processing. At the poison
+    /// threshold the message goes to `poison/`.
     #[serde(default)]
     pub crashes: u32,
+    /// The run (a random number each start of the queue draws, see [`crate::crash`])
+    /// whose death was last counted in `crashes`: a start cut short after it counted a
+    /// crash, and repeated, does not count the same crash twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_run: Option<u64>,
     /// One entry per envelope recipient, in envelope order. Invariant: same length as
     /// the envelope's recipient list (checked by the queue when it loads both).
     pub recipients: Vec<RecipientRecord>,
@@ -144,6 +151,7 @@ impl DeliveryRecord {
             delay_notice_sent: false,
             last_error: None,
             crashes: 0,
+            crash_run: None,
             recipients: vec![RecipientRecord::default(); recipients],
         }
     }
@@ -220,6 +228,8 @@ mod tests {
     fn sample() -> DeliveryRecord {
         let mut r = DeliveryRecord::new(QueueId::generate(), 2);
         r.attempts = 3;
+        r.crashes = 1;
+        r.crash_run = Some(u64::MAX);
         r.next_attempt_micros = Some(1_700_000_000_000_000);
         r.recipients[0].status = RecipientStatus::Delivered {
             reply: "250 ok".into(),

@@ -31,6 +31,8 @@
 //! Trust: everything here comes from Tern's own workers; nothing is read from outside
 //! except the status file, bounded in [`status`].
 
+#![forbid(unsafe_code)]
+
 mod heartbeat;
 pub mod status;
 

@@ -7,7 +7,10 @@
 //! `mailq` as a link lists the queue). `tern dest`, `tern queue summary`, `tern config
 //! show`, and `tern reload` / `tern status` when the admin listener answers, talk to the
 //! running server over its admin API (`remote`).
-//! Only this binary uses `anyhow`; the library crates return typed errors.
+//! Only this binary uses `anyhow`; the library crates return typed errors. `unsafe` is
+//! denied except in `sys`, where the few libc calls live.
+
+#![deny(unsafe_code)]
 
 mod admin;
 mod cli_queue;
@@ -20,6 +23,8 @@ mod sendmail;
 mod serve;
 mod status;
 mod supervise;
+#[allow(unsafe_code)]
+mod sys;
 mod term;
 mod track;
 
@@ -466,11 +471,7 @@ fn reload_server(config: &Config) -> anyhow::Result<u32> {
 fn signal_server(pid: u32, signal: i32) -> anyhow::Result<()> {
     use anyhow::Context;
     let raw = i32::try_from(pid).context("bad pid in the spool lock")?;
-    // SAFETY: kill(2) with a pid and a signal number; no memory is passed.
-    if unsafe { libc::kill(raw, signal) } != 0 {
-        return Err(std::io::Error::last_os_error()).context(format!("signalling pid {pid}"));
-    }
-    Ok(())
+    crate::sys::kill(raw, signal).context(format!("signalling pid {pid}"))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

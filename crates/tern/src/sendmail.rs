@@ -261,8 +261,7 @@ fn maildrop(config: &Config) -> Result<Maildrop, (u8, String)> {
             Ok(()) => {
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
                     .map_err(cannot)?;
-                // SAFETY: geteuid has no preconditions.
-                if unsafe { libc::geteuid() } == 0
+                if crate::sys::euid() == 0
                     && let Some(owner) = dir.parent().and_then(|p| std::fs::metadata(p).ok())
                 {
                     std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid()))
@@ -278,35 +277,11 @@ fn maildrop(config: &Config) -> Result<Maildrop, (u8, String)> {
 
 /// The login name of the invoking user (for the default sender).
 fn login_name() -> String {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call and `buf`'s length is passed with it;
-    // on success `result` points at `pwd`, whose strings point into `buf`.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            pwd.as_mut_ptr(),
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc == 0 && !result.is_null() {
-        // SAFETY: getpwuid_r succeeded, so `pwd` is initialised and pw_name is a C string
-        // in `buf`, which is still alive.
-        let name = unsafe { std::ffi::CStr::from_ptr((*result).pw_name) };
-        if let Ok(n) = name.to_str()
-            && !n.is_empty()
-        {
-            return n.to_owned();
-        }
-    }
-    std::env::var("LOGNAME")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| format!("uid{uid}"))
+    let uid = crate::sys::uid();
+    crate::sys::user_name(uid)
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("uid{uid}"))
 }
 
 /// Reads the message from stdin: at most `limit` octets; without `-i`, up to a line that

@@ -93,6 +93,12 @@ impl Peer {
         }
     }
 
+    /// Kills the peer: its connections are closed by the kernel.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
     }

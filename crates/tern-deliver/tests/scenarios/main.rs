@@ -22,6 +22,7 @@ mod no_smtputf8_is_incompatible;
 mod own_greeting_is_a_loop_to_myself;
 mod pipelined_delivery_is_byte_identical;
 mod postfix_smtp_sink_fifty_pipelined;
+mod rset_between_transactions_probes_a_reused_connection;
 mod session_reuse_three_transactions;
 mod size_limit_too_big;
 mod slow_peer_within_timeouts;

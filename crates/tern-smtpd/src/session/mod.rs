@@ -634,7 +634,9 @@ impl Session {
         };
         let local = relay.local();
         let same = |a: &str, b: &str| {
-            a == b || (local.is_local_domain(domain_of(a)) && key_of(a) == key_of(b))
+            a == b
+                || (local.is_local_domain(tern_proto::address::domain_of(a))
+                    && key_of(a) == key_of(b))
         };
         let new: Vec<String> = finals
             .into_iter()
@@ -828,11 +830,6 @@ async fn stress_changed(rx: &mut Option<watch::Receiver<bool>>) {
         return;
     }
     std::future::pending().await
-}
-
-/// The domain of an address (after its last `@`).
-fn domain_of(address: &str) -> &str {
-    address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
 /// ORCPT for a recipient reached through an alias: `rfc822;<address>`, or RFC 6533's

@@ -41,7 +41,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -128,12 +127,7 @@ impl Drop for BatchCommitter {
 
 fn syncfs(fs: &File) -> io::Result<()> {
     let started = std::time::Instant::now();
-    // SAFETY: syncfs(2) on a valid open descriptor; no memory is passed.
-    let r = if unsafe { libc::syncfs(fs.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    };
+    let r = super::sys::syncfs(fs);
     tern_metrics::get()
         .fsync_latency
         .observe_duration(started.elapsed());

@@ -256,10 +256,14 @@ mod tests {
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(load(dir.path()), Ok(Loaded::Unusable(_))));
         std::fs::remove_dir(&path).unwrap_or_else(|e| panic!("{e}"));
-        let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(
             matches!(load(dir.path()), Ok(Loaded::Unusable(_))),
             "a FIFO is refused without blocking"

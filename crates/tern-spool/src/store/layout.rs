@@ -32,6 +32,7 @@ use tern_events::{EventLog, catalog, fields};
 use crate::error::{CorruptReason, SpoolError};
 use crate::state::QueueState;
 
+use super::evidence::{GASP_FILE, PROBE_FILE, PROBE_NEW_FILE};
 use super::key::KEY_FILE;
 use super::quarantine::{Extra, move_to_corrupt};
 use super::sys::{self, EntryKind};
@@ -217,7 +218,7 @@ pub(crate) fn report_unknown(dir: &Path, events: &EventLog) -> Result<(), SpoolE
         .into_iter()
         .map(Area::rel)
         .filter(|r| !r.contains('/'))
-        .chain([LOCK_FILE.to_string(), KEY_FILE.to_string()])
+        .chain([LOCK_FILE, KEY_FILE, PROBE_FILE, PROBE_NEW_FILE, GASP_FILE].map(String::from))
         .collect();
     let mut unknown: Vec<String> = super::read_names(dir)?
         .into_iter()

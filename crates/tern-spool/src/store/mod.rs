@@ -27,6 +27,7 @@
 mod batch;
 mod dirsync;
 mod entry;
+mod evidence;
 mod handoff;
 mod key;
 mod layout;
@@ -37,6 +38,7 @@ mod recovery;
 mod recycle;
 mod resident;
 mod segment;
+#[allow(unsafe_code)]
 pub(crate) mod sys;
 mod writer;
 
@@ -60,6 +62,7 @@ use crate::error::SpoolError;
 use crate::id::QueueId;
 use crate::state::QueueState;
 
+pub use evidence::{CrashEvidence, JournalRead, ProbeJournal};
 pub use lifecycle::{DELETABLE, RELEASABLE};
 pub use writer::MessageWriter;
 

@@ -402,6 +402,16 @@ pub(crate) fn is_entry_fault(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::UnexpectedEof
 }
 
+/// `syncfs(2)`: every dirty inode and data block of the filesystem that holds `fs`.
+pub(crate) fn syncfs(fs: &File) -> io::Result<()> {
+    // SAFETY: syncfs(2) on a valid open descriptor; no memory is passed.
+    if unsafe { libc::syncfs(fs.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

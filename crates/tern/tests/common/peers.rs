@@ -450,6 +450,15 @@ print(json.dumps(out))
 }
 
 impl SmtpPeer {
+    /// Connections open now (closed ones are counted when the peer sees them close).
+    pub fn open_connections(&self) -> u64 {
+        let v: Value = std::fs::read(self.dir.path().join("connections.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        v["open"].as_u64().unwrap_or(0)
+    }
+
     /// `(most connections open at once, connections accepted)` so far.
     pub fn connections(&self) -> (u64, u64) {
         let v: Value = std::fs::read(self.dir.path().join("connections.json"))

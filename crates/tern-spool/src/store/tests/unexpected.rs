@@ -11,11 +11,14 @@ use crate::state::QueueState;
 use crate::store::CommitMode;
 
 fn mkfifo(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
-    // SAFETY: a valid NUL-terminated path and a mode.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(rc, 0, "mkfifo {}", path.display());
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
 }
 
 fn mksocket(path: &Path) -> std::os::unix::net::UnixListener {
@@ -402,19 +405,19 @@ fn check_modes(dir: &Path, bad: &mut Vec<String>) {
 }
 
 /// Sets the process umask for the life of the guard.
-struct Umask(libc::mode_t);
+struct Umask(rustix::fs::Mode);
 
 impl Umask {
-    fn set(mask: libc::mode_t) -> Umask {
-        // SAFETY: umask cannot fail and touches no memory.
-        Umask(unsafe { libc::umask(mask) })
+    fn set(mask: u32) -> Umask {
+        Umask(rustix::process::umask(rustix::fs::Mode::from_raw_mode(
+            mask,
+        )))
     }
 }
 
 impl Drop for Umask {
     fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::umask(self.0) };
+        rustix::process::umask(self.0);
     }
 }
 
