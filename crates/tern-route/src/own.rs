@@ -22,7 +22,7 @@
 //! canonical form (an IPv4-mapped IPv6 address is its IPv4 address).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -118,7 +118,7 @@ impl OwnAddresses {
                 ip => me.addrs.push(ip.to_canonical()),
             }
         }
-        if false && (wildcard.0 || wildcard.1) {
+        if wildcard.0 || wildcard.1 {
             me.all_loopback_v4 = wildcard.0;
             for ip in self.interfaces().iter() {
                 let v4 = ip.is_ipv4();
@@ -182,41 +182,15 @@ pub fn new_loop_mark() -> String {
     format!("loop-check={:016x}", rand::random::<u64>())
 }
 
-/// The machine's interface addresses (IPv4 and IPv6), from `getifaddrs(3)`.
+/// The machine's interface addresses (IPv4 and IPv6), from `getifaddrs(3)` through the
+/// `if-addrs` crate (IPv6 link-local addresses left out: an MX address cannot name one,
+/// it has no scope). At most [`MAX_INTERFACE_ADDRS`].
 pub fn interface_addrs() -> io::Result<Vec<IpAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs stores the head of a list it allocated in `head`, which is
-    // freed with freeifaddrs below and not used after that.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() && out.len() < MAX_INTERFACE_ADDRS {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until
-        // freeifaddrs.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: `ifa_addr` points to a socket address whose family field says
-            // which structure it is; it is read as that structure only.
-            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            if family == libc::AF_INET {
-                // SAFETY: AF_INET: the address is a sockaddr_in.
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))));
-            } else if family == libc::AF_INET6 {
-                // SAFETY: AF_INET6: the address is a sockaddr_in6.
-                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
-                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
+    Ok(if_addrs::get_if_addrs()?
+        .into_iter()
+        .map(|i| i.ip())
+        .take(MAX_INTERFACE_ADDRS)
+        .collect())
 }
 
 #[cfg(test)]
