@@ -566,7 +566,7 @@ fn queue_context(
             quit: command,
         },
         extra_roots_pem,
-        loop_mark: None.or(Some(loop_mark)).filter(|_| false),
+        loop_mark: Some(loop_mark),
     })
     .context("setting up the SMTP client's TLS")?;
     let resolver = Resolver::with_heartbeat(
