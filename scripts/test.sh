@@ -54,7 +54,7 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --profile ci --no-fail-fast --features tern/fault-injection 2>&1 | tee "$log" || status=$?
+cargo test --workspace --profile ci --no-fail-fast --features tern/fault-injection -- --include-ignored 2>&1 | tee "$log" || status=$?
 # One closing line for the whole workspace (cargo prints one per test binary, and the
 # last of those is often a doc-test run with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -52,6 +52,8 @@
 //! removed or its record written delivers it again at the next start. The window is one
 //! delivery attempt.
 
+#![deny(unsafe_code)]
+
 pub mod admin;
 pub mod attempt;
 mod budget;
@@ -63,6 +65,8 @@ mod dispatch_schedules;
 mod dropdir;
 pub mod dsn;
 pub mod intake;
+// The crate's only unsafe code: the fatal-signal handler and its setup.
+#[allow(unsafe_code)]
 mod last_gasp;
 pub mod local;
 pub mod message;

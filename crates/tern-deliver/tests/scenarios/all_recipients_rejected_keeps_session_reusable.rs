@@ -7,6 +7,7 @@ use crate::common::*;
 use tern_deliver::{OutRecipient, RcptOutcome};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn all_recipients_rejected_then_reuse() {
     let peer = Peer::start("127.0.0.4", &["permfail-rcpt=^bad", "tempfail-rcpt=^later"]);
     let mut session = connect(&peer).await;

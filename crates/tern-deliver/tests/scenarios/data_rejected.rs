@@ -7,6 +7,7 @@ use crate::common::*;
 use tern_deliver::{OutRecipient, RecipientResult};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn data_rejected_permanently() {
     let peer = Peer::start("127.0.0.4", &["permfail-data"]);
     let mut session = connect(&peer).await;
@@ -33,6 +34,7 @@ async fn data_rejected_permanently() {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn data_rejected_transiently() {
     let peer = Peer::start("127.0.0.4", &["tempfail-data"]);
     let mut session = connect(&peer).await;

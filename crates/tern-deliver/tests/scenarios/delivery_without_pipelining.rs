@@ -6,6 +6,7 @@ use crate::common::*;
 use tern_deliver::OutRecipient;
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn delivery_without_pipelining() {
     let peer = Peer::start("127.0.0.2", &["accept", "no-pipelining"]);
     let mut session = connect(&peer).await;
@@ -26,6 +27,7 @@ async fn delivery_without_pipelining() {
 
 /// Without PIPELINING a refused MAIL is not followed by RCPT.
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn no_rcpt_after_refused_mail_without_pipelining() {
     let peer = Peer::start("127.0.0.2", &["permfail-mail", "no-pipelining"]);
     let mut session = connect(&peer).await;

@@ -21,6 +21,7 @@ fn recipients() -> [OutRecipient<'static>; 1] {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn dsn_parameters_when_offered() {
     let peer = Peer::start("127.0.0.9", &["accept"]);
     let mut session = connect(&peer).await;
@@ -43,6 +44,7 @@ async fn dsn_parameters_when_offered() {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn no_dsn_parameters_when_not_offered() {
     let peer = Peer::start("127.0.0.9", &["no-dsn"]);
     let mut session = connect(&peer).await;

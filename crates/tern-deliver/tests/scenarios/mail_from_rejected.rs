@@ -7,6 +7,7 @@ use crate::common::*;
 use tern_deliver::{OutRecipient, RcptOutcome, RecipientResult};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn permanent_mail_rejection_fails_every_recipient() {
     let peer = Peer::start("127.0.0.3", &["permfail-mail"]);
     let mut session = connect(&peer).await;
@@ -29,6 +30,7 @@ async fn permanent_mail_rejection_fails_every_recipient() {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn transient_mail_rejection_defers_every_recipient() {
     let peer = Peer::start("127.0.0.3", &["tempfail-mail"]);
     let mut session = connect(&peer).await;

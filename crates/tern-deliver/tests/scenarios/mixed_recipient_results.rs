@@ -36,11 +36,13 @@ async fn mixed(behaviours: &[&str]) {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn mixed_recipient_results_pipelined() {
     mixed(&["tempfail-rcpt=^busy@", "permfail-rcpt=^gone@"]).await;
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn mixed_recipient_results_one_by_one() {
     mixed(&[
         "tempfail-rcpt=^busy@",

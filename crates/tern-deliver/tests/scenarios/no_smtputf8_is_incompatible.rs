@@ -7,6 +7,7 @@ use crate::common::*;
 use tern_deliver::{Body, Incompatible, OutRecipient, check_compat};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn no_smtputf8_means_incompatible() {
     let peer = Peer::start("127.0.0.8", &["no-smtputf8", "no-8bitmime"]);
     let session = connect(&peer).await;
@@ -25,6 +26,7 @@ async fn no_smtputf8_means_incompatible() {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn smtputf8_and_8bitmime_parameters_when_offered() {
     let peer = Peer::start("127.0.0.8", &["accept"]);
     let mut session = connect(&peer).await;

@@ -7,6 +7,7 @@ use crate::common::*;
 use tern_deliver::{OutRecipient, RcptOutcome, RecipientResult};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn pipelined_delivery_to_three_recipients_is_byte_identical() {
     let peer = Peer::start("127.0.0.2", &["accept"]);
     let mut session = connect(&peer).await;

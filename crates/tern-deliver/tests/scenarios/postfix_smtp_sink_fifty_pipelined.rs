@@ -31,6 +31,7 @@ fn running_as_root() -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn fifty_pipelined_transactions_to_smtp_sink() {
     assert!(
         Path::new(SMTP_SINK).exists(),

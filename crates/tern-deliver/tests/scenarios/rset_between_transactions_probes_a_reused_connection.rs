@@ -20,6 +20,7 @@ async fn three_on_one(peer: &Peer) {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn every_reused_transaction_starts_with_rset() {
     for behaviours in [&["accept"][..], &["no-pipelining"][..]] {
         let peer = Peer::start("127.0.0.13", behaviours);
@@ -36,6 +37,7 @@ async fn every_reused_transaction_starts_with_rset() {
 }
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn a_connection_dead_while_idle_fails_at_rset() {
     let mut peer = Peer::start("127.0.0.13", &["accept"]);
     let mut session = connect(&peer).await;

@@ -6,6 +6,7 @@ use crate::common::*;
 use tern_deliver::OutRecipient;
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn three_transactions_on_one_session() {
     let peer = Peer::start("127.0.0.13", &["accept"]);
     let mut session = connect(&peer).await;

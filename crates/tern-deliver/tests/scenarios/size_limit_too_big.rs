@@ -7,6 +7,7 @@ use crate::common::*;
 use tern_deliver::{Body, Incompatible, OutRecipient, check_compat};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn size_advertised_and_too_big() {
     let peer = Peer::start("127.0.0.7", &["size=1000"]);
     let mut session = connect(&peer).await;

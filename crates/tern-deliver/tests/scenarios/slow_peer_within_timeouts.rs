@@ -9,6 +9,7 @@ use crate::common::*;
 use tern_deliver::{ClientContext, OutRecipient, SmtpSession, TlsPolicy};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn slow_peer_still_works() {
     let peer = Peer::start("127.0.0.14", &["slow=150"]);
     let mut config = config();

@@ -7,6 +7,7 @@ use crate::common::*;
 use tern_deliver::{OutRecipient, SmtpSession, TlsPolicy};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn may_with_untrusted_certificate_encrypts() {
     let pki = pki("peer.test.example");
     let peer = Peer::start_with(
@@ -57,6 +58,7 @@ async fn may_with_untrusted_certificate_encrypts() {
 
 /// `may` against a server without STARTTLS stays in plaintext and still delivers.
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn may_without_starttls_is_plaintext() {
     let peer = Peer::start("127.0.0.10", &["accept"]);
     let mut session =

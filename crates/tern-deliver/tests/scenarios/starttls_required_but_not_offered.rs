@@ -7,6 +7,7 @@ use crate::common::*;
 use tern_deliver::{SessionError, SmtpSession, Stage, TlsPolicy};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn encrypt_without_starttls_is_unavailable() {
     let peer = Peer::start("127.0.0.12", &["accept"]);
     for policy in [TlsPolicy::Encrypt, TlsPolicy::Verify] {

@@ -6,6 +6,7 @@ use crate::common::*;
 use tern_deliver::{OutRecipient, SmtpSession, TlsPolicy};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn none_never_starts_tls() {
     let pki = pki("peer.test.example");
     let peer = Peer::start_with(

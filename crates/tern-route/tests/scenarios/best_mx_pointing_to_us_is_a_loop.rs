@@ -8,6 +8,7 @@ use serde_json::json;
 use tern_route::dns::plan::{PlanError, SelfIdentity, resolve_mx_plan};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn best_mx_pointing_to_us_is_a_loop() {
     let peer = DnsPeer::start(&json!({"names": {
         "loop.test": {"MX": [{"pref": 10, "exchange": "us.test"}, {"pref": 20, "exchange": "other.test"}]},

@@ -5,6 +5,7 @@ use crate::common::DnsPeer;
 use serde_json::json;
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn concurrent_lookups_share_one_query() {
     let peer = DnsPeer::start(&json!({"names": {
         "busy.test": {"MX": [{"pref": 10, "exchange": "mx.busy.test", "ttl": 0}]}

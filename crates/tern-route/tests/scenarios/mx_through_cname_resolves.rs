@@ -8,6 +8,7 @@ use serde_json::json;
 use tern_route::dns::plan::{MxHost, SelfIdentity, resolve_mx_plan};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn mx_through_cname_resolves() {
     let peer = DnsPeer::start(&json!({"names": {
         "ex.test": {"MX": [{"pref": 10, "exchange": "mx.ex.test"}]},

@@ -6,6 +6,7 @@ use tern_route::dns::MxAnswer;
 use tern_route::dns::plan::{PlanError, SelfIdentity, resolve_mx_plan};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn null_mx_refuses_domain() {
     let peer = DnsPeer::start(&json!({"names": {
         "nomail.test": {"behaviour": "null_mx", "A": [{"addr": "127.0.0.40"}]}

@@ -8,6 +8,7 @@ use tern_route::dns::DnsError;
 use tern_route::dns::plan::{PlanError, SelfIdentity, resolve_mx_plan};
 
 #[tokio::test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 async fn nxdomain_is_permanent_and_cached() {
     let peer = DnsPeer::start(&json!({"negative_ttl": 1, "names": {}}));
     let resolver = peer.resolver(|_| {});

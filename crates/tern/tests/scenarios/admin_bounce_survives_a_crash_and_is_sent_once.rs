@@ -12,6 +12,7 @@ const MARKER: &str = "X-Fault: admin-crash";
 const FAULT: &str = "TERN_FAULT_ABORT_AT";
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn admin_bounce_survives_a_crash_and_is_sent_once() {
     let dns = DnsServer::start();
     let peer = SmtpPeer::start("127.0.0.3", &["tempfail-rcpt=defer"]);

@@ -21,6 +21,7 @@ fn attempts(admin: &Admin, id: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn admin_queue_actions_single_and_bulk() {
     let dns = DnsServer::start();
     // Recipients with "defer" or "bulk" in them are deferred; bounces to the senders

@@ -17,6 +17,7 @@ fn bad_message(n: u32) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn release_and_delete_with_the_server_running_or_stopped() {
     let dns = DnsServer::start();
     let relay = SmtpPeer::start("127.0.0.3", &["accept"]);

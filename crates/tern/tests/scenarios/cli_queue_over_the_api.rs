@@ -19,6 +19,7 @@ fn cli(tern: &Tern, args: &[&str]) -> (bool, String, String) {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn cli_queue_over_the_api() {
     let dns = DnsServer::start();
     let peer = SmtpPeer::start("127.0.0.3", &["tempfail-rcpt=defer"]);

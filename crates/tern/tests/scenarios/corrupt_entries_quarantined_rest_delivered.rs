@@ -288,6 +288,7 @@ fn wait_until(what: &str, limit: Duration, tern: &Tern, mut done: impl FnMut() -
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn hundred_damaged_of_thousand_are_quarantined_and_the_rest_delivered() {
     let mut peer = SmtpPeer::start("127.0.0.3", &["tempfail-rcpt=^tried-"]);
     let route = format!(

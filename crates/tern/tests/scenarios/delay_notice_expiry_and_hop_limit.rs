@@ -9,6 +9,7 @@ use crate::common::peers::{DnsServer, SmtpPeer, parse_dsn_with_python, send_with
 use crate::common::{Setup, free_port, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn one_delay_notice_then_an_expiry_bounce_and_a_hop_limit_bounce() {
     let mut dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());

@@ -9,6 +9,7 @@ use crate::common::peers::{DnsServer, SmtpPeer};
 use crate::common::{Setup, SmtpClient, free_port, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn a_slow_destination_gets_at_most_its_limit_and_reused_connections() {
     let mut dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());

@@ -95,6 +95,7 @@ fn fill_up(file: &mut std::fs::File) {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn full_spool_disk_refuses_with_4xx_keeps_delivering_and_recovers_by_itself() {
     let fs = TmpfsMount::new(FS_SIZE, "mode=0700");
     let mut receiver = SmtpPeer::start("127.0.0.3", &["tempfail-rcpt=^early-"]);

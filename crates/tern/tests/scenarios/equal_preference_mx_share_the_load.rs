@@ -8,6 +8,7 @@ use crate::common::peers::{DnsServer, SmtpPeer, delivering_with};
 use crate::common::{SmtpClient, free_port, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn four_equal_hosts_each_get_a_fair_share_of_200_messages() {
     let mut dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());

@@ -81,7 +81,7 @@ fn every_acknowledged_message_is_dropped_complete_despite_kills() {
     let mut tern = Setup::new()
         .grace_secs(2)
         .queue(&format!(
-            "[queue]\ndeliver = true\nmin_backoff_secs = 1\nmax_backoff_secs = 2\npoison_threshold = 10\ndestination_concurrency = 4\nmax_active_messages = {MAX_ACTIVE}\n"
+            "[queue]\ndeliver = true\nmin_backoff_secs = 1\nmax_backoff_secs = 2\ndestination_concurrency = 4\nmax_active_messages = {MAX_ACTIVE}\n"
         ))
         .section(&format!(
             "[[route]]\ndomains = [\"*\"]\ntransport = \"drop\"\ndir = {:?}\n",

@@ -13,6 +13,7 @@ use crate::common::peers::{DnsServer, SmtpPeer, delivering};
 use crate::common::{SmtpClient, free_port, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn every_acknowledged_message_is_delivered_after_three_kills() {
     let dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());
@@ -21,11 +22,10 @@ fn every_acknowledged_message_is_delivered_after_three_kills() {
         "[[route]]\ndomains = [\"relay.test\"]\ntransport = \"smtp\"\nhosts = [\"{}\"]\n",
         relay.addr
     );
-    // Every kill counts a crash against each message in delivery at that moment; with
-    // three kills a message could reach the default poison threshold (2) without being
-    // poison. This test is about loss, so the threshold is out of the way.
+    // The default poison threshold (2): a kill -9 is a crash no message caused, and the
+    // messages in delivery at it are suspects, never poisoned for being there (issue 16).
     let mut tern = delivering(&dns, port, &route)
-        .queue("[queue]\ndeliver = true\nmin_backoff_secs = 1\nmax_backoff_secs = 2\npoison_threshold = 10\n")
+        .queue("[queue]\ndeliver = true\nmin_backoff_secs = 1\nmax_backoff_secs = 2\n")
         .start();
     let addr = tern.addr();
 

@@ -15,6 +15,7 @@ use crate::common::peers::{SmtpPeer, parse_dsn_with_python};
 use crate::common::{Setup, send_one, simple_message, toml_str};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn dovecot_lmtp_delivers_per_recipient_over_unix_and_tcp() {
     let mail = open_tempdir();
     give_to_dovecot_user(mail.path());

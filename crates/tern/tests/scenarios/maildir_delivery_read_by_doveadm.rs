@@ -13,6 +13,7 @@ use crate::common::local::{
 use crate::common::{Setup, send_one};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn doveadm_reads_what_the_maildir_transport_wrote() {
     let maps = tempfile::tempdir().unwrap();
     let mailboxes = maps.path().join("mailboxes");

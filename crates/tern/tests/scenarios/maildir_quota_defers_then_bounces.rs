@@ -13,6 +13,7 @@ use crate::common::peers::{SmtpPeer, parse_dsn_with_python};
 use crate::common::{Setup, run, send_one, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn over_quota_defers_with_4_2_2_then_bounces_with_5_2_2() {
     let maps = tempfile::tempdir().unwrap();
     let mailboxes = maps.path().join("mailboxes");

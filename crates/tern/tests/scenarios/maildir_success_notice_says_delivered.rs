@@ -13,6 +13,7 @@ use crate::common::local::{
 use crate::common::peers::{SmtpPeer, parse_dsn_with_python, send_with};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn notify_success_to_a_maildir_brings_a_delivered_notice() {
     let root = open_tempdir();
     let sender_mx = SmtpPeer::start("127.0.0.3", &["accept"]);

@@ -60,6 +60,7 @@ fn scrape_until(
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn metrics_move_with_real_traffic() {
     let mut dns = DnsServer::start();
     let port = free_port("127.0.0.4".parse().unwrap());

@@ -8,6 +8,7 @@ use crate::common::peers::{DnsServer, SmtpPeer, delivering};
 use crate::common::{free_port, send_one, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn the_cached_answer_serves_until_its_ttl_and_the_new_one_after() {
     let mut dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());

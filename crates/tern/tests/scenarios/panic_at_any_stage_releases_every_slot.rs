@@ -152,31 +152,37 @@ fn run_stage(stage: &str, bad_rcpt: &str, delivered_copies: usize) {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn panic_while_loading_a_message() {
     run_stage("load", "r@relay.test", 0);
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn panic_while_routing_a_message() {
     run_stage("route", "r@relay.test", 0);
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn panic_in_a_delivery_worker_holding_its_concurrency_slot() {
     run_stage("connect", "r@relay.test", 0);
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn panic_in_a_delivery_worker_holding_a_connection() {
     run_stage("transaction", "r@relay.test", 0);
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn panic_while_building_a_bounce() {
     run_stage("dsn", "nobody@refused.test", 0);
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn panic_after_delivery_before_the_record_is_written() {
     run_stage("finish", "r@relay.test", 2);
 }

@@ -9,6 +9,7 @@ use crate::common::peers::{DnsServer, SmtpPeer, delivering, parse_dsn_with_pytho
 use crate::common::{free_port, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn delivered_bounced_and_deferred_recipients_each_get_their_due() {
     let mut dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());

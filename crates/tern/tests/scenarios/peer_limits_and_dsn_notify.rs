@@ -10,6 +10,7 @@ use crate::common::peers::{DnsServer, SmtpPeer, delivering, parse_dsn_with_pytho
 use crate::common::{free_port, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn size_smtputf8_and_notify_variants() {
     let mut dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());

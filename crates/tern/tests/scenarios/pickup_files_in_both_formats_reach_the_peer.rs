@@ -13,6 +13,7 @@ use crate::common::connectors::{
 use crate::common::peers::SmtpPeer;
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn plain_files_and_pairs_are_delivered_with_their_envelopes() {
     let peer = SmtpPeer::start("127.0.0.3", &["accept"]);
     let mut tern = Setup::new()

@@ -13,6 +13,7 @@ use crate::common::peers::{DnsServer, SmtpPeer};
 use crate::common::{Setup, send_one, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn a_message_that_crashes_tern_is_poisoned_and_the_rest_flows() {
     let dns = DnsServer::start();
     let relay = SmtpPeer::start("127.0.0.3", &["accept"]);

@@ -11,6 +11,7 @@ use crate::common::peers::SmtpPeer;
 use crate::common::{Setup, send_one, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn record_replaced_by_a_directory_holds_its_message() {
     let peer = SmtpPeer::start("127.0.0.6", &["tempfail-rcpt=^later@"]);
     let route = format!(

@@ -8,6 +8,7 @@ use crate::common::peers::{DnsServer, SmtpPeer, delivering, parse_dsn_with_pytho
 use crate::common::{free_port, send_one, simple_message};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn smarthost_takes_its_domains_and_reject_bounces_with_its_reply() {
     let mut dns = DnsServer::start();
     let port = free_port("127.0.0.2".parse().unwrap());

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::common::{Setup, require_program, run};
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn smtp_source_500_messages_over_10_sessions_are_all_queued() {
     let smtp_source = require_program("smtp-source");
     let mut tern = Setup::new().start();

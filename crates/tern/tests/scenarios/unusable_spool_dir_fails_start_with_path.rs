@@ -49,6 +49,7 @@ fn assert_start_fails_naming(config: &Path, path: &Path) {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn read_only_spool_filesystem_stops_the_start_naming_the_spool() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
@@ -68,6 +69,7 @@ fn read_only_spool_filesystem_stops_the_start_naming_the_spool() {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn data_dir_under_a_regular_file_stops_the_start_naming_it() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("file"), b"not a directory").unwrap();

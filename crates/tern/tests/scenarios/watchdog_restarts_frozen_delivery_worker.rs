@@ -66,6 +66,7 @@ fn delivery_workers(v: &Value) -> Vec<Value> {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn a_frozen_delivery_worker_is_restarted_and_every_message_flows() {
     let dns = DnsServer::start();
     let relay = SmtpPeer::start("127.0.0.4", &["accept"]);

@@ -81,6 +81,7 @@ fn wait_for_files(tern: &crate::common::Tern, area: &str, n: usize) -> Vec<Strin
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn web_viewer_in_a_real_browser() {
     let node = require_browser();
     let dns = DnsServer::start();
@@ -153,6 +154,7 @@ fn web_viewer_in_a_real_browser() {
 }
 
 #[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn web_viewer_against_the_api_contract() {
     let node = require_browser();
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tern-admin/web");
