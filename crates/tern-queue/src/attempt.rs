@@ -28,7 +28,10 @@
 //! - a greeting with this process's own banner mark (the host is this server, reached
 //!   where the address check of the MX plan cannot see it: NAT, a port forward): QUIT,
 //!   event 4035, and no later address (they are of the same preference or worse, RFC
-//!   5321 §5.1); the recipients are deferred (4.4.6), never relayed to ourselves;
+//!   5321 §5.1); the recipients are deferred (4.4.6), never relayed to ourselves. The
+//!   check runs in `SmtpSession::connect`, on every connection opened; a connection
+//!   from the cache or handed over between jobs passed it when it was opened (a
+//!   [`Conn`] is only ever made from a session `connect` returned);
 //! - the connection lost or timing out during the data: the next address too. The
 //!   recipients have no result yet; if the peer had in fact committed the message before
 //!   the connection broke, it is delivered twice (the duplicate window; a deferral would
@@ -1085,10 +1088,17 @@ mod tests {
         Refused,
         Moves,
         Takes,
+        /// Greets with our own loop mark.
+        Myself,
     }
 
     fn fate() -> impl Strategy<Value = Fate> {
-        prop_oneof![Just(Fate::Refused), Just(Fate::Moves), Just(Fate::Takes)]
+        prop_oneof![
+            Just(Fate::Refused),
+            Just(Fate::Moves),
+            Just(Fate::Takes),
+            Just(Fate::Myself)
+        ]
     }
 
     /// Runs the walk; returns its end and the fates of the hosts it actually tried.
@@ -1109,6 +1119,7 @@ mod tests {
             async move {
                 match f {
                     Fate::Refused => HostOutcome::Unreachable(format!("refused {n}")),
+                    Fate::Myself => HostOutcome::Myself(format!("myself {n}")),
                     Fate::Moves => HostOutcome::Moved(format!("moved {n}")),
                     Fate::Takes => HostOutcome::Final(
                         JobResult {
@@ -1212,8 +1223,9 @@ mod tests {
     proptest! {
         /// Random per-host outcomes over random host lists and limits: every recipient
         /// gets exactly one result, the first host that takes the job (within the session
-        /// limit) is the one that delivers, the session limit holds, and the destination
-        /// is down exactly when no host greeted.
+        /// limit) is the one that delivers, the session limit holds, no host after one
+        /// that greets as ourselves is tried, and the destination is down exactly when
+        /// no host greeted.
         #[test]
         fn the_walk_never_drops_a_recipient(
             fates in proptest::collection::vec(fate(), 0..40),
@@ -1225,7 +1237,13 @@ mod tests {
             let mut got: Vec<usize> = end.result.outcomes.iter().map(|(i, _)| *i).collect();
             got.sort_unstable();
             prop_assert_eq!(&got, &rcpts);
-            let greeted = tried.iter().filter(|f| !matches!(f, Fate::Refused)).count();
+            let greeted = tried
+                .iter()
+                .filter(|f| !matches!(f, Fate::Refused | Fate::Myself))
+                .count();
+            if let Some(me) = tried.iter().position(|f| matches!(f, Fate::Myself)) {
+                prop_assert_eq!(me + 1, tried.len(), "a host tried after myself");
+            }
             prop_assert!(greeted <= max_sessions, "{} sessions, limit {}", greeted, max_sessions);
             // The model: walk the list, counting greeted sessions.
             let mut sessions = 0;
@@ -1236,6 +1254,7 @@ mod tests {
                     Fate::Refused => {}
                     Fate::Moves => sessions += 1,
                     Fate::Takes => { winner = Some(i + 1); sessions += 1; break; }
+                    Fate::Myself => break,
                 }
             }
             prop_assert_eq!(end.session, winner);
