@@ -422,10 +422,15 @@ fn hundred_damaged_of_thousand_are_quarantined_and_the_rest_delivered() {
     )
     .unwrap();
     std::fs::remove_file(spool.join("spool.lock")).unwrap();
-    // The spool key (which authenticates segment frames) is not an index either.
+    // The spool key (which authenticates segment frames) is not an index either, nor is
+    // the crash evidence (the probe journal and the last-gasp record): damaged, it counts
+    // nothing against anyone and stops nothing.
+    std::fs::write(spool.join("probe"), b"\xff\x00garbage\nprobe not-an-id\n").unwrap();
+    std::fs::write(spool.join("last-gasp"), vec![0xa5u8; 4096]).unwrap();
+    let evidence = ["spool.key", "probe", "last-gasp"];
     let index_like: Vec<String> = names(&spool)
         .into_iter()
-        .filter(|n| !spool.join(n).is_dir() && n != "spool.key")
+        .filter(|n| !spool.join(n).is_dir() && !evidence.contains(&n.as_str()))
         .collect();
     assert!(
         index_like.is_empty(),
