@@ -1,10 +1,13 @@
 //! `GET /queue/summary`: the queue's shape, destination by age, like Postfix's `qshape`
 //! (docs/ADMIN.md, "Queue summary").
 //!
-//! Read from the spool (not the scheduler): every message in the chosen states, and for
-//! each the destinations its pending and deferred recipients go to, routed with the
-//! routing table of this moment (or their domains with `by=domain`, or when delivery is
-//! off). A message counts once per destination, in the bucket of its age (now minus
+//! Read from the spool: every message in the chosen states, and for each the
+//! destinations its pending and deferred recipients go to, routed with the routing table
+//! of this moment (or their domains with `by=domain`, or when delivery is off). Except
+//! deferred mail grouped by destination while the queue runs and has read its backlog:
+//! that comes from the scheduler's retry timers (`QueueHandle::deferred_shape`: next
+//! hops and age from the queue id, no file read), so a summary of a million deferred
+//! messages does not read a million files. A message counts once per destination, in the bucket of its age (now minus
 //! arrival). Rows are sorted by total, largest first; the first [`TOP_ROWS`] are shown
 //! and the rest are summed into one `(other)` row, so the answer is bounded whatever the
 //! queue holds. The scan runs on a blocking thread.
@@ -20,7 +23,10 @@
 //!   count ([`Spool::changes`]) did not move during the scan and no message was met
 //!   twice, so what was read is one consistent queue. Otherwise the counts are an
 //!   estimate (a message that moved from a state not read yet to one already read, or
-//!   arrived or left meanwhile, may be missing), and the CLI says so.
+//!   arrived or left meanwhile, may be missing), and the CLI says so. When deferred
+//!   mail comes from the timers, the change count is taken before they are read, so a
+//!   message moving between the timers' view and the states read from the spool makes
+//!   the answer an estimate too.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -115,18 +121,33 @@ pub fn shape<I>(messages: I, top: usize) -> (Vec<SummaryRow>, usize, Vec<usize>)
 where
     I: IntoIterator<Item = (u64, BTreeSet<String>)>,
 {
+    shape_counted(
+        messages
+            .into_iter()
+            .map(|(age, dests)| (bucket(age), dests, 1)),
+        top,
+    )
+}
+
+/// [`shape`] over groups: (age bucket, their distinct destinations, how many messages).
+pub fn shape_counted<I>(groups: I, top: usize) -> (Vec<SummaryRow>, usize, Vec<usize>)
+where
+    I: IntoIterator<Item = (usize, BTreeSet<String>, usize)>,
+{
     let mut per: HashMap<String, [usize; 7]> = HashMap::new();
     let mut counts = vec![0usize; BUCKETS.len()];
     let mut total = 0usize;
-    for (age, dests) in messages {
-        let b = bucket(age);
-        total += 1;
+    for (b, dests, n) in groups {
+        if n == 0 {
+            continue;
+        }
+        total += n;
         if let Some(c) = counts.get_mut(b) {
-            *c += 1;
+            *c += n;
         }
         for d in dests {
             if let Some(c) = per.entry(d).or_default().get_mut(b) {
-                *c += 1;
+                *c += n;
             }
         }
     }
@@ -306,13 +327,48 @@ async fn summary(
     } else {
         "domain"
     };
+    // Deferred mail by destination comes from the scheduler's timers when they hold the
+    // whole backlog (a million files are not read per request); the rest from the spool.
+    let now = unix_ms();
+    // Taken before the timers are read: a message that moves between the timers' view and
+    // the states read from the spool changes it, and the answer is then an estimate.
+    let changes_before = state.spool.changes();
+    let from_timers = match (
+        &state.queue,
+        route.is_some() && states.contains(&QueueState::Deferred),
+    ) {
+        (Some(queue), true) => {
+            let now_micros = i64::try_from(now.saturating_mul(1000)).unwrap_or(i64::MAX);
+            queue.deferred_shape(now_micros, BOUNDS_SECS.to_vec()).await
+        }
+        _ => None,
+    };
     let spool = state.spool.clone();
-    let scan_states = states.clone();
+    let scan_states: Vec<QueueState> = states
+        .iter()
+        .copied()
+        .filter(|s| from_timers.is_none() || *s != QueueState::Deferred)
+        .collect();
     let found =
-        tokio::task::spawn_blocking(move || scan(&spool, &scan_states, route.as_ref(), unix_ms()))
+        tokio::task::spawn_blocking(move || scan(&spool, &scan_states, route.as_ref(), now))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let (rows, total, counts) = shape(found.messages, TOP_ROWS);
+    let groups = found
+        .messages
+        .into_iter()
+        .map(|(age, dests)| (bucket(age), dests, 1))
+        .chain(
+            from_timers
+                .into_iter()
+                .flatten()
+                .flat_map(|(hops, counts)| {
+                    let dests: BTreeSet<String> = hops.into_iter().collect();
+                    counts.into_iter().enumerate().map(move |(b, n)| {
+                        (b, dests.clone(), usize::try_from(n).unwrap_or(usize::MAX))
+                    })
+                }),
+        );
+    let (rows, total, counts) = shape_counted(groups, TOP_ROWS);
     Ok(Json(SummaryBody {
         buckets: BUCKETS.iter().map(|b| (*b).to_owned()).collect(),
         rows,
@@ -320,7 +376,7 @@ async fn summary(
         counts,
         grouped_by: grouped_by.to_owned(),
         states: states.iter().map(|s| s.as_str().to_owned()).collect(),
-        exact: found.exact,
+        exact: found.exact && state.spool.changes() == changes_before,
         seen_twice: found.seen_twice,
     }))
 }

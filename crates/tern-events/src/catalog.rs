@@ -110,7 +110,7 @@ events! {
         "None.");
 
     SPOOL_RECOVERED = (3001, "spool.recovered", Info,
-        "The spool was scanned at start; fields count the messages in each state and the partial writes removed.",
+        "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers reads deferred/ in the background afterwards: `deferred` is then 0 here and event 4055 counts it.",
         "None.");
     SPOOL_PARTIAL_REMOVED = (3002, "spool.partial.removed", Info,
         "An unfinished write (a message that was never acknowledged) was removed from the spool's tmp directory.",
@@ -216,6 +216,12 @@ events! {
         "Mail for a destination would have gone to this server itself, and was not sent: the domain's best MX host is this server (`how` = `address`: its host name or an address where a listener accepts at the MX port, every address of the machine and 127.0.0.0/8 behind a wildcard listener such as 0.0.0.0:25), or a host greeted with this process's own banner mark (`how` = `greeting`: an address the check cannot know, behind NAT, a port forward or a proxy). Hosts of the same or a worse preference are not tried (RFC 5321 §5.1); the recipients are deferred with 4.4.6 and kept, never relayed to ourselves and never bounced for it (they bounce only when they expire). As a backup MX Tern waits for the better hosts. Fields: queue_id, next_hop, host, how, reason.",
         "If this server should take the domain's mail, route the domain to a local transport (maildir, lmtp); otherwise correct the domain's MX records or the route's relay host. As a backup MX this is expected while the better hosts are down.", track = "attempt");
 
+    QUEUE_BACKLOG_LOADED = (4055, "queue.backlog.loaded", Notice,
+        "The deferred mail on disk at the start was read in the background (the listeners answered meanwhile) and is all scheduled: `deferred` messages joined the retry timers, `quarantined` entries of deferred/ and records/ failed validation (event 3003 each), `orphan_records_removed` records had no message, `secs` since the queue started. `stopped` is true when Tern stopped before the end (the rest is read at the next start).",
+        "None.");
+    QUEUE_BACKLOG_FAILED = (4056, "queue.backlog.failed", Error,
+        "Reading the deferred mail at start failed on a system error (`error`), after `deferred` messages were scheduled; the rest waits in deferred/, untouched, and is read at the next start. New mail still flows.",
+        "Check the spool disk (space, errors in the kernel log, permissions), then restart Tern.");
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",
         "A delivery worker is restarted (event 5002); for the others, look for what blocks them (disk for a spool writer, the DNS servers, a runtime thread stuck in a lock) and restart Tern if the stall does not end (event 5003).");

@@ -90,7 +90,8 @@ pub use admin::{AdminAction, AdminDone, AdminRefusal};
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
 pub use intake::QueueIntake;
 pub use scheduler::{
-    DestinationAction, DestinationError, DestinationInfo, DestinationState, Queue, QueueHandle,
+    DeferredShape, DestinationAction, DestinationError, DestinationInfo, DestinationState, Queue,
+    QueueHandle,
 };
 
 /// Settings that can change on reload, swapped as one unit.

@@ -8,41 +8,145 @@
 //! record is given to exactly one task (`take_unsaved` when the task starts), since it is
 //! newer than the disk and must not be lost while the message waits.
 //!
-//! Each waiting message also names the next hops its deferred recipients wait for, with
-//! the last deferral text of each, so the scheduler can say how many messages wait for a
-//! destination and why (`GET /destinations`), and retry a destination now by making its
-//! messages due at once. Both maps are bounded by the number of waiting messages.
+//! Each waiting message also names the next hops its deferred recipients wait for, so
+//! the scheduler can say how many messages wait for a destination and why (`GET
+//! /destinations`, with the last deferral text per next hop), and retry a destination now
+//! by making its messages due at once.
+//!
+//! Memory (issue 16 §2: a backlog of millions of deferred messages): nothing of a
+//! message's envelope is kept, only its id, its due time (nanoseconds after `base`, a
+//! `u64`) and its next hops as indexes into a table of the next hops in use (one inline,
+//! more in a boxed slice); per next hop, a count and its last deferral text. That is two
+//! entries per message (the map by id, the ordered set by due time), about 130 bytes with
+//! the maps' slack. Making a next hop due walks every waiting message (an
+//! administrator's action, milliseconds for a million). A next hop's slot is freed when
+//! no message waits for it, so the table is bounded by the destinations waiting.
 //!
 //! Owned by the scheduler task; no locks.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::Instant;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use tern_route::NextHop;
 use tern_spool::{DeliveryRecord, QueueId, QueueState};
 
-/// The messages waiting for one next hop.
-#[derive(Default)]
-struct HopWaiting {
-    ids: HashSet<QueueId>,
+/// No next hop in `Waiting::first`.
+const NO_HOP: u32 = u32::MAX;
+
+/// One waiting message.
+struct Waiting {
+    /// Due time, nanoseconds after `Retries::base`.
+    due: u64,
+    /// Its first next hop (index into `hops`), or `NO_HOP`.
+    first: u32,
+    /// Its other next hops, if any.
+    more: Option<Box<[u32]>>,
+}
+
+impl Waiting {
+    fn hop_indexes(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.first)
+            .filter(|h| *h != NO_HOP)
+            .chain(self.more.iter().flat_map(|m| m.iter().copied()))
+    }
+}
+
+/// A next hop messages wait for.
+struct HopSlot {
+    hop: NextHop,
+    /// Messages waiting for it.
+    count: usize,
     /// The deferral text of the message that last joined.
     last_error: String,
 }
 
-#[derive(Default)]
 pub(crate) struct Retries {
-    by_due: BTreeSet<(Instant, QueueId)>,
-    due_of: HashMap<QueueId, Instant>,
-    /// The next hops each waiting message waits for.
-    hops_of: HashMap<QueueId, Vec<NextHop>>,
-    by_hop: HashMap<NextHop, HopWaiting>,
+    /// The origin of the due times.
+    base: Instant,
+    by_due: BTreeSet<(u64, QueueId)>,
+    waiting: HashMap<QueueId, Waiting>,
+    /// The next hops in use, by index; `None`: a free slot.
+    hops: Vec<Option<HopSlot>>,
+    hop_index: HashMap<NextHop, u32>,
+    free_hops: Vec<u32>,
     /// Where a message waits when it is not `deferred/`.
     from: HashMap<QueueId, QueueState>,
     /// Records newer than the disk (writing them failed). Bounded by the retries.
     unsaved: HashMap<QueueId, Box<DeliveryRecord>>,
 }
 
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            base: Instant::now(),
+            by_due: BTreeSet::new(),
+            waiting: HashMap::new(),
+            hops: Vec::new(),
+            hop_index: HashMap::new(),
+            free_hops: Vec::new(),
+            from: HashMap::new(),
+            unsaved: HashMap::new(),
+        }
+    }
+}
+
 impl Retries {
+    fn offset(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, offset: u64) -> Instant {
+        self.base + Duration::from_nanos(offset)
+    }
+
+    /// The index of `hop`, taking a slot for it if it has none; counts one more message.
+    fn join_hop(&mut self, hop: NextHop, error: String) -> u32 {
+        if let Some(&i) = self.hop_index.get(&hop)
+            && let Some(Some(slot)) = self.hops.get_mut(i as usize)
+        {
+            slot.count += 1;
+            slot.last_error = error;
+            return i;
+        }
+        let slot = HopSlot {
+            hop: hop.clone(),
+            count: 1,
+            last_error: error,
+        };
+        let i = match self.free_hops.pop() {
+            Some(i) => {
+                if let Some(s) = self.hops.get_mut(i as usize) {
+                    *s = Some(slot);
+                }
+                i
+            }
+            None => {
+                self.hops.push(Some(slot));
+                u32::try_from(self.hops.len() - 1).unwrap_or(NO_HOP - 1)
+            }
+        };
+        self.hop_index.insert(hop, i);
+        i
+    }
+
+    /// One message less waits for hop `i`; its slot is freed at zero.
+    fn leave_hop(&mut self, i: u32) {
+        let Some(entry) = self.hops.get_mut(i as usize) else {
+            return;
+        };
+        let empty = match entry {
+            Some(slot) => {
+                slot.count = slot.count.saturating_sub(1);
+                slot.count == 0
+            }
+            None => false,
+        };
+        if empty && let Some(slot) = entry.take() {
+            self.hop_index.remove(&slot.hop);
+            self.free_hops.push(i);
+        }
+    }
+
     /// Message `id`, now in `state`, is due at `due`; `record` is newer than its record on
     /// disk, if set; `hops` are the next hops its deferred recipients wait for, with the
     /// deferral text of each (empty when unknown).
@@ -55,18 +159,20 @@ impl Retries {
         hops: Vec<(NextHop, String)>,
     ) {
         self.forget(id);
+        let due = self.offset(due);
         self.by_due.insert((due, id));
-        self.due_of.insert(id, due);
-        if !hops.is_empty() {
-            let mut names = Vec::with_capacity(hops.len());
-            for (hop, error) in hops {
-                let w = self.by_hop.entry(hop.clone()).or_default();
-                w.ids.insert(id);
-                w.last_error = error;
-                names.push(hop);
+        let mut indexes: Vec<u32> = Vec::with_capacity(hops.len());
+        for (hop, error) in hops {
+            let i = self.join_hop(hop, error);
+            if !indexes.contains(&i) {
+                indexes.push(i);
+            } else {
+                self.leave_hop(i);
             }
-            self.hops_of.insert(id, names);
         }
+        let first = indexes.first().copied().unwrap_or(NO_HOP);
+        let more = (indexes.len() > 1).then(|| indexes.get(1..).unwrap_or_default().into());
+        self.waiting.insert(id, Waiting { due, first, more });
         if state == QueueState::Deferred {
             self.from.remove(&id);
         } else {
@@ -79,67 +185,65 @@ impl Retries {
 
     /// When the next retry is due.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.by_due.first().map(|(t, _)| *t)
+        self.by_due.first().map(|(t, _)| self.instant(*t))
     }
 
     /// The next message due at `now` or earlier, with the state it waits in.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(QueueId, QueueState)> {
         let &(due, id) = self.by_due.first()?;
-        if due > now {
+        if self.instant(due) > now {
             return None;
         }
-        self.by_due.pop_first();
         self.forget(id);
         let state = self.from.remove(&id).unwrap_or(QueueState::Deferred);
         Some((id, state))
     }
 
-    /// Takes `id` out of the due order and the next hops' lists (not `from`/`unsaved`).
+    /// Takes `id` out of the due order and the next hops' counts (not `from`/`unsaved`).
     fn forget(&mut self, id: QueueId) {
-        if let Some(due) = self.due_of.remove(&id) {
-            self.by_due.remove(&(due, id));
-        }
-        for hop in self.hops_of.remove(&id).unwrap_or_default() {
-            if let Some(w) = self.by_hop.get_mut(&hop) {
-                w.ids.remove(&id);
-                if w.ids.is_empty() {
-                    self.by_hop.remove(&hop);
-                }
-            }
+        let Some(w) = self.waiting.remove(&id) else {
+            return;
+        };
+        self.by_due.remove(&(w.due, id));
+        for i in w.hop_indexes() {
+            self.leave_hop(i);
         }
     }
 
     /// Makes every message waiting for `hop` due at `now` (an administrator's retry);
-    /// returns how many.
+    /// returns how many. Walks every waiting message.
     pub(crate) fn make_due(&mut self, hop: &NextHop, now: Instant) -> usize {
-        let ids: Vec<QueueId> = self
-            .by_hop
-            .get(hop)
-            .map(|w| w.ids.iter().copied().collect())
-            .unwrap_or_default();
-        for id in &ids {
-            if let Some(due) = self.due_of.get_mut(id)
-                && *due > now
-            {
-                self.by_due.remove(&(*due, *id));
-                *due = now;
+        let Some(&index) = self.hop_index.get(hop) else {
+            return 0;
+        };
+        let now = self.offset(now);
+        let mut n = 0;
+        for (id, w) in &mut self.waiting {
+            if !w.hop_indexes().any(|i| i == index) {
+                continue;
+            }
+            n += 1;
+            if w.due > now {
+                self.by_due.remove(&(w.due, *id));
+                w.due = now;
                 self.by_due.insert((now, *id));
             }
         }
-        ids.len()
+        n
     }
 
     /// Every next hop that messages wait for: how many, and the last deferral text.
     pub(crate) fn hops(&self) -> impl Iterator<Item = (&NextHop, usize, &str)> {
-        self.by_hop
+        self.hops
             .iter()
-            .map(|(hop, w)| (hop, w.ids.len(), w.last_error.as_str()))
+            .flatten()
+            .map(|s| (&s.hop, s.count, s.last_error.as_str()))
     }
 
     /// Whether messages wait for `hop`.
     #[cfg(test)]
     pub(crate) fn waits_for(&self, hop: &NextHop) -> bool {
-        self.by_hop.contains_key(hop)
+        self.hop_index.contains_key(hop)
     }
 
     /// Takes message `id` out (an administrator acts on it): when it was due, where it
@@ -156,23 +260,13 @@ impl Retries {
         Option<Box<DeliveryRecord>>,
         Vec<(NextHop, String)>,
     )> {
-        let due = *self.due_of.get(&id)?;
-        let hops = self
-            .hops_of
-            .get(&id)
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        let error = self
-                            .by_hop
-                            .get(h)
-                            .map(|w| w.last_error.clone())
-                            .unwrap_or_default();
-                        (h.clone(), error)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let w = self.waiting.get(&id)?;
+        let due = self.instant(w.due);
+        let hops = w
+            .hop_indexes()
+            .filter_map(|i| self.hops.get(i as usize).and_then(Option::as_ref))
+            .map(|s| (s.hop.clone(), s.last_error.clone()))
+            .collect();
         self.forget(id);
         let state = self.from.remove(&id).unwrap_or(QueueState::Deferred);
         Some((due, state, self.unsaved.remove(&id), hops))
@@ -182,6 +276,47 @@ impl Retries {
     /// now (given out once).
     pub(crate) fn take_unsaved(&mut self, id: QueueId) -> Option<Box<DeliveryRecord>> {
         self.unsaved.remove(&id)
+    }
+
+    /// The waiting messages grouped by the next hops they wait for, each group with its
+    /// count per age bucket (`bucket_of(id)`, clamped below `buckets`). Messages that
+    /// wait for no known next hop are left out. One walk over the waiting messages; the
+    /// answer is bounded by the distinct sets of next hops.
+    pub(crate) fn shape(
+        &self,
+        bucket_of: &dyn Fn(QueueId) -> usize,
+        buckets: usize,
+    ) -> Vec<(Vec<NextHop>, Vec<u64>)> {
+        let mut groups: HashMap<(u32, Option<&[u32]>), Vec<u64>> = HashMap::new();
+        for (id, w) in &self.waiting {
+            if w.first == NO_HOP {
+                continue;
+            }
+            let b = bucket_of(*id).min(buckets.saturating_sub(1));
+            let counts = groups
+                .entry((w.first, w.more.as_deref()))
+                .or_insert_with(|| vec![0; buckets]);
+            if let Some(c) = counts.get_mut(b) {
+                *c += 1;
+            }
+        }
+        groups
+            .into_iter()
+            .map(|((first, more), counts)| {
+                let hops = std::iter::once(first)
+                    .chain(more.into_iter().flatten().copied())
+                    .filter_map(|i| self.hops.get(i as usize).and_then(Option::as_ref))
+                    .map(|s| s.hop.clone())
+                    .collect();
+                (hops, counts)
+            })
+            .collect()
+    }
+
+    /// Messages waiting.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len()
     }
 }
 
@@ -350,5 +485,78 @@ mod tests {
         assert_eq!(r.pop_due(now).map(|x| x.0), Some(m3));
         assert_eq!(r.pop_due(now), None);
         assert_eq!(r.hops().count(), 0);
+    }
+
+    #[test]
+    fn a_hop_slot_is_freed_and_reused_and_a_message_counts_once_per_hop() {
+        let mut r = Retries::default();
+        let now = Instant::now();
+        let a = NextHop::Mx {
+            domain: "a.test".into(),
+        };
+        let b = NextHop::Mx {
+            domain: "b.test".into(),
+        };
+        let m = QueueId::generate();
+        r.insert(
+            now,
+            m,
+            QueueState::Deferred,
+            None,
+            vec![(a.clone(), "1".into()), (a.clone(), "2".into())],
+        );
+        assert_eq!(r.hops().map(|(_, n, _)| n).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(r.pop_due(now), Some((m, QueueState::Deferred)));
+        assert_eq!(r.hops().count(), 0);
+        assert!(!r.waits_for(&a));
+        r.insert(
+            now,
+            m,
+            QueueState::Deferred,
+            None,
+            vec![(b.clone(), "3".into())],
+        );
+        assert_eq!(r.hops.len(), 1, "a's slot was reused for b");
+        assert!(r.waits_for(&b));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_large_backlog_costs_a_bounded_number_of_bytes_per_message() {
+        // The per-message layout: one map entry (id, due, hop index) and one ordered
+        // entry (due, id). Guard against regressions that put something big back in.
+        assert!(std::mem::size_of::<Waiting>() <= 32);
+        assert!(std::mem::size_of::<(QueueId, Waiting)>() <= 48);
+        assert!(std::mem::size_of::<(u64, QueueId)>() <= 32);
+    }
+
+    #[test]
+    fn the_shape_groups_messages_by_next_hops_and_age_bucket() {
+        let mut r = Retries::default();
+        let now = Instant::now();
+        let a = NextHop::Mx {
+            domain: "a.test".into(),
+        };
+        let b = NextHop::Relay { route: 1 };
+        let ids: Vec<QueueId> = (0..5).map(|_| QueueId::generate()).collect();
+        for (n, id) in ids.iter().enumerate() {
+            let hops = match n {
+                0..=2 => vec![(a.clone(), String::new())],
+                3 => vec![(a.clone(), String::new()), (b.clone(), String::new())],
+                _ => Vec::new(),
+            };
+            r.insert(now, *id, QueueState::Deferred, None, hops);
+        }
+        let old = ids[0];
+        let mut shape = r.shape(&|id| usize::from(id != old) * 9, 3);
+        shape.sort_by_key(|(h, _)| h.len());
+        assert_eq!(
+            shape,
+            vec![
+                (vec![a.clone()], vec![1, 0, 2]),
+                (vec![a, b], vec![0, 0, 1])
+            ],
+            "the message without a next hop is left out; bucket 9 is clamped to the last"
+        );
     }
 }

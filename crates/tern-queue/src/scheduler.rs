@@ -1,9 +1,10 @@
 //! The scheduler: the one task that owns the queue's state (see the crate header).
 //!
 //! It keeps:
-//! - `backlog`: messages to load (new ones from the intake, deferred ones whose retry time
-//!   came, and what was in `incoming/` at start), loaded at most `max_active_messages` at
-//!   a time so memory stays bounded whatever the queue size;
+//! - `backlog`: messages to load (new ones from the intake, released ones, and what was in
+//!   `incoming/` at start); with the due retries, they take turns for the
+//!   `max_active_messages` message slots, so memory stays bounded whatever the queue
+//!   size and neither new mail nor a backlog coming due starves the other;
 //! - `suspects`: what was in `active/` at start (in process when the previous run died),
 //!   probed a group at a time beside the normal flow once the run has lasted
 //!   `probe_delay_secs` (`probe`); a suspect is in none of the other collections;
@@ -93,6 +94,22 @@ pub(crate) enum Cmd {
     AdminDone {
         id: QueueId,
         requeue: crate::admin::Requeue,
+    },
+    /// Deferred messages found by the background load of `deferred/` (`load_backlog`):
+    /// id, due time, and the next hops their waiting recipients go to.
+    Loaded(Vec<(QueueId, Instant, Vec<HopError>)>),
+    /// The background load ended: every deferred message on disk at the start was
+    /// handed over (or `error` says why not).
+    BacklogDone {
+        load: tern_spool::DeferredLoad,
+        started: Instant,
+        error: Option<String>,
+    },
+    /// An administrator asks for the shape of the deferred mail (`QueueHandle::deferred_shape`).
+    DeferredShape {
+        now_micros: i64,
+        bounds_secs: Vec<u64>,
+        reply: oneshot::Sender<Option<DeferredShape>>,
     },
     /// Stop: no new work; reply when every task ended or was cut at the grace period.
     Shutdown(oneshot::Sender<()>),
@@ -220,6 +237,28 @@ impl QueueHandle {
         rx.await.map_err(|_| DestinationError::Stopped)?
     }
 
+    /// The deferred mail waiting in the scheduler's retry timers, for `GET
+    /// /queue/summary` without reading a million files: grouped by the names of the next
+    /// hops each message waits for, counted per age bucket (now minus the arrival time in
+    /// the queue id; `bounds_secs` are the buckets' upper bounds, the last bucket holds
+    /// everything older). `None` while the backlog is still being read from disk (the
+    /// timers do not hold all of `deferred/` yet), or when the queue has stopped: then
+    /// read the spool. Messages changing state at that moment may be missed (a due
+    /// message being loaded is in `active/`).
+    pub async fn deferred_shape(
+        &self,
+        now_micros: i64,
+        bounds_secs: Vec<u64>,
+    ) -> Option<DeferredShape> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::DeferredShape {
+            now_micros,
+            bounds_secs,
+            reply: tx,
+        });
+        rx.await.ok().flatten()
+    }
+
     pub(crate) fn send(&self, cmd: Cmd) {
         self.beat.add_waiting(1);
         if self.tx.send(cmd).is_err() {
@@ -227,6 +266,9 @@ impl QueueHandle {
         }
     }
 }
+
+/// See [`QueueHandle::deferred_shape`]: (next hop names, count per age bucket).
+pub type DeferredShape = Vec<(Vec<String>, Vec<u64>)>;
 
 /// The running queue.
 pub struct Queue {
@@ -258,14 +300,15 @@ pub struct QueueReceiver {
 }
 
 impl Queue {
-    /// Scans the spool (active, incoming, then deferred with their retry times), judges
-    /// how the previous run ended (`probe::recover`: crashes counted, suspects lined up,
-    /// this run's probe journal and last gasp prepared) and starts scheduling. Blocking
-    /// work (the scan, the evidence) runs on blocking threads.
+    /// Scans the spool (active, then incoming), judges how the previous run ended
+    /// (`probe::recover`: crashes counted, suspects lined up, this run's probe journal
+    /// and last gasp prepared) and starts scheduling. Then `deferred/` is loaded in the
+    /// background (`load_backlog`): new mail flows while the backlog is read, and each
+    /// chunk of deferred messages joins the retry timers as it is read (event 4055 at
+    /// the end). Blocking work (the scans, the evidence) runs on blocking threads.
     pub async fn start(ctx: Arc<Context>, receiver: QueueReceiver) -> Result<Queue, SpoolError> {
         let spool = ctx.spool.clone();
-        let routes = Arc::clone(&ctx.runtime.load().routes);
-        let scan = tokio::task::spawn_blocking(move || initial_scan(&spool, &routes))
+        let scan = tokio::task::spawn_blocking(move || initial_scan(&spool))
             .await
             .map_err(|e| SpoolError::BlockingTask(e.to_string()))??;
         let handle = QueueHandle {
@@ -284,6 +327,8 @@ impl Queue {
             ctx,
             handle: handle.clone(),
             backlog: VecDeque::new(),
+            retry_turn: false,
+            backlog_loaded: false,
             queued_ids: HashSet::new(),
             retries: Retries::default(),
             running: HashMap::new(),
@@ -299,14 +344,9 @@ impl Queue {
         for id in scan.incoming {
             sched.push_backlog(id, QueueState::Incoming);
         }
-        let now = Instant::now();
-        for (id, due, hops) in scan.deferred {
-            sched
-                .retries
-                .insert(due.max(now), id, QueueState::Deferred, None, hops);
-            sched.queued_ids.insert(id);
-        }
+        let loader_ctx = Arc::clone(&sched.ctx);
         let task = tokio::spawn(sched.run(receiver.rx));
+        load_backlog(loader_ctx, handle.clone());
         Ok(Queue {
             handle,
             task,
@@ -358,9 +398,58 @@ struct Scan {
     active: Vec<ActiveMessage>,
     /// Messages in `incoming/`.
     incoming: Vec<QueueId>,
-    /// Deferred messages: id, due time, the next hops their waiting recipients go to
-    /// (with the current routes) and their last deferral.
-    deferred: Vec<(QueueId, Instant, Vec<HopError>)>,
+}
+
+/// Messages handed over per command by the background load of `deferred/`.
+const LOAD_CHUNK: usize = 1024;
+
+/// Loads `deferred/` on a blocking thread (`Spool::load_deferred`: validation,
+/// quarantine, records), sending each chunk to the scheduler with its due times and
+/// next hops routed with the routes of that moment; stops when the scheduler has
+/// stopped. Ends with `Cmd::BacklogDone`.
+fn load_backlog(ctx: Arc<Context>, handle: QueueHandle) {
+    let started = Instant::now();
+    // Not awaited: it ends on its own, or at its next chunk once the scheduler stopped.
+    drop(tokio::task::spawn_blocking(move || {
+        #[cfg(feature = "fault-injection")]
+        fault_injection::hold_backlog_load();
+        let spool = ctx.spool.clone();
+        let mut take = |batch: Vec<tern_spool::DeferredEntry>| {
+            if handle.tx.is_closed() {
+                return false;
+            }
+            if batch.is_empty() {
+                return true;
+            }
+            let routes = Arc::clone(&ctx.runtime.load().routes);
+            let now_micros = message::now_micros();
+            let now = Instant::now();
+            let found = batch
+                .into_iter()
+                .map(|d| {
+                    let due_micros = d
+                        .record
+                        .as_ref()
+                        .and_then(|r| r.next_attempt_micros)
+                        .unwrap_or(now_micros);
+                    let wait = u64::try_from(due_micros.saturating_sub(now_micros)).unwrap_or(0);
+                    let hops = waiting_hops(&routes, Some(&d.envelope), d.record.as_ref());
+                    (d.id, now + Duration::from_micros(wait), hops)
+                })
+                .collect();
+            handle.send(Cmd::Loaded(found));
+            true
+        };
+        let (load, error) = match spool.load_deferred(LOAD_CHUNK, &mut take) {
+            Ok(load) => (load, None),
+            Err(e) => (tern_spool::DeferredLoad::default(), Some(e.to_string())),
+        };
+        handle.send(Cmd::BacklogDone {
+            load,
+            started,
+            error,
+        });
+    }));
 }
 
 /// A next hop and the last deferral text of a message's recipients for it.
@@ -399,10 +488,8 @@ fn waiting_hops(
     hops
 }
 
-fn initial_scan(
-    spool: &tern_spool::Spool,
-    routes: &tern_route::RoutingTable,
-) -> Result<Scan, SpoolError> {
+/// `active/` (with crash counts) and `incoming/`; `deferred/` is `load_backlog`'s.
+fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
     let mut active = Vec::new();
     for m in spool.list(Some(QueueState::Active))? {
         // A record that cannot be read is dealt with when the message is loaded.
@@ -422,31 +509,17 @@ fn initial_scan(
         .into_iter()
         .map(|m| m.id)
         .collect();
-    let now_micros = message::now_micros();
-    let now = Instant::now();
-    let mut deferred = Vec::new();
-    for m in spool.list(Some(QueueState::Deferred))? {
-        // A record that cannot be read is dealt with when the message is loaded.
-        let record = spool.read_record(m.id).ok().flatten();
-        let due_micros = record
-            .as_ref()
-            .and_then(|r| r.next_attempt_micros)
-            .unwrap_or(now_micros);
-        let wait = u64::try_from(due_micros.saturating_sub(now_micros)).unwrap_or(0);
-        let hops = waiting_hops(routes, m.envelope.as_ref(), record.as_ref());
-        deferred.push((m.id, now + Duration::from_micros(wait), hops));
-    }
-    Ok(Scan {
-        active,
-        incoming,
-        deferred,
-    })
+    Ok(Scan { active, incoming })
 }
 
 struct Scheduler {
     ctx: Arc<Context>,
     handle: QueueHandle,
     backlog: VecDeque<(QueueId, QueueState)>,
+    /// The next free message slot goes to a due retry first (else to `backlog` first).
+    retry_turn: bool,
+    /// Every deferred message on disk at the start is in `retries` (or went on).
+    backlog_loaded: bool,
     /// Ids in `backlog` or `retries` (so a duplicate submit is ignored).
     queued_ids: HashSet<QueueId>,
     retries: Retries,
@@ -514,7 +587,13 @@ impl Scheduler {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let retry = self.retries.next_due();
+        // A due retry waits for a free message slot (a finished task wakes the loop), and
+        // none starts while stopping: waking for it then would spin.
+        let slots_free = self.running.len() < self.ctx.runtime.load().queue.max_active_messages;
+        let retry = self
+            .retries
+            .next_due()
+            .filter(|_| slots_free && self.stopping.is_none());
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self.dispatch.next_up();
         let probe = self.suspects.next_due();
@@ -525,6 +604,30 @@ impl Scheduler {
     fn handle_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Submit(id) => self.push_backlog(id, QueueState::Incoming),
+            Cmd::Loaded(found) => self.loaded(found),
+            Cmd::BacklogDone {
+                load,
+                started,
+                error,
+            } => match error {
+                None => {
+                    self.backlog_loaded = !load.stopped;
+                    self.ctx.events.emit(
+                        &catalog::QUEUE_BACKLOG_LOADED,
+                        fields!(
+                            "deferred" => load.loaded,
+                            "quarantined" => load.quarantined,
+                            "orphan_records_removed" => load.orphans_removed,
+                            "stopped" => load.stopped,
+                            "secs" => format!("{:.3}", started.elapsed().as_secs_f64()),
+                        ),
+                    );
+                }
+                Some(error) => self.ctx.events.emit(
+                    &catalog::QUEUE_BACKLOG_FAILED,
+                    fields!("error" => error, "deferred" => load.loaded),
+                ),
+            },
             Cmd::Enqueue(job) => self.enqueue(job),
             Cmd::Released(id) => {
                 if !self.running.contains_key(&id)
@@ -612,6 +715,31 @@ impl Scheduler {
             }
             Cmd::Destinations(reply) => {
                 let _ = reply.send(self.destinations());
+            }
+            Cmd::DeferredShape {
+                now_micros,
+                bounds_secs,
+                reply,
+            } => {
+                let shape = self.backlog_loaded.then(|| {
+                    let bucket_of = |id: QueueId| {
+                        let age = u64::try_from(now_micros.saturating_sub(id.arrival_micros()))
+                            .unwrap_or(0)
+                            / 1_000_000;
+                        bounds_secs
+                            .iter()
+                            .position(|b| age < *b)
+                            .unwrap_or(bounds_secs.len())
+                    };
+                    self.retries
+                        .shape(&bucket_of, bounds_secs.len() + 1)
+                        .into_iter()
+                        .map(|(hops, counts)| {
+                            (hops.iter().map(ToString::to_string).collect(), counts)
+                        })
+                        .collect()
+                });
+                let _ = reply.send(shape);
             }
             Cmd::Destination {
                 name,
@@ -720,6 +848,28 @@ impl Scheduler {
     ) {
         self.retries.insert(due, id, state, record, hops);
         self.queued_ids.insert(id);
+    }
+
+    /// A chunk of the deferred backlog read from disk: each message joins the retry
+    /// timers, unless the queue already has it (deferred, due or running during this
+    /// run, or a suspect); a message that left `deferred/` since it was read is found
+    /// missing when it is loaded, and dropped then.
+    fn loaded(&mut self, found: Vec<(QueueId, Instant, Vec<HopError>)>) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for (id, due, hops) in found {
+            if self.running.contains_key(&id)
+                || self.queued_ids.contains(&id)
+                || self.suspects.contains(id)
+            {
+                continue;
+            }
+            self.retries
+                .insert(due.max(now), id, QueueState::Deferred, None, hops);
+            self.queued_ids.insert(id);
+        }
     }
 
     fn push_backlog(&mut self, id: QueueId, state: QueueState) {
@@ -940,7 +1090,7 @@ impl Scheduler {
         }
     }
 
-    /// Starts what can start: due retries into the backlog, messages from the backlog,
+    /// Starts what can start: messages from the backlog and due retries, in turns,
     /// workers for destinations with jobs; closes idle connections whose time is over.
     fn pump(&mut self) {
         if self.stopping.is_some() {
@@ -948,14 +1098,25 @@ impl Scheduler {
         }
         let now = Instant::now();
         self.expire_idle(now);
-        while let Some((id, state)) = self.retries.pop_due(now) {
-            self.backlog.push_back((id, state));
-        }
         let cfg = self.ctx.runtime.load_full();
+        // New mail and due retries take turns for the free message slots, so a backlog
+        // of deferred mail coming due at once (a destination back after a day) neither
+        // starves new mail nor is starved by it; due retries wait in `retries` (still
+        // counted for their destinations) until a slot is free.
         while self.running.len() < cfg.queue.max_active_messages {
-            let Some((id, state)) = self.backlog.pop_front() else {
+            let next = if self.retry_turn {
+                self.retries
+                    .pop_due(now)
+                    .or_else(|| self.backlog.pop_front())
+            } else {
+                self.backlog
+                    .pop_front()
+                    .or_else(|| self.retries.pop_due(now))
+            };
+            let Some((id, state)) = next else {
                 break;
             };
+            self.retry_turn = !self.retry_turn;
             self.queued_ids.remove(&id);
             let task = message::spawn(
                 Arc::clone(&self.ctx),
@@ -1044,5 +1205,18 @@ mod fault_injection {
             return false;
         };
         !pattern.is_empty() && job.msg.content.windows(pattern.len()).any(|w| w == pattern)
+    }
+
+    /// Holds the background load of `deferred/` until the file named by the environment
+    /// variable `TERN_FAULT_HOLD_BACKLOG_UNTIL` exists (at most two minutes), so a test
+    /// can see the server work while its backlog is not loaded yet.
+    pub(super) fn hold_backlog_load() {
+        let Some(path) = std::env::var_os("TERN_FAULT_HOLD_BACKLOG_UNTIL") else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !std::path::Path::new(&path).exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

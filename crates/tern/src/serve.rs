@@ -2,9 +2,12 @@
 //! runs until SIGTERM or SIGINT, then shuts down within the grace period.
 //!
 //! Start order matters: the event log first (so recovery is logged), then the spool
-//! (recovery and quarantine happen before any listener accepts), then back pressure, then
-//! the listeners, then the queue and the pickup service (the second way in, through the
-//! same intake). A listener that cannot bind stops the start with an error naming it. At
+//! (recovery and quarantine happen before any listener accepts, except for `deferred/`
+//! and `records/` when the queue delivers: `Spool::open_lazy`, the queue reads them in the
+//! background, so the listeners answer at once whatever the backlog), then back pressure,
+//! then the listeners, then the queue (crash evidence judged from `active/` before any
+//! message is touched) and the pickup service (the second way in, through the same
+//! intake). A listener that cannot bind stops the start with an error naming it. At
 //! a stop the pickup service ends first (after the file in progress), then the listeners.
 //!
 //! With `[watchdog] enabled`, one `Watchdog` registry is made before the spool, and each
@@ -77,7 +80,12 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         .enabled
         .then(|| Watchdog::new(Duration::from_secs(config.watchdog.stall_after_secs)));
     let spool_dir = config.spool_dir();
-    let (spool, _report) = Spool::open_watched(&spool_dir, events.clone(), watchdog.as_ref())
+    let open = if config.queue.deliver {
+        Spool::open_lazy
+    } else {
+        Spool::open_watched
+    };
+    let (spool, _report) = open(&spool_dir, events.clone(), watchdog.as_ref())
         .with_context(|| format!("opening spool {}", spool_dir.display()))?;
     spool.set_commit_mode(config.spool.commit);
     // Dropped on every way out of this function: stops the thread, removes status.json.

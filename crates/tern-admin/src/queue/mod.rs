@@ -158,15 +158,11 @@ async fn list(
     let (filter, limit, offset) = parse_list_query(&pairs).map_err(ApiError::BadRequest)?;
     let spool = state.spool.clone();
     let now = unix_ms();
-    let entries = blocking(move || filter::scan(&spool, &filter, now)).await?;
-    let messages = entries
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|e| e.summary(now))
-        .collect();
+    let (total, entries) =
+        blocking(move || filter::page(&spool, &filter, now, offset, limit)).await?;
+    let messages = entries.iter().map(|e| e.summary(now)).collect();
     Ok(Json(ListBody {
-        total: entries.len(),
+        total,
         offset,
         limit,
         messages,

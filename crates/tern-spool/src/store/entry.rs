@@ -156,11 +156,20 @@ pub(crate) fn read_full(path: &Path, id: QueueId) -> Result<StoredMessage, Entry
 /// Validates everything about an entry (header, trailer, both checksums, envelope)
 /// without keeping the content. `buf` is scratch space reused between calls.
 pub(crate) fn verify(path: &Path, id: QueueId, buf: &mut Vec<u8>) -> Result<(), EntryError> {
+    verify_envelope(path, id, buf).map(|_| ())
+}
+
+/// [`verify`], returning the envelope (the deferred backlog's load needs both, from one
+/// read of a small file).
+pub(crate) fn verify_envelope(
+    path: &Path,
+    id: QueueId,
+    buf: &mut Vec<u8>,
+) -> Result<Envelope, EntryError> {
     let (f, len) = open(path)?;
     if len <= WHOLE_READ_MAX {
         read_whole(&f, len, buf)?;
-        format::decode(buf, Some(id))?;
-        return Ok(());
+        return Ok(format::decode(buf, Some(id))?.envelope);
     }
     let mut h = [0u8; HEADER_LEN];
     f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
@@ -181,6 +190,5 @@ pub(crate) fn verify(path: &Path, id: QueueId, buf: &mut Vec<u8>) -> Result<(), 
         left = left.saturating_sub(n as u64);
     }
     format::check_content_crc(crc, &t)?;
-    read_envelope_section(&f, &t, id)?;
-    Ok(())
+    read_envelope_section(&f, &t, id)
 }

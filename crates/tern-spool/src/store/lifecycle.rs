@@ -68,14 +68,44 @@ impl Inner {
     /// under the same id is not Tern's doing and is quarantined instead, never deleted.
     /// Entries that are not regular files are left to validation (which quarantines
     /// them). Returns how many entries were quarantined.
-    pub(crate) fn resolve_duplicates(&self) -> Result<usize, SpoolError> {
+    ///
+    /// `lazy_deferred` (a server start that loads `deferred/` in the background): the
+    /// names of `deferred/` are not read; only the ids found in the other state
+    /// directories are looked up there (one lookup each), which finds every duplicate
+    /// that involves another directory, and a directory cannot hold a name twice.
+    pub(crate) fn resolve_duplicates(&self, lazy_deferred: bool) -> Result<usize, SpoolError> {
         use std::os::unix::fs::MetadataExt;
         let mut seen: BTreeMap<QueueId, (QueueState, u64, u64)> = BTreeMap::new();
         let mut removed = 0;
         let mut quarantined = 0;
+        let mut names_of: BTreeMap<QueueState, Vec<std::ffi::OsString>> = BTreeMap::new();
+        for state in PRECEDENCE {
+            if lazy_deferred && state == QueueState::Deferred {
+                continue;
+            }
+            names_of.insert(state, read_names(&self.area_dir(Area::State(state)))?);
+        }
+        if lazy_deferred {
+            let dir = self.area_dir(Area::State(QueueState::Deferred));
+            let mut candidates: Vec<std::ffi::OsString> = names_of
+                .values()
+                .flatten()
+                .filter(|n| name_to_id(n).is_some())
+                .filter(|n| {
+                    !matches!(
+                        sys::entry_kind(&dir.join(n)),
+                        Ok((sys::EntryKind::Missing, _))
+                    )
+                })
+                .cloned()
+                .collect();
+            candidates.sort();
+            candidates.dedup();
+            names_of.insert(QueueState::Deferred, candidates);
+        }
         for state in PRECEDENCE {
             let dir = self.area_dir(Area::State(state));
-            for name in read_names(&dir)? {
+            for name in names_of.remove(&state).unwrap_or_default() {
                 let Some(id) = name_to_id(&name) else {
                     continue;
                 };

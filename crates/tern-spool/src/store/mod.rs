@@ -24,6 +24,7 @@
 //! seen, and may be missed if the listing read its new directory before the link and its
 //! old one after the unlink.
 
+mod backlog;
 mod batch;
 mod dirsync;
 mod entry;
@@ -62,6 +63,7 @@ use crate::error::SpoolError;
 use crate::id::QueueId;
 use crate::state::QueueState;
 
+pub use backlog::{DeferredEntry, DeferredLoad};
 pub use evidence::{CrashEvidence, JournalRead, ProbeJournal};
 pub use lifecycle::{DELETABLE, RELEASABLE};
 pub use writer::MessageWriter;
@@ -286,6 +288,9 @@ pub(crate) struct Inner {
     /// Messages held in segments (`segment`), in every commit mode: a spool may hold
     /// segments from an earlier run in segment mode.
     segments: Arc<segment::Segments>,
+    /// Opened with [`Spool::open_lazy`]: `deferred/` and `records/` wait for
+    /// [`Spool::load_deferred`]. Set once, at open.
+    lazy_deferred: bool,
 }
 
 /// Directory under the spool holding the placement directories.
@@ -440,6 +445,30 @@ impl Spool {
         events: EventLog,
         watchdog: Option<&Watchdog>,
     ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Spool::open_with(dir, events, watchdog, false)
+    }
+
+    /// [`Spool::open_watched`] for a server that delivers: everything is recovered as
+    /// there except `deferred/` and `records/`, which are not read at all (their
+    /// duplicates with the other directories are still resolved, by lookups). The
+    /// caller must then run [`Spool::load_deferred`] (the queue does it in the
+    /// background), which validates and hands over the deferred messages and checks the
+    /// records. The report counts no deferred message. Its cost no longer grows with the
+    /// backlog of deferred mail: the listener can answer at once after a restart.
+    pub fn open_lazy(
+        dir: &Path,
+        events: EventLog,
+        watchdog: Option<&Watchdog>,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Spool::open_with(dir, events, watchdog, true)
+    }
+
+    fn open_with(
+        dir: &Path,
+        events: EventLog,
+        watchdog: Option<&Watchdog>,
+        lazy_deferred: bool,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
         let beat = |name: &str| {
             let name = format!("spool.sync.{name}");
             match watchdog {
@@ -540,8 +569,9 @@ impl Spool {
             free: std::sync::Mutex::new(Vec::new()),
             next_free: AtomicU64::new(0),
             batch_commit: std::sync::atomic::AtomicBool::new(false),
+            lazy_deferred,
         };
-        let report = recovery::recover(&inner, set_aside)?;
+        let report = recovery::recover(&inner, set_aside, lazy_deferred)?;
         segments
             .start_committer(
                 Arc::clone(&inner.counters),
@@ -607,6 +637,7 @@ impl Spool {
             free: std::sync::Mutex::new(Vec::new()),
             next_free: AtomicU64::new(0),
             batch_commit: std::sync::atomic::AtomicBool::new(false),
+            lazy_deferred: false,
         };
         let mut queued = 0;
         for state in QueueState::QUEUED {
@@ -668,6 +699,23 @@ impl Spool {
     /// approximate). O(1): an atomic read.
     pub fn changes(&self) -> u64 {
         self.inner.changes.load(Ordering::Acquire)
+    }
+
+    /// The ids of the messages in `state` now, from the directory's file names only
+    /// (no file is read), in id order (the time each message's transaction began). For
+    /// `incoming`, only messages with a file of their own (not those resident in a
+    /// segment); `corrupt` is not a list of ids (`Err` `ReadOnly` is never returned for
+    /// it: it answers an empty list). Blocking.
+    pub fn ids(&self, state: QueueState) -> Result<Vec<QueueId>, SpoolError> {
+        if state == QueueState::Corrupt {
+            return Ok(Vec::new());
+        }
+        let mut ids: Vec<QueueId> = read_names(&self.inner.area_dir(Area::State(state)))?
+            .iter()
+            .filter_map(|n| name_to_id(n))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Messages in `state` now, counted from the directory's file names (queue ids;

@@ -89,7 +89,7 @@ impl Inner {
     }
 
     /// Whether message `id` is resident in a segment or has a file in a queue state.
-    fn message_exists(&self, id: QueueId) -> bool {
+    pub(crate) fn message_exists(&self, id: QueueId) -> bool {
         self.segments.lookup(id).is_some()
             || PRECEDENCE.iter().any(|s| {
                 self.entry_path(Area::State(*s), id)

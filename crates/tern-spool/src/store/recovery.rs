@@ -55,27 +55,45 @@ const MESSAGE_STATES: [QueueState; 5] = [
 ];
 
 /// `already`: entries quarantined before (the spool's own tree, see `layout`).
-pub(crate) fn recover(inner: &Inner, already: usize) -> Result<RecoveryReport, SpoolError> {
+/// `lazy_deferred`: `deferred/` and `records/` are left to [`Spool::load_deferred`]
+/// (the server's start: the listener does not wait for the backlog); the rest is
+/// recovered here as always.
+pub(crate) fn recover(
+    inner: &Inner,
+    already: usize,
+    lazy_deferred: bool,
+) -> Result<RecoveryReport, SpoolError> {
     let (mut partials_removed, mut quarantined) = remove_partials(inner)?;
     quarantined += already;
-    quarantined += inner.resolve_duplicates()?;
+    quarantined += inner.resolve_duplicates(lazy_deferred)?;
     let mut counts = BTreeMap::new();
     let mut valid: HashSet<QueueId> = HashSet::new();
     for state in MESSAGE_STATES {
+        if lazy_deferred && state == QueueState::Deferred {
+            continue;
+        }
         let (good, bad) = validate_state(inner, state, &mut valid)?;
         quarantined += bad;
         counts.insert(state, good);
     }
     // After the state directories: a segment's record counts as taken only when its
     // message has a valid file of its own (a directory or a damaged file named like it,
-    // quarantined above, must not hide the segment's good copy).
-    let segments = inner.recover_segments(&valid)?;
+    // quarantined above, must not hide the segment's good copy). With `deferred/` not
+    // validated yet, a resident id is looked up there and that one file verified.
+    let deferred_dir = inner.area_dir(Area::State(QueueState::Deferred));
+    let has_file = |id: QueueId| {
+        valid.contains(&id)
+            || (lazy_deferred
+                && entry::verify(&deferred_dir.join(id.to_string()), id, &mut Vec::new()).is_ok())
+    };
+    let segments = inner.recover_segments(&has_file)?;
     partials_removed += segments.partials;
     quarantined += segments.quarantined;
     *counts.entry(QueueState::Incoming).or_insert(0) += segments.resident + segments.to_incoming;
     *counts.entry(QueueState::Hold).or_insert(0) += segments.to_hold;
-    let records = inner.recover_records(&mut counts)?;
-    quarantined += records;
+    if !lazy_deferred {
+        quarantined += inner.recover_records(&mut counts)?;
+    }
     quarantined += inner.load_free_pool()?;
     quarantined += check_placements(inner)?;
     let corrupt_dir = inner.area_dir(Area::State(QueueState::Corrupt));

@@ -89,10 +89,9 @@ impl Inner {
     /// messages (see `segment`).
     pub(crate) fn recover_segments(
         &self,
-        valid: &HashSet<QueueId>,
+        has_file: &dyn Fn(QueueId) -> bool,
     ) -> Result<SegmentReport, SpoolError> {
-        let has_file = |id| valid.contains(&id);
-        let (scanned, unexpected) = self.segments.scan_all(&has_file, true)?;
+        let (scanned, unexpected) = self.segments.scan_all(has_file, true)?;
         let mut set_aside = 0;
         for (name, why) in unexpected {
             let reason = CorruptReason::UnexpectedEntry(why);

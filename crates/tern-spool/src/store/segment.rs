@@ -1024,7 +1024,9 @@ impl Segments {
             };
             let mut taken = of.gone;
             for f in &found {
+                // Ids in `.out` are taken already: `has_file` may cost a file read.
                 if let Found::Record { id, .. } = f
+                    && !taken.contains(id)
                     && has_file(*id)
                 {
                     taken.insert(*id);
