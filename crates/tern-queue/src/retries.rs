@@ -537,7 +537,9 @@ mod tests {
         let a = NextHop::Mx {
             domain: "a.test".into(),
         };
-        let b = NextHop::Relay { route: 1 };
+        let b = NextHop::Relay {
+            name: "smtp:[192.0.2.1]:25".into(),
+        };
         let ids: Vec<QueueId> = (0..5).map(|_| QueueId::generate()).collect();
         for (n, id) in ids.iter().enumerate() {
             let hops = match n {
