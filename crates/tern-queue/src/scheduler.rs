@@ -1042,6 +1042,12 @@ mod fault_injection {
         let Cmd::Enqueue(job) = cmd else {
             return false;
         };
-        !pattern.is_empty() && job.msg.content.windows(pattern.len()).any(|w| w == pattern)
+        !pattern.is_empty()
+            && job
+                .msg
+                .facts
+                .head
+                .windows(pattern.len())
+                .any(|w| w == pattern)
     }
 }

@@ -48,6 +48,7 @@ mod kill9_during_drop_delivery_loses_nothing;
 mod kill9_during_pickup_queues_every_file;
 mod kill9_loses_no_acknowledged_message;
 mod kill9_while_relaying_delivers_every_acknowledged_message;
+mod large_messages_are_streamed_byte_identical;
 mod listener_stays_usable_under_connection_flood;
 mod lmtp_to_dovecot_fails_only_the_unknown_user;
 mod local_maps_reload_with_the_routes;
