@@ -4,8 +4,9 @@
 //! through a bounded buffer (the spool verifies its checksum on the way) and keeps only
 //! what the queue needs to decide without it, the [`ContentFacts`]: its length, whether
 //! it is 7-bit, its line ends (a Maildir file's name carries its sizes), and a bounded
-//! prefix, [`HEAD_MAX`] octets, for what reads the header section (the hop count, a
-//! bounce's returned headers). Each delivery opens the content again and streams it
+//! start, the header section (at most [`HEAD_MAX`] octets) and [`BODY_KEPT`] octets
+//! after it, for what reads the header section (the hop count, a bounce's returned
+//! headers; fault injection in test builds looks for its markers there). Each delivery opens the content again and streams it
 //! ([`open_async`], or `Spool::open_body` in a blocking thread), checked again as it
 //! goes: a copy that changed since the load is never delivered whole (see
 //! `tern_spool::BodyReader`).
@@ -15,8 +16,8 @@
 //! and a 7-bit conversion larger than [`SPILL_OVER`] is written to a spill file in the
 //! spool's private `tmp/` and streamed from there (`attempt.rs`, docs/CONVERSION.md).
 //!
-//! Memory per loaded message: the envelope and at most [`HEAD_MAX`] octets, whatever the
-//! message size; per delivery: the reader's 64 KiB piece.
+//! Memory per loaded message: the envelope and at most [`HEAD_MAX`] octets of the
+//! start (a few KiB for ordinary headers), whatever the message size; per delivery: the reader's 64 KiB piece.
 //!
 //! Trust: the content is hostile; everything here is bounded by the constants above and
 //! by lengths the spool checked.
@@ -26,9 +27,13 @@ use std::io::Read;
 use tern_local::{ContentShape, ShapeCounter};
 use tern_spool::{AsyncBodyReader, Envelope, QueueId, QueueState, Spool, SpoolError};
 
-/// Octets of the start of the content kept with a loaded message (the header section
-/// of any ordinary message; `tern-dsn` returns at most 64 KiB of headers).
+/// Most octets of the start of the content kept with a loaded message: its header
+/// section up to this size (`tern-dsn` returns at most 64 KiB of headers)...
 pub(crate) const HEAD_MAX: usize = 128 * 1024;
+
+/// ...and at most this much of the body after it, so that `max_active_messages` loaded
+/// messages with ordinary headers cost a few KiB each.
+pub(crate) const BODY_KEPT: usize = 8 * 1024;
 
 /// A converted copy larger than this is written to a spill file instead of being held
 /// in memory while it is sent.
@@ -43,7 +48,8 @@ pub struct ContentFacts {
     pub seven_bit: bool,
     /// Length and line ends, for Maildir file names.
     pub shape: ContentShape,
-    /// The first [`HEAD_MAX`] octets (all of a smaller content).
+    /// The start of the content: the header section (at most [`HEAD_MAX`] octets) and
+    /// at most [`BODY_KEPT`] octets after it; all of a small content.
     pub head: Vec<u8>,
 }
 
@@ -66,15 +72,41 @@ struct FactsBuilder {
     eight_bit: bool,
     shape: ShapeCounter,
     head: Vec<u8>,
+    /// Where the empty line that ends the header section starts, once seen.
+    header_end: Option<usize>,
 }
 
 impl FactsBuilder {
+    /// How long `head` may grow.
+    fn cap(&self) -> usize {
+        self.header_end
+            .map_or(HEAD_MAX, |end| end.saturating_add(BODY_KEPT).min(HEAD_MAX))
+    }
+
     fn feed(&mut self, piece: &[u8]) {
         self.eight_bit = self.eight_bit || piece.iter().any(|b| *b >= 0x80);
         self.shape.feed(piece);
-        let room = HEAD_MAX.saturating_sub(self.head.len());
+        let room = self.cap().saturating_sub(self.head.len());
+        if room == 0 {
+            return;
+        }
+        // Look for the empty line from just before the new octets only.
+        let from = self.head.len().saturating_sub(2);
         self.head
             .extend_from_slice(piece.get(..room.min(piece.len())).unwrap_or_default());
+        if self.header_end.is_none() {
+            self.header_end = if self.head.starts_with(b"\r\n") || self.head.starts_with(b"\n") {
+                Some(0)
+            } else {
+                let new = self.head.get(from..).unwrap_or_default();
+                new.windows(2)
+                    .position(|w| w == b"\n\n")
+                    .or_else(|| new.windows(3).position(|w| w == b"\n\r\n"))
+                    .map(|p| from.saturating_add(p).saturating_add(1))
+            };
+            let cap = self.cap();
+            self.head.truncate(cap);
+        }
     }
 
     fn finish(self) -> ContentFacts {
@@ -186,12 +218,21 @@ mod tests {
         let mut content = b"Received: x\r\nSubject: \xc3\xa9\r\n\r\n".to_vec();
         content.extend(std::iter::repeat_n(b'a', HEAD_MAX + 10));
         let whole = ContentFacts::of(&content);
-        let mut b = FactsBuilder::default();
-        for piece in content.chunks(1000) {
-            b.feed(piece);
+        for size in [1, 2, 3, 1000] {
+            let mut b = FactsBuilder::default();
+            for piece in content.chunks(size) {
+                b.feed(piece);
+            }
+            assert_eq!(b.finish(), whole, "pieces of {size}");
         }
-        assert_eq!(b.finish(), whole);
-        assert_eq!(whole.head.len(), HEAD_MAX);
+        // The header section and 8 KiB of the body.
+        assert_eq!(whole.head.len(), 26 + BODY_KEPT);
+        assert!(whole.head.starts_with(b"Received: x\r\nSubject"));
+        // No end of the header section: HEAD_MAX.
+        let endless = vec![b'h'; HEAD_MAX * 2];
+        assert_eq!(ContentFacts::of(&endless).head.len(), HEAD_MAX);
+        let blank_first = ContentFacts::of(&[b"\r\n".as_slice(), &[b'b'; 20_000]].concat());
+        assert_eq!(blank_first.head.len(), BODY_KEPT);
         assert!(!whole.seven_bit);
         assert!(!whole.head_is_whole());
         assert_eq!(whole.len, content.len() as u64);

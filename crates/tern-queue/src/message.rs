@@ -470,7 +470,7 @@ async fn run(
     let mut results: Vec<(usize, RcptResult)> = Vec::new();
     let mut held = Vec::new();
     let mut jobs: BTreeMap<String, (NextHop, Arc<Transport>, String, Vec<usize>)> = BTreeMap::new();
-    // The header section as far as the load kept it (`content::HEAD_MAX`).
+    // The header section as the load kept it (up to `content::HEAD_MAX`).
     let hops = received_count(&msg.facts.head);
     if hops > cfg.hop_limit {
         let reply = local_reply(
