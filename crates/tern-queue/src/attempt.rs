@@ -935,7 +935,21 @@ pub(crate) async fn send_on(
     #[cfg(feature = "fault-injection")]
     fault_injection::maybe_freeze(&job.msg.facts.head).await;
     let budget = budget::send(ctx, job, usize::try_from(content_len).unwrap_or(usize::MAX));
-    let outcome = beat.bounded(budget, s.send(&tx, stream.reader())).await?;
+    let outcome = match beat.bounded(budget, s.send(&tx, stream.reader())).await {
+        // The stored content failed its check (or could not be read) while it was sent:
+        // the transaction stopped before the final dot, so nothing was delivered. Another
+        // host would read the same file: every recipient waits, and the message task
+        // quarantines the file at its next load. The session is unusable (closed).
+        Err(SessionError::Content(e)) => {
+            return Ok(Sent::Final(JobResult::deferred(
+                &all,
+                &format!(
+                    "4.3.0 the queued message could not be read while it was sent to {remote} ({e}); nothing was delivered"
+                ),
+            )));
+        }
+        other => other?,
+    };
     if outcome.mail.is_transient() {
         return Ok(Sent::NextHost(format!("{remote} said: {}", outcome.mail)));
     }

@@ -29,6 +29,7 @@ mod cli_escapes_terminal_control_sequences;
 mod cli_queue_over_the_api;
 mod cli_sends_the_token_only_to_its_own_server;
 mod connections_reused_across_domains_sharing_an_mx;
+mod content_damaged_during_delivery_is_never_delivered;
 mod corrupt_entries_quarantined_rest_delivered;
 mod corrupt_segment_quarantined_at_start;
 mod corrupt_spool_entry_quarantined_at_start;
