@@ -173,6 +173,27 @@ mod tests {
             prop_assert_eq!(unstuff(&out), Some(content));
         }
 
+        /// Streaming: however the content is cut into pieces (a CRLF, a leading dot or
+        /// a line split anywhere), the wire bytes are those of the whole-buffer version.
+        #[test]
+        fn any_chunking_gives_the_whole_buffer_bytes(
+            content in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), proptest::num::u8::ANY], 0..800),
+            cuts in proptest::collection::vec(1usize..64, 0..40),
+        ) {
+            let whole = dot_stuff(&content);
+            let mut out = Vec::new();
+            let mut s = DotStuffer::new();
+            let mut rest = &content[..];
+            let mut cuts = cuts.into_iter().cycle();
+            while !rest.is_empty() {
+                let n = cuts.next().unwrap_or(rest.len()).min(rest.len());
+                s.encode(&rest[..n], &mut out);
+                rest = &rest[n..];
+            }
+            s.finish(&mut out);
+            prop_assert_eq!(out, whole);
+        }
+
         #[test]
         fn any_input_has_exactly_one_end_marker(content in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
             let out = dot_stuff(&content);

@@ -80,9 +80,10 @@ pub struct Transaction<'a> {
     pub sender: &'a str,
     /// Forward paths, in order; the outcome has one entry per recipient in this order.
     pub recipients: &'a [OutRecipient<'a>],
-    /// The whole message with CRLF line endings, not dot-stuffed.
-    pub content: &'a [u8],
-    /// Body type of `content`.
+    /// Length of the content in octets (for `SIZE=`); the content itself is streamed to
+    /// [`crate::SmtpSession::send`], CRLF lines, not dot-stuffed.
+    pub size: u64,
+    /// Body type of the content.
     pub body: Body,
     /// Ask for SMTPUTF8 (sent only when advertised).
     pub smtputf8: bool,
@@ -189,7 +190,7 @@ pub(crate) fn mail_command(
     check_path("sender", tx.sender)?;
     let mut line = format!("MAIL FROM:<{}>", tx.sender);
     if caps.size.is_some() {
-        line.push_str(&format!(" SIZE={}", tx.content.len()));
+        line.push_str(&format!(" SIZE={}", tx.size));
     }
     if caps.eightbitmime && tx.body == Body::EightBitMime {
         line.push_str(" BODY=8BITMIME");
@@ -274,7 +275,7 @@ mod tests {
         Transaction {
             sender: "s@example.org",
             recipients,
-            content: b"0123456789",
+            size: 10,
             body: Body::EightBitMime,
             smtputf8: true,
             dsn_ret: Some(DsnRet::Hdrs),

@@ -156,6 +156,13 @@ pub enum SessionError {
     /// nothing was sent. Open a new session.
     #[error("session is no longer usable")]
     Unusable,
+    /// The message content could not be read while it was being sent (the spool's
+    /// integrity check failed, or a read error). The end-of-data marker was never sent,
+    /// so the server discards what it received; the connection is closed without QUIT
+    /// (a QUIT now would be taken as content). Nothing was delivered: defer every
+    /// recipient; the peer sees a connection closed in the middle of the data.
+    #[error("reading the message content: {0}")]
+    Content(io::Error),
 }
 
 impl SessionError {
@@ -178,9 +185,10 @@ impl SessionError {
                 stage,
                 Stage::Connect | Stage::Greeting | Stage::Ehlo | Stage::StartTls
             ),
-            SessionError::Envelope(_) | SessionError::Unusable | SessionError::ResetRefused(_) => {
-                false
-            }
+            SessionError::Envelope(_)
+            | SessionError::Unusable
+            | SessionError::ResetRefused(_)
+            | SessionError::Content(_) => false,
         }
     }
 
@@ -199,6 +207,7 @@ impl SessionError {
             | SessionError::Io { stage, .. } => *stage,
             SessionError::Envelope(_) | SessionError::Unusable => Stage::Mail,
             SessionError::ResetRefused(_) => Stage::Rset,
+            SessionError::Content(_) => Stage::DataBlock,
         }
     }
 

@@ -13,6 +13,11 @@
 //!   neither side can block forever on a full socket buffer.
 //! - Without PIPELINING, one command at a time; no RCPT after a refused MAIL, no DATA
 //!   when no recipient was accepted.
+//! - The content is streamed: read from the caller's `AsyncRead` 64 KiB at a time after
+//!   the `354`, each piece dot-stuffed ([`DotStuffer`] carries a line or CRLF split
+//!   between pieces) and written before the next is read, so memory per transaction is
+//!   bounded whatever the message size. A read error abandons the transaction before the
+//!   end-of-data marker ([`SessionError::Content`]): the server discards what it got.
 //! - The content is never sent when no recipient was accepted. If a pipelined DATA was
 //!   nevertheless answered 354, only the end-of-data marker is sent and its reply
 //!   ignored.
@@ -53,6 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 
@@ -110,6 +116,10 @@ pub struct SmtpSession {
     /// True while the server is known to be at the start of a transaction: just after
     /// EHLO, or after a confirmed RSET. Otherwise the next transaction starts with RSET.
     fresh: bool,
+    /// True from the first octet of content until the end-of-data marker is written: a
+    /// session left in this state (the content could not be read) is closed without
+    /// QUIT, which the server would take as content.
+    in_data: bool,
 }
 
 impl SmtpSession {
@@ -186,6 +196,7 @@ impl SmtpSession {
             transactions: 0,
             usable: true,
             fresh: true,
+            in_data: false,
         })
     }
 
@@ -255,6 +266,7 @@ impl SmtpSession {
             transactions: 0,
             usable: true,
             fresh: true,
+            in_data: false,
         })
     }
 
@@ -311,7 +323,17 @@ impl SmtpSession {
 
     /// One mail transaction; see the module documentation. Every recipient of `tx`
     /// gets exactly one entry in the outcome, in order.
-    pub async fn send(&mut self, tx: &Transaction<'_>) -> Result<TransactionOutcome, SessionError> {
+    ///
+    /// `content` is read only after the server answered `354`, in pieces of 64 KiB,
+    /// each dot-stuffed and written before the next is read: memory is bounded whatever
+    /// the message size. It must yield exactly `tx.size` octets. A read error
+    /// ([`SessionError::Content`]) abandons the transaction before the end-of-data
+    /// marker, so the server delivers nothing.
+    pub async fn send(
+        &mut self,
+        tx: &Transaction<'_>,
+        content: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<TransactionOutcome, SessionError> {
         if !self.usable {
             return Err(SessionError::Unusable);
         }
@@ -329,7 +351,9 @@ impl SmtpSession {
 
         self.usable = false;
         let reset_first = !std::mem::replace(&mut self.fresh, false);
-        let (outcome, needs_rset) = self.transaction(tx, &commands, reset_first).await?;
+        let (outcome, needs_rset) = self
+            .transaction(tx, &commands, reset_first, content)
+            .await?;
         self.usable = !needs_rset || self.rset().await;
         self.fresh = needs_rset && self.usable;
         self.transactions = self.transactions.saturating_add(1);
@@ -339,7 +363,9 @@ impl SmtpSession {
     /// Sends QUIT and closes, bounded by the quit timeout; errors are ignored.
     pub async fn quit(mut self) {
         let limit = self.ctx.config.timeouts.quit;
-        quit_quietly(&mut self.conn, limit).await;
+        if !self.in_data {
+            quit_quietly(&mut self.conn, limit).await;
+        }
         self.conn.shutdown(limit).await;
     }
 
@@ -351,6 +377,7 @@ impl SmtpSession {
         tx: &Transaction<'_>,
         commands: &[Vec<u8>],
         reset_first: bool,
+        content: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<(TransactionOutcome, bool), SessionError> {
         let t = self.ctx.config.timeouts;
         let n = tx.recipients.len();
@@ -451,7 +478,7 @@ impl SmtpSession {
         // One reply for every accepted recipient (LMTP after the content), or one for
         // all of them (SMTP, or a refused DATA).
         let (finals, needs_rset) = if data_reply.is_intermediate() {
-            self.send_content(tx.content).await?;
+            self.send_content(content).await?;
             let count = if self.lmtp {
                 rcpt_replies.iter().filter(|r| r.is_positive()).count()
             } else {
@@ -504,19 +531,36 @@ impl SmtpSession {
         Ok((outcome, needs_rset))
     }
 
-    /// Writes the dot-stuffed content and the end-of-data marker, one piece at a time.
-    async fn send_content(&mut self, content: &[u8]) -> Result<(), SessionError> {
+    /// Writes the dot-stuffed content and the end-of-data marker, one piece at a time:
+    /// a piece is read, encoded (a line or a CRLF split across pieces is carried by the
+    /// [`DotStuffer`]) and written, each write within the `data_block` limit, before the
+    /// next piece is read. A read error stops before the marker (see [`Self::send`]).
+    async fn send_content(
+        &mut self,
+        content: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), SessionError> {
         let limit = self.ctx.config.timeouts.data_block;
         let mut stuffer = DotStuffer::new();
+        let mut piece = vec![0u8; DATA_PIECE];
         let mut out = Vec::with_capacity(DATA_PIECE + DATA_PIECE / 8);
-        for piece in content.chunks(DATA_PIECE) {
+        self.in_data = true;
+        loop {
+            let n = content
+                .read(&mut piece)
+                .await
+                .map_err(SessionError::Content)?;
+            if n == 0 {
+                break;
+            }
             out.clear();
-            stuffer.encode(piece, &mut out);
+            stuffer.encode(piece.get(..n).unwrap_or_default(), &mut out);
             self.conn.write(&out, Stage::DataBlock, limit).await?;
         }
         out.clear();
         stuffer.finish(&mut out);
-        self.conn.write(&out, Stage::DataBlock, limit).await
+        self.conn.write(&out, Stage::DataBlock, limit).await?;
+        self.in_data = false;
+        Ok(())
     }
 
     /// RSET; true when the server confirmed it.

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use tern_spool::Envelope;
 
 pub use crate::durable::PairPaths;
-use crate::durable::{IoFailure, write_pair};
+use crate::durable::{IoFailure, write_pair_from};
 use crate::envfile::EnvelopeFile;
 
 /// Mode of the files written (the collector reads them through its group).
@@ -72,8 +72,22 @@ pub fn write_message(
     rcpts: &[usize],
     content: &[u8],
 ) -> Result<PairPaths, DropError> {
+    let mut content = content;
+    write_message_from(dir, envelope, rcpts, &mut content)
+}
+
+/// [`write_message`] with the content read from `content`, 64 KiB at a time (memory
+/// bounded whatever the size). A read error (the spool's integrity check failing) fails
+/// the delivery before the `.eml` gets its name; the `.env` already published is
+/// replaced by the next attempt.
+pub fn write_message_from(
+    dir: &Path,
+    envelope: &Envelope,
+    rcpts: &[usize],
+    content: &mut dyn std::io::Read,
+) -> Result<PairPaths, DropError> {
     let file = EnvelopeFile::from_envelope(envelope, rcpts, true);
-    Ok(write_pair(
+    Ok(write_pair_from(
         dir,
         &envelope.id.to_string(),
         &file.to_json(),
@@ -136,5 +150,34 @@ mod tests {
         let e = write_message(&gone, &envelope(&["a@x.test"]), &[0], b"x\r\n").unwrap_err();
         assert!(e.to_string().contains("not-mounted"), "{e}");
         assert!(!gone.exists());
+    }
+
+    #[test]
+    fn a_content_that_fails_while_streaming_never_gets_its_eml_name() {
+        struct Failing(usize);
+        impl std::io::Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "checksum",
+                    ));
+                }
+                let n = self.0.min(buf.len());
+                buf[..n].fill(b'x');
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        let env = envelope(&["a@x.test"]);
+        let e = write_message_from(d.path(), &env, &[0], &mut Failing(100_000)).unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+        let names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".eml")), "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     }
 }

@@ -16,7 +16,7 @@
 //! temporary files, which the next write of the same stem truncates and reuses.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -67,9 +67,36 @@ pub(crate) use tern_spool::fs::{rename_noreplace, sync_dir};
 /// Writes `bytes` to `dir/.tern-<name>.tmp`, syncs it and renames it to `dir/<name>`
 /// (replacing a file of that name). The directory is not synced.
 pub(crate) fn publish(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), IoFailure> {
+    let mut bytes = bytes;
+    publish_from(dir, name, &mut bytes, mode)
+}
+
+/// [`publish`] with the bytes read from `content`, 64 KiB at a time (memory bounded
+/// whatever the size). A read error leaves the final name untouched and removes the
+/// temporary file.
+pub(crate) fn publish_from(
+    dir: &Path,
+    name: &str,
+    content: &mut dyn Read,
+    mode: u32,
+) -> Result<(), IoFailure> {
     let tmp = dir.join(tmp_name(name));
     let mut f = create_truncated(&tmp, mode).map_err(IoFailure::at("create", &tmp))?;
-    f.write_all(bytes).map_err(IoFailure::at("write", &tmp))?;
+    let mut piece = vec![0u8; 64 * 1024];
+    loop {
+        let n = match content.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                drop(f);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(IoFailure::at("read the content for", &tmp)(e));
+            }
+        };
+        f.write_all(piece.get(..n).unwrap_or_default())
+            .map_err(IoFailure::at("write", &tmp))?;
+    }
     f.sync_data().map_err(IoFailure::at("fdatasync", &tmp))?;
     drop(f);
     let to = dir.join(name);
@@ -91,6 +118,7 @@ pub struct PairPaths {
 /// Writes an envelope file and a message file: envelope first, message last, each
 /// synced and renamed, then one sync of `dir`. On error, no final name written by this
 /// call holds a partial file (temporary files may remain; see the module header).
+#[cfg(test)]
 pub(crate) fn write_pair(
     dir: &Path,
     stem: &str,
@@ -98,10 +126,22 @@ pub(crate) fn write_pair(
     content: &[u8],
     mode: u32,
 ) -> Result<PairPaths, IoFailure> {
+    let mut content = content;
+    write_pair_from(dir, stem, envelope, &mut content, mode)
+}
+
+/// [`write_pair`] with the message read from `content` (see [`publish_from`]).
+pub(crate) fn write_pair_from(
+    dir: &Path,
+    stem: &str,
+    envelope: &[u8],
+    content: &mut dyn Read,
+    mode: u32,
+) -> Result<PairPaths, IoFailure> {
     let env_name = format!("{stem}{ENV_SUFFIX}");
     let msg_name = format!("{stem}{MSG_SUFFIX}");
     publish(dir, &env_name, envelope, mode)?;
-    publish(dir, &msg_name, content, mode)?;
+    publish_from(dir, &msg_name, content, mode)?;
     sync_dir(dir).map_err(IoFailure::at("fsync", dir))?;
     Ok(PairPaths {
         envelope: dir.join(env_name),

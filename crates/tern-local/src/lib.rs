@@ -79,5 +79,5 @@ pub use directory::{
     LocalConfig, LocalDirectory, LocalProblem, Mailbox, MailboxTarget, QuotaAction, Refusal,
     Resolution,
 };
-pub use maildir::{Maildir, MaildirError};
+pub use maildir::{ContentShape, Maildir, MaildirError, ShapeCounter, Streamed};
 pub use maps::MapError;

@@ -15,7 +15,12 @@
 //!    refuse a message that does not fit;
 //! 3. write `Return-Path:` and `Delivered-To:`, then the message with LF line ends (the
 //!    Maildir convention; CRLF in the spool), to `tmp/<unique>`, created with
-//!    `openat(tmp, name, O_CREAT | O_EXCL | O_NOFOLLOW, 0600)`;
+//!    `openat(tmp, name, O_CREAT | O_EXCL | O_NOFOLLOW, 0600)`. The content is streamed
+//!    ([`Maildir::deliver_from`]): read and written 64 KiB at a time, a CRLF split
+//!    between two pieces still becoming one LF, so memory is bounded whatever the size;
+//!    its [`ContentShape`] (length, line ends), known beforehand, gives the sizes in the
+//!    name. A read error (the spool's integrity check failing) or a content that is not
+//!    the length announced fails the delivery before the rename;
 //! 4. fsync the file, `renameat` it from `tmp` to `new` (both descriptors), fsync `new`.
 //!
 //! Unique names follow the format's rule "time, unique part, host":
@@ -41,7 +46,7 @@
 //! from a blocking thread.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,6 +148,72 @@ pub struct Message<'a> {
     /// The content.
     pub content: &'a [u8],
 }
+
+/// What a Maildir's file name needs to know of a content before it is written: its
+/// length and its line ends. Computed in one pass over the content, which may come in
+/// pieces ([`ShapeCounter`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContentShape {
+    /// Octets.
+    pub len: u64,
+    /// CRLF pairs (each becomes one LF in the Maildir file).
+    pub crlf: u64,
+    /// LF octets (each ends a line).
+    pub lf: u64,
+}
+
+impl ContentShape {
+    /// The shape of a content held whole.
+    pub fn of(content: &[u8]) -> ContentShape {
+        let mut c = ShapeCounter::default();
+        c.feed(content);
+        c.shape()
+    }
+}
+
+/// Counts a [`ContentShape`] over pieces of a content; a CRLF split between two pieces
+/// counts once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShapeCounter {
+    shape: ContentShape,
+    last_cr: bool,
+}
+
+impl ShapeCounter {
+    /// Takes in the next piece.
+    pub fn feed(&mut self, piece: &[u8]) {
+        self.shape.len = self.shape.len.saturating_add(piece.len() as u64);
+        for &b in piece {
+            if b == b'\n' {
+                self.shape.lf = self.shape.lf.saturating_add(1);
+                if self.last_cr {
+                    self.shape.crlf = self.shape.crlf.saturating_add(1);
+                }
+            }
+            self.last_cr = b == b'\r';
+        }
+    }
+
+    /// The shape of everything fed so far.
+    pub fn shape(&self) -> ContentShape {
+        self.shape
+    }
+}
+
+/// A message to stream into a Maildir with [`Maildir::deliver_from`]: the envelope
+/// values for the two header fields and the shape of the content.
+#[derive(Debug, Clone, Copy)]
+pub struct Streamed<'a> {
+    /// Reverse path without brackets; empty for `<>`.
+    pub return_path: &'a str,
+    /// The final recipient address.
+    pub delivered_to: &'a str,
+    /// The content's length and line ends (the content read must match it).
+    pub shape: ContentShape,
+}
+
+/// Content pieces read and written at a time.
+const PIECE: usize = 64 * 1024;
 
 /// Tern's own directories, which no Maildir may be, or lie in: anything written there
 /// would be read by Tern again (the pickup directory would queue it). Built by the binary
@@ -329,15 +400,32 @@ impl Maildir {
         .map(|d| d.file)
     }
 
-    /// Delivers one message (see the module header).
+    /// Delivers one message held in memory (see the module header).
     pub fn deliver_with(
         &self,
         msg: &Message<'_>,
         options: &Options<'_>,
     ) -> Result<Delivered, MaildirError> {
+        let streamed = Streamed {
+            return_path: msg.return_path,
+            delivered_to: msg.delivered_to,
+            shape: ContentShape::of(msg.content),
+        };
+        let mut content = msg.content;
+        self.deliver_from(&streamed, &mut content, options)
+    }
+
+    /// Delivers one message whose content is read from `content` (see the module
+    /// header, step 3): it must yield exactly `msg.shape.len` octets.
+    pub fn deliver_from(
+        &self,
+        msg: &Streamed<'_>,
+        content: &mut dyn Read,
+        options: &Options<'_>,
+    ) -> Result<Delivered, MaildirError> {
         let walker = Walker::current();
         let opened = self.open(&walker, options.may_create, options.guard)?;
-        let file = self.write(&opened, msg, options.quota)?;
+        let file = self.write(&opened, msg, content, options.quota)?;
         Ok(Delivered {
             file,
             created: opened.root.created,
@@ -348,20 +436,18 @@ impl Maildir {
     fn write(
         &self,
         opened: &Opened,
-        msg: &Message<'_>,
+        msg: &Streamed<'_>,
+        content: &mut dyn Read,
         quota: Option<u64>,
     ) -> Result<String, MaildirError> {
         let header = format!(
             "Return-Path: <{}>\nDelivered-To: {}\n",
             msg.return_path, msg.delivered_to
         );
-        let lf_content = lf_size(msg.content);
+        let lf_content = msg.shape.len.saturating_sub(msg.shape.crlf);
         let size = (header.len() as u64).saturating_add(lf_content);
-        let lines = header
-            .bytes()
-            .chain(msg.content.iter().copied())
-            .filter(|b| *b == b'\n')
-            .count() as u64;
+        let header_lines = header.bytes().filter(|b| *b == b'\n').count() as u64;
+        let lines = header_lines.saturating_add(msg.shape.lf);
         let crlf_size = size.saturating_add(lines);
         if let Some(limit) = quota {
             let used = usage(opened)?;
@@ -376,13 +462,19 @@ impl Maildir {
         }
         let (name, file) = create_tmp(&opened.tmp, size, crlf_size)?;
         let tmp_path = opened.tmp.path.join(&name);
-        let result = write_and_sync(File::from(file), header.as_bytes(), msg.content, &tmp_path)
-            .and_then(|()| {
-                rustix::fs::renameat(&opened.tmp.fd, name.as_str(), &opened.new.fd, name.as_str())
-                    .map_err(|e| MaildirError::io("rename", &tmp_path, e.into()))?;
-                rustix::fs::fsync(&opened.new_sync)
-                    .map_err(|e| MaildirError::io("sync", &opened.new.path, e.into()))
-            });
+        let result = write_and_sync(
+            File::from(file),
+            header.as_bytes(),
+            content,
+            msg.shape.len,
+            &tmp_path,
+        )
+        .and_then(|()| {
+            rustix::fs::renameat(&opened.tmp.fd, name.as_str(), &opened.new.fd, name.as_str())
+                .map_err(|e| MaildirError::io("rename", &tmp_path, e.into()))?;
+            rustix::fs::fsync(&opened.new_sync)
+                .map_err(|e| MaildirError::io("sync", &opened.new.path, e.into()))
+        });
         if result.is_err() {
             let _ = rustix::fs::unlinkat(&opened.tmp.fd, name.as_str(), AtFlags::empty());
         }
@@ -449,13 +541,35 @@ fn create_tmp(
 fn write_and_sync(
     file: File,
     header: &[u8],
-    content: &[u8],
+    content: &mut dyn Read,
+    len: u64,
     path: &Path,
 ) -> Result<(), MaildirError> {
-    let mut out = BufWriter::with_capacity(64 * 1024, file);
+    let mut out = BufWriter::with_capacity(PIECE, file);
     let io = |e| MaildirError::io("write", path, e);
     out.write_all(header).map_err(io)?;
-    write_lf(&mut out, content).map_err(io)?;
+    let mut piece = vec![0u8; PIECE];
+    let mut lf = LfWriter::default();
+    let mut total = 0u64;
+    loop {
+        let n = match content.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(MaildirError::io("read the content for", path, e)),
+        };
+        total = total.saturating_add(n as u64);
+        lf.write(&mut out, piece.get(..n).unwrap_or_default())
+            .map_err(io)?;
+    }
+    if total != len {
+        let e = io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the content is {total} octets, {len} were announced"),
+        );
+        return Err(MaildirError::io("read the content for", path, e));
+    }
+    lf.finish(&mut out).map_err(io)?;
     let file = out
         .into_inner()
         .map_err(|e| MaildirError::io("write", path, e.into_error()))?;
@@ -463,26 +577,44 @@ fn write_and_sync(
         .map_err(|e| MaildirError::io("sync", path, e))
 }
 
-/// Writes `content` with every CRLF turned into LF (a lone CR is kept).
-fn write_lf(out: &mut impl Write, content: &[u8]) -> io::Result<()> {
-    let mut start = 0;
-    let mut i = 0;
-    while i + 1 < content.len() {
-        if content.get(i) == Some(&b'\r') && content.get(i + 1) == Some(&b'\n') {
-            out.write_all(content.get(start..i).unwrap_or_default())?;
-            start = i + 1;
-            i += 2;
-        } else {
-            i += 1;
-        }
-    }
-    out.write_all(content.get(start..).unwrap_or_default())
+/// Writes a content given in pieces with every CRLF turned into LF (a lone CR is kept),
+/// also when the CR ends one piece and the LF starts the next.
+#[derive(Debug, Default)]
+struct LfWriter {
+    /// The last piece ended with a CR not yet written.
+    pending_cr: bool,
 }
 
-/// The length of `content` once written by [`write_lf`].
-fn lf_size(content: &[u8]) -> u64 {
-    let crlf = content.windows(2).filter(|w| w == b"\r\n").count();
-    (content.len() - crlf) as u64
+impl LfWriter {
+    fn write(&mut self, out: &mut impl Write, piece: &[u8]) -> io::Result<()> {
+        let mut piece = piece;
+        if std::mem::take(&mut self.pending_cr) && !piece.starts_with(b"\n") {
+            out.write_all(b"\r")?;
+        }
+        if let Some(head) = piece.strip_suffix(b"\r") {
+            self.pending_cr = true;
+            piece = head;
+        }
+        let mut start = 0;
+        let mut i = 0;
+        while i + 1 < piece.len() {
+            if piece.get(i) == Some(&b'\r') && piece.get(i + 1) == Some(&b'\n') {
+                out.write_all(piece.get(start..i).unwrap_or_default())?;
+                start = i + 1;
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        out.write_all(piece.get(start..).unwrap_or_default())
+    }
+
+    fn finish(self, out: &mut impl Write) -> io::Result<()> {
+        if self.pending_cr {
+            out.write_all(b"\r")?;
+        }
+        Ok(())
+    }
 }
 
 /// The host part of unique names: the system's name with `/` and `:` escaped.

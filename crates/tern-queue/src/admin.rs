@@ -375,7 +375,8 @@ async fn bounce(
     unsaved: Option<Box<DeliveryRecord>>,
 ) -> Result<String, SpoolError> {
     let spool = ctx.spool.clone();
-    let stored = tokio::task::spawn_blocking(move || spool.read(state, id))
+    // Streamed: the bounce reads what it returns itself, bounded (`content.rs`).
+    let stored = tokio::task::spawn_blocking(move || crate::content::scan(&spool, state, id))
         .await
         .map_err(|e| SpoolError::BlockingTask(e.to_string()))??;
     let n = stored.envelope.recipients.len();
@@ -423,10 +424,11 @@ async fn bounce(
     record.next_attempt_micros = None;
     ctx.spool.write_record(&record).await?;
     #[cfg(feature = "fault-injection")]
-    crate::message::fault_injection::maybe_abort_at("admin-bounce", &stored.body);
+    crate::message::fault_injection::maybe_abort_at("admin-bounce", &stored.facts.head);
     let msg = LoadedMessage {
         envelope: stored.envelope,
-        content: stored.body,
+        state,
+        facts: stored.facts,
     };
     dsn::send_reports(ctx, &msg, &mut record, &report, &[]).await?;
     ctx.spool.write_record(&record).await?;

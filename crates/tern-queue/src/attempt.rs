@@ -70,7 +70,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tern_convert::{Limits, Source};
+use tern_convert::Source;
 use tern_deliver::{
     Body, DsnRet as OutRet, Incompatible, Notify as OutNotify, OutRecipient, RecipientResult,
     SessionError, SmtpSession, Transaction, check_compat,
@@ -80,20 +80,25 @@ use tern_local::LocalDirectory;
 use tern_metrics::Attempt;
 use tern_route::dns::plan::{self as dns, MxHost};
 use tern_route::{NextHop, Transport};
-use tern_spool::{BodyType, DsnRet, Envelope};
+use tern_spool::{BodyType, DsnRet, Envelope, QueueState};
 use tern_watchdog::{Heartbeat, Kind};
 use tokio::sync::{oneshot, watch};
 
 use crate::Context;
 use crate::budget;
+use crate::content::ContentFacts;
+use crate::conversion::{ContentStream, Conversion, convert};
 use crate::scheduler::{Cmd, QueueHandle};
 
-/// A message loaded for delivery: its validated envelope and content.
+/// A message loaded for delivery: its validated envelope and what its load learned of
+/// the content, which stays on disk and is streamed by each delivery (`content.rs`).
 pub struct LoadedMessage {
     /// The envelope as stored.
     pub envelope: Envelope,
-    /// The content as stored (CRLF lines, Received header included).
-    pub content: Vec<u8>,
+    /// Where its file is while it is loaded (`active/` for the message task).
+    pub state: QueueState,
+    /// Length, 7-bit or not, line ends and the first octets of the content.
+    pub facts: ContentFacts,
 }
 
 /// One message's recipients for one next hop.
@@ -432,7 +437,7 @@ async fn worker(
     let mut conn: Option<Conn> = None;
     loop {
         #[cfg(feature = "fault-injection")]
-        crate::message::fault_injection::maybe_panic("connect", &job.msg.content);
+        crate::message::fault_injection::maybe_panic("connect", &job.msg.facts.head);
         beat.busy(true);
         // A fatal signal while the job is worked on names its message (`last_gasp`).
         let id = job.msg.envelope.id;
@@ -830,7 +835,7 @@ pub(crate) async fn send_on(
     beat: &Heartbeat,
 ) -> Result<Sent, SessionError> {
     #[cfg(feature = "fault-injection")]
-    crate::message::fault_injection::maybe_panic("transaction", &job.msg.content);
+    crate::message::fault_injection::maybe_panic("transaction", &job.msg.facts.head);
     let env = &job.msg.envelope;
     let body = match env.params.body {
         BodyType::SevenBit => Body::SevenBit,
@@ -847,16 +852,12 @@ pub(crate) async fn send_on(
             },
         ))
     };
-    let converted = match check_compat(
-        s.capabilities(),
-        job.msg.content.len() as u64,
-        body,
-        env.params.smtputf8,
-    ) {
+    let size = job.msg.facts.len;
+    let converted = match check_compat(s.capabilities(), size, body, env.params.smtputf8) {
         Ok(())
             if body == Body::SevenBit
                 && !s.capabilities().eightbitmime
-                && !tern_convert::is_7bit(&job.msg.content) =>
+                && !job.msg.facts.seven_bit =>
         {
             // 8-bit octets without BODY=8BITMIME: never sent as they are either.
             Some(Source::EightBit)
@@ -864,8 +865,7 @@ pub(crate) async fn send_on(
         Ok(()) => None,
         Err(Incompatible::TooBig { limit }) => {
             return Ok(fail_all(&format!(
-                "5.3.4 message size {} exceeds the limit of {limit} octets at {remote}",
-                job.msg.content.len()
+                "5.3.4 message size {size} exceeds the limit of {limit} octets at {remote}"
             )));
         }
         Err(Incompatible::NoSmtpUtf8) => {
@@ -889,7 +889,7 @@ pub(crate) async fn send_on(
             Conversion::Unneeded => None,
             Conversion::Copy(copy) => {
                 if let Some(limit) = s.capabilities().size
-                    && copy.len() as u64 > limit
+                    && copy.len() > limit
                 {
                     return Ok(fail_all(&format!(
                         "5.3.4 message size {} after conversion to 7 bit exceeds the limit of {limit} octets at {remote}",
@@ -897,6 +897,12 @@ pub(crate) async fn send_on(
                     )));
                 }
                 Some(copy)
+            }
+            Conversion::Failed(e) => {
+                return Ok(Sent::Final(JobResult::deferred(
+                    &all,
+                    &format!("4.3.0 reading the message for conversion: {e}"),
+                )));
             }
             Conversion::Refused(reason) => {
                 ctx.events.emit(
@@ -917,14 +923,27 @@ pub(crate) async fn send_on(
             }
         },
     };
-    let (content, body): (&[u8], Body) = match &converted {
-        Some(copy) => (copy, Body::SevenBit),
+    let body = match &converted {
+        Some(_) => Body::SevenBit,
         // 8BITMIME declared, 7-bit content, a peer without 8BITMIME: sent as 7BIT.
-        None if body == Body::EightBitMime && !s.capabilities().eightbitmime => {
-            (&job.msg.content, Body::SevenBit)
-        }
-        None => (&job.msg.content, body),
+        None if body == Body::EightBitMime && !s.capabilities().eightbitmime => Body::SevenBit,
+        None => body,
     };
+    // The content is streamed: the stored file (checked as it is read), or the
+    // converted copy from memory or its spill file.
+    let mut stream = match converted {
+        Some(copy) => copy.into_stream(),
+        None => match crate::content::open_async(&ctx.spool, job.msg.state, env.id).await {
+            Ok(r) => ContentStream::Stored(r),
+            Err(e) => {
+                return Ok(Sent::Final(JobResult::deferred(
+                    &all,
+                    &format!("4.3.0 reading the queued message: {e}"),
+                )));
+            }
+        },
+    };
+    let content_len = stream.len(size);
     let recipients: Vec<OutRecipient<'_>> = plan
         .iter()
         .map(|a| OutRecipient {
@@ -936,7 +955,7 @@ pub(crate) async fn send_on(
     let tx = Transaction {
         sender: &env.sender,
         recipients: &recipients,
-        content,
+        size: content_len,
         body,
         smtputf8: env.params.smtputf8,
         dsn_ret: env.params.dsn_ret.map(|r| match r {
@@ -950,10 +969,23 @@ pub(crate) async fn send_on(
     // again anyway (if the peer had committed it before the connection broke, that is
     // the duplicate window; Postfix behaves the same way).
     #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_freeze(&job.msg.content).await;
-    let outcome = beat
-        .bounded(budget::send(ctx, job, content.len()), s.send(&tx))
-        .await?;
+    fault_injection::maybe_freeze(&job.msg.facts.head).await;
+    let budget = budget::send(ctx, job, usize::try_from(content_len).unwrap_or(usize::MAX));
+    let outcome = match beat.bounded(budget, s.send(&tx, stream.reader())).await {
+        // The stored content failed its check (or could not be read) while it was sent:
+        // the transaction stopped before the final dot, so nothing was delivered. Another
+        // host would read the same file: every recipient waits, and the message task
+        // quarantines the file at its next load. The session is unusable (closed).
+        Err(SessionError::Content(e)) => {
+            return Ok(Sent::Final(JobResult::deferred(
+                &all,
+                &format!(
+                    "4.3.0 the queued message could not be read while it was sent to {remote} ({e}); nothing was delivered"
+                ),
+            )));
+        }
+        other => other?,
+    };
     if outcome.mail.is_transient() {
         return Ok(Sent::NextHost(format!("{remote} said: {}", outcome.mail)));
     }
@@ -1005,51 +1037,6 @@ pub(crate) async fn send_on(
         );
     }
     Ok(Sent::Final(JobResult { outcomes: results }))
-}
-
-/// What converting a job's message for a next hop without 8BITMIME came to.
-enum Conversion {
-    /// The content is 7-bit already: it goes as it is, declared 7BIT.
-    Unneeded,
-    /// The 7-bit copy to send in this attempt.
-    Copy(Vec<u8>),
-    /// Why it cannot be converted: the message is deferred.
-    Refused(String),
-}
-
-/// Converts the message to 7 bit (`tern-convert`) on the blocking pool, so a large
-/// message does not hold a runtime thread; the stored content is never changed. Every
-/// attempt to such a peer converts again (a copy is at most a few times the message,
-/// bounded by the message size limit, and lives for the transaction only).
-async fn convert(ctx: &Context, job: &Job, source: Source, remote: &str) -> Conversion {
-    if source == Source::EightBit && tern_convert::is_7bit(&job.msg.content) {
-        return Conversion::Unneeded;
-    }
-    let msg = job.msg.clone();
-    let work = crate::last_gasp::spawn_blocking(move || {
-        tern_convert::downgrade(&msg.content, source, &Limits::default())
-            .map(|d| (d.content.into_owned(), d.parts_encoded, d.fields_encoded))
-    });
-    match work.await {
-        Ok(Ok((copy, parts, fields))) => {
-            ctx.events.emit(
-                &catalog::DELIVERY_CONVERTED_7BIT,
-                fields!(
-                    "queue_id" => job.msg.envelope.id,
-                    "next_hop" => job.hop,
-                    "host" => remote,
-                    "parts" => parts,
-                    "fields" => fields,
-                    "size" => job.msg.content.len(),
-                    "converted_size" => copy.len(),
-                ),
-            );
-            Conversion::Copy(copy)
-        }
-        Ok(Err(e)) => Conversion::Refused(e.to_string()),
-        // A panic in the conversion ends that blocking task only; the message waits.
-        Err(_) => Conversion::Refused("the conversion failed inside Tern".into()),
-    }
 }
 
 /// Test builds only (`--features fault-injection`): freeze a delivery worker, to prove

@@ -33,7 +33,8 @@ pub struct QueueConfig {
     pub max_concurrency: usize,
     /// Deliveries in progress at once to one destination (next hop).
     pub destination_concurrency: usize,
-    /// Messages loaded for delivery at once (their content is in memory while they are).
+    /// Messages loaded for delivery at once (each keeps its envelope and the start of its
+    /// content in memory, at most 128 KiB; the content itself is streamed from disk).
     pub max_active_messages: usize,
     /// First retry delay, seconds (Postfix minimal_backoff_time).
     pub min_backoff_secs: u64,

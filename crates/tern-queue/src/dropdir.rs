@@ -25,8 +25,17 @@ pub(crate) async fn deliver(ctx: &Context, job: &Job, dir: &Path) -> JobResult {
     let msg = Arc::clone(&job.msg);
     let rcpts = job.rcpts.clone();
     let target = dir.to_path_buf();
+    let spool = ctx.spool.clone();
     let written = crate::last_gasp::spawn_blocking(move || {
-        tern_local::dropdir::write_message(&target, &msg.envelope, &rcpts, &msg.content)
+        // Streamed from the spool, checked as it is read.
+        let mut content = spool.open_body(msg.state, msg.envelope.id).map_err(|e| {
+            tern_local::dropdir::DropError::Io {
+                op: "open the queued message",
+                path: spool.path_of(msg.state, msg.envelope.id),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        tern_local::dropdir::write_message_from(&target, &msg.envelope, &rcpts, &mut content)
     })
     .await;
     let id = job.msg.envelope.id;

@@ -244,8 +244,20 @@ async fn queue_report(
         })
         .collect();
     let postmaster = format!("MAILER-DAEMON@{}", ctx.hostname);
+    let max_full = runtime.queue.bounce_max_full_size;
+    let full_wanted = env.params.dsn_ret == Some(DsnRet::Full);
+    // Bounded: the whole original only when it may be returned whole, else the start
+    // the load kept, which holds its header section (`content.rs`).
+    let (spool, state, facts) = (ctx.spool.clone(), msg.state, msg.facts.clone());
+    let id = env.id;
+    let (original, whole) = crate::last_gasp::spawn_blocking(move || {
+        crate::content::read_for_dsn(&spool, state, id, &facts, full_wanted, max_full)
+    })
+    .await
+    .map_err(|e| SpoolError::BlockingTask(e.to_string()))??;
     let ret = match env.params.dsn_ret {
-        Some(DsnRet::Full) => Return::Full,
+        // Larger than `max_full`: headers only, as tern-dsn would decide.
+        Some(DsnRet::Full) if whole => Return::Full,
         _ => Return::Headers,
     };
     let now = time::OffsetDateTime::now_utc();
@@ -259,14 +271,14 @@ async fn queue_report(
         kind,
         give_up_at: give_up.map(to_time),
         recipients: &reports,
-        original: &msg.content,
+        original: &original,
         ret,
-        max_full_size: runtime.queue.bounce_max_full_size,
+        max_full_size: max_full,
         date: now,
         message_id_domain: &ctx.hostname,
     };
     #[cfg(feature = "fault-injection")]
-    crate::message::fault_injection::maybe_panic("dsn", &msg.content);
+    crate::message::fault_injection::maybe_panic("dsn", &msg.facts.head);
     let bytes = tern_dsn::build(&input)
         .map_err(|e| SpoolError::BlockingTask(format!("building a DSN: {e}")))?;
     let mut draft = ctx.intake.begin();

@@ -59,6 +59,8 @@ pub mod attempt;
 mod budget;
 pub mod config;
 mod conncache;
+pub mod content;
+mod conversion;
 mod dispatch;
 #[cfg(test)]
 mod dispatch_schedules;

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use tern_deliver::{Endpoint, SmtpSession};
 use tern_events::{catalog, fields};
-use tern_local::maildir::{Message, Options};
+use tern_local::maildir::{Options, Streamed};
 use tern_local::{Maildir, MaildirError, QuotaAction};
 use tern_route::LmtpServer;
 use tern_route::dns::plan as dns;
@@ -105,18 +105,29 @@ pub(crate) async fn deliver_maildir(
         let to = delivered_to.clone();
         let local = Arc::clone(&job.local);
         let may_create = created < max_new;
+        let spool = ctx.spool.clone();
         let write = crate::last_gasp::spawn_blocking(move || {
-            let m = Message {
+            let m = Streamed {
                 return_path: &msg.envelope.sender,
                 delivered_to: &to,
-                content: &msg.content,
+                shape: msg.facts.shape,
             };
             let options = Options {
                 quota,
                 may_create,
                 guard: local.guard(),
             };
-            Maildir::new(dir).deliver_with(&m, &options)
+            // Streamed from the spool, checked as it is read: a content that fails its
+            // check never gets a name in new/.
+            let mut content =
+                spool
+                    .open_body(msg.state, msg.envelope.id)
+                    .map_err(|e| MaildirError::Io {
+                        step: "open the queued message",
+                        path: spool.path_of(msg.state, msg.envelope.id),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+            Maildir::new(dir).deliver_from(&m, &mut content, &options)
         });
         let result = match beat.bounded(budget::local(ctx), write).await {
             Ok(Ok(done)) => {

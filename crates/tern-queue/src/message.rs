@@ -394,7 +394,8 @@ async fn run(
     }
     let sp = spool.clone();
     let loaded = last_gasp::spawn_blocking(move || {
-        let m = sp.read(QueueState::Active, id)?;
+        // Streamed: the content is checked, never held (`content.rs`).
+        let m = crate::content::scan(&sp, QueueState::Active, id)?;
         let rec = sp.read_record(id);
         Ok::<_, SpoolError>((m, rec))
     })
@@ -444,13 +445,14 @@ async fn run(
     }
     let msg = Arc::new(LoadedMessage {
         envelope: stored.envelope,
-        content: stored.body,
+        state: QueueState::Active,
+        facts: stored.facts,
     });
     #[cfg(feature = "fault-injection")]
     {
-        fault_injection::maybe_abort(&msg.content);
-        fault_injection::maybe_kill(&msg.content);
-        fault_injection::maybe_panic("load", &msg.content);
+        fault_injection::maybe_abort(&msg.facts.head);
+        fault_injection::maybe_kill(&msg.facts.head);
+        fault_injection::maybe_panic("load", &msg.facts.head);
     }
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
@@ -468,7 +470,8 @@ async fn run(
     let mut results: Vec<(usize, RcptResult)> = Vec::new();
     let mut held = Vec::new();
     let mut jobs: BTreeMap<String, (NextHop, Arc<Transport>, String, Vec<usize>)> = BTreeMap::new();
-    let hops = received_count(&msg.content);
+    // The header section as the load kept it (up to `content::HEAD_MAX`).
+    let hops = received_count(&msg.facts.head);
     if hops > cfg.hop_limit {
         let reply = local_reply(
             554,
@@ -550,7 +553,7 @@ async fn run(
 
     // Routed, no job handed out yet: a panic here leaves no job behind.
     #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_panic("route", &msg.content);
+    fault_injection::maybe_panic("route", &msg.facts.head);
     if !jobs.is_empty() {
         let hops: Vec<&str> = jobs.keys().map(String::as_str).collect();
         ctx.events.emit(
@@ -706,7 +709,7 @@ async fn finish(
         waiting_on,
     } = attempt;
     #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_panic("finish", &msg.content);
+    fault_injection::maybe_panic("finish", &msg.facts.head);
     let spool = &ctx.spool;
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;

@@ -1204,7 +1204,13 @@ mod fault_injection {
         let Cmd::Enqueue(job) = cmd else {
             return false;
         };
-        !pattern.is_empty() && job.msg.content.windows(pattern.len()).any(|w| w == pattern)
+        !pattern.is_empty()
+            && job
+                .msg
+                .facts
+                .head
+                .windows(pattern.len())
+                .any(|w| w == pattern)
     }
 
     /// Holds the background load of `deferred/` until the file named by the environment

@@ -85,7 +85,7 @@ pub enum SpoolError {
 
 impl SpoolError {
     /// Builds [`SpoolError::Io`].
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         SpoolError::Io {
             op,
             path: path.into(),

@@ -189,7 +189,7 @@ pub fn transaction<'a>(recipients: &'a [OutRecipient<'a>], content: &'a [u8]) ->
     Transaction {
         sender: "sender@example.org",
         recipients,
-        content,
+        size: content.len() as u64,
         body: Body::SevenBit,
         smtputf8: false,
         dsn_ret: None,
@@ -230,4 +230,9 @@ pub fn pki(name: &str) -> TestPki {
         key,
         _dir: dir,
     }
+}
+
+/// The content as the stream `SmtpSession::send` reads.
+pub fn reader(content: &[u8]) -> &[u8] {
+    content
 }

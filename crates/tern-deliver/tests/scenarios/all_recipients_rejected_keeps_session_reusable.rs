@@ -15,7 +15,10 @@ async fn all_recipients_rejected_then_reuse() {
         OutRecipient::new("bad1@example.net"),
         OutRecipient::new("later@example.net"),
     ];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert_eq!(outcome.data, None);
     assert!(matches!(&outcome.recipients[0], RcptOutcome::Rejected(r) if r.code == 550));
     assert!(matches!(&outcome.recipients[1], RcptOutcome::Rejected(r) if r.code == 450));
@@ -26,7 +29,10 @@ async fn all_recipients_rejected_then_reuse() {
     assert!(!peer.log().contains("Hello."), "{}", peer.log());
 
     let good = [OutRecipient::new("good@example.net")];
-    let outcome = session.send(&transaction(&good, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&good, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert_eq!(outcome.delivered(), 1);
     assert_eq!(session.transactions(), 2);
     session.quit().await;

@@ -17,7 +17,7 @@ async fn drop_mid_data_is_dropped_at_data_stage() {
     }
     let rcpts = [OutRecipient::new("a@example.net")];
     let err = session
-        .send(&transaction(&rcpts, &content))
+        .send(&transaction(&rcpts, &content), &mut reader(&content))
         .await
         .unwrap_err();
     assert!(
@@ -33,7 +33,9 @@ async fn drop_mid_data_is_dropped_at_data_stage() {
     assert!(!err.is_connection_failure());
     assert!(!session.is_usable());
     assert!(matches!(
-        session.send(&transaction(&rcpts, MESSAGE)).await,
+        session
+            .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+            .await,
         Err(SessionError::Unusable)
     ));
 }

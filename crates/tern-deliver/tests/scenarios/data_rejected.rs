@@ -15,7 +15,10 @@ async fn data_rejected_permanently() {
         OutRecipient::new("a@example.net"),
         OutRecipient::new("b@example.net"),
     ];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert_eq!(outcome.data.as_ref().unwrap().code, 554);
     for r in &outcome.recipients {
         assert!(
@@ -25,7 +28,7 @@ async fn data_rejected_permanently() {
     assert_eq!(outcome.delivered(), 0);
     // The session is still in sync: another transaction gets the same answer.
     let again = session
-        .send(&transaction(&rcpts[..1], MESSAGE))
+        .send(&transaction(&rcpts[..1], MESSAGE), &mut reader(MESSAGE))
         .await
         .unwrap();
     assert_eq!(again.data.unwrap().code, 554);
@@ -39,7 +42,10 @@ async fn data_rejected_transiently() {
     let peer = Peer::start("127.0.0.4", &["tempfail-data"]);
     let mut session = connect(&peer).await;
     let rcpts = [OutRecipient::new("a@example.net")];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert!(
         matches!(outcome.recipients[0].result(), RecipientResult::Transient(r) if r.code == 451)
     );

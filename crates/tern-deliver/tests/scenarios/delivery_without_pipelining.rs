@@ -15,7 +15,10 @@ async fn delivery_without_pipelining() {
         OutRecipient::new("a@example.net"),
         OutRecipient::new("b@example.net"),
     ];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert_eq!(outcome.delivered(), 2);
     session.quit().await;
     let stored = peer.messages();
@@ -32,7 +35,10 @@ async fn no_rcpt_after_refused_mail_without_pipelining() {
     let peer = Peer::start("127.0.0.2", &["permfail-mail", "no-pipelining"]);
     let mut session = connect(&peer).await;
     let rcpts = [OutRecipient::new("a@example.net")];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert!(outcome.mail.is_permanent());
     session.quit().await;
     assert!(!peer.log().contains("RCPT TO"), "{}", peer.log());

@@ -30,7 +30,14 @@ async fn dsn_parameters_when_offered() {
     let mut tx = transaction(&rcpts, MESSAGE);
     tx.dsn_ret = Some(DsnRet::Hdrs);
     tx.dsn_envid = Some("Q1=2 x");
-    assert_eq!(session.send(&tx).await.unwrap().delivered(), 1);
+    assert_eq!(
+        session
+            .send(&tx, &mut reader(MESSAGE))
+            .await
+            .unwrap()
+            .delivered(),
+        1
+    );
     session.quit().await;
     let meta = &peer.messages()[0].meta;
     assert_eq!(
@@ -53,7 +60,14 @@ async fn no_dsn_parameters_when_not_offered() {
     let mut tx = transaction(&rcpts, MESSAGE);
     tx.dsn_ret = Some(DsnRet::Full);
     tx.dsn_envid = Some("id");
-    assert_eq!(session.send(&tx).await.unwrap().delivered(), 1);
+    assert_eq!(
+        session
+            .send(&tx, &mut reader(MESSAGE))
+            .await
+            .unwrap()
+            .delivered(),
+        1
+    );
     session.quit().await;
     let meta = &peer.messages()[0].meta;
     assert_eq!(meta["mail_options"], serde_json::json!([]));

@@ -15,7 +15,10 @@ async fn permanent_mail_rejection_fails_every_recipient() {
         OutRecipient::new("a@example.net"),
         OutRecipient::new("b@example.net"),
     ];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert_eq!(outcome.mail.code, 553);
     assert_eq!(outcome.data, None);
     assert_eq!(outcome.recipients.len(), 2);
@@ -35,7 +38,10 @@ async fn transient_mail_rejection_defers_every_recipient() {
     let peer = Peer::start("127.0.0.3", &["tempfail-mail"]);
     let mut session = connect(&peer).await;
     let rcpts = [OutRecipient::new("a@example.net")];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert!(
         matches!(outcome.recipients[0].result(), RecipientResult::Transient(r) if r.code == 451)
     );

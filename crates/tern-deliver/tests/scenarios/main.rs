@@ -11,6 +11,7 @@ mod common;
 mod all_recipients_rejected_keeps_session_reusable;
 mod connection_dropped_mid_data;
 mod connection_refused;
+mod content_read_error_sends_no_final_dot;
 mod data_rejected;
 mod delivery_without_pipelining;
 mod dsn_parameters_only_when_advertised;

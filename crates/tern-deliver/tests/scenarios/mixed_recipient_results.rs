@@ -14,7 +14,10 @@ async fn mixed(behaviours: &[&str]) {
         OutRecipient::new("busy@example.net"),
         OutRecipient::new("gone@example.net"),
     ];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     let results: Vec<RecipientResult> =
         outcome.recipients.iter().map(RcptOutcome::result).collect();
     assert!(matches!(&results[0], RecipientResult::Delivered(r) if r.code == 250));

@@ -39,7 +39,7 @@ async fn smtputf8_and_8bitmime_parameters_when_offered() {
     let mut tx = transaction(&rcpts, content);
     tx.body = Body::EightBitMime;
     tx.smtputf8 = true;
-    let outcome = session.send(&tx).await.unwrap();
+    let outcome = session.send(&tx, &mut reader(content)).await.unwrap();
     assert_eq!(outcome.delivered(), 1);
     session.quit().await;
     let stored = peer.messages();

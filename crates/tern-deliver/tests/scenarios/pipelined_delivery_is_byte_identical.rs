@@ -22,7 +22,10 @@ async fn pipelined_delivery_to_three_recipients_is_byte_identical() {
         OutRecipient::new("two@example.net"),
         OutRecipient::new("three@example.net"),
     ];
-    let outcome = session.send(&transaction(&rcpts, content)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, content), &mut reader(content))
+        .await
+        .unwrap();
     assert!(outcome.mail.is_positive());
     assert_eq!(outcome.recipients.len(), 3);
     assert_eq!(outcome.delivered(), 3);

@@ -78,7 +78,10 @@ async fn fifty_pipelined_transactions_to_smtp_sink() {
         let rcpts = [OutRecipient::new(&a), OutRecipient::new(&b)];
         let body = format!("Subject: sink {i}\r\n\r\n.dot line {i}\r\n");
         let outcome = session
-            .send(&transaction(&rcpts, body.as_bytes()))
+            .send(
+                &transaction(&rcpts, body.as_bytes()),
+                &mut reader(body.as_bytes()),
+            )
             .await
             .unwrap();
         assert_eq!(outcome.delivered(), 2, "transaction {i}: {outcome:?}");

@@ -13,7 +13,10 @@ async fn three_on_one(peer: &Peer) {
     for i in 0..3 {
         let address = format!("r{i}@example.net");
         let rcpts = [OutRecipient::new(&address)];
-        let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+        let outcome = session
+            .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+            .await
+            .unwrap();
         assert_eq!(outcome.delivered(), 1);
     }
     session.quit().await;
@@ -42,19 +45,24 @@ async fn a_connection_dead_while_idle_fails_at_rset() {
     let mut peer = Peer::start("127.0.0.13", &["accept"]);
     let mut session = connect(&peer).await;
     let rcpts = [OutRecipient::new("r0@example.net")];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert_eq!(outcome.delivered(), 1);
     peer.kill();
     let rcpts = [OutRecipient::new("r1@example.net")];
     let err = session
-        .send(&transaction(&rcpts, MESSAGE))
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
         .await
         .expect_err("the peer is gone");
     assert_eq!(err.stage(), Stage::Rset, "{err}");
     assert!(!err.is_data_unknown(), "{err}");
     assert!(!session.is_usable());
     assert!(matches!(
-        session.send(&transaction(&rcpts, MESSAGE)).await,
+        session
+            .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+            .await,
         Err(SessionError::Unusable)
     ));
 }

@@ -16,7 +16,10 @@ async fn three_transactions_on_one_session() {
     for (i, body) in bodies.iter().enumerate() {
         let address = format!("r{i}@example.net");
         let rcpts = [OutRecipient::new(&address)];
-        let outcome = session.send(&transaction(&rcpts, body)).await.unwrap();
+        let outcome = session
+            .send(&transaction(&rcpts, body), &mut reader(body))
+            .await
+            .unwrap();
         assert_eq!(outcome.delivered(), 1);
         assert_eq!(session.transactions(), i as u32 + 1);
     }

@@ -27,12 +27,18 @@ async fn size_advertised_and_too_big() {
     );
 
     let rcpts = [OutRecipient::new("a@example.net")];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert_eq!(outcome.delivered(), 1);
 
     // A caller that ignores check_compat hears it from the server instead.
     let big = vec![b'x'; 2000];
-    let outcome = session.send(&transaction(&rcpts, &big)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, &big), &mut reader(&big))
+        .await
+        .unwrap();
     assert_eq!(outcome.mail.code, 552);
     assert!(session.is_usable());
     session.quit().await;

@@ -30,7 +30,10 @@ async fn slow_peer_still_works() {
         OutRecipient::new("a@example.net"),
         OutRecipient::new("b@example.net"),
     ];
-    let outcome = session.send(&transaction(&rcpts, MESSAGE)).await.unwrap();
+    let outcome = session
+        .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
+        .await
+        .unwrap();
     assert_eq!(outcome.delivered(), 2);
     session.quit().await;
     assert_eq!(peer.messages().len(), 1);

@@ -39,7 +39,7 @@ async fn may_with_untrusted_certificate_encrypts() {
     let rcpts = [OutRecipient::new("a@example.net")];
     assert_eq!(
         session
-            .send(&transaction(&rcpts, MESSAGE))
+            .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
             .await
             .unwrap()
             .delivered(),
@@ -69,7 +69,7 @@ async fn may_without_starttls_is_plaintext() {
     let rcpts = [OutRecipient::new("a@example.net")];
     assert_eq!(
         session
-            .send(&transaction(&rcpts, MESSAGE))
+            .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
             .await
             .unwrap()
             .delivered(),

@@ -36,7 +36,7 @@ async fn verify_with_right_name_succeeds() {
     let rcpts = [OutRecipient::new("a@example.net")];
     assert_eq!(
         session
-            .send(&transaction(&rcpts, MESSAGE))
+            .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
             .await
             .unwrap()
             .delivered(),

@@ -28,7 +28,7 @@ async fn none_never_starts_tls() {
     let rcpts = [OutRecipient::new("a@example.net")];
     assert_eq!(
         session
-            .send(&transaction(&rcpts, MESSAGE))
+            .send(&transaction(&rcpts, MESSAGE), &mut reader(MESSAGE))
             .await
             .unwrap()
             .delivered(),

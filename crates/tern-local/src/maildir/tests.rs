@@ -40,15 +40,93 @@ fn unique_names_carry_time_pid_counter_host_and_sizes() {
     assert!(!a.contains('/'));
 }
 
+fn lf(pieces: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut w = LfWriter::default();
+    for p in pieces {
+        w.write(&mut out, p).unwrap();
+    }
+    w.finish(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn crlf_becomes_lf_and_sizes_agree() {
-    let mut out = Vec::new();
-    write_lf(&mut out, CONTENT).unwrap();
+    let out = lf(&[CONTENT]);
     assert_eq!(out, b"Subject: hi\n\nline one\nbare\rcr\n");
-    assert_eq!(lf_size(CONTENT), out.len() as u64);
-    let mut out = Vec::new();
-    write_lf(&mut out, b"\r").unwrap();
-    assert_eq!(out, b"\r");
+    let shape = ContentShape::of(CONTENT);
+    assert_eq!(shape.len - shape.crlf, out.len() as u64);
+    assert_eq!(shape.lf, 4);
+    assert_eq!(lf(&[b"\r"]), b"\r");
+    assert_eq!(lf(&[b"a\r", b"\nb\r", b"\r", b"\n", b"\r"]), b"a\nb\r\n\r");
+}
+
+proptest::proptest! {
+    /// However the content is cut into pieces, the file and the shape are those of the
+    /// whole content.
+    #[test]
+    fn any_chunking_writes_the_same_file(
+        content in proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(b'\r'), proptest::strategy::Just(b'\n'), proptest::num::u8::ANY], 0..300),
+        cut in 1usize..40,
+    ) {
+        let pieces: Vec<&[u8]> = content.chunks(cut).collect();
+        let whole = lf(&[&content]);
+        proptest::prop_assert_eq!(lf(&pieces), whole.clone());
+        let mut counter = ShapeCounter::default();
+        for p in &pieces {
+            counter.feed(p);
+        }
+        let shape = counter.shape();
+        proptest::prop_assert_eq!(shape, ContentShape::of(&content));
+        proptest::prop_assert_eq!(shape.len - shape.crlf, whole.len() as u64);
+    }
+}
+
+#[test]
+fn a_content_that_fails_while_streaming_leaves_nothing_in_the_maildir() {
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "checksum"));
+            }
+            let n = self.0.min(buf.len()).min(1000);
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let root = tempfile::tempdir().unwrap();
+    let md = Maildir::new(root.path().join("alice"));
+    let streamed = Streamed {
+        return_path: "s@x.test",
+        delivered_to: "alice@x.test",
+        shape: ContentShape {
+            len: 200_000,
+            crlf: 0,
+            lf: 0,
+        },
+    };
+    let guard = Guard::default();
+    let options = Options {
+        quota: None,
+        may_create: true,
+        guard: &guard,
+    };
+    let e = md
+        .deliver_from(&streamed, &mut Failing(150_000), &options)
+        .unwrap_err();
+    assert!(e.to_string().contains("checksum"), "{e}");
+    assert!(names(&md.path().join("new")).is_empty());
+    assert!(names(&md.path().join("tmp")).is_empty());
+    // Shorter than announced: refused the same way.
+    let mut short: &[u8] = b"only this";
+    let e = md
+        .deliver_from(&streamed, &mut short, &options)
+        .unwrap_err();
+    assert!(e.to_string().contains("announced"), "{e}");
+    assert!(names(&md.path().join("new")).is_empty());
+    assert!(names(&md.path().join("tmp")).is_empty());
 }
 
 #[test]
@@ -326,7 +404,14 @@ fn a_directory_swapped_after_the_walk_does_not_redirect_the_file() {
     // The owner moves new/ away and puts a link to elsewhere in its place.
     fs::rename(md.path().join("new"), md.path().join("new.real")).unwrap();
     symlink(&elsewhere, md.path().join("new")).unwrap();
-    let name = md.write(&opened, &msg(), None).unwrap();
+    let streamed = Streamed {
+        return_path: "sender@client.test",
+        delivered_to: "alice@x.test",
+        shape: ContentShape::of(CONTENT),
+    };
+    let name = md
+        .write(&opened, &streamed, &mut { CONTENT }, None)
+        .unwrap();
     assert!(md.path().join("new.real").join(&name).is_file());
     assert!(all_files(&elsewhere).is_empty());
     assert!(names(&md.path().join("tmp")).is_empty());

@@ -192,3 +192,61 @@ pub(crate) fn verify_envelope(
     format::check_content_crc(crc, &t)?;
     read_envelope_section(&f, &t, id)
 }
+
+/// Reads and validates the envelope, then streams the content through `visit` in pieces
+/// of at most [`STREAM_CHUNK`] octets, verifying its checksum at the end. Memory is one
+/// piece whatever the size. A checksum failure is reported after the last piece was
+/// visited: the caller must not act on what it saw before this returns `Ok`.
+pub(crate) fn scan(
+    path: &Path,
+    id: QueueId,
+    buf: &mut Vec<u8>,
+    visit: &mut dyn FnMut(&[u8]),
+) -> Result<Envelope, EntryError> {
+    let (f, len) = open(path)?;
+    let mut h = [0u8; HEADER_LEN];
+    if len < MIN_FILE_LEN {
+        return Err(CorruptReason::Truncated.into());
+    }
+    f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
+    let header = format::decode_header(&h)?;
+    let t = read_trailer(&f, len)?;
+    format::check_header_matches(&header, &t)?;
+    let envelope = read_envelope_section(&f, &t, id)?;
+    buf.clear();
+    buf.resize(STREAM_CHUNK, 0);
+    let mut crc = 0u32;
+    let mut offset = t.content_offset;
+    let mut left = t.content_len;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(STREAM_CHUNK, |l| l.min(STREAM_CHUNK));
+        let chunk = buf.get_mut(..n).ok_or(CorruptReason::Truncated)?;
+        f.read_exact_at(chunk, offset).map_err(classify("read"))?;
+        crc = crc32c::crc32c_append(crc, chunk);
+        visit(chunk);
+        offset = offset.saturating_add(n as u64);
+        left = left.saturating_sub(n as u64);
+    }
+    format::check_content_crc(crc, &t)?;
+    Ok(envelope)
+}
+
+/// Opens an entry for streaming its content: header and trailer checked, the content
+/// checked while it is read (see `body.rs`).
+pub(crate) fn open_content(path: &Path) -> Result<super::body::BodyReader, EntryError> {
+    let (f, len) = open(path)?;
+    if len < MIN_FILE_LEN {
+        return Err(CorruptReason::Truncated.into());
+    }
+    let mut h = [0u8; HEADER_LEN];
+    f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
+    let header = format::decode_header(&h)?;
+    let t = read_trailer(&f, len)?;
+    format::check_header_matches(&header, &t)?;
+    Ok(super::body::BodyReader::new(
+        f,
+        t.content_offset,
+        t.content_len,
+        t.content_crc,
+    ))
+}

@@ -26,6 +26,7 @@
 
 mod backlog;
 mod batch;
+mod body;
 mod dirsync;
 mod entry;
 mod evidence;
@@ -64,6 +65,7 @@ use crate::id::QueueId;
 use crate::state::QueueState;
 
 pub use backlog::{DeferredEntry, DeferredLoad};
+pub use body::{AsyncBodyReader, BODY_CHUNK, BodyError, BodyReader};
 pub use evidence::{CrashEvidence, JournalRead, ProbeJournal};
 pub use lifecycle::{DELETABLE, RELEASABLE};
 pub use writer::MessageWriter;
@@ -801,6 +803,91 @@ impl Spool {
         let path = self.path_of(state, id);
         match entry::read_full(&path, id) {
             Ok(m) => Ok(m),
+            Err(EntryError::Vanished) => Err(SpoolError::NotFound),
+            Err(EntryError::Io(op, e)) => Err(SpoolError::io(op, path, e)),
+            Err(EntryError::Corrupt(reason)) => {
+                if self.inner.is_writable() && state != QueueState::Corrupt {
+                    let name = OsString::from(id.to_string());
+                    if self.inner.quarantine(Area::State(state), &name, &reason)? {
+                        self.inner.sync_after_quarantine(Area::State(state))?;
+                        self.inner.forget_queued(state);
+                    }
+                }
+                Err(SpoolError::Corrupt(reason))
+            }
+        }
+    }
+
+    /// Reads and validates the envelope and streams the content through `visit`, in
+    /// pieces of at most 256 KiB, checking the content's checksum at the end: the
+    /// message task's load, which never holds the content. Blocking. A corrupt file is
+    /// quarantined (event 3003) as by [`Spool::read`], and `SpoolError::Corrupt`
+    /// returned; `visit` may have seen some or all of the content by then, so a caller
+    /// acts on what it learned only after `Ok`. Files only: not for a message resident in
+    /// a segment (`incoming`), which is [`Spool::read`] instead.
+    pub fn scan(
+        &self,
+        state: QueueState,
+        id: QueueId,
+        visit: &mut dyn FnMut(&[u8]),
+    ) -> Result<Envelope, SpoolError> {
+        let path = self.path_of(state, id);
+        let mut buf = Vec::new();
+        let result = entry::scan(&path, id, &mut buf, visit);
+        self.entry_result(state, id, path, result)
+    }
+
+    /// Opens the content of a message stored as a file for streaming, checked as it is
+    /// read (see [`BodyReader`]). Blocking: an open and two positioned reads. A file whose
+    /// header or trailer is bad is `SpoolError::Corrupt` and quarantined as by
+    /// [`Spool::read`]. Files only (a delivery reads `active/<id>`).
+    pub fn open_body(&self, state: QueueState, id: QueueId) -> Result<BodyReader, SpoolError> {
+        let path = self.path_of(state, id);
+        let result = entry::open_content(&path);
+        self.entry_result(state, id, path, result)
+    }
+
+    /// A scratch file for a transformed copy of a message that is too large to hold in
+    /// memory (the 7-bit conversion; DKIM signing later): created in the spool's private
+    /// `tmp/` (mode 0700, Tern's own), mode 0600, as an unnamed O_TMPFILE inode, so it
+    /// disappears when the file is closed and when the process dies. Where the
+    /// filesystem lacks O_TMPFILE it gets a fresh queue id as its name (created with
+    /// `O_EXCL | O_NOFOLLOW`) and the name is removed at once; a crash between the two
+    /// leaves a file that the next start removes with the other partial writes (event
+    /// 3002). Blocking. Read-write spools only.
+    pub fn spill_file(&self) -> Result<File, SpoolError> {
+        if !self.inner.is_writable() {
+            return Err(SpoolError::ReadOnly);
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.inner.area_dir(Area::Tmp);
+        let f = match sys::create_scratch(&dir) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                let path = self.inner.entry_path(Area::Tmp, QueueId::generate());
+                let f = sys::create_new_rw(&path)
+                    .map_err(|e| SpoolError::io("create", path.clone(), e))?;
+                std::fs::remove_file(&path).map_err(|e| SpoolError::io("unlink", path, e))?;
+                f
+            }
+            Err(e) => return Err(SpoolError::io("create spill file in", dir, e)),
+        };
+        // Exactly 0600 whatever the umask took away.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| SpoolError::io("chmod spill file in", dir, e))?;
+        Ok(f)
+    }
+
+    /// Maps an entry read's error, quarantining a corrupt file in read-write mode.
+    fn entry_result<T>(
+        &self,
+        state: QueueState,
+        id: QueueId,
+        path: PathBuf,
+        result: Result<T, EntryError>,
+    ) -> Result<T, SpoolError> {
+        match result {
+            Ok(v) => Ok(v),
             Err(EntryError::Vanished) => Err(SpoolError::NotFound),
             Err(EntryError::Io(op, e)) => Err(SpoolError::io(op, path, e)),
             Err(EntryError::Corrupt(reason)) => {

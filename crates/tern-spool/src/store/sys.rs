@@ -349,6 +349,40 @@ pub(crate) fn create_tmpfile(dir: &Path) -> io::Result<Option<File>> {
     }
 }
 
+/// A scratch file in `dir` for reading and writing, mode 0600: an unnamed O_TMPFILE
+/// inode when the filesystem has it (`Ok(None)` otherwise, as [`create_tmpfile`]).
+pub(crate) fn create_scratch(dir: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A new file at `path` for reading and writing, mode 0600, never through a link.
+pub(crate) fn create_new_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// Gives an O_TMPFILE file its name `to` (in the directory it was created in). Fails with
 /// `AlreadyExists` rather than replacing a file.
 pub(crate) fn link_tmpfile(file: &File, to: &Path) -> io::Result<()> {

@@ -6,6 +6,7 @@ mod commit;
 mod lifecycle;
 mod recovery;
 mod segment;
+mod streaming;
 mod unexpected;
 mod write_read;
 
