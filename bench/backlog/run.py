@@ -19,7 +19,7 @@ dropping the page cache needs it):
    B) and the time until it is delivered is reported.
 4. `tern queue summary` (wall time), and the admin API's `GET /api/v1/queue`: the first
    page, and a page deep in the deferred queue (offset N/2), limit 100.
-5. drain: smtp-sink starts on the smarthost's address, `POST /destinations/smtp:0/retry`
+5. drain: smtp-sink starts on the smarthost's address, `POST /destinations/smtp:[<ip>]:<port>/retry`
    makes the backlog due; the drain rate (messages/s at the sink) over DRAIN_WINDOW
    seconds (or until drained), and meanwhile FRESH messages to fresh.test (sink B): the
    fresh rate during the drain; then the fresh rate alone, after the drain window, for
@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -360,7 +361,7 @@ def main():
         dead = Sink(work, DEAD_IP, dead_port)
         try:
             t0 = time.monotonic()
-            tern.api("POST", "/api/v1/destinations/smtp:1/retry")  # the second route
+            tern.api("POST", "/api/v1/destinations/" + urllib.parse.quote(f"smtp:[{DEAD_IP}]:{dead_port}", safe="") + "/retry")  # the dead smarthost's next hop
             fresh_before = fresh.count()
             tf = time.monotonic()
             smtp_source(tern.port, FRESH, "rcpt@fresh.test", SESSIONS)

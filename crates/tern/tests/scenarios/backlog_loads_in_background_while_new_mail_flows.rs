@@ -99,7 +99,7 @@ fn backlog_loads_in_background_while_new_mail_flows() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|d| d["name"] == "smtp:1")
+        .find(|d| d["name"] == format!("smtp:[{}]:{}", dead.ip(), dead.port()).as_str())
         .map(|d| d["queued"].clone());
     assert_eq!(queued, Some(serde_json::json!(DEFERRED)), "{text}");
     assert!(tern.spool_files("corrupt").is_empty());
