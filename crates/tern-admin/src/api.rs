@@ -6,6 +6,7 @@
 //! API is one module with a `routes()` function, merged here.
 
 use std::sync::Arc;
+pub use tern_watchdog::clock::unix_ms;
 
 use axum::Json;
 use axum::extract::State;
@@ -123,11 +124,4 @@ async fn status(State(state): State<Arc<AdminState>>) -> Result<Json<StatusBody>
         delivery: state.queue.is_some(),
         workers,
     }))
-}
-
-/// Now as Unix milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

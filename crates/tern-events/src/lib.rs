@@ -439,7 +439,7 @@ fn writer_loop(rx: Receiver<Msg>, mut sinks: Sinks, shared: &Shared) {
             reported_lost = lost;
         }
         if let Some(sink) = track.as_mut() {
-            let now_ms = tracking::now_unix_ms();
+            let now_ms = tern_watchdog::clock::unix_ms();
             let lost = shared.tracking_lost.load(Ordering::Relaxed);
             if lost > reported_tracking_lost {
                 let line = tracking::lost_record(now_ms, lost - reported_tracking_lost);

@@ -84,7 +84,7 @@ impl TrackingSink {
             file: Some(BufWriter::with_capacity(64 * 1024, file)),
             size,
             // A file whose first record cannot be read counts as started now.
-            first_ms: first_ms.or((size > 0).then(now_unix_ms)),
+            first_ms: first_ms.or((size > 0).then(tern_watchdog::clock::unix_ms)),
             last_rotated_ms: 0,
         })
     }
@@ -270,13 +270,6 @@ fn first_record_ms(path: &Path) -> Option<u64> {
     reader.read_until(b'\n', &mut line).ok()?;
     let v: Value = serde_json::from_slice(&line).ok()?;
     v.get("at_unix_ms")?.as_u64()
-}
-
-/// Now as Unix milliseconds.
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The tracking record of one occurrence of `def`.

@@ -154,13 +154,6 @@ impl Pickup {
     }
 }
 
-/// Microseconds since the epoch, now.
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 struct Service {
     config: PickupConfig,
     dirs: Dirs,
@@ -395,7 +388,7 @@ impl Service {
                 tls: None,
                 listener: "pickup".into(),
             },
-            arrival_micros: now_micros(),
+            arrival_micros: tern_watchdog::clock::unix_micros(),
             size: draft.written(),
         };
         let size = envelope.size;

@@ -39,13 +39,13 @@ use tern_events::{catalog, fields};
 use tern_spool::{
     DeliveryRecord, QueueId, QueueState, RecipientStatus, SpoolError, record::AttemptEntry,
 };
+use tern_watchdog::clock::unix_micros;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::Context;
 use crate::attempt::{LoadedMessage, local_reply};
 use crate::dsn;
-use crate::message::now_micros;
 use crate::scheduler::{Cmd, QueueHandle};
 
 /// What an administrator asks for.
@@ -393,7 +393,7 @@ async fn bounce(
         )));
     }
     let reply = local_reply(554, text);
-    let now = now_micros();
+    let now = unix_micros();
     let mut report = Vec::new();
     let mut marked = 0usize;
     for (i, rr) in record.recipients.iter_mut().enumerate() {

@@ -24,9 +24,9 @@ use tern_spool::{
     BodyType, ClientInfo, DeliveryRecord, DsnRet, Envelope, MailParams, MessageIntake, Recipient,
     RecipientStatus, SpoolError,
 };
+use tern_watchdog::clock::unix_micros;
 
 use crate::attempt::{LoadedMessage, SuccessNotice};
-use crate::message::now_micros;
 use crate::{Context, DelayNotices};
 
 fn to_time(micros: i64) -> time::OffsetDateTime {
@@ -165,7 +165,7 @@ pub(crate) async fn maybe_delay_notice(
     if record.delay_notice_sent || cfg.delay_notice_secs == 0 || env.sender.is_empty() {
         return Ok(());
     }
-    let age = now_micros().saturating_sub(env.arrival_micros);
+    let age = unix_micros().saturating_sub(env.arrival_micros);
     if age < i64::try_from(cfg.delay_notice_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX) {
         return Ok(());
     }
@@ -313,7 +313,7 @@ async fn queue_report(
             tls: None,
             listener: "dsn".into(),
         },
-        arrival_micros: now_micros(),
+        arrival_micros: unix_micros(),
         size: bytes.len() as u64,
     };
     draft.commit(envelope).await?;

@@ -37,11 +37,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tern_events::{catalog, fields};
 use tern_route::{NextHop, Transport};
 use tern_spool::{CorruptReason, DeliveryRecord, QueueId, QueueState, RecipientStatus, SpoolError};
+use tern_watchdog::clock::unix_micros;
 use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
@@ -71,13 +72,6 @@ pub(crate) enum Next {
     /// A probe that did not run to its end (cut at a stop, or its probe mark could not
     /// be written): the message is still a suspect, in `active/` (see `probe`).
     Unprobed,
-}
-
-/// Microseconds since the Unix epoch, now.
-pub(crate) fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// Starts the task for message `id`, now in `state`. The scheduler is told when it ends,
@@ -250,7 +244,7 @@ async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) 
         .queue
         .backoff(record.crashes.max(1), &mut rand::rng());
     record.next_attempt_micros =
-        Some(now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
+        Some(unix_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
     if let Err(e) = ctx.spool.write_record(&record).await {
         return spool_error(
             ctx,
@@ -456,7 +450,7 @@ async fn run(
     }
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
-    let now = now_micros();
+    let now = unix_micros();
     let age = Duration::from_micros(u64::try_from(now - msg.envelope.arrival_micros).unwrap_or(0));
 
     let pending: Vec<usize> = (0..n)
@@ -715,7 +709,7 @@ async fn finish(
     let cfg = &runtime.queue;
     let tried = !results.is_empty();
     let n = record.recipients.len();
-    let at = now_micros();
+    let at = unix_micros();
     // Recipients that failed earlier but were never reported (an administrator's bounce
     // cut short by a crash, or a DSN that could not be queued): reported now.
     let mut newly_failed: Vec<usize> = record
@@ -729,7 +723,7 @@ async fn finish(
     let mut deferred_reasons = Vec::new();
     let metrics = tern_metrics::get();
     let in_queue = Duration::from_micros(
-        u64::try_from(now_micros().saturating_sub(msg.envelope.arrival_micros)).unwrap_or(0),
+        u64::try_from(unix_micros().saturating_sub(msg.envelope.arrival_micros)).unwrap_or(0),
     );
     for (i, res) in results {
         let Some(rr) = record.recipients.get_mut(i) else {
@@ -795,7 +789,7 @@ async fn finish(
     if tried {
         record.attempts = record.attempts.saturating_add(1);
         record.first_attempt_micros.get_or_insert(now);
-        record.last_attempt_micros = Some(now_micros());
+        record.last_attempt_micros = Some(unix_micros());
     }
     if !newly_failed.is_empty() {
         let list: Vec<&str> = newly_failed
@@ -874,7 +868,7 @@ async fn finish(
     let wait = cfg.backoff(record.attempts.max(1), &mut rand::rng());
     let due = Instant::now() + wait;
     record.next_attempt_micros =
-        Some(now_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
+        Some(unix_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
     let reason = deferred_reasons.first().cloned().unwrap_or_default();
     record.last_error = Some(tern_spool::record::bounded_reply(&reason));
     if let Err(e) = dsn::maybe_delay_notice(ctx, msg, record, &open).await {

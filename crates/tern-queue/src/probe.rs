@@ -47,6 +47,7 @@ use tern_spool::{
     CorruptReason, CrashEvidence, DeliveryRecord, JournalRead, ProbeJournal, QueueId, QueueState,
     SpoolError,
 };
+use tern_watchdog::clock::unix_micros;
 use tokio::sync::OnceCell;
 
 use crate::Context;
@@ -589,7 +590,7 @@ pub(crate) async fn recover(ctx: &Context, active: Vec<ActiveMessage>) -> Recove
     }
     // This run: its number, its journal (the line, before any processing), its last gasp.
     let run: u64 = rand::random();
-    let started = crate::message::now_micros();
+    let started = unix_micros();
     let spool = ctx.spool.clone();
     let header = line.clone();
     let made =

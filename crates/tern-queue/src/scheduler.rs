@@ -47,6 +47,7 @@ use tern_events::{catalog, fields};
 use tern_route::NextHop;
 use tern_spool::{QueueId, QueueState, SpoolError};
 use tern_watchdog::Heartbeat;
+use tern_watchdog::clock::{unix_micros, unix_ms};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -422,7 +423,7 @@ fn load_backlog(ctx: Arc<Context>, handle: QueueHandle) {
                 return true;
             }
             let routes = Arc::clone(&ctx.runtime.load().routes);
-            let now_micros = message::now_micros();
+            let now_micros = unix_micros();
             let now = Instant::now();
             let found = batch
                 .into_iter()
@@ -1171,13 +1172,6 @@ impl Scheduler {
 /// The deferral given to a job for a suspended next hop.
 fn suspended_text(hop: &NextHop) -> String {
     format!("4.4.1 delivery to {hop} is suspended by the administrator")
-}
-
-/// Now as Unix milliseconds.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn sleep_until(t: Option<Instant>) {

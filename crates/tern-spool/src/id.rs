@@ -24,7 +24,6 @@ use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Length of a queue id's text form.
 pub const QUEUE_ID_LEN: usize = 15;
@@ -58,11 +57,10 @@ static LAST_MICROS: AtomicU64 = AtomicU64::new(0);
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static SEED: OnceLock<u64> = OnceLock::new();
 
+/// Now in Unix microseconds (the one clock helper, `tern_watchdog::clock`), as the id's
+/// unsigned time field.
 fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    u64::try_from(tern_watchdog::clock::unix_micros()).unwrap_or(0)
 }
 
 fn process_seed() -> u64 {

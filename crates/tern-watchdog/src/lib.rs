@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 mod heartbeat;
 pub mod status;
 
@@ -41,7 +42,7 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -174,12 +175,6 @@ impl std::fmt::Debug for Watchdog {
     }
 }
 
-fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Watchdog {
     /// A watchdog on the real clock calling a worker stalled after `stall_after` without
     /// progress.
@@ -190,7 +185,7 @@ impl Watchdog {
     /// A watchdog reading time from `clock` (tests pass a [`ManualClock`]).
     pub fn with_clock(stall_after: Duration, clock: Arc<dyn Clock>) -> Watchdog {
         let started_ms = clock.now_ms();
-        let origin_unix_ms = unix_ms_now().saturating_sub(started_ms);
+        let origin_unix_ms = clock::unix_ms().saturating_sub(started_ms);
         Watchdog {
             inner: Arc::new(Registry {
                 clock,

@@ -9,6 +9,7 @@
 //! filters are the admin API's (`tern_admin::queue::filter`), so both answer alike.
 
 use std::io::Write;
+use tern_watchdog::clock::unix_ms;
 
 use anyhow::Context;
 use tern_admin::queue::filter::{self, Entry, Filter, Summary};
@@ -25,18 +26,12 @@ fn entries(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
     }
     let spool =
         Spool::open_read_only(&dir).with_context(|| format!("reading spool {}", dir.display()))?;
-    filter::scan(&spool, filter, now_ms()).context("listing the spool")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    filter::scan(&spool, filter, unix_ms()).context("listing the spool")
 }
 
 /// The summaries of the messages `filter` matches, from the spool (no server needed).
 pub fn summaries(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Summary>> {
-    let now = now_ms();
+    let now = unix_ms();
     Ok(entries(config, filter)?
         .iter()
         .map(|e| e.summary(now))

@@ -14,6 +14,7 @@
 //! Trust: the snapshot is read from disk, bounded and validated by `tern_watchdog`.
 
 use std::io::Write;
+use tern_watchdog::clock::unix_ms;
 
 use anyhow::Context;
 use tern_watchdog::{Snapshot, StallOutcome, StatusError, WorkerStatus};
@@ -34,12 +35,6 @@ struct Found {
     unreadable: Option<String>,
     age_ms: Option<u64>,
     stale: bool,
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn find(config: &Config) -> anyhow::Result<Found> {

@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tern_watchdog::clock::unix_ms;
 
 use tern_events::{EventLog, catalog, fields};
 use tern_watchdog::{Change, Kind, Snapshot, Watchdog, WorkerState};
@@ -200,12 +201,6 @@ struct Tick {
     status_path: PathBuf,
     /// Event 5004 was emitted and no write has succeeded since.
     write_failed: bool,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Tick {

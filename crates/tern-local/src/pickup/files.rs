@@ -650,7 +650,7 @@ pub(crate) fn to_badmail(dirs: &Dirs, bad: &Bad) -> Result<PathBuf, IoFailure> {
     let base = bad
         .base
         .clone()
-        .unwrap_or_else(|| format!("invalid-name-{}", crate::pickup::now_micros()));
+        .unwrap_or_else(|| format!("invalid-name-{}", tern_watchdog::clock::unix_micros()));
     // A pair keeps its suffixes under the new base; anything else is named the base.
     let target = |b: &str, f: &OsStr| -> OsString {
         let f = f.to_string_lossy();
@@ -691,7 +691,7 @@ pub(crate) fn to_badmail(dirs: &Dirs, bad: &Bad) -> Result<PathBuf, IoFailure> {
         bad.shown,
         bad.format,
         bad.reason,
-        crate::envfile::rfc3339(crate::pickup::now_micros())
+        crate::envfile::rfc3339(tern_watchdog::clock::unix_micros())
     );
     publish(
         &dirs.badmail,

@@ -18,7 +18,7 @@
 //! The reply `250 2.0.0 Ok: queued as <id>` is written only after `commit` returned, i.e.
 //! after the message file and the directory entry were fsynced.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tern_events::{catalog, fields};
 use tern_metrics::Reject;
@@ -283,10 +283,7 @@ impl Session {
                 tls: self.conn.tls_description(),
                 listener: self.ctx.config.name.clone(),
             },
-            arrival_micros: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-                .unwrap_or(0),
+            arrival_micros: tern_watchdog::clock::unix_micros(),
             size: writer.written(),
         };
         let (sender, nrcpt, size) = (

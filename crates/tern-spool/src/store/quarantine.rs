@@ -173,10 +173,7 @@ fn write_reason(
     reason: &CorruptReason,
     details: &str,
 ) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = tern_watchdog::clock::unix_ms() / 1000;
     let written = sys::create_new(path).and_then(|mut f| {
         writeln!(f, "file: {shown}")?;
         writeln!(f, "reason: {reason}")?;
