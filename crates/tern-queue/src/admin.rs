@@ -44,8 +44,8 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::Context;
-use crate::attempt::{LoadedMessage, local_reply};
 use crate::dsn;
+use crate::job::{LoadedMessage, local_reply};
 use crate::scheduler::{Cmd, QueueHandle};
 
 /// What an administrator asks for.

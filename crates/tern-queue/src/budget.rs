@@ -18,7 +18,7 @@ use tern_route::Transport;
 use tern_route::dns::plan::{LOOKUP_CONCURRENCY, MAX_MX_HOSTS};
 
 use crate::Context;
-use crate::attempt::Job;
+use crate::job::Job;
 
 /// Finding the hosts: one MX query, then the hosts' addresses in rounds of
 /// `LOOKUP_CONCURRENCY` parallel lookups, each bounded by the lookup timeout.

@@ -28,8 +28,8 @@ use tokio::io::AsyncRead;
 use tokio::sync::Semaphore;
 
 use crate::Context;
-use crate::attempt::Job;
 use crate::content::{self, SPILL_OVER};
+use crate::job::Job;
 
 /// One large conversion at a time in the process (inputs over [`SPILL_OVER`]).
 static LARGE: Semaphore = Semaphore::const_new(1);

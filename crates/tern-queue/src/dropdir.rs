@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tern_events::{catalog, fields};
 
 use crate::Context;
-use crate::attempt::{Job, JobResult, RcptResult, SuccessNotice, local_reply};
+use crate::job::{Job, JobResult, RcptResult, SuccessNotice, local_reply};
 
 /// Writes the job's message into `dir` and answers for every recipient.
 pub(crate) async fn deliver(ctx: &Context, job: &Job, dir: &Path) -> JobResult {

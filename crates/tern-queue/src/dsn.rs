@@ -26,7 +26,7 @@ use tern_spool::{
 };
 use tern_watchdog::clock::unix_micros;
 
-use crate::attempt::{LoadedMessage, SuccessNotice};
+use crate::job::{LoadedMessage, SuccessNotice};
 use crate::{Context, DelayNotices};
 
 fn to_time(micros: i64) -> time::OffsetDateTime {

@@ -67,6 +67,7 @@ mod dispatch_schedules;
 mod dropdir;
 pub mod dsn;
 pub mod intake;
+pub mod job;
 // The crate's only unsafe code: the fatal-signal handler and its setup.
 #[allow(unsafe_code)]
 mod last_gasp;

@@ -42,11 +42,9 @@ use tern_route::dns::plan as dns;
 use tern_watchdog::Heartbeat;
 
 use crate::Context;
-use crate::attempt::{
-    Addressee, Conn, EndpointKey, Job, JobResult, RcptResult, Sent, SuccessNotice, local_reply,
-    out_notify, send_on, take_cached,
-};
+use crate::attempt::{Addressee, Conn, EndpointKey, Sent, out_notify, send_on, take_cached};
 use crate::budget;
+use crate::job::{Job, JobResult, RcptResult, SuccessNotice, local_reply};
 use crate::scheduler::QueueHandle;
 
 /// The failure of a recipient without a mailbox at delivery time.

@@ -47,8 +47,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::Context;
-use crate::attempt::{Job, JobResult, LoadedMessage, RcptResult, local_reply};
 use crate::dsn;
+use crate::job::{Job, JobResult, LoadedMessage, RcptResult, local_reply};
 use crate::last_gasp;
 use crate::probe::Probe;
 use crate::scheduler::{Cmd, QueueHandle};

@@ -52,9 +52,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Context;
-use crate::attempt::{self, Conn, EndpointKey, Handoff, Job, JobResult, Slot};
+use crate::attempt::{self, Conn, EndpointKey, Handoff, Slot};
 use crate::conncache::{ConnCache, Parked};
 use crate::dispatch::{Dispatch, Refused};
+use crate::job::{Job, JobResult};
 use crate::message::{self, Next};
 use crate::probe::{self, ActiveMessage, ProbeLog, Suspects};
 use crate::retries::Retries;
