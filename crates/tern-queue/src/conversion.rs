@@ -7,7 +7,7 @@
 //! process dies) and streamed from there, so the transaction holds 64 KiB of it at a
 //! time. The converter (`tern-convert`, sans-I/O) reads its input whole: inputs up to
 //! [`SPILL_OVER`] are converted as they come, larger ones one at a time in the process
-//! ([`LARGE`]), so conversions never hold more than one large message and its copy at
+//! ([`LargeConversions`], one per queue), so conversions never hold more than one large message and its copy at
 //! once, whatever `max_active_messages` says (docs/CONVERSION.md).
 //!
 //! The stored content is never changed; every attempt to such a peer converts again.
@@ -31,8 +31,16 @@ use crate::Context;
 use crate::content::{self, SPILL_OVER};
 use crate::job::Job;
 
-/// One large conversion at a time in the process (inputs over [`SPILL_OVER`]).
-static LARGE: Semaphore = Semaphore::const_new(1);
+/// Large conversions (inputs over [`SPILL_OVER`]) run one at a time per queue: the
+/// queue's [`Context`] holds one of these (no process-wide state).
+#[derive(Debug)]
+pub struct LargeConversions(Semaphore);
+
+impl Default for LargeConversions {
+    fn default() -> Self {
+        LargeConversions(Semaphore::new(1))
+    }
+}
 
 /// A 7-bit copy made for one transaction.
 pub(crate) enum Copy7 {
@@ -116,9 +124,9 @@ pub(crate) async fn convert(ctx: &Context, job: &Job, source: Source, remote: &s
         return Conversion::Unneeded;
     }
     let large = job.msg.facts.len > SPILL_OVER as u64;
-    // Waits for the large conversion running now, if any; closed never (static).
+    // Waits for the large conversion running now, if any; never closed.
     let _permit = if large {
-        LARGE.acquire().await.ok()
+        ctx.large_conversions.0.acquire().await.ok()
     } else {
         None
     };

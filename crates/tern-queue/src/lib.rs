@@ -91,6 +91,7 @@ use tern_watchdog::Watchdog;
 
 pub use admin::{AdminAction, AdminDone, AdminRefusal};
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
+pub use conversion::LargeConversions;
 pub use intake::QueueIntake;
 pub use scheduler::{
     DeferredShape, DestinationAction, DestinationError, DestinationInfo, DestinationState, Queue,
@@ -135,4 +136,6 @@ pub struct Context {
     pub intake: QueueIntake,
     /// Where delivery workers register their heartbeats; `None`: not watched.
     pub watchdog: Option<Watchdog>,
+    /// Large 7-bit conversions run one at a time (`conversion.rs`).
+    pub large_conversions: LargeConversions,
 }

@@ -600,6 +600,7 @@ fn queue_context(
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs),
         intake,
         watchdog,
+        large_conversions: tern_queue::LargeConversions::default(),
     })
 }
 
