@@ -176,20 +176,7 @@ pub(crate) fn verify_envelope(
     let header = format::decode_header(&h)?;
     let t = read_trailer(&f, len)?;
     format::check_header_matches(&header, &t)?;
-    buf.clear();
-    buf.resize(STREAM_CHUNK, 0);
-    let mut crc = 0u32;
-    let mut offset = t.content_offset;
-    let mut left = t.content_len;
-    while left > 0 {
-        let n = usize::try_from(left).map_or(STREAM_CHUNK, |l| l.min(STREAM_CHUNK));
-        let chunk = buf.get_mut(..n).ok_or(CorruptReason::Truncated)?;
-        f.read_exact_at(chunk, offset).map_err(classify("read"))?;
-        crc = crc32c::crc32c_append(crc, chunk);
-        offset = offset.saturating_add(n as u64);
-        left = left.saturating_sub(n as u64);
-    }
-    format::check_content_crc(crc, &t)?;
+    stream_checked(&f, &t, buf, &mut |_| {})?;
     read_envelope_section(&f, &t, id)
 }
 
@@ -213,6 +200,19 @@ pub(crate) fn scan(
     let t = read_trailer(&f, len)?;
     format::check_header_matches(&header, &t)?;
     let envelope = read_envelope_section(&f, &t, id)?;
+    stream_checked(&f, &t, buf, visit)?;
+    Ok(envelope)
+}
+
+/// Reads the content section described by `t` in pieces of at most [`STREAM_CHUNK`]
+/// octets (one piece of memory in `buf` whatever the size), handing each to `visit`,
+/// and checks its checksum after the last: on `Err`, what `visit` saw must not be used.
+fn stream_checked(
+    f: &File,
+    t: &format::Trailer,
+    buf: &mut Vec<u8>,
+    visit: &mut dyn FnMut(&[u8]),
+) -> Result<(), EntryError> {
     buf.clear();
     buf.resize(STREAM_CHUNK, 0);
     let mut crc = 0u32;
@@ -227,8 +227,8 @@ pub(crate) fn scan(
         offset = offset.saturating_add(n as u64);
         left = left.saturating_sub(n as u64);
     }
-    format::check_content_crc(crc, &t)?;
-    Ok(envelope)
+    format::check_content_crc(crc, t)?;
+    Ok(())
 }
 
 /// Opens an entry for streaming its content: header and trailer checked, the content

@@ -801,21 +801,8 @@ impl Spool {
             };
         }
         let path = self.path_of(state, id);
-        match entry::read_full(&path, id) {
-            Ok(m) => Ok(m),
-            Err(EntryError::Vanished) => Err(SpoolError::NotFound),
-            Err(EntryError::Io(op, e)) => Err(SpoolError::io(op, path, e)),
-            Err(EntryError::Corrupt(reason)) => {
-                if self.inner.is_writable() && state != QueueState::Corrupt {
-                    let name = OsString::from(id.to_string());
-                    if self.inner.quarantine(Area::State(state), &name, &reason)? {
-                        self.inner.sync_after_quarantine(Area::State(state))?;
-                        self.inner.forget_queued(state);
-                    }
-                }
-                Err(SpoolError::Corrupt(reason))
-            }
-        }
+        let result = entry::read_full(&path, id);
+        self.entry_result(state, id, path, result)
     }
 
     /// Reads and validates the envelope and streams the content through `visit`, in
