@@ -330,30 +330,20 @@ pub(crate) fn mark_top_directory(dir: &Path) {
 /// directory's lock is not taken while the inode is allocated, so concurrent creations do
 /// not serialise on it. `Ok(None)` when the filesystem does not support O_TMPFILE.
 pub(crate) fn create_tmpfile(dir: &Path) -> io::Result<Option<File>> {
-    match OpenOptions::new()
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir)
-    {
-        Ok(f) => Ok(Some(f)),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
+    open_tmpfile(dir, false)
 }
 
 /// A scratch file in `dir` for reading and writing, mode 0600: an unnamed O_TMPFILE
 /// inode when the filesystem has it (`Ok(None)` otherwise, as [`create_tmpfile`]).
 pub(crate) fn create_scratch(dir: &Path) -> io::Result<Option<File>> {
+    open_tmpfile(dir, true)
+}
+
+/// An unnamed O_TMPFILE inode in `dir`, mode 0600, write-only or (`read`) read-write;
+/// `Ok(None)` when the filesystem does not support O_TMPFILE.
+fn open_tmpfile(dir: &Path, read: bool) -> io::Result<Option<File>> {
     match OpenOptions::new()
-        .read(true)
+        .read(read)
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_TMPFILE)
