@@ -33,6 +33,7 @@ use crate::encode::{Breaks, base64, charset_of, decode_quoted_printable, quoted_
 use crate::header::Cte;
 use crate::lines::has_8bit;
 use crate::structure::{Body, Entity, Tree, parse, shape};
+use crate::walk::FIELD_MAX;
 use crate::{DowngradeError, Downgraded, Limits, Source};
 
 /// Longest line SMTP carries (RFC 5321 §4.5.3.1.6), without its CRLF.
@@ -107,8 +108,23 @@ impl Plan<'_> {
 
     /// Plans one entity; returns whether an encoding label was introduced below it.
     fn entity(&mut self, e: &Entity, top: bool) -> Result<bool, DowngradeError> {
+        // The streaming form's bounds on the fields it reads whole (`walk.rs`).
+        for name in ["content-type", "content-transfer-encoding"] {
+            if let Some(f) = e.header.first(self.raw, name)
+                && f.end.saturating_sub(f.start) > FIELD_MAX
+            {
+                return Err(DowngradeError::FieldTooLong {
+                    field: crate::header::printable(f.name(self.raw), 64),
+                });
+            }
+        }
         for field in &e.header.fields {
             let bytes = self.raw.get(field.start..field.end).unwrap_or_default();
+            if has_8bit(bytes) && bytes.len() > FIELD_MAX {
+                return Err(DowngradeError::FieldTooLong {
+                    field: crate::header::printable(field.name(self.raw), 64),
+                });
+            }
             if has_8bit(bytes) {
                 let new = crate::fields::convert(self.parser, self.raw, field)?;
                 self.edit(field.start..field.end, new);

@@ -9,12 +9,15 @@
 //!   removed or replaced, delimiter lines and line ends thrown in), go through the same
 //!   check as the fuzz target: no panic, a 7-bit copy of bounded size, stable when
 //!   converted again.
+//! - Both: the streaming form ([`tern_convert::downgrade_pieces`], pieces of 1, 7,
+//!   4096 octets and whole) gives the same copy as the whole-buffer one, or errs when it
+//!   errs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mail_parser::{MessageParser, PartType};
 use proptest::prelude::*;
-use tern_convert::fuzzing::{FUZZ_LIMITS, check};
+use tern_convert::fuzzing::{FUZZ_LIMITS, check, check_streaming};
 use tern_convert::{Source, downgrade_8bit, is_7bit};
 
 #[derive(Debug, Clone)]
@@ -261,6 +264,8 @@ proptest! {
         name in "[a-zA-Z äöüéñ]{1,20}",
     ) {
         let raw = message(&subject, &name, &body);
+        // The streaming form, in pieces of 1, 7, 4096 octets and whole, gives the same.
+        check_streaming(&raw, Source::EightBit, &tern_convert::Limits::default());
         let out = downgrade_8bit(&raw).map_err(|e| TestCaseError::fail(format!("{e}")))?;
         prop_assert!(is_7bit(&out));
         let copy = MessageParser::new().parse(&out).expect("mail-parser reads the copy");
