@@ -14,8 +14,10 @@
 //! Memory: the walker's line prefix and held fields ([`crate::walk::LINE_KEEP`],
 //! [`crate::walk::FIELD_MAX`]), one held field per pass for rewriting, encoder states of
 //! a few octets, and per entity a [`Plan`] entry and a shape entry (a few dozen octets
-//! each, at most [`crate::Limits::max_parts`]); the writer's output for a piece is at
-//! most 5 times the piece plus the rewritten fields. Differences from the whole-buffer
+//! each, at most [`crate::Limits::max_parts`]) and per open multipart its boundary
+//! (RFC 2046 says at most 70 characters; never more than a held field, 64 KiB, times
+//! [`crate::Limits::max_depth`]); the writer's output for a piece is at most 5 times
+//! the piece plus the rewritten fields. Differences from the whole-buffer
 //! form: the refusals of `walk.rs` ([`DowngradeError::FieldTooLong`],
 //! [`DowngradeError::LineTooLong`]), and, for a message with several faults, which
 //! error is reported first.
