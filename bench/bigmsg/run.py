@@ -4,7 +4,9 @@
 COUNT messages of MSG_MB megabytes (10^6 octets) each are sent at once, over COUNT
 parallel SMTP sessions (Python smtplib), to Tern, which relays them to a sink on
 loopback (mode `relay`: an aiosmtpd sink that counts and discards) or delivers them into
-a Maildir (mode `maildir`). While it runs, Tern's VmRSS is read from /proc/<pid>/status
+a Maildir (mode `maildir`), or relays 8-bit messages to a sink that does not offer
+8BITMIME (mode `relay8bit`: every message is converted to 7 bit on the way, issue 16
+§3's case of a transformation that needs to look ahead). While it runs, Tern's VmRSS is read from /proc/<pid>/status
 every 10 ms; the result is the peak above the idle process (VmRSS after start, before
 the first connection) and VmHWM (the kernel's own high-water mark) above idle.
 
@@ -13,7 +15,8 @@ of RSS above the idle process.
 
 Usage (as root or any user; python3 with aiosmtpd):
     python3 bench/bigmsg/run.py
-Environment knobs: COUNT (8) MSG_MB (40) MODES ("relay maildir") ROUNDS (1)
+Environment knobs: COUNT (8) MSG_MB (40) MODES ("relay maildir"; also "relay8bit")
+    ROUNDS (1)
     TERN_BIN (target/release/tern) SKIP_BUILD (0) KEEP_TMP (0) OUT_DIR (bench/out)
 Output: one line per run, and bench/out/bigmsg-summary.txt.
 """
@@ -78,7 +81,15 @@ import asyncio, sys
 from aiosmtpd.controller import Controller
 class H:
     def __init__(self, path): self.path, self.n = path, 0
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if len(sys.argv) > 4 and sys.argv[4] == "no-8bitmime":
+            lines = [r[4:] for r in responses if r[4:] != "8BITMIME"]
+            return [f"250-{l}" for l in lines[:-1]] + [f"250 {lines[-1]}"]
+        return responses
     async def handle_DATA(self, server, session, envelope):
+        if len(sys.argv) > 4 and not envelope.content.isascii():
+            return "554 5.6.0 8-bit content for a 7-bit sink"
         self.n += 1
         with open(self.path, "w") as f: f.write(str(self.n))
         return "250 2.0.0 Ok: discarded"
@@ -93,14 +104,17 @@ finally:
 '''
 
 
-def start_sink(work):
+def start_sink(work, seven_bit=False):
     port = free_port()
     script = os.path.join(work, "sink.py")
     with open(script, "w") as f:
         f.write(SINK)
     count = os.path.join(work, "sink.count")
     ready = os.path.join(work, "sink.ready")
-    proc = subprocess.Popen([sys.executable, script, str(port), count, ready],
+    args = [sys.executable, script, str(port), count, ready]
+    if seven_bit:
+        args.append("no-8bitmime")
+    proc = subprocess.Popen(args,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(work, "sink.err"), "w"))
     deadline = time.monotonic() + 30
@@ -194,26 +208,45 @@ class Sampler(threading.Thread):
             self.stop_flag.wait(0.01)
 
 
-def message(n):
-    """MSG_MB * 10^6 octets: headers and 7-bit text lines of 78 octets plus CRLF."""
-    head = (f"From: bench@client.bench.test\r\nTo: rcpt@bench.test\r\n"
-            f"Subject: big message {n}\r\nMessage-ID: <big{n}.{time.time()}@bench>\r\n\r\n")
-    line = (f"{n:02d} " + "abcdefghijklmnopqrstuvwxyz0123456789" * 3)[:78] + "\r\n"
+def message(n, eight_bit=False):
+    """MSG_MB * 10^6 octets: headers and text lines of 78 octets plus CRLF; 7-bit, or
+    (`eight_bit`) UTF-8 text in an 8-bit MIME multipart with an 8-bit binary
+    attachment, so that both quoted-printable and base64 are written."""
     size = MSG_MB * 1000000
-    body = line * ((size - len(head)) // len(line))
-    return (head + body).encode()
+    if not eight_bit:
+        head = (f"From: bench@client.bench.test\r\nTo: rcpt@bench.test\r\n"
+                f"Subject: big message {n}\r\nMessage-ID: <big{n}.{time.time()}@bench>\r\n\r\n")
+        line = (f"{n:02d} " + "abcdefghijklmnopqrstuvwxyz0123456789" * 3)[:78] + "\r\n"
+        body = line * ((size - len(head)) // len(line))
+        return (head + body).encode()
+    head = (f"From: Jörg Bench <bench@client.bench.test>\r\nTo: rcpt@bench.test\r\n"
+            f"Subject: große Nachricht {n}\r\nMessage-ID: <big{n}.{time.time()}@bench>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"=_b\"\r\n\r\n"
+            f"--=_b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Transfer-Encoding: 8bit\r\n\r\n").encode()
+    line = (f"{n:02d} Grüße aus Köln, ça va très bien. " + "abcdefghijklmnopqrstuvwxyz" * 2)
+    line = line.encode()[:78] + b"\r\n"
+    text = line * ((size // 2) // len(line))
+    mid = (b"--=_b\r\nContent-Type: application/octet-stream\r\n"
+           b"Content-Disposition: attachment; filename=\"bench.bin\"\r\n\r\n")
+    block = bytes(b for b in range(256) if b not in (0x0d, 0x0a, 0x2d)) + b"\r\n"
+    tail = b"\r\n--=_b--\r\n"
+    room = size - len(head) - len(text) - len(mid) - len(tail)
+    attachment = block * max(room // len(block), 0)
+    return head + text + mid + attachment + tail
 
 
-def send_all(port):
+def send_all(port, eight_bit=False):
     errors = []
 
     def one(n, data):
         try:
             with smtplib.SMTP("127.0.0.1", port, timeout=300) as s:
-                s.sendmail("bench@client.bench.test", [f"rcpt{n}@bench.test"], data)
+                s.sendmail("bench@client.bench.test", [f"rcpt{n}@bench.test"], data,
+                           mail_options=["BODY=8BITMIME"] if eight_bit else [])
         except Exception as e:  # noqa: BLE001 (reported below)
             errors.append(f"message {n}: {e}")
-    bodies = [message(n) for n in range(COUNT)]
+    bodies = [message(n, eight_bit) for n in range(COUNT)]
     threads = [threading.Thread(target=one, args=(n, bodies[n])) for n in range(COUNT)]
     for t in threads:
         t.start()
@@ -233,8 +266,8 @@ def count_new(maildir):
 def one_run(mode, work):
     stops = []
     try:
-        if mode == "relay":
-            sink_port, delivered, stop_sink = start_sink(work)
+        if mode in ("relay", "relay8bit"):
+            sink_port, delivered, stop_sink = start_sink(work, mode == "relay8bit")
             stops.append(stop_sink)
             route = f"""[[route]]
 domains = ["bench.test"]
@@ -268,7 +301,7 @@ path = "{mail}"
         sampler = Sampler(proc.pid)
         sampler.start()
         t0 = time.monotonic()
-        send_all(port)
+        send_all(port, mode == "relay8bit")
         deadline = t0 + TIMEOUT
         while delivered() < COUNT:
             if time.monotonic() > deadline:

@@ -33,6 +33,7 @@ use crate::encode::{Breaks, base64, charset_of, decode_quoted_printable, quoted_
 use crate::header::Cte;
 use crate::lines::has_8bit;
 use crate::structure::{Body, Entity, Tree, parse, shape};
+use crate::walk::FIELD_MAX;
 use crate::{DowngradeError, Downgraded, Limits, Source};
 
 /// Longest line SMTP carries (RFC 5321 §4.5.3.1.6), without its CRLF.
@@ -41,6 +42,11 @@ const MAX_LINE: usize = 998;
 struct Edit {
     range: Range<usize>,
     bytes: Vec<u8>,
+    /// Nesting depth of the entity that made it: of two insertions at one place (a
+    /// header section that ends without an empty line, where a nested message's header
+    /// begins), the outer entity's comes first, since its fields belong to the outer
+    /// header.
+    depth: usize,
 }
 
 struct Plan<'a> {
@@ -48,6 +54,8 @@ struct Plan<'a> {
     raw: &'a [u8],
     source: Source,
     edits: Vec<Edit>,
+    /// Depth of the entity being planned.
+    depth: usize,
     parts_encoded: usize,
     fields_encoded: usize,
 }
@@ -102,13 +110,33 @@ fn needs_encoding(body: &[u8], source: Source) -> bool {
 
 impl Plan<'_> {
     fn edit(&mut self, range: Range<usize>, bytes: Vec<u8>) {
-        self.edits.push(Edit { range, bytes });
+        let depth = self.depth;
+        self.edits.push(Edit {
+            range,
+            bytes,
+            depth,
+        });
     }
 
     /// Plans one entity; returns whether an encoding label was introduced below it.
     fn entity(&mut self, e: &Entity, top: bool) -> Result<bool, DowngradeError> {
+        // The streaming form's bounds on the fields it reads whole (`walk.rs`).
+        for name in ["content-type", "content-transfer-encoding"] {
+            if let Some(f) = e.header.first(self.raw, name)
+                && f.end.saturating_sub(f.start) > FIELD_MAX
+            {
+                return Err(DowngradeError::FieldTooLong {
+                    field: crate::header::printable(f.name(self.raw), 64),
+                });
+            }
+        }
         for field in &e.header.fields {
             let bytes = self.raw.get(field.start..field.end).unwrap_or_default();
+            if has_8bit(bytes) && bytes.len() > FIELD_MAX {
+                return Err(DowngradeError::FieldTooLong {
+                    field: crate::header::printable(field.name(self.raw), 64),
+                });
+            }
             if has_8bit(bytes) {
                 let new = crate::fields::convert(self.parser, self.raw, field)?;
                 self.edit(field.start..field.end, new);
@@ -121,11 +149,19 @@ impl Plan<'_> {
             Body::Multipart { parts } => {
                 let mut any = false;
                 for p in parts {
-                    any |= self.entity(p, false)?;
+                    self.depth += 1;
+                    let encoded = self.entity(p, false);
+                    self.depth -= 1;
+                    any |= encoded?;
                 }
                 any
             }
-            Body::Message(inner) => self.entity(inner, false)?,
+            Body::Message(inner) => {
+                self.depth += 1;
+                let encoded = self.entity(inner, false);
+                self.depth -= 1;
+                encoded?
+            }
         };
         let container = !matches!(e.body, Body::Leaf { .. });
         if container && encoded && matches!(e.cte, Cte::EightBit | Cte::Binary) {
@@ -245,6 +281,7 @@ pub(crate) fn run<'a>(
         raw,
         source,
         edits: Vec::new(),
+        depth: 0,
         parts_encoded: 0,
         fields_encoded: 0,
     };
@@ -280,7 +317,7 @@ pub(crate) fn run<'a>(
 }
 
 fn apply(raw: &[u8], edits: &mut [Edit]) -> Result<Vec<u8>, DowngradeError> {
-    edits.sort_by_key(|e| (e.range.start, e.range.end));
+    edits.sort_by_key(|e| (e.range.start, e.range.end, e.depth));
     let extra: usize = edits.iter().map(|e| e.bytes.len()).sum();
     let mut out = Vec::with_capacity(raw.len().saturating_add(extra));
     let mut pos = 0usize;
@@ -414,6 +451,18 @@ mod tests {
         assert_eq!(
             &*d.content,
             b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: 7bit\r\n\r\nplain\r\n"
+        );
+    }
+
+    #[test]
+    fn fields_added_where_a_nested_message_begins_go_to_the_right_header() {
+        // The outer header ends without an empty line where the nested message (whose
+        // own header is empty) begins: the outer's MIME-Version comes first, then the
+        // line that ends it, then the inner part's fields.
+        let raw = b"Content-Type: message/rfc822\r\n--a\r\n\xe9\r\n";
+        assert_eq!(
+            conv(raw),
+            "Content-Type: message/rfc822\r\nMIME-Version: 1.0\r\n\r\nContent-Transfer-Encoding: quoted-printable\r\nContent-Type: text/plain; charset=\"unknown-8bit\"\r\n\r\n=2D-a\r\n=E9\r\n"
         );
     }
 

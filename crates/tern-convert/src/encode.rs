@@ -33,8 +33,26 @@ fn push_hex(out: &mut Vec<u8>, b: u8) {
 pub(crate) fn quoted_printable(data: &[u8], breaks: Breaks) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len().saturating_add(data.len() / 2));
     let mut col = 0usize;
+    qp_encode_into(data, breaks, &mut col, true, &mut out);
+    out
+}
+
+/// The quoted-printable encoder's step, shared by [`quoted_printable`] and the
+/// streaming [`QpEncoder`]: encodes from the start of `data` and returns how many octets
+/// it consumed. Unless `last` (nothing follows `data`), it stops two octets before the
+/// end, since an octet's encoding depends on the next two.
+pub(crate) fn qp_encode_into(
+    data: &[u8],
+    breaks: Breaks,
+    col: &mut usize,
+    last: bool,
+    out: &mut Vec<u8>,
+) -> usize {
     let mut i = 0usize;
     while let Some(&b) = data.get(i) {
+        if !last && i.saturating_add(2) >= data.len() {
+            break;
+        }
         let next = data.get(i + 1).copied();
         // A line break?
         let brk = match (b, next, breaks) {
@@ -44,7 +62,7 @@ pub(crate) fn quoted_printable(data: &[u8], breaks: Breaks) -> Vec<u8> {
         };
         if let Some(len) = brk {
             out.extend_from_slice(b"\r\n");
-            col = 0;
+            *col = 0;
             i += len;
             continue;
         }
@@ -59,20 +77,20 @@ pub(crate) fn quoted_printable(data: &[u8], breaks: Breaks) -> Vec<u8> {
             _ => false,
         };
         let width = if literal { 1 } else { 3 };
-        if col + width > QP_LINE {
+        if *col + width > QP_LINE {
             out.extend_from_slice(b"=\r\n");
-            col = 0;
+            *col = 0;
         }
-        if literal && !(col == 0 && b == b'-') {
+        if literal && !(*col == 0 && b == b'-') {
             out.push(b);
-            col += 1;
+            *col += 1;
         } else {
-            push_hex(&mut out, b);
-            col += 3;
+            push_hex(out, b);
+            *col += 3;
         }
         i += 1;
     }
-    out
+    i
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -91,8 +109,19 @@ fn hex_value(b: u8) -> Option<u8> {
 /// seen them. Trailing white space is kept (as Python's decoder keeps it).
 pub(crate) fn decode_quoted_printable(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
+    qp_decode_into(data, true, &mut out);
+    out
+}
+
+/// The decoder's step, shared by [`decode_quoted_printable`] and the streaming
+/// [`Requoter`]: decodes from the start of `data`, returns how many octets it consumed;
+/// unless `last`, it stops two octets before the end (`=XX`, `=` CRLF need them).
+pub(crate) fn qp_decode_into(data: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
     let mut i = 0usize;
     while let Some(&b) = data.get(i) {
+        if !last && i.saturating_add(2) >= data.len() {
+            break;
+        }
         match b {
             b'=' => {
                 let (n1, n2) = (data.get(i + 1).copied(), data.get(i + 2).copied());
@@ -135,7 +164,7 @@ pub(crate) fn decode_quoted_printable(data: &[u8]) -> Vec<u8> {
             }
         }
     }
-    out
+    i
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -143,7 +172,20 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 /// Base64 in lines of 76 characters, each ended by CRLF.
 pub(crate) fn base64(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 3 * 4 + data.len() / 57 * 2 + 8);
-    for line in data.chunks(57) {
+    base64_into(data, true, &mut out);
+    out
+}
+
+/// Octets per base64 line (76 characters).
+const B64_LINE: usize = 57;
+
+/// The base64 step, shared by [`base64`] and the streaming [`Base64Encoder`]: encodes
+/// whole lines from the start of `data` (and, when `last`, the rest) and returns how
+/// many octets it consumed.
+pub(crate) fn base64_into(data: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
+    let whole = data.len() / B64_LINE * B64_LINE;
+    let take = if last { data.len() } else { whole };
+    for line in data.get(..take).unwrap_or_default().chunks(B64_LINE) {
         for group in line.chunks(3) {
             let b = [
                 group.first().copied().unwrap_or(0),
@@ -159,7 +201,100 @@ pub(crate) fn base64(data: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(b"\r\n");
     }
-    out
+    take
+}
+
+/// Pending input of a streaming encoder: what a step left, then the new octets.
+#[derive(Debug, Default)]
+struct Pending(Vec<u8>);
+
+impl Pending {
+    /// Appends `data`, runs `step` over everything pending, keeps what it left.
+    fn run(&mut self, data: &[u8], step: impl FnOnce(&[u8]) -> usize) {
+        self.0.extend_from_slice(data);
+        let used = step(&self.0).min(self.0.len());
+        self.0.drain(..used);
+    }
+}
+
+/// [`quoted_printable`] fed in pieces: the same output for any split of the input.
+/// Holds at most two octets between calls.
+#[derive(Debug)]
+pub(crate) struct QpEncoder {
+    breaks: Breaks,
+    col: usize,
+    pending: Pending,
+}
+
+impl QpEncoder {
+    pub(crate) fn new(breaks: Breaks) -> QpEncoder {
+        QpEncoder {
+            breaks,
+            col: 0,
+            pending: Pending::default(),
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let (breaks, col) = (self.breaks, &mut self.col);
+        self.pending
+            .run(data, |d| qp_encode_into(d, breaks, col, false, out));
+    }
+
+    pub(crate) fn finish(mut self, out: &mut Vec<u8>) {
+        let (breaks, col) = (self.breaks, &mut self.col);
+        self.pending
+            .run(&[], |d| qp_encode_into(d, breaks, col, true, out));
+    }
+}
+
+/// `quoted_printable(decode_quoted_printable(x), Breaks::Exact)` fed in pieces.
+#[derive(Debug)]
+pub(crate) struct Requoter {
+    pending: Pending,
+    decoded: Vec<u8>,
+    encoder: QpEncoder,
+}
+
+impl Requoter {
+    pub(crate) fn new() -> Requoter {
+        Requoter {
+            pending: Pending::default(),
+            decoded: Vec::new(),
+            encoder: QpEncoder::new(Breaks::Exact),
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let decoded = &mut self.decoded;
+        self.pending
+            .run(data, |d| qp_decode_into(d, false, decoded));
+        self.encoder.feed(&self.decoded, out);
+        self.decoded.clear();
+    }
+
+    pub(crate) fn finish(mut self, out: &mut Vec<u8>) {
+        let decoded = &mut self.decoded;
+        self.pending.run(&[], |d| qp_decode_into(d, true, decoded));
+        self.encoder.feed(&self.decoded, out);
+        self.encoder.finish(out);
+    }
+}
+
+/// [`base64`] fed in pieces. Holds at most 56 octets between calls.
+#[derive(Debug, Default)]
+pub(crate) struct Base64Encoder {
+    pending: Pending,
+}
+
+impl Base64Encoder {
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.pending.run(data, |d| base64_into(d, false, out));
+    }
+
+    pub(crate) fn finish(mut self, out: &mut Vec<u8>) {
+        self.pending.run(&[], |d| base64_into(d, true, out));
+    }
 }
 
 /// The charset label for header octets: `utf-8` when they are UTF-8, else
@@ -441,6 +576,27 @@ mod tests {
                 }
             }
             prop_assert_eq!(qp_decode_strict(&enc), want);
+        }
+
+        #[test]
+        fn streaming_encoders_match_whole_ones(
+            data in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'='), Just(b' '), any::<u8>()], 0..400),
+            size in 1usize..9,
+        ) {
+            for breaks in [Breaks::Text, Breaks::Exact] {
+                let (mut out, mut enc) = (Vec::new(), QpEncoder::new(breaks));
+                data.chunks(size).for_each(|c| enc.feed(c, &mut out));
+                enc.finish(&mut out);
+                prop_assert_eq!(&out, &quoted_printable(&data, breaks));
+            }
+            let (mut out, mut enc) = (Vec::new(), Requoter::new());
+            data.chunks(size).for_each(|c| enc.feed(c, &mut out));
+            enc.finish(&mut out);
+            prop_assert_eq!(&out, &quoted_printable(&decode_quoted_printable(&data), Breaks::Exact));
+            let (mut out, mut enc) = (Vec::new(), Base64Encoder::default());
+            data.chunks(size).for_each(|c| enc.feed(c, &mut out));
+            enc.finish(&mut out);
+            prop_assert_eq!(&out, &base64(&data));
         }
 
         #[test]

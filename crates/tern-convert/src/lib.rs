@@ -8,14 +8,31 @@
 //! without changing the meaning, such as an 8-bit address (which needs SMTPUTF8), is a
 //! [`DowngradeError`]; the caller keeps the message and says why.
 //!
+//! Two forms, same output (property-tested on the corpus and generated messages, for
+//! pieces of 1, 7, 4096 octets and whole):
+//! - [`downgrade`] takes the message as one buffer (small messages);
+//! - [`Scanner`] then [`Plan::writer`] stream it: the input is fed twice, in pieces of
+//!   any size (plan, then write), and the copy comes out piece by piece, checked as it
+//!   comes. Memory is bounded whatever the size of the message: a line prefix and
+//!   a few header fields of at most 64 KiB each, a few octets of encoder state, a few
+//!   dozen octets per entity. The streaming form refuses two things the buffer form
+//!   could read: a header field it must read whole over 64 KiB (an 8-bit one, or the
+//!   first Content-Type or Content-Transfer-Encoding; the buffer form refuses it too,
+//!   so that both agree), and a line over 64 KiB whose start does not say what it is
+//!   ([`DowngradeError::LineTooLong`]).
+//!
 //! Layout:
 //! - `lines`: line ends and MIME delimiter lines, as a receiver sees them;
 //! - `header`: header sections, Content-Type and Content-Transfer-Encoding (values
 //!   parsed by mail-parser);
-//! - `structure`: the MIME tree, read in one forward pass;
+//! - `structure`: the MIME tree of a buffer, read in one forward pass;
+//! - `walk`: the same reading of a stream, as a push state machine;
 //! - `fields`: 8-bit header fields rewritten (encoded words, RFC 2231) or refused;
-//! - `encode`: quoted-printable, base64, encoded words, RFC 2231 values;
-//! - `downgrade`: the edits, their application and the final checks.
+//! - `encode`: quoted-printable, base64 (whole and streaming, one code), encoded words,
+//!   RFC 2231 values;
+//! - `downgrade`: the edits, their application and the final checks, on a buffer;
+//! - `stream`: the same edits in two passes over a stream, and the same checks on the
+//!   copy as it is written.
 //!
 //! Why the structure is not mail-parser's: mail-parser finds a boundary anywhere in a
 //! line and as the prefix of a longer one, which is lenient reading but not where a
@@ -24,15 +41,20 @@
 //! read with the RFC's whole-line rule; mail-parser parses the field values (quoting,
 //! comments, RFC 2231 continuations, encoded words, addresses).
 //!
-//! Invariants of an `Ok` result: every octet is 7-bit; reading it again gives the same
-//! tree (checked on every conversion, not only in tests); the stored message is never
-//! touched (the copy is a new buffer, at most 5 times the input plus 128 octets per
-//! encoded part: quoted-printable triples an 8-bit octet, encoded words and RFC 2231
-//! values add their delimiters, an encoded part may gain three fields).
+//! Invariants of an `Ok` result (both forms): every octet is 7-bit; reading it again
+//! gives the same tree (checked on every conversion, not only in tests; the streaming
+//! form reads its copy as it writes it); the stored message is never touched (the copy
+//! is new, at most 5 times the input plus 128 octets per encoded part: quoted-printable
+//! triples an 8-bit octet, encoded words and RFC 2231 values add their delimiters, an
+//! encoded part may gain three fields). A streaming copy is only valid once
+//! [`Writer::finish`] returned `Ok`: an error at any point means the octets written so
+//! far must be thrown away.
 //!
 //! Trust: the content is hostile. No panic, no indexing, no recursion deeper than
-//! [`Limits::max_depth`] entities, no more than [`Limits::max_parts`] of them; the work
-//! is linear in the size (times the depth, for lines starting with `--`). No I/O.
+//! [`Limits::max_depth`] entities (the walker has no recursion at all), no more than
+//! [`Limits::max_parts`] of them; the work is linear in the size (times the depth, for
+//! lines starting with `--`). No I/O: the streaming form is fed pieces and returns
+//! octets.
 
 #![forbid(unsafe_code)]
 
@@ -43,7 +65,11 @@ mod fields;
 pub mod fuzzing;
 mod header;
 mod lines;
+mod stream;
 mod structure;
+mod walk;
+
+pub use stream::{Plan, Scanner, Writer, downgrade_pieces};
 
 use std::borrow::Cow;
 
@@ -149,6 +175,18 @@ pub enum DowngradeError {
     /// Binary content (`BODY=BINARYMIME`) that is not MIME: no part to encode.
     #[error("binary content without a MIME-Version field")]
     NotMime,
+    /// A header field that must be read whole (one with 8-bit octets, or the first
+    /// Content-Type or Content-Transfer-Encoding of a section) is longer than 64 KiB.
+    #[error("the {field} field is longer than 64 KiB")]
+    FieldTooLong {
+        /// The field name (printable, at most 64 octets).
+        field: String,
+    },
+    /// A line longer than 64 KiB whose beginning does not say what it is: it starts
+    /// like a delimiter line and goes on with white space, or it is in a header section
+    /// and starts with 64 KiB of field-name characters.
+    #[error("a line longer than 64 KiB cannot be read as MIME")]
+    LineTooLong,
     /// Reading the converted copy gave another structure than the original (text the
     /// conversion touched would form or hide a delimiter line).
     #[error("the conversion would change the MIME structure")]

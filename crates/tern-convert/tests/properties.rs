@@ -9,12 +9,15 @@
 //!   removed or replaced, delimiter lines and line ends thrown in), go through the same
 //!   check as the fuzz target: no panic, a 7-bit copy of bounded size, stable when
 //!   converted again.
+//! - Both: the streaming form ([`tern_convert::downgrade_pieces`], pieces of 1, 7,
+//!   4096 octets and whole) gives the same copy as the whole-buffer one, or errs when it
+//!   errs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mail_parser::{MessageParser, PartType};
 use proptest::prelude::*;
-use tern_convert::fuzzing::{FUZZ_LIMITS, check};
+use tern_convert::fuzzing::{FUZZ_LIMITS, check, check_streaming};
 use tern_convert::{Source, downgrade_8bit, is_7bit};
 
 #[derive(Debug, Clone)]
@@ -261,6 +264,8 @@ proptest! {
         name in "[a-zA-Z äöüéñ]{1,20}",
     ) {
         let raw = message(&subject, &name, &body);
+        // The streaming form, in pieces of 1, 7, 4096 octets and whole, gives the same.
+        check_streaming(&raw, Source::EightBit, &tern_convert::Limits::default());
         let out = downgrade_8bit(&raw).map_err(|e| TestCaseError::fail(format!("{e}")))?;
         prop_assert!(is_7bit(&out));
         let copy = MessageParser::new().parse(&out).expect("mail-parser reads the copy");
@@ -338,4 +343,60 @@ proptest! {
         check(&raw, Source::EightBit, &FUZZ_LIMITS);
         check(&raw, Source::Binary, &FUZZ_LIMITS);
     }
+
+    /// Messages made of the pieces the MIME reading turns on (header lines of every
+    /// kind, separators, delimiter and close lines of nested boundaries with trailing
+    /// white space, bare CR and LF, 8-bit and NUL octets, encodings, message/rfc822,
+    /// digests), so that the streaming walker and the buffer reader meet the same
+    /// corner cases in every order and split across pieces.
+    #[test]
+    fn mime_shaped_token_soup_streams_like_the_whole_buffer(
+        tokens in proptest::collection::vec(0usize..TOKENS.len(), 0..60),
+    ) {
+        let raw: Vec<u8> = tokens.iter().flat_map(|&t| TOKENS[t].iter().copied()).collect();
+        check_streaming(&raw, Source::EightBit, &FUZZ_LIMITS);
+        check_streaming(&raw, Source::Binary, &FUZZ_LIMITS);
+    }
 }
+
+const TOKENS: &[&[u8]] = &[
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"MIME-Version: 1.0\r\n",
+    b"Content-Type: multipart/mixed; boundary=a\r\n",
+    b"Content-Type: multipart/digest; boundary=\"b b\"\r\n",
+    b"Content-Type: message/rfc822\r\n",
+    b"Content-Type: message/partial; id=1\r\n",
+    b"Content-Type: text/plain; name=\"caf\xc3\xa9\"\r\n",
+    b"Content-Type: application/x\r\n",
+    b"Content-Transfer-Encoding: 8bit\r\n",
+    b"Content-Transfer-Encoding: binary\r\n",
+    b"Content-Transfer-Encoding: quoted-printable\r\n",
+    b"Content-Transfer-Encoding: base64\r\n",
+    b"Content-Transfer-Encoding: x-uue\r\n",
+    b"Subject: Gr\xc3\xbc\xc3\x9fe\r\n",
+    b"From: J\xc3\xb6rg <j@example.com>\r\n",
+    b"X-Bad: \xff\xfe\r\n",
+    b" continued \xe9\r\n",
+    b"\tcontinued\r\n",
+    b"From mbox line\r\n",
+    b": empty name\r\n",
+    b"--a\r\n",
+    b"--a  \t\r\n",
+    b"--a--\r\n",
+    b"--a-- \r\n",
+    b"--ab\r\n",
+    b"--b b\r\n",
+    b"--b b--\r\n",
+    b"--a",
+    b"text \xc3\xa9t\xc3\xa9 ",
+    b"\xff\x00\x80",
+    b"=C3=A9=\r\n",
+    b"=\xe9",
+    b"YWJj\xff\r\n",
+    b"plain ascii line\r\n",
+    b"x",
+    b"-",
+    b" ",
+];
