@@ -278,7 +278,7 @@ async fn queue_report(
         message_id_domain: &ctx.hostname,
     };
     #[cfg(feature = "fault-injection")]
-    crate::message::fault_injection::maybe_panic("dsn", &msg.facts.head);
+    crate::fault_injection::maybe_panic("dsn", &msg.facts.head);
     let bytes = tern_dsn::build(&input)
         .map_err(|e| SpoolError::BlockingTask(format!("building a DSN: {e}")))?;
     let mut draft = ctx.intake.begin();

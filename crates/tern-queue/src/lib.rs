@@ -57,8 +57,10 @@
 pub mod admin;
 pub mod attempt;
 mod budget;
+pub mod channel;
 pub mod config;
 mod conncache;
+mod connection;
 pub mod content;
 mod conversion;
 mod dispatch;
@@ -66,6 +68,8 @@ mod dispatch;
 mod dispatch_schedules;
 mod dropdir;
 pub mod dsn;
+#[cfg(feature = "fault-injection")]
+mod fault_injection;
 pub mod intake;
 pub mod job;
 // The crate's only unsafe code: the fatal-signal handler and its setup.
@@ -74,8 +78,10 @@ mod last_gasp;
 pub mod local;
 pub mod message;
 mod probe;
+pub mod requests;
 mod retries;
 pub mod scheduler;
+mod transaction;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,14 +95,15 @@ use tern_route::dns::Resolver;
 use tern_spool::Spool;
 use tern_watchdog::Watchdog;
 
-pub use admin::{AdminAction, AdminDone, AdminRefusal};
+pub use channel::QueueHandle;
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
 pub use conversion::LargeConversions;
 pub use intake::QueueIntake;
-pub use scheduler::{
-    DeferredShape, DestinationAction, DestinationError, DestinationInfo, DestinationState, Queue,
-    QueueHandle,
+pub use requests::{
+    AdminAction, AdminDone, AdminRefusal, DeferredShape, DestinationAction, DestinationError,
+    DestinationInfo, DestinationState,
 };
+pub use scheduler::Queue;
 
 /// Settings that can change on reload, swapped as one unit.
 #[derive(Debug, Clone)]

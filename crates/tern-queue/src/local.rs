@@ -42,10 +42,11 @@ use tern_route::dns::plan as dns;
 use tern_watchdog::Heartbeat;
 
 use crate::Context;
-use crate::attempt::{Addressee, Conn, EndpointKey, Sent, out_notify, send_on, take_cached};
 use crate::budget;
+use crate::channel::{QueueHandle, take_cached};
+use crate::connection::{Conn, EndpointKey};
 use crate::job::{Job, JobResult, RcptResult, SuccessNotice, local_reply};
-use crate::scheduler::QueueHandle;
+use crate::transaction::{Addressee, Sent, out_notify, send_on};
 
 /// The failure of a recipient without a mailbox at delivery time.
 fn no_mailbox(ctx: &Context, job: &Job, address: &str) -> RcptResult {

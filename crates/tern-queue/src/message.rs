@@ -47,32 +47,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::Context;
+use crate::channel::{Cmd, Next, QueueHandle};
 use crate::dsn;
 use crate::job::{Job, JobResult, LoadedMessage, RcptResult, local_reply};
 use crate::last_gasp;
 use crate::probe::Probe;
-use crate::scheduler::{Cmd, QueueHandle};
-
-/// What the scheduler does with a message after its task.
-#[derive(Debug, Clone)]
-pub(crate) enum Next {
-    /// Nothing: removed, held, poisoned, quarantined, or gone.
-    Done,
-    /// Run the message again at `due`, from `state` (`deferred/`, or where a spool error
-    /// left it). `record`, when set, is newer than the one on disk (writing it failed)
-    /// and must be used instead.
-    Retry {
-        due: Instant,
-        state: QueueState,
-        record: Option<Box<DeliveryRecord>>,
-        /// The next hops whose recipients were deferred, with the first deferral text of
-        /// each (empty when the attempt did not get that far).
-        hops: Vec<(NextHop, String)>,
-    },
-    /// A probe that did not run to its end (cut at a stop, or its probe mark could not
-    /// be written): the message is still a suspect, in `active/` (see `probe`).
-    Unprobed,
-}
 
 /// Starts the task for message `id`, now in `state`. The scheduler is told when it ends,
 /// also when it panics (then the message stays in `active/` until the next start).
@@ -444,9 +423,9 @@ async fn run(
     });
     #[cfg(feature = "fault-injection")]
     {
-        fault_injection::maybe_abort(&msg.facts.head);
-        fault_injection::maybe_kill(&msg.facts.head);
-        fault_injection::maybe_panic("load", &msg.facts.head);
+        crate::fault_injection::maybe_abort(&msg.facts.head);
+        crate::fault_injection::maybe_kill(&msg.facts.head);
+        crate::fault_injection::maybe_panic("load", &msg.facts.head);
     }
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
@@ -547,7 +526,7 @@ async fn run(
 
     // Routed, no job handed out yet: a panic here leaves no job behind.
     #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_panic("route", &msg.facts.head);
+    crate::fault_injection::maybe_panic("route", &msg.facts.head);
     if !jobs.is_empty() {
         let hops: Vec<&str> = jobs.keys().map(String::as_str).collect();
         ctx.events.emit(
@@ -703,7 +682,7 @@ async fn finish(
         waiting_on,
     } = attempt;
     #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_panic("finish", &msg.facts.head);
+    crate::fault_injection::maybe_panic("finish", &msg.facts.head);
     let spool = &ctx.spool;
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
@@ -934,76 +913,6 @@ fn first_reply(record: &DeliveryRecord, idx: &[usize]) -> String {
             RecipientStatus::Pending => String::new(),
         })
         .unwrap_or_default()
-}
-
-/// Test builds only (`--features fault-injection`): abort the whole process, or panic at
-/// a chosen stage, while a chosen message is in process, to prove the poison accounting
-/// and the release of every slot (issue 4).
-#[cfg(feature = "fault-injection")]
-pub(crate) mod fault_injection {
-    /// Panics when the environment variable `TERN_FAULT_PANIC_ON` is `<stage>:<bytes>`,
-    /// `stage` is this one and the content contains the bytes. Stages: `load` (message
-    /// task, file read), `route` (routed, before any job is handed out), `finish`
-    /// (results in hand, record not yet written), `dsn`
-    /// (building a bounce), `connect` (delivery worker holding its concurrency slot,
-    /// before connecting), `transaction` (delivery worker holding a connection).
-    pub(crate) fn maybe_panic(stage: &str, content: &[u8]) {
-        if armed("TERN_FAULT_PANIC_ON", stage, content) {
-            panic!("fault injection: panic at stage {stage}");
-        }
-    }
-
-    /// Whether the environment variable `var` is `<stage>:<bytes>` for this stage and
-    /// the content contains the (non-empty) bytes.
-    fn armed(var: &str, stage: &str, content: &[u8]) -> bool {
-        let Some(spec) = std::env::var_os(var) else {
-            return false;
-        };
-        let spec = spec.as_encoded_bytes();
-        let Some(colon) = spec.iter().position(|b| *b == b':') else {
-            return false;
-        };
-        let (want, pattern) = (&spec[..colon], &spec[colon + 1..]);
-        want == stage.as_bytes()
-            && !pattern.is_empty()
-            && content.windows(pattern.len()).any(|w| w == pattern)
-    }
-
-    /// Aborts the process when the environment variable `TERN_FAULT_ABORT_AT` is
-    /// `<stage>:<bytes>`, `stage` is this one and the content contains the bytes. Stages:
-    /// `admin-bounce` (an administrator's bounce, failures written, bounce not yet
-    /// queued).
-    pub(crate) fn maybe_abort_at(stage: &str, content: &[u8]) {
-        if armed("TERN_FAULT_ABORT_AT", stage, content) {
-            std::process::abort();
-        }
-    }
-
-    /// Aborts the process when the content contains the bytes in the environment
-    /// variable `TERN_FAULT_ABORT_ON` (SIGABRT: the last gasp names the message).
-    pub(super) fn maybe_abort(content: &[u8]) {
-        if contains_var(content, "TERN_FAULT_ABORT_ON") {
-            std::process::abort();
-        }
-    }
-
-    /// Kills the process with SIGKILL, as the OOM killer would, when the content contains
-    /// the bytes in the environment variable `TERN_FAULT_KILL_ON`: no last gasp, so only
-    /// the probe mark (or the message being alone in process) can point at it.
-    pub(super) fn maybe_kill(content: &[u8]) {
-        if contains_var(content, "TERN_FAULT_KILL_ON") {
-            crate::last_gasp::kill_self();
-        }
-    }
-
-    /// Whether the content contains the (non-empty) bytes of the environment variable.
-    fn contains_var(content: &[u8], var: &str) -> bool {
-        let Some(pattern) = std::env::var_os(var) else {
-            return false;
-        };
-        let pattern = pattern.as_encoded_bytes();
-        !pattern.is_empty() && content.windows(pattern.len()).any(|w| w == pattern)
-    }
 }
 
 #[cfg(test)]
