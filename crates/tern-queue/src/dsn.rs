@@ -26,8 +26,9 @@ use tern_spool::{
 };
 use tern_watchdog::clock::unix_micros;
 
+use crate::Context;
+use crate::apply;
 use crate::job::{LoadedMessage, SuccessNotice};
-use crate::{Context, DelayNotices};
 
 fn to_time(micros: i64) -> time::OffsetDateTime {
     let d = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
@@ -71,10 +72,6 @@ fn host_of(remote: &str) -> &str {
     remote.split('[').next().unwrap_or(remote)
 }
 
-fn wants_failure(r: &Recipient) -> bool {
-    r.notify.as_ref().is_none_or(|n| n.failure && !n.never)
-}
-
 fn reply_of(status: &RecipientStatus) -> &str {
     match status {
         RecipientStatus::Delivered { reply }
@@ -94,29 +91,8 @@ pub(crate) async fn send_reports(
     delivered: &[(usize, SuccessNotice)],
 ) -> Result<(), SpoolError> {
     let env = &msg.envelope;
-    let fail_list: Vec<(usize, Action)> = failed
-        .iter()
-        .copied()
-        .filter(|i| record.recipients.get(*i).is_some_and(|r| !r.dsn_sent))
-        .filter(|i| env.recipients.get(*i).is_some_and(wants_failure))
-        .map(|i| (i, Action::Failed))
-        .collect();
-    let success_list: Vec<(usize, Action)> = delivered
-        .iter()
-        .filter_map(|(i, notice)| match notice {
-            // The next hop took NOTIFY on with the message and reports itself.
-            SuccessNotice::NextHop => None,
-            SuccessNotice::Relayed => Some((*i, Action::Relayed)),
-            SuccessNotice::Delivered => Some((*i, Action::Delivered)),
-        })
-        .filter(|(i, _)| record.recipients.get(*i).is_some_and(|r| !r.dsn_sent))
-        .filter(|(i, _)| {
-            env.recipients
-                .get(*i)
-                .and_then(|r| r.notify.as_ref())
-                .is_some_and(|n| n.success && !n.never)
-        })
-        .collect();
+    let fail_list = apply::failure_reports(env, record, failed);
+    let success_list = apply::success_reports(env, record, delivered);
     for (list, kind) in [
         (fail_list, ReportKind::Failure),
         (success_list, ReportKind::Success),
@@ -162,35 +138,11 @@ pub(crate) async fn maybe_delay_notice(
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
     let env = &msg.envelope;
-    if record.delay_notice_sent || cfg.delay_notice_secs == 0 || env.sender.is_empty() {
-        return Ok(());
-    }
-    let age = unix_micros().saturating_sub(env.arrival_micros);
-    if age < i64::try_from(cfg.delay_notice_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX) {
-        return Ok(());
-    }
-    let list: Vec<(usize, Action)> = open
-        .iter()
-        .copied()
-        .filter(|i| {
-            let Some(r) = env.recipients.get(*i) else {
-                return false;
-            };
-            match (cfg.delay_notices, &r.notify) {
-                (DelayNotices::Never, _) => false,
-                (_, Some(n)) => n.delay && !n.never,
-                (DelayNotices::Always, None) => true,
-                (DelayNotices::Requested, None) => false,
-            }
-        })
-        .map(|i| (i, Action::Delayed))
-        .collect();
+    let list = apply::delay_notice_due(env, record, cfg, open, unix_micros());
     if list.is_empty() {
         return Ok(());
     }
-    let give_up = env.arrival_micros.saturating_add(
-        i64::try_from(cfg.max_lifetime_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
-    );
+    let give_up = apply::give_up_micros(env, cfg);
     let dsn_id = queue_report(ctx, msg, record, &list, ReportKind::Delay, Some(give_up)).await?;
     ctx.events.emit(
         &catalog::DSN_QUEUED,

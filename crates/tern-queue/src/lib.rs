@@ -55,6 +55,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+mod apply;
 pub mod attempt;
 mod budget;
 pub mod channel;
@@ -77,6 +78,7 @@ pub mod job;
 mod last_gasp;
 pub mod local;
 pub mod message;
+mod plan;
 mod probe;
 pub mod requests;
 mod retries;

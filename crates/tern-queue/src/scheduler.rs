@@ -249,7 +249,7 @@ fn waiting_hops(
             Some(RecipientStatus::Deferred { reply }) => reply.clone(),
             Some(_) => continue,
         };
-        let domain = message::domain_of(&r.address);
+        let domain = crate::plan::domain_of(&r.address);
         let hop = routes.route(&domain).next_hop;
         match hops.iter_mut().find(|(h, _)| *h == hop) {
             Some((_, e)) if e.is_empty() => *e = error,
