@@ -271,7 +271,8 @@ async fn bounce(
             "record and envelope disagree on the recipients".into(),
         )));
     }
-    let reply = local_reply(554, text);
+    let typed = local_reply(554, text);
+    let reply = typed.to_string();
     let now = unix_micros();
     let mut report = Vec::new();
     let mut marked = 0usize;
@@ -281,6 +282,7 @@ async fn bounce(
                 rr.status = RecipientStatus::Failed {
                     reply: reply.clone(),
                 };
+                rr.reply = Some(typed.clone());
                 rr.remote_mta = None;
                 rr.remember(
                     n,

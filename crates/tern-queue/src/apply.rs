@@ -66,46 +66,32 @@ pub(crate) fn apply(
             continue;
         };
         rr.attempts = rr.attempts.saturating_add(1);
-        let (result, reply, remote) = match &res {
-            RcptResult::Delivered { reply, remote, .. } => {
-                ("delivered", reply.clone(), Some(remote.clone()))
-            }
-            RcptResult::Deferred { reply, remote } => ("deferred", reply.clone(), remote.clone()),
-            RcptResult::Failed { reply, remote } => ("failed", reply.clone(), remote.clone()),
-        };
+        let reply = res.reply();
+        // The status keeps the reply as text too, for every reader of the record.
+        let full = reply.to_string();
         rr.remember(
             n,
             AttemptEntry {
                 at_micros: now_micros,
-                result: result.into(),
-                remote,
-                reply: Some(reply),
+                result: res.name().into(),
+                remote: reply.remote.clone(),
+                reply: Some(full.clone()),
             },
         );
+        let text = tern_spool::record::bounded_reply(&full);
+        rr.remote_mta = reply.remote.clone();
+        rr.reply = Some(reply.clone());
         match res {
-            RcptResult::Delivered {
-                reply,
-                remote,
-                notice,
-            } => {
-                rr.status = RecipientStatus::Delivered {
-                    reply: tern_spool::record::bounded_reply(&reply),
-                };
-                rr.remote_mta = Some(remote);
+            RcptResult::Delivered { notice, .. } => {
+                rr.status = RecipientStatus::Delivered { reply: text };
                 out.newly_delivered.push((i, notice));
             }
-            RcptResult::Deferred { reply, remote } => {
-                rr.status = RecipientStatus::Deferred {
-                    reply: tern_spool::record::bounded_reply(&reply),
-                };
-                rr.remote_mta = remote;
-                out.first_deferral.get_or_insert(reply);
+            RcptResult::Deferred { .. } => {
+                out.first_deferral.get_or_insert(full);
+                rr.status = RecipientStatus::Deferred { reply: text };
             }
-            RcptResult::Failed { reply, remote } => {
-                rr.status = RecipientStatus::Failed {
-                    reply: tern_spool::record::bounded_reply(&reply),
-                };
-                rr.remote_mta = remote;
+            RcptResult::Failed { .. } => {
+                rr.status = RecipientStatus::Failed { reply: text };
                 out.newly_failed.push(i);
             }
         }
@@ -279,24 +265,27 @@ mod tests {
 
     fn failed(reply: &str) -> RcptResult {
         RcptResult::Failed {
-            reply: reply.into(),
-            remote: Some("mx.test[192.0.2.1]".into()),
+            reply: local_reply(reply).with_remote("mx.test[192.0.2.1]"),
         }
     }
 
     fn deferred(reply: &str) -> RcptResult {
         RcptResult::Deferred {
-            reply: reply.into(),
-            remote: None,
+            reply: local_reply(reply),
         }
     }
 
     fn delivered(notice: SuccessNotice) -> RcptResult {
         RcptResult::Delivered {
-            reply: "250 2.0.0 ok".into(),
-            remote: "mx.test[192.0.2.1]".into(),
+            reply: local_reply("250 2.0.0 ok").with_remote("mx.test[192.0.2.1]"),
             notice,
         }
+    }
+
+    /// `"550 5.1.1 text"` as Tern would make it.
+    fn local_reply(reply: &str) -> crate::job::Reply {
+        let (code, reason) = reply.split_once(' ').unwrap_or((reply, ""));
+        crate::job::local_reply(code.parse().unwrap(), reason)
     }
 
     fn notify(success: bool, failure: bool, delay: bool, never: bool) -> Option<Notify> {
@@ -353,6 +342,14 @@ mod tests {
             Some("mx.test[192.0.2.1]")
         );
         assert_eq!(rec.recipients[1].remote_mta, None);
+        // The typed replies are kept beside the status texts.
+        let typed = rec.recipients[2].reply.as_ref().unwrap();
+        assert_eq!(
+            (typed.code, typed.enhanced, typed.text.as_str()),
+            (550, Some((5, 1, 1)), "unknown")
+        );
+        assert_eq!(typed.remote.as_deref(), Some("mx.test[192.0.2.1]"));
+        assert_eq!(rec.recipients[1].reply.as_ref().unwrap().remote, None);
         assert!(rec.recipients.iter().all(|r| r.attempts == 1));
         assert_eq!(rec.recipients[2].history.len(), 1);
         assert_eq!(rec.recipients[2].history[0].result, "failed");

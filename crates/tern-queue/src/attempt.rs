@@ -242,12 +242,10 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
                     Err(if e.is_permanent() {
                         RcptResult::Failed {
                             reply: local_reply(550, &text),
-                            remote: None,
                         }
                     } else {
                         RcptResult::Deferred {
                             reply: local_reply(451, &text),
-                            remote: None,
                         }
                     })
                 }
@@ -272,13 +270,11 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
                         451,
                         &format!("4.4.3 relay host lookup failed: {}", e.describe()),
                     ),
-                    remote: None,
                 }),
             }
         }
         _ => Err(RcptResult::Deferred {
             reply: local_reply(451, "4.3.5 transport cannot deliver over SMTP"),
-            remote: None,
         }),
     }
 }
@@ -570,8 +566,8 @@ mod tests {
                                     (
                                         *i,
                                         RcptResult::Delivered {
-                                            reply: "250 ok".into(),
-                                            remote: format!("host{n}"),
+                                            reply: crate::job::local_reply(250, "ok")
+                                                .with_remote(&format!("host{n}")),
                                             notice: SuccessNotice::NextHop,
                                         },
                                     )
@@ -615,7 +611,9 @@ mod tests {
                 panic!("not deferred: {r:?}");
             };
             assert!(
-                reply.contains("4.4.1 primary refused; 4.4.6 loops back"),
+                reply
+                    .to_string()
+                    .contains("4.4.1 primary refused; 4.4.6 loops back"),
                 "{reply}"
             );
         }

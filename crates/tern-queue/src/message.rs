@@ -485,7 +485,7 @@ async fn run(
             Ok(JobResult { outcomes }) => {
                 attempt_events(&ctx, id, &key, &msg, &outcomes);
                 let deferral = outcomes.iter().find_map(|(_, r)| match r {
-                    RcptResult::Deferred { reply, .. } => Some(reply.clone()),
+                    RcptResult::Deferred { reply } => Some(reply.to_string()),
                     _ => None,
                 });
                 if let Some(reply) = deferral {
@@ -498,7 +498,7 @@ async fn run(
             Err(_) => {
                 lost_worker = true;
                 let reply = local_reply(451, "4.3.0 internal error during delivery; will retry");
-                waiting_on.push((hop, reply.clone()));
+                waiting_on.push((hop, reply.to_string()));
                 let outcomes: Vec<(usize, RcptResult)> = rcpts
                     .into_iter()
                     .map(|i| {
@@ -506,7 +506,6 @@ async fn run(
                             i,
                             RcptResult::Deferred {
                                 reply: reply.clone(),
-                                remote: None,
                             },
                         )
                     })
@@ -536,26 +535,17 @@ fn attempt_events(
     msg: &LoadedMessage,
     outcomes: &[(usize, RcptResult)],
 ) {
-    let mut groups: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &str, String), Vec<&str>> = BTreeMap::new();
     for (i, r) in outcomes {
-        let (result, remote, reply) = match r {
-            RcptResult::Delivered { reply, remote, .. } => {
-                ("delivered", remote.as_str(), reply.as_str())
-            }
-            RcptResult::Deferred { reply, remote } => {
-                ("deferred", remote.as_deref().unwrap_or(""), reply.as_str())
-            }
-            RcptResult::Failed { reply, remote } => {
-                ("failed", remote.as_deref().unwrap_or(""), reply.as_str())
-            }
-        };
+        let reply = r.reply();
+        let (result, remote) = (r.name(), reply.remote.as_deref().unwrap_or(""));
         let address = msg
             .envelope
             .recipients
             .get(*i)
             .map_or("", |r| r.address.as_str());
         groups
-            .entry((result, remote, reply))
+            .entry((result, remote, reply.to_string()))
             .or_default()
             .push(address);
     }

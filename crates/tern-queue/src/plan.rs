@@ -27,7 +27,9 @@ use tern_route::{NextHop, RoutingTable, Transport};
 use tern_spool::{DeliveryRecord, Envelope, RecipientStatus};
 
 use crate::config::QueueConfig;
-use crate::job::{RcptResult, local_reply};
+use tern_spool::record::parse_enhanced;
+
+use crate::job::{RcptResult, Reply, local_reply};
 
 /// One next hop's share of the attempt: the recipients that go there together.
 #[derive(Debug, Clone)]
@@ -108,14 +110,14 @@ pub(crate) fn plan(
         let route = routes.route(&domain);
         match &*route.transport {
             Transport::Reject { reply } => {
-                let text = format!("{} {} {}", reply.code, reply.enhanced, reply.text);
-                plan.failed.push((
-                    i,
-                    RcptResult::Failed {
-                        reply: text,
-                        remote: None,
-                    },
-                ));
+                // The enhanced code was checked when the routes were loaded.
+                let reply = Reply::new(
+                    reply.code,
+                    parse_enhanced(&reply.enhanced),
+                    &reply.text,
+                    None,
+                );
+                plan.failed.push((i, RcptResult::Failed { reply }));
             }
             Transport::Hold => plan.held.push(i),
             _ => {
@@ -155,18 +157,10 @@ pub(crate) fn age_of(envelope: &Envelope, now_micros: i64) -> Duration {
     )
 }
 
-fn fail_each(rcpts: &[usize], reply: impl Fn(usize) -> String) -> Vec<(usize, RcptResult)> {
+fn fail_each(rcpts: &[usize], reply: impl Fn(usize) -> Reply) -> Vec<(usize, RcptResult)> {
     rcpts
         .iter()
-        .map(|&i| {
-            (
-                i,
-                RcptResult::Failed {
-                    reply: reply(i),
-                    remote: None,
-                },
-            )
-        })
+        .map(|&i| (i, RcptResult::Failed { reply: reply(i) }))
         .collect()
 }
 
@@ -274,12 +268,8 @@ pub(crate) mod tests {
         plan(env, head, record, &QueueConfig::default(), &routes(), now)
     }
 
-    fn reply_of(r: &RcptResult) -> &str {
-        match r {
-            RcptResult::Failed { reply, .. }
-            | RcptResult::Deferred { reply, .. }
-            | RcptResult::Delivered { reply, .. } => reply,
-        }
+    fn reply_of(r: &RcptResult) -> String {
+        r.reply().to_string()
     }
 
     #[test]
@@ -343,10 +333,18 @@ pub(crate) mod tests {
         assert_eq!(p.failed.len(), 1);
         assert_eq!(p.failed[0].0, 0);
         assert_eq!(reply_of(&p.failed[0].1), "550 5.7.1 not here");
-        assert!(matches!(
-            p.failed[0].1,
-            RcptResult::Failed { remote: None, .. }
-        ));
+        let RcptResult::Failed { reply } = &p.failed[0].1 else {
+            panic!("not failed: {:?}", p.failed[0].1);
+        };
+        assert_eq!(
+            (
+                reply.code,
+                reply.enhanced,
+                reply.text.as_str(),
+                reply.remote.as_deref()
+            ),
+            (550, Some((5, 7, 1)), "not here", None)
+        );
         assert_eq!(p.held, vec![1]);
         assert_eq!(p.jobs.keys().collect::<Vec<_>>(), vec!["mx:a.test"]);
     }

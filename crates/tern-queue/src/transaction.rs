@@ -24,7 +24,7 @@ use tern_watchdog::Heartbeat;
 use crate::Context;
 use crate::budget;
 use crate::conversion::{ContentStream, Conversion, convert};
-use crate::job::{Job, JobResult, RcptResult, SuccessNotice, local_reply};
+use crate::job::{Job, JobResult, RcptResult, SuccessNotice, local_reply, remote_reply};
 
 /// One RCPT of a transaction and the job's recipients whose fate its reply decides:
 /// one for SMTP; for LMTP, every recipient of the job that has this mailbox.
@@ -84,8 +84,7 @@ pub(crate) async fn send_on(
         Sent::Final(JobResult::each(
             &all,
             &RcptResult::Failed {
-                reply: local_reply(554, text),
-                remote: Some(remote.to_string()),
+                reply: local_reply(554, text).with_remote(remote),
             },
         ))
     };
@@ -239,18 +238,15 @@ pub(crate) async fn send_on(
             RecipientResult::Delivered(reply) => {
                 delivered += a.members.len();
                 RcptResult::Delivered {
-                    reply: reply.to_string(),
-                    remote: remote.to_string(),
+                    reply: remote_reply(&reply, remote),
                     notice,
                 }
             }
             RecipientResult::Transient(reply) => RcptResult::Deferred {
-                reply: reply.to_string(),
-                remote: Some(remote.to_string()),
+                reply: remote_reply(&reply, remote),
             },
             RecipientResult::Permanent(reply) => RcptResult::Failed {
-                reply: reply.to_string(),
-                remote: Some(remote.to_string()),
+                reply: remote_reply(&reply, remote),
             },
         };
         results.extend(a.members.iter().map(|i| (*i, res.clone())));
