@@ -1,8 +1,10 @@
 //! The types the queue's tasks pass each other: a loaded message, a job (one message's
-//! recipients for one next hop) and its result per recipient. Behaviour lives in the
-//! files that use them (`message.rs` makes jobs and applies results, `attempt.rs`,
-//! `local.rs` and `dropdir.rs` carry them out); keeping the types here means none of
-//! those files imports another for its types.
+//! recipients for one next hop) and its result per recipient, with the reply behind it,
+//! typed ([`Reply`], kept as is in the delivery record for the DSN builder). Behaviour
+//! lives in the files that use them (`plan.rs` decides the jobs and `message.rs` hands
+//! them out, `attempt.rs`, `local.rs` and `dropdir.rs` carry them out, `apply.rs`
+//! applies the results); keeping the types here means none of those files imports
+//! another for its types.
 //!
 //! Invariants: a job's `rcpts` index the message's envelope recipients and are never
 //! empty; its `reply` is answered at most once ([`Job::answer`] consumes it), and a job

@@ -10,7 +10,8 @@
 //! - Each message being processed runs in its own **message task** ([`message`]): it
 //!   moves the file to `active/`, reads and validates it, routes every pending recipient,
 //!   hands one job per next hop to the scheduler, waits for their results, sends bounces
-//!   and delay notices, and then removes, defers or holds the message. A panic in it ends
+//!   and delay notices, and then removes, defers or holds the message (its decisions are
+//!   the sans-I/O [`plan`] and [`apply`]; the rest is I/O). A panic in it ends
 //!   that task only; it is caught at the task's join handle, counted against the message
 //!   like a crash, and the message is deferred (or poisoned at the threshold).
 //! - Each connection is a **delivery worker** ([`attempt`]): the scheduler starts one
