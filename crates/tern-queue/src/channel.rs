@@ -244,7 +244,7 @@ pub fn channel(beat: Heartbeat) -> (QueueHandle, QueueReceiver) {
     )
 }
 
-/// The receiving end, given to [`Queue::start`].
+/// The receiving end, given to [`Queue::start`](crate::Queue::start).
 pub struct QueueReceiver {
     pub(crate) rx: mpsc::UnboundedReceiver<Cmd>,
     pub(crate) tx: mpsc::UnboundedSender<Cmd>,
