@@ -168,5 +168,5 @@ pub enum DestinationError {
     Stopped,
 }
 
-/// See [`QueueHandle::deferred_shape`]: (next hop names, count per age bucket).
+/// See [`QueueHandle::deferred_shape`](crate::QueueHandle::deferred_shape): (next hop names, count per age bucket).
 pub type DeferredShape = Vec<(Vec<String>, Vec<u64>)>;
