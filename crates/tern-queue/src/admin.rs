@@ -40,121 +40,13 @@ use tern_spool::{
     DeliveryRecord, QueueId, QueueState, RecipientStatus, SpoolError, record::AttemptEntry,
 };
 use tern_watchdog::clock::unix_micros;
-use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::Context;
+use crate::channel::{AdminReply, Cmd, QueueHandle, Requeue};
 use crate::dsn;
 use crate::job::{LoadedMessage, local_reply};
-use crate::scheduler::{Cmd, QueueHandle};
-
-/// What an administrator asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminAction {
-    /// Remove the message; with `bounce`, the sender gets a bounce for the recipients
-    /// not yet delivered first.
-    Delete {
-        /// Bounce before removing.
-        bounce: bool,
-    },
-    /// Deferred → hold.
-    Hold,
-    /// Hold or poison → deferred, crash count reset, tried now.
-    Release,
-    /// A deferred message is tried now.
-    Retry,
-    /// Every undelivered recipient fails, a bounce goes to the sender, the message goes.
-    Bounce,
-    /// Poison → deferred, crash count reset, tried now.
-    Resubmit,
-}
-
-impl AdminAction {
-    /// The action's name in the API and in events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdminAction::Delete { .. } => "delete",
-            AdminAction::Hold => "hold",
-            AdminAction::Release => "release",
-            AdminAction::Retry => "retry",
-            AdminAction::Bounce => "bounce",
-            AdminAction::Resubmit => "resubmit",
-        }
-    }
-
-    /// Parses an action name; `bounce` is the body's flag for `delete`.
-    pub fn parse(name: &str, bounce: bool) -> Option<AdminAction> {
-        Some(match name {
-            "delete" => AdminAction::Delete { bounce },
-            "hold" => AdminAction::Hold,
-            "release" => AdminAction::Release,
-            "retry" => AdminAction::Retry,
-            "bounce" => AdminAction::Bounce,
-            "resubmit" => AdminAction::Resubmit,
-            _ => return None,
-        })
-    }
-
-    /// Whether the action applies to a message in `state` (the table in the module
-    /// header).
-    pub fn allowed_in(self, state: QueueState) -> bool {
-        use QueueState as S;
-        match self {
-            AdminAction::Delete { bounce: false } => {
-                matches!(state, S::Deferred | S::Hold | S::Poison | S::Corrupt)
-            }
-            AdminAction::Delete { bounce: true } | AdminAction::Bounce => {
-                matches!(state, S::Deferred | S::Hold | S::Poison)
-            }
-            AdminAction::Hold | AdminAction::Retry => state == S::Deferred,
-            AdminAction::Release => matches!(state, S::Hold | S::Poison),
-            AdminAction::Resubmit => state == S::Poison,
-        }
-    }
-}
-
-/// A done action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminDone {
-    /// Where the message was.
-    pub from: QueueState,
-    /// What happened, for people ("held", "bounced to s@example.com", ...).
-    pub result: String,
-}
-
-/// Why an action was not done.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdminRefusal {
-    /// No such message in the spool.
-    #[error("no message {0} in the queue")]
-    NotFound(QueueId),
-    /// Not in this state (or the queue is working on it now).
-    #[error("{0}")]
-    Conflict(String),
-    /// The queue is not running (stopping, or stopped).
-    #[error("{0}")]
-    Unavailable(String),
-    /// A spool error (event 7008).
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// What the scheduler does with the message after an admin task.
-#[derive(Debug)]
-pub(crate) enum Requeue {
-    /// Nothing: removed, held, poisoned, or it was never the queue's.
-    Nothing,
-    /// Load it now from `state`.
-    Now(QueueState),
-    /// Wait for a retry at `due` again (the action failed or did not apply).
-    At {
-        due: Instant,
-        state: QueueState,
-        record: Option<Box<DeliveryRecord>>,
-        /// The next hops it waited for, with their deferral texts.
-        hops: Vec<(tern_route::NextHop, String)>,
-    },
-}
+pub use crate::requests::{AdminAction, AdminDone, AdminRefusal};
 
 /// What the scheduler knew about the message: it waited for a retry.
 #[derive(Debug)]
@@ -176,19 +68,6 @@ impl Tracked {
     }
 }
 
-impl QueueHandle {
-    /// Runs an administrator's action on message `id` (see the module header). Waits for
-    /// the answer; a queue that stopped answers [`AdminRefusal::Unavailable`].
-    pub async fn admin(&self, id: QueueId, action: AdminAction) -> Result<AdminDone, AdminRefusal> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Admin { id, action, reply });
-        rx.await
-            .unwrap_or_else(|_| Err(AdminRefusal::Unavailable("the queue is not running".into())))
-    }
-}
-
-pub(crate) type Reply = oneshot::Sender<Result<AdminDone, AdminRefusal>>;
-
 /// Starts the admin task; the scheduler is told when it ends (also after a panic, then
 /// the message waits for its retry as before).
 pub(crate) fn spawn(
@@ -197,7 +76,7 @@ pub(crate) fn spawn(
     id: QueueId,
     action: AdminAction,
     tracked: Option<Tracked>,
-    reply: Reply,
+    reply: AdminReply,
 ) -> AbortHandle {
     let fallback = tracked.as_ref().map(|t| (t.due, t.state, t.hops.clone()));
     let inner = tokio::spawn(run(ctx, id, action, tracked));
@@ -392,7 +271,8 @@ async fn bounce(
             "record and envelope disagree on the recipients".into(),
         )));
     }
-    let reply = local_reply(554, text);
+    let typed = local_reply(554, text);
+    let reply = typed.to_string();
     let now = unix_micros();
     let mut report = Vec::new();
     let mut marked = 0usize;
@@ -402,6 +282,7 @@ async fn bounce(
                 rr.status = RecipientStatus::Failed {
                     reply: reply.clone(),
                 };
+                rr.reply = Some(typed.clone());
                 rr.remote_mta = None;
                 rr.remember(
                     n,
@@ -424,7 +305,7 @@ async fn bounce(
     record.next_attempt_micros = None;
     ctx.spool.write_record(&record).await?;
     #[cfg(feature = "fault-injection")]
-    crate::message::fault_injection::maybe_abort_at("admin-bounce", &stored.facts.head);
+    crate::fault_injection::maybe_abort_at("admin-bounce", &stored.facts.head);
     let msg = LoadedMessage {
         envelope: stored.envelope,
         state,

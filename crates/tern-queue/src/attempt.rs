@@ -68,26 +68,22 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tern_convert::Source;
-use tern_deliver::{
-    Body, DsnRet as OutRet, Incompatible, Notify as OutNotify, OutRecipient, RecipientResult,
-    SessionError, SmtpSession, Transaction, check_compat,
-};
+use tern_deliver::{SessionError, SmtpSession};
 use tern_events::{catalog, fields};
 use tern_metrics::Attempt;
 use tern_route::dns::plan::{self as dns, MxHost};
 use tern_route::{NextHop, Transport};
-use tern_spool::{BodyType, DsnRet};
 use tern_watchdog::{Heartbeat, Kind};
 use tokio::sync::{oneshot, watch};
 
 use crate::Context;
 use crate::budget;
-use crate::conversion::{ContentStream, Conversion, convert};
-use crate::job::{Job, JobResult, RcptResult, SuccessNotice, local_reply};
-use crate::scheduler::{Cmd, QueueHandle};
+use crate::channel::{Cmd, Handoff, QueueHandle, Slot, take_cached};
+use crate::connection::{Conn, EndpointKey};
+use crate::job::{Job, JobResult, RcptResult, local_reply};
+use crate::transaction::{Addressee, Sent, out_notify, send_on};
 
 /// Counts one delivery attempt that gave every recipient of the job a result
 /// (`tern_delivery_attempts_total`), and passes the result on.
@@ -104,18 +100,6 @@ fn counted(r: JobResult) -> JobResult {
     r
 }
 
-/// One RCPT of a transaction and the job's recipients whose fate its reply decides:
-/// one for SMTP; for LMTP, every recipient of the job that has this mailbox.
-pub(crate) struct Addressee<'a> {
-    /// The forward path sent.
-    pub address: Cow<'a, str>,
-    /// DSN NOTIFY and ORCPT of the first member.
-    pub notify: Option<OutNotify>,
-    pub orcpt: Option<&'a str>,
-    /// Indices into the envelope's recipients; never empty.
-    pub members: Vec<usize>,
-}
-
 /// Every recipient of the job as its own RCPT (SMTP).
 fn addressees(job: &Job) -> Vec<Addressee<'_>> {
     job.rcpts
@@ -128,160 +112,6 @@ fn addressees(job: &Job) -> Vec<Addressee<'_>> {
             members: vec![i],
         })
         .collect()
-}
-
-fn members(plan: &[Addressee<'_>]) -> Vec<usize> {
-    plan.iter()
-        .flat_map(|a| a.members.iter().copied())
-        .collect()
-}
-
-/// Where an open connection can be reused: the cache's key. A connection made for one
-/// next hop serves another whose walk reaches the same key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum EndpointKey {
-    /// SMTP to `addr` under the TLS policy `tls`. Under `verify`, `name` is the host name
-    /// the certificate was checked against (a job whose MX host has another name needs
-    /// a connection of its own); under the other policies any certificate is accepted,
-    /// so the name does not matter and is `None`.
-    Smtp {
-        addr: SocketAddr,
-        tls: tern_deliver::TlsPolicy,
-        name: Option<String>,
-    },
-    /// LMTP to this server.
-    Lmtp(tern_deliver::Endpoint),
-}
-
-impl EndpointKey {
-    /// The key of an SMTP connection to `addr` (MX host `host`) under `tls`.
-    pub(crate) fn smtp(addr: SocketAddr, tls: tern_deliver::TlsPolicy, host: &str) -> Self {
-        EndpointKey::Smtp {
-            addr,
-            tls,
-            name: (tls == tern_deliver::TlsPolicy::Verify).then(|| host.to_ascii_lowercase()),
-        }
-    }
-}
-
-impl std::fmt::Display for EndpointKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EndpointKey::Smtp { addr, tls, name } => {
-                write!(f, "{addr} tls={tls:?}")?;
-                match name {
-                    Some(n) => write!(f, " verified={n}"),
-                    None => Ok(()),
-                }
-            }
-            EndpointKey::Lmtp(e) => write!(f, "lmtp {e}"),
-        }
-    }
-}
-
-/// An open, greeted connection, and what it may be reused for.
-pub(crate) struct Conn {
-    /// Where it leads (the cache's key).
-    pub key: EndpointKey,
-    /// Boxed: a connection travels in the scheduler's commands.
-    pub session: Box<SmtpSession>,
-    /// The host name it is used under now (results say `host[address]`).
-    pub host: String,
-    /// When it was opened.
-    pub opened: Instant,
-}
-
-impl Conn {
-    /// A connection just opened to `key` under the host name `host`.
-    pub(crate) fn new(key: EndpointKey, session: SmtpSession, host: &str) -> Conn {
-        Conn {
-            key,
-            session: Box::new(session),
-            host: host.to_string(),
-            opened: Instant::now(),
-        }
-    }
-
-    /// `host[address]` for results and events.
-    pub(crate) fn remote(&self) -> String {
-        format!("{}[{}]", self.host, self.session.peer().ip())
-    }
-
-    /// Whether it may carry another transaction at `now`: in sync, under
-    /// `max_messages_per_connection` and `max_connection_age_secs`.
-    pub(crate) fn reusable(&self, ctx: &Context, now: Instant) -> bool {
-        self.session.is_usable()
-            && self.session.transactions() < ctx.delivery.max_messages_per_connection
-            && now.saturating_duration_since(self.opened)
-                < Duration::from_secs(ctx.delivery.max_connection_age_secs)
-    }
-}
-
-/// Closes `conn` in a task of its own (QUIT, bounded by the QUIT timeout): for
-/// connections the scheduler lets go (idle time over, queue stopping), which no worker
-/// holds.
-pub(crate) fn close_in_background(conn: Conn) {
-    tokio::spawn(conn.session.quit());
-}
-
-/// The scheduler's answer to a worker that finished a job (and handed in its slot).
-pub(crate) enum Handoff {
-    /// Another job for the same next hop, with the worker's connection and slot back.
-    Job(Job, Option<Conn>, Slot),
-    /// Nothing more: the worker ends, after closing `close` (its own connection when the
-    /// cache did not keep it, or the one idle longest, which the full cache let go to
-    /// make room for it). Its slot was released by the scheduler at once, unless the
-    /// queue is stopping: then `slot` comes back, to be released after the QUIT, so
-    /// the shutdown waits for it.
-    Done {
-        close: Option<Conn>,
-        slot: Option<Slot>,
-    },
-}
-
-/// Asks the scheduler's connection cache for an idle connection to `key`.
-pub(crate) async fn take_cached(handle: &QueueHandle, key: &EndpointKey) -> Option<Conn> {
-    let (tx, rx) = oneshot::channel();
-    handle.send(Cmd::TakeConn {
-        key: key.clone(),
-        reply: tx,
-    });
-    rx.await.ok().flatten()
-}
-
-/// Returns the worker's slots when it ends, however it ends: its `Drop` tells the
-/// scheduler, unless the scheduler took it back itself ([`Slot::release`]).
-pub(crate) struct Slot {
-    handle: QueueHandle,
-    hop: NextHop,
-    down: Option<String>,
-    /// False once the scheduler released it directly: `Drop` then sends nothing.
-    armed: bool,
-}
-
-impl Slot {
-    /// The next hop whose slot this is.
-    pub(crate) fn hop(&self) -> &NextHop {
-        &self.hop
-    }
-
-    /// For the scheduler, which holds the slot while answering `NextJob`: disarms the
-    /// guard and returns the next hop (the scheduler counts the worker done itself).
-    pub(crate) fn release(mut self) -> NextHop {
-        self.armed = false;
-        self.hop.clone()
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if self.armed {
-            self.handle.send(Cmd::WorkerDone {
-                hop: self.hop.clone(),
-                down: self.down.take(),
-            });
-        }
-    }
 }
 
 /// Starts worker number `n` for `hop` with its first job. The scheduler has counted the
@@ -300,12 +130,7 @@ pub(crate) fn spawn_worker(
         None => Heartbeat::detached(name, Kind::Delivery),
     };
     beat.busy(true);
-    let slot = Slot {
-        handle: handle.clone(),
-        hop: hop.clone(),
-        down: None,
-        armed: true,
-    };
+    let slot = Slot::new(handle.clone(), hop.clone());
     let task = tokio::spawn(worker(ctx, handle, slot, first, stop, beat.clone()));
     let abort = task.abort_handle();
     beat.on_restart(move || abort.abort());
@@ -323,7 +148,7 @@ async fn worker(
     let mut conn: Option<Conn> = None;
     loop {
         #[cfg(feature = "fault-injection")]
-        crate::message::fault_injection::maybe_panic("connect", &job.msg.facts.head);
+        crate::fault_injection::maybe_panic("connect", &job.msg.facts.head);
         beat.busy(true);
         // A fatal signal while the job is worked on names its message (`last_gasp`).
         let id = job.msg.envelope.id;
@@ -332,7 +157,7 @@ async fn worker(
         job.answer(result);
         beat.progress();
         if down.is_some() {
-            slot.down = down;
+            slot.set_down(down);
             break;
         }
         if *stop.borrow() {
@@ -417,12 +242,10 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
                     Err(if e.is_permanent() {
                         RcptResult::Failed {
                             reply: local_reply(550, &text),
-                            remote: None,
                         }
                     } else {
                         RcptResult::Deferred {
                             reply: local_reply(451, &text),
-                            remote: None,
                         }
                     })
                 }
@@ -447,13 +270,11 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
                         451,
                         &format!("4.4.3 relay host lookup failed: {}", e.describe()),
                     ),
-                    remote: None,
                 }),
             }
         }
         _ => Err(RcptResult::Deferred {
             reply: local_reply(451, "4.3.5 transport cannot deliver over SMTP"),
-            remote: None,
         }),
     }
 }
@@ -469,14 +290,6 @@ fn tls_policy(t: &Transport) -> tern_deliver::TlsPolicy {
         tern_route::TlsPolicy::Encrypt => tern_deliver::TlsPolicy::Encrypt,
         tern_route::TlsPolicy::Verify => tern_deliver::TlsPolicy::Verify,
     }
-}
-
-/// What one transaction on one session came to.
-pub(crate) enum Sent {
-    /// Every recipient has its result for this attempt.
-    Final(JobResult),
-    /// Try the next host (temporary failure before any recipient was taken).
-    NextHost(String),
 }
 
 /// Delivers one job, on `conn` when the worker holds one (another job of its next hop,
@@ -701,259 +514,10 @@ where
     }
 }
 
-pub(crate) fn out_notify(n: &tern_spool::Notify) -> OutNotify {
-    OutNotify {
-        success: n.success,
-        failure: n.failure,
-        delay: n.delay,
-        never: n.never,
-    }
-}
-
-/// One transaction on an open session, one RCPT per addressee of `plan`; the results
-/// cover every member of the plan.
-pub(crate) async fn send_on(
-    ctx: &Context,
-    job: &Job,
-    plan: &[Addressee<'_>],
-    s: &mut SmtpSession,
-    remote: &str,
-    beat: &Heartbeat,
-) -> Result<Sent, SessionError> {
-    #[cfg(feature = "fault-injection")]
-    crate::message::fault_injection::maybe_panic("transaction", &job.msg.facts.head);
-    let env = &job.msg.envelope;
-    let body = match env.params.body {
-        BodyType::SevenBit => Body::SevenBit,
-        BodyType::EightBitMime => Body::EightBitMime,
-        BodyType::BinaryMime => Body::BinaryMime,
-    };
-    let all = members(plan);
-    let fail_all = |text: &str| {
-        Sent::Final(JobResult::each(
-            &all,
-            &RcptResult::Failed {
-                reply: local_reply(554, text),
-                remote: Some(remote.to_string()),
-            },
-        ))
-    };
-    let size = job.msg.facts.len;
-    let converted = match check_compat(s.capabilities(), size, body, env.params.smtputf8) {
-        Ok(())
-            if body == Body::SevenBit
-                && !s.capabilities().eightbitmime
-                && !job.msg.facts.seven_bit =>
-        {
-            // 8-bit octets without BODY=8BITMIME: never sent as they are either.
-            Some(Source::EightBit)
-        }
-        Ok(()) => None,
-        Err(Incompatible::TooBig { limit }) => {
-            return Ok(fail_all(&format!(
-                "5.3.4 message size {size} exceeds the limit of {limit} octets at {remote}"
-            )));
-        }
-        Err(Incompatible::NoSmtpUtf8) => {
-            return Ok(fail_all(&format!(
-                "5.6.7 {remote} does not support SMTPUTF8, which this message needs"
-            )));
-        }
-        Err(Incompatible::NoEightBitMime) => Some(Source::EightBit),
-        // This client sends DATA only: binary content always goes converted.
-        Err(Incompatible::NoBinaryMime) => Some(Source::Binary),
-        Err(other) => {
-            return Ok(Sent::Final(JobResult::deferred(
-                &all,
-                &format!("4.3.0 {remote}: {other}"),
-            )));
-        }
-    };
-    let converted = match converted {
-        None => None,
-        Some(source) => match convert(ctx, job, source, remote).await {
-            Conversion::Unneeded => None,
-            Conversion::Copy(copy) => {
-                if let Some(limit) = s.capabilities().size
-                    && copy.len() > limit
-                {
-                    return Ok(fail_all(&format!(
-                        "5.3.4 message size {} after conversion to 7 bit exceeds the limit of {limit} octets at {remote}",
-                        copy.len()
-                    )));
-                }
-                Some(copy)
-            }
-            Conversion::Failed(e) => {
-                return Ok(Sent::Final(JobResult::deferred(
-                    &all,
-                    &format!("4.3.0 reading the message for conversion: {e}"),
-                )));
-            }
-            Conversion::Refused(reason) => {
-                ctx.events.emit(
-                    &catalog::DELIVERY_DEFERRED_8BIT,
-                    fields!(
-                        "queue_id" => env.id,
-                        "next_hop" => job.hop,
-                        "host" => remote,
-                        "reason" => reason,
-                    ),
-                );
-                return Ok(Sent::Final(JobResult::deferred(
-                    &all,
-                    &format!(
-                        "4.6.3 {remote} does not offer 8BITMIME and the message cannot be converted to 7 bit: {reason}; the message is kept"
-                    ),
-                )));
-            }
-        },
-    };
-    let body = match &converted {
-        Some(_) => Body::SevenBit,
-        // 8BITMIME declared, 7-bit content, a peer without 8BITMIME: sent as 7BIT.
-        None if body == Body::EightBitMime && !s.capabilities().eightbitmime => Body::SevenBit,
-        None => body,
-    };
-    // The content is streamed: the stored file (checked as it is read), or the
-    // converted copy from memory or its spill file.
-    let mut stream = match converted {
-        Some(copy) => copy.into_stream(),
-        None => match crate::content::open_async(&ctx.spool, job.msg.state, env.id).await {
-            Ok(r) => ContentStream::Stored(r),
-            Err(e) => {
-                return Ok(Sent::Final(JobResult::deferred(
-                    &all,
-                    &format!("4.3.0 reading the queued message: {e}"),
-                )));
-            }
-        },
-    };
-    let content_len = stream.len(size);
-    let recipients: Vec<OutRecipient<'_>> = plan
-        .iter()
-        .map(|a| OutRecipient {
-            address: &a.address,
-            notify: a.notify,
-            orcpt: a.orcpt,
-        })
-        .collect();
-    let tx = Transaction {
-        sender: &env.sender,
-        recipients: &recipients,
-        size: content_len,
-        body,
-        smtputf8: env.params.smtputf8,
-        dsn_ret: env.params.dsn_ret.map(|r| match r {
-            DsnRet::Full => OutRet::Full,
-            DsnRet::Hdrs => OutRet::Hdrs,
-        }),
-        dsn_envid: env.params.dsn_envid.as_deref(),
-    };
-    // Any session error, including a connection lost during the data, moves on to the
-    // next host: the recipients have no result yet, and a retry would send the message
-    // again anyway (if the peer had committed it before the connection broke, that is
-    // the duplicate window; Postfix behaves the same way).
-    #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_freeze(&job.msg.facts.head).await;
-    let budget = budget::send(ctx, job, usize::try_from(content_len).unwrap_or(usize::MAX));
-    let outcome = match beat.bounded(budget, s.send(&tx, stream.reader())).await {
-        // The stored content failed its check (or could not be read) while it was sent:
-        // the transaction stopped before the final dot, so nothing was delivered. Another
-        // host would read the same file: every recipient waits, and the message task
-        // quarantines the file at its next load. The session is unusable (closed).
-        Err(SessionError::Content(e)) => {
-            return Ok(Sent::Final(JobResult::deferred(
-                &all,
-                &format!(
-                    "4.3.0 the queued message could not be read while it was sent to {remote} ({e}); nothing was delivered"
-                ),
-            )));
-        }
-        other => other?,
-    };
-    if outcome.mail.is_transient() {
-        return Ok(Sent::NextHost(format!("{remote} said: {}", outcome.mail)));
-    }
-    let notice = if s.capabilities().dsn {
-        SuccessNotice::NextHop
-    } else {
-        SuccessNotice::Relayed
-    };
-    let tls = s.tls().map(str::to_string);
-    let mut results = Vec::with_capacity(all.len());
-    let mut delivered = 0usize;
-    for (a, r) in plan.iter().zip(outcome.recipients.iter()) {
-        let res = match r.result() {
-            RecipientResult::Delivered(reply) => {
-                delivered += a.members.len();
-                RcptResult::Delivered {
-                    reply: reply.to_string(),
-                    remote: remote.to_string(),
-                    notice,
-                }
-            }
-            RecipientResult::Transient(reply) => RcptResult::Deferred {
-                reply: reply.to_string(),
-                remote: Some(remote.to_string()),
-            },
-            RecipientResult::Permanent(reply) => RcptResult::Failed {
-                reply: reply.to_string(),
-                remote: Some(remote.to_string()),
-            },
-        };
-        results.extend(a.members.iter().map(|i| (*i, res.clone())));
-    }
-    if delivered > 0 {
-        let reply = outcome
-            .data
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        ctx.events.emit(
-            &catalog::DELIVERY_DELIVERED,
-            fields!(
-                "queue_id" => env.id,
-                "next_hop" => job.hop,
-                "host" => remote,
-                "recipients" => delivered,
-                "tls" => tls.as_deref().unwrap_or("none"),
-                "reply" => reply,
-            ),
-        );
-    }
-    Ok(Sent::Final(JobResult { outcomes: results }))
-}
-
-/// Test builds only (`--features fault-injection`): freeze a delivery worker, to prove
-/// the watchdog (issue 4 §6).
-#[cfg(feature = "fault-injection")]
-mod fault_injection {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// Set by the first freeze: later deliveries of the same content go through.
-    static FROZE: AtomicBool = AtomicBool::new(false);
-
-    /// The first time per process that a job's content contains the bytes in the
-    /// environment variable `TERN_FAULT_FREEZE_ON`, never returns: the worker keeps its
-    /// slot and its open connection, as a worker stuck on a lock would.
-    pub(super) async fn maybe_freeze(content: &[u8]) {
-        let Some(pattern) = std::env::var_os("TERN_FAULT_FREEZE_ON") else {
-            return;
-        };
-        let pattern = pattern.as_encoded_bytes();
-        if !pattern.is_empty()
-            && content.windows(pattern.len()).any(|w| w == pattern)
-            && !FROZE.swap(true, Ordering::SeqCst)
-        {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::SuccessNotice;
     use proptest::prelude::*;
 
     #[derive(Debug, Clone)]
@@ -1002,8 +566,8 @@ mod tests {
                                     (
                                         *i,
                                         RcptResult::Delivered {
-                                            reply: "250 ok".into(),
-                                            remote: format!("host{n}"),
+                                            reply: crate::job::local_reply(250, "ok")
+                                                .with_remote(&format!("host{n}")),
                                             notice: SuccessNotice::NextHop,
                                         },
                                     )
@@ -1047,7 +611,9 @@ mod tests {
                 panic!("not deferred: {r:?}");
             };
             assert!(
-                reply.contains("4.4.1 primary refused; 4.4.6 loops back"),
+                reply
+                    .to_string()
+                    .contains("4.4.1 primary refused; 4.4.6 loops back"),
                 "{reply}"
             );
         }

@@ -57,8 +57,8 @@ pub(crate) async fn deliver(ctx: &Context, job: &Job, dir: &Path) -> JobResult {
                     reply: local_reply(
                         250,
                         &format!("2.0.0 written to {}", paths.message.display()),
-                    ),
-                    remote,
+                    )
+                    .with_remote(&remote),
                     notice: SuccessNotice::Relayed,
                 },
             )

@@ -20,35 +20,88 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use tern_dsn::{Action, DsnInput, RecipientReport, ReportKind, Return};
 use tern_events::{catalog, fields};
+use tern_spool::record::Reply;
 use tern_spool::{
     BodyType, ClientInfo, DeliveryRecord, DsnRet, Envelope, MailParams, MessageIntake, Recipient,
-    RecipientStatus, SpoolError,
+    RecipientRecord, RecipientStatus, SpoolError,
 };
 use tern_watchdog::clock::unix_micros;
 
+use crate::Context;
+use crate::apply;
 use crate::job::{LoadedMessage, SuccessNotice};
-use crate::{Context, DelayNotices};
 
 fn to_time(micros: i64) -> time::OffsetDateTime {
     let d = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
     time::OffsetDateTime::from(UNIX_EPOCH + d)
 }
 
-/// The enhanced status code in a reply (`550 5.1.1 ...` gives `5.1.1`), or the class
-/// default (`5.0.0`, `4.0.0`, `2.0.0`) when the reply has none.
-pub fn status_of(reply: &str) -> String {
+/// The DSN fields of one recipient (RFC 3464 §2.3): Status, Diagnostic-Code and the
+/// host for Remote-MTA, from its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fields {
+    status: String,
+    /// A remote reply is quoted whole (typed `smtp;`); Tern's own reason is given
+    /// without a reply code, so it is typed as Tern's own.
+    diagnostic: String,
+    /// `host[address]` of the server whose reply it was.
+    remote: Option<String>,
+}
+
+/// The DSN fields of a recipient: from its typed reply, taken apart where it was made
+/// (the delivery worker, or Tern's own decision), never parsed back here. A record
+/// written before typed replies existed (or by a writer that set the status without
+/// one) has only the status text: then, and only then, the text is read the old way
+/// ([`legacy_fields`]).
+fn fields_of(rr: &RecipientRecord) -> Fields {
+    let text = reply_of(&rr.status);
+    match &rr.reply {
+        // The typed reply must be the one behind the status, not an older one.
+        Some(reply) if tern_spool::record::bounded_reply(&reply.to_string()) == text => {
+            typed_fields(reply)
+        }
+        _ => legacy_fields(text, rr.remote_mta.as_deref()),
+    }
+}
+
+/// The DSN fields of a typed reply.
+fn typed_fields(reply: &Reply) -> Fields {
+    let diagnostic = match (&reply.remote, reply.enhanced) {
+        (Some(_), _) => reply.to_string(),
+        (None, Some((c, s, d))) if reply.text.is_empty() => format!("{c}.{s}.{d}"),
+        (None, Some((c, s, d))) => format!("{c}.{s}.{d} {}", reply.text),
+        (None, None) => reply.text.clone(),
+    };
+    Fields {
+        status: reply.status(),
+        diagnostic,
+        remote: reply.remote.clone(),
+    }
+}
+
+/// The DSN fields of a status text without its typed reply (records written before
+/// typed replies): the enhanced status code is read from the text.
+fn legacy_fields(reply: &str, remote: Option<&str>) -> Fields {
+    Fields {
+        status: status_of(reply),
+        diagnostic: match remote {
+            Some(_) => reply.to_owned(),
+            None => local_reason(reply).to_owned(),
+        },
+        remote: remote.map(str::to_owned),
+    }
+}
+
+/// The enhanced status code in a reply text (`550 5.1.1 ...` gives `5.1.1`), or the
+/// class default (`5.0.0`, `4.0.0`, `2.0.0`) when the reply has none. Only for records
+/// without a typed reply.
+fn status_of(reply: &str) -> String {
     let mut words = reply.split_whitespace();
     let code = words.next().unwrap_or("");
-    if let Some(w) = words.next() {
-        let parts: Vec<&str> = w.split('.').collect();
-        if parts.len() == 3
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-            && matches!(parts.first(), Some(&("2" | "4" | "5")))
-        {
-            return w.to_string();
-        }
+    if let Some(w) = words.next()
+        && tern_spool::record::parse_enhanced(w).is_some()
+    {
+        return w.to_string();
     }
     match code.as_bytes().first() {
         Some(b'2') => "2.0.0".into(),
@@ -58,7 +111,7 @@ pub fn status_of(reply: &str) -> String {
 }
 
 /// A local reason without its leading 3-digit reply code (`554 5.4.6 loop` gives
-/// `5.4.6 loop`).
+/// `5.4.6 loop`). Only for records without a typed reply.
 fn local_reason(reply: &str) -> &str {
     match reply.split_once(' ') {
         Some((code, rest)) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) => rest,
@@ -69,10 +122,6 @@ fn local_reason(reply: &str) -> &str {
 /// `mx.example.com[192.0.2.1]` gives `mx.example.com`.
 fn host_of(remote: &str) -> &str {
     remote.split('[').next().unwrap_or(remote)
-}
-
-fn wants_failure(r: &Recipient) -> bool {
-    r.notify.as_ref().is_none_or(|n| n.failure && !n.never)
 }
 
 fn reply_of(status: &RecipientStatus) -> &str {
@@ -94,29 +143,8 @@ pub(crate) async fn send_reports(
     delivered: &[(usize, SuccessNotice)],
 ) -> Result<(), SpoolError> {
     let env = &msg.envelope;
-    let fail_list: Vec<(usize, Action)> = failed
-        .iter()
-        .copied()
-        .filter(|i| record.recipients.get(*i).is_some_and(|r| !r.dsn_sent))
-        .filter(|i| env.recipients.get(*i).is_some_and(wants_failure))
-        .map(|i| (i, Action::Failed))
-        .collect();
-    let success_list: Vec<(usize, Action)> = delivered
-        .iter()
-        .filter_map(|(i, notice)| match notice {
-            // The next hop took NOTIFY on with the message and reports itself.
-            SuccessNotice::NextHop => None,
-            SuccessNotice::Relayed => Some((*i, Action::Relayed)),
-            SuccessNotice::Delivered => Some((*i, Action::Delivered)),
-        })
-        .filter(|(i, _)| record.recipients.get(*i).is_some_and(|r| !r.dsn_sent))
-        .filter(|(i, _)| {
-            env.recipients
-                .get(*i)
-                .and_then(|r| r.notify.as_ref())
-                .is_some_and(|n| n.success && !n.never)
-        })
-        .collect();
+    let fail_list = apply::failure_reports(env, record, failed);
+    let success_list = apply::success_reports(env, record, delivered);
     for (list, kind) in [
         (fail_list, ReportKind::Failure),
         (success_list, ReportKind::Success),
@@ -162,35 +190,11 @@ pub(crate) async fn maybe_delay_notice(
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
     let env = &msg.envelope;
-    if record.delay_notice_sent || cfg.delay_notice_secs == 0 || env.sender.is_empty() {
-        return Ok(());
-    }
-    let age = unix_micros().saturating_sub(env.arrival_micros);
-    if age < i64::try_from(cfg.delay_notice_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX) {
-        return Ok(());
-    }
-    let list: Vec<(usize, Action)> = open
-        .iter()
-        .copied()
-        .filter(|i| {
-            let Some(r) = env.recipients.get(*i) else {
-                return false;
-            };
-            match (cfg.delay_notices, &r.notify) {
-                (DelayNotices::Never, _) => false,
-                (_, Some(n)) => n.delay && !n.never,
-                (DelayNotices::Always, None) => true,
-                (DelayNotices::Requested, None) => false,
-            }
-        })
-        .map(|i| (i, Action::Delayed))
-        .collect();
+    let list = apply::delay_notice_due(env, record, cfg, open, unix_micros());
     if list.is_empty() {
         return Ok(());
     }
-    let give_up = env.arrival_micros.saturating_add(
-        i64::try_from(cfg.max_lifetime_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
-    );
+    let give_up = apply::give_up_micros(env, cfg);
     let dsn_id = queue_report(ctx, msg, record, &list, ReportKind::Delay, Some(give_up)).await?;
     ctx.events.emit(
         &catalog::DSN_QUEUED,
@@ -216,31 +220,19 @@ async fn queue_report(
             Some((env.recipients.get(*i)?, record.recipients.get(*i)?, *action))
         })
         .collect();
-    let statuses: Vec<String> = pairs
-        .iter()
-        .map(|(_, rr, _)| status_of(reply_of(&rr.status)))
-        .collect();
+    let fields: Vec<Fields> = pairs.iter().map(|(_, rr, _)| fields_of(rr)).collect();
     let reports: Vec<RecipientReport<'_>> = pairs
         .iter()
-        .zip(&statuses)
-        .map(|((r, rr, action), status)| {
-            let reply = reply_of(&rr.status);
-            RecipientReport {
-                final_recipient: &r.address,
-                original_recipient: r.orcpt.as_deref(),
-                action: *action,
-                status,
-                remote_mta: rr.remote_mta.as_deref().map(host_of),
-                // A remote reply is quoted as it came (typed `smtp;`); a local reason
-                // loses its synthetic reply code so it is typed as Tern's own.
-                diagnostic: Some(if rr.remote_mta.is_some() {
-                    reply
-                } else {
-                    local_reason(reply)
-                }),
-                last_attempt: record.last_attempt_micros.map(to_time),
-                will_retry_until: give_up.map(to_time),
-            }
+        .zip(&fields)
+        .map(|((r, _, action), f)| RecipientReport {
+            final_recipient: &r.address,
+            original_recipient: r.orcpt.as_deref(),
+            action: *action,
+            status: &f.status,
+            remote_mta: f.remote.as_deref().map(host_of),
+            diagnostic: Some(&f.diagnostic),
+            last_attempt: record.last_attempt_micros.map(to_time),
+            will_retry_until: give_up.map(to_time),
         })
         .collect();
     let postmaster = format!("MAILER-DAEMON@{}", ctx.hostname);
@@ -278,7 +270,7 @@ async fn queue_report(
         message_id_domain: &ctx.hostname,
     };
     #[cfg(feature = "fault-injection")]
-    crate::message::fault_injection::maybe_panic("dsn", &msg.facts.head);
+    crate::fault_injection::maybe_panic("dsn", &msg.facts.head);
     let bytes = tern_dsn::build(&input)
         .map_err(|e| SpoolError::BlockingTask(format!("building a DSN: {e}")))?;
     let mut draft = ctx.intake.begin();
@@ -323,6 +315,7 @@ async fn queue_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::{local_reply, remote_reply};
 
     #[test]
     fn status_comes_from_the_reply_or_its_class() {
@@ -338,5 +331,160 @@ mod tests {
     fn remote_host_is_the_name_before_the_address() {
         assert_eq!(host_of("mx.example.com[192.0.2.1]"), "mx.example.com");
         assert_eq!(host_of("plain"), "plain");
+    }
+
+    /// A failed recipient's record as the queue writes it for `reply` (typed, with the
+    /// status text), or as records written before typed replies were (`typed` false).
+    fn failed(reply: &Reply, typed: bool) -> RecipientRecord {
+        RecipientRecord {
+            status: RecipientStatus::Failed {
+                reply: tern_spool::record::bounded_reply(&reply.to_string()),
+            },
+            remote_mta: reply.remote.clone(),
+            reply: typed.then(|| reply.clone()),
+            ..RecipientRecord::default()
+        }
+    }
+
+    /// The per-recipient part of the DSN built for `rr`, as the sender gets it.
+    fn dsn_for(rr: &RecipientRecord) -> String {
+        let f = fields_of(rr);
+        let reports = [RecipientReport {
+            final_recipient: "bob@example.net",
+            original_recipient: None,
+            action: Action::Failed,
+            status: &f.status,
+            remote_mta: f.remote.as_deref().map(host_of),
+            diagnostic: Some(&f.diagnostic),
+            last_attempt: None,
+            will_retry_until: None,
+        }];
+        let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let input = DsnInput {
+            reporting_mta: "tern.example.org",
+            postmaster: "MAILER-DAEMON@tern.example.org",
+            original_sender: "alice@example.org",
+            envid: None,
+            arrival: at,
+            queue_id: "4Xk2mQ9ZbC",
+            kind: ReportKind::Failure,
+            give_up_at: None,
+            recipients: &reports,
+            original: b"Subject: x\r\n\r\nbody\r\n",
+            ret: Return::Headers,
+            max_full_size: tern_dsn::DEFAULT_MAX_FULL_SIZE,
+            date: at,
+            message_id_domain: "tern.example.org",
+        };
+        String::from_utf8_lossy(&tern_dsn::build(&input).unwrap()).into_owned()
+    }
+
+    #[test]
+    fn a_remote_5xx_with_an_enhanced_code_is_reported_as_given() {
+        let wire = tern_deliver::Reply::new(550, Some((5, 1, 1)), vec!["no such user".into()]);
+        let rr = failed(&remote_reply(&wire, "mx.example.net[192.0.2.1]"), true);
+        let f = fields_of(&rr);
+        assert_eq!(f.status, "5.1.1");
+        assert_eq!(f.diagnostic, "550 5.1.1 no such user");
+        let dsn = dsn_for(&rr);
+        assert!(dsn.contains("Status: 5.1.1\r\n"), "{dsn}");
+        assert!(
+            dsn.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"),
+            "{dsn}"
+        );
+        assert!(dsn.contains("Remote-MTA: dns; mx.example.net\r\n"), "{dsn}");
+    }
+
+    #[test]
+    fn a_remote_5xx_without_an_enhanced_code_gets_its_class_status() {
+        let wire = tern_deliver::Reply::new(554, None, vec!["go away".into()]);
+        let rr = failed(&remote_reply(&wire, "mx.example.net[192.0.2.1]"), true);
+        let dsn = dsn_for(&rr);
+        assert!(dsn.contains("Status: 5.0.0\r\n"), "{dsn}");
+        assert!(
+            dsn.contains("Diagnostic-Code: smtp; 554 go away\r\n"),
+            "{dsn}"
+        );
+        assert!(dsn.contains("Remote-MTA: dns; mx.example.net\r\n"), "{dsn}");
+    }
+
+    #[test]
+    fn a_remote_reply_whose_text_looks_like_another_status_keeps_its_own() {
+        // The peer's enhanced code disagrees with its class: tern-deliver left it in the
+        // text, and the typed reply says what the reply code says.
+        let wire = tern_deliver::Reply::new(550, None, vec!["4.1.1 odd".into()]);
+        let rr = failed(&remote_reply(&wire, "mx.example.net[192.0.2.1]"), true);
+        assert_eq!(fields_of(&rr).status, "5.0.0");
+    }
+
+    #[test]
+    fn a_local_failure_is_reported_as_terns_own() {
+        let rr = failed(
+            &local_reply(
+                554,
+                "5.4.6 too many hops (51 Received headers, limit 50): mail loop?",
+            ),
+            true,
+        );
+        let f = fields_of(&rr);
+        assert_eq!(f.status, "5.4.6");
+        assert_eq!(f.remote, None);
+        let dsn = dsn_for(&rr);
+        assert!(dsn.contains("Status: 5.4.6\r\n"), "{dsn}");
+        assert!(
+            dsn.contains("Diagnostic-Code: X-Tern; 5.4.6 too many hops (51 Received headers, limit 50): mail loop?\r\n"),
+            "{dsn}"
+        );
+        assert!(!dsn.contains("Remote-MTA"), "{dsn}");
+        // Expiry keeps the transient status of the last deferral, as before.
+        let expired = failed(
+            &local_reply(
+                554,
+                "4.4.7 message expired after 5 days in the queue; last error: 451 4.4.1 no answer",
+            ),
+            true,
+        );
+        assert_eq!(fields_of(&expired).status, "4.4.7");
+    }
+
+    #[test]
+    fn a_record_without_typed_replies_gives_the_same_fields() {
+        let cases = [
+            remote_reply(
+                &tern_deliver::Reply::new(550, Some((5, 1, 1)), vec!["no such user".into()]),
+                "mx.example.net[192.0.2.1]",
+            ),
+            remote_reply(
+                &tern_deliver::Reply::new(554, None, vec!["go away".into()]),
+                "mx.example.net[192.0.2.1]",
+            ),
+            local_reply(554, "5.4.6 loop"),
+            local_reply(550, "5.7.1 not here"),
+            local_reply(
+                554,
+                "5.3.4 message size 9 exceeds the limit of 1 octets at mx",
+            )
+            .with_remote("mx[192.0.2.9]"),
+        ];
+        for reply in &cases {
+            assert_eq!(
+                fields_of(&failed(reply, false)),
+                fields_of(&failed(reply, true)),
+                "{reply}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_typed_reply_older_than_the_status_is_not_used() {
+        // An administrator's bounce of a recipient whose typed reply is an older
+        // deferral, written by code that sets only the status: the status wins.
+        let mut rr = failed(&local_reply(451, "4.4.1 no answer"), true);
+        rr.status = RecipientStatus::Failed {
+            reply: "554 5.0.0 bounced by the administrator".into(),
+        };
+        let f = fields_of(&rr);
+        assert_eq!(f.status, "5.0.0");
+        assert_eq!(f.diagnostic, "5.0.0 bounced by the administrator");
     }
 }

@@ -11,7 +11,7 @@ use tern_spool::{
     Envelope, MessageDraft, MessageIntake, MessageWriter, QueueId, Spool, SpoolError,
 };
 
-use crate::scheduler::QueueHandle;
+use crate::channel::QueueHandle;
 
 /// [`MessageIntake`] over a spool that submits every committed message to the queue.
 #[derive(Clone)]

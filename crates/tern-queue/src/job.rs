@@ -1,8 +1,10 @@
 //! The types the queue's tasks pass each other: a loaded message, a job (one message's
-//! recipients for one next hop) and its result per recipient. Behaviour lives in the
-//! files that use them (`message.rs` makes jobs and applies results, `attempt.rs`,
-//! `local.rs` and `dropdir.rs` carry them out); keeping the types here means none of
-//! those files imports another for its types.
+//! recipients for one next hop) and its result per recipient, with the reply behind it,
+//! typed ([`Reply`], kept as is in the delivery record for the DSN builder). Behaviour
+//! lives in the files that use them (`plan.rs` decides the jobs and `message.rs` hands
+//! them out, `attempt.rs`, `local.rs` and `dropdir.rs` carry them out, `apply.rs`
+//! applies the results); keeping the types here means none of those files imports
+//! another for its types.
 //!
 //! Invariants: a job's `rcpts` index the message's envelope recipients and are never
 //! empty; its `reply` is answered at most once ([`Job::answer`] consumes it), and a job
@@ -12,10 +14,13 @@ use std::sync::Arc;
 
 use tern_local::LocalDirectory;
 use tern_route::{NextHop, Transport};
+use tern_spool::record::parse_enhanced;
 use tern_spool::{Envelope, QueueState};
 use tokio::sync::oneshot;
 
 use crate::content::ContentFacts;
+
+pub use tern_spool::record::Reply;
 
 /// A message loaded for delivery: its validated envelope and what its load learned of
 /// the content, which stays on disk and is streamed by each delivery (`content.rs`).
@@ -63,32 +68,49 @@ pub enum SuccessNotice {
     Delivered,
 }
 
-/// What happened to one recipient in one attempt.
+/// What happened to one recipient in one attempt. Each carries the reply behind it,
+/// typed, with the host that gave it (`Reply::remote`, `None` for Tern's own decisions),
+/// as far as the delivery record and the DSN builder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptResult {
     /// The next hop accepted it, or Tern put it in the mailbox.
     Delivered {
-        /// The accepting reply.
-        reply: String,
-        /// `host[address]` that accepted it.
-        remote: String,
+        /// The accepting reply; its `remote` is the host that accepted it (`host[address]`,
+        /// or this host's name for a local delivery).
+        reply: Reply,
         /// Who answers a requested success notice (NOTIFY=SUCCESS).
         notice: SuccessNotice,
     },
     /// Temporary failure; retried later.
     Deferred {
-        /// The reply or local reason, starting with a 3-digit code.
-        reply: String,
-        /// The host that gave it, when one did.
-        remote: Option<String>,
+        /// The reply, or Tern's own reason.
+        reply: Reply,
     },
     /// Permanent failure; bounced.
     Failed {
-        /// The reply or local reason, starting with a 3-digit code.
-        reply: String,
-        /// The host that gave it, when one did.
-        remote: Option<String>,
+        /// The reply, or Tern's own reason.
+        reply: Reply,
     },
+}
+
+impl RcptResult {
+    /// The reply behind the result.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            RcptResult::Delivered { reply, .. }
+            | RcptResult::Deferred { reply }
+            | RcptResult::Failed { reply } => reply,
+        }
+    }
+
+    /// `delivered`, `deferred` or `failed` (events, the record's history).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RcptResult::Delivered { .. } => "delivered",
+            RcptResult::Deferred { .. } => "deferred",
+            RcptResult::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// A job's outcome: one result per recipient index of the job.
@@ -111,7 +133,6 @@ impl JobResult {
     pub(crate) fn deferred(rcpts: &[usize], reason: &str) -> JobResult {
         let r = RcptResult::Deferred {
             reply: local_reply(451, reason),
-            remote: None,
         };
         JobResult::each(rcpts, &r)
     }
@@ -124,8 +145,53 @@ impl JobResult {
     }
 }
 
-/// A reply for a local decision: `code` plus the text, which starts with an enhanced
-/// status code.
-pub(crate) fn local_reply(code: u16, text: &str) -> String {
-    format!("{code} {text}")
+/// A reply for a local decision: `code`, and `reason`, which Tern writes as an enhanced
+/// status code and the text (`4.3.0 internal error`); the enhanced code is taken apart
+/// here, where the reply is made, so nothing downstream parses a reply back. A reason
+/// without one keeps all of its text.
+pub(crate) fn local_reply(code: u16, reason: &str) -> Reply {
+    let (first, rest) = reason.split_once(' ').unwrap_or((reason, ""));
+    match parse_enhanced(first) {
+        Some(enhanced) => Reply::new(code, Some(enhanced), rest, None),
+        None => Reply::new(code, None, reason, None),
+    }
+}
+
+/// A remote server's reply, as `tern-deliver` typed it, given by `remote`
+/// (`host[address]`).
+pub(crate) fn remote_reply(reply: &tern_deliver::Reply, remote: &str) -> Reply {
+    Reply::new(reply.code, reply.enhanced, &reply.text(), Some(remote))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_reply_takes_its_enhanced_code_apart_and_prints_as_before() {
+        let r = local_reply(554, "5.4.6 too many hops");
+        assert_eq!(r.code, 554);
+        assert_eq!(r.enhanced, Some((5, 4, 6)));
+        assert_eq!(r.text, "too many hops");
+        assert_eq!(r.remote, None);
+        assert_eq!(r.to_string(), "554 5.4.6 too many hops");
+        let bare = local_reply(451, "no status here");
+        assert_eq!(
+            (bare.enhanced, bare.text.as_str()),
+            (None, "no status here")
+        );
+        assert_eq!(bare.to_string(), "451 no status here");
+        assert_eq!(local_reply(451, "4.3.0").to_string(), "451 4.3.0");
+    }
+
+    #[test]
+    fn a_remote_reply_keeps_its_parts_and_its_host() {
+        let wire =
+            tern_deliver::Reply::new(550, Some((5, 1, 1)), vec!["no such".into(), "user".into()]);
+        let r = remote_reply(&wire, "mx.test[192.0.2.1]");
+        assert_eq!(r.to_string(), wire.to_string());
+        assert_eq!(r.enhanced, Some((5, 1, 1)));
+        assert_eq!(r.text, "no such user");
+        assert_eq!(r.remote.as_deref(), Some("mx.test[192.0.2.1]"));
+    }
 }

@@ -10,7 +10,8 @@
 //! - Each message being processed runs in its own **message task** ([`message`]): it
 //!   moves the file to `active/`, reads and validates it, routes every pending recipient,
 //!   hands one job per next hop to the scheduler, waits for their results, sends bounces
-//!   and delay notices, and then removes, defers or holds the message. A panic in it ends
+//!   and delay notices, and then removes, defers or holds the message (its decisions are
+//!   the sans-I/O [`plan`] and [`apply`]; the rest is I/O). A panic in it ends
 //!   that task only; it is caught at the task's join handle, counted against the message
 //!   like a crash, and the message is deferred (or poisoned at the threshold).
 //! - Each connection is a **delivery worker** ([`attempt`]): the scheduler starts one
@@ -55,10 +56,13 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+mod apply;
 pub mod attempt;
 mod budget;
+pub mod channel;
 pub mod config;
 mod conncache;
+mod connection;
 pub mod content;
 mod conversion;
 mod dispatch;
@@ -66,6 +70,8 @@ mod dispatch;
 mod dispatch_schedules;
 mod dropdir;
 pub mod dsn;
+#[cfg(feature = "fault-injection")]
+mod fault_injection;
 pub mod intake;
 pub mod job;
 // The crate's only unsafe code: the fatal-signal handler and its setup.
@@ -73,9 +79,12 @@ pub mod job;
 mod last_gasp;
 pub mod local;
 pub mod message;
+mod plan;
 mod probe;
+pub mod requests;
 mod retries;
 pub mod scheduler;
+mod transaction;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,14 +98,15 @@ use tern_route::dns::Resolver;
 use tern_spool::Spool;
 use tern_watchdog::Watchdog;
 
-pub use admin::{AdminAction, AdminDone, AdminRefusal};
+pub use channel::QueueHandle;
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
 pub use conversion::LargeConversions;
 pub use intake::QueueIntake;
-pub use scheduler::{
-    DeferredShape, DestinationAction, DestinationError, DestinationInfo, DestinationState, Queue,
-    QueueHandle,
+pub use requests::{
+    AdminAction, AdminDone, AdminRefusal, DeferredShape, DestinationAction, DestinationError,
+    DestinationInfo, DestinationState,
 };
+pub use scheduler::Queue;
 
 /// Settings that can change on reload, swapped as one unit.
 #[derive(Debug, Clone)]

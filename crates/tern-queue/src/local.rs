@@ -42,10 +42,11 @@ use tern_route::dns::plan as dns;
 use tern_watchdog::Heartbeat;
 
 use crate::Context;
-use crate::attempt::{Addressee, Conn, EndpointKey, Sent, out_notify, send_on, take_cached};
 use crate::budget;
+use crate::channel::{QueueHandle, take_cached};
+use crate::connection::{Conn, EndpointKey};
 use crate::job::{Job, JobResult, RcptResult, SuccessNotice, local_reply};
-use crate::scheduler::QueueHandle;
+use crate::transaction::{Addressee, Sent, out_notify, send_on};
 
 /// The failure of a recipient without a mailbox at delivery time.
 fn no_mailbox(ctx: &Context, job: &Job, address: &str) -> RcptResult {
@@ -58,7 +59,6 @@ fn no_mailbox(ctx: &Context, job: &Job, address: &str) -> RcptResult {
             550,
             &format!("5.1.1 <{address}>: no such mailbox here any more"),
         ),
-        remote: None,
     }
 }
 
@@ -142,8 +142,8 @@ pub(crate) async fn deliver_maildir(
                     ),
                 );
                 RcptResult::Delivered {
-                    reply: "250 2.0.0 Ok: delivered to mailbox".to_owned(),
-                    remote: ctx.hostname.clone(),
+                    reply: local_reply(250, "2.0.0 Ok: delivered to mailbox")
+                        .with_remote(&ctx.hostname),
                     // Tern is the last MTA: a requested success notice comes from it.
                     notice: SuccessNotice::Delivered,
                 }
@@ -163,11 +163,9 @@ pub(crate) async fn deliver_maildir(
                 match action {
                     QuotaAction::Defer => RcptResult::Deferred {
                         reply: local_reply(452, &format!("4.2.2 {text}")),
-                        remote: None,
                     },
                     QuotaAction::Bounce => RcptResult::Failed {
                         reply: local_reply(552, &format!("5.2.2 {text}")),
-                        remote: None,
                     },
                 }
             }
@@ -184,7 +182,6 @@ pub(crate) async fn deliver_maildir(
                             "{status} <{delivered_to}>: too many new mailboxes for one message, the mailbox is created at a later attempt"
                         ),
                     ),
-                    remote: None,
                 }
             }
             Ok(Err(MaildirError::Unsafe {
@@ -203,7 +200,6 @@ pub(crate) async fn deliver_maildir(
                             "4.3.0 <{delivered_to}>: the mailbox path is unsafe, delivery refused for now"
                         ),
                     ),
-                    remote: None,
                 }
             }
             Ok(Err(e)) => {
@@ -217,7 +213,6 @@ pub(crate) async fn deliver_maildir(
                         code,
                         &format!("{status} <{delivered_to}>: cannot write the mailbox now"),
                     ),
-                    remote: None,
                 }
             }
             Err(e) => RcptResult::Deferred {
@@ -225,7 +220,6 @@ pub(crate) async fn deliver_maildir(
                     451,
                     &format!("4.3.0 internal error writing the mailbox: {e}"),
                 ),
-                remote: None,
             },
         };
         outcomes.extend(members.iter().map(|i| (*i, result.clone())));
@@ -258,7 +252,6 @@ fn lmtp_plan<'a>(ctx: &Context, job: &'a Job) -> (Vec<Addressee<'a>>, Vec<(usize
                             r.address
                         ),
                     ),
-                    remote: None,
                 },
             ));
             continue;

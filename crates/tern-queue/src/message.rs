@@ -8,6 +8,13 @@
 //! then remove the message (nothing left to do), or write its record and move it to
 //! `deferred/` (or `hold/` for hold routes).
 //!
+//! The decisions are sans-I/O and unit-tested beside their code: what the attempt does
+//! with each recipient (hop limit, expiry, reject, hold, one group per next hop) is
+//! `plan.rs`; the results applied to the record, who is reported and where the message
+//! goes next (remove, hold, defer until when, delay notice due) is `apply.rs`. Both take
+//! the time as a parameter; this task passes `tern_watchdog::clock::unix_micros()`. What
+//! stays here is the I/O: the spool, the jobs, DSNs, events and metrics.
+//!
 //! Invariants: the record is written before the message leaves `active/` for a waiting
 //! state; a DSN is committed to the spool before the record marks its recipients as
 //! notified. A spool error (a full or failing disk) never drops the message and never
@@ -37,42 +44,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tern_events::{catalog, fields};
-use tern_route::{NextHop, Transport};
+use tern_route::NextHop;
 use tern_spool::{CorruptReason, DeliveryRecord, QueueId, QueueState, RecipientStatus, SpoolError};
 use tern_watchdog::clock::unix_micros;
 use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::Context;
+use crate::apply::{self, Applied, Step};
+use crate::channel::{Cmd, Next, QueueHandle};
 use crate::dsn;
 use crate::job::{Job, JobResult, LoadedMessage, RcptResult, local_reply};
 use crate::last_gasp;
+use crate::plan::{self, HopGroup, Plan};
 use crate::probe::Probe;
-use crate::scheduler::{Cmd, QueueHandle};
-
-/// What the scheduler does with a message after its task.
-#[derive(Debug, Clone)]
-pub(crate) enum Next {
-    /// Nothing: removed, held, poisoned, quarantined, or gone.
-    Done,
-    /// Run the message again at `due`, from `state` (`deferred/`, or where a spool error
-    /// left it). `record`, when set, is newer than the one on disk (writing it failed)
-    /// and must be used instead.
-    Retry {
-        due: Instant,
-        state: QueueState,
-        record: Option<Box<DeliveryRecord>>,
-        /// The next hops whose recipients were deferred, with the first deferral text of
-        /// each (empty when the attempt did not get that far).
-        hops: Vec<(NextHop, String)>,
-    },
-    /// A probe that did not run to its end (cut at a stop, or its probe mark could not
-    /// be written): the message is still a suspect, in `active/` (see `probe`).
-    Unprobed,
-}
 
 /// Starts the task for message `id`, now in `state`. The scheduler is told when it ends,
 /// also when it panics (then the message stays in `active/` until the next start).
@@ -243,8 +231,7 @@ async fn internal_failure(ctx: &Context, id: QueueId, stage: &str, error: &str) 
         .load()
         .queue
         .backoff(record.crashes.max(1), &mut rand::rng());
-    record.next_attempt_micros =
-        Some(unix_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
+    record.next_attempt_micros = Some(unix_micros().saturating_add(apply::micros(wait)));
     if let Err(e) = ctx.spool.write_record(&record).await {
         return spool_error(
             ctx,
@@ -288,10 +275,8 @@ fn count_internal_failure(
     stage: &str,
     error: &str,
 ) -> bool {
-    record.crashes = record.crashes.saturating_add(1);
-    let reason = format!("451 4.3.0 internal error in {stage}: {error}; will retry");
-    record.last_error = Some(tern_spool::record::bounded_reply(&reason));
     let threshold = ctx.runtime.load().queue.poison_threshold;
+    let poisoned = apply::count_crash(record, stage, error, threshold);
     ctx.events.emit(
         &catalog::QUEUE_INTERNAL_FAILURE,
         fields!(
@@ -302,7 +287,7 @@ fn count_internal_failure(
             "threshold" => threshold,
         ),
     );
-    record.crashes >= threshold
+    poisoned
 }
 
 /// Writes the record and moves the message from `active/` to `poison/` (event 4012).
@@ -343,26 +328,6 @@ async fn poison(ctx: &Context, id: QueueId, record: &DeliveryRecord) -> Next {
             .await
         }
     }
-}
-
-/// Counts `Received:` header fields in the header section.
-pub(crate) fn received_count(content: &[u8]) -> usize {
-    let mut n = 0;
-    for line in content.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:") {
-            n += 1;
-        }
-    }
-    n
-}
-
-/// The domain of an address (after the last `@`, `""` without one), lower-cased.
-pub(crate) fn domain_of(address: &str) -> String {
-    tern_proto::address::domain_of(address).to_ascii_lowercase()
 }
 
 async fn run(
@@ -444,110 +409,37 @@ async fn run(
     });
     #[cfg(feature = "fault-injection")]
     {
-        fault_injection::maybe_abort(&msg.facts.head);
-        fault_injection::maybe_kill(&msg.facts.head);
-        fault_injection::maybe_panic("load", &msg.facts.head);
+        crate::fault_injection::maybe_abort(&msg.facts.head);
+        crate::fault_injection::maybe_kill(&msg.facts.head);
+        crate::fault_injection::maybe_panic("load", &msg.facts.head);
     }
     let runtime = ctx.runtime.load_full();
-    let cfg = &runtime.queue;
     let now = unix_micros();
-    let age = Duration::from_micros(u64::try_from(now - msg.envelope.arrival_micros).unwrap_or(0));
-
-    let pending: Vec<usize> = (0..n)
-        .filter(|i| {
-            matches!(
-                record.recipients.get(*i).map(|r| &r.status),
-                Some(RecipientStatus::Pending | RecipientStatus::Deferred { .. })
-            )
-        })
-        .collect();
-    let mut results: Vec<(usize, RcptResult)> = Vec::new();
-    let mut held = Vec::new();
-    let mut jobs: BTreeMap<String, (NextHop, Arc<Transport>, String, Vec<usize>)> = BTreeMap::new();
-    // The header section as the load kept it (up to `content::HEAD_MAX`).
-    let hops = received_count(&msg.facts.head);
-    if hops > cfg.hop_limit {
-        let reply = local_reply(
-            554,
-            &format!(
-                "5.4.6 too many hops ({hops} Received headers, limit {}): mail loop?",
-                cfg.hop_limit
-            ),
-        );
-        for i in &pending {
-            results.push((
-                *i,
-                RcptResult::Failed {
-                    reply: reply.clone(),
-                    remote: None,
-                },
-            ));
-        }
-    } else if age >= Duration::from_secs(cfg.max_lifetime_secs) && record.attempts > 0 {
+    let Plan {
+        pending,
+        failed,
+        held,
+        jobs,
+        expired,
+    } = plan::plan(
+        &msg.envelope,
+        &msg.facts.head,
+        &record,
+        &runtime.queue,
+        &runtime.routes,
+        now,
+    );
+    if let Some(age) = expired {
         ctx.events.emit(
             &catalog::QUEUE_MESSAGE_EXPIRED,
             fields!("queue_id" => id, "age_secs" => age.as_secs()),
         );
-        for i in &pending {
-            let last = match record.recipients.get(*i).map(|r| &r.status) {
-                Some(RecipientStatus::Deferred { reply }) => reply.clone(),
-                _ => String::new(),
-            };
-            let reply = local_reply(
-                554,
-                &format!(
-                    "4.4.7 message expired after {} days in the queue; last error: {last}",
-                    age.as_secs() / 86_400
-                ),
-            );
-            results.push((
-                *i,
-                RcptResult::Failed {
-                    reply,
-                    remote: None,
-                },
-            ));
-        }
-    } else {
-        for i in &pending {
-            let Some(r) = msg.envelope.recipients.get(*i) else {
-                continue;
-            };
-            let domain = domain_of(&r.address);
-            let route = runtime.routes.route(&domain);
-            match &*route.transport {
-                Transport::Reject { reply } => {
-                    let text = format!("{} {} {}", reply.code, reply.enhanced, reply.text);
-                    results.push((
-                        *i,
-                        RcptResult::Failed {
-                            reply: text,
-                            remote: None,
-                        },
-                    ));
-                }
-                Transport::Hold => held.push(*i),
-                _ => {
-                    let key = route.next_hop.to_string();
-                    jobs.entry(key)
-                        .or_insert_with(|| {
-                            (
-                                route.next_hop.clone(),
-                                Arc::clone(&route.transport),
-                                domain.clone(),
-                                Vec::new(),
-                            )
-                        })
-                        .3
-                        .push(*i);
-                }
-            }
-        }
     }
+    let mut results: Vec<(usize, RcptResult)> = failed;
 
     // Routed, no job handed out yet: a panic here leaves no job behind.
     #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_panic("route", &msg.facts.head);
+    crate::fault_injection::maybe_panic("route", &msg.facts.head);
     if !jobs.is_empty() {
         let hops: Vec<&str> = jobs.keys().map(String::as_str).collect();
         ctx.events.emit(
@@ -562,7 +454,16 @@ async fn run(
         );
     }
     let mut waits = Vec::new();
-    for (key, (hop, transport, domain, rcpts)) in jobs {
+    for (
+        key,
+        HopGroup {
+            hop,
+            transport,
+            domain,
+            rcpts,
+        },
+    ) in jobs
+    {
         let (tx, rx) = oneshot::channel();
         let hop_of_job = hop.clone();
         let job = Job {
@@ -584,7 +485,7 @@ async fn run(
             Ok(JobResult { outcomes }) => {
                 attempt_events(&ctx, id, &key, &msg, &outcomes);
                 let deferral = outcomes.iter().find_map(|(_, r)| match r {
-                    RcptResult::Deferred { reply, .. } => Some(reply.clone()),
+                    RcptResult::Deferred { reply } => Some(reply.to_string()),
                     _ => None,
                 });
                 if let Some(reply) = deferral {
@@ -597,7 +498,7 @@ async fn run(
             Err(_) => {
                 lost_worker = true;
                 let reply = local_reply(451, "4.3.0 internal error during delivery; will retry");
-                waiting_on.push((hop, reply.clone()));
+                waiting_on.push((hop, reply.to_string()));
                 let outcomes: Vec<(usize, RcptResult)> = rcpts
                     .into_iter()
                     .map(|i| {
@@ -605,7 +506,6 @@ async fn run(
                             i,
                             RcptResult::Deferred {
                                 reply: reply.clone(),
-                                remote: None,
                             },
                         )
                     })
@@ -635,26 +535,17 @@ fn attempt_events(
     msg: &LoadedMessage,
     outcomes: &[(usize, RcptResult)],
 ) {
-    let mut groups: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &str, String), Vec<&str>> = BTreeMap::new();
     for (i, r) in outcomes {
-        let (result, remote, reply) = match r {
-            RcptResult::Delivered { reply, remote, .. } => {
-                ("delivered", remote.as_str(), reply.as_str())
-            }
-            RcptResult::Deferred { reply, remote } => {
-                ("deferred", remote.as_deref().unwrap_or(""), reply.as_str())
-            }
-            RcptResult::Failed { reply, remote } => {
-                ("failed", remote.as_deref().unwrap_or(""), reply.as_str())
-            }
-        };
+        let reply = r.reply();
+        let (result, remote) = (r.name(), reply.remote.as_deref().unwrap_or(""));
         let address = msg
             .envelope
             .recipients
             .get(*i)
             .map_or("", |r| r.address.as_str());
         groups
-            .entry((result, remote, reply))
+            .entry((result, remote, reply.to_string()))
             .or_default()
             .push(address);
     }
@@ -698,99 +589,21 @@ async fn finish(
     let Attempt {
         results,
         held,
-        started: now,
+        started,
         lost_worker,
         waiting_on,
     } = attempt;
     #[cfg(feature = "fault-injection")]
-    fault_injection::maybe_panic("finish", &msg.facts.head);
+    crate::fault_injection::maybe_panic("finish", &msg.facts.head);
     let spool = &ctx.spool;
     let runtime = ctx.runtime.load_full();
     let cfg = &runtime.queue;
-    let tried = !results.is_empty();
-    let n = record.recipients.len();
-    let at = unix_micros();
-    // Recipients that failed earlier but were never reported (an administrator's bounce
-    // cut short by a crash, or a DSN that could not be queued): reported now.
-    let mut newly_failed: Vec<usize> = record
-        .recipients
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| matches!(r.status, RecipientStatus::Failed { .. }) && !r.dsn_sent)
-        .map(|(i, _)| i)
-        .collect();
-    let mut newly_delivered = Vec::new();
-    let mut deferred_reasons = Vec::new();
-    let metrics = tern_metrics::get();
-    let in_queue = Duration::from_micros(
-        u64::try_from(unix_micros().saturating_sub(msg.envelope.arrival_micros)).unwrap_or(0),
-    );
-    for (i, res) in results {
-        let Some(rr) = record.recipients.get_mut(i) else {
-            continue;
-        };
-        rr.attempts = rr.attempts.saturating_add(1);
-        match &res {
-            RcptResult::Delivered { .. } => {
-                metrics.delivered.inc();
-                metrics.queue_time.observe_duration(in_queue);
-            }
-            RcptResult::Deferred { .. } => {
-                metrics.deferred.inc();
-            }
-            RcptResult::Failed { .. } => {
-                metrics.bounced.inc();
-            }
-        }
-        let (result, reply, remote) = match &res {
-            RcptResult::Delivered { reply, remote, .. } => {
-                ("delivered", reply.clone(), Some(remote.clone()))
-            }
-            RcptResult::Deferred { reply, remote } => ("deferred", reply.clone(), remote.clone()),
-            RcptResult::Failed { reply, remote } => ("failed", reply.clone(), remote.clone()),
-        };
-        rr.remember(
-            n,
-            tern_spool::AttemptEntry {
-                at_micros: at,
-                result: result.into(),
-                remote,
-                reply: Some(reply),
-            },
-        );
-        match res {
-            RcptResult::Delivered {
-                reply,
-                remote,
-                notice,
-            } => {
-                rr.status = RecipientStatus::Delivered {
-                    reply: tern_spool::record::bounded_reply(&reply),
-                };
-                rr.remote_mta = Some(remote);
-                newly_delivered.push((i, notice));
-            }
-            RcptResult::Deferred { reply, remote } => {
-                deferred_reasons.push(reply.clone());
-                rr.status = RecipientStatus::Deferred {
-                    reply: tern_spool::record::bounded_reply(&reply),
-                };
-                rr.remote_mta = remote;
-            }
-            RcptResult::Failed { reply, remote } => {
-                rr.status = RecipientStatus::Failed {
-                    reply: tern_spool::record::bounded_reply(&reply),
-                };
-                rr.remote_mta = remote;
-                newly_failed.push(i);
-            }
-        }
-    }
-    if tried {
-        record.attempts = record.attempts.saturating_add(1);
-        record.first_attempt_micros.get_or_insert(now);
-        record.last_attempt_micros = Some(unix_micros());
-    }
+    count_results(msg, &results);
+    let Applied {
+        newly_failed,
+        newly_delivered,
+        first_deferral,
+    } = apply::apply(record, results, started, unix_micros());
     if !newly_failed.is_empty() {
         let list: Vec<&str> = newly_failed
             .iter()
@@ -805,15 +618,8 @@ async fn finish(
     if let Err(e) = dsn::send_reports(ctx, msg, record, &newly_failed, &newly_delivered).await {
         return spool_error(ctx, id, "queue a DSN", &e, QueueState::Active, Some(record)).await;
     }
-    let open: Vec<usize> = (0..record.recipients.len())
-        .filter(|i| {
-            matches!(
-                record.recipients.get(*i).map(|r| &r.status),
-                Some(RecipientStatus::Pending | RecipientStatus::Deferred { .. })
-            )
-        })
-        .collect();
-    if open.is_empty() {
+    let step = apply::step(record, &held);
+    if step == Step::Remove {
         return match spool.remove(QueueState::Active, id).await {
             Ok(()) | Err(SpoolError::NotFound) => Next::Done,
             Err(e) => spool_error(ctx, id, "remove", &e, QueueState::Active, Some(record)).await,
@@ -830,47 +636,19 @@ async fn finish(
     {
         return poison(ctx, id, record).await;
     }
-    let only_held = open.iter().all(|i| held.contains(i));
-    if only_held {
-        if let Err(e) = spool.write_record(record).await {
-            return spool_error(
-                ctx,
-                id,
-                "write record",
-                &e,
-                QueueState::Active,
-                Some(record),
-            )
-            .await;
-        }
-        return match spool
-            .move_to(id, QueueState::Active, QueueState::Hold)
-            .await
-        {
-            Ok(()) => {
-                ctx.events
-                    .emit(&catalog::QUEUE_HELD, fields!("queue_id" => id));
-                Next::Done
-            }
-            Err(e) => {
-                spool_error(
-                    ctx,
-                    id,
-                    "move to hold",
-                    &e,
-                    QueueState::Active,
-                    Some(record),
-                )
-                .await
-            }
-        };
-    }
-    let wait = cfg.backoff(record.attempts.max(1), &mut rand::rng());
+    let open = match step {
+        Step::Defer { open } => open,
+        Step::Remove | Step::Hold => return hold(ctx, id, record).await,
+    };
+    let wait = apply::defer(
+        record,
+        cfg,
+        first_deferral.as_deref(),
+        unix_micros(),
+        &mut rand::rng(),
+    );
     let due = Instant::now() + wait;
-    record.next_attempt_micros =
-        Some(unix_micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)));
-    let reason = deferred_reasons.first().cloned().unwrap_or_default();
-    record.last_error = Some(tern_spool::record::bounded_reply(&reason));
+    let reason = first_deferral.unwrap_or_default();
     if let Err(e) = dsn::maybe_delay_notice(ctx, msg, record, &open).await {
         return spool_error(
             ctx,
@@ -924,6 +702,65 @@ async fn finish(
     }
 }
 
+/// Every recipient left waits for an operator (`hold` routes): the record is written
+/// and the message moved to `hold/` (event 4011).
+async fn hold(ctx: &Context, id: QueueId, record: &DeliveryRecord) -> Next {
+    if let Err(e) = ctx.spool.write_record(record).await {
+        return spool_error(
+            ctx,
+            id,
+            "write record",
+            &e,
+            QueueState::Active,
+            Some(record),
+        )
+        .await;
+    }
+    match ctx
+        .spool
+        .move_to(id, QueueState::Active, QueueState::Hold)
+        .await
+    {
+        Ok(()) => {
+            ctx.events
+                .emit(&catalog::QUEUE_HELD, fields!("queue_id" => id));
+            Next::Done
+        }
+        Err(e) => {
+            spool_error(
+                ctx,
+                id,
+                "move to hold",
+                &e,
+                QueueState::Active,
+                Some(record),
+            )
+            .await
+        }
+    }
+}
+
+/// Counts the attempt's results into the metrics: delivered (with the time the message
+/// spent in the queue), deferred, bounced.
+fn count_results(msg: &LoadedMessage, results: &[(usize, RcptResult)]) {
+    let metrics = tern_metrics::get();
+    let in_queue = plan::age_of(&msg.envelope, unix_micros());
+    for (_, res) in results {
+        match res {
+            RcptResult::Delivered { .. } => {
+                metrics.delivered.inc();
+                metrics.queue_time.observe_duration(in_queue);
+            }
+            RcptResult::Deferred { .. } => {
+                metrics.deferred.inc();
+            }
+            RcptResult::Failed { .. } => {
+                metrics.bounced.inc();
+            }
+        }
+    }
+}
+
 fn first_reply(record: &DeliveryRecord, idx: &[usize]) -> String {
     idx.first()
         .and_then(|i| record.recipients.get(*i))
@@ -934,93 +771,4 @@ fn first_reply(record: &DeliveryRecord, idx: &[usize]) -> String {
             RecipientStatus::Pending => String::new(),
         })
         .unwrap_or_default()
-}
-
-/// Test builds only (`--features fault-injection`): abort the whole process, or panic at
-/// a chosen stage, while a chosen message is in process, to prove the poison accounting
-/// and the release of every slot (issue 4).
-#[cfg(feature = "fault-injection")]
-pub(crate) mod fault_injection {
-    /// Panics when the environment variable `TERN_FAULT_PANIC_ON` is `<stage>:<bytes>`,
-    /// `stage` is this one and the content contains the bytes. Stages: `load` (message
-    /// task, file read), `route` (routed, before any job is handed out), `finish`
-    /// (results in hand, record not yet written), `dsn`
-    /// (building a bounce), `connect` (delivery worker holding its concurrency slot,
-    /// before connecting), `transaction` (delivery worker holding a connection).
-    pub(crate) fn maybe_panic(stage: &str, content: &[u8]) {
-        if armed("TERN_FAULT_PANIC_ON", stage, content) {
-            panic!("fault injection: panic at stage {stage}");
-        }
-    }
-
-    /// Whether the environment variable `var` is `<stage>:<bytes>` for this stage and
-    /// the content contains the (non-empty) bytes.
-    fn armed(var: &str, stage: &str, content: &[u8]) -> bool {
-        let Some(spec) = std::env::var_os(var) else {
-            return false;
-        };
-        let spec = spec.as_encoded_bytes();
-        let Some(colon) = spec.iter().position(|b| *b == b':') else {
-            return false;
-        };
-        let (want, pattern) = (&spec[..colon], &spec[colon + 1..]);
-        want == stage.as_bytes()
-            && !pattern.is_empty()
-            && content.windows(pattern.len()).any(|w| w == pattern)
-    }
-
-    /// Aborts the process when the environment variable `TERN_FAULT_ABORT_AT` is
-    /// `<stage>:<bytes>`, `stage` is this one and the content contains the bytes. Stages:
-    /// `admin-bounce` (an administrator's bounce, failures written, bounce not yet
-    /// queued).
-    pub(crate) fn maybe_abort_at(stage: &str, content: &[u8]) {
-        if armed("TERN_FAULT_ABORT_AT", stage, content) {
-            std::process::abort();
-        }
-    }
-
-    /// Aborts the process when the content contains the bytes in the environment
-    /// variable `TERN_FAULT_ABORT_ON` (SIGABRT: the last gasp names the message).
-    pub(super) fn maybe_abort(content: &[u8]) {
-        if contains_var(content, "TERN_FAULT_ABORT_ON") {
-            std::process::abort();
-        }
-    }
-
-    /// Kills the process with SIGKILL, as the OOM killer would, when the content contains
-    /// the bytes in the environment variable `TERN_FAULT_KILL_ON`: no last gasp, so only
-    /// the probe mark (or the message being alone in process) can point at it.
-    pub(super) fn maybe_kill(content: &[u8]) {
-        if contains_var(content, "TERN_FAULT_KILL_ON") {
-            crate::last_gasp::kill_self();
-        }
-    }
-
-    /// Whether the content contains the (non-empty) bytes of the environment variable.
-    fn contains_var(content: &[u8], var: &str) -> bool {
-        let Some(pattern) = std::env::var_os(var) else {
-            return false;
-        };
-        let pattern = pattern.as_encoded_bytes();
-        !pattern.is_empty() && content.windows(pattern.len()).any(|w| w == pattern)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn received_lines_are_counted_in_the_header_only() {
-        let m = b"Received: a\r\nreceived: b\r\nSubject: x\r\n\r\nReceived: not a header\r\n";
-        assert_eq!(received_count(m), 2);
-        assert_eq!(received_count(b""), 0);
-        assert_eq!(received_count(b"Received:\n\n"), 1);
-    }
-
-    #[test]
-    fn domains_are_lower_cased_after_the_last_at() {
-        assert_eq!(domain_of("\"a@b\"@Example.COM"), "example.com");
-        assert_eq!(domain_of("postmaster"), "");
-    }
 }

@@ -51,7 +51,7 @@ use tern_watchdog::clock::unix_micros;
 use tokio::sync::OnceCell;
 
 use crate::Context;
-use crate::message::Next;
+use crate::channel::Next;
 
 /// A message found in `active/` at start.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,225 +52,21 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::Context;
-use crate::attempt::{self, Conn, EndpointKey, Handoff, Slot};
+use crate::attempt;
+use crate::channel::{AdminReply, Cmd, Handoff, HopError, Next, Requeue};
 use crate::conncache::{ConnCache, Parked};
+use crate::connection::{Conn, EndpointKey, close_in_background};
 use crate::dispatch::{Dispatch, Refused};
 use crate::job::{Job, JobResult};
-use crate::message::{self, Next};
+use crate::message;
 use crate::probe::{self, ActiveMessage, ProbeLog, Suspects};
+use crate::requests::{
+    AdminAction, AdminRefusal, DestinationAction, DestinationError, DestinationInfo,
+    DestinationState,
+};
 use crate::retries::Retries;
 
-/// What the other tasks tell the scheduler.
-pub(crate) enum Cmd {
-    /// A message was committed to `incoming/`.
-    Submit(QueueId),
-    /// A message task has a job for a next hop.
-    Enqueue(Job),
-    /// A worker finished a job and can take another for the same next hop, on `conn`
-    /// (its connection, when it may be reused). It hands in its slot: given back with
-    /// the next job, or released at once. Answered at once.
-    NextJob {
-        slot: Slot,
-        conn: Option<Conn>,
-        reply: oneshot::Sender<Handoff>,
-    },
-    /// A worker asks for an idle connection to `key` from the cache.
-    TakeConn {
-        key: EndpointKey,
-        reply: oneshot::Sender<Option<Conn>>,
-    },
-    /// A worker ended (sent by its slot guard). `down` is set when every host of the
-    /// destination failed to connect or greet.
-    WorkerDone { hop: NextHop, down: Option<String> },
-    /// A message task ended.
-    MessageDone { id: QueueId, next: Next },
-    /// An administrator released a message into `deferred/`: try it now.
-    Released(QueueId),
-    /// An administrator's action on one message (see `admin`).
-    Admin {
-        id: QueueId,
-        action: crate::admin::AdminAction,
-        reply: crate::admin::Reply,
-    },
-    /// An admin task ended.
-    AdminDone {
-        id: QueueId,
-        requeue: crate::admin::Requeue,
-    },
-    /// Deferred messages found by the background load of `deferred/` (`load_backlog`):
-    /// id, due time, and the next hops their waiting recipients go to.
-    Loaded(Vec<(QueueId, Instant, Vec<HopError>)>),
-    /// The background load ended: every deferred message on disk at the start was
-    /// handed over (or `error` says why not).
-    BacklogDone {
-        load: tern_spool::DeferredLoad,
-        started: Instant,
-        error: Option<String>,
-    },
-    /// An administrator asks for the shape of the deferred mail (`QueueHandle::deferred_shape`).
-    DeferredShape {
-        now_micros: i64,
-        bounds_secs: Vec<u64>,
-        reply: oneshot::Sender<Option<DeferredShape>>,
-    },
-    /// Stop: no new work; reply when every task ended or was cut at the grace period.
-    Shutdown(oneshot::Sender<()>),
-    /// An administrator asks for every destination's state.
-    Destinations(oneshot::Sender<Vec<DestinationInfo>>),
-    /// An administrator acts on the destination named `name`.
-    Destination {
-        name: String,
-        action: DestinationAction,
-        reply: oneshot::Sender<Result<String, DestinationError>>,
-    },
-}
-
-/// A destination's state, as `GET /api/v1/destinations` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DestinationState {
-    /// Deliveries may start.
-    Active,
-    /// Every host failed: nothing is tried until `down_until` (or a retry).
-    Down,
-    /// Suspended by an administrator until resumed (or a restart).
-    Suspended,
-}
-
-/// One next hop as the scheduler sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DestinationInfo {
-    /// The next hop's name (`mx:example.com`, `smtp:[relay.example]:25`,
-    /// `lmtp:unix:/run/dovecot/lmtp`, ...).
-    pub name: String,
-    /// Messages waiting for it: jobs queued now plus deferred messages whose
-    /// recipients wait for it.
-    pub queued: usize,
-    /// Its state.
-    pub state: DestinationState,
-    /// When it comes back, Unix milliseconds, while down.
-    pub down_until_unix_ms: Option<u64>,
-    /// Deliveries (connections) in progress.
-    pub in_use: usize,
-    /// The most deliveries in progress at once (`queue.destination_concurrency`).
-    pub limit: usize,
-    /// Why it is down, or the last deferral of a message waiting for it.
-    pub last_error: Option<String>,
-}
-
-/// What an administrator does to a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DestinationAction {
-    /// Clear its down mark and try its waiting messages now.
-    Retry,
-    /// No new connections until resumed; its messages wait in `deferred/`.
-    Suspend,
-    /// Lift a suspension and try its waiting messages now.
-    Resume,
-}
-
-impl DestinationAction {
-    /// The action's name in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DestinationAction::Retry => "retry",
-            DestinationAction::Suspend => "suspend",
-            DestinationAction::Resume => "resume",
-        }
-    }
-}
-
-/// Why a destination request failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DestinationError {
-    /// No such destination is known (nothing queued for it, not down, not suspended).
-    #[error("no destination {0} in the queue")]
-    Unknown(String),
-    /// The action does not apply now.
-    #[error("{0}")]
-    Conflict(String),
-    /// The queue has stopped.
-    #[error("the queue is not running")]
-    Stopped,
-}
-
-/// A cheap handle for telling the scheduler about new messages.
-#[derive(Clone)]
-pub struct QueueHandle {
-    tx: mpsc::UnboundedSender<Cmd>,
-    /// The scheduler's heartbeat: each command sent counts as work waiting for it.
-    beat: Heartbeat,
-}
-
-impl QueueHandle {
-    /// Tells the queue that message `id` was committed to `incoming/`. Never blocks; if
-    /// the queue has stopped, the message is picked up at the next start.
-    pub fn submit(&self, id: QueueId) {
-        self.send(Cmd::Submit(id));
-    }
-
-    /// Tells the queue that an administrator moved message `id` into `deferred/`
-    /// (`Spool::release`): it is tried at once, unless the queue already knows it.
-    pub fn released(&self, id: QueueId) {
-        let _ = self.tx.send(Cmd::Released(id));
-    }
-
-    /// Every destination the queue knows (jobs queued, workers, messages waiting for
-    /// it, down or suspended), most queued first. `Err` when the queue has stopped.
-    pub async fn destinations(&self) -> Result<Vec<DestinationInfo>, DestinationError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Destinations(tx));
-        rx.await.map_err(|_| DestinationError::Stopped)
-    }
-
-    /// Retries, suspends or resumes the destination named `name`; `Ok` with what was
-    /// done, for people.
-    pub async fn destination(
-        &self,
-        name: &str,
-        action: DestinationAction,
-    ) -> Result<String, DestinationError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::Destination {
-            name: name.to_owned(),
-            action,
-            reply: tx,
-        });
-        rx.await.map_err(|_| DestinationError::Stopped)?
-    }
-
-    /// The deferred mail waiting in the scheduler's retry timers, for `GET
-    /// /queue/summary` without reading a million files: grouped by the names of the next
-    /// hops each message waits for, counted per age bucket (now minus the arrival time in
-    /// the queue id; `bounds_secs` are the buckets' upper bounds, the last bucket holds
-    /// everything older). `None` while the backlog is still being read from disk (the
-    /// timers do not hold all of `deferred/` yet), or when the queue has stopped: then
-    /// read the spool. Messages changing state at that moment may be missed (a due
-    /// message being loaded is in `active/`).
-    pub async fn deferred_shape(
-        &self,
-        now_micros: i64,
-        bounds_secs: Vec<u64>,
-    ) -> Option<DeferredShape> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Cmd::DeferredShape {
-            now_micros,
-            bounds_secs,
-            reply: tx,
-        });
-        rx.await.ok().flatten()
-    }
-
-    pub(crate) fn send(&self, cmd: Cmd) {
-        self.beat.add_waiting(1);
-        if self.tx.send(cmd).is_err() {
-            self.beat.done_waiting(1);
-        }
-    }
-}
-
-/// See [`QueueHandle::deferred_shape`]: (next hop names, count per age bucket).
-pub type DeferredShape = Vec<(Vec<String>, Vec<u64>)>;
+pub use crate::channel::{QueueHandle, QueueReceiver, channel};
 
 /// The running queue.
 pub struct Queue {
@@ -279,26 +75,6 @@ pub struct Queue {
     task: JoinHandle<HashSet<QueueId>>,
     /// This run's probe journal (`None` when it could not be made).
     probes: Option<Arc<ProbeLog>>,
-}
-
-/// Creates the channel first, so the intake can hold a handle before the queue starts.
-/// `beat` is the scheduler's heartbeat (`Heartbeat::detached` when not watched).
-pub fn channel(beat: Heartbeat) -> (QueueHandle, QueueReceiver) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (
-        QueueHandle {
-            tx: tx.clone(),
-            beat: beat.clone(),
-        },
-        QueueReceiver { rx, tx, beat },
-    )
-}
-
-/// The receiving end, given to [`Queue::start`].
-pub struct QueueReceiver {
-    rx: mpsc::UnboundedReceiver<Cmd>,
-    tx: mpsc::UnboundedSender<Cmd>,
-    beat: Heartbeat,
 }
 
 impl Queue {
@@ -313,10 +89,7 @@ impl Queue {
         let scan = tokio::task::spawn_blocking(move || initial_scan(&spool))
             .await
             .map_err(|e| SpoolError::BlockingTask(e.to_string()))??;
-        let handle = QueueHandle {
-            tx: receiver.tx.clone(),
-            beat: receiver.beat.clone(),
-        };
+        let handle = QueueHandle::of(&receiver);
         // What was in process when the previous run died: suspects, and the crashes the
         // evidence attributes, counted before anything else happens (`probe`).
         let recovered = probe::recover(&ctx, scan.active).await;
@@ -417,7 +190,7 @@ fn load_backlog(ctx: Arc<Context>, handle: QueueHandle) {
         fault_injection::hold_backlog_load();
         let spool = ctx.spool.clone();
         let mut take = |batch: Vec<tern_spool::DeferredEntry>| {
-            if handle.tx.is_closed() {
+            if handle.is_closed() {
                 return false;
             }
             if batch.is_empty() {
@@ -454,9 +227,6 @@ fn load_backlog(ctx: Arc<Context>, handle: QueueHandle) {
     }));
 }
 
-/// A next hop and the last deferral text of a message's recipients for it.
-type HopError = (NextHop, String);
-
 /// The next hops of the pending and deferred recipients of `envelope`, routed with
 /// `routes`, with each one's last deferral text from `record` (for the scheduler's
 /// view of destinations; routing again at delivery decides).
@@ -479,7 +249,7 @@ fn waiting_hops(
             Some(RecipientStatus::Deferred { reply }) => reply.clone(),
             Some(_) => continue,
         };
-        let domain = message::domain_of(&r.address);
+        let domain = crate::plan::domain_of(&r.address);
         let hop = routes.route(&domain).next_hop;
         match hops.iter_mut().find(|(h, _)| *h == hop) {
             Some((_, e)) if e.is_empty() => *e = error,
@@ -672,12 +442,12 @@ impl Scheduler {
                     Err(Handoff::Job(job, conn, slot)) => {
                         self.dispatch.put_back(slot.hop().clone(), job);
                         if let Some(c) = conn {
-                            attempt::close_in_background(c);
+                            close_in_background(c);
                         }
                     }
                     Err(Handoff::Done { close, .. }) => {
                         if let Some(c) = close {
-                            attempt::close_in_background(c);
+                            close_in_background(c);
                         }
                     }
                 }
@@ -692,7 +462,7 @@ impl Scheduler {
                 if let Err(Some(conn)) = reply.send(found) {
                     // The worker is gone: the connection goes back.
                     if let Some(close) = self.park(conn) {
-                        attempt::close_in_background(close);
+                        close_in_background(close);
                     }
                 }
             }
@@ -754,9 +524,9 @@ impl Scheduler {
             Cmd::AdminDone { id, requeue } => {
                 self.running.remove(&id);
                 match requeue {
-                    crate::admin::Requeue::Nothing => {}
-                    crate::admin::Requeue::Now(state) => self.push_backlog(id, state),
-                    crate::admin::Requeue::At {
+                    Requeue::Nothing => {}
+                    Requeue::Now(state) => self.push_backlog(id, state),
+                    Requeue::At {
                         due,
                         state,
                         record,
@@ -774,7 +544,7 @@ impl Scheduler {
                     job.answer(result);
                 }
                 for conn in self.cache.drain() {
-                    attempt::close_in_background(conn);
+                    close_in_background(conn);
                 }
             }
         }
@@ -783,13 +553,7 @@ impl Scheduler {
     /// An administrator's action: refused while the message is processed or about to
     /// be; otherwise the message is taken from the retry timers and marked running while
     /// its admin task works, so no message task can start on it meanwhile.
-    fn admin(
-        &mut self,
-        id: QueueId,
-        action: crate::admin::AdminAction,
-        reply: crate::admin::Reply,
-    ) {
-        use crate::admin::AdminRefusal;
+    fn admin(&mut self, id: QueueId, action: AdminAction, reply: AdminReply) {
         if self.stopping.is_some() {
             let _ = reply.send(Err(AdminRefusal::Unavailable(
                 "the queue is stopping".into(),
@@ -1088,7 +852,7 @@ impl Scheduler {
                     "transactions" => conn.session.transactions(),
                 ),
             );
-            attempt::close_in_background(conn);
+            close_in_background(conn);
         }
     }
 

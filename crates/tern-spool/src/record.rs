@@ -98,6 +98,114 @@ pub struct RecipientRecord {
     /// stays far below [`MAX_RECORD_LEN`] (see [`RecipientRecord::remember`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptEntry>,
+    /// The reply behind `status`, typed (code, enhanced status code, text, the host that
+    /// gave it), for the DSN builder. Written with every status since it was added; a
+    /// record written before has none, and `status`'s text and `remote_mta` are all
+    /// there is. Readers that show the reply keep using `status`, which is still written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+}
+
+/// A reply as the queue keeps it: from a remote server (`remote` names it) or made by
+/// Tern for a local decision (`remote` is `None`). Its `Display` is the reply as one
+/// line, `550 5.1.1 text`, the form `RecipientStatus` stores.
+///
+/// Invariants: `text` and `remote` are at most [`MAX_REPLY_LEN`] octets each
+/// ([`Reply::new`] and [`Reply::with_remote`] cut them). A record from disk may hold any
+/// values (it is Tern's own, checksummed, but not trusted to be sane): [`Reply::status`]
+/// never returns an ill-formed status whatever they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The three-digit reply code.
+    pub code: u16,
+    /// The enhanced status code (RFC 3463), `(class, subject, detail)`, when the reply
+    /// had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhanced: Option<(u8, u16, u16)>,
+    /// The text after the code and the enhanced status code (the lines of a multi-line
+    /// reply joined by spaces); may be empty.
+    #[serde(default)]
+    pub text: String,
+    /// `host[address]` of the server that gave the reply; `None` for Tern's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+}
+
+impl Reply {
+    /// A reply, its text and remote host cut to their bounds.
+    pub fn new(
+        code: u16,
+        enhanced: Option<(u8, u16, u16)>,
+        text: &str,
+        remote: Option<&str>,
+    ) -> Reply {
+        Reply {
+            code,
+            enhanced,
+            text: cut(text, MAX_REPLY_LEN),
+            remote: remote.map(|r| cut(r, MAX_REPLY_LEN)),
+        }
+    }
+
+    /// The same reply, given by `remote`.
+    pub fn with_remote(mut self, remote: &str) -> Reply {
+        self.remote = Some(cut(remote, MAX_REPLY_LEN));
+        self
+    }
+
+    /// The DSN status (RFC 3464 §2.3.4): the enhanced status code when there is a
+    /// well-formed one (class 2, 4 or 5, subject and detail of at most three digits),
+    /// else the default of the reply code's class (`2.0.0`, `4.0.0`, `5.0.0`).
+    pub fn status(&self) -> String {
+        match self.enhanced {
+            Some((class @ (2 | 4 | 5), subject, detail)) if subject < 1000 && detail < 1000 => {
+                format!("{class}.{subject}.{detail}")
+            }
+            _ => match self.code / 100 {
+                2 => "2.0.0".into(),
+                4 => "4.0.0".into(),
+                _ => "5.0.0".into(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Reply {
+    /// `550 5.1.1 text` (without the parts that are absent).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some((c, s, d)) = self.enhanced {
+            write!(f, " {c}.{s}.{d}")?;
+        }
+        if !self.text.is_empty() {
+            write!(f, " {}", self.text)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses an enhanced status code `class.subject.detail` (RFC 3463: class 2, 4 or 5,
+/// subject and detail of one to three digits), as Tern writes them in its own replies
+/// and in the `reject` routes' configuration.
+pub fn parse_enhanced(text: &str) -> Option<(u8, u16, u16)> {
+    let mut parts = text.split('.');
+    let (Some(c), Some(s), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let num = |p: &str| {
+        (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<u16>().ok())
+            .flatten()
+    };
+    let class = match c {
+        "2" => 2,
+        "4" => 4,
+        "5" => 5,
+        _ => return None,
+    };
+    Some((class, num(s)?, num(d)?))
 }
 
 /// One attempt's result for one recipient, for the operator (`GET /api/v1/queue/{id}`).
@@ -269,6 +377,80 @@ mod tests {
             decode(&good, QueueId::generate()).is_err(),
             "wrong id accepted"
         );
+    }
+
+    #[test]
+    fn typed_replies_are_optional_and_round_trip() {
+        // Written with the typed reply: it comes back.
+        let mut rec = sample();
+        rec.recipients[0].reply = Some(Reply::new(
+            250,
+            Some((2, 0, 0)),
+            "ok",
+            Some("mx.test[192.0.2.1]"),
+        ));
+        rec.recipients[1].reply = Some(Reply::new(451, None, "later", None));
+        let bytes = encode(&rec);
+        let json = String::from_utf8_lossy(&bytes[RECORD_HEADER_LEN..]).into_owned();
+        assert!(json.contains(r#""reply":{"code":250,"enhanced":[2,0,0],"text":"ok","remote":"mx.test[192.0.2.1]"}"#), "{json}");
+        assert_eq!(decode(&bytes, rec.id).unwrap(), rec);
+        // Written without (before the field existed): decodes, with none.
+        let old = br#"{"id":"ID","attempts":1,"recipients":[{"status":{"state":"failed","reply":"550 5.1.1 no"},"remote_mta":"mx.test[192.0.2.1]"}]}"#;
+        let json = String::from_utf8_lossy(old).replace("ID", &rec.id.to_string());
+        let mut bytes = RECORD_MAGIC.to_vec();
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(json.as_bytes()).to_le_bytes());
+        bytes.extend_from_slice(json.as_bytes());
+        let got = decode(&bytes, rec.id).unwrap();
+        assert_eq!(got.recipients[0].reply, None);
+        assert_eq!(
+            got.recipients[0].status,
+            RecipientStatus::Failed {
+                reply: "550 5.1.1 no".into()
+            }
+        );
+        // A record without typed replies writes no `reply` field at all.
+        let plain = encode(&sample());
+        assert!(!String::from_utf8_lossy(&plain).contains(r#""reply":{"#));
+    }
+
+    #[test]
+    fn a_typed_reply_prints_as_the_status_text_and_gives_its_status() {
+        let r = Reply::new(550, Some((5, 1, 1)), "no such user", Some("mx[192.0.2.1]"));
+        assert_eq!(r.to_string(), "550 5.1.1 no such user");
+        assert_eq!(r.status(), "5.1.1");
+        assert_eq!(Reply::new(421, None, "", None).to_string(), "421");
+        assert_eq!(Reply::new(421, None, "bye", None).status(), "4.0.0");
+        assert_eq!(Reply::new(250, None, "ok", None).status(), "2.0.0");
+        assert_eq!(Reply::new(550, None, "no", None).status(), "5.0.0");
+        // Expiry keeps the transient status of the last deferral (as Postfix does).
+        assert_eq!(
+            Reply::new(554, Some((4, 4, 7)), "expired", None).status(),
+            "4.4.7"
+        );
+        // Nonsense from a damaged record never makes an ill-formed status.
+        assert_eq!(
+            Reply::new(550, Some((7, 1, 1)), "x", None).status(),
+            "5.0.0"
+        );
+        assert_eq!(
+            Reply::new(450, Some((4, 1000, 1)), "x", None).status(),
+            "4.0.0"
+        );
+        assert_eq!(Reply::new(0, None, "x", None).status(), "5.0.0");
+        let long = Reply::new(550, None, &"x".repeat(MAX_REPLY_LEN * 2), None);
+        assert_eq!(long.text.len(), MAX_REPLY_LEN);
+    }
+
+    #[test]
+    fn enhanced_codes_parse_only_when_well_formed() {
+        assert_eq!(parse_enhanced("5.7.1"), Some((5, 7, 1)));
+        assert_eq!(parse_enhanced("4.4.100"), Some((4, 4, 100)));
+        for bad in [
+            "", "5.7", "5.7.1.2", "3.0.0", "5.a.1", "5..1", "5.1.1000", "5.7.1 ",
+        ] {
+            assert_eq!(parse_enhanced(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! Open connections and where they lead: what the delivery workers, the LMTP delivery
+//! and the scheduler's connection cache (`conncache.rs`) pass between them.
+//!
+//! Invariant: a [`Conn`] is only ever made from a session `SmtpSession::connect`
+//! returned, so it passed the greeting's loop check (`attempt.rs`) when it was opened.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tern_deliver::SmtpSession;
+
+use crate::Context;
+
+/// Where an open connection can be reused: the cache's key. A connection made for one
+/// next hop serves another whose walk reaches the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum EndpointKey {
+    /// SMTP to `addr` under the TLS policy `tls`. Under `verify`, `name` is the host name
+    /// the certificate was checked against (a job whose MX host has another name needs
+    /// a connection of its own); under the other policies any certificate is accepted,
+    /// so the name does not matter and is `None`.
+    Smtp {
+        addr: SocketAddr,
+        tls: tern_deliver::TlsPolicy,
+        name: Option<String>,
+    },
+    /// LMTP to this server.
+    Lmtp(tern_deliver::Endpoint),
+}
+
+impl EndpointKey {
+    /// The key of an SMTP connection to `addr` (MX host `host`) under `tls`.
+    pub(crate) fn smtp(addr: SocketAddr, tls: tern_deliver::TlsPolicy, host: &str) -> Self {
+        EndpointKey::Smtp {
+            addr,
+            tls,
+            name: (tls == tern_deliver::TlsPolicy::Verify).then(|| host.to_ascii_lowercase()),
+        }
+    }
+}
+
+impl std::fmt::Display for EndpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointKey::Smtp { addr, tls, name } => {
+                write!(f, "{addr} tls={tls:?}")?;
+                match name {
+                    Some(n) => write!(f, " verified={n}"),
+                    None => Ok(()),
+                }
+            }
+            EndpointKey::Lmtp(e) => write!(f, "lmtp {e}"),
+        }
+    }
+}
+
+/// An open, greeted connection, and what it may be reused for.
+pub(crate) struct Conn {
+    /// Where it leads (the cache's key).
+    pub key: EndpointKey,
+    /// Boxed: a connection travels in the scheduler's commands.
+    pub session: Box<SmtpSession>,
+    /// The host name it is used under now (results say `host[address]`).
+    pub host: String,
+    /// When it was opened.
+    pub opened: Instant,
+}
+
+impl Conn {
+    /// A connection just opened to `key` under the host name `host`.
+    pub(crate) fn new(key: EndpointKey, session: SmtpSession, host: &str) -> Conn {
+        Conn {
+            key,
+            session: Box::new(session),
+            host: host.to_string(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// `host[address]` for results and events.
+    pub(crate) fn remote(&self) -> String {
+        format!("{}[{}]", self.host, self.session.peer().ip())
+    }
+
+    /// Whether it may carry another transaction at `now`: in sync, under
+    /// `max_messages_per_connection` and `max_connection_age_secs`.
+    pub(crate) fn reusable(&self, ctx: &Context, now: Instant) -> bool {
+        self.session.is_usable()
+            && self.session.transactions() < ctx.delivery.max_messages_per_connection
+            && now.saturating_duration_since(self.opened)
+                < Duration::from_secs(ctx.delivery.max_connection_age_secs)
+    }
+}
+
+/// Closes `conn` in a task of its own (QUIT, bounded by the QUIT timeout): for
+/// connections the scheduler lets go (idle time over, queue stopping), which no worker
+/// holds.
+pub(crate) fn close_in_background(conn: Conn) {
+    tokio::spawn(conn.session.quit());
+}
