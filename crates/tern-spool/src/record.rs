@@ -169,7 +169,14 @@ pub fn encode(record: &DeliveryRecord) -> Vec<u8> {
     out
 }
 
-/// Decodes and validates a record read from `records/<expected>`.
+/// The record's JSON, as a record frame in the message file carries it
+/// (`format::frame`).
+pub fn encode_json(record: &DeliveryRecord) -> Vec<u8> {
+    // Serialising plain structs of strings and integers cannot fail.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// Decodes and validates a record read from a legacy `records/<expected>` file.
 pub fn decode(bytes: &[u8], expected: QueueId) -> Result<DeliveryRecord, CorruptReason> {
     let bad = |what: &str| CorruptReason::BadRecord(what.to_string());
     if bytes.len() > MAX_RECORD_LEN {
@@ -193,10 +200,20 @@ pub fn decode(bytes: &[u8], expected: QueueId) -> Result<DeliveryRecord, Corrupt
     if crc32c::crc32c(json) != le(crc) {
         return Err(bad("record checksum mismatch"));
     }
+    decode_json(json, expected)
+}
+
+/// Decodes and validates a record's JSON (from a legacy file, after its header was
+/// checked, or from an authenticated record frame): shape, id, recipient count.
+pub fn decode_json(json: &[u8], expected: QueueId) -> Result<DeliveryRecord, CorruptReason> {
+    let bad = |what: &str| CorruptReason::BadRecord(what.to_string());
+    if json.len() > MAX_RECORD_LEN {
+        return Err(bad("record larger than the limit"));
+    }
     let record: DeliveryRecord =
         serde_json::from_slice(json).map_err(|e| bad(&format!("record JSON: {e}")))?;
     if record.id != expected {
-        return Err(bad("record id does not match its file name"));
+        return Err(bad("record id does not match its message"));
     }
     if record.recipients.len() > MAX_RECIPIENTS {
         return Err(bad("record has too many recipients"));

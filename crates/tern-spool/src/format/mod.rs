@@ -64,6 +64,7 @@ use crate::envelope::{Envelope, EnvelopeError};
 use crate::error::{CorruptReason, Section};
 use crate::id::QueueId;
 
+pub(crate) mod frame;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,397 @@
+//! Delivery-record frames appended to a message file (format version 2), and how a
+//! reader finds the version-1 part and the last record in a file that may end with
+//! frames, or with a frame torn by a crash. No I/O of its own: the file is read through
+//! [`ReadAt`] (a `File`, or bytes in memory).
+//!
+//! The layout and the argument for the search are in the module header of `format`
+//! ("Version 2: record frames"). In short:
+//!
+//! - a frame is `JSON | footer(64)`; the footer's MAC (keyed BLAKE3 with a key derived
+//!   from `spool.key`) covers the queue id, the 56 bytes of the file's own version-1
+//!   trailer, the footer's first 32 bytes (lengths, `base`, the frame's own offset) and
+//!   the JSON, so only this spool can make one, for this message, at this place;
+//! - [`locate`] tries, in order: an authenticated frame ending at the end of the file;
+//!   a version-1 trailer ending there (a file with no frame); and only then (a torn tail)
+//!   searches backwards, at most one largest frame, for the nearest authenticated frame
+//!   or version-1 trailer (the trailer only when the bytes after it are what our append
+//!   would have started with).
+//!
+//! Invariants: nothing is allocated or read because of a length from the file before it
+//! is checked against the file's real length and [`MAX_FRAME_JSON`]; the search reads
+//! [`SCAN_CHUNK`] bytes at a time, never the whole window at once.
+
+use std::io;
+
+use crate::error::CorruptReason;
+use crate::id::QueueId;
+use crate::record::MAX_RECORD_LEN;
+use crate::store::key::{MAC_LEN, SpoolKey};
+
+use super::{MIN_FILE_LEN, TRAILER_LEN, TRAILER_MAGIC, Trailer, decode_trailer};
+
+/// Magic at the start of a frame footer.
+pub const FRAME_MAGIC: [u8; 8] = *b"TERNRFR1";
+/// Length of a frame footer.
+pub const FOOTER_LEN: usize = 64;
+/// Largest record JSON a frame carries (the record's own bound).
+pub const MAX_FRAME_JSON: u64 = MAX_RECORD_LEN as u64;
+/// When the frames of a file (including the one being written) would pass this many
+/// bytes, the next write compacts (see [`plan_write`]).
+pub const COMPACT_AT: u64 = 64 * 1024;
+/// Bytes read at a time by the backwards search of a torn tail.
+pub const SCAN_CHUNK: usize = 64 * 1024;
+
+/// Random-access reads of a message file.
+pub trait ReadAt {
+    /// Fills `buf` from `offset`; `UnexpectedEof` when the source is shorter.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for std::fs::File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|s| s.checked_add(buf.len()).map(|e| (s, e)))
+            .and_then(|(s, e)| self.get(s..e))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// Why [`locate`] failed.
+#[derive(Debug)]
+pub enum LocateError {
+    /// The file has no usable version-1 part (the reason of the plain version-1 check).
+    Corrupt(CorruptReason),
+    /// A read failed.
+    Io(io::Error),
+}
+
+impl From<io::Error> for LocateError {
+    fn from(e: io::Error) -> Self {
+        LocateError::Io(e)
+    }
+}
+
+/// The last valid frame of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastFrame {
+    /// Offset of its JSON (where the frame starts).
+    pub offset: u64,
+    /// The record's JSON (authenticated; still to be decoded by `record::decode_json`).
+    pub json: Vec<u8>,
+}
+
+/// What [`locate`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The version-1 trailer, decoded against `base`.
+    pub trailer: Trailer,
+    /// Its raw bytes (the MAC of every frame of this file covers them).
+    pub trailer_bytes: [u8; TRAILER_LEN],
+    /// Length of the version-1 part: where the frames start.
+    pub base: u64,
+    /// End of the intact part: `base`, or the end of the last valid frame. Less than the
+    /// file length only when the tail is torn; the next write starts here.
+    pub end: u64,
+    /// The last valid frame, if any.
+    pub last: Option<LastFrame>,
+}
+
+/// A decoded (not yet authenticated) footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Footer {
+    json_len: u64,
+    base: u64,
+    offset: u64,
+}
+
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)?.try_into().ok().map(u32::from_le_bytes)
+}
+
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8)?.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// The footer's first 32 bytes: magic, JSON length, 0, base, offset.
+fn footer_head(json_len: u32, base: u64, offset: u64) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    h[0..8].copy_from_slice(&FRAME_MAGIC);
+    h[8..12].copy_from_slice(&json_len.to_le_bytes());
+    h[16..24].copy_from_slice(&base.to_le_bytes());
+    h[24..32].copy_from_slice(&offset.to_le_bytes());
+    h
+}
+
+fn mac(
+    key: &SpoolKey,
+    id: QueueId,
+    trailer: &[u8; TRAILER_LEN],
+    head: &[u8],
+    json: &[u8],
+) -> [u8; MAC_LEN] {
+    let id = id.to_string();
+    key.mac(&[id.as_bytes(), trailer, head, json])
+}
+
+/// Encodes one frame for message `id`, to be written at `offset` of a file whose
+/// version-1 part is `base` bytes long and ends with `trailer`. `key` is the record key
+/// (`SpoolKey::for_records`). `None` if the JSON is larger than [`MAX_FRAME_JSON`].
+pub fn encode_frame(
+    key: &SpoolKey,
+    id: QueueId,
+    trailer: &[u8; TRAILER_LEN],
+    base: u64,
+    offset: u64,
+    json: &[u8],
+) -> Option<Vec<u8>> {
+    if json.len() as u64 > MAX_FRAME_JSON {
+        return None;
+    }
+    let len = u32::try_from(json.len()).ok()?;
+    let head = footer_head(len, base, offset);
+    let tag = mac(key, id, trailer, &head, json);
+    let mut out = Vec::with_capacity(json.len() + FOOTER_LEN);
+    out.extend_from_slice(json);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&tag);
+    out.extend_from_slice(&[0u8; 12]);
+    let crc = crc32c::crc32c(out.get(json.len()..).unwrap_or_default());
+    out.extend_from_slice(&crc.to_le_bytes());
+    Some(out)
+}
+
+/// Checks a footer's structure (magic, CRC, zeros, lengths) for a frame ending at `end`.
+fn decode_footer(b: &[u8; FOOTER_LEN], end: u64) -> Option<Footer> {
+    if b[0..8] != FRAME_MAGIC || crc32c::crc32c(&b[0..60]) != le_u32(b, 60)? {
+        return None;
+    }
+    if le_u32(b, 12)? != 0 || b[48..60].iter().any(|&x| x != 0) {
+        return None;
+    }
+    let json_len = u64::from(le_u32(b, 8)?);
+    let base = le_u64(b, 16)?;
+    let offset = le_u64(b, 24)?;
+    let frame_end = offset
+        .checked_add(json_len)?
+        .checked_add(FOOTER_LEN as u64)?;
+    if json_len > MAX_FRAME_JSON || frame_end != end || base < MIN_FILE_LEN || offset < base {
+        return None;
+    }
+    Some(Footer {
+        json_len,
+        base,
+        offset,
+    })
+}
+
+/// The frame ending exactly at `end`, if there is one there and it is authentic.
+fn frame_ending_at<R: ReadAt + ?Sized>(
+    r: &R,
+    end: u64,
+    id: QueueId,
+    key: &SpoolKey,
+) -> Result<Option<Layout>, io::Error> {
+    let Some(at) = end.checked_sub(FOOTER_LEN as u64) else {
+        return Ok(None);
+    };
+    let mut b = [0u8; FOOTER_LEN];
+    r.read_exact_at(&mut b, at)?;
+    let Some(f) = decode_footer(&b, end) else {
+        return Ok(None);
+    };
+    let mut tb = [0u8; TRAILER_LEN];
+    // decode_footer checked base >= MIN_FILE_LEN > TRAILER_LEN.
+    r.read_exact_at(&mut tb, f.base.saturating_sub(TRAILER_LEN as u64))?;
+    let Ok(trailer) = decode_trailer(&tb, f.base) else {
+        return Ok(None);
+    };
+    // Bounded by MAX_FRAME_JSON and by the file (the footer ends at `end`).
+    let n = usize::try_from(f.json_len).map_err(|_| io::ErrorKind::InvalidData)?;
+    let mut json = vec![0u8; n];
+    r.read_exact_at(&mut json, f.offset)?;
+    let id_text = id.to_string();
+    let parts: [&[u8]; 4] = [id_text.as_bytes(), &tb, &b[0..32], &json];
+    if !key.verify(&parts, &b[32..32 + MAC_LEN]) {
+        return Ok(None);
+    }
+    Ok(Some(Layout {
+        trailer,
+        trailer_bytes: tb,
+        base: f.base,
+        end,
+        last: Some(LastFrame {
+            offset: f.offset,
+            json,
+        }),
+    }))
+}
+
+/// A version-1 trailer ending at `end` (a file of `end` bytes with no frame).
+fn trailer_ending_at<R: ReadAt + ?Sized>(
+    r: &R,
+    end: u64,
+) -> Result<Result<Layout, CorruptReason>, io::Error> {
+    if end < MIN_FILE_LEN {
+        return Ok(Err(CorruptReason::Truncated));
+    }
+    let mut tb = [0u8; TRAILER_LEN];
+    r.read_exact_at(&mut tb, end - TRAILER_LEN as u64)?;
+    Ok(decode_trailer(&tb, end).map(|trailer| Layout {
+        trailer,
+        trailer_bytes: tb,
+        base: end,
+        end,
+        last: None,
+    }))
+}
+
+/// What every frame of message `id` starts with: its JSON opens with the record's id
+/// (the first field of `DeliveryRecord`).
+fn frame_prefix(id: QueueId) -> Vec<u8> {
+    format!("{{\"id\":\"{id}\"").into_bytes()
+}
+
+/// Whether the bytes from `from` to `len` can be a torn first append to a file without
+/// frames: they start with a prefix of what the first frame starts with, or are zeros
+/// (a filesystem that extended the file without its data).
+fn torn_after<R: ReadAt + ?Sized>(
+    r: &R,
+    from: u64,
+    len: u64,
+    id: QueueId,
+) -> Result<bool, io::Error> {
+    let prefix = frame_prefix(id);
+    let n = usize::try_from(len.saturating_sub(from)).map_or(prefix.len(), |n| n.min(prefix.len()));
+    let mut b = vec![0u8; n];
+    r.read_exact_at(&mut b, from)?;
+    Ok(prefix.get(..n).is_some_and(|p| p == b.as_slice()) || b.iter().all(|&x| x == 0))
+}
+
+/// Finds the version-1 part and the last valid record frame of message `id`'s file of
+/// `len` bytes (see the module header for the order). `key`: the record key; without
+/// one (a read-only spool that cannot read `spool.key`) frames are not recognised.
+pub fn locate<R: ReadAt + ?Sized>(
+    r: &R,
+    len: u64,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<Layout, LocateError> {
+    if len < MIN_FILE_LEN {
+        return Err(LocateError::Corrupt(CorruptReason::Truncated));
+    }
+    if let Some(key) = key
+        && let Some(found) = frame_ending_at(r, len, id, key)?
+    {
+        return Ok(found);
+    }
+    let reason = match trailer_ending_at(r, len)? {
+        Ok(found) => return Ok(found),
+        Err(reason) => reason,
+    };
+    match search_back(r, len, id, key)? {
+        Some(found) => Ok(found),
+        None => Err(LocateError::Corrupt(reason)),
+    }
+}
+
+/// The torn-tail search: candidate ends from `len - 1` down to one largest frame
+/// before `len`, nearest first; the first authenticated frame, or version-1 trailer
+/// followed by what a torn append leaves, wins.
+fn search_back<R: ReadAt + ?Sized>(
+    r: &R,
+    len: u64,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<Option<Layout>, io::Error> {
+    let floor = len
+        .saturating_sub(MAX_FRAME_JSON + FOOTER_LEN as u64)
+        .max(MIN_FILE_LEN);
+    // Candidate ends in (lo, hi], read as the bytes [lo - FOOTER_LEN, hi).
+    let mut hi = len - 1;
+    let mut buf = Vec::new();
+    while hi >= floor {
+        let lo = hi.saturating_sub(SCAN_CHUNK as u64).max(floor - 1);
+        let start = lo + 1 - FOOTER_LEN as u64;
+        let n = usize::try_from(hi - start).map_err(|_| io::ErrorKind::InvalidData)?;
+        buf.clear();
+        buf.resize(n, 0);
+        r.read_exact_at(&mut buf, start)?;
+        // (end, is a frame) for each magic whose structure ends in (lo, hi].
+        let mut ends: Vec<(u64, bool)> = Vec::new();
+        for (i, w) in buf.windows(8).enumerate() {
+            let at = start + i as u64;
+            let end = if w == FRAME_MAGIC {
+                (at + FOOTER_LEN as u64, true)
+            } else if w == TRAILER_MAGIC {
+                (at + TRAILER_LEN as u64, false)
+            } else {
+                continue;
+            };
+            if end.0 > lo && end.0 <= hi {
+                ends.push(end);
+            }
+        }
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        for (end, is_frame) in ends {
+            if is_frame {
+                if let Some(key) = key
+                    && let Some(found) = frame_ending_at(r, end, id, key)?
+                {
+                    return Ok(Some(found));
+                }
+            } else if let Ok(found) = trailer_ending_at(r, end)?
+                && torn_after(r, end, len, id)?
+            {
+                return Ok(Some(found));
+            }
+        }
+        if lo < floor {
+            break;
+        }
+        hi = lo;
+    }
+    Ok(None)
+}
+
+/// Where the next frame goes and what to do around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritePlan {
+    /// Offset of the new frame.
+    pub offset: u64,
+    /// The file's length once the frame is written (the file is cut to it when longer).
+    pub new_len: u64,
+    /// The frame is written over the old frames at `base`, in front of the last valid
+    /// frame (which stays intact), synced, and only then is the file cut to `new_len`.
+    pub compact: bool,
+}
+
+/// Decides where a frame of `frame_len` bytes goes in a file of `len` bytes laid out as
+/// `layout`: at the intact end (cutting off a torn tail), or, once the frames would pass
+/// [`COMPACT_AT`], at `base` if it fits before the last valid frame (compaction).
+pub fn plan_write(layout: &Layout, frame_len: u64) -> WritePlan {
+    let frames = (layout.end - layout.base).saturating_add(frame_len);
+    if frames > COMPACT_AT
+        && let Some(last) = &layout.last
+        && layout.base.saturating_add(frame_len) <= last.offset
+    {
+        return WritePlan {
+            offset: layout.base,
+            new_len: layout.base + frame_len,
+            compact: true,
+        };
+    }
+    WritePlan {
+        offset: layout.end,
+        new_len: layout.end.saturating_add(frame_len),
+        compact: false,
+    }
+}
