@@ -261,8 +261,9 @@ fn frame_prefix(id: QueueId) -> Vec<u8> {
 }
 
 /// Whether the bytes from `from` to `len` can be a torn first append to a file without
-/// frames: they start with a prefix of what the first frame starts with, or are zeros
-/// (a filesystem that extended the file without its data).
+/// frames: their first bytes (up to the length of [`frame_prefix`]) are a prefix of what
+/// the first frame starts with, then zeros (a filesystem that extended the file without
+/// writing all of its data).
 fn torn_after<R: ReadAt + ?Sized>(
     r: &R,
     from: u64,
@@ -273,7 +274,10 @@ fn torn_after<R: ReadAt + ?Sized>(
     let n = usize::try_from(len.saturating_sub(from)).map_or(prefix.len(), |n| n.min(prefix.len()));
     let mut b = vec![0u8; n];
     r.read_exact_at(&mut b, from)?;
-    Ok(prefix.get(..n).is_some_and(|p| p == b.as_slice()) || b.iter().all(|&x| x == 0))
+    // Our bytes as far as they got, then zeros (or nothing).
+    let ours = b.iter().zip(&prefix).take_while(|(x, y)| x == y).count();
+    Ok(b.get(ours..)
+        .is_some_and(|rest| rest.iter().all(|&x| x == 0)))
 }
 
 /// Finds the version-1 part and the last valid record frame of message `id`'s file of
@@ -393,5 +397,275 @@ pub fn plan_write(layout: &Layout, frame_len: u64) -> WritePlan {
         offset: layout.end,
         new_len: layout.end.saturating_add(frame_len),
         compact: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Frames: round trip, last frame wins, torn tails at every byte, forgeries in the
+    //! content, frames of a previous occupant, compaction. These model the writer of
+    //! `Inner::append_record` on bytes in memory.
+
+    use super::*;
+    use crate::envelope::RecipientStatus;
+    use crate::format::encode;
+    use crate::record::{DeliveryRecord, decode_json, encode_json};
+    use crate::testutil::envelope;
+
+    fn key() -> SpoolKey {
+        SpoolKey::for_tests(7).for_records()
+    }
+
+    fn message(content: &[u8]) -> (QueueId, Vec<u8>) {
+        let id = QueueId::generate();
+        let env = envelope(id, content.len() as u64, 2);
+        (id, encode(content, &env).unwrap_or_default())
+    }
+
+    fn record(id: QueueId, attempts: u32) -> DeliveryRecord {
+        let mut r = DeliveryRecord::new(id, 2);
+        r.attempts = attempts;
+        r.recipients[0].status = RecipientStatus::Deferred {
+            reply: format!("451 try {attempts}"),
+        };
+        r
+    }
+
+    fn find(file: &[u8], id: QueueId, key: &SpoolKey) -> Result<Layout, LocateError> {
+        locate(file, file.len() as u64, id, Some(key))
+    }
+
+    /// What `append_record` does, in memory: plan, encode, write, cut.
+    fn append(file: &mut Vec<u8>, id: QueueId, key: &SpoolKey, rec: &DeliveryRecord) {
+        let layout = find(file, id, key).unwrap_or_else(|e| panic!("{e:?}"));
+        let json = encode_json(rec);
+        let plan = plan_write(&layout, (json.len() + FOOTER_LEN) as u64);
+        let frame = encode_frame(
+            key,
+            id,
+            &layout.trailer_bytes,
+            layout.base,
+            plan.offset,
+            &json,
+        )
+        .unwrap_or_default();
+        let at = plan.offset as usize;
+        if file.len() < at + frame.len() {
+            file.resize(at + frame.len(), 0);
+        }
+        file[at..at + frame.len()].copy_from_slice(&frame);
+        file.truncate(plan.new_len as usize);
+    }
+
+    fn attempts(layout: &Layout, id: QueueId) -> Option<u32> {
+        layout.last.as_ref().map(|f| {
+            decode_json(&f.json, id)
+                .map(|r| r.attempts)
+                .unwrap_or(u32::MAX)
+        })
+    }
+
+    #[test]
+    fn a_file_without_frames_is_a_version_1_file() {
+        let (id, file) = message(b"Subject: x\r\n\r\nhello\r\n");
+        let l = find(&file, id, &key()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            (l.base, l.end, l.last.is_none()),
+            (file.len() as u64, l.base, true)
+        );
+        assert!(crate::format::decode(&file, Some(id)).is_ok());
+    }
+
+    #[test]
+    fn frames_round_trip_and_the_last_one_wins() {
+        let (id, mut file) = message(b"Subject: x\r\n\r\nhello\r\n");
+        let base = file.len() as u64;
+        let k = key();
+        for n in 1..=5 {
+            append(&mut file, id, &k, &record(id, n));
+            let l = find(&file, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(attempts(&l, id), Some(n));
+            assert_eq!((l.base, l.end), (base, file.len() as u64));
+            // The version-1 part is untouched and still decodes on its own.
+            assert!(crate::format::decode(&file[..base as usize], Some(id)).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_torn_frame_at_every_byte_keeps_the_previous_record() {
+        let (id, v1) = message(b"Subject: torn\r\n\r\nbody\r\n");
+        let k = key();
+        // The first frame torn: no record. The third torn: the second.
+        let mut one = v1.clone();
+        append(&mut one, id, &k, &record(id, 1));
+        let mut two = one.clone();
+        append(&mut two, id, &k, &record(id, 2));
+        let mut three = two.clone();
+        append(&mut three, id, &k, &record(id, 3));
+        for (before, after, want) in [(&v1, &one, None), (&two, &three, Some(2))] {
+            for cut in before.len()..after.len() {
+                for zeros in [false, true] {
+                    // A prefix of the append, or the whole length with the rest zeros
+                    // (a filesystem that kept the new length but not all the data).
+                    let mut torn = after[..cut].to_vec();
+                    if zeros {
+                        torn.resize(after.len(), 0);
+                    }
+                    let l = find(&torn, id, &k)
+                        .unwrap_or_else(|e| panic!("cut {cut} zeros {zeros}: {e:?}"));
+                    assert_eq!(attempts(&l, id), want, "cut {cut} zeros {zeros}");
+                    assert_eq!(l.end, before.len() as u64, "cut {cut} zeros {zeros}");
+                    // The next write cuts the torn bytes off and is found.
+                    let mut again = torn.clone();
+                    append(&mut again, id, &k, &record(id, 9));
+                    let l = find(&again, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+                    assert_eq!(attempts(&l, id), Some(9), "cut {cut}");
+                    assert_eq!(again.len() as u64, l.end);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forged_frames_and_trailers_in_the_content_are_not_accepted() {
+        let k = key();
+        let wrong = SpoolKey::for_tests(8).for_records();
+        // A sender who knows the format (and could guess the id) but not the key: its
+        // content holds a fake version-1 trailer, the bytes a torn append starts with,
+        // and frames made with another key, for this id and a plausible base.
+        let id = QueueId::generate();
+        let mut content = b"Subject: forged\r\n\r\n".to_vec();
+        let fake_trailer = crate::format::encode_trailer(&Trailer {
+            version: crate::format::VERSION,
+            flags: 0,
+            content_crc: 0,
+            content_offset: crate::format::HEADER_LEN as u64,
+            content_len: 1,
+            envelope_offset: crate::format::HEADER_LEN as u64 + 1,
+            envelope_len: 10,
+            envelope_crc: 0,
+        });
+        content.extend_from_slice(&fake_trailer);
+        content.extend_from_slice(frame_prefix(id).as_slice());
+        let forged = encode_frame(
+            &wrong,
+            id,
+            &fake_trailer,
+            200,
+            300,
+            &encode_json(&record(id, 77)),
+        )
+        .unwrap_or_default();
+        content.extend_from_slice(&forged);
+        let env = envelope(id, content.len() as u64, 2);
+        let mut file = encode(&content, &env).unwrap_or_default();
+        let base = file.len() as u64;
+        let l = find(&file, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((l.base, attempts(&l, id)), (base, None));
+        // A forged frame at the very end, and the same torn: never taken.
+        let trailer: [u8; TRAILER_LEN] = file[file.len() - TRAILER_LEN..]
+            .try_into()
+            .unwrap_or([0; 56]);
+        let at_end = encode_frame(
+            &wrong,
+            id,
+            &trailer,
+            base,
+            base,
+            &encode_json(&record(id, 66)),
+        )
+        .unwrap_or_default();
+        let mut with = file.clone();
+        with.extend_from_slice(&at_end);
+        for cut in base as usize..=with.len() {
+            let l = find(&with[..cut], id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!((l.base, attempts(&l, id)), (base, None), "cut {cut}");
+        }
+        // A genuine record, then a torn tail: the search stops at the genuine frame and
+        // never reaches the forgeries in the content.
+        append(&mut file, id, &k, &record(id, 1));
+        let end = file.len();
+        file.extend_from_slice(&at_end[..at_end.len() / 2]);
+        let l = find(&file, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            (l.base, l.end as usize, attempts(&l, id)),
+            (base, end, Some(1))
+        );
+        // Without the key (a read-only spool that cannot read it) no frame counts.
+        let l = locate(file.as_slice(), file.len() as u64, id, None);
+        assert!(matches!(l, Ok(Layout { last: None, .. })), "{l:?}");
+    }
+
+    #[test]
+    fn a_frame_of_a_previous_occupant_or_another_place_is_not_accepted() {
+        let k = key();
+        // The previous occupant of a reused file: its frames, appended after the new
+        // message's bytes (a stale writer), or found after a longer old file.
+        let (old_id, mut old) = message(&vec![b'o'; 3000]);
+        append(&mut old, old_id, &k, &record(old_id, 4));
+        let old_frame =
+            old[old.len() - (encode_json(&record(old_id, 4)).len() + FOOTER_LEN)..].to_vec();
+        let (id, new) = message(b"Subject: new\r\n\r\nnew\r\n");
+        let mut stale = new.clone();
+        stale.extend_from_slice(&old_frame);
+        let l = find(&stale, id, &k);
+        assert!(!matches!(l, Ok(Layout { last: Some(_), .. })), "{l:?}");
+        // Same id, another file (another trailer): not accepted either.
+        let (_, mut other) = message(b"Subject: other\r\n\r\nother\r\n");
+        let mut mine = new.clone();
+        append(&mut mine, id, &k, &record(id, 1));
+        let frame = mine[new.len()..].to_vec();
+        other.extend_from_slice(&frame);
+        let l = find(&other, id, &k);
+        assert!(!matches!(l, Ok(Layout { last: Some(_), .. })), "{l:?}");
+        // The frame moved to another offset of its own file (a second copy appended).
+        let mut moved = mine.clone();
+        append(&mut moved, id, &k, &record(id, 2));
+        moved.extend_from_slice(&frame);
+        let l = find(&moved, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            attempts(&l, id),
+            Some(2),
+            "the copy is not taken as the last frame"
+        );
+    }
+
+    #[test]
+    fn frames_are_compacted_past_the_bound_and_a_cut_short_compaction_is_harmless() {
+        let k = key();
+        let (id, mut file) = message(b"Subject: many\r\n\r\nmany\r\n");
+        let base = file.len();
+        let mut big = record(id, 0);
+        big.last_error = Some("x".repeat(10_000));
+        for n in 1..=40 {
+            big.attempts = n;
+            let before = file.clone();
+            append(&mut file, id, &k, &big);
+            let l = find(&file, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(attempts(&l, id), Some(n));
+            assert!(
+                (file.len() - base) as u64 <= COMPACT_AT + 2 * (10_200 + FOOTER_LEN as u64),
+                "frames stay bounded: {}",
+                file.len() - base
+            );
+            // A compaction cut short (its frame written in front, the cut not done):
+            // the previous record is still the one found.
+            let lb = find(&before, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+            if (file.len() as u64) < lb.end {
+                let mut half = before.clone();
+                half[base..file.len()].copy_from_slice(&file[base..]);
+                let l = find(&half, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
+                assert_eq!(attempts(&l, id), Some(n - 1));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn locate_never_panics_on_any_tail(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let (id, mut file) = message(b"Subject: p\r\n\r\np\r\n");
+            file.extend_from_slice(&tail);
+            let _ = find(&file, id, &key());
+        }
     }
 }
