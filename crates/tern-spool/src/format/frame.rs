@@ -6,15 +6,16 @@
 //! The layout and the argument for the search are in the module header of `format`
 //! ("Version 2: record frames"). In short:
 //!
-//! - a frame is `JSON | footer(64)`; the footer's MAC (keyed BLAKE3 with a key derived
-//!   from `spool.key`) covers the queue id, the 56 bytes of the file's own version-1
-//!   trailer, the footer's first 32 bytes (lengths, `base`, the frame's own offset) and
-//!   the JSON, so only this spool can make one, for this message, at this place;
+//! - a frame is `head(23) | JSON | footer(64)`, the head being `TERNRHD1` and the queue
+//!   id; the footer's MAC (keyed BLAKE3 with a key derived from `spool.key`) covers the
+//!   56 bytes of the file's own version-1 trailer, the footer's first 32 bytes (lengths,
+//!   `base`, the frame's own offset), the head and the JSON, so only this spool can make
+//!   one, for this message, at this place;
 //! - [`locate`] tries, in order: an authenticated frame ending at the end of the file;
 //!   a version-1 trailer ending there (a file with no frame); and only then (a torn tail)
 //!   searches backwards, at most one largest frame, for the nearest authenticated frame
-//!   or version-1 trailer (the trailer only when the bytes after it are what our append
-//!   would have started with).
+//!   or version-1 trailer (the trailer only when the bytes after it are what a first
+//!   append leaves: a prefix of the head, then zeros).
 //!
 //! Invariants: nothing is allocated or read because of a length from the file before it
 //! is checked against the file's real length and [`MAX_FRAME_JSON`]; the search reads
@@ -31,8 +32,17 @@ use super::{MIN_FILE_LEN, TRAILER_LEN, TRAILER_MAGIC, Trailer, decode_trailer};
 
 /// Magic at the start of a frame footer.
 pub const FRAME_MAGIC: [u8; 8] = *b"TERNRFR1";
+/// Magic at the start of a frame (followed by the queue id).
+pub const HEAD_MAGIC: [u8; 8] = *b"TERNRHD1";
+/// Length of a frame's head: [`HEAD_MAGIC`] and the queue id (15 ASCII bytes).
+pub const HEAD_LEN: usize = 8 + 15;
 /// Length of a frame footer.
 pub const FOOTER_LEN: usize = 64;
+
+/// The length of a frame carrying `json_len` bytes of JSON.
+pub fn frame_len(json_len: usize) -> u64 {
+    (HEAD_LEN + json_len + FOOTER_LEN) as u64
+}
 /// Largest record JSON a frame carries (the record's own bound).
 pub const MAX_FRAME_JSON: u64 = MAX_RECORD_LEN as u64;
 /// When the frames of a file (including the one being written) would pass this many
@@ -83,7 +93,7 @@ impl From<io::Error> for LocateError {
 /// The last valid frame of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastFrame {
-    /// Offset of its JSON (where the frame starts).
+    /// Offset of its head (where the frame starts).
     pub offset: u64,
     /// The record's JSON (authenticated; still to be decoded by `record::decode_json`).
     pub json: Vec<u8>,
@@ -131,15 +141,11 @@ fn footer_head(json_len: u32, base: u64, offset: u64) -> [u8; 32] {
     h
 }
 
-fn mac(
-    key: &SpoolKey,
-    id: QueueId,
-    trailer: &[u8; TRAILER_LEN],
-    head: &[u8],
-    json: &[u8],
-) -> [u8; MAC_LEN] {
-    let id = id.to_string();
-    key.mac(&[id.as_bytes(), trailer, head, json])
+/// A frame's head for message `id`: [`HEAD_MAGIC`] and the id.
+fn frame_head(id: QueueId) -> Vec<u8> {
+    let mut h = HEAD_MAGIC.to_vec();
+    h.extend_from_slice(id.to_string().as_bytes());
+    h
 }
 
 /// Encodes one frame for message `id`, to be written at `offset` of a file whose
@@ -157,14 +163,16 @@ pub fn encode_frame(
         return None;
     }
     let len = u32::try_from(json.len()).ok()?;
-    let head = footer_head(len, base, offset);
-    let tag = mac(key, id, trailer, &head, json);
-    let mut out = Vec::with_capacity(json.len() + FOOTER_LEN);
+    let mut out = Vec::with_capacity(HEAD_LEN + json.len() + FOOTER_LEN);
+    out.extend_from_slice(&frame_head(id));
     out.extend_from_slice(json);
-    out.extend_from_slice(&head);
+    let foot = footer_head(len, base, offset);
+    let tag = key.mac(&[trailer, &foot, &out]);
+    let body_len = out.len();
+    out.extend_from_slice(&foot);
     out.extend_from_slice(&tag);
     out.extend_from_slice(&[0u8; 12]);
-    let crc = crc32c::crc32c(out.get(json.len()..).unwrap_or_default());
+    let crc = crc32c::crc32c(out.get(body_len..).unwrap_or_default());
     out.extend_from_slice(&crc.to_le_bytes());
     Some(out)
 }
@@ -181,6 +189,7 @@ fn decode_footer(b: &[u8; FOOTER_LEN], end: u64) -> Option<Footer> {
     let base = le_u64(b, 16)?;
     let offset = le_u64(b, 24)?;
     let frame_end = offset
+        .checked_add(HEAD_LEN as u64)?
         .checked_add(json_len)?
         .checked_add(FOOTER_LEN as u64)?;
     if json_len > MAX_FRAME_JSON || frame_end != end || base < MIN_FILE_LEN || offset < base {
@@ -216,13 +225,14 @@ fn frame_ending_at<R: ReadAt + ?Sized>(
     };
     // Bounded by MAX_FRAME_JSON and by the file (the footer ends at `end`).
     let n = usize::try_from(f.json_len).map_err(|_| io::ErrorKind::InvalidData)?;
-    let mut json = vec![0u8; n];
-    r.read_exact_at(&mut json, f.offset)?;
-    let id_text = id.to_string();
-    let parts: [&[u8]; 4] = [id_text.as_bytes(), &tb, &b[0..32], &json];
-    if !key.verify(&parts, &b[32..32 + MAC_LEN]) {
+    let mut body = vec![0u8; HEAD_LEN + n];
+    r.read_exact_at(&mut body, f.offset)?;
+    if body.get(..HEAD_LEN) != Some(frame_head(id).as_slice())
+        || !key.verify(&[&tb, &b[0..32], &body], &b[32..32 + MAC_LEN])
+    {
         return Ok(None);
     }
+    let json = body.split_off(HEAD_LEN);
     Ok(Some(Layout {
         trailer,
         trailer_bytes: tb,
@@ -254,15 +264,9 @@ fn trailer_ending_at<R: ReadAt + ?Sized>(
     }))
 }
 
-/// What every frame of message `id` starts with: its JSON opens with the record's id
-/// (the first field of `DeliveryRecord`).
-fn frame_prefix(id: QueueId) -> Vec<u8> {
-    format!("{{\"id\":\"{id}\"").into_bytes()
-}
-
 /// Whether the bytes from `from` to `len` can be a torn first append to a file without
-/// frames: their first bytes (up to the length of [`frame_prefix`]) are a prefix of what
-/// the first frame starts with, then zeros (a filesystem that extended the file without
+/// frames: their first bytes (up to [`HEAD_LEN`]) are a prefix of the first frame's head
+/// (`TERNRHD1` and the queue id), then zeros (a filesystem that extended the file without
 /// writing all of its data).
 fn torn_after<R: ReadAt + ?Sized>(
     r: &R,
@@ -270,7 +274,7 @@ fn torn_after<R: ReadAt + ?Sized>(
     len: u64,
     id: QueueId,
 ) -> Result<bool, io::Error> {
-    let prefix = frame_prefix(id);
+    let prefix = frame_head(id);
     let n = usize::try_from(len.saturating_sub(from)).map_or(prefix.len(), |n| n.min(prefix.len()));
     let mut b = vec![0u8; n];
     r.read_exact_at(&mut b, from)?;
@@ -317,7 +321,7 @@ fn search_back<R: ReadAt + ?Sized>(
     key: Option<&SpoolKey>,
 ) -> Result<Option<Layout>, io::Error> {
     let floor = len
-        .saturating_sub(MAX_FRAME_JSON + FOOTER_LEN as u64)
+        .saturating_sub(MAX_FRAME_JSON + (HEAD_LEN + FOOTER_LEN) as u64)
         .max(MIN_FILE_LEN);
     // Candidate ends in (lo, hi], read as the bytes [lo - FOOTER_LEN, hi).
     let mut hi = len - 1;
@@ -439,7 +443,7 @@ mod tests {
     fn append(file: &mut Vec<u8>, id: QueueId, key: &SpoolKey, rec: &DeliveryRecord) {
         let layout = find(file, id, key).unwrap_or_else(|e| panic!("{e:?}"));
         let json = encode_json(rec);
-        let plan = plan_write(&layout, (json.len() + FOOTER_LEN) as u64);
+        let plan = plan_write(&layout, frame_len(json.len()));
         let frame = encode_frame(
             key,
             id,
@@ -546,7 +550,7 @@ mod tests {
             envelope_crc: 0,
         });
         content.extend_from_slice(&fake_trailer);
-        content.extend_from_slice(frame_prefix(id).as_slice());
+        content.extend_from_slice(frame_head(id).as_slice());
         let forged = encode_frame(
             &wrong,
             id,
@@ -604,7 +608,7 @@ mod tests {
         let (old_id, mut old) = message(&vec![b'o'; 3000]);
         append(&mut old, old_id, &k, &record(old_id, 4));
         let old_frame =
-            old[old.len() - (encode_json(&record(old_id, 4)).len() + FOOTER_LEN)..].to_vec();
+            old[old.len() - frame_len(encode_json(&record(old_id, 4)).len()) as usize..].to_vec();
         let (id, new) = message(b"Subject: new\r\n\r\nnew\r\n");
         let mut stale = new.clone();
         stale.extend_from_slice(&old_frame);
@@ -644,7 +648,7 @@ mod tests {
             let l = find(&file, id, &k).unwrap_or_else(|e| panic!("{e:?}"));
             assert_eq!(attempts(&l, id), Some(n));
             assert!(
-                (file.len() - base) as u64 <= COMPACT_AT + 2 * (10_200 + FOOTER_LEN as u64),
+                (file.len() - base) as u64 <= COMPACT_AT + 2 * frame_len(10_200),
                 "frames stay bounded: {}",
                 file.len() - base
             );

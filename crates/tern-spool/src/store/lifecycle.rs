@@ -210,7 +210,7 @@ impl Inner {
                 "record larger than the limit".into(),
             ))
         };
-        let frame_len = (json.len() + frame::FOOTER_LEN) as u64;
+        let frame_len = frame::frame_len(json.len());
         let plan = frame::plan_write(&layout, frame_len);
         let bytes = frame::encode_frame(
             key,

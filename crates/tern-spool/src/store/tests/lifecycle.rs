@@ -566,7 +566,7 @@ async fn a_record_is_a_frame_of_its_message_file_and_a_legacy_record_is_migrated
     let json_len = crate::record::encode_json(&rec).len() as u64;
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
-        good_len + json_len + crate::format::frame::FOOTER_LEN as u64,
+        good_len + crate::format::frame::frame_len(json_len as usize),
         "the torn bytes were cut off"
     );
     assert_eq!(spool.read(QueueState::Deferred, id).unwrap().body, body);
