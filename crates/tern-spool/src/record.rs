@@ -1,13 +1,18 @@
 //! The delivery record: what the queue has learned about a message since it arrived.
 //!
-//! The message file is written once and never changed. Everything that changes while a
-//! message waits in the queue (attempt count, next retry time, each recipient's status,
-//! whether a bounce or a delay notice was sent) lives in a small separate file,
-//! `records/<id>`, replaced atomically (write in `tmp/`, fsync, rename, fsync `records/`).
-//! A message without a record has had no attempt finish yet: all its recipients are
-//! pending.
+//! The message's content and envelope are written once and never changed. Everything
+//! that changes while a message waits in the queue (attempt count, next retry time, each
+//! recipient's status, whether a bounce or a delay notice was sent) is this record. It is
+//! stored as an authenticated frame appended to the message file itself (JSON from
+//! [`encode_json`], see `format::frame` and the `format` module header, "Version 2"); the
+//! last valid frame is the record. A message without a record has had no attempt finish
+//! yet: all its recipients are pending.
 //!
-//! On disk: an 16-octet header, then a JSON document.
+//! Legacy record files: older versions kept the record in a separate file,
+//! `records/<id>`, replaced atomically. Such a file is still read ([`decode`]) when the
+//! message file has no frame, and removed by the next write (which appends a frame).
+//! This version writes one only for a message still resident in a segment (no file of
+//! its own). On disk: a 16-octet header, then a JSON document.
 //!
 //! ```text
 //! 0   8  magic "TERNREC1"
@@ -17,7 +22,8 @@
 //! ```
 //!
 //! Trust: a record read from disk is validated by [`decode`] (magic, exact length, CRC,
-//! JSON shape, id, recipient count) before use. A record that fails is corrupt and its
+//! JSON shape, id, recipient count) or, from a frame whose MAC verified, by
+//! [`decode_json`] (JSON shape, id, recipient count) before use. A record that fails is corrupt and its
 //! message is quarantined with it; a record is never silently ignored, since that would
 //! send the message again to recipients that already have it.
 

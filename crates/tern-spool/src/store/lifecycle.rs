@@ -9,15 +9,24 @@
 //!   destination, in the source, or in both; recovery keeps one name (see
 //!   [`Inner::resolve_duplicates`]).
 //! - Removing a delivered message retires its file (into the pool of reusable files, see
-//!   `recycle`, or unlinked) first and unlinks its record second, without a directory
+//!   `recycle`, or unlinked; its record frames go with it) first and unlinks a legacy
+//!   record second, without a directory
 //!   fsync: a crash can bring the message back (it is delivered again: the
 //!   documented at-least-once window), never lose one that was not delivered.
-//! - A record is replaced atomically: written in `tmp/`, fsynced, renamed over
-//!   `records/<id>`, then `records/` is fsynced (group commit). When `write_record`
-//!   returns `Ok`, a crash cannot bring back an older record.
+//! - A record is a frame appended to the message's own file (`format::frame`): located
+//!   with `frame::locate`, written with one `pwrite` at the end of the intact part (a
+//!   torn tail is cut off), then `fdatasync`; no name changes, so no directory sync. The
+//!   file is found under whichever state directory names it (all names of a message are
+//!   one inode, so a move in progress does not matter). When `write_record` returns
+//!   `Ok`, a crash cannot bring back an older record: the new frame is the last valid
+//!   one. A legacy `records/<id>` (older versions) is read only when the file has no
+//!   frame, and removed after the next frame is written (a frame always wins over it).
+//!   A message still resident in a segment has no file: its record is written the old
+//!   way (`tmp/`, fsync, rename over `records/<id>`, fsync `records/`).
 //! - Only a read-write spool moves, removes or writes (`SpoolError::ReadOnly` otherwise).
 //!
-//! Trust: records read back are validated by `record::decode`; a bad one is reported as
+//! Trust: records read back are authenticated (frames) and validated by
+//! `record::decode_json` / `record::decode`; a bad one is reported as
 //! `SpoolError::Corrupt(BadRecord)` and the caller quarantines the message with
 //! [`Spool::quarantine_message`].
 
