@@ -7,11 +7,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tern_spool::QueueId;
-use tern_spool::format::{self, TRAILER_LEN, TRAILER_MAGIC};
-use tern_spool::record::{self, DeliveryRecord};
+use tern_spool::{DeliveryRecord, QueueId};
 
-use crate::common::{Setup, Tern, free_port, run, send_one, simple_message};
+use crate::common::{
+    Setup, Tern, free_port, run, send_one, simple_message, strip_record_frames, write_legacy_record,
+};
 
 /// Every spool entry (in any directory) named after message `id`.
 fn entries_of(spool: &Path, id: &str) -> Vec<String> {
@@ -59,26 +59,6 @@ fn retry(tern: &Tern, id: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The file as an older version left it: the version-1 part only (the last offset where
-/// a version-1 file of this id decodes), found without the spool key.
-fn strip_frames(path: &Path, id: QueueId) {
-    let file = std::fs::read(path).unwrap();
-    let base = (TRAILER_LEN..=file.len())
-        .rev()
-        .find(|&end| {
-            file[end - TRAILER_LEN..].starts_with(&TRAILER_MAGIC)
-                && format::decode(&file[..end], Some(id)).is_ok()
-        })
-        .expect("a version-1 part");
-    assert!(base < file.len(), "the record was appended to the file");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(base as u64)
-        .unwrap();
 }
 
 #[test]
@@ -129,11 +109,16 @@ fn deferred_message_is_one_file_and_keeps_its_record_across_kill9() {
     // records/<id> (7 attempts). It is honoured, then migrated by the next attempt.
     tern.stop(Duration::from_secs(10));
     let path = spool.join("deferred").join(&id);
-    strip_frames(&path, qid);
+    strip_record_frames(&path, qid);
     let mut legacy = DeliveryRecord::new(qid, 1);
     legacy.attempts = 7;
     legacy.last_error = Some("from an older version".into());
-    std::fs::write(spool.join("records").join(&id), record::encode(&legacy)).unwrap();
+    // Due in an hour, like the others: only the retry below tries it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    legacy.next_attempt_micros = Some(i64::try_from(now.as_micros()).unwrap() + 3_600_000_000);
+    write_legacy_record(&spool, &legacy);
     tern.restart();
     let old = wait_attempts(&tern, &id, 7);
     assert_eq!(old["attempts"], 7, "the legacy record is honoured: {old:?}");

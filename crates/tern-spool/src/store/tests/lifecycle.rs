@@ -608,3 +608,33 @@ async fn a_reused_file_never_shows_the_record_of_its_previous_message() {
     spool.write_record(&next).await.unwrap();
     assert_eq!(spool.read_record(new).unwrap(), Some(next));
 }
+
+#[tokio::test]
+async fn a_record_entry_that_is_not_a_file_beside_a_record_frame_holds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = store(&spool, b"Subject: x\r\n\r\nhi\r\n", 64).await;
+    spool
+        .move_to(id, QueueState::Incoming, QueueState::Deferred)
+        .await
+        .unwrap();
+    let mut rec = DeliveryRecord::new(id, 2);
+    rec.attempts = 2;
+    spool.write_record(&rec).await.unwrap();
+    drop(spool);
+    std::fs::create_dir(dir.path().join("records").join(id.to_string())).unwrap();
+    let (spool, report) = open(dir.path());
+    assert_eq!(
+        report.count(QueueState::Deferred),
+        1,
+        "not held: {report:?}"
+    );
+    assert!(
+        dir.path()
+            .join("corrupt")
+            .join(format!("{id}.record"))
+            .is_dir(),
+        "the entry was set aside"
+    );
+    assert_eq!(spool.read_record(id).unwrap(), Some(rec));
+}
