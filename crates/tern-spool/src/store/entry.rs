@@ -91,6 +91,32 @@ fn layout<R: frame::ReadAt + ?Sized>(
     }
 }
 
+/// [`layout`] of an open file of `len` bytes (its length when the caller looked). A
+/// record write may change the length meanwhile: an append makes it longer (the old
+/// bytes stay as they were), a compaction cuts the old frames off, so a read past the new
+/// end fails. Such a failure is retried with the new length (a few times), never taken
+/// for damage.
+fn file_layout(
+    f: &File,
+    len: u64,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<Layout, EntryError> {
+    let mut len = len;
+    for _ in 0..3 {
+        let result = layout(f, len, id, key);
+        if result.is_ok() {
+            return result;
+        }
+        let now = f.metadata().map_err(classify("stat"))?.len();
+        if now == len {
+            return result;
+        }
+        len = now;
+    }
+    layout(f, len, id, key)
+}
+
 /// The version-1 part of an open file and its last record frame (no content read).
 pub(crate) fn layout_of(
     f: &File,
@@ -98,7 +124,7 @@ pub(crate) fn layout_of(
     key: Option<&SpoolKey>,
 ) -> Result<Layout, EntryError> {
     let len = f.metadata().map_err(classify("stat"))?.len();
-    layout(f, len, id, key)
+    file_layout(f, len, id, key)
 }
 
 fn read_envelope_section(
@@ -122,7 +148,7 @@ pub(crate) fn read_envelope(
     key: Option<&SpoolKey>,
 ) -> Result<(Envelope, u64), EntryError> {
     let (f, len) = open(path)?;
-    let t = layout(&f, len, id, key)?.trailer;
+    let t = file_layout(&f, len, id, key)?.trailer;
     let env = read_envelope_section(&f, &t, id)?;
     Ok((env, len))
 }
@@ -137,7 +163,7 @@ pub(crate) fn read_head(
     key: Option<&SpoolKey>,
 ) -> Result<(Envelope, u64, Vec<u8>), EntryError> {
     let (f, len) = open(path)?;
-    let t = layout(&f, len, id, key)?.trailer;
+    let t = file_layout(&f, len, id, key)?.trailer;
     let env = read_envelope_section(&f, &t, id)?;
     // decode_trailer checked that the content lies inside the file.
     let n = usize::try_from(t.content_len).map_or(max, |c| c.min(max));
@@ -167,7 +193,7 @@ pub(crate) fn read_full(
 ) -> Result<StoredMessage, EntryError> {
     let (f, len) = open(path)?;
     // Check the layout before allocating for the content.
-    let base = layout(&f, len, id, key)?.base;
+    let base = file_layout(&f, len, id, key)?.base;
     let cap = usize::try_from(base).map_err(|_| CorruptReason::Truncated)?;
     let mut buf = vec![0u8; cap];
     f.read_exact_at(&mut buf, 0).map_err(classify("read"))?;
@@ -201,9 +227,19 @@ pub(crate) fn verify_envelope(
     buf: &mut Vec<u8>,
     key: Option<&SpoolKey>,
 ) -> Result<(Envelope, Option<LastFrame>), EntryError> {
-    let (f, len) = open(path)?;
+    let (f, mut len) = open(path)?;
     if len <= WHOLE_READ_MAX {
-        read_whole(&f, len, buf)?;
+        // A record write may change the length while the file is read (see
+        // `file_layout`): read again with the new length.
+        let mut tries = 0;
+        while let Err(e) = read_whole(&f, len, buf) {
+            let now = f.metadata().map_err(classify("stat"))?.len();
+            tries += 1;
+            if now == len || tries > 3 {
+                return Err(e);
+            }
+            len = now;
+        }
         let l = layout(buf.as_slice(), len, id, key)?;
         let v1 = usize::try_from(l.base)
             .ok()
@@ -214,7 +250,7 @@ pub(crate) fn verify_envelope(
     let mut h = [0u8; HEADER_LEN];
     f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
     let header = format::decode_header(&h)?;
-    let l = layout(&f, len, id, key)?;
+    let l = file_layout(&f, len, id, key)?;
     format::check_header_matches(&header, &l.trailer)?;
     stream_checked(&f, &l.trailer, buf, &mut |_| {})?;
     Ok((read_envelope_section(&f, &l.trailer, id)?, l.last))
@@ -238,7 +274,7 @@ pub(crate) fn scan(
     }
     f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
     let header = format::decode_header(&h)?;
-    let t = layout(&f, len, id, key)?.trailer;
+    let t = file_layout(&f, len, id, key)?.trailer;
     format::check_header_matches(&header, &t)?;
     let envelope = read_envelope_section(&f, &t, id)?;
     stream_checked(&f, &t, buf, visit)?;
@@ -286,7 +322,7 @@ pub(crate) fn open_content(
     let mut h = [0u8; HEADER_LEN];
     f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
     let header = format::decode_header(&h)?;
-    let t = layout(&f, len, id, key)?.trailer;
+    let t = file_layout(&f, len, id, key)?.trailer;
     format::check_header_matches(&header, &t)?;
     Ok(super::body::BodyReader::new(
         f,
@@ -294,4 +330,34 @@ pub(crate) fn open_content(
         t.content_len,
         t.content_crc,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record write that cut the file (a compaction) between the reader's `fstat` and
+    /// its reads: the reader's length is stale and a read past the new end fails. That
+    /// is retried with the new length, not reported as damage (the backlog load would
+    /// quarantine a good message).
+    #[test]
+    fn a_length_changed_by_a_record_write_is_read_again_not_taken_for_damage() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let id = QueueId::generate();
+        let content = b"Subject: x\r\n\r\nhello\r\n";
+        let env = crate::testutil::envelope(id, content.len() as u64, 1);
+        let file = format::encode(content, &env).unwrap_or_default();
+        let path = dir.path().join(id.to_string());
+        std::fs::write(&path, &file).unwrap_or_else(|e| panic!("{e}"));
+        let (f, len) = open(&path).unwrap_or_else(|e| panic!("{e:?}"));
+        let stale = len + 4096;
+        assert!(
+            layout(&f, stale, id, None).is_err(),
+            "the stale length alone fails"
+        );
+        let l = file_layout(&f, stale, id, None).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(l.base, len);
+        let mut buf = Vec::new();
+        assert!(verify_envelope(&path, id, &mut buf, None).is_ok());
+    }
 }
