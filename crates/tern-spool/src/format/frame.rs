@@ -4,7 +4,7 @@
 //! [`ReadAt`] (a `File`, or bytes in memory).
 //!
 //! The layout and the argument for the search are in the module header of `format`
-//! ("Version 2: record frames"). In short:
+//! ("Version 2: delivery-record frames after the trailer"). In short:
 //!
 //! - a frame is `head(23) | JSON | footer(64)`, the head being `TERNRHD1` and the queue
 //!   id; the footer's MAC (keyed BLAKE3 with a key derived from `spool.key`) covers the
@@ -386,7 +386,10 @@ pub struct WritePlan {
 /// `layout`: at the intact end (cutting off a torn tail), or, once the frames would pass
 /// [`COMPACT_AT`], at `base` if it fits before the last valid frame (compaction).
 pub fn plan_write(layout: &Layout, frame_len: u64) -> WritePlan {
-    let frames = (layout.end - layout.base).saturating_add(frame_len);
+    let frames = layout
+        .end
+        .saturating_sub(layout.base)
+        .saturating_add(frame_len);
     if frames > COMPACT_AT
         && let Some(last) = &layout.last
         && layout.base.saturating_add(frame_len) <= last.offset
