@@ -137,7 +137,7 @@ events! {
         "A message of a damaged segment was found only by searching past the damage and its frame is not authenticated (a version-1 frame, or the spool key changed), so it could be bytes a client put inside another message's body: it was written out to hold/ (`to`) instead of being queued.",
         "Look at it (`tern queue show <id>`, spool/hold/<id>); release it with `tern queue release <id>` if it is a real message, or delete it.", track = "held");
     SPOOL_RECORD_SET_ASIDE = (3010, "spool.record.set_aside", Error,
-        "A message's delivery record (spool/records/<id>) was not a regular file (a directory, FIFO, symbolic link, socket or device: `kind`); it was moved to the quarantine (`moved_to`, with a `.reason`), and since nobody can tell which recipients already have the message, the message was held (`held_from` gives the state it left; `none` when it was held, poisoned or gone already).",
+        "A message's legacy delivery record entry (spool/records/<id>, where versions before 2026-12 kept records) was not a regular file (a directory, FIFO, symbolic link, socket or device: `kind`); it was moved to the quarantine (`moved_to`, with a `.reason`), and unless the message's own file carries a record frame (then that is its record and it carries on: `held_from` is `none`), since nobody can tell which recipients already have the message, the message was held (`held_from` gives the state it left; `none` when it was held, poisoned or gone already).",
         "Find out who already has the message (the tracking log: `tern track <id>`), then `tern queue release <id>` to send it to every recipient again, or delete it.", track = "held");
     SPOOL_UNKNOWN_ENTRIES = (3011, "spool.entries.unknown", Notice,
         "At start, the spool directory itself holds names Tern does not use (`names`, at most 20, and their `count`). They are left where they are, untouched; everything inside Tern's own subdirectories that Tern did not make is quarantined instead. One event per start.",
@@ -146,8 +146,8 @@ events! {
         "The spool had no key (a new spool, or the key file was missing), so a new one was generated (spool/spool.key, mode 0600). New segment records are authenticated with it. If the spool already held segments, their records found only by searching past damage now go to hold/.",
         "None for a new spool. On an existing spool, find out who removed the key file.");
     SPOOL_KEY_REPLACED = (3013, "spool.key.replaced", Warning,
-        "The spool key file was not usable (`reason`: damaged, not a regular file); it was moved to the quarantine (never deleted) and a new key was generated. Records of older segments still count through the chain of record lengths; those found only by searching past damage go to hold/ for an operator.",
-        "Check the disk; keep spool/corrupt/spool.key* until the old segments are gone.");
+        "The spool key file was not usable (`reason`: damaged, not a regular file); it was moved to the quarantine (never deleted) and a new key was generated. Records of older segments still count through the chain of record lengths; those found only by searching past damage go to hold/ for an operator. Delivery-record frames in message files written under the old key no longer count: those messages are retried as if never attempted, and recipients that already had them can get them again.",
+        "Check the disk; keep spool/corrupt/spool.key* until the old segments are gone. To keep the delivery records of deferred mail, stop Tern and put the old key back before their next attempt.");
 
     DELIVERY_DELIVERED = (4001, "delivery.delivered", Info,
         "Recipients of a message were delivered; fields give the next hop, the host and address, TLS, and the reply.",

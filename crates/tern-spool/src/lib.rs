@@ -15,7 +15,7 @@
 //! <dir>/hold/        held by the operator
 //! <dir>/poison/      crashed the server too often; never retried automatically
 //! <dir>/corrupt/     quarantine: files that failed validation, plus `<name>.reason`
-//! <dir>/records/     delivery records (`record`): attempts and per-recipient status
+//! <dir>/records/     legacy delivery records (`record`); records are now frames in the message file
 //! <dir>/segments/    shared segment files of new messages (the default commit mode)
 //! <dir>/free/, alloc/  files kept for reuse; placement directories (always empty)
 //! ```

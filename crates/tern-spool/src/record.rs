@@ -1,13 +1,18 @@
 //! The delivery record: what the queue has learned about a message since it arrived.
 //!
-//! The message file is written once and never changed. Everything that changes while a
-//! message waits in the queue (attempt count, next retry time, each recipient's status,
-//! whether a bounce or a delay notice was sent) lives in a small separate file,
-//! `records/<id>`, replaced atomically (write in `tmp/`, fsync, rename, fsync `records/`).
-//! A message without a record has had no attempt finish yet: all its recipients are
-//! pending.
+//! The message's content and envelope are written once and never changed. Everything
+//! that changes while a message waits in the queue (attempt count, next retry time, each
+//! recipient's status, whether a bounce or a delay notice was sent) is this record. It is
+//! stored as an authenticated frame appended to the message file itself (JSON from
+//! [`encode_json`], see `format::frame` and the `format` module header, "Version 2"); the
+//! last valid frame is the record. A message without a record has had no attempt finish
+//! yet: all its recipients are pending.
 //!
-//! On disk: an 16-octet header, then a JSON document.
+//! Legacy record files: older versions kept the record in a separate file,
+//! `records/<id>`, replaced atomically. Such a file is still read ([`decode`]) when the
+//! message file has no frame, and removed by the next write (which appends a frame).
+//! This version writes one only for a message still resident in a segment (no file of
+//! its own). On disk: a 16-octet header, then a JSON document.
 //!
 //! ```text
 //! 0   8  magic "TERNREC1"
@@ -17,7 +22,8 @@
 //! ```
 //!
 //! Trust: a record read from disk is validated by [`decode`] (magic, exact length, CRC,
-//! JSON shape, id, recipient count) before use. A record that fails is corrupt and its
+//! JSON shape, id, recipient count) or, from a frame whose MAC verified, by
+//! [`decode_json`] (JSON shape, id, recipient count) before use. A record that fails is corrupt and its
 //! message is quarantined with it; a record is never silently ignored, since that would
 //! send the message again to recipients that already have it.
 
@@ -277,7 +283,14 @@ pub fn encode(record: &DeliveryRecord) -> Vec<u8> {
     out
 }
 
-/// Decodes and validates a record read from `records/<expected>`.
+/// The record's JSON, as a record frame in the message file carries it
+/// (`format::frame`).
+pub fn encode_json(record: &DeliveryRecord) -> Vec<u8> {
+    // Serialising plain structs of strings and integers cannot fail.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// Decodes and validates a record read from a legacy `records/<expected>` file.
 pub fn decode(bytes: &[u8], expected: QueueId) -> Result<DeliveryRecord, CorruptReason> {
     let bad = |what: &str| CorruptReason::BadRecord(what.to_string());
     if bytes.len() > MAX_RECORD_LEN {
@@ -301,10 +314,20 @@ pub fn decode(bytes: &[u8], expected: QueueId) -> Result<DeliveryRecord, Corrupt
     if crc32c::crc32c(json) != le(crc) {
         return Err(bad("record checksum mismatch"));
     }
+    decode_json(json, expected)
+}
+
+/// Decodes and validates a record's JSON (from a legacy file, after its header was
+/// checked, or from an authenticated record frame): shape, id, recipient count.
+pub fn decode_json(json: &[u8], expected: QueueId) -> Result<DeliveryRecord, CorruptReason> {
+    let bad = |what: &str| CorruptReason::BadRecord(what.to_string());
+    if json.len() > MAX_RECORD_LEN {
+        return Err(bad("record larger than the limit"));
+    }
     let record: DeliveryRecord =
         serde_json::from_slice(json).map_err(|e| bad(&format!("record JSON: {e}")))?;
     if record.id != expected {
-        return Err(bad("record id does not match its file name"));
+        return Err(bad("record id does not match its message"));
     }
     if record.recipients.len() > MAX_RECIPIENTS {
         return Err(bad("record has too many recipients"));

@@ -55,6 +55,81 @@
 //! `Envelope`; it passes `Envelope::validate` with the id from the file name; and its
 //! `size` equals C.
 //!
+//! # Version 2: delivery-record frames after the trailer
+//!
+//! A message file is written once, as above, and never rewritten; what the queue learns
+//! about it (the delivery record, `record::DeliveryRecord`) is appended after the trailer
+//! as record frames (`frame.rs`):
+//!
+//! ```text
+//! version-1 part (header | content | envelope | trailer)  = base bytes
+//! frame | frame | ... | frame                             (zero or more)
+//!   frame  = head (23) | JSON (L bytes, serde of DeliveryRecord) | footer (64)
+//!   head   = "TERNRHD1" | queue id (15 ASCII bytes)
+//!   footer = 0  8  magic "TERNRFR1"
+//!            8  4  L (u32; at most record::MAX_RECORD_LEN)
+//!            12 4  0
+//!            16 8  base (u64: length of the version-1 part, where the frames start)
+//!            24 8  offset of this frame (of its head; u64)
+//!            32 16 MAC: keyed BLAKE3 (key derived from spool.key, `SpoolKey::for_records`,
+//!                  its own context string) of: the file's version-1 trailer (56 bytes
+//!                  at base - 56) | footer bytes 0..32 | head | JSON; first 16 bytes
+//!            48 12 0
+//!            60 4  CRC-32C of footer bytes 0..60 (a cheap first check; not a defence)
+//! ```
+//!
+//! A file without frames is byte for byte a version-1 file: the header and trailer keep
+//! version number 1 (the header is written before any frame exists and is never
+//! rewritten), and "version 2" is the file with its frames. The last valid frame is the
+//! record. Nothing between `base` and the last frame is ever read.
+//!
+//! **Finding the version-1 part** (`frame::locate`), for every reader (a file read for
+//! delivery, the start's validation, a listing, the record): the trailer is no longer
+//! simply the last 56 bytes. In order:
+//!
+//! 1. an authenticated frame ending exactly at the end of the file: its footer gives
+//!    `base`, the trailer at `base - 56` is decoded against `base`, the MAC covers both;
+//! 2. else a version-1 trailer ending exactly at the end of the file: no frame;
+//! 3. else the tail is torn (a crash during an append): the search goes backwards from
+//!    the end, at most one largest frame (`MAX_RECORD_LEN` + 64 bytes), and takes the
+//!    nearest end that is either an authenticated frame, or a version-1 trailer followed
+//!    by what a first append leaves (the head `TERNRHD1<id>` as far as it got, then
+//!    zeros). The tail after that end is ignored, and cut off by the next write.
+//!
+//! Why nothing hostile is ever taken: a frame is accepted only when its MAC verifies, and
+//! only the spool's key makes one; the MAC binds the queue id, the file's own trailer
+//! (its content and envelope checksums and lengths), `base` and the frame's offset, so a
+//! frame copied from another message, from an earlier occupant of a reused file (`free/`:
+//! overwritten from offset 0 and cut to its new length, so none of its bytes survive
+//! anyway) or to another place in the same file is refused. A version-1 trailer is found
+//! without a key only in two places: at the very end of the file (what version 1 always
+//! did), and in step 3, where the search starts at the end and stops at the first
+//! acceptable end, which is the real end of the intact part: the bytes above it are a
+//! prefix of our own append (the head; record JSON, in which serde_json never writes a
+//! byte below 0x20 raw, while a trailer holds several: its content offset is `10 00 00
+//! 00 00 00 00 00`; our footer, which starts with its own magic) or zeros (a filesystem
+//! that kept a new length without its data), and none of these can hold a trailer. The
+//! search therefore stops at the real end and never reaches the content, where a sender
+//! can put anything. Only when the real end itself is damaged (bit rot; the file is
+//! corrupt then anyway) can the search go lower; a trailer it finds there must be
+//! followed by the head `TERNRHD1<id>` of this very message (the id is not known to the
+//! sender while it sends the content) and must then pass every check of a version-1
+//! file (lengths against `base`, header, both checksums, over content that starts with
+//! Tern's own Received field, and the envelope with the id of the file name).
+//!
+//! **Writing a frame** (`Inner::append_record`): locate, then `pwrite` the frame at the
+//! end of the intact part (over a torn tail, which is cut off: `ftruncate` when the file
+//! was longer), then `fdatasync`. No name changes, so no directory sync. A crash during
+//! the write leaves the previous record as the last valid frame.
+//!
+//! **Bound**: frames are never read but the last, so their total does not slow a read.
+//! Once the frames would pass 64 KiB (`frame::COMPACT_AT`), a write that fits in front of
+//! the last valid frame goes at `base` instead (written and synced while the old last
+//! frame is still the last, then the file is cut just after it and synced again: a crash
+//! between leaves the old record). A record is typically 0.5 to 5 KiB (a few recipients
+//! with five history entries each), so a message deferred 50 times would otherwise carry
+//! 25 to 250 KiB; with compaction its frames stay under 64 KiB plus about two records.
+//!
 //! Trust: input bytes are hostile. No length from the file is used before it is checked
 //! against the real file length; nothing here indexes a slice with a value from the file
 //! or allocates more than [`MAX_ENVELOPE_LEN`] because of one. `serde_json` bounds
@@ -64,6 +139,7 @@ use crate::envelope::{Envelope, EnvelopeError};
 use crate::error::{CorruptReason, Section};
 use crate::id::QueueId;
 
+pub(crate) mod frame;
 #[cfg(test)]
 mod tests;
 
@@ -71,7 +147,8 @@ mod tests;
 pub const MAGIC: [u8; 8] = *b"\x89TERNMSG";
 /// Trailer magic.
 pub const TRAILER_MAGIC: [u8; 8] = *b"TERN.END";
-/// The format version this build writes and the only one it reads.
+/// The version number in the header and trailer of every message file (a file with
+/// record frames after its trailer, "version 2", keeps it: see the module header).
 pub const VERSION: u16 = 1;
 /// Length of the header.
 pub const HEADER_LEN: usize = 16;

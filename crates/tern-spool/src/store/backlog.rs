@@ -221,11 +221,16 @@ impl Spool {
             match (name_to_id(name), not_a_file(&self.inner, area, name)?) {
                 (Some(id), None) => {
                     let path = dir.join(name);
-                    match entry::verify_envelope(&path, id, buf) {
-                        Ok(envelope) => Outcome::Good(Box::new(DeferredEntry {
+                    match entry::verify_envelope(&path, id, buf, self.inner.record_key()) {
+                        // The record comes from the file just read (its last frame);
+                        // only a message without a frame looks for a legacy file.
+                        Ok((envelope, last)) => Outcome::Good(Box::new(DeferredEntry {
                             id,
                             envelope,
-                            record: self.read_record(id).ok().flatten(),
+                            record: match last {
+                                Some(f) => crate::record::decode_json(&f.json, id).ok(),
+                                None => self.read_legacy_record(id).ok().flatten(),
+                            },
                         })),
                         Err(EntryError::Vanished) => Outcome::Gone,
                         Err(EntryError::Corrupt(reason)) => Outcome::Bad(reason),

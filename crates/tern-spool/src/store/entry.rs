@@ -1,6 +1,10 @@
 //! Reading one spool entry from disk: just the envelope (two positioned reads), the whole
 //! message, or a full validation that streams large content through a bounded buffer.
 //!
+//! Every reader first finds the file's version-1 part with `format::frame::locate` (a
+//! file may end with delivery-record frames, or with a frame torn by a crash), so the
+//! trailer it uses is the one at the end of that part, never just the last 56 bytes.
+//!
 //! Invariants: allocation is bounded by the real file length (whole reads) or by
 //! `format::MAX_ENVELOPE_LEN` (envelope reads); [`verify`] never holds more than
 //! [`STREAM_CHUNK`] bytes of a large file at once.
@@ -17,9 +21,11 @@ use std::path::Path;
 
 use crate::envelope::Envelope;
 use crate::error::CorruptReason;
-use crate::format::{self, HEADER_LEN, MIN_FILE_LEN, TRAILER_LEN};
+use crate::format::frame::{self, LastFrame, Layout, LocateError};
+use crate::format::{self, HEADER_LEN, MIN_FILE_LEN};
 use crate::id::QueueId;
 
+use super::key::SpoolKey;
 use super::{StoredMessage, sys};
 
 /// Files up to this size are validated with one read; larger ones are streamed.
@@ -71,14 +77,54 @@ fn open(path: &Path) -> Result<(File, u64), EntryError> {
     Ok((f, meta.len()))
 }
 
-fn read_trailer(f: &File, len: u64) -> Result<format::Trailer, EntryError> {
-    if len < MIN_FILE_LEN {
-        return Err(CorruptReason::Truncated.into());
+/// Finds the version-1 part and the last record frame (see `format::frame`).
+fn layout<R: frame::ReadAt + ?Sized>(
+    f: &R,
+    len: u64,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<Layout, EntryError> {
+    match frame::locate(f, len, id, key) {
+        Ok(l) => Ok(l),
+        Err(LocateError::Corrupt(r)) => Err(r.into()),
+        Err(LocateError::Io(e)) => Err(classify("read")(e)),
     }
-    let mut t = [0u8; TRAILER_LEN];
-    f.read_exact_at(&mut t, len - TRAILER_LEN as u64)
-        .map_err(classify("read"))?;
-    Ok(format::decode_trailer(&t, len)?)
+}
+
+/// [`layout`] of an open file of `len` bytes (its length when the caller looked). A
+/// record write may change the length meanwhile: an append makes it longer (the old
+/// bytes stay as they were), a compaction cuts the old frames off, so a read past the new
+/// end fails. Such a failure is retried with the new length (a few times), never taken
+/// for damage.
+fn file_layout(
+    f: &File,
+    len: u64,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<Layout, EntryError> {
+    let mut len = len;
+    for _ in 0..3 {
+        let result = layout(f, len, id, key);
+        if result.is_ok() {
+            return result;
+        }
+        let now = f.metadata().map_err(classify("stat"))?.len();
+        if now == len {
+            return result;
+        }
+        len = now;
+    }
+    layout(f, len, id, key)
+}
+
+/// The version-1 part of an open file and its last record frame (no content read).
+pub(crate) fn layout_of(
+    f: &File,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<Layout, EntryError> {
+    let len = f.metadata().map_err(classify("stat"))?.len();
+    file_layout(f, len, id, key)
 }
 
 fn read_envelope_section(
@@ -96,9 +142,13 @@ fn read_envelope_section(
 
 /// Reads and validates only the envelope: trailer, then envelope section. The content
 /// checksum is not verified. Returns the envelope and the file length.
-pub(crate) fn read_envelope(path: &Path, id: QueueId) -> Result<(Envelope, u64), EntryError> {
+pub(crate) fn read_envelope(
+    path: &Path,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<(Envelope, u64), EntryError> {
     let (f, len) = open(path)?;
-    let t = read_trailer(&f, len)?;
+    let t = file_layout(&f, len, id, key)?.trailer;
     let env = read_envelope_section(&f, &t, id)?;
     Ok((env, len))
 }
@@ -110,9 +160,10 @@ pub(crate) fn read_head(
     path: &Path,
     id: QueueId,
     max: usize,
+    key: Option<&SpoolKey>,
 ) -> Result<(Envelope, u64, Vec<u8>), EntryError> {
     let (f, len) = open(path)?;
-    let t = read_trailer(&f, len)?;
+    let t = file_layout(&f, len, id, key)?.trailer;
     let env = read_envelope_section(&f, &t, id)?;
     // decode_trailer checked that the content lies inside the file.
     let n = usize::try_from(t.content_len).map_or(max, |c| c.min(max));
@@ -135,13 +186,17 @@ fn read_whole(f: &File, len: u64, buf: &mut Vec<u8>) -> Result<(), EntryError> {
 }
 
 /// Reads the whole message and validates everything.
-pub(crate) fn read_full(path: &Path, id: QueueId) -> Result<StoredMessage, EntryError> {
+pub(crate) fn read_full(
+    path: &Path,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<StoredMessage, EntryError> {
     let (f, len) = open(path)?;
     // Check the layout before allocating for the content.
-    read_trailer(&f, len)?;
-    let cap = usize::try_from(len).map_err(|_| CorruptReason::Truncated)?;
-    let mut buf = Vec::with_capacity(cap);
-    read_whole(&f, len, &mut buf)?;
+    let base = file_layout(&f, len, id, key)?.base;
+    let cap = usize::try_from(base).map_err(|_| CorruptReason::Truncated)?;
+    let mut buf = vec![0u8; cap];
+    f.read_exact_at(&mut buf, 0).map_err(classify("read"))?;
     let decoded = format::decode(&buf, Some(id))?;
     let envelope = decoded.envelope;
     let content_end = HEADER_LEN.saturating_add(decoded.content.len());
@@ -155,29 +210,50 @@ pub(crate) fn read_full(path: &Path, id: QueueId) -> Result<StoredMessage, Entry
 
 /// Validates everything about an entry (header, trailer, both checksums, envelope)
 /// without keeping the content. `buf` is scratch space reused between calls.
-pub(crate) fn verify(path: &Path, id: QueueId, buf: &mut Vec<u8>) -> Result<(), EntryError> {
-    verify_envelope(path, id, buf).map(|_| ())
+pub(crate) fn verify(
+    path: &Path,
+    id: QueueId,
+    buf: &mut Vec<u8>,
+    key: Option<&SpoolKey>,
+) -> Result<(), EntryError> {
+    verify_envelope(path, id, buf, key).map(|_| ())
 }
 
-/// [`verify`], returning the envelope (the deferred backlog's load needs both, from one
-/// read of a small file).
+/// [`verify`], returning the envelope and the last record frame (the deferred
+/// backlog's load needs both, from one read of a small file).
 pub(crate) fn verify_envelope(
     path: &Path,
     id: QueueId,
     buf: &mut Vec<u8>,
-) -> Result<Envelope, EntryError> {
-    let (f, len) = open(path)?;
+    key: Option<&SpoolKey>,
+) -> Result<(Envelope, Option<LastFrame>), EntryError> {
+    let (f, mut len) = open(path)?;
     if len <= WHOLE_READ_MAX {
-        read_whole(&f, len, buf)?;
-        return Ok(format::decode(buf, Some(id))?.envelope);
+        // A record write may change the length while the file is read (see
+        // `file_layout`): read again with the new length.
+        let mut tries = 0;
+        while let Err(e) = read_whole(&f, len, buf) {
+            let now = f.metadata().map_err(classify("stat"))?.len();
+            tries += 1;
+            if now == len || tries > 3 {
+                return Err(e);
+            }
+            len = now;
+        }
+        let l = layout(buf.as_slice(), len, id, key)?;
+        let v1 = usize::try_from(l.base)
+            .ok()
+            .and_then(|b| buf.get(..b))
+            .ok_or(CorruptReason::Truncated)?;
+        return Ok((format::decode(v1, Some(id))?.envelope, l.last));
     }
     let mut h = [0u8; HEADER_LEN];
     f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
     let header = format::decode_header(&h)?;
-    let t = read_trailer(&f, len)?;
-    format::check_header_matches(&header, &t)?;
-    stream_checked(&f, &t, buf, &mut |_| {})?;
-    read_envelope_section(&f, &t, id)
+    let l = file_layout(&f, len, id, key)?;
+    format::check_header_matches(&header, &l.trailer)?;
+    stream_checked(&f, &l.trailer, buf, &mut |_| {})?;
+    Ok((read_envelope_section(&f, &l.trailer, id)?, l.last))
 }
 
 /// Reads and validates the envelope, then streams the content through `visit` in pieces
@@ -189,6 +265,7 @@ pub(crate) fn scan(
     id: QueueId,
     buf: &mut Vec<u8>,
     visit: &mut dyn FnMut(&[u8]),
+    key: Option<&SpoolKey>,
 ) -> Result<Envelope, EntryError> {
     let (f, len) = open(path)?;
     let mut h = [0u8; HEADER_LEN];
@@ -197,7 +274,7 @@ pub(crate) fn scan(
     }
     f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
     let header = format::decode_header(&h)?;
-    let t = read_trailer(&f, len)?;
+    let t = file_layout(&f, len, id, key)?.trailer;
     format::check_header_matches(&header, &t)?;
     let envelope = read_envelope_section(&f, &t, id)?;
     stream_checked(&f, &t, buf, visit)?;
@@ -233,7 +310,11 @@ fn stream_checked(
 
 /// Opens an entry for streaming its content: header and trailer checked, the content
 /// checked while it is read (see `body.rs`).
-pub(crate) fn open_content(path: &Path) -> Result<super::body::BodyReader, EntryError> {
+pub(crate) fn open_content(
+    path: &Path,
+    id: QueueId,
+    key: Option<&SpoolKey>,
+) -> Result<super::body::BodyReader, EntryError> {
     let (f, len) = open(path)?;
     if len < MIN_FILE_LEN {
         return Err(CorruptReason::Truncated.into());
@@ -241,7 +322,7 @@ pub(crate) fn open_content(path: &Path) -> Result<super::body::BodyReader, Entry
     let mut h = [0u8; HEADER_LEN];
     f.read_exact_at(&mut h, 0).map_err(classify("read"))?;
     let header = format::decode_header(&h)?;
-    let t = read_trailer(&f, len)?;
+    let t = file_layout(&f, len, id, key)?.trailer;
     format::check_header_matches(&header, &t)?;
     Ok(super::body::BodyReader::new(
         f,
@@ -249,4 +330,34 @@ pub(crate) fn open_content(path: &Path) -> Result<super::body::BodyReader, Entry
         t.content_len,
         t.content_crc,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record write that cut the file (a compaction) between the reader's `fstat` and
+    /// its reads: the reader's length is stale and a read past the new end fails. That
+    /// is retried with the new length, not reported as damage (the backlog load would
+    /// quarantine a good message).
+    #[test]
+    fn a_length_changed_by_a_record_write_is_read_again_not_taken_for_damage() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let id = QueueId::generate();
+        let content = b"Subject: x\r\n\r\nhello\r\n";
+        let env = crate::testutil::envelope(id, content.len() as u64, 1);
+        let file = format::encode(content, &env).unwrap_or_default();
+        let path = dir.path().join(id.to_string());
+        std::fs::write(&path, &file).unwrap_or_else(|e| panic!("{e}"));
+        let (f, len) = open(&path).unwrap_or_else(|e| panic!("{e:?}"));
+        let stale = len + 4096;
+        assert!(
+            layout(&f, stale, id, None).is_err(),
+            "the stale length alone fails"
+        );
+        let l = file_layout(&f, stale, id, None).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(l.base, len);
+        let mut buf = Vec::new();
+        assert!(verify_envelope(&path, id, &mut buf, None).is_ok());
+    }
 }

@@ -43,6 +43,9 @@ const FILE_LEN: usize = KEY_MAGIC.len() + KEY_LEN + 4;
 const MAC_CONTEXT: &str = "tern spool 2026 segment frame MAC v2";
 /// Bytes of MAC kept in a frame.
 pub(crate) const MAC_LEN: usize = 16;
+/// BLAKE3 context string for the key of delivery-record frames (`format::frame`),
+/// derived from the segment MAC key so the two kinds of frame never share a key.
+const RECORD_CONTEXT: &str = "tern spool 2026 record frame MAC v1";
 
 /// The key that authenticates segment frames. Its `Debug` output hides the key.
 #[derive(Clone)]
@@ -66,6 +69,15 @@ impl SpoolKey {
     /// A key made from fixed material (tests and the fuzz target; never a spool's key).
     pub(crate) fn for_tests(seed: u8) -> SpoolKey {
         SpoolKey::from_material(&[seed; KEY_LEN])
+    }
+
+    /// The key that authenticates delivery-record frames appended to message files
+    /// (`format::frame`): derived from this one with its own context string (domain
+    /// separation: a segment frame's MAC is never a record frame's).
+    pub(crate) fn for_records(&self) -> SpoolKey {
+        SpoolKey {
+            mac_key: blake3::derive_key(RECORD_CONTEXT, &self.mac_key),
+        }
     }
 
     /// The MAC of `parts` in order (keyed BLAKE3, first [`MAC_LEN`] bytes).

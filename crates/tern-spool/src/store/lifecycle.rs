@@ -9,15 +9,24 @@
 //!   destination, in the source, or in both; recovery keeps one name (see
 //!   [`Inner::resolve_duplicates`]).
 //! - Removing a delivered message retires its file (into the pool of reusable files, see
-//!   `recycle`, or unlinked) first and unlinks its record second, without a directory
+//!   `recycle`, or unlinked; its record frames go with it) first and unlinks a legacy
+//!   record second, without a directory
 //!   fsync: a crash can bring the message back (it is delivered again: the
 //!   documented at-least-once window), never lose one that was not delivered.
-//! - A record is replaced atomically: written in `tmp/`, fsynced, renamed over
-//!   `records/<id>`, then `records/` is fsynced (group commit). When `write_record`
-//!   returns `Ok`, a crash cannot bring back an older record.
+//! - A record is a frame appended to the message's own file (`format::frame`): located
+//!   with `frame::locate`, written with one `pwrite` at the end of the intact part (a
+//!   torn tail is cut off), then `fdatasync`; no name changes, so no directory sync. The
+//!   file is found under whichever state directory names it (all names of a message are
+//!   one inode, so a move in progress does not matter). When `write_record` returns
+//!   `Ok`, a crash cannot bring back an older record: the new frame is the last valid
+//!   one. A legacy `records/<id>` (older versions) is read only when the file has no
+//!   frame, and removed after the next frame is written (a frame always wins over it).
+//!   A message still resident in a segment has no file: its record is written the old
+//!   way (`tmp/`, fsync, rename over `records/<id>`, fsync `records/`).
 //! - Only a read-write spool moves, removes or writes (`SpoolError::ReadOnly` otherwise).
 //!
-//! Trust: records read back are validated by `record::decode`; a bad one is reported as
+//! Trust: records read back are authenticated (frames) and validated by
+//! `record::decode_json` / `record::decode`; a bad one is reported as
 //! `SpoolError::Corrupt(BadRecord)` and the caller quarantines the message with
 //! [`Spool::quarantine_message`].
 
@@ -27,12 +36,16 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::os::unix::fs::FileExt;
+
 use crate::error::{CorruptReason, SpoolError};
+use crate::format::frame;
 use crate::id::QueueId;
 use crate::record::{self, DeliveryRecord};
 use crate::state::QueueState;
 
 use super::dirsync::DirSyncer;
+use super::entry::{self, EntryError};
 use super::{Area, Inner, RECORDS_DIR, Spool, name_to_id, read_names, sys};
 
 /// Which state wins when recovery finds one message under two state directories (a move
@@ -151,6 +164,94 @@ impl Inner {
     }
 }
 
+/// The states whose directories hold message files that carry records, in the order
+/// they are looked up (the usual places of a message that has records first).
+const RECORD_STATES: [QueueState; 5] = [
+    QueueState::Active,
+    QueueState::Deferred,
+    QueueState::Hold,
+    QueueState::Poison,
+    QueueState::Incoming,
+];
+
+impl Inner {
+    /// Opens message `id`'s own file (any of its names: they are one inode), for reading
+    /// or for reading and writing; `None` when no state directory has it.
+    pub(crate) fn open_message_file(
+        &self,
+        id: QueueId,
+        write: bool,
+    ) -> Result<Option<(std::fs::File, std::path::PathBuf)>, SpoolError> {
+        for state in RECORD_STATES {
+            let path = self.entry_path(Area::State(state), id);
+            match sys::open_regular(&path, write) {
+                Ok(f) => return Ok(Some((f, path))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Not a file: validation quarantines it; the message is not there.
+                Err(e) if sys::is_not_regular(&e) => {}
+                Err(e) => return Err(SpoolError::io("open", path, e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Appends `record` as a frame to its message's own file (module header). `false`
+    /// when the message has no file of its own.
+    pub(crate) fn append_record(&self, record: &DeliveryRecord) -> Result<bool, SpoolError> {
+        let id = record.id;
+        let key = self.record_key().ok_or(SpoolError::ReadOnly)?;
+        let json = record::encode_json(record);
+        let Some((file, path)) = self.open_message_file(id, true)? else {
+            return Ok(false);
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| SpoolError::io("stat", &path, e))?
+            .len();
+        let layout = match entry::layout_of(&file, id, Some(key)) {
+            Ok(l) => l,
+            Err(EntryError::Vanished) => return Ok(false),
+            Err(EntryError::Corrupt(reason)) => return Err(SpoolError::Corrupt(reason)),
+            Err(EntryError::Io(op, e)) => return Err(SpoolError::io(op, path, e)),
+        };
+        let too_large = || {
+            SpoolError::Corrupt(CorruptReason::BadRecord(
+                "record larger than the limit".into(),
+            ))
+        };
+        let frame_len = frame::frame_len(json.len());
+        let plan = frame::plan_write(&layout, frame_len);
+        let bytes = frame::encode_frame(
+            key,
+            id,
+            &layout.trailer_bytes,
+            layout.base,
+            plan.offset,
+            &json,
+        )
+        .ok_or_else(too_large)?;
+        let io_err = |op: &'static str| {
+            let path = path.clone();
+            move |e| SpoolError::io(op, path, e)
+        };
+        file.write_all_at(&bytes, plan.offset)
+            .map_err(io_err("write record frame"))?;
+        if plan.compact {
+            // The new frame is durable in front of the old last frame (still the one a
+            // reader finds) before the cut makes it the last.
+            file.sync_data().map_err(io_err("fdatasync"))?;
+        }
+        if plan.new_len < len || plan.compact {
+            file.set_len(plan.new_len).map_err(io_err("truncate"))?;
+        }
+        file.sync_data().map_err(io_err("fdatasync"))?;
+        // The frame wins over a legacy record from now on; removing it is tidiness, so
+        // a failure here does not fail the write (the start check removes it later).
+        let _ = std::fs::remove_file(self.record_path(id));
+        Ok(true)
+    }
+}
+
 impl Spool {
     /// Moves message `id` from `from` to `to` (see the module header for how a crash is
     /// survived). `SpoolError::NotFound` if it is not in `from`. Moving into or out of
@@ -235,10 +336,36 @@ impl Spool {
         done.unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())))
     }
 
-    /// Makes `record` the message's delivery record, durably (see the module header).
+    /// Makes `record` the message's delivery record, durably (see the module header):
+    /// a record frame appended to the message's own file, `fdatasync`ed; then a legacy
+    /// `records/<id>` left by an older version is removed (the frame wins over it
+    /// anyway). A message that has no file of its own yet (resident in a segment) is the
+    /// one case that still gets a `records/<id>` file (see docs/SPOOL.md). A message
+    /// file whose version-1 part cannot be found is `SpoolError::Corrupt`.
     pub async fn write_record(&self, record: &DeliveryRecord) -> Result<(), SpoolError> {
+        let w = self.inner.writable.as_ref().ok_or(SpoolError::ReadOnly)?;
+        let inner = Arc::clone(&self.inner);
+        let rec = record.clone();
+        let appended = tokio::task::spawn_blocking(move || inner.append_record(&rec))
+            .await
+            .unwrap_or_else(|e| Err(SpoolError::BlockingTask(e.to_string())))?;
+        if appended {
+            return Ok(());
+        }
+        if self.inner.segments.lookup(record.id).is_none() {
+            return Err(SpoolError::NotFound);
+        }
+        self.write_legacy_record(record).await?;
+        w.records
+            .sync()
+            .await
+            .map_err(|e| SpoolError::io("fsync directory", w.records.path().clone(), e))
+    }
+
+    /// The old way, kept for a message without a file of its own: `records/<id>`
+    /// replaced atomically (tmp, fsync, rename; the caller fsyncs `records/`).
+    async fn write_legacy_record(&self, record: &DeliveryRecord) -> Result<(), SpoolError> {
         let inner = &self.inner;
-        let w = inner.writable.as_ref().ok_or(SpoolError::ReadOnly)?;
         let bytes = record::encode(record);
         let tmp = inner
             .area_dir(Area::Tmp)
@@ -255,21 +382,52 @@ impl Spool {
         })
         .await;
         match written {
-            Ok(r) => r?,
+            Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(SpoolError::BlockingTask(e.to_string()));
+                Err(SpoolError::BlockingTask(e.to_string()))
             }
         }
-        w.records
-            .sync()
-            .await
-            .map_err(|e| SpoolError::io("fsync directory", w.records.path().clone(), e))
     }
 
-    /// The message's delivery record, or `None` when it has none yet. Blocking (one small
-    /// read). A record that fails validation is `SpoolError::Corrupt`.
+    /// The message's delivery record, or `None` when it has none yet. Blocking (an open
+    /// and three positioned reads). The record is the last valid frame of the message's
+    /// own file, found under whichever state directory holds it (all its names are one
+    /// inode); without a frame, a legacy `records/<id>` from an older version. A record
+    /// that fails validation, or a message file whose version-1 part cannot be found,
+    /// is `SpoolError::Corrupt`; a legacy record that is not a regular file is
+    /// `CorruptReason::RecordNotAFile`.
     pub fn read_record(&self, id: QueueId) -> Result<Option<DeliveryRecord>, SpoolError> {
+        // A message moving (link, then unlink) between two of these lookups could be
+        // missed once: look twice before deciding it has no file.
+        for _ in 0..2 {
+            if let Some((file, path)) = self.inner.open_message_file(id, false)? {
+                let layout = match entry::layout_of(&file, id, self.inner.record_key()) {
+                    Ok(l) => l,
+                    Err(EntryError::Vanished) => continue,
+                    Err(EntryError::Corrupt(reason)) => return Err(SpoolError::Corrupt(reason)),
+                    Err(EntryError::Io(op, e)) => return Err(SpoolError::io(op, path, e)),
+                };
+                return match layout.last {
+                    Some(last) => record::decode_json(&last.json, id)
+                        .map(Some)
+                        .map_err(SpoolError::Corrupt),
+                    None => self.read_legacy_record(id),
+                };
+            }
+            if self.inner.segments.lookup(id).is_some() {
+                break;
+            }
+        }
+        self.read_legacy_record(id)
+    }
+
+    /// A legacy record file, `records/<id>` (written by older versions, and for a
+    /// message still resident in a segment), or `None`.
+    pub(crate) fn read_legacy_record(
+        &self,
+        id: QueueId,
+    ) -> Result<Option<DeliveryRecord>, SpoolError> {
         let path = self.inner.record_path(id);
         // Never through a link, never blocking on a FIFO, a regular file only: anything
         // else is not a record, and the caller holds the message

@@ -31,7 +31,7 @@ mod dirsync;
 mod entry;
 mod evidence;
 mod handoff;
-mod key;
+pub(crate) mod key;
 mod layout;
 mod lifecycle;
 mod quarantine;
@@ -330,6 +330,12 @@ impl Inner {
         let mut p = self.area_dir(area);
         p.push(id.to_string());
         p
+    }
+
+    /// The key of delivery-record frames (absent in a read-only spool without a
+    /// readable `spool.key`: frames are then not recognised).
+    pub(crate) fn record_key(&self) -> Option<&key::SpoolKey> {
+        self.segments.record_key()
     }
 
     pub(crate) fn is_writable(&self) -> bool {
@@ -801,7 +807,7 @@ impl Spool {
             };
         }
         let path = self.path_of(state, id);
-        let result = entry::read_full(&path, id);
+        let result = entry::read_full(&path, id, self.inner.record_key());
         self.entry_result(state, id, path, result)
     }
 
@@ -820,7 +826,7 @@ impl Spool {
     ) -> Result<Envelope, SpoolError> {
         let path = self.path_of(state, id);
         let mut buf = Vec::new();
-        let result = entry::scan(&path, id, &mut buf, visit);
+        let result = entry::scan(&path, id, &mut buf, visit, self.inner.record_key());
         self.entry_result(state, id, path, result)
     }
 
@@ -830,7 +836,7 @@ impl Spool {
     /// [`Spool::read`]. Files only (a delivery reads `active/<id>`).
     pub fn open_body(&self, state: QueueState, id: QueueId) -> Result<BodyReader, SpoolError> {
         let path = self.path_of(state, id);
-        let result = entry::open_content(&path);
+        let result = entry::open_content(&path, id, self.inner.record_key());
         self.entry_result(state, id, path, result)
     }
 
@@ -913,7 +919,7 @@ impl Spool {
             });
         }
         let path = self.path_of(state, id);
-        match entry::read_head(&path, id, max_head) {
+        match entry::read_head(&path, id, max_head, self.inner.record_key()) {
             Ok((envelope, file_size, head)) => Ok(PeekedMessage {
                 envelope,
                 file_size,
@@ -971,7 +977,7 @@ impl Spool {
                 continue;
             };
             let path = self.inner.entry_path(area, id);
-            match entry::read_envelope(&path, id) {
+            match entry::read_envelope(&path, id, self.inner.record_key()) {
                 Ok((envelope, file_size)) => out.push(ListedMessage {
                     id,
                     state: st,

@@ -1,14 +1,17 @@
 //! Delivery record entries at start, and a record that is not a record.
 //!
-//! `records/<id>` is written only by `Spool::write_record` (a regular file renamed into
-//! place). At start every entry of `records/` is checked without being opened:
+//! `records/` is legacy: older versions wrote every record there, this one writes records
+//! as frames in the message file (`format::frame`) and writes `records/<id>` (a regular
+//! file renamed into place) only for a message still resident in a segment. At start every entry of `records/` is checked without being opened:
 //! - a name that is not a queue id is quarantined (event 3003);
 //! - an entry that is not a regular file (a directory, FIFO, symbolic link, socket,
 //!   device) cannot tell which recipients already have its message. It is moved to
 //!   `corrupt/<id>.record` with a reason, and its message is held (`hold/`) for an
 //!   operator, never sent again on its own (event 3010). `tern queue release <id>` then
 //!   sends it to every recipient as if never attempted. A message already in `hold/` or
-//!   `poison/` stays there; a record without a message is only set aside.
+//!   `poison/` stays there; a record without a message, or whose message carries a
+//!   valid record frame in its own file (the frame wins over any legacy file), is only
+//!   set aside.
 //! - a regular file whose message is in no queue state is an orphan (its message was
 //!   removed just before a crash) and is removed.
 //!
@@ -98,9 +101,22 @@ impl Inner {
             })
     }
 
+    /// Whether message `id` has a file of its own whose last record frame is valid: its
+    /// record is there, and a legacy `records/<id>` entry says nothing more.
+    pub(crate) fn has_frame(&self, id: QueueId) -> bool {
+        matches!(
+            self.open_message_file(id, false),
+            Ok(Some((f, _))) if super::entry::layout_of(&f, id, self.record_key())
+                .is_ok_and(|l| l.last.is_some())
+        )
+    }
+
     /// Where message `id` is, among the states it may be held from (`None`: in `hold/`,
-    /// `poison/`, or nowhere).
+    /// `poison/`, nowhere, or it has a record frame of its own).
     fn holdable_state(&self, id: QueueId) -> Option<QueueState> {
+        if self.has_frame(id) {
+            return None;
+        }
         if self.segments.lookup(id).is_some() {
             return Some(QueueState::Incoming);
         }
@@ -138,7 +154,9 @@ impl Inner {
             kind.describe(),
             match from {
                 Some(s) => format!("was held (it was in {s}/)"),
-                None => "was left where it was (held, poisoned, or gone)".into(),
+                None => "was left where it was (held, poisoned, gone, or its own file \
+                         carries its record)"
+                    .into(),
             }
         ));
         let name = id.to_string();

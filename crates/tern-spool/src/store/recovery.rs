@@ -39,6 +39,7 @@ use crate::id::QueueId;
 use crate::state::QueueState;
 
 use super::entry::{self, EntryError};
+use super::key::SpoolKey;
 use super::sys::{self, EntryKind};
 use super::{Area, Inner, RecoveryReport, name_to_id, read_names};
 
@@ -84,7 +85,13 @@ pub(crate) fn recover(
     let has_file = |id: QueueId| {
         valid.contains(&id)
             || (lazy_deferred
-                && entry::verify(&deferred_dir.join(id.to_string()), id, &mut Vec::new()).is_ok())
+                && entry::verify(
+                    &deferred_dir.join(id.to_string()),
+                    id,
+                    &mut Vec::new(),
+                    inner.record_key(),
+                )
+                .is_ok())
     };
     let segments = inner.recover_segments(&has_file)?;
     partials_removed += segments.partials;
@@ -171,7 +178,7 @@ fn validate_state(
         };
         bad += usize::from(inner.quarantine(area, &name, &reason)?);
     }
-    let failures = verify_all(&dir, &todo)?;
+    let failures = verify_all(&dir, &todo, inner.record_key())?;
     let mut failed = vec![false; todo.len()];
     let mut gone = 0;
     for (i, failure) in failures {
@@ -291,6 +298,7 @@ fn check_placements(inner: &Inner) -> Result<usize, SpoolError> {
 fn verify_all(
     dir: &Path,
     todo: &[(OsString, QueueId)],
+    key: Option<&SpoolKey>,
 ) -> Result<Vec<(usize, Option<CorruptReason>)>, SpoolError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -304,11 +312,11 @@ fn verify_all(
             .filter_map(|_| {
                 std::thread::Builder::new()
                     .name("tern-spool-recovery".into())
-                    .spawn_scoped(s, || verify_worker(dir, todo, &next, &abort))
+                    .spawn_scoped(s, || verify_worker(dir, todo, &next, &abort, key))
                     .ok()
             })
             .collect();
-        let mut results = vec![Ok(verify_worker(dir, todo, &next, &abort))];
+        let mut results = vec![Ok(verify_worker(dir, todo, &next, &abort, key))];
         results.extend(helpers.into_iter().map(|h| h.join()));
         results
     });
@@ -333,6 +341,7 @@ fn verify_worker(
     todo: &[(OsString, QueueId)],
     next: &AtomicUsize,
     abort: &AtomicBool,
+    key: Option<&SpoolKey>,
 ) -> Result<Vec<(usize, Option<CorruptReason>)>, SpoolError> {
     let mut buf = Vec::new();
     let mut failures = Vec::new();
@@ -340,7 +349,7 @@ fn verify_worker(
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some((name, id)) = todo.get(i) else { break };
         let path = dir.join(name);
-        match entry::verify(&path, *id, &mut buf) {
+        match entry::verify(&path, *id, &mut buf, key) {
             Ok(()) => {}
             Err(EntryError::Vanished) => failures.push((i, None)),
             Err(EntryError::Corrupt(reason)) => failures.push((i, Some(reason))),

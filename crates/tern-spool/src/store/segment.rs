@@ -306,6 +306,8 @@ pub(crate) struct Segments {
     /// The spool key that authenticates frames (set once at open; absent in a read-only
     /// spool whose key cannot be read).
     key: OnceLock<SpoolKey>,
+    /// The key of delivery-record frames, derived from `key` (`SpoolKey::for_records`).
+    record_key: OnceLock<SpoolKey>,
 }
 
 /// A resident message, found by [`Segments::lookup`].
@@ -339,11 +341,18 @@ impl Segments {
             index: Mutex::new(Index::default()),
             committer: Mutex::new(None),
             key: OnceLock::new(),
+            record_key: OnceLock::new(),
         }
+    }
+
+    /// The key of delivery-record frames (`format::frame`), if the spool key was set.
+    pub(crate) fn record_key(&self) -> Option<&SpoolKey> {
+        self.record_key.get()
     }
 
     /// Sets the spool key (once, at open).
     pub(crate) fn set_key(&self, key: SpoolKey) {
+        let _ = self.record_key.set(key.for_records());
         let _ = self.key.set(key);
     }
 

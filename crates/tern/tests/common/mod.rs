@@ -1274,3 +1274,44 @@ pub fn write_test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
     (cert, key)
 }
+
+/// Makes message `id`'s file at `path` what a version before 2026-12 left: the
+/// version-1 part only, its delivery-record frames cut off (found without the spool key:
+/// the last end where a version-1 file of this id decodes). Panics when the file had no
+/// frame.
+pub fn strip_record_frames(path: &Path, id: tern_spool::QueueId) {
+    use tern_spool::format::{self, TRAILER_LEN, TRAILER_MAGIC};
+    let file = std::fs::read(path).expect("read the message file");
+    let base = (TRAILER_LEN..=file.len())
+        .rev()
+        .find(|&end| {
+            file[end - TRAILER_LEN..].starts_with(&TRAILER_MAGIC)
+                && format::decode(&file[..end], Some(id)).is_ok()
+        })
+        .expect("a version-1 part");
+    assert!(
+        base < file.len(),
+        "no record frame was appended to the file"
+    );
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(base as u64))
+        .expect("cut the frames off");
+}
+
+/// Writes `record` where a version before 2026-12 kept it: `spool/records/<id>`, mode
+/// 0600.
+pub fn write_legacy_record(spool: &Path, record: &tern_spool::DeliveryRecord) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = spool.join("records").join(record.id.to_string());
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("create the legacy record");
+    f.write_all(&tern_spool::record::encode(record))
+        .expect("write the legacy record");
+}

@@ -140,12 +140,19 @@ fn full_spool_disk_refuses_with_4xx_keeps_delivering_and_recovers_by_itself() {
     }
     receiver.wait_for(20, Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tern.spool_files("records").len() < EARLY {
+    // Each has a delivery record (a frame in its file) once an attempt finished.
+    let tried = || {
+        tern.queue_json(&[])
+            .iter()
+            .filter(|m| m["attempts"].as_u64() >= Some(1))
+            .count()
+    };
+    while tried() < EARLY {
         assert!(
             Instant::now() < deadline,
             "the early messages were never deferred"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
     }
     // Two transactions past MAIL, waiting for their content when the disk fills.
     let mut big_session = open_data_session(addr, "big@relay.test");

@@ -35,10 +35,8 @@ async fn a_lazy_open_leaves_deferred_to_the_load_which_validates_and_hands_it_ov
     let mut rec = DeliveryRecord::new(a, 2);
     rec.attempts = 3;
     spool.write_record(&rec).await.unwrap();
-    spool
-        .write_record(&DeliveryRecord::new(gone, 2))
-        .await
-        .unwrap();
+    // `gone` has a record from an older version (records/), left behind below.
+    super::write_legacy_record(dir.path(), &DeliveryRecord::new(gone, 2));
     drop(spool);
     let deferred_dir = dir.path().join("deferred");
     // Damage: a body byte of `bad` (its checksum fails), a name Tern does not make.
@@ -86,7 +84,8 @@ async fn a_lazy_open_leaves_deferred_to_the_load_which_validates_and_hands_it_ov
     assert!(!bad_path.exists());
     assert!(dir.path().join("corrupt").join(bad.to_string()).exists());
     assert!(!dir.path().join("records").join(gone.to_string()).exists());
-    assert!(dir.path().join("records").join(a.to_string()).exists());
+    // `a`'s record is a frame in its own file: nothing of it in records/.
+    assert!(!dir.path().join("records").join(a.to_string()).exists());
     assert_eq!(
         spool.queued(),
         3,

@@ -79,10 +79,8 @@ async fn a_damaged_record_is_reported_and_quarantined_with_its_message() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
     let id = store(&spool, b"Subject: x\r\n\r\nhi\r\n", 64).await;
-    spool
-        .write_record(&DeliveryRecord::new(id, 2))
-        .await
-        .unwrap();
+    // A legacy record (records/<id>, from an older version) that fails validation.
+    super::write_legacy_record(dir.path(), &DeliveryRecord::new(id, 2));
     let path = dir.path().join("records").join(id.to_string());
     let mut bytes = std::fs::read(&path).unwrap();
     let n = bytes.len() - 3;
@@ -158,13 +156,19 @@ async fn a_message_quarantined_by_the_scan_or_a_read_keeps_its_record_beside_it(
     let (spool, _) = open(dir.path());
     let at_start = store(&spool, b"Subject: a\r\n\r\na\r\n", 64).await;
     let on_read = store(&spool, b"Subject: b\r\n\r\nb\r\n", 64).await;
+    // `at_start` has its record as a frame in its file, `on_read` a legacy record file.
     for id in [at_start, on_read] {
         let mut rec = DeliveryRecord::new(id, 2);
         rec.recipients[0].status = RecipientStatus::Delivered {
             reply: "250 ok".into(),
         };
-        spool.write_record(&rec).await.unwrap();
+        if id == at_start {
+            spool.write_record(&rec).await.unwrap();
+        } else {
+            super::write_legacy_record(dir.path(), &rec);
+        }
     }
+    let key = spool.inner.record_key().cloned().unwrap();
     drop(spool);
     let flip = |id| {
         let path = dir.path().join("incoming").join(format!("{id}"));
@@ -183,8 +187,18 @@ async fn a_message_quarantined_by_the_scan_or_a_read_keeps_its_record_beside_it(
     let corrupt = dir.path().join("corrupt");
     for id in [at_start, on_read] {
         assert!(corrupt.join(id.to_string()).exists());
-        let moved = std::fs::read(corrupt.join(format!("{id}.record"))).unwrap();
-        let rec = crate::record::decode(&moved, id).unwrap();
+        let rec = if id == at_start {
+            // The record travelled inside the file: its last frame.
+            assert!(!corrupt.join(format!("{id}.record")).exists());
+            let file = std::fs::read(corrupt.join(id.to_string())).unwrap();
+            let layout =
+                crate::format::frame::locate(file.as_slice(), file.len() as u64, id, Some(&key))
+                    .unwrap();
+            crate::record::decode_json(&layout.last.unwrap().json, id).unwrap()
+        } else {
+            let moved = std::fs::read(corrupt.join(format!("{id}.record"))).unwrap();
+            crate::record::decode(&moved, id).unwrap()
+        };
         assert!(
             matches!(rec.recipients[0].status, RecipientStatus::Delivered { .. }),
             "the record says who already has the message"
@@ -195,7 +209,7 @@ async fn a_message_quarantined_by_the_scan_or_a_read_keeps_its_record_beside_it(
     // A later start neither deletes the quarantined records nor counts them as entries.
     let (_, report) = open(dir.path());
     assert_eq!(report.count(QueueState::Corrupt), 2);
-    assert!(corrupt.join(format!("{at_start}.record")).exists());
+    assert!(corrupt.join(format!("{on_read}.record")).exists());
 }
 
 #[tokio::test]
@@ -468,4 +482,159 @@ async fn changes_count_every_commit_move_and_removal_and_nothing_else() {
     std::fs::write(dir.path().join("deferred").join("not-an-id"), b"x").unwrap();
     let _ = spool.list(Some(QueueState::Deferred)).unwrap();
     assert!(spool.changes() > before, "a quarantine counts");
+}
+
+/// Every regular file under `dir` whose name starts with `id` (the message's files).
+fn files_of(dir: &std::path::Path, id: crate::id::QueueId) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(dir).unwrap().flatten() {
+        if let Ok(entries) = std::fs::read_dir(sub.path()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&id.to_string()) {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_record_is_a_frame_of_its_message_file_and_a_legacy_record_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let body = content(5000, 3);
+    let id = store(&spool, &body, 700).await;
+    spool
+        .move_to(id, QueueState::Incoming, QueueState::Active)
+        .await
+        .unwrap();
+    // A record written by an older version (records/<id>) is honoured...
+    let mut old = DeliveryRecord::new(id, 2);
+    old.attempts = 4;
+    super::write_legacy_record(dir.path(), &old);
+    assert_eq!(spool.read_record(id).unwrap(), Some(old.clone()));
+    // ... and the next write moves it into the message file and removes the old file.
+    let mut rec = old.clone();
+    rec.attempts = 5;
+    spool.write_record(&rec).await.unwrap();
+    let legacy = dir.path().join("records").join(id.to_string());
+    assert!(!legacy.exists(), "the legacy record was removed");
+    assert_eq!(spool.read_record(id).unwrap(), Some(rec.clone()));
+    spool
+        .move_to(id, QueueState::Active, QueueState::Deferred)
+        .await
+        .unwrap();
+    assert_eq!(
+        files_of(dir.path(), id),
+        vec![dir.path().join("deferred").join(id.to_string())],
+        "one file per deferred message"
+    );
+    // Every reader still sees the message as it was received.
+    assert_eq!(spool.read(QueueState::Deferred, id).unwrap().body, body);
+    let mut seen = Vec::new();
+    spool
+        .scan(QueueState::Deferred, id, &mut |c| seen.extend_from_slice(c))
+        .unwrap();
+    assert_eq!(seen, body);
+    assert_eq!(
+        spool.peek(QueueState::Deferred, id, 10).unwrap().head,
+        body[..10]
+    );
+    // A frame always wins over a legacy file (one brought back by a power loss).
+    super::write_legacy_record(dir.path(), &old);
+    assert_eq!(spool.read_record(id).unwrap(), Some(rec.clone()));
+    // A torn append (the first 30 bytes of a frame) is ignored, then cut off.
+    let path = dir.path().join("deferred").join(id.to_string());
+    let good_len = std::fs::metadata(&path).unwrap().len();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let json = crate::record::encode_json(&rec);
+        f.write_all(&json[..30]).unwrap();
+    }
+    drop(spool);
+    let (spool, report) = open(dir.path());
+    assert_eq!(report.quarantined, 0, "a torn tail is not damage");
+    assert_eq!(spool.read_record(id).unwrap(), Some(rec.clone()));
+    rec.attempts = 6;
+    spool.write_record(&rec).await.unwrap();
+    assert_eq!(spool.read_record(id).unwrap(), Some(rec.clone()));
+    let json_len = crate::record::encode_json(&rec).len() as u64;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        good_len + crate::format::frame::frame_len(json_len as usize),
+        "the torn bytes were cut off"
+    );
+    assert_eq!(spool.read(QueueState::Deferred, id).unwrap().body, body);
+}
+
+#[tokio::test]
+async fn a_reused_file_never_shows_the_record_of_its_previous_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    // A long message with long records, delivered: its file goes to free/.
+    let old = store(&spool, &content(20_000, 1), 4096).await;
+    spool
+        .move_to(old, QueueState::Incoming, QueueState::Active)
+        .await
+        .unwrap();
+    let mut rec = DeliveryRecord::new(old, 2);
+    for n in 1..4 {
+        rec.attempts = n;
+        spool.write_record(&rec).await.unwrap();
+    }
+    spool.remove(QueueState::Active, old).await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("free")).unwrap().count(),
+        1,
+        "the file is in the pool"
+    );
+    // A short new message takes that file: no record, and it reads back whole.
+    let body = content(300, 2);
+    let new = store(&spool, &body, 64).await;
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("free")).unwrap().count(),
+        0,
+        "the file was reused"
+    );
+    assert_eq!(spool.read_record(new).unwrap(), None);
+    assert_eq!(spool.read(QueueState::Incoming, new).unwrap().body, body);
+    let mut next = DeliveryRecord::new(new, 2);
+    next.attempts = 1;
+    spool.write_record(&next).await.unwrap();
+    assert_eq!(spool.read_record(new).unwrap(), Some(next));
+}
+
+#[tokio::test]
+async fn a_record_entry_that_is_not_a_file_beside_a_record_frame_holds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = store(&spool, b"Subject: x\r\n\r\nhi\r\n", 64).await;
+    spool
+        .move_to(id, QueueState::Incoming, QueueState::Deferred)
+        .await
+        .unwrap();
+    let mut rec = DeliveryRecord::new(id, 2);
+    rec.attempts = 2;
+    spool.write_record(&rec).await.unwrap();
+    drop(spool);
+    std::fs::create_dir(dir.path().join("records").join(id.to_string())).unwrap();
+    let (spool, report) = open(dir.path());
+    assert_eq!(
+        report.count(QueueState::Deferred),
+        1,
+        "not held: {report:?}"
+    );
+    assert!(
+        dir.path()
+            .join("corrupt")
+            .join(format!("{id}.record"))
+            .is_dir(),
+        "the entry was set aside"
+    );
+    assert_eq!(spool.read_record(id).unwrap(), Some(rec));
 }

@@ -64,6 +64,23 @@ async fn store(spool: &Spool, content: &[u8], chunk: usize) -> QueueId {
 }
 
 /// Deterministic test content of `n` bytes that is not all one value.
+/// Writes `rec` as an older version did: a `records/<id>` file (mode 0600) under the
+/// spool directory `dir`.
+fn write_legacy_record(dir: &Path, rec: &crate::record::DeliveryRecord) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("records").join(rec.id.to_string());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(&crate::record::encode(rec))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 fn content(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
