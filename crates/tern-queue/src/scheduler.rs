@@ -97,6 +97,13 @@ pub(crate) enum Cmd {
         id: QueueId,
         requeue: crate::admin::Requeue,
     },
+    /// The background recovery of the spool ended (`load_backlog`,
+    /// `Spool::finish_recovery`): the messages of `incoming/` it recovered, or why it
+    /// failed.
+    Recovered {
+        result: Result<tern_spool::FinishedRecovery, String>,
+        started: Instant,
+    },
     /// Deferred messages found by the background load of `deferred/` (`load_backlog`):
     /// id, due time, and the next hops their waiting recipients go to.
     Loaded(Vec<(QueueId, Instant, Vec<HopError>)>),
@@ -310,7 +317,10 @@ impl Queue {
     /// the end). Blocking work (the scans, the evidence) runs on blocking threads.
     pub async fn start(ctx: Arc<Context>, receiver: QueueReceiver) -> Result<Queue, SpoolError> {
         let spool = ctx.spool.clone();
-        let scan = tokio::task::spawn_blocking(move || initial_scan(&spool))
+        // After a lazy open, `incoming/` (and the rest) is recovered in the background
+        // first (`load_backlog`); `active/` was settled before the listeners started.
+        let recovering = spool.recovery_pending();
+        let scan = tokio::task::spawn_blocking(move || initial_scan(&spool, !recovering))
             .await
             .map_err(|e| SpoolError::BlockingTask(e.to_string()))??;
         let handle = QueueHandle {
@@ -331,6 +341,7 @@ impl Queue {
             backlog: VecDeque::new(),
             retry_turn: false,
             backlog_loaded: false,
+            spool_ready: !recovering,
             queued_ids: HashSet::new(),
             retries: Retries::default(),
             running: HashMap::new(),
@@ -348,7 +359,7 @@ impl Queue {
         }
         let loader_ctx = Arc::clone(&sched.ctx);
         let task = tokio::spawn(sched.run(receiver.rx));
-        load_backlog(loader_ctx, handle.clone());
+        load_backlog(loader_ctx, handle.clone(), recovering);
         Ok(Queue {
             handle,
             task,
@@ -405,17 +416,36 @@ struct Scan {
 /// Messages handed over per command by the background load of `deferred/`.
 const LOAD_CHUNK: usize = 1024;
 
-/// Loads `deferred/` on a blocking thread (`Spool::load_deferred`: validation,
-/// quarantine, records), sending each chunk to the scheduler with its due times and
-/// next hops routed with the routes of that moment; stops when the scheduler has
-/// stopped. Ends with `Cmd::BacklogDone`.
-fn load_backlog(ctx: Arc<Context>, handle: QueueHandle) {
-    let started = Instant::now();
-    // Not awaited: it ends on its own, or at its next chunk once the scheduler stopped.
+/// On a blocking thread: first, after a lazy open (`recover`), the rest of the spool's
+/// recovery (`Spool::finish_recovery`: `incoming/`, `active/`, `hold/`, `poison/`
+/// validated, the segments there at the start recovered), answered with
+/// `Cmd::Recovered` (which hands over the messages of `incoming/`); it stops when the
+/// scheduler has stopped, and the load below runs only after a recovery that ended.
+/// Then `deferred/` (`Spool::load_deferred`: validation, quarantine, records), sending
+/// each chunk to the scheduler with its due times and next hops routed with the routes
+/// of that moment; stops when the scheduler has stopped. Ends with `Cmd::BacklogDone`.
+fn load_backlog(ctx: Arc<Context>, handle: QueueHandle, recover: bool) {
+    // Not awaited: it ends on its own, or at its next step once the scheduler stopped.
     drop(tokio::task::spawn_blocking(move || {
+        let spool = ctx.spool.clone();
+        if recover {
+            #[cfg(feature = "fault-injection")]
+            fault_injection::hold_recovery();
+            let started = Instant::now();
+            let go_on = || !handle.tx.is_closed();
+            let result = spool.finish_recovery(&go_on);
+            let finished = matches!(&result, Ok(r) if !r.stopped);
+            handle.send(Cmd::Recovered {
+                result: result.map_err(|e| e.to_string()),
+                started,
+            });
+            if !finished {
+                return;
+            }
+        }
+        let started = Instant::now();
         #[cfg(feature = "fault-injection")]
         fault_injection::hold_backlog_load();
-        let spool = ctx.spool.clone();
         let mut take = |batch: Vec<tern_spool::DeferredEntry>| {
             if handle.tx.is_closed() {
                 return false;
@@ -490,8 +520,9 @@ fn waiting_hops(
     hops
 }
 
-/// `active/` (with crash counts) and `incoming/`; `deferred/` is `load_backlog`'s.
-fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
+/// `active/` (with crash counts) and, with `with_incoming`, `incoming/` (otherwise the
+/// background recovery hands it over); `deferred/` is `load_backlog`'s.
+fn initial_scan(spool: &tern_spool::Spool, with_incoming: bool) -> Result<Scan, SpoolError> {
     let mut active = Vec::new();
     for m in spool.list(Some(QueueState::Active))? {
         // A record that cannot be read is dealt with when the message is loaded.
@@ -506,11 +537,15 @@ fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
             crashes,
         });
     }
-    let incoming = spool
-        .list(Some(QueueState::Incoming))?
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
+    let incoming = if with_incoming {
+        spool
+            .list(Some(QueueState::Incoming))?
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Scan { active, incoming })
 }
 
@@ -522,6 +557,12 @@ struct Scheduler {
     retry_turn: bool,
     /// Every deferred message on disk at the start is in `retries` (or went on).
     backlog_loaded: bool,
+    /// The spool's recovery has ended (`Cmd::Recovered`; from the start after an eager
+    /// open): until then nothing touches a message that was on disk at the start, since
+    /// the recovery may be validating, moving or quarantining it. The suspects wait for
+    /// their probes, administrators' actions on messages the queue does not hold are
+    /// refused. Stays `false` when the recovery failed or stopped (the next start does it).
+    spool_ready: bool,
     /// Ids in `backlog` or `retries` (so a duplicate submit is ignored).
     queued_ids: HashSet<QueueId>,
     retries: Retries,
@@ -598,7 +639,7 @@ impl Scheduler {
             .filter(|_| slots_free && self.stopping.is_none());
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self.dispatch.next_up();
-        let probe = self.suspects.next_due();
+        let probe = self.suspects.next_due().filter(|_| self.spool_ready);
         let idle = self.cache.next_expiry();
         [retry, stop, down, probe, idle].into_iter().flatten().min()
     }
@@ -606,6 +647,7 @@ impl Scheduler {
     fn handle_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Submit(id) => self.push_backlog(id, QueueState::Incoming),
+            Cmd::Recovered { result, started } => self.recovered(result, started),
             Cmd::Loaded(found) => self.loaded(found),
             Cmd::BacklogDone {
                 load,
@@ -803,6 +845,13 @@ impl Scheduler {
             ))));
             return;
         }
+        if !self.spool_ready && !self.queued_ids.contains(&id) {
+            let _ = reply.send(Err(AdminRefusal::Unavailable(format!(
+                "cannot {} {id} now: the spool's recovery after the start has not ended (event 4065 when it does; 4066 if it failed, then after the next start)",
+                action.as_str()
+            ))));
+            return;
+        }
         if self.suspects.contains(id) {
             let _ = reply.send(Err(AdminRefusal::Conflict(format!(
                 "cannot {} {id} now: it was in process when Tern died and waits in active for its probe (events 4015, 4016); try again when it waits in deferred",
@@ -836,6 +885,46 @@ impl Scheduler {
             reply,
         );
         self.running.insert(id, task);
+    }
+
+    /// The background recovery of the spool ended (`load_backlog`): event 4065 with its
+    /// counts and the messages of `incoming/` it recovered scheduled, or event 4066.
+    fn recovered(
+        &mut self,
+        result: Result<tern_spool::FinishedRecovery, String>,
+        started: Instant,
+    ) {
+        let secs = format!("{:.3}", started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => {
+                let c = |s| r.report.as_ref().map_or(0, |rep| rep.count(s));
+                self.ctx.events.emit(
+                    &catalog::QUEUE_RECOVERY_FINISHED,
+                    fields!(
+                        "incoming" => c(QueueState::Incoming),
+                        "active" => c(QueueState::Active),
+                        "hold" => c(QueueState::Hold),
+                        "poison" => c(QueueState::Poison),
+                        "quarantined" => r.report.as_ref().map_or(0, |rep| rep.quarantined),
+                        "partials_removed" => r.report.as_ref().map_or(0, |rep| rep.partials_removed),
+                        "scheduled" => r.incoming.len(),
+                        "stopped" => r.stopped,
+                        "secs" => secs,
+                    ),
+                );
+                if r.stopped || self.stopping.is_some() {
+                    return;
+                }
+                self.spool_ready = true;
+                for id in r.incoming {
+                    self.push_backlog(id, QueueState::Incoming);
+                }
+            }
+            Err(error) => self.ctx.events.emit(
+                &catalog::QUEUE_RECOVERY_FAILED,
+                fields!("error" => error, "secs" => secs),
+            ),
+        }
     }
 
     /// Waits `id` (in `state`, with the record and hops kept from its last attempt)
@@ -1134,7 +1223,11 @@ impl Scheduler {
         // One probe group at a time, beside the normal flow (at most
         // `probe_group_size` messages over `max_active_messages`, so a full queue never
         // starves the line).
-        if let Some((ids, probe)) = self.suspects.start_next(now) {
+        if let Some((ids, probe)) = self
+            .spool_ready
+            .then(|| self.suspects.start_next(now))
+            .flatten()
+        {
             for id in ids {
                 let task = message::spawn(
                     Arc::clone(&self.ctx),
@@ -1208,16 +1301,28 @@ mod fault_injection {
                 .any(|w| w == pattern)
     }
 
-    /// Holds the background load of `deferred/` until the file named by the environment
-    /// variable `TERN_FAULT_HOLD_BACKLOG_UNTIL` exists (at most two minutes), so a test
-    /// can see the server work while its backlog is not loaded yet.
-    pub(super) fn hold_backlog_load() {
-        let Some(path) = std::env::var_os("TERN_FAULT_HOLD_BACKLOG_UNTIL") else {
+    /// Holds the background recovery of the spool (`Spool::finish_recovery`) until the
+    /// file named by the environment variable `TERN_FAULT_HOLD_RECOVERY_UNTIL` exists (at
+    /// most two minutes), so a test can see the server work while the segments and the
+    /// files a kill left behind are not recovered yet.
+    pub(super) fn hold_recovery() {
+        hold_until("TERN_FAULT_HOLD_RECOVERY_UNTIL");
+    }
+
+    fn hold_until(var: &str) {
+        let Some(path) = std::env::var_os(var) else {
             return;
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while !std::path::Path::new(&path).exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Holds the background load of `deferred/` until the file named by the environment
+    /// variable `TERN_FAULT_HOLD_BACKLOG_UNTIL` exists (at most two minutes), so a test
+    /// can see the server work while its backlog is not loaded yet.
+    pub(super) fn hold_backlog_load() {
+        hold_until("TERN_FAULT_HOLD_BACKLOG_UNTIL");
     }
 }
