@@ -110,7 +110,7 @@ events! {
         "None.");
 
     SPOOL_RECOVERED = (3001, "spool.recovered", Info,
-        "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers reads deferred/ in the background afterwards: `deferred` is then 0 here and event 4055 counts it.",
+        "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers recovers it in the background after its listeners started (this event then comes at the end of that recovery, with event 4065) and reads deferred/ after that: `deferred` is then 0 here and event 4055 counts it.",
         "None.");
     SPOOL_PARTIAL_REMOVED = (3002, "spool.partial.removed", Info,
         "An unfinished write (a message that was never acknowledged) was removed from the spool's tmp directory.",

@@ -393,7 +393,10 @@ impl Queue {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        for m in left.into_iter().filter(|m| !suspects.contains(&m.id)) {
+        for m in left
+            .into_iter()
+            .filter(|m| m.state == QueueState::Active && !suspects.contains(&m.id))
+        {
             let _ = ctx
                 .spool
                 .move_to(m.id, QueueState::Active, QueueState::Incoming)
@@ -524,7 +527,13 @@ fn waiting_hops(
 /// background recovery hands it over); `deferred/` is `load_backlog`'s.
 fn initial_scan(spool: &tern_spool::Spool, with_incoming: bool) -> Result<Scan, SpoolError> {
     let mut active = Vec::new();
-    for m in spool.list(Some(QueueState::Active))? {
+    // An entry that fails its check is listed as corrupt while the background recovery
+    // runs (it quarantines it): not in process, not a suspect.
+    for m in spool
+        .list(Some(QueueState::Active))?
+        .into_iter()
+        .filter(|m| m.state == QueueState::Active)
+    {
         // A record that cannot be read is dealt with when the message is loaded.
         let crashes = spool
             .read_record(m.id)

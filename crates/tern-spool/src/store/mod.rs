@@ -10,7 +10,12 @@
 //!   removes anything, so tools can run beside a live server.
 //! - `queued` counts the files in incoming, active, deferred and hold: set by the scan at
 //!   open, incremented by each commit's rename, decremented by each quarantine out of
-//!   those states. For a read-only spool it is a snapshot taken at open.
+//!   those states. After a lazy open it counts only new messages until the background
+//!   recovery adds what it found (and the deferred load what it loads). For a read-only
+//!   spool it is a snapshot taken at open.
+//! - While a lazy open's recovery runs (`RECOVERY_RUNNING`), the ids `begin` hands out are
+//!   noted in `fresh`, and nothing but the recovery quarantines an entry of another
+//!   message (`Inner::may_quarantine`).
 //! - `changes` only grows: it is raised when a commit, move or removal starts, after each
 //!   step of it that a listing could see (a move's link), when it ends, and at each
 //!   quarantine. Two equal readings around a listing therefore mean that no message
@@ -1089,7 +1094,8 @@ impl Spool {
     ///
     /// Entries in `corrupt/` are listed with envelope `None` (names that are not a queue
     /// id, optionally followed by `.N`, are skipped). A file that fails to decode is, in
-    /// read-write mode, quarantined (event 3003) and omitted; in read-only mode listed as
+    /// read-write mode, quarantined (event 3003) and omitted; in read-only mode, and for a
+    /// message the background recovery of a lazy open has yet to judge, listed as
     /// `Corrupt` with envelope `None` and left in place. Sorted by id, then state.
     pub fn list(&self, state: Option<QueueState>) -> Result<Vec<ListedMessage>, SpoolError> {
         let states: Vec<QueueState> = match state {

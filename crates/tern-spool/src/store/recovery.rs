@@ -14,9 +14,20 @@
 //! 4. Segments (`segment`), knowing which messages have a *valid* file of their own.
 //! 5. `records/` (`records`), `free/` (`recycle`), `alloc/`.
 //!
+//! A lazy open (a server that delivers) splits it: [`recover_foreground`] runs before the
+//! listeners and does only what is bounded whatever the queue holds (1; 2 for the names
+//! of `active/`; `free/`, `alloc/`; the list of the segments, the newest marked), and
+//! [`recover_rest`] runs in the background while the server works (2 for the rest, 3
+//! without `deferred/`, 4 for the segments listed at the start); `deferred/` and
+//! `records/` are the deferred load's (`backlog`). See docs/SPOOL.md, "The start does
+//! not wait for the spool".
+//!
 //! Invariants:
-//! - Runs only under the spool lock, before the spool handle exists, so nothing else
-//!   writes the directories meanwhile.
+//! - Runs only under the spool lock. The eager recovery and the foreground part run
+//!   before the spool handle exists, so nothing else writes the directories meanwhile.
+//!   The background part runs beside the server: it leaves alone every message the
+//!   process began since the start (`skip`/`fresh`) and every segment created since, and
+//!   the queue touches no other message until it ends.
 //! - A second scan finds nothing new.
 //! - A quarantined message takes its record with it (`quarantine`), so removing orphan
 //!   records never deletes the record of a message that still exists, in `corrupt/`.

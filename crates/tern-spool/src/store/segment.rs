@@ -50,7 +50,12 @@
 //!   gets its own tracked event (3007 damaged, 3008 written out, 3009 held). Nothing a
 //!   segment holds is deleted.
 //! - Every segment kept is sealed (if it was not) before the commit thread starts, so at
-//!   any start at most one segment can have an unfinished tail.
+//!   any start at most one segment can have an unfinished tail. A server that delivers
+//!   recovers its segments in the background instead (`prepare_background`, then
+//!   `recover` on the segments listed at the start only): the commit thread appends only
+//!   to segments it creates, and the newest segment at the start gets an `unfinished`
+//!   line in its `.out` first, so that if the process dies again before that recovery
+//!   ends, its tail may still be cut although newer segments exist by then.
 //!
 //! Invariants:
 //! - The state mutex guards only the in-memory index; it is never held across I/O.
