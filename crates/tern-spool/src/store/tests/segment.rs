@@ -614,3 +614,29 @@ async fn a_stopped_recovery_leaves_the_rest_for_the_next_start_and_no_deferred_l
     assert_eq!(report.count(QueueState::Incoming), stored.len());
     assert_eq!(report.quarantined, 0);
 }
+
+#[tokio::test]
+async fn the_background_recovery_leaves_alone_a_message_of_this_process_caught_in_a_move() {
+    let dir = tempdir();
+    let (stored, _, _) = killed_spool(dir.path()).await;
+    let spool = open_lazy(dir.path());
+    spool.set_commit_mode(CommitMode::File);
+    let fresh = store(&spool, b"Subject: fresh\r\n\r\nnew\r\n", 64).await;
+    // The queue is moving it (link into active/, then unlink from incoming/): two names
+    // of one file, which an eager start would resolve by removing the incoming/ one.
+    let incoming = sub(&sub(dir.path(), "incoming"), &fresh.to_string());
+    let active = sub(&sub(dir.path(), "active"), &fresh.to_string());
+    std::fs::hard_link(&incoming, &active).unwrap_or_else(|e| panic!("{e}"));
+    let done = spool
+        .finish_recovery(&|| true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        incoming.exists() && active.exists(),
+        "the move is the queue's"
+    );
+    assert!(!done.incoming.contains(&fresh), "not handed over twice");
+    assert_eq!(done.incoming.len(), stored.len());
+    let report = done.report.unwrap_or_else(|| panic!("no report"));
+    assert_eq!(report.count(QueueState::Active), 0);
+    assert_eq!(report.quarantined, 0);
+}
