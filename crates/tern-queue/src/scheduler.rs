@@ -311,10 +311,14 @@ pub struct QueueReceiver {
 impl Queue {
     /// Scans the spool (active, then incoming), judges how the previous run ended
     /// (`probe::recover`: crashes counted, suspects lined up, this run's probe journal
-    /// and last gasp prepared) and starts scheduling. Then `deferred/` is loaded in the
-    /// background (`load_backlog`): new mail flows while the backlog is read, and each
-    /// chunk of deferred messages joins the retry timers as it is read (event 4055 at
-    /// the end). Blocking work (the scans, the evidence) runs on blocking threads.
+    /// and last gasp prepared) and starts scheduling. After a lazy open
+    /// (`Spool::open_lazy`), `incoming/` is not scanned here: the rest of the spool's
+    /// recovery runs first in the background (`load_backlog`, event 4065) and hands it
+    /// over; until then only new mail is processed (no probe, no administrator's action
+    /// on a message the queue does not hold). Then `deferred/` is loaded in the
+    /// background: new mail flows while the backlog is read, and each chunk of deferred
+    /// messages joins the retry timers as it is read (event 4055 at the end). Blocking
+    /// work (the scans, the evidence) runs on blocking threads.
     pub async fn start(ctx: Arc<Context>, receiver: QueueReceiver) -> Result<Queue, SpoolError> {
         let spool = ctx.spool.clone();
         // After a lazy open, `incoming/` (and the rest) is recovered in the background
