@@ -25,6 +25,20 @@ dropping the page cache needs it):
    fresh rate during the drain; then the fresh rate alone, after the drain window, for
    comparison.
 
+Second mode, the start after kill -9 with an unrecovered segment and a large incoming/:
+
+    python3 bench/backlog/run.py unrecovered [SEG_MSGS [FILES]]
+    BINS=/tmp/tern-before,target/ci/tern python3 bench/backlog/run.py unrecovered 15000 20000
+
+fills, with delivery off, FILES messages as files of their own in incoming/
+(`spool.commit = "file"`) then SEG_MSGS messages into segments (the default commit mode;
+15,000 of MSG_SIZE 4000 is about one full 64 MiB segment), kills Tern with -9 and keeps a
+copy of the data directory. Then for each binary in BINS (default TERN_BIN), REPEAT
+times (default 3): the copy is put back, delivery turned on (everything routed to the
+dead smarthost), `sync`, page cache dropped, Tern started; reported: the time from exec
+to the first 220 greeting, and to the end of the spool's recovery (event 4065; the
+greeting itself for a Tern without it, which recovers before it listens). The JSON summary goes to bench/out/unrecovered-summary.json.
+
 Environment: TERN_BIN (target/ci/tern), SESSIONS (20), MSG_SIZE (1024), FRESH (2000),
 DRAIN_WINDOW (60 s; 0 = until drained), KEEP_TMP (0), OUT_DIR (bench/out),
 FILL_TIMEOUT (seconds, default 600 + N/100), LOAD_WAIT (120: how long to wait for event
@@ -46,7 +60,7 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+N = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 1_000_000
 TERN_BIN = os.environ.get("TERN_BIN", os.path.join(ROOT, "target", "ci", "tern"))
 SESSIONS = int(os.environ.get("SESSIONS", "20"))
 MSG_SIZE = int(os.environ.get("MSG_SIZE", "1024"))
@@ -399,5 +413,99 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
 
+def edit_file(path, old, new):
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+
+
+def unrecovered_main():
+    """The second mode (see the module docstring)."""
+    global MSG_SIZE, TERN_BIN
+    if os.geteuid() != 0:
+        die("run as root (the page cache is dropped before each start)")
+    seg_msgs = int(sys.argv[2]) if len(sys.argv) > 2 else 15000
+    files = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
+    size = int(os.environ.get("MSG_SIZE", "4000"))
+    repeat = int(os.environ.get("REPEAT", "3"))
+    bins = [b for b in os.environ.get("BINS", TERN_BIN).split(",") if b]
+    MSG_SIZE = size
+    work = tempfile.mkdtemp(prefix="tern-unrecovered-")
+    dead_port = free_port(DEAD_IP)
+    fresh = Sink(work, "127.0.0.1")
+    tern = Tern(work, dead_port, fresh.port)
+    conf = open(tern.conf).read()
+    open(tern.conf, "w").write(conf.replace("deliver = true", "deliver = false")
+                                + '\n[spool]\ncommit = "file"\n')
+    res = {"segment_messages": seg_msgs, "incoming_files": files, "msg_size": size,
+           "runs": {}}
+    try:
+        tern.start()
+        wait_until(lambda: greets(tern.port), 60, "first greeting", tern.proc)
+        log(f"fill: {files} files in incoming/")
+        smtp_source(tern.port, files, "rcpt@bench.test", SESSIONS)
+        tern.stop()
+        edit_file(tern.conf, 'commit = "file"', 'commit = "segment"')
+        tern.start()
+        wait_until(lambda: greets(tern.port), 600, "greeting", tern.proc)
+        log(f"fill: {seg_msgs} messages in segments")
+        smtp_source(tern.port, seg_msgs, "rcpt@bench.test", SESSIONS)
+        tern.kill9()
+        segs = os.path.join(tern.data, "spool", "segments")
+        res["segments"] = sorted((n, os.path.getsize(os.path.join(segs, n)))
+                                 for n in os.listdir(segs) if not n.endswith(".out"))
+        res["incoming_entries"] = sum(1 for _ in os.scandir(
+            os.path.join(tern.data, "spool", "incoming")))
+        log(f"filled: {res}")
+        keep = os.path.join(work, "data-at-kill")
+        subprocess.run(["cp", "-a", tern.data, keep], check=True)
+        edit_file(tern.conf, "deliver = false", "deliver = true")
+        for b in bins:
+            TERN_BIN = b
+            runs = []
+            # A Tern without event 4065 recovers its spool before it listens.
+            with open(b, "rb") as f:
+                has_4065 = b"queue.recovery.finished" in f.read()
+            for _ in range(repeat):
+                shutil.rmtree(tern.data)
+                subprocess.run(["cp", "-a", keep, tern.data], check=True)
+                subprocess.run(["sync"], check=True)
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("3\n")
+                ev_off = os.path.getsize(os.path.join(tern.data, "events.jsonl"))
+                t0 = tern.start()
+                greeted = wait_until(lambda: greets(tern.port), 600, "greeting", tern.proc,
+                                     0.002)
+                deadline = time.monotonic() + LOAD_WAIT
+                recovered = None if has_4065 else greeted
+                while recovered is None and time.monotonic() < deadline:
+                    found, ev_off = tern.events_since(ev_off, 4065)
+                    if found:
+                        recovered = time.monotonic()
+                        break
+                    time.sleep(0.01)
+                runs.append({"greeting_secs": round(greeted - t0, 3),
+                             "recovered_secs": None if recovered is None
+                             else round(recovered - t0, 3)})
+                log(f"{b}: {runs[-1]}")
+                tern.kill9()
+            res["runs"][b] = runs
+    finally:
+        tern.stop()
+        fresh.stop()
+        os.makedirs(OUT_DIR, exist_ok=True)
+        with open(os.path.join(OUT_DIR, "unrecovered-summary.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        print(json.dumps(res), flush=True)
+        if KEEP_TMP:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "unrecovered":
+        unrecovered_main()
+    else:
+        main()

@@ -110,7 +110,7 @@ events! {
         "None.");
 
     SPOOL_RECOVERED = (3001, "spool.recovered", Info,
-        "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers reads deferred/ in the background afterwards: `deferred` is then 0 here and event 4055 counts it.",
+        "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers recovers it in the background after its listeners started (this event then comes at the end of that recovery, with event 4065) and reads deferred/ after that: `deferred` is then 0 here and event 4055 counts it.",
         "None.");
     SPOOL_PARTIAL_REMOVED = (3002, "spool.partial.removed", Info,
         "An unfinished write (a message that was never acknowledged) was removed from the spool's tmp directory.",
@@ -221,6 +221,12 @@ events! {
         "None.");
     QUEUE_BACKLOG_FAILED = (4056, "queue.backlog.failed", Error,
         "Reading the deferred mail at start failed on a system error (`error`), after `deferred` messages were scheduled; the rest waits in deferred/, untouched, and is read at the next start. New mail still flows.",
+        "Check the spool disk (space, errors in the kernel log, permissions), then restart Tern.");
+    QUEUE_RECOVERY_FINISHED = (4065, "queue.recovery.finished", Notice,
+        "The spool's recovery after the start ended in the background (the listeners answered meanwhile and new mail flowed): the files of incoming/, active/, hold/ and poison/ were validated in full and the segments there at the start recovered (a torn tail cut, damaged ones quarantined). Fields: the valid messages per state (`incoming` includes those resident in segments), `quarantined` entries (event 3003 each), `partials_removed` unfinished writes, `scheduled` messages of incoming/ handed to the queue, `secs` it took. Event 3001 carries the same counts. `stopped` is true when Tern stopped before the end (the rest is recovered at the next start). The deferred backlog is read next (event 4055).",
+        "None.");
+    QUEUE_RECOVERY_FAILED = (4066, "queue.recovery.failed", Error,
+        "The spool's recovery after the start failed in the background on a system error (`error`) after `secs`. New mail still flows; the messages that were on disk at the start wait there, untouched (none is lost), until the next start: they are not delivered, administrators' actions on them are refused, the deferred backlog is not loaded.",
         "Check the spool disk (space, errors in the kernel log, permissions), then restart Tern.");
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",

@@ -60,6 +60,13 @@ pub(crate) enum Cmd {
     },
     /// An admin task ended.
     AdminDone { id: QueueId, requeue: Requeue },
+    /// The background recovery of the spool ended (`load_backlog`,
+    /// `Spool::finish_recovery`): the messages of `incoming/` it recovered, or why it
+    /// failed.
+    Recovered {
+        result: Result<tern_spool::FinishedRecovery, String>,
+        started: Instant,
+    },
     /// Deferred messages found by the background load of `deferred/` (`load_backlog`):
     /// id, due time, and the next hops their waiting recipients go to.
     Loaded(Vec<(QueueId, Instant, Vec<HopError>)>),

@@ -80,13 +80,20 @@ pub struct Queue {
 impl Queue {
     /// Scans the spool (active, then incoming), judges how the previous run ended
     /// (`probe::recover`: crashes counted, suspects lined up, this run's probe journal
-    /// and last gasp prepared) and starts scheduling. Then `deferred/` is loaded in the
-    /// background (`load_backlog`): new mail flows while the backlog is read, and each
-    /// chunk of deferred messages joins the retry timers as it is read (event 4055 at
-    /// the end). Blocking work (the scans, the evidence) runs on blocking threads.
+    /// and last gasp prepared) and starts scheduling. After a lazy open
+    /// (`Spool::open_lazy`), `incoming/` is not scanned here: the rest of the spool's
+    /// recovery runs first in the background (`load_backlog`, event 4065) and hands it
+    /// over; until then only new mail is processed (no probe, no administrator's action
+    /// on a message the queue does not hold). Then `deferred/` is loaded in the
+    /// background: new mail flows while the backlog is read, and each chunk of deferred
+    /// messages joins the retry timers as it is read (event 4055 at the end). Blocking
+    /// work (the scans, the evidence) runs on blocking threads.
     pub async fn start(ctx: Arc<Context>, receiver: QueueReceiver) -> Result<Queue, SpoolError> {
         let spool = ctx.spool.clone();
-        let scan = tokio::task::spawn_blocking(move || initial_scan(&spool))
+        // After a lazy open, `incoming/` (and the rest) is recovered in the background
+        // first (`load_backlog`); `active/` was settled before the listeners started.
+        let recovering = spool.recovery_pending();
+        let scan = tokio::task::spawn_blocking(move || initial_scan(&spool, !recovering))
             .await
             .map_err(|e| SpoolError::BlockingTask(e.to_string()))??;
         let handle = QueueHandle::of(&receiver);
@@ -104,6 +111,7 @@ impl Queue {
             backlog: VecDeque::new(),
             retry_turn: false,
             backlog_loaded: false,
+            spool_ready: !recovering,
             queued_ids: HashSet::new(),
             retries: Retries::default(),
             running: HashMap::new(),
@@ -121,7 +129,7 @@ impl Queue {
         }
         let loader_ctx = Arc::clone(&sched.ctx);
         let task = tokio::spawn(sched.run(receiver.rx));
-        load_backlog(loader_ctx, handle.clone());
+        load_backlog(loader_ctx, handle.clone(), recovering);
         Ok(Queue {
             handle,
             task,
@@ -155,7 +163,10 @@ impl Queue {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        for m in left.into_iter().filter(|m| !suspects.contains(&m.id)) {
+        for m in left
+            .into_iter()
+            .filter(|m| m.state == QueueState::Active && !suspects.contains(&m.id))
+        {
             let _ = ctx
                 .spool
                 .move_to(m.id, QueueState::Active, QueueState::Incoming)
@@ -178,17 +189,36 @@ struct Scan {
 /// Messages handed over per command by the background load of `deferred/`.
 const LOAD_CHUNK: usize = 1024;
 
-/// Loads `deferred/` on a blocking thread (`Spool::load_deferred`: validation,
-/// quarantine, records), sending each chunk to the scheduler with its due times and
-/// next hops routed with the routes of that moment; stops when the scheduler has
-/// stopped. Ends with `Cmd::BacklogDone`.
-fn load_backlog(ctx: Arc<Context>, handle: QueueHandle) {
-    let started = Instant::now();
-    // Not awaited: it ends on its own, or at its next chunk once the scheduler stopped.
+/// On a blocking thread: first, after a lazy open (`recover`), the rest of the spool's
+/// recovery (`Spool::finish_recovery`: `incoming/`, `active/`, `hold/`, `poison/`
+/// validated, the segments there at the start recovered), answered with
+/// `Cmd::Recovered` (which hands over the messages of `incoming/`); it stops when the
+/// scheduler has stopped, and the load below runs only after a recovery that ended.
+/// Then `deferred/` (`Spool::load_deferred`: validation, quarantine, records), sending
+/// each chunk to the scheduler with its due times and next hops routed with the routes
+/// of that moment; stops when the scheduler has stopped. Ends with `Cmd::BacklogDone`.
+fn load_backlog(ctx: Arc<Context>, handle: QueueHandle, recover: bool) {
+    // Not awaited: it ends on its own, or at its next step once the scheduler stopped.
     drop(tokio::task::spawn_blocking(move || {
+        let spool = ctx.spool.clone();
+        if recover {
+            #[cfg(feature = "fault-injection")]
+            fault_injection::hold_recovery();
+            let started = Instant::now();
+            let go_on = || !handle.is_closed();
+            let result = spool.finish_recovery(&go_on);
+            let finished = matches!(&result, Ok(r) if !r.stopped);
+            handle.send(Cmd::Recovered {
+                result: result.map_err(|e| e.to_string()),
+                started,
+            });
+            if !finished {
+                return;
+            }
+        }
+        let started = Instant::now();
         #[cfg(feature = "fault-injection")]
         fault_injection::hold_backlog_load();
-        let spool = ctx.spool.clone();
         let mut take = |batch: Vec<tern_spool::DeferredEntry>| {
             if handle.is_closed() {
                 return false;
@@ -260,10 +290,17 @@ fn waiting_hops(
     hops
 }
 
-/// `active/` (with crash counts) and `incoming/`; `deferred/` is `load_backlog`'s.
-fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
+/// `active/` (with crash counts) and, with `with_incoming`, `incoming/` (otherwise the
+/// background recovery hands it over); `deferred/` is `load_backlog`'s.
+fn initial_scan(spool: &tern_spool::Spool, with_incoming: bool) -> Result<Scan, SpoolError> {
     let mut active = Vec::new();
-    for m in spool.list(Some(QueueState::Active))? {
+    // An entry that fails its check is listed as corrupt while the background recovery
+    // runs (it quarantines it): not in process, not a suspect.
+    for m in spool
+        .list(Some(QueueState::Active))?
+        .into_iter()
+        .filter(|m| m.state == QueueState::Active)
+    {
         // A record that cannot be read is dealt with when the message is loaded.
         let crashes = spool
             .read_record(m.id)
@@ -276,11 +313,15 @@ fn initial_scan(spool: &tern_spool::Spool) -> Result<Scan, SpoolError> {
             crashes,
         });
     }
-    let incoming = spool
-        .list(Some(QueueState::Incoming))?
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
+    let incoming = if with_incoming {
+        spool
+            .list(Some(QueueState::Incoming))?
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Scan { active, incoming })
 }
 
@@ -292,6 +333,12 @@ struct Scheduler {
     retry_turn: bool,
     /// Every deferred message on disk at the start is in `retries` (or went on).
     backlog_loaded: bool,
+    /// The spool's recovery has ended (`Cmd::Recovered`; from the start after an eager
+    /// open): until then nothing touches a message that was on disk at the start, since
+    /// the recovery may be validating, moving or quarantining it. The suspects wait for
+    /// their probes, administrators' actions on messages the queue does not hold are
+    /// refused. Stays `false` when the recovery failed or stopped (the next start does it).
+    spool_ready: bool,
     /// Ids in `backlog` or `retries` (so a duplicate submit is ignored).
     queued_ids: HashSet<QueueId>,
     retries: Retries,
@@ -368,7 +415,7 @@ impl Scheduler {
             .filter(|_| slots_free && self.stopping.is_none());
         let stop = self.stopping.as_ref().map(|(t, _)| *t);
         let down = self.dispatch.next_up();
-        let probe = self.suspects.next_due();
+        let probe = self.suspects.next_due().filter(|_| self.spool_ready);
         let idle = self.cache.next_expiry();
         [retry, stop, down, probe, idle].into_iter().flatten().min()
     }
@@ -376,6 +423,7 @@ impl Scheduler {
     fn handle_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Submit(id) => self.push_backlog(id, QueueState::Incoming),
+            Cmd::Recovered { result, started } => self.recovered(result, started),
             Cmd::Loaded(found) => self.loaded(found),
             Cmd::BacklogDone {
                 load,
@@ -567,6 +615,13 @@ impl Scheduler {
             ))));
             return;
         }
+        if !self.spool_ready && !self.queued_ids.contains(&id) {
+            let _ = reply.send(Err(AdminRefusal::Unavailable(format!(
+                "cannot {} {id} now: the spool's recovery after the start has not ended (event 4065 when it does; 4066 if it failed, then after the next start)",
+                action.as_str()
+            ))));
+            return;
+        }
         if self.suspects.contains(id) {
             let _ = reply.send(Err(AdminRefusal::Conflict(format!(
                 "cannot {} {id} now: it was in process when Tern died and waits in active for its probe (events 4015, 4016); try again when it waits in deferred",
@@ -600,6 +655,46 @@ impl Scheduler {
             reply,
         );
         self.running.insert(id, task);
+    }
+
+    /// The background recovery of the spool ended (`load_backlog`): event 4065 with its
+    /// counts and the messages of `incoming/` it recovered scheduled, or event 4066.
+    fn recovered(
+        &mut self,
+        result: Result<tern_spool::FinishedRecovery, String>,
+        started: Instant,
+    ) {
+        let secs = format!("{:.3}", started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => {
+                let c = |s| r.report.as_ref().map_or(0, |rep| rep.count(s));
+                self.ctx.events.emit(
+                    &catalog::QUEUE_RECOVERY_FINISHED,
+                    fields!(
+                        "incoming" => c(QueueState::Incoming),
+                        "active" => c(QueueState::Active),
+                        "hold" => c(QueueState::Hold),
+                        "poison" => c(QueueState::Poison),
+                        "quarantined" => r.report.as_ref().map_or(0, |rep| rep.quarantined),
+                        "partials_removed" => r.report.as_ref().map_or(0, |rep| rep.partials_removed),
+                        "scheduled" => r.incoming.len(),
+                        "stopped" => r.stopped,
+                        "secs" => secs,
+                    ),
+                );
+                if r.stopped || self.stopping.is_some() {
+                    return;
+                }
+                self.spool_ready = true;
+                for id in r.incoming {
+                    self.push_backlog(id, QueueState::Incoming);
+                }
+            }
+            Err(error) => self.ctx.events.emit(
+                &catalog::QUEUE_RECOVERY_FAILED,
+                fields!("error" => error, "secs" => secs),
+            ),
+        }
     }
 
     /// Waits `id` (in `state`, with the record and hops kept from its last attempt)
@@ -898,7 +993,11 @@ impl Scheduler {
         // One probe group at a time, beside the normal flow (at most
         // `probe_group_size` messages over `max_active_messages`, so a full queue never
         // starves the line).
-        if let Some((ids, probe)) = self.suspects.start_next(now) {
+        if let Some((ids, probe)) = self
+            .spool_ready
+            .then(|| self.suspects.start_next(now))
+            .flatten()
+        {
             for id in ids {
                 let task = message::spawn(
                     Arc::clone(&self.ctx),
@@ -972,16 +1071,28 @@ mod fault_injection {
                 .any(|w| w == pattern)
     }
 
-    /// Holds the background load of `deferred/` until the file named by the environment
-    /// variable `TERN_FAULT_HOLD_BACKLOG_UNTIL` exists (at most two minutes), so a test
-    /// can see the server work while its backlog is not loaded yet.
-    pub(super) fn hold_backlog_load() {
-        let Some(path) = std::env::var_os("TERN_FAULT_HOLD_BACKLOG_UNTIL") else {
+    /// Holds the background recovery of the spool (`Spool::finish_recovery`) until the
+    /// file named by the environment variable `TERN_FAULT_HOLD_RECOVERY_UNTIL` exists (at
+    /// most two minutes), so a test can see the server work while the segments and the
+    /// files a kill left behind are not recovered yet.
+    pub(super) fn hold_recovery() {
+        hold_until("TERN_FAULT_HOLD_RECOVERY_UNTIL");
+    }
+
+    fn hold_until(var: &str) {
+        let Some(path) = std::env::var_os(var) else {
             return;
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while !std::path::Path::new(&path).exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Holds the background load of `deferred/` until the file named by the environment
+    /// variable `TERN_FAULT_HOLD_BACKLOG_UNTIL` exists (at most two minutes), so a test
+    /// can see the server work while its backlog is not loaded yet.
+    pub(super) fn hold_backlog_load() {
+        hold_until("TERN_FAULT_HOLD_BACKLOG_UNTIL");
     }
 }

@@ -81,6 +81,12 @@ pub enum SpoolError {
     /// SMTP: `451 4.3.0`.
     #[error("spool I/O task failed: {0}")]
     BlockingTask(String),
+    /// The recovery a lazy open left to the background (`Spool::finish_recovery`) failed
+    /// or was stopped, so what it had to check first is not done: the deferred backlog is
+    /// not loaded (`Spool::load_deferred`) before the next start. Not reachable from a
+    /// session.
+    #[error("the spool's recovery at start did not finish; the rest waits for the next start")]
+    RecoveryUnfinished,
 }
 
 impl SpoolError {

@@ -71,8 +71,9 @@ pub use record::{AttemptEntry, DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
 pub use store::{
     AsyncBodyReader, BODY_CHUNK, BodyError, BodyReader, CommitMode, CrashEvidence, DELETABLE,
-    DeferredEntry, DeferredLoad, DiskSpace, JournalRead, ListedMessage, MessageWriter,
-    PeekedMessage, ProbeJournal, RELEASABLE, RecoveryReport, Spool, StoredMessage, SyncStats,
+    DeferredEntry, DeferredLoad, DiskSpace, FinishedRecovery, JournalRead, ListedMessage,
+    MessageWriter, PeekedMessage, ProbeJournal, RELEASABLE, RecoveryReport, Spool, StoredMessage,
+    SyncStats,
 };
 
 /// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.

@@ -2,9 +2,11 @@
 //! runs until SIGTERM or SIGINT, then shuts down within the grace period.
 //!
 //! Start order matters: the event log first (so recovery is logged), then the spool
-//! (recovery and quarantine happen before any listener accepts, except for `deferred/`
-//! and `records/` when the queue delivers: `Spool::open_lazy`, the queue reads them in the
-//! background, so the listeners answer at once whatever the backlog), then back pressure,
+//! (recovery and quarantine happen before any listener accepts, except when the queue
+//! delivers: `Spool::open_lazy` then does only the bounded part, and the queue runs the
+//! rest, the segments a kill left and the validation of the state directories, then
+//! `deferred/` and `records/`, in the background, so the listeners answer at once
+//! whatever the spool holds; docs/SPOOL.md), then back pressure,
 //! then the listeners, then the queue (crash evidence judged from `active/` before any
 //! message is touched) and the pickup service (the second way in, through the same
 //! intake). A listener that cannot bind stops the start with an error naming it. At

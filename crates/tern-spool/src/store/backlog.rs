@@ -108,12 +108,21 @@ impl Spool {
     /// empty chunk now and then, only to ask that. Blocking: run it on a blocking thread.
     /// On a spool opened otherwise (everything was recovered at open), it only hands over
     /// what `deferred/` holds: nothing is counted again and `records/` is not checked
-    /// again.
+    /// again. After a lazy open it runs [`Spool::finish_recovery`] first if nobody did
+    /// (its list of `incoming/` is then dropped), and refuses to run
+    /// (`SpoolError::RecoveryUnfinished`) when that recovery failed or was stopped: the
+    /// names left twice between `deferred/` and the others may not be resolved yet.
     pub fn load_deferred(
         &self,
         chunk: usize,
         take: &mut dyn FnMut(Vec<DeferredEntry>) -> bool,
     ) -> Result<DeferredLoad, SpoolError> {
+        if self.recovery_pending() {
+            self.finish_recovery(&|| true)?;
+        }
+        if self.recovery_unfinished() {
+            return Err(SpoolError::RecoveryUnfinished);
+        }
         let inner = &self.inner;
         let area = Area::State(QueueState::Deferred);
         let dir = inner.area_dir(area);

@@ -82,28 +82,37 @@ impl Inner {
     /// Entries that are not regular files are left to validation (which quarantines
     /// them). Returns how many entries were quarantined.
     ///
-    /// `lazy_deferred` (a server start that loads `deferred/` in the background): the
-    /// names of `deferred/` are not read; only the ids found in the other state
-    /// directories are looked up there (one lookup each), which finds every duplicate
-    /// that involves another directory, and a directory cannot hold a name twice.
-    pub(crate) fn resolve_duplicates(&self, lazy_deferred: bool) -> Result<usize, SpoolError> {
+    /// `listed`: the states whose directories are read. Each other state is not read:
+    /// only the ids found in the listed ones are looked up there (one lookup each), which
+    /// finds every duplicate that involves a listed directory, since a directory cannot
+    /// hold a name twice. A server start lists every state but `deferred/` (whose backlog
+    /// is loaded in the background), and before its listeners only `active/` (bounded by
+    /// `queue.max_active_messages`), the rest being left to the background recovery.
+    /// `skip(id)`: ids left alone (messages this process made while the background
+    /// recovery runs: a move of theirs in progress has two names legitimately).
+    pub(crate) fn resolve_duplicates(
+        &self,
+        listed: &[QueueState],
+        skip: &dyn Fn(QueueId) -> bool,
+    ) -> Result<usize, SpoolError> {
         use std::os::unix::fs::MetadataExt;
         let mut seen: BTreeMap<QueueId, (QueueState, u64, u64)> = BTreeMap::new();
         let mut removed = 0;
         let mut quarantined = 0;
         let mut names_of: BTreeMap<QueueState, Vec<std::ffi::OsString>> = BTreeMap::new();
-        for state in PRECEDENCE {
-            if lazy_deferred && state == QueueState::Deferred {
-                continue;
-            }
-            names_of.insert(state, read_names(&self.area_dir(Area::State(state)))?);
+        for state in PRECEDENCE.into_iter().filter(|s| listed.contains(s)) {
+            let mut names = read_names(&self.area_dir(Area::State(state)))?;
+            names.retain(|n| name_to_id(n).is_some_and(|id| !skip(id)));
+            names_of.insert(state, names);
         }
-        if lazy_deferred {
-            let dir = self.area_dir(Area::State(QueueState::Deferred));
-            let mut candidates: Vec<std::ffi::OsString> = names_of
-                .values()
-                .flatten()
-                .filter(|n| name_to_id(n).is_some())
+        let mut candidates: Vec<std::ffi::OsString> =
+            names_of.values().flatten().cloned().collect();
+        candidates.sort();
+        candidates.dedup();
+        for state in PRECEDENCE.into_iter().filter(|s| !listed.contains(s)) {
+            let dir = self.area_dir(Area::State(state));
+            let found: Vec<std::ffi::OsString> = candidates
+                .iter()
                 .filter(|n| {
                     !matches!(
                         sys::entry_kind(&dir.join(n)),
@@ -112,9 +121,7 @@ impl Inner {
                 })
                 .cloned()
                 .collect();
-            candidates.sort();
-            candidates.dedup();
-            names_of.insert(QueueState::Deferred, candidates);
+            names_of.insert(state, found);
         }
         for state in PRECEDENCE {
             let dir = self.area_dir(Area::State(state));

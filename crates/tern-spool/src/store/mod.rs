@@ -10,7 +10,12 @@
 //!   removes anything, so tools can run beside a live server.
 //! - `queued` counts the files in incoming, active, deferred and hold: set by the scan at
 //!   open, incremented by each commit's rename, decremented by each quarantine out of
-//!   those states. For a read-only spool it is a snapshot taken at open.
+//!   those states. After a lazy open it counts only new messages until the background
+//!   recovery adds what it found (and the deferred load what it loads). For a read-only
+//!   spool it is a snapshot taken at open.
+//! - While a lazy open's recovery runs (`RECOVERY_RUNNING`), the ids `begin` hands out are
+//!   noted in `fresh`, and nothing but the recovery quarantines an entry of another
+//!   message (`Inner::may_quarantine`).
 //! - `changes` only grows: it is raised when a commit, move or removal starts, after each
 //!   step of it that a listing could see (a move's link), when it ends, and at each
 //!   quarantine. Two equal readings around a listing therefore mean that no message
@@ -123,6 +128,21 @@ impl RecoveryReport {
     pub fn count(&self, state: QueueState) -> usize {
         self.counts.get(&state).copied().unwrap_or(0)
     }
+}
+
+/// What [`Spool::finish_recovery`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinishedRecovery {
+    /// The whole recovery's counts (the part done at open included); `None` when there
+    /// was nothing left to recover (an eager open, or a second call).
+    pub report: Option<RecoveryReport>,
+    /// The messages recovered in `incoming/` (files, and resident in the segments that
+    /// were there at open), by id: for the queue to schedule.
+    pub incoming: Vec<QueueId>,
+    /// Asked to stop before the end: the rest waits for the next start.
+    pub stopped: bool,
+    /// How long it took.
+    pub elapsed: std::time::Duration,
 }
 
 /// One message as listed by [`Spool::list`].
@@ -293,7 +313,23 @@ pub(crate) struct Inner {
     /// Opened with [`Spool::open_lazy`]: `deferred/` and `records/` wait for
     /// [`Spool::load_deferred`]. Set once, at open.
     lazy_deferred: bool,
+    /// Where the recovery of a lazy open stands (`RECOVERY_*`).
+    recovery: std::sync::atomic::AtomicU8,
+    /// What a lazy open left to [`Spool::finish_recovery`]; taken by it, once. The mutex
+    /// guards only the take.
+    pending: std::sync::Mutex<Option<recovery::Pending>>,
+    /// While the recovery runs in the background: the ids of the messages this process
+    /// began (`Spool::begin`), which it leaves alone. `None` otherwise. The mutex is held
+    /// for one insert or lookup, never with another lock, never across I/O.
+    fresh: std::sync::Mutex<Option<std::collections::HashSet<QueueId>>>,
 }
+
+/// The recovery is complete (an eager open, or `finish_recovery` done).
+const RECOVERY_DONE: u8 = 0;
+/// A lazy open left part of it to `finish_recovery`, which has not ended yet.
+const RECOVERY_RUNNING: u8 = 1;
+/// `finish_recovery` failed or was stopped: what it did not do waits for the next start.
+const RECOVERY_UNFINISHED: u8 = 2;
 
 /// Directory under the spool holding the placement directories.
 const PLACEMENT_DIR: &str = "alloc";
@@ -345,6 +381,38 @@ impl Inner {
     /// Counts one step of a change to the set of queued messages (module header).
     pub(crate) fn note_change(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// While the background recovery runs: a message this process began is left alone by
+    /// it. No lock at all otherwise.
+    fn note_fresh(&self, id: QueueId) {
+        if self.recovery.load(Ordering::Acquire) == RECOVERY_RUNNING
+            && let Some(set) = self
+                .fresh
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+        {
+            set.insert(id);
+        }
+    }
+
+    /// Whether message `id` was begun by this process while the background recovery runs.
+    fn is_fresh(&self, id: QueueId) -> bool {
+        self.fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|set| set.contains(&id))
+    }
+
+    /// Whether entries of message `id` found bad may be quarantined now: always, except
+    /// while the background recovery runs, for messages it has to judge itself (not
+    /// this process's own).
+    pub(crate) fn may_quarantine(&self, id: Option<QueueId>) -> bool {
+        self.is_writable()
+            && (self.recovery.load(Ordering::Acquire) != RECOVERY_RUNNING
+                || id.is_some_and(|id| self.is_fresh(id)))
     }
 
     /// Takes one message off the queued count (saturating: never below zero).
@@ -456,19 +524,92 @@ impl Spool {
         Spool::open_with(dir, events, watchdog, false)
     }
 
-    /// [`Spool::open_watched`] for a server that delivers: everything is recovered as
-    /// there except `deferred/` and `records/`, which are not read at all (their
-    /// duplicates with the other directories are still resolved, by lookups). The
-    /// caller must then run [`Spool::load_deferred`] (the queue does it in the
-    /// background), which validates and hands over the deferred messages and checks the
-    /// records. The report counts no deferred message. Its cost no longer grows with the
-    /// backlog of deferred mail: the listener can answer at once after a restart.
+    /// [`Spool::open_watched`] for a server that delivers: before it returns, only what
+    /// is bounded whatever the queue holds (the lock, the spool's own tree and key,
+    /// `tmp/`, the names left twice that involve `active/`, `free/`, `alloc/`, and the
+    /// list of the segments, the newest marked; see `recovery::recover_foreground`). The
+    /// rest is left to [`Spool::finish_recovery`] (the names left twice elsewhere, the
+    /// full validation of `incoming/`, `active/`, `hold/`, `poison/`, the segments that
+    /// are there now) and `deferred/` and `records/` to [`Spool::load_deferred`]; the
+    /// queue runs both in the background, in that order, while the listeners answer. New
+    /// messages are appended to new segments only, never to one waiting for its recovery.
+    /// The report counts no message; [`Spool::queued`] counts only new ones until the
+    /// recovery has ended. Its cost no longer grows with what the spool holds: the
+    /// listener can answer at once after a restart, even after kill -9.
     pub fn open_lazy(
         dir: &Path,
         events: EventLog,
         watchdog: Option<&Watchdog>,
     ) -> Result<(Spool, RecoveryReport), SpoolError> {
         Spool::open_with(dir, events, watchdog, true)
+    }
+
+    /// Whether a lazy open's recovery has not run yet ([`Spool::finish_recovery`]).
+    pub fn recovery_pending(&self) -> bool {
+        self.inner.recovery.load(Ordering::Acquire) == RECOVERY_RUNNING
+    }
+
+    /// Whether a lazy open's recovery failed or was stopped before its end.
+    pub fn recovery_unfinished(&self) -> bool {
+        self.inner.recovery.load(Ordering::Acquire) == RECOVERY_UNFINISHED
+    }
+
+    /// The rest of a lazy open's recovery ([`Spool::open_lazy`]), while the server runs:
+    /// the names left twice by a move cut short (other than those found at open), every
+    /// file of `incoming/`, `active/`, `hold/` and `poison/` validated in full and
+    /// quarantined when bad, then the segments that were there at open recovered exactly
+    /// as an eager start does (scanned, MACs checked, the unfinished tail of the one a
+    /// crash left cut, damaged ones written out and quarantined, the rest sealed and
+    /// indexed). Messages this process began meanwhile (new mail, bounces) are left
+    /// alone: they are the queue's already. Then event 3001 with the counts, which join
+    /// the queued count. Returns the ids in `incoming/` and resident in those segments:
+    /// the caller (the queue) schedules them. `go_on` is asked between steps: `false`
+    /// stops it (the rest is recovered at the next start; `stopped` is set). On an error
+    /// or a stop, nothing more is done on the messages that were there at open: they
+    /// wait on disk, untouched, for the next start. On a spool opened eagerly, or called
+    /// a second time: an empty result. Blocking: run it on a blocking thread.
+    pub fn finish_recovery(
+        &self,
+        go_on: &dyn Fn() -> bool,
+    ) -> Result<FinishedRecovery, SpoolError> {
+        let inner = &self.inner;
+        let started = std::time::Instant::now();
+        let pending = inner
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(pending) = pending else {
+            return Ok(FinishedRecovery::default());
+        };
+        let fresh = |id: QueueId| inner.is_fresh(id);
+        let result = recovery::recover_rest(inner, &pending, &fresh, go_on);
+        let done = matches!(&result, Ok(r) if !r.stopped);
+        if let Ok(r) = &result
+            && done
+        {
+            let queued: usize = QueueState::QUEUED.iter().map(|s| r.report.count(*s)).sum();
+            inner.queued.fetch_add(queued, Ordering::AcqRel);
+        }
+        inner.recovery.store(
+            if done {
+                RECOVERY_DONE
+            } else {
+                RECOVERY_UNFINISHED
+            },
+            Ordering::Release,
+        );
+        *inner
+            .fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let r = result?;
+        Ok(FinishedRecovery {
+            report: Some(r.report),
+            incoming: r.incoming,
+            stopped: r.stopped,
+            elapsed: started.elapsed(),
+        })
     }
 
     fn open_with(
@@ -578,8 +719,26 @@ impl Spool {
             next_free: AtomicU64::new(0),
             batch_commit: std::sync::atomic::AtomicBool::new(false),
             lazy_deferred,
+            recovery: std::sync::atomic::AtomicU8::new(RECOVERY_DONE),
+            pending: std::sync::Mutex::new(None),
+            fresh: std::sync::Mutex::new(None),
         };
-        let report = recovery::recover(&inner, set_aside, lazy_deferred)?;
+        let report = if lazy_deferred {
+            let (report, pending) = recovery::recover_foreground(&inner, set_aside)?;
+            *inner
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pending);
+            *inner
+                .fresh
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::collections::HashSet::new());
+            inner.recovery.store(RECOVERY_RUNNING, Ordering::Release);
+            report
+        } else {
+            recovery::recover(&inner, set_aside)?
+        };
         segments
             .start_committer(
                 Arc::clone(&inner.counters),
@@ -646,6 +805,9 @@ impl Spool {
             next_free: AtomicU64::new(0),
             batch_commit: std::sync::atomic::AtomicBool::new(false),
             lazy_deferred: false,
+            recovery: std::sync::atomic::AtomicU8::new(RECOVERY_DONE),
+            pending: std::sync::Mutex::new(None),
+            fresh: std::sync::Mutex::new(None),
         };
         let mut queued = 0;
         for state in QueueState::QUEUED {
@@ -657,7 +819,7 @@ impl Spool {
         if let Ok(key::Loaded::Key(k)) = key::load(&inner.dir) {
             segments.set_key(k);
         }
-        let (scanned, _) = segments.scan_all(&has_file, false)?;
+        let (scanned, _) = segments.scan_all(&has_file, false, None)?;
         segments.load_read_only(scanned);
         queued += segments.resident_count();
         inner.queued.store(queued, Ordering::Release);
@@ -688,7 +850,9 @@ impl Spool {
 
     /// Starts a new message and allocates its queue id. Does no I/O.
     pub fn begin(&self) -> MessageWriter {
-        MessageWriter::new(Arc::clone(&self.inner), QueueId::generate())
+        let id = QueueId::generate();
+        self.inner.note_fresh(id);
+        MessageWriter::new(Arc::clone(&self.inner), id)
     }
 
     /// Messages in incoming, active, deferred and hold. O(1): an atomic read.
@@ -799,7 +963,7 @@ impl Spool {
                     body: d.content.to_vec(),
                 }),
                 Err(reason) => {
-                    if self.inner.is_writable() {
+                    if self.inner.may_quarantine(Some(id)) {
                         self.inner.quarantine_resident(id, &blob, &reason)?;
                     }
                     Err(SpoolError::Corrupt(reason))
@@ -884,7 +1048,7 @@ impl Spool {
             Err(EntryError::Vanished) => Err(SpoolError::NotFound),
             Err(EntryError::Io(op, e)) => Err(SpoolError::io(op, path, e)),
             Err(EntryError::Corrupt(reason)) => {
-                if self.inner.is_writable() && state != QueueState::Corrupt {
+                if self.inner.may_quarantine(Some(id)) && state != QueueState::Corrupt {
                     let name = OsString::from(id.to_string());
                     if self.inner.quarantine(Area::State(state), &name, &reason)? {
                         self.inner.sync_after_quarantine(Area::State(state))?;
@@ -936,7 +1100,8 @@ impl Spool {
     ///
     /// Entries in `corrupt/` are listed with envelope `None` (names that are not a queue
     /// id, optionally followed by `.N`, are skipped). A file that fails to decode is, in
-    /// read-write mode, quarantined (event 3003) and omitted; in read-only mode listed as
+    /// read-write mode, quarantined (event 3003) and omitted; in read-only mode, and for a
+    /// message the background recovery of a lazy open has yet to judge, listed as
     /// `Corrupt` with envelope `None` and left in place. Sorted by id, then state.
     pub fn list(&self, state: Option<QueueState>) -> Result<Vec<ListedMessage>, SpoolError> {
         let states: Vec<QueueState> = match state {
@@ -970,7 +1135,7 @@ impl Spool {
         let mut quarantined = false;
         for name in read_names(&self.inner.area_dir(area))? {
             let Some(id) = name_to_id(&name) else {
-                if self.inner.is_writable() {
+                if self.inner.may_quarantine(None) {
                     let reason = crate::CorruptReason::BadFileName(name.to_string_lossy().into());
                     quarantined |= self.inner.quarantine(area, &name, &reason)?;
                 }
@@ -986,7 +1151,7 @@ impl Spool {
                 }),
                 Err(EntryError::Vanished) => {}
                 Err(EntryError::Io(op, e)) => return Err(SpoolError::io(op, path, e)),
-                Err(EntryError::Corrupt(reason)) if self.inner.is_writable() => {
+                Err(EntryError::Corrupt(reason)) if self.inner.may_quarantine(Some(id)) => {
                     if self.inner.quarantine(area, &name, &reason)? {
                         self.inner.forget_queued(st);
                         quarantined = true;
@@ -1025,7 +1190,7 @@ impl Spool {
                     envelope: Some(d.envelope),
                     file_size: r.loc.len(),
                 }),
-                Err(reason) if self.inner.is_writable() => {
+                Err(reason) if self.inner.may_quarantine(Some(id)) => {
                     self.inner.quarantine_resident(id, &blob, &reason)?;
                 }
                 Err(_) => out.push(ListedMessage {

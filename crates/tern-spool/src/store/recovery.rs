@@ -14,9 +14,20 @@
 //! 4. Segments (`segment`), knowing which messages have a *valid* file of their own.
 //! 5. `records/` (`records`), `free/` (`recycle`), `alloc/`.
 //!
+//! A lazy open (a server that delivers) splits it: [`recover_foreground`] runs before the
+//! listeners and does only what is bounded whatever the queue holds (1; 2 for the names
+//! of `active/`; `free/`, `alloc/`; the list of the segments, the newest marked), and
+//! [`recover_rest`] runs in the background while the server works (2 for the rest, 3
+//! without `deferred/`, 4 for the segments listed at the start); `deferred/` and
+//! `records/` are the deferred load's (`backlog`). See docs/SPOOL.md, "The start does
+//! not wait for the spool".
+//!
 //! Invariants:
-//! - Runs only under the spool lock, before the spool handle exists, so nothing else
-//!   writes the directories meanwhile.
+//! - Runs only under the spool lock. The eager recovery and the foreground part run
+//!   before the spool handle exists, so nothing else writes the directories meanwhile.
+//!   The background part runs beside the server: it leaves alone every message the
+//!   process began since the start (`skip`/`fresh`) and every segment created since, and
+//!   the queue touches no other message until it ends.
 //! - A second scan finds nothing new.
 //! - A quarantined message takes its record with it (`quarantine`), so removing orphan
 //!   records never deletes the record of a message that still exists, in `corrupt/`.
@@ -40,6 +51,7 @@ use crate::state::QueueState;
 
 use super::entry::{self, EntryError};
 use super::key::SpoolKey;
+use super::lifecycle::PRECEDENCE;
 use super::sys::{self, EntryKind};
 use super::{Area, Inner, RecoveryReport, name_to_id, read_names};
 
@@ -55,27 +67,172 @@ const MESSAGE_STATES: [QueueState; 5] = [
     QueueState::Poison,
 ];
 
-/// `already`: entries quarantined before (the spool's own tree, see `layout`).
-/// `lazy_deferred`: `deferred/` and `records/` are left to [`Spool::load_deferred`]
-/// (the server's start: the listener does not wait for the backlog); the rest is
-/// recovered here as always.
-pub(crate) fn recover(
+/// The eager recovery (`Spool::open`, `Spool::open_watched`): everything, in the order
+/// of the module header. `already`: entries quarantined before (the spool's own tree,
+/// see `layout`).
+pub(crate) fn recover(inner: &Inner, already: usize) -> Result<RecoveryReport, SpoolError> {
+    let (partials_removed, mut quarantined) = remove_partials(inner)?;
+    quarantined += already;
+    quarantined += inner.resolve_duplicates(&PRECEDENCE, &|_| false)?;
+    let mut rest = recover_messages(inner, false, &|_| false, None, &|| true)?;
+    quarantined += inner.recover_records(&mut rest.counts)?;
+    quarantined += inner.load_free_pool()?;
+    quarantined += check_placements(inner)?;
+    let report = finish_report(
+        inner,
+        rest.counts,
+        partials_removed + rest.partials,
+        quarantined + rest.quarantined,
+    )?;
+    emit_recovered(inner, &report);
+    Ok(report)
+}
+
+/// What a lazy open (`Spool::open_lazy`) leaves to [`recover_rest`].
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// The segments there at the start (their names' ids): the only ones recovered
+    /// later; the commit thread appends only to segments it creates.
+    pub(crate) segments: HashSet<QueueId>,
+    /// Unfinished writes removed before the listeners started.
+    pub(crate) partials: usize,
+    /// Entries quarantined before the listeners started.
+    pub(crate) quarantined: usize,
+}
+
+/// The part of a lazy open that runs before the listeners start: only what is bounded
+/// whatever the queue holds. `tmp/` (Tern's unfinished writes: new writes and spill
+/// files use it at once), the names left twice by a move cut short that involve
+/// `active/` (bounded by `queue.max_active_messages` and the suspects of earlier
+/// crashes: the queue judges the crash evidence from `active/` before anything else),
+/// `free/` (at most `MAX_FREE` files), `alloc/` (always empty), and the list of the
+/// segments with the newest one marked (`Segments::prepare_background`). The report
+/// counts no message.
+pub(crate) fn recover_foreground(
     inner: &Inner,
     already: usize,
-    lazy_deferred: bool,
-) -> Result<RecoveryReport, SpoolError> {
-    let (mut partials_removed, mut quarantined) = remove_partials(inner)?;
+) -> Result<(RecoveryReport, Pending), SpoolError> {
+    let (partials, mut quarantined) = remove_partials(inner)?;
     quarantined += already;
-    quarantined += inner.resolve_duplicates(lazy_deferred)?;
-    let mut counts = BTreeMap::new();
+    quarantined += inner.resolve_duplicates(&[QueueState::Active], &|_| false)?;
+    quarantined += inner.load_free_pool()?;
+    quarantined += check_placements(inner)?;
+    let segments = inner.segments.prepare_background()?;
+    let counts = QueueState::ALL.into_iter().map(|s| (s, 0)).collect();
+    let report = RecoveryReport {
+        counts,
+        partials_removed: partials,
+        quarantined,
+    };
+    Ok((
+        report,
+        Pending {
+            segments,
+            partials,
+            quarantined,
+        },
+    ))
+}
+
+/// What [`recover_rest`] found.
+#[derive(Debug)]
+pub(crate) struct Rest {
+    /// The whole recovery's report (the foreground's part included).
+    pub(crate) report: RecoveryReport,
+    /// The messages in `incoming/` and resident in the segments recovered, by id.
+    pub(crate) incoming: Vec<QueueId>,
+    /// `go_on` said stop before the end.
+    pub(crate) stopped: bool,
+}
+
+/// The rest of a lazy open's recovery, in the background while the server runs: the
+/// names left twice in the other state directories, the full validation of `incoming/`,
+/// `active/`, `hold/` and `poison/`, then the segments that were there at the start
+/// (`pending.segments`). `fresh(id)`: messages this process made meanwhile, left alone
+/// (they are the queue's, and were validated as they were written). `go_on` is asked
+/// between steps; `false` stops (everything left is recovered at the next start).
+pub(crate) fn recover_rest(
+    inner: &Inner,
+    pending: &Pending,
+    fresh: &dyn Fn(QueueId) -> bool,
+    go_on: &dyn Fn() -> bool,
+) -> Result<Rest, SpoolError> {
+    let listed: Vec<QueueState> = PRECEDENCE
+        .into_iter()
+        .filter(|s| *s != QueueState::Deferred)
+        .collect();
+    let mut quarantined = pending.quarantined;
+    quarantined += inner.resolve_duplicates(&listed, fresh)?;
+    if !go_on() {
+        return Ok(Rest {
+            report: finish_report(inner, BTreeMap::new(), pending.partials, quarantined)?,
+            incoming: Vec::new(),
+            stopped: true,
+        });
+    }
+    let rest = recover_messages(inner, true, fresh, Some(&pending.segments), go_on)?;
+    let report = finish_report(
+        inner,
+        rest.counts,
+        pending.partials + rest.partials,
+        quarantined + rest.quarantined,
+    )?;
+    if !rest.stopped {
+        emit_recovered(inner, &report);
+    }
+    Ok(Rest {
+        report,
+        incoming: rest.incoming,
+        stopped: rest.stopped,
+    })
+}
+
+/// What [`recover_messages`] found.
+struct Messages {
+    counts: BTreeMap<QueueState, usize>,
+    incoming: Vec<QueueId>,
+    partials: usize,
+    quarantined: usize,
+    stopped: bool,
+}
+
+/// Steps 3 and 4 of the module header: the state directories (all but `deferred/` when
+/// `lazy_deferred`), then the segments (`only`: those; `None`: all), knowing which
+/// messages have a valid file of their own.
+fn recover_messages(
+    inner: &Inner,
+    lazy_deferred: bool,
+    skip: &dyn Fn(QueueId) -> bool,
+    only: Option<&HashSet<QueueId>>,
+    go_on: &dyn Fn() -> bool,
+) -> Result<Messages, SpoolError> {
+    let mut out = Messages {
+        counts: BTreeMap::new(),
+        incoming: Vec::new(),
+        partials: 0,
+        quarantined: 0,
+        stopped: false,
+    };
     let mut valid: HashSet<QueueId> = HashSet::new();
     for state in MESSAGE_STATES {
         if lazy_deferred && state == QueueState::Deferred {
             continue;
         }
-        let (good, bad) = validate_state(inner, state, &mut valid)?;
-        quarantined += bad;
-        counts.insert(state, good);
+        if !go_on() {
+            out.stopped = true;
+            return Ok(out);
+        }
+        let (good, bad) = validate_state(inner, state, skip)?;
+        out.quarantined += bad;
+        out.counts.insert(state, good.len());
+        if state == QueueState::Incoming {
+            out.incoming.extend(good.iter().copied());
+        }
+        valid.extend(good);
+    }
+    if !go_on() {
+        out.stopped = true;
+        return Ok(out);
     }
     // After the state directories: a segment's record counts as taken only when its
     // message has a valid file of its own (a directory or a damaged file named like it,
@@ -93,16 +250,34 @@ pub(crate) fn recover(
                 )
                 .is_ok())
     };
-    let segments = inner.recover_segments(&has_file)?;
-    partials_removed += segments.partials;
-    quarantined += segments.quarantined;
-    *counts.entry(QueueState::Incoming).or_insert(0) += segments.resident + segments.to_incoming;
-    *counts.entry(QueueState::Hold).or_insert(0) += segments.to_hold;
-    if !lazy_deferred {
-        quarantined += inner.recover_records(&mut counts)?;
+    let segments = inner.recover_segments(&has_file, only)?;
+    out.partials += segments.partials;
+    out.quarantined += segments.quarantined;
+    *out.counts.entry(QueueState::Incoming).or_insert(0) +=
+        segments.resident + segments.to_incoming;
+    *out.counts.entry(QueueState::Hold).or_insert(0) += segments.to_hold;
+    out.incoming.extend(segments.incoming_ids.iter().copied());
+    match only {
+        Some(segs) => out.incoming.extend(inner.segments.residents_in(segs)),
+        None => out
+            .incoming
+            .extend(inner.segments.residents().into_iter().map(|(id, _)| id)),
     }
-    quarantined += inner.load_free_pool()?;
-    quarantined += check_placements(inner)?;
+    out.incoming.sort_unstable();
+    out.incoming.dedup();
+    Ok(out)
+}
+
+/// The report: `counts` with every state, `corrupt/` counted from its names.
+fn finish_report(
+    inner: &Inner,
+    mut counts: BTreeMap<QueueState, usize>,
+    partials_removed: usize,
+    quarantined: usize,
+) -> Result<RecoveryReport, SpoolError> {
+    for state in QueueState::ALL {
+        counts.entry(state).or_insert(0);
+    }
     let corrupt_dir = inner.area_dir(Area::State(QueueState::Corrupt));
     let in_corrupt = read_names(&corrupt_dir)?
         .iter()
@@ -114,11 +289,15 @@ pub(crate) fn recover(
         })
         .count();
     counts.insert(QueueState::Corrupt, in_corrupt);
-    let report = RecoveryReport {
+    Ok(RecoveryReport {
         counts,
         partials_removed,
         quarantined,
-    };
+    })
+}
+
+/// Event 3001 with the report's counts.
+fn emit_recovered(inner: &Inner, report: &RecoveryReport) {
     let c = |s| report.count(s);
     inner.events.emit(
         &catalog::SPOOL_RECOVERED,
@@ -134,7 +313,6 @@ pub(crate) fn recover(
             "quarantined" => report.quarantined,
         ),
     );
-    Ok(report)
 }
 
 /// Why an entry of a directory that holds files of Tern's is unexpected, from `lstat`
@@ -157,17 +335,20 @@ pub(crate) fn not_a_file(
 
 /// Validates one state directory: quarantines names that are not queue ids, entries
 /// that are not regular files (without opening them) and files that fail validation;
-/// adds the valid ids to `valid`. Returns (valid files, entries quarantined).
+/// leaves the ids `skip` says alone. Returns (the valid files' ids, entries quarantined).
 fn validate_state(
     inner: &Inner,
     state: QueueState,
-    valid: &mut HashSet<QueueId>,
-) -> Result<(usize, usize), SpoolError> {
+    skip: &dyn Fn(QueueId) -> bool,
+) -> Result<(Vec<QueueId>, usize), SpoolError> {
     let area = Area::State(state);
     let dir = inner.area_dir(area);
     let mut todo: Vec<(OsString, QueueId)> = Vec::new();
     let mut bad = 0;
     for name in read_names(&dir)? {
+        if name_to_id(&name).is_some_and(skip) {
+            continue;
+        }
         let reason = match (name_to_id(&name), not_a_file(inner, area, &name)?) {
             (Some(id), None) => {
                 todo.push((name, id));
@@ -208,10 +389,8 @@ fn validate_state(
     if bad > 0 {
         inner.sync_after_quarantine(area)?;
     }
-    let n = good.len();
-    valid.extend(good);
     let _ = gone;
-    Ok((n, bad))
+    Ok((good, bad))
 }
 
 /// `tmp/` at start: Tern's unfinished writes (`<id>`, `<id>.record`, regular files) are

@@ -87,11 +87,14 @@ impl Inner {
     /// or `hold/` when found only by searching), quarantines those, cuts the unfinished
     /// tail of the newest unsealed one, seals the rest, and indexes the resident
     /// messages (see `segment`).
+    /// `only`: the segments there at a background start (`Segments::prepare_background`);
+    /// `None`: every segment.
     pub(crate) fn recover_segments(
         &self,
         has_file: &dyn Fn(QueueId) -> bool,
+        only: Option<&HashSet<QueueId>>,
     ) -> Result<SegmentReport, SpoolError> {
-        let (scanned, unexpected) = self.segments.scan_all(has_file, true)?;
+        let (scanned, unexpected) = self.segments.scan_all(has_file, true, only)?;
         let mut set_aside = 0;
         for (name, why) in unexpected {
             let reason = CorruptReason::UnexpectedEntry(why);

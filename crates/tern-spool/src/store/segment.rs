@@ -50,7 +50,12 @@
 //!   gets its own tracked event (3007 damaged, 3008 written out, 3009 held). Nothing a
 //!   segment holds is deleted.
 //! - Every segment kept is sealed (if it was not) before the commit thread starts, so at
-//!   any start at most one segment can have an unfinished tail.
+//!   any start at most one segment can have an unfinished tail. A server that delivers
+//!   recovers its segments in the background instead (`prepare_background`, then
+//!   `recover` on the segments listed at the start only): the commit thread appends only
+//!   to segments it creates, and the newest segment at the start gets an `unfinished`
+//!   line in its `.out` first, so that if the process dies again before that recovery
+//!   ends, its tail may still be cut although newer segments exist by then.
 //!
 //! Invariants:
 //! - The state mutex guards only the in-memory index; it is never held across I/O.
@@ -104,6 +109,11 @@ pub(crate) const SEGMENTS_DIR: &str = "segments";
 pub(crate) const OUT_SUFFIX: &str = ".out";
 /// Line prefix in `.out` recording the seal.
 const SEALED_LINE: &str = "sealed ";
+/// Line in `.out` written (and synced) by a start that leaves this segment's recovery to
+/// the background (`Segments::prepare_background`): it was the newest segment at that
+/// start, so a tail a crash left unfinished in it may still be cut even when a newer
+/// segment exists by the time its recovery runs.
+const UNFINISHED_LINE: &str = "unfinished";
 /// A segment takes no more appends once it is this long.
 const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
 /// Most queue ids named in one event 3003 (every one is in the `.reason` file and has
@@ -806,8 +816,11 @@ fn commit_loop(
 }
 
 /// What recovery did with the segments.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct SegmentReport {
+    /// The ids written out to `incoming/` (the messages of damaged segments that are
+    /// Tern's own).
+    pub(crate) incoming_ids: Vec<QueueId>,
     /// Messages resident after the scan.
     pub(crate) resident: usize,
     /// Messages of damaged segments written out to `incoming/`.
@@ -825,6 +838,92 @@ pub(crate) struct SegmentReport {
 pub(crate) struct OutFile {
     pub(crate) gone: HashSet<QueueId>,
     pub(crate) sealed_at: Option<u64>,
+    /// The `unfinished` mark of a start that left the recovery to the background.
+    pub(crate) unfinished: bool,
+}
+
+/// The segment a name in `segments/` belongs to: `<segment id>` or `<segment id>.out`.
+fn owner_of(name: &std::ffi::OsStr) -> Option<QueueId> {
+    let text = name.to_str()?;
+    QueueId::parse(text.strip_suffix(OUT_SUFFIX).unwrap_or(text)).ok()
+}
+
+impl Segments {
+    /// A start that leaves the recovery of the segments to the background
+    /// (`Spool::open_lazy`): reads only the names in `segments/` and returns the ids of the
+    /// segments there (segment files and `.out` files alike), the set the later recovery
+    /// works on. The commit thread appends only to segments it creates after this, never
+    /// to one of these. The newest of them, when it is a regular file, gets the
+    /// `unfinished` mark in its `.out` (appended and synced, the `.out` created if
+    /// missing): at the next start it may still be the one a crash left unfinished even
+    /// if newer segments exist by then, so its tail may still be cut (see `recover`).
+    /// Cost: one directory read of `segments/` (two names per 64 MiB of resident mail),
+    /// one `lstat`, one append and one `fdatasync`. Blocking.
+    pub(crate) fn prepare_background(&self) -> Result<HashSet<QueueId>, SpoolError> {
+        let names = super::read_names(&self.dir)?;
+        let ids: HashSet<QueueId> = names.iter().filter_map(|n| owner_of(n)).collect();
+        let newest = names.iter().filter_map(|n| super::name_to_id(n)).max();
+        if let Some(seg) = newest {
+            let path = self.dir.join(seg.to_string());
+            if matches!(
+                sys::entry_kind(&path).map_err(|e| SpoolError::io("stat", &path, e))?,
+                (sys::EntryKind::File, _)
+            ) {
+                self.mark_unfinished(seg)?;
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Appends the `unfinished` mark to segment `seg`'s `.out` and syncs it. A `.out`
+    /// that is not a regular file is left for the recovery to quarantine (the mark is
+    /// then missing: a tail found later counts as damage, nothing is lost).
+    fn mark_unfinished(&self, seg: QueueId) -> Result<(), SpoolError> {
+        let out_path = self.dir.join(format!("{seg}{OUT_SUFFIX}"));
+        let existed =
+            match sys::entry_kind(&out_path).map_err(|e| SpoolError::io("stat", &out_path, e))? {
+                (sys::EntryKind::Missing, _) => false,
+                (sys::EntryKind::File, _) => true,
+                _ => return Ok(()),
+            };
+        let out = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&out_path)
+            .map_err(|e| SpoolError::io("open", &out_path, e))?;
+        if !out
+            .metadata()
+            .map_err(|e| SpoolError::io("stat", &out_path, e))?
+            .is_file()
+        {
+            return Ok(());
+        }
+        (&out)
+            .write_all(format!("{UNFINISHED_LINE}\n").as_bytes())
+            .and_then(|()| out.sync_data())
+            .map_err(|e| SpoolError::io("append", &out_path, e))?;
+        if !existed {
+            sys::sync_subdir(&self.dir)
+                .map_err(|e| SpoolError::io("fsync directory", &self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// The ids of the messages resident in the segments `segs`.
+    pub(crate) fn residents_in(&self, segs: &HashSet<QueueId>) -> Vec<QueueId> {
+        let ix = self.lock();
+        let mut v: Vec<QueueId> = ix
+            .resident
+            .iter()
+            .filter(|(_, loc)| segs.contains(&loc.seg))
+            .map(|(id, _)| *id)
+            .collect();
+        drop(ix);
+        v.sort_unstable();
+        v
+    }
 }
 
 /// Reads a `.out` file (a torn or unknown line is ignored; a missing one is empty).
@@ -853,6 +952,8 @@ fn read_out(path: &Path) -> Result<Result<OutFile, String>, SpoolError> {
         };
         if let Some(at) = line.strip_prefix(SEALED_LINE) {
             out.sealed_at = at.parse().ok().or(out.sealed_at);
+        } else if line == UNFINISHED_LINE {
+            out.unfinished = true;
         } else if let Ok(id) = QueueId::parse(line) {
             out.gone.insert(id);
         }
@@ -870,6 +971,8 @@ pub(crate) struct Scanned {
     pub(crate) out: HashSet<QueueId>,
     /// Where `.out` says the segment was sealed.
     pub(crate) out_sealed_at: Option<u64>,
+    /// Its `.out` carries the `unfinished` mark (see `UNFINISHED_LINE`).
+    pub(crate) marked_unfinished: bool,
 }
 
 impl Scanned {
@@ -951,14 +1054,26 @@ impl Segments {
     /// message `id` has a valid file of its own in a state directory. Entries that are
     /// not regular segment files (or their `.out`), and names Tern does not make, are
     /// returned for the caller to quarantine, never opened.
+    ///
+    /// `only`: the segments to scan (the ids of the segment names and `.out` owners that
+    /// were there at a background start, `prepare_background`); everything else in
+    /// `segments/` (a segment created since, its `.out`) is left alone. `None`: all.
     pub(crate) fn scan_all(
         &self,
         has_file: &dyn Fn(QueueId) -> bool,
         writable: bool,
+        only: Option<&HashSet<QueueId>>,
     ) -> Result<(Vec<Scanned>, Vec<Unexpected>), SpoolError> {
         let mut out = Vec::new();
         let mut unexpected = Vec::new();
-        let names = super::read_names(&self.dir)?;
+        let mut names = super::read_names(&self.dir)?;
+        if let Some(only) = only {
+            names.retain(|n| match owner_of(n) {
+                Some(id) => only.contains(&id),
+                // Not a name Tern gives: never a segment created since the start.
+                None => true,
+            });
+        }
         let segs: HashSet<QueueId> = names.iter().filter_map(|n| super::name_to_id(n)).collect();
         for name in &names {
             let path = self.dir.join(name);
@@ -1048,6 +1163,7 @@ impl Segments {
                 found,
                 out: taken,
                 out_sealed_at: of.sealed_at,
+                marked_unfinished: of.unfinished,
             });
         }
         Ok((out, unexpected))
@@ -1094,7 +1210,7 @@ impl Segments {
                 Found::Unfinished { at, .. } => Some(*at),
                 _ => None,
             });
-            let may_cut = !s.sealed() && Some(s.seg) == newest;
+            let may_cut = !s.sealed() && (Some(s.seg) == newest || s.marked_unfinished);
             let damage = s.damage(unfinished.is_some() && !may_cut);
             if !damage.is_empty() {
                 let tail_is_damage = !may_cut;
@@ -1275,6 +1391,12 @@ impl Segments {
             .filter(|(_, _, to, _)| *to == QueueState::Hold)
             .count();
         let to_incoming = written.len() - to_hold;
+        report.incoming_ids.extend(
+            written
+                .iter()
+                .filter(|(_, _, to, _)| *to == QueueState::Incoming)
+                .map(|(id, _, _, _)| *id),
+        );
         report.to_hold += to_hold;
         report.to_incoming += to_incoming;
         let summary = format!(

@@ -86,6 +86,7 @@ mod record_replaced_by_a_directory_holds_its_message;
 mod reload_storm_during_flow_delivers_every_message;
 mod reverse_dns_names_client;
 mod route_reload_during_flow_loses_nothing;
+mod segment_recovery_runs_in_background_after_kill9;
 mod sendmail_and_mailq_links;
 mod sendmail_as_unprivileged_user_into_1733_pickup;
 mod sendmail_bs_speaks_smtp_on_stdin;

@@ -450,3 +450,193 @@ fn record_of(seg: &[u8], id: QueueId) -> usize {
         .map(|(i, _)| i - 12)
         .unwrap_or_else(|| panic!("no record of {id}"))
 }
+
+/// What kill -9 leaves in segment mode: three messages resident in a segment without a
+/// seal and with a record cut short at its end, plus a message file of its own in
+/// `incoming/` whose content is damaged. Returns the resident messages, the segment's
+/// path and its length.
+async fn killed_spool(dir: &Path) -> (Vec<(QueueId, Vec<u8>)>, PathBuf, u64) {
+    let stored = {
+        let (spool, _) = open_segment(dir);
+        concurrent_commits(&spool, 3, 900).await
+    };
+    let seg = sub(&sub(dir, "segments"), &segment_files(dir)[0]);
+    unseal(&seg);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(b"TERNSEG2\x01\x00")
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(f);
+    let len = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
+    (stored, seg, len)
+}
+
+/// Opens lazily (a server's start), failing the test on error.
+fn open_lazy(dir: &Path) -> Spool {
+    let (spool, _) = Spool::open_lazy(dir, EventLog::discard(), None)
+        .unwrap_or_else(|e| panic!("open_lazy: {e}"));
+    spool.set_commit_mode(CommitMode::Segment);
+    spool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_open_leaves_the_segments_and_files_to_the_background_and_new_mail_takes_a_new_segment()
+ {
+    let dir = tempdir();
+    let (stored, seg, len) = killed_spool(dir.path()).await;
+    let bad = {
+        let (spool, _) = open(dir.path());
+        spool.set_commit_mode(CommitMode::File);
+        store(&spool, b"Subject: bad\r\n\r\nbad\r\n", 64).await
+    };
+    // The eager open above recovered the segment: kill it again the same way.
+    unseal(&seg);
+    let len = {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(b"TERNSEG2\x01\x00")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = len;
+        std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0)
+    };
+    let bad_path = sub(&sub(dir.path(), "incoming"), &bad.to_string());
+    let mut bytes = std::fs::read(&bad_path).unwrap_or_else(|e| panic!("{e}"));
+    bytes[crate::format::HEADER_LEN + 3] ^= 0x20;
+    std::fs::write(&bad_path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+
+    let spool = open_lazy(dir.path());
+    assert!(spool.recovery_pending());
+    // Nothing of it was read, cut or quarantined before the listeners would start.
+    assert_eq!(std::fs::metadata(&seg).map(|m| m.len()).ok(), Some(len));
+    assert!(bad_path.exists());
+    assert_eq!(
+        spool.queued(),
+        0,
+        "counts only new mail until the recovery ends"
+    );
+    assert!(
+        spool.read(QueueState::Incoming, stored[0].0).is_err(),
+        "not indexed yet"
+    );
+    // A read of the damaged file now does not quarantine it: the recovery judges it.
+    assert!(spool.read(QueueState::Incoming, bad).is_err());
+    assert!(bad_path.exists());
+    // New mail: a new segment, the old one untouched; read back at once.
+    let fresh = store(&spool, b"Subject: fresh\r\n\r\nnew\r\n", 64).await;
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    assert_eq!(std::fs::metadata(&seg).map(|m| m.len()).ok(), Some(len));
+    assert_eq!(
+        body_of(&spool, QueueState::Incoming, fresh),
+        b"Subject: fresh\r\n\r\nnew\r\n"
+    );
+    assert_eq!(spool.queued(), 1);
+
+    let s = spool.clone();
+    let done = tokio::task::spawn_blocking(move || s.finish_recovery(&|| true))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!done.stopped);
+    assert!(!spool.recovery_pending());
+    let report = done.report.unwrap_or_else(|| panic!("no report"));
+    assert_eq!(report.count(QueueState::Incoming), 3);
+    assert_eq!(report.quarantined, 1);
+    assert_eq!(report.partials_removed, 1, "the torn tail was cut");
+    let mut want: Vec<QueueId> = stored.iter().map(|(id, _)| *id).collect();
+    want.sort();
+    assert_eq!(done.incoming, want, "the old messages, not the new one");
+    assert_eq!(seal_at(&seg), Some(len - 10), "cut, then sealed");
+    assert!(!bad_path.exists());
+    assert!(names(&sub(dir.path(), "corrupt")).contains(&bad.to_string()));
+    for (id, body) in &stored {
+        assert_eq!(&body_of(&spool, QueueState::Incoming, *id), body);
+    }
+    assert_eq!(spool.queued(), 4);
+    // Done once: a second call has nothing to do.
+    let again = spool
+        .finish_recovery(&|| true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.report, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_left_unrecovered_by_a_second_kill_still_has_its_tail_cut_not_quarantined() {
+    let dir = tempdir();
+    let (stored, seg, len) = killed_spool(dir.path()).await;
+    {
+        let spool = open_lazy(dir.path());
+        // New mail goes to a newer segment; the process dies before the recovery.
+        store(&spool, b"Subject: fresh\r\n\r\nnew\r\n", 64).await;
+    }
+    let newest = segment_files(dir.path())
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    assert_ne!(sub(&sub(dir.path(), "segments"), &newest), seg);
+    let out = std::fs::read_to_string(format!("{}.out", seg.display())).unwrap_or_default();
+    assert!(out.lines().any(|l| l == "unfinished"), "{out:?}");
+    // The old segment is no longer the newest, yet its tail is still a write a crash
+    // cut: the mark says so. Without it, it would be quarantined as damage.
+    let (spool, report) = open_segment(dir.path());
+    assert_eq!(report.quarantined, 0, "{report:?}");
+    assert_eq!(report.partials_removed, 1);
+    assert_eq!(report.count(QueueState::Incoming), 4);
+    assert!(names(&sub(dir.path(), "corrupt")).is_empty());
+    assert_eq!(seal_at(&seg), Some(len - 10));
+    for (id, body) in &stored {
+        assert_eq!(&body_of(&spool, QueueState::Incoming, *id), body);
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_recovery_leaves_the_rest_for_the_next_start_and_no_deferred_load() {
+    let dir = tempdir();
+    let (stored, seg, len) = killed_spool(dir.path()).await;
+    {
+        let spool = open_lazy(dir.path());
+        let done = spool
+            .finish_recovery(&|| false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(done.stopped);
+        assert!(spool.recovery_unfinished());
+        assert!(done.incoming.is_empty());
+        assert_eq!(std::fs::metadata(&seg).map(|m| m.len()).ok(), Some(len));
+        assert!(matches!(
+            spool.load_deferred(10, &mut |_| true),
+            Err(crate::SpoolError::RecoveryUnfinished)
+        ));
+    }
+    let (_spool, report) = open_segment(dir.path());
+    assert_eq!(report.count(QueueState::Incoming), stored.len());
+    assert_eq!(report.quarantined, 0);
+}
+
+#[tokio::test]
+async fn the_background_recovery_leaves_alone_a_message_of_this_process_caught_in_a_move() {
+    let dir = tempdir();
+    let (stored, _, _) = killed_spool(dir.path()).await;
+    let spool = open_lazy(dir.path());
+    spool.set_commit_mode(CommitMode::File);
+    let fresh = store(&spool, b"Subject: fresh\r\n\r\nnew\r\n", 64).await;
+    // The queue is moving it (link into active/, then unlink from incoming/): two names
+    // of one file, which an eager start would resolve by removing the incoming/ one.
+    let incoming = sub(&sub(dir.path(), "incoming"), &fresh.to_string());
+    let active = sub(&sub(dir.path(), "active"), &fresh.to_string());
+    std::fs::hard_link(&incoming, &active).unwrap_or_else(|e| panic!("{e}"));
+    let done = spool
+        .finish_recovery(&|| true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        incoming.exists() && active.exists(),
+        "the move is the queue's"
+    );
+    assert!(!done.incoming.contains(&fresh), "not handed over twice");
+    assert_eq!(done.incoming.len(), stored.len());
+    let report = done.report.unwrap_or_else(|| panic!("no report"));
+    assert_eq!(report.count(QueueState::Active), 0);
+    assert_eq!(report.quarantined, 0);
+}
