@@ -395,12 +395,7 @@ mod tests {
         let env = Envelope {
             id,
             sender: "s@client.test".into(),
-            recipients: vec![Recipient {
-                address: to.into(),
-                orcpt: None,
-                notify: None,
-                status: RecipientStatus::Pending,
-            }],
+            recipients: vec![Recipient::new(to)],
             params: MailParams::default(),
             client: ClientInfo::default(),
             arrival_micros: 0,

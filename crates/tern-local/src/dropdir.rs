@@ -99,21 +99,13 @@ pub fn write_message_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tern_spool::{QueueId, Recipient, RecipientStatus};
+    use tern_spool::{QueueId, Recipient};
 
     fn envelope(rcpts: &[&str]) -> Envelope {
         Envelope {
             id: QueueId::generate(),
             sender: "s@x.test".into(),
-            recipients: rcpts
-                .iter()
-                .map(|a| Recipient {
-                    address: (*a).into(),
-                    orcpt: None,
-                    notify: None,
-                    status: RecipientStatus::Pending,
-                })
-                .collect(),
+            recipients: rcpts.iter().map(|a| Recipient::new(*a)).collect(),
             params: Default::default(),
             client: Default::default(),
             arrival_micros: 0,

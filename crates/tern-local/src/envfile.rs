@@ -498,12 +498,7 @@ mod tests {
                     }),
                     status: RecipientStatus::Pending,
                 },
-                Recipient {
-                    address: "b@x.test".into(),
-                    orcpt: None,
-                    notify: None,
-                    status: RecipientStatus::Pending,
-                },
+                Recipient::new("b@x.test"),
             ],
             params: tern_spool::MailParams {
                 body: BodyType::EightBitMime,

@@ -308,7 +308,7 @@ impl MessageDraft for MaildropDraft {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tern_spool::{Recipient, RecipientStatus};
+    use tern_spool::Recipient;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -377,12 +377,7 @@ mod tests {
         let env = Envelope {
             id,
             sender: "a@x.test".into(),
-            recipients: vec![Recipient {
-                address: "b@y.test".into(),
-                orcpt: None,
-                notify: None,
-                status: RecipientStatus::Pending,
-            }],
+            recipients: vec![Recipient::new("b@y.test")],
             params: Default::default(),
             client: Default::default(),
             arrival_micros: 0,

@@ -317,9 +317,7 @@ fn convert_streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tern_spool::{
-        BodyType, ClientInfo, Envelope, MailParams, QueueState, Recipient, RecipientStatus, Spool,
-    };
+    use tern_spool::{BodyType, ClientInfo, Envelope, MailParams, QueueState, Recipient, Spool};
 
     async fn store(spool: &Spool, content: &[u8]) -> tern_spool::QueueId {
         let mut draft = spool.begin();
@@ -328,12 +326,7 @@ mod tests {
         let envelope = Envelope {
             id,
             sender: "s@example.org".into(),
-            recipients: vec![Recipient {
-                address: "r@example.net".into(),
-                orcpt: None,
-                notify: None,
-                status: RecipientStatus::Pending,
-            }],
+            recipients: vec![Recipient::new("r@example.net")],
             params: MailParams {
                 declared_size: None,
                 body: BodyType::EightBitMime,

@@ -280,12 +280,7 @@ async fn queue_report(
     let envelope = Envelope {
         id,
         sender: String::new(),
-        recipients: vec![Recipient {
-            address: env.sender.clone(),
-            orcpt: None,
-            notify: None,
-            status: RecipientStatus::Pending,
-        }],
+        recipients: vec![Recipient::new(env.sender.clone())],
         params: MailParams {
             declared_size: None,
             body: if eight_bit {

@@ -202,15 +202,7 @@ pub(crate) mod tests {
         Envelope {
             id: QueueId::generate(),
             sender: sender.into(),
-            recipients: rcpts
-                .iter()
-                .map(|a| Recipient {
-                    address: (*a).into(),
-                    orcpt: None,
-                    notify: None,
-                    status: RecipientStatus::Pending,
-                })
-                .collect(),
+            recipients: rcpts.iter().map(|a| Recipient::new(*a)).collect(),
             params: MailParams {
                 declared_size: None,
                 body: BodyType::SevenBit,

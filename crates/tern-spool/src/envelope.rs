@@ -138,6 +138,19 @@ pub struct Recipient {
     pub status: RecipientStatus,
 }
 
+impl Recipient {
+    /// A recipient as accepted without DSN parameters (no `ORCPT=`, no `NOTIFY=`), not
+    /// yet attempted.
+    pub fn new(address: impl Into<String>) -> Recipient {
+        Recipient {
+            address: address.into(),
+            orcpt: None,
+            notify: None,
+            status: RecipientStatus::Pending,
+        }
+    }
+}
+
 /// The client that submitted the message.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClientInfo {

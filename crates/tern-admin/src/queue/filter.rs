@@ -510,15 +510,7 @@ mod tests {
         let env = Envelope {
             id,
             sender: sender.into(),
-            recipients: rcpts
-                .iter()
-                .map(|a| Recipient {
-                    address: (*a).into(),
-                    orcpt: None,
-                    notify: None,
-                    status: RecipientStatus::Pending,
-                })
-                .collect(),
+            recipients: rcpts.iter().map(|a| Recipient::new(*a)).collect(),
             params: MailParams::default(),
             client: ClientInfo::default(),
             arrival_micros: arrival_ms * 1000,
