@@ -183,6 +183,11 @@ impl Retries {
         }
     }
 
+    /// Whether `id` waits here.
+    pub(crate) fn contains(&self, id: QueueId) -> bool {
+        self.waiting.contains_key(&id)
+    }
+
     /// When the next retry is due.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.by_due.first().map(|(t, _)| self.instant(*t))
@@ -365,6 +370,34 @@ mod tests {
         r.insert(now, b, QueueState::Deferred, None, Vec::new());
         assert_eq!(r.pop_due(now), Some((b, QueueState::Deferred)));
         assert_eq!(r.next_due(), None);
+    }
+
+    #[test]
+    fn contains_answers_for_a_waiting_message_only() {
+        // The scheduler keeps no second set of the ids waiting here (`is_queued` asks
+        // this), so it must be exact through insert, pop and remove.
+        let mut r = Retries::default();
+        let now = Instant::now();
+        let (a, b) = (QueueId::generate(), QueueId::generate());
+        assert!(!r.contains(a));
+        r.insert(now, a, QueueState::Deferred, None, Vec::new());
+        r.insert(
+            now + Duration::from_secs(60),
+            b,
+            QueueState::Deferred,
+            None,
+            Vec::new(),
+        );
+        assert!(r.contains(a) && r.contains(b));
+        assert_eq!(r.pop_due(now), Some((a, QueueState::Deferred)));
+        assert!(!r.contains(a) && r.contains(b));
+        assert!(r.remove(b).is_some());
+        assert!(!r.contains(b));
+        r.insert(now, a, QueueState::Deferred, None, Vec::new());
+        r.insert(now, a, QueueState::Deferred, None, Vec::new());
+        assert!(r.contains(a));
+        assert_eq!(r.pop_due(now), Some((a, QueueState::Deferred)));
+        assert!(!r.contains(a));
     }
 
     #[test]

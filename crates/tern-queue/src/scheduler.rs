@@ -339,7 +339,9 @@ struct Scheduler {
     /// their probes, administrators' actions on messages the queue does not hold are
     /// refused. Stays `false` when the recovery failed or stopped (the next start does it).
     spool_ready: bool,
-    /// Ids in `backlog` or `retries` (so a duplicate submit is ignored).
+    /// Ids in `backlog` (so a duplicate submit is ignored). The ids in `retries` are
+    /// not repeated here (a million deferred messages would cost another 34 MB):
+    /// `is_queued` asks both.
     queued_ids: HashSet<QueueId>,
     retries: Retries,
     running: HashMap<QueueId, tokio::task::AbortHandle>,
@@ -451,7 +453,7 @@ impl Scheduler {
             Cmd::Enqueue(job) => self.enqueue(job),
             Cmd::Released(id) => {
                 if !self.running.contains_key(&id)
-                    && !self.queued_ids.contains(&id)
+                    && !self.is_queued(id)
                     && !self.suspects.contains(id)
                 {
                     self.ctx
@@ -615,7 +617,7 @@ impl Scheduler {
             ))));
             return;
         }
-        if !self.spool_ready && !self.queued_ids.contains(&id) {
+        if !self.spool_ready && !self.is_queued(id) {
             let _ = reply.send(Err(AdminRefusal::Unavailable(format!(
                 "cannot {} {id} now: the spool's recovery after the start has not ended (event 4065 when it does; 4066 if it failed, then after the next start)",
                 action.as_str()
@@ -708,7 +710,12 @@ impl Scheduler {
         hops: Vec<(NextHop, String)>,
     ) {
         self.retries.insert(due, id, state, record, hops);
-        self.queued_ids.insert(id);
+    }
+
+    /// Whether the queue holds `id`, waiting to be processed (`backlog`) or for its
+    /// retry (`retries`).
+    fn is_queued(&self, id: QueueId) -> bool {
+        self.queued_ids.contains(&id) || self.retries.contains(id)
     }
 
     /// A chunk of the deferred backlog read from disk: each message joins the retry
@@ -721,20 +728,19 @@ impl Scheduler {
         }
         let now = Instant::now();
         for (id, due, hops) in found {
-            if self.running.contains_key(&id)
-                || self.queued_ids.contains(&id)
-                || self.suspects.contains(id)
-            {
+            if self.running.contains_key(&id) || self.is_queued(id) || self.suspects.contains(id) {
                 continue;
             }
             self.retries
                 .insert(due.max(now), id, QueueState::Deferred, None, hops);
-            self.queued_ids.insert(id);
         }
     }
 
     fn push_backlog(&mut self, id: QueueId, state: QueueState) {
-        if self.running.contains_key(&id) || !self.queued_ids.insert(id) {
+        if self.running.contains_key(&id)
+            || self.retries.contains(id)
+            || !self.queued_ids.insert(id)
+        {
             return;
         }
         self.backlog.push_back((id, state));
