@@ -292,41 +292,36 @@ fn count_internal_failure(
 
 /// Writes the record and moves the message from `active/` to `poison/` (event 4012).
 async fn poison(ctx: &Context, id: QueueId, record: &DeliveryRecord) -> Next {
-    if let Err(e) = ctx.spool.write_record(record).await {
-        return spool_error(
-            ctx,
-            id,
-            "write record",
-            &e,
-            QueueState::Active,
-            Some(record),
-        )
-        .await;
+    if let Err(next) = park(ctx, id, record, QueueState::Poison).await {
+        return next;
     }
-    match ctx
-        .spool
-        .move_to(id, QueueState::Active, QueueState::Poison)
-        .await
-    {
-        Ok(()) => {
-            tern_metrics::get().poisoned.inc();
-            ctx.events.emit(
-                &catalog::QUEUE_POISONED,
-                fields!("queue_id" => id, "crashes" => record.crashes),
-            );
-            Next::Done
-        }
-        Err(e) => {
-            spool_error(
-                ctx,
-                id,
-                "move to poison",
-                &e,
-                QueueState::Active,
-                Some(record),
-            )
-            .await
-        }
+    tern_metrics::get().poisoned.inc();
+    ctx.events.emit(
+        &catalog::QUEUE_POISONED,
+        fields!("queue_id" => id, "crashes" => record.crashes),
+    );
+    Next::Done
+}
+
+/// Writes `record`, then moves the message from `active/` to `to` (`hold/`, `poison/`):
+/// the record first, so the account of who has the message goes with it. A spool error
+/// is handled (`spool_error`) and its `Next` returned.
+async fn park(
+    ctx: &Context,
+    id: QueueId,
+    record: &DeliveryRecord,
+    to: QueueState,
+) -> Result<(), Next> {
+    let (op, result) = match ctx.spool.write_record(record).await {
+        Err(e) => ("write record".to_string(), Err(e)),
+        Ok(()) => (
+            format!("move to {to}"),
+            ctx.spool.move_to(id, QueueState::Active, to).await,
+        ),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => Err(spool_error(ctx, id, &op, &e, QueueState::Active, Some(record)).await),
     }
 }
 
@@ -705,39 +700,12 @@ async fn finish(
 /// Every recipient left waits for an operator (`hold` routes): the record is written
 /// and the message moved to `hold/` (event 4011).
 async fn hold(ctx: &Context, id: QueueId, record: &DeliveryRecord) -> Next {
-    if let Err(e) = ctx.spool.write_record(record).await {
-        return spool_error(
-            ctx,
-            id,
-            "write record",
-            &e,
-            QueueState::Active,
-            Some(record),
-        )
-        .await;
+    if let Err(next) = park(ctx, id, record, QueueState::Hold).await {
+        return next;
     }
-    match ctx
-        .spool
-        .move_to(id, QueueState::Active, QueueState::Hold)
-        .await
-    {
-        Ok(()) => {
-            ctx.events
-                .emit(&catalog::QUEUE_HELD, fields!("queue_id" => id));
-            Next::Done
-        }
-        Err(e) => {
-            spool_error(
-                ctx,
-                id,
-                "move to hold",
-                &e,
-                QueueState::Active,
-                Some(record),
-            )
-            .await
-        }
-    }
+    ctx.events
+        .emit(&catalog::QUEUE_HELD, fields!("queue_id" => id));
+    Next::Done
 }
 
 /// Counts the attempt's results into the metrics: delivered (with the time the message

@@ -886,20 +886,11 @@ impl Segments {
                 (sys::EntryKind::File, _) => true,
                 _ => return Ok(()),
             };
-        let out = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&out_path)
-            .map_err(|e| SpoolError::io("open", &out_path, e))?;
-        if !out
-            .metadata()
-            .map_err(|e| SpoolError::io("stat", &out_path, e))?
-            .is_file()
-        {
-            return Ok(());
-        }
+        let out = match sys::open_append(&out_path) {
+            Ok(f) => f,
+            Err(e) if sys::is_not_regular(&e) => return Ok(()),
+            Err(e) => return Err(SpoolError::io("open", &out_path, e)),
+        };
         (&out)
             .write_all(format!("{UNFINISHED_LINE}\n").as_bytes())
             .and_then(|()| out.sync_data())
@@ -1237,24 +1228,8 @@ impl Segments {
                 );
             }
             let out_path = self.dir.join(format!("{name}{OUT_SUFFIX}"));
-            let out = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&out_path)
-                .map_err(|e| SpoolError::io("open", &out_path, e))?;
-            if !out
-                .metadata()
-                .map_err(|e| SpoolError::io("stat", &out_path, e))?
-                .is_file()
-            {
-                return Err(SpoolError::io(
-                    "open",
-                    &out_path,
-                    io::Error::other("not a regular file"),
-                ));
-            }
+            let out =
+                sys::open_append(&out_path).map_err(|e| SpoolError::io("open", &out_path, e))?;
             let live = s.index_into(&mut self.lock().resident);
             let seal_frame = s.found.iter().find_map(|f| match f {
                 Found::Seal { at } => Some(*at),

@@ -267,6 +267,23 @@ pub(crate) fn open_regular(path: &Path, write: bool) -> io::Result<File> {
     Ok(f)
 }
 
+/// Opens (creating it with mode 0600 if missing) a spool file for appending, with the
+/// guarantees of [`open_regular`]: never through a link, never blocking on a FIFO, and a
+/// regular file or an error for which [`is_not_regular`] holds.
+pub(crate) fn open_append(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other(NotRegular(EntryKind::of(&meta))));
+    }
+    Ok(f)
+}
+
 /// Opens a spool entry for reading: [`open_regular`] read-only.
 pub(crate) fn open_entry(path: &Path) -> io::Result<File> {
     open_regular(path, false)
