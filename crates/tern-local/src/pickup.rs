@@ -387,6 +387,7 @@ impl Service {
                 esmtp: false,
                 tls: None,
                 listener: "pickup".into(),
+                ..Default::default()
             },
             arrival_micros: tern_watchdog::clock::unix_micros(),
             size: draft.written(),

@@ -341,6 +341,7 @@ mod tests {
                 esmtp: true,
                 tls: None,
                 listener: "test".into(),
+                ..Default::default()
             },
             arrival_micros: 1,
             size: content.len() as u64,

@@ -299,6 +299,7 @@ async fn queue_report(
             esmtp: true,
             tls: None,
             listener: "dsn".into(),
+            ..Default::default()
         },
         arrival_micros: unix_micros(),
         size: bytes.len() as u64,

@@ -217,6 +217,7 @@ pub(crate) mod tests {
                 esmtp: true,
                 tls: None,
                 listener: "test".into(),
+                ..Default::default()
             },
             arrival_micros: T0,
             size: 10,

@@ -170,6 +170,12 @@ pub struct ClientInfo {
     /// Name of the listener that accepted the connection.
     #[serde(default)]
     pub listener: String,
+    /// The client was inside a relay network (`relay.networks`) when it was admitted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay_network: bool,
+    /// The SASL identity the client authenticated as (SMTP AUTH), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticated: Option<String>,
 }
 
 /// Why an envelope read from disk is not acceptable.

@@ -40,6 +40,7 @@ pub(crate) fn envelope(id: QueueId, size: u64, n: usize) -> Envelope {
             esmtp: true,
             tls: Some("TLSv1.3 TLS_AES_128_GCM_SHA256".into()),
             listener: "mx".into(),
+            ..Default::default()
         },
         arrival_micros: id.arrival_micros(),
         size,
@@ -120,6 +121,7 @@ pub(crate) fn arb_envelope(id: QueueId, size: u64) -> impl Strategy<Value = Enve
                         esmtp,
                         tls: None,
                         listener: "submission".into(),
+                        ..Default::default()
                     },
                     arrival_micros: arrival,
                     size,

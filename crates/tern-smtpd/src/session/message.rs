@@ -282,6 +282,8 @@ impl Session {
                 esmtp: g.esmtp,
                 tls: self.conn.tls_description(),
                 listener: self.ctx.config.name.clone(),
+                relay_network: self.client_may_relay,
+                authenticated: None,
             },
             arrival_micros: tern_watchdog::clock::unix_micros(),
             size: writer.written(),
