@@ -13,8 +13,9 @@ dropping the page cache needs it):
    so). Reports the fill rate and VmRSS / VmHWM of the server once all are deferred.
 2. disk: files under spool/ per deferred message.
 3. restart: kill -9, `echo 3 > /proc/sys/vm/drop_caches`, start again; the time until the
-   SMTP listener greets (220), until the whole backlog is scheduled (event 4055, or the
-   greeting for a Tern that loads the backlog before it listens), and VmRSS after that.
+   SMTP listener greets (220), until the whole backlog is scheduled (event 4067; for a
+   Tern before it, event 4055, or the greeting for a Tern that loads the backlog before
+   it listens), until every file of it is read (event 4055), and VmRSS after that.
    While the backlog loads, one fresh message is sent to a live route (fresh.test, sink
    B) and the time until it is delivered is reported.
 4. `tern queue summary` (wall time), and the admin API's `GET /api/v1/queue`: the first
@@ -41,8 +42,8 @@ greeting itself for a Tern without it, which recovers before it listens). The JS
 
 Environment: TERN_BIN (target/ci/tern), SESSIONS (20), MSG_SIZE (1024), FRESH (2000),
 DRAIN_WINDOW (60 s; 0 = until drained), KEEP_TMP (0), OUT_DIR (bench/out),
-FILL_TIMEOUT (seconds, default 600 + N/100), LOAD_WAIT (120: how long to wait for event
-4055 after the greeting; a Tern without it counts as scheduled at its greeting). The last line of output is a JSON summary;
+FILL_TIMEOUT (seconds, default 600 + N/100), LOAD_WAIT (120: how long to wait for events
+4067 and 4055 after the greeting; a Tern without them counts as scheduled at its greeting). The last line of output is a JSON summary;
 bench/out/backlog-summary.json keeps it.
 """
 
@@ -71,6 +72,7 @@ OUT_DIR = os.environ.get("OUT_DIR", os.path.join(ROOT, "bench", "out"))
 FILL_TIMEOUT = float(os.environ.get("FILL_TIMEOUT", str(600 + N / 100)))
 DEAD_IP = "127.0.0.3"
 BACKLOG_LOADED = 4055
+BACKLOG_SCHEDULED = 4067
 LOAD_WAIT = float(os.environ.get("LOAD_WAIT", "120"))
 
 
@@ -328,10 +330,15 @@ def main():
         before = fresh.count()
         smtp_source(tern.port, 1, "rcpt@fresh.test", 1)
         t_fresh = time.monotonic()
-        state = {"off": ev_off, "loaded": None, "fresh": None}
+        state = {"off": ev_off, "soff": ev_off, "loaded": None, "scheduled": None,
+                 "fresh": None}
 
         def progress():
             now = time.monotonic()
+            if state["scheduled"] is None:
+                found, state["soff"] = tern.events_since(state["soff"], BACKLOG_SCHEDULED)
+                if found:
+                    state["scheduled"] = now
             if state["loaded"] is None:
                 found, state["off"] = tern.events_since(state["off"], BACKLOG_LOADED)
                 if found:
@@ -347,8 +354,11 @@ def main():
             progress()
             time.sleep(0.01)
         loaded = state["loaded"] if state["loaded"] is not None else greeted
+        scheduled = state["scheduled"] if state["scheduled"] is not None else loaded
         res["load_event_seen"] = state["loaded"] is not None
-        res["restart_scheduled_secs"] = round(loaded - t_start, 3)
+        res["scheduled_event_seen"] = state["scheduled"] is not None
+        res["restart_scheduled_secs"] = round(scheduled - t_start, 3)
+        res["restart_read_secs"] = round(loaded - t_start, 3)
         res["fresh_delivered_during_load_secs"] = round(state["fresh"] - t_fresh, 3)
         st = proc_status(tern.proc.pid)
         res["rss_after_restart_mib"] = st.get("VmRSS")

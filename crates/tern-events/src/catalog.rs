@@ -217,7 +217,7 @@ events! {
         "If this server should take the domain's mail, route the domain to a local transport (maildir, lmtp); otherwise correct the domain's MX records or the route's relay host. As a backup MX this is expected while the better hosts are down.", track = "attempt");
 
     QUEUE_BACKLOG_LOADED = (4055, "queue.backlog.loaded", Notice,
-        "The deferred mail on disk at the start was read in the background (the listeners answered meanwhile) and is all scheduled: `deferred` messages joined the retry timers, `quarantined` entries of deferred/ and records/ failed validation (event 3003 each), `orphan_records_removed` records had no message, `secs` since the queue started. `stopped` is true when Tern stopped before the end (the rest is read at the next start).",
+        "The deferred mail on disk at the start was read in the background (the listeners answered meanwhile; it was scheduled before, event 4067): `deferred` messages were read and validated, their next hops known; `damaged` files failed validation and were handed to the queue at once, which quarantines each (event 3003) when it loads it; `quarantined` entries of deferred/ and records/ that were not messages (a name Tern does not make, something that is not a file, a bad record) were quarantined (event 3003 each), `orphan_records_removed` records had no message, `secs` since the queue started. `stopped` is true when Tern stopped before the end (the rest is read at the next start).",
         "None.");
     QUEUE_BACKLOG_FAILED = (4056, "queue.backlog.failed", Error,
         "Reading the deferred mail at start failed on a system error (`error`), after `deferred` messages were scheduled; the rest waits in deferred/, untouched, and is read at the next start. New mail still flows.",
@@ -228,6 +228,9 @@ events! {
     QUEUE_RECOVERY_FAILED = (4066, "queue.recovery.failed", Error,
         "The spool's recovery after the start failed in the background on a system error (`error`) after `secs`. New mail still flows; the messages that were on disk at the start wait there, untouched (none is lost), until the next start: they are not delivered, administrators' actions on them are refused, the deferred backlog is not loaded.",
         "Check the spool disk (space, errors in the kernel log, permissions), then restart Tern.");
+    QUEUE_BACKLOG_SCHEDULED = (4067, "queue.backlog.scheduled", Info,
+        "Every deferred message on disk at the start has a retry timer, from its name and its file's modification time (the due time Tern keeps there too), before any file was read: `deferred` messages, `secs` since the queue started. The files are read next, in the background, for their next hops and to validate them (event 4055); until then `tern queue summary` counts the messages not read yet apart, and a destination's retry reaches each of them as soon as its file is read.",
+        "None.");
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",
         "A delivery worker is restarted (event 5002); for the others, look for what blocks them (disk for a spool writer, the DNS servers, a runtime thread stuck in a lock) and restart Tern if the stall does not end (event 5003).");
@@ -329,7 +332,7 @@ events! {
         "An administrator resumed a suspended destination; its waiting messages are tried now.",
         "None.");
     DESTINATION_RETRY = (7023, "admin.destination.retry", Notice,
-        "An administrator asked to retry a destination now (`tern dest retry`): its down mark is cleared and the messages waiting for it are tried at once; `messages` says how many.",
+        "An administrator asked to retry a destination now (`tern dest retry`): its down mark is cleared and the messages waiting for it are tried at once; `messages` says how many. Right after a start, while the deferred backlog is still read (before event 4055), the retry also reaches each message not read yet that turns out to wait for it; `unread` then says how many are not read yet.",
         "None; if it goes down again, check the hosts named in event 4006.");
     ADMIN_RELOAD_REQUESTED = (7024, "admin.reload.requested", Info,
         "A reload was requested over the admin API (`POST /api/v1/reload`, `tern reload`); events 1007 or 1008 follow with its result.",

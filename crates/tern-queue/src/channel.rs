@@ -67,9 +67,17 @@ pub(crate) enum Cmd {
         result: Result<tern_spool::FinishedRecovery, String>,
         started: Instant,
     },
-    /// Deferred messages found by the background load of `deferred/` (`load_backlog`):
-    /// id, due time, and the next hops their waiting recipients go to.
+    /// Deferred messages found by the background load of `deferred/` (`load_backlog`)
+    /// before they are read: id and the due time their file's modification time holds.
+    Due(Vec<(QueueId, Instant)>),
+    /// Every deferred message on disk at the start is scheduled (`Due`): how many.
+    AllDue { count: usize, started: Instant },
+    /// Deferred messages read by the background load of `deferred/` (`load_backlog`):
+    /// id, due time from the record, and the next hops their waiting recipients go to.
     Loaded(Vec<(QueueId, Instant, Vec<HopError>)>),
+    /// Deferred messages whose files failed validation when the background load read
+    /// them: the message task loads each at once and quarantines it.
+    Damaged(Vec<QueueId>),
     /// The background load ended: every deferred message on disk at the start was
     /// handed over (or `error` says why not).
     BacklogDone {
@@ -193,10 +201,12 @@ impl QueueHandle {
     /// /queue/summary` without reading a million files: grouped by the names of the next
     /// hops each message waits for, counted per age bucket (now minus the arrival time in
     /// the queue id; `bounds_secs` are the buckets' upper bounds, the last bucket holds
-    /// everything older). `None` while the backlog is still being read from disk (the
+    /// everything older). `None` until the backlog is scheduled after a start (the
     /// timers do not hold all of `deferred/` yet), or when the queue has stopped: then
-    /// read the spool. Messages changing state at that moment may be missed (a due
-    /// message being loaded is in `active/`).
+    /// read the spool. While the backlog's files are still read, the messages not read
+    /// yet are counted apart (`DeferredShape::unread`: their next hops are not known
+    /// yet). Messages changing state at that moment may be missed (a due message being
+    /// loaded is in `active/`).
     pub async fn deferred_shape(
         &self,
         now_micros: i64,

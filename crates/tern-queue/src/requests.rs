@@ -168,5 +168,20 @@ pub enum DestinationError {
     Stopped,
 }
 
-/// See [`QueueHandle::deferred_shape`](crate::QueueHandle::deferred_shape): (next hop names, count per age bucket).
-pub type DeferredShape = Vec<(Vec<String>, Vec<u64>)>;
+/// See [`QueueHandle::deferred_shape`](crate::QueueHandle::deferred_shape).
+#[derive(Debug, Clone, Default)]
+pub struct DeferredShape {
+    /// (next hop names, count per age bucket) for each set of next hops messages wait
+    /// for.
+    pub groups: Vec<(Vec<String>, Vec<u64>)>,
+    /// Messages scheduled but not read yet after a restart, per age bucket: their next
+    /// hops are not known yet (all zero once the backlog is read).
+    pub unread: Vec<u64>,
+}
+
+impl DeferredShape {
+    /// Whether every waiting message is counted under its next hops.
+    pub fn complete(&self) -> bool {
+        self.unread.iter().all(|n| *n == 0)
+    }
+}

@@ -22,6 +22,15 @@
 //! administrator's action, milliseconds for a million). A next hop's slot is freed when
 //! no message waits for it, so the table is bounded by the destinations waiting.
 //!
+//! After a restart the backlog is scheduled before it is read (`Spool::load_deferred`):
+//! a message first waits here *unread*, with the due time its file's modification time
+//! gave and no next hops known ([`Retries::insert_unread`]); when its file has been read,
+//! [`Retries::learn`] gives it its next hops and the record's own due time, unless it
+//! already ran or was deferred again meanwhile (then it is no longer unread and what
+//! the queue knows is newer). An administrator's retry of a next hop while messages
+//! are unread is remembered ([`Retries::make_due`]) and applied to each one that turns
+//! out to wait for it, until the reading ends ([`Retries::end_reading`]).
+//!
 //! Owned by the scheduler task; no locks.
 
 use std::collections::{BTreeSet, HashMap};
@@ -33,11 +42,17 @@ use tern_spool::{DeliveryRecord, QueueId, QueueState};
 /// No next hop in `Waiting::first`.
 const NO_HOP: u32 = u32::MAX;
 
+/// In `Waiting::first`: the message's file is not read yet, its next hops are unknown.
+const UNREAD: u32 = u32::MAX - 1;
+
+/// Most retries of next hops remembered while messages are unread.
+const MAX_ASKED: usize = 1024;
+
 /// One waiting message.
 struct Waiting {
     /// Due time, nanoseconds after `Retries::base`.
     due: u64,
-    /// Its first next hop (index into `hops`), or `NO_HOP`.
+    /// Its first next hop (index into `hops`), `NO_HOP`, or `UNREAD`.
     first: u32,
     /// Its other next hops, if any.
     more: Option<Box<[u32]>>,
@@ -46,7 +61,7 @@ struct Waiting {
 impl Waiting {
     fn hop_indexes(&self) -> impl Iterator<Item = u32> + '_ {
         std::iter::once(self.first)
-            .filter(|h| *h != NO_HOP)
+            .filter(|h| *h != NO_HOP && *h != UNREAD)
             .chain(self.more.iter().flat_map(|m| m.iter().copied()))
     }
 }
@@ -73,6 +88,12 @@ pub(crate) struct Retries {
     from: HashMap<QueueId, QueueState>,
     /// Records newer than the disk (writing them failed). Bounded by the retries.
     unsaved: HashMap<QueueId, Box<DeliveryRecord>>,
+    /// Messages waiting unread (module header).
+    unread: usize,
+    /// Names of the next hops an administrator retried while messages were unread;
+    /// bounded by the next hops named in those actions (at most [`MAX_ASKED`]),
+    /// emptied when the reading ends.
+    retry_asked: Vec<String>,
 }
 
 impl Default for Retries {
@@ -86,6 +107,8 @@ impl Default for Retries {
             free_hops: Vec::new(),
             from: HashMap::new(),
             unsaved: HashMap::new(),
+            unread: 0,
+            retry_asked: Vec::new(),
         }
     }
 }
@@ -183,6 +206,92 @@ impl Retries {
         }
     }
 
+    /// Message `id`, in `deferred/` and not read yet, is due at `due` (module header).
+    pub(crate) fn insert_unread(&mut self, due: Instant, id: QueueId) {
+        self.forget(id);
+        let due = self.offset(due);
+        self.by_due.insert((due, id));
+        self.waiting.insert(
+            id,
+            Waiting {
+                due,
+                first: UNREAD,
+                more: None,
+            },
+        );
+        self.unread += 1;
+        self.from.remove(&id);
+    }
+
+    /// The file of `id` was read: if it still waits unread, it now waits for `hops`,
+    /// due at `due` (the record's next attempt: the truth), or at `now` if an
+    /// administrator retried one of those next hops meanwhile, and `None` is returned.
+    /// When `id` does not wait unread (it ran, or waits with what the queue learnt
+    /// since), nothing changes and `hops` are given back.
+    pub(crate) fn learn(
+        &mut self,
+        id: QueueId,
+        due: Instant,
+        now: Instant,
+        hops: Vec<(NextHop, String)>,
+    ) -> Option<Vec<(NextHop, String)>> {
+        if self.waiting.get(&id).is_none_or(|w| w.first != UNREAD) {
+            return Some(hops);
+        }
+        let asked = !self.retry_asked.is_empty()
+            && hops.iter().any(|(h, _)| {
+                let name = h.to_string();
+                self.retry_asked.contains(&name)
+            });
+        self.insert(
+            if asked { now } else { due },
+            id,
+            QueueState::Deferred,
+            None,
+            hops,
+        );
+        None
+    }
+
+    /// The reading of the backlog ended: a message still unread (its file was
+    /// quarantined or left before it was read) waits for no known next hop, and
+    /// retries asked for meanwhile are forgotten. Walks the waiting messages once.
+    pub(crate) fn end_reading(&mut self) {
+        self.retry_asked.clear();
+        if self.unread == 0 {
+            return;
+        }
+        for w in self.waiting.values_mut() {
+            if w.first == UNREAD {
+                w.first = NO_HOP;
+            }
+        }
+        self.unread = 0;
+    }
+
+    /// Messages waiting unread.
+    pub(crate) fn unread(&self) -> usize {
+        self.unread
+    }
+
+    /// An administrator retries the next hop named `name` while messages wait unread:
+    /// each of them found waiting for it when its file is read is due at once
+    /// (`learn`). `false` when no message waits unread, or too many next hops were
+    /// asked for already.
+    pub(crate) fn ask_retry(&mut self, name: &str) -> bool {
+        if self.unread == 0 {
+            return false;
+        }
+        if self.retry_asked.iter().any(|n| n == name) {
+            return true;
+        }
+        if self.retry_asked.len() >= MAX_ASKED {
+            return false;
+        }
+        self.retry_asked.push(name.to_owned());
+        true
+    }
+
     /// Whether `id` waits here.
     pub(crate) fn contains(&self, id: QueueId) -> bool {
         self.waiting.contains_key(&id)
@@ -209,6 +318,9 @@ impl Retries {
         let Some(w) = self.waiting.remove(&id) else {
             return;
         };
+        if w.first == UNREAD {
+            self.unread = self.unread.saturating_sub(1);
+        }
         self.by_due.remove(&(w.due, id));
         for i in w.hop_indexes() {
             self.leave_hop(i);
@@ -216,8 +328,10 @@ impl Retries {
     }
 
     /// Makes every message waiting for `hop` due at `now` (an administrator's retry);
-    /// returns how many. Walks every waiting message.
+    /// returns how many. Walks every waiting message. While messages wait unread, the
+    /// retry also applies to each of them that turns out to wait for `hop` (`learn`).
     pub(crate) fn make_due(&mut self, hop: &NextHop, now: Instant) -> usize {
+        self.ask_retry(&hop.to_string());
         let Some(&index) = self.hop_index.get(hop) else {
             return 0;
         };
@@ -284,20 +398,29 @@ impl Retries {
     }
 
     /// The waiting messages grouped by the next hops they wait for, each group with its
-    /// count per age bucket (`bucket_of(id)`, clamped below `buckets`). Messages that
-    /// wait for no known next hop are left out. One walk over the waiting messages; the
-    /// answer is bounded by the distinct sets of next hops.
+    /// count per age bucket (`bucket_of(id)`, clamped below `buckets`), and the unread
+    /// ones' counts per bucket. Messages that wait for no known next hop are left out.
+    /// One walk over the waiting messages; the answer is bounded by the distinct sets
+    /// of next hops.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn shape(
         &self,
         bucket_of: &dyn Fn(QueueId) -> usize,
         buckets: usize,
-    ) -> Vec<(Vec<NextHop>, Vec<u64>)> {
+    ) -> (Vec<(Vec<NextHop>, Vec<u64>)>, Vec<u64>) {
         let mut groups: HashMap<(u32, Option<&[u32]>), Vec<u64>> = HashMap::new();
+        let mut unread = vec![0; buckets];
         for (id, w) in &self.waiting {
             if w.first == NO_HOP {
                 continue;
             }
             let b = bucket_of(*id).min(buckets.saturating_sub(1));
+            if w.first == UNREAD {
+                if let Some(c) = unread.get_mut(b) {
+                    *c += 1;
+                }
+                continue;
+            }
             let counts = groups
                 .entry((w.first, w.more.as_deref()))
                 .or_insert_with(|| vec![0; buckets]);
@@ -305,7 +428,7 @@ impl Retries {
                 *c += 1;
             }
         }
-        groups
+        let groups = groups
             .into_iter()
             .map(|((first, more), counts)| {
                 let hops = std::iter::once(first)
@@ -315,7 +438,8 @@ impl Retries {
                     .collect();
                 (hops, counts)
             })
-            .collect()
+            .collect();
+        (groups, unread)
     }
 
     /// Messages waiting.
@@ -398,6 +522,117 @@ mod tests {
         assert!(r.contains(a));
         assert_eq!(r.pop_due(now), Some((a, QueueState::Deferred)));
         assert!(!r.contains(a));
+    }
+
+    #[test]
+    fn an_unread_message_learns_its_hops_and_the_records_due_time_once() {
+        let mut r = Retries::default();
+        let now = Instant::now();
+        let hop = NextHop::Relay {
+            name: "smtp:[192.0.2.1]:25".into(),
+        };
+        let (a, b, c) = (
+            QueueId::generate(),
+            QueueId::generate(),
+            QueueId::generate(),
+        );
+        // Scheduled from the file times: `a` early (a time a crash lost), `b` later.
+        r.insert_unread(now, a);
+        r.insert_unread(now + Duration::from_secs(60), b);
+        r.insert_unread(now + Duration::from_secs(60), c);
+        assert_eq!(r.unread(), 3);
+        assert!(
+            !r.waits_for(&hop),
+            "no next hop is known before the files are read"
+        );
+        let bucket = |_: QueueId| 0;
+        let (groups, unread) = r.shape(&bucket, 1);
+        assert!(groups.is_empty());
+        assert_eq!(unread, vec![3]);
+        // `a`'s record says an hour: the record wins.
+        let later = now + Duration::from_secs(3600);
+        assert!(
+            r.learn(a, later, now, vec![(hop.clone(), "451 busy".into())])
+                .is_none()
+        );
+        assert_eq!(r.unread(), 2);
+        assert!(r.waits_for(&hop));
+        assert_eq!(r.pop_due(now), None, "a is due in an hour now");
+        // `b` ran and was deferred again meanwhile: what the queue knows is newer.
+        assert_eq!(
+            r.pop_due(now + Duration::from_secs(60)),
+            Some((b, QueueState::Deferred))
+        );
+        r.insert(later, b, QueueState::Deferred, None, Vec::new());
+        let back = r.learn(b, now, now, vec![(hop.clone(), String::new())]);
+        assert_eq!(
+            back.map(|h| h.len()),
+            Some(1),
+            "nothing changes, hops given back"
+        );
+        assert_eq!(r.remove(b).map(|x| x.0), Some(later));
+        // `c` is never read (quarantined): at the end it waits for no known next hop.
+        r.end_reading();
+        assert_eq!(r.unread(), 0);
+        let (groups, unread) = r.shape(&bucket, 1);
+        assert_eq!(unread, vec![0]);
+        assert_eq!(groups.len(), 1, "only a's next hop: c is left out");
+        assert_eq!(
+            r.pop_due(now + Duration::from_secs(60)),
+            Some((c, QueueState::Deferred))
+        );
+    }
+
+    #[test]
+    fn a_destination_retried_while_unread_reaches_each_message_as_it_is_read() {
+        let mut r = Retries::default();
+        let now = Instant::now();
+        let hop = NextHop::Relay {
+            name: "smtp:[192.0.2.1]:25".into(),
+        };
+        let other = NextHop::Relay {
+            name: "smtp:[192.0.2.2]:25".into(),
+        };
+        let later = now + Duration::from_secs(3600);
+        let (a, b, c) = (
+            QueueId::generate(),
+            QueueId::generate(),
+            QueueId::generate(),
+        );
+        for id in [a, b, c] {
+            r.insert_unread(later, id);
+        }
+        // The administrator retries `hop` before any file is read: nothing known waits
+        // for it yet, but the request is kept.
+        assert_eq!(r.make_due(&hop, now), 0);
+        assert!(
+            r.learn(a, later, now, vec![(hop.clone(), String::new())])
+                .is_none()
+        );
+        assert!(
+            r.learn(b, later, now, vec![(other.clone(), String::new())])
+                .is_none()
+        );
+        assert_eq!(
+            r.pop_due(now),
+            Some((a, QueueState::Deferred)),
+            "a waits for hop"
+        );
+        assert_eq!(r.pop_due(now), None, "b waits for another next hop");
+        // Once the reading ended, the request is forgotten.
+        r.end_reading();
+        r.insert(
+            later,
+            a,
+            QueueState::Deferred,
+            None,
+            vec![(hop.clone(), String::new())],
+        );
+        assert!(
+            r.learn(c, later, now, vec![(hop.clone(), String::new())])
+                .is_some()
+        );
+        assert_eq!(r.pop_due(now), None);
     }
 
     #[test]
@@ -583,7 +818,8 @@ mod tests {
             r.insert(now, *id, QueueState::Deferred, None, hops);
         }
         let old = ids[0];
-        let mut shape = r.shape(&|id| usize::from(id != old) * 9, 3);
+        let (mut shape, unread) = r.shape(&|id| usize::from(id != old) * 9, 3);
+        assert_eq!(unread, vec![0, 0, 0]);
         shape.sort_by_key(|(h, _)| h.len());
         assert_eq!(
             shape,

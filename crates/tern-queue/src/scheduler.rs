@@ -61,7 +61,7 @@ use crate::job::{Job, JobResult};
 use crate::message;
 use crate::probe::{self, ActiveMessage, ProbeLog, Suspects};
 use crate::requests::{
-    AdminAction, AdminRefusal, DestinationAction, DestinationError, DestinationInfo,
+    AdminAction, AdminRefusal, DeferredShape, DestinationAction, DestinationError, DestinationInfo,
     DestinationState,
 };
 use crate::retries::Retries;
@@ -85,8 +85,10 @@ impl Queue {
     /// recovery runs first in the background (`load_backlog`, event 4065) and hands it
     /// over; until then only new mail is processed (no probe, no administrator's action
     /// on a message the queue does not hold). Then `deferred/` is loaded in the
-    /// background: new mail flows while the backlog is read, and each chunk of deferred
-    /// messages joins the retry timers as it is read (event 4055 at the end). Blocking
+    /// background: new mail flows meanwhile; every deferred message joins the retry
+    /// timers first from its name and its file's time, unread (event 4067 at the end),
+    /// then each learns its next hops and its record's due time as its file is read
+    /// (event 4055 at the end). Blocking
     /// work (the scans, the evidence) runs on blocking threads.
     pub async fn start(ctx: Arc<Context>, receiver: QueueReceiver) -> Result<Queue, SpoolError> {
         let spool = ctx.spool.clone();
@@ -111,6 +113,7 @@ impl Queue {
             backlog: VecDeque::new(),
             retry_turn: false,
             backlog_loaded: false,
+            backlog_scheduled: false,
             spool_ready: !recovering,
             queued_ids: HashSet::new(),
             retries: Retries::default(),
@@ -194,9 +197,11 @@ const LOAD_CHUNK: usize = 1024;
 /// validated, the segments there at the start recovered), answered with
 /// `Cmd::Recovered` (which hands over the messages of `incoming/`); it stops when the
 /// scheduler has stopped, and the load below runs only after a recovery that ended.
-/// Then `deferred/` (`Spool::load_deferred`: validation, quarantine, records), sending
-/// each chunk to the scheduler with its due times and next hops routed with the routes
-/// of that moment; stops when the scheduler has stopped. Ends with `Cmd::BacklogDone`.
+/// Then `deferred/` (`Spool::load_deferred`): first every message scheduled from its
+/// name and its file's modification time (`Cmd::Due`, then `Cmd::AllDue`), then every
+/// file read and validated (quarantine, records), each chunk sent to the scheduler with
+/// the record's due times and the next hops routed with the routes of that moment
+/// (`Cmd::Loaded`); stops when the scheduler has stopped. Ends with `Cmd::BacklogDone`.
 fn load_backlog(ctx: Arc<Context>, handle: QueueHandle, recover: bool) {
     // Not awaited: it ends on its own, or at its next step once the scheduler stopped.
     drop(tokio::task::spawn_blocking(move || {
@@ -219,10 +224,36 @@ fn load_backlog(ctx: Arc<Context>, handle: QueueHandle, recover: bool) {
         let started = Instant::now();
         #[cfg(feature = "fault-injection")]
         fault_injection::hold_backlog_load();
-        let mut take = |batch: Vec<tern_spool::DeferredEntry>| {
+        let mut take = |step: tern_spool::BacklogStep| {
             if handle.is_closed() {
                 return false;
             }
+            let batch = match step {
+                tern_spool::BacklogStep::Due(due) => {
+                    let now_micros = unix_micros();
+                    let now = Instant::now();
+                    let due = due
+                        .into_iter()
+                        .map(|(id, at)| {
+                            let wait = u64::try_from(at.saturating_sub(now_micros)).unwrap_or(0);
+                            (id, now + Duration::from_micros(wait))
+                        })
+                        .collect();
+                    handle.send(Cmd::Due(due));
+                    return true;
+                }
+                tern_spool::BacklogStep::AllDue(count) => {
+                    handle.send(Cmd::AllDue { count, started });
+                    #[cfg(feature = "fault-injection")]
+                    fault_injection::hold_backlog_read();
+                    return true;
+                }
+                tern_spool::BacklogStep::Damaged(ids) => {
+                    handle.send(Cmd::Damaged(ids));
+                    return true;
+                }
+                tern_spool::BacklogStep::Read(batch) => batch,
+            };
             if batch.is_empty() {
                 return true;
             }
@@ -331,8 +362,12 @@ struct Scheduler {
     backlog: VecDeque<(QueueId, QueueState)>,
     /// The next free message slot goes to a due retry first (else to `backlog` first).
     retry_turn: bool,
-    /// Every deferred message on disk at the start is in `retries` (or went on).
+    /// Every deferred message on disk at the start is in `retries` (or went on), and
+    /// its file was read (its next hops are known).
     backlog_loaded: bool,
+    /// Every deferred message on disk at the start is in `retries` (or went on), read
+    /// or not (`Cmd::AllDue`).
+    backlog_scheduled: bool,
     /// The spool's recovery has ended (`Cmd::Recovered`; from the start after an eager
     /// open): until then nothing touches a message that was on disk at the start, since
     /// the recovery may be validating, moving or quarantining it. The suspects wait for
@@ -426,7 +461,25 @@ impl Scheduler {
         match cmd {
             Cmd::Submit(id) => self.push_backlog(id, QueueState::Incoming),
             Cmd::Recovered { result, started } => self.recovered(result, started),
+            Cmd::Due(found) => self.due(found),
+            Cmd::AllDue { count, started } => {
+                self.backlog_scheduled = true;
+                self.ctx.events.emit(
+                    &catalog::QUEUE_BACKLOG_SCHEDULED,
+                    fields!(
+                        "deferred" => count,
+                        "secs" => format!("{:.3}", started.elapsed().as_secs_f64()),
+                    ),
+                );
+            }
             Cmd::Loaded(found) => self.loaded(found),
+            Cmd::Damaged(ids) => {
+                // Due at once: the message task validates and quarantines it.
+                let now = Instant::now();
+                for id in ids {
+                    let _ = self.retries.learn(id, now, now, Vec::new());
+                }
+            }
             Cmd::BacklogDone {
                 load,
                 started,
@@ -434,10 +487,14 @@ impl Scheduler {
             } => match error {
                 None => {
                     self.backlog_loaded = !load.stopped;
+                    if self.backlog_loaded {
+                        self.retries.end_reading();
+                    }
                     self.ctx.events.emit(
                         &catalog::QUEUE_BACKLOG_LOADED,
                         fields!(
                             "deferred" => load.loaded,
+                            "damaged" => load.damaged,
                             "quarantined" => load.quarantined,
                             "orphan_records_removed" => load.orphans_removed,
                             "stopped" => load.stopped,
@@ -543,7 +600,7 @@ impl Scheduler {
                 bounds_secs,
                 reply,
             } => {
-                let shape = self.backlog_loaded.then(|| {
+                let shape = self.backlog_scheduled.then(|| {
                     let bucket_of = |id: QueueId| {
                         let age = u64::try_from(now_micros.saturating_sub(id.arrival_micros()))
                             .unwrap_or(0)
@@ -553,13 +610,16 @@ impl Scheduler {
                             .position(|b| age < *b)
                             .unwrap_or(bounds_secs.len())
                     };
-                    self.retries
-                        .shape(&bucket_of, bounds_secs.len() + 1)
-                        .into_iter()
-                        .map(|(hops, counts)| {
-                            (hops.iter().map(ToString::to_string).collect(), counts)
-                        })
-                        .collect()
+                    let (groups, unread) = self.retries.shape(&bucket_of, bounds_secs.len() + 1);
+                    DeferredShape {
+                        groups: groups
+                            .into_iter()
+                            .map(|(hops, counts)| {
+                                (hops.iter().map(ToString::to_string).collect(), counts)
+                            })
+                            .collect(),
+                        unread,
+                    }
                 });
                 let _ = reply.send(shape);
             }
@@ -718,16 +778,36 @@ impl Scheduler {
         self.queued_ids.contains(&id) || self.retries.contains(id)
     }
 
-    /// A chunk of the deferred backlog read from disk: each message joins the retry
-    /// timers, unless the queue already has it (deferred, due or running during this
-    /// run, or a suspect); a message that left `deferred/` since it was read is found
-    /// missing when it is loaded, and dropped then.
+    /// A chunk of the deferred backlog scheduled from its names: each message joins the
+    /// retry timers unread, unless the queue already has it (deferred, due or running
+    /// during this run, or a suspect).
+    fn due(&mut self, found: Vec<(QueueId, Instant)>) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for (id, due) in found {
+            if self.running.contains_key(&id) || self.is_queued(id) || self.suspects.contains(id) {
+                continue;
+            }
+            self.retries.insert_unread(due.max(now), id);
+        }
+    }
+
+    /// A chunk of the deferred backlog read from disk: a message waiting unread learns
+    /// its next hops and the record's due time (`Retries::learn`); one the queue does
+    /// not have joins the retry timers, unless the queue already has it (deferred, due
+    /// or running during this run, or a suspect); a message that left `deferred/` since
+    /// it was read is found missing when it is loaded, and dropped then.
     fn loaded(&mut self, found: Vec<(QueueId, Instant, Vec<HopError>)>) {
         if self.stopping.is_some() {
             return;
         }
         let now = Instant::now();
         for (id, due, hops) in found {
+            let Some(hops) = self.retries.learn(id, due.max(now), now, hops) else {
+                continue;
+            };
             if self.running.contains_key(&id) || self.is_queued(id) || self.suspects.contains(id) {
                 continue;
             }
@@ -841,9 +921,23 @@ impl Scheduler {
         if self.stopping.is_some() {
             return Err(DestinationError::Stopped);
         }
-        let hop = self
-            .find_hop(name)
-            .ok_or_else(|| DestinationError::Unknown(name.to_owned()))?;
+        let Some(hop) = self.find_hop(name) else {
+            // After a restart, the messages not read yet may wait for it: the retry
+            // reaches each of them as soon as its file is read.
+            if action == DestinationAction::Retry && self.retries.ask_retry(name) {
+                let unread = self.retries.unread();
+                self.ctx.events.emit(
+                    &catalog::DESTINATION_RETRY,
+                    fields!("next_hop" => name, "messages" => 0, "unread" => unread, "was_down" => false),
+                );
+                return Ok(format!(
+                    "{name}: no message known to wait for it yet; those of the {unread} \
+                     deferred message(s) not read yet since the start that wait for it \
+                     will be tried as soon as they are read"
+                ));
+            }
+            return Err(DestinationError::Unknown(name.to_owned()));
+        };
         let now = Instant::now();
         let events = &self.ctx.events;
         match action {
@@ -1100,5 +1194,13 @@ mod fault_injection {
     /// can see the server work while its backlog is not loaded yet.
     pub(super) fn hold_backlog_load() {
         hold_until("TERN_FAULT_HOLD_BACKLOG_UNTIL");
+    }
+
+    /// Holds the reading of `deferred/`'s files, once every message is scheduled from
+    /// its name and file time, until the file named by the environment variable
+    /// `TERN_FAULT_HOLD_BACKLOG_READ_UNTIL` exists (at most two minutes), so a test can
+    /// see the queue between the two passes.
+    pub(super) fn hold_backlog_read() {
+        hold_until("TERN_FAULT_HOLD_BACKLOG_READ_UNTIL");
     }
 }

@@ -70,10 +70,10 @@ pub use intake::{MessageDraft, MessageIntake};
 pub use record::{AttemptEntry, DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
 pub use store::{
-    AsyncBodyReader, BODY_CHUNK, BodyError, BodyReader, CommitMode, CrashEvidence, DELETABLE,
-    DeferredEntry, DeferredLoad, DiskSpace, FinishedRecovery, JournalRead, ListedMessage,
-    MessageWriter, PeekedMessage, ProbeJournal, RELEASABLE, RecoveryReport, Spool, StoredMessage,
-    SyncStats,
+    AsyncBodyReader, BODY_CHUNK, BacklogStep, BodyError, BodyReader, CommitMode, CrashEvidence,
+    DELETABLE, DeferredEntry, DeferredLoad, DiskSpace, FinishedRecovery, JournalRead,
+    ListedMessage, MessageWriter, PeekedMessage, ProbeJournal, RELEASABLE, RecoveryReport, Spool,
+    StoredMessage, SyncStats,
 };
 
 /// Entry points for fuzzers (`fuzz/` wraps these in three-line targets). Not a stable API.

@@ -251,12 +251,25 @@ impl Inner {
         if plan.new_len < len || plan.compact {
             file.set_len(plan.new_len).map_err(io_err("truncate"))?;
         }
+        // The next attempt is also the file's modification time, so the backlog's load
+        // schedules the message without opening it (`backlog.rs`). A hint only: the
+        // frame stays the truth, and a time this sync does not carry makes the attempt
+        // come early, never late (so failing to set it does not fail the write).
+        if let Some(due) = record.next_attempt_micros.and_then(due_time) {
+            let _ = file.set_times(std::fs::FileTimes::new().set_modified(due));
+        }
         file.sync_data().map_err(io_err("fdatasync"))?;
         // The frame wins over a legacy record from now on; removing it is tidiness, so
         // a failure here does not fail the write (the start check removes it later).
         let _ = std::fs::remove_file(self.record_path(id));
         Ok(true)
     }
+}
+
+/// `micros` since the Unix epoch as a file time; `None` before the epoch.
+fn due_time(micros: i64) -> Option<std::time::SystemTime> {
+    let micros = u64::try_from(micros).ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_micros(micros))
 }
 
 impl Spool {

@@ -69,7 +69,7 @@ use crate::error::SpoolError;
 use crate::id::QueueId;
 use crate::state::QueueState;
 
-pub use backlog::{DeferredEntry, DeferredLoad};
+pub use backlog::{BacklogStep, DeferredEntry, DeferredLoad};
 pub use body::{AsyncBodyReader, BODY_CHUNK, BodyError, BodyReader};
 pub use evidence::{CrashEvidence, JournalRead, ProbeJournal};
 pub use lifecycle::{DELETABLE, RELEASABLE};

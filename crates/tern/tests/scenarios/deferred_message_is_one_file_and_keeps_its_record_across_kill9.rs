@@ -106,7 +106,10 @@ fn deferred_message_is_one_file_and_keeps_its_record_across_kill9() {
     assert_eq!(entries_of(&spool, &id), vec![format!("deferred/{id}")]);
 
     // As an older version left it: the message file without frames, and its record in
-    // records/<id> (7 attempts). It is honoured, then migrated by the next attempt.
+    // records/<id> (7 attempts). It is honoured, then migrated by the next attempt. The
+    // older version did not keep the due time in the file's modification time, so the
+    // restart schedules it from the time of its last write (now): an early attempt, the
+    // documented price of the upgrade (docs/SPOOL.md); that attempt is the eighth.
     tern.stop(Duration::from_secs(10));
     let path = spool.join("deferred").join(&id);
     strip_record_frames(&path, qid);
@@ -120,12 +123,11 @@ fn deferred_message_is_one_file_and_keeps_its_record_across_kill9() {
     legacy.next_attempt_micros = Some(i64::try_from(now.as_micros()).unwrap() + 3_600_000_000);
     write_legacy_record(&spool, &legacy);
     tern.restart();
-    let old = wait_attempts(&tern, &id, 7);
-    assert_eq!(old["attempts"], 7, "the legacy record is honoured: {old:?}");
-    assert_eq!(old["last_error"], "from an older version");
-    retry(&tern, &id);
     let migrated = wait_attempts(&tern, &id, 8);
-    assert_eq!(migrated["attempts"], 8);
+    assert_eq!(
+        migrated["attempts"], 8,
+        "the legacy record is honoured: 7 attempts, then this one: {migrated:?}"
+    );
     assert_eq!(
         entries_of(&spool, &id),
         vec![format!("deferred/{id}")],

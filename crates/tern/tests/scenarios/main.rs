@@ -20,6 +20,7 @@ mod admin_releases_and_deletes_poisoned_and_held_mail;
 mod alias_loop_duplicates_and_remote_member;
 mod all_hosts_down_then_back;
 mod back_pressure_refuses_with_452;
+mod backlog_is_scheduled_before_its_files_are_read;
 mod backlog_loads_in_background_while_new_mail_flows;
 mod backup_mx_with_a_wildcard_listener_waits_for_the_primary;
 mod bdat_chunks_are_queued_byte_identical;
