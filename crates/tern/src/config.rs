@@ -74,6 +74,9 @@ pub struct Config {
     pub admin: tern_admin::AdminConfig,
     /// `[tracking]`: the message tracking log (docs/ADMIN.md#message-tracking).
     pub tracking: TrackingSection,
+    /// `[limits]`: rate limits per client network, user and sender domain
+    /// (docs/LIMITS.md).
+    pub limits: tern_smtpd::rate::LimitsConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -444,6 +447,7 @@ impl Config {
             }
         }
         p.extend(self.relay.problems());
+        p.extend(self.limits.problems());
         let bp = &self.back_pressure;
         if !(0.0..100.0).contains(&bp.min_free_percent) {
             p.push(ConfigProblem::new(
@@ -725,12 +729,13 @@ impl Config {
     }
 
     /// What runs after a reload to `new`: this configuration with the parts a reload
-    /// swaps (relay policy, routes, local maps, queue settings) taken from `new`; the
+    /// swaps (relay policy, rate limits, routes, local maps, queue settings) taken from `new`; the
     /// rest (listeners, data directory, DNS, delivery, admin, ...) needs a restart and
     /// keeps its running value.
     pub fn with_reloaded(&self, new: &Config) -> Config {
         let mut c = self.clone();
         c.relay = new.relay.clone();
+        c.limits = new.limits.clone();
         c.routes = new.routes.clone();
         c.local = new.local.clone();
         c.local_directory = Arc::clone(&new.local_directory);
