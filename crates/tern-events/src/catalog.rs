@@ -132,6 +132,9 @@ events! {
     LIMIT_SENDER_DOMAIN_RECIPIENTS = (2137, "smtp.limit.sender_domain_recipients", Notice,
         "Mail from one sender domain addressed more recipients than limits.sender_domain_recipients allows; further RCPT commands get 451 4.7.1 until its allowance comes back. Logged once per domain and window.",
         "As for 2136.");
+    LIMIT_CLIENT_RECIPIENTS = (2138, "smtp.limit.client_recipients", Notice,
+        "A client network addressed more recipients than limits.client_recipients allows; further RCPT commands get 451 4.7.1 until its allowance comes back (`retry_after_secs`). Logged once per network and window.",
+        "None for a spam run or a dictionary attack; the client retries later. For a legitimate bulk sender, raise limits.client_recipients or exempt it through relay.networks.");
 
     SPOOL_RECOVERED = (3001, "spool.recovered", Info,
         "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers recovers it in the background after its listeners started (this event then comes at the end of that recovery, with event 4065) and reads deferred/ after that: `deferred` is then 0 here and event 4055 counts it.",

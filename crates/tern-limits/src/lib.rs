@@ -65,6 +65,8 @@ pub enum LimitKind {
     ClientConnections,
     /// Messages (MAIL FROM) from one client network.
     ClientMessages,
+    /// Recipients (RCPT TO accepted) from one client network.
+    ClientRecipients,
     /// Messages from one authenticated user.
     UserMessages,
     /// Recipients from one authenticated user.
@@ -77,9 +79,10 @@ pub enum LimitKind {
 
 impl LimitKind {
     /// Every kind.
-    pub const ALL: [LimitKind; 6] = [
+    pub const ALL: [LimitKind; 7] = [
         LimitKind::ClientConnections,
         LimitKind::ClientMessages,
+        LimitKind::ClientRecipients,
         LimitKind::UserMessages,
         LimitKind::UserRecipients,
         LimitKind::SenderDomainMessages,
@@ -91,6 +94,7 @@ impl LimitKind {
         match self {
             LimitKind::ClientConnections => "client_connections",
             LimitKind::ClientMessages => "client_messages",
+            LimitKind::ClientRecipients => "client_recipients",
             LimitKind::UserMessages => "user_messages",
             LimitKind::UserRecipients => "user_recipients",
             LimitKind::SenderDomainMessages => "sender_domain_messages",
@@ -163,6 +167,14 @@ impl Key {
     pub fn client_messages(net: ClientNet) -> Key {
         Key {
             kind: LimitKind::ClientMessages,
+            subject: Subject::Client(net),
+        }
+    }
+
+    /// Recipients from a client network.
+    pub fn client_recipients(net: ClientNet) -> Key {
+        Key {
+            kind: LimitKind::ClientRecipients,
             subject: Subject::Client(net),
         }
     }

@@ -53,6 +53,8 @@ pub enum RateLimited {
     ClientConnections,
     /// Messages per window from one client network (451 4.7.1).
     ClientMessages,
+    /// Recipients per window from one client network (451 4.7.1).
+    ClientRecipients,
     /// Recipients of one message (452 4.5.3).
     RecipientsPerMessage,
     /// Messages per window from one authenticated user (451 4.7.1).
@@ -67,9 +69,10 @@ pub enum RateLimited {
 
 impl RateLimited {
     /// Every limit, in label order.
-    pub const ALL: [RateLimited; 7] = [
+    pub const ALL: [RateLimited; 8] = [
         RateLimited::ClientConnections,
         RateLimited::ClientMessages,
+        RateLimited::ClientRecipients,
         RateLimited::RecipientsPerMessage,
         RateLimited::UserMessages,
         RateLimited::UserRecipients,
@@ -82,6 +85,7 @@ impl RateLimited {
         match self {
             RateLimited::ClientConnections => "client_connections",
             RateLimited::ClientMessages => "client_messages",
+            RateLimited::ClientRecipients => "client_recipients",
             RateLimited::RecipientsPerMessage => "recipients_per_message",
             RateLimited::UserMessages => "user_messages",
             RateLimited::UserRecipients => "user_recipients",

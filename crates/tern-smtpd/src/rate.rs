@@ -5,8 +5,8 @@
 //!   network (`421 4.7.0`, then close).
 //! - At MAIL FROM: messages per window of the client network, of the authenticated user
 //!   and of the sender domain, in one all-or-nothing check (`451 4.7.1`).
-//! - At each RCPT that would be accepted: recipients per window of the user and of the
-//!   sender domain (`451 4.7.1`). Recipients per message are the listener's
+//! - At each RCPT that would be accepted: recipients per window of the client network,
+//!   of the user and of the sender domain (`451 4.7.1`). Recipients per message are the listener's
 //!   `max_recipients` (`452 4.5.3`), not a key of this section.
 //!
 //! Clients in `relay.networks` skip the per-client limits while
@@ -46,6 +46,9 @@ pub struct LimitsConfig {
     /// Messages (MAIL FROM) per window from one client network (Postfix
     /// `smtpd_client_message_rate_limit`).
     pub client_messages: Option<Rate>,
+    /// Recipients (RCPT TO accepted) per window from one client network (Postfix
+    /// `smtpd_client_recipient_rate_limit`).
+    pub client_recipients: Option<Rate>,
     /// Messages per window from one authenticated user.
     pub user_messages: Option<Rate>,
     /// Recipients per window from one authenticated user.
@@ -70,6 +73,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             client_connections: None,
             client_messages: None,
+            client_recipients: None,
             user_messages: None,
             user_recipients: None,
             sender_domain_messages: None,
@@ -111,6 +115,7 @@ impl LimitsConfig {
         match kind {
             LimitKind::ClientConnections => self.client_connections,
             LimitKind::ClientMessages => self.client_messages,
+            LimitKind::ClientRecipients => self.client_recipients,
             LimitKind::UserMessages => self.user_messages,
             LimitKind::UserRecipients => self.user_recipients,
             LimitKind::SenderDomainMessages => self.sender_domain_messages,
@@ -205,15 +210,25 @@ impl RateLimits {
         self.check(&charges, now_ms).await
     }
 
-    /// One recipient about to be accepted, in a transaction from `sender` by `user`.
+    /// One recipient about to be accepted, in a transaction from `sender` by `user`,
+    /// from `client`.
     pub async fn recipient(
         &self,
+        client: IpAddr,
+        relay_client: bool,
         user: Option<&str>,
         sender: &str,
         now_ms: u64,
     ) -> Result<(), Limited> {
         let config = self.config.load();
         let mut charges = Vec::new();
+        if !(relay_client && config.exempt_relay_networks) {
+            add(
+                &mut charges,
+                &config,
+                Key::client_recipients(config.client_net(client)),
+            );
+        }
         if let Some(user) = user {
             add(&mut charges, &config, Key::user_recipients(user));
         }
@@ -284,6 +299,7 @@ impl Limited {
         let (what, whom) = match self.kind {
             LimitKind::ClientConnections => ("Connection", "client network"),
             LimitKind::ClientMessages => ("Message", "client network"),
+            LimitKind::ClientRecipients => ("Recipient", "client network"),
             LimitKind::UserMessages => ("Message", "user"),
             LimitKind::UserRecipients => ("Recipient", "user"),
             LimitKind::SenderDomainMessages => ("Message", "sender domain"),
@@ -313,6 +329,7 @@ impl Limited {
     pub fn event(&self) -> &'static EventDef {
         match self.kind {
             LimitKind::ClientConnections => &catalog::LIMIT_CLIENT_CONNECTIONS,
+            LimitKind::ClientRecipients => &catalog::LIMIT_CLIENT_RECIPIENTS,
             LimitKind::UserMessages => &catalog::LIMIT_USER_MESSAGES,
             LimitKind::UserRecipients => &catalog::LIMIT_USER_RECIPIENTS,
             LimitKind::SenderDomainMessages => &catalog::LIMIT_SENDER_DOMAIN_MESSAGES,
@@ -325,6 +342,7 @@ impl Limited {
     pub fn metric(&self) -> RateLimited {
         match self.kind {
             LimitKind::ClientConnections => RateLimited::ClientConnections,
+            LimitKind::ClientRecipients => RateLimited::ClientRecipients,
             LimitKind::UserMessages => RateLimited::UserMessages,
             LimitKind::UserRecipients => RateLimited::UserRecipients,
             LimitKind::SenderDomainMessages => RateLimited::SenderDomainMessages,
@@ -435,10 +453,14 @@ mod tests {
         );
         // Recipients: three, then refused, logged once.
         for _ in 0..3 {
-            assert_eq!(block(limits.recipient(alice, "a@one.test", T0)), Ok(()));
+            assert_eq!(
+                block(limits.recipient(ip("192.0.2.1"), false, alice, "a@one.test", T0)),
+                Ok(())
+            );
         }
-        let first = block(limits.recipient(alice, "a@one.test", T0));
-        let second = block(limits.recipient(alice, "a@one.test", T0 + 1000));
+        let first = block(limits.recipient(ip("192.0.2.1"), false, alice, "a@one.test", T0));
+        let second =
+            block(limits.recipient(ip("192.0.2.1"), false, alice, "a@one.test", T0 + 1000));
         assert!(
             matches!(&first, Err(l) if l.kind == LimitKind::UserRecipients && l.first_in_window)
         );
@@ -488,6 +510,43 @@ mod tests {
         // The null sender has no domain limit.
         assert_eq!(
             block(limits.message(ip("192.0.2.1"), false, None, "", T0)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn client_recipients_count_per_network_and_name_it() {
+        let limits = RateLimits::in_memory(&LimitsConfig {
+            client_recipients: rate("2/1m"),
+            client_prefix_v4: 24,
+            ..LimitsConfig::default()
+        });
+        for client in ["192.0.2.1", "192.0.2.200"] {
+            assert_eq!(
+                block(limits.recipient(ip(client), false, None, "", T0)),
+                Ok(())
+            );
+        }
+        // Same /24: refused; a relay-network client is exempt.
+        let Err(l) = block(limits.recipient(ip("192.0.2.9"), false, None, "", T0)) else {
+            panic!("a third recipient from the /24 allowed");
+        };
+        assert_eq!(l.kind, LimitKind::ClientRecipients);
+        assert_eq!(l.metric(), RateLimited::ClientRecipients);
+        assert_eq!(l.event().id, 2138);
+        let text = l.reply("mx.test").lines.join(" ");
+        assert!(
+            text.contains(
+                "Recipient rate limit exceeded for client network 192.0.2.0/24 (2 per 1m)"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            block(limits.recipient(ip("192.0.2.9"), true, None, "", T0)),
+            Ok(())
+        );
+        assert_eq!(
+            block(limits.recipient(ip("198.51.100.1"), false, None, "", T0)),
             Ok(())
         );
     }

@@ -1004,6 +1004,59 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_are_read_checked_and_reloaded() {
+        let c = Config::parse(
+            "[limits]\nclient_connections = \"30/1m\"\nuser_recipients = \"500/1h\"\nclient_prefix_v6 = 48\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(
+            l.client_connections.map(|r| r.to_string()).as_deref(),
+            Some("30/1m")
+        );
+        assert_eq!(
+            l.user_recipients.map(|r| r.to_string()).as_deref(),
+            Some("500/1h")
+        );
+        assert!(l.client_messages.is_none() && l.exempt_relay_networks);
+        assert_eq!((l.client_prefix_v4, l.client_prefix_v6), (32, 48));
+        // A rate that does not parse names its key.
+        let e = Config::parse(
+            "[limits]\nclient_messages = \"30 per minute\"\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let text = format!("{e:?}");
+        assert!(text.contains("client_messages"), "{text}");
+        let e = Config::parse(
+            "[limits]\nclient_prefix_v4 = 40\nmax_tracked_keys = 5\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"limits.client_prefix_v4"), "{keys:?}");
+        assert!(keys.contains(&"limits.max_tracked_keys"), "{keys:?}");
+        // A reload takes the new limits.
+        let new = Config::parse(
+            "[limits]\nclient_messages = \"5/1s\"\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.with_reloaded(&new)
+                .limits
+                .client_messages
+                .map(|r| r.to_string())
+                .as_deref(),
+            Some("5/1s")
+        );
+        // The embedded default parses with every limit off.
+        let d = Config::embedded_default().unwrap();
+        assert!(d.limits.client_connections.is_none() && d.limits.sender_domain_messages.is_none());
+    }
+
+    #[test]
     fn listener_flood_limits_are_read_and_checked() {
         let c = Config::parse(
             "[[listener]]\nmax_connections = 40\nclient_prefix_v6 = 56\nrelay_reserve_percent = 25\nmax_junk_commands = 7\nmin_data_rate = 1000\n[listener.timeouts]\nsession = 900\n[listener.stress]\nenter_percent = 90\nleave_percent = 70\ncommand_timeout = 5\n",

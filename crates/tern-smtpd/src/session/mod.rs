@@ -24,6 +24,12 @@
 //!   session is closed with `421 4.7.0`. The count restarts when a message is queued.
 //!   `452 4.5.3` (too many recipients) does not count toward `max_errors`: the client is
 //!   doing what RFC 5321 §4.5.3.1.10 asks.
+//! - Rate limits (`crate::rate`, docs/LIMITS.md): a network session's first act, before
+//!   any event or greeting, is its client network's connection rate check (`421 4.7.0`
+//!   and close when over). MAIL and each RCPT that would be accepted are charged to the
+//!   client network, user and sender domain (`451 4.7.1` when over, nothing charged); a
+//!   limit is logged once per key and window, and the `max_recipients` refusal once per
+//!   transaction. Local sessions (`tern sendmail -bs`) are not limited.
 //! - `250 … queued as` is sent only after `MessageWriter::commit` returned Ok, i.e. the
 //!   message and envelope are fsynced.
 //! - After STARTTLS the input buffer is discarded and the phase reset, so nothing the client
@@ -672,12 +678,17 @@ impl Session {
         if txn.recipients.len().saturating_add(new.len()) > max {
             return too_many_recipients(&ctx, peer, txn, max);
         }
-        // Recipients per window: user, sender domain (docs/LIMITS.md); charged only
-        // for a recipient about to be accepted. The AUTH branch wires the user here.
+        // Recipients per window: client network, user, sender domain
+        // (docs/LIMITS.md); charged only for a recipient about to be accepted. The AUTH
+        // branch wires the user here.
         let user: Option<&str> = None;
         let now = tern_watchdog::clock::unix_ms();
         if !new.is_empty()
-            && let Err(limited) = ctx.shared.limits.recipient(user, &txn.sender, now).await
+            && let Err(limited) = ctx
+                .shared
+                .limits
+                .recipient(peer.ip(), may_relay, user, &txn.sender, now)
+                .await
         {
             limited.record(&ctx.shared.events, peer);
             return limited.reply(&ctx.shared.hostname);
