@@ -189,6 +189,8 @@ impl Session {
             .await
         {
             limited.record(&ctx.shared.events, peer);
+            // The place goes back at once, not after the refusal is written.
+            drop(slot);
             refuse_over_rate(tcp, &ctx, &limited).await;
             return;
         }
