@@ -109,6 +109,33 @@ events! {
         "The listener's connections in use fell below stress.leave_percent of max_connections: the normal timeouts and limits apply again.",
         "None.");
 
+    // Rate limits (tern-limits, docs/LIMITS.md): ids 2131-2149. Each is logged once per
+    // key and window, however many commands the limit refuses in that window.
+    LIMIT_CLIENT_CONNECTIONS = (2131, "smtp.limit.client_connections", Notice,
+        "A client network (field `key`: the address, or its limits.client_prefix_v4/v6 network) opened more connections than limits.client_connections allows; new connections get 421 4.7.0 before the greeting (closed without a reply on an implicit-TLS listener) until its allowance comes back (`retry_after_secs`). Logged once per network and window.",
+        "None if the client is hostile or misconfigured. If it is a legitimate sender (a partner's relay), add it to relay.networks (exempt while limits.exempt_relay_networks) or raise limits.client_connections.");
+    LIMIT_CLIENT_MESSAGES = (2132, "smtp.limit.client_messages", Notice,
+        "A client network sent more messages (MAIL FROM) than limits.client_messages allows; further MAIL commands get 451 4.7.1 until its allowance comes back (`retry_after_secs`). Logged once per network and window.",
+        "None for a spam run; the client retries later. For a legitimate bulk sender, raise limits.client_messages or exempt it through relay.networks.");
+    LIMIT_RECIPIENTS_PER_MESSAGE = (2133, "smtp.limit.recipients_per_message", Info,
+        "A transaction reached the listener's max_recipients: the recipients past it got 452 4.5.3, which tells a client to send them in another transaction (RFC 5321 4.5.3.1.10). Logged once per message.",
+        "None; raise the listener's max_recipients if legitimate mail is split too often.");
+    LIMIT_USER_MESSAGES = (2134, "smtp.limit.user_messages", Warning,
+        "An authenticated user sent more messages than limits.user_messages allows; further MAIL commands get 451 4.7.1 until its allowance comes back. Logged once per user and window.",
+        "Check the account: a sudden burst from one user is often a stolen password. Raise limits.user_messages if the volume is legitimate.");
+    LIMIT_USER_RECIPIENTS = (2135, "smtp.limit.user_recipients", Warning,
+        "An authenticated user addressed more recipients than limits.user_recipients allows; further RCPT commands get 451 4.7.1 until its allowance comes back. Logged once per user and window.",
+        "Check the account (see 2134); raise limits.user_recipients for a legitimate mailing.");
+    LIMIT_SENDER_DOMAIN_MESSAGES = (2136, "smtp.limit.sender_domain_messages", Notice,
+        "Mail from one sender domain (the MAIL FROM address's domain) passed limits.sender_domain_messages; further MAIL commands with that domain get 451 4.7.1 until its allowance comes back. Logged once per domain and window.",
+        "If the domain is yours, look for a compromised client or application; raise the limit for legitimate volume. The sender domain can be forged by anyone: see docs/LIMITS.md before using it on an MX open to the internet.");
+    LIMIT_SENDER_DOMAIN_RECIPIENTS = (2137, "smtp.limit.sender_domain_recipients", Notice,
+        "Mail from one sender domain addressed more recipients than limits.sender_domain_recipients allows; further RCPT commands get 451 4.7.1 until its allowance comes back. Logged once per domain and window.",
+        "As for 2136.");
+    LIMIT_CLIENT_RECIPIENTS = (2138, "smtp.limit.client_recipients", Notice,
+        "A client network addressed more recipients than limits.client_recipients allows; further RCPT commands get 451 4.7.1 until its allowance comes back (`retry_after_secs`). Logged once per network and window.",
+        "None for a spam run or a dictionary attack; the client retries later. For a legitimate bulk sender, raise limits.client_recipients or exempt it through relay.networks.");
+
     SPOOL_RECOVERED = (3001, "spool.recovered", Info,
         "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers recovers it in the background after its listeners started (this event then comes at the end of that recovery, with event 4065) and reads deferred/ after that: `deferred` is then 0 here and event 4055 counts it.",
         "None.");

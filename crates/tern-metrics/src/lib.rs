@@ -46,6 +46,55 @@ pub const MAX_LABEL_LEN: usize = 64;
 /// The label value that stands for everything past a cap.
 pub const OTHER: &str = "other";
 
+/// Which rate limit refused a connection or a command (`tern_smtp_rate_limited_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimited {
+    /// Connections per window from one client network (421 4.7.0).
+    ClientConnections,
+    /// Messages per window from one client network (451 4.7.1).
+    ClientMessages,
+    /// Recipients per window from one client network (451 4.7.1).
+    ClientRecipients,
+    /// Recipients of one message (452 4.5.3).
+    RecipientsPerMessage,
+    /// Messages per window from one authenticated user (451 4.7.1).
+    UserMessages,
+    /// Recipients per window from one authenticated user (451 4.7.1).
+    UserRecipients,
+    /// Messages per window from one sender domain (451 4.7.1).
+    SenderDomainMessages,
+    /// Recipients per window of mail from one sender domain (451 4.7.1).
+    SenderDomainRecipients,
+}
+
+impl RateLimited {
+    /// Every limit, in label order.
+    pub const ALL: [RateLimited; 8] = [
+        RateLimited::ClientConnections,
+        RateLimited::ClientMessages,
+        RateLimited::ClientRecipients,
+        RateLimited::RecipientsPerMessage,
+        RateLimited::UserMessages,
+        RateLimited::UserRecipients,
+        RateLimited::SenderDomainMessages,
+        RateLimited::SenderDomainRecipients,
+    ];
+
+    /// The `limit` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimited::ClientConnections => "client_connections",
+            RateLimited::ClientMessages => "client_messages",
+            RateLimited::ClientRecipients => "client_recipients",
+            RateLimited::RecipientsPerMessage => "recipients_per_message",
+            RateLimited::UserMessages => "user_messages",
+            RateLimited::UserRecipients => "user_recipients",
+            RateLimited::SenderDomainMessages => "sender_domain_messages",
+            RateLimited::SenderDomainRecipients => "sender_domain_recipients",
+        }
+    }
+}
+
 /// Why the SMTP server refused mail (a MAIL, RCPT or DATA command, or a connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
@@ -193,6 +242,11 @@ pub struct Metrics {
     /// Spool files moved to `corrupt/`.
     pub quarantined: Counter,
     rejected: [Counter; Reject::ALL.len()],
+    rate_limited: [Counter; RateLimited::ALL.len()],
+    /// Keys the in-memory rate limiter tracks now (`tern-limits`).
+    pub rate_limit_keys: Gauge,
+    /// Rate limiter keys evicted because its table was full.
+    pub rate_limit_evicted: Counter,
     attempts: [Counter; Attempt::ALL.len()],
     sessions: Family<Labels1, Gauge>,
     listeners: BoundedLabels,
@@ -267,6 +321,26 @@ impl Metrics {
         let rejected = Reject::ALL
             .map(|r| rejected_family.get_or_create_owned(&[("reason", r.as_str().to_owned())]));
 
+        let rate_limited_family = Family::<Labels1, Counter>::default();
+        registry.register(
+            "smtp_rate_limited",
+            "Connections and commands refused by a rate limit, by limit",
+            rate_limited_family.clone(),
+        );
+        let rate_limited = RateLimited::ALL
+            .map(|r| rate_limited_family.get_or_create_owned(&[("limit", r.as_str().to_owned())]));
+        let rate_limit_keys = Gauge::default();
+        registry.register(
+            "rate_limit_keys",
+            "Keys the in-memory rate limiter tracks now",
+            rate_limit_keys.clone(),
+        );
+        let rate_limit_evicted = counter(
+            &mut registry,
+            "rate_limit_keys_evicted",
+            "Rate limiter keys evicted because its table was full",
+        );
+
         let attempt_family = Family::<Labels1, Counter>::default();
         registry.register(
             "delivery_attempts",
@@ -337,6 +411,9 @@ impl Metrics {
             poisoned,
             quarantined,
             rejected,
+            rate_limited,
+            rate_limit_keys,
+            rate_limit_evicted,
             attempts,
             sessions,
             listeners: BoundedLabels::new(MAX_LISTENER_LABELS),
@@ -355,6 +432,20 @@ impl Metrics {
         if let Some(c) = self.rejected.get(reason as usize) {
             c.inc();
         }
+    }
+
+    /// Counts one refusal by a rate limit.
+    pub fn rate_limited(&self, limit: RateLimited) {
+        if let Some(c) = self.rate_limited.get(limit as usize) {
+            c.inc();
+        }
+    }
+
+    /// Refusals so far by `limit`.
+    pub fn rate_limited_count(&self, limit: RateLimited) -> u64 {
+        self.rate_limited
+            .get(limit as usize)
+            .map_or(0, Counter::get)
     }
 
     /// Refusals so far for `reason`.

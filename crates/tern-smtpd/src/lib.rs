@@ -17,6 +17,10 @@
 //!   most the grace period for sessions in the middle of a message, then aborts the rest.
 //!   It always returns within the grace period plus a small constant.
 //!
+//! - Rate limits (`rate.rs`, docs/LIMITS.md) are checked in the session's own task, so
+//!   the accept loop never waits on a limiter: a connection over its client network's
+//!   rate gets `421 4.7.0` before the greeting and is closed.
+//!
 //! Watchdog ([`Server::start_watched`]): each accept loop has a keep-alive heartbeat
 //! `listener.<name>`. It beats every watchdog tick while waiting for connections and
 //! counts one item per accepted connection, so a loop that stops coming round (stuck in
@@ -28,6 +32,7 @@
 
 pub mod config;
 pub mod limits;
+pub mod rate;
 pub mod rdns;
 pub mod received;
 pub mod relay;
@@ -76,6 +81,9 @@ pub struct SmtpShared {
     /// client, which so recognises a connection to this very server (docs/DELIVERY.md,
     /// "Mail to myself"). `None`: the plain greeting.
     pub loop_mark: Option<String>,
+    /// Rate limits (`[limits]`, `rate.rs`): connections, messages and recipients per
+    /// window; swapped on reload, the limiter's table kept.
+    pub limits: rate::RateLimits,
 }
 
 /// One listener's configuration plus what was built from it.

@@ -74,6 +74,9 @@ pub struct Config {
     pub admin: tern_admin::AdminConfig,
     /// `[tracking]`: the message tracking log (docs/ADMIN.md#message-tracking).
     pub tracking: TrackingSection,
+    /// `[limits]`: rate limits per client network, user and sender domain
+    /// (docs/LIMITS.md).
+    pub limits: tern_smtpd::rate::LimitsConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -444,6 +447,7 @@ impl Config {
             }
         }
         p.extend(self.relay.problems());
+        p.extend(self.limits.problems());
         let bp = &self.back_pressure;
         if !(0.0..100.0).contains(&bp.min_free_percent) {
             p.push(ConfigProblem::new(
@@ -725,12 +729,13 @@ impl Config {
     }
 
     /// What runs after a reload to `new`: this configuration with the parts a reload
-    /// swaps (relay policy, routes, local maps, queue settings) taken from `new`; the
+    /// swaps (relay policy, rate limits, routes, local maps, queue settings) taken from `new`; the
     /// rest (listeners, data directory, DNS, delivery, admin, ...) needs a restart and
     /// keeps its running value.
     pub fn with_reloaded(&self, new: &Config) -> Config {
         let mut c = self.clone();
         c.relay = new.relay.clone();
+        c.limits = new.limits.clone();
         c.routes = new.routes.clone();
         c.local = new.local.clone();
         c.local_directory = Arc::clone(&new.local_directory);
@@ -996,6 +1001,59 @@ mod tests {
                 .any(|k| k.starts_with("listener") && k.ends_with("max_conn")),
             "{keys:?}"
         );
+    }
+
+    #[test]
+    fn rate_limits_are_read_checked_and_reloaded() {
+        let c = Config::parse(
+            "[limits]\nclient_connections = \"30/1m\"\nuser_recipients = \"500/1h\"\nclient_prefix_v6 = 48\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(
+            l.client_connections.map(|r| r.to_string()).as_deref(),
+            Some("30/1m")
+        );
+        assert_eq!(
+            l.user_recipients.map(|r| r.to_string()).as_deref(),
+            Some("500/1h")
+        );
+        assert!(l.client_messages.is_none() && l.exempt_relay_networks);
+        assert_eq!((l.client_prefix_v4, l.client_prefix_v6), (32, 48));
+        // A rate that does not parse names its key.
+        let e = Config::parse(
+            "[limits]\nclient_messages = \"30 per minute\"\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let text = format!("{e:?}");
+        assert!(text.contains("client_messages"), "{text}");
+        let e = Config::parse(
+            "[limits]\nclient_prefix_v4 = 40\nmax_tracked_keys = 5\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"limits.client_prefix_v4"), "{keys:?}");
+        assert!(keys.contains(&"limits.max_tracked_keys"), "{keys:?}");
+        // A reload takes the new limits.
+        let new = Config::parse(
+            "[limits]\nclient_messages = \"5/1s\"\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.with_reloaded(&new)
+                .limits
+                .client_messages
+                .map(|r| r.to_string())
+                .as_deref(),
+            Some("5/1s")
+        );
+        // The embedded default parses with every limit off.
+        let d = Config::embedded_default().unwrap();
+        assert!(d.limits.client_connections.is_none() && d.limits.sender_domain_messages.is_none());
     }
 
     #[test]

@@ -450,6 +450,8 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
             rdns_timeout: Duration::from_secs(1),
             rdns_lookup_loopback: false,
             loop_mark: None,
+            // A local program: no rate limit (as Postfix's sendmail bypasses anvil).
+            limits: tern_smtpd::rate::RateLimits::disabled(),
         });
         let ctx = ListenerContext::local(shared, listener);
         let (_keep, shutdown) = tokio::sync::watch::channel(false);

@@ -147,6 +147,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         rdns_timeout: Duration::from_millis(config.dns.client_lookup_timeout_ms),
         rdns_lookup_loopback: false,
         loop_mark: Some(loop_mark.clone()),
+        limits: tern_smtpd::rate::RateLimits::in_memory(&config.limits),
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),
@@ -367,7 +368,7 @@ async fn next_signal(signals: &mut Option<Signals>) -> Signal {
     }
 }
 
-/// Reloads the configuration file: relay policy, routes, local maps and queue settings
+/// Reloads the configuration file: relay policy, rate limits, routes, local maps and queue settings
 /// are swapped atomically; an invalid file changes nothing and is reported (event 1008),
 /// and its problems are returned. Listeners, the data directory and DNS servers need a
 /// restart. Called at SIGHUP and by the admin API's reload.
@@ -420,6 +421,9 @@ fn reload(
         RelayPolicy::new(&config.relay, &shared.hostname)
             .with_local(Arc::clone(&config.local_directory)),
     ));
+    // Rate limits: the new rates at once; what each key spent is kept
+    // (limits.max_tracked_keys needs a restart).
+    shared.limits.reload(&config.limits);
     if let Some(ctx) = queue {
         ctx.runtime.store(Arc::new(Runtime {
             routes: Arc::new(routes),

@@ -24,6 +24,12 @@
 //!   session is closed with `421 4.7.0`. The count restarts when a message is queued.
 //!   `452 4.5.3` (too many recipients) does not count toward `max_errors`: the client is
 //!   doing what RFC 5321 §4.5.3.1.10 asks.
+//! - Rate limits (`crate::rate`, docs/LIMITS.md): a network session's first act, before
+//!   any event or greeting, is its client network's connection rate check (`421 4.7.0`
+//!   and close when over). MAIL and each RCPT that would be accepted are charged to the
+//!   client network, user and sender domain (`451 4.7.1` when over, nothing charged); a
+//!   limit is logged once per key and window, and the `max_recipients` refusal once per
+//!   transaction. Local sessions (`tern sendmail -bs`) are not limited.
 //! - `250 … queued as` is sent only after `MessageWriter::commit` returned Ok, i.e. the
 //!   message and envelope are fsynced.
 //! - After STARTTLS the input buffer is discarded and the phase reset, so nothing the client
@@ -173,6 +179,21 @@ impl Session {
         shutdown: watch::Receiver<bool>,
     ) {
         let _ = tcp.set_nodelay(true);
+        // Connections per window of the client network, before anything else: no
+        // greeting, no session events, no reverse lookup for a client over its rate.
+        let now = tern_watchdog::clock::unix_ms();
+        if let Err(limited) = ctx
+            .shared
+            .limits
+            .connection(peer.ip(), client_may_relay, now)
+            .await
+        {
+            limited.record(&ctx.shared.events, peer);
+            // The place goes back at once, not after the refusal is written.
+            drop(slot);
+            refuse_over_rate(tcp, &ctx, &limited).await;
+            return;
+        }
         Session::run_on(
             ctx,
             Conn::Plain(tcp),
@@ -431,8 +452,8 @@ impl Session {
             Err(e) => e.reply(),
             Ok(Command::Ehlo(name)) => self.helo(name, true),
             Ok(Command::Helo(name)) => self.helo(name, false),
-            Ok(Command::Mail(m)) => self.mail(m),
-            Ok(Command::Rcpt(r)) => self.rcpt(r),
+            Ok(Command::Mail(m)) => self.mail(m).await,
+            Ok(Command::Rcpt(r)) => self.rcpt(r).await,
             Ok(Command::Data) => return self.data().await,
             Ok(Command::Bdat { size, last }) => return self.bdat(size, last).await,
             Ok(Command::Rset) => {
@@ -530,7 +551,7 @@ impl Session {
         self.ctx.tls.is_some() && matches!(self.conn, Conn::Plain(_))
     }
 
-    fn mail(&mut self, m: tern_proto::MailCommand) -> Reply {
+    async fn mail(&mut self, m: tern_proto::MailCommand) -> Reply {
         if let Err(r) = self.phase.may_start_mail() {
             return r;
         }
@@ -562,6 +583,19 @@ impl Session {
                 return r;
             }
         };
+        // Messages per window: client network, user, sender domain (docs/LIMITS.md).
+        // The authenticated identity is `None` until the AUTH branch wires it here.
+        let user: Option<&str> = None;
+        let now = tern_watchdog::clock::unix_ms();
+        let shared = &self.ctx.shared;
+        if let Err(limited) = shared
+            .limits
+            .message(self.peer.ip(), self.client_may_relay, user, &sender, now)
+            .await
+        {
+            limited.record(&shared.events, self.peer);
+            return limited.reply(&shared.hostname);
+        }
         let params = MailParams {
             declared_size: m.size,
             body: match m.body {
@@ -580,17 +614,18 @@ impl Session {
         Reply::new(250, "2.1.0", "Ok")
     }
 
-    fn rcpt(&mut self, r: tern_proto::RcptCommand) -> Reply {
+    async fn rcpt(&mut self, r: tern_proto::RcptCommand) -> Reply {
         let max = self.ctx.config.max_recipients;
-        let relay = self.ctx.shared.relay.load();
+        let ctx = Arc::clone(&self.ctx);
+        let relay = ctx.shared.relay.load();
         let may_relay = self.client_may_relay;
+        let peer = self.peer;
         let txn = match self.phase.transaction_mut() {
             Ok(t) => t,
             Err(reply) => return reply,
         };
         if txn.recipients.len() >= max {
-            tern_metrics::get().reject(Reject::Limits);
-            return Reply::new(452, "4.5.3", "Too many recipients");
+            return too_many_recipients(&ctx, peer, txn, max);
         }
         let address = match relay.check_recipient(&r.address, may_relay, txn.params.smtputf8) {
             Ok(a) => a,
@@ -643,8 +678,22 @@ impl Session {
             .filter(|f| !txn.recipients.iter().any(|x| same(&x.address, f)))
             .collect();
         if txn.recipients.len().saturating_add(new.len()) > max {
-            tern_metrics::get().reject(Reject::Limits);
-            return Reply::new(452, "4.5.3", "Too many recipients");
+            return too_many_recipients(&ctx, peer, txn, max);
+        }
+        // Recipients per window: client network, user, sender domain
+        // (docs/LIMITS.md); charged only for a recipient about to be accepted. The AUTH
+        // branch wires the user here.
+        let user: Option<&str> = None;
+        let now = tern_watchdog::clock::unix_ms();
+        if !new.is_empty()
+            && let Err(limited) = ctx
+                .shared
+                .limits
+                .recipient(peer.ip(), may_relay, user, &txn.sender, now)
+                .await
+        {
+            limited.record(&ctx.shared.events, peer);
+            return limited.reply(&ctx.shared.hostname);
         }
         let notify = r.notify.map(|n| Notify {
             success: n.success,
@@ -812,6 +861,51 @@ impl Session {
 /// and answers by sending the rest in a later transaction.
 fn counts_as_error(reply: &Reply) -> bool {
     reply.is_error() && !(reply.code == 452 && reply.status.as_deref() == Some("4.5.3"))
+}
+
+/// `452 4.5.3` past the listener's `max_recipients`, counted each time and logged once
+/// per transaction (event 2133).
+fn too_many_recipients(
+    ctx: &ListenerContext,
+    peer: SocketAddr,
+    txn: &mut state::Transaction,
+    max: usize,
+) -> Reply {
+    let metrics = tern_metrics::get();
+    metrics.reject(Reject::Limits);
+    metrics.rate_limited(tern_metrics::RateLimited::RecipientsPerMessage);
+    if !txn.recipient_limit_logged {
+        txn.recipient_limit_logged = true;
+        ctx.shared.events.emit(
+            &catalog::LIMIT_RECIPIENTS_PER_MESSAGE,
+            fields!("client" => peer, "listener" => ctx.config.name, "max_recipients" => max),
+        );
+    }
+    Reply::new(
+        452,
+        "4.5.3",
+        format!("Too many recipients for one message (limit {max})"),
+    )
+}
+
+/// Refuses a connection over its client network's rate: `421 4.7.0` (briefly), or on
+/// an implicit-TLS listener a plain close (no TLS to say it in, and no handshake
+/// spent on a client over its rate).
+async fn refuse_over_rate(
+    mut tcp: TcpStream,
+    ctx: &ListenerContext,
+    limited: &crate::rate::Limited,
+) {
+    if ctx.config.tls == crate::config::TlsMode::Implicit {
+        return;
+    }
+    let mut out = Vec::new();
+    limited.reply(&ctx.shared.hostname).write_to(&mut out);
+    let _ = tokio::time::timeout(GOODBYE_WRITE, async {
+        tcp.write_all(&out).await?;
+        tcp.shutdown().await
+    })
+    .await;
 }
 
 /// Resolves when the session has been displaced (never without a listener place).

@@ -28,6 +28,9 @@ pub struct Transaction {
     pub recipients: Vec<Recipient>,
     /// RCPT commands refused so far (for the DATA reply when none were accepted).
     pub refused: usize,
+    /// True once this transaction's `max_recipients` refusal was logged (event 2133
+    /// comes once per message, not once per refused RCPT).
+    pub recipient_limit_logged: bool,
 }
 
 /// Where the session stands.
@@ -87,6 +90,7 @@ impl Phase {
                     params,
                     recipients: Vec::new(),
                     refused: 0,
+                    recipient_limit_logged: false,
                 },
             ),
             Phase::Connected => Phase::Connected,

@@ -114,6 +114,7 @@ impl TestServer {
             rdns_timeout: Duration::from_secs(1),
             rdns_lookup_loopback: opts.rdns_lookup_loopback,
             loop_mark: None,
+            limits: tern_smtpd::rate::RateLimits::disabled(),
         });
         let mut listener = opts.listener.clone();
         listener.address = SocketAddr::from(([127, 0, 0, 1], 0));
