@@ -42,6 +42,7 @@ mod delay_notice_expiry_and_hop_limit;
 mod destination_concurrency_and_connection_reuse;
 mod destination_names_say_what_they_are;
 mod disk_full_refuses_with_452_and_recovers;
+mod dkim_signs_relayed_mail_with_rsa_ed25519_and_both;
 mod dns_answers_decide_bounce_or_defer;
 mod drop_transport_writes_complete_parseable_files;
 mod eight_bit_downgraded_for_a_peer_without_8bitmime;
