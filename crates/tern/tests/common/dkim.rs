@@ -39,8 +39,32 @@ impl TestKey {
 
 /// Runs `tern dkim generate` into `dir` and parses what it prints.
 pub fn generate(dir: &Path, domain: &str, selector: &str, algorithm: &str) -> TestKey {
+    generate_with_umask(dir, domain, selector, algorithm, None)
+}
+
+/// [`generate`] with the command's umask set (through `sh`, so the test process's own
+/// umask, shared by its threads, is never changed).
+pub fn generate_with_umask(
+    dir: &Path,
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    umask: Option<u32>,
+) -> TestKey {
+    let mut cmd = match umask {
+        Some(m) => {
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                &format!("umask {m:03o}; exec \"$0\" \"$@\""),
+                tern_bin(),
+            ]);
+            c
+        }
+        None => Command::new(tern_bin()),
+    };
     let out = run(
-        Command::new(tern_bin()).args([
+        cmd.args([
             "dkim",
             "generate",
             domain,
@@ -116,10 +140,14 @@ sigs = [v for (k, v) in d.headers if k.lower() == b"dkim-signature"]
 out = []
 for i, v in enumerate(sigs):
     tags = dict(t.strip().split("=", 1) for t in v.decode().replace("\r\n", "").split(";") if "=" in t)
-    ok = dkim.DKIM(msg).verify(idx=i, dnsfunc=dnsfunc)
+    try:
+        ok = dkim.DKIM(msg).verify(idx=i, dnsfunc=dnsfunc)
+        err = ""
+    except Exception as e:  # a malformed message or signature is a failed verification
+        ok, err = False, repr(e)
     out.append({"d": tags.get("d", "").strip(), "s": tags.get("s", "").strip(),
                 "a": tags.get("a", "").strip(), "h": "".join(tags.get("h", "").split()),
-                "c": tags.get("c", "").strip(), "ok": bool(ok)})
+                "c": tags.get("c", "").strip(), "ok": bool(ok), "error": err})
 print(json.dumps(out))
 "#;
 
