@@ -74,7 +74,7 @@ fn signatures_cover_the_7bit_copy_the_peer_receives() {
     }
     let converted = tern.wait_for_events(6041, 2, Duration::from_secs(10));
     assert!(
-        converted.iter().any(|e| e["spilled"] == true),
+        converted.iter().any(|e| e["spilled"] == "true"),
         "{converted:?}"
     );
 }
