@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tern's test command (the one README.md names). Works on a fresh Debian machine of this
 # kind: installs the real peers the tests talk to (swaks, Postfix's smtp-source, Python's
-# aiosmtpd and dnslib, iproute2 for the network-namespace DNS test, mount for the tmpfs of
+# aiosmtpd and dnslib, dkimpy and PyNaCl for the DKIM checks, iproute2 for the network-namespace DNS test, mount for the tmpfs of
 # the disk-fault tests, Dovecot's LMTP server and doveadm for the local-delivery tests;
 # schemathesis for the admin API against its OpenAPI document;
 # aiosmtpd also drives bench/chaos/run.py, which chaos_soak_short runs; Chromium, node
@@ -37,6 +37,12 @@ fi
 if ! python3 -c 'import aiosmtpd, dnslib' 2>/dev/null; then
   echo "== installing Python test peers: aiosmtpd dnslib"
   python3 -m pip install -q aiosmtpd dnslib
+fi
+# dkimpy (with PyNaCl for Ed25519) verifies Tern's DKIM signatures independently
+# (the dkim_* scenarios).
+if ! python3 -c 'import dkim, nacl' 2>/dev/null; then
+  echo "== installing the DKIM verifier: dkimpy pynacl"
+  python3 -m pip install -q dkimpy pynacl
 fi
 # schemathesis checks the admin API against its OpenAPI document
 # (admin_api_conforms_to_its_openapi_document).

@@ -27,6 +27,7 @@ Zone JSON format:
           "MX":    [{"pref": 10, "exchange": "mx1.example.test", "ttl": 300}],
           "A":     [{"addr": "127.0.0.1", "ttl": 60}],
           "AAAA":  [{"addr": "::1", "ttl": 60}],
+          "TXT":   [{"strings": ["v=DKIM1; k=rsa; p=MIIB...", "...rest"], "ttl": 60}],
           "CNAME": {"target": "other.example.test", "ttl": 60},
           "behaviour": "nxdomain" | "servfail" | "truncate_udp" | "drop" | "null_mx"
         }
@@ -57,7 +58,7 @@ import struct
 import sys
 import threading
 
-from dnslib import AAAA, CNAME, DNSRecord, MX, QTYPE, RCODE, RR, SOA, A
+from dnslib import AAAA, CNAME, DNSRecord, MX, QTYPE, RCODE, RR, SOA, TXT, A
 
 DEFAULT_TTL = 300
 
@@ -176,6 +177,14 @@ def answer(request, zone, proto):
             for r in entry.get("AAAA", []):
                 records.append(
                     RR(name, QTYPE.AAAA, ttl=r.get("ttl", DEFAULT_TTL), rdata=AAAA(r["addr"]))
+                )
+        elif qtype == "TXT":
+            # {"TXT": [{"strings": ["v=DKIM1; ...", "..."], "ttl": 60}]}: one record of
+            # several character-strings (each at most 255 octets).
+            for r in entry.get("TXT", []):
+                strings = [s.encode() for s in r["strings"]]
+                records.append(
+                    RR(name, QTYPE.TXT, ttl=r.get("ttl", DEFAULT_TTL), rdata=TXT(strings))
                 )
         elif qtype == "CNAME" and cname:
             records.append(

@@ -258,6 +258,22 @@ events! {
     QUEUE_BACKLOG_SCHEDULED = (4067, "queue.backlog.scheduled", Info,
         "Every deferred message on disk at the start has a retry timer, from its name and its file's modification time (the due time Tern keeps there too), before any file was read: `deferred` messages, `secs` since the queue started. The files are read next, in the background, for their next hops and to validate them (event 4055); until then `tern queue summary` counts the messages not read yet apart, and a destination's retry reaches each of them as soon as its file is read.",
         "None.");
+    // DKIM signing (tern-dkim; docs/DKIM.md), 4101-4119.
+    DKIM_KEY_LOADED = (4101, "dkim.key.loaded", Info,
+        "A DKIM signing key was loaded at the start or a reload: fields give the signing `domain`, `selector`, `algorithm`, `bits` and `file`.",
+        "None.");
+    DKIM_KEY_FAILED = (4102, "dkim.key.failed", Error,
+        "A DKIM signing key could not be loaded (`error` says why: missing file, a symbolic link, not a regular file, mode other than 0600/0400, owner other than Tern's user, a directory others can write, not a PEM key of the configured algorithm, an RSA key under 2048 bits). At a reload, `kept_previous` = true means the key loaded before under the same domain, selector and algorithm keeps signing; false means this key does not sign (a domain left without keys signs nothing, and its mail goes unsigned). A start with a key that fails does not happen: the start stops (and `tern check-config` reports it).",
+        "Fix the file named in the event (`chmod 600`, `chown` to Tern's user, the right key), then reload.");
+    DKIM_SIGNED = (4103, "dkim.signed", Debug,
+        "A message was signed for one delivery attempt: `domain` (d=), `selectors`, `size` of the content signed. Signing happens per attempt, after any 7-bit conversion.",
+        "None.");
+    DKIM_SIGN_DEFERRED = (4104, "dkim.sign.deferred", Warning,
+        "A message that should have been signed could not be (`error`: the header section is over 1 MiB, the signer failed) and dkim.on_failure = \"defer\": its recipients for this next hop were deferred with 4.7.0 and it is retried after the backoff; it bounces when it expires if signing keeps failing.",
+        "Look at `error`; if the key is the cause fix it and reload. To send such mail unsigned instead, set dkim.on_failure = \"unsigned\".", track = "attempt");
+    DKIM_SIGN_SKIPPED = (4105, "dkim.sign.unsigned", Warning,
+        "A message that should have been signed could not be (`error`) and dkim.on_failure = \"unsigned\": it was sent without a signature.",
+        "Look at `error`; receivers may junk or refuse the unsigned message (DMARC).", track = "attempt");
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",
         "A delivery worker is restarted (event 5002); for the others, look for what blocks them (disk for a spool writer, the DNS servers, a runtime thread stuck in a lock) and restart Tern if the stall does not end (event 5003).");

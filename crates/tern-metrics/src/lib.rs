@@ -205,6 +205,39 @@ impl Attempt {
     }
 }
 
+/// DKIM signatures (tern-dkim, counted by the queue): one per key per signed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DkimSignature {
+    /// An RSA-SHA256 signature was made.
+    RsaSigned,
+    /// An Ed25519-SHA256 signature was made.
+    Ed25519Signed,
+    /// Signing with an RSA key failed.
+    RsaFailed,
+    /// Signing with an Ed25519 key failed.
+    Ed25519Failed,
+}
+
+impl DkimSignature {
+    /// Every one, in handle order.
+    pub const ALL: [DkimSignature; 4] = [
+        DkimSignature::RsaSigned,
+        DkimSignature::Ed25519Signed,
+        DkimSignature::RsaFailed,
+        DkimSignature::Ed25519Failed,
+    ];
+
+    /// The `algorithm` and `result` labels.
+    pub fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            DkimSignature::RsaSigned => ("rsa-sha256", "signed"),
+            DkimSignature::Ed25519Signed => ("ed25519-sha256", "signed"),
+            DkimSignature::RsaFailed => ("rsa-sha256", "failed"),
+            DkimSignature::Ed25519Failed => ("ed25519-sha256", "failed"),
+        }
+    }
+}
+
 /// Accept latency buckets, seconds (DATA end to 250: content, fsyncs, group commit).
 static ACCEPT_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -264,6 +297,8 @@ pub struct Metrics {
     pub dns_cache_misses: Counter,
     /// Next hops marked down now (the scheduler sets it).
     pub destinations_down: Gauge,
+    /// DKIM signatures by algorithm and result.
+    dkim: [Counter; DkimSignature::ALL.len()],
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -402,8 +437,22 @@ impl Metrics {
             "Next hops marked down now",
             destinations_down.clone(),
         );
+        let dkim_family = Family::<Labels2, Counter>::default();
+        registry.register(
+            "dkim_signatures",
+            "DKIM signatures made or failed per delivery attempt, by algorithm and result",
+            dkim_family.clone(),
+        );
+        let dkim = DkimSignature::ALL.map(|d| {
+            let (algorithm, result) = d.labels();
+            dkim_family.get_or_create_owned(&[
+                ("algorithm", algorithm.to_owned()),
+                ("result", result.to_owned()),
+            ])
+        });
         Metrics {
             registry,
+            dkim,
             received,
             delivered,
             deferred,
@@ -451,6 +500,18 @@ impl Metrics {
     /// Refusals so far for `reason`.
     pub fn rejected(&self, reason: Reject) -> u64 {
         self.rejected.get(reason as usize).map_or(0, Counter::get)
+    }
+
+    /// Counts one DKIM signature (or failure).
+    pub fn dkim_signature(&self, what: DkimSignature) {
+        if let Some(c) = self.dkim.get(what as usize) {
+            c.inc();
+        }
+    }
+
+    /// DKIM signatures so far of this kind.
+    pub fn dkim_signatures(&self, what: DkimSignature) -> u64 {
+        self.dkim.get(what as usize).map_or(0, Counter::get)
     }
 
     /// Counts one delivery attempt.

@@ -25,11 +25,11 @@
 //!
 //! The stored content is never changed; every attempt to such a peer converts again.
 //!
-//! Hook for DKIM signing (not yet implemented): a signer must see the final bytes, so
-//! it runs last, on the [`ContentStream`] a transaction is about to read (the stored
-//! file, or this copy): it reads that stream once to hash it (bounded buffer), then
-//! prepends its `DKIM-Signature` field and streams it again. A signature over a copy
-//! that is spilled reads the spill file twice; nothing needs holding in memory.
+//! DKIM signing (`signing.rs`) runs after this, on the bytes a transaction is about to
+//! send (the stored file, or this copy): it reads them once to hash them (bounded
+//! buffer), then the transaction sends its `DKIM-Signature` fields and the same bytes.
+//! A signature over a spilled copy reads the spill file twice; nothing is held in
+//! memory (docs/DKIM.md).
 
 use std::borrow::Cow;
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
@@ -227,11 +227,11 @@ fn convert_whole(
 }
 
 /// Octets read from the stored content at a time by a streaming conversion.
-const PIECE: usize = 64 * 1024;
+pub(crate) const PIECE: usize = 64 * 1024;
 
 /// Feeds the stored content to `feed`, [`PIECE`] octets at a time, checked by the
 /// spool's reader as it goes (a changed or damaged file is an error, never fed whole).
-fn stream_content(
+pub(crate) fn stream_content(
     spool: &tern_spool::Spool,
     state: tern_spool::QueueState,
     id: tern_spool::QueueId,

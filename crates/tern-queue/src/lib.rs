@@ -84,6 +84,7 @@ mod probe;
 pub mod requests;
 mod retries;
 pub mod scheduler;
+mod signing;
 mod transaction;
 
 use std::sync::Arc;
@@ -118,6 +119,9 @@ pub struct Runtime {
     /// Local domains, mailboxes and aliases (the mailbox of each recipient of a local
     /// transport is looked up here); reloaded with the routes.
     pub local: Arc<LocalDirectory>,
+    /// DKIM signing: domains, loaded keys, rules (`tern-dkim`); a reload that cannot
+    /// read a key keeps the key loaded before.
+    pub dkim: Arc<tern_dkim::Signing>,
 }
 
 /// Everything the queue's tasks share. Read-only after start except `runtime`, which a

@@ -2,7 +2,8 @@
 //! ([`Addressee`]), the content made fit for the peer (refused when over its SIZE or
 //! needing SMTPUTF8 it lacks; converted to 7 bit when it lacks 8BITMIME: `conversion.rs`)
 //! and streamed from the spool, and the peer's replies turned into one result per
-//! recipient. Used by the SMTP delivery workers (`attempt.rs`) and the LMTP delivery
+//! recipient; the content is DKIM-signed last when the rules say so (`signing.rs`:
+//! the `DKIM-Signature` fields are sent before it). Used by the SMTP delivery workers (`attempt.rs`) and the LMTP delivery
 //! (`local.rs`), which decide what to do when the transaction cannot finish here
 //! ([`Sent::NextHost`]).
 //!
@@ -20,11 +21,13 @@ use tern_deliver::{
 use tern_events::{catalog, fields};
 use tern_spool::{BodyType, DsnRet};
 use tern_watchdog::Heartbeat;
+use tokio::io::AsyncReadExt;
 
 use crate::Context;
 use crate::budget;
 use crate::conversion::{ContentStream, Conversion, convert};
 use crate::job::{Job, JobResult, RcptResult, SuccessNotice, local_reply, remote_reply};
+use crate::signing::Signed;
 
 /// One RCPT of a transaction and the job's recipients whose fate its reply decides:
 /// one for SMTP; for LMTP, every recipient of the job that has this mailbox.
@@ -165,6 +168,13 @@ pub(crate) async fn send_on(
         None if body == Body::EightBitMime && !s.capabilities().eightbitmime => Body::SevenBit,
         None => body,
     };
+    // DKIM: signed last, over the octets sent (`signing.rs`); the fields go first.
+    let (converted, signed) = crate::signing::sign(ctx, job, converted, remote).await;
+    let signature = match signed {
+        Signed::Unsigned => Vec::new(),
+        Signed::Fields(fields) => fields,
+        Signed::Defer(text) => return Ok(Sent::Final(JobResult::deferred(&all, &text))),
+    };
     // The content is streamed: the stored file (checked as it is read), or the
     // converted copy from memory or its spill file.
     let mut stream = match converted {
@@ -179,7 +189,7 @@ pub(crate) async fn send_on(
             }
         },
     };
-    let content_len = stream.len(size);
+    let content_len = stream.len(size).saturating_add(signature.len() as u64);
     let recipients: Vec<OutRecipient<'_>> = plan
         .iter()
         .map(|a| OutRecipient {
@@ -207,7 +217,8 @@ pub(crate) async fn send_on(
     #[cfg(feature = "fault-injection")]
     crate::fault_injection::maybe_freeze(&job.msg.facts.head).await;
     let budget = budget::send(ctx, job, usize::try_from(content_len).unwrap_or(usize::MAX));
-    let outcome = match beat.bounded(budget, s.send(&tx, stream.reader())).await {
+    let mut reader = std::io::Cursor::new(signature).chain(stream.reader());
+    let outcome = match beat.bounded(budget, s.send(&tx, &mut reader)).await {
         // The stored content failed its check (or could not be read) while it was sent:
         // the transaction stopped before the final dot, so nothing was delivered. Another
         // host would read the same file: every recipient waits, and the message task

@@ -77,6 +77,9 @@ pub struct Config {
     /// `[limits]`: rate limits per client network, user and sender domain
     /// (docs/LIMITS.md).
     pub limits: tern_smtpd::rate::LimitsConfig,
+    /// `[dkim]`: DKIM signing domains, keys and rules (docs/DKIM.md). Its key files are
+    /// read by the server at start and reload, and by `check-config`, not here.
+    pub dkim: tern_dkim::DkimConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -382,6 +385,12 @@ impl Config {
     /// Every semantic problem.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
+        p.extend(
+            self.dkim
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
+        );
         if !self.server.hostname.is_empty()
             && !tern_proto::address::valid_domain(&self.server.hostname.to_lowercase())
         {
@@ -729,7 +738,8 @@ impl Config {
     }
 
     /// What runs after a reload to `new`: this configuration with the parts a reload
-    /// swaps (relay policy, rate limits, routes, local maps, queue settings) taken from `new`; the
+    /// swaps (relay policy, rate limits, routes, local maps, queue settings, DKIM signing)
+    /// taken from `new`; the
     /// rest (listeners, data directory, DNS, delivery, admin, ...) needs a restart and
     /// keeps its running value.
     pub fn with_reloaded(&self, new: &Config) -> Config {
@@ -740,6 +750,7 @@ impl Config {
         c.local = new.local.clone();
         c.local_directory = Arc::clone(&new.local_directory);
         c.queue.settings = new.queue.settings.clone();
+        c.dkim = new.dkim.clone();
         c
     }
 }

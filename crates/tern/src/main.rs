@@ -16,6 +16,7 @@ mod admin;
 mod cli_queue;
 mod client;
 mod config;
+mod dkim;
 mod notify;
 mod queue;
 mod remote;
@@ -118,6 +119,42 @@ enum Cmd {
     Config {
         #[command(subcommand)]
         command: ConfigCmd,
+    },
+    /// DKIM signing keys: generate one, check the published records (docs/DKIM.md).
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimCmd {
+    /// Write a new signing key (mode 0600, never over an existing file) and print the
+    /// DNS TXT record to publish.
+    Generate {
+        /// The signing domain (d=).
+        domain: String,
+        /// The selector (s=): the record goes at <selector>._domainkey.<domain>.
+        #[arg(long)]
+        selector: String,
+        /// rsa (rsa-sha256) or ed25519 (ed25519-sha256).
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// RSA key size in bits (2048 to 8192).
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Directory for the key file <domain>.<selector>.pem (created 0700 if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Compare every configured key of DOMAIN with its published TXT record: matches,
+    /// differs or missing for each selector; the exit code is 1 unless all match.
+    Check {
+        /// Configuration file (keys, and the name servers asked).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The signing domain.
+        domain: String,
     },
 }
 
@@ -318,15 +355,54 @@ fn main() -> ExitCode {
             },
         },
         Cmd::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                crate::term::outln!("{}: OK", file.display());
-                ExitCode::SUCCESS
+            Ok(c) => {
+                // Key files are read here, not in `Config::load`: a reload with a broken
+                // key keeps the previous key instead of refusing the whole file.
+                let problems = dkim::key_problems(&c);
+                if problems.is_empty() {
+                    crate::term::outln!("{}: OK", file.display());
+                    ExitCode::SUCCESS
+                } else {
+                    let e = config::ConfigErrors {
+                        file: file.display().to_string(),
+                        problems,
+                    };
+                    crate::term::out!("{e}");
+                    ExitCode::FAILURE
+                }
             }
             Err(e) => {
                 crate::term::out!("{e}");
                 ExitCode::FAILURE
             }
         },
+        Cmd::Dkim {
+            command:
+                DkimCmd::Generate {
+                    domain,
+                    selector,
+                    algorithm,
+                    bits,
+                    out,
+                },
+        } => {
+            let algorithm = match algorithm.as_str() {
+                "rsa" | "rsa-sha256" => tern_dkim::Algorithm::RsaSha256,
+                "ed25519" | "ed25519-sha256" => tern_dkim::Algorithm::Ed25519Sha256,
+                other => {
+                    crate::term::errln!("tern: unknown algorithm {other:?}: rsa or ed25519");
+                    return ExitCode::from(2);
+                }
+            };
+            exit_of(dkim::generate(&domain, &selector, algorithm, bits, &out).map(|()| true))
+        }
+        Cmd::Dkim {
+            command: DkimCmd::Check { config, domain },
+        } => exit_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| dkim::check(&c, &domain)),
+        ),
         Cmd::Status { config, json } => exit_of(
             load(config.as_ref())
                 .map_err(anyhow::Error::from)

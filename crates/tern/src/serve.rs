@@ -425,10 +425,13 @@ fn reload(
     // (limits.max_tracked_keys needs a restart).
     shared.limits.reload(&config.limits);
     if let Some(ctx) = queue {
+        // DKIM keys: one that cannot be read now keeps the key loaded before (4102).
+        let dkim = crate::dkim::load_at_reload(&config, &ctx.runtime.load().dkim, events);
         ctx.runtime.store(Arc::new(Runtime {
             routes: Arc::new(routes),
             queue: config.queue.settings.clone(),
             local: Arc::clone(&config.local_directory),
+            dkim,
         }));
         // Addresses added to the machine since count for the MX self rule at once.
         ctx.own_addrs.refresh();
@@ -590,6 +593,8 @@ fn queue_context(
     .context("setting up the DNS resolver")?;
     let routes = RoutingTable::new(&config.routes)
         .map_err(|p| anyhow::anyhow!("routing table: {} problem(s)", p.len()))?;
+    // A DKIM key that cannot be loaded stops the start (like OpenDKIM's).
+    let dkim = crate::dkim::load_at_start(config, &events)?;
     Ok(QueueContext {
         spool,
         events,
@@ -597,6 +602,7 @@ fn queue_context(
             routes: Arc::new(routes),
             queue: config.queue.settings.clone(),
             local: Arc::clone(&config.local_directory),
+            dkim,
         }),
         delivery: d.clone(),
         resolver,

@@ -34,6 +34,7 @@ use tern_spool::{ListedMessage, QueueState, Spool, StoredMessage};
 
 pub mod admin;
 pub mod connectors;
+pub mod dkim;
 pub mod local;
 pub mod mounts;
 pub mod peers;

@@ -130,6 +130,11 @@ impl DnsServer {
         self.set(host, json!({"A": [{"addr": addr.to_string(), "ttl": ttl}]}));
     }
 
+    /// A TXT record made of these character-strings (each at most 255 octets).
+    pub fn set_txt(&mut self, name: &str, strings: &[String], ttl: u32) {
+        self.set(name, json!({"TXT": [{"strings": strings, "ttl": ttl}]}));
+    }
+
     fn write_zone(&self) {
         let tmp = self.dir.path().join("zone.json.tmp");
         std::fs::write(&tmp, self.zone.to_string()).expect("write zone");
