@@ -255,7 +255,7 @@ events! {
     QUEUE_RECOVERY_FAILED = (4066, "queue.recovery.failed", Error,
         "The spool's recovery after the start failed in the background on a system error (`error`) after `secs`. New mail still flows; the messages that were on disk at the start wait there, untouched (none is lost), until the next start: they are not delivered, administrators' actions on them are refused, the deferred backlog is not loaded.",
         "Check the spool disk (space, errors in the kernel log, permissions), then restart Tern.");
-    QUEUE_BACKLOG_SCHEDULED = (4067, "queue.backlog.scheduled", Info,
+    QUEUE_BACKLOG_SCHEDULED = (4067, "queue.backlog.scheduled", Notice,
         "Every deferred message on disk at the start has a retry timer, from its name and its file's modification time (the due time Tern keeps there too), before any file was read: `deferred` messages, `secs` since the queue started. The files are read next, in the background, for their next hops and to validate them (event 4055); until then `tern queue summary` counts the messages not read yet apart, and a destination's retry reaches each of them as soon as its file is read.",
         "None.");
     // DKIM signing (tern-dkim; docs/DKIM.md), 4101-4119.
