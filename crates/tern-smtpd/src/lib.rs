@@ -50,7 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use config::{ConfigProblem, ListenerConfig, RelayConfig, TlsMode};
+pub use config::{AuthMode, ConfigProblem, ListenerConfig, RelayConfig, TlsMode};
 pub use relay::RelayPolicy;
 
 /// State shared by every listener and session.
@@ -76,6 +76,9 @@ pub struct SmtpShared {
     /// client, which so recognises a connection to this very server (docs/DELIVERY.md,
     /// "Mail to myself"). `None`: the plain greeting.
     pub loop_mark: Option<String>,
+    /// SMTP AUTH (`[auth]`): `None` when no listener offers it. Listeners with `auth =
+    /// "optional"` or `"required"` use it.
+    pub auth: Option<Arc<tern_auth::AuthService>>,
 }
 
 /// One listener's configuration plus what was built from it.

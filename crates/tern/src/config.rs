@@ -74,6 +74,8 @@ pub struct Config {
     pub admin: tern_admin::AdminConfig,
     /// `[tracking]`: the message tracking log (docs/ADMIN.md#message-tracking).
     pub tracking: TrackingSection,
+    /// `[auth]`: SMTP AUTH for submission listeners (docs/SUBMISSION.md).
+    pub auth: tern_auth::AuthConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -444,6 +446,22 @@ impl Config {
             }
         }
         p.extend(self.relay.problems());
+        // [auth] (issue 17): the section's own rules, and a source for every listener
+        // that offers AUTH.
+        p.extend(
+            self.auth
+                .problems()
+                .into_iter()
+                .map(|(k, m)| ConfigProblem::new(k, m)),
+        );
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.auth != tern_smtpd::AuthMode::None && !self.auth.has_backend() {
+                p.push(ConfigProblem::new(
+                    format!("listener[{i}].auth"),
+                    "needs auth.passwd_file or auth.dovecot_socket",
+                ));
+            }
+        }
         let bp = &self.back_pressure;
         if !(0.0..100.0).contains(&bp.min_free_percent) {
             p.push(ConfigProblem::new(
@@ -735,7 +753,25 @@ impl Config {
         c.local = new.local.clone();
         c.local_directory = Arc::clone(&new.local_directory);
         c.queue.settings = new.queue.settings.clone();
+        c.auth = new.auth.clone();
         c
+    }
+
+    /// Loads the `[auth]` files (passwd-file, sender-login map) to report their problems
+    /// (`tern check-config`); they are loaded again by the server itself.
+    pub fn auth_file_problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if let Some(path) = &self.auth.passwd_file
+            && let Err(e) = tern_auth::passwd::PasswdFile::load(path)
+        {
+            p.push(ConfigProblem::new("auth.passwd_file", e.to_string()));
+        }
+        if let Some(path) = &self.auth.sender_login_map
+            && let Err(e) = tern_auth::sender_map::SenderLoginMap::load(path)
+        {
+            p.push(ConfigProblem::new("auth.sender_login_map", e.to_string()));
+        }
+        p
     }
 }
 

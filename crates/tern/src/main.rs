@@ -317,7 +317,17 @@ fn main() -> ExitCode {
                 },
             },
         },
-        Cmd::CheckConfig { file } => match Config::load(&file) {
+        Cmd::CheckConfig { file } => match Config::load(&file).and_then(|c| {
+            let problems = c.auth_file_problems();
+            if problems.is_empty() {
+                Ok(c)
+            } else {
+                Err(crate::config::ConfigErrors {
+                    file: file.display().to_string(),
+                    problems,
+                })
+            }
+        }) {
             Ok(_) => {
                 crate::term::outln!("{}: OK", file.display());
                 ExitCode::SUCCESS

@@ -438,7 +438,10 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
         Err(e) => return fail(EX_SOFTWARE, &format!("starting a runtime: {e}")),
     };
     let hostname = config.server.hostname.clone();
-    let listener = config.listeners.first().cloned().unwrap_or_default();
+    let mut listener = config.listeners.first().cloned().unwrap_or_default();
+    // A local program is not asked to authenticate (the first listener may be a
+    // submission listener).
+    listener.auth = tern_smtpd::AuthMode::None;
     runtime.block_on(async move {
         let shared = Arc::new(SmtpShared {
             relay: ArcSwap::from_pointee(RelayPolicy::new(&config.relay, &hostname)),
@@ -450,6 +453,7 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
             rdns_timeout: Duration::from_secs(1),
             rdns_lookup_loopback: false,
             loop_mark: None,
+            auth: None,
         });
         let ctx = ListenerContext::local(shared, listener);
         let (_keep, shutdown) = tokio::sync::watch::channel(false);

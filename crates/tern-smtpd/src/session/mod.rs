@@ -37,9 +37,15 @@
 //!   expanded, duplicates in any case removed, ORCPT set to what the client wrote), and
 //!   an unknown user, an alias loop or an expansion over the limits is refused there and
 //!   then, never bounced later.
+//! - SMTP AUTH (`auth.rs`): offered only under TLS (or to loopback clients where allowed);
+//!   an authenticated client may relay like a relay-network client; on a listener with
+//!   `auth = "required"` nothing is accepted before AUTH. During an exchange the input
+//!   buffer may hold one response line of up to 12288 octets (RFC 4954 §4).
 
+mod auth;
 pub mod clock;
 mod conn;
+mod from_header;
 mod message;
 pub mod state;
 
@@ -129,6 +135,9 @@ pub struct Session {
     bdat: Option<message::BdatTransfer>,
     client_name: ClientName,
     client_may_relay: bool,
+    /// The SASL identity after a successful AUTH (at most once per session; cleared by
+    /// STARTTLS).
+    authenticated: Option<String>,
     errors: u32,
     /// Junk commands since the session started or last queued a message.
     junk: u32,
@@ -226,6 +235,7 @@ impl Session {
             bdat: None,
             client_name,
             client_may_relay,
+            authenticated: None,
             errors: 0,
             junk: 0,
             queued: 0,
@@ -468,6 +478,9 @@ impl Session {
             ),
             Ok(Command::Expn) => Reply::new(502, "5.5.1", "EXPN not available"),
             Ok(Command::StartTls) => return self.starttls().await,
+            Ok(Command::Auth { mechanism, initial }) => {
+                return self.auth(mechanism, initial).await;
+            }
             Ok(Command::NotOffered(name)) => {
                 Reply::new(502, "5.5.1", format!("{name} not available"))
             }
@@ -519,6 +532,9 @@ impl Session {
             "CHUNKING".into(),
             "DSN".into(),
         ];
+        if let Some(auth) = self.auth_ehlo_line() {
+            lines.push(auth);
+        }
         if self.starttls_offered() {
             lines.push("STARTTLS".into());
         }
@@ -533,6 +549,15 @@ impl Session {
     fn mail(&mut self, m: tern_proto::MailCommand) -> Reply {
         if let Err(r) = self.phase.may_start_mail() {
             return r;
+        }
+        if let Some(r) = self.auth_required_refusal() {
+            return r;
+        }
+        if m.auth.is_some() && self.auth_ehlo_line().is_none() && self.authenticated.is_none() {
+            // RFC 4954 §5: AUTH= only where AUTH was advertised. Where it was, it is
+            // accepted and ignored: Tern does not pass it on.
+            tern_metrics::get().reject(Reject::Syntax);
+            return Reply::new(555, "5.5.4", "Parameter AUTH not supported");
         }
         if let Some(reason) = self.ctx.shared.back_pressure.refusing() {
             self.ctx.shared.events.emit(
@@ -562,6 +587,9 @@ impl Session {
                 return r;
             }
         };
+        if let Some(r) = self.sender_refusal(&sender) {
+            return r;
+        }
         let params = MailParams {
             declared_size: m.size,
             body: match m.body {
@@ -583,7 +611,8 @@ impl Session {
     fn rcpt(&mut self, r: tern_proto::RcptCommand) -> Reply {
         let max = self.ctx.config.max_recipients;
         let relay = self.ctx.shared.relay.load();
-        let may_relay = self.client_may_relay;
+        // An authenticated client may relay, like a relay-network client.
+        let may_relay = self.client_may_relay || self.authenticated.is_some();
         let txn = match self.phase.transaction_mut() {
             Ok(t) => t,
             Err(reply) => return reply,
@@ -687,6 +716,8 @@ impl Session {
             self.framer.reset();
             self.start_tls().await?;
             self.phase = Phase::Connected;
+            // RFC 3207 §4.2: nothing learned before TLS counts after it.
+            self.authenticated = None;
             return Ok(());
         };
         self.reply(reply).await
