@@ -103,7 +103,10 @@ mod tests {
         c.feed(b"Subject: hi\r\nFrom: \"Alice, A.\" <alice@example.com>,\r\n bob@exa");
         c.feed(b"mple.com\r\nTo: x@y\r\n\r\nFrom: body@evil.example\r\n");
         assert!(c.checkable());
-        assert_eq!(c.sender_addresses(), ["alice@example.com", "bob@example.com"]);
+        assert_eq!(
+            c.sender_addresses(),
+            ["alice@example.com", "bob@example.com"]
+        );
         let mut two = HeaderCapture::new();
         two.feed(b"From: a@example.com\nFrom: b@example.com\n\nbody");
         assert_eq!(two.sender_addresses(), ["a@example.com", "b@example.com"]);

@@ -37,6 +37,7 @@ pub mod connectors;
 pub mod local;
 pub mod mounts;
 pub mod peers;
+pub mod submission;
 
 /// Host name every test server uses (greeting, Received header).
 pub const HOSTNAME: &str = "mx.tern.test";
