@@ -63,8 +63,15 @@ pub enum DovecotError {
 pub enum DovecotStep {
     /// Send this challenge to the client.
     Challenge(Vec<u8>),
-    /// Authenticated as this user (Dovecot's `user=`).
-    Ok(String),
+    /// Authenticated as this user (Dovecot's `user=`); `final_data` is the mechanism's
+    /// last server message (`resp=`, SCRAM's `v=`), which the client must still get in a
+    /// `334` before the success (RFC 4954 §4).
+    Ok {
+        /// The user.
+        user: String,
+        /// Additional data with the success, if any.
+        final_data: Option<Vec<u8>>,
+    },
     /// Refused; `user` is the name Dovecot reported, `temporary` when it said `temp`.
     Fail {
         /// The user name, if Dovecot gave it.
@@ -380,12 +387,20 @@ impl DovecotExchange {
                 Ok(DovecotStep::Challenge(data))
             }
             "OK" => {
-                let user = f
-                    .find_map(|p| p.strip_prefix("user="))
-                    .map(unescape)
-                    .ok_or_else(|| DovecotError::Protocol("OK without user=".into()))?;
+                let mut user = None;
+                let mut final_data = None;
+                for p in f {
+                    if let Some(u) = p.strip_prefix("user=") {
+                        user = Some(unescape(u));
+                    } else if let Some(r) = p.strip_prefix("resp=") {
+                        final_data = Some(STANDARD.decode(r).map_err(|_| {
+                            DovecotError::Protocol("OK resp= is not base64".into())
+                        })?);
+                    }
+                }
+                let user = user.ok_or_else(|| DovecotError::Protocol("OK without user=".into()))?;
                 self.client.put_back(conn);
-                Ok(DovecotStep::Ok(user))
+                Ok(DovecotStep::Ok { user, final_data })
             }
             "FAIL" => {
                 let mut user = None;

@@ -266,7 +266,8 @@ enum Stage {
     Login(Login),
     ScramStart(ScramStart),
     ScramSent(ScramSent),
-    /// server-final was sent; the client's empty answer completes it.
+    /// The last server message (SCRAM's server-final, or Dovecot's data with its OK) was
+    /// sent; the client's empty answer completes the exchange.
     ScramFinal(String),
     Dovecot(DovecotExchange),
     Done,
@@ -438,7 +439,18 @@ impl Exchange {
                     self.stage = Stage::Dovecot(d);
                     Step::Challenge(c)
                 }
-                Ok(DovecotStep::Ok(user)) => self.succeed(user),
+                Ok(DovecotStep::Ok {
+                    user,
+                    final_data: Some(data),
+                }) => {
+                    // The client gets the last server message first (SCRAM's v=).
+                    self.stage = Stage::ScramFinal(user);
+                    Step::Challenge(data)
+                }
+                Ok(DovecotStep::Ok {
+                    user,
+                    final_data: None,
+                }) => self.succeed(user),
                 Ok(DovecotStep::Fail {
                     temporary: true, ..
                 }) => self.unavailable("dovecot reported a temporary failure".into()),
@@ -554,5 +566,181 @@ impl Exchange {
             delay: Duration::ZERO,
             lockouts: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn service_with(lines: &str) -> (Arc<AuthService>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, lines).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = AuthConfig {
+            passwd_file: Some(path),
+            failure_delay_ms: 0,
+            max_failure_delay_ms: 0,
+            mechanisms: vec![Mechanism::Plain, Mechanism::ScramSha256],
+            ..AuthConfig::default()
+        };
+        let (service, report) = AuthService::new(&config);
+        assert!(!report.has_errors(), "{report:?}");
+        (service, dir)
+    }
+
+    async fn plain(service: &Arc<AuthService>, user: &str, pw: &str) -> (Step, Duration) {
+        let ip = "192.0.2.1".parse().unwrap();
+        let mut ex = service.start(Mechanism::Plain, None, ip, true);
+        let started = Instant::now();
+        let step = ex.step(Some(format!("\0{user}\0{pw}").into_bytes())).await;
+        (step, started.elapsed())
+    }
+
+    /// An unknown user costs a hash check too: without the stand-in its answer would
+    /// come back at once, telling it from a wrong password.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_user_takes_as_long_as_a_wrong_password() {
+        let hash = bcrypt::hash("right", 11).unwrap();
+        let (service, _dir) = service_with(&format!("alice:{{BLF-CRYPT}}{hash}\n"));
+        let mut wrong = Duration::MAX;
+        let mut unknown = Duration::MAX;
+        for _ in 0..3 {
+            let (step, t) = plain(&service, "alice", "wrong").await;
+            assert!(matches!(
+                step,
+                Step::Failure(Failure {
+                    reason: FailureReason::WrongPassword,
+                    ..
+                })
+            ));
+            wrong = wrong.min(t);
+            let (step, t) = plain(&service, "mallory", "wrong").await;
+            assert!(matches!(
+                step,
+                Step::Failure(Failure {
+                    reason: FailureReason::UnknownUser,
+                    ..
+                })
+            ));
+            unknown = unknown.min(t);
+        }
+        assert!(
+            unknown * 2 >= wrong,
+            "unknown user {unknown:?} vs wrong password {wrong:?}"
+        );
+        let (step, _) = plain(&service, "ALICE", "right").await;
+        assert!(matches!(step, Step::Success(u) if u == "alice"));
+    }
+
+    /// The user lockout answers `Locked` even to the right password.
+    #[tokio::test]
+    async fn a_locked_user_cannot_test_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, "bob:{PLAIN}right\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = AuthConfig {
+            passwd_file: Some(path),
+            failure_delay_ms: 0,
+            max_failure_delay_ms: 0,
+            max_failures_per_user: 2,
+            ..AuthConfig::default()
+        };
+        let (service, _) = AuthService::new(&config);
+        for i in 0..2u8 {
+            let ip = std::net::IpAddr::from([198, 51, 100, i]);
+            let mut ex = service.start(Mechanism::Plain, None, ip, true);
+            let Step::Failure(f) = ex.step(Some(b"\0bob\0wrong".to_vec())).await else {
+                panic!("wrong password accepted");
+            };
+            assert!(matches!(f.reason, FailureReason::WrongPassword));
+            assert_eq!(f.lockouts.len(), usize::from(i));
+        }
+        let ip = std::net::IpAddr::from([203, 0, 113, 9]);
+        let mut ex = service.start(Mechanism::Plain, None, ip, true);
+        let Step::Failure(f) = ex.step(Some(b"\0bob\0right".to_vec())).await else {
+            panic!("locked-out user authenticated");
+        };
+        assert!(matches!(f.reason, FailureReason::Locked));
+    }
+
+    /// SCRAM through the service, the client side computed here from RFC 5802: a
+    /// `{PLAIN}` entry gets keys derived on the fly, and the server's signature checks.
+    #[tokio::test]
+    async fn scram_against_a_plaintext_entry() {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        let (service, _dir) = service_with("carol:{PLAIN}pencil\n");
+        let ip = "192.0.2.1".parse().unwrap();
+        let mut ex = service.start(Mechanism::ScramSha256, None, ip, true);
+        let Step::Challenge(c) = ex.step(None).await else {
+            panic!("no first challenge")
+        };
+        assert!(c.is_empty());
+        let first_bare = "n=carol,r=clientnonce";
+        let Step::Challenge(server_first) =
+            ex.step(Some(format!("n,,{first_bare}").into_bytes())).await
+        else {
+            panic!("no server-first")
+        };
+        let server_first = String::from_utf8(server_first).unwrap();
+        let mut fields = server_first.split(',');
+        let nonce = fields
+            .next()
+            .unwrap()
+            .strip_prefix("r=")
+            .unwrap()
+            .to_string();
+        let salt = STANDARD
+            .decode(fields.next().unwrap().strip_prefix("s=").unwrap())
+            .unwrap();
+        let iterations: u32 = fields
+            .next()
+            .unwrap()
+            .strip_prefix("i=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let keys = ScramKeys::derive(b"pencil", &salt, iterations);
+        let mut salted = [0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::new(iterations).unwrap(),
+            &salt,
+            b"pencil",
+            &mut salted,
+        );
+        let client_key = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salted),
+            b"Client Key",
+        );
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let signature = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &keys.stored_key),
+            auth_message.as_bytes(),
+        );
+        let proof: Vec<u8> = client_key
+            .as_ref()
+            .iter()
+            .zip(signature.as_ref())
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let final_msg = format!("{without_proof},p={}", STANDARD.encode(proof));
+        let Step::Challenge(server_final) = ex.step(Some(final_msg.into_bytes())).await else {
+            panic!("proof refused")
+        };
+        let expected = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &keys.server_key),
+            auth_message.as_bytes(),
+        );
+        assert_eq!(
+            server_final,
+            format!("v={}", STANDARD.encode(expected.as_ref())).into_bytes()
+        );
+        assert!(matches!(ex.step(Some(Vec::new())).await, Step::Success(u) if u == "carol"));
     }
 }

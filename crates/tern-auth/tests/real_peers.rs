@@ -158,7 +158,10 @@ async fn dovecot_socket_plain_login_and_wrong_password() {
     let mut plain = client.exchange("PLAIN", None, ip, true);
     assert_eq!(
         plain.step(Some(b"\0alice\0s3cret")).await.unwrap(),
-        DovecotStep::Ok("alice".into())
+        DovecotStep::Ok {
+            user: "alice".into(),
+            final_data: None
+        }
     );
     assert_eq!(client.mechanisms(), ["PLAIN", "LOGIN"]);
 
@@ -173,7 +176,10 @@ async fn dovecot_socket_plain_login_and_wrong_password() {
     );
     assert_eq!(
         login.step(Some(b"s3cret")).await.unwrap(),
-        DovecotStep::Ok("alice".into())
+        DovecotStep::Ok {
+            user: "alice".into(),
+            final_data: None
+        }
     );
 
     let mut wrong = client.exchange("PLAIN", None, ip, true);

@@ -32,6 +32,16 @@ use super::conn::Conn;
 use super::{Flow, Session, Wait};
 use crate::config::AuthMode;
 
+/// A response line of an exchange, as read.
+enum ResponseLine {
+    /// Decoded (data, or `*`).
+    Decoded(Response),
+    /// Not base64, or over the decoded bound: `501 5.5.2`.
+    Undecodable,
+    /// Over 12288 octets: `500 5.5.2`.
+    TooLong,
+}
+
 /// The reply for a failed authentication (the same for every credential problem).
 fn invalid() -> Reply {
     Reply::new(535, "5.7.8", "Authentication credentials invalid")
@@ -180,14 +190,18 @@ impl Session {
                     Reply::plain(334, vec![encode_challenge(&challenge)]).write_to(&mut self.out);
                     self.flush().await?;
                     match self.read_auth_response().await? {
-                        Some(Response::Data(d)) => response = Some(d),
-                        Some(Response::Cancel) => {
+                        ResponseLine::Decoded(Response::Data(d)) => response = Some(d),
+                        ResponseLine::Decoded(Response::Cancel) => {
                             tern_metrics::get().auth(mech.label(), AuthResult::Cancelled);
                             return self
                                 .reply(Reply::new(501, "5.7.0", "Authentication aborted"))
                                 .await;
                         }
-                        None => return self.auth_unreadable(mech).await,
+                        ResponseLine::Undecodable => return self.auth_unreadable(mech).await,
+                        ResponseLine::TooLong => {
+                            tern_metrics::get().auth(mech.label(), AuthResult::Cancelled);
+                            return self.reply(Reply::new(500, "5.5.2", "Line too long")).await;
+                        }
                     }
                 }
                 Step::Success(user) => {
@@ -261,9 +275,9 @@ impl Session {
             .await
     }
 
-    /// Reads one response line of an exchange; `None` when it is not base64 (or too
-    /// long: the rest of that line is skipped and the exchange ends).
-    async fn read_auth_response(&mut self) -> Result<Option<Response>, super::EndReason> {
+    /// Reads one response line of an exchange (a too-long one is skipped to its end, in
+    /// step, and ends the exchange).
+    async fn read_auth_response(&mut self) -> Result<ResponseLine, super::EndReason> {
         self.command_since = None;
         loop {
             let (frame, used) = self.framer.next_auth_response(&self.inbuf);
@@ -273,8 +287,11 @@ impl Session {
                     self.inbuf.drain(..used);
                     continue;
                 }
-                Frame::TooLong => Some(None),
-                Frame::Line(line) => Some(decode_response(line).ok()),
+                Frame::TooLong => Some(ResponseLine::TooLong),
+                Frame::Line(line) => Some(match decode_response(line) {
+                    Ok(r) => ResponseLine::Decoded(r),
+                    Err(_) => ResponseLine::Undecodable,
+                }),
             };
             if let Some(r) = result {
                 self.inbuf.drain(..used);
