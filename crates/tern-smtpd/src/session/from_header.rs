@@ -36,6 +36,12 @@ impl HeaderCapture {
         let take = piece.len().min(room);
         self.bytes
             .extend_from_slice(piece.get(..take).unwrap_or_default());
+        if self.bytes.starts_with(b"\r\n") || self.bytes.starts_with(b"\n") {
+            // No header section at all.
+            self.bytes.clear();
+            self.complete = true;
+            return;
+        }
         let tail = self.bytes.get(start..).unwrap_or_default();
         if let Some(end) = find_end(tail) {
             self.bytes.truncate(start + end);
@@ -114,6 +120,15 @@ mod tests {
         let mut bare = HeaderCapture::new();
         bare.feed(b"From: Just A Name\r\n\r\n");
         assert_eq!(bare.sender_addresses(), [""]);
+    }
+
+    #[test]
+    fn a_message_without_header_section_has_no_from() {
+        let mut c = HeaderCapture::new();
+        c.feed(b"\r\nFrom: body@example.com\r\n");
+        c.feed(&vec![b'x'; MAX_HEADER]);
+        assert!(c.checkable());
+        assert!(c.sender_addresses().is_empty());
     }
 
     #[test]

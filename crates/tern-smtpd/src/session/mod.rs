@@ -463,11 +463,16 @@ impl Session {
                 } else {
                     ""
                 };
+                let auth = if self.auth_ehlo_line().is_some() {
+                    " AUTH"
+                } else {
+                    ""
+                };
                 Reply::new(
                     214,
                     "2.0.0",
                     format!(
-                        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY{tls}"
+                        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY{tls}{auth}"
                     ),
                 )
             }
