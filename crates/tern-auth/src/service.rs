@@ -119,7 +119,7 @@ impl AuthService {
     /// previous one (when its path did not change) and is named in the report.
     /// `max_concurrent_hashes` takes effect at the next start.
     pub fn reload(&self, config: &AuthConfig) -> LoadReport {
-        let old = self.loaded.load();
+        let old = self.loaded.load_full();
         let mut report = LoadReport::default();
         let backend = match (&config.passwd_file, &config.dovecot_socket) {
             (Some(path), _) => match PasswdFile::load(path) {

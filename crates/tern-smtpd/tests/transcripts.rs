@@ -105,6 +105,7 @@ macro_rules! transcripts {
 }
 
 transcripts![
+    auth_after_helo_and_auth_parameter_without_auth_refused,
     auth_lines_up_to_12288_octets,
     auth_login_continuations_cancel_and_bad_base64,
     auth_received_hides_client_and_names_user_on_request,
