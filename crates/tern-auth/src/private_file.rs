@@ -108,6 +108,58 @@ fn read_checked(path: &Path, limit: u64, refused_bits: u32) -> Result<String, Fi
     Ok(text)
 }
 
+/// Reads the 32-octet secret at `path`, or makes it (random, mode 0600, synced) when the
+/// file does not exist. An existing file must pass the credential-file checks (no link,
+/// regular, owner, no access for group or others) and hold exactly 32 octets.
+pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], FileError> {
+    use std::io::Write;
+    let io = |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(mut f) => {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            f.write_all(&secret).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            return Ok(secret);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(FileError::Link(path.to_path_buf()));
+        }
+        Err(e) => return Err(io(e)),
+    };
+    check(path, &f, 0o077)?;
+    let mut secret = [0u8; 32];
+    let mut rest = Vec::new();
+    let mut reader = f.take(33);
+    reader.read_exact(&mut secret).map_err(io)?;
+    reader.read_to_end(&mut rest).map_err(io)?;
+    if !rest.is_empty() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the secret must be exactly 32 octets",
+        )));
+    }
+    Ok(secret)
+}
+
 fn check(path: &Path, f: &File, refused_bits: u32) -> Result<(), FileError> {
     let meta = f.metadata().map_err(|source| FileError::Io {
         path: path.to_path_buf(),
@@ -144,6 +196,29 @@ fn effective_uid() -> u32 {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_secret_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("auth.key");
+        let a = load_or_create_secret(&p).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(load_or_create_secret(&p).unwrap(), a);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            load_or_create_secret(&p),
+            Err(FileError::Mode { .. })
+        ));
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert!(matches!(
+            load_or_create_secret(&link),
+            Err(FileError::Link(_))
+        ));
+    }
 
     #[test]
     fn modes_links_and_sizes() {

@@ -82,7 +82,9 @@ pub struct AuthService {
     loaded: ArcSwap<Loaded>,
     ledger: Arc<dyn FailureLedger>,
     hashes: Arc<Semaphore>,
-    /// Keys the stand-in SCRAM salts and plaintext-derived salts (random per process).
+    /// Keys the stand-in SCRAM salts and plaintext-derived salts. Kept across restarts
+    /// by the binary (`<data_dir>/auth.key`), so an unknown user's salt does not change
+    /// when a real user's does not.
     secret: [u8; 32],
 }
 
@@ -93,12 +95,21 @@ impl std::fmt::Debug for AuthService {
 }
 
 impl AuthService {
-    /// Loads the configured files. At start a file that cannot be loaded is an error
-    /// (returned in the report; the service then has no backend for it).
+    /// Loads the configured files, with a secret made for this process (see
+    /// [`AuthService::with_secret`]).
     pub fn new(config: &AuthConfig) -> (Arc<AuthService>, LoadReport) {
-        let ledger: Arc<dyn FailureLedger> = Arc::new(MemoryLedger::new());
         let mut secret = [0u8; 32];
         let _ = getrandom::fill(&mut secret);
+        AuthService::with_secret(config, secret)
+    }
+
+    /// Loads the configured files. At start a file that cannot be loaded is an error
+    /// (returned in the report; the service then has no backend for it). `secret` keys
+    /// the salts SCRAM shows for unknown users (and for plaintext entries): keep it
+    /// across restarts (`private_file::load_or_create_secret`), or an unknown user's
+    /// salt changes at a restart while a real user's does not.
+    pub fn with_secret(config: &AuthConfig, secret: [u8; 32]) -> (Arc<AuthService>, LoadReport) {
+        let ledger: Arc<dyn FailureLedger> = Arc::new(MemoryLedger::new());
         let empty = Loaded {
             config: config.clone(),
             backend: Backend::None,

@@ -140,7 +140,11 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             .iter()
             .any(|l| l.auth != tern_smtpd::AuthMode::None)
     {
-        let (service, report) = tern_auth::AuthService::new(&config.auth);
+        // The salts SCRAM shows for unknown users stay the same across restarts.
+        let key = data_dir.join("auth.key");
+        let secret = tern_auth::private_file::load_or_create_secret(&key)
+            .with_context(|| format!("the SCRAM salt key {}", key.display()))?;
+        let (service, report) = tern_auth::AuthService::with_secret(&config.auth, secret);
         auth_loaded(&events, &report);
         if report.has_errors() {
             events.flush(Duration::from_secs(2));

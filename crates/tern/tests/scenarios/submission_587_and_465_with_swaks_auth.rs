@@ -5,9 +5,11 @@
 //! client relays to a domain Tern does not receive for (it is in no relay network); the
 //! envelope records the user, the Received header says ESMTPSA and does not name the
 //! user; event 2101 is logged for each. Without AUTH, MAIL gets 530 5.7.0 (swaks); before
-//! TLS, EHLO does not offer AUTH and AUTH gets 538 5.7.11 (raw client).
+//! TLS, EHLO does not offer AUTH and AUTH gets 538 5.7.11 (raw client). The SCRAM salt key
+//! `auth.key` is made with mode 0600.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use crate::common::submission::{
@@ -45,6 +47,10 @@ fn plain_over_starttls_and_login_over_implicit_tls_relay() {
         ))
         .start();
     tern.wait_for_events(2105, 1, Duration::from_secs(10));
+    // The SCRAM salt key, private whatever the umask.
+    let key = tern.spool_dir().parent().unwrap().join("auth.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", key.display());
 
     let cases = [
         ("submission", "--tls", "PLAIN", "alice", "alice-pw"),
