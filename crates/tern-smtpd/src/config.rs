@@ -480,6 +480,21 @@ mod tests {
     }
 
     #[test]
+    fn auth_needs_tls_unless_plaintext_loopback() {
+        let auth = ListenerConfig {
+            auth: AuthMode::Required,
+            ..ListenerConfig::default()
+        };
+        let keys: Vec<String> = auth.problems("l").into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["l.auth"]);
+        let loopback = ListenerConfig {
+            allow_plaintext_loopback: true,
+            ..auth
+        };
+        assert!(loopback.problems("l").is_empty());
+    }
+
+    #[test]
     fn new_keys_are_checked() {
         let bad = ListenerConfig {
             max_junk_commands: 0,

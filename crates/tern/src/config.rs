@@ -804,6 +804,28 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_with_auth_needs_a_credential_source() {
+        let listener = "[[listener]]\nname = \"sub\"\naddress = \"127.0.0.1:2587\"\nauth = \"required\"\nallow_plaintext_loopback = true\n";
+        let e = Config::parse(listener, "test").unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["listener[0].auth"], "{e}");
+        let with = format!(
+            "{listener}[auth]\ndovecot_socket = \"/run/dovecot/auth-client\"\nsender_check = \"envelope\"\n"
+        );
+        let e = Config::parse(&with, "test").unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["auth.sender_check"], "{e}");
+        let good = format!(
+            "{listener}[auth]\ndovecot_socket = \"/run/dovecot/auth-client\"\nmechanisms = [\"PLAIN\"]\n"
+        );
+        let c = Config::parse(&good, "test").unwrap();
+        assert_eq!(c.auth.mechanisms, [tern_auth::Mechanism::Plain]);
+        let bad_mech =
+            format!("{listener}[auth]\ndovecot_socket = \"/x\"\nmechanisms = [\"CRAM-MD5\"]\n");
+        assert!(Config::parse(&bad_mech, "test").is_err());
+    }
+
+    #[test]
     fn effective_json_has_defaults_and_no_secrets() {
         let text = "[server]\ndata_dir = \"/tmp/x\"\n[admin]\ntoken = \"s3cr3t-token\"\n[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:2525\"\n[[route]]\ndomains = [\"*\"]\ntransport = \"mx\"\n";
         let c = Config::parse(text, "test").unwrap();
