@@ -44,6 +44,12 @@ if ! python3 -c 'import dkim, nacl' 2>/dev/null; then
   echo "== installing the DKIM verifier: dkimpy pynacl"
   python3 -m pip install -q dkimpy pynacl
 fi
+# scramp: the client side of SCRAM-SHA-256 for the submission scenario
+# (submission_scram_sha_256_with_python_scramp).
+if ! python3 -c 'import scramp' 2>/dev/null; then
+  echo "== installing Python test peer: scramp"
+  python3 -m pip install -q scramp
+fi
 # schemathesis checks the admin API against its OpenAPI document
 # (admin_api_conforms_to_its_openapi_document).
 if ! command -v schemathesis >/dev/null; then

@@ -109,6 +109,38 @@ events! {
         "The listener's connections in use fell below stress.leave_percent of max_connections: the normal timeouts and limits apply again.",
         "None.");
 
+    // SMTP AUTH and submission (2101-2129).
+    SMTP_AUTH_SUCCEEDED = (2101, "smtp.auth.succeeded", Info,
+        "A client authenticated (SMTP AUTH): fields give the client, the listener, the mechanism and the user.",
+        "None.");
+    SMTP_AUTH_FAILED = (2102, "smtp.auth.failed", Notice,
+        "An SMTP AUTH attempt failed: `reason` says why (wrong_password, unknown_user, no_scram_keys, refused, locked); the client got 535 5.7.8 (454 4.7.0 when locked), the same for an unknown user as for a wrong password.",
+        "None if occasional. Many from one client are a password-guessing attempt: the lockout (event 2103) stops it; block the network at the firewall if it goes on.");
+    SMTP_AUTH_LOCKOUT = (2103, "smtp.auth.lockout", Warning,
+        "Too many failed authentications: a client network (`kind` client: an IPv4 address or IPv6 /64) or a user name (`kind` user) is locked out for `seconds`; AUTH is answered 454 4.7.0 meanwhile, even with the right password. One event per lockout.",
+        "A client lockout is usually a password-guessing bot. A user lockout may also be a user's device with an old password: tell the user; the lockout ends by itself (auth.lockout_secs).");
+    SMTP_AUTH_UNAVAILABLE = (2104, "smtp.auth.unavailable", Error,
+        "SMTP AUTH could not be answered because the credential source failed (Dovecot's socket unreachable or timing out, no passwd-file loaded); the client got 454 4.7.0 and may retry.",
+        "Check that Dovecot runs and that auth.dovecot_socket names its auth listener (with permissions for Tern's user), or fix the passwd-file (event 2106).");
+    AUTH_PASSWD_LOADED = (2105, "auth.passwd.loaded", Info,
+        "The passwd-file (auth.passwd_file) was read at start or reload; `users` gives how many users it lists.",
+        "None.");
+    AUTH_PASSWD_FAILED = (2106, "auth.passwd.failed", Error,
+        "The passwd-file could not be loaded (its problems are listed as file:line, or the file was refused for its mode, owner or a symbolic link); the previously loaded file stays in force (at start: none, and AUTH answers 454 4.7.0).",
+        "Fix the file (`chmod 0640`, owner root or Tern's user; the line named) and reload.");
+    SMTP_SENDER_MISMATCH = (2107, "smtp.sender.mismatch", Notice,
+        "An authenticated user used a sender address it does not own according to the sender-login map (auth.sender_login_map): `where` is envelope (MAIL FROM, refused 553 5.7.1) or header (a From address, the message refused 553 5.7.1 at the end of DATA).",
+        "If the user should send as that address, add it to the sender-login map and reload; otherwise it is a compromised account or a misconfigured client.");
+    AUTH_SENDER_MAP_LOADED = (2108, "auth.sender_map.loaded", Info,
+        "The sender-login map (auth.sender_login_map) was read at start or reload; `entries` gives its size.",
+        "None.");
+    AUTH_SENDER_MAP_FAILED = (2109, "auth.sender_map.failed", Error,
+        "The sender-login map could not be loaded (its problems are listed as file:line, or the file was refused for its mode, owner or a symbolic link); the previous map stays in force (at start: none, and every sender of an authenticated user but <> is refused).",
+        "Fix the file and reload.");
+    AUTH_DOVECOT_CONNECTED = (2110, "auth.dovecot.connected", Info,
+        "At start Tern reached Dovecot's auth socket (auth.dovecot_socket); `mechanisms` lists what Dovecot offers (AUTH advertises the configured mechanisms Dovecot offers).",
+        "None; if a mechanism you listed in auth.mechanisms is missing, add it to Dovecot's auth_mechanisms.");
+
     // Rate limits (tern-limits, docs/LIMITS.md): ids 2131-2149. Each is logged once per
     // key and window, however many commands the limit refuses in that window.
     LIMIT_CLIENT_CONNECTIONS = (2131, "smtp.limit.client_connections", Notice,
@@ -135,7 +167,6 @@ events! {
     LIMIT_CLIENT_RECIPIENTS = (2138, "smtp.limit.client_recipients", Notice,
         "A client network addressed more recipients than limits.client_recipients allows; further RCPT commands get 451 4.7.1 until its allowance comes back (`retry_after_secs`). Logged once per network and window.",
         "None for a spam run or a dictionary attack; the client retries later. For a legitimate bulk sender, raise limits.client_recipients or exempt it through relay.networks.");
-
     SPOOL_RECOVERED = (3001, "spool.recovered", Info,
         "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers recovers it in the background after its listeners started (this event then comes at the end of that recovery, with event 4065) and reads deferred/ after that: `deferred` is then 0 here and event 4055 counts it.",
         "None.");

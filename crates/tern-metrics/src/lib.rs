@@ -238,6 +238,148 @@ impl DkimSignature {
     }
 }
 
+// --- SMTP AUTH (issue 17 §1) ---
+
+/// How an SMTP AUTH exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    /// 235: authenticated.
+    Success,
+    /// 535: wrong password, unknown user, or refused by the mechanism.
+    Failure,
+    /// 454: the client or user is locked out.
+    Locked,
+    /// 454: the credential backend could not answer.
+    Unavailable,
+    /// 501: the client cancelled or sent an undecodable response.
+    Cancelled,
+}
+
+impl AuthResult {
+    /// Every result, in label order.
+    pub const ALL: [AuthResult; 5] = [
+        AuthResult::Success,
+        AuthResult::Failure,
+        AuthResult::Locked,
+        AuthResult::Unavailable,
+        AuthResult::Cancelled,
+    ];
+
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthResult::Success => "success",
+            AuthResult::Failure => "failure",
+            AuthResult::Locked => "locked",
+            AuthResult::Unavailable => "unavailable",
+            AuthResult::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The `mechanism` label values of `tern_smtp_auth` (anything else counts as `other`).
+pub const AUTH_MECHANISMS: [&str; 4] = ["plain", "login", "scram_sha_256", "other"];
+
+/// Why mail was refused on a submission listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmissionRefusal {
+    /// MAIL without AUTH on an `auth = "required"` listener (530 5.7.0).
+    AuthRequired,
+    /// A sender the authenticated user does not own (553 5.7.1).
+    SenderMismatch,
+}
+
+impl SubmissionRefusal {
+    /// Every reason, in label order.
+    pub const ALL: [SubmissionRefusal; 2] = [
+        SubmissionRefusal::AuthRequired,
+        SubmissionRefusal::SenderMismatch,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubmissionRefusal::AuthRequired => "auth_required",
+            SubmissionRefusal::SenderMismatch => "sender_mismatch",
+        }
+    }
+}
+
+/// The AUTH counters, resolved at start.
+struct AuthCounters {
+    exchanges: [[Counter; AuthResult::ALL.len()]; AUTH_MECHANISMS.len()],
+    refused: [Counter; SubmissionRefusal::ALL.len()],
+}
+
+impl AuthCounters {
+    fn register(registry: &mut Registry) -> AuthCounters {
+        let family = Family::<[(&'static str, String); 2], Counter>::default();
+        registry.register(
+            "smtp_auth",
+            "SMTP AUTH exchanges, by mechanism and result",
+            family.clone(),
+        );
+        let exchanges = AUTH_MECHANISMS.map(|m| {
+            AuthResult::ALL.map(|r| {
+                family.get_or_create_owned(&[
+                    ("mechanism", m.to_owned()),
+                    ("result", r.as_str().to_owned()),
+                ])
+            })
+        });
+        let refused_family = Family::<Labels1, Counter>::default();
+        registry.register(
+            "smtp_submission_refused",
+            "Mail refused on submission: no AUTH where required, or a sender the user does not own",
+            refused_family.clone(),
+        );
+        let refused = SubmissionRefusal::ALL
+            .map(|r| refused_family.get_or_create_owned(&[("reason", r.as_str().to_owned())]));
+        AuthCounters { exchanges, refused }
+    }
+}
+
+impl Metrics {
+    /// Counts one AUTH exchange; `mechanism` is one of [`AUTH_MECHANISMS`] (anything
+    /// else counts as `other`).
+    pub fn auth(&self, mechanism: &str, result: AuthResult) {
+        let m = AUTH_MECHANISMS
+            .iter()
+            .position(|x| *x == mechanism)
+            .unwrap_or(AUTH_MECHANISMS.len() - 1);
+        if let Some(c) = self
+            .auth
+            .exchanges
+            .get(m)
+            .and_then(|row| row.get(result as usize))
+        {
+            c.inc();
+        }
+    }
+
+    /// AUTH exchanges so far with `mechanism` and `result`.
+    pub fn auth_count(&self, mechanism: &str, result: AuthResult) -> u64 {
+        let m = AUTH_MECHANISMS
+            .iter()
+            .position(|x| *x == mechanism)
+            .unwrap_or(AUTH_MECHANISMS.len() - 1);
+        self.auth
+            .exchanges
+            .get(m)
+            .and_then(|row| row.get(result as usize))
+            .map_or(0, Counter::get)
+    }
+
+    /// Counts one refusal on a submission listener.
+    pub fn submission_refused(&self, reason: SubmissionRefusal) {
+        if let Some(c) = self.auth.refused.get(reason as usize) {
+            c.inc();
+        }
+    }
+}
+
+// --- end SMTP AUTH ---
+
 /// Accept latency buckets, seconds (DATA end to 250: content, fsyncs, group commit).
 static ACCEPT_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -299,6 +441,8 @@ pub struct Metrics {
     pub destinations_down: Gauge,
     /// DKIM signatures by algorithm and result.
     dkim: [Counter; DkimSignature::ALL.len()],
+    /// SMTP AUTH counters (issue 17).
+    auth: AuthCounters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -450,7 +594,9 @@ impl Metrics {
                 ("result", result.to_owned()),
             ])
         });
+        let auth = AuthCounters::register(&mut registry);
         Metrics {
+            auth,
             registry,
             dkim,
             received,

@@ -209,3 +209,39 @@ fn the_global_registry_is_one() {
     get().dns_cache_hits.inc();
     assert_eq!(get().dns_cache_hits.get(), before + 1);
 }
+
+#[test]
+fn auth_exchanges_by_mechanism_and_result() {
+    let m = Metrics::new();
+    m.auth("plain", AuthResult::Failure);
+    m.auth("plain", AuthResult::Failure);
+    m.auth("scram_sha_256", AuthResult::Success);
+    m.auth("cram_md5", AuthResult::Locked);
+    m.submission_refused(SubmissionRefusal::SenderMismatch);
+    assert_eq!(m.auth_count("plain", AuthResult::Failure), 2);
+    assert_eq!(m.auth_count("other", AuthResult::Locked), 1);
+    let text = m.render(&Scrape::default()).unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            "tern_smtp_auth_total{mechanism=\"plain\",result=\"failure\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tern_smtp_auth_total{mechanism=\"scram_sha_256\",result=\"success\"}"
+        ),
+        Some(1.0)
+    );
+    // Every series exists from the start (bounded: 4 mechanisms × 5 results).
+    assert_eq!(text.matches("tern_smtp_auth_total{").count(), 20);
+    assert_eq!(
+        sample(
+            &text,
+            "tern_smtp_submission_refused_total{reason=\"sender_mismatch\"}"
+        ),
+        Some(1.0)
+    );
+}

@@ -11,6 +11,10 @@
 //! §2.3.8 asks for CRLF, but every widespread server accepts LF in commands; in DATA the
 //! rules are strict, see `data`).
 
+/// Longest AUTH command line and SASL response line, CRLF included (RFC 4954 §4: 12288
+/// octets). Lines that start with `AUTH ` may be this long whatever the command-line limit.
+pub const AUTH_LINE_LIMIT: usize = 12288;
+
 /// What the framer found at the front of the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -41,9 +45,28 @@ impl CommandFramer {
     }
 
     /// Examines `buf` and returns the next frame plus how many bytes of `buf` the caller
-    /// must drop from its front. Call repeatedly until it returns `NeedMore`.
+    /// must drop from its front. Call repeatedly until it returns `NeedMore`. A line that
+    /// starts with `AUTH ` may be [`AUTH_LINE_LIMIT`] octets long.
     pub fn next_frame<'a>(&mut self, buf: &'a [u8]) -> (Frame<'a>, usize) {
-        let window = &buf[..buf.len().min(self.max_line)];
+        let auth = buf
+            .get(..5)
+            .is_some_and(|head| head.eq_ignore_ascii_case(b"AUTH "));
+        let limit = if auth && !self.skipping {
+            self.max_line.max(AUTH_LINE_LIMIT)
+        } else {
+            self.max_line
+        };
+        self.next_frame_within(buf, limit)
+    }
+
+    /// The next SASL response line of an AUTH exchange (RFC 4954 §4): like
+    /// [`next_frame`](Self::next_frame) with the [`AUTH_LINE_LIMIT`].
+    pub fn next_auth_response<'a>(&mut self, buf: &'a [u8]) -> (Frame<'a>, usize) {
+        self.next_frame_within(buf, self.max_line.max(AUTH_LINE_LIMIT))
+    }
+
+    fn next_frame_within<'a>(&mut self, buf: &'a [u8], max_line: usize) -> (Frame<'a>, usize) {
+        let window = &buf[..buf.len().min(max_line)];
         match window.iter().position(|&b| b == b'\n') {
             Some(lf) if self.skipping => {
                 self.skipping = false;
@@ -62,7 +85,7 @@ impl CommandFramer {
                 },
                 window.len(),
             ),
-            None if buf.len() >= self.max_line => {
+            None if buf.len() >= max_line => {
                 self.skipping = true;
                 (Frame::TooLong, window.len())
             }
@@ -143,6 +166,31 @@ mod tests {
     }
 
     #[test]
+    fn auth_lines_may_be_12288_octets() {
+        let mut f = CommandFramer::new(512);
+        let mut line = b"AUTH PLAIN ".to_vec();
+        line.resize(AUTH_LINE_LIMIT - 2, b'A');
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(frames(&mut f, &line).len(), 1);
+        assert_eq!(frames(&mut f, &line)[0].len(), AUTH_LINE_LIMIT - 2);
+        // One more octet is too long; other commands keep their limit.
+        let mut long = b"AUTH PLAIN ".to_vec();
+        long.resize(AUTH_LINE_LIMIT, b'A');
+        long.extend_from_slice(b"\r\nNOOP\r\n");
+        assert_eq!(frames(&mut f, &long), vec!["<too long>", "NOOP"]);
+        let mut noop = b"NOOP ".to_vec();
+        noop.resize(600, b'x');
+        noop.extend_from_slice(b"\r\n");
+        assert_eq!(frames(&mut f, &noop), vec!["<too long>"]);
+        // A response line inside an exchange has the AUTH limit too.
+        let mut resp = vec![b'A'; AUTH_LINE_LIMIT - 2];
+        resp.extend_from_slice(b"\r\n");
+        let (fr, used) = f.next_auth_response(&resp);
+        assert!(matches!(fr, Frame::Line(l) if l.len() == AUTH_LINE_LIMIT - 2));
+        assert_eq!(used, AUTH_LINE_LIMIT);
+    }
+
+    #[test]
     fn line_of_exactly_the_limit_is_accepted() {
         let mut f = CommandFramer::new(8);
         assert_eq!(frames(&mut f, b"ABCDEF\r\n"), vec!["ABCDEF"]);
@@ -157,8 +205,8 @@ mod tests {
             let mut buf = data.clone();
             loop {
                 let (fr, used) = f.next_frame(&buf);
-                if let Frame::Line(l) = fr { prop_assert!(l.len() < limit); }
-                if used == 0 { prop_assert!(buf.len() < limit || f.is_skipping()); break; }
+                if let Frame::Line(l) = fr { prop_assert!(l.len() < limit.max(AUTH_LINE_LIMIT)); }
+                if used == 0 { prop_assert!(buf.len() < limit.max(AUTH_LINE_LIMIT) || f.is_skipping()); break; }
                 buf.drain(..used);
             }
         }

@@ -35,7 +35,7 @@ pub use address::{AddressError, Mailbox, RoutingTrick};
 pub use bdat::BdatDecoder;
 pub use command::{Command, CommandError, MailCommand, RcptCommand};
 pub use data::{BareLinePolicy, DataDecoder, DataLimits, DataProblem, DataStep};
-pub use input::{CommandFramer, Frame};
+pub use input::{AUTH_LINE_LIMIT, CommandFramer, Frame};
 pub use msgid::MessageIdScanner;
 pub use reply::Reply;
 

@@ -67,6 +67,21 @@ pub enum TlsMode {
     None,
 }
 
+/// Whether a listener offers SMTP AUTH (docs/SUBMISSION.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No AUTH (an MX listener): `AUTH` gets `502 5.5.1`.
+    #[default]
+    None,
+    /// AUTH offered under TLS; clients may also send without it (as on port 25, where
+    /// only what the relay rules allow is accepted from them).
+    Optional,
+    /// AUTH offered under TLS and needed before MAIL (`530 5.7.0`): a submission
+    /// listener (ports 587 and 465).
+    Required,
+}
+
 /// One listening socket and its limits.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
@@ -116,6 +131,12 @@ pub struct ListenerConfig {
     pub timeouts: Timeouts,
     /// Shorter timeouts and tighter limits while the listener is nearly full.
     pub stress: Stress,
+    /// SMTP AUTH on this listener: `none`, `optional` or `required` (the credential
+    /// source and mechanisms are in `[auth]`).
+    pub auth: AuthMode,
+    /// Offer AUTH without TLS to loopback clients (127.0.0.0/8, ::1) only, for a local
+    /// webmail or test client; everyone else still needs TLS first (`538 5.7.11`).
+    pub allow_plaintext_loopback: bool,
 }
 
 /// Stress mode (like Postfix's): while many of the listener's places are in use, every
@@ -208,6 +229,8 @@ impl Default for ListenerConfig {
             bare_line_endings: BareLf::Normalize,
             timeouts: Timeouts::default(),
             stress: Stress::default(),
+            auth: AuthMode::None,
+            allow_plaintext_loopback: false,
         }
     }
 }
@@ -319,6 +342,16 @@ impl ListenerConfig {
                 false,
                 "certificate",
                 "tls = \"implicit\" needs a certificate",
+            );
+        }
+        if self.auth != AuthMode::None
+            && (self.certificate.is_none() || self.tls == TlsMode::None)
+            && !self.allow_plaintext_loopback
+        {
+            need(
+                false,
+                "auth",
+                "AUTH is offered only under TLS: configure a certificate (or allow_plaintext_loopback for loopback clients only)",
             );
         }
         for (key, path) in [
@@ -444,6 +477,21 @@ mod tests {
         }
         .limiter_config();
         assert_eq!(all_reserved.reserved, 1);
+    }
+
+    #[test]
+    fn auth_needs_tls_unless_plaintext_loopback() {
+        let auth = ListenerConfig {
+            auth: AuthMode::Required,
+            ..ListenerConfig::default()
+        };
+        let keys: Vec<String> = auth.problems("l").into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["l.auth"]);
+        let loopback = ListenerConfig {
+            allow_plaintext_loopback: true,
+            ..auth
+        };
+        assert!(loopback.problems("l").is_empty());
     }
 
     #[test]

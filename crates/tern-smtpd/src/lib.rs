@@ -55,7 +55,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use config::{ConfigProblem, ListenerConfig, RelayConfig, TlsMode};
+pub use config::{AuthMode, ConfigProblem, ListenerConfig, RelayConfig, TlsMode};
 pub use relay::RelayPolicy;
 
 /// State shared by every listener and session.
@@ -84,6 +84,9 @@ pub struct SmtpShared {
     /// Rate limits (`[limits]`, `rate.rs`): connections, messages and recipients per
     /// window; swapped on reload, the limiter's table kept.
     pub limits: rate::RateLimits,
+    /// SMTP AUTH (`[auth]`): `None` when no listener offers it. Listeners with `auth =
+    /// "optional"` or `"required"` use it.
+    pub auth: Option<Arc<tern_auth::AuthService>>,
 }
 
 /// One listener's configuration plus what was built from it.

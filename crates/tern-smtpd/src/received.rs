@@ -12,7 +12,13 @@
 //! `NAME` is the forward-confirmed reverse-DNS name or `unknown`; the TLS line appears only
 //! for encrypted sessions; `for` only when the message has exactly one recipient (naming
 //! one of several would disclose Bcc recipients). The protocol keyword follows RFC 3848
-//! and RFC 6531 (SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS). Peer-supplied text is
+//! and RFC 6531 (SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS, and with SMTP AUTH ESMTPA,
+//! ESMTPSA, UTF8SMTPA, UTF8SMTPSA). The authenticated user is not written unless the
+//! operator asks (`auth.received_show_user`: `(Authenticated sender: USER)`, as Postfix's
+//! `smtpd_sasl_authenticated_header`); with `auth.received_hide_client` an authenticated
+//! submission's header has no `from` clause and no TLS comment
+//! (`Received: by HOSTNAME (Tern) with ESMTPSA id …`), so the sender's address and machine
+//! name stay private (docs/SUBMISSION.md). Peer-supplied text is
 //! stripped of anything that could break the header, and the HELO name is written in
 //! printable ASCII only: every other character (control characters, 8-bit text, the
 //! U+FFFD that stands for invalid UTF-8) becomes `?`, and parentheses become `_`, so the
@@ -43,6 +49,12 @@ pub struct Trace<'a> {
     pub single_recipient: Option<&'a str>,
     /// Date in RFC 5322 form.
     pub date: &'a str,
+    /// The client authenticated (SMTP AUTH).
+    pub authenticated: bool,
+    /// The user to name in the header (`auth.received_show_user`), if any.
+    pub show_user: Option<&'a str>,
+    /// Leave the client out (`auth.received_hide_client`; authenticated sessions only).
+    pub hide_client: bool,
 }
 
 impl Trace<'_> {
@@ -57,11 +69,21 @@ impl Trace<'_> {
                 None => format!("IPv6:{v6}"),
             },
         };
-        let mut h = format!("Received: from {helo} ({name} [{ip}])\r\n");
-        if let Some(tls) = self.tls {
-            h.push_str(&format!("\t(using {})\r\n", sanitize(tls)));
+        let hide = self.hide_client && self.authenticated;
+        let mut h = if hide {
+            "Received: ".to_string()
+        } else {
+            let mut h = format!("Received: from {helo} ({name} [{ip}])\r\n");
+            if let Some(tls) = self.tls {
+                h.push_str(&format!("\t(using {})\r\n", sanitize(tls)));
+            }
+            h.push('\t');
+            h
+        };
+        if let Some(user) = self.show_user.filter(|_| self.authenticated) {
+            h.push_str(&format!("(Authenticated sender: {})\r\n\t", sanitize(user)));
         }
-        let proto = match (self.smtputf8, self.esmtp, self.tls.is_some()) {
+        let base = match (self.smtputf8, self.esmtp, self.tls.is_some()) {
             (true, _, false) => "UTF8SMTP",
             (true, _, true) => "UTF8SMTPS",
             (false, true, true) => "ESMTPS",
@@ -69,8 +91,10 @@ impl Trace<'_> {
             (false, false, true) => "SMTPS",
             (false, false, false) => "SMTP",
         };
+        // RFC 3848: an A after the keyword (ESMTPA, ESMTPSA, UTF8SMTPSA…).
+        let auth = if self.authenticated { "A" } else { "" };
         h.push_str(&format!(
-            "\tby {} (Tern) with {proto} id {}",
+            "by {} (Tern) with {base}{auth} id {}",
             self.hostname, self.queue_id
         ));
         if let Some(rcpt) = self.single_recipient {
@@ -155,11 +179,56 @@ mod tests {
             queue_id: "0ABC",
             single_recipient: Some("a@b.test"),
             date: "Mon, 23 Nov 2026 16:55:00 +0000",
+            authenticated: false,
+            show_user: None,
+            hide_client: false,
         };
         assert_eq!(
             t.render(),
             "Received: from client.example (mail.example [192.0.2.7])\r\n\t(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)\r\n\tby mx.test (Tern) with ESMTPS id 0ABC\r\n\tfor <a@b.test>; Mon, 23 Nov 2026 16:55:00 +0000\r\n"
         );
+    }
+
+    #[test]
+    fn authenticated_submissions() {
+        let mut t = Trace {
+            helo: "laptop.home",
+            client_name: Some("dsl.isp.example"),
+            client_ip: "198.51.100.7".parse().unwrap(),
+            tls: Some("TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256"),
+            hostname: "mx.test",
+            esmtp: true,
+            smtputf8: false,
+            queue_id: "0ABC",
+            single_recipient: None,
+            date: "d",
+            authenticated: true,
+            show_user: None,
+            hide_client: false,
+        };
+        assert_eq!(
+            t.render(),
+            "Received: from laptop.home (dsl.isp.example [198.51.100.7])\r\n\t(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)\r\n\tby mx.test (Tern) with ESMTPSA id 0ABC; d\r\n"
+        );
+        t.show_user = Some("alice");
+        assert!(t.render().contains(
+            "\r\n\t(Authenticated sender: alice)\r\n\tby mx.test (Tern) with ESMTPSA id 0ABC; d\r\n"
+        ));
+        t.show_user = None;
+        t.hide_client = true;
+        assert_eq!(
+            t.render(),
+            "Received: by mx.test (Tern) with ESMTPSA id 0ABC; d\r\n"
+        );
+        t.tls = None;
+        t.smtputf8 = true;
+        assert_eq!(
+            t.render(),
+            "Received: by mx.test (Tern) with UTF8SMTPA id 0ABC; d\r\n"
+        );
+        // Hiding applies to authenticated sessions only.
+        t.authenticated = false;
+        assert!(t.render().starts_with("Received: from laptop.home"));
     }
 
     #[test]
@@ -175,6 +244,9 @@ mod tests {
             queue_id: "0ABC",
             single_recipient: None,
             date: "d",
+            authenticated: false,
+            show_user: None,
+            hide_client: false,
         };
         let h = t.render();
         assert_eq!(h.matches("\r\n").count(), 2);
@@ -201,6 +273,9 @@ mod tests {
                 queue_id: "0ABC",
                 single_recipient: None,
                 date: "d",
+                authenticated: false,
+                show_user: None,
+                hide_client: false,
             };
             let h = t.render();
             assert!(

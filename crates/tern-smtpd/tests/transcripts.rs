@@ -39,6 +39,12 @@
 //!   - `# tls: starttls|implicit|none` generates a self-signed certificate for `mx.test`,
 //!     configures it and sets the listener's TLS mode (without this line: no certificate),
 //!   - `# max_queued_messages: N`: back pressure refuses MAIL while N messages are queued,
+//!   - `# auth: none|optional|required` and `# allow_plaintext_loopback: true` (the
+//!     listener keys); `# auth_user: LINE` adds a line to the passwd-file (repeatable),
+//!     `# auth_sender_map: LINE` one to the sender-login map; `# auth.sender_check:`,
+//!     `# auth.mechanisms: PLAIN,LOGIN`, `# auth.max_failures_per_client: N`,
+//!     `# auth.max_failures_per_user: N`, `# auth.received_show_user: true`,
+//!     `# auth.received_hide_client: true` set `[auth]` keys (failure delays are 0),
 //!   - `# rdns_lookup_loopback: true` (loopback clients are then looked up like others,
 //!     and with no resolver they are `unknown`),
 //!   - `# expect: closed`: after the last step, the server must close the current
@@ -54,7 +60,8 @@
 //!   - `# envelope: field = value` checks a stored envelope field of every queued
 //!     message: `sender`, `recipients` (addresses joined by `, `), `dsn_ret`
 //!     (`hdrs`/`full`/`none`), `dsn_envid`, `smtputf8`, `body`, `declared_size`, `helo`,
-//!     `esmtp`, `tls`, `verified_name`, `notify[I]` (e.g. `success,failure`), `orcpt[I]`.
+//!     `esmtp`, `tls`, `verified_name`, `authenticated`, `relay_network`, `notify[I]` (e.g.
+//!     `success,failure`), `orcpt[I]`.
 //! - Directives act where they appear, on the current connection:
 //!   - `# tls-handshake`: the client starts TLS (accepting the self-signed certificate); the
 //!     rest of the transcript runs inside TLS. Fails if the server sent anything the client
@@ -98,6 +105,13 @@ macro_rules! transcripts {
 }
 
 transcripts![
+    auth_after_helo_and_auth_parameter_without_auth_refused,
+    auth_lines_up_to_12288_octets,
+    auth_login_continuations_cancel_and_bad_base64,
+    auth_received_hides_client_and_names_user_on_request,
+    auth_required_needs_tls_then_plain_relays,
+    auth_sender_login_map_envelope_and_header,
+    auth_wrong_password_and_unknown_user_then_lockout,
     back_pressure_refuses_mail_when_queue_full,
     basic_session_queues_message,
     bdat_bare_line_endings_normalized_across_chunks,

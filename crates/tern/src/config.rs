@@ -80,6 +80,8 @@ pub struct Config {
     /// `[dkim]`: DKIM signing domains, keys and rules (docs/DKIM.md). Its key files are
     /// read by the server at start and reload, and by `check-config`, not here.
     pub dkim: tern_dkim::DkimConfig,
+    /// `[auth]`: SMTP AUTH for submission listeners (docs/SUBMISSION.md).
+    pub auth: tern_auth::AuthConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -457,6 +459,22 @@ impl Config {
         }
         p.extend(self.relay.problems());
         p.extend(self.limits.problems());
+        // [auth] (issue 17): the section's own rules, and a source for every listener
+        // that offers AUTH.
+        p.extend(
+            self.auth
+                .problems()
+                .into_iter()
+                .map(|(k, m)| ConfigProblem::new(k, m)),
+        );
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.auth != tern_smtpd::AuthMode::None && !self.auth.has_backend() {
+                p.push(ConfigProblem::new(
+                    format!("listener[{i}].auth"),
+                    "needs auth.passwd_file or auth.dovecot_socket",
+                ));
+            }
+        }
         let bp = &self.back_pressure;
         if !(0.0..100.0).contains(&bp.min_free_percent) {
             p.push(ConfigProblem::new(
@@ -751,7 +769,25 @@ impl Config {
         c.local_directory = Arc::clone(&new.local_directory);
         c.queue.settings = new.queue.settings.clone();
         c.dkim = new.dkim.clone();
+        c.auth = new.auth.clone();
         c
+    }
+
+    /// Loads the `[auth]` files (passwd-file, sender-login map) to report their problems
+    /// (`tern check-config`); they are loaded again by the server itself.
+    pub fn auth_file_problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if let Some(path) = &self.auth.passwd_file
+            && let Err(e) = tern_auth::passwd::PasswdFile::load(path)
+        {
+            p.push(ConfigProblem::new("auth.passwd_file", e.to_string()));
+        }
+        if let Some(path) = &self.auth.sender_login_map
+            && let Err(e) = tern_auth::sender_map::SenderLoginMap::load(path)
+        {
+            p.push(ConfigProblem::new("auth.sender_login_map", e.to_string()));
+        }
+        p
     }
 }
 
@@ -781,6 +817,28 @@ mod tests {
         assert_eq!(keys, ["queue.max_concurency"], "{e}");
         let good = format!("[queue]\ndeliver = false\nmax_concurrency = 5\n{listener}");
         assert!(Config::parse(&good, "test").is_ok());
+    }
+
+    #[test]
+    fn a_listener_with_auth_needs_a_credential_source() {
+        let listener = "[[listener]]\nname = \"sub\"\naddress = \"127.0.0.1:2587\"\nauth = \"required\"\nallow_plaintext_loopback = true\n";
+        let e = Config::parse(listener, "test").unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["listener[0].auth"], "{e}");
+        let with = format!(
+            "{listener}[auth]\ndovecot_socket = \"/run/dovecot/auth-client\"\nsender_check = \"envelope\"\n"
+        );
+        let e = Config::parse(&with, "test").unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["auth.sender_check"], "{e}");
+        let good = format!(
+            "{listener}[auth]\ndovecot_socket = \"/run/dovecot/auth-client\"\nmechanisms = [\"PLAIN\"]\n"
+        );
+        let c = Config::parse(&good, "test").unwrap();
+        assert_eq!(c.auth.mechanisms, [tern_auth::Mechanism::Plain]);
+        let bad_mech =
+            format!("{listener}[auth]\ndovecot_socket = \"/x\"\nmechanisms = [\"CRAM-MD5\"]\n");
+        assert!(Config::parse(&bad_mech, "test").is_err());
     }
 
     #[test]

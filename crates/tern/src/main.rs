@@ -356,9 +356,11 @@ fn main() -> ExitCode {
         },
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
-                // Key files are read here, not in `Config::load`: a reload with a broken
-                // key keeps the previous key instead of refusing the whole file.
-                let problems = dkim::key_problems(&c);
+                // Key files, the passwd-file and the sender-login map are read here, not
+                // in `Config::load`: a reload with a broken one keeps the previous one
+                // instead of refusing the whole file.
+                let mut problems = dkim::key_problems(&c);
+                problems.extend(c.auth_file_problems());
                 if problems.is_empty() {
                     crate::term::outln!("{}: OK", file.display());
                     ExitCode::SUCCESS

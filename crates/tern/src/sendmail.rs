@@ -438,7 +438,10 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
         Err(e) => return fail(EX_SOFTWARE, &format!("starting a runtime: {e}")),
     };
     let hostname = config.server.hostname.clone();
-    let listener = config.listeners.first().cloned().unwrap_or_default();
+    let mut listener = config.listeners.first().cloned().unwrap_or_default();
+    // A local program is not asked to authenticate (the first listener may be a
+    // submission listener).
+    listener.auth = tern_smtpd::AuthMode::None;
     runtime.block_on(async move {
         let shared = Arc::new(SmtpShared {
             relay: ArcSwap::from_pointee(RelayPolicy::new(&config.relay, &hostname)),
@@ -452,6 +455,7 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
             loop_mark: None,
             // A local program: no rate limit (as Postfix's sendmail bypasses anvil).
             limits: tern_smtpd::rate::RateLimits::disabled(),
+            auth: None,
         });
         let ctx = ListenerContext::local(shared, listener);
         let (_keep, shutdown) = tokio::sync::watch::channel(false);

@@ -132,6 +132,39 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     } else {
         Arc::new(spool.clone())
     };
+    // SMTP AUTH (docs/SUBMISSION.md): built when a listener offers it or [auth] names a
+    // source. A credential file that cannot be loaded stops the start.
+    let auth = if config.auth.has_backend()
+        || config
+            .listeners
+            .iter()
+            .any(|l| l.auth != tern_smtpd::AuthMode::None)
+    {
+        // The salts SCRAM shows for unknown users stay the same across restarts.
+        let key = data_dir.join("auth.key");
+        let secret = tern_auth::private_file::load_or_create_secret(&key)
+            .with_context(|| format!("the SCRAM salt key {}", key.display()))?;
+        let (service, report) = tern_auth::AuthService::with_secret(&config.auth, secret);
+        auth_loaded(&events, &report);
+        if report.has_errors() {
+            events.flush(Duration::from_secs(2));
+            anyhow::bail!("[auth]: {}", auth_errors(&report));
+        }
+        match service.probe_dovecot().await {
+            Ok(Some(mechs)) => events.emit(
+                &catalog::AUTH_DOVECOT_CONNECTED,
+                fields!("socket" => config.auth.dovecot_socket.as_deref().unwrap_or(Path::new("")).display(), "mechanisms" => mechs.join(" ")),
+            ),
+            Ok(None) => {}
+            Err(e) => events.emit(
+                &catalog::SMTP_AUTH_UNAVAILABLE,
+                fields!("client" => "-", "mechanism" => "-", "error" => e),
+            ),
+        }
+        Some(service)
+    } else {
+        None
+    };
     // One per process: in the greeting of our server, recognised by our client.
     let loop_mark = tern_route::own::new_loop_mark();
     let shared = Arc::new(SmtpShared {
@@ -148,6 +181,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         rdns_lookup_loopback: false,
         loop_mark: Some(loop_mark.clone()),
         limits: tern_smtpd::rate::RateLimits::in_memory(&config.limits),
+        auth,
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),
@@ -437,6 +471,11 @@ fn reload(
         ctx.own_addrs.refresh();
     }
     maps_loaded(events, &config);
+    // [auth]: files read again; one that cannot be loaded keeps the previous (event
+    // 2106 or 2109). A listener's `auth` mode needs a restart, like the listeners.
+    if let Some(auth) = &shared.auth {
+        auth_loaded(events, &auth.reload(&config.auth));
+    }
     current.store(Arc::new(current.load().with_reloaded(&config)));
     // The file's log level wins over one set at run time (`tern log-level`).
     let level = Severity::parse(&config.server.log_level).unwrap_or(Severity::Info);
@@ -520,6 +559,46 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
     f.write_all(bytes)
+}
+
+/// Events 2105, 2106, 2108 and 2109: what `[auth]` loaded, and what it could not.
+fn auth_loaded(events: &EventLog, report: &tern_auth::LoadReport) {
+    if let Some((file, users)) = &report.passwd {
+        events.emit(
+            &catalog::AUTH_PASSWD_LOADED,
+            fields!("file" => file.display(), "users" => users),
+        );
+    }
+    if let Some((file, e)) = &report.passwd_error {
+        events.emit(
+            &catalog::AUTH_PASSWD_FAILED,
+            fields!("file" => file.display(), "error" => e),
+        );
+    }
+    if let Some((file, entries)) = &report.senders {
+        events.emit(
+            &catalog::AUTH_SENDER_MAP_LOADED,
+            fields!("file" => file.display(), "entries" => entries),
+        );
+    }
+    if let Some((file, e)) = &report.senders_error {
+        events.emit(
+            &catalog::AUTH_SENDER_MAP_FAILED,
+            fields!("file" => file.display(), "error" => e),
+        );
+    }
+}
+
+/// The load errors of a report, on one line.
+fn auth_errors(report: &tern_auth::LoadReport) -> String {
+    let mut e = Vec::new();
+    if let Some((_, err)) = &report.passwd_error {
+        e.push(err.to_string());
+    }
+    if let Some((_, err)) = &report.senders_error {
+        e.push(err.to_string());
+    }
+    e.join("; ")
 }
 
 /// Event 6007: what the local directory holds now.

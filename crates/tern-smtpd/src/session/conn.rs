@@ -43,6 +43,16 @@ impl Conn {
         Ok(())
     }
 
+    /// This server's address on the connection (for Dovecot's `lip=`); `None` for a
+    /// local stream.
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Conn::Plain(t) => t.local_addr().ok().map(|a| a.ip()),
+            Conn::Tls(t) => t.get_ref().0.local_addr().ok().map(|a| a.ip()),
+            Conn::Local(_) | Conn::Closed => None,
+        }
+    }
+
     /// `TLSv1.3 with cipher …` when encrypted.
     pub fn tls_description(&self) -> Option<String> {
         match self {

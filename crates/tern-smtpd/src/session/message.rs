@@ -17,6 +17,10 @@
 //!
 //! The reply `250 2.0.0 Ok: queued as <id>` is written only after `commit` returned, i.e.
 //! after the message file and the directory entry were fsynced.
+//!
+//! For an authenticated client whose sender check includes the header, the header section
+//! is kept as it passes (`from_header.rs`, bounded) and every From address must be the
+//! user's; otherwise the message is refused with `553 5.7.1` and nothing is committed.
 
 use std::time::Instant;
 
@@ -28,6 +32,7 @@ use tern_proto::{
 use tern_spool::{ClientInfo, Envelope, MessageDraft};
 
 use super::clock::ContentBudget;
+use super::from_header::HeaderCapture;
 use super::state::{Greeting, Phase, Transaction};
 use super::{Flow, Session, Wait};
 use crate::received::{Trace, rfc5322_now};
@@ -42,6 +47,8 @@ pub(crate) struct BdatTransfer {
     writer: Box<dyn MessageDraft>,
     /// The Message-ID, for the tracking log, found as the chunks pass.
     msgid: MessageIdScanner,
+    /// The header section, for the From check of authenticated submissions.
+    headers: HeaderCapture,
     /// Checks the content and counts what was received (the size limit).
     decoder: BdatDecoder,
     spool_error: Option<String>,
@@ -75,6 +82,7 @@ impl Session {
         };
         let mut decoder = DataDecoder::new(limits);
         let mut msgid = MessageIdScanner::new();
+        let mut headers = HeaderCapture::new();
         let mut chunk = Vec::with_capacity(SPOOL_CHUNK.min(8192));
         loop {
             let step = decoder.feed(&self.inbuf, &mut chunk);
@@ -89,6 +97,9 @@ impl Session {
                 chunk.clear();
             } else if (ended || chunk.len() >= SPOOL_CHUNK) && !chunk.is_empty() {
                 msgid.feed(&chunk);
+                if self.authenticated.is_some() {
+                    headers.feed(&chunk);
+                }
                 if let Err(e) = writer.write(&chunk).await {
                     spool_error = Some(e.to_string());
                 }
@@ -104,7 +115,7 @@ impl Session {
             (Some(p), _) => refuse_content(p, &limits),
             (None, Some(e)) => self.spool_failed(&e),
             (None, None) => {
-                self.finish_message(&greeting, txn, writer, msgid.message_id())
+                self.finish_message(&greeting, txn, writer, msgid.message_id(), &headers)
                     .await
             }
         };
@@ -140,6 +151,7 @@ impl Session {
                             txn,
                             writer,
                             msgid: MessageIdScanner::new(),
+                            headers: HeaderCapture::new(),
                             decoder: BdatDecoder::new(self.data_limits()),
                             spool_error,
                         })
@@ -181,10 +193,11 @@ impl Session {
             txn,
             writer,
             msgid,
+            headers,
             ..
         } = t;
         let reply = self
-            .finish_message(&greeting, txn, writer, msgid.message_id())
+            .finish_message(&greeting, txn, writer, msgid.message_id(), &headers)
             .await;
         self.reply(reply).await
     }
@@ -210,6 +223,9 @@ impl Session {
                 if let Some(t) = transfer.as_deref_mut() {
                     let piece = self.inbuf.get(..take).unwrap_or_default();
                     t.decoder.feed(piece, &mut checked);
+                    if self.authenticated.is_some() {
+                        t.headers.feed(&checked);
+                    }
                     t.store(&checked).await;
                     checked.clear();
                 }
@@ -233,6 +249,7 @@ impl Session {
         let client_name = self.client_name.get().await;
         let tls = self.conn.tls_description();
         let id = writer.id().to_string();
+        let auth = self.ctx.shared.auth.clone();
         let date = rfc5322_now();
         let single = match txn.recipients.as_slice() {
             [one] => Some(one.address.as_str()),
@@ -249,6 +266,12 @@ impl Session {
             queue_id: &id,
             single_recipient: single,
             date: &date,
+            authenticated: self.authenticated.is_some(),
+            show_user: self
+                .authenticated
+                .as_deref()
+                .filter(|_| auth.as_ref().is_some_and(|a| a.received_show_user())),
+            hide_client: auth.as_ref().is_some_and(|a| a.received_hide_client()),
         }
         .render();
         writer
@@ -266,9 +289,14 @@ impl Session {
         txn: Transaction,
         writer: Box<dyn MessageDraft>,
         message_id: Option<String>,
+        headers: &HeaderCapture,
     ) -> Reply {
         // Accept latency: from the end of the content to the reply.
         let started = Instant::now();
+        if let Some(reply) = self.header_sender_refusal(headers) {
+            // The writer is dropped: its file is removed, nothing is queued.
+            return reply;
+        }
         let id = writer.id();
         let envelope = Envelope {
             id,
@@ -283,7 +311,7 @@ impl Session {
                 tls: self.conn.tls_description(),
                 listener: self.ctx.config.name.clone(),
                 relay_network: self.client_may_relay,
-                authenticated: None,
+                authenticated: self.authenticated.clone(),
             },
             arrival_micros: tern_watchdog::clock::unix_micros(),
             size: writer.written(),
@@ -323,6 +351,24 @@ impl Session {
             }
             Err(e) => self.spool_failed(&e.to_string()),
         }
+    }
+
+    /// The From check of an authenticated submission (`envelope_and_header`): every From
+    /// address must be the user's; an empty one or an unreadable header section is not.
+    fn header_sender_refusal(&self, headers: &HeaderCapture) -> Option<Reply> {
+        let user = self.authenticated.as_deref()?;
+        let service = self.ctx.shared.auth.as_ref()?;
+        if service.sender_check() != tern_auth::SenderCheck::EnvelopeAndHeader {
+            return None;
+        }
+        if !headers.checkable() {
+            return Some(self.sender_mismatch(user, "(header section too long)", "header"));
+        }
+        headers
+            .sender_addresses()
+            .into_iter()
+            .find(|a| a.is_empty() || !service.sender_allowed(user, a))
+            .map(|bad| self.sender_mismatch(user, &bad, "header"))
     }
 
     fn spool_failed(&self, error: &str) -> Reply {

@@ -43,9 +43,15 @@
 //!   expanded, duplicates in any case removed, ORCPT set to what the client wrote), and
 //!   an unknown user, an alias loop or an expansion over the limits is refused there and
 //!   then, never bounced later.
+//! - SMTP AUTH (`auth.rs`): offered only under TLS (or to loopback clients where allowed);
+//!   an authenticated client may relay like a relay-network client; on a listener with
+//!   `auth = "required"` nothing is accepted before AUTH. During an exchange the input
+//!   buffer may hold one response line of up to 12288 octets (RFC 4954 §4).
 
+mod auth;
 pub mod clock;
 mod conn;
+mod from_header;
 mod message;
 pub mod state;
 
@@ -135,6 +141,9 @@ pub struct Session {
     bdat: Option<message::BdatTransfer>,
     client_name: ClientName,
     client_may_relay: bool,
+    /// The SASL identity after a successful AUTH (at most once per session; cleared by
+    /// STARTTLS).
+    authenticated: Option<String>,
     errors: u32,
     /// Junk commands since the session started or last queued a message.
     junk: u32,
@@ -247,6 +256,7 @@ impl Session {
             bdat: None,
             client_name,
             client_may_relay,
+            authenticated: None,
             errors: 0,
             junk: 0,
             queued: 0,
@@ -474,11 +484,16 @@ impl Session {
                 } else {
                     ""
                 };
+                let auth = if self.auth_ehlo_line().is_some() {
+                    " AUTH"
+                } else {
+                    ""
+                };
                 Reply::new(
                     214,
                     "2.0.0",
                     format!(
-                        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY{tls}"
+                        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY{tls}{auth}"
                     ),
                 )
             }
@@ -489,6 +504,9 @@ impl Session {
             ),
             Ok(Command::Expn) => Reply::new(502, "5.5.1", "EXPN not available"),
             Ok(Command::StartTls) => return self.starttls().await,
+            Ok(Command::Auth { mechanism, initial }) => {
+                return self.auth(mechanism, initial).await;
+            }
             Ok(Command::NotOffered(name)) => {
                 Reply::new(502, "5.5.1", format!("{name} not available"))
             }
@@ -540,6 +558,9 @@ impl Session {
             "CHUNKING".into(),
             "DSN".into(),
         ];
+        if let Some(auth) = self.auth_ehlo_line() {
+            lines.push(auth);
+        }
         if self.starttls_offered() {
             lines.push("STARTTLS".into());
         }
@@ -554,6 +575,15 @@ impl Session {
     async fn mail(&mut self, m: tern_proto::MailCommand) -> Reply {
         if let Err(r) = self.phase.may_start_mail() {
             return r;
+        }
+        if let Some(r) = self.auth_required_refusal() {
+            return r;
+        }
+        if m.auth.is_some() && self.auth_ehlo_line().is_none() && self.authenticated.is_none() {
+            // RFC 4954 §5: AUTH= only where AUTH was advertised. Where it was, it is
+            // accepted and ignored: Tern does not pass it on.
+            tern_metrics::get().reject(Reject::Syntax);
+            return Reply::new(555, "5.5.4", "Parameter AUTH not supported");
         }
         if let Some(reason) = self.ctx.shared.back_pressure.refusing() {
             self.ctx.shared.events.emit(
@@ -583,9 +613,11 @@ impl Session {
                 return r;
             }
         };
+        if let Some(r) = self.sender_refusal(&sender) {
+            return r;
+        }
         // Messages per window: client network, user, sender domain (docs/LIMITS.md).
-        // The authenticated identity is `None` until the AUTH branch wires it here.
-        let user: Option<&str> = None;
+        let user: Option<&str> = self.authenticated.as_deref();
         let now = tern_watchdog::clock::unix_ms();
         let shared = &self.ctx.shared;
         if let Err(limited) = shared
@@ -618,7 +650,11 @@ impl Session {
         let max = self.ctx.config.max_recipients;
         let ctx = Arc::clone(&self.ctx);
         let relay = ctx.shared.relay.load();
-        let may_relay = self.client_may_relay;
+        // An authenticated client may relay, like a relay-network client (but only a
+        // relay network is exempt from the per-client rate limits).
+        let may_relay = self.client_may_relay || self.authenticated.is_some();
+        let in_relay_network = self.client_may_relay;
+        let user = self.authenticated.clone();
         let peer = self.peer;
         let txn = match self.phase.transaction_mut() {
             Ok(t) => t,
@@ -681,15 +717,19 @@ impl Session {
             return too_many_recipients(&ctx, peer, txn, max);
         }
         // Recipients per window: client network, user, sender domain
-        // (docs/LIMITS.md); charged only for a recipient about to be accepted. The AUTH
-        // branch wires the user here.
-        let user: Option<&str> = None;
+        // (docs/LIMITS.md); charged only for a recipient about to be accepted.
         let now = tern_watchdog::clock::unix_ms();
         if !new.is_empty()
             && let Err(limited) = ctx
                 .shared
                 .limits
-                .recipient(peer.ip(), may_relay, user, &txn.sender, now)
+                .recipient(
+                    peer.ip(),
+                    in_relay_network,
+                    user.as_deref(),
+                    &txn.sender,
+                    now,
+                )
                 .await
         {
             limited.record(&ctx.shared.events, peer);
@@ -736,6 +776,8 @@ impl Session {
             self.framer.reset();
             self.start_tls().await?;
             self.phase = Phase::Connected;
+            // RFC 3207 §4.2: nothing learned before TLS counts after it.
+            self.authenticated = None;
             return Ok(());
         };
         self.reply(reply).await

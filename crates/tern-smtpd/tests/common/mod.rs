@@ -55,6 +55,13 @@ pub struct Options {
     pub rdns_lookup_loopback: bool,
     /// Back pressure refuses MAIL while this many messages are queued.
     pub max_queued_messages: usize,
+    /// `[auth]`; the harness sets `passwd_file` and `sender_login_map` from the lines
+    /// below. Used when the listener has `auth` set.
+    pub auth: tern_auth::AuthConfig,
+    /// Lines of the passwd-file.
+    pub auth_users: Vec<String>,
+    /// Lines of the sender-login map (a map is configured when there is one).
+    pub auth_senders: Vec<String>,
 }
 
 impl Default for Options {
@@ -69,6 +76,14 @@ impl Default for Options {
             certificate: false,
             rdns_lookup_loopback: false,
             max_queued_messages: 1_000_000,
+            auth: tern_auth::AuthConfig {
+                // No failure delays in transcripts unless one asks for them.
+                failure_delay_ms: 0,
+                max_failure_delay_ms: 0,
+                ..tern_auth::AuthConfig::default()
+            },
+            auth_users: Vec::new(),
+            auth_senders: Vec::new(),
         }
     }
 }
@@ -104,7 +119,26 @@ impl TestServer {
             domains: RELAY_DOMAINS.iter().map(|d| d.to_string()).collect(),
             networks: opts.relay_networks.clone(),
         };
+        let auth = (opts.listener.auth != tern_smtpd::AuthMode::None).then(|| {
+            use std::os::unix::fs::PermissionsExt;
+            let write = |name: &str, lines: &[String]| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, lines.join("\n") + "\n").expect("write auth file");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod auth file");
+                path
+            };
+            let mut config = opts.auth.clone();
+            config.passwd_file = Some(write("users", &opts.auth_users));
+            if !opts.auth_senders.is_empty() {
+                config.sender_login_map = Some(write("senders", &opts.auth_senders));
+            }
+            let (service, report) = tern_auth::AuthService::new(&config);
+            assert!(!report.has_errors(), "auth files: {report:?}");
+            service
+        });
         let shared = Arc::new(SmtpShared {
+            auth,
             hostname: HOSTNAME.into(),
             intake: Arc::new(spool.clone()),
             events,

@@ -263,6 +263,40 @@ fn header(s: &mut Script, line: usize, key: &str, value: &str) -> Result<(), Str
                 }
             }
         }
+        "auth" => {
+            l.auth = match value {
+                "none" => tern_smtpd::AuthMode::None,
+                "optional" => tern_smtpd::AuthMode::Optional,
+                "required" => tern_smtpd::AuthMode::Required,
+                _ => return Err(format!("auth: {value:?} is not none/optional/required")),
+            }
+        }
+        "allow_plaintext_loopback" => l.allow_plaintext_loopback = value == "true",
+        "auth_user" => s.options.auth_users.push(value.to_string()),
+        "auth_sender_map" => s.options.auth_senders.push(value.to_string()),
+        "auth.sender_check" => {
+            s.options.auth.sender_check = match value {
+                "off" => tern_auth::SenderCheck::Off,
+                "envelope" => tern_auth::SenderCheck::Envelope,
+                "envelope_and_header" => tern_auth::SenderCheck::EnvelopeAndHeader,
+                _ => return Err(format!("auth.sender_check: {value:?}")),
+            }
+        }
+        "auth.mechanisms" => {
+            s.options.auth.mechanisms = value
+                .split(',')
+                .map(|m| {
+                    tern_auth::Mechanism::parse(m.trim())
+                        .ok_or_else(|| format!("auth.mechanisms: {m:?}"))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        "auth.max_failures_per_client" => {
+            s.options.auth.max_failures_per_client = number(key, value)?
+        }
+        "auth.max_failures_per_user" => s.options.auth.max_failures_per_user = number(key, value)?,
+        "auth.received_show_user" => s.options.auth.received_show_user = value == "true",
+        "auth.received_hide_client" => s.options.auth.received_hide_client = value == "true",
         "expect" if value == "closed" => s.expect_closed = Some(line),
         "queued" => s.queued = Some((line, number(key, value)?)),
         "spool_tmp_files" => s.tmp_files = Some((line, number(key, value)?)),

@@ -39,6 +39,8 @@ fn envelope_field(m: &StoredMessage, field: &str) -> Result<String, String> {
         "esmtp" => e.client.esmtp.to_string(),
         "tls" => opt(e.client.tls.clone()),
         "verified_name" => opt(e.client.verified_name.clone()),
+        "authenticated" => opt(e.client.authenticated.clone()),
+        "relay_network" => e.client.relay_network.to_string(),
         _ => {
             let (what, index) = field
                 .strip_suffix(']')

@@ -38,6 +38,7 @@ pub mod dkim;
 pub mod local;
 pub mod mounts;
 pub mod peers;
+pub mod submission;
 
 /// Host name every test server uses (greeting, Received header).
 pub const HOSTNAME: &str = "mx.tern.test";
