@@ -25,7 +25,8 @@ message; `dual` is accepted for it).
   included, so the sink's work is the same); after the run `check_dump` counts the
   messages carrying a DKIM-Signature of each expected algorithm (all of them must), and
   verifies a sample with dkimpy against the public keys, derived from the private key
-  files with `openssl pkey -pubout` (not from what the tools printed).
+  files (RSA: `openssl pkey -pubout`; Ed25519: from the seed, with PyNaCl), not taken
+  from what the tools printed.
 """
 
 import base64
@@ -59,15 +60,29 @@ def parse_modes(text):
 
 
 def public_record(key_file, alg):
-    """The DKIM TXT record for a private key file, derived with openssl."""
-    der = subprocess.run(["openssl", "pkey", "-in", key_file, "-pubout", "-outform", "DER"],
-                         check=True, capture_output=True, timeout=30).stdout
+    """The DKIM TXT record for a private key file, derived from the private key: RSA
+    with `openssl pkey -pubout`; Ed25519 from the 32-octet seed in the PKCS#8 document,
+    with PyNaCl (OpenSSL 3.0 cannot read the PKCS#8 v2 documents, with the public key
+    inside, that `tern dkim generate` writes for Ed25519)."""
     if alg == "rsa":
+        der = subprocess.run(["openssl", "pkey", "-in", key_file, "-pubout", "-outform",
+                              "DER"], check=True, capture_output=True, timeout=30).stdout
         return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
-    # SubjectPublicKeyInfo of Ed25519: 12 octets of algorithm, then the 32-octet key.
-    if len(der) != 44:
-        raise RuntimeError(f"{key_file}: unexpected Ed25519 public key ({len(der)} octets)")
-    return f"v=DKIM1; k=ed25519; p={base64.b64encode(der[12:]).decode()}"
+    import nacl.signing
+    with open(key_file) as f:
+        pem = f.read()
+    body = re.search(r"-----BEGIN PRIVATE KEY-----(.*?)-----END PRIVATE KEY-----", pem, re.S)
+    if not body:
+        raise RuntimeError(f"{key_file}: no PKCS#8 PEM key")
+    der = base64.b64decode("".join(body.group(1).split()))
+    # AlgorithmIdentifier id-Ed25519 (1.3.101.112), then OCTET STRING { OCTET STRING seed }.
+    marker = bytes.fromhex("06032b6570042204 20".replace(" ", ""))
+    at = der.find(marker)
+    if at < 0 or len(der) < at + len(marker) + 32:
+        raise RuntimeError(f"{key_file}: not an Ed25519 PKCS#8 key")
+    seed = der[at + len(marker):at + len(marker) + 32]
+    public = bytes(nacl.signing.SigningKey(seed).verify_key)
+    return f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode()}"
 
 
 def tern_keys(tern_bin, work, mode):
