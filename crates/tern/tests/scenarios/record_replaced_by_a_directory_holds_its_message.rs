@@ -54,6 +54,16 @@ fn record_replaced_by_a_directory_holds_its_message() {
         .unwrap();
     legacy.next_attempt_micros = Some(i64::try_from(now.as_micros()).unwrap() + 5_000_000);
     write_legacy_record(&spool, &legacy);
+    // The file's time says when it is due (Tern keeps the next attempt there; the
+    // rewrite above made it "now", which an upgrade from an older version also gives:
+    // an early attempt, docs/SPOOL.md). Here it must wait its 5 s.
+    let due = std::time::UNIX_EPOCH + now + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(spool.join("deferred").join(&id))
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(due))
+        .unwrap();
     tern.restart();
     let record = spool.join("records").join(&id);
     assert!(record.is_file(), "a legacy record is kept at start");
