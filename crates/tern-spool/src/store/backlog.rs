@@ -26,7 +26,9 @@
 //!    its move to `active/` would leave it under both names. It is handed over as
 //!    [`BacklogStep::Damaged`] instead, and the queue loads it at once: the message
 //!    task, which owns the message while it runs, validates it and quarantines it
-//!    (`Spool::quarantine_message`), as it does for damage found at any other time.
+//!    (`Spool::quarantine_message`), as it does for damage found at any other time. A
+//!    file a retry was writing while it was read may be reported too; the task then
+//!    finds it sound and goes on (seen once in a million at the benchmark).
 //! 3. `records/`: names that are not queue ids are quarantined; a regular record whose
 //!    message is in no state directory nor segment is an orphan. Since messages move
 //!    while this runs (link, then unlink), an orphan is removed only if it is still
