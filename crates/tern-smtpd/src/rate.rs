@@ -192,22 +192,13 @@ impl RateLimits {
         sender: &str,
         now_ms: u64,
     ) -> Result<(), Limited> {
-        let config = self.config.load();
-        let mut charges = Vec::new();
-        if !(relay_client && config.exempt_relay_networks) {
-            add(
-                &mut charges,
-                &config,
-                Key::client_messages(config.client_net(client)),
-            );
-        }
-        if let Some(user) = user {
-            add(&mut charges, &config, Key::user_messages(user));
-        }
-        if let Some(domain) = sender_domain(sender) {
-            add(&mut charges, &config, Key::sender_domain_messages(domain));
-        }
-        self.check(&charges, now_ms).await
+        let event = Event {
+            client: Key::client_messages,
+            user: Key::user_messages,
+            sender_domain: Key::sender_domain_messages,
+        };
+        self.charge(&event, client, relay_client, user, sender, now_ms)
+            .await
     }
 
     /// One recipient about to be accepted, in a transaction from `sender` by `user`,
@@ -220,20 +211,40 @@ impl RateLimits {
         sender: &str,
         now_ms: u64,
     ) -> Result<(), Limited> {
+        let event = Event {
+            client: Key::client_recipients,
+            user: Key::user_recipients,
+            sender_domain: Key::sender_domain_recipients,
+        };
+        self.charge(&event, client, relay_client, user, sender, now_ms)
+            .await
+    }
+
+    /// Charges one `event` to the client network (unless exempt), the user and the
+    /// sender domain, all or nothing.
+    async fn charge(
+        &self,
+        event: &Event,
+        client: IpAddr,
+        relay_client: bool,
+        user: Option<&str>,
+        sender: &str,
+        now_ms: u64,
+    ) -> Result<(), Limited> {
         let config = self.config.load();
         let mut charges = Vec::new();
         if !(relay_client && config.exempt_relay_networks) {
             add(
                 &mut charges,
                 &config,
-                Key::client_recipients(config.client_net(client)),
+                (event.client)(config.client_net(client)),
             );
         }
         if let Some(user) = user {
-            add(&mut charges, &config, Key::user_recipients(user));
+            add(&mut charges, &config, (event.user)(user));
         }
         if let Some(domain) = sender_domain(sender) {
-            add(&mut charges, &config, Key::sender_domain_recipients(domain));
+            add(&mut charges, &config, (event.sender_domain)(domain));
         }
         self.check(&charges, now_ms).await
     }
@@ -256,6 +267,13 @@ impl RateLimits {
 }
 
 /// Adds the charge of one unit on `key` when its limit is configured.
+/// The keys a message (or a recipient) is charged to: one constructor per who.
+struct Event {
+    client: fn(ClientNet) -> Key,
+    user: fn(&str) -> Key,
+    sender_domain: fn(&str) -> Key,
+}
+
 fn add(charges: &mut Vec<Charge>, config: &LimitsConfig, key: Key) {
     if let Some(rate) = config.rate(key.kind()) {
         charges.push(Charge { key, rate, cost: 1 });
