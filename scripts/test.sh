@@ -26,6 +26,9 @@ command -v dovecot >/dev/null && command -v doveadm >/dev/null || need_apt+=(dov
 perl -MNet::SSLeay -e1 2>/dev/null || need_apt+=(libnet-ssleay-perl)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs)
+# OpenSSL reads the keys `tern dkim generate` writes, and writes one Tern must read
+# (dkim_generate_then_check_against_published_records).
+command -v openssl >/dev/null || need_apt+=(openssl)
 command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing test peers: ${need_apt[*]}"

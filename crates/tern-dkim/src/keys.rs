@@ -12,8 +12,12 @@
 //!
 //! Formats: PEM, PKCS#8 (`BEGIN PRIVATE KEY`) for both algorithms, or PKCS#1 (`BEGIN
 //! RSA PRIVATE KEY`) for RSA. RSA keys under [`MIN_RSA_BITS`] bits are refused (RFC
-//! 8301 §3.2 recommends 2048; large receivers ignore smaller ones). Generated keys are
-//! written as PKCS#8 PEM.
+//! 8301 §3.2 recommends 2048; large receivers ignore smaller ones), and over
+//! [`MAX_RSA_BITS`] (the signing backend's limit; a larger key's record would not fit a
+//! TXT record most DNS hosting accepts anyway). Ed25519 keys are read in PKCS#8 v1 (the
+//! seed only: what `openssl genpkey -algorithm ed25519` writes) and v2 (with the public
+//! key, which must then match the seed). Generated keys are written as PKCS#8 PEM, Ed25519
+//! in v1 so OpenSSL, OpenDKIM and other tools read them too.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey}
 use mail_auth::common::headers::Writable;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::rand_core::RngCore;
 use rsa::traits::PublicKeyParts;
 use rustix::fs::{FileType, Mode, OFlags};
 use rustls_pki_types::PrivateKeyDer;
@@ -35,8 +40,9 @@ use crate::config::Algorithm;
 pub const MAX_KEY_FILE: u64 = 64 * 1024;
 /// Smallest RSA key accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
-/// Largest RSA key accepted or generated, in bits (signing time grows with the cube).
-pub const MAX_RSA_BITS: usize = 8192;
+/// Largest RSA key accepted or generated, in bits: `ring`, which signs, takes keys up to
+/// 4096 bits (and signing time grows with the cube of the size).
+pub const MAX_RSA_BITS: usize = 4096;
 
 /// Why a key could not be loaded or made. The `Display` text names the file and is what
 /// event 4102 and `tern check-config` show; nothing of the key itself is ever in it.
@@ -296,9 +302,11 @@ pub fn parse_key(pem: &[u8], algorithm: Algorithm) -> Result<LoadedKey, ParseErr
                     "an Ed25519 key must be PKCS#8 (BEGIN PRIVATE KEY); an RSA key? set algorithm = \"rsa-sha256\"",
                 ));
             };
-            let key = Ed25519Key::from_pkcs8_der(k.secret_pkcs8_der()).map_err(|_| {
-                fmt("not an Ed25519 private key (an RSA key? set algorithm = \"rsa-sha256\")")
-            })?;
+            // v1 (seed only) or v2 (seed and public key, checked against each other).
+            let key =
+                Ed25519Key::from_pkcs8_maybe_unchecked_der(k.secret_pkcs8_der()).map_err(|_| {
+                    fmt("not an Ed25519 private key (an RSA key? set algorithm = \"rsa-sha256\")")
+                })?;
             let public = key.public_key();
             Ok(LoadedKey {
                 key: PrivateKey(Arc::new(DkimKey::Ed25519(key))),
@@ -335,7 +343,12 @@ pub fn generate(algorithm: Algorithm, bits: usize) -> Result<GeneratedKey, KeyEr
                 .to_string()
         }
         Algorithm::Ed25519Sha256 => {
-            let der = Ed25519Key::generate_pkcs8().map_err(|e| gen_err(&e))?;
+            let mut seed = [0u8; 32];
+            rsa::rand_core::OsRng
+                .try_fill_bytes(&mut seed)
+                .map_err(|e| gen_err(&e))?;
+            let der = ed25519_pkcs8_v1(&seed);
+            seed.fill(0);
             rsa::pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, &der)
                 .map_err(|e| gen_err(&e))?
         }
@@ -346,6 +359,23 @@ pub fn generate(algorithm: Algorithm, bits: usize) -> Result<GeneratedKey, KeyEr
         pem,
         public: loaded.public,
     })
+}
+
+/// An Ed25519 private key as PKCS#8 v1 DER (RFC 8410 §7): `OneAsymmetricKey` version 0,
+/// algorithm id-Ed25519 (1.3.101.112, no parameters), and the 32-octet seed wrapped in an
+/// OCTET STRING inside the privateKey OCTET STRING. The layout is fixed for this key
+/// type, so it is written directly.
+fn ed25519_pkcs8_v1(seed: &[u8; 32]) -> Vec<u8> {
+    const PREFIX: [u8; 16] = [
+        0x30, 0x2e, // SEQUENCE, 46 octets
+        0x02, 0x01, 0x00, // INTEGER 0 (v1)
+        0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, // AlgorithmIdentifier { id-Ed25519 }
+        0x04, 0x22, 0x04, 0x20, // OCTET STRING { OCTET STRING (32) }
+    ];
+    let mut der = Vec::with_capacity(48);
+    der.extend_from_slice(&PREFIX);
+    der.extend_from_slice(seed);
+    der
 }
 
 /// Standard base64 with padding (RFC 4648 §4), as DKIM's `p=` and `b=` use.
@@ -470,6 +500,58 @@ mod tests {
         }
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn pem(der: &[u8]) -> String {
+        rsa::pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, der).unwrap()
+    }
+
+    #[test]
+    fn ed25519_keys_load_in_pkcs8_v1_and_v2() {
+        // RFC 8032 §7.1, test 1: the seed and the public key it gives.
+        let seed: [u8; 32] =
+            hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .try_into()
+                .unwrap();
+        let public = hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+        // v1, as `openssl genpkey -algorithm ed25519` writes it (and `generate` does).
+        let v1 = ed25519_pkcs8_v1(&seed);
+        assert_eq!(v1.len(), 48);
+        let k = parse_key(pem(&v1).as_bytes(), Algorithm::Ed25519Sha256).unwrap();
+        assert_eq!(k.public, public);
+        // v2: version 1 and the public key as [1] (RFC 5958), checked against the seed.
+        let v2 = |pk: &[u8]| {
+            let mut d = vec![0x30, 0x51, 0x02, 0x01, 0x01];
+            d.extend_from_slice(&v1[5..]);
+            d.extend_from_slice(&[0x81, 0x21, 0x00]);
+            d.extend_from_slice(pk);
+            d
+        };
+        let k = parse_key(pem(&v2(&public)).as_bytes(), Algorithm::Ed25519Sha256).unwrap();
+        assert_eq!(k.public, public);
+        let mut wrong = public.clone();
+        wrong[0] ^= 1;
+        assert!(matches!(
+            parse_key(pem(&v2(&wrong)).as_bytes(), Algorithm::Ed25519Sha256),
+            Err(ParseError::Format(_))
+        ));
+        // What `generate` writes is v1 with a fresh seed.
+        let g = generate(Algorithm::Ed25519Sha256, 0).unwrap();
+        let der = PrivateKeyDer::from_pem_slice(g.pem.as_bytes()).unwrap();
+        let PrivateKeyDer::Pkcs8(d) = der else {
+            panic!("not PKCS#8")
+        };
+        let d = d.secret_pkcs8_der();
+        assert_eq!(d.len(), 48);
+        assert_eq!(d[..16], v1[..16]);
+        assert_ne!(d[16..], v1[16..]);
+    }
+
     #[test]
     fn pkcs1_rsa_keys_load_and_small_ones_are_refused() {
         let dir = private_dir();
@@ -485,6 +567,7 @@ mod tests {
             Err(KeyError::RsaSize { bits: 1024, .. })
         ));
         assert!(generate(Algorithm::RsaSha256, 1024).is_err());
+        assert!(generate(Algorithm::RsaSha256, MAX_RSA_BITS + 1024).is_err());
     }
 
     #[test]

@@ -140,7 +140,7 @@ enum DkimCmd {
         /// rsa (rsa-sha256) or ed25519 (ed25519-sha256).
         #[arg(long, default_value = "rsa")]
         algorithm: String,
-        /// RSA key size in bits (2048 to 8192).
+        /// RSA key size in bits (2048 to 4096).
         #[arg(long, default_value_t = 2048)]
         bits: usize,
         /// Directory for the key file <domain>.<selector>.pem (created 0700 if missing).
