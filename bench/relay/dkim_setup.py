@@ -62,8 +62,8 @@ def parse_modes(text):
 def public_record(key_file, alg):
     """The DKIM TXT record for a private key file, derived from the private key: RSA
     with `openssl pkey -pubout`; Ed25519 from the 32-octet seed in the PKCS#8 document,
-    with PyNaCl (OpenSSL 3.0 cannot read the PKCS#8 v2 documents, with the public key
-    inside, that `tern dkim generate` writes for Ed25519)."""
+    with PyNaCl (an implementation independent of both OpenSSL and Tern; it reads
+    PKCS#8 v1 and v2)."""
     if alg == "rsa":
         der = subprocess.run(["openssl", "pkey", "-in", key_file, "-pubout", "-outform",
                               "DER"], check=True, capture_output=True, timeout=30).stdout

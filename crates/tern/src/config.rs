@@ -37,6 +37,12 @@ use tern_spool::backpressure::BackPressureConfig;
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// The whole configuration.
+
+/// Names Tern's own ways in write as the envelope's listener (the pickup directory and
+/// `tern sendmail`: `pickup`; delivery status notifications: `dsn`); an SMTP listener may
+/// not take one.
+pub const RESERVED_LISTENER_NAMES: &[&str] = &["pickup", "dsn"];
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(default)]
 pub struct Config {
@@ -454,6 +460,18 @@ impl Config {
                 p.push(ConfigProblem::new(
                     format!("listener[{i}].name"),
                     "duplicate listener name",
+                ));
+            }
+            // Tern's own ways in carry these names in the envelope; mail from them is
+            // Tern's own (DKIM-signed as local mail), so no SMTP listener may pass for one.
+            if RESERVED_LISTENER_NAMES.contains(&l.name.as_str()) {
+                p.push(ConfigProblem::new(
+                    format!("listener[{i}].name"),
+                    format!(
+                        "\"{}\" is reserved for Tern's own mail (reserved: {})",
+                        l.name,
+                        RESERVED_LISTENER_NAMES.join(", ")
+                    ),
                 ));
             }
         }
@@ -1198,6 +1216,24 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn listeners_may_not_take_the_names_of_terns_own_ways_in() {
+        for name in RESERVED_LISTENER_NAMES {
+            let err = Config::parse(
+                &format!("[[listener]]\nname = \"{name}\"\naddress = \"127.0.0.1:2525\"\n"),
+                "t.toml",
+            )
+            .unwrap_err();
+            let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, ["listener[0].name"], "{name}");
+        }
+        Config::parse(
+            "[[listener]]\nname = \"pickup2\"\naddress = \"127.0.0.1:2525\"\n",
+            "t.toml",
+        )
+        .unwrap();
     }
 
     #[test]
