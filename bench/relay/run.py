@@ -37,14 +37,13 @@ message signed with the mode's algorithms (none for `none`), DKIM_SAMPLE (50) of
 verified by dkimpy against the public keys. Details in bench/relay/dkim_setup.py;
 figures in docs/BENCHMARKS.md ("DKIM signing"). Summary in
 bench/out/relay-dkim-summary.txt (chart bench/out/relay-dkim.png, not committed).
-2026-12-06, 2-core machine shared with other builds, release builds, best of 2 rounds
-(msg/s, Tern vs Postfix+OpenDKIM):
+2026-12-07, 2-core machine shared with other builds (load average 10 to 22), release
+build with RSA signed by AWS-LC, OpenDKIM on a Unix socket, best of 2 rounds (msg/s, Tern
+vs Postfix+OpenDKIM):
     SKIP_BUILD=1 MESSAGES=5000 ROUNDS=2 DKIM="none rsa ed25519 both" python3 bench/relay/run.py
-    main at 8dc8b68 (mail-auth's `ring` backend), load average 4 to 10: none 1448 vs 353
-    (4.10x); rsa 683 vs 181 (3.77x); ed25519 1102 vs 189 (5.82x); both 950 vs 131
-    (7.24x); Tern signed/unsigned: rsa 47 %, ed25519 76 %, both 66 %.
-    Before, with the pure-Rust `rust-crypto` backend (load about 8): rsa 606 vs 203
-    (2.98x), ed25519 1255 vs 206 (6.08x), both 547 vs 139 (3.93x).
+    none 1375 vs 343 (4.01x); rsa 913 vs 227 (4.03x); ed25519 1226 vs 287 (4.27x); both
+    974 vs 189 (5.16x); Tern signed/unsigned: rsa 66 %, ed25519 89 %, both 71 %.
+    With ring for RSA (same setup): rsa 2.50x/2.97x per round.
 
 Usage (as root, Postfix installed: scripts/test.sh installs it; DKIM also needs
 `apt-get install opendkim opendkim-tools`, and dkimpy + PyNaCl, which scripts/test.sh
