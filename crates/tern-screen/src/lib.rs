@@ -146,6 +146,8 @@ pub enum Refusal {
     Greylisted,
     /// A list did not answer (keyed by the list, not the client).
     Unanswered,
+    /// Listed by an allow list (not a refusal, logged alike).
+    AllowListed,
 }
 
 /// Logs each kind of refusal once per client network (or list) and window.

@@ -82,6 +82,9 @@ pub struct Config {
     pub dkim: tern_dkim::DkimConfig,
     /// `[auth]`: SMTP AUTH for submission listeners (docs/SUBMISSION.md).
     pub auth: tern_auth::AuthConfig,
+    /// `[screen]`: screening before the first command and greylisting
+    /// (docs/SCREENING.md).
+    pub screen: tern_screen::ScreenConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -459,6 +462,12 @@ impl Config {
         }
         p.extend(self.relay.problems());
         p.extend(self.limits.problems());
+        p.extend(
+            self.screen
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
+        );
         // [auth] (issue 17): the section's own rules, and a source for every listener
         // that offers AUTH.
         p.extend(
@@ -756,7 +765,8 @@ impl Config {
     }
 
     /// What runs after a reload to `new`: this configuration with the parts a reload
-    /// swaps (relay policy, rate limits, routes, local maps, queue settings, DKIM signing)
+    /// swaps (relay policy, rate limits, routes, local maps, queue settings, DKIM signing,
+    /// `[screen]`)
     /// taken from `new`; the
     /// rest (listeners, data directory, DNS, delivery, admin, ...) needs a restart and
     /// keeps its running value.
@@ -770,6 +780,7 @@ impl Config {
         c.queue.settings = new.queue.settings.clone();
         c.dkim = new.dkim.clone();
         c.auth = new.auth.clone();
+        c.screen = new.screen.clone();
         c
     }
 
