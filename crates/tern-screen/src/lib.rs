@@ -99,7 +99,8 @@ impl Judgement {
 /// whether it waited for the greeting this time (and `talked` whether it spoke too
 /// early), `score` its lists' score when they were asked (`None`: their pass stood).
 /// A test failed in any mode is not remembered as passed, so the client is tested again
-/// at its next connection (postscreen does the same for `ignore`).
+/// at its next connection (postscreen does the same for `ignore`); nor are the lists
+/// when one of them did not answer.
 pub fn judge(
     settings: &Settings,
     before: Passed,
@@ -121,10 +122,10 @@ pub fn judge(
         } else {
             before.greet_until
         },
-        lists_until: if score.is_some() {
-            now_ms.saturating_add(ttl.min(LISTS_PASS_MAX_MS))
-        } else {
-            before.lists_until
+        // A list that did not answer gets asked again at the next connection.
+        lists_until: match score {
+            Some(s) if s.unanswered.is_empty() => now_ms.saturating_add(ttl.min(LISTS_PASS_MAX_MS)),
+            _ => before.lists_until,
         },
     });
     Judgement {
@@ -311,6 +312,14 @@ mod tests {
         let s = settings(|c| c.pregreet = Action::Ignore);
         let j = judge(&s, Passed::default(), true, true, None, 0);
         assert_eq!((j.pregreet, j.remember), (Some(Action::Ignore), None));
+        // An unanswered list: the greeting pass is kept, the lists are asked again.
+        let unanswered = Score {
+            unanswered: vec!["slow.example".into()],
+            ..score(0)
+        };
+        let j = judge(&s, Passed::default(), true, false, Some(&unanswered), 0);
+        assert_eq!(j.remember.map(|p| p.lists_until), Some(0));
+        assert!(j.remember.is_some_and(|p| p.greet_until > 0));
         // A negative score is an allow listing.
         let j = judge(&s, Passed::default(), true, false, Some(&score(-4)), 0);
         assert!(j.allow_listed && j.remember.is_some());

@@ -228,7 +228,11 @@ impl Session {
 
     /// Waits `wait` for the final greeting line, reading once if the client talks;
     /// returns whether it did. With `stop_early`, returns as soon as it talks.
-    async fn wait_for_greeting(&mut self, wait: Duration, stop_early: bool) -> Result<bool, EndReason> {
+    async fn wait_for_greeting(
+        &mut self,
+        wait: Duration,
+        stop_early: bool,
+    ) -> Result<bool, EndReason> {
         let until = tokio::time::Instant::now() + wait;
         let mut talked = false;
         self.inbuf.reserve(READ_CHUNK);
@@ -272,8 +276,7 @@ impl Session {
         if !self.screen.on || may_relay || self.screen.allow_listed {
             return None;
         }
-        self.screen()
-            .filter(|s| s.settings().config.greylist)
+        self.screen().filter(|s| s.settings().config.greylist)
     }
 }
 
@@ -313,7 +316,9 @@ pub(super) async fn greylist(
             Some(Reply::new(
                 451,
                 "4.7.1",
-                format!("{GREYLISTED} see https://www.rfc-editor.org/rfc/rfc6647 (try again in {secs} s)"),
+                format!(
+                    "{GREYLISTED} see https://www.rfc-editor.org/rfc/rfc6647 (try again in {secs} s)"
+                ),
             ))
         }
         Verdict::Passed { after_ms } => {
