@@ -445,6 +445,20 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_save_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("not-there");
+        let g = filled();
+        assert!(g.save(&missing, T0).is_err());
+        std::fs::create_dir(&missing).unwrap();
+        assert!(
+            g.save(&missing, T0).unwrap(),
+            "still dirty after the failure"
+        );
+        assert!(missing.join(FILE_NAME).exists());
+    }
+
+    #[test]
     fn a_damaged_file_is_moved_aside_never_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let g = filled();

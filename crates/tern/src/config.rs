@@ -1137,6 +1137,44 @@ mod tests {
     }
 
     #[test]
+    fn screen_section_is_read_checked_and_reloaded() {
+        let c = Config::parse(
+            "[screen]\nenabled = true\ngreet_wait = \"3s\"\npregreet = \"enforce\"\ndnsbl = [\"zen.example*3\", \"wl.example=127.0.[0..255].[1;2]*-5\"]\ngreylist = true\ngreylist_delay = 120\n[[listener]]\nscreen = false\n",
+            "t.toml",
+        )
+        .unwrap();
+        let s = &c.screen;
+        assert!(s.enabled && s.greylist);
+        assert_eq!(s.greet_wait.as_secs(), 3);
+        assert_eq!(s.greylist_delay.as_secs(), 120);
+        assert_eq!(s.pregreet, tern_screen::Action::Enforce);
+        assert_eq!(s.sites().len(), 2);
+        assert_eq!(c.listeners[0].screen, Some(false));
+        // Every bad value names its key; an unknown action stops the parse.
+        let e = Config::parse(
+            "[screen]\ngreet_wait = \"2m\"\ndnsbl = [\"ok.example\", \"bad.example=1.2.3\"]\ngreylist_window = \"1s\"\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "screen.greet_wait",
+            "screen.dnsbl[1]",
+            "screen.greylist_window",
+        ] {
+            assert!(keys.contains(&k), "{k}: {keys:?}");
+        }
+        let e =
+            Config::parse("[screen]\npregreet = \"reject\"\n[[listener]]\n", "t.toml").unwrap_err();
+        assert!(format!("{e:?}").contains("pregreet"), "{e:?}");
+        // A reload takes the new section; the default has screening off.
+        let new = Config::parse("[screen]\ndnsbl_threshold = 4\n[[listener]]\n", "t.toml").unwrap();
+        assert_eq!(c.with_reloaded(&new).screen.dnsbl_threshold, 4);
+        let d = Config::embedded_default().unwrap();
+        assert!(!d.screen.enabled && !d.screen.greylist);
+    }
+
+    #[test]
     fn listener_flood_limits_are_read_and_checked() {
         let c = Config::parse(
             "[[listener]]\nmax_connections = 40\nclient_prefix_v6 = 56\nrelay_reserve_percent = 25\nmax_junk_commands = 7\nmin_data_rate = 1000\n[listener.timeouts]\nsession = 900\n[listener.stress]\nenter_percent = 90\nleave_percent = 70\ncommand_timeout = 5\n",

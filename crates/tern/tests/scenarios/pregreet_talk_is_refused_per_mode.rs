@@ -6,6 +6,7 @@
 //!   refused `550 5.5.1`;
 //! - `ignore`: logged only, its mail accepted; it is not remembered as passed, so it
 //!   waits again at its next connection.
+//!
 //! A client that waits is greeted and accepted in every mode. Each violation is logged
 //! (event 2182, with its action and what was sent) and counted.
 
