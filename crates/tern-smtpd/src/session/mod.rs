@@ -43,6 +43,14 @@
 //!   expanded, duplicates in any case removed, ORCPT set to what the client wrote), and
 //!   an unknown user, an alias loop or an expansion over the limits is refused there and
 //!   then, never bounced later.
+//! - Screening (`screen.rs`, docs/SCREENING.md): on a listener that screens, a client
+//!   outside the relay networks that the pass cache does not remember gets `220-` and
+//!   waits `greet_wait` (the DNS lists asked meanwhile, each bounded) before the final
+//!   `220 `; what it sends meanwhile is pre-greeting talk, read once and kept for after
+//!   the greeting. A failed test under `drop` ends the session with `521` before any
+//!   command is executed; under `enforce` every RCPT gets `550`. Greylisting answers
+//!   `451 4.7.1` at a RCPT that would be accepted, never to relay-network or
+//!   authenticated clients, and does not count toward `max_errors`.
 //! - SMTP AUTH (`auth.rs`): offered only under TLS (or to loopback clients where allowed);
 //!   an authenticated client may relay like a relay-network client; on a listener with
 //!   `auth = "required"` nothing is accepted before AUTH. During an exchange the input

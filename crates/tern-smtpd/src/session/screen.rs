@@ -354,3 +354,68 @@ impl<T> Drop for AbortOnDrop<T> {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_printable_and_short() {
+        assert_eq!(sample(b"EHLO x\r\n"), "EHLO x\\x0d\\x0a");
+        assert_eq!(sample(&[b'a'; 100]).len(), SAMPLE);
+        assert_eq!(sample(b"\x1b[2J"), "\\x1b[2J");
+    }
+
+    #[test]
+    fn greylisting_does_not_count_toward_max_errors() {
+        let grey = Reply::new(
+            451,
+            "4.7.1",
+            format!("{GREYLISTED} see x (try again in 5 s)"),
+        );
+        assert!(!super::super::counts_as_error(&grey));
+        let limited = Reply::new(451, "4.7.1", "Recipient rate limit exceeded");
+        assert!(super::super::counts_as_error(&limited));
+        assert!(super::super::counts_as_error(&Reply::new(
+            550,
+            "5.5.1",
+            "Protocol error"
+        )));
+    }
+
+    #[test]
+    fn relay_networks_local_sessions_and_submission_are_not_screened() {
+        let screen = Arc::new(Screen::new(
+            &tern_screen::ScreenConfig {
+                enabled: true,
+                ..Default::default()
+            },
+            None,
+            Arc::new(tern_screen::MemoryPassCache::new(4)),
+            Arc::new(tern_screen::MemoryGreylist::default()),
+        ));
+        let mx = crate::ListenerConfig::default();
+        let on = |l: &crate::ListenerConfig, relay: bool, local: bool| {
+            ScreenState::for_session(Some(&screen), l, relay, local).on
+        };
+        assert!(on(&mx, false, false));
+        assert!(!on(&mx, true, false), "relay network");
+        assert!(!on(&mx, false, true), "local session");
+        assert!(!ScreenState::for_session(None, &mx, false, false).on);
+        let submission = crate::ListenerConfig {
+            auth: AuthMode::Required,
+            ..crate::ListenerConfig::default()
+        };
+        assert!(!on(&submission, false, false));
+        let forced = crate::ListenerConfig {
+            screen: Some(true),
+            ..submission
+        };
+        assert!(on(&forced, false, false));
+        let off = crate::ListenerConfig {
+            screen: Some(false),
+            ..crate::ListenerConfig::default()
+        };
+        assert!(!on(&off, false, false));
+    }
+}
