@@ -167,6 +167,37 @@ events! {
     LIMIT_CLIENT_RECIPIENTS = (2138, "smtp.limit.client_recipients", Notice,
         "A client network addressed more recipients than limits.client_recipients allows; further RCPT commands get 451 4.7.1 until its allowance comes back (`retry_after_secs`). Logged once per network and window.",
         "None for a spam run or a dictionary attack; the client retries later. For a legitimate bulk sender, raise limits.client_recipients or exempt it through relay.networks.");
+
+    // Screening before the first command and greylisting (tern-screen,
+    // docs/SCREENING.md): ids 2181-2199. Refusals are logged once per kind, client network
+    // and 10 minutes, however many connections or commands they refuse.
+    SCREEN_LISTED = (2181, "screen.dnsbl.listed", Notice,
+        "A client's DNS list score (`score`, the sum of the weights of the lists in `listed_by`) reached screen.dnsbl_threshold. `action` says what followed: `ignore` (logged only), `enforce` (every RCPT refused 550 5.7.1 naming the list) or `drop` (521 5.7.1 and close). Logged once per client network and 10 minutes.",
+        "None for a listed spam source. If a legitimate server is listed, tell its operator (the list's web site says why), and allow it meanwhile with an allow list of negative weight or relay.networks.");
+    SCREEN_PREGREET = (2182, "screen.pregreet", Notice,
+        "A client sent something (`octets`, the first of them in `sample`) before Tern's final 220 greeting line, as spam robots do to save time. `action` says what followed: `ignore`, `enforce` (every RCPT refused 550 5.5.1) or `drop` (521 5.5.1 and close). Logged once per client network and 10 minutes.",
+        "None for a robot. A legitimate client that does this is broken (it does not wait for the greeting, RFC 5321 4.3.1): tell its operator, or add it to relay.networks.");
+    SCREEN_GREYLISTED = (2183, "screen.greylist.deferred", Info,
+        "A recipient was refused 451 4.7.1 by greylisting: the (client network, sender, recipient) triplet is new (`new` = true) or was retried before screen.greylist_delay (`retry_in_secs` left). Logged once per client network and 10 minutes.",
+        "None: a real server retries and passes. If mail from a sender that never retries properly matters, add its network to relay.networks, or to an allow list.");
+    SCREEN_GREYLIST_PASSED = (2184, "screen.greylist.passed", Info,
+        "A greylisted triplet was retried after screen.greylist_delay and within screen.greylist_window (`after_secs`): the recipient was accepted, and the client network (`network`) is allowed automatically for screen.greylist_expire after its last mail.",
+        "None.");
+    SCREEN_LIST_UNANSWERED = (2185, "screen.dnsbl.unanswered", Warning,
+        "A DNS list (`zone`) did not answer within [dns] timeout_ms, or failed: it counted as not listing the client. Logged once per list and 10 minutes.",
+        "Check that the list's zone name is right, that the resolver can reach it, and that the list still serves you (many public lists refuse queries coming through large public resolvers); remove a list that no longer answers.");
+    SCREEN_GREYLIST_LOADED = (2186, "screen.greylist.loaded", Info,
+        "At start the greylist file (<data_dir>/greylist.json) was read: `triplets` and `networks` kept (entries expired meanwhile are dropped).",
+        "None.");
+    SCREEN_GREYLIST_CORRUPT = (2187, "screen.greylist.corrupt", Error,
+        "The greylist file (`path`) was not valid (`reason`) and was moved aside to `moved_to` (never deleted); greylisting started empty, so senders already passed are greylisted once more. The start goes on.",
+        "Look at the moved file if you want to know what damaged it; remove it when done. Nothing else to do.");
+    SCREEN_GREYLIST_SAVE_FAILED = (2188, "screen.greylist.save_failed", Error,
+        "The greylist could not be written to <data_dir>/greylist.json (`error`); greylisting goes on in memory and the write is tried again at the next save (every minute and at shutdown).",
+        "Check the data directory: free space, permissions, a file system gone read-only.");
+    SCREEN_ALLOW_LISTED = (2189, "screen.dnsbl.allow_listed", Info,
+        "A client's DNS list score was below zero because an allow list (negative weight, `allowed_by`) lists it: it passed the lists whatever the block lists said, and skips greylisting. Logged once per client network and 10 minutes.",
+        "None.");
     SPOOL_RECOVERED = (3001, "spool.recovered", Info,
         "The spool was scanned at start; fields count the messages in each state and the partial writes removed. A server that delivers recovers it in the background after its listeners started (this event then comes at the end of that recovery, with event 4065) and reads deferred/ after that: `deferred` is then 0 here and event 4055 counts it.",
         "None.");

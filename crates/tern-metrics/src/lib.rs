@@ -95,6 +95,65 @@ impl RateLimited {
     }
 }
 
+/// What screening before the first command and greylisting decided
+/// (`tern_smtp_screen_total`, docs/SCREENING.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screened {
+    /// A client passed the tests it was given (and is remembered for them).
+    Passed,
+    /// A client skipped every test: the pass cache remembered it.
+    PassCached,
+    /// A client talked before the final greeting line.
+    Pregreet,
+    /// A client's list score reached the threshold.
+    Listed,
+    /// A client's list score was below zero (an allow list).
+    AllowListed,
+    /// A list did not answer in time for one client (counted once per list).
+    ListUnanswered,
+    /// A recipient refused 451 4.7.1 by greylisting.
+    Greylisted,
+    /// A greylisted triplet retried in time and passed.
+    GreylistPassed,
+    /// A recipient accepted by greylisting without a delay: a triplet passed before or an
+    /// automatically allowed network.
+    GreylistKnown,
+    /// A recipient refused because of a failed test under `enforce` (550).
+    Enforced,
+}
+
+impl Screened {
+    /// Every outcome, in label order.
+    pub const ALL: [Screened; 10] = [
+        Screened::Passed,
+        Screened::PassCached,
+        Screened::Pregreet,
+        Screened::Listed,
+        Screened::AllowListed,
+        Screened::ListUnanswered,
+        Screened::Greylisted,
+        Screened::GreylistPassed,
+        Screened::GreylistKnown,
+        Screened::Enforced,
+    ];
+
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Screened::Passed => "passed",
+            Screened::PassCached => "pass_cached",
+            Screened::Pregreet => "pregreet",
+            Screened::Listed => "listed",
+            Screened::AllowListed => "allow_listed",
+            Screened::ListUnanswered => "list_unanswered",
+            Screened::Greylisted => "greylisted",
+            Screened::GreylistPassed => "greylist_passed",
+            Screened::GreylistKnown => "greylist_known",
+            Screened::Enforced => "enforced",
+        }
+    }
+}
+
 /// Why the SMTP server refused mail (a MAIL, RCPT or DATA command, or a connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
@@ -116,11 +175,14 @@ pub enum Reject {
     Content,
     /// The spool could not take the message (451 4.3.0).
     SpoolError,
+    /// Screening or greylisting (docs/SCREENING.md): a client dropped with 521, a
+    /// recipient refused 550 under `enforce` or 451 by greylisting.
+    Screen,
 }
 
 impl Reject {
     /// Every reason, in label order.
-    pub const ALL: [Reject; 9] = [
+    pub const ALL: [Reject; 10] = [
         Reject::RelayDenied,
         Reject::UnknownUser,
         Reject::Alias,
@@ -130,6 +192,7 @@ impl Reject {
         Reject::Syntax,
         Reject::Content,
         Reject::SpoolError,
+        Reject::Screen,
     ];
 
     /// The `reason` label.
@@ -144,6 +207,7 @@ impl Reject {
             Reject::Syntax => "syntax",
             Reject::Content => "content",
             Reject::SpoolError => "spool_error",
+            Reject::Screen => "screen",
         }
     }
 }
@@ -418,6 +482,7 @@ pub struct Metrics {
     pub quarantined: Counter,
     rejected: [Counter; Reject::ALL.len()],
     rate_limited: [Counter; RateLimited::ALL.len()],
+    screened: [Counter; Screened::ALL.len()],
     /// Keys the in-memory rate limiter tracks now (`tern-limits`).
     pub rate_limit_keys: Gauge,
     /// Rate limiter keys evicted because its table was full.
@@ -508,6 +573,14 @@ impl Metrics {
         );
         let rate_limited = RateLimited::ALL
             .map(|r| rate_limited_family.get_or_create_owned(&[("limit", r.as_str().to_owned())]));
+        let screened_family = Family::<Labels1, Counter>::default();
+        registry.register(
+            "smtp_screen",
+            "Screening before the first command and greylisting, by outcome",
+            screened_family.clone(),
+        );
+        let screened = Screened::ALL
+            .map(|r| screened_family.get_or_create_owned(&[("outcome", r.as_str().to_owned())]));
         let rate_limit_keys = Gauge::default();
         registry.register(
             "rate_limit_keys",
@@ -607,6 +680,7 @@ impl Metrics {
             quarantined,
             rejected,
             rate_limited,
+            screened,
             rate_limit_keys,
             rate_limit_evicted,
             attempts,
@@ -634,6 +708,18 @@ impl Metrics {
         if let Some(c) = self.rate_limited.get(limit as usize) {
             c.inc();
         }
+    }
+
+    /// Counts one screening outcome.
+    pub fn screened(&self, outcome: Screened) {
+        if let Some(c) = self.screened.get(outcome as usize) {
+            c.inc();
+        }
+    }
+
+    /// Screening outcomes so far of this kind.
+    pub fn screened_count(&self, outcome: Screened) -> u64 {
+        self.screened.get(outcome as usize).map_or(0, Counter::get)
     }
 
     /// Refusals so far by `limit`.

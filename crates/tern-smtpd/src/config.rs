@@ -137,6 +137,10 @@ pub struct ListenerConfig {
     /// Offer AUTH without TLS to loopback clients (127.0.0.0/8, ::1) only, for a local
     /// webmail or test client; everyone else still needs TLS first (`538 5.7.11`).
     pub allow_plaintext_loopback: bool,
+    /// Screening before the first command and greylisting on this listener
+    /// (docs/SCREENING.md); unset: on when `[screen] enabled`, except on listeners with
+    /// `auth = "required"`. Clients in relay networks are never screened.
+    pub screen: Option<bool>,
 }
 
 /// Stress mode (like Postfix's): while many of the listener's places are in use, every
@@ -231,6 +235,7 @@ impl Default for ListenerConfig {
             stress: Stress::default(),
             auth: AuthMode::None,
             allow_plaintext_loopback: false,
+            screen: None,
         }
     }
 }

@@ -87,6 +87,10 @@ pub struct SmtpShared {
     /// SMTP AUTH (`[auth]`): `None` when no listener offers it. Listeners with `auth =
     /// "optional"` or `"required"` use it.
     pub auth: Option<Arc<tern_auth::AuthService>>,
+    /// Screening before the first command and greylisting (`[screen]`,
+    /// docs/SCREENING.md): `None` screens nobody. Which listeners screen is their
+    /// `screen` key.
+    pub screen: Option<Arc<tern_screen::Screen>>,
 }
 
 /// One listener's configuration plus what was built from it.

@@ -88,6 +88,9 @@ pub struct Config {
     pub dkim: tern_dkim::DkimConfig,
     /// `[auth]`: SMTP AUTH for submission listeners (docs/SUBMISSION.md).
     pub auth: tern_auth::AuthConfig,
+    /// `[screen]`: screening before the first command and greylisting
+    /// (docs/SCREENING.md).
+    pub screen: tern_screen::ScreenConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -477,6 +480,12 @@ impl Config {
         }
         p.extend(self.relay.problems());
         p.extend(self.limits.problems());
+        p.extend(
+            self.screen
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
+        );
         // [auth] (issue 17): the section's own rules, and a source for every listener
         // that offers AUTH.
         p.extend(
@@ -774,7 +783,8 @@ impl Config {
     }
 
     /// What runs after a reload to `new`: this configuration with the parts a reload
-    /// swaps (relay policy, rate limits, routes, local maps, queue settings, DKIM signing)
+    /// swaps (relay policy, rate limits, routes, local maps, queue settings, DKIM signing,
+    /// `[screen]`)
     /// taken from `new`; the
     /// rest (listeners, data directory, DNS, delivery, admin, ...) needs a restart and
     /// keeps its running value.
@@ -788,6 +798,7 @@ impl Config {
         c.queue.settings = new.queue.settings.clone();
         c.dkim = new.dkim.clone();
         c.auth = new.auth.clone();
+        c.screen = new.screen.clone();
         c
     }
 
@@ -1141,6 +1152,44 @@ mod tests {
         // The embedded default parses with every limit off.
         let d = Config::embedded_default().unwrap();
         assert!(d.limits.client_connections.is_none() && d.limits.sender_domain_messages.is_none());
+    }
+
+    #[test]
+    fn screen_section_is_read_checked_and_reloaded() {
+        let c = Config::parse(
+            "[screen]\nenabled = true\ngreet_wait = \"3s\"\npregreet = \"enforce\"\ndnsbl = [\"zen.example*3\", \"wl.example=127.0.[0..255].[1;2]*-5\"]\ngreylist = true\ngreylist_delay = 120\n[[listener]]\nscreen = false\n",
+            "t.toml",
+        )
+        .unwrap();
+        let s = &c.screen;
+        assert!(s.enabled && s.greylist);
+        assert_eq!(s.greet_wait.as_secs(), 3);
+        assert_eq!(s.greylist_delay.as_secs(), 120);
+        assert_eq!(s.pregreet, tern_screen::Action::Enforce);
+        assert_eq!(s.sites().len(), 2);
+        assert_eq!(c.listeners[0].screen, Some(false));
+        // Every bad value names its key; an unknown action stops the parse.
+        let e = Config::parse(
+            "[screen]\ngreet_wait = \"2m\"\ndnsbl = [\"ok.example\", \"bad.example=1.2.3\"]\ngreylist_window = \"1s\"\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "screen.greet_wait",
+            "screen.dnsbl[1]",
+            "screen.greylist_window",
+        ] {
+            assert!(keys.contains(&k), "{k}: {keys:?}");
+        }
+        let e =
+            Config::parse("[screen]\npregreet = \"reject\"\n[[listener]]\n", "t.toml").unwrap_err();
+        assert!(format!("{e:?}").contains("pregreet"), "{e:?}");
+        // A reload takes the new section; the default has screening off.
+        let new = Config::parse("[screen]\ndnsbl_threshold = 4\n[[listener]]\n", "t.toml").unwrap();
+        assert_eq!(c.with_reloaded(&new).screen.dnsbl_threshold, 4);
+        let d = Config::embedded_default().unwrap();
+        assert!(!d.screen.enabled && !d.screen.greylist);
     }
 
     #[test]

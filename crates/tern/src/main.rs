@@ -20,6 +20,7 @@ mod dkim;
 mod notify;
 mod queue;
 mod remote;
+mod screen;
 mod sendmail;
 mod serve;
 mod status;

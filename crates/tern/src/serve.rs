@@ -165,6 +165,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Screening and greylisting (docs/SCREENING.md): the greylist file is read here.
+    let screening = crate::screen::Screening::start(&config, &events);
     // One per process: in the greeting of our server, recognised by our client.
     let loop_mark = tern_route::own::new_loop_mark();
     let shared = Arc::new(SmtpShared {
@@ -182,6 +184,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         loop_mark: Some(loop_mark.clone()),
         limits: tern_smtpd::rate::RateLimits::in_memory(&config.limits),
         auth,
+        screen: Some(Arc::clone(&screening.screen)),
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),
@@ -339,6 +342,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         p.stop().await;
     }
     server.shutdown(grace).await;
+    // Every session has ended: the greylist is saved as they left it.
+    screening.stop().await;
     if let Some((q, ctx)) = queue {
         q.shutdown(&ctx).await;
     }
@@ -458,6 +463,10 @@ fn reload(
     // Rate limits: the new rates at once; what each key spent is kept
     // (limits.max_tracked_keys needs a restart).
     shared.limits.reload(&config.limits);
+    // [screen]: the new settings at once; the pass cache and the greylist are kept.
+    if let Some(screen) = &shared.screen {
+        screen.reload(&config.screen);
+    }
     if let Some(ctx) = queue {
         // DKIM keys: one that cannot be read now keeps the key loaded before (4102).
         let dkim = crate::dkim::load_at_reload(&config, &ctx.runtime.load().dkim, events);

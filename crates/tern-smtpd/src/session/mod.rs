@@ -43,6 +43,14 @@
 //!   expanded, duplicates in any case removed, ORCPT set to what the client wrote), and
 //!   an unknown user, an alias loop or an expansion over the limits is refused there and
 //!   then, never bounced later.
+//! - Screening (`screen.rs`, docs/SCREENING.md): on a listener that screens, a client
+//!   outside the relay networks that the pass cache does not remember gets `220-` and
+//!   waits `greet_wait` (the DNS lists asked meanwhile, each bounded) before the final
+//!   `220 `; what it sends meanwhile is pre-greeting talk, read once and kept for after
+//!   the greeting. A failed test under `drop` ends the session with `521` before any
+//!   command is executed; under `enforce` every RCPT gets `550`. Greylisting answers
+//!   `451 4.7.1` at a RCPT that would be accepted, never to relay-network or
+//!   authenticated clients, and does not count toward `max_errors`.
 //! - SMTP AUTH (`auth.rs`): offered only under TLS (or to loopback clients where allowed);
 //!   an authenticated client may relay like a relay-network client; on a listener with
 //!   `auth = "required"` nothing is accepted before AUTH. During an exchange the input
@@ -53,6 +61,7 @@ pub mod clock;
 mod conn;
 mod from_header;
 mod message;
+mod screen;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -108,6 +117,8 @@ pub enum EndReason {
     TlsFailed(String),
     /// A socket error.
     Io(String),
+    /// Screening dropped the client (`dnsbl`, `pregreet`; docs/SCREENING.md).
+    Screened(&'static str),
 }
 
 impl std::fmt::Display for EndReason {
@@ -123,6 +134,7 @@ impl std::fmt::Display for EndReason {
             EndReason::Shutdown => f.write_str("shutdown"),
             EndReason::TlsFailed(e) => write!(f, "tls failed: {e}"),
             EndReason::Io(e) => write!(f, "i/o error: {e}"),
+            EndReason::Screened(test) => write!(f, "screened ({test})"),
         }
     }
 }
@@ -164,6 +176,8 @@ pub struct Session {
     /// DATA content is being read or a BDAT transfer is open (a refused BDAT chunk being
     /// read counts too).
     content: Option<ContentBudget>,
+    /// What screening decided (`screen.rs`).
+    screen: screen::ScreenState,
 }
 
 /// What a read waits for.
@@ -245,7 +259,14 @@ impl Session {
             &catalog::SMTP_SESSION_STARTED,
             fields!("client" => peer, "listener" => ctx.config.name, "relay_client" => client_may_relay),
         );
+        let screen = screen::ScreenState::for_session(
+            shared.screen.as_ref(),
+            &ctx.config,
+            client_may_relay,
+            slot.is_none(),
+        );
         let mut s = Session {
+            screen,
             framer: CommandFramer::new(ctx.config.max_command_line),
             conn,
             ctx,
@@ -335,6 +356,9 @@ impl Session {
             Some(mark) => format!("{} ESMTP Tern {mark}", shared.hostname),
             None => format!("{} ESMTP Tern", shared.hostname),
         };
+        // Screening (`screen.rs`): the first line of the greeting and the wait, for a
+        // client not yet known; a drop ends the session here.
+        self.before_greeting(&greeting).await?;
         let greeting = Reply::plain(220, vec![greeting]);
         greeting.write_to(&mut self.out);
         loop {
@@ -656,6 +680,15 @@ impl Session {
         let in_relay_network = self.client_may_relay;
         let user = self.authenticated.clone();
         let peer = self.peer;
+        let greylisting = self.greylisting(may_relay);
+        if self.phase.transaction_mut().is_ok()
+            && let Some(reply) = self.screen_refusal()
+        {
+            if let Ok(txn) = self.phase.transaction_mut() {
+                txn.refused += 1;
+            }
+            return reply;
+        }
         let txn = match self.phase.transaction_mut() {
             Ok(t) => t,
             Err(reply) => return reply,
@@ -715,6 +748,15 @@ impl Session {
             .collect();
         if txn.recipients.len().saturating_add(new.len()) > max {
             return too_many_recipients(&ctx, peer, txn, max);
+        }
+        // Greylisting (docs/SCREENING.md), for a recipient that would be accepted.
+        if !new.is_empty()
+            && let Some(screen) = &greylisting
+            && let Some(reply) =
+                screen::greylist(screen, &ctx.shared.events, peer, &txn.sender, &address).await
+        {
+            txn.refused += 1;
+            return reply;
         }
         // Recipients per window: client network, user, sender domain
         // (docs/LIMITS.md); charged only for a recipient about to be accepted.
@@ -900,9 +942,17 @@ impl Session {
 
 /// True for the replies that count toward `max_errors`: every 4xx and 5xx but `452
 /// 4.5.3` (too many recipients), which a client that pipelines many RCPTs gets by design
-/// and answers by sending the rest in a later transaction.
+/// and answers by sending the rest in a later transaction, and greylisting's `451 4.7.1`
+/// (one per new recipient, by design too).
 fn counts_as_error(reply: &Reply) -> bool {
-    reply.is_error() && !(reply.code == 452 && reply.status.as_deref() == Some("4.5.3"))
+    let greylisted = reply.code == 451
+        && reply
+            .lines
+            .first()
+            .is_some_and(|l| l.starts_with(screen::GREYLISTED));
+    reply.is_error()
+        && !(reply.code == 452 && reply.status.as_deref() == Some("4.5.3"))
+        && !greylisted
 }
 
 /// `452 4.5.3` past the listener's `max_recipients`, counted each time and logged once

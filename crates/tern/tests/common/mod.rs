@@ -38,6 +38,7 @@ pub mod dkim;
 pub mod local;
 pub mod mounts;
 pub mod peers;
+pub mod screen;
 pub mod submission;
 
 /// Host name every test server uses (greeting, Received header).
@@ -1042,6 +1043,18 @@ impl SmtpClient {
                 _ => return Ok(Reply { code, lines }),
             }
         }
+    }
+
+    /// Reads one line, without its CRLF (e.g. the first line of a multi-line greeting).
+    pub fn read_line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            ));
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
     }
 
     /// Writes raw bytes.
