@@ -24,7 +24,9 @@ and 5 % spoofed `p=none` (both accepted and marked).
   of HELO or MAIL FROM rejected, `skip_addresses` narrowed to 127.0.0.1, header
   Received-SPF), the OpenDKIM milter in verify mode and the OpenDMARC milter with
   `RejectFailures true` (it reads OpenDKIM's Authentication-Results and policyd-spf's
-  Received-SPF), `milter_default_action = tempfail`, `mynetworks = 127.0.0.1/32`,
+  Received-SPF), both milters on Unix sockets (as Debian has them; over TCP each adds a
+  ~90 ms stall per message, see bench/README.md), `milter_default_action = tempfail`,
+  `mynetworks = 127.0.0.1/32`,
   `smtpd_peername_lookup = no` (Tern looks up no loopback client's name; PEERNAME_LOOKUP).
   Every accepted message goes to the hold queue (`smtpd_data_restrictions =
   check_client_access static:HOLD`, as bench/receive does). Postfix, its children and
@@ -67,6 +69,7 @@ Usage (as root; see bench/README.md for what to install):
 Knobs: MESSAGES (2000) ROUNDS (2) SESSIONS (20) PER_CONNECTION (1) MSG_SIZE (1024)
     DOMAINS (50) GREET_WAIT (6, seconds) WARMUP_PER_CLIENT (2) SAMPLE (40) CEILING (1)
     PEERNAME_LOOKUP (0: Postfix's smtpd does no reverse lookups, as Tern for loopback)
+    MILTER_SOCKET (unix: the milters on Unix sockets, as Debian has them; inet: TCP)
     SERVERS ("tern postfix") TERN_BIN (target/release/tern) TERN_CHECKS (0)
     TERN_EXTRA (TOML appended to Tern's config) MILTER_BASE (/run: OpenDKIM refuses
     files under /tmp) KEEP_TMP (0) OUT_DIR (bench/out) TMPDIR (spools; a real disk)
@@ -76,6 +79,7 @@ bench/out/filter-summary.json.
 
 import asyncio
 import csv
+import grp
 import json
 import os
 import re
@@ -113,6 +117,9 @@ WARMUP_PER_CLIENT = knob("WARMUP_PER_CLIENT", 2)
 SAMPLE = knob("SAMPLE", 40)
 CEILING = knob("CEILING", 1)
 PEERNAME_LOOKUP = knob("PEERNAME_LOOKUP", 0) == 1
+MILTER_SOCKET = os.environ.get("MILTER_SOCKET", "unix")
+if MILTER_SOCKET not in ("unix", "inet"):
+    sys.exit(f"MILTER_SOCKET must be unix or inet (got {MILTER_SOCKET!r})")
 TERN_CHECKS = knob("TERN_CHECKS", 0) == 1
 SERVERS = os.environ.get("SERVERS", "tern postfix").split()
 TERN_BIN = os.environ.get("TERN_BIN", os.path.join(ROOT, "target", "release", "tern"))
@@ -570,7 +577,7 @@ class Postfix:
         # The milters' files: OpenDKIM refuses any below a directory others may write
         # (so not under /tmp); root's MILTER_BASE, removed at the end.
         self.mdir = tempfile.mkdtemp(prefix="tern-filter-bench-milters-", dir=MILTER_BASE)
-        os.chmod(self.mdir, 0o700)
+        os.chmod(self.mdir, 0o711)  # Postfix's processes go through it to the sockets
         try:
             self._start(resolv, queue, data)
         except BaseException:
@@ -578,33 +585,54 @@ class Postfix:
             raise
 
     def _milter(self, resolv, name, conf_text, argv_of):
-        port = free_port()
+        """Starts one milter; returns its address for smtpd_milters. MILTER_SOCKET=unix
+        (the default, as Debian configures both): a Unix socket in the milters'
+        directory, made group `postfix` and 0660 once it exists (the directory is 0711,
+        so Postfix's processes reach it without listing it); inet: TCP on loopback."""
+        if MILTER_SOCKET == "unix":
+            sock = os.path.join(self.mdir, f"{name}.sock")
+            spec, addr = f"local:{sock}", f"unix:{sock}"
+        else:
+            port = free_port()
+            spec, addr = f"inet:{port}@127.0.0.1", f"inet:127.0.0.1:{port}"
         conf = os.path.join(self.mdir, f"{name}.conf")
         with open(conf, "w") as f:
-            f.write(conf_text.replace("@PORT@", str(port)))
+            f.write(conf_text.replace("@SOCKET@", spec))
         os.chmod(conf, 0o600)
         logf = open(os.path.join(self.work, f"{name}.log"), "wb")
         proc = subprocess.Popen(in_namespace(resolv, argv_of(conf)), stdout=logf,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.milters.append((proc, logf))
+
+        def up():
+            if MILTER_SOCKET != "unix":
+                return listening(port)
+            with socket.socket(socket.AF_UNIX) as u:
+                try:
+                    u.connect(sock)
+                    return True
+                except OSError:
+                    return False
         try:
-            wait_until(f"{name} listening on {port} (log {logf.name})",
-                       lambda: listening(port), 30, proc)
+            wait_until(f"{name} listening on {addr} (log {logf.name})", up, 30, proc)
         except Failure as e:
             logf.flush()
             with open(logf.name, "rb") as f:
                 raise Failure(f"{e}: {f.read()[-800:].decode('utf-8', 'replace')}") from None
-        return port
+        if MILTER_SOCKET == "unix":
+            os.chown(sock, 0, grp.getgrnam("postfix").gr_gid)
+            os.chmod(sock, 0o660)
+        return addr
 
     def _start(self, resolv, queue, data):
-        dkim_port = self._milter(resolv, "opendkim", f"""Syslog no
+        dkim_milter = self._milter(resolv, "opendkim", f"""Syslog no
 Mode v
 AuthservID {AUTHSERV['postfix']}
 AlwaysAddARHeader yes
 Nameservers 127.0.0.1
-Socket inet:@PORT@@127.0.0.1
+Socket @SOCKET@
 """, lambda c: ["opendkim", "-f", "-x", c])
-        dmarc_port = self._milter(resolv, "opendmarc", f"""Syslog false
+        dmarc_milter = self._milter(resolv, "opendmarc", f"""Syslog false
 AuthservID {AUTHSERV['postfix']}
 TrustedAuthservIDs {AUTHSERV['postfix']}
 RejectFailures true
@@ -614,7 +642,7 @@ RequiredHeaders false
 FailureReports false
 IgnoreAuthenticatedClients true
 PublicSuffixList /usr/share/publicsuffix/public_suffix_list.dat
-Socket inet:@PORT@@127.0.0.1
+Socket @SOCKET@
 """, lambda c: ["opendmarc", "-f", "-c", c])
         spf_conf = os.path.join(self.work, "policyd-spf.conf")
         with open(spf_conf, "w") as f:
@@ -662,7 +690,7 @@ smtpd_recipient_restrictions = check_policy_service unix:private/policyd-spf
 policyd-spf_time_limit = 3600
 # Accept-only: park every accepted message in the hold queue (bench/receive does so)
 smtpd_data_restrictions = check_client_access static:HOLD
-smtpd_milters = inet:127.0.0.1:{dkim_port}, inet:127.0.0.1:{dmarc_port}
+smtpd_milters = {dkim_milter}, {dmarc_milter}
 non_smtpd_milters = $smtpd_milters
 milter_default_action = tempfail
 postscreen_access_list = permit_mynetworks
@@ -696,6 +724,15 @@ postscreen_greet_wait = {GREET_WAIT}s
 
     def cpu(self):
         return tree_cpu([self.master_pid] + [p.pid for p, _ in self.milters])
+
+    def parts(self):
+        """CPU seconds so far of Postfix itself (the master and everything below it:
+        postscreen, dnsblog, smtpd, cleanup, spawn and policyd-spf, ...) and of each
+        milter."""
+        out = {"postfix": tree_cpu([self.master_pid])}
+        for (p, _), name in zip(self.milters, ("opendkim", "opendmarc")):
+            out[name] = tree_cpu([p.pid])
+        return out
 
     def alive(self):
         return _stat(self.master_pid) is not None and all(p.poll() is None
@@ -938,12 +975,14 @@ def warm_up(s, msgs, sanity):
 def timed_run(s, msgs, dns, rnd):
     subprocess.run(["sync"], timeout=300)
     q0, d0, c0 = dns.queries(), dns.cpu(), s.cpu()
+    p0 = s.parts() if hasattr(s, "parts") else {}
     u0, b0 = resource.getrusage(resource.RUSAGE_SELF), busy_cpu()
     t0 = time.monotonic()
     res = asyncio.run(asyncio.wait_for(
         load(s.port, msgs, list(range(len(msgs))), world.CLIENT_IPS, SESSIONS), TIMEOUT))
     dt = time.monotonic() - t0
     c1, d1, b1 = s.cpu(), dns.cpu(), busy_cpu()
+    p1 = s.parts() if hasattr(s, "parts") else {}
     u1 = resource.getrusage(resource.RUSAGE_SELF)
     q1 = dns.queries()
     if not s.alive():
@@ -965,12 +1004,14 @@ def timed_run(s, msgs, dns, rnd):
            "client_cpu": (u1.ru_utime + u1.ru_stime) - (u0.ru_utime + u0.ru_stime),
            "machine_busy": (b1 - b0) / dt, "dns_queries": q1 - q0, **t,
            "refused_by_kind": refused_by_kind, "replies": replies,
-           "load": os.getloadavg()[0]}
+           "load": os.getloadavg()[0], "cpu_parts": {k: p1[k] - p0[k] for k in p1}}
     log(f"round {rnd} {s.name}: {run['rate']:.0f} msg/s ({dt:.1f} s); accepted {t['accepted']}, "
         f"refused {t['refused']} {refused_by_kind}; server CPU {run['server_cpu']:.1f} s, DNS "
         f"server {run['dns_cpu']:.1f} s ({run['dns_queries']} queries), client "
         f"{run['client_cpu']:.1f} s; machine busy {run['machine_busy']:.2f} cores; load "
         f"{run['load']:.1f}")
+    if run["cpu_parts"]:
+        log("  CPU by part: " + ", ".join(f"{k} {v:.1f} s" for k, v in run["cpu_parts"].items()))
     for why, n in sorted(replies.items(), key=lambda x: -x[1])[:4]:
         log(f"    {n} x {why}")
     return run
@@ -999,7 +1040,8 @@ def summarise(runs, exp, exp_refused, ceiling, sanity, samples, up0, up1):
              f"{PER_CONNECTION} message(s) per connection from {len(world.CLIENT_IPS)} client "
              f"addresses, {MSG_SIZE}-octet bodies, {DOMAINS} sender domains; "
              f"{os.cpu_count()} CPUs; Tern checks {'ON' if TERN_CHECKS else 'OFF'}; Postfix "
-             f"reverse lookups {'on' if PEERNAME_LOOKUP else 'off'}; greet wait {GREET_WAIT} s",
+             f"reverse lookups {'on' if PEERNAME_LOOKUP else 'off'}, milters on {MILTER_SOCKET} "
+             f"sockets; greet wait {GREET_WAIT} s",
              f"messages: {exp}; refused expected: {exp_refused}",
              f"uptime at start: {up0}", f"uptime at end:   {up1}"]
     if ceiling:
@@ -1015,7 +1057,10 @@ def summarise(runs, exp, exp_refused, ceiling, sanity, samples, up0, up1):
                 f"{r['server_cpu']:.1f} s ({1000 * r['server_cpu'] / r['messages']:.2f} ms/msg), "
                 f"DNS server {r['dns_cpu']:.1f} s ({r['dns_queries']} queries, "
                 f"{r['dns_queries'] / r['messages']:.1f}/msg), client {r['client_cpu']:.1f} s; "
-                f"machine busy {r['machine_busy']:.2f} cores, load {r['load']:.1f}")
+                f"machine busy {r['machine_busy']:.2f} cores, load {r['load']:.1f}"
+                + ("; server CPU by part: " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                        r["cpu_parts"].items())
+                   if r["cpu_parts"] else ""))
         lines.append(f"{name}: best {best[name]:.0f} msg/s, mean server CPU "
                      f"{1000 * sum(r['server_cpu'] for r in rs) / len(rs) / MESSAGES:.2f} ms/msg")
     if "tern" in best and "postfix" in best:
