@@ -71,7 +71,8 @@ Knobs: MESSAGES (2000) ROUNDS (2) SESSIONS (20) PER_CONNECTION (1) MSG_SIZE (102
     PEERNAME_LOOKUP (0: Postfix's smtpd does no reverse lookups, as Tern for loopback)
     MILTER_SOCKET (unix: the milters on Unix sockets, as Debian has them; inet: TCP)
     SERVERS ("tern postfix") TERN_BIN (target/release/tern) TERN_CHECKS (0)
-    TERN_EXTRA (TOML appended to Tern's config) MILTER_BASE (/run: OpenDKIM refuses
+    TERN_EXTRA (TOML appended to Tern's config) TERN_CHECKS_TOML (a file whose text
+    replaces the [verify] and [screen] sections TERN_CHECKS=1 writes) MILTER_BASE (/run: OpenDKIM refuses
     files under /tmp) KEEP_TMP (0) OUT_DIR (bench/out) TMPDIR (spools; a real disk)
 Output: bench/out/filter-summary.txt, bench/out/filter.csv (one row per run), and
 bench/out/filter-summary.json.
@@ -124,6 +125,7 @@ TERN_CHECKS = knob("TERN_CHECKS", 0) == 1
 SERVERS = os.environ.get("SERVERS", "tern postfix").split()
 TERN_BIN = os.environ.get("TERN_BIN", os.path.join(ROOT, "target", "release", "tern"))
 TERN_EXTRA = os.environ.get("TERN_EXTRA", "")
+TERN_CHECKS_TOML = os.environ.get("TERN_CHECKS_TOML", "")
 MILTER_BASE = os.environ.get("MILTER_BASE", "/run")
 KEEP_TMP = knob("KEEP_TMP", 0) == 1
 OUT_DIR = os.environ.get("OUT_DIR", os.path.join(ROOT, "bench", "out"))
@@ -451,7 +453,10 @@ class Tern:
         self.port = free_port()
         self.conf = os.path.join(self.work, "tern.toml")
         checks = ""
-        if TERN_CHECKS:
+        if TERN_CHECKS and TERN_CHECKS_TOML:
+            with open(TERN_CHECKS_TOML) as f:
+                checks = f.read()
+        elif TERN_CHECKS:
             checks = f"""
 [verify]
 enabled = true
