@@ -313,7 +313,7 @@ events! {
     ARC_KEY_FAILED = (4112, "arc.key.failed", Error,
         "The [arc] sealing key could not be loaded (`error`: missing file, a symbolic link, mode other than 0600/0400, owner other than Tern's user, a directory others can write, not an RSA PEM key, under 2048 bits). At a reload, `kept_previous` = true means the key loaded before keeps sealing; false means forwarded mail goes unsealed (event 4114, reason no_key). A start with a key that fails does not happen: the start stops.",
         "Fix the file named in the event, then reload.");
-    ARC_SEALED = (4113, "arc.sealed", Debug,
+    ARC_SEALED = (4113, "arc.sealed", Info,
         "A forwarded message was ARC-sealed for this attempt: `instance` is the new set's i=, `cv` the chain status it records (none for the first set, pass, or fail), `results` where its ARC-Authentication-Results came from (verifier: Tern's inbound Authentication-Results; validated: Tern validated the chain at delivery).",
         "None.");
     ARC_UNSEALED = (4114, "arc.unsealed", Warning,

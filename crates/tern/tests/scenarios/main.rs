@@ -19,6 +19,7 @@ mod admin_queue_list_filters_and_paging;
 mod admin_releases_and_deletes_poisoned_and_held_mail;
 mod alias_loop_duplicates_and_remote_member;
 mod all_hosts_down_then_back;
+mod arc_seals_relayed_and_aliased_mail_from_outside;
 mod back_pressure_refuses_with_452;
 mod backlog_is_scheduled_before_its_files_are_read;
 mod backlog_loads_in_background_while_new_mail_flows;
