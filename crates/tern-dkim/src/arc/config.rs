@@ -104,22 +104,19 @@ impl ArcConfig {
                 "only \"rsa-sha256\": the receivers that act on ARC do not validate Ed25519 seals (docs/DKIM.md, ARC sealing)",
             ));
         }
-        if self.seal || !self.domain.is_empty() {
-            let domain = self.domain.to_ascii_lowercase();
-            if !valid_dns_name(&domain) {
-                p.push(Problem::new(
-                    "arc.domain",
-                    format!("{:?} is not a domain name", self.domain),
-                ));
-            }
+        if (self.seal || !self.domain.is_empty())
+            && !valid_dns_name(&self.domain.to_ascii_lowercase())
+        {
+            p.push(Problem::new(
+                "arc.domain",
+                format!("{:?} is not a domain name", self.domain),
+            ));
         }
-        if self.seal || !self.selector.is_empty() {
-            if !valid_dns_name(&self.selector) {
-                p.push(Problem::new(
-                    "arc.selector",
-                    format!("{:?} is not a selector (DNS labels)", self.selector),
-                ));
-            }
+        if (self.seal || !self.selector.is_empty()) && !valid_dns_name(&self.selector) {
+            p.push(Problem::new(
+                "arc.selector",
+                format!("{:?} is not a selector (DNS labels)", self.selector),
+            ));
         }
         if self.seal && self.key_file.as_os_str().is_empty() {
             p.push(Problem::new("arc.key_file", "missing (arc.seal = true)"));
