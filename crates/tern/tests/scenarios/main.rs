@@ -23,6 +23,7 @@ mod arc_never_seals_mail_tern_originates;
 mod arc_seal_extends_an_upstream_chain_with_cv_pass;
 mod arc_seal_verifies_on_the_8bit_downgraded_copy;
 mod arc_seals_relayed_and_aliased_mail_from_outside;
+mod arc_unsealed_when_too_large_or_the_key_breaks;
 mod back_pressure_refuses_with_452;
 mod backlog_is_scheduled_before_its_files_are_read;
 mod backlog_loads_in_background_while_new_mail_flows;
