@@ -33,7 +33,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use tern_dkim::arc::{self, Cv, Plan, Sealing, Unsealed};
+use tern_dkim::arc::{self, Cv, Plan, Results, Sealing, Unsealed};
 use tern_events::{catalog, fields};
 use tern_metrics::ArcSeal;
 use tern_route::{LmtpServer, Transport};
@@ -57,19 +57,10 @@ pub(crate) fn forwarded(env: &Envelope, transport: &Transport) -> bool {
     outside && leaves
 }
 
-/// Where the ARC-Authentication-Results came from (event 4113 `results`).
-#[derive(Clone, Copy)]
-enum Source {
-    /// Tern's inbound verifier (or, for a first set, the minimal one when it was off).
-    Planned,
-    /// Tern validated the chain at delivery.
-    Validated,
-}
-
 /// The blocking part's outcome.
 enum Step {
-    /// The fields to send, the new set's `cv` and instance.
-    Sealed(Vec<u8>, Cv),
+    /// The fields to send, the new set's `cv`, where its AAR came from.
+    Sealed(Vec<u8>, Cv, Results),
     /// The chain must be validated first: the wire form to seal, the stored form to
     /// validate, and Tern's Authentication-Results.
     Validate {
@@ -145,10 +136,12 @@ pub(crate) async fn seal(
             Ok(content) => {
                 let wire = arc::wire_form(&[&dkim_fields, &content]);
                 match arc::plan(&wire, &authserv_id, remote_ip) {
-                    Plan::Seal { cv, results } => match blocking_sealer.seal(&wire, cv, &results) {
-                        Ok(fields) => Step::Sealed(fields, cv),
-                        Err(e) => Step::Skip(Unsealed::Error, e.to_string()),
-                    },
+                    Plan::Seal { cv, results, from } => {
+                        match blocking_sealer.seal(&wire, cv, &results) {
+                            Ok(fields) => Step::Sealed(fields, cv, from),
+                            Err(e) => Step::Skip(Unsealed::Error, e.to_string()),
+                        }
+                    }
                     Plan::Skip(why) => Step::Skip(why, String::new()),
                     Plan::Validate { top } => {
                         // The chain as it was received: the stored form.
@@ -185,7 +178,7 @@ pub(crate) async fn seal(
         }
     };
     let (fields, cv, source) = match step {
-        Step::Sealed(fields, cv) => (fields, cv, Source::Planned),
+        Step::Sealed(fields, cv, from) => (fields, cv, from),
         Step::Skip(why, error) => {
             unsealed(ctx, job, remote, why, &error);
             return (copy, Ok(Vec::new()));
@@ -198,7 +191,7 @@ pub(crate) async fn seal(
                     return (copy, Ok(Vec::new()));
                 }
             };
-            let Plan::Seal { cv, results } =
+            let Plan::Seal { cv, results, from } =
                 arc::chain::after_validation(cv, top, sealing.authserv_id(), remote_ip)
             else {
                 unsealed(ctx, job, remote, Unsealed::Error, "no seal planned");
@@ -207,7 +200,7 @@ pub(crate) async fn seal(
             let s = Arc::clone(&sealer);
             let done = crate::last_gasp::spawn_blocking(move || s.seal(&wire, cv, &results)).await;
             match done {
-                Ok(Ok(fields)) => (fields, cv, Source::Validated),
+                Ok(Ok(fields)) => (fields, cv, from),
                 Ok(Err(e)) => {
                     unsealed(ctx, job, remote, Unsealed::Error, &e.to_string());
                     return (copy, Ok(Vec::new()));
@@ -234,10 +227,7 @@ pub(crate) async fn seal(
             "selector" => sealer.selector,
             "instance" => instance(&fields),
             "cv" => cv.as_str(),
-            "results" => match source {
-                Source::Planned => "verifier",
-                Source::Validated => "validated",
-            },
+            "results" => source.as_str(),
             "size" => size,
             "host" => remote,
         ),

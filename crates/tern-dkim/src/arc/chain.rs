@@ -19,6 +19,8 @@ use mail_auth::arc::ChainValidation;
 
 /// Longest Authentication-Results value reused as an ARC-Authentication-Results.
 pub const MAX_RESULTS_LEN: usize = 8 * 1024;
+/// Longest word (between spaces) of a reused Authentication-Results value.
+pub const MAX_WORD: usize = 900;
 /// Most ARC sets a chain may have (RFC 8617 §4.2.1): a message at this count is not
 /// sealed again.
 pub const MAX_SETS: usize = 50;
@@ -175,6 +177,11 @@ pub fn top_results(message: &AuthenticatedMessage<'_>, authserv_id: &str) -> Opt
         return None;
     }
     let value = relaxed(value);
+    // Folded at spaces when written again: a word that would not fit a line of 998
+    // octets cannot be.
+    if value.split(' ').any(|w| w.len() > MAX_WORD) {
+        return None;
+    }
     let parts = split_outside_quotes(&value);
     let id = parts.first()?;
     // authserv-id [version]: the first word.
@@ -311,6 +318,8 @@ pub enum Plan {
         cv: Cv,
         /// The AAR payload.
         results: String,
+        /// Where the payload came from.
+        from: Results,
     },
     /// Validate the chain first (DNS), then seal with [`after_validation`].
     Validate {
@@ -319,6 +328,28 @@ pub enum Plan {
     },
     /// Do not seal.
     Skip(Unsealed),
+}
+
+/// Where an ARC-Authentication-Results payload came from (event 4113 `results`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Results {
+    /// Tern's inbound verifier's Authentication-Results, as it was.
+    Verifier,
+    /// Tern's minimal one (a first set, verification off).
+    Minimal,
+    /// After Tern validated the chain at delivery.
+    Validated,
+}
+
+impl Results {
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Results::Verifier => "verifier",
+            Results::Minimal => "minimal",
+            Results::Validated => "validated",
+        }
+    }
 }
 
 /// The minimal AAR payload Tern writes when it validated the chain itself.
@@ -353,23 +384,29 @@ pub fn plan(
     if chain.sets == 0 {
         // The first set: nothing to validate. The verifier's results, when there, are
         // what this hop vouches for.
-        let results = match top {
-            Some(t) => t.value,
-            None => minimal_results(authserv_id, Cv::None, remote_ip),
+        let (results, from) = match top {
+            Some(t) => (t.value, Results::Verifier),
+            None => (
+                minimal_results(authserv_id, Cv::None, remote_ip),
+                Results::Minimal,
+            ),
         };
         return Plan::Seal {
             cv: Cv::None,
             results,
+            from,
         };
     }
     match top {
         Some(t) if t.arc == Some(ArcResult::Pass) => Plan::Seal {
             cv: Cv::Pass,
             results: t.value,
+            from: Results::Verifier,
         },
         Some(t) if t.arc == Some(ArcResult::Fail) => Plan::Seal {
             cv: Cv::Fail,
             results: t.value,
+            from: Results::Verifier,
         },
         // No verdict, an unusable one, or `none` although sets are there.
         top => Plan::Validate { top },
@@ -395,7 +432,11 @@ pub fn after_validation(
         }
         _ => minimal_results(authserv_id, cv, remote_ip),
     };
-    Plan::Seal { cv, results }
+    Plan::Seal {
+        cv,
+        results,
+        from: Results::Validated,
+    }
 }
 
 fn has_arc_entry(value: &str) -> bool {
@@ -463,6 +504,14 @@ mod tests {
         // Two verdicts: neither is believed.
         let m = "Authentication-Results: mx.tern.test; arc=fail; arc=pass\r\n\r\nb\r\n";
         assert_eq!(top_results(&parse(m), "mx.tern.test").unwrap().arc, None);
+        let long = format!(
+            "Authentication-Results: mx.tern.test; arc=pass x={}\r\n\r\nb\r\n",
+            "y".repeat(1000)
+        );
+        assert!(
+            top_results(&parse(&long), "mx.tern.test").is_none(),
+            "a word too long to fold"
+        );
         let m = "Authentication-Results: mx.tern.test; arc=temperror\r\n\r\nb\r\n";
         assert_eq!(
             top_results(&parse(m), "mx.tern.test").unwrap().arc,
@@ -493,14 +542,16 @@ mod tests {
             plan(chain(0), None, id, ip),
             Plan::Seal {
                 cv: Cv::None,
-                results: "mx.tern.test; arc=none smtp.remote-ip=192.0.2.7".into()
+                results: "mx.tern.test; arc=none smtp.remote-ip=192.0.2.7".into(),
+                from: Results::Minimal,
             }
         );
         assert_eq!(
             plan(chain(0), top(Some(ArcResult::None)), id, ip),
             Plan::Seal {
                 cv: Cv::None,
-                results: "mx.tern.test; dkim=pass header.d=b.test".into()
+                results: "mx.tern.test; dkim=pass header.d=b.test".into(),
+                from: Results::Verifier,
             }
         );
         assert!(matches!(
@@ -552,14 +603,16 @@ mod tests {
             after_validation(Cv::Pass, top(None), id, None),
             Plan::Seal {
                 cv: Cv::Pass,
-                results: "mx.tern.test; dkim=pass header.d=b.test; arc=pass".into()
+                results: "mx.tern.test; dkim=pass header.d=b.test; arc=pass".into(),
+                from: Results::Validated,
             }
         );
         assert_eq!(
             after_validation(Cv::Fail, top(Some(ArcResult::Other)), id, None),
             Plan::Seal {
                 cv: Cv::Fail,
-                results: "mx.tern.test; arc=fail".into()
+                results: "mx.tern.test; arc=fail".into(),
+                from: Results::Validated,
             }
         );
     }

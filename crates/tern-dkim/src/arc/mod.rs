@@ -16,6 +16,6 @@ pub mod chain;
 pub mod config;
 pub mod seal;
 
-pub use chain::{Cv, Plan, Unsealed};
+pub use chain::{Cv, Plan, Results, Unsealed};
 pub use config::ArcConfig;
 pub use seal::{ArcKeyLoad, ChainValidator, SealError, Sealer, Sealing, plan, wire_form};

@@ -397,7 +397,7 @@ mod tests {
     fn forward(h: &Hop, message: &[u8]) -> Vec<u8> {
         let wire = wire_form(&[message]);
         let (cv, results) = match plan(&wire, h.sealing.authserv_id(), None) {
-            Plan::Seal { cv, results } => (cv, results),
+            Plan::Seal { cv, results, .. } => (cv, results),
             other => panic!("{other:?}"),
         };
         let mut out = h
@@ -438,7 +438,8 @@ mod tests {
         };
         let cv = cv_of(&verdict(&wire, &records).await).unwrap();
         assert_eq!(cv, Cv::Pass);
-        let Plan::Seal { cv, results } = chain::after_validation(cv, top, "mx.second.test", None)
+        let Plan::Seal { cv, results, .. } =
+            chain::after_validation(cv, top, "mx.second.test", None)
         else {
             panic!()
         };
@@ -477,7 +478,7 @@ mod tests {
         let mut stored = ar.into_bytes();
         stored.extend_from_slice(&sealed);
         let wire = wire_form(&[&stored]);
-        let Plan::Seal { cv, results } = plan(&wire, "mx.second.test", None) else {
+        let Plan::Seal { cv, results, .. } = plan(&wire, "mx.second.test", None) else {
             panic!("no seal planned")
         };
         assert_eq!(cv, Cv::Pass);
@@ -510,7 +511,8 @@ mod tests {
         let wire = wire_form(&[&sealed]);
         let cv = cv_of(&verdict(&wire, &records).await).unwrap();
         assert_eq!(cv, Cv::Fail);
-        let Plan::Seal { cv, results } = chain::after_validation(cv, None, "mx.second.test", None)
+        let Plan::Seal { cv, results, .. } =
+            chain::after_validation(cv, None, "mx.second.test", None)
         else {
             panic!()
         };
