@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tern's test command (the one README.md names). Works on a fresh Debian machine of this
 # kind: installs the real peers the tests talk to (swaks, Postfix's smtp-source, Python's
-# aiosmtpd and dnslib, dkimpy and PyNaCl for the DKIM checks, iproute2 for the network-namespace DNS test, mount for the tmpfs of
+# aiosmtpd and dnslib, dkimpy and PyNaCl for the DKIM checks, authres for dkimpy's ARC signer, iproute2 for the network-namespace DNS test, mount for the tmpfs of
 # the disk-fault tests, Dovecot's LMTP server and doveadm for the local-delivery tests;
 # schemathesis for the admin API against its OpenAPI document;
 # aiosmtpd also drives bench/chaos/run.py, which chaos_soak_short runs; Chromium, node
@@ -46,6 +46,12 @@ fi
 if ! python3 -c 'import dkim, nacl' 2>/dev/null; then
   echo "== installing the DKIM verifier: dkimpy pynacl"
   python3 -m pip install -q dkimpy pynacl
+fi
+# authres: dkimpy's ARC signer (arc_sign) reads Authentication-Results with it; the
+# arc_* scenarios seal with dkimpy as an upstream forwarder and verify Tern's seals.
+if ! python3 -c 'import authres' 2>/dev/null; then
+  echo "== installing the ARC signer's dependency: authres"
+  python3 -m pip install -q authres
 fi
 # scramp: the client side of SCRAM-SHA-256 for the submission scenario
 # (submission_scram_sha_256_with_python_scramp).

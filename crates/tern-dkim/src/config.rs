@@ -162,7 +162,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Problem {
         Problem {
             key: key.into(),
             message: message.into(),

@@ -6,7 +6,9 @@
 //!   DNS records and their comparison;
 //! - [`rules`]: which mail is signed (origin, From domain), sans-I/O;
 //! - [`sign`]: the loaded state ([`Signing`], swapped on reload) and one message's
-//!   streaming signatures ([`Signatures`]).
+//!   streaming signatures ([`Signatures`]);
+//! - [`arc`]: ARC sealing (RFC 8617) of forwarded mail with the same key handling: the
+//!   `[arc]` section, the chain plan, the seal and the chain validation at delivery.
 //!
 //! This crate knows nothing else of Tern: the queue (`tern-queue/src/signing.rs`) feeds
 //! it the final bytes of each SMTP transaction, the binary loads it and reports key
@@ -19,6 +21,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod arc;
 pub mod config;
 pub mod keys;
 pub mod rules;

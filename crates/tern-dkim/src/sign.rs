@@ -252,14 +252,22 @@ impl Signing {
 /// CR or LF becomes CRLF (a CR at the end of one piece and an LF at the start of the next
 /// are one CRLF); [`LineEnds::finish`] ends an unterminated last line.
 #[derive(Debug, Default)]
-struct LineEnds {
+pub(crate) struct LineEnds {
     pending_cr: bool,
     at_line_start: bool,
     any: bool,
 }
 
 impl LineEnds {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    /// At the start of the content.
+    pub(crate) fn new() -> LineEnds {
+        LineEnds {
+            at_line_start: true,
+            ..LineEnds::default()
+        }
+    }
+
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len().saturating_add(8));
         for &byte in input {
             self.any = true;
@@ -285,7 +293,7 @@ impl LineEnds {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
         if self.pending_cr {
             self.pending_cr = false;
             self.at_line_start = true;

@@ -336,6 +336,20 @@ events! {
     DKIM_SIGN_SKIPPED = (4105, "dkim.sign.unsigned", Warning,
         "A message that should have been signed could not be (`error`) and dkim.on_failure = \"unsigned\": it was sent without a signature.",
         "Look at `error`; receivers may junk or refuse the unsigned message (DMARC).", track = "attempt");
+    // ARC sealing of forwarded mail (tern-dkim `arc`, tern-queue `sealing.rs`;
+    // docs/DKIM.md "ARC sealing"), 4111-4119.
+    ARC_KEY_LOADED = (4111, "arc.key.loaded", Info,
+        "The [arc] sealing key was loaded (at the start or a reload); fields give the domain, selector, key size and file.",
+        "None. Check that `<selector>._domainkey.<domain>` publishes its public key (`tern dkim check` works for a [dkim] domain; for ARC compare the record by hand).");
+    ARC_KEY_FAILED = (4112, "arc.key.failed", Error,
+        "The [arc] sealing key could not be loaded (`error`: missing file, a symbolic link, mode other than 0600/0400, owner other than Tern's user, a directory others can write, not an RSA PEM key, under 2048 bits). At a reload, `kept_previous` = true means the key loaded before keeps sealing; false means forwarded mail goes unsealed (event 4114, reason no_key). A start with a key that fails does not happen: the start stops.",
+        "Fix the file named in the event, then reload.");
+    ARC_SEALED = (4113, "arc.sealed", Info,
+        "A forwarded message was ARC-sealed for this attempt: `instance` is the new set's i=, `cv` the chain status it records (none for the first set, pass, or fail), `results` where its ARC-Authentication-Results came from (verifier: Tern's inbound Authentication-Results; minimal: a first set written while verification is off; validated: Tern validated the chain at delivery).",
+        "None.");
+    ARC_UNSEALED = (4114, "arc.unsealed", Warning,
+        "A message that should have been ARC-sealed was sent without a seal; `reason`: too_large (over arc.max_size), chain_failed (the last set already says cv=fail: RFC 8617 forbids sealing after it), chain_too_long (50 sets already), chain_malformed (ARC fields that cannot be numbered into sets), temperror (the chain could not be validated within arc.timeout_secs: DNS), no_key (no usable key), error (the sealer failed or the content could not be read: `error`). The message itself is delivered as it would be without ARC. Rate-limited per reason.",
+        "temperror: check the DNS servers in [dns]. no_key: fix the key (event 4112). too_large: raise arc.max_size if such mail must be sealed. The chain reasons need no action: the next hop sees the same chain.", track = "attempt");
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",
         "A delivery worker is restarted (event 5002); for the others, look for what blocks them (disk for a spool writer, the DNS servers, a runtime thread stuck in a lock) and restart Tern if the stall does not end (event 5003).");

@@ -302,6 +302,58 @@ impl DkimSignature {
     }
 }
 
+// --- ARC sealing (issue 18 §1) ---
+
+/// What ARC sealing came to for one delivery attempt of mail that should be sealed
+/// (counted by the queue): sealed, or sent unsealed for one of a fixed set of reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArcSeal {
+    /// An ARC set was added.
+    Sealed,
+    /// Larger than `arc.max_size`.
+    TooLarge,
+    /// The last set already said `cv=fail`.
+    ChainFailed,
+    /// The chain already had 50 sets.
+    ChainTooLong,
+    /// The ARC fields could not be grouped into numbered sets.
+    ChainMalformed,
+    /// The chain could not be validated in time (DNS).
+    TempError,
+    /// No usable key.
+    NoKey,
+    /// The sealer failed or the content could not be read.
+    Error,
+}
+
+impl ArcSeal {
+    /// Every one, in handle order.
+    pub const ALL: [ArcSeal; 8] = [
+        ArcSeal::Sealed,
+        ArcSeal::TooLarge,
+        ArcSeal::ChainFailed,
+        ArcSeal::ChainTooLong,
+        ArcSeal::ChainMalformed,
+        ArcSeal::TempError,
+        ArcSeal::NoKey,
+        ArcSeal::Error,
+    ];
+
+    /// The `result` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ArcSeal::Sealed => "sealed",
+            ArcSeal::TooLarge => "too_large",
+            ArcSeal::ChainFailed => "chain_failed",
+            ArcSeal::ChainTooLong => "chain_too_long",
+            ArcSeal::ChainMalformed => "chain_malformed",
+            ArcSeal::TempError => "temperror",
+            ArcSeal::NoKey => "no_key",
+            ArcSeal::Error => "error",
+        }
+    }
+}
+
 // --- SMTP AUTH (issue 17 §1) ---
 
 /// How an SMTP AUTH exchange ended.
@@ -506,6 +558,8 @@ pub struct Metrics {
     pub destinations_down: Gauge,
     /// DKIM signatures by algorithm and result.
     dkim: [Counter; DkimSignature::ALL.len()],
+    /// ARC seals by result (issue 18).
+    arc: [Counter; ArcSeal::ALL.len()],
     /// SMTP AUTH counters (issue 17).
     auth: AuthCounters,
 }
@@ -667,11 +721,20 @@ impl Metrics {
                 ("result", result.to_owned()),
             ])
         });
+        let arc_family = Family::<Labels1, Counter>::default();
+        registry.register(
+            "arc_seals",
+            "ARC sealing of forwarded mail per delivery attempt: sealed, or the reason it went unsealed",
+            arc_family.clone(),
+        );
+        let arc = ArcSeal::ALL
+            .map(|a| arc_family.get_or_create_owned(&[("result", a.label().to_owned())]));
         let auth = AuthCounters::register(&mut registry);
         Metrics {
             auth,
             registry,
             dkim,
+            arc,
             received,
             delivered,
             deferred,
@@ -744,6 +807,18 @@ impl Metrics {
     /// DKIM signatures so far of this kind.
     pub fn dkim_signatures(&self, what: DkimSignature) -> u64 {
         self.dkim.get(what as usize).map_or(0, Counter::get)
+    }
+
+    /// Counts one ARC sealing outcome.
+    pub fn arc_seal(&self, what: ArcSeal) {
+        if let Some(c) = self.arc.get(what as usize) {
+            c.inc();
+        }
+    }
+
+    /// ARC sealing outcomes so far of this kind.
+    pub fn arc_seals(&self, what: ArcSeal) -> u64 {
+        self.arc.get(what as usize).map_or(0, Counter::get)
     }
 
     /// Counts one delivery attempt.

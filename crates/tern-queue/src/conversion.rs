@@ -50,7 +50,7 @@ use crate::job::Job;
 /// the process (memory needs no such bound any more: each conversion streams). The
 /// queue's [`Context`] holds one of these (no process-wide state).
 #[derive(Debug)]
-pub struct LargeConversions(Semaphore);
+pub struct LargeConversions(pub(crate) Semaphore);
 
 impl Default for LargeConversions {
     fn default() -> Self {

@@ -84,6 +84,7 @@ mod probe;
 pub mod requests;
 mod retries;
 pub mod scheduler;
+mod sealing;
 mod signing;
 mod transaction;
 
@@ -122,6 +123,9 @@ pub struct Runtime {
     /// DKIM signing: domains, loaded keys, rules (`tern-dkim`); a reload that cannot
     /// read a key keeps the key loaded before.
     pub dkim: Arc<tern_dkim::Signing>,
+    /// ARC sealing of forwarded mail: the `[arc]` key and limits (`tern_dkim::arc`); a
+    /// reload that cannot read the key keeps the key loaded before.
+    pub arc: Arc<tern_dkim::arc::Sealing>,
 }
 
 /// Everything the queue's tasks share. Read-only after start except `runtime`, which a
@@ -150,6 +154,11 @@ pub struct Context {
     pub intake: QueueIntake,
     /// Where delivery workers register their heartbeats; `None`: not watched.
     pub watchdog: Option<Watchdog>,
-    /// Large 7-bit conversions run one at a time (`conversion.rs`).
+    /// Large 7-bit conversions run one at a time (`conversion.rs`); large ARC sealings
+    /// share the permits (`sealing.rs`).
     pub large_conversions: LargeConversions,
+    /// Validates ARC chains at delivery when the message carries no verdict of Tern's
+    /// verifier (`sealing.rs`), through the `[dns]` name servers; `None`: it could not
+    /// be built, and such mail goes unsealed (reason temperror).
+    pub arc_chain: Option<tern_dkim::arc::ChainValidator>,
 }

@@ -2,8 +2,9 @@
 //! ([`Addressee`]), the content made fit for the peer (refused when over its SIZE or
 //! needing SMTPUTF8 it lacks; converted to 7 bit when it lacks 8BITMIME: `conversion.rs`)
 //! and streamed from the spool, and the peer's replies turned into one result per
-//! recipient; the content is DKIM-signed last when the rules say so (`signing.rs`:
-//! the `DKIM-Signature` fields are sent before it). Used by the SMTP delivery workers (`attempt.rs`) and the LMTP delivery
+//! recipient; the content is DKIM-signed when the rules say so (`signing.rs`: the
+//! `DKIM-Signature` fields are sent before it), and forwarded mail is ARC-sealed last
+//! (`sealing.rs`: the ARC set goes before everything). Used by the SMTP delivery workers (`attempt.rs`) and the LMTP delivery
 //! (`local.rs`), which decide what to do when the transaction cannot finish here
 //! ([`Sent::NextHost`]).
 //!
@@ -174,6 +175,26 @@ pub(crate) async fn send_on(
         Signed::Unsigned => Vec::new(),
         Signed::Fields(fields) => fields,
         Signed::Defer(text) => return Ok(Sent::Final(JobResult::deferred(&all, &text))),
+    };
+    // ARC: forwarded mail is sealed after that, over the DKIM fields and the octets
+    // sent (`sealing.rs`); the set goes first. Never holds the message up.
+    let (converted, seal) =
+        match crate::sealing::seal(ctx, job, converted, &signature, remote).await {
+            (c, Ok(fields)) => (c, fields),
+            (_, Err(true)) => {
+                return Ok(Sent::Final(JobResult::deferred(
+                    &all,
+                    "4.3.0 sealing the message failed inside Tern",
+                )));
+            }
+            (c, Err(false)) => (c, Vec::new()),
+        };
+    let signature = if seal.is_empty() {
+        signature
+    } else {
+        let mut fields = seal;
+        fields.extend_from_slice(&signature);
+        fields
     };
     // The content is streamed: the stored file (checked as it is read), or the
     // converted copy from memory or its spill file.

@@ -86,6 +86,9 @@ pub struct Config {
     /// `[dkim]`: DKIM signing domains, keys and rules (docs/DKIM.md). Its key files are
     /// read by the server at start and reload, and by `check-config`, not here.
     pub dkim: tern_dkim::DkimConfig,
+    /// `[arc]`: ARC sealing of forwarded mail (docs/DKIM.md, "ARC sealing"). Its key
+    /// file is read by the server at start and reload, and by `check-config`.
+    pub arc: tern_dkim::arc::ArcConfig,
     /// `[auth]`: SMTP AUTH for submission listeners (docs/SUBMISSION.md).
     pub auth: tern_auth::AuthConfig,
     /// `[screen]`: screening before the first command and greylisting
@@ -398,6 +401,12 @@ impl Config {
         let mut p = Vec::new();
         p.extend(
             self.dkim
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
+        );
+        p.extend(
+            self.arc
                 .problems()
                 .into_iter()
                 .map(|x| ConfigProblem::new(x.key, x.message)),
@@ -797,6 +806,7 @@ impl Config {
         c.local_directory = Arc::clone(&new.local_directory);
         c.queue.settings = new.queue.settings.clone();
         c.dkim = new.dkim.clone();
+        c.arc = new.arc.clone();
         c.auth = new.auth.clone();
         c.screen = new.screen.clone();
         c

@@ -1,4 +1,5 @@
-//! DKIM in the binary: loading the keys at the start (a key that fails stops the start)
+//! DKIM and ARC in the binary: loading the keys (`[dkim]`, and the `[arc]` sealing
+//! key with the same rules) at the start (a key that fails stops the start)
 //! and at a reload (a key that fails keeps the one loaded before, event 4102), the key
 //! checks of `tern check-config`, and the `tern dkim generate|check` commands
 //! (docs/DKIM.md).
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hickory_resolver::proto::rr::{RData, RecordType};
+use tern_dkim::arc::{ArcKeyLoad, Sealing};
 use tern_dkim::keys::{self, RecordMatch};
 use tern_dkim::{Algorithm, KeyLoad, Signing};
 use tern_events::{EventLog, catalog, fields};
@@ -86,7 +88,62 @@ pub fn key_problems(config: &Config) -> Vec<ConfigProblem> {
             }
         }
     }
+    if config.arc.seal
+        && let Err(e) = keys::load_key(&config.arc.key_file, Algorithm::RsaSha256)
+    {
+        p.push(ConfigProblem::new("arc.key_file", e.to_string()));
+    }
     p
+}
+
+fn emit_arc(events: &EventLog, load: Option<&ArcKeyLoad>) {
+    let Some(l) = load else { return };
+    match &l.result {
+        Ok(bits) => events.emit(
+            &catalog::ARC_KEY_LOADED,
+            fields!(
+                "domain" => l.domain,
+                "selector" => l.selector,
+                "bits" => bits,
+                "file" => l.path.display(),
+            ),
+        ),
+        Err(e) => events.emit(
+            &catalog::ARC_KEY_FAILED,
+            fields!(
+                "domain" => l.domain,
+                "selector" => l.selector,
+                "file" => l.path.display(),
+                "error" => e.to_string(),
+                "kept_previous" => l.kept_previous,
+            ),
+        ),
+    }
+}
+
+/// The authserv-id of Tern's own Authentication-Results, which the ARC sealer trusts on
+/// top of a message: the server's host name (`[verify] authserv_id` once verification
+/// is configured; issue 18).
+fn authserv_id(config: &Config) -> &str {
+    &config.server.hostname
+}
+
+/// Loads the `[arc]` key at the start; a key that cannot be loaded stops the start.
+pub fn load_arc_at_start(config: &Config, events: &EventLog) -> anyhow::Result<Arc<Sealing>> {
+    let (sealing, load) = Sealing::load(&config.arc, authserv_id(config), None);
+    emit_arc(events, load.as_ref());
+    if let Some(Err(e)) = load.as_ref().map(|l| &l.result) {
+        anyhow::bail!("the ARC sealing key could not be loaded: {e}");
+    }
+    Ok(Arc::new(sealing))
+}
+
+/// Loads the `[arc]` key at a reload: a key that fails keeps the one loaded before
+/// (same domain and selector; event 4112).
+pub fn load_arc_at_reload(config: &Config, previous: &Sealing, events: &EventLog) -> Arc<Sealing> {
+    let (sealing, load) = Sealing::load(&config.arc, authserv_id(config), Some(previous));
+    emit_arc(events, load.as_ref());
+    Arc::new(sealing)
 }
 
 /// `tern dkim generate`: writes a new key and prints its DNS record.

@@ -470,11 +470,14 @@ fn reload(
     if let Some(ctx) = queue {
         // DKIM keys: one that cannot be read now keeps the key loaded before (4102).
         let dkim = crate::dkim::load_at_reload(&config, &ctx.runtime.load().dkim, events);
+        // The ARC key likewise (4112).
+        let arc = crate::dkim::load_arc_at_reload(&config, &ctx.runtime.load().arc, events);
         ctx.runtime.store(Arc::new(Runtime {
             routes: Arc::new(routes),
             queue: config.queue.settings.clone(),
             local: Arc::clone(&config.local_directory),
             dkim,
+            arc,
         }));
         // Addresses added to the machine since count for the MX self rule at once.
         ctx.own_addrs.refresh();
@@ -683,6 +686,7 @@ fn queue_context(
         .map_err(|p| anyhow::anyhow!("routing table: {} problem(s)", p.len()))?;
     // A DKIM key that cannot be loaded stops the start (like OpenDKIM's).
     let dkim = crate::dkim::load_at_start(config, &events)?;
+    let arc = crate::dkim::load_arc_at_start(config, &events)?;
     Ok(QueueContext {
         spool,
         events,
@@ -691,6 +695,7 @@ fn queue_context(
             queue: config.queue.settings.clone(),
             local: Arc::clone(&config.local_directory),
             dkim,
+            arc,
         }),
         delivery: d.clone(),
         resolver,
@@ -701,7 +706,20 @@ fn queue_context(
         intake,
         watchdog,
         large_conversions: tern_queue::LargeConversions::default(),
+        arc_chain: arc_validator(&config.dns),
     })
+}
+
+/// The ARC chain validator of the queue: the `[dns]` name servers, each query bounded
+/// by `dns.timeout` (the whole validation by `arc.timeout_secs`).
+fn arc_validator(dns: &DnsSection) -> Option<tern_dkim::arc::ChainValidator> {
+    let mut builder = tern_route::dns::resolver_builder(&dns.nameservers).ok()?;
+    builder.options_mut().timeout = dns.resolver_config().timeout;
+    builder.options_mut().attempts = 1;
+    builder
+        .build()
+        .ok()
+        .map(tern_dkim::arc::ChainValidator::new)
 }
 
 /// The resolver for client names, or `None` when reverse lookups are off.

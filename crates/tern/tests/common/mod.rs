@@ -33,6 +33,7 @@ use serde_json::Value;
 use tern_spool::{ListedMessage, QueueState, Spool, StoredMessage};
 
 pub mod admin;
+pub mod arc;
 pub mod connectors;
 pub mod dkim;
 pub mod local;

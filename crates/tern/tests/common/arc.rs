@@ -1,0 +1,128 @@
+//! ARC helpers for the sealing scenarios: the `[arc]` section for a key made with `tern
+//! dkim generate` (`crate::common::dkim::generate`), an upstream forwarder's seal made
+//! by dkimpy (`dkim.arc_sign`), and an independent verifier, dkimpy's `dkim.arc_verify`,
+//! answering its DNS queries from the records the test publishes, never the network.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::dkim::TestKey;
+use super::{require_python_modules, toml_str};
+
+/// An `[arc]` section sealing with `key`, plus `extra` keys.
+pub fn section(key: &TestKey, extra: &str) -> String {
+    format!(
+        "[arc]\nseal = true\ndomain = {}\nselector = {}\nkey_file = {}\n{extra}\n",
+        toml_str(&key.domain),
+        toml_str(&key.selector),
+        toml_str(&key.file.display().to_string())
+    )
+}
+
+const SIGN: &str = r#"
+import dkim, sys
+msg = open(sys.argv[1], "rb").read()
+key = open(sys.argv[2], "rb").read()
+fields = dkim.arc_sign(msg, sys.argv[3].encode(), sys.argv[4].encode(), key, sys.argv[5].encode(),
+                       include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+if not fields:
+    sys.exit("dkimpy made no ARC set")
+sys.stdout.buffer.write(b"".join(fields) + msg)
+"#;
+
+/// `content` sealed by dkimpy as an upstream forwarder: it must carry an
+/// Authentication-Results of `srv_id` (whose `arc=` result dkimpy takes as `cv=`).
+pub fn upstream_seal(content: &[u8], key: &TestKey, srv_id: &str) -> Vec<u8> {
+    require_python_modules(&["dkim", "authres"]);
+    let dir = tempfile::tempdir().unwrap();
+    let msg = dir.path().join("m.eml");
+    std::fs::write(&msg, content).unwrap();
+    let out = super::python(
+        SIGN,
+        &[
+            msg.to_str().unwrap(),
+            key.file.to_str().unwrap(),
+            &key.selector,
+            &key.domain,
+            srv_id,
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "dkimpy arc_sign failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+const VERIFY: &str = r#"
+import dkim, json, sys
+records = json.load(open(sys.argv[2]))
+def dnsfunc(name, timeout=5):
+    name = name.decode() if isinstance(name, bytes) else name
+    return records.get(name.rstrip(".").lower(), "").encode()
+msg = open(sys.argv[1], "rb").read()
+cv, results, comment = dkim.arc_verify(msg, dnsfunc=dnsfunc)
+print(json.dumps({"cv": (cv or b"").decode(), "comment": comment,
+                  "instances": [{"instance": r["instance"], "cv": r["cv"].decode(),
+                                 "ams_valid": bool(r["ams-valid"]), "as_valid": bool(r["as-valid"]),
+                                 "ams_domain": r["ams-domain"].decode() if isinstance(r["ams-domain"], bytes) else r["ams-domain"]}
+                                for r in results]}))
+"#;
+
+/// dkimpy's verdict on the ARC chain of `content`: `cv` (`pass`, `fail`, `none`, or
+/// empty when a seal said fail), `comment`, and per instance `cv`, `ams_valid`,
+/// `as_valid`, with the keys' records as the only DNS.
+pub fn verify(content: &[u8], keys: &[&TestKey]) -> Value {
+    require_python_modules(&["dkim"]);
+    let dir = tempfile::tempdir().unwrap();
+    let msg = dir.path().join("m.eml");
+    std::fs::write(&msg, content).unwrap();
+    let records: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| (k.name(), Value::String(k.text())))
+        .collect();
+    let zone = dir.path().join("records.json");
+    std::fs::write(&zone, Value::Object(records).to_string()).unwrap();
+    let out = super::python(
+        VERIFY,
+        &[msg.to_str().unwrap(), zone.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "dkimpy arc_verify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The `i=` and `cv=` of the topmost ARC-Seal, `None` when there is none.
+pub fn top_seal(content: &[u8]) -> Option<(u32, String)> {
+    let text = String::from_utf8_lossy(content);
+    let line = text.lines().find_map(|l| l.strip_prefix("ARC-Seal:"))?;
+    let tag = |name: &str| {
+        line.split(';')
+            .map(str::trim)
+            .find_map(|t| t.strip_prefix(name))
+            .map(str::to_string)
+    };
+    Some((tag("i=")?.parse().ok()?, tag("cv=")?))
+}
+
+/// Asserts that dkimpy validates the chain of `content`, whose newest set is `i=
+/// instance` with `cv`, by `sealer`.
+pub fn assert_sealed(content: &[u8], keys: &[&TestKey], instance: u32, cv: &str, what: &str) {
+    let head = String::from_utf8_lossy(&content[..content.len().min(4000)]).to_string();
+    assert_eq!(
+        top_seal(content),
+        Some((instance, cv.to_string())),
+        "{what}: {head}"
+    );
+    let v = verify(content, keys);
+    assert_eq!(v["cv"], "pass", "{what}: dkimpy says {v}\n{head}");
+}

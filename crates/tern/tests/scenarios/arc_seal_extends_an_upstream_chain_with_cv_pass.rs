@@ -1,0 +1,99 @@
+//! A message that already carries a valid ARC set made by another forwarder (dkimpy's
+//! `arc_sign`, `i=1`) is sealed by Tern as `i=2; cv=pass`: verification is off here, so
+//! Tern validates the chain itself at delivery, asking the scripted DNS server for the
+//! upstream key through its `[dns]` name servers, and dkimpy's `arc_verify` validates
+//! the whole chain at the next hop. The same message with its body changed after the
+//! upstream seal is sealed `i=2; cv=fail` (RFC 8617 §5.1.2), which dkimpy does not
+//! accept as a valid chain.
+
+use std::time::Duration;
+
+use crate::common::arc::{assert_sealed, section, top_seal, upstream_seal, verify};
+use crate::common::dkim::generate;
+use crate::common::free_port;
+use crate::common::peers::{DnsServer, SmtpPeer, delivering, send_with};
+
+fn original(case: &str) -> Vec<u8> {
+    format!(
+        "Authentication-Results: upstream.test; spf=pass smtp.mailfrom=ann@origin.test\r\nX-Case: {case}\r\nFrom: Ann <ann@origin.test>\r\nTo: <list@upstream.test>\r\nSubject: {case}\r\nDate: Sun, 6 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{case}@origin.test>\r\n\r\nPosted to a list that forwards.\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+#[ignore = "needs root or a test peer: scripts/test.sh runs it"]
+fn an_upstream_set_is_validated_and_extended() {
+    let keys = tempfile::tempdir().unwrap();
+    let up = generate(keys.path(), "upstream.test", "u1", "rsa");
+    let ours = generate(keys.path(), "forward.test", "arc", "rsa");
+    let mut dns = DnsServer::start();
+    let port = free_port("127.0.0.2".parse().unwrap());
+    dns.set_mx("dest.test", &[(10, "mx.dest.test")], 300);
+    dns.set_a("mx.dest.test", "127.0.0.2".parse().unwrap(), 300);
+    dns.set_txt(&up.name(), &up.strings, 300);
+    let sink = SmtpPeer::start_on("127.0.0.2", port, &[]);
+    let tern = delivering(&dns, port, "")
+        .section("[relay]\ndomains = [\"dest.test\"]\nnetworks = [\"127.0.0.9/32\"]\n")
+        .section(&section(&ours, ""))
+        .start();
+
+    let good = upstream_seal(&original("good"), &up, "upstream.test");
+    assert_eq!(top_seal(&good), Some((1, "none".to_string())));
+    assert_eq!(verify(&good, &[&up])["cv"], "pass", "the upstream set");
+    // Changed after the upstream seal (a footer added): its body hash no longer holds.
+    let mut broken = upstream_seal(&original("broken"), &up, "upstream.test");
+    broken.extend_from_slice(b"-- \r\nA footer added after the seal.\r\n");
+    assert_eq!(
+        verify(&broken, &[&up])["cv"],
+        "fail",
+        "the broken upstream set"
+    );
+
+    for m in [&good, &broken] {
+        send_with(
+            tern.addr(),
+            "MAIL FROM:<ann@origin.test>",
+            &["RCPT TO:<a@dest.test>"],
+            m,
+        );
+    }
+    let got = sink.wait_for(2, Duration::from_secs(30));
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        let text = String::from_utf8_lossy(&r.content).to_string();
+        if text.contains("X-Case: good") {
+            assert_sealed(&r.content, &[&up, &ours], 2, "pass", "good");
+            let v = verify(&r.content, &[&up, &ours]);
+            assert_eq!(v["instances"].as_array().unwrap().len(), 2, "{v}");
+            assert!(
+                text.replace("\r\n\t", " ")
+                    .contains("ARC-Authentication-Results: i=2; mx.tern.test; arc=pass"),
+                "{text}"
+            );
+        } else {
+            assert_eq!(
+                top_seal(&r.content),
+                Some((2, "fail".to_string())),
+                "{text}"
+            );
+            let v = verify(&r.content, &[&up, &ours]);
+            assert_ne!(v["cv"], "pass", "a failed chain validates: {v}");
+        }
+    }
+    let sealed = tern.wait_for_events(4113, 2, Duration::from_secs(10));
+    let mut cvs: Vec<String> = sealed
+        .iter()
+        .map(|e| {
+            assert_eq!(e["results"], "validated", "{e}");
+            assert_eq!(e["instance"], "2", "{e}");
+            e["cv"].as_str().unwrap().to_string()
+        })
+        .collect();
+    cvs.sort();
+    assert_eq!(cvs, ["fail", "pass"]);
+    // The validation asked Tern's DNS server for the upstream key.
+    assert!(
+        dns.queries_for(&up.name()) > 0,
+        "the upstream key was never asked for"
+    );
+}
