@@ -58,7 +58,7 @@ pub enum QuarantineMode {
 
 /// The `[verify]` section.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct VerifyConfig {
     /// Check inbound mail at all.
     pub enabled: bool,

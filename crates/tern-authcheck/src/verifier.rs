@@ -415,6 +415,11 @@ impl Verifier {
                 let sig = o.signature();
                 let (result, mut comment) = match o.result() {
                     DkimResult::Pass => (AuthResult::Pass, None),
+                    // A body that does not match its hash is a signature that does not
+                    // verify: `fail` (RFC 6376 §6.3), as OpenDKIM reports it.
+                    DkimResult::Neutral(
+                        e @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch),
+                    ) => (AuthResult::Fail, Some(e.to_string())),
                     DkimResult::Neutral(e) => (AuthResult::Neutral, Some(e.to_string())),
                     DkimResult::Fail(e) => (AuthResult::Fail, Some(e.to_string())),
                     DkimResult::PermError(e) => (AuthResult::PermError, Some(e.to_string())),

@@ -137,6 +137,10 @@ pub struct ListenerConfig {
     /// Offer AUTH without TLS to loopback clients (127.0.0.0/8, ::1) only, for a local
     /// webmail or test client; everyone else still needs TLS first (`538 5.7.11`).
     pub allow_plaintext_loopback: bool,
+    /// Inbound verification on this listener (`[verify]`, docs/FILTERING.md); unset: on
+    /// when `verify.enabled`, except on listeners with `auth = "required"`. Never applied
+    /// to relay networks or authenticated clients.
+    pub verify: Option<bool>,
 }
 
 /// Stress mode (like Postfix's): while many of the listener's places are in use, every
@@ -231,6 +235,7 @@ impl Default for ListenerConfig {
             stress: Stress::default(),
             auth: AuthMode::None,
             allow_plaintext_loopback: false,
+            verify: None,
         }
     }
 }
@@ -369,6 +374,12 @@ impl ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// Whether inbound verification applies on this listener when `[verify] enabled` is
+    /// `enabled`.
+    pub fn verifies(&self, enabled: bool) -> bool {
+        enabled && self.verify.unwrap_or(self.auth != AuthMode::Required)
+    }
+
     /// The connection limits of this listener, in connections.
     pub fn limiter_config(&self) -> crate::limits::LimiterConfig {
         let max = self.max_connections;

@@ -87,6 +87,11 @@ pub struct SmtpShared {
     /// SMTP AUTH (`[auth]`): `None` when no listener offers it. Listeners with `auth =
     /// "optional"` or `"required"` use it.
     pub auth: Option<Arc<tern_auth::AuthService>>,
+    /// Inbound verification (`[verify]`, tern-authcheck, docs/FILTERING.md): `None` when
+    /// off; swapped on reload (a session keeps the verifier it started a message with).
+    pub verify: arc_swap::ArcSwapOption<tern_authcheck::Verifier>,
+    /// Where DMARC observations go (`tern_reports::NoReports` when reports are off).
+    pub dmarc_recorder: Arc<dyn tern_reports::DmarcRecorder>,
 }
 
 /// One listener's configuration plus what was built from it.

@@ -82,6 +82,9 @@ pub struct Config {
     pub dkim: tern_dkim::DkimConfig,
     /// `[auth]`: SMTP AUTH for submission listeners (docs/SUBMISSION.md).
     pub auth: tern_auth::AuthConfig,
+    /// `[verify]`: inbound SPF, DKIM, DMARC and ARC verification and policy
+    /// (docs/FILTERING.md).
+    pub verify: tern_authcheck::VerifyConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -387,6 +390,12 @@ impl Config {
     /// Every semantic problem.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
+        p.extend(
+            self.verify
+                .problems()
+                .into_iter()
+                .map(|(k, m)| ConfigProblem::new(k, m)),
+        );
         p.extend(
             self.dkim
                 .problems()
@@ -770,6 +779,7 @@ impl Config {
         c.queue.settings = new.queue.settings.clone();
         c.dkim = new.dkim.clone();
         c.auth = new.auth.clone();
+        c.verify = new.verify.clone();
         c
     }
 

@@ -39,6 +39,7 @@ pub mod local;
 pub mod mounts;
 pub mod peers;
 pub mod submission;
+pub mod verify;
 
 /// Host name every test server uses (greeting, Received header).
 pub const HOSTNAME: &str = "mx.tern.test";

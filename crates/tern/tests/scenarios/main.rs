@@ -119,5 +119,6 @@ mod tracking_follows_a_deferral_and_a_delivery;
 mod tracking_log_rotates_by_size_without_losing_records;
 mod unknown_local_recipient_refused_at_rcpt;
 mod unusable_spool_dir_fails_start_with_path;
+mod verify_dkim_signed_by_dkimpy_passes_and_a_broken_signature_fails;
 mod watchdog_restarts_frozen_delivery_worker;
 mod web_viewer_in_a_real_browser;
