@@ -52,7 +52,8 @@ pub enum QuarantineMode {
     Header,
     /// Queued in the hold queue (`tern queue release` sends it on).
     Hold,
-    /// Every recipient sent to `dmarc_quarantine_route` (a `[[route]]` name).
+    /// Every recipient routed by the `[[route]]` entry of the domain key
+    /// `dmarc_quarantine_route`.
     Route,
 }
 
@@ -90,8 +91,8 @@ pub struct VerifyConfig {
     pub dmarc_reject: DmarcRejectAction,
     /// DMARC `p=quarantine`.
     pub dmarc_quarantine: QuarantineMode,
-    /// With `dmarc_quarantine = "route"`: the `[[route]]` entry's name whose transport
-    /// takes quarantined mail.
+    /// With `dmarc_quarantine = "route"`: a domain key (e.g. `quarantine.invalid`) whose
+    /// `[[route]]` entry takes every recipient of quarantined mail.
     pub dmarc_quarantine_route: Option<String>,
     /// Networks (CIDR) or host names (verified reverse DNS, exact or `.parent`) whose
     /// mail is never refused by DMARC or SPF, only marked.
@@ -209,12 +210,11 @@ impl VerifyConfig {
         }
         need(
             self.dmarc_quarantine != QuarantineMode::Route
-                || self
-                    .dmarc_quarantine_route
-                    .as_deref()
-                    .is_some_and(|r| !r.is_empty()),
+                || self.dmarc_quarantine_route.as_deref().is_some_and(
+                    |r| matches!(forwarder(r), Some(Forwarder::Name(n)) if !n.starts_with('.')),
+                ),
             "dmarc_quarantine_route",
-            "needed when dmarc_quarantine = \"route\"",
+            "needed when dmarc_quarantine = \"route\": a domain key of a [[route]] entry",
         );
         for (i, f) in self.trusted_forwarders.iter().enumerate() {
             if forwarder(f).is_none() {

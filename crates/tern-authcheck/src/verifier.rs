@@ -101,6 +101,9 @@ pub struct Outcome {
     pub quarantine_field: Option<String>,
     /// One observation per DMARC-checked domain whose record has `rua=`.
     pub observations: Vec<DmarcObservation>,
+    /// The envelope's quarantine mark for the queue (`hold`, `route:<key>`), when the
+    /// message is quarantined in those modes.
+    pub envelope_mark: Option<String>,
 }
 
 /// Why a verifier could not be built.
@@ -240,56 +243,67 @@ impl Verifier {
         }
     }
 
-    /// Verifies `message` (as received, CRLF) with the SPF result already known, by
-    /// `deadline`, and decides. `message = None`: not held in memory (`why` says why):
-    /// judged on SPF alone.
+    /// Verifies `message` (as received, CRLF) and decides, everything by `deadline`:
+    /// DKIM and ARC run while `spf` (the SPF check started at MAIL FROM) is awaited, then
+    /// DMARC. `message = None`: not held in memory (`why_not` says why): judged on SPF
+    /// alone.
     pub async fn verify(
         &self,
         message: Option<&[u8]>,
         why_not: &str,
         client: &Client<'_>,
-        spf: Option<SpfCheck>,
+        spf: impl std::future::Future<Output = Option<SpfCheck>>,
         deadline: Instant,
     ) -> Outcome {
-        let mut v = Verdicts {
-            spf: spf.filter(|_| self.cfg.spf),
-            ..Verdicts::default()
-        };
+        let mut v = Verdicts::default();
         let parsed = message.and_then(AuthenticatedMessage::parse);
         let mut dkim_pass: Vec<String> = Vec::new();
         let mut dkim_temp: Vec<String> = Vec::new();
         let from_domains: Vec<String>;
+        let bounded = |f| tokio::time::timeout_at(deadline.into(), f);
         match &parsed {
             Some(msg) => {
                 from_domains = distinct_domains(&msg.from);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if self.cfg.dkim {
-                    let checks = tokio::time::timeout(left, self.dkim(msg))
-                        .await
-                        .unwrap_or_else(|_| timed_out_signatures(msg, self.cfg.max_signatures));
-                    for d in &checks {
+                let dkim = async {
+                    if !self.cfg.dkim {
+                        return None;
+                    }
+                    Some(
+                        tokio::time::timeout_at(deadline.into(), self.dkim(msg))
+                            .await
+                            .unwrap_or_else(|_| timed_out_signatures(msg, self.cfg.max_signatures)),
+                    )
+                };
+                let arc = async {
+                    if !self.cfg.arc {
+                        return None;
+                    }
+                    Some(
+                        tokio::time::timeout_at(deadline.into(), self.arc(msg))
+                            .await
+                            .unwrap_or_else(|_| ArcCheck {
+                                result: AuthResult::Fail,
+                                comment: Some("DNS timeout".into()),
+                            }),
+                    )
+                };
+                let (spf, dkim, arc) = tokio::join!(bounded(spf), dkim, arc);
+                v.spf = spf.ok().flatten();
+                if let Some(checks) = &dkim {
+                    for d in checks {
                         match d.result {
                             AuthResult::Pass => dkim_pass.push(d.domain.clone()),
                             AuthResult::TempError => dkim_temp.push(d.domain.clone()),
                             _ => {}
                         }
                     }
-                    v.dkim = Some(checks);
                 }
-                if self.cfg.arc {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    v.arc = Some(
-                        tokio::time::timeout(left, self.arc(msg))
-                            .await
-                            .unwrap_or_else(|_| ArcCheck {
-                                result: AuthResult::Fail,
-                                comment: Some("DNS timeout".into()),
-                            }),
-                    );
-                }
+                v.dkim = dkim;
+                v.arc = arc;
             }
             None => {
                 from_domains = Vec::new();
+                v.spf = bounded(spf).await.ok().flatten();
                 let why = if message.is_some() {
                     "message could not be parsed"
                 } else {
@@ -306,6 +320,9 @@ impl Verifier {
                     });
                 }
             }
+        }
+        if !self.cfg.spf {
+            v.spf = None;
         }
         let in_memory = parsed.is_some();
         let mut observations = Vec::new();
@@ -370,6 +387,15 @@ impl Verifier {
             )),
             _ => None,
         };
+        let envelope_mark = match decision.action {
+            policy::Action::Quarantine(crate::QuarantineMode::Hold) => Some("hold".to_string()),
+            policy::Action::Quarantine(crate::QuarantineMode::Route) => self
+                .cfg
+                .dmarc_quarantine_route
+                .as_ref()
+                .map(|k| format!("route:{k}")),
+            _ => None,
+        };
         let observations = observations
             .into_iter()
             .map(|(check, found, judgement)| {
@@ -390,6 +416,7 @@ impl Verifier {
             decision,
             quarantine_field,
             observations,
+            envelope_mark,
         }
     }
 
@@ -836,6 +863,127 @@ fn b64_prefix(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_auth::ResolverCache as _;
+    use mail_auth::common::parse::TxtRecordParser as _;
+    use mail_auth::common::verify::DomainKey;
+
+    /// RFC 8463 Appendix A: the keys (A.2) and the signed message (A.3), Ed25519 and
+    /// RSA signatures over the same message, relaxed/relaxed.
+    const RFC8463_KEYS: [(&str, &str); 2] = [
+        (
+            "brisbane._domainkey.football.example.com",
+            "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+        ),
+        (
+            "test._domainkey.football.example.com",
+            "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB",
+        ),
+    ];
+    const RFC8463_MESSAGE: &str = "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;
+ d=football.example.com; i=@football.example.com;
+ q=dns/txt; s=brisbane; t=1528637909; h=from : to :
+ subject : date : message-id : from : subject : date;
+ bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;
+ b=/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11Bus
+ Fa3bT3FY5OsU7ZbnKELq+eXdp1Q1Dw==
+DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;
+ d=football.example.com; i=@football.example.com;
+ q=dns/txt; s=test; t=1528637909; h=from : to : subject :
+ date : message-id : from : subject : date;
+ bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;
+ b=F45dVWDfMbQDGHJFlXUNB2HKfbCeLRyhDXgFpEL8GwpsRe0IeIixNTe3
+ DhCVlUrSjV4BwcVcOF6+FF3Zo9Rpo1tFOeS9mPYQTnGdaSGsgeefOsk2Jz
+ dA+L10TeYt9BgDfQNZtKdN1WO//KgIqXP7OdEFE4LjFYNcUxZQ4FADY+8=
+From: Joe SixPack <joe@football.example.com>
+To: Suzie Q <suzie@shopping.example.net>
+Subject: Is dinner ready?
+Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)
+Message-ID: <20030712040037.46341.5F8J@football.example.com>
+
+Hi.
+
+We lost the game.  Are you hungry yet?
+
+Joe.
+";
+
+    /// A verifier whose DKIM keys come from the primed cache only (SPF, DMARC and ARC
+    /// off: nothing reaches a name server).
+    fn offline(keys: &[(&str, &str)]) -> Verifier {
+        let cfg = VerifyConfig {
+            enabled: true,
+            spf: false,
+            dmarc: false,
+            arc: false,
+            ..VerifyConfig::default()
+        };
+        let resolver = mail_auth::hickory_resolver::TokioResolver::builder_tokio()
+            .unwrap_or_else(|e| panic!("resolver: {e}"))
+            .build()
+            .unwrap_or_else(|e| panic!("resolver: {e}"));
+        let v = Verifier::new(cfg, "mx.test", resolver).unwrap_or_else(|e| panic!("{e}"));
+        let until = Instant::now() + Duration::from_secs(3600);
+        for (name, record) in keys {
+            let key = DomainKey::parse(record.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let txt = mail_auth::Txt::from(key);
+            v.caches
+                .0
+                .insert(format!("{name}.").into_boxed_str(), txt.clone(), until);
+            v.caches.0.insert((*name).into(), txt, until);
+        }
+        v
+    }
+
+    fn client() -> Client<'static> {
+        Client {
+            ip: "192.0.2.1".parse().unwrap_or(IpAddr::from([192, 0, 2, 1])),
+            name: None,
+            helo: "football.example.com",
+            mail_from: "joe@football.example.com",
+        }
+    }
+
+    async fn dkim_of(v: &Verifier, message: &[u8]) -> Vec<DkimCheck> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let out = v
+            .verify(Some(message), "", &client(), async { None }, deadline)
+            .await;
+        out.verdicts.dkim.unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn rfc_8463_example_verifies_ed25519_and_rsa() {
+        let v = offline(&RFC8463_KEYS);
+        let message = RFC8463_MESSAGE.replace('\n', "\r\n");
+        let got = dkim_of(&v, message.as_bytes()).await;
+        let summary: Vec<(AuthResult, &str)> = got
+            .iter()
+            .map(|d| (d.result, d.selector.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [(AuthResult::Pass, "brisbane"), (AuthResult::Pass, "test")],
+            "{got:?}"
+        );
+        // One byte of the body changed: both fail.
+        let changed = message.replace("hungry", "Hungry");
+        let got = dkim_of(&v, changed.as_bytes()).await;
+        assert!(got.iter().all(|d| d.result == AuthResult::Fail), "{got:?}");
+        // One byte of a signed header field changed: both fail.
+        let changed = message.replace("Is dinner ready?", "Is dinner ready!");
+        let got = dkim_of(&v, changed.as_bytes()).await;
+        assert!(got.iter().all(|d| d.result == AuthResult::Fail), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn only_max_signatures_are_verified() {
+        let mut v = offline(&RFC8463_KEYS);
+        v.cfg.max_signatures = 1;
+        let message = RFC8463_MESSAGE.replace('\n', "\r\n");
+        let got = dkim_of(&v, message.as_bytes()).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].selector, "brisbane");
+    }
 
     #[test]
     fn header_b_is_the_base64_prefix() {

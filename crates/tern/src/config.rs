@@ -512,9 +512,24 @@ impl Config {
         {
             p.push(ConfigProblem::new(q.key, q.message));
         }
-        if let Err(route_problems) = RoutingTable::new(&self.routes) {
-            for r in route_problems {
-                p.push(ConfigProblem::new(r.key, r.message));
+        match RoutingTable::new(&self.routes) {
+            Err(route_problems) => {
+                for r in route_problems {
+                    p.push(ConfigProblem::new(r.key, r.message));
+                }
+            }
+            Ok(table) => {
+                // The DMARC quarantine route must be an entry of its own, never the
+                // default MX route (docs/FILTERING.md).
+                if self.verify.dmarc_quarantine == tern_authcheck::QuarantineMode::Route
+                    && let Some(key) = &self.verify.dmarc_quarantine_route
+                    && matches!(table.route(key).pattern.as_str(), "*" | "(default)")
+                {
+                    p.push(ConfigProblem::new(
+                        "verify.dmarc_quarantine_route",
+                        format!("no [[route]] lists {key:?} (add one with the transport that takes quarantined mail)"),
+                    ));
+                }
             }
         }
         if self.dns.timeout_ms == 0 {

@@ -324,6 +324,9 @@ impl Session {
             return reply;
         }
         let envelope = Envelope {
+            quarantine: verified
+                .as_ref()
+                .and_then(|v| v.outcome.envelope_mark.clone()),
             id,
             sender: txn.sender,
             recipients: txn.recipients,

@@ -67,9 +67,10 @@ impl SpfTask {
         }
     }
 
-    /// The result, by the deadline (`temperror` if the task did not finish).
-    pub(crate) async fn result(mut self) -> SpfCheck {
-        let until = self.deadline + SPF_GRACE;
+    /// The result, by its deadline or `by` whichever comes first (`temperror` if the
+    /// task did not finish).
+    pub(crate) async fn result(mut self, by: Instant) -> SpfCheck {
+        let until = (self.deadline + SPF_GRACE).min(by);
         match tokio::time::timeout_at(until.into(), &mut self.handle).await {
             Ok(Ok(check)) => check,
             _ => SpfCheck {
@@ -220,13 +221,16 @@ impl Sink {
         };
         tern_metrics::get().verify_not_in_memory();
         let v = Arc::clone(&held.verifier);
-        let spf = match held.spf.take() {
-            Some(t) => Some(t.result().await),
-            None => None,
-        };
         let deadline = Instant::now() + Duration::from_secs(v.config().timeout);
+        let spf = held.spf.take();
         let outcome = v
-            .verify(None, why, &held.facts.client(), spf, deadline)
+            .verify(
+                None,
+                why,
+                &held.facts.client(),
+                spf_result(spf, deadline),
+                deadline,
+            )
             .await;
         let buf = std::mem::take(&mut held.buf);
         let (content, removed) = strip_if_whole_header(&v, buf);
@@ -263,13 +267,17 @@ impl Sink {
             ),
             State::Held(mut held) => {
                 let v = Arc::clone(&held.verifier);
-                let spf = match held.spf.take() {
-                    Some(t) => Some(t.result().await),
-                    None => None,
-                };
+                // One bound for everything from the end of the data: `timeout`.
                 let deadline = Instant::now() + Duration::from_secs(v.config().timeout);
+                let spf = held.spf.take();
                 let outcome = v
-                    .verify(Some(&held.buf), "", &held.facts.client(), spf, deadline)
+                    .verify(
+                        Some(&held.buf),
+                        "",
+                        &held.facts.client(),
+                        spf_result(spf, deadline),
+                        deadline,
+                    )
                     .await;
                 let refused = matches!(
                     outcome.decision.action,
@@ -302,6 +310,14 @@ impl Sink {
                 )
             }
         }
+    }
+}
+
+/// The SPF task's result by `deadline` (none when SPF was not started).
+async fn spf_result(task: Option<SpfTask>, deadline: Instant) -> Option<SpfCheck> {
+    match task {
+        Some(t) => Some(t.result(deadline).await),
+        None => None,
     }
 }
 
