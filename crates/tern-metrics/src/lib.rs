@@ -305,7 +305,6 @@ impl SubmissionRefusal {
     }
 }
 
-/// The AUTH counters, resolved at start.
 // --- Inbound verification (issue 18 §1, §2) ---
 
 /// The methods inbound verification counts (`method` label).
@@ -410,6 +409,7 @@ impl Metrics {
     }
 }
 
+/// The AUTH counters, resolved at start.
 struct AuthCounters {
     exchanges: [[Counter; AuthResult::ALL.len()]; AUTH_MECHANISMS.len()],
     refused: [Counter; SubmissionRefusal::ALL.len()],
