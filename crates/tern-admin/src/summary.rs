@@ -410,6 +410,7 @@ mod tests {
         w.write(body).await.expect("write");
         let id = w.id();
         let env = Envelope {
+            quarantine: None,
             id,
             sender: "s@client.test".into(),
             recipients: vec![Recipient::new(to)],

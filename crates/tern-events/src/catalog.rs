@@ -167,6 +167,19 @@ events! {
     LIMIT_CLIENT_RECIPIENTS = (2138, "smtp.limit.client_recipients", Notice,
         "A client network addressed more recipients than limits.client_recipients allows; further RCPT commands get 451 4.7.1 until its allowance comes back (`retry_after_secs`). Logged once per network and window.",
         "None for a spam run or a dictionary attack; the client retries later. For a legitimate bulk sender, raise limits.client_recipients or exempt it through relay.networks.");
+    // Inbound verification (issue 18 §1, §2: tern-authcheck, docs/FILTERING.md).
+    VERIFY_VERDICT = (2151, "verify.verdict", Info,
+        "Inbound verification judged a message: `spf`, `dkim`, `dmarc`, `arc` give each method's result (`-` when off), `action` what was done (accept, quarantine, reject, defer) and `reason` why; `removed` counts earlier Authentication-Results fields claiming Tern's authserv-id that were removed. Written for refused messages too (their queue id was never acknowledged).",
+        "None; `tern track <id>` shows it. Many DMARC failures from one source may be a forwarder to list in verify.trusted_forwarders.", track = "verified");
+    VERIFY_REFUSED = (2152, "verify.refused", Notice,
+        "A message was refused at the end of DATA by inbound verification: DMARC reject (550 5.7.1), SPF fail with verify.spf_fail = \"reject\" (550 5.7.23), or a temporary DNS error with verify.temperror = \"defer\" (451); nothing was queued.",
+        "None for spoofed mail. If legitimate mail is refused, check the sender's SPF/DKIM/DMARC records, or list the forwarder in verify.trusted_forwarders or the domain in verify.exceptions.");
+    VERIFY_NOT_IN_MEMORY = (2153, "verify.not_in_memory", Info,
+        "A message was not held in memory for DKIM and ARC verification (`reason`: over verify.max_size, or the process-wide verify.memory_budget was used up); it was streamed to the spool as usual and judged on SPF alone (its DMARC result is pass or none, never fail).",
+        "None for an occasional large message. If the budget is the reason, raise verify.memory_budget or lower the number of connections.");
+    VERIFY_SETUP_FAILED = (2154, "verify.setup_failed", Error,
+        "Inbound verification could not be set up (`error`: the Public Suffix List file, the resolver); at start Tern refuses to run, on reload the previous settings stay in force.",
+        "Fix the file or setting named in `error` (`tern check-config` shows it) and reload.");
 
     // Screening before the first command and greylisting (tern-screen,
     // docs/SCREENING.md): ids 2181-2199. Refusals are logged once per kind, client network

@@ -103,6 +103,7 @@ mod tests {
 
     fn envelope(rcpts: &[&str]) -> Envelope {
         Envelope {
+            quarantine: None,
             id: QueueId::generate(),
             sender: "s@x.test".into(),
             recipients: rcpts.iter().map(|a| Recipient::new(*a)).collect(),

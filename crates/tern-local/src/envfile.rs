@@ -486,6 +486,7 @@ mod tests {
     #[test]
     fn a_stored_envelope_round_trips() {
         let env = Envelope {
+            quarantine: None,
             id: tern_spool::QueueId::generate(),
             sender: "s@x.test".into(),
             recipients: vec![

@@ -375,6 +375,7 @@ mod tests {
         assert_eq!(names(d.path()).len(), 1, "only the hidden temporary file");
         let id = draft.id();
         let env = Envelope {
+            quarantine: None,
             id,
             sender: "a@x.test".into(),
             recipients: vec![Recipient::new("b@y.test")],

@@ -370,6 +370,7 @@ impl Service {
             BodyType::SevenBit
         };
         let envelope = Envelope {
+            quarantine: None,
             id,
             sender: p.sender.clone(),
             recipients: p.recipients.clone(),

@@ -421,6 +421,110 @@ impl SubmissionRefusal {
     }
 }
 
+// --- Inbound verification (issue 18 §1, §2) ---
+
+/// The methods inbound verification counts (`method` label).
+pub const VERIFY_METHODS: [&str; 4] = ["spf", "dkim", "dmarc", "arc"];
+/// The results counted (`result` label, RFC 8601's names).
+pub const VERIFY_RESULTS: [&str; 8] = [
+    "none",
+    "pass",
+    "fail",
+    "softfail",
+    "neutral",
+    "temperror",
+    "permerror",
+    "policy",
+];
+/// What verification did with a message (`action` label).
+pub const VERIFY_ACTIONS: [&str; 4] = ["accept", "quarantine", "reject", "defer"];
+
+struct VerifyCounters {
+    results: [[Counter; VERIFY_RESULTS.len()]; VERIFY_METHODS.len()],
+    actions: [Counter; VERIFY_ACTIONS.len()],
+    /// Messages not held in memory for DKIM/ARC (over max_size or the budget).
+    streamed: Counter,
+}
+
+impl VerifyCounters {
+    fn register(registry: &mut Registry) -> VerifyCounters {
+        let family = Family::<[(&'static str, String); 2], Counter>::default();
+        registry.register(
+            "verify_results",
+            "Inbound verification results, by method (spf, dkim, dmarc, arc) and result",
+            family.clone(),
+        );
+        let results = VERIFY_METHODS.map(|m| {
+            VERIFY_RESULTS.map(|r| {
+                family.get_or_create_owned(&[("method", m.to_owned()), ("result", r.to_owned())])
+            })
+        });
+        let actions_family = Family::<Labels1, Counter>::default();
+        registry.register(
+            "verify_actions",
+            "Messages by what inbound verification decided (accept, quarantine, reject, defer)",
+            actions_family.clone(),
+        );
+        let actions =
+            VERIFY_ACTIONS.map(|a| actions_family.get_or_create_owned(&[("action", a.to_owned())]));
+        let streamed = Counter::default();
+        registry.register(
+            "verify_not_in_memory",
+            "Messages not DKIM/ARC-verified because they were over verify.max_size or the memory budget",
+            streamed.clone(),
+        );
+        VerifyCounters {
+            results,
+            actions,
+            streamed,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one verification result; names outside the bounded sets are not counted.
+    pub fn verify_result(&self, method: &str, result: &str) {
+        let m = VERIFY_METHODS.iter().position(|x| *x == method);
+        let r = VERIFY_RESULTS.iter().position(|x| *x == result);
+        if let (Some(m), Some(r)) = (m, r)
+            && let Some(c) = self.verify.results.get(m).and_then(|row| row.get(r))
+        {
+            c.inc();
+        }
+    }
+
+    /// Verification results so far for `method` and `result`.
+    pub fn verify_results(&self, method: &str, result: &str) -> u64 {
+        let m = VERIFY_METHODS.iter().position(|x| *x == method);
+        let r = VERIFY_RESULTS.iter().position(|x| *x == result);
+        match (m, r) {
+            (Some(m), Some(r)) => self
+                .verify
+                .results
+                .get(m)
+                .and_then(|row| row.get(r))
+                .map_or(0, Counter::get),
+            _ => 0,
+        }
+    }
+
+    /// Counts one verification decision (`accept`, `quarantine`, `reject`, `defer`).
+    pub fn verify_action(&self, action: &str) {
+        if let Some(c) = VERIFY_ACTIONS
+            .iter()
+            .position(|x| *x == action)
+            .and_then(|i| self.verify.actions.get(i))
+        {
+            c.inc();
+        }
+    }
+
+    /// Counts one message not held in memory for verification.
+    pub fn verify_not_in_memory(&self) {
+        self.verify.streamed.inc();
+    }
+}
+
 /// The AUTH counters, resolved at start.
 struct AuthCounters {
     exchanges: [[Counter; AuthResult::ALL.len()]; AUTH_MECHANISMS.len()],
@@ -562,6 +666,7 @@ pub struct Metrics {
     arc: [Counter; ArcSeal::ALL.len()],
     /// SMTP AUTH counters (issue 17).
     auth: AuthCounters,
+    verify: VerifyCounters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -730,8 +835,10 @@ impl Metrics {
         let arc = ArcSeal::ALL
             .map(|a| arc_family.get_or_create_owned(&[("result", a.label().to_owned())]));
         let auth = AuthCounters::register(&mut registry);
+        let verify = VerifyCounters::register(&mut registry);
         Metrics {
             auth,
+            verify,
             registry,
             dkim,
             arc,

@@ -324,6 +324,7 @@ mod tests {
         let id = draft.id();
         draft.write(content).await.unwrap();
         let envelope = Envelope {
+            quarantine: None,
             id,
             sender: "s@example.org".into(),
             recipients: vec![Recipient::new("r@example.net")],

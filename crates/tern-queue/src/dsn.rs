@@ -278,6 +278,7 @@ async fn queue_report(
     draft.write(&bytes).await?;
     let eight_bit = bytes.iter().any(|b| *b >= 0x80);
     let envelope = Envelope {
+        quarantine: None,
         id,
         sender: String::new(),
         recipients: vec![Recipient::new(env.sender.clone())],

@@ -416,6 +416,7 @@ async fn run(
         held,
         jobs,
         expired,
+        quarantine_hold,
     } = plan::plan(
         &msg.envelope,
         &msg.facts.head,
@@ -514,6 +515,7 @@ async fn run(
     let attempt = Attempt {
         results,
         held,
+        quarantine_hold,
         started: now,
         lost_worker,
         waiting_on,
@@ -565,6 +567,8 @@ struct Attempt {
     results: Vec<(usize, RcptResult)>,
     /// Recipients parked by `hold` routes.
     held: Vec<usize>,
+    /// Every recipient was parked by the envelope's quarantine hold.
+    quarantine_hold: bool,
     /// When the attempt started (microseconds since the epoch).
     started: i64,
     /// A delivery worker died holding one of the jobs.
@@ -584,6 +588,7 @@ async fn finish(
     let Attempt {
         results,
         held,
+        quarantine_hold,
         started,
         lost_worker,
         waiting_on,
@@ -633,7 +638,11 @@ async fn finish(
     }
     let open = match step {
         Step::Defer { open } => open,
-        Step::Remove | Step::Hold => return hold(ctx, id, record).await,
+        Step::Remove | Step::Hold => {
+            // The quarantine hold is applied once: a release delivers the message.
+            record.quarantine_held |= quarantine_hold;
+            return hold(ctx, id, record).await;
+        }
     };
     let wait = apply::defer(
         record,

@@ -55,6 +55,9 @@ pub(crate) struct Plan {
     pub jobs: BTreeMap<String, HopGroup>,
     /// The message's age when it expired (step 2), for the event.
     pub expired: Option<Duration>,
+    /// Every pending recipient was parked by the envelope's quarantine hold (step 3a):
+    /// the record must say so, so a release delivers it.
+    pub quarantine_hold: bool,
 }
 
 /// Decides the attempt (see the module header). `head` is the header section as the load
@@ -102,12 +105,23 @@ pub(crate) fn plan(
         plan.expired = Some(age);
         return plan;
     }
+    // 3a. Quarantined by inbound verification (docs/FILTERING.md): held once, or routed
+    // by the quarantine route's key.
+    let quarantine_route = match envelope.quarantine.as_deref() {
+        Some("hold") if !record.quarantine_held => {
+            plan.held = plan.pending.clone();
+            plan.quarantine_hold = true;
+            return plan;
+        }
+        Some(q) => q.strip_prefix("route:").map(str::to_string),
+        None => None,
+    };
     for &i in &plan.pending {
         let Some(r) = envelope.recipients.get(i) else {
             continue;
         };
         let domain = domain_of(&r.address);
-        let route = routes.route(&domain);
+        let route = routes.route(quarantine_route.as_deref().unwrap_or(&domain));
         match &*route.transport {
             Transport::Reject { reply } => {
                 // The enhanced code was checked when the routes were loaded.
@@ -200,6 +214,7 @@ pub(crate) mod tests {
     /// A message from `sender` to `rcpts`, arrived at [`T0`].
     pub(crate) fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
         Envelope {
+            quarantine: None,
             id: QueueId::generate(),
             sender: sender.into(),
             recipients: rcpts.iter().map(|a| Recipient::new(*a)).collect(),
@@ -316,6 +331,26 @@ pub(crate) mod tests {
         let p = plan_at(&env, HEAD, &rec, T0);
         assert_eq!(p.pending, vec![2, 3]);
         assert_eq!(p.jobs["mx:a.test"].rcpts, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_quarantine_hold_parks_every_recipient_once_and_a_quarantine_route_routes_them() {
+        let mut env = envelope("s@x.test", &["a@a.test", "b@b.test"]);
+        env.quarantine = Some("hold".into());
+        let mut record = DeliveryRecord::new(env.id, 2);
+        let p = plan_at(&env, HEAD, &record, T0);
+        assert_eq!((p.held.as_slice(), p.quarantine_hold), (&[0, 1][..], true));
+        assert!(p.jobs.is_empty());
+        // Released: routed as usual.
+        record.quarantine_held = true;
+        let p = plan_at(&env, HEAD, &record, T0);
+        assert!(!p.quarantine_hold && p.held.is_empty());
+        assert_eq!(p.jobs.len(), 2);
+        // A route of its own: every recipient goes by the key's route (here a hold).
+        env.quarantine = Some("route:held.test".into());
+        let p = plan_at(&env, HEAD, &DeliveryRecord::new(env.id, 2), T0);
+        assert_eq!(p.held, [0, 1]);
+        assert!(!p.quarantine_hold);
     }
 
     #[test]

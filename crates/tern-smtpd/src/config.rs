@@ -141,6 +141,10 @@ pub struct ListenerConfig {
     /// (docs/SCREENING.md); unset: on when `[screen] enabled`, except on listeners with
     /// `auth = "required"`. Clients in relay networks are never screened.
     pub screen: Option<bool>,
+    /// Inbound verification on this listener (`[verify]`, docs/FILTERING.md); unset: on
+    /// when `verify.enabled`, except on listeners with `auth = "required"`. Never applied
+    /// to relay networks or authenticated clients.
+    pub verify: Option<bool>,
 }
 
 /// Stress mode (like Postfix's): while many of the listener's places are in use, every
@@ -236,6 +240,7 @@ impl Default for ListenerConfig {
             auth: AuthMode::None,
             allow_plaintext_loopback: false,
             screen: None,
+            verify: None,
         }
     }
 }
@@ -374,6 +379,12 @@ impl ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// Whether inbound verification applies on this listener when `[verify] enabled` is
+    /// `enabled`.
+    pub fn verifies(&self, enabled: bool) -> bool {
+        enabled && self.verify.unwrap_or(self.auth != AuthMode::Required)
+    }
+
     /// The connection limits of this listener, in connections.
     pub fn limiter_config(&self) -> crate::limits::LimiterConfig {
         let max = self.max_connections;

@@ -91,6 +91,11 @@ pub struct SmtpShared {
     /// docs/SCREENING.md): `None` screens nobody. Which listeners screen is their
     /// `screen` key.
     pub screen: Option<Arc<tern_screen::Screen>>,
+    /// Inbound verification (`[verify]`, tern-authcheck, docs/FILTERING.md): `None` when
+    /// off; swapped on reload (a session keeps the verifier it started a message with).
+    pub verify: arc_swap::ArcSwapOption<tern_authcheck::Verifier>,
+    /// Where DMARC observations go (`tern_reports::NoReports` when reports are off).
+    pub dmarc_recorder: Arc<dyn tern_reports::DmarcRecorder>,
 }
 
 /// One listener's configuration plus what was built from it.

@@ -35,6 +35,12 @@ pub struct Envelope {
     pub arrival_micros: i64,
     /// Size of the stored content in octets, including the Received header Tern added.
     pub size: u64,
+    /// Set by inbound verification when the DMARC policy quarantined the message
+    /// (docs/FILTERING.md): `hold` parks it in the hold queue at its first routing (a
+    /// release then delivers it), `route:<key>` routes every recipient by the routing
+    /// table's entry for the domain `<key>`. Absent for every other message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 /// Body type from `MAIL FROM ... BODY=` (RFC 6152, RFC 3030).
@@ -217,6 +223,9 @@ impl Envelope {
             return Err(EnvelopeError::TooManyRecipients(self.recipients.len()));
         }
         check_address(&self.sender, true)?;
+        if let Some(q) = &self.quarantine {
+            check_address(q, false)?;
+        }
         for r in &self.recipients {
             check_address(&r.address, false)?;
         }

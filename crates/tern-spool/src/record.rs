@@ -77,6 +77,10 @@ pub struct DeliveryRecord {
     /// crash, and repeated, does not count the same crash twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash_run: Option<u64>,
+    /// The quarantine hold of its envelope (`quarantine = "hold"`) was applied: after a
+    /// release the message is routed as usual.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantine_held: bool,
     /// One entry per envelope recipient, in envelope order. Invariant: same length as
     /// the envelope's recipient list (checked by the queue when it loads both).
     pub recipients: Vec<RecipientRecord>,
@@ -266,6 +270,7 @@ impl DeliveryRecord {
             last_error: None,
             crashes: 0,
             crash_run: None,
+            quarantine_held: false,
             recipients: vec![RecipientRecord::default(); recipients],
         }
     }

@@ -12,6 +12,7 @@ use crate::id::QueueId;
 /// A plausible envelope for `id` with `size` content bytes and `n` recipients.
 pub(crate) fn envelope(id: QueueId, size: u64, n: usize) -> Envelope {
     Envelope {
+        quarantine: None,
         id,
         sender: "alice@example.org".into(),
         recipients: (0..n.max(1))
@@ -104,6 +105,7 @@ pub(crate) fn arb_envelope(id: QueueId, size: u64) -> impl Strategy<Value = Enve
             move |(sender, recipients, (declared_size, smtputf8, dsn_envid), client, arrival)| {
                 let (address, verified_name, helo, esmtp) = client;
                 Envelope {
+                    quarantine: None,
                     id,
                     sender,
                     recipients,

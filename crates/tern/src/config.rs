@@ -94,6 +94,9 @@ pub struct Config {
     /// `[screen]`: screening before the first command and greylisting
     /// (docs/SCREENING.md).
     pub screen: tern_screen::ScreenConfig,
+    /// `[verify]`: inbound SPF, DKIM, DMARC and ARC verification and policy
+    /// (docs/FILTERING.md).
+    pub verify: tern_authcheck::VerifyConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -400,6 +403,12 @@ impl Config {
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         p.extend(
+            self.verify
+                .problems()
+                .into_iter()
+                .map(|(k, m)| ConfigProblem::new(k, m)),
+        );
+        p.extend(
             self.dkim
                 .problems()
                 .into_iter()
@@ -539,9 +548,24 @@ impl Config {
         {
             p.push(ConfigProblem::new(q.key, q.message));
         }
-        if let Err(route_problems) = RoutingTable::new(&self.routes) {
-            for r in route_problems {
-                p.push(ConfigProblem::new(r.key, r.message));
+        match RoutingTable::new(&self.routes) {
+            Err(route_problems) => {
+                for r in route_problems {
+                    p.push(ConfigProblem::new(r.key, r.message));
+                }
+            }
+            Ok(table) => {
+                // The DMARC quarantine route must be an entry of its own, never the
+                // default MX route (docs/FILTERING.md).
+                if self.verify.dmarc_quarantine == tern_authcheck::QuarantineMode::Route
+                    && let Some(key) = &self.verify.dmarc_quarantine_route
+                    && matches!(table.route(key).pattern.as_str(), "*" | "(default)")
+                {
+                    p.push(ConfigProblem::new(
+                        "verify.dmarc_quarantine_route",
+                        format!("no [[route]] lists {key:?} (add one with the transport that takes quarantined mail)"),
+                    ));
+                }
             }
         }
         if self.dns.timeout_ms == 0 {
@@ -809,6 +833,7 @@ impl Config {
         c.arc = new.arc.clone();
         c.auth = new.auth.clone();
         c.screen = new.screen.clone();
+        c.verify = new.verify.clone();
         c
     }
 

@@ -29,6 +29,7 @@ mod supervise;
 mod sys;
 mod term;
 mod track;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

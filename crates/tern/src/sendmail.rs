@@ -457,6 +457,8 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
             limits: tern_smtpd::rate::RateLimits::disabled(),
             auth: None,
             screen: None,
+            verify: arc_swap::ArcSwapOption::empty(),
+            dmarc_recorder: Arc::new(tern_reports::NoReports),
         });
         let ctx = ListenerContext::local(shared, listener);
         let (_keep, shutdown) = tokio::sync::watch::channel(false);

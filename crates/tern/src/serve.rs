@@ -185,6 +185,15 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         limits: tern_smtpd::rate::RateLimits::in_memory(&config.limits),
         auth,
         screen: Some(Arc::clone(&screening.screen)),
+        verify: arc_swap::ArcSwapOption::new(match crate::verify::build(&config, &hostname) {
+            Ok(v) => v,
+            Err(e) => {
+                events.emit(&catalog::VERIFY_SETUP_FAILED, fields!("error" => e));
+                events.flush(Duration::from_secs(2));
+                anyhow::bail!("[verify]: {e}");
+            }
+        }),
+        dmarc_recorder: Arc::new(tern_reports::NoReports),
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),
@@ -487,6 +496,11 @@ fn reload(
     // 2106 or 2109). A listener's `auth` mode needs a restart, like the listeners.
     if let Some(auth) = &shared.auth {
         auth_loaded(events, &auth.reload(&config.auth));
+    }
+    // [verify]: rebuilt; a setup that fails keeps the previous one (event 2154).
+    match crate::verify::build(&config, &shared.hostname) {
+        Ok(v) => shared.verify.store(v),
+        Err(e) => events.emit(&catalog::VERIFY_SETUP_FAILED, fields!("error" => e)),
     }
     current.store(Arc::new(current.load().with_reloaded(&config)));
     // The file's log level wins over one set at run time (`tern log-level`).

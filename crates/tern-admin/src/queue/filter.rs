@@ -508,6 +508,7 @@ mod tests {
     fn entry(state: QueueState, sender: &str, rcpts: &[&str], arrival_ms: i64) -> Entry {
         let id = QueueId::generate();
         let env = Envelope {
+            quarantine: None,
             id,
             sender: sender.into(),
             recipients: rcpts.iter().map(|a| Recipient::new(*a)).collect(),

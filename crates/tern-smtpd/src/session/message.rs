@@ -34,6 +34,7 @@ use tern_spool::{ClientInfo, Envelope, MessageDraft};
 use super::clock::ContentBudget;
 use super::from_header::HeaderCapture;
 use super::state::{Greeting, Phase, Transaction};
+use super::verify::{ClientFacts, Sink};
 use super::{Flow, Session, Wait};
 use crate::received::{Trace, rfc5322_now};
 
@@ -44,7 +45,7 @@ const SPOOL_CHUNK: usize = 64 * 1024;
 pub(crate) struct BdatTransfer {
     greeting: Greeting,
     txn: Transaction,
-    writer: Box<dyn MessageDraft>,
+    sink: Sink,
     /// The Message-ID, for the tracking log, found as the chunks pass.
     msgid: MessageIdScanner,
     /// The header section, for the From check of authenticated submissions.
@@ -68,8 +69,8 @@ impl Session {
             Ok(t) => t,
             Err(reply) => return self.reply(reply).await,
         };
-        let mut writer = self.ctx.shared.intake.begin();
-        let mut spool_error = self.start_message(&greeting, &txn, &mut writer).await;
+        let writer = self.ctx.shared.intake.begin();
+        let (mut sink, mut spool_error) = self.start_message(&greeting, &txn, writer).await;
         // 354 carries no enhanced status code (RFC 2034 applies them to 2xx/4xx/5xx).
         Reply::plain(354, vec!["End data with <CR><LF>.<CR><LF>".into()]).write_to(&mut self.out);
         self.flush().await?;
@@ -100,8 +101,8 @@ impl Session {
                 if self.authenticated.is_some() {
                     headers.feed(&chunk);
                 }
-                if let Err(e) = writer.write(&chunk).await {
-                    spool_error = Some(e.to_string());
+                if let Err(e) = sink.write(&chunk).await {
+                    spool_error = Some(e);
                 }
                 chunk.clear();
             }
@@ -115,7 +116,7 @@ impl Session {
             (Some(p), _) => refuse_content(p, &limits),
             (None, Some(e)) => self.spool_failed(&e),
             (None, None) => {
-                self.finish_message(&greeting, txn, writer, msgid.message_id(), &headers)
+                self.finish_message(&greeting, txn, sink, msgid.message_id(), &headers)
                     .await
             }
         };
@@ -144,12 +145,12 @@ impl Session {
                 self.phase = phase;
                 match taken {
                     Ok((greeting, txn)) => {
-                        let mut writer = self.ctx.shared.intake.begin();
-                        let spool_error = self.start_message(&greeting, &txn, &mut writer).await;
+                        let writer = self.ctx.shared.intake.begin();
+                        let (sink, spool_error) = self.start_message(&greeting, &txn, writer).await;
                         Some(BdatTransfer {
                             greeting,
                             txn,
-                            writer,
+                            sink,
                             msgid: MessageIdScanner::new(),
                             headers: HeaderCapture::new(),
                             decoder: BdatDecoder::new(self.data_limits()),
@@ -191,13 +192,13 @@ impl Session {
         let BdatTransfer {
             greeting,
             txn,
-            writer,
+            sink,
             msgid,
             headers,
             ..
         } = t;
         let reply = self
-            .finish_message(&greeting, txn, writer, msgid.message_id(), &headers)
+            .finish_message(&greeting, txn, sink, msgid.message_id(), &headers)
             .await;
         self.reply(reply).await
     }
@@ -239,13 +240,15 @@ impl Session {
         }
     }
 
-    /// Writes the Received header; returns the spool error text if that failed.
+    /// Renders the Received header and makes the message's sink: the header is written
+    /// at once, or, when the message is verified, kept for the end of the data (after the
+    /// Authentication-Results field). Returns the spool error text if a write failed.
     async fn start_message(
         &mut self,
         g: &Greeting,
         txn: &Transaction,
-        writer: &mut Box<dyn MessageDraft>,
-    ) -> Option<String> {
+        mut writer: Box<dyn MessageDraft>,
+    ) -> (Sink, Option<String>) {
         let client_name = self.client_name.get().await;
         let tls = self.conn.tls_description();
         let id = writer.id().to_string();
@@ -274,11 +277,22 @@ impl Session {
             hide_client: auth.as_ref().is_some_and(|a| a.received_hide_client()),
         }
         .render();
-        writer
+        if let Some(v) = self.verifier() {
+            let facts = ClientFacts {
+                ip: self.peer.ip(),
+                name: client_name,
+                helo: g.name.clone(),
+                mail_from: txn.sender.clone(),
+            };
+            let spf = self.spf.take();
+            return (Sink::held(writer, v, header, spf, facts), None);
+        }
+        let error = writer
             .write(header.as_bytes())
             .await
             .err()
-            .map(|e| e.to_string())
+            .map(|e| e.to_string());
+        (Sink::direct(writer), error)
     }
 
     /// Commits the message and returns the reply for the client. `message_id` is the
@@ -287,7 +301,7 @@ impl Session {
         &mut self,
         g: &Greeting,
         txn: Transaction,
-        writer: Box<dyn MessageDraft>,
+        sink: Sink,
         message_id: Option<String>,
         headers: &HeaderCapture,
     ) -> Reply {
@@ -297,8 +311,22 @@ impl Session {
             // The writer is dropped: its file is removed, nothing is queued.
             return reply;
         }
-        let id = writer.id();
+        let id = sink.id();
+        let (writer, verified) = sink.finish().await;
+        let verified = match verified {
+            Ok(v) => v,
+            Err(e) => return self.spool_failed(&e),
+        };
+        if let Some(v) = &verified
+            && let Some(reply) = self.verification_refusal(id, &txn, v, message_id.as_deref())
+        {
+            // The writer is dropped: nothing is queued.
+            return reply;
+        }
         let envelope = Envelope {
+            quarantine: verified
+                .as_ref()
+                .and_then(|v| v.outcome.envelope_mark.clone()),
             id,
             sender: txn.sender,
             recipients: txn.recipients,
@@ -344,6 +372,9 @@ impl Session {
                         "message_id" => message_id.as_deref().unwrap_or(""),
                     ),
                 );
+                if let Some(v) = &verified {
+                    self.verification_accepted(id, v, message_id.as_deref());
+                }
                 tern_metrics::get()
                     .accept_latency
                     .observe_duration(started.elapsed());
@@ -392,8 +423,8 @@ impl BdatTransfer {
             return;
         }
         self.msgid.feed(checked);
-        if let Err(e) = self.writer.write(checked).await {
-            self.spool_error = Some(e.to_string());
+        if let Err(e) = self.sink.write(checked).await {
+            self.spool_error = Some(e);
         }
     }
 }

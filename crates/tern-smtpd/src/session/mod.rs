@@ -63,6 +63,7 @@ mod from_header;
 mod message;
 mod screen;
 pub mod state;
+mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -178,6 +179,9 @@ pub struct Session {
     content: Option<ContentBudget>,
     /// What screening decided (`screen.rs`).
     screen: screen::ScreenState,
+    /// The SPF check of the open transaction, started at MAIL FROM when the message is
+    /// verified (`verify.rs`); taken when its content starts.
+    spf: Option<verify::SpfTask>,
 }
 
 /// What a read waits for.
@@ -289,6 +293,7 @@ impl Session {
             started: Instant::now(),
             command_since: None,
             content: None,
+            spf: None,
         };
         let reason = match s.serve().await {
             Ok(()) => EndReason::Quit,
@@ -665,6 +670,11 @@ impl Session {
             }),
             dsn_envid: m.envid,
         };
+        // SPF starts now, in the background; the reply does not wait for it.
+        self.spf = self.verifier().filter(|v| v.config().spf).map(|v| {
+            let helo = self.phase.greeting().map_or("", |g| g.name.as_str());
+            verify::SpfTask::start(v, self.peer.ip(), helo, &sender)
+        });
         self.phase =
             std::mem::replace(&mut self.phase, Phase::Connected).start_mail(sender, params);
         Reply::new(250, "2.1.0", "Ok")

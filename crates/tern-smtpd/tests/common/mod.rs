@@ -139,6 +139,8 @@ impl TestServer {
         });
         let shared = Arc::new(SmtpShared {
             auth,
+            verify: arc_swap::ArcSwapOption::empty(),
+            dmarc_recorder: Arc::new(tern_reports::NoReports),
             hostname: HOSTNAME.into(),
             intake: Arc::new(spool.clone()),
             events,

@@ -151,6 +151,7 @@ pub(crate) fn fuzz_edited_segment(data: &[u8]) {
     let file = |content: &[u8]| -> Option<(QueueId, Vec<u8>)> {
         let id = QueueId::generate();
         let env = crate::envelope::Envelope {
+            quarantine: None,
             id,
             sender: "a@b.test".into(),
             recipients: vec![crate::envelope::Recipient {

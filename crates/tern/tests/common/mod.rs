@@ -41,6 +41,7 @@ pub mod mounts;
 pub mod peers;
 pub mod screen;
 pub mod submission;
+pub mod verify;
 
 /// Host name every test server uses (greeting, Received header).
 pub const HOSTNAME: &str = "mx.tern.test";
