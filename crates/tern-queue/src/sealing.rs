@@ -342,6 +342,7 @@ mod tests {
             },
             arrival_micros: 1,
             size: 1,
+            quarantine: None,
         }
     }
 
