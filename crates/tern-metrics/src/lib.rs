@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dmarc_reports;
 mod histogram;
 
 use std::sync::atomic::AtomicU64;
@@ -443,6 +444,8 @@ pub struct Metrics {
     dkim: [Counter; DkimSignature::ALL.len()],
     /// SMTP AUTH counters (issue 17).
     auth: AuthCounters,
+    /// DMARC aggregate report counters (issue 18 §4).
+    dmarc: dmarc_reports::DmarcReportCounters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -595,8 +598,10 @@ impl Metrics {
             ])
         });
         let auth = AuthCounters::register(&mut registry);
+        let dmarc = dmarc_reports::DmarcReportCounters::register(&mut registry);
         Metrics {
             auth,
+            dmarc,
             registry,
             dkim,
             received,
