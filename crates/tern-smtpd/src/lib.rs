@@ -87,6 +87,10 @@ pub struct SmtpShared {
     /// SMTP AUTH (`[auth]`): `None` when no listener offers it. Listeners with `auth =
     /// "optional"` or `"required"` use it.
     pub auth: Option<Arc<tern_auth::AuthService>>,
+    /// Where DMARC observations go for the aggregate reports (`tern-reports`,
+    /// docs/REPORTS.md): one per message whose DMARC record has `rua=`. `record()`
+    /// returns at once. [`tern_reports::NoReports`] when `[dmarc_reports]` is off.
+    pub dmarc_recorder: Arc<dyn tern_reports::DmarcRecorder>,
 }
 
 /// One listener's configuration plus what was built from it.

@@ -82,6 +82,8 @@ pub struct Config {
     pub dkim: tern_dkim::DkimConfig,
     /// `[auth]`: SMTP AUTH for submission listeners (docs/SUBMISSION.md).
     pub auth: tern_auth::AuthConfig,
+    /// `[dmarc_reports]`: DMARC aggregate reports (docs/REPORTS.md).
+    pub dmarc_reports: tern_reports::DmarcReportsConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -387,6 +389,12 @@ impl Config {
     /// Every semantic problem.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
+        p.extend(
+            self.dmarc_reports
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
+        );
         p.extend(
             self.dkim
                 .problems()

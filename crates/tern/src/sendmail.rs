@@ -456,6 +456,7 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
             // A local program: no rate limit (as Postfix's sendmail bypasses anvil).
             limits: tern_smtpd::rate::RateLimits::disabled(),
             auth: None,
+            dmarc_recorder: Arc::new(tern_reports::NoReports),
         });
         let ctx = ListenerContext::local(shared, listener);
         let (_keep, shutdown) = tokio::sync::watch::channel(false);

@@ -165,6 +165,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     } else {
         None
     };
+    // DMARC aggregate reports: the store and its writer before the sessions record.
+    let mut dmarc = crate::dmarc::open(&config, &events);
     // One per process: in the greeting of our server, recognised by our client.
     let loop_mark = tern_route::own::new_loop_mark();
     let shared = Arc::new(SmtpShared {
@@ -182,6 +184,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         loop_mark: Some(loop_mark.clone()),
         limits: tern_smtpd::rate::RateLimits::in_memory(&config.limits),
         auth,
+        dmarc_recorder: Arc::clone(&dmarc.recorder),
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),
@@ -221,6 +224,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     };
 
     maps_loaded(&events, &config);
+    // Reports are queued through the same intake as received mail.
+    dmarc.start_reporter(&config, Arc::clone(&intake), &events);
     // The second way in: files from other systems and `tern sendmail`, through the same
     // intake as SMTP mail.
     let pickup = if config.pickup.enabled {
@@ -255,6 +260,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             shared: Arc::clone(&shared),
             queue: queue.as_ref().map(|(_, ctx)| Arc::clone(ctx)),
             current: Arc::clone(&current),
+            dmarc: dmarc.asker(),
         });
         let next_hop = queue.as_ref().map(|(_, ctx)| {
             let ctx = Arc::clone(ctx);
@@ -339,6 +345,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         p.stop().await;
     }
     server.shutdown(grace).await;
+    dmarc.stop().await;
     if let Some((q, ctx)) = queue {
         q.shutdown(&ctx).await;
     }
@@ -502,6 +509,8 @@ struct ServerControl {
     queue: Option<Arc<QueueContext>>,
     /// The configuration in force (the start's, with each reload's swapped parts).
     current: Arc<ArcSwap<Config>>,
+    /// The DMARC report task; `None` when the reports are off.
+    dmarc: Option<tern_reports::reporter::ReportAsker>,
 }
 
 impl tern_admin::Control for ServerControl {
@@ -518,6 +527,31 @@ impl tern_admin::Control for ServerControl {
 
     fn effective_config(&self) -> serde_json::Value {
         self.current.load().effective_json()
+    }
+
+    fn send_dmarc_reports(
+        &self,
+    ) -> tern_admin::ControlFuture<Result<tern_admin::DmarcRun, tern_admin::ControlError>> {
+        let asker = self.dmarc.clone();
+        Box::pin(async move {
+            let Some(asker) = asker else {
+                return Err(tern_admin::ControlError::Unavailable(
+                    "DMARC aggregate reports are off ([dmarc_reports] enabled = false)".into(),
+                ));
+            };
+            match asker.send_now().await {
+                Some(s) => Ok(tern_admin::DmarcRun {
+                    periods: s.periods,
+                    domains: s.domains,
+                    queued: s.queued,
+                    skipped: s.skipped,
+                    failed: s.failed,
+                }),
+                None => Err(tern_admin::ControlError::Unavailable(
+                    "the report task has stopped".into(),
+                )),
+            }
+        })
     }
 }
 

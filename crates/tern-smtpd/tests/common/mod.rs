@@ -149,6 +149,7 @@ impl TestServer {
             rdns_lookup_loopback: opts.rdns_lookup_loopback,
             loop_mark: None,
             limits: tern_smtpd::rate::RateLimits::disabled(),
+            dmarc_recorder: Arc::new(tern_reports::NoReports),
         });
         let mut listener = opts.listener.clone();
         listener.address = SocketAddr::from(([127, 0, 0, 1], 0));
