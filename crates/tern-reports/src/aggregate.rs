@@ -119,8 +119,8 @@ impl Period {
 
     /// Folds a cleaned observation in (see [`clean`]), within `caps`.
     pub fn add(&mut self, obs: DmarcObservation, caps: Caps) -> Added {
-        let domain = obs.policy.domain.clone();
-        self.add_count(&domain, &obs.policy, &obs.rua, key_of(obs.clone()), 1, caps)
+        let (policy, rua) = (obs.policy.clone(), obs.rua.clone());
+        self.add_count(&policy.domain, &policy, &rua, key_of(obs), 1, caps)
     }
 
     /// Adds `count` messages of `key` to `domain` (also used when a journal is read

@@ -451,9 +451,14 @@ impl ReporterHandle {
 
     /// Stops the task (a run in progress is abandoned at its next await; what it
     /// queued stays queued and what it did not mark sent is reported again).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 }
 

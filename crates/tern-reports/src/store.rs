@@ -27,7 +27,7 @@ use crate::aggregate::{Added, Caps, Period, period_begin};
 pub const MAX_CLOSED: usize = 7;
 
 /// Why the store could not do something. The observations already added stay in
-/// memory; what was not written may be lost at a crash (events 4131, 4132).
+/// memory; what was not written may be lost at a crash (event 4129).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
