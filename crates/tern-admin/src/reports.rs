@@ -22,7 +22,7 @@ pub fn routes() -> OpenApiRouter<Arc<AdminState>> {
 
 /// Sends the DMARC aggregate reports now: the open period ends at this second (the next
 /// one begins there, so nothing is reported twice), and a report per policy domain is
-/// queued to each authorised `mailto:` address. 503 when the reports are off.
+/// queued to each authorised `mailto:` address. 409 when the reports are off.
 #[utoipa::path(
     post,
     path = "/dmarc-reports/send",
@@ -30,7 +30,8 @@ pub fn routes() -> OpenApiRouter<Arc<AdminState>> {
     responses(
         (status = 200, description = "The run ended", body = DmarcRun),
         (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 503, description = "DMARC aggregate reports are off", body = ErrorBody),
+        (status = 409, description = "DMARC aggregate reports are off", body = ErrorBody),
+        (status = 503, description = "The report task has stopped (the server is stopping)", body = ErrorBody),
     )
 )]
 async fn send(State(state): State<Arc<AdminState>>) -> Result<Json<DmarcRun>, ApiError> {
@@ -38,5 +39,6 @@ async fn send(State(state): State<Arc<AdminState>>) -> Result<Json<DmarcRun>, Ap
         Ok(run) => Ok(Json(run)),
         Err(ControlError::Refused(problems)) => Err(ApiError::Refused(problems)),
         Err(ControlError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
+        Err(ControlError::Off(m)) => Err(ApiError::Conflict(m)),
     }
 }

@@ -23,11 +23,11 @@ pub trait Control: Send + Sync {
     /// `"<redacted>"`.
     fn effective_config(&self) -> serde_json::Value;
     /// Sends the DMARC aggregate reports now (docs/REPORTS.md): closes the open period
-    /// and queues every report due. `Unavailable` when the reports are off (the
-    /// default, for servers without them).
+    /// and queues every report due. `Off` when the reports are off (the default, for
+    /// servers without them).
     fn send_dmarc_reports(&self) -> ControlFuture<Result<DmarcRun, ControlError>> {
         Box::pin(async {
-            Err(ControlError::Unavailable(
+            Err(ControlError::Off(
                 "DMARC aggregate reports are off ([dmarc_reports] enabled = false)".into(),
             ))
         })
@@ -62,6 +62,9 @@ pub enum ControlError {
     /// The server could not do it now (e.g. it is stopping).
     #[error("{0}")]
     Unavailable(String),
+    /// The feature asked for is off in the configuration (409).
+    #[error("{0}")]
+    Off(String),
 }
 
 /// The destination (next hop name, e.g. `mx:example.com`) of a recipient domain with

@@ -535,7 +535,7 @@ impl tern_admin::Control for ServerControl {
         let asker = self.dmarc.clone();
         Box::pin(async move {
             let Some(asker) = asker else {
-                return Err(tern_admin::ControlError::Unavailable(
+                return Err(tern_admin::ControlError::Off(
                     "DMARC aggregate reports are off ([dmarc_reports] enabled = false)".into(),
                 ));
             };
