@@ -41,8 +41,8 @@ use crate::{DmarcObservation, PolicyPublished};
 const MAX_LINE: usize = 1 << 20;
 /// Rows written per line.
 const ROWS_PER_LINE: usize = 256;
-/// Largest journal read back.
-const MAX_FILE: u64 = 4 << 30;
+/// Largest journal read back (lines are read one at a time).
+const MAX_FILE: u64 = 1 << 30;
 
 /// One journal line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,6 +258,54 @@ struct ReadBack {
     messages: u64,
 }
 
+/// Journal lines read one at a time: `Ok(line)`, or `Err(n)` for a damaged line `n`
+/// (checksum, JSON, length, no end of line). Memory: one line, at most [`MAX_LINE`].
+struct LineReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    n: usize,
+}
+
+impl<R: BufRead> LineReader<R> {
+    fn next_line(&mut self) -> Result<Option<Result<Line, usize>>, String> {
+        self.buf.clear();
+        let got = (&mut self.reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| e.to_string())?;
+        if got == 0 {
+            return Ok(None);
+        }
+        self.n += 1;
+        if self.buf.len() > MAX_LINE {
+            // Skip the rest of an over-long line, a buffer at a time.
+            loop {
+                let chunk = self.reader.fill_buf().map_err(|e| e.to_string())?;
+                if chunk.is_empty() {
+                    break;
+                }
+                match chunk.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        self.reader.consume(i + 1);
+                        break;
+                    }
+                    None => {
+                        let len = chunk.len();
+                        self.reader.consume(len);
+                    }
+                }
+            }
+            return Ok(Some(Err(self.n)));
+        }
+        let complete = self.buf.last() == Some(&b'\n');
+        let text = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+        Ok(Some(match decode(text) {
+            Some(line) if complete => Ok(line),
+            _ => Err(self.n),
+        }))
+    }
+}
+
 fn read_journal(path: &Path, caps: Caps) -> Result<ReadBack, String> {
     let f = OpenOptions::new()
         .read(true)
@@ -271,44 +319,12 @@ fn read_journal(path: &Path, caps: Caps) -> Result<ReadBack, String> {
     if meta.len() > MAX_FILE {
         return Err(format!("larger than {MAX_FILE} octets"));
     }
-    let mut reader = BufReader::new(f.take(MAX_FILE));
-    let mut lines: Vec<Result<Line, usize>> = Vec::new();
-    let mut buf = Vec::new();
-    let mut n = 0usize;
-    loop {
-        buf.clear();
-        let got = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| e.to_string())?;
-        if got == 0 {
-            break;
-        }
-        n += 1;
-        if buf.len() > MAX_LINE {
-            // Skip the rest of an over-long line.
-            let mut sink = Vec::new();
-            let _ = reader.read_until(b'\n', &mut sink);
-            lines.push(Err(n));
-            continue;
-        }
-        let complete = buf.last() == Some(&b'\n');
-        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        match decode(text) {
-            Some(line) if complete => lines.push(Ok(line)),
-            _ => lines.push(Err(n)),
-        }
-    }
-    // A bad last line is a torn append: dropped without damage.
-    if matches!(lines.last(), Some(Err(_))) {
-        lines.pop();
-    }
-    let mut damaged = lines
-        .iter()
-        .find_map(|l| l.as_ref().err())
-        .map(|n| format!("line {n} is damaged (checksum, JSON or length)"));
-    let mut iter = lines.into_iter().flatten();
-    let Some(Line::Open { begin, end }) = iter.next() else {
+    let mut lines = LineReader {
+        reader: BufReader::new(f.take(MAX_FILE)),
+        buf: Vec::new(),
+        n: 0,
+    };
+    let Some(Ok(Line::Open { begin, end })) = lines.next_line()? else {
         return Err("no valid opening line".into());
     };
     if end <= begin {
@@ -321,69 +337,93 @@ fn read_journal(path: &Path, caps: Caps) -> Result<ReadBack, String> {
         damaged: None,
         messages: 0,
     };
-    for line in iter {
-        match line {
-            Line::Rows {
-                domain,
-                policy,
-                rua,
-                dropped,
-                rows,
-            } => {
-                for (key, count) in rows {
-                    // The same cleaning as a live observation.
-                    let obs = DmarcObservation {
-                        at: begin,
-                        source_ip: key.source_ip,
-                        header_from: key.header_from,
-                        envelope_from: key.envelope_from,
-                        policy: policy.clone(),
-                        rua: rua.clone(),
-                        disposition: key.disposition,
-                        dkim_aligned: key.dkim_aligned,
-                        spf_aligned: key.spf_aligned,
-                        overrides: key.overrides,
-                        dkim: key.dkim,
-                        spf: key.spf,
-                    };
-                    let Some(obs) = clean(obs) else {
-                        damaged.get_or_insert_with(|| "a row without a policy domain".into());
-                        continue;
-                    };
-                    if obs.policy.domain != clean_text(&domain, 255).to_lowercase() {
-                        damaged.get_or_insert_with(|| "a row under another domain".into());
-                        continue;
-                    }
-                    let (d, p, r) = (
-                        obs.policy.domain.clone(),
-                        obs.policy.clone(),
-                        obs.rua.clone(),
-                    );
-                    back.period.add_count(&d, &p, &r, key_of(obs), count, caps);
-                    back.messages = back.messages.saturating_add(count);
-                }
-                back.period
-                    .add_dropped(&clean_text(&domain, 255).to_lowercase(), dropped);
+    let mut damaged = None;
+    let mut current = lines.next_line()?;
+    while let Some(this) = current.take() {
+        let following = lines.next_line()?;
+        match this {
+            Ok(line) => apply(&mut back, line, caps, &mut damaged),
+            // A bad last line is a torn append: dropped without damage.
+            Err(n) if following.is_some() => {
+                damaged.get_or_insert_with(|| {
+                    format!("line {n} is damaged (checksum, JSON or length)")
+                });
             }
-            Line::Lost { n } => {
-                back.period.dropped_domains = back.period.dropped_domains.saturating_add(n);
-            }
-            Line::End { end } => {
-                if end > back.period.begin && end <= back.period.end {
-                    back.period.end = end;
-                    back.closed = true;
-                } else {
-                    damaged.get_or_insert_with(|| format!("end {end} outside the period"));
-                }
-            }
-            Line::Sent { domain } => back.sent.push(clean_text(&domain, 255).to_lowercase()),
-            Line::Open { .. } => {
-                damaged.get_or_insert_with(|| "a second opening line".into());
-            }
+            Err(_) => {}
         }
+        current = following;
     }
     back.damaged = damaged;
     Ok(back)
+}
+
+/// Applies one journal line read back to `back`.
+fn apply(back: &mut ReadBack, line: Line, caps: Caps, damaged: &mut Option<String>) {
+    let begin = back.period.begin;
+    match line {
+        Line::Rows {
+            domain,
+            policy,
+            rua,
+            dropped,
+            rows,
+        } => {
+            for (key, count) in rows {
+                // The same cleaning as a live observation.
+                let obs = DmarcObservation {
+                    at: begin,
+                    source_ip: key.source_ip,
+                    header_from: key.header_from,
+                    envelope_from: key.envelope_from,
+                    policy: policy.clone(),
+                    rua: rua.clone(),
+                    disposition: key.disposition,
+                    dkim_aligned: key.dkim_aligned,
+                    spf_aligned: key.spf_aligned,
+                    overrides: key.overrides,
+                    dkim: key.dkim,
+                    spf: key.spf,
+                };
+                let Some(obs) = clean(obs) else {
+                    damaged.get_or_insert_with(|| "a row without a policy domain".into());
+                    continue;
+                };
+                if obs.policy.domain != clean_text(&domain, 255).to_lowercase() {
+                    damaged.get_or_insert_with(|| "a row under another domain".into());
+                    continue;
+                }
+                let (d, p, r) = (
+                    obs.policy.domain.clone(),
+                    obs.policy.clone(),
+                    obs.rua.clone(),
+                );
+                back.period.add_count(&d, &p, &r, key_of(obs), count, caps);
+                back.messages = back.messages.saturating_add(count);
+            }
+            back.period
+                .add_dropped(&clean_text(&domain, 255).to_lowercase(), dropped);
+        }
+        Line::Lost { n } => {
+            back.period.dropped_domains = back.period.dropped_domains.saturating_add(n);
+        }
+        Line::End { end } => {
+            if end > back.period.begin && end <= back.period.end {
+                back.period.end = end;
+                back.closed = true;
+            } else {
+                damaged.get_or_insert_with(|| format!("end {end} outside the period"));
+            }
+        }
+        Line::Sent { domain } => {
+            let domain = clean_text(&domain, 255).to_lowercase();
+            if back.sent.len() < caps.max_domains && !back.sent.contains(&domain) {
+                back.sent.push(domain);
+            }
+        }
+        Line::Open { .. } => {
+            damaged.get_or_insert_with(|| "a second opening line".into());
+        }
+    }
 }
 
 impl FileStore {
@@ -903,6 +943,36 @@ mod tests {
         s.close(T0 + 2, true).unwrap();
         let due = s.due();
         assert_eq!(due[0].domains.keys().collect::<Vec<_>>(), ["b.test"]);
+    }
+
+    #[test]
+    fn an_over_long_line_is_damage_skipped_without_holding_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let (s, _) = open(&dir, T0);
+        s.add(vec![obs("a.test", "192.0.2.1", "pass")], T0);
+        s.flush().unwrap();
+        drop(s);
+        let path = dir.join(journal_name(20_000 * DAY));
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&vec![b'x'; 3 * MAX_LINE]).unwrap();
+        f.write_all(b"\n").unwrap();
+        drop(f);
+        let (s, _) = open(&dir, T0 + 1);
+        s.add(vec![obs("a.test", "192.0.2.1", "pass")], T0 + 1);
+        s.flush().unwrap();
+        drop(s);
+        // The long line is not the last one now: damage, quarantined, good lines kept.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&vec![b'y'; 3 * MAX_LINE]).unwrap();
+        f.write_all(b"\n").unwrap();
+        f.write_all(&encode(&Line::Lost { n: 2 })).unwrap();
+        drop(f);
+        let (s, report) = open(&dir, T0 + 2);
+        assert_eq!(report.quarantined.len(), 1, "{:?}", report.quarantined);
+        assert_eq!(report.messages, 2);
+        s.close(T0 + 3, true).unwrap();
+        assert_eq!(s.due()[0].dropped_domains, 2);
     }
 
     #[test]
