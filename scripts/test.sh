@@ -59,6 +59,12 @@ if ! python3 -c 'import scramp' 2>/dev/null; then
   echo "== installing Python test peer: scramp"
   python3 -m pip install -q scramp
 fi
+# xmlschema validates DMARC aggregate reports against the RFC 7489 Appendix C schema
+# (dmarc_reports_reach_authorised_addresses_only).
+if ! python3 -c 'import xmlschema' 2>/dev/null; then
+  echo "== installing the XML schema validator: xmlschema"
+  python3 -m pip install -q xmlschema
+fi
 # schemathesis checks the admin API against its OpenAPI document
 # (admin_api_conforms_to_its_openapi_document).
 if ! command -v schemathesis >/dev/null; then

@@ -71,6 +71,7 @@ pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .merge(crate::dest::routes())
         .merge(crate::summary::routes())
         .merge(crate::control::routes())
+        .merge(crate::reports::routes())
         .merge(crate::overview::routes())
         .merge(crate::track::routes())
         .merge(crate::queue::routes());

@@ -30,6 +30,7 @@ mod health;
 mod metrics;
 pub mod overview;
 pub mod queue;
+pub mod reports;
 mod server;
 pub mod state;
 pub mod summary;
@@ -39,7 +40,7 @@ mod viewer;
 pub use config::AdminConfig;
 pub use error::{AdminError, ApiError};
 pub use server::{AdminServer, router};
-pub use state::{AdminState, Control, ControlError, NextHopOf};
+pub use state::{AdminState, Control, ControlError, ControlFuture, DmarcRun, NextHopOf};
 
 /// Largest request body the API reads, octets.
 pub const MAX_BODY: usize = 1024 * 1024;

@@ -22,6 +22,35 @@ pub trait Control: Send + Sync {
     /// The effective configuration (defaults filled in) as JSON, secrets replaced by
     /// `"<redacted>"`.
     fn effective_config(&self) -> serde_json::Value;
+    /// Sends the DMARC aggregate reports now (docs/REPORTS.md): closes the open period
+    /// and queues every report due. `Off` when the reports are off (the default, for
+    /// servers without them).
+    fn send_dmarc_reports(&self) -> ControlFuture<Result<DmarcRun, ControlError>> {
+        Box::pin(async {
+            Err(ControlError::Off(
+                "DMARC aggregate reports are off ([dmarc_reports] enabled = false)".into(),
+            ))
+        })
+    }
+}
+
+/// A boxed future of a [`Control`] request.
+pub type ControlFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// What a DMARC report run did (`POST /dmarc-reports/send`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DmarcRun {
+    /// Closed periods looked at.
+    pub periods: usize,
+    /// Domains reported.
+    pub domains: usize,
+    /// Report messages queued.
+    pub queued: usize,
+    /// Report addresses skipped (unusable, over their size limit, not authorised,
+    /// lookup failed; events 4123-4125).
+    pub skipped: usize,
+    /// Domains whose report could not be queued (tried again later; event 4126).
+    pub failed: usize,
 }
 
 /// Why a [`Control`] request failed.
@@ -33,6 +62,9 @@ pub enum ControlError {
     /// The server could not do it now (e.g. it is stopping).
     #[error("{0}")]
     Unavailable(String),
+    /// The feature asked for is off in the configuration (409).
+    #[error("{0}")]
+    Off(String),
 }
 
 /// The destination (next hop name, e.g. `mx:example.com`) of a recipient domain with

@@ -363,6 +363,46 @@ events! {
     ARC_UNSEALED = (4114, "arc.unsealed", Warning,
         "A message that should have been ARC-sealed was sent without a seal; `reason`: too_large (over arc.max_size), chain_failed (the last set already says cv=fail: RFC 8617 forbids sealing after it), chain_too_long (50 sets already), chain_malformed (ARC fields that cannot be numbered into sets), temperror (the chain could not be validated within arc.timeout_secs: DNS), no_key (no usable key), error (the sealer failed or the content could not be read: `error`). The message itself is delivered as it would be without ARC. Rate-limited per reason.",
         "temperror: check the DNS servers in [dns]. no_key: fix the key (event 4112). too_large: raise arc.max_size if such mail must be sealed. The chain reasons need no action: the next hop sees the same chain.", track = "attempt");
+    // DMARC aggregate reports (tern-reports; docs/REPORTS.md), 4121-4139.
+    DMARC_REPORTS_STARTED = (4121, "dmarc.reports.started", Info,
+        "DMARC aggregate reports are on: the store in `dir` was read back (`journals` periods, `messages` counted) and the report task runs; `next` is when the open period ends (Unix time).",
+        "None.");
+    DMARC_REPORT_QUEUED = (4122, "dmarc.report.queued", Info,
+        "A DMARC aggregate report was queued as a new message (`queue_id`) for `domain`, period `begin` to `end`, to `rua`; `rows`, `messages` and `size` (the gzipped file) describe it. It is delivered, retried and bounced like any message.",
+        "None. A report that keeps bouncing means the domain's `rua` address is broken: nothing to do on Tern's side.");
+    DMARC_REPORT_SKIPPED = (4123, "dmarc.report.skipped", Notice,
+        "A `rua` URI of `domain` was not used: `reason` is `not mailto` (https: and other schemes are not defined by RFC 7489), `not a usable address`, `size limit` (the gzipped report is larger than the URI's `!size`), or `more than max_rua`.",
+        "None; it is the domain owner's record. Raise `dmarc_reports.max_rua` to use more addresses.");
+    DMARC_REPORT_UNAUTHORIZED = (4124, "dmarc.report.unauthorized", Notice,
+        "A `rua` address outside `domain` was not sent a report: `<domain>._report._dmarc.<rua domain>` has no TXT record starting `v=DMARC1` (RFC 7489 §7.1, external destination verification). This protects third parties from reports they did not ask for.",
+        "None; the owner of the report address must publish that record.");
+    DMARC_REPORT_LOOKUP_FAILED = (4125, "dmarc.report.lookup.failed", Warning,
+        "The external destination check of a `rua` address failed (`error`: timeout, SERVFAIL, ...) within `dmarc_reports.dns_timeout_secs`; no report went to that address for this period.",
+        "Check the `[dns]` servers if it is frequent; a single failure costs one day of reports to one address.");
+    DMARC_REPORT_FAILED = (4126, "dmarc.report.failed", Error,
+        "A report for `domain` could not be built or queued (`error`, e.g. the spool refused it); the period stays in the store and the report is tried again at the next run (`retry_secs`).",
+        "Look at `error` and at the spool's events (disk space, back pressure).");
+    DMARC_OBSERVATIONS_DROPPED = (4127, "dmarc.observations.dropped", Warning,
+        "DMARC observations were dropped because the writer's queue was full (`dropped` since the last such event; `dmarc_reports.max_pending`): those messages are missing from the reports. Mail is not affected.",
+        "If it repeats, the disk under the data directory is slow; raise `dmarc_reports.max_pending`.");
+    DMARC_OBSERVATIONS_CAPPED = (4128, "dmarc.observations.capped", Warning,
+        "Observations were not kept because the open period reached `dmarc_reports.max_domains` (`domains_dropped` messages of new policy domains) or `dmarc_reports.max_rows` (`rows_dropped` messages needing a new row; their domain's report states the number in `<error>`). Counts since the last such event.",
+        "Raise the cap if memory allows (each row is a few hundred octets), or shorten `interval`.");
+    DMARC_STORE_FAILED = (4129, "dmarc.store.failed", Error,
+        "Writing or syncing the report journal failed (`error`): the data stays in memory and is written at the next flush; a crash before then loses it.",
+        "Check the disk under the data directory (space, permissions, errors).");
+    DMARC_STORE_QUARANTINED = (4130, "dmarc.store.quarantined", Warning,
+        "A file in the report directory was moved (or, for a journal with a damaged line, copied) to `dmarc-reports/corrupt/` with a `.reason`: `reason` says why (damaged line, not a regular file, a name Tern does not give). The good lines of a journal are kept; the start goes on.",
+        "Look at the file and its `.reason`; delete it when done. Nothing else in the report directory should be written by anyone but Tern.");
+    DMARC_STORE_UNUSABLE = (4131, "dmarc.store.unusable", Error,
+        "The report directory cannot be used (`error`: a link, another user's directory, an I/O error), so DMARC aggregate reports are off until the next start: no observation is kept. Mail is not affected.",
+        "Fix the directory `dir` (it must be a real directory owned by Tern's user), then restart Tern.");
+    DMARC_PERIOD_GIVEN_UP = (4132, "dmarc.period.given_up", Error,
+        "More than 7 closed periods were waiting for their reports (reports could not be queued for a week): the oldest were dropped (`periods`).",
+        "Look for event 4126 and fix what stops reports from being queued.");
+    DMARC_REPORTS_RUN = (4133, "dmarc.reports.run", Info,
+        "A report run ended (`trigger`: `schedule`, `start` or `admin`): `periods` closed periods looked at, `queued` messages queued, `skipped` addresses skipped, `failed` reports to try again.",
+        "None.");
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",
         "A delivery worker is restarted (event 5002); for the others, look for what blocks them (disk for a spool writer, the DNS servers, a runtime thread stuck in a lock) and restart Tern if the stall does not end (event 5003).");

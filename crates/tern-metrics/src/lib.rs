@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dmarc_reports;
 mod histogram;
 
 use std::sync::atomic::AtomicU64;
@@ -667,6 +668,8 @@ pub struct Metrics {
     /// SMTP AUTH counters (issue 17).
     auth: AuthCounters,
     verify: VerifyCounters,
+    /// DMARC aggregate report counters (issue 18 §4).
+    dmarc: dmarc_reports::DmarcReportCounters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -836,9 +839,11 @@ impl Metrics {
             .map(|a| arc_family.get_or_create_owned(&[("result", a.label().to_owned())]));
         let auth = AuthCounters::register(&mut registry);
         let verify = VerifyCounters::register(&mut registry);
+        let dmarc = dmarc_reports::DmarcReportCounters::register(&mut registry);
         Metrics {
             auth,
             verify,
+            dmarc,
             registry,
             dkim,
             arc,

@@ -38,8 +38,12 @@ pub(crate) fn source(env: &Envelope) -> Source {
     Source {
         authenticated: env.client.authenticated.is_some(),
         relay_network: env.client.relay_network,
-        // Locally submitted (pickup, `tern sendmail`) or Tern's own notifications.
-        local: matches!(env.client.listener.as_str(), "pickup" | "dsn"),
+        // Locally submitted (pickup, `tern sendmail`) or Tern's own notifications and
+        // DMARC aggregate reports (`tern-reports`).
+        local: matches!(
+            env.client.listener.as_str(),
+            "pickup" | "dsn" | "dmarc-reports"
+        ),
     }
 }
 

@@ -6,11 +6,43 @@
 //! [`DmarcRecorder`]. Recording never blocks the session and never fails it: a recorder
 //! that cannot keep an observation drops it and counts the drop. Everything after that
 //! (keeping the per-source results, the daily report, sending it) is this crate's.
+//!
+//! The pieces, in the order an observation travels (docs/REPORTS.md):
+//! - [`recorder`]: the [`DmarcRecorder`] sessions call; a bounded channel to one writer
+//!   thread, drops counted when full;
+//! - [`aggregate`] (sans-I/O): observations cleaned and bounded, folded into the rows of
+//!   a report per policy domain and period, within `max_domains` and `max_rows`;
+//! - [`store`]: the [`ReportStore`] trait (issue 20 puts it in Redis) and its
+//!   in-process implementations, [`store::MemoryStore`] and the journal in the data
+//!   directory ([`journal::FileStore`]);
+//! - [`xml`] and [`message`] (sans-I/O): the RFC 7489 Appendix C document, gzipped, in a
+//!   MIME message per `mailto:` address;
+//! - [`reporter`]: the task that closes periods, checks external destinations
+//!   (RFC 7489 §7.1) and queues the reports through Tern's intake.
+//!
+//! The seam types derive serde's traits (added for the journal; the field set is the one
+//! the verifier builds).
 
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
+pub mod aggregate;
+pub mod config;
+pub mod journal;
+pub mod message;
+pub mod recorder;
+pub mod reporter;
+pub mod store;
+pub mod xml;
+
+pub use config::DmarcReportsConfig;
+pub use recorder::ChannelRecorder;
+pub use store::ReportStore;
+
 /// A DMARC result as reports name them (RFC 7489 Appendix C `DMARCResultType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AlignedResult {
     /// An aligned identifier passed.
     Pass,
@@ -19,7 +51,8 @@ pub enum AlignedResult {
 }
 
 /// The policy applied (RFC 7489 Appendix C `DispositionType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Disposition {
     /// Delivered as it was.
     None,
@@ -30,7 +63,8 @@ pub enum Disposition {
 }
 
 /// A policy value `p=` / `sp=` (RFC 7489 §6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// `none`
     None,
@@ -41,7 +75,8 @@ pub enum Policy {
 }
 
 /// An alignment mode `adkim=` / `aspf=` (RFC 7489 §6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Alignment {
     /// `r`
     Relaxed,
@@ -51,7 +86,7 @@ pub enum Alignment {
 
 /// The DMARC record as it was published when the message was checked
 /// (`policy_published` of the report).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PolicyPublished {
     /// The domain whose record applied: the From domain, or its organisational domain.
     pub domain: String,
@@ -71,7 +106,7 @@ pub struct PolicyPublished {
 
 /// One DKIM signature's result (`DKIMAuthResultType`): `pass`, `fail`, `neutral`,
 /// `temperror`, `permerror`, `policy` or `none`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DkimResult {
     /// `d=`
     pub domain: String,
@@ -82,7 +117,7 @@ pub struct DkimResult {
 }
 
 /// The SPF result (`SPFAuthResultType`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SpfResult {
     /// The domain checked: MAIL FROM's, or HELO's when MAIL FROM was empty.
     pub domain: String,
@@ -93,7 +128,7 @@ pub struct SpfResult {
 }
 
 /// What one message's DMARC check found, for the aggregate report of its policy domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DmarcObservation {
     /// When the message was checked (Unix seconds).
     pub at: u64,

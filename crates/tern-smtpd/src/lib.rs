@@ -94,7 +94,9 @@ pub struct SmtpShared {
     /// Inbound verification (`[verify]`, tern-authcheck, docs/FILTERING.md): `None` when
     /// off; swapped on reload (a session keeps the verifier it started a message with).
     pub verify: arc_swap::ArcSwapOption<tern_authcheck::Verifier>,
-    /// Where DMARC observations go (`tern_reports::NoReports` when reports are off).
+    /// Where DMARC observations go for the aggregate reports (`tern-reports`,
+    /// docs/REPORTS.md): one per message whose DMARC record has `rua=`. `record()`
+    /// returns at once. [`tern_reports::NoReports`] when `[dmarc_reports]` is off.
     pub dmarc_recorder: Arc<dyn tern_reports::DmarcRecorder>,
 }
 

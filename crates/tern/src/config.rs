@@ -97,6 +97,8 @@ pub struct Config {
     /// `[verify]`: inbound SPF, DKIM, DMARC and ARC verification and policy
     /// (docs/FILTERING.md).
     pub verify: tern_authcheck::VerifyConfig,
+    /// `[dmarc_reports]`: DMARC aggregate reports (docs/REPORTS.md).
+    pub dmarc_reports: tern_reports::DmarcReportsConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -407,6 +409,10 @@ impl Config {
                 .problems()
                 .into_iter()
                 .map(|(k, m)| ConfigProblem::new(k, m)),
+            self.dmarc_reports
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
         );
         p.extend(
             self.dkim
@@ -1318,6 +1324,34 @@ mod tests {
             "t.toml",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn the_dmarc_reports_section_is_off_by_default_and_checked() {
+        let c = Config::embedded_default().unwrap();
+        assert!(!c.dmarc_reports.enabled);
+        let c = Config::parse(
+            "[dmarc_reports]\nenabled = true\nemail = \"dmarc@example.net\"\ninterval = \"6h\"\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.dmarc_reports.enabled);
+        assert_eq!(c.dmarc_reports.interval_secs(), 6 * 3600);
+        let err = Config::parse(
+            "[dmarc_reports]\ninterval = \"5h\"\nmax_rows = 0\nbogus = 1\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let mut keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "dmarc_reports.bogus",
+                "dmarc_reports.interval",
+                "dmarc_reports.max_rows"
+            ]
+        );
     }
 
     #[test]

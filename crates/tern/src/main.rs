@@ -17,6 +17,7 @@ mod cli_queue;
 mod client;
 mod config;
 mod dkim;
+mod dmarc;
 mod notify;
 mod queue;
 mod remote;
@@ -126,6 +127,25 @@ enum Cmd {
     Dkim {
         #[command(subcommand)]
         command: DkimCmd,
+    },
+    /// DMARC aggregate reports of the running server (docs/REPORTS.md).
+    DmarcReports {
+        #[command(subcommand)]
+        command: DmarcReportsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DmarcReportsCmd {
+    /// Send the reports now: the open period ends at this second and every report due
+    /// is queued (instead of waiting for the end of the UTC day).
+    Send {
+        /// Configuration file, to find the server.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The run's counts as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -406,6 +426,13 @@ fn main() -> ExitCode {
             load(config.as_ref())
                 .map_err(anyhow::Error::from)
                 .and_then(|c| dkim::check(&c, &domain)),
+        ),
+        Cmd::DmarcReports {
+            command: DmarcReportsCmd::Send { config, json },
+        } => exit_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| remote::dmarc_send(&c, json).map(|()| true)),
         ),
         Cmd::Status { config, json } => exit_of(
             load(config.as_ref())

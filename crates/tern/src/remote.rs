@@ -137,6 +137,27 @@ pub fn dest_action(config: &Config, name: &str, action: &str, json: bool) -> any
     Ok(())
 }
 
+/// `tern dmarc-reports send`: closes the open report period and queues the reports.
+pub fn dmarc_send(config: &Config, json: bool) -> anyhow::Result<()> {
+    let client = Client::from_config(config)?;
+    let value: serde_json::Value =
+        client.post("/api/v1/dmarc-reports/send", &serde_json::json!({}))?;
+    if json {
+        crate::term::outln!("{value}");
+    } else {
+        let n = |k: &str| value[k].as_u64().unwrap_or(0);
+        crate::term::outln!(
+            "reports: {} queued to {} domain(s) from {} period(s); {} address(es) skipped, {} failed (tried again later)",
+            n("queued"),
+            n("domains"),
+            n("periods"),
+            n("skipped"),
+            n("failed")
+        );
+    }
+    Ok(())
+}
+
 /// Percent-encodes a path segment (destination names are printable ASCII).
 fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -167,6 +167,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     };
     // Screening and greylisting (docs/SCREENING.md): the greylist file is read here.
     let screening = crate::screen::Screening::start(&config, &events);
+    // DMARC aggregate reports: the store and its writer before the sessions record.
+    let mut dmarc = crate::dmarc::open(&config, &events);
     // One per process: in the greeting of our server, recognised by our client.
     let loop_mark = tern_route::own::new_loop_mark();
     let shared = Arc::new(SmtpShared {
@@ -193,7 +195,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
                 anyhow::bail!("[verify]: {e}");
             }
         }),
-        dmarc_recorder: Arc::new(tern_reports::NoReports),
+        dmarc_recorder: Arc::clone(&dmarc.recorder),
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),
@@ -233,6 +235,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     };
 
     maps_loaded(&events, &config);
+    // Reports are queued through the same intake as received mail.
+    dmarc.start_reporter(&config, Arc::clone(&intake), &events);
     // The second way in: files from other systems and `tern sendmail`, through the same
     // intake as SMTP mail.
     let pickup = if config.pickup.enabled {
@@ -267,6 +271,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             shared: Arc::clone(&shared),
             queue: queue.as_ref().map(|(_, ctx)| Arc::clone(ctx)),
             current: Arc::clone(&current),
+            dmarc: dmarc.asker(),
         });
         let next_hop = queue.as_ref().map(|(_, ctx)| {
             let ctx = Arc::clone(ctx);
@@ -353,6 +358,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     server.shutdown(grace).await;
     // Every session has ended: the greylist is saved as they left it.
     screening.stop().await;
+    dmarc.stop().await;
     if let Some((q, ctx)) = queue {
         q.shutdown(&ctx).await;
     }
@@ -528,6 +534,8 @@ struct ServerControl {
     queue: Option<Arc<QueueContext>>,
     /// The configuration in force (the start's, with each reload's swapped parts).
     current: Arc<ArcSwap<Config>>,
+    /// The DMARC report task; `None` when the reports are off.
+    dmarc: Option<tern_reports::reporter::ReportAsker>,
 }
 
 impl tern_admin::Control for ServerControl {
@@ -544,6 +552,31 @@ impl tern_admin::Control for ServerControl {
 
     fn effective_config(&self) -> serde_json::Value {
         self.current.load().effective_json()
+    }
+
+    fn send_dmarc_reports(
+        &self,
+    ) -> tern_admin::ControlFuture<Result<tern_admin::DmarcRun, tern_admin::ControlError>> {
+        let asker = self.dmarc.clone();
+        Box::pin(async move {
+            let Some(asker) = asker else {
+                return Err(tern_admin::ControlError::Off(
+                    "DMARC aggregate reports are off ([dmarc_reports] enabled = false)".into(),
+                ));
+            };
+            match asker.send_now().await {
+                Some(s) => Ok(tern_admin::DmarcRun {
+                    periods: s.periods,
+                    domains: s.domains,
+                    queued: s.queued,
+                    skipped: s.skipped,
+                    failed: s.failed,
+                }),
+                None => Err(tern_admin::ControlError::Unavailable(
+                    "the report task has stopped".into(),
+                )),
+            }
+        })
     }
 }
 

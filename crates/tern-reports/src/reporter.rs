@@ -1,0 +1,550 @@
+//! The report task: closes periods, builds each domain's report, checks external
+//! destinations, and queues one message per `mailto:` address through Tern's intake.
+//!
+//! When: at the start (periods that ended while Tern was down), a second after each
+//! period's end (UTC midnight with the default `interval`), again [`RETRY`] later while
+//! a report could not be queued, and when an administrator asks ([`ReporterHandle::send_now`],
+//! which first closes the open period at that second).
+//!
+//! External destinations (RFC 7489 §7.1): an address whose domain is neither the policy
+//! domain nor below it gets a report only when
+//! `<policy-domain>._report._dmarc.<address-domain>` has a TXT record beginning
+//! `v=DMARC1`. Without the Public Suffix List here, "within the policy domain" means the
+//! domain itself or a subdomain: an address at a parent domain is checked too (one more
+//! lookup, never a report sent without consent). The lookup uses Tern's resolver
+//! settings (`[dns]`) and lasts at most `dns_timeout_secs`; a failure skips that
+//! address for this period (event 4125) rather than holding the report.
+//!
+//! Once only: a domain's report is marked sent in the store (durably) after all its
+//! messages are committed to the spool. A crash between the commit and the mark queues
+//! that report again at the next start: the window is one fsync long, and the copy
+//! carries the same Report-ID (receivers de-duplicate by it). A report that could not
+//! be queued stays in the store and is tried again.
+//!
+//! The envelope sender is `[dmarc_reports] email`, not the null sender: RFC 7489 §7.2.1.1
+//! asks that reports pass DMARC themselves (SPF on the envelope domain, DKIM: the
+//! message is signed when a `[dkim]` rule matches, its origin being Tern's own like a
+//! bounce), and a report that cannot be delivered bounces to that address, where the
+//! operator sees broken `rua` addresses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::RData;
+use serde::Serialize;
+use tern_events::{EventLog, catalog, fields};
+use tern_metrics::dmarc_reports::ReportOutcome;
+use tern_spool::{
+    BodyType, ClientInfo, Envelope, MailParams, MessageIntake, QueueId, Recipient, SpoolError,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::aggregate::{DomainData, Period, period_begin};
+use crate::message::{ReportMail, RuaError, build, gzip, parse_rua};
+use crate::store::{ReportStore, StoreError};
+use crate::xml::{Submitter, report_id, report_xml};
+
+/// Time before a run that left reports unqueued is tried again.
+pub const RETRY: Duration = Duration::from_secs(600);
+
+/// The listener name of report messages in their envelope (Tern's own mail for the
+/// DKIM signing rules, like `dsn`).
+pub const LISTENER: &str = "dmarc-reports";
+
+/// What the report task needs besides its store.
+#[derive(Debug, Clone)]
+pub struct ReporterConfig {
+    /// `report_metadata`.
+    pub submitter: Submitter,
+    /// The reporting domain of subjects and file names (the `email`'s domain).
+    pub report_domain: String,
+    /// This server's host name (Message-ID, HELO of the envelope).
+    pub hostname: String,
+    /// `mailto:` addresses used per domain.
+    pub max_rua: usize,
+    /// Time for one external destination check.
+    pub dns_timeout: Duration,
+    /// Period length, seconds.
+    pub interval: u64,
+}
+
+/// Why a run happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// At the start.
+    Start,
+    /// A period ended, or a retry.
+    Schedule,
+    /// An administrator asked.
+    Admin,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Schedule => "schedule",
+            Trigger::Admin => "admin",
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// Closed periods looked at.
+    pub periods: usize,
+    /// Domains reported (all their messages queued, or nothing to send).
+    pub domains: usize,
+    /// Messages queued.
+    pub queued: usize,
+    /// Addresses skipped (unusable, over their limit, unauthorised, lookup failed).
+    pub skipped: usize,
+    /// Domains whose report could not be queued (tried again later).
+    pub failed: usize,
+}
+
+/// Builds and queues reports.
+pub struct Reporter {
+    /// Settings.
+    pub cfg: ReporterConfig,
+    /// The report data.
+    pub store: Arc<dyn ReportStore>,
+    /// Where report messages go (the queue's intake).
+    pub intake: Arc<dyn MessageIntake>,
+    /// Tern's resolver for the external checks; `None` refuses every external address.
+    pub resolver: Option<TokioResolver>,
+    /// The event log.
+    pub events: EventLog,
+}
+
+/// Whether reports to `rua_domain` about `policy_domain` need the external destination
+/// check.
+pub fn needs_authorization(policy_domain: &str, rua_domain: &str) -> bool {
+    let (p, r) = (
+        policy_domain.trim_end_matches('.').to_ascii_lowercase(),
+        rua_domain.trim_end_matches('.').to_ascii_lowercase(),
+    );
+    !(r == p || r.ends_with(&format!(".{p}")))
+}
+
+/// Whether TXT records found at `<policy>._report._dmarc.<rua domain>` authorise
+/// reports: one of them begins `v=DMARC1` (then the end, `;` or white space).
+pub fn authorizes(txts: &[String]) -> bool {
+    txts.iter().any(|t| {
+        t.trim_start().strip_prefix("v=DMARC1").is_some_and(|rest| {
+            rest.is_empty() || rest.starts_with(';') || rest.starts_with([' ', '\t'])
+        })
+    })
+}
+
+/// What the external check found.
+enum Authorization {
+    Yes,
+    No,
+    Failed(String),
+}
+
+async fn check_external(
+    resolver: Option<&TokioResolver>,
+    policy_domain: &str,
+    rua_domain: &str,
+    limit: Duration,
+) -> Authorization {
+    let Some(resolver) = resolver else {
+        return Authorization::Failed("no resolver".into());
+    };
+    let name = format!("{policy_domain}._report._dmarc.{rua_domain}.");
+    if name.len() > 254 {
+        return Authorization::No;
+    }
+    match tokio::time::timeout(limit, resolver.txt_lookup(name)).await {
+        Err(_) => Authorization::Failed("timed out".into()),
+        Ok(Ok(lookup)) => {
+            let txts: Vec<String> = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|s| String::from_utf8_lossy(s).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            if authorizes(&txts) {
+                Authorization::Yes
+            } else {
+                Authorization::No
+            }
+        }
+        Ok(Err(NetError::Dns(DnsError::NoRecordsFound(no))))
+            if matches!(
+                no.response_code,
+                ResponseCode::NXDomain | ResponseCode::NoError
+            ) =>
+        {
+            Authorization::No
+        }
+        Ok(Err(e)) => Authorization::Failed(e.to_string()),
+    }
+}
+
+fn now_secs() -> u64 {
+    tern_watchdog::clock::unix_ms() / 1000
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Reporter {
+    /// One run at `now`: closes the open period when due (at once when `trigger` is
+    /// [`Trigger::Admin`]) and reports every closed period.
+    pub async fn run(&self, trigger: Trigger, now: u64) -> RunSummary {
+        let mut summary = RunSummary::default();
+        let store = Arc::clone(&self.store);
+        let early = trigger == Trigger::Admin;
+        match blocking(move || {
+            store.flush()?;
+            store.close(now, early)
+        })
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => self
+                .events
+                .emit(&catalog::DMARC_PERIOD_GIVEN_UP, fields!("periods" => n)),
+            Err(e) => self
+                .events
+                .emit(&catalog::DMARC_STORE_FAILED, fields!("error" => e)),
+        }
+        let due = self.store.due();
+        summary.periods = due.len();
+        for period in &due {
+            for (domain, data) in &period.domains {
+                match self
+                    .report_domain(period, domain, data, now, &mut summary)
+                    .await
+                {
+                    Ok(()) => {
+                        let store = Arc::clone(&self.store);
+                        let (begin, d) = (period.begin, domain.clone());
+                        match blocking(move || store.mark_sent(begin, &d)).await {
+                            Ok(()) => summary.domains += 1,
+                            Err(e) => {
+                                summary.failed += 1;
+                                self.events
+                                    .emit(&catalog::DMARC_STORE_FAILED, fields!("error" => e));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        summary.failed += 1;
+                        tern_metrics::get().dmarc_report(ReportOutcome::Failed);
+                        self.events.emit(
+                            &catalog::DMARC_REPORT_FAILED,
+                            fields!("domain" => domain, "error" => e, "retry_secs" => RETRY.as_secs()),
+                        );
+                    }
+                }
+            }
+            if period.domains.is_empty() {
+                // Only messages dropped by max_domains: nothing to send.
+                let store = Arc::clone(&self.store);
+                let begin = period.begin;
+                let _ = blocking(move || store.mark_sent(begin, "")).await;
+            }
+        }
+        self.events.emit(
+            &catalog::DMARC_REPORTS_RUN,
+            fields!(
+                "trigger" => trigger.as_str(),
+                "periods" => summary.periods,
+                "domains" => summary.domains,
+                "queued" => summary.queued,
+                "skipped" => summary.skipped,
+                "failed" => summary.failed,
+            ),
+        );
+        summary
+    }
+
+    fn skipped(&self, summary: &mut RunSummary, domain: &str, uri: &str, reason: &str) {
+        summary.skipped += 1;
+        tern_metrics::get().dmarc_report(ReportOutcome::Skipped);
+        self.events.emit(
+            &catalog::DMARC_REPORT_SKIPPED,
+            fields!("domain" => domain, "rua" => uri, "reason" => reason),
+        );
+    }
+
+    /// Queues `domain`'s report to each usable address. `Err` when queueing failed
+    /// (nothing is marked sent; the whole report is tried again).
+    async fn report_domain(
+        &self,
+        period: &Period,
+        domain: &str,
+        data: &DomainData,
+        now: u64,
+        summary: &mut RunSummary,
+    ) -> Result<(), String> {
+        let mut targets = Vec::new();
+        for uri in &data.rua {
+            match parse_rua(uri) {
+                Ok(rua) if targets.len() < self.cfg.max_rua => targets.push((uri, rua)),
+                Ok(_) => self.skipped(summary, domain, uri, "more than max_rua"),
+                Err(RuaError::NotMailto) => self.skipped(summary, domain, uri, "not mailto"),
+                Err(_) => self.skipped(summary, domain, uri, "not a usable address"),
+            }
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let end = period.end.saturating_sub(1).max(period.begin);
+        let id = report_id(domain, period.begin, end, &self.cfg.report_domain);
+        let xml = report_xml(&self.cfg.submitter, &id, period, domain, data);
+        let gz = gzip(&xml).map_err(|e| format!("gzip: {e}"))?;
+        let mail = ReportMail {
+            submitter: &self.cfg.report_domain,
+            from: &self.cfg.submitter.email,
+            domain,
+            report_id: &id,
+            begin: period.begin,
+            end,
+            gzipped: &gz,
+            now,
+            hostname: &self.cfg.hostname,
+        };
+        let messages: u64 = data.rows.values().sum();
+        for (uri, rua) in targets {
+            if rua.limit.is_some_and(|l| (gz.len() as u64) > l) {
+                self.skipped(summary, domain, uri, "size limit");
+                continue;
+            }
+            if needs_authorization(domain, rua.domain()) {
+                match check_external(
+                    self.resolver.as_ref(),
+                    domain,
+                    rua.domain(),
+                    self.cfg.dns_timeout,
+                )
+                .await
+                {
+                    Authorization::Yes => {}
+                    Authorization::No => {
+                        summary.skipped += 1;
+                        tern_metrics::get().dmarc_report(ReportOutcome::Unauthorized);
+                        self.events.emit(
+                            &catalog::DMARC_REPORT_UNAUTHORIZED,
+                            fields!("domain" => domain, "rua" => rua.address),
+                        );
+                        continue;
+                    }
+                    Authorization::Failed(e) => {
+                        summary.skipped += 1;
+                        tern_metrics::get().dmarc_report(ReportOutcome::LookupFailed);
+                        self.events.emit(
+                            &catalog::DMARC_REPORT_LOOKUP_FAILED,
+                            fields!("domain" => domain, "rua" => rua.address, "error" => e),
+                        );
+                        continue;
+                    }
+                }
+            }
+            let bytes = build(&mail, &rua.address).map_err(|e| format!("building: {e}"))?;
+            let queue_id = self
+                .queue(bytes, &rua.address)
+                .await
+                .map_err(|e| format!("queueing: {e}"))?;
+            summary.queued += 1;
+            tern_metrics::get().dmarc_report(ReportOutcome::Queued);
+            self.events.emit(
+                &catalog::DMARC_REPORT_QUEUED,
+                fields!(
+                    "queue_id" => queue_id,
+                    "domain" => domain,
+                    "rua" => rua.address,
+                    "begin" => period.begin,
+                    "end" => end,
+                    "rows" => data.rows.len(),
+                    "messages" => messages,
+                    "size" => gz.len(),
+                    "report_id" => id,
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    async fn queue(&self, bytes: Vec<u8>, to: &str) -> Result<QueueId, SpoolError> {
+        let mut draft = self.intake.begin();
+        let id = draft.id();
+        draft.write(&bytes).await?;
+        let eight_bit = bytes.iter().any(|b| *b >= 0x80);
+        let envelope = Envelope {
+            id,
+            sender: self.cfg.submitter.email.clone(),
+            recipients: vec![Recipient::new(to.to_owned())],
+            params: MailParams {
+                declared_size: None,
+                body: if eight_bit {
+                    BodyType::EightBitMime
+                } else {
+                    BodyType::SevenBit
+                },
+                smtputf8: false,
+                dsn_ret: None,
+                dsn_envid: None,
+            },
+            client: ClientInfo {
+                address: "127.0.0.1:0".into(),
+                verified_name: None,
+                helo: self.cfg.hostname.clone(),
+                esmtp: true,
+                tls: None,
+                listener: LISTENER.into(),
+                ..Default::default()
+            },
+            arrival_micros: tern_watchdog::clock::unix_micros(),
+            size: bytes.len() as u64,
+        };
+        draft.commit(envelope).await?;
+        Ok(id)
+    }
+}
+
+/// The running report task.
+pub struct ReporterHandle {
+    asks: mpsc::Sender<oneshot::Sender<RunSummary>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ReporterHandle {
+    /// Closes the open period now and reports every closed one; `None` when the task
+    /// has stopped.
+    pub async fn send_now(&self) -> Option<RunSummary> {
+        let (tx, rx) = oneshot::channel();
+        self.asks.send(tx).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// A second handle for asking (the admin API's).
+    pub fn asker(&self) -> ReportAsker {
+        ReportAsker {
+            asks: self.asks.clone(),
+        }
+    }
+
+    /// Stops the task (a run in progress is abandoned at its next await; what it
+    /// queued stays queued and what it did not mark sent is reported again).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// Asks the report task for a run now.
+#[derive(Clone)]
+pub struct ReportAsker {
+    asks: mpsc::Sender<oneshot::Sender<RunSummary>>,
+}
+
+impl ReportAsker {
+    /// See [`ReporterHandle::send_now`].
+    pub async fn send_now(&self) -> Option<RunSummary> {
+        let (tx, rx) = oneshot::channel();
+        self.asks.send(tx).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The next scheduled run after `now`: a second past the end of the current period.
+pub fn next_run(now: u64, interval: u64) -> u64 {
+    period_begin(now, interval)
+        .saturating_add(interval.max(1))
+        .saturating_add(1)
+}
+
+/// Starts the report task (its first run at once, for periods that ended while Tern
+/// was down).
+pub fn spawn(reporter: Reporter) -> ReporterHandle {
+    let (asks, mut asked) = mpsc::channel::<oneshot::Sender<RunSummary>>(8);
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut summary = reporter.run(Trigger::Start, now_secs()).await;
+        loop {
+            let now = now_secs();
+            let mut at = next_run(now, reporter.cfg.interval);
+            if summary.failed > 0 {
+                at = at.min(now.saturating_add(RETRY.as_secs()));
+            }
+            let wait = Duration::from_secs(at.saturating_sub(now));
+            tokio::select! {
+                _ = stopped.changed() => return,
+                () = tokio::time::sleep(wait) => {
+                    summary = reporter.run(Trigger::Schedule, now_secs()).await;
+                }
+                ask = asked.recv() => match ask {
+                    Some(reply) => {
+                        summary = reporter.run(Trigger::Admin, now_secs()).await;
+                        let _ = reply.send(summary);
+                    }
+                    None => return,
+                },
+            }
+        }
+    });
+    ReporterHandle { asks, stop, task }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_inside_the_policy_domain_need_no_check() {
+        assert!(!needs_authorization("example.com", "example.com"));
+        assert!(!needs_authorization("example.com", "Reports.Example.COM"));
+        assert!(needs_authorization("example.com", "badexample.com"));
+        assert!(needs_authorization("example.com", "example.net"));
+        // A parent domain is checked (no Public Suffix List here).
+        assert!(needs_authorization("sub.example.com", "example.com"));
+    }
+
+    #[test]
+    fn only_a_record_beginning_v_dmarc1_authorises() {
+        assert!(authorizes(&["v=DMARC1".into()]));
+        assert!(authorizes(&["v=DMARC1; rua=mailto:x@y.test".into()]));
+        assert!(authorizes(&["other".into(), " v=DMARC1 ;".into()]));
+        assert!(!authorizes(&[]));
+        assert!(!authorizes(&["v=DMARC10".into()]));
+        assert!(!authorizes(&["v=spf1 -all".into()]));
+        assert!(!authorizes(&["x v=DMARC1".into()]));
+    }
+
+    #[test]
+    fn runs_are_scheduled_a_second_after_the_utc_day_ends() {
+        assert_eq!(next_run(86_400 + 5, 86_400), 2 * 86_400 + 1);
+        assert_eq!(next_run(86_399, 86_400), 86_401);
+        assert_eq!(next_run(7200, 3600), 3 * 3600 + 1);
+    }
+}

@@ -1,0 +1,186 @@
+//! `tern serve`'s DMARC aggregate reports (`[dmarc_reports]`, docs/REPORTS.md): the
+//! store and its writer thread before the listeners (the sessions get the recorder),
+//! the report task once the queue runs, both stopped after the listeners.
+//!
+//! A report directory that cannot be used never stops the start: reports are off
+//! (event 4131) and the sessions get [`NoReports`].
+//!
+//! Test builds (`fault-injection`) read observations from the JSON-lines file named by
+//! `TERN_TEST_DMARC_OBSERVATIONS` at the start, as if sessions had recorded them: the
+//! scenario tests' way in until the inbound verifier builds them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use tern_events::{EventLog, catalog, fields};
+use tern_reports::aggregate::Caps;
+use tern_reports::journal::FileStore;
+use tern_reports::recorder::Writer;
+use tern_reports::reporter::{ReportAsker, Reporter, ReporterConfig, ReporterHandle};
+use tern_reports::xml::Submitter;
+use tern_reports::{DmarcRecorder, NoReports, ReportStore};
+use tern_spool::MessageIntake;
+
+use crate::config::Config;
+
+/// The running parts of the reports.
+pub struct DmarcReports {
+    /// What the sessions record into.
+    pub recorder: Arc<dyn DmarcRecorder>,
+    store: Option<Arc<dyn ReportStore>>,
+    writer: Option<Writer>,
+    reporter: Option<ReporterHandle>,
+}
+
+fn now_secs() -> u64 {
+    tern_watchdog::clock::unix_ms() / 1000
+}
+
+/// Opens the store and starts its writer (when `[dmarc_reports] enabled`).
+pub fn open(config: &Config, events: &EventLog) -> DmarcReports {
+    let off = DmarcReports {
+        recorder: Arc::new(NoReports),
+        store: None,
+        writer: None,
+        reporter: None,
+    };
+    let c = &config.dmarc_reports;
+    if !c.enabled {
+        return off;
+    }
+    let dir = config.server.data_dir.join("dmarc-reports");
+    let caps = Caps {
+        max_domains: c.max_domains,
+        max_rows: c.max_rows,
+    };
+    let (store, report) = match FileStore::open(&dir, caps, c.interval_secs(), now_secs()) {
+        Ok(opened) => opened,
+        Err(e) => {
+            events.emit(
+                &catalog::DMARC_STORE_UNUSABLE,
+                fields!("dir" => dir.display(), "error" => e),
+            );
+            return off;
+        }
+    };
+    for (path, why) in &report.quarantined {
+        events.emit(
+            &catalog::DMARC_STORE_QUARANTINED,
+            fields!("file" => path.display(), "reason" => why),
+        );
+    }
+    let store: Arc<dyn ReportStore> = Arc::new(store);
+    let (recorder, writer) = match tern_reports::recorder::start(
+        Arc::clone(&store),
+        c.max_pending,
+        c.flush_every(),
+        events.clone(),
+    ) {
+        Ok(started) => started,
+        Err(e) => {
+            events.emit(
+                &catalog::DMARC_STORE_UNUSABLE,
+                fields!("dir" => dir.display(), "error" => e),
+            );
+            return off;
+        }
+    };
+    events.emit(
+        &catalog::DMARC_REPORTS_STARTED,
+        fields!(
+            "dir" => dir.display(),
+            "journals" => report.journals,
+            "messages" => report.messages,
+            "next" => tern_reports::reporter::next_run(now_secs(), c.interval_secs()),
+        ),
+    );
+    #[cfg(feature = "fault-injection")]
+    test_observations(recorder.as_ref());
+    DmarcReports {
+        recorder,
+        store: Some(store),
+        writer: Some(writer),
+        reporter: None,
+    }
+}
+
+/// Test builds: observations from `TERN_TEST_DMARC_OBSERVATIONS` (JSON lines).
+#[cfg(feature = "fault-injection")]
+fn test_observations(recorder: &dyn DmarcRecorder) {
+    let Some(path) = std::env::var_os("TERN_TEST_DMARC_OBSERVATIONS") else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Ok(obs) = serde_json::from_str(line) {
+            recorder.record(obs);
+        }
+    }
+}
+
+/// Tern's resolver settings (`[dns]`) for the external destination checks.
+fn resolver(config: &Config, limit: Duration) -> Option<TokioResolver> {
+    let mut builder = tern_route::dns::resolver_builder(&config.dns.nameservers).ok()?;
+    builder.options_mut().timeout = limit;
+    builder.options_mut().attempts = 2;
+    builder.build().ok()
+}
+
+impl DmarcReports {
+    /// Starts the report task over `intake` (the queue's).
+    pub fn start_reporter(
+        &mut self,
+        config: &Config,
+        intake: Arc<dyn MessageIntake>,
+        events: &EventLog,
+    ) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let c = &config.dmarc_reports;
+        let hostname = config.server.hostname.clone();
+        let email = c.email_for(&hostname);
+        let report_domain = email
+            .rsplit_once('@')
+            .map_or(hostname.clone(), |(_, d)| d.to_ascii_lowercase());
+        let dns_timeout = Duration::from_secs(c.dns_timeout_secs);
+        let reporter = Reporter {
+            cfg: ReporterConfig {
+                submitter: Submitter {
+                    org_name: c.org_for(&hostname),
+                    email,
+                    extra_contact_info: c.extra_contact_info.clone(),
+                },
+                report_domain,
+                hostname,
+                max_rua: c.max_rua,
+                dns_timeout,
+                interval: c.interval_secs(),
+            },
+            store: Arc::clone(store),
+            intake,
+            resolver: resolver(config, dns_timeout),
+            events: events.clone(),
+        };
+        self.reporter = Some(tern_reports::reporter::spawn(reporter));
+    }
+
+    /// Asks for runs (the admin API's `POST /dmarc-reports/send`).
+    pub fn asker(&self) -> Option<ReportAsker> {
+        self.reporter.as_ref().map(ReporterHandle::asker)
+    }
+
+    /// Stops the report task, then the writer (after the listeners: nothing records
+    /// any more), which flushes the journal.
+    pub async fn stop(self) {
+        if let Some(r) = self.reporter {
+            r.stop().await;
+        }
+        if let Some(w) = self.writer {
+            let _ = tokio::task::spawn_blocking(move || w.stop()).await;
+        }
+    }
+}
