@@ -420,6 +420,7 @@ impl Reporter {
             },
             arrival_micros: tern_watchdog::clock::unix_micros(),
             size: bytes.len() as u64,
+            quarantine: None,
         };
         draft.commit(envelope).await?;
         Ok(id)

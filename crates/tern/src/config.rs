@@ -39,9 +39,9 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 /// The whole configuration.
 
 /// Names Tern's own ways in write as the envelope's listener (the pickup directory and
-/// `tern sendmail`: `pickup`; delivery status notifications: `dsn`); an SMTP listener may
-/// not take one.
-pub const RESERVED_LISTENER_NAMES: &[&str] = &["pickup", "dsn"];
+/// `tern sendmail`: `pickup`; delivery status notifications: `dsn`; DMARC aggregate
+/// reports: `dmarc-reports`); an SMTP listener may not take one.
+pub const RESERVED_LISTENER_NAMES: &[&str] = &["pickup", "dsn", "dmarc-reports"];
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(default)]
@@ -409,6 +409,8 @@ impl Config {
                 .problems()
                 .into_iter()
                 .map(|(k, m)| ConfigProblem::new(k, m)),
+        );
+        p.extend(
             self.dmarc_reports
                 .problems()
                 .into_iter()

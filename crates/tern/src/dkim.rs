@@ -125,7 +125,13 @@ fn emit_arc(events: &EventLog, load: Option<&ArcKeyLoad>) {
 /// top of a message: the server's host name (`[verify] authserv_id` once verification
 /// is configured; issue 18).
 fn authserv_id(config: &Config) -> &str {
-    &config.server.hostname
+    // The id the inbound verifier writes its Authentication-Results with (`[verify]
+    // authserv_id`, default the host name), so the sealer recognises Tern's own field.
+    config
+        .verify
+        .authserv_id
+        .as_deref()
+        .unwrap_or(&config.server.hostname)
 }
 
 /// Loads the `[arc]` key at the start; a key that cannot be loaded stops the start.
