@@ -38,8 +38,8 @@ and 5 % spoofed `p=none` (both accepted and marked).
   ["127.0.0.1/32"]`, `[queue] deliver = false`. TERN_CHECKS=1 adds `[verify]` (spf,
   dkim, dmarc, arc on; `dmarc_reject = "reject"`, `spf_fail = "reject"` as policyd-spf
   does) and `[screen]` (the same DNSBL, weight and threshold, `pregreet = "enforce"`,
-  `greet_wait` as Postfix's); TERN_CHECKS=0 (the default until those sections exist on
-  main) runs Tern with no checks, a sanity baseline that proves the harness.
+  `greet_wait` as Postfix's), the default; TERN_CHECKS=0 runs Tern with no checks, a
+  sanity baseline.
 
 The load: an asyncio client in this process, SESSIONS (20) sessions at once, each
 connection from one of the 8 client addresses in turn, PER_CONNECTION (1) messages per
@@ -70,7 +70,7 @@ Knobs: MESSAGES (2000) ROUNDS (2) SESSIONS (20) PER_CONNECTION (1) MSG_SIZE (102
     DOMAINS (50) GREET_WAIT (6, seconds) WARMUP_PER_CLIENT (2) SAMPLE (40) CEILING (1)
     PEERNAME_LOOKUP (0: Postfix's smtpd does no reverse lookups, as Tern for loopback)
     MILTER_SOCKET (unix: the milters on Unix sockets, as Debian has them; inet: TCP)
-    SERVERS ("tern postfix") TERN_BIN (target/release/tern) TERN_CHECKS (0)
+    SERVERS ("tern postfix") TERN_BIN (target/release/tern) TERN_CHECKS (1)
     TERN_EXTRA (TOML appended to Tern's config) TERN_CHECKS_TOML (a file whose text
     replaces the [verify] and [screen] sections TERN_CHECKS=1 writes) MILTER_BASE (/run: OpenDKIM refuses
     files under /tmp) KEEP_TMP (0) OUT_DIR (bench/out) TMPDIR (spools; a real disk)
@@ -121,7 +121,7 @@ PEERNAME_LOOKUP = knob("PEERNAME_LOOKUP", 0) == 1
 MILTER_SOCKET = os.environ.get("MILTER_SOCKET", "unix")
 if MILTER_SOCKET not in ("unix", "inet"):
     sys.exit(f"MILTER_SOCKET must be unix or inet (got {MILTER_SOCKET!r})")
-TERN_CHECKS = knob("TERN_CHECKS", 0) == 1
+TERN_CHECKS = knob("TERN_CHECKS", 1) == 1
 SERVERS = os.environ.get("SERVERS", "tern postfix").split()
 TERN_BIN = os.environ.get("TERN_BIN", os.path.join(ROOT, "target", "release", "tern"))
 TERN_EXTRA = os.environ.get("TERN_EXTRA", "")
