@@ -36,13 +36,12 @@ use tern_spool::backpressure::BackPressureConfig;
 /// The embedded default configuration (also shipped as docs/tern.example.toml).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
-/// The whole configuration.
-
 /// Names Tern's own ways in write as the envelope's listener (the pickup directory and
 /// `tern sendmail`: `pickup`; delivery status notifications: `dsn`; DMARC aggregate
 /// reports: `dmarc-reports`); an SMTP listener may not take one.
 pub const RESERVED_LISTENER_NAMES: &[&str] = &["pickup", "dsn", "dmarc-reports"];
 
+/// The whole configuration.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(default)]
 pub struct Config {
