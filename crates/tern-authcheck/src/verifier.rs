@@ -31,7 +31,7 @@ use mail_auth::{
 };
 use tern_reports::{DmarcObservation, Policy};
 
-use crate::cache::TtlCache;
+use crate::cache::{Counting, TtlCache, VoidLedger};
 use crate::config::{Forwarder, VerifyConfig, forwarder};
 use crate::dmarc::{self, DmarcStatus, Found, Identifiers};
 use crate::policy::{self, Decision, Standing};
@@ -61,6 +61,9 @@ enum DmarcLookup {
     Found(dmarc::DmarcRecord),
     NotFound,
 }
+
+/// Most lookups that find nothing one SPF evaluation may make (RFC 7208 §4.6.4).
+pub const MAX_VOID_LOOKUPS: usize = 2;
 
 /// The verifier: configuration, resolver, caches, the Public Suffix List and the budget.
 pub struct Verifier {
@@ -212,14 +215,43 @@ impl Verifier {
             )
         };
         let c = &self.caches;
+        // RFC 7208 §4.6.4: more than MAX_VOID_LOOKUPS lookups that find nothing make the
+        // result permerror; mail-auth does not count them, its caches' view does.
+        let ledger = VoidLedger::default();
+        let (txt, mx, ip4, ip6, ptr) = (
+            Counting::new(&c.0, &ledger),
+            Counting::new(&c.1, &ledger),
+            Counting::new(&c.2, &ledger),
+            Counting::new(&c.3, &ledger),
+            Counting::new(&c.4, &ledger),
+        );
         let params = Parameters::new(params)
-            .with_txt_cache(&c.0)
-            .with_mx_cache(&c.1)
-            .with_ipv4_cache(&c.2)
-            .with_ipv6_cache(&c.3)
-            .with_ptr_cache(&c.4);
+            .with_txt_cache(&txt)
+            .with_mx_cache(&mx)
+            .with_ipv4_cache(&ip4)
+            .with_ipv6_cache(&ip6)
+            .with_ptr_cache(&ptr);
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, self.auth.verify_spf(params)).await {
+            Ok(out)
+                if ledger.count() > MAX_VOID_LOOKUPS
+                    && matches!(
+                        out.result(),
+                        SpfResult::Pass
+                            | SpfResult::Fail
+                            | SpfResult::SoftFail
+                            | SpfResult::Neutral
+                    ) =>
+            {
+                SpfCheck {
+                    result: AuthResult::PermError,
+                    domain,
+                    helo: is_helo,
+                    comment: Some(format!(
+                        "more than {MAX_VOID_LOOKUPS} void lookups, RFC 7208 4.6.4"
+                    )),
+                }
+            }
             Ok(out) => SpfCheck {
                 result: match out.result() {
                     SpfResult::Pass => AuthResult::Pass,
