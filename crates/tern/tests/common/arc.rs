@@ -9,8 +9,59 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::dkim::TestKey;
-use super::{require_python_modules, toml_str};
+use super::dkim::{TestKey, generate};
+use super::peers::{DnsServer, SmtpPeer};
+use super::{free_port, require_python_modules, toml_str};
+
+/// A forwarding world for the sealing scenarios: an upstream forwarder's key
+/// (`u1._domainkey.upstream.test`, published), Tern's sealing key (`arc` at
+/// `forward.test`, not published: the verifier is given it), and `dest.test`'s MX on
+/// 127.0.0.2 answered by `sink`.
+pub struct Forwarding {
+    /// Holds the key files.
+    pub keys: tempfile::TempDir,
+    /// The upstream forwarder's key.
+    pub up: TestKey,
+    /// Tern's sealing key.
+    pub ours: TestKey,
+    /// The scripted DNS server.
+    pub dns: DnsServer,
+    /// The next hop's port on 127.0.0.2.
+    pub port: u16,
+    /// The next hop.
+    pub sink: SmtpPeer,
+}
+
+/// Builds the [`Forwarding`] world.
+pub fn forwarding() -> Forwarding {
+    let keys = tempfile::tempdir().unwrap();
+    let up = generate(keys.path(), "upstream.test", "u1", "rsa");
+    let ours = generate(keys.path(), "forward.test", "arc", "rsa");
+    let mut dns = DnsServer::start();
+    let port = free_port("127.0.0.2".parse().unwrap());
+    dns.set_mx("dest.test", &[(10, "mx.dest.test")], 300);
+    dns.set_a("mx.dest.test", "127.0.0.2".parse().unwrap(), 300);
+    dns.set_txt(&up.name(), &up.strings, 300);
+    let sink = SmtpPeer::start_on("127.0.0.2", port, &[]);
+    Forwarding {
+        keys,
+        up,
+        ours,
+        dns,
+        port,
+        sink,
+    }
+}
+
+/// A message posted by ann@origin.test to a list at upstream.test that forwards it, with
+/// the upstream's own Authentication-Results (which dkimpy's `arc_sign` seals); `case`
+/// is its Subject and `X-Case`.
+pub fn posted(case: &str) -> Vec<u8> {
+    format!(
+        "Authentication-Results: upstream.test; spf=pass smtp.mailfrom=ann@origin.test\r\nX-Case: {case}\r\nFrom: Ann <ann@origin.test>\r\nTo: <list@upstream.test>\r\nSubject: {case}\r\nDate: Sun, 6 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{case}@origin.test>\r\n\r\nPosted to a list that forwards.\r\n"
+    )
+    .into_bytes()
+}
 
 /// An `[arc]` section sealing with `key`, plus `extra` keys.
 pub fn section(key: &TestKey, extra: &str) -> String {

@@ -9,17 +9,10 @@
 
 use std::time::Duration;
 
-use crate::common::arc::{assert_sealed, section, top_seal, upstream_seal, verify};
-use crate::common::dkim::generate;
-use crate::common::free_port;
-use crate::common::peers::{DnsServer, SmtpPeer, delivering, send_with};
-
-fn original(case: &str) -> Vec<u8> {
-    format!(
-        "Authentication-Results: upstream.test; spf=pass smtp.mailfrom=ann@origin.test\r\nFrom: Ann <ann@origin.test>\r\nTo: <list@upstream.test>\r\nSubject: {case}\r\nX-Case: {case}\r\nDate: Sun, 6 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{case}@origin.test>\r\n\r\nPosted to a list that forwards.\r\n"
-    )
-    .into_bytes()
-}
+use crate::common::arc::{
+    Forwarding, assert_sealed, forwarding, posted, section, top_seal, upstream_seal, verify,
+};
+use crate::common::peers::{delivering, send_with};
 
 /// The value of the first header field `name` (unfolded), if any.
 fn field(msg: &[u8], name: &str) -> Option<String> {
@@ -39,15 +32,14 @@ fn field(msg: &[u8], name: &str) -> Option<String> {
 #[test]
 #[ignore = "needs root or a test peer: scripts/test.sh runs it"]
 fn the_inbound_arc_verdict_becomes_the_seals_cv_and_aar() {
-    let keys = tempfile::tempdir().unwrap();
-    let up = generate(keys.path(), "upstream.test", "u1", "rsa");
-    let ours = generate(keys.path(), "forward.test", "arc", "rsa");
-    let mut dns = DnsServer::start();
-    let port = free_port("127.0.0.2".parse().unwrap());
-    dns.set_mx("dest.test", &[(10, "mx.dest.test")], 300);
-    dns.set_a("mx.dest.test", "127.0.0.2".parse().unwrap(), 300);
-    dns.set_txt(&up.name(), &up.strings, 300);
-    let sink = SmtpPeer::start_on("127.0.0.2", port, &[]);
+    let Forwarding {
+        keys: _keys,
+        up,
+        ours,
+        dns,
+        port,
+        sink,
+    } = forwarding();
     // The client (127.0.0.1) is outside the relay networks: its mail is verified, and
     // forwarded mail from outside is what Tern seals.
     let tern = delivering(&dns, port, "")
@@ -56,8 +48,8 @@ fn the_inbound_arc_verdict_becomes_the_seals_cv_and_aar() {
         .section(&section(&ours, ""))
         .start();
 
-    let good = upstream_seal(&original("good"), &up, "upstream.test");
-    let mut broken = upstream_seal(&original("broken"), &up, "upstream.test");
+    let good = upstream_seal(&posted("good"), &up, "upstream.test");
+    let mut broken = upstream_seal(&posted("broken"), &up, "upstream.test");
     broken.extend_from_slice(b"-- \r\nA footer added after the seal.\r\n");
     assert_eq!(verify(&good, &[&up])["cv"], "pass", "the upstream set");
     assert_eq!(verify(&broken, &[&up])["cv"], "fail", "the broken set");
