@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::dkim::{TestKey, generate};
-use super::peers::{DnsServer, SmtpPeer};
+use super::peers::{DnsServer, Received, SmtpPeer, send_with};
 use super::{free_port, require_python_modules, toml_str};
 
 /// A forwarding world for the sealing scenarios: an upstream forwarder's key
@@ -51,6 +51,35 @@ pub fn forwarding() -> Forwarding {
         port,
         sink,
     }
+}
+
+/// The two cases the chain scenarios forward, each already sealed `i=1` by the upstream
+/// forwarder `up` (checked with dkimpy): `good` (`X-Case: good`, the chain valid) and
+/// `broken` (`X-Case: broken`, a footer added after the seal: the chain fails).
+pub fn good_and_broken(up: &TestKey) -> (Vec<u8>, Vec<u8>) {
+    let good = upstream_seal(&posted("good"), up, "upstream.test");
+    assert_eq!(top_seal(&good), Some((1, "none".to_string())));
+    assert_eq!(verify(&good, &[up])["cv"], "pass", "the upstream set");
+    let mut broken = upstream_seal(&posted("broken"), up, "upstream.test");
+    broken.extend_from_slice(b"-- \r\nA footer added after the seal.\r\n");
+    assert_eq!(verify(&broken, &[up])["cv"], "fail", "the broken set");
+    (good, broken)
+}
+
+/// Sends each message from ann@origin.test to a@dest.test through Tern at `tern` and
+/// returns what `sink` received, all of them.
+pub fn forward_all(tern: std::net::SocketAddr, sink: &SmtpPeer, msgs: &[&[u8]]) -> Vec<Received> {
+    for m in msgs {
+        send_with(
+            tern,
+            "MAIL FROM:<ann@origin.test>",
+            &["RCPT TO:<a@dest.test>"],
+            m,
+        );
+    }
+    let got = sink.wait_for(msgs.len(), Duration::from_secs(30));
+    assert_eq!(got.len(), msgs.len());
+    got
 }
 
 /// A message posted by ann@origin.test to a list at upstream.test that forwards it, with

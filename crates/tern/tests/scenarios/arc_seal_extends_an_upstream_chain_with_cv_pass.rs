@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use crate::common::arc::{
-    Forwarding, assert_sealed, forwarding, posted, section, top_seal, upstream_seal, verify,
+    Forwarding, assert_sealed, forward_all, forwarding, good_and_broken, section, top_seal, verify,
 };
-use crate::common::peers::{delivering, send_with};
+use crate::common::peers::delivering;
 
 #[test]
 #[ignore = "needs root or a test peer: scripts/test.sh runs it"]
@@ -29,28 +29,8 @@ fn an_upstream_set_is_validated_and_extended() {
         .section(&section(&ours, ""))
         .start();
 
-    let good = upstream_seal(&posted("good"), &up, "upstream.test");
-    assert_eq!(top_seal(&good), Some((1, "none".to_string())));
-    assert_eq!(verify(&good, &[&up])["cv"], "pass", "the upstream set");
-    // Changed after the upstream seal (a footer added): its body hash no longer holds.
-    let mut broken = upstream_seal(&posted("broken"), &up, "upstream.test");
-    broken.extend_from_slice(b"-- \r\nA footer added after the seal.\r\n");
-    assert_eq!(
-        verify(&broken, &[&up])["cv"],
-        "fail",
-        "the broken upstream set"
-    );
-
-    for m in [&good, &broken] {
-        send_with(
-            tern.addr(),
-            "MAIL FROM:<ann@origin.test>",
-            &["RCPT TO:<a@dest.test>"],
-            m,
-        );
-    }
-    let got = sink.wait_for(2, Duration::from_secs(30));
-    assert_eq!(got.len(), 2);
+    let (good, broken) = good_and_broken(&up);
+    let got = forward_all(tern.addr(), &sink, &[&good, &broken]);
     for r in &got {
         let text = String::from_utf8_lossy(&r.content).to_string();
         if text.contains("X-Case: good") {

@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use crate::common::arc::{
-    Forwarding, assert_sealed, forwarding, posted, section, top_seal, upstream_seal, verify,
+    Forwarding, assert_sealed, forward_all, forwarding, good_and_broken, section, top_seal, verify,
 };
-use crate::common::peers::{delivering, send_with};
+use crate::common::peers::delivering;
 
 /// The value of the first header field `name` (unfolded), if any.
 fn field(msg: &[u8], name: &str) -> Option<String> {
@@ -48,21 +48,8 @@ fn the_inbound_arc_verdict_becomes_the_seals_cv_and_aar() {
         .section(&section(&ours, ""))
         .start();
 
-    let good = upstream_seal(&posted("good"), &up, "upstream.test");
-    let mut broken = upstream_seal(&posted("broken"), &up, "upstream.test");
-    broken.extend_from_slice(b"-- \r\nA footer added after the seal.\r\n");
-    assert_eq!(verify(&good, &[&up])["cv"], "pass", "the upstream set");
-    assert_eq!(verify(&broken, &[&up])["cv"], "fail", "the broken set");
-    for m in [&good, &broken] {
-        send_with(
-            tern.addr(),
-            "MAIL FROM:<ann@origin.test>",
-            &["RCPT TO:<a@dest.test>"],
-            m,
-        );
-    }
-    let got = sink.wait_for(2, Duration::from_secs(30));
-    assert_eq!(got.len(), 2);
+    let (good, broken) = good_and_broken(&up);
+    let got = forward_all(tern.addr(), &sink, &[&good, &broken]);
     for r in &got {
         let text = String::from_utf8_lossy(&r.content).to_string();
         let ar = field(&r.content, "Authentication-Results").unwrap_or_default();
