@@ -216,7 +216,19 @@ impl Connection {
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = match timeout(limit, connector.connect(name, tcp)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(SessionError::TlsHandshake(e.to_string())),
+            Ok(Err(e)) => {
+                let failure = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .map_or(
+                        crate::TlsFailure::ValidationFailure,
+                        crate::TlsFailure::of_rustls,
+                    );
+                return Err(SessionError::TlsHandshake {
+                    failure,
+                    detail: e.to_string(),
+                });
+            }
             Err(_) => {
                 return Err(SessionError::Timeout {
                     stage: Stage::StartTls,

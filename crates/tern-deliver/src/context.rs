@@ -36,6 +36,9 @@ pub enum TlsPolicy {
     Encrypt,
     /// STARTTLS required, certificate chain and name verified against `server_name`.
     Verify,
+    /// STARTTLS required, the certificate matched against the host's DNSSEC-validated
+    /// TLSA records ([`TlsRequest::dane`](crate::TlsRequest::dane), RFC 7672).
+    Dane,
 }
 
 /// Per-stage time limits. `Default` is RFC 5321 §4.5.3.2 (connect: 30 s, the usual MTA

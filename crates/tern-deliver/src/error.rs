@@ -123,9 +123,15 @@ pub enum SessionError {
     /// STARTTLS was refused while the policy requires TLS.
     #[error("STARTTLS refused: {0}")]
     StartTls(Reply),
-    /// The TLS handshake failed, including certificate verification under `verify`.
-    #[error("TLS handshake: {0}")]
-    TlsHandshake(String),
+    /// The TLS handshake failed, including certificate verification under `verify` and
+    /// `dane`.
+    #[error("TLS handshake ({failure}): {detail}")]
+    TlsHandshake {
+        /// RFC 8460's result type.
+        failure: crate::TlsFailure,
+        /// What rustls (or the check) said.
+        detail: String,
+    },
     /// The peer sent something that is not a valid reply (malformed, over-long, too many
     /// lines, an unexpected code such as 250 to DATA, or data after the 220 to STARTTLS).
     #[error("protocol error at {stage}: {detail}")]
@@ -177,7 +183,7 @@ impl SessionError {
             | SessionError::Ehlo(_)
             | SessionError::TlsUnavailable
             | SessionError::StartTls(_)
-            | SessionError::TlsHandshake(_) => true,
+            | SessionError::TlsHandshake { .. } => true,
             SessionError::Timeout { stage }
             | SessionError::Dropped { stage }
             | SessionError::Protocol { stage, .. }
@@ -192,6 +198,18 @@ impl SessionError {
         }
     }
 
+    /// RFC 8460's result type when this error is TLS failing as the policy required
+    /// (STARTTLS missing or refused, a handshake or certificate check that failed).
+    pub fn tls_failure(&self) -> Option<crate::TlsFailure> {
+        match self {
+            SessionError::TlsUnavailable | SessionError::StartTls(_) => {
+                Some(crate::TlsFailure::StarttlsNotSupported)
+            }
+            SessionError::TlsHandshake { failure, .. } => Some(*failure),
+            _ => None,
+        }
+    }
+
     /// The stage the error belongs to.
     pub fn stage(&self) -> Stage {
         match self {
@@ -200,7 +218,7 @@ impl SessionError {
             SessionError::Ehlo(_) => Stage::Ehlo,
             SessionError::TlsUnavailable
             | SessionError::StartTls(_)
-            | SessionError::TlsHandshake(_) => Stage::StartTls,
+            | SessionError::TlsHandshake { .. } => Stage::StartTls,
             SessionError::Timeout { stage }
             | SessionError::Dropped { stage }
             | SessionError::Protocol { stage, .. }

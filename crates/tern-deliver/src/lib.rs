@@ -39,6 +39,7 @@ pub mod envelope;
 pub mod error;
 pub mod outcome;
 pub mod reply;
+pub mod security;
 pub mod session;
 
 pub use capabilities::Capabilities;
@@ -49,6 +50,7 @@ pub use envelope::{
 pub use error::{SessionError, Stage};
 pub use outcome::{RcptOutcome, RecipientResult, TransactionOutcome};
 pub use reply::{Reply, ReplyError, ReplyParser};
+pub use security::{DaneTlsa, TlsFailure, TlsRequest, Tlsa};
 pub use session::{Endpoint, SmtpSession};
 
 /// Entry points for fuzz targets (`fuzz/` outside the workspace): raw bytes in,

@@ -70,6 +70,7 @@ use crate::envelope::{Transaction, mail_command, rcpt_command};
 use crate::error::{SessionError, Stage};
 use crate::outcome::{RcptOutcome, TransactionOutcome};
 use crate::reply::Reply;
+use crate::security::TlsRequest;
 
 /// Largest pipelined write of commands before the client reads their replies.
 pub const PIPELINE_GROUP_BYTES: usize = 16 * 1024;
@@ -120,6 +121,9 @@ pub struct SmtpSession {
     /// session left in this state (the content could not be read) is closed without
     /// QUIT, which the server would take as content.
     in_data: bool,
+    /// The MTA-STS `testing` audit of the certificate ([`TlsRequest::audit`]): `None`
+    /// when none was asked or TLS was not negotiated.
+    audit: Option<Result<(), crate::TlsFailure>>,
 }
 
 impl SmtpSession {
@@ -132,6 +136,18 @@ impl SmtpSession {
         server_name: &str,
         policy: TlsPolicy,
     ) -> Result<SmtpSession, SessionError> {
+        Self::connect_with(ctx, addr, server_name, &TlsRequest::plain(policy)).await
+    }
+
+    /// [`connect`](Self::connect) with everything the connection's TLS must satisfy:
+    /// the TLSA records under [`TlsPolicy::Dane`], the MTA-STS `testing` audit.
+    pub async fn connect_with(
+        ctx: &Arc<ClientContext>,
+        addr: SocketAddr,
+        server_name: &str,
+        request: &TlsRequest,
+    ) -> Result<SmtpSession, SessionError> {
+        let policy = request.policy;
         let t = ctx.config.timeouts;
         let tcp = match timeout(t.connect, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
@@ -165,9 +181,12 @@ impl SmtpSession {
         };
 
         let mut tls = None;
-        let required = matches!(policy, TlsPolicy::Encrypt | TlsPolicy::Verify);
+        let required = matches!(
+            policy,
+            TlsPolicy::Encrypt | TlsPolicy::Verify | TlsPolicy::Dane
+        );
         if policy != TlsPolicy::None && (caps.starttls || required) {
-            match start_tls(ctx, &mut conn, addr, server_name, policy, &caps).await {
+            match start_tls(ctx, &mut conn, addr, server_name, request, &caps).await {
                 Ok(Some(description)) => {
                     tls = Some(description);
                     (ehlo, caps) = hello(&mut conn, helo_name, t.ehlo).await?;
@@ -197,6 +216,7 @@ impl SmtpSession {
             usable: true,
             fresh: true,
             in_data: false,
+            audit: None,
         })
     }
 
@@ -267,6 +287,7 @@ impl SmtpSession {
             usable: true,
             fresh: true,
             in_data: false,
+            audit: None,
         })
     }
 
@@ -298,6 +319,12 @@ impl SmtpSession {
     /// The last EHLO (or HELO) reply.
     pub fn ehlo_reply(&self) -> &Reply {
         &self.ehlo
+    }
+
+    /// The outcome of the `verify`-style check of the certificate asked with
+    /// [`TlsRequest::audit`] (MTA-STS `testing`): `None` when not asked or no TLS.
+    pub fn tls_audit(&self) -> Option<Result<(), crate::TlsFailure>> {
+        self.audit
     }
 
     /// Address connected to; `0.0.0.0:0` for a Unix socket (see [`Self::endpoint`]).
@@ -613,21 +640,35 @@ async fn start_tls(
     conn: &mut Connection,
     addr: SocketAddr,
     server_name: &str,
-    policy: TlsPolicy,
+    request: &TlsRequest,
     caps: &Capabilities,
 ) -> Result<Option<String>, SessionError> {
+    let policy = request.policy;
     let t = ctx.config.timeouts;
     if !caps.starttls {
         return match policy {
-            TlsPolicy::Encrypt | TlsPolicy::Verify => Err(SessionError::TlsUnavailable),
+            TlsPolicy::Encrypt | TlsPolicy::Verify | TlsPolicy::Dane => {
+                Err(SessionError::TlsUnavailable)
+            }
             TlsPolicy::None | TlsPolicy::May => Ok(None),
         };
     }
     let (config, name) = match policy {
         TlsPolicy::None => return Ok(None),
+        TlsPolicy::Dane => {
+            // The DANE verifier (RFC 7672 matching of `request.dane`) lands with issue 19's
+            // DANE work; until then a `dane` request fails closed, never opens unverified.
+            return Err(SessionError::TlsHandshake {
+                failure: crate::TlsFailure::TlsaInvalid,
+                detail: "DANE certificate matching is not available".into(),
+            });
+        }
         TlsPolicy::Verify => {
             let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
-                SessionError::TlsHandshake(format!("{server_name:?} is not a valid server name"))
+                SessionError::TlsHandshake {
+                    failure: crate::TlsFailure::CertificateHostMismatch,
+                    detail: format!("{server_name:?} is not a valid server name"),
+                }
             })?;
             (ctx.verifying.clone(), name)
         }

@@ -403,6 +403,11 @@ events! {
     DMARC_REPORTS_RUN = (4133, "dmarc.reports.run", Info,
         "A report run ended (`trigger`: `schedule`, `start` or `admin`): `periods` closed periods looked at, `queued` messages queued, `skipped` addresses skipped, `failed` reports to try again.",
         "None.");
+    // Outbound TLS policy (DANE, MTA-STS, TLS-RPT; docs/TLS.md): 4141-4149 DANE,
+    // 4151-4159 MTA-STS, 4161-4175 TLS reports, 4181-4189 the policy decision.
+    DELIVERY_TLS_POLICY_REFUSED = (4181, "delivery.tls.refused", Warning,
+        "A host of a destination was not used because TLS could not be had as the policy in force requires (`reason` names it: DANE with a bogus DNSSEC answer or no matching TLSA record, `dane-only` without usable TLSA records, an MX host outside the domain's MTA-STS policy in `enforce`, STARTTLS missing or a certificate that failed `verify`/MTA-STS checks). The next host is tried; when none is left the recipients are deferred (4.7.5), never sent in the clear or to an unauthenticated host. Fields: queue_id, next_hop, domain, host, reason.",
+        "If the destination's DNSSEC or MTA-STS publication is broken, tell its administrator (the TLS report does too); to send anyway, route the domain with an explicit `tls` (`may`) for the time being.", track = "attempt");
     WATCHDOG_STALLED = (5001, "watchdog.worker.stalled", Error,
         "A worker (listener, queue manager, delivery worker, spool writer, DNS) has work waiting but made no progress for longer than watchdog.stall_after_secs (or the timeout of the network step it waits on); fields name it and say what the watchdog does. Logged once per stall; `tern status` shows it.",
         "A delivery worker is restarted (event 5002); for the others, look for what blocks them (disk for a spool writer, the DNS servers, a runtime thread stuck in a lock) and restart Tern if the stall does not end (event 5003).");

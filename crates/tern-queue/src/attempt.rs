@@ -83,7 +83,10 @@ use crate::budget;
 use crate::channel::{Cmd, Handoff, QueueHandle, Slot, take_cached};
 use crate::connection::{Conn, EndpointKey};
 use crate::job::{Job, JobResult, RcptResult, local_reply};
+use crate::security::{self, DaneState, HostTls, Refusal, StsState};
 use crate::transaction::{Addressee, Sent, out_notify, send_on};
+use tern_reports::tlsrpt::{TlsResultType, TlsSessionObservation, TlsSessionResult};
+use tern_route::TlsPolicy as RouteTls;
 
 /// Counts one delivery attempt that gave every recipient of the job a result
 /// (`tern_delivery_attempts_total`), and passes the result on.
@@ -201,10 +204,12 @@ async fn worker(
     drop(slot);
 }
 
-/// One host address to try.
+/// One host address to try, and the TLS policy it is tried under (or why it must not
+/// be: `security.rs`).
 struct Target {
     name: String,
     addr: SocketAddr,
+    tls: Arc<Result<HostTls, Refusal>>,
 }
 
 fn remote_of(t: &Target) -> String {
@@ -214,26 +219,44 @@ fn remote_of(t: &Target) -> String {
 /// The hosts for a job, or the result that ends it (no route).
 async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
     let max = ctx.delivery.max_addresses;
-    let flatten = |hosts: Vec<MxHost>, port: u16| -> Vec<Target> {
+    let domain = job.domain.as_str();
+    let flatten = |hosts: Vec<(MxHost, DaneState)>,
+                   port: u16,
+                   route: RouteTls,
+                   sts: &StsState|
+     -> Vec<Target> {
         hosts
             .into_iter()
-            .flat_map(|h| {
+            .flat_map(|(h, dane)| {
                 let name = h.name;
+                let tls = Arc::new(security::decide(route, domain, &name, &dane, sts));
                 h.addrs.into_iter().map(move |ip| Target {
                     name: name.clone(),
                     addr: SocketAddr::new(ip, port),
+                    tls: tls.clone(),
                 })
             })
             .take(max)
             .collect()
     };
     match &*job.transport {
-        Transport::Mx { port, .. } => {
+        Transport::Mx { port, tls, .. } => {
             let me = ctx
                 .own_addrs
                 .identity(vec![ctx.hostname.to_ascii_lowercase()], *port);
-            match dns::resolve_mx_plan(&ctx.resolver, &job.domain, &me, max).await {
-                Ok(hosts) => Ok(flatten(hosts, *port)),
+            // MTA-STS is asked for on top of `may`, `dane` and `dane-only` only
+            // (`security.rs`); its lookup runs alongside the MX plan.
+            let wants_sts = matches!(tls, RouteTls::May | RouteTls::Dane | RouteTls::DaneOnly);
+            let sts = async {
+                if wants_sts {
+                    crate::mtasts::domain_state(ctx, domain).await
+                } else {
+                    StsState::None
+                }
+            };
+            let (plan, sts) = tokio::join!(crate::dane::mx_plan(ctx, domain, &me, max, *tls), sts);
+            match plan {
+                Ok(hosts) => Ok(flatten(hosts, *port, *tls, &sts)),
                 Err(e) => {
                     let text = format!("{} {}", e.enhanced_status(), e.describe());
                     if e == dns::PlanError::MxLoop {
@@ -251,16 +274,30 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
                 }
             }
         }
-        Transport::Smtp { hosts, .. } => {
+        Transport::Smtp { hosts, tls, .. } => {
             match dns::resolve_relay_hosts(&ctx.resolver, hosts, max).await {
                 Ok(list) => Ok(list
                     .into_iter()
                     .flat_map(|h| {
                         let name = h.host.host;
                         let port = h.host.port;
+                        // A relay host is not the domain's MX: MTA-STS does not apply.
+                        let dane = if tls.wants_dane() {
+                            DaneState::NotUsable("DANE applies to MX routes only".into())
+                        } else {
+                            DaneState::NotAsked
+                        };
+                        let tls = Arc::new(security::decide(
+                            *tls,
+                            domain,
+                            &name,
+                            &dane,
+                            &StsState::None,
+                        ));
                         h.addrs.into_iter().map(move |ip: IpAddr| Target {
                             name: name.clone(),
                             addr: SocketAddr::new(ip, port),
+                            tls: tls.clone(),
                         })
                     })
                     .take(max)
@@ -279,16 +316,49 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
     }
 }
 
+/// The SMTP client's policy name for a reused connection's check: what the route alone
+/// asks (`dane` routes reuse only what their own walk opened: the key carries the name).
 fn tls_policy(t: &Transport) -> tern_deliver::TlsPolicy {
     let p = match t {
         Transport::Mx { tls, .. } | Transport::Smtp { tls, .. } => *tls,
-        _ => tern_route::TlsPolicy::May,
+        _ => RouteTls::May,
     };
     match p {
-        tern_route::TlsPolicy::None => tern_deliver::TlsPolicy::None,
-        tern_route::TlsPolicy::May => tern_deliver::TlsPolicy::May,
-        tern_route::TlsPolicy::Encrypt => tern_deliver::TlsPolicy::Encrypt,
-        tern_route::TlsPolicy::Verify => tern_deliver::TlsPolicy::Verify,
+        RouteTls::None => tern_deliver::TlsPolicy::None,
+        RouteTls::May | RouteTls::Dane | RouteTls::DaneOnly => tern_deliver::TlsPolicy::May,
+        RouteTls::Encrypt => tern_deliver::TlsPolicy::Encrypt,
+        RouteTls::Verify => tern_deliver::TlsPolicy::Verify,
+    }
+}
+
+/// Hands one session's TLS outcome to the reports (RFC 8460), when its policy is
+/// reported.
+fn report_tls(
+    ctx: &Context,
+    policy: Option<&tern_reports::tlsrpt::TlsPolicyInForce>,
+    result: TlsSessionResult,
+) {
+    if let Some(p) = policy {
+        ctx.tls_reports.record(TlsSessionObservation {
+            policy: p.clone(),
+            result,
+            at: tern_watchdog::clock::unix_ms() / 1000,
+        });
+    }
+}
+
+fn tls_failure(
+    host: &str,
+    addr: SocketAddr,
+    result_type: TlsResultType,
+    why: &str,
+) -> TlsSessionResult {
+    TlsSessionResult::Failure {
+        result_type,
+        receiving_mx_hostname: Some(host.to_string()),
+        receiving_ip: Some(addr.ip()),
+        sending_mta_ip: None,
+        failure_reason_code: Some(why.chars().take(200).collect()),
     }
 }
 
@@ -323,7 +393,11 @@ async fn deliver_job(
     let policy = tls_policy(&job.transport);
     if let Some(mut c) = conn.take() {
         // Handed over for the same next hop; a reload may have changed its TLS policy.
-        if matches!(&c.key, EndpointKey::Smtp { tls, .. } if *tls == policy) {
+        // A connection authenticated under `verify` or `dane` (the policy the walk
+        // decided for its host) serves any job of the same next hop.
+        if matches!(&c.key, EndpointKey::Smtp { tls, .. }
+            if *tls == policy || matches!(tls, tern_deliver::TlsPolicy::Verify | tern_deliver::TlsPolicy::Dane))
+        {
             let remote = c.remote();
             match send_on(ctx, job, &plan, &mut c.session, &remote, beat).await {
                 Ok(Sent::Final(r)) => {
@@ -355,9 +429,20 @@ async fn deliver_job(
         &job.rcpts,
         |t: &Target| {
             let (addr, name, remote) = (t.addr, t.name.clone(), remote_of(t));
-            let key = EndpointKey::smtp(addr, policy, &name);
+            let decided = t.tls.clone();
             async move {
                 let metrics = tern_metrics::get();
+                let host_tls = match &*decided {
+                    Ok(h) => h,
+                    Err(refusal) => {
+                        if let Some((result_type, policy)) = &refusal.report {
+                            report_tls(ctx, Some(policy), tls_failure(&name, addr, *result_type, &refusal.reason));
+                        }
+                        tls_refused(ctx, job, &remote, &refusal.reason);
+                        return HostOutcome::Unreachable(format!("{} ({remote})", refusal.reason));
+                    }
+                };
+                let key = EndpointKey::smtp(addr, host_tls.request.policy, &name);
                 let cached = match take_cached(handle, &key).await {
                     Some(c) if c.reusable(ctx, Instant::now()) => Some(c),
                     // Past its age limit while it waited: closed, not used.
@@ -396,9 +481,17 @@ async fn deliver_job(
                         Err(_) => beat.bounded(budget::quit(ctx), c.session.quit()).await,
                     }
                 }
-                let connect = SmtpSession::connect(&ctx.client, addr, &name, policy);
+                let connect = SmtpSession::connect_with(&ctx.client, addr, &name, &host_tls.request);
                 let s = match beat.bounded(budget::connect(ctx), connect).await {
-                    Ok(s) => s,
+                    Ok(s) => {
+                        let result = match s.tls_audit() {
+                            Some(Err(f)) => tls_failure(&name, addr, security::result_type(f), "certificate audit (MTA-STS testing) failed"),
+                            _ if s.tls().is_none() && host_tls.report.is_some() => tls_failure(&name, addr, TlsResultType::StarttlsNotSupported, "no STARTTLS"),
+                            _ => TlsSessionResult::Success,
+                        };
+                        report_tls(ctx, host_tls.report.as_ref(), result);
+                        s
+                    }
                     Err(SessionError::LoopsBack) => {
                         let why = format!("4.4.6 mail for {} loops back to myself: {remote} greeted with this server's own banner, so no host of its preference or worse is tried", job.domain);
                         loop_self(ctx, job, &remote, "greeting", &why);
@@ -406,6 +499,12 @@ async fn deliver_job(
                     }
                     Err(e) => {
                         metrics.attempt(Attempt::ConnectError);
+                        if let Some(f) = e.tls_failure() {
+                            report_tls(ctx, host_tls.report.as_ref(), tls_failure(&name, addr, security::result_type(f), &e.to_string()));
+                            let why = format!("4.7.5 {remote}: TLS as {} requires: {e}", host_tls.source.as_str());
+                            tls_refused(ctx, job, &remote, &why);
+                            return HostOutcome::Unreachable(why);
+                        }
                         return HostOutcome::Unreachable(format!("4.4.1 {remote}: {e}"));
                     }
                 };
@@ -436,6 +535,15 @@ fn loop_self(ctx: &Context, job: &Job, host: &str, how: &str, reason: &str) {
     ctx.events.emit(
         &catalog::DELIVERY_LOOP_SELF,
         fields!("queue_id" => job.msg.envelope.id, "next_hop" => job.hop, "host" => host, "how" => how, "reason" => reason),
+    );
+}
+
+/// Event 4181: a host was not used, or its session not kept, because TLS could not be
+/// had as the policy in force requires (DANE, MTA-STS, the route).
+fn tls_refused(ctx: &Context, job: &Job, host: &str, reason: &str) {
+    ctx.events.emit(
+        &catalog::DELIVERY_TLS_POLICY_REFUSED,
+        fields!("queue_id" => job.msg.envelope.id, "next_hop" => job.hop, "domain" => job.domain, "host" => host, "reason" => reason),
     );
 }
 

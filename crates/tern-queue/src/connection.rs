@@ -34,7 +34,11 @@ impl EndpointKey {
         EndpointKey::Smtp {
             addr,
             tls,
-            name: (tls == tern_deliver::TlsPolicy::Verify).then(|| host.to_ascii_lowercase()),
+            name: matches!(
+                tls,
+                tern_deliver::TlsPolicy::Verify | tern_deliver::TlsPolicy::Dane
+            )
+            .then(|| host.to_ascii_lowercase()),
         }
     }
 }

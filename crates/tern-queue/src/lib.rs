@@ -65,6 +65,7 @@ mod conncache;
 mod connection;
 pub mod content;
 mod conversion;
+mod dane;
 mod dispatch;
 #[cfg(test)]
 mod dispatch_schedules;
@@ -79,12 +80,14 @@ pub mod job;
 mod last_gasp;
 pub mod local;
 pub mod message;
+mod mtasts;
 mod plan;
 mod probe;
 pub mod requests;
 mod retries;
 pub mod scheduler;
 mod sealing;
+mod security;
 mod signing;
 mod transaction;
 
@@ -161,4 +164,7 @@ pub struct Context {
     /// verifier (`sealing.rs`), through the `[dns]` name servers; `None`: it could not
     /// be built, and such mail goes unsealed (reason temperror).
     pub arc_chain: Option<tern_dkim::arc::ChainValidator>,
+    /// Where delivery workers hand each session's TLS outcome under the policy in force
+    /// (SMTP TLS reporting, RFC 8460; `security.rs`).
+    pub tls_reports: Arc<dyn tern_reports::tlsrpt::TlsReportRecorder>,
 }

@@ -34,6 +34,7 @@ pub mod message;
 pub mod recorder;
 pub mod reporter;
 pub mod store;
+pub mod tlsrpt;
 pub mod xml;
 
 pub use config::DmarcReportsConfig;

@@ -754,6 +754,7 @@ fn queue_context(
         watchdog,
         large_conversions: tern_queue::LargeConversions::default(),
         arc_chain: arc_validator(&config.dns),
+        tls_reports: Arc::new(tern_reports::tlsrpt::NoTlsReports),
     })
 }
 

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common::*;
-use tern_deliver::{ClientContext, OutRecipient, SessionError, SmtpSession, TlsPolicy};
+use tern_deliver::{ClientContext, OutRecipient, SessionError, SmtpSession, TlsFailure, TlsPolicy};
 
 fn start(pki: &TestPki) -> Peer {
     Peer::start_with(
@@ -57,10 +57,12 @@ async fn verify_with_wrong_name_fails_handshake() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, SessionError::TlsHandshake(d) if d.contains("certificate")),
+        matches!(&err, SessionError::TlsHandshake { detail, .. } if detail.contains("certificate")),
         "{err:?}"
     );
     assert!(err.is_connection_failure());
+    // Reported as RFC 8460's `certificate-host-mismatch`.
+    assert_eq!(err.tls_failure(), Some(TlsFailure::CertificateHostMismatch));
     assert!(peer.messages().is_empty());
 }
 
@@ -77,5 +79,6 @@ async fn verify_with_unknown_ca_fails_handshake() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, SessionError::TlsHandshake(_)), "{err:?}");
+    assert!(matches!(err, SessionError::TlsHandshake { .. }), "{err:?}");
+    assert_eq!(err.tls_failure(), Some(TlsFailure::CertificateNotTrusted));
 }
