@@ -893,6 +893,9 @@ fn b64_prefix(b: &[u8]) -> String {
 }
 
 #[cfg(test)]
+mod rfc6376;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use mail_auth::ResolverCache as _;
@@ -941,7 +944,7 @@ Joe.
 
     /// A verifier whose DKIM keys come from the primed cache only (SPF, DMARC and ARC
     /// off: nothing reaches a name server).
-    fn offline(keys: &[(&str, &str)]) -> Verifier {
+    pub(super) fn offline(keys: &[(&str, &str)]) -> Verifier {
         let cfg = VerifyConfig {
             enabled: true,
             spf: false,
@@ -975,7 +978,7 @@ Joe.
         }
     }
 
-    async fn dkim_of(v: &Verifier, message: &[u8]) -> Vec<DkimCheck> {
+    pub(super) async fn dkim_of(v: &Verifier, message: &[u8]) -> Vec<DkimCheck> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let out = v
             .verify(Some(message), "", &client(), async { None }, deadline)

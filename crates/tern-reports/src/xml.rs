@@ -248,6 +248,88 @@ mod tests {
         assert!(xml.contains("<error>5 messages are not in this report"));
     }
 
+    /// Validates `xml` against `schema/rfc7489-aggregate.xsd` with Python's xmlschema
+    /// (an independent validator); the validator's complaint when it fails.
+    fn validate(xml: &str) -> Result<(), String> {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+        const SCRIPT: &str = "import sys, xmlschema\n\
+            xmlschema.XMLSchema(sys.argv[1]).validate(sys.stdin.read())\n";
+        let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/rfc7489-aggregate.xsd");
+        let mut child = Command::new("python3")
+            .args(["-c", SCRIPT, schema])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3: {e}"));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(xml.as_bytes())
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr).into_owned();
+                assert!(
+                    !err.contains("No module named"),
+                    "python3 with xmlschema is needed: {err}"
+                );
+                return if status.success() { Ok(()) } else { Err(err) };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("xmlschema took more than 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn every_element_tern_writes_validates_against_the_schema() {
+        let (mut p, mut s) = sample();
+        let caps = Caps {
+            max_domains: 10,
+            max_rows: 100,
+        };
+        // The optional elements too: extra_contact_info, error, each override reason,
+        // a DKIM result without selector; IPv6 written as RFC 5952 text (compressed).
+        s.extra_contact_info = "https://mx.example/dmarc".into();
+        let mut o = obs("a.test", "192.0.2.9", "temperror");
+        o.overrides = [
+            "forwarded",
+            "sampled_out",
+            "trusted_forwarder",
+            "mailing_list",
+            "local_policy",
+            "other",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(d) = o.dkim.first_mut() {
+            d.selector.clear();
+        }
+        p.add(clean(o).unwrap(), caps);
+        let mut data = p.domains["a.test"].clone();
+        data.dropped = 5;
+        let xml = report_xml(&s, "x@mx.example", &p, "a.test", &data);
+        assert!(xml.contains("<source_ip>2001:db8::1</source_ip>"), "{xml}");
+        assert!(xml.contains("<extra_contact_info>") && xml.contains("<error>"));
+        validate(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+
+        // The validator is real: a word outside the schema's and an address that is
+        // none fail.
+        let bad = xml.replacen("<disposition>none", "<disposition>nothing", 1);
+        assert!(validate(&bad).is_err(), "{bad}");
+        let bad = xml.replacen("<source_ip>192.0.2.1", "<source_ip>mx.example", 1);
+        assert!(validate(&bad).is_err(), "{bad}");
+    }
+
     #[test]
     fn report_ids_are_stable_per_report_and_differ_between_reports() {
         let a = report_id("a.test", 1, 2, "mx.example");

@@ -55,6 +55,7 @@ mod dkim_signature_verifies_on_the_8bit_downgraded_copy;
 mod dkim_signs_large_messages_streaming;
 mod dkim_signs_relayed_mail_with_rsa_ed25519_and_both;
 mod dmarc_report_data_survives_kill9;
+mod dmarc_report_from_received_mail_matches_what_was_sent;
 mod dmarc_reports_reach_authorised_addresses_only;
 mod dns_answers_decide_bounce_or_defer;
 mod dnsbl_list_that_never_answers_stays_within_its_bound;
