@@ -60,6 +60,35 @@ pub struct Destination {
     pub limit: usize,
     /// Why it is down, or the last deferral of a message waiting for it.
     pub last_error: Option<String>,
+    /// The TLS policy its hosts were last tried under and why (DANE over MTA-STS over the
+    /// route's `tls`, docs/TLS.md); absent until an SMTP delivery to it was tried.
+    pub tls: Option<DestinationTlsView>,
+}
+
+/// A destination's TLS policy as last decided.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationTlsView {
+    /// When it was decided, Unix milliseconds.
+    pub decided_unix_ms: u64,
+    /// The first usable host's policy, `<source> (<client policy>)` (`dane (dane)`,
+    /// `mta-sts (verify)`, `mta-sts-testing (may)`, `route (may)`), or `refused` when the
+    /// policy allows none of its hosts.
+    pub summary: String,
+    /// Per host, in the order tried.
+    pub hosts: Vec<HostTlsView>,
+}
+
+/// One host's TLS policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostTlsView {
+    /// The host name.
+    pub host: String,
+    /// `<source> (<client policy>)`, or `refused`.
+    pub policy: String,
+    /// False when the policy in force forbids trying the host.
+    pub usable: bool,
+    /// Why, in words.
+    pub reason: String,
 }
 
 impl From<DestinationInfo> for Destination {
@@ -72,6 +101,20 @@ impl From<DestinationInfo> for Destination {
             in_use: d.in_use,
             limit: d.limit,
             last_error: d.last_error,
+            tls: d.tls.map(|t| DestinationTlsView {
+                decided_unix_ms: t.decided_unix_ms,
+                summary: t.summary,
+                hosts: t
+                    .hosts
+                    .into_iter()
+                    .map(|h| HostTlsView {
+                        host: h.host,
+                        policy: h.policy,
+                        usable: h.usable,
+                        reason: h.reason,
+                    })
+                    .collect(),
+            }),
         }
     }
 }

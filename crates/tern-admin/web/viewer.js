@@ -243,9 +243,10 @@
       x.queued, stateBadge(x.state),
       x.down_until_unix_ms ? fmtTime(x.down_until_unix_ms) : "",
       String(x.in_use) + " / " + String(x.limit),
+      x.tls ? el("span", { title: (x.tls.hosts || []).map((h) => h.host + ": " + h.policy + ", " + h.reason).join("\n") }, x.tls.summary) : "",
       el("span", { class: "wrap" }, x.last_error || "")]);
-    return table(["Destination", "Queued", "State", "Down until", "Connections", "Last error"], rows,
-      [false, true, false, false, true, false]);
+    return table(["Destination", "Queued", "State", "Down until", "Connections", "TLS", "Last error"], rows,
+      [false, true, false, false, true, false, false]);
   }
 
   // Draws lines of `series` ([{name, values}]) over the same x steps into `node` as SVG.

@@ -422,6 +422,11 @@ async fn deliver_job(
             return (JobResult::all(job, &r), None);
         }
     };
+    ctx.tls_book.note(
+        &job.hop.to_string(),
+        tern_watchdog::clock::unix_ms(),
+        targets.iter().map(|t| (t.name.as_str(), &*t.tls)),
+    );
     let plan = &plan;
     let end = walk(
         &targets,
@@ -470,7 +475,10 @@ async fn deliver_job(
                         );
                     }
                     match send_on(ctx, job, plan, &mut c.session, &remote, beat).await {
-                        Ok(Sent::Final(r)) => return HostOutcome::Final(counted(r), c),
+                        Ok(Sent::Final(r)) => {
+                            tls_policy_used(ctx, job, &remote, host_tls);
+                            return HostOutcome::Final(counted(r), c);
+                        }
                         Ok(Sent::NextHost(why)) => {
                             metrics.attempt(Attempt::SessionError);
                             beat.bounded(budget::quit(ctx), c.session.quit()).await;
@@ -510,7 +518,10 @@ async fn deliver_job(
                 };
                 let mut c = Conn::new(key, s, &name);
                 match send_on(ctx, job, plan, &mut c.session, &remote, beat).await {
-                    Ok(Sent::Final(r)) => HostOutcome::Final(counted(r), c),
+                    Ok(Sent::Final(r)) => {
+                        tls_policy_used(ctx, job, &remote, host_tls);
+                        HostOutcome::Final(counted(r), c)
+                    }
                     Ok(Sent::NextHost(why)) => {
                         metrics.attempt(Attempt::SessionError);
                         beat.bounded(budget::quit(ctx), c.session.quit()).await;
@@ -544,6 +555,18 @@ fn tls_refused(ctx: &Context, job: &Job, host: &str, reason: &str) {
     ctx.events.emit(
         &catalog::DELIVERY_TLS_POLICY_REFUSED,
         fields!("queue_id" => job.msg.envelope.id, "next_hop" => job.hop, "domain" => job.domain, "host" => host, "reason" => reason),
+    );
+}
+
+/// Event 4182 (tracked): the host that took the job was held to a policy other than the
+/// route's own (DANE, MTA-STS), so `tern track` shows which and why.
+fn tls_policy_used(ctx: &Context, job: &Job, host: &str, tls: &HostTls) {
+    if tls.source == security::Source::Route {
+        return;
+    }
+    ctx.events.emit(
+        &catalog::DELIVERY_TLS_POLICY,
+        fields!("queue_id" => job.msg.envelope.id, "next_hop" => job.hop, "host" => host, "policy" => tls.source.as_str(), "reason" => tls.reason),
     );
 }
 

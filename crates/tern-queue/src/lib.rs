@@ -87,7 +87,7 @@ pub mod requests;
 mod retries;
 pub mod scheduler;
 mod sealing;
-mod security;
+pub mod security;
 mod signing;
 mod transaction;
 
@@ -109,7 +109,7 @@ pub use conversion::LargeConversions;
 pub use intake::QueueIntake;
 pub use requests::{
     AdminAction, AdminDone, AdminRefusal, DeferredShape, DestinationAction, DestinationError,
-    DestinationInfo, DestinationState,
+    DestinationInfo, DestinationState, DestinationTls, HostTlsInfo,
 };
 pub use scheduler::Queue;
 
@@ -167,4 +167,6 @@ pub struct Context {
     /// Where delivery workers hand each session's TLS outcome under the policy in force
     /// (SMTP TLS reporting, RFC 8460; `security.rs`).
     pub tls_reports: Arc<dyn tern_reports::tlsrpt::TlsReportRecorder>,
+    /// The TLS policy each destination's hosts were last tried under (`tern dest`).
+    pub tls_book: security::TlsBook,
 }

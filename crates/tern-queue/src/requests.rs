@@ -130,6 +130,36 @@ pub struct DestinationInfo {
     pub limit: usize,
     /// Why it is down, or the last deferral of a message waiting for it.
     pub last_error: Option<String>,
+    /// The TLS policy its hosts were last tried under (SMTP next hops that were tried
+    /// since the start).
+    pub tls: Option<DestinationTls>,
+}
+
+/// The TLS policy a destination's hosts were last tried under, and why (docs/TLS.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationTls {
+    /// When it was decided, Unix milliseconds.
+    pub decided_unix_ms: u64,
+    /// The first usable host's policy (`dane (dane)`, `mta-sts (verify)`, `route (may)`,
+    /// ...), or `refused` when the policy allows none of its hosts.
+    pub summary: String,
+    /// Per host, in the order they are tried (at most 32).
+    pub hosts: Vec<HostTlsInfo>,
+}
+
+/// One host's TLS policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostTlsInfo {
+    /// The host name.
+    pub host: String,
+    /// `<source> (<client policy>)`: source `dane`, `mta-sts`, `mta-sts-testing` or
+    /// `route`; client policy `none`, `may`, `encrypt`, `verify` or `dane`. `refused`
+    /// when the host is not tried.
+    pub policy: String,
+    /// False when the policy in force forbids trying the host.
+    pub usable: bool,
+    /// Why, in words.
+    pub reason: String,
 }
 
 /// What an administrator does to a destination.

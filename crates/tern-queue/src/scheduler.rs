@@ -879,6 +879,7 @@ impl Scheduler {
                     in_use: v.workers,
                     limit,
                     last_error: last_error.filter(|e| !e.is_empty()),
+                    tls: None,
                 },
             );
         }
@@ -892,6 +893,7 @@ impl Scheduler {
                 in_use: 0,
                 limit,
                 last_error: None,
+                tls: None,
             });
             entry.queued = entry.queued.saturating_add(waiting);
             if entry.last_error.is_none() && !error.is_empty() {
@@ -899,6 +901,9 @@ impl Scheduler {
             }
         }
         let mut list: Vec<DestinationInfo> = by_name.into_values().collect();
+        for d in &mut list {
+            d.tls = self.ctx.tls_book.get(&d.name);
+        }
         list.sort_by(|a, b| b.queued.cmp(&a.queued).then_with(|| a.name.cmp(&b.name)));
         list
     }

@@ -318,6 +318,95 @@ pub(crate) fn result_type(f: tern_deliver::TlsFailure) -> TlsResultType {
     }
 }
 
+/// The policy each destination's hosts were last tried under, for the destinations'
+/// view (`tern dest`, the viewer). Bounded: at most [`TlsBook::MAX`] destinations, the
+/// one noted longest ago replaced when full. One mutex, held for a map operation, never
+/// across an `.await`; a destination's entry is rebuilt at most every
+/// [`TlsBook::REFRESH_MS`] while its hosts stay the same, so the hot path pays one
+/// lookup.
+#[derive(Debug, Default)]
+pub struct TlsBook {
+    inner: std::sync::Mutex<std::collections::HashMap<String, crate::requests::DestinationTls>>,
+}
+
+impl TlsBook {
+    /// Destinations remembered.
+    pub const MAX: usize = 10_000;
+    /// How often a destination's entry is rebuilt while nothing changes.
+    pub const REFRESH_MS: u64 = 10_000;
+
+    /// Notes the decisions of a walk for `hop` (hosts in walk order, one line per host).
+    pub(crate) fn note<'a>(
+        &self,
+        hop: &str,
+        now_ms: u64,
+        hosts: impl Iterator<Item = (&'a str, &'a Result<HostTls, Refusal>)>,
+    ) {
+        let Ok(mut map) = self.inner.lock() else {
+            return;
+        };
+        if map
+            .get(hop)
+            .is_some_and(|e| now_ms.saturating_sub(e.decided_unix_ms) < Self::REFRESH_MS)
+        {
+            return;
+        }
+        let mut lines: Vec<crate::requests::HostTlsInfo> = Vec::new();
+        for (host, d) in hosts {
+            if lines.last().is_some_and(|l| l.host == host) || lines.len() >= 32 {
+                continue;
+            }
+            lines.push(match d {
+                Ok(h) => crate::requests::HostTlsInfo {
+                    host: host.to_string(),
+                    policy: format!("{} ({})", h.source.as_str(), wire_name(h.request.policy)),
+                    usable: true,
+                    reason: h.reason.clone(),
+                },
+                Err(r) => crate::requests::HostTlsInfo {
+                    host: host.to_string(),
+                    policy: "refused".into(),
+                    usable: false,
+                    reason: r.reason.clone(),
+                },
+            });
+        }
+        if map.len() >= Self::MAX && !map.contains_key(hop) {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, e)| e.decided_unix_ms)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        let summary = summarize(&lines);
+        map.insert(
+            hop.to_string(),
+            crate::requests::DestinationTls {
+                decided_unix_ms: now_ms,
+                summary,
+                hosts: lines,
+            },
+        );
+    }
+
+    /// The last decisions for `hop`, if any.
+    pub(crate) fn get(&self, hop: &str) -> Option<crate::requests::DestinationTls> {
+        self.inner.lock().ok().and_then(|m| m.get(hop).cloned())
+    }
+}
+
+/// One word or two for the destination: the first usable host's policy, `refused` when
+/// none is usable.
+fn summarize(lines: &[crate::requests::HostTlsInfo]) -> String {
+    match lines.iter().find(|l| l.usable) {
+        Some(l) => l.policy.clone(),
+        None if lines.is_empty() => "-".into(),
+        None => "refused".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +431,52 @@ mod tests {
             lines: vec!["version: STSv1".into()],
             id: "20261207".into(),
         }))
+    }
+
+    #[test]
+    fn the_book_keeps_one_entry_per_destination_and_refreshes_it_slowly() {
+        let book = TlsBook::default();
+        let dane = decide(
+            RouteTls::Dane,
+            "example.com",
+            "mx.example.com",
+            &DaneState::Usable(tlsa()),
+            &StsState::None,
+        );
+        let refused = decide(
+            RouteTls::May,
+            "example.com",
+            "evil.example.org",
+            &DaneState::NotAsked,
+            &sts(true),
+        );
+        book.note(
+            "mx:example.com",
+            1_000,
+            [
+                ("mx.example.com", &dane),
+                ("mx.example.com", &dane),
+                ("evil.example.org", &refused),
+            ]
+            .into_iter(),
+        );
+        let e = book.get("mx:example.com").unwrap();
+        assert_eq!(e.hosts.len(), 2, "one line per host");
+        assert_eq!(e.summary, "dane (dane)");
+        assert!(!e.hosts[1].usable && e.hosts[1].reason.contains("does not list"));
+        // Within the refresh time the entry is kept as it is.
+        book.note(
+            "mx:example.com",
+            2_000,
+            [("evil.example.org", &refused)].into_iter(),
+        );
+        assert_eq!(book.get("mx:example.com").unwrap().hosts.len(), 2);
+        book.note(
+            "mx:example.com",
+            1_000 + TlsBook::REFRESH_MS,
+            [("evil.example.org", &refused)].into_iter(),
+        );
+        assert_eq!(book.get("mx:example.com").unwrap().summary, "refused");
     }
 
     #[test]

@@ -29,6 +29,23 @@ struct Destination {
     in_use: u64,
     limit: u64,
     last_error: Option<String>,
+    /// Absent from servers before issue 19, and until a delivery was tried.
+    #[serde(default)]
+    tls: Option<DestinationTls>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DestinationTls {
+    summary: String,
+    #[serde(default)]
+    hosts: Vec<HostTls>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HostTls {
+    host: String,
+    policy: String,
+    reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,13 +116,13 @@ fn write_destinations(out: &mut impl Write, list: &[Destination]) -> std::io::Re
         .max("DESTINATION".len());
     writeln!(
         out,
-        "{:<width$}  {:<9}  {:>6}  {:>7}  {:<20}  LAST ERROR",
-        "DESTINATION", "STATE", "QUEUED", "IN USE", "DOWN UNTIL"
+        "{:<width$}  {:<9}  {:>6}  {:>7}  {:<20}  {:<22}  LAST ERROR",
+        "DESTINATION", "STATE", "QUEUED", "IN USE", "DOWN UNTIL", "TLS"
     )?;
     for d in list {
         writeln!(
             out,
-            "{:<width$}  {:<9}  {:>6}  {:>7}  {:<20}  {}",
+            "{:<width$}  {:<9}  {:>6}  {:>7}  {:<20}  {:<22}  {}",
             d.name,
             d.state,
             d.queued,
@@ -113,10 +130,29 @@ fn write_destinations(out: &mut impl Write, list: &[Destination]) -> std::io::Re
             d.down_until_unix_ms
                 .map(time_of)
                 .unwrap_or_else(|| "-".into()),
+            d.tls
+                .as_ref()
+                .map_or_else(|| "-".into(), |t| shorten(&t.summary, 22)),
             d.last_error
                 .as_deref()
                 .map_or_else(|| "-".into(), |e| shorten(e, MAX_ERROR_COLUMN)),
         )?;
+    }
+    // Where DANE or MTA-STS decided (or refused hosts), each host's policy and why.
+    for d in list {
+        let Some(t) = d.tls.as_ref().filter(|t| !t.summary.starts_with("route ")) else {
+            continue;
+        };
+        writeln!(out, "\nTLS of {}:", shorten(&d.name, MAX_ERROR_COLUMN))?;
+        for h in &t.hosts {
+            writeln!(
+                out,
+                "  {}  {}  {}",
+                shorten(&h.host, 64),
+                shorten(&h.policy, 24),
+                shorten(&h.reason, MAX_ERROR_COLUMN)
+            )?;
+        }
     }
     Ok(())
 }

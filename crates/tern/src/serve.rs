@@ -755,6 +755,7 @@ fn queue_context(
         large_conversions: tern_queue::LargeConversions::default(),
         arc_chain: arc_validator(&config.dns),
         tls_reports: Arc::new(tern_reports::tlsrpt::NoTlsReports),
+        tls_book: tern_queue::security::TlsBook::default(),
     })
 }
 
