@@ -301,7 +301,7 @@ impl MtaSts {
                     &catalog::MTA_STS_POLICY_FETCHED,
                     fields!(
                         "domain" => domain,
-                        "id" => entry.id,
+                        "policy_id" => entry.id,
                         "mode" => entry.policy.mode.as_str(),
                         "max_age" => entry.policy.max_age,
                         "mx" => entry.policy.mx.join(" "),
@@ -320,7 +320,7 @@ impl MtaSts {
                     &catalog::MTA_STS_FETCH_FAILED,
                     fields!(
                         "domain" => domain,
-                        "id" => id,
+                        "policy_id" => id,
                         "result" => kind.as_str(),
                         "reason" => reason,
                         "fallback" => fallback.as_ref().map_or("none", |e| e.id.as_str()),

@@ -167,4 +167,6 @@ pub struct Context {
     /// Where delivery workers hand each session's TLS outcome under the policy in force
     /// (SMTP TLS reporting, RFC 8460; `security.rs`).
     pub tls_reports: Arc<dyn tern_reports::tlsrpt::TlsReportRecorder>,
+    /// Destination domains' MTA-STS policies (`mtasts.rs`); `None`: `[mta_sts]` is off.
+    pub mta_sts: Option<Arc<tern_mtasts::MtaSts>>,
 }
