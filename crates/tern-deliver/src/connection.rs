@@ -192,6 +192,16 @@ impl Connection {
         self.read_reply(stage, limit).await
     }
 
+    /// The certificate chain the server presented, once TLS is up (end entity first).
+    pub(crate) fn peer_certificates(
+        &self,
+    ) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
+        match &self.stream {
+            Stream::Tls(tls) => tls.get_ref().1.peer_certificates().map(<[_]>::to_vec),
+            _ => None,
+        }
+    }
+
     /// Runs the TLS handshake over the plain stream. Refuses if the server sent anything
     /// after its reply to STARTTLS: such bytes were sent in plaintext and must not be
     /// taken as coming from inside TLS (the STARTTLS response-injection attack).

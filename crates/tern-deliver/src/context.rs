@@ -129,6 +129,9 @@ pub struct ClientContext {
     pub(crate) config: ClientConfig,
     pub(crate) verifying: Arc<rustls::ClientConfig>,
     pub(crate) opportunistic: Arc<rustls::ClientConfig>,
+    /// The verifier of `verifying`, also run after an opportunistic handshake when an
+    /// audit is asked (MTA-STS `testing`, [`ClientContext::audit`]).
+    pub(crate) webpki: Arc<rustls::client::WebPkiServerVerifier>,
 }
 
 impl fmt::Debug for ClientContext {
@@ -176,7 +179,7 @@ impl ClientContext {
         let verifying = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
+            .with_custom_certificate_verifier(verifier.clone())
             .with_no_client_auth();
 
         let any = AnyCertificate::new(&provider);
@@ -190,7 +193,29 @@ impl ClientContext {
             config,
             verifying: Arc::new(verifying),
             opportunistic: Arc::new(opportunistic),
+            webpki: verifier,
         }))
+    }
+
+    /// The MTA-STS `testing` audit (RFC 8461 §4.2): whether `chain` (end entity first),
+    /// presented in a handshake already done, passes the checks of
+    /// [`TlsPolicy::Verify`]: a chain to webpki-roots or the extra roots, valid now, and
+    /// naming `server_name`. The handshake's signature was checked by the handshake's
+    /// own verifier, so only the certificate checks run here.
+    pub(crate) fn audit(
+        &self,
+        chain: &[CertificateDer<'_>],
+        server_name: &str,
+    ) -> Result<(), crate::TlsFailure> {
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|_| crate::TlsFailure::CertificateHostMismatch)?;
+        let (end_entity, intermediates) = chain
+            .split_first()
+            .ok_or(crate::TlsFailure::ValidationFailure)?;
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| crate::TlsFailure::of_rustls(&e))
     }
 
     /// The configuration this context was built from.

@@ -181,6 +181,7 @@ impl SmtpSession {
         };
 
         let mut tls = None;
+        let mut audit = None;
         let required = matches!(
             policy,
             TlsPolicy::Encrypt | TlsPolicy::Verify | TlsPolicy::Dane
@@ -189,6 +190,13 @@ impl SmtpSession {
             match start_tls(ctx, &mut conn, addr, server_name, request, &caps).await {
                 Ok(Some(description)) => {
                     tls = Some(description);
+                    if request.audit {
+                        // MTA-STS `testing`: checked as `verify` would, never fatal.
+                        audit = Some(match conn.peer_certificates() {
+                            Some(chain) => ctx.audit(&chain, server_name),
+                            None => Err(crate::TlsFailure::ValidationFailure),
+                        });
+                    }
                     (ehlo, caps) = hello(&mut conn, helo_name, t.ehlo).await?;
                 }
                 Ok(None) => {}
@@ -216,7 +224,7 @@ impl SmtpSession {
             usable: true,
             fresh: true,
             in_data: false,
-            audit: None,
+            audit,
         })
     }
 

@@ -405,6 +405,21 @@ events! {
         "None.");
     // Outbound TLS policy (DANE, MTA-STS, TLS-RPT; docs/TLS.md): 4141-4149 DANE,
     // 4151-4159 MTA-STS, 4161-4175 TLS reports, 4181-4189 the policy decision.
+    MTA_STS_POLICY_FETCHED = (4151, "mta_sts.policy.fetched", Info,
+        "A destination domain's MTA-STS policy (RFC 8461) was fetched from https://mta-sts.<domain>/.well-known/mta-sts.txt and cached (first use, a new `id` in its `_mta-sts` TXT record, or the cached one expired). Fields: domain, policy_id (the TXT id), mode (enforce, testing, none), max_age (seconds), mx (the patterns). Under `enforce` only matching MX hosts with a valid certificate get its mail.",
+        "None.");
+    MTA_STS_FETCH_FAILED = (4152, "mta_sts.policy.fetch_failed", Warning,
+        "A domain announces an MTA-STS policy (`_mta-sts` TXT) but it could not be fetched or is invalid. Fields: domain, policy_id, result (the TLS-RPT type: sts-policy-fetch-error, sts-policy-invalid, sts-webpki-invalid), reason, fallback (the cached policy's id still in force, or `none`: mail goes out as the route's `tls` says). Not tried again for mta_sts.retry_failed_secs, so logged at most once per domain per that interval.",
+        "If fallback is `none`, the domain's mail is not protected by its policy until the fetch works; tell the domain's administrator if it lasts (their TLS report says so too). Check that Tern reaches mta-sts.<domain> on port 443 (DNS, firewall, proxy).");
+    MTA_STS_CACHE_QUARANTINED = (4153, "mta_sts.cache.quarantined", Warning,
+        "A file of the MTA-STS policy cache (<data_dir>/mta-sts/) failed its checks at start (not a cache file, a link, a domain that does not match its name, a policy that does not parse) and was moved aside (`moved_to`) instead of being used. Fields: path, reason, moved_to.",
+        "None needed: the policy is fetched again on the next mail to its domain. Look at the file if it keeps happening (a disk problem, or something else writing there).");
+    MTA_STS_CACHE_LOADED = (4154, "mta_sts.cache.loaded", Info,
+        "The MTA-STS policy cache was read back at start. Fields: dir, entries (valid policies kept), expired (deleted), quarantined (moved aside, event 4153).",
+        "None.");
+    MTA_STS_CACHE_FAILED = (4155, "mta_sts.cache.failed", Warning,
+        "The MTA-STS policy cache directory could not be used (it is not a directory Tern owns alone, or it cannot be created or read), or a policy could not be written to it. Fields: dir, domain (when writing), error. Policies are still cached in memory, but a restart forgets them.",
+        "Fix the directory's owner and mode (0700, Tern's user), or the disk.");
     DELIVERY_TLS_POLICY_REFUSED = (4181, "delivery.tls.refused", Warning,
         "A host of a destination was not used because TLS could not be had as the policy in force requires (`reason` names it: DANE with a bogus DNSSEC answer or no matching TLSA record, `dane-only` without usable TLSA records, an MX host outside the domain's MTA-STS policy in `enforce`, STARTTLS missing or a certificate that failed `verify`/MTA-STS checks). The next host is tried; when none is left the recipients are deferred (4.7.5), never sent in the clear or to an unauthenticated host. Fields: queue_id, next_hop, domain, host, reason.",
         "If the destination's DNSSEC or MTA-STS publication is broken, tell its administrator (the TLS report does too); to send anyway, route the domain with an explicit `tls` (`may`) for the time being.", track = "attempt");

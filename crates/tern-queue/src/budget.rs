@@ -28,9 +28,17 @@ pub(crate) fn lookup(ctx: &Context, job: &Job) -> Duration {
         _ => MAX_MX_HOSTS,
     };
     let rounds = hosts.div_ceil(LOOKUP_CONCURRENCY).max(1);
-    ctx.resolver
+    let plan = ctx
+        .resolver
         .lookup_timeout()
-        .saturating_mul(u32::try_from(rounds + 1).unwrap_or(u32::MAX))
+        .saturating_mul(u32::try_from(rounds + 1).unwrap_or(u32::MAX));
+    // The MTA-STS lookup runs alongside the MX plan (`attempt.rs`).
+    let sts = ctx
+        .mta_sts
+        .as_ref()
+        .map(|s| s.time_bound())
+        .unwrap_or_default();
+    plan.max(sts)
 }
 
 /// Connecting: TCP, greeting, EHLO (and HELO after a refused EHLO), STARTTLS and the

@@ -58,7 +58,6 @@ pub(crate) struct StsView {
 
 /// The domain's MTA-STS state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // `Policy` and `Failed` come with the MTA-STS lookups (mtasts.rs).
 pub(crate) enum StsState {
     /// MTA-STS is off for this route, or the domain publishes no policy (or `none`).
     None,

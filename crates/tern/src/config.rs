@@ -98,6 +98,8 @@ pub struct Config {
     pub verify: tern_authcheck::VerifyConfig,
     /// `[dmarc_reports]`: DMARC aggregate reports (docs/REPORTS.md).
     pub dmarc_reports: tern_reports::DmarcReportsConfig,
+    /// `[mta_sts]`: MTA-STS policies of destination domains (docs/TLS.md, "MTA-STS").
+    pub mta_sts: MtaStsSection,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -308,6 +310,40 @@ impl Default for DnsSection {
             max_ttl_secs: 86_400,
             failure_ttl_secs: 30,
             negative_ttl_max_secs: 3600,
+        }
+    }
+}
+
+/// `[mta_sts]`: MTA-STS (RFC 8461) for `mx` routes whose `tls` is `may`, `dane` or
+/// `dane-only` (docs/TLS.md, "MTA-STS").
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct MtaStsSection {
+    /// Look up and apply destination domains' policies.
+    pub enabled: bool,
+    /// Bound on one policy fetch (resolution, connection, TLS, response), 1 to 60 s.
+    pub fetch_timeout_secs: u64,
+    /// The largest policy file accepted, 1024 to 1048576 octets.
+    pub max_policy_bytes: usize,
+    /// The most domains whose policy is cached (memory and `<data_dir>/mta-sts/`),
+    /// 1 to 1000000.
+    pub cache_max_domains: usize,
+    /// How long a failed fetch is not tried again for its domain, 1 to 86400 s.
+    pub retry_failed_secs: u64,
+    /// Extra trust anchors (PEM) for the policy hosts' certificates, added to the
+    /// webpki roots (a private PKI; the tests' CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for MtaStsSection {
+    fn default() -> MtaStsSection {
+        MtaStsSection {
+            enabled: true,
+            fetch_timeout_secs: 10,
+            max_policy_bytes: 65_536,
+            cache_max_domains: 10_000,
+            retry_failed_secs: 300,
+            ca_file: None,
         }
     }
 }
@@ -583,6 +619,33 @@ impl Config {
                 "dns.max_ttl_secs",
                 "must be at least dns.min_ttl_secs",
             ));
+        }
+        let m = &self.mta_sts;
+        for (key, ok, range) in [
+            (
+                "mta_sts.fetch_timeout_secs",
+                (1..=60).contains(&m.fetch_timeout_secs),
+                "1 to 60",
+            ),
+            (
+                "mta_sts.max_policy_bytes",
+                (1024..=1_048_576).contains(&m.max_policy_bytes),
+                "1024 to 1048576",
+            ),
+            (
+                "mta_sts.cache_max_domains",
+                (1..=1_000_000).contains(&m.cache_max_domains),
+                "1 to 1000000",
+            ),
+            (
+                "mta_sts.retry_failed_secs",
+                (1..=86_400).contains(&m.retry_failed_secs),
+                "1 to 86400",
+            ),
+        ] {
+            if !ok {
+                p.push(ConfigProblem::new(key, format!("must be from {range}")));
+            }
         }
         if self.dns.client_lookup_timeout_ms == 0 {
             p.push(ConfigProblem::new(

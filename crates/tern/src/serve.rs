@@ -729,6 +729,7 @@ fn queue_context(
         beat(watchdog.as_ref(), "dns", Kind::Dns),
     )
     .context("setting up the DNS resolver")?;
+    let mta_sts = mta_sts_service(config, &resolver, &events)?;
     let routes = RoutingTable::new(&config.routes)
         .map_err(|p| anyhow::anyhow!("routing table: {} problem(s)", p.len()))?;
     // A DKIM key that cannot be loaded stops the start (like OpenDKIM's).
@@ -756,7 +757,41 @@ fn queue_context(
         arc_chain: arc_validator(&config.dns),
         tls_reports: Arc::new(tern_reports::tlsrpt::NoTlsReports),
         tls_book: tern_queue::security::TlsBook::default(),
+        mta_sts,
     })
+}
+
+/// The MTA-STS service from `[mta_sts]`, on the queue's resolver (`[dns]`), its cache in
+/// `<data_dir>/mta-sts/`; `None` when disabled. An unreadable `ca_file` stops the start.
+fn mta_sts_service(
+    config: &Config,
+    resolver: &Resolver,
+    events: &EventLog,
+) -> anyhow::Result<Option<Arc<tern_mtasts::MtaSts>>> {
+    let m = &config.mta_sts;
+    if !m.enabled {
+        return Ok(None);
+    }
+    let extra_roots_pem = match &m.ca_file {
+        Some(p) => Some(
+            std::fs::read(p).with_context(|| format!("reading mta_sts.ca_file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let service = tern_mtasts::MtaSts::new(
+        tern_mtasts::Config {
+            fetch_timeout: Duration::from_secs(m.fetch_timeout_secs),
+            max_policy_bytes: m.max_policy_bytes,
+            cache_max_domains: m.cache_max_domains,
+            retry_failed: Duration::from_secs(m.retry_failed_secs),
+            extra_roots_pem,
+        },
+        resolver.clone(),
+        events.clone(),
+        Some(&config.server.data_dir),
+    )
+    .context("setting up MTA-STS")?;
+    Ok(Some(service))
 }
 
 /// The ARC chain validator of the queue: the `[dns]` name servers, each query bounded

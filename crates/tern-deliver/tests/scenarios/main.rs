@@ -27,6 +27,7 @@ mod rset_between_transactions_probes_a_reused_connection;
 mod session_reuse_three_transactions;
 mod size_limit_too_big;
 mod slow_peer_within_timeouts;
+mod starttls_audit_records_without_failing;
 mod starttls_may_encrypts;
 mod starttls_required_but_not_offered;
 mod starttls_response_injection_refused;

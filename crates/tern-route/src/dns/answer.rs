@@ -146,6 +146,48 @@ pub(crate) fn mx_answer(
     }
 }
 
+/// The most TXT records kept from one answer.
+pub(crate) const MAX_TXT_RECORDS: usize = 16;
+
+/// The TXT answer for `name` (each record's strings joined) and how long it may be cached.
+pub(crate) fn txt_answer(
+    name: &str,
+    outcome: Outcome,
+    cfg: &DnsConfig,
+) -> (Result<Arc<Vec<String>>, DnsError>, Duration) {
+    match outcome {
+        Outcome::Answer(records) => {
+            let ttl = cfg.positive_ttl(min_ttl(&records));
+            let texts: Vec<String> = records
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => {
+                        let bytes: Vec<u8> = txt
+                            .txt_data
+                            .iter()
+                            .flat_map(|s| s.iter().copied())
+                            .collect();
+                        String::from_utf8(bytes).ok()
+                    }
+                    _ => None,
+                })
+                .take(MAX_TXT_RECORDS)
+                .collect();
+            (Ok(Arc::new(texts)), ttl)
+        }
+        Outcome::NoData { negative_ttl } | Outcome::NxDomain { negative_ttl } => {
+            (Ok(Arc::new(Vec::new())), cfg.negative_ttl(negative_ttl))
+        }
+        Outcome::Failed(reason) => (
+            Err(DnsError::Temporary {
+                name: name.to_owned(),
+                reason: format!("TXT lookup: {reason}"),
+            }),
+            cfg.failure_ttl,
+        ),
+    }
+}
+
 /// What one address family (A or AAAA) came to, with its cache lifetime.
 enum Family {
     Addrs(Vec<IpAddr>, Duration),
@@ -253,6 +295,34 @@ mod tests {
 
     fn cfg() -> DnsConfig {
         DnsConfig::default()
+    }
+
+    #[test]
+    fn txt_strings_are_joined_and_absence_is_an_empty_list() {
+        use hickory_resolver::proto::rr::rdata::TXT;
+        let rec = |parts: Vec<&[u8]>, ttl| {
+            Record::from_rdata(
+                n("_mta-sts.example.test."),
+                ttl,
+                RData::TXT(TXT::from_bytes(parts)),
+            )
+        };
+        let out = Outcome::Answer(vec![
+            rec(vec![b"v=STSv1; ", b"id=20261207;"], 600),
+            rec(vec![b"\xff\xfe"], 300),
+            rec(vec![b"other"], 900),
+        ]);
+        let (answer, ttl) = txt_answer("_mta-sts.example.test", out, &cfg());
+        assert_eq!(
+            answer.unwrap().as_slice(),
+            ["v=STSv1; id=20261207;".to_string(), "other".to_string()]
+        );
+        assert_eq!(ttl, Duration::from_secs(300));
+        let (answer, _) = txt_answer("x", Outcome::NxDomain { negative_ttl: None }, &cfg());
+        assert!(answer.unwrap().is_empty());
+        let (answer, ttl) = txt_answer("x", Outcome::Failed("SERVFAIL".into()), &cfg());
+        assert!(answer.unwrap_err().is_temporary());
+        assert_eq!(ttl, cfg().failure_ttl);
     }
 
     #[test]

@@ -194,6 +194,7 @@ struct Key {
 enum Kind {
     Mx,
     Addrs,
+    Txt,
 }
 
 /// A cached result; the variant always matches the key's [`Kind`].
@@ -201,6 +202,7 @@ enum Kind {
 enum Cached {
     Mx(Result<Arc<MxAnswer>, DnsError>),
     Addrs(Result<Arc<Vec<IpAddr>>, DnsError>),
+    Txt(Result<Arc<Vec<String>>, DnsError>),
 }
 
 type Inflight = HashMap<Key, watch::Receiver<Option<Cached>>>;
@@ -354,7 +356,7 @@ impl Resolver {
         };
         match self.cached(&key, query).await {
             Cached::Mx(answer) => answer,
-            Cached::Addrs(_) => Err(mismatch(domain)),
+            Cached::Addrs(_) | Cached::Txt(_) => Err(mismatch(domain)),
         }
     }
 
@@ -381,7 +383,29 @@ impl Resolver {
         };
         match self.cached(&key, query).await {
             Cached::Addrs(answer) => answer,
-            Cached::Mx(_) => Err(mismatch(host)),
+            Cached::Mx(_) | Cached::Txt(_) => Err(mismatch(host)),
+        }
+    }
+
+    /// The TXT records of `name` (cached), each record's strings joined (RFC 7208 §3.3,
+    /// RFC 8461 §3.1). NXDOMAIN and NODATA are an empty list: for the callers (MTA-STS,
+    /// TLS-RPT) both mean "no record". Records that are not UTF-8 are dropped; at most
+    /// [`answer::MAX_TXT_RECORDS`] records are kept.
+    pub async fn txt(&self, name: &str) -> Result<Arc<Vec<String>>, DnsError> {
+        let (norm, qname) = query_name(name)?;
+        let key = Key {
+            kind: Kind::Txt,
+            name: norm,
+        };
+        let this = self.clone();
+        let query = async move {
+            let out = this.ask(qname, RecordType::TXT).await;
+            let (answer, ttl) = answer::txt_answer(name, out, &this.inner.cfg);
+            (Cached::Txt(answer), ttl)
+        };
+        match self.cached(&key, query).await {
+            Cached::Txt(answer) => answer,
+            Cached::Mx(_) | Cached::Addrs(_) => Err(mismatch(name)),
         }
     }
 

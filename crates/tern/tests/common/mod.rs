@@ -38,6 +38,7 @@ pub mod connectors;
 pub mod dkim;
 pub mod local;
 pub mod mounts;
+pub mod mtasts;
 pub mod peers;
 pub mod screen;
 pub mod submission;
