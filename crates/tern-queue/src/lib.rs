@@ -167,11 +167,8 @@ pub struct Context {
     /// Where delivery workers hand each session's TLS outcome under the policy in force
     /// (SMTP TLS reporting, RFC 8460; `security.rs`).
     pub tls_reports: Arc<dyn tern_reports::tlsrpt::TlsReportRecorder>,
-<<<<<<< HEAD
     /// The TLS policy each destination's hosts were last tried under (`tern dest`).
     pub tls_book: security::TlsBook,
-=======
     /// Destination domains' MTA-STS policies (`mtasts.rs`); `None`: `[mta_sts]` is off.
     pub mta_sts: Option<Arc<tern_mtasts::MtaSts>>,
->>>>>>> mtasts
 }
