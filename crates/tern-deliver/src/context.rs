@@ -129,6 +129,8 @@ pub struct ClientContext {
     pub(crate) config: ClientConfig,
     pub(crate) verifying: Arc<rustls::ClientConfig>,
     pub(crate) opportunistic: Arc<rustls::ClientConfig>,
+    /// For the per-connection DANE configuration (`dane.rs`).
+    pub(crate) provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl fmt::Debug for ClientContext {
@@ -180,7 +182,7 @@ impl ClientContext {
             .with_no_client_auth();
 
         let any = AnyCertificate::new(&provider);
-        let opportunistic = rustls::ClientConfig::builder_with_provider(provider)
+        let opportunistic = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(any)
@@ -190,6 +192,7 @@ impl ClientContext {
             config,
             verifying: Arc::new(verifying),
             opportunistic: Arc::new(opportunistic),
+            provider,
         }))
     }
 

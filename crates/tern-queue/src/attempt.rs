@@ -254,7 +254,10 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
                     StsState::None
                 }
             };
-            let (plan, sts) = tokio::join!(crate::dane::mx_plan(ctx, domain, &me, max, *tls), sts);
+            let (plan, sts) = tokio::join!(
+                crate::dane::mx_plan(ctx, domain, &me, max, *tls, *port),
+                sts
+            );
             match plan {
                 Ok(hosts) => Ok(flatten(hosts, *port, *tls, &sts)),
                 Err(e) => {

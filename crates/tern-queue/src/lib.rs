@@ -106,6 +106,7 @@ use tern_watchdog::Watchdog;
 pub use channel::QueueHandle;
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
 pub use conversion::LargeConversions;
+pub use dane::Dane;
 pub use intake::QueueIntake;
 pub use requests::{
     AdminAction, AdminDone, AdminRefusal, DeferredShape, DestinationAction, DestinationError,
@@ -167,4 +168,7 @@ pub struct Context {
     /// Where delivery workers hand each session's TLS outcome under the policy in force
     /// (SMTP TLS reporting, RFC 8460; `security.rs`).
     pub tls_reports: Arc<dyn tern_reports::tlsrpt::TlsReportRecorder>,
+    /// DANE (RFC 7672) for routes with `tls = "dane"` or `"dane-only"`: the
+    /// DNSSEC-validating resolver of `[dane]` (`dane.rs`).
+    pub dane: Dane,
 }

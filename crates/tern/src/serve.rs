@@ -729,6 +729,13 @@ fn queue_context(
         beat(watchdog.as_ref(), "dns", Kind::Dns),
     )
     .context("setting up the DNS resolver")?;
+    let anchor = config.dane.trust_anchor()?;
+    let dane = tern_route::dns::Resolver::validating(
+        &config.dane.resolver_config(&config.dns),
+        anchor,
+        beat(watchdog.as_ref(), "dns-dnssec", Kind::Dns),
+    )
+    .context("setting up the DNSSEC-validating resolver ([dane])")?;
     let routes = RoutingTable::new(&config.routes)
         .map_err(|p| anyhow::anyhow!("routing table: {} problem(s)", p.len()))?;
     // A DKIM key that cannot be loaded stops the start (like OpenDKIM's).
@@ -755,6 +762,7 @@ fn queue_context(
         large_conversions: tern_queue::LargeConversions::default(),
         arc_chain: arc_validator(&config.dns),
         tls_reports: Arc::new(tern_reports::tlsrpt::NoTlsReports),
+        dane: tern_queue::Dane::new(dane),
     })
 }
 
