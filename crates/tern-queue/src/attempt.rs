@@ -445,7 +445,7 @@ async fn deliver_job(
                         return HostOutcome::Unreachable(format!("{} ({remote})", refusal.reason));
                     }
                 };
-                let key = EndpointKey::smtp(addr, host_tls.request.policy, &name);
+                let key = EndpointKey::for_request(addr, &host_tls.request, &name);
                 let cached = match take_cached(handle, &key).await {
                     Some(c) if c.reusable(ctx, Instant::now()) => Some(c),
                     // Past its age limit while it waited: closed, not used.

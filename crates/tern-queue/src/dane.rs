@@ -157,52 +157,53 @@ pub(crate) async fn mx_plan(
 
 type TlsaAnswer = Checked<Result<Arc<Vec<TlsaRecord>>, DnsError>>;
 
-/// One host of a secure MX plan.
-fn host_state(
-    ctx: &Context,
-    domain: &str,
-    host: &str,
-    addrs: &Dnssec,
-    tlsa: Option<TlsaAnswer>,
-    port: u16,
-) -> DaneState {
+/// What the RFC 7672 rules say about one host of a secure MX plan (pure: `judge`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Usable records, and how many were published.
+    Usable(Arc<DaneTlsa>, usize),
+    /// DANE does not apply to the host (why).
+    NotUsable(String),
+    /// A validated lookup failed: `lookup` is `address` or `tlsa`.
+    Bogus {
+        lookup: &'static str,
+        reason: String,
+    },
+}
+
+/// The rules for `host` (an MX host of `domain`, TLSA at `port`) given the state of its
+/// address answer and its TLSA answer (`None`: the lookup did not finish).
+fn judge(domain: &str, host: &str, addrs: &Dnssec, tlsa: Option<TlsaAnswer>, port: u16) -> Verdict {
     match addrs {
         Dnssec::Secure => {}
         Dnssec::Insecure => {
-            return DaneState::NotUsable(format!("address records of {host} are insecure"));
+            return Verdict::NotUsable(format!("address records of {host} are insecure"));
         }
         Dnssec::Bogus(why) | Dnssec::Indeterminate(why) => {
-            let reason = format!("address lookup of {host}: {why}");
-            bogus_event(ctx, domain, host, "address", &reason);
-            return DaneState::Bogus(reason);
+            return Verdict::Bogus {
+                lookup: "address",
+                reason: format!("address lookup of {host}: {why}"),
+            };
         }
     }
-    let tlsa = tlsa.unwrap_or_else(|| Checked {
-        answer: Err(DnsError::Temporary {
-            name: host.to_owned(),
-            reason: "the TLSA lookup did not finish".to_owned(),
-        }),
-        dnssec: Dnssec::Indeterminate("the TLSA lookup did not finish".to_owned()),
-    });
+    let failed = |why: String| Verdict::Bogus {
+        lookup: "tlsa",
+        reason: format!("TLSA lookup of _{port}._tcp.{host}: {why}"),
+    };
+    let Some(tlsa) = tlsa else {
+        return failed("the lookup did not finish".to_owned());
+    };
     let records = match (tlsa.dnssec, tlsa.answer) {
         (Dnssec::Secure, Ok(records)) => records,
         (Dnssec::Insecure, _) => {
-            return DaneState::NotUsable(format!("TLSA records of {host} are insecure"));
+            return Verdict::NotUsable(format!("TLSA records of {host} are insecure"));
         }
-        (Dnssec::Bogus(why) | Dnssec::Indeterminate(why), _) => {
-            let reason = format!("TLSA lookup of _{port}._tcp.{host}: {why}");
-            bogus_event(ctx, domain, host, "tlsa", &reason);
-            return DaneState::Bogus(reason);
-        }
-        (Dnssec::Secure, Err(e)) => {
-            // A secure state with a failed answer does not happen; treat it as failed.
-            let reason = format!("TLSA lookup of _{port}._tcp.{host}: {e}");
-            bogus_event(ctx, domain, host, "tlsa", &reason);
-            return DaneState::Bogus(reason);
-        }
+        (Dnssec::Bogus(why) | Dnssec::Indeterminate(why), _) => return failed(why),
+        // A secure state with a failed answer does not happen; treated as failed.
+        (Dnssec::Secure, Err(e)) => return failed(e.to_string()),
     };
     if records.is_empty() {
-        return DaneState::NotUsable(format!("no TLSA records for {host}"));
+        return Verdict::NotUsable(format!("no TLSA records for {host}"));
     }
     let total = records.len();
     let usable: Vec<Tlsa> = records
@@ -216,26 +217,50 @@ fn host_state(
         .filter(usable)
         .collect();
     if usable.is_empty() {
-        return DaneState::NotUsable(format!(
+        return Verdict::NotUsable(format!(
             "none of the {total} TLSA record(s) of {host} is usable (PKIX usages or unknown parameters)"
         ));
     }
-    let mut names = vec![host.to_ascii_lowercase()];
+    let host_name = host.to_ascii_lowercase();
     let domain_name = domain.to_ascii_lowercase();
-    if domain_name != names[0] {
+    let mut names = vec![host_name.clone()];
+    if domain_name != host_name {
         names.push(domain_name);
     }
-    let tlsa = Arc::new(DaneTlsa {
-        records: usable,
-        names,
-    });
-    if ctx.dane.changed(host, &tlsa) {
-        ctx.events.emit(
-            &catalog::DANE_IN_FORCE,
-            fields!("domain" => domain, "host" => host, "records" => tlsa.records.len(), "published" => total),
-        );
+    Verdict::Usable(
+        Arc::new(DaneTlsa {
+            records: usable,
+            names,
+        }),
+        total,
+    )
+}
+
+/// One host of a secure MX plan: [`judge`], and its events.
+fn host_state(
+    ctx: &Context,
+    domain: &str,
+    host: &str,
+    addrs: &Dnssec,
+    tlsa: Option<TlsaAnswer>,
+    port: u16,
+) -> DaneState {
+    match judge(domain, host, addrs, tlsa, port) {
+        Verdict::Usable(tlsa, total) => {
+            if ctx.dane.changed(host, &tlsa) {
+                ctx.events.emit(
+                    &catalog::DANE_IN_FORCE,
+                    fields!("domain" => domain, "host" => host, "records" => tlsa.records.len(), "published" => total),
+                );
+            }
+            DaneState::Usable(tlsa)
+        }
+        Verdict::NotUsable(why) => DaneState::NotUsable(why),
+        Verdict::Bogus { lookup, reason } => {
+            bogus_event(ctx, domain, host, lookup, &reason);
+            DaneState::Bogus(reason)
+        }
     }
-    DaneState::Usable(tlsa)
 }
 
 /// Event 4141.
@@ -244,4 +269,126 @@ fn bogus_event(ctx: &Context, domain: &str, host: &str, what: &str, reason: &str
         &catalog::DANE_DNSSEC_BOGUS,
         fields!("domain" => domain, "host" => host, "lookup" => what, "reason" => reason),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(usage: u8, selector: u8, matching: u8, len: usize) -> TlsaRecord {
+        TlsaRecord {
+            usage,
+            selector,
+            matching,
+            data: vec![7; len],
+        }
+    }
+
+    fn answer(dnssec: Dnssec, records: Vec<TlsaRecord>) -> Option<TlsaAnswer> {
+        Some(Checked {
+            answer: Ok(Arc::new(records)),
+            dnssec,
+        })
+    }
+
+    fn judged(addrs: Dnssec, tlsa: Option<TlsaAnswer>) -> Verdict {
+        judge("example.com", "mx.example.com", &addrs, tlsa, 25)
+    }
+
+    #[test]
+    fn secure_usable_records_are_kept_and_pkix_dropped() {
+        let v = judged(
+            Dnssec::Secure,
+            answer(
+                Dnssec::Secure,
+                vec![
+                    rec(3, 1, 1, 32),
+                    rec(1, 1, 1, 32),
+                    rec(2, 0, 2, 64),
+                    rec(3, 1, 9, 32),
+                ],
+            ),
+        );
+        let Verdict::Usable(tlsa, published) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(published, 4);
+        let kept: Vec<u8> = tlsa.records.iter().map(|r| r.usage).collect();
+        assert_eq!(kept, vec![3, 2]);
+        assert_eq!(tlsa.names, vec!["mx.example.com", "example.com"]);
+    }
+
+    #[test]
+    fn no_usable_record_or_none_at_all_is_not_usable() {
+        for records in [
+            vec![],
+            vec![rec(0, 0, 1, 32), rec(1, 1, 1, 32)],
+            vec![rec(3, 1, 1, 20)],
+        ] {
+            assert!(matches!(
+                judged(Dnssec::Secure, answer(Dnssec::Secure, records)),
+                Verdict::NotUsable(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn insecure_answers_mean_no_dane_and_failed_ones_mean_bogus() {
+        assert!(matches!(
+            judged(
+                Dnssec::Insecure,
+                answer(Dnssec::Secure, vec![rec(3, 1, 1, 32)])
+            ),
+            Verdict::NotUsable(_)
+        ));
+        assert!(matches!(
+            judged(
+                Dnssec::Secure,
+                answer(Dnssec::Insecure, vec![rec(3, 1, 1, 32)])
+            ),
+            Verdict::NotUsable(_)
+        ));
+        assert!(matches!(
+            judged(Dnssec::Bogus("sig".into()), answer(Dnssec::Secure, vec![])),
+            Verdict::Bogus {
+                lookup: "address",
+                ..
+            }
+        ));
+        assert!(matches!(
+            judged(Dnssec::Indeterminate("timeout".into()), None),
+            Verdict::Bogus {
+                lookup: "address",
+                ..
+            }
+        ));
+        for state in [
+            Dnssec::Bogus("sig".into()),
+            Dnssec::Indeterminate("SERVFAIL".into()),
+        ] {
+            assert!(matches!(
+                judged(Dnssec::Secure, answer(state, vec![rec(3, 1, 1, 32)])),
+                Verdict::Bogus { lookup: "tlsa", .. }
+            ));
+        }
+        assert!(matches!(
+            judged(Dnssec::Secure, None),
+            Verdict::Bogus { lookup: "tlsa", .. }
+        ));
+    }
+
+    #[test]
+    fn a_domain_that_is_its_own_mx_names_itself_once() {
+        let v = judge(
+            "Example.com",
+            "example.com",
+            &Dnssec::Secure,
+            answer(Dnssec::Secure, vec![rec(2, 1, 1, 32)]),
+            25,
+        );
+        let Verdict::Usable(tlsa, _) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(tlsa.names, vec!["example.com"]);
+    }
 }

@@ -284,3 +284,28 @@ pub fn tls_leaf(dir: &Path, name: &str) -> (String, String, String) {
 pub fn tlsa_3_1_1(port: u16, hex: &str) -> String {
     format!("_{port}._tcp.mx 300 IN TLSA 3 1 1 {hex}")
 }
+
+/// A CA and a leaf for `name` signed by it, as PEM files in `dir` (the leaf's file holds
+/// the leaf then the CA, so the peer sends both): (chain, key, SHA-256 of the CA
+/// certificate in hex, for a `2 0 1` TLSA record).
+pub fn tls_chain(dir: &Path, name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Tern DANE-TA test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("leaf");
+    let digest = ring::digest::digest(&ring::digest::SHA256, ca.der());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let p = |n: &str| dir.join(n).display().to_string();
+    std::fs::write(p("chain.pem"), format!("{}{}", leaf.pem(), ca.pem())).expect("chain");
+    std::fs::write(p("chain-key.pem"), key.serialize_pem()).expect("key");
+    (p("chain.pem"), p("chain-key.pem"), hex)
+}

@@ -48,6 +48,7 @@ mod dane_insecure_delegation_falls_back_or_defers;
 mod dane_matching_tlsa_delivers;
 mod dane_mismatched_tlsa_defers;
 mod dane_starttls_stripped_defers;
+mod dane_ta_record_matches_the_peers_ca;
 mod default_config_accepts_local_and_loopback_relay;
 mod deferred_message_is_one_file_and_keeps_its_record_across_kill9;
 mod delay_notice_expiry_and_hop_limit;
