@@ -5,8 +5,8 @@
 //! every MX plan (`tern_route::dns::plan::resolve_mx_plan_checked`: preference order,
 //! shuffle, self rule, address limits), which returns the DNSSEC state of the MX answer
 //! and of each planned host's addresses. Then, per RFC 7672:
-//! - MX answer (or, without MX records, the denial of MX and the domain's own addresses)
-//!   **insecure**: DANE does not apply; every host is `NotUsable("MX insecure")` (§2.2.1).
+//! - MX answer (or, without MX records, the denial of MX records) **insecure**: DANE does
+//!   not apply; every host of that plan is `NotUsable("MX insecure")` (§2.2.1).
 //! - MX answer **bogus or indeterminate** (a validated lookup that failed: SERVFAIL,
 //!   timeout): the host list is taken from the plain resolver (so the refusal names the
 //!   hosts), and every host is `Bogus`: none is tried, the mail is deferred (§2.1.1).
@@ -106,10 +106,14 @@ pub(crate) async fn mx_plan(
     match checked.dnssec {
         Dnssec::Secure => {}
         Dnssec::Insecure => {
-            // RFC 7672 §2.2.1: DANE does not apply; the plain plan, as without DANE.
-            let hosts = dns::resolve_mx_plan(&ctx.resolver, domain, me, max).await?;
+            // RFC 7672 §2.2.1: DANE does not apply. The plan is the one just made (the
+            // same answers the plain resolver would give), without asking again.
             let why = DaneState::NotUsable("MX records are not DNSSEC-signed (insecure)".into());
-            return Ok(hosts.into_iter().map(|h| (h, why.clone())).collect());
+            return Ok(checked
+                .answer?
+                .into_iter()
+                .map(|(h, _)| (h, why.clone()))
+                .collect());
         }
         Dnssec::Bogus(why) | Dnssec::Indeterminate(why) => {
             // Permanent answers stand whatever their state (a null MX, NXDOMAIN proven or
