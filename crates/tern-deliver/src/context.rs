@@ -132,6 +132,8 @@ pub struct ClientContext {
     /// The verifier of `verifying`, also run after an opportunistic handshake when an
     /// audit is asked (MTA-STS `testing`, [`ClientContext::audit`]).
     pub(crate) webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    /// For the per-connection DANE configuration (`dane.rs`).
+    pub(crate) provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl fmt::Debug for ClientContext {
@@ -183,7 +185,7 @@ impl ClientContext {
             .with_no_client_auth();
 
         let any = AnyCertificate::new(&provider);
-        let opportunistic = rustls::ClientConfig::builder_with_provider(provider)
+        let opportunistic = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(any)
@@ -194,6 +196,7 @@ impl ClientContext {
             verifying: Arc::new(verifying),
             opportunistic: Arc::new(opportunistic),
             webpki: verifier,
+            provider,
         }))
     }
 

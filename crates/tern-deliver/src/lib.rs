@@ -34,6 +34,7 @@
 pub mod capabilities;
 mod connection;
 pub mod context;
+pub mod dane;
 pub mod data;
 pub mod envelope;
 pub mod error;

@@ -55,6 +55,9 @@ impl TlsFailure {
                     TlsFailure::CertificateHostMismatch
                 }
                 C::UnknownIssuer => TlsFailure::CertificateNotTrusted,
+                C::Other(_) => {
+                    crate::dane::mismatch_of(e).map_or(TlsFailure::ValidationFailure, |m| m.failure)
+                }
                 _ => TlsFailure::ValidationFailure,
             },
             _ => TlsFailure::ValidationFailure,

@@ -664,12 +664,32 @@ async fn start_tls(
     let (config, name) = match policy {
         TlsPolicy::None => return Ok(None),
         TlsPolicy::Dane => {
-            // The DANE verifier (RFC 7672 matching of `request.dane`) lands with issue 19's
-            // DANE work; until then a `dane` request fails closed, never opens unverified.
-            return Err(SessionError::TlsHandshake {
-                failure: crate::TlsFailure::TlsaInvalid,
-                detail: "DANE certificate matching is not available".into(),
-            });
+            // A verifier for this connection's TLSA records (RFC 7672); without records
+            // the request fails closed, never opens unverified.
+            let Some(tlsa) = request.dane.clone() else {
+                return Err(SessionError::TlsHandshake {
+                    failure: crate::TlsFailure::TlsaInvalid,
+                    detail: "DANE required but no TLSA records were given".into(),
+                });
+            };
+            // SNI: the MX host name (RFC 7672 §8.1).
+            let name = ServerName::try_from(server_name.to_string()).map_err(|_| {
+                SessionError::TlsHandshake {
+                    failure: crate::TlsFailure::ValidationFailure,
+                    detail: format!("{server_name:?} is not a valid server name"),
+                }
+            })?;
+            let verifier = Arc::new(crate::dane::DaneVerifier::new(tlsa, &ctx.provider));
+            let config = rustls::ClientConfig::builder_with_provider(ctx.provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| SessionError::TlsHandshake {
+                    failure: crate::TlsFailure::ValidationFailure,
+                    detail: e.to_string(),
+                })?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+            (Arc::new(config), name)
         }
         TlsPolicy::Verify => {
             let name = ServerName::try_from(server_name.to_string()).map_err(|_| {

@@ -405,6 +405,12 @@ events! {
         "None.");
     // Outbound TLS policy (DANE, MTA-STS, TLS-RPT; docs/TLS.md): 4141-4149 DANE,
     // 4151-4159 MTA-STS, 4161-4175 TLS reports, 4181-4189 the policy decision.
+    DANE_DNSSEC_BOGUS = (4141, "dane.dnssec.bogus", Warning,
+        "A DNSSEC-validated lookup for a destination routed with `tls = \"dane\"` or `\"dane-only\"` did not validate (bogus: signatures that fail, a DS matching no key) or could not be validated (SERVFAIL, timeout): `lookup` is `mx`, `address` or `tlsa`, `host` the MX host (the domain for `mx`), `reason` what the resolver said. The hosts concerned are not tried and the mail is deferred (4.7.5, event 4181), never sent unauthenticated (RFC 7672 §2.1.1). Rate-limited per domain.",
+        "Check the destination's DNSSEC (e.g. `delv` or https://dnsviz.net); if the destination's zone is broken, tell its administrator. If every DANE destination shows it, check `[dane] trust_anchor` and that the `[dns]` (or `[dane] nameservers`) servers pass DNSSEC records (a resolver that strips RRSIGs makes every signed answer fail).");
+    DANE_IN_FORCE = (4142, "dane.tlsa.in_force", Info,
+        "DANE applies to an MX host: its MX, address and TLSA records are DNSSEC-secure and `records` of the `published` TLSA records are usable (DANE-TA or DANE-EE); connections to it require TLS with a certificate matching them. Emitted the first time a host is seen with DANE and when its records change (a bounded memory per host).",
+        "None. When a host's records change unexpectedly, compare them with what its administrator publishes.");
     MTA_STS_POLICY_FETCHED = (4151, "mta_sts.policy.fetched", Info,
         "A destination domain's MTA-STS policy (RFC 8461) was fetched from https://mta-sts.<domain>/.well-known/mta-sts.txt and cached (first use, a new `id` in its `_mta-sts` TXT record, or the cached one expired). Fields: domain, policy_id (the TXT id), mode (enforce, testing, none), max_age (seconds), mx (the patterns). Under `enforce` only matching MX hosts with a valid certificate get its mail.",
         "None.");

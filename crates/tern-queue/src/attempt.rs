@@ -254,7 +254,10 @@ async fn targets(ctx: &Context, job: &Job) -> Result<Vec<Target>, RcptResult> {
                     StsState::None
                 }
             };
-            let (plan, sts) = tokio::join!(crate::dane::mx_plan(ctx, domain, &me, max, *tls), sts);
+            let (plan, sts) = tokio::join!(
+                crate::dane::mx_plan(ctx, domain, &me, max, *tls, *port),
+                sts
+            );
             match plan {
                 Ok(hosts) => Ok(flatten(hosts, *port, *tls, &sts)),
                 Err(e) => {
@@ -447,7 +450,7 @@ async fn deliver_job(
                         return HostOutcome::Unreachable(format!("{} ({remote})", refusal.reason));
                     }
                 };
-                let key = EndpointKey::smtp(addr, host_tls.request.policy, &name);
+                let key = EndpointKey::for_request(addr, &host_tls.request, &name);
                 let cached = match take_cached(handle, &key).await {
                     Some(c) if c.reusable(ctx, Instant::now()) => Some(c),
                     // Past its age limit while it waited: closed, not used.

@@ -17,8 +17,10 @@ use crate::Context;
 pub(crate) enum EndpointKey {
     /// SMTP to `addr` under the TLS policy `tls`. Under `verify`, `name` is the host name
     /// the certificate was checked against (a job whose MX host has another name needs
-    /// a connection of its own); under the other policies any certificate is accepted,
-    /// so the name does not matter and is `None`.
+    /// a connection of its own); under `dane` it is the host name and a digest of the
+    /// TLSA records the certificate matched ([`EndpointKey::for_request`]: a connection
+    /// opened under one TLSA set serves only that host with that set); under the other
+    /// policies any certificate is accepted, so the name does not matter and is `None`.
     Smtp {
         addr: SocketAddr,
         tls: tern_deliver::TlsPolicy,
@@ -40,6 +42,26 @@ impl EndpointKey {
             )
             .then(|| host.to_ascii_lowercase()),
         }
+    }
+}
+
+impl EndpointKey {
+    /// The key of an SMTP connection to `addr` (MX host `host`) opened under `request`:
+    /// [`EndpointKey::smtp`], with the TLSA records' digest added to the name under
+    /// `dane`.
+    pub(crate) fn for_request(
+        addr: SocketAddr,
+        request: &tern_deliver::TlsRequest,
+        host: &str,
+    ) -> Self {
+        let mut key = EndpointKey::smtp(addr, request.policy, host);
+        if let (EndpointKey::Smtp { name: Some(n), .. }, Some(tlsa)) = (&mut key, &request.dane) {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            tlsa.records.hash(&mut h);
+            n.push_str(&format!(" tlsa={:016x}", h.finish()));
+        }
+        key
     }
 }
 
@@ -101,4 +123,55 @@ impl Conn {
 /// holds.
 pub(crate) fn close_in_background(conn: Conn) {
     tokio::spawn(conn.session.quit());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tern_deliver::{DaneTlsa, TlsPolicy, TlsRequest, Tlsa};
+
+    use super::EndpointKey;
+
+    fn dane(data: u8) -> TlsRequest {
+        TlsRequest {
+            policy: TlsPolicy::Dane,
+            dane: Some(Arc::new(DaneTlsa {
+                records: vec![Tlsa {
+                    usage: 3,
+                    selector: 1,
+                    matching: 1,
+                    data: vec![data; 32],
+                }],
+                names: vec!["mx.example.com".into()],
+            })),
+            audit: false,
+        }
+    }
+
+    #[test]
+    fn dane_connections_are_keyed_by_host_and_tlsa_set() {
+        let a = "192.0.2.1:25".parse().expect("address");
+        let key = |r: &TlsRequest, host: &str| EndpointKey::for_request(a, r, host);
+        assert_eq!(
+            key(&dane(1), "mx.example.com"),
+            key(&dane(1), "MX.example.com")
+        );
+        assert_ne!(
+            key(&dane(1), "mx.example.com"),
+            key(&dane(2), "mx.example.com")
+        );
+        assert_ne!(
+            key(&dane(1), "mx.example.com"),
+            key(&dane(1), "mx.example.net")
+        );
+        // Never shared with a connection opened under `may` or `verify`.
+        let may = TlsRequest::plain(TlsPolicy::May);
+        let verify = TlsRequest::plain(TlsPolicy::Verify);
+        assert_ne!(key(&dane(1), "mx.example.com"), key(&may, "mx.example.com"));
+        assert_ne!(
+            key(&dane(1), "mx.example.com"),
+            key(&verify, "mx.example.com")
+        );
+    }
 }

@@ -106,6 +106,7 @@ use tern_watchdog::Watchdog;
 pub use channel::QueueHandle;
 pub use config::{DelayNotices, DeliveryConfig, QueueConfig};
 pub use conversion::LargeConversions;
+pub use dane::Dane;
 pub use intake::QueueIntake;
 pub use requests::{
     AdminAction, AdminDone, AdminRefusal, DeferredShape, DestinationAction, DestinationError,
@@ -171,4 +172,7 @@ pub struct Context {
     pub tls_book: security::TlsBook,
     /// Destination domains' MTA-STS policies (`mtasts.rs`); `None`: `[mta_sts]` is off.
     pub mta_sts: Option<Arc<tern_mtasts::MtaSts>>,
+    /// DANE (RFC 7672) for routes with `tls = "dane"` or `"dane-only"`: the
+    /// DNSSEC-validating resolver of `[dane]` (`dane.rs`).
+    pub dane: Dane,
 }

@@ -51,6 +51,8 @@ pub struct Config {
     pub relay: RelayConfig,
     /// `[dns]`.
     pub dns: DnsSection,
+    /// `[dane]`: DNSSEC validation for DANE routes (docs/TLS.md, "DANE").
+    pub dane: DaneSection,
     /// `[back_pressure]`.
     pub back_pressure: BackPressureConfig,
     /// `[[listener]]`.
@@ -295,6 +297,40 @@ impl DnsSection {
             failure_ttl: Duration::from_secs(self.failure_ttl_secs),
             negative_ttl_max: Duration::from_secs(self.negative_ttl_max_secs),
             cache_entries: 10_000,
+        }
+    }
+}
+
+/// `[dane]`: the DNSSEC-validating resolver used for routes with `tls = "dane"` or
+/// `"dane-only"` (RFC 7672). Read at start; a change needs a restart.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
+#[serde(default)]
+pub struct DaneSection {
+    /// A file of DNSKEY records (presentation form) validation starts from; `None`: the
+    /// IANA root zone's keys built into hickory.
+    pub trust_anchor: Option<PathBuf>,
+    /// Name servers for validated lookups (`address:port`); empty: the `[dns]` ones. They
+    /// must pass DNSSEC records (RRSIG, DNSKEY, DS, NSEC) through.
+    pub nameservers: Vec<SocketAddr>,
+}
+
+impl DaneSection {
+    /// The validating resolver's settings: `[dns]`'s, with this section's servers.
+    pub fn resolver_config(&self, dns: &DnsSection) -> DnsConfig {
+        let mut c = dns.resolver_config();
+        if !self.nameservers.is_empty() {
+            c.nameservers = self.nameservers.clone();
+        }
+        c
+    }
+
+    /// The trust anchor to validate from.
+    pub fn trust_anchor(
+        &self,
+    ) -> Result<tern_route::dns::dnssec::TrustAnchor, tern_route::dns::TrustAnchorError> {
+        match &self.trust_anchor {
+            Some(path) => tern_route::dns::dnssec::TrustAnchor::from_file(path),
+            None => Ok(tern_route::dns::dnssec::TrustAnchor::iana_root()),
         }
     }
 }
@@ -907,7 +943,8 @@ impl Config {
         c
     }
 
-    /// Loads the `[auth]` files (passwd-file, sender-login map) to report their problems
+    /// Loads the `[auth]` files (passwd-file, sender-login map) and the `[dane]` trust
+    /// anchor to report their problems
     /// (`tern check-config`); they are loaded again by the server itself.
     pub fn auth_file_problems(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
@@ -915,6 +952,9 @@ impl Config {
             && let Err(e) = tern_auth::passwd::PasswdFile::load(path)
         {
             p.push(ConfigProblem::new("auth.passwd_file", e.to_string()));
+        }
+        if let Err(e) = self.dane.trust_anchor() {
+            p.push(ConfigProblem::new("dane.trust_anchor", e.to_string()));
         }
         if let Some(path) = &self.auth.sender_login_map
             && let Err(e) = tern_auth::sender_map::SenderLoginMap::load(path)

@@ -730,6 +730,13 @@ fn queue_context(
     )
     .context("setting up the DNS resolver")?;
     let mta_sts = mta_sts_service(config, &resolver, &events)?;
+    let anchor = config.dane.trust_anchor()?;
+    let dane = tern_route::dns::Resolver::validating(
+        &config.dane.resolver_config(&config.dns),
+        anchor,
+        beat(watchdog.as_ref(), "dns-dnssec", Kind::Dns),
+    )
+    .context("setting up the DNSSEC-validating resolver ([dane])")?;
     let routes = RoutingTable::new(&config.routes)
         .map_err(|p| anyhow::anyhow!("routing table: {} problem(s)", p.len()))?;
     // A DKIM key that cannot be loaded stops the start (like OpenDKIM's).
@@ -758,6 +765,7 @@ fn queue_context(
         tls_reports: Arc::new(tern_reports::tlsrpt::NoTlsReports),
         tls_book: tern_queue::security::TlsBook::default(),
         mta_sts,
+        dane: tern_queue::Dane::new(dane),
     })
 }
 

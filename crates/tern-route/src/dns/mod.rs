@@ -30,6 +30,7 @@
 
 mod answer;
 mod cache;
+pub mod dnssec;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ use tern_watchdog::Heartbeat;
 use tokio::sync::watch;
 
 pub use cache::{CacheStats, Clock, SystemClock};
+pub use dnssec::{Checked, Dnssec, TlsaRecord, TrustAnchorError};
 
 use answer::Outcome;
 use cache::TtlCache;
@@ -194,6 +196,8 @@ struct Key {
 enum Kind {
     Mx,
     Addrs,
+    /// TLSA at `_<port>._tcp.<name>` (the key's name is the host's).
+    Tlsa(u16),
     Txt,
 }
 
@@ -202,16 +206,21 @@ enum Kind {
 enum Cached {
     Mx(Result<Arc<MxAnswer>, DnsError>),
     Addrs(Result<Arc<Vec<IpAddr>>, DnsError>),
+    Tlsa(Result<Arc<Vec<TlsaRecord>>, DnsError>),
     Txt(Result<Arc<Vec<String>>, DnsError>),
 }
 
-type Inflight = HashMap<Key, watch::Receiver<Option<Cached>>>;
+/// A cached result with the DNSSEC state of the answer it came from (meaningful only in a
+/// validating resolver: [`Resolver::validating`]).
+type Entry = (Cached, Dnssec);
+
+type Inflight = HashMap<Key, watch::Receiver<Option<Entry>>>;
 
 struct Inner {
     dns: TokioResolver,
     cfg: DnsConfig,
     clock: Arc<dyn Clock>,
-    cache: Mutex<TtlCache<Key, Cached>>,
+    cache: Mutex<TtlCache<Key, Entry>>,
     inflight: Mutex<Inflight>,
     /// Queries on the network = work waiting; answers = progress.
     beat: Heartbeat,
@@ -292,10 +301,30 @@ impl Resolver {
         )
     }
 
+    /// A DNSSEC-validating resolver over the same name servers (`cfg`), trusting
+    /// `anchors` (see [`dnssec`]): every answer keeps its [`Dnssec`] state, read with
+    /// [`Resolver::mx_checked`], [`Resolver::addrs_checked`] and [`Resolver::tlsa`].
+    pub fn validating(
+        cfg: &DnsConfig,
+        anchors: dnssec::TrustAnchor,
+        beat: Heartbeat,
+    ) -> Result<Resolver, DnsError> {
+        Resolver::build_with(cfg, Arc::new(SystemClock), beat, Some(anchors))
+    }
+
     fn build(
         cfg: &DnsConfig,
         clock: Arc<dyn Clock>,
         beat: Heartbeat,
+    ) -> Result<Resolver, DnsError> {
+        Resolver::build_with(cfg, clock, beat, None)
+    }
+
+    fn build_with(
+        cfg: &DnsConfig,
+        clock: Arc<dyn Clock>,
+        beat: Heartbeat,
+        anchors: Option<dnssec::TrustAnchor>,
     ) -> Result<Resolver, DnsError> {
         if cfg.min_ttl > cfg.max_ttl {
             return Err(DnsError::Setup {
@@ -325,6 +354,11 @@ impl Resolver {
         if !cfg.nameservers.is_empty() {
             opts.use_hosts_file = ResolveHosts::Never;
         }
+        if let Some(anchors) = anchors {
+            // Validation on (the DO bit set, every RRset checked up to the anchor);
+            // hickory's DNSKEY/DS validation cache is its own and bounded.
+            builder = builder.with_trust_anchor(anchors.into_hickory());
+        }
         let dns = builder.build().map_err(|e| DnsError::Setup {
             reason: e.to_string(),
         })?;
@@ -348,15 +382,41 @@ impl Resolver {
             kind: Kind::Mx,
             name: norm,
         };
+        self.mx_with_state(domain, key, name).await.answer
+    }
+
+    /// [`Resolver::mx`] with the answer's DNSSEC state.
+    pub async fn mx_checked(&self, domain: &str) -> Checked<Result<Arc<MxAnswer>, DnsError>> {
+        match query_name(domain) {
+            Ok((norm, name)) => {
+                let key = Key {
+                    kind: Kind::Mx,
+                    name: norm,
+                };
+                self.mx_with_state(domain, key, name).await
+            }
+            Err(e) => Checked::unasked(Err(e)),
+        }
+    }
+
+    async fn mx_with_state(
+        &self,
+        domain: &str,
+        key: Key,
+        name: Name,
+    ) -> Checked<Result<Arc<MxAnswer>, DnsError>> {
         let this = self.clone();
         let query = async move {
-            let out = this.ask(name, RecordType::MX).await;
+            let (out, state) = this.ask(name, RecordType::MX).await;
             let (answer, ttl) = answer::mx_answer(domain, out, &this.inner.cfg);
-            (Cached::Mx(answer), ttl)
+            ((Cached::Mx(answer), state), ttl)
         };
         match self.cached(&key, query).await {
-            Cached::Mx(answer) => answer,
-            Cached::Addrs(_) | Cached::Txt(_) => Err(mismatch(domain)),
+            (Cached::Mx(answer), dnssec) => Checked { answer, dnssec },
+            (_, dnssec) => Checked {
+                answer: Err(mismatch(domain)),
+                dnssec,
+            },
         }
     }
 
@@ -364,26 +424,75 @@ impl Resolver {
     /// CNAME chains are followed. An IP address in plain text is returned as is, without
     /// DNS. `Ok` with an empty list means the name exists without addresses.
     pub async fn addrs(&self, host: &str) -> Result<Arc<Vec<IpAddr>>, DnsError> {
+        self.addrs_checked(host).await.answer
+    }
+
+    /// [`Resolver::addrs`] with the DNSSEC state of the A and AAAA answers together (the
+    /// weaker of the two). An IP address in plain text has no DNS and is
+    /// [`Dnssec::Indeterminate`].
+    pub async fn addrs_checked(&self, host: &str) -> Checked<Result<Arc<Vec<IpAddr>>, DnsError>> {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(Arc::new(vec![ip]));
+            return Checked::unasked(Ok(Arc::new(vec![ip])));
         }
-        let (norm, name) = query_name(host)?;
+        let (norm, name) = match query_name(host) {
+            Ok(q) => q,
+            Err(e) => return Checked::unasked(Err(e)),
+        };
         let key = Key {
             kind: Kind::Addrs,
             name: norm,
         };
         let this = self.clone();
         let query = async move {
-            let (a, aaaa) = tokio::join!(
+            let ((a, sa), (aaaa, sb)) = tokio::join!(
                 this.ask(name.clone(), RecordType::A),
                 this.ask(name, RecordType::AAAA)
             );
             let (answer, ttl) = answer::addrs_answer(host, a, aaaa, &this.inner.cfg);
-            (Cached::Addrs(answer), ttl)
+            ((Cached::Addrs(answer), sa.weaker(sb)), ttl)
         };
         match self.cached(&key, query).await {
-            Cached::Addrs(answer) => answer,
-            Cached::Mx(_) | Cached::Txt(_) => Err(mismatch(host)),
+            (Cached::Addrs(answer), dnssec) => Checked { answer, dnssec },
+            (_, dnssec) => Checked {
+                answer: Err(mismatch(host)),
+                dnssec,
+            },
+        }
+    }
+
+    /// The TLSA records at `_<port>._tcp.<host>` (cached), with their DNSSEC state.
+    /// NXDOMAIN and NODATA are an empty list (RFC 7672 §2.2: no TLSA records); their state
+    /// says whether that absence was proven.
+    pub async fn tlsa(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Checked<Result<Arc<Vec<TlsaRecord>>, DnsError>> {
+        let (norm, name) = match query_name(host).and_then(|(norm, _)| {
+            let tlsa = dnssec::tlsa_name(&norm, port).ok_or_else(|| DnsError::InvalidName {
+                name: host.to_owned(),
+            })?;
+            Ok((norm, tlsa))
+        }) {
+            Ok(q) => q,
+            Err(e) => return Checked::unasked(Err(e)),
+        };
+        let key = Key {
+            kind: Kind::Tlsa(port),
+            name: norm,
+        };
+        let this = self.clone();
+        let query = async move {
+            let (out, state) = this.ask(name, RecordType::TLSA).await;
+            let (answer, ttl) = dnssec::tlsa_answer(host, out, &this.inner.cfg);
+            ((Cached::Tlsa(answer), state), ttl)
+        };
+        match self.cached(&key, query).await {
+            (Cached::Tlsa(answer), dnssec) => Checked { answer, dnssec },
+            (_, dnssec) => Checked {
+                answer: Err(mismatch(host)),
+                dnssec,
+            },
         }
     }
 
@@ -399,13 +508,13 @@ impl Resolver {
         };
         let this = self.clone();
         let query = async move {
-            let out = this.ask(qname, RecordType::TXT).await;
+            let (out, state) = this.ask(qname, RecordType::TXT).await;
             let (answer, ttl) = answer::txt_answer(name, out, &this.inner.cfg);
-            (Cached::Txt(answer), ttl)
+            ((Cached::Txt(answer), state), ttl)
         };
         match self.cached(&key, query).await {
-            Cached::Txt(answer) => answer,
-            Cached::Mx(_) | Cached::Addrs(_) => Err(mismatch(name)),
+            (Cached::Txt(answer), _) => answer,
+            _ => Err(mismatch(name)),
         }
     }
 
@@ -425,8 +534,8 @@ impl Resolver {
         self.inner.cfg.timeout
     }
 
-    /// One query, bounded by the configured timeout.
-    async fn ask(&self, name: Name, rtype: RecordType) -> Outcome {
+    /// One query, bounded by the configured timeout, with the DNSSEC state of its answer.
+    async fn ask(&self, name: Name, rtype: RecordType) -> (Outcome, Dnssec) {
         let item = self.inner.beat.item();
         let started = std::time::Instant::now();
         let lookup = self.inner.dns.lookup(name, rtype);
@@ -437,15 +546,16 @@ impl Resolver {
             .dns_lookup
             .observe_duration(started.elapsed());
         item.done();
-        Outcome::from_lookup(answer)
+        let state = dnssec::state_of(answer.as_ref());
+        (Outcome::from_lookup(answer), state)
     }
 
     /// The cached value for `key`, or the result of `query` (which is then cached for the
     /// lifetime it returns, counted from before it started). Overlapping calls for one key
     /// share one query.
-    async fn cached<F>(&self, key: &Key, query: F) -> Cached
+    async fn cached<F>(&self, key: &Key, query: F) -> Entry
     where
-        F: Future<Output = (Cached, Duration)>,
+        F: Future<Output = (Entry, Duration)>,
     {
         let inner = &self.inner;
         let hit = lock(&inner.cache).get(key, inner.clock.now());

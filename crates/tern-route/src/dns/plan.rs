@@ -30,7 +30,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use tokio::task::JoinSet;
 
-use super::{DnsError, MxAnswer, Resolver};
+use super::{Checked, DnsError, Dnssec, MxAnswer, Resolver};
 use crate::name;
 use crate::table::RelayHost;
 
@@ -315,11 +315,11 @@ pub fn plan(
     })
 }
 
+/// The addresses of each host, with the DNSSEC state of the answer.
+type Resolved = HashMap<String, Checked<Result<Vec<IpAddr>, DnsError>>>;
+
 /// Looks up the hosts of `names` concurrently (at most [`LOOKUP_CONCURRENCY`] at a time).
-async fn resolve_all(
-    resolver: &Resolver,
-    names: Vec<String>,
-) -> HashMap<String, Result<Vec<IpAddr>, DnsError>> {
+async fn resolve_all(resolver: &Resolver, names: Vec<String>) -> Resolved {
     let mut out = HashMap::with_capacity(names.len());
     let mut pending = names.into_iter();
     let mut tasks = JoinSet::new();
@@ -328,7 +328,11 @@ async fn resolve_all(
             let Some(host) = pending.next() else { break };
             let resolver = resolver.clone();
             tasks.spawn(async move {
-                let result = resolver.addrs(&host).await.map(|a| a.as_ref().clone());
+                let got = resolver.addrs_checked(&host).await;
+                let result = Checked {
+                    answer: got.answer.map(|a| a.as_ref().clone()),
+                    dnssec: got.dnssec,
+                };
                 (host, result)
             });
         }
@@ -344,6 +348,13 @@ async fn resolve_all(
     out
 }
 
+fn answers_only(resolved: &Resolved) -> HashMap<String, Result<Vec<IpAddr>, DnsError>> {
+    resolved
+        .iter()
+        .map(|(h, c)| (h.clone(), c.answer.clone()))
+        .collect()
+}
+
 /// Looks up the MX records of `domain` and the addresses of its hosts (at most
 /// [`MAX_MX_HOSTS`] hosts, the most preferred), then [`plan`]s with a fresh random
 /// source. An address-literal domain skips DNS.
@@ -353,12 +364,30 @@ pub async fn resolve_mx_plan(
     me: &SelfIdentity,
     max_addresses: usize,
 ) -> Result<Vec<MxHost>, PlanError> {
+    resolve_mx_plan_checked(resolver, domain, me, max_addresses)
+        .await
+        .answer
+        .map(|hosts| hosts.into_iter().map(|(h, _)| h).collect())
+}
+
+/// [`resolve_mx_plan`] with DNSSEC states, for DANE (RFC 7672 §2.2): the state of the MX
+/// answer (of its denial for an implicit MX) in [`Checked::dnssec`], and each planned
+/// host with the state of its address answer. The plan is built by [`plan`] from the
+/// very answers whose states are returned (one lookup each, from `resolver`'s cache or
+/// the network), so a host's state is the state of the addresses it will be tried at.
+/// States mean something only when `resolver` validates ([`Resolver::validating`]).
+pub async fn resolve_mx_plan_checked(
+    resolver: &Resolver,
+    domain: &str,
+    me: &SelfIdentity,
+    max_addresses: usize,
+) -> Checked<Result<Vec<(MxHost, Dnssec)>, PlanError>> {
     let domain = name::normalize(domain).into_owned();
     if domain.starts_with('[') {
         if name::parse_address_literal(&domain).is_none() {
-            return Err(PlanError::InvalidDomain);
+            return Checked::unasked(Err(PlanError::InvalidDomain));
         }
-        return plan(
+        let planned = plan(
             &MxAnswer::NoMx,
             &domain,
             &HashMap::new(),
@@ -366,19 +395,33 @@ pub async fn resolve_mx_plan(
             max_addresses,
             &mut rand::rng(),
         );
+        return Checked::unasked(planned.map(|hosts| {
+            hosts
+                .into_iter()
+                .map(|h| (h, Dnssec::Indeterminate("address literal".to_owned())))
+                .collect()
+        }));
     }
-    let answer = match resolver.mx(&domain).await {
+    let Checked {
+        answer,
+        dnssec: mx_state,
+    } = resolver.mx_checked(&domain).await;
+    let fail = |e: PlanError| Checked {
+        answer: Err(e),
+        dnssec: mx_state.clone(),
+    };
+    let answer = match answer {
         Ok(a) => a,
-        Err(DnsError::NxDomain { .. }) => return Err(PlanError::NxDomain),
-        Err(DnsError::InvalidName { .. }) => return Err(PlanError::InvalidDomain),
+        Err(DnsError::NxDomain { .. }) => return fail(PlanError::NxDomain),
+        Err(DnsError::InvalidName { .. }) => return fail(PlanError::InvalidDomain),
         Err(e) => {
-            return Err(PlanError::Temporary {
+            return fail(PlanError::Temporary {
                 reason: e.to_string(),
             });
         }
     };
     let names: Vec<String> = match answer.as_ref() {
-        MxAnswer::NullMx => return Err(PlanError::NullMx),
+        MxAnswer::NullMx => return fail(PlanError::NullMx),
         MxAnswer::NoMx => vec![domain.clone()],
         MxAnswer::Records(records) => {
             let mut by_pref: Vec<(u16, &str)> = records
@@ -396,14 +439,32 @@ pub async fn resolve_mx_plan(
         }
     };
     let resolved = resolve_all(resolver, names).await;
-    plan(
+    let planned = plan(
         &answer,
         &domain,
-        &resolved,
+        &answers_only(&resolved),
         me,
         max_addresses,
         &mut rand::rng(),
-    )
+    );
+    let state_of = |host: &str| {
+        resolved.get(host).map_or_else(
+            || Dnssec::Indeterminate("address literal".to_owned()),
+            |c| c.dnssec.clone(),
+        )
+    };
+    Checked {
+        answer: planned.map(|hosts| {
+            hosts
+                .into_iter()
+                .map(|h| {
+                    let state = state_of(&h.name);
+                    (h, state)
+                })
+                .collect()
+        }),
+        dnssec: mx_state,
+    }
 }
 
 /// A relay host of the `smtp` transport with its addresses.
@@ -442,7 +503,7 @@ pub async fn resolve_relay_hosts(
     for host in hosts {
         let addrs = match host.ip() {
             Some(ip) => vec![ip],
-            None => match resolved.get(&host.host) {
+            None => match resolved.get(&host.host).map(|c| &c.answer) {
                 Some(Ok(a)) => a.clone(),
                 Some(Err(e)) => {
                     failures.push(e.to_string());

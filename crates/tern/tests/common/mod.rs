@@ -36,6 +36,7 @@ pub mod admin;
 pub mod arc;
 pub mod connectors;
 pub mod dkim;
+pub mod dnssec;
 pub mod local;
 pub mod mounts;
 pub mod mtasts;

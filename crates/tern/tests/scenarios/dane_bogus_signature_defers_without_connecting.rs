@@ -1,0 +1,56 @@
+//! A bogus DNSSEC answer: `bogus.dane.test` has a DS in the signed parent but the
+//! signature over its MX RRset is altered. Under `tls = "dane"` the mail is deferred
+//! (4.7.5), events 4141 and 4181 say why, and the MX host is never connected to (RFC 7672
+//! §2.1.1). (Fails if a bogus answer were treated as insecure: the peer would get it in
+//! the clear or with opportunistic TLS.)
+
+use std::time::Duration;
+
+use crate::common::dnssec::{ChildRecords, SignedZones, tls_leaf, tlsa_3_1_1};
+use crate::common::peers::SmtpPeer;
+use crate::common::{free_port, send_one, simple_message};
+
+#[test]
+#[ignore = "needs knot, ldnsutils and the test peers: scripts/test.sh runs it"]
+fn dane_bogus_signature_defers_without_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, spki) = tls_leaf(dir.path(), "mx.bogus.dane.test");
+    let port = free_port("127.0.0.2".parse().unwrap());
+    let world = SignedZones::start(
+        "127.0.0.2",
+        &ChildRecords {
+            bogus: tlsa_3_1_1(port, &spki),
+            ..ChildRecords::default()
+        },
+    );
+    let peer = SmtpPeer::start_on_with_tls("127.0.0.2", port, &cert, &key);
+    let tern = world.tern(port, "dane", "");
+
+    send_one(
+        tern.addr(),
+        "s@client.test",
+        &["a@bogus.dane.test"],
+        &simple_message("b", "x"),
+    );
+    let bogus = tern.wait_for_events(4141, 1, Duration::from_secs(30));
+    assert_eq!(bogus[0]["domain"], "bogus.dane.test", "{bogus:?}");
+    assert_eq!(bogus[0]["lookup"], "mx", "{bogus:?}");
+    let refused = tern.wait_for_events(4181, 1, Duration::from_secs(20));
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("DNSSEC validation failed"),
+        "{refused:?}"
+    );
+    let deferred = tern.wait_for_events(4002, 1, Duration::from_secs(20));
+    assert!(
+        deferred[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("4.7.5"),
+        "{deferred:?}"
+    );
+    assert_eq!(peer.connections().1, 0, "the host was never connected to");
+    assert!(peer.received().is_empty());
+}
