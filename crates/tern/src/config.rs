@@ -38,8 +38,8 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// Names Tern's own ways in write as the envelope's listener (the pickup directory and
 /// `tern sendmail`: `pickup`; delivery status notifications: `dsn`; DMARC aggregate
-/// reports: `dmarc-reports`); an SMTP listener may not take one.
-pub const RESERVED_LISTENER_NAMES: &[&str] = &["pickup", "dsn", "dmarc-reports"];
+/// reports: `dmarc-reports`; TLS reports: `tls-reports`); an SMTP listener may not take one.
+pub const RESERVED_LISTENER_NAMES: &[&str] = &["pickup", "dsn", "dmarc-reports", "tls-reports"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
@@ -98,6 +98,8 @@ pub struct Config {
     pub verify: tern_authcheck::VerifyConfig,
     /// `[dmarc_reports]`: DMARC aggregate reports (docs/REPORTS.md).
     pub dmarc_reports: tern_reports::DmarcReportsConfig,
+    /// `[tls_reports]`: SMTP TLS reports, RFC 8460 (docs/TLS.md).
+    pub tls_reports: tern_reports::tlsrpt::TlsReportsConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -411,6 +413,12 @@ impl Config {
         );
         p.extend(
             self.dmarc_reports
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
+        );
+        p.extend(
+            self.tls_reports
                 .problems()
                 .into_iter()
                 .map(|x| ConfigProblem::new(x.key, x.message)),

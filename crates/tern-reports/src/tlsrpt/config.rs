@@ -41,6 +41,9 @@ pub struct TlsReportsConfig {
     pub dns_timeout_secs: u64,
     /// Time for one HTTPS POST (connection, request and answer), in seconds.
     pub https_timeout_secs: u64,
+    /// Extra trust anchors (PEM) for `https:` report addresses, added to the web's
+    /// roots (a private PKI, or tests); none by default.
+    pub https_ca_file: Option<std::path::PathBuf>,
     /// Inbound: an event for each client whose STARTTLS handshake fails, and for each
     /// that sends mail without TLS on a listener offering it (rate-limited per network).
     pub inbound_events: bool,
@@ -62,6 +65,7 @@ impl Default for TlsReportsConfig {
             flush_secs: 5,
             dns_timeout_secs: 10,
             https_timeout_secs: 30,
+            https_ca_file: None,
             inbound_events: false,
         }
     }

@@ -41,6 +41,7 @@ pub mod mounts;
 pub mod peers;
 pub mod screen;
 pub mod submission;
+pub mod tlsrpt;
 pub mod verify;
 
 /// Host name every test server uses (greeting, Received header).

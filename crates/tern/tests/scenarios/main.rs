@@ -127,6 +127,8 @@ mod submission_sender_not_owned_is_refused;
 mod submission_through_dovecot_auth_socket;
 mod swaks_interop;
 mod systemd_notify_ready_watchdog_and_stopping;
+mod tls_report_data_survives_kill9;
+mod tls_reports_reach_mailto_and_https_and_validate;
 mod tracking_finds_bdat_and_pickup_mail_by_message_id;
 mod tracking_follows_a_deferral_and_a_delivery;
 mod tracking_log_rotates_by_size_without_losing_records;
