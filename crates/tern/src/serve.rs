@@ -198,6 +198,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             }
         }),
         dmarc_recorder: Arc::clone(&dmarc.recorder),
+        inbound_tls: config
+            .tls_reports
+            .inbound_events
+            .then(|| Arc::new(tern_smtpd::inbound_tls::InboundTlsEvents::new())),
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),

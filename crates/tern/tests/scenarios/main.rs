@@ -127,6 +127,7 @@ mod submission_sender_not_owned_is_refused;
 mod submission_through_dovecot_auth_socket;
 mod swaks_interop;
 mod systemd_notify_ready_watchdog_and_stopping;
+mod tls_inbound_events_name_failed_handshakes_and_cleartext_mail;
 mod tls_report_data_survives_kill9;
 mod tls_reports_reach_mailto_and_https_and_validate;
 mod tracking_finds_bdat_and_pickup_mail_by_message_id;
