@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::aggregate::{DomainData, Period, period_begin};
+use crate::kind::Kind;
 use crate::message::{ReportMail, RuaError, build, gzip, parse_rua};
 use crate::store::{ReportStore, StoreError};
 use crate::xml::{Submitter, report_id, report_xml};
@@ -85,7 +86,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    fn as_str(self) -> &'static str {
+    /// The events' name of the trigger.
+    pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Start => "start",
             Trigger::Schedule => "schedule",
@@ -211,28 +213,56 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The start of a run of any kind: flushes the store and closes the open period when
+/// due (at `now` when `early`), with the kind's events; returns the closed periods
+/// waiting for their reports.
+pub(crate) async fn close_due<K: Kind>(
+    store: &Arc<dyn ReportStore<K>>,
+    now: u64,
+    early: bool,
+    events: &EventLog,
+) -> Vec<Period<K>> {
+    let s = Arc::clone(store);
+    match blocking(move || {
+        s.flush()?;
+        s.close(now, early)
+    })
+    .await
+    {
+        Ok(0) => {}
+        Ok(n) => events.emit(K::events().given_up, fields!("periods" => n)),
+        Err(e) => events.emit(K::events().store_failed, fields!("error" => e)),
+    }
+    store.due()
+}
+
+/// Marks `domain`'s report of the period beginning at `begin` sent (durably); `false`
+/// (and the kind's event) when the store could not write it. An empty `domain` marks
+/// a period that holds no domain (only sessions dropped by `max_domains`).
+pub(crate) async fn mark_sent<K: Kind>(
+    store: &Arc<dyn ReportStore<K>>,
+    begin: u64,
+    domain: &str,
+    events: &EventLog,
+) -> bool {
+    let s = Arc::clone(store);
+    let d = domain.to_owned();
+    match blocking(move || s.mark_sent(begin, &d)).await {
+        Ok(()) => true,
+        Err(e) => {
+            events.emit(K::events().store_failed, fields!("error" => e));
+            false
+        }
+    }
+}
+
 impl Reporter {
     /// One run at `now`: closes the open period when due (at once when `trigger` is
     /// [`Trigger::Admin`]) and reports every closed period.
     pub async fn run(&self, trigger: Trigger, now: u64) -> RunSummary {
         let mut summary = RunSummary::default();
-        let store = Arc::clone(&self.store);
         let early = trigger == Trigger::Admin;
-        match blocking(move || {
-            store.flush()?;
-            store.close(now, early)
-        })
-        .await
-        {
-            Ok(0) => {}
-            Ok(n) => self
-                .events
-                .emit(&catalog::DMARC_PERIOD_GIVEN_UP, fields!("periods" => n)),
-            Err(e) => self
-                .events
-                .emit(&catalog::DMARC_STORE_FAILED, fields!("error" => e)),
-        }
-        let due = self.store.due();
+        let due = close_due(&self.store, now, early, &self.events).await;
         summary.periods = due.len();
         for period in &due {
             for (domain, data) in &period.domains {
@@ -241,15 +271,10 @@ impl Reporter {
                     .await
                 {
                     Ok(()) => {
-                        let store = Arc::clone(&self.store);
-                        let (begin, d) = (period.begin, domain.clone());
-                        match blocking(move || store.mark_sent(begin, &d)).await {
-                            Ok(()) => summary.domains += 1,
-                            Err(e) => {
-                                summary.failed += 1;
-                                self.events
-                                    .emit(&catalog::DMARC_STORE_FAILED, fields!("error" => e));
-                            }
+                        if mark_sent(&self.store, period.begin, domain, &self.events).await {
+                            summary.domains += 1;
+                        } else {
+                            summary.failed += 1;
                         }
                     }
                     Err(e) => {
@@ -264,9 +289,7 @@ impl Reporter {
             }
             if period.domains.is_empty() {
                 // Only messages dropped by max_domains: nothing to send.
-                let store = Arc::clone(&self.store);
-                let begin = period.begin;
-                let _ = blocking(move || store.mark_sent(begin, "")).await;
+                mark_sent(&self.store, period.begin, "", &self.events).await;
             }
         }
         self.events.emit(

@@ -1364,6 +1364,33 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_reports_section_is_off_by_default_and_checked() {
+        let c = Config::embedded_default().unwrap();
+        assert!(!c.tls_reports.enabled && !c.tls_reports.records());
+        assert!(!c.tls_reports.inbound_events);
+        let c = Config::parse(
+            "[tls_reports]\nenabled = true\nfrom = \"tlsrpt@example.net\"\ninbound_events = true\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.tls_reports.records() && c.tls_reports.inbound_events);
+        let err = Config::parse(
+            "[tls_reports]\ninterval = \"7h\"\nmax_rua = 0\nbogus = 1\n[[listener]]\nname = \"tls-reports\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "tls_reports.bogus",
+            "tls_reports.interval",
+            "tls_reports.max_rua",
+        ] {
+            assert!(keys.contains(&k), "{k}: {keys:?}");
+        }
+        assert!(keys.iter().any(|k| k.contains("name")), "{keys:?}");
+    }
+
+    #[test]
     fn the_watchdog_section_is_checked() {
         let c = Config::embedded_default().unwrap();
         assert!(c.watchdog.enabled);

@@ -16,7 +16,6 @@ use std::time::Duration;
 use tern_events::{EventLog, catalog, fields};
 use tern_reports::ReportStore;
 use tern_reports::aggregate::Caps;
-use tern_reports::journal::FileStore;
 use tern_reports::recorder::Writer;
 use tern_reports::reporter::{ReportAsker, ReporterHandle};
 use tern_reports::tlsrpt::json::Submitter;
@@ -27,6 +26,7 @@ use tern_reports::tlsrpt::{NoTlsReports, Tls, TlsReportRecorder};
 use tern_spool::MessageIntake;
 
 use crate::config::Config;
+use crate::dmarc::{Opened, open_store};
 
 /// Largest answer read from a report receiver.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -61,37 +61,24 @@ pub fn open(config: &Config, events: &EventLog) -> TlsReports {
         max_domains: c.max_domains,
         max_rows: c.max_rows,
     };
-    let (store, report) = match FileStore::<Tls>::open(&dir, caps, c.interval_secs(), now_secs()) {
-        Ok(opened) => opened,
-        Err(e) => {
-            events.emit(
-                &catalog::TLSRPT_STORE_UNUSABLE,
-                fields!("dir" => dir.display(), "error" => e),
-            );
-            return off;
-        }
-    };
-    for (path, why) in &report.quarantined {
-        events.emit(
+    let Some(Opened {
+        store,
+        recorder,
+        writer,
+        report,
+    }) = open_store::<Tls>(
+        &dir,
+        caps,
+        c.interval_secs(),
+        (c.max_pending, c.flush_every()),
+        events,
+        (
+            &catalog::TLSRPT_STORE_UNUSABLE,
             &catalog::TLSRPT_STORE_QUARANTINED,
-            fields!("file" => path.display(), "reason" => why),
-        );
-    }
-    let store: Arc<dyn ReportStore<Tls>> = Arc::new(store);
-    let (recorder, writer) = match tern_reports::recorder::start(
-        Arc::clone(&store),
-        c.max_pending,
-        c.flush_every(),
-        events.clone(),
-    ) {
-        Ok(started) => started,
-        Err(e) => {
-            events.emit(
-                &catalog::TLSRPT_STORE_UNUSABLE,
-                fields!("dir" => dir.display(), "error" => e),
-            );
-            return off;
-        }
+        ),
+    )
+    else {
+        return off;
     };
     events.emit(
         &catalog::TLSRPT_STARTED,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Problem, parse_duration, plausible_address};
+use crate::config::{Problem, bad_interval, bad_text, parse_duration, plausible_address};
 
 /// The `[tls_reports]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -78,10 +78,6 @@ fn problem(key: &str, message: &str) -> Problem {
     }
 }
 
-fn bad_text(s: &str) -> bool {
-    s.len() > 255 || s.chars().any(char::is_control)
-}
-
 impl TlsReportsConfig {
     /// Whether outbound sessions are recorded.
     pub fn records(&self) -> bool {
@@ -128,12 +124,11 @@ impl TlsReportsConfig {
     /// Every problem, each with its key.
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        match parse_duration(&self.interval) {
-            Some(s) if (3600..=86_400).contains(&s) && 86_400 % s == 0 => {}
-            _ => p.push(problem(
+        if bad_interval(&self.interval) {
+            p.push(problem(
                 "interval",
                 "a divisor of a day from \"1h\" to \"24h\", so periods align to UTC days",
-            )),
+            ));
         }
         if !self.from.is_empty() && !plausible_address(&self.from) {
             p.push(problem("from", "not a usable address (local@domain)"));

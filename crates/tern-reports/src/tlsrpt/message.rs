@@ -14,28 +14,9 @@ use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
 
-/// What a report message needs.
-#[derive(Debug, Clone)]
-pub struct ReportMail<'a> {
-    /// The submitter's domain (`TLS-Report-Submitter`, the file name).
-    pub submitter: &'a str,
-    /// `From:`.
-    pub from: &'a str,
-    /// The policy domain (`TLS-Report-Domain`).
-    pub domain: &'a str,
-    /// The report's id.
-    pub report_id: &'a str,
-    /// First second of the period.
-    pub begin: u64,
-    /// Last second of the period.
-    pub end: u64,
-    /// The gzipped JSON.
-    pub gzipped: &'a [u8],
-    /// Now, for `Date:`.
-    pub now: u64,
-    /// The host name of the Message-ID.
-    pub hostname: &'a str,
-}
+/// What a report message needs: the DMARC reports' (the same fields), with the
+/// submitter's domain as `submitter` and the period's first and last second.
+pub use crate::message::ReportMail;
 
 fn id_part(s: &str) -> String {
     s.chars()

@@ -40,8 +40,8 @@ use super::message::{ReportMail, build as build_mail};
 use super::record::{self, Rua};
 use crate::aggregate::{DomainData, Period};
 use crate::message::gzip;
-use crate::reporter::{Run, Trigger, queue_message};
-use crate::store::{ReportStore, StoreError};
+use crate::reporter::{Run, Trigger, close_due, mark_sent, queue_message};
+use crate::store::ReportStore;
 
 pub use crate::reporter::RETRY;
 
@@ -161,16 +161,6 @@ pub struct TlsReporter {
     pub events: EventLog,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, String> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// What became of one domain's report.
 enum Outcome {
     /// At least one address took it.
@@ -184,23 +174,8 @@ impl TlsReporter {
     /// [`Trigger::Admin`]) and reports every closed period.
     pub async fn run(&self, trigger: Trigger, now: u64) -> RunSummary {
         let mut summary = RunSummary::default();
-        let store = Arc::clone(&self.store);
         let early = trigger == Trigger::Admin;
-        match blocking(move || {
-            store.flush()?;
-            store.close(now, early)
-        })
-        .await
-        {
-            Ok(0) => {}
-            Ok(n) => self
-                .events
-                .emit(&catalog::TLSRPT_PERIOD_GIVEN_UP, fields!("periods" => n)),
-            Err(e) => self
-                .events
-                .emit(&catalog::TLSRPT_STORE_FAILED, fields!("error" => e)),
-        }
-        let due = self.store.due();
+        let due = close_due(&self.store, now, early, &self.events).await;
         summary.periods = due.len();
         for period in &due {
             for (domain, data) in &period.domains {
@@ -209,15 +184,10 @@ impl TlsReporter {
                     .await
                 {
                     Ok(_) => {
-                        let store = Arc::clone(&self.store);
-                        let (begin, d) = (period.begin, domain.clone());
-                        match blocking(move || store.mark_sent(begin, &d)).await {
-                            Ok(()) => summary.domains += 1,
-                            Err(e) => {
-                                summary.failed += 1;
-                                self.events
-                                    .emit(&catalog::TLSRPT_STORE_FAILED, fields!("error" => e));
-                            }
+                        if mark_sent(&self.store, period.begin, domain, &self.events).await {
+                            summary.domains += 1;
+                        } else {
+                            summary.failed += 1;
                         }
                     }
                     Err(e) => {
@@ -230,15 +200,14 @@ impl TlsReporter {
                 }
             }
             if period.domains.is_empty() {
-                let store = Arc::clone(&self.store);
-                let begin = period.begin;
-                let _ = blocking(move || store.mark_sent(begin, "")).await;
+                // Only sessions dropped by max_domains: nothing to send.
+                mark_sent(&self.store, period.begin, "", &self.events).await;
             }
         }
         self.events.emit(
             &catalog::TLSRPT_RUN,
             fields!(
-                "trigger" => trigger_str(trigger),
+                "trigger" => trigger.as_str(),
                 "periods" => summary.periods,
                 "domains" => summary.domains,
                 "queued" => summary.queued,
@@ -427,14 +396,6 @@ impl TlsReporter {
             .map(|(r, e)| format!("{r}: {e}"))
             .collect::<Vec<_>>()
             .join("; "))
-    }
-}
-
-fn trigger_str(t: Trigger) -> &'static str {
-    match t {
-        Trigger::Start => "start",
-        Trigger::Schedule => "schedule",
-        Trigger::Admin => "admin",
     }
 }
 
