@@ -32,6 +32,9 @@ command -v node >/dev/null || need_apt+=(nodejs)
 # (dkim_generate_then_check_against_published_records).
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v npm >/dev/null || need_apt+=(npm)
+# The TLS report scenarios validate Tern's reports with the JSON Schema written from
+# RFC 8460 (tls_reports_*, tls_report_*).
+python3 -c 'import jsonschema' 2>/dev/null || need_apt+=(python3-jsonschema)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing test peers: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -40,7 +40,7 @@ mod viewer;
 pub use config::AdminConfig;
 pub use error::{AdminError, ApiError};
 pub use server::{AdminServer, router};
-pub use state::{AdminState, Control, ControlError, ControlFuture, DmarcRun, NextHopOf};
+pub use state::{AdminState, Control, ControlError, ControlFuture, DmarcRun, NextHopOf, TlsRun};
 
 /// Largest request body the API reads, octets.
 pub const MAX_BODY: usize = 1024 * 1024;

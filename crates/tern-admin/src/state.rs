@@ -32,6 +32,15 @@ pub trait Control: Send + Sync {
             ))
         })
     }
+    /// Sends the SMTP TLS reports now (RFC 8460; docs/TLS.md): closes the open period
+    /// and sends every report due. `Off` when sending is off (the default).
+    fn send_tls_reports(&self) -> ControlFuture<Result<TlsRun, ControlError>> {
+        Box::pin(async {
+            Err(ControlError::Off(
+                "TLS reports are off ([tls_reports] enabled = false)".into(),
+            ))
+        })
+    }
 }
 
 /// A boxed future of a [`Control`] request.
@@ -50,6 +59,23 @@ pub struct DmarcRun {
     /// lookup failed; events 4123-4125).
     pub skipped: usize,
     /// Domains whose report could not be queued (tried again later; event 4126).
+    pub failed: usize,
+}
+
+/// What a TLS report run did (`POST /tls-reports/send`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct TlsRun {
+    /// Closed periods looked at.
+    pub periods: usize,
+    /// Policy domains done (reported, or without a `_smtp._tls` record: event 4165).
+    pub domains: usize,
+    /// Report messages queued to `mailto:` addresses.
+    pub queued: usize,
+    /// Reports POSTed to `https:` addresses (2xx).
+    pub posted: usize,
+    /// Report addresses skipped (event 4164).
+    pub skipped: usize,
+    /// Domains whose report no address took (tried again later; event 4166).
     pub failed: usize,
 }
 

@@ -426,6 +426,52 @@ events! {
     MTA_STS_CACHE_FAILED = (4155, "mta_sts.cache.failed", Warning,
         "The MTA-STS policy cache directory could not be used (it is not a directory Tern owns alone, or it cannot be created or read), or a policy could not be written to it. Fields: dir, domain (when writing), error. Policies are still cached in memory, but a restart forgets them.",
         "Fix the directory's owner and mode (0700, Tern's user), or the disk.");
+    // TLS reports (RFC 8460; tern-reports; docs/TLS.md "TLS reporting"), 4161-4175.
+    TLSRPT_STARTED = (4161, "tlsrpt.started", Info,
+        "SMTP TLS reporting is on: the store in `dir` was read back (`journals` periods, `sessions` counted), delivery workers record each reported session's TLS outcome, and `sending` says whether reports are sent (`tls_reports.enabled`); `next` is when the open period ends (Unix time).",
+        "None.");
+    TLSRPT_REPORT_QUEUED = (4162, "tlsrpt.report.queued", Info,
+        "A TLS report for `domain` (period `begin` to `end`, `report_id`) was queued as a new message (`queue_id`) to the `mailto:` address `rua`; `policies`, `successes`, `failures` and `size` (the gzipped JSON) describe it. It is delivered, retried and bounced like any message.",
+        "None. A report that keeps bouncing means the domain's `rua` address is broken: nothing to do on Tern's side.");
+    TLSRPT_REPORT_POSTED = (4163, "tlsrpt.report.posted", Info,
+        "A TLS report for `domain` (period `begin` to `end`, `report_id`) was POSTed to the `https:` address `rua` and accepted (`status`, a 2xx).",
+        "None.");
+    TLSRPT_REPORT_SKIPPED = (4164, "tlsrpt.report.skipped", Notice,
+        "A `rua` URI of `domain`'s `_smtp._tls` record was not used: `reason` is `unsupported scheme`, `not a usable address`, `https off` (no HTTPS client in this build or configuration), or `more than max_rua`.",
+        "None; it is the domain owner's record. Raise `tls_reports.max_rua` to use more addresses.");
+    TLSRPT_REPORT_NO_RECORD = (4165, "tlsrpt.report.no_record", Notice,
+        "No report was sent for `domain`: its `_smtp._tls` TXT lookup found no usable `v=TLSRPTv1` record (`reason`: none published, several published, syntax), or failed (`reason`: `lookup failed: ...`, then the report is tried again at the next run). A domain without a record asked for no report; its data for the period is dropped.",
+        "None for a domain without a record. If lookups fail, check the `[dns]` servers.");
+    TLSRPT_REPORT_FAILED = (4166, "tlsrpt.report.failed", Error,
+        "A TLS report for `domain` could not be delivered to any of its addresses (`error`: the spool refused the message, the HTTPS receiver answered an error or timed out); the period stays in the store and the report is tried again at the next run (`retry_secs`), for 7 days at most.",
+        "Look at `error`: for the spool, its events (disk space, back pressure); for an https address, tell the domain's administrator if it persists.");
+    TLSRPT_OBSERVATIONS_DROPPED = (4167, "tlsrpt.observations.dropped", Warning,
+        "TLS session observations were dropped because the writer's queue was full (`dropped` since the last such event; `tls_reports.max_pending`): those sessions are missing from the reports. Mail is not affected.",
+        "If it repeats, the disk under the data directory is slow; raise `tls_reports.max_pending`.");
+    TLSRPT_OBSERVATIONS_CAPPED = (4168, "tlsrpt.observations.capped", Warning,
+        "TLS session observations were not kept because the open period reached `tls_reports.max_domains` (`domains_dropped` sessions of new policy domains), `tls_reports.max_rows`, or 16 policies for one domain (`rows_dropped` sessions needing a new row or policy: they are missing from the report). Counts since the last such event.",
+        "Raise the cap if memory allows, or shorten `interval`.");
+    TLSRPT_STORE_FAILED = (4169, "tlsrpt.store.failed", Error,
+        "Writing or syncing the TLS report journal failed (`error`): the data stays in memory and is written at the next flush; a crash before then loses it.",
+        "Check the disk under the data directory (space, permissions, errors).");
+    TLSRPT_STORE_QUARANTINED = (4170, "tlsrpt.store.quarantined", Warning,
+        "A file in the TLS report directory was moved (or, for a journal with a damaged line, copied) to `tls-reports/corrupt/` with a `.reason`: `reason` says why. The good lines of a journal are kept; the start goes on.",
+        "Look at the file and its `.reason`; delete it when done. Nothing else in the directory should be written by anyone but Tern.");
+    TLSRPT_STORE_UNUSABLE = (4171, "tlsrpt.store.unusable", Error,
+        "The TLS report directory cannot be used (`error`: a link, another user's directory, an I/O error), so TLS reporting is off until the next start. Mail is not affected.",
+        "Fix the directory `dir` (a real directory owned by Tern's user), then restart Tern.");
+    TLSRPT_PERIOD_GIVEN_UP = (4172, "tlsrpt.period.given_up", Error,
+        "More than 7 closed periods were waiting for their TLS reports (reports could not be sent for a week): the oldest were dropped (`periods`).",
+        "Look for event 4166 and fix what stops reports from being sent.");
+    TLSRPT_RUN = (4173, "tlsrpt.run", Info,
+        "A TLS report run ended (`trigger`: `schedule`, `start` or `admin`): `periods` closed periods looked at, `domains` reported, `queued` messages queued, `posted` reports POSTed, `skipped` addresses skipped, `failed` reports to try again.",
+        "None.");
+    TLS_INBOUND_HANDSHAKE_FAILED = (4174, "smtpd.tls.inbound_failed", Notice,
+        "A client's STARTTLS handshake with one of Tern's listeners failed (`tls_reports.inbound_events`): `client`, `listener`, `reason` (the TLS error). Rate-limited: one event per client network (/24, /64) a minute. Sending servers that fail here may deliver in the clear or not at all.",
+        "If one sender fails often, compare `reason` with Tern's certificate and `[tls]` settings (protocol versions, an expired or incomplete chain).");
+    TLS_INBOUND_CLEARTEXT = (4175, "smtpd.tls.inbound_cleartext", Notice,
+        "A client sent mail without TLS on a listener that offers STARTTLS (`tls_reports.inbound_events`): `client`, `listener`, `reason` (`STARTTLS not used`). Rate-limited: one event per client network (/24, /64) a minute.",
+        "None usually (many senders are opportunistic); a known partner appearing here may have a TLS problem or a downgrade on the path.");
     DELIVERY_TLS_POLICY_REFUSED = (4181, "delivery.tls.refused", Warning,
         "A host of a destination was not used because TLS could not be had as the policy in force requires (`reason` names it: DANE with a bogus DNSSEC answer or no matching TLSA record, `dane-only` without usable TLSA records, an MX host outside the domain's MTA-STS policy in `enforce`, STARTTLS missing or a certificate that failed `verify`/MTA-STS checks). The next host is tried; when none is left the recipients are deferred (4.7.5), never sent in the clear or to an unauthenticated host. Fields: queue_id, next_hop, domain, host, reason.",
         "If the destination's DNSSEC or MTA-STS publication is broken, tell its administrator (the TLS report does too); to send anyway, route the domain with an explicit `tls` (`may`) for the time being.", track = "attempt");

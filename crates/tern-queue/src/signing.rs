@@ -38,11 +38,12 @@ pub(crate) fn source(env: &Envelope) -> Source {
     Source {
         authenticated: env.client.authenticated.is_some(),
         relay_network: env.client.relay_network,
-        // Locally submitted (pickup, `tern sendmail`) or Tern's own notifications and
-        // DMARC aggregate reports (`tern-reports`).
+        // Locally submitted (pickup, `tern sendmail`) or Tern's own notifications,
+        // DMARC aggregate reports and TLS reports (`tern-reports`; RFC 8460 §5.3 wants
+        // the latter signed).
         local: matches!(
             env.client.listener.as_str(),
-            "pickup" | "dsn" | "dmarc-reports"
+            "pickup" | "dsn" | "dmarc-reports" | "tls-reports"
         ),
     }
 }

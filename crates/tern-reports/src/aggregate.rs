@@ -21,7 +21,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kind::{Kind, KindEvents, Row};
+use crate::store::AddCounts;
 use crate::{AlignedResult, Disposition, DkimResult, DmarcObservation, PolicyPublished, SpfResult};
+use tern_events::catalog;
 
 /// Longest domain name or short text kept (longer ones are cut).
 pub const MAX_TEXT: usize = 255;
@@ -57,15 +60,83 @@ pub struct RowKey {
     pub spf: SpfResult,
 }
 
+/// The DMARC aggregate report kind (the store's generic part, [`Kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dmarc;
+
+static DMARC_EVENTS: KindEvents = KindEvents {
+    dropped: &catalog::DMARC_OBSERVATIONS_DROPPED,
+    capped: &catalog::DMARC_OBSERVATIONS_CAPPED,
+    given_up: &catalog::DMARC_PERIOD_GIVEN_UP,
+    store_failed: &catalog::DMARC_STORE_FAILED,
+};
+
+impl Kind for Dmarc {
+    type Obs = DmarcObservation;
+    type Policy = PolicyPublished;
+    type Key = RowKey;
+    const NAME: &'static str = "dmarc";
+
+    fn clean(obs: DmarcObservation) -> Option<DmarcObservation> {
+        clean(obs)
+    }
+
+    fn split(obs: DmarcObservation) -> Row<Dmarc> {
+        Row {
+            domain: obs.policy.domain.clone(),
+            policy: obs.policy.clone(),
+            rua: obs.rua.clone(),
+            key: key_of(obs),
+        }
+    }
+
+    fn join(row: Row<Dmarc>, at: u64) -> DmarcObservation {
+        let key = row.key;
+        DmarcObservation {
+            at,
+            source_ip: key.source_ip,
+            header_from: key.header_from,
+            envelope_from: key.envelope_from,
+            policy: row.policy,
+            rua: row.rua,
+            disposition: key.disposition,
+            dkim_aligned: key.dkim_aligned,
+            spf_aligned: key.spf_aligned,
+            overrides: key.overrides,
+            dkim: key.dkim,
+            spf: key.spf,
+        }
+    }
+
+    fn events() -> &'static KindEvents {
+        &DMARC_EVENTS
+    }
+
+    fn account(c: &AddCounts) {
+        use tern_metrics::dmarc_reports::Observation;
+        let m = tern_metrics::get();
+        m.dmarc_observations(Observation::Recorded, c.counted);
+        m.dmarc_observations(Observation::DroppedDomains, c.domain_cap);
+        m.dmarc_observations(Observation::DroppedRows, c.row_cap);
+        m.dmarc_observations(Observation::Invalid, c.invalid);
+    }
+
+    fn count_dropped_full() {
+        tern_metrics::get()
+            .dmarc_observations(tern_metrics::dmarc_reports::Observation::DroppedFull, 1);
+    }
+}
+
 /// One policy domain's data in a period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DomainData {
-    /// The record as last seen in the period (a report has one `policy_published`).
-    pub policy: PolicyPublished,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainData<K: Kind = Dmarc> {
+    /// What the report states once, as last seen in the period (DMARC: the one
+    /// `policy_published`).
+    pub policy: K::Policy,
     /// Its `rua` URIs as last seen.
     pub rua: Vec<String>,
     /// Rows and their counts.
-    pub rows: BTreeMap<RowKey, u64>,
+    pub rows: BTreeMap<K::Key, u64>,
     /// Messages not counted because `max_rows` was reached.
     pub dropped: u64,
 }
@@ -93,34 +164,35 @@ pub struct Caps {
 }
 
 /// The data of one report period, `[begin, end)` in Unix seconds.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Period {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period<K: Kind = Dmarc> {
     /// First second covered.
     pub begin: u64,
     /// First second not covered (the report's `end` is `end - 1`).
     pub end: u64,
     /// Data per policy domain (lowercase), in name order.
-    pub domains: BTreeMap<String, DomainData>,
+    pub domains: BTreeMap<String, DomainData<K>>,
     /// Rows over all domains (kept equal to the sum, for the cap).
     pub rows: usize,
     /// Messages dropped because the period had `max_domains` domains.
     pub dropped_domains: u64,
 }
 
-impl Period {
+impl<K: Kind> Period<K> {
     /// An empty period.
-    pub fn new(begin: u64, end: u64) -> Period {
+    pub fn new(begin: u64, end: u64) -> Period<K> {
         Period {
             begin,
             end,
-            ..Period::default()
+            domains: BTreeMap::new(),
+            rows: 0,
+            dropped_domains: 0,
         }
     }
 
-    /// Folds a cleaned observation in (see [`clean`]), within `caps`.
-    pub fn add(&mut self, obs: DmarcObservation, caps: Caps) -> Added {
-        let (policy, rua) = (obs.policy.clone(), obs.rua.clone());
-        self.add_count(&policy.domain, &policy, &rua, key_of(obs), 1, caps)
+    /// Folds a cleaned observation's row in (see [`Kind::clean`]), within `caps`.
+    pub fn add(&mut self, row: Row<K>, caps: Caps) -> Added {
+        self.add_count(&row.domain, &row.policy, &row.rua, row.key, 1, caps)
     }
 
     /// Adds `count` messages of `key` to `domain` (also used when a journal is read
@@ -128,9 +200,9 @@ impl Period {
     pub fn add_count(
         &mut self,
         domain: &str,
-        policy: &PolicyPublished,
+        policy: &K::Policy,
         rua: &[String],
-        key: RowKey,
+        key: K::Key,
         count: u64,
         caps: Caps,
     ) -> Added {
@@ -163,7 +235,7 @@ impl Period {
             *n = n.saturating_add(count);
             return Added::Counted;
         }
-        if full {
+        if full || !K::admits(data, &key) {
             data.dropped = data.dropped.saturating_add(count);
             return Added::RowCap;
         }
@@ -359,6 +431,10 @@ pub(crate) mod tests {
         }
     }
 
+    fn row(domain: &str, ip: &str, dkim: &str) -> Row<Dmarc> {
+        Dmarc::split(obs(domain, ip, dkim))
+    }
+
     const CAPS: Caps = Caps {
         max_domains: 2,
         max_rows: 3,
@@ -366,21 +442,21 @@ pub(crate) mod tests {
 
     #[test]
     fn same_source_and_results_count_in_one_row() {
-        let mut p = Period::new(0, 86_400);
+        let mut p: Period = Period::new(0, 86_400);
         assert_eq!(
-            p.add(obs("a.test", "192.0.2.1", "pass"), CAPS),
+            p.add(row("a.test", "192.0.2.1", "pass"), CAPS),
             Added::NewRow
         );
         assert_eq!(
-            p.add(obs("a.test", "192.0.2.1", "pass"), CAPS),
+            p.add(row("a.test", "192.0.2.1", "pass"), CAPS),
             Added::Counted
         );
         assert_eq!(
-            p.add(obs("a.test", "192.0.2.2", "pass"), CAPS),
+            p.add(row("a.test", "192.0.2.2", "pass"), CAPS),
             Added::NewRow
         );
         assert_eq!(
-            p.add(obs("a.test", "192.0.2.1", "fail"), CAPS),
+            p.add(row("a.test", "192.0.2.1", "fail"), CAPS),
             Added::NewRow
         );
         let rows = &p.domains["a.test"].rows;
@@ -391,25 +467,25 @@ pub(crate) mod tests {
 
     #[test]
     fn caps_drop_new_domains_and_rows_but_count_known_rows() {
-        let mut p = Period::new(0, 86_400);
-        p.add(obs("a.test", "192.0.2.1", "pass"), CAPS);
-        p.add(obs("b.test", "192.0.2.1", "pass"), CAPS);
+        let mut p: Period = Period::new(0, 86_400);
+        p.add(row("a.test", "192.0.2.1", "pass"), CAPS);
+        p.add(row("b.test", "192.0.2.1", "pass"), CAPS);
         assert_eq!(
-            p.add(obs("c.test", "192.0.2.1", "pass"), CAPS),
+            p.add(row("c.test", "192.0.2.1", "pass"), CAPS),
             Added::DomainCap
         );
         assert_eq!(p.dropped_domains, 1);
-        p.add(obs("a.test", "192.0.2.2", "pass"), CAPS);
+        p.add(row("a.test", "192.0.2.2", "pass"), CAPS);
         assert_eq!(
-            p.add(obs("a.test", "192.0.2.3", "pass"), CAPS),
+            p.add(row("a.test", "192.0.2.3", "pass"), CAPS),
             Added::RowCap
         );
         assert_eq!(
-            p.add(obs("b.test", "192.0.2.3", "pass"), CAPS),
+            p.add(row("b.test", "192.0.2.3", "pass"), CAPS),
             Added::RowCap
         );
         assert_eq!(
-            p.add(obs("a.test", "192.0.2.2", "pass"), CAPS),
+            p.add(row("a.test", "192.0.2.2", "pass"), CAPS),
             Added::Counted
         );
         assert_eq!(p.domains["a.test"].dropped, 1);

@@ -108,6 +108,18 @@ pub fn plausible_address(a: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// Whether `interval` is not a divisor of a day from one hour to 24 (periods must
+/// align to UTC days).
+pub fn bad_interval(interval: &str) -> bool {
+    !matches!(parse_duration(interval), Some(s) if (3600..=86_400).contains(&s) && 86_400 % s == 0)
+}
+
+/// Whether a free text of a report (`org_name`, contact) is too long or holds control
+/// characters.
+pub fn bad_text(s: &str) -> bool {
+    s.len() > 255 || s.chars().any(char::is_control)
+}
+
 impl DmarcReportsConfig {
     /// The period length.
     pub fn interval_secs(&self) -> u64 {
@@ -140,25 +152,22 @@ impl DmarcReportsConfig {
     /// Every problem, each with its key.
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
-        match parse_duration(&self.interval) {
-            Some(s) if (3600..=86_400).contains(&s) && 86_400 % s == 0 => {}
-            _ => p.push(problem(
+        if bad_interval(&self.interval) {
+            p.push(problem(
                 "interval",
                 "a divisor of a day from \"1h\" to \"24h\" (\"24h\", \"12h\", \"6h\", \"1h\", ...), so periods align to UTC days",
-            )),
+            ));
         }
         if !self.email.is_empty() && !plausible_address(&self.email) {
             p.push(problem("email", "not a usable address (local@domain)"));
         }
-        if self.org_name.len() > 255 || self.org_name.chars().any(char::is_control) {
+        if bad_text(&self.org_name) {
             p.push(problem(
                 "org_name",
                 "at most 255 octets, no control characters",
             ));
         }
-        if self.extra_contact_info.len() > 255
-            || self.extra_contact_info.chars().any(char::is_control)
-        {
+        if bad_text(&self.extra_contact_info) {
             p.push(problem(
                 "extra_contact_info",
                 "at most 255 octets, no control characters",

@@ -33,9 +33,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Caps, Period, RowKey, clean, clean_text, key_of};
+use crate::aggregate::{Caps, Dmarc, Period, clean_text};
+use crate::kind::{Kind, Row};
 use crate::store::{AddCounts, Ledger, ReportStore, StoreError, add_batch};
-use crate::{DmarcObservation, PolicyPublished};
 
 /// Longest journal line read back (a rows line holds at most 256 rows).
 const MAX_LINE: usize = 1 << 20;
@@ -46,18 +46,18 @@ const MAX_FILE: u64 = 1 << 30;
 
 /// One journal line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "lowercase")]
-enum Line {
+#[serde(tag = "t", rename_all = "lowercase", bound = "")]
+enum Line<K: Kind> {
     Open {
         begin: u64,
         end: u64,
     },
     Rows {
         domain: String,
-        policy: PolicyPublished,
+        policy: K::Policy,
         rua: Vec<String>,
         dropped: u64,
-        rows: Vec<(RowKey, u64)>,
+        rows: Vec<(K::Key, u64)>,
     },
     Lost {
         n: u64,
@@ -70,7 +70,7 @@ enum Line {
     },
 }
 
-fn encode(line: &Line) -> Vec<u8> {
+fn encode<K: Kind>(line: &Line<K>) -> Vec<u8> {
     let json = serde_json::to_vec(line).unwrap_or_default();
     let mut out = format!("{:08x} ", crc32c::crc32c(&json)).into_bytes();
     out.extend_from_slice(&json);
@@ -78,7 +78,7 @@ fn encode(line: &Line) -> Vec<u8> {
     out
 }
 
-fn decode(text: &[u8]) -> Option<Line> {
+fn decode<K: Kind>(text: &[u8]) -> Option<Line<K>> {
     let (crc, json) = (text.get(..8)?, text.get(9..)?);
     if text.get(8) != Some(&b' ') {
         return None;
@@ -91,12 +91,23 @@ fn decode(text: &[u8]) -> Option<Line> {
 }
 
 /// Counts added since the last flush, per period and domain.
-#[derive(Debug, Default)]
-struct Delta {
-    policy: Option<PolicyPublished>,
+#[derive(Debug)]
+struct Delta<K: Kind> {
+    policy: Option<K::Policy>,
     rua: Vec<String>,
-    rows: BTreeMap<RowKey, u64>,
+    rows: BTreeMap<K::Key, u64>,
     dropped: u64,
+}
+
+impl<K: Kind> Default for Delta<K> {
+    fn default() -> Self {
+        Delta {
+            policy: None,
+            rua: Vec::new(),
+            rows: BTreeMap::new(),
+            dropped: 0,
+        }
+    }
 }
 
 /// What is known of one journal file.
@@ -109,9 +120,9 @@ struct JournalFile {
 }
 
 #[derive(Debug)]
-struct Inner {
-    ledger: Ledger,
-    deltas: BTreeMap<(u64, String), Delta>,
+struct Inner<K: Kind> {
+    ledger: Ledger<K>,
+    deltas: BTreeMap<(u64, String), Delta<K>>,
     lost: BTreeMap<u64, u64>,
     files: BTreeMap<u64, JournalFile>,
 }
@@ -129,9 +140,9 @@ pub struct OpenReport {
 
 /// The journal store (see the module documentation).
 #[derive(Debug)]
-pub struct FileStore {
+pub struct FileStore<K: Kind = Dmarc> {
     dir: PathBuf,
-    inner: Mutex<Inner>,
+    inner: Mutex<Inner<K>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -212,13 +223,13 @@ fn parse_name(name: &str) -> Option<u64> {
 }
 
 /// The lines of a period's state, for a compact rewrite.
-fn lines_of(period: &Period, closed: bool, sent: &[&String]) -> Vec<Line> {
+fn lines_of<K: Kind>(period: &Period<K>, closed: bool, sent: &[&String]) -> Vec<Line<K>> {
     let mut out = vec![Line::Open {
         begin: period.begin,
         end: period.end,
     }];
     for (domain, data) in &period.domains {
-        let rows: Vec<(RowKey, u64)> = data.rows.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        let rows: Vec<(K::Key, u64)> = data.rows.iter().map(|(k, n)| (k.clone(), *n)).collect();
         let mut chunks = rows.chunks(ROWS_PER_LINE).peekable();
         let mut first = true;
         while first || chunks.peek().is_some() {
@@ -250,8 +261,8 @@ fn lines_of(period: &Period, closed: bool, sent: &[&String]) -> Vec<Line> {
 
 /// One journal read back: the period, whether it was closed, the domains sent, and
 /// whether a line other than the last was bad.
-struct ReadBack {
-    period: Period,
+struct ReadBack<K: Kind> {
+    period: Period<K>,
     closed: bool,
     sent: Vec<String>,
     damaged: Option<String>,
@@ -267,7 +278,7 @@ struct LineReader<R> {
 }
 
 impl<R: BufRead> LineReader<R> {
-    fn next_line(&mut self) -> Result<Option<Result<Line, usize>>, String> {
+    fn next_line<K: Kind>(&mut self) -> Result<Option<Result<Line<K>, usize>>, String> {
         self.buf.clear();
         let got = (&mut self.reader)
             .take(MAX_LINE as u64 + 1)
@@ -306,7 +317,7 @@ impl<R: BufRead> LineReader<R> {
     }
 }
 
-fn read_journal(path: &Path, caps: Caps) -> Result<ReadBack, String> {
+fn read_journal<K: Kind>(path: &Path, caps: Caps) -> Result<ReadBack<K>, String> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -324,7 +335,7 @@ fn read_journal(path: &Path, caps: Caps) -> Result<ReadBack, String> {
         buf: Vec::new(),
         n: 0,
     };
-    let Some(Ok(Line::Open { begin, end })) = lines.next_line()? else {
+    let Some(Ok(Line::Open { begin, end })) = lines.next_line::<K>()? else {
         return Err("no valid opening line".into());
     };
     if end <= begin {
@@ -358,7 +369,7 @@ fn read_journal(path: &Path, caps: Caps) -> Result<ReadBack, String> {
 }
 
 /// Applies one journal line read back to `back`.
-fn apply(back: &mut ReadBack, line: Line, caps: Caps, damaged: &mut Option<String>) {
+fn apply<K: Kind>(back: &mut ReadBack<K>, line: Line<K>, caps: Caps, damaged: &mut Option<String>) {
     let begin = back.period.begin;
     match line {
         Line::Rows {
@@ -370,34 +381,26 @@ fn apply(back: &mut ReadBack, line: Line, caps: Caps, damaged: &mut Option<Strin
         } => {
             for (key, count) in rows {
                 // The same cleaning as a live observation.
-                let obs = DmarcObservation {
-                    at: begin,
-                    source_ip: key.source_ip,
-                    header_from: key.header_from,
-                    envelope_from: key.envelope_from,
-                    policy: policy.clone(),
-                    rua: rua.clone(),
-                    disposition: key.disposition,
-                    dkim_aligned: key.dkim_aligned,
-                    spf_aligned: key.spf_aligned,
-                    overrides: key.overrides,
-                    dkim: key.dkim,
-                    spf: key.spf,
-                };
-                let Some(obs) = clean(obs) else {
+                let obs = K::join(
+                    Row {
+                        domain: domain.clone(),
+                        policy: policy.clone(),
+                        rua: rua.clone(),
+                        key,
+                    },
+                    begin,
+                );
+                let Some(obs) = K::clean(obs) else {
                     damaged.get_or_insert_with(|| "a row without a policy domain".into());
                     continue;
                 };
-                if obs.policy.domain != clean_text(&domain, 255).to_lowercase() {
+                let row = K::split(obs);
+                if row.domain != clean_text(&domain, 255).to_lowercase() {
                     damaged.get_or_insert_with(|| "a row under another domain".into());
                     continue;
                 }
-                let (d, p, r) = (
-                    obs.policy.domain.clone(),
-                    obs.policy.clone(),
-                    obs.rua.clone(),
-                );
-                back.period.add_count(&d, &p, &r, key_of(obs), count, caps);
+                back.period
+                    .add_count(&row.domain, &row.policy, &row.rua, row.key, count, caps);
                 back.messages = back.messages.saturating_add(count);
             }
             back.period
@@ -426,7 +429,7 @@ fn apply(back: &mut ReadBack, line: Line, caps: Caps, damaged: &mut Option<Strin
     }
 }
 
-impl FileStore {
+impl<K: Kind> FileStore<K> {
     /// Opens (or makes) the store in `dir` at time `now`, reading back every journal
     /// (see the module documentation).
     pub fn open(
@@ -434,11 +437,11 @@ impl FileStore {
         caps: Caps,
         interval: u64,
         now: u64,
-    ) -> Result<(FileStore, OpenReport), StoreError> {
+    ) -> Result<(FileStore<K>, OpenReport), StoreError> {
         own_dir(dir)?;
         let mut report = OpenReport::default();
         let mut ledger = Ledger::new(caps, interval);
-        let mut read: Vec<ReadBack> = Vec::new();
+        let mut read: Vec<ReadBack<K>> = Vec::new();
         let entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
         let mut names: Vec<(String, PathBuf)> = Vec::new();
         for entry in entries {
@@ -532,7 +535,7 @@ impl FileStore {
         Ok((store, report))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<K>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -540,7 +543,7 @@ impl FileStore {
     fn compact_all(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let mut keep = BTreeMap::new();
-        let mut periods: Vec<(Period, bool, Vec<String>)> = Vec::new();
+        let mut periods: Vec<(Period<K>, bool, Vec<String>)> = Vec::new();
         if let Some(p) = &inner.ledger.open {
             periods.push((p.clone(), false, Vec::new()));
         }
@@ -590,7 +593,7 @@ impl FileStore {
 
     /// Writes what changed since the last flush to each period's journal and syncs it;
     /// removes the journals of periods no longer kept.
-    fn write_out(&self, inner: &mut Inner) -> Result<(), StoreError> {
+    fn write_out(&self, inner: &mut Inner<K>) -> Result<(), StoreError> {
         let mut created = false;
         let mut periods: Vec<(u64, u64, bool)> = Vec::new();
         if let Some(p) = &inner.ledger.open {
@@ -606,7 +609,7 @@ impl FileStore {
             let mut bytes = Vec::new();
             let new_file = !inner.files.contains_key(begin);
             if new_file {
-                bytes.extend(encode(&Line::Open {
+                bytes.extend(encode(&Line::<K>::Open {
                     begin: *begin,
                     end: *end,
                 }));
@@ -621,11 +624,11 @@ impl FileStore {
                     continue;
                 };
                 let Some(policy) = delta.policy else { continue };
-                let rows: Vec<(RowKey, u64)> = delta.rows.into_iter().collect();
+                let rows: Vec<(K::Key, u64)> = delta.rows.into_iter().collect();
                 let mut chunks = rows.chunks(ROWS_PER_LINE).peekable();
                 let mut first = true;
                 while first || chunks.peek().is_some() {
-                    bytes.extend(encode(&Line::Rows {
+                    bytes.extend(encode(&Line::<K>::Rows {
                         domain: key.1.clone(),
                         policy: policy.clone(),
                         rua: delta.rua.clone(),
@@ -636,17 +639,17 @@ impl FileStore {
                 }
             }
             if let Some(n) = lost.remove(begin) {
-                bytes.extend(encode(&Line::Lost { n }));
+                bytes.extend(encode(&Line::<K>::Lost { n }));
             }
             let file = inner.files.entry(*begin).or_default();
             if *closed && !file.end_written {
-                bytes.extend(encode(&Line::End { end: *end }));
+                bytes.extend(encode(&Line::<K>::End { end: *end }));
                 file.end_written = true;
             }
             if let Some(c) = inner.ledger.closed.get(begin) {
                 for d in &c.sent {
                     if file.sent_written.insert(d.clone()) {
-                        bytes.extend(encode(&Line::Sent { domain: d.clone() }));
+                        bytes.extend(encode(&Line::<K>::Sent { domain: d.clone() }));
                     }
                 }
             }
@@ -748,8 +751,8 @@ fn write_reason(target: &Path, why: &str) {
         });
 }
 
-impl ReportStore for FileStore {
-    fn add(&self, batch: Vec<DmarcObservation>, now: u64) -> AddCounts {
+impl<K: Kind> ReportStore<K> for FileStore<K> {
+    fn add(&self, batch: Vec<K::Obs>, now: u64) -> AddCounts {
         let mut inner = self.lock();
         let Inner {
             ledger,
@@ -757,24 +760,22 @@ impl ReportStore for FileStore {
             lost,
             ..
         } = &mut *inner;
-        add_batch(ledger, batch, now, |obs, (begin, added)| {
+        add_batch(ledger, batch, now, |row, (begin, added)| {
             use crate::aggregate::Added;
             match added {
                 Added::DomainCap => *lost.entry(begin).or_default() += 1,
                 Added::Counted | Added::NewRow | Added::RowCap => {
-                    let d = deltas
-                        .entry((begin, obs.policy.domain.clone()))
-                        .or_default();
-                    if d.policy.as_ref() != Some(&obs.policy) {
-                        d.policy = Some(obs.policy.clone());
+                    let d = deltas.entry((begin, row.domain.clone())).or_default();
+                    if d.policy.as_ref() != Some(&row.policy) {
+                        d.policy = Some(row.policy.clone());
                     }
-                    if d.rua != obs.rua {
-                        d.rua = obs.rua.clone();
+                    if d.rua != row.rua {
+                        d.rua = row.rua.clone();
                     }
                     if added == Added::RowCap {
                         d.dropped += 1;
                     } else {
-                        *d.rows.entry(key_of(obs.clone())).or_default() += 1;
+                        *d.rows.entry(row.key.clone()).or_default() += 1;
                     }
                 }
             }
@@ -793,7 +794,7 @@ impl ReportStore for FileStore {
         Ok(given_up)
     }
 
-    fn due(&self) -> Vec<Period> {
+    fn due(&self) -> Vec<Period<K>> {
         self.lock().ledger.due()
     }
 
@@ -966,7 +967,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&vec![b'y'; 3 * MAX_LINE]).unwrap();
         f.write_all(b"\n").unwrap();
-        f.write_all(&encode(&Line::Lost { n: 2 })).unwrap();
+        f.write_all(&encode(&Line::<Dmarc>::Lost { n: 2 })).unwrap();
         drop(f);
         let (s, report) = open(&dir, T0 + 2);
         assert_eq!(report.quarantined.len(), 1, "{:?}", report.quarantined);
@@ -997,7 +998,7 @@ mod tests {
         let link = tmp.path().join("d");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert!(matches!(
-            FileStore::open(&link, CAPS, DAY, T0),
+            FileStore::<Dmarc>::open(&link, CAPS, DAY, T0),
             Err(StoreError::Unsafe(_))
         ));
     }

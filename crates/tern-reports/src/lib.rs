@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub mod aggregate;
 pub mod config;
 pub mod journal;
+pub mod kind;
 pub mod message;
 pub mod recorder;
 pub mod reporter;

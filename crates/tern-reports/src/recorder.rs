@@ -14,27 +14,30 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tern_events::{EventLog, catalog, fields};
-use tern_metrics::dmarc_reports::Observation;
+use tern_events::{EventLog, fields};
 
+use crate::aggregate::Dmarc;
+use crate::kind::Kind;
 use crate::store::{AddCounts, ReportStore};
+use crate::tlsrpt::{Tls, TlsReportRecorder, TlsSessionObservation};
 use crate::{DmarcObservation, DmarcRecorder};
 
 /// Observations taken per batch.
 const BATCH: usize = 1024;
 
-enum Msg {
-    Obs(Box<DmarcObservation>),
+enum Msg<K: Kind> {
+    Obs(Box<K::Obs>),
     Stop,
 }
 
-/// The recorder handed to the SMTP sessions.
-pub struct ChannelRecorder {
-    tx: SyncSender<Msg>,
+/// The recorder handed to the producers (SMTP sessions for DMARC, delivery workers for
+/// TLS-RPT).
+pub struct ChannelRecorder<K: Kind = Dmarc> {
+    tx: SyncSender<Msg<K>>,
     dropped: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for ChannelRecorder {
+impl<K: Kind> std::fmt::Debug for ChannelRecorder<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChannelRecorder")
             .field("dropped", &self.dropped.load(Ordering::Relaxed))
@@ -42,25 +45,38 @@ impl std::fmt::Debug for ChannelRecorder {
     }
 }
 
-impl DmarcRecorder for ChannelRecorder {
-    fn record(&self, obs: DmarcObservation) {
+impl<K: Kind> ChannelRecorder<K> {
+    /// Queues `obs` without waiting, or counts it dropped.
+    pub fn put(&self, obs: K::Obs) {
         match self.tx.try_send(Msg::Obs(Box::new(obs))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                tern_metrics::get().dmarc_observations(Observation::DroppedFull, 1);
+                K::count_dropped_full();
             }
         }
     }
 }
 
+impl DmarcRecorder for ChannelRecorder<Dmarc> {
+    fn record(&self, obs: DmarcObservation) {
+        self.put(obs);
+    }
+}
+
+impl TlsReportRecorder for ChannelRecorder<Tls> {
+    fn record(&self, observation: TlsSessionObservation) {
+        self.put(observation);
+    }
+}
+
 /// The writer thread; [`Writer::stop`] ends it.
-pub struct Writer {
-    tx: SyncSender<Msg>,
+pub struct Writer<K: Kind = Dmarc> {
+    tx: SyncSender<Msg<K>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Writer {
+impl<K: Kind> Writer<K> {
     /// Drains what is queued, flushes the store, and joins the thread.
     pub fn stop(mut self) {
         self.stop_inner();
@@ -75,7 +91,7 @@ impl Writer {
     }
 }
 
-impl Drop for Writer {
+impl<K: Kind> Drop for Writer<K> {
     fn drop(&mut self) {
         self.stop_inner();
     }
@@ -83,12 +99,12 @@ impl Drop for Writer {
 
 /// Starts the writer thread over `store`; returns the recorder for the sessions and
 /// the writer's handle.
-pub fn start(
-    store: Arc<dyn ReportStore>,
+pub fn start<K: Kind>(
+    store: Arc<dyn ReportStore<K>>,
     max_pending: usize,
     flush_every: Duration,
     events: EventLog,
-) -> std::io::Result<(Arc<ChannelRecorder>, Writer)> {
+) -> std::io::Result<(Arc<ChannelRecorder<K>>, Writer<K>)> {
     let (tx, rx) = sync_channel(max_pending.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let recorder = Arc::new(ChannelRecorder {
@@ -96,7 +112,7 @@ pub fn start(
         dropped: Arc::clone(&dropped),
     });
     let thread = std::thread::Builder::new()
-        .name("tern-dmarc-writer".into())
+        .name(format!("tern-{}-writer", K::NAME))
         .spawn(move || write_loop(&rx, store.as_ref(), flush_every, &events, &dropped))?;
     Ok((
         recorder,
@@ -111,9 +127,9 @@ fn now_secs() -> u64 {
     tern_watchdog::clock::unix_ms() / 1000
 }
 
-fn write_loop(
-    rx: &Receiver<Msg>,
-    store: &dyn ReportStore,
+fn write_loop<K: Kind>(
+    rx: &Receiver<Msg<K>>,
+    store: &dyn ReportStore<K>,
     flush_every: Duration,
     events: &EventLog,
     dropped: &AtomicU64,
@@ -139,7 +155,7 @@ fn write_loop(
         }
         if !batch.is_empty() {
             let counts = store.add(batch, now_secs());
-            account(&counts);
+            K::account(&counts);
             pending.domain_cap += counts.domain_cap;
             pending.row_cap += counts.row_cap;
             pending.periods_given_up += counts.periods_given_up;
@@ -149,10 +165,10 @@ fn write_loop(
             if dirty {
                 match store.flush() {
                     Ok(()) => dirty = false,
-                    Err(e) => events.emit(&catalog::DMARC_STORE_FAILED, fields!("error" => e)),
+                    Err(e) => events.emit(K::events().store_failed, fields!("error" => e)),
                 }
             }
-            report(events, &mut pending, dropped);
+            report::<K>(events, &mut pending, dropped);
             last_flush = Instant::now();
         }
         if stop {
@@ -161,34 +177,21 @@ fn write_loop(
     }
 }
 
-fn account(c: &AddCounts) {
-    let m = tern_metrics::get();
-    m.dmarc_observations(Observation::Recorded, c.counted);
-    m.dmarc_observations(Observation::DroppedDomains, c.domain_cap);
-    m.dmarc_observations(Observation::DroppedRows, c.row_cap);
-    m.dmarc_observations(Observation::Invalid, c.invalid);
-}
-
 /// The events for what was dropped since the last flush.
-fn report(events: &EventLog, pending: &mut AddCounts, dropped: &AtomicU64) {
+fn report<K: Kind>(events: &EventLog, pending: &mut AddCounts, dropped: &AtomicU64) {
+    let ev = K::events();
     let full = dropped.swap(0, Ordering::Relaxed);
     if full > 0 {
-        events.emit(
-            &catalog::DMARC_OBSERVATIONS_DROPPED,
-            fields!("dropped" => full),
-        );
+        events.emit(ev.dropped, fields!("dropped" => full));
     }
     if pending.domain_cap > 0 || pending.row_cap > 0 {
         events.emit(
-            &catalog::DMARC_OBSERVATIONS_CAPPED,
+            ev.capped,
             fields!("domains_dropped" => pending.domain_cap, "rows_dropped" => pending.row_cap),
         );
     }
     if pending.periods_given_up > 0 {
-        events.emit(
-            &catalog::DMARC_PERIOD_GIVEN_UP,
-            fields!("periods" => pending.periods_given_up),
-        );
+        events.emit(ev.given_up, fields!("periods" => pending.periods_given_up));
     }
     *pending = AddCounts::default();
 }
@@ -204,7 +207,7 @@ mod tests {
     fn record_never_waits_and_counts_drops_when_full() {
         // A channel of one and no writer taking from it.
         let (tx, _rx) = sync_channel(1);
-        let r = ChannelRecorder {
+        let r: ChannelRecorder = ChannelRecorder {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
         };
@@ -218,7 +221,7 @@ mod tests {
 
     #[test]
     fn the_writer_folds_observations_and_stops_after_draining() {
-        let store = Arc::new(MemoryStore::new(
+        let store: Arc<MemoryStore> = Arc::new(MemoryStore::new(
             Caps {
                 max_domains: 10,
                 max_rows: 10,

@@ -27,6 +27,7 @@
 //! bounce), and a report that cannot be delivered bounces to that address, where the
 //! operator sees broken `rua` addresses.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::aggregate::{DomainData, Period, period_begin};
+use crate::kind::Kind;
 use crate::message::{ReportMail, RuaError, build, gzip, parse_rua};
 use crate::store::{ReportStore, StoreError};
 use crate::xml::{Submitter, report_id, report_xml};
@@ -84,7 +86,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    fn as_str(self) -> &'static str {
+    /// The events' name of the trigger.
+    pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Start => "start",
             Trigger::Schedule => "schedule",
@@ -210,28 +213,56 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The start of a run of any kind: flushes the store and closes the open period when
+/// due (at `now` when `early`), with the kind's events; returns the closed periods
+/// waiting for their reports.
+pub(crate) async fn close_due<K: Kind>(
+    store: &Arc<dyn ReportStore<K>>,
+    now: u64,
+    early: bool,
+    events: &EventLog,
+) -> Vec<Period<K>> {
+    let s = Arc::clone(store);
+    match blocking(move || {
+        s.flush()?;
+        s.close(now, early)
+    })
+    .await
+    {
+        Ok(0) => {}
+        Ok(n) => events.emit(K::events().given_up, fields!("periods" => n)),
+        Err(e) => events.emit(K::events().store_failed, fields!("error" => e)),
+    }
+    store.due()
+}
+
+/// Marks `domain`'s report of the period beginning at `begin` sent (durably); `false`
+/// (and the kind's event) when the store could not write it. An empty `domain` marks
+/// a period that holds no domain (only sessions dropped by `max_domains`).
+pub(crate) async fn mark_sent<K: Kind>(
+    store: &Arc<dyn ReportStore<K>>,
+    begin: u64,
+    domain: &str,
+    events: &EventLog,
+) -> bool {
+    let s = Arc::clone(store);
+    let d = domain.to_owned();
+    match blocking(move || s.mark_sent(begin, &d)).await {
+        Ok(()) => true,
+        Err(e) => {
+            events.emit(K::events().store_failed, fields!("error" => e));
+            false
+        }
+    }
+}
+
 impl Reporter {
     /// One run at `now`: closes the open period when due (at once when `trigger` is
     /// [`Trigger::Admin`]) and reports every closed period.
     pub async fn run(&self, trigger: Trigger, now: u64) -> RunSummary {
         let mut summary = RunSummary::default();
-        let store = Arc::clone(&self.store);
         let early = trigger == Trigger::Admin;
-        match blocking(move || {
-            store.flush()?;
-            store.close(now, early)
-        })
-        .await
-        {
-            Ok(0) => {}
-            Ok(n) => self
-                .events
-                .emit(&catalog::DMARC_PERIOD_GIVEN_UP, fields!("periods" => n)),
-            Err(e) => self
-                .events
-                .emit(&catalog::DMARC_STORE_FAILED, fields!("error" => e)),
-        }
-        let due = self.store.due();
+        let due = close_due(&self.store, now, early, &self.events).await;
         summary.periods = due.len();
         for period in &due {
             for (domain, data) in &period.domains {
@@ -240,15 +271,10 @@ impl Reporter {
                     .await
                 {
                     Ok(()) => {
-                        let store = Arc::clone(&self.store);
-                        let (begin, d) = (period.begin, domain.clone());
-                        match blocking(move || store.mark_sent(begin, &d)).await {
-                            Ok(()) => summary.domains += 1,
-                            Err(e) => {
-                                summary.failed += 1;
-                                self.events
-                                    .emit(&catalog::DMARC_STORE_FAILED, fields!("error" => e));
-                            }
+                        if mark_sent(&self.store, period.begin, domain, &self.events).await {
+                            summary.domains += 1;
+                        } else {
+                            summary.failed += 1;
                         }
                     }
                     Err(e) => {
@@ -263,9 +289,7 @@ impl Reporter {
             }
             if period.domains.is_empty() {
                 // Only messages dropped by max_domains: nothing to send.
-                let store = Arc::clone(&self.store);
-                let begin = period.begin;
-                let _ = blocking(move || store.mark_sent(begin, "")).await;
+                mark_sent(&self.store, period.begin, "", &self.events).await;
             }
         }
         self.events.emit(
@@ -390,61 +414,111 @@ impl Reporter {
     }
 
     async fn queue(&self, bytes: Vec<u8>, to: &str) -> Result<QueueId, SpoolError> {
-        let mut draft = self.intake.begin();
-        let id = draft.id();
-        draft.write(&bytes).await?;
-        let eight_bit = bytes.iter().any(|b| *b >= 0x80);
-        let envelope = Envelope {
-            id,
-            sender: self.cfg.submitter.email.clone(),
-            recipients: vec![Recipient::new(to.to_owned())],
-            params: MailParams {
-                declared_size: None,
-                body: if eight_bit {
-                    BodyType::EightBitMime
-                } else {
-                    BodyType::SevenBit
-                },
-                smtputf8: false,
-                dsn_ret: None,
-                dsn_envid: None,
+        queue_message(
+            self.intake.as_ref(),
+            &self.cfg.submitter.email,
+            to,
+            &self.cfg.hostname,
+            LISTENER,
+            bytes,
+        )
+        .await
+    }
+}
+
+/// Commits a report message from `sender` to `to` through `intake`, as Tern's own mail
+/// (envelope listener `listener`, for the DKIM signing rules).
+pub(crate) async fn queue_message(
+    intake: &dyn MessageIntake,
+    sender: &str,
+    to: &str,
+    hostname: &str,
+    listener: &str,
+    bytes: Vec<u8>,
+) -> Result<QueueId, SpoolError> {
+    let mut draft = intake.begin();
+    let id = draft.id();
+    draft.write(&bytes).await?;
+    let eight_bit = bytes.iter().any(|b| *b >= 0x80);
+    let envelope = Envelope {
+        id,
+        sender: sender.to_owned(),
+        recipients: vec![Recipient::new(to.to_owned())],
+        params: MailParams {
+            declared_size: None,
+            body: if eight_bit {
+                BodyType::EightBitMime
+            } else {
+                BodyType::SevenBit
             },
-            client: ClientInfo {
-                address: "127.0.0.1:0".into(),
-                verified_name: None,
-                helo: self.cfg.hostname.clone(),
-                esmtp: true,
-                tls: None,
-                listener: LISTENER.into(),
-                ..Default::default()
-            },
-            arrival_micros: tern_watchdog::clock::unix_micros(),
-            size: bytes.len() as u64,
-            quarantine: None,
-        };
-        draft.commit(envelope).await?;
-        Ok(id)
+            smtputf8: false,
+            dsn_ret: None,
+            dsn_envid: None,
+        },
+        client: ClientInfo {
+            address: "127.0.0.1:0".into(),
+            verified_name: None,
+            helo: hostname.to_owned(),
+            esmtp: true,
+            tls: None,
+            listener: listener.into(),
+            ..Default::default()
+        },
+        arrival_micros: tern_watchdog::clock::unix_micros(),
+        size: bytes.len() as u64,
+        quarantine: None,
+    };
+    draft.commit(envelope).await?;
+    Ok(id)
+}
+
+/// A report task's runs: what [`spawn`] schedules.
+pub trait Run: Send + Sync + 'static {
+    /// What a run returns (the admin API's answer).
+    type Summary: Copy + Send + 'static;
+    /// One run at `now`.
+    fn run(&self, trigger: Trigger, now: u64) -> impl Future<Output = Self::Summary> + Send;
+    /// The period length, seconds.
+    fn interval(&self) -> u64;
+    /// Whether the run left reports to try again (the next run is then at most
+    /// [`RETRY`] away).
+    fn failed(summary: &Self::Summary) -> bool;
+}
+
+impl Run for Reporter {
+    type Summary = RunSummary;
+
+    fn run(&self, trigger: Trigger, now: u64) -> impl Future<Output = RunSummary> + Send {
+        Reporter::run(self, trigger, now)
+    }
+
+    fn interval(&self) -> u64 {
+        self.cfg.interval
+    }
+
+    fn failed(summary: &RunSummary) -> bool {
+        summary.failed > 0
     }
 }
 
 /// The running report task.
-pub struct ReporterHandle {
-    asks: mpsc::Sender<oneshot::Sender<RunSummary>>,
+pub struct ReporterHandle<S = RunSummary> {
+    asks: mpsc::Sender<oneshot::Sender<S>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
-impl ReporterHandle {
+impl<S: Send + 'static> ReporterHandle<S> {
     /// Closes the open period now and reports every closed one; `None` when the task
     /// has stopped.
-    pub async fn send_now(&self) -> Option<RunSummary> {
+    pub async fn send_now(&self) -> Option<S> {
         let (tx, rx) = oneshot::channel();
         self.asks.send(tx).await.ok()?;
         rx.await.ok()
     }
 
     /// A second handle for asking (the admin API's).
-    pub fn asker(&self) -> ReportAsker {
+    pub fn asker(&self) -> ReportAsker<S> {
         ReportAsker {
             asks: self.asks.clone(),
         }
@@ -464,14 +538,21 @@ impl ReporterHandle {
 }
 
 /// Asks the report task for a run now.
-#[derive(Clone)]
-pub struct ReportAsker {
-    asks: mpsc::Sender<oneshot::Sender<RunSummary>>,
+pub struct ReportAsker<S = RunSummary> {
+    asks: mpsc::Sender<oneshot::Sender<S>>,
 }
 
-impl ReportAsker {
+impl<S> Clone for ReportAsker<S> {
+    fn clone(&self) -> Self {
+        ReportAsker {
+            asks: self.asks.clone(),
+        }
+    }
+}
+
+impl<S: Send + 'static> ReportAsker<S> {
     /// See [`ReporterHandle::send_now`].
-    pub async fn send_now(&self) -> Option<RunSummary> {
+    pub async fn send_now(&self) -> Option<S> {
         let (tx, rx) = oneshot::channel();
         self.asks.send(tx).await.ok()?;
         rx.await.ok()
@@ -487,15 +568,15 @@ pub fn next_run(now: u64, interval: u64) -> u64 {
 
 /// Starts the report task (its first run at once, for periods that ended while Tern
 /// was down).
-pub fn spawn(reporter: Reporter) -> ReporterHandle {
-    let (asks, mut asked) = mpsc::channel::<oneshot::Sender<RunSummary>>(8);
+pub fn spawn<R: Run>(reporter: R) -> ReporterHandle<R::Summary> {
+    let (asks, mut asked) = mpsc::channel::<oneshot::Sender<R::Summary>>(8);
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut summary = reporter.run(Trigger::Start, now_secs()).await;
         loop {
             let now = now_secs();
-            let mut at = next_run(now, reporter.cfg.interval);
-            if summary.failed > 0 {
+            let mut at = next_run(now, reporter.interval());
+            if R::failed(&summary) {
                 at = at.min(now.saturating_add(RETRY.as_secs()));
             }
             let wait = Duration::from_secs(at.saturating_sub(now));

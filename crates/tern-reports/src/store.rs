@@ -20,8 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use crate::DmarcObservation;
-use crate::aggregate::{Added, Caps, Period, period_begin};
+use crate::aggregate::{Added, Caps, Dmarc, Period, period_begin};
+use crate::kind::{Kind, Row};
 
 /// Closed periods kept waiting for their reports.
 pub const MAX_CLOSED: usize = 7;
@@ -59,11 +59,11 @@ pub struct AddCounts {
     pub periods_given_up: u64,
 }
 
-/// Report data, per policy domain and period.
-pub trait ReportStore: Send + Sync + 'static {
+/// Report data, per policy domain and period, of one [`Kind`] of report.
+pub trait ReportStore<K: Kind = Dmarc>: Send + Sync + 'static {
     /// Folds observations into the open period (rolling over first when `now` is past
     /// its end). No I/O.
-    fn add(&self, batch: Vec<DmarcObservation>, now: u64) -> AddCounts;
+    fn add(&self, batch: Vec<K::Obs>, now: u64) -> AddCounts;
     /// Makes what was added durable. May block.
     fn flush(&self) -> Result<(), StoreError>;
     /// Closes the open period when `now` is past its end, or at `now` when `early`
@@ -71,7 +71,7 @@ pub trait ReportStore: Send + Sync + 'static {
     fn close(&self, now: u64, early: bool) -> Result<u64, StoreError>;
     /// The closed periods waiting for reports, each with only the domains whose report
     /// is not yet queued. No I/O.
-    fn due(&self) -> Vec<Period>;
+    fn due(&self) -> Vec<Period<K>>;
     /// Records that the report of `domain` for the period beginning at `begin` is
     /// queued; the period is forgotten when all its domains are. May block.
     fn mark_sent(&self, begin: u64, domain: &str) -> Result<(), StoreError>;
@@ -79,24 +79,24 @@ pub trait ReportStore: Send + Sync + 'static {
 
 /// A closed period and the domains already reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Closed {
+pub struct Closed<K: Kind = Dmarc> {
     /// The data.
-    pub period: Period,
+    pub period: Period<K>,
     /// Domains whose report is queued.
     pub sent: BTreeSet<String>,
 }
 
 /// The period bookkeeping shared by the stores (sans-I/O).
 #[derive(Debug, Clone)]
-pub struct Ledger {
+pub struct Ledger<K: Kind = Dmarc> {
     /// The caps of every period.
     pub caps: Caps,
     /// Period length, seconds.
     pub interval: u64,
     /// The period observations go to; `None` until the first one.
-    pub open: Option<Period>,
+    pub open: Option<Period<K>>,
     /// Closed periods by their begin.
-    pub closed: BTreeMap<u64, Closed>,
+    pub closed: BTreeMap<u64, Closed<K>>,
     /// No new period begins before this (the end of the last one closed early).
     pub floor: u64,
     /// Closed periods given up so far (more than [`MAX_CLOSED`] waiting).
@@ -106,9 +106,9 @@ pub struct Ledger {
 /// What [`Ledger::add`] did with one observation: the period it went to and how.
 pub type Placed = (u64, Added);
 
-impl Ledger {
+impl<K: Kind> Ledger<K> {
     /// An empty ledger.
-    pub fn new(caps: Caps, interval: u64) -> Ledger {
+    pub fn new(caps: Caps, interval: u64) -> Ledger<K> {
         Ledger {
             caps,
             interval: interval.max(1),
@@ -120,7 +120,7 @@ impl Ledger {
     }
 
     /// A new open period holding `now`.
-    fn open_at(&self, now: u64) -> Period {
+    fn open_at(&self, now: u64) -> Period<K> {
         let aligned = period_begin(now, self.interval);
         let end = aligned.saturating_add(self.interval);
         let begin = self.floor.clamp(aligned, end.saturating_sub(1));
@@ -164,8 +164,8 @@ impl Ledger {
         (Some(begin), given_up)
     }
 
-    /// Folds one cleaned observation in at `now`.
-    pub fn add(&mut self, obs: DmarcObservation, now: u64) -> Placed {
+    /// Folds one cleaned observation's row in at `now`.
+    pub fn add(&mut self, row: Row<K>, now: u64) -> Placed {
         let now = now.max(self.floor);
         if self.open.as_ref().is_none_or(|p| now >= p.end) {
             self.close(now, false);
@@ -173,13 +173,13 @@ impl Ledger {
         }
         let caps = self.caps;
         match self.open.as_mut() {
-            Some(p) => (p.begin, p.add(obs, caps)),
+            Some(p) => (p.begin, p.add(row, caps)),
             None => (0, Added::DomainCap),
         }
     }
 
     /// The closed periods with their unreported domains.
-    pub fn due(&self) -> Vec<Period> {
+    pub fn due(&self) -> Vec<Period<K>> {
         self.closed
             .values()
             .map(|c| {
@@ -216,19 +216,20 @@ pub(crate) fn count(counts: &mut AddCounts, added: Added) {
 
 /// Cleans and adds a batch to `ledger`, calling `placed` with each observation kept
 /// and where it went.
-pub(crate) fn add_batch(
-    ledger: &mut Ledger,
-    batch: Vec<DmarcObservation>,
+pub(crate) fn add_batch<K: Kind>(
+    ledger: &mut Ledger<K>,
+    batch: Vec<K::Obs>,
     now: u64,
-    mut placed: impl FnMut(&DmarcObservation, Placed),
+    mut placed: impl FnMut(&Row<K>, Placed),
 ) -> AddCounts {
     let mut counts = AddCounts::default();
     let before = ledger.given_up;
     for obs in batch {
-        match crate::aggregate::clean(obs) {
+        match K::clean(obs) {
             Some(obs) => {
-                let kept = obs.clone();
-                let at = ledger.add(obs, now);
+                let row = K::split(obs);
+                let kept = row.clone();
+                let at = ledger.add(row, now);
                 count(&mut counts, at.1);
                 placed(&kept, at);
             }
@@ -241,26 +242,26 @@ pub(crate) fn add_batch(
 
 /// A store in memory only: everything is lost at a stop.
 #[derive(Debug)]
-pub struct MemoryStore {
-    ledger: Mutex<Ledger>,
+pub struct MemoryStore<K: Kind = Dmarc> {
+    ledger: Mutex<Ledger<K>>,
 }
 
-impl MemoryStore {
+impl<K: Kind> MemoryStore<K> {
     /// An empty store.
-    pub fn new(caps: Caps, interval: u64) -> MemoryStore {
+    pub fn new(caps: Caps, interval: u64) -> MemoryStore<K> {
         MemoryStore {
             ledger: Mutex::new(Ledger::new(caps, interval)),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Ledger<K>) -> T) -> T {
         let mut guard = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
 }
 
-impl ReportStore for MemoryStore {
-    fn add(&self, batch: Vec<DmarcObservation>, now: u64) -> AddCounts {
+impl<K: Kind> ReportStore<K> for MemoryStore<K> {
+    fn add(&self, batch: Vec<K::Obs>, now: u64) -> AddCounts {
         self.with(|l| add_batch(l, batch, now, |_, _| {}))
     }
 
@@ -272,7 +273,7 @@ impl ReportStore for MemoryStore {
         Ok(self.with(|l| l.close(now, early).1))
     }
 
-    fn due(&self) -> Vec<Period> {
+    fn due(&self) -> Vec<Period<K>> {
         self.with(|l| l.due())
     }
 
@@ -295,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_period_closes_at_its_utc_day_end() {
-        let s = MemoryStore::new(CAPS, DAY);
+        let s: MemoryStore = MemoryStore::new(CAPS, DAY);
         let t0 = 10 * DAY + 3600;
         s.add(vec![obs("a.test", "192.0.2.1", "pass")], t0);
         assert_eq!(s.close(t0 + 10, false).unwrap(), 0);
@@ -312,7 +313,7 @@ mod tests {
 
     #[test]
     fn sending_early_splits_the_period_without_overlap() {
-        let s = MemoryStore::new(CAPS, DAY);
+        let s: MemoryStore = MemoryStore::new(CAPS, DAY);
         let t0 = 10 * DAY + 3600;
         s.add(vec![obs("a.test", "192.0.2.1", "pass")], t0);
         s.close(t0 + 100, true).unwrap();
@@ -329,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_period_is_forgotten_once_every_domain_is_sent() {
-        let s = MemoryStore::new(CAPS, DAY);
+        let s: MemoryStore = MemoryStore::new(CAPS, DAY);
         s.add(
             vec![
                 obs("a.test", "192.0.2.1", "pass"),
@@ -347,7 +348,7 @@ mod tests {
 
     #[test]
     fn closed_periods_waiting_are_bounded() {
-        let s = MemoryStore::new(CAPS, DAY);
+        let s: MemoryStore = MemoryStore::new(CAPS, DAY);
         let mut given_up = 0;
         for d in 1..=(MAX_CLOSED as u64 + 3) {
             s.add(vec![obs("a.test", "192.0.2.1", "pass")], d * DAY);

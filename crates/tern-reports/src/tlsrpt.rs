@@ -10,11 +10,23 @@
 //! Recording never blocks the worker and never fails the delivery: a recorder that cannot
 //! keep an observation drops it and counts the drop. Everything after (the per-day
 //! aggregation, the JSON report of RFC 8460 §4.4, sending it to the domain's `rua`) is
-//! this crate's.
+//! this crate's: [`aggregate`] (the [`Tls`] kind of the generic store), [`json`] (the
+//! report), [`message`] (the `mailto:` message), [`record`] (the `_smtp._tls` record),
+//! [`reporter`] (the task that sends), [`config`] (`[tls_reports]`).
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+
+pub mod aggregate;
+pub mod config;
+pub mod json;
+pub mod message;
+pub mod record;
+pub mod reporter;
+
+pub use aggregate::Tls;
+pub use config::TlsReportsConfig;
 
 /// The policy a session was held to (RFC 8460 §4.4 `policy-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -76,7 +88,7 @@ impl TlsResultType {
 }
 
 /// The policy in force, as the report describes it (RFC 8460 §4.4 `policy`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TlsPolicyInForce {
     /// Which kind.
     pub policy_type: TlsPolicyType,

@@ -192,7 +192,8 @@ pub fn report_xml(
 mod tests {
     use super::*;
     use crate::aggregate::tests::obs;
-    use crate::aggregate::{Caps, clean};
+    use crate::aggregate::{Caps, Dmarc, clean};
+    use crate::kind::Kind;
 
     pub(crate) fn sample() -> (Period, Submitter) {
         let caps = Caps {
@@ -203,14 +204,20 @@ mod tests {
         let mut o = obs("a.test", "192.0.2.1", "pass");
         o.overrides = vec!["forwarded".into()];
         o.header_from = "a.test<&>".into();
-        p.add(clean(o).unwrap(), caps);
-        p.add(clean(obs("a.test", "2001:db8::1", "fail")).unwrap(), caps);
-        p.add(clean(obs("a.test", "2001:db8::1", "fail")).unwrap(), caps);
+        p.add(Dmarc::split(clean(o).unwrap()), caps);
+        p.add(
+            Dmarc::split(clean(obs("a.test", "2001:db8::1", "fail")).unwrap()),
+            caps,
+        );
+        p.add(
+            Dmarc::split(clean(obs("a.test", "2001:db8::1", "fail")).unwrap()),
+            caps,
+        );
         let mut helo = obs("a.test", "192.0.2.7", "pass");
         helo.dkim.clear();
         helo.spf.helo = true;
         helo.envelope_from.clear();
-        p.add(clean(helo).unwrap(), caps);
+        p.add(Dmarc::split(clean(helo).unwrap()), caps);
         let s = Submitter {
             org_name: "Tern & Co".into(),
             email: "dmarc@mx.example".into(),
@@ -314,7 +321,7 @@ mod tests {
         if let Some(d) = o.dkim.first_mut() {
             d.selector.clear();
         }
-        p.add(clean(o).unwrap(), caps);
+        p.add(Dmarc::split(clean(o).unwrap()), caps);
         let mut data = p.domains["a.test"].clone();
         data.dropped = 5;
         let xml = report_xml(&s, "x@mx.example", &p, "a.test", &data);

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod inbound_tls;
 pub mod limits;
 pub mod rate;
 pub mod rdns;
@@ -98,6 +99,9 @@ pub struct SmtpShared {
     /// docs/REPORTS.md): one per message whose DMARC record has `rua=`. `record()`
     /// returns at once. [`tern_reports::NoReports`] when `[dmarc_reports]` is off.
     pub dmarc_recorder: Arc<dyn tern_reports::DmarcRecorder>,
+    /// Inbound TLS failures as events (`[tls_reports] inbound_events`, `inbound_tls.rs`):
+    /// `None` when off.
+    pub inbound_tls: Option<Arc<inbound_tls::InboundTlsEvents>>,
 }
 
 /// One listener's configuration plus what was built from it.

@@ -38,8 +38,8 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// Names Tern's own ways in write as the envelope's listener (the pickup directory and
 /// `tern sendmail`: `pickup`; delivery status notifications: `dsn`; DMARC aggregate
-/// reports: `dmarc-reports`); an SMTP listener may not take one.
-pub const RESERVED_LISTENER_NAMES: &[&str] = &["pickup", "dsn", "dmarc-reports"];
+/// reports: `dmarc-reports`; TLS reports: `tls-reports`); an SMTP listener may not take one.
+pub const RESERVED_LISTENER_NAMES: &[&str] = &["pickup", "dsn", "dmarc-reports", "tls-reports"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
@@ -102,6 +102,8 @@ pub struct Config {
     pub dmarc_reports: tern_reports::DmarcReportsConfig,
     /// `[mta_sts]`: MTA-STS policies of destination domains (docs/TLS.md, "MTA-STS").
     pub mta_sts: MtaStsSection,
+    /// `[tls_reports]`: SMTP TLS reports, RFC 8460 (docs/TLS.md).
+    pub tls_reports: tern_reports::tlsrpt::TlsReportsConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -483,6 +485,12 @@ impl Config {
         );
         p.extend(
             self.dmarc_reports
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
+        );
+        p.extend(
+            self.tls_reports
                 .problems()
                 .into_iter()
                 .map(|x| ConfigProblem::new(x.key, x.message)),
@@ -1456,6 +1464,33 @@ mod tests {
                 "dmarc_reports.max_rows"
             ]
         );
+    }
+
+    #[test]
+    fn the_tls_reports_section_is_off_by_default_and_checked() {
+        let c = Config::embedded_default().unwrap();
+        assert!(!c.tls_reports.enabled && !c.tls_reports.records());
+        assert!(!c.tls_reports.inbound_events);
+        let c = Config::parse(
+            "[tls_reports]\nenabled = true\nfrom = \"tlsrpt@example.net\"\ninbound_events = true\n[[listener]]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.tls_reports.records() && c.tls_reports.inbound_events);
+        let err = Config::parse(
+            "[tls_reports]\ninterval = \"7h\"\nmax_rua = 0\nbogus = 1\n[[listener]]\nname = \"tls-reports\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "tls_reports.bogus",
+            "tls_reports.interval",
+            "tls_reports.max_rua",
+        ] {
+            assert!(keys.contains(&k), "{k}: {keys:?}");
+        }
+        assert!(keys.iter().any(|k| k.contains("name")), "{keys:?}");
     }
 
     #[test]

@@ -9,14 +9,16 @@
 //! `TERN_TEST_DMARC_OBSERVATIONS` at the start, as if sessions had recorded them: the
 //! scenario tests' way in until the inbound verifier builds them.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use tern_events::{EventLog, catalog, fields};
-use tern_reports::aggregate::Caps;
-use tern_reports::journal::FileStore;
-use tern_reports::recorder::Writer;
+use tern_events::{EventDef, EventLog, catalog, fields};
+use tern_reports::aggregate::{Caps, Dmarc};
+use tern_reports::journal::{FileStore, OpenReport};
+use tern_reports::kind::Kind;
+use tern_reports::recorder::{ChannelRecorder, Writer};
 use tern_reports::reporter::{ReportAsker, Reporter, ReporterConfig, ReporterHandle};
 use tern_reports::xml::Submitter;
 use tern_reports::{DmarcRecorder, NoReports, ReportStore};
@@ -54,37 +56,24 @@ pub fn open(config: &Config, events: &EventLog) -> DmarcReports {
         max_domains: c.max_domains,
         max_rows: c.max_rows,
     };
-    let (store, report) = match FileStore::open(&dir, caps, c.interval_secs(), now_secs()) {
-        Ok(opened) => opened,
-        Err(e) => {
-            events.emit(
-                &catalog::DMARC_STORE_UNUSABLE,
-                fields!("dir" => dir.display(), "error" => e),
-            );
-            return off;
-        }
-    };
-    for (path, why) in &report.quarantined {
-        events.emit(
+    let Some(Opened {
+        store,
+        recorder,
+        writer,
+        report,
+    }) = open_store::<Dmarc>(
+        &dir,
+        caps,
+        c.interval_secs(),
+        (c.max_pending, c.flush_every()),
+        events,
+        (
+            &catalog::DMARC_STORE_UNUSABLE,
             &catalog::DMARC_STORE_QUARANTINED,
-            fields!("file" => path.display(), "reason" => why),
-        );
-    }
-    let store: Arc<dyn ReportStore> = Arc::new(store);
-    let (recorder, writer) = match tern_reports::recorder::start(
-        Arc::clone(&store),
-        c.max_pending,
-        c.flush_every(),
-        events.clone(),
-    ) {
-        Ok(started) => started,
-        Err(e) => {
-            events.emit(
-                &catalog::DMARC_STORE_UNUSABLE,
-                fields!("dir" => dir.display(), "error" => e),
-            );
-            return off;
-        }
+        ),
+    )
+    else {
+        return off;
     };
     events.emit(
         &catalog::DMARC_REPORTS_STARTED,
@@ -102,6 +91,62 @@ pub fn open(config: &Config, events: &EventLog) -> DmarcReports {
         store: Some(store),
         writer: Some(writer),
         reporter: None,
+    }
+}
+
+/// A report store opened with its writer thread started.
+pub(crate) struct Opened<K: Kind> {
+    /// The store.
+    pub store: Arc<dyn ReportStore<K>>,
+    /// What the producers record into.
+    pub recorder: Arc<ChannelRecorder<K>>,
+    /// The writer thread.
+    pub writer: Writer<K>,
+    /// What the start read back.
+    pub report: OpenReport,
+}
+
+/// Opens the journal of one kind of report in `dir` and starts its writer
+/// (`(max_pending, flush_every)`); `None` (after the `unusable` event) when the directory
+/// cannot be used. Each file quarantined gets the `quarantined` event.
+pub(crate) fn open_store<K: Kind>(
+    dir: &Path,
+    caps: Caps,
+    interval: u64,
+    (max_pending, flush_every): (usize, Duration),
+    events: &EventLog,
+    (unusable, quarantined): (&'static EventDef, &'static EventDef),
+) -> Option<Opened<K>> {
+    let (store, report) = match FileStore::<K>::open(dir, caps, interval, now_secs()) {
+        Ok(opened) => opened,
+        Err(e) => {
+            events.emit(unusable, fields!("dir" => dir.display(), "error" => e));
+            return None;
+        }
+    };
+    for (path, why) in &report.quarantined {
+        events.emit(
+            quarantined,
+            fields!("file" => path.display(), "reason" => why),
+        );
+    }
+    let store: Arc<dyn ReportStore<K>> = Arc::new(store);
+    match tern_reports::recorder::start(
+        Arc::clone(&store),
+        max_pending,
+        flush_every,
+        events.clone(),
+    ) {
+        Ok((recorder, writer)) => Some(Opened {
+            store,
+            recorder,
+            writer,
+            report,
+        }),
+        Err(e) => {
+            events.emit(unusable, fields!("dir" => dir.display(), "error" => e));
+            None
+        }
     }
 }
 

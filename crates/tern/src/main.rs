@@ -29,6 +29,7 @@ mod supervise;
 #[allow(unsafe_code)]
 mod sys;
 mod term;
+mod tlsrpt;
 mod track;
 mod verify;
 
@@ -130,6 +131,11 @@ enum Cmd {
     },
     /// DMARC aggregate reports of the running server (docs/REPORTS.md).
     DmarcReports {
+        #[command(subcommand)]
+        command: DmarcReportsCmd,
+    },
+    /// SMTP TLS reports (RFC 8460) of the running server (docs/TLS.md).
+    TlsReports {
         #[command(subcommand)]
         command: DmarcReportsCmd,
     },
@@ -433,6 +439,13 @@ fn main() -> ExitCode {
             load(config.as_ref())
                 .map_err(anyhow::Error::from)
                 .and_then(|c| remote::dmarc_send(&c, json).map(|()| true)),
+        ),
+        Cmd::TlsReports {
+            command: DmarcReportsCmd::Send { config, json },
+        } => exit_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| remote::tls_send(&c, json).map(|()| true)),
         ),
         Cmd::Status { config, json } => exit_of(
             load(config.as_ref())

@@ -173,6 +173,28 @@ pub fn dest_action(config: &Config, name: &str, action: &str, json: bool) -> any
     Ok(())
 }
 
+/// `tern tls-reports send`: closes the open TLS report period and sends the reports.
+pub fn tls_send(config: &Config, json: bool) -> anyhow::Result<()> {
+    let client = Client::from_config(config)?;
+    let value: serde_json::Value =
+        client.post("/api/v1/tls-reports/send", &serde_json::json!({}))?;
+    if json {
+        crate::term::outln!("{value}");
+    } else {
+        let n = |k: &str| value[k].as_u64().unwrap_or(0);
+        crate::term::outln!(
+            "TLS reports: {} queued and {} posted for {} domain(s) from {} period(s); {} address(es) skipped, {} failed (tried again later)",
+            n("queued"),
+            n("posted"),
+            n("domains"),
+            n("periods"),
+            n("skipped"),
+            n("failed")
+        );
+    }
+    Ok(())
+}
+
 /// `tern dmarc-reports send`: closes the open report period and queues the reports.
 pub fn dmarc_send(config: &Config, json: bool) -> anyhow::Result<()> {
     let client = Client::from_config(config)?;

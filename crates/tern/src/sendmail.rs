@@ -459,6 +459,7 @@ fn smtp_on_stdio(config: &Config) -> ExitCode {
             screen: None,
             verify: arc_swap::ArcSwapOption::empty(),
             dmarc_recorder: Arc::new(tern_reports::NoReports),
+            inbound_tls: None,
         });
         let ctx = ListenerContext::local(shared, listener);
         let (_keep, shutdown) = tokio::sync::watch::channel(false);

@@ -169,6 +169,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let screening = crate::screen::Screening::start(&config, &events);
     // DMARC aggregate reports: the store and its writer before the sessions record.
     let mut dmarc = crate::dmarc::open(&config, &events);
+    // TLS reports: the store and its writer before the delivery workers record.
+    let mut tls_reports = crate::tlsrpt::open(&config, &events);
     // One per process: in the greeting of our server, recognised by our client.
     let loop_mark = tern_route::own::new_loop_mark();
     let shared = Arc::new(SmtpShared {
@@ -196,6 +198,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             }
         }),
         dmarc_recorder: Arc::clone(&dmarc.recorder),
+        inbound_tls: config
+            .tls_reports
+            .inbound_events
+            .then(|| Arc::new(tern_smtpd::inbound_tls::InboundTlsEvents::new())),
     });
     let server = match Server::start_watched(
         Arc::clone(&shared),
@@ -217,7 +223,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         .map(SocketAddr::to_string)
         .collect();
     let queue = if config.queue.deliver {
-        let ctx = Arc::new(queue_context(
+        let mut ctx = queue_context(
             &config,
             spool.clone(),
             events.clone(),
@@ -225,7 +231,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             server.local_addrs().to_vec(),
             loop_mark,
             watchdog.clone(),
-        )?);
+        )?;
+        // The delivery workers record each reported session's TLS outcome.
+        ctx.tls_reports = Arc::clone(&tls_reports.recorder);
+        let ctx = Arc::new(ctx);
         let q = Queue::start(Arc::clone(&ctx), queue_rx)
             .await
             .context("starting the queue")?;
@@ -237,6 +246,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     maps_loaded(&events, &config);
     // Reports are queued through the same intake as received mail.
     dmarc.start_reporter(&config, Arc::clone(&intake), &events);
+    tls_reports.start_reporter(&config, Arc::clone(&intake), &events);
     // The second way in: files from other systems and `tern sendmail`, through the same
     // intake as SMTP mail.
     let pickup = if config.pickup.enabled {
@@ -272,6 +282,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             queue: queue.as_ref().map(|(_, ctx)| Arc::clone(ctx)),
             current: Arc::clone(&current),
             dmarc: dmarc.asker(),
+            tls: tls_reports.asker(),
         });
         let next_hop = queue.as_ref().map(|(_, ctx)| {
             let ctx = Arc::clone(ctx);
@@ -362,6 +373,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some((q, ctx)) = queue {
         q.shutdown(&ctx).await;
     }
+    // The workers have stopped recording: the writer flushes the journal.
+    tls_reports.stop().await;
     if let Some((server, _)) = admin {
         server.shutdown(Duration::from_secs(2)).await;
         let _ = std::fs::remove_file(config.admin_addr_path());
@@ -536,6 +549,8 @@ struct ServerControl {
     current: Arc<ArcSwap<Config>>,
     /// The DMARC report task; `None` when the reports are off.
     dmarc: Option<tern_reports::reporter::ReportAsker>,
+    /// The TLS report task; `None` when sending is off.
+    tls: Option<tern_reports::reporter::ReportAsker<tern_reports::tlsrpt::reporter::RunSummary>>,
 }
 
 impl tern_admin::Control for ServerControl {
@@ -569,6 +584,32 @@ impl tern_admin::Control for ServerControl {
                     periods: s.periods,
                     domains: s.domains,
                     queued: s.queued,
+                    skipped: s.skipped,
+                    failed: s.failed,
+                }),
+                None => Err(tern_admin::ControlError::Unavailable(
+                    "the report task has stopped".into(),
+                )),
+            }
+        })
+    }
+
+    fn send_tls_reports(
+        &self,
+    ) -> tern_admin::ControlFuture<Result<tern_admin::TlsRun, tern_admin::ControlError>> {
+        let asker = self.tls.clone();
+        Box::pin(async move {
+            let Some(asker) = asker else {
+                return Err(tern_admin::ControlError::Off(
+                    "TLS reports are off ([tls_reports] enabled = false)".into(),
+                ));
+            };
+            match asker.send_now().await {
+                Some(s) => Ok(tern_admin::TlsRun {
+                    periods: s.periods,
+                    domains: s.domains,
+                    queued: s.queued,
+                    posted: s.posted,
                     skipped: s.skipped,
                     failed: s.failed,
                 }),
@@ -762,6 +803,7 @@ fn queue_context(
         watchdog,
         large_conversions: tern_queue::LargeConversions::default(),
         arc_chain: arc_validator(&config.dns),
+        // Set by the caller when `[tls_reports]` records.
         tls_reports: Arc::new(tern_reports::tlsrpt::NoTlsReports),
         tls_book: tern_queue::security::TlsBook::default(),
         mta_sts,

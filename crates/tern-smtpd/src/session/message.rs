@@ -375,6 +375,11 @@ impl Session {
                 if let Some(v) = &verified {
                     self.verification_accepted(id, v, message_id.as_deref());
                 }
+                if self.starttls_offered()
+                    && let Some(inbound) = &self.ctx.shared.inbound_tls
+                {
+                    inbound.cleartext(&self.ctx.shared.events, self.peer, &self.ctx.config.name);
+                }
                 tern_metrics::get()
                     .accept_latency
                     .observe_duration(started.elapsed());

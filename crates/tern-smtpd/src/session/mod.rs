@@ -321,10 +321,15 @@ impl Session {
                 &catalog::SMTP_IDLE_EVICTED,
                 fields!("client" => s.peer, "listener" => s.ctx.config.name),
             ),
-            EndReason::TlsFailed(e) => events.emit(
-                &catalog::SMTP_TLS_FAILED,
-                fields!("client" => s.peer, "error" => e),
-            ),
+            EndReason::TlsFailed(e) => {
+                events.emit(
+                    &catalog::SMTP_TLS_FAILED,
+                    fields!("client" => s.peer, "error" => e),
+                );
+                if let Some(inbound) = &s.ctx.shared.inbound_tls {
+                    inbound.handshake_failed(events, s.peer, &s.ctx.config.name, e);
+                }
+            }
             EndReason::ClientClosed | EndReason::Io(_) => events.emit(
                 &catalog::SMTP_CONNECTION_LOST,
                 fields!("client" => s.peer, "reason" => reason),

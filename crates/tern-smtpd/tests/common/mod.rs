@@ -141,6 +141,7 @@ impl TestServer {
             auth,
             verify: arc_swap::ArcSwapOption::empty(),
             dmarc_recorder: Arc::new(tern_reports::NoReports),
+            inbound_tls: None,
             hostname: HOSTNAME.into(),
             intake: Arc::new(spool.clone()),
             events,

@@ -43,6 +43,7 @@ pub mod mtasts;
 pub mod peers;
 pub mod screen;
 pub mod submission;
+pub mod tlsrpt;
 pub mod verify;
 
 /// Host name every test server uses (greeting, Received header).

@@ -80,6 +80,8 @@ fn dmarc_report_data_survives_kill9() {
         },
     );
     tern.kill9();
+    // The killed process's admin address is stale: the new one writes its own.
+    let _ = std::fs::remove_file(tern.data_dir.join("admin.addr"));
     tern.unset_env("TERN_TEST_DMARC_OBSERVATIONS");
     tern.restart();
     let started = tern.wait_for_events(4121, 2, Duration::from_secs(10));
@@ -87,7 +89,7 @@ fn dmarc_report_data_survives_kill9() {
     assert_eq!(field("messages"), "4", "{started:?}");
     assert_eq!(field("journals"), "1", "{started:?}");
 
-    // The admin listener is up (the CLI goes through it).
+    // The admin listener of the new process is up (the CLI goes through it).
     crate::common::admin::Admin::of(&tern);
     let out = run(
         &mut tern.tern_command(&["dmarc-reports", "send", "--json"]),
