@@ -86,6 +86,7 @@ mod message_rate_limit_refuses_with_451_then_accepts_after_the_window;
 mod metrics_move_with_real_traffic;
 mod mta_sts_cached_policy_survives_a_restart;
 mod mta_sts_enforce_uses_only_listed_mx_hosts;
+mod mta_sts_policy_host_on_a_private_address_is_not_fetched;
 mod mx_answer_cached_for_its_ttl;
 mod mx_preference_order_and_fallback;
 mod mx_to_self_through_a_port_forward_is_recognised_by_its_greeting;
