@@ -17,12 +17,16 @@
 //! - the body is read up to [`Limits::max_body`] bytes: past it (announced by
 //!   `Content-Length` or met while reading) the request fails with
 //!   [`HttpsError::TooLarge`]; nothing past the bound is kept.
+//! - the resolved addresses that are not public unicast (loopback, private, link-local,
+//!   CGNAT, documentation, multicast...: the list in [`address`]) are never connected to
+//!   unless [`ClientConfig::allow_private_addresses`] is set; when none is left the
+//!   request fails with [`HttpsError::ForbiddenAddress`] before any connection. A domain's
+//!   DNS thus cannot point Tern's requests at its own or its network's internal services.
 //!
 //! Invariants: nothing a server sends can panic this module or grow memory past
 //! `max_body` plus hyper's own bounded header buffer; every request ends within
 //! `timeout`. The connection task is aborted when the request ends, however it ends.
-//! Loopback and private addresses are connected to like any other (the tests run on
-//! loopback); callers that must refuse internal addresses check the resolver's answer.
+//! The addresses judged by the guard are the ones connected to (one resolution).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,6 +45,8 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
+
+pub mod address;
 
 /// The boxed future [`Resolve::resolve`] returns.
 pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>>;
@@ -101,6 +107,10 @@ pub struct ClientConfig {
     pub extra_roots_pem: Option<Vec<u8>>,
     /// `User-Agent` sent; `Tern` when empty.
     pub user_agent: String,
+    /// Connect to loopback, private and other non-public addresses too (the list in
+    /// [`address`]). Off by default: the host names come from other people's DNS. On for
+    /// tests on loopback and for a private network whose policy hosts are internal.
+    pub allow_private_addresses: bool,
 }
 
 /// The bounds of one request.
@@ -172,6 +182,20 @@ pub enum HttpsError {
         /// What the resolver said.
         reason: String,
     },
+    /// Every address the host resolved to is loopback, private or otherwise not public
+    /// (the list in [`address`]), and the client does not allow them
+    /// ([`ClientConfig::allow_private_addresses`]); nothing was connected to.
+    #[error(
+        "{host} resolves only to non-public addresses ({addr}: {range}), which are not allowed"
+    )]
+    ForbiddenAddress {
+        /// The host.
+        host: String,
+        /// The first address refused.
+        addr: IpAddr,
+        /// Its range, in words.
+        range: &'static str,
+    },
     /// No address accepted a TCP connection.
     #[error("connecting to {host}: {reason}")]
     Connect {
@@ -235,12 +259,14 @@ pub struct Response {
 pub struct Client {
     tls: tokio_rustls::TlsConnector,
     user_agent: String,
+    allow_private: bool,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("user_agent", &self.user_agent)
+            .field("allow_private", &self.allow_private)
             .finish_non_exhaustive()
     }
 }
@@ -379,6 +405,7 @@ impl Client {
         Ok(Client {
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             user_agent,
+            allow_private: config.allow_private_addresses,
         })
     }
 
@@ -451,9 +478,28 @@ impl Client {
                 reason: "no address".into(),
             });
         }
+        let mut allowed = Vec::with_capacity(addrs.len().min(8));
+        let mut refused = None;
+        for ip in addrs.iter().take(8) {
+            match address::forbidden_range(*ip) {
+                Some(range) if !self.allow_private => {
+                    refused.get_or_insert((*ip, range));
+                }
+                _ => allowed.push(*ip),
+            }
+        }
+        if allowed.is_empty()
+            && let Some((addr, range)) = refused
+        {
+            return Err(HttpsError::ForbiddenAddress {
+                host: host.to_string(),
+                addr,
+                range,
+            });
+        }
         let mut last = String::new();
         let mut tcp = None;
-        for ip in addrs.iter().take(8) {
+        for ip in &allowed {
             match TcpStream::connect(SocketAddr::new(*ip, target.port)).await {
                 Ok(s) => {
                     tcp = Some(s);

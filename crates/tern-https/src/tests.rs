@@ -137,9 +137,15 @@ fn reply(status: &str, ctype: &str, body: &str) -> Vec<u8> {
 }
 
 fn client(pki: &Pki) -> Client {
+    client_with(pki, true)
+}
+
+/// The tests' servers are on loopback: every client but the guard's allows it.
+fn client_with(pki: &Pki, allow_private_addresses: bool) -> Client {
     Client::new(&ClientConfig {
         extra_roots_pem: Some(pki.ca_pem.clone().into_bytes()),
         user_agent: String::new(),
+        allow_private_addresses,
     })
     .unwrap()
 }
@@ -197,7 +203,11 @@ async fn certificate_problems_are_classified() {
     let ok = |_: &str, _: &[u8]| Some(reply("200 OK", "text/plain", "x"));
     // Untrusted: the client does not know the CA.
     let server = serve(leaf(&pki, HOST, false), Arc::new(ok)).await;
-    let stranger = Client::new(&ClientConfig::default()).unwrap();
+    let stranger = Client::new(&ClientConfig {
+        allow_private_addresses: true,
+        ..ClientConfig::default()
+    })
+    .unwrap();
     let e = stranger
         .get(&resolver(), &url(&server), None, LIMITS)
         .await
@@ -399,4 +409,58 @@ async fn post_sends_the_body_and_accepts_any_2xx() {
         .await
         .unwrap();
     assert_eq!(r.status, 202);
+}
+
+#[tokio::test]
+async fn loopback_is_refused_by_default_and_allowed_when_asked() {
+    let pki = pki();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    let server = serve(
+        leaf(&pki, HOST, false),
+        Arc::new(move |_: &str, _: &[u8]| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(reply("200 OK", "text/plain", "ok"))
+        }),
+    )
+    .await;
+    // A hostile domain's DNS points its policy host at loopback: nothing is sent.
+    let guarded = client_with(&pki, false);
+    let e = guarded
+        .get(&resolver(), &url(&server), None, LIMITS)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        HttpsError::ForbiddenAddress {
+            host: HOST.into(),
+            addr: Ipv4Addr::LOCALHOST.into(),
+            range: "loopback (127.0.0.0/8)",
+        }
+    );
+    // The same with a private address before it, and for a POST: the first is named.
+    let both = FixedResolver::new().with(
+        HOST,
+        &["10.1.2.3".parse().unwrap(), Ipv4Addr::LOCALHOST.into()],
+    );
+    let e = guarded
+        .post(&both, &url(&server), "text/plain", b"x".to_vec(), LIMITS)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, HttpsError::ForbiddenAddress { addr, .. } if addr == "10.1.2.3".parse::<IpAddr>().unwrap()),
+        "{e}"
+    );
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request reached the server"
+    );
+    // Allowed when the caller asks.
+    let r = client_with(&pki, true)
+        .get(&resolver(), &url(&server), None, LIMITS)
+        .await
+        .unwrap();
+    assert_eq!(r.body, b"ok");
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -34,6 +34,9 @@ pub struct Config {
     pub retry_failed: Duration,
     /// Extra trust anchors for the policy hosts (PEM).
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// Fetch from loopback, private and other non-public addresses too
+    /// (`tern_https::address`); refused (`sts-policy-fetch-error`) when false.
+    pub allow_private_addresses: bool,
 }
 
 /// Why no policy could be had although the domain announces one (RFC 8460 result types).
@@ -140,6 +143,7 @@ impl MtaSts {
         let client = tern_https::Client::new(&tern_https::ClientConfig {
             extra_roots_pem: cfg.extra_roots_pem.clone(),
             user_agent: "Tern MTA-STS".into(),
+            allow_private_addresses: cfg.allow_private_addresses,
         })?;
         let mut entries = Entries::new(cfg.cache_max_domains);
         let mut store = None;
@@ -362,11 +366,7 @@ impl MtaSts {
             .get(&self.resolver, &url, Some("text/plain"), limits)
             .await
             .map_err(|e| {
-                let kind = match e {
-                    HttpsError::Certificate { .. } => FailKind::WebpkiInvalid,
-                    HttpsError::ContentType(..) => FailKind::Invalid,
-                    _ => FailKind::FetchError,
-                };
+                let kind = fail_kind(&e);
                 (kind, e.to_string())
             })?;
         let policy =
@@ -404,10 +404,51 @@ impl MtaSts {
     }
 }
 
+/// The RFC 8460 result type of a failed fetch. A policy host that resolves only to
+/// forbidden (non-public) addresses is a fetch error: nothing was fetched.
+fn fail_kind(e: &HttpsError) -> FailKind {
+    match e {
+        HttpsError::Certificate { .. } => FailKind::WebpkiInvalid,
+        HttpsError::ContentType(..) => FailKind::Invalid,
+        _ => FailKind::FetchError,
+    }
+}
+
 fn answer(entry: Arc<Entry>) -> Lookup {
     if entry.policy.mode == Mode::None {
         Lookup::None(format!("policy id {} has mode none", entry.id))
     } else {
         Lookup::Policy(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_errors_map_to_their_report_result_types() {
+        let forbidden = HttpsError::ForbiddenAddress {
+            host: "mta-sts.example.com".into(),
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            range: "loopback (127.0.0.0/8)",
+        };
+        assert_eq!(fail_kind(&forbidden), FailKind::FetchError);
+        assert_eq!(
+            fail_kind(&HttpsError::Certificate {
+                host: "h".into(),
+                problem: tern_https::CertProblem::Expired,
+                detail: String::new(),
+            }),
+            FailKind::WebpkiInvalid
+        );
+        assert_eq!(
+            fail_kind(&HttpsError::ContentType("text/html".into(), "text/plain")),
+            FailKind::Invalid
+        );
+        assert_eq!(
+            fail_kind(&HttpsError::Timeout(Duration::from_secs(1))),
+            FailKind::FetchError
+        );
     }
 }

@@ -498,7 +498,7 @@ async fn deliver_job(
                         let result = match s.tls_audit() {
                             Some(Err(f)) => tls_failure(&name, addr, security::result_type(f), "certificate audit (MTA-STS testing) failed"),
                             _ if s.tls().is_none() && host_tls.report.is_some() => tls_failure(&name, addr, TlsResultType::StarttlsNotSupported, "no STARTTLS"),
-                            _ => TlsSessionResult::Success,
+                            _ => host_tls.known_failure.map_or(TlsSessionResult::Success, |t| tls_failure(&name, addr, t, "MX host not in the MTA-STS policy (testing)")),
                         };
                         report_tls(ctx, host_tls.report.as_ref(), result);
                         s

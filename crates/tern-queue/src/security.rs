@@ -108,6 +108,11 @@ pub(crate) struct HostTls {
     pub reason: String,
     /// How sessions under it are reported (RFC 8460); `None`: not reported.
     pub report: Option<TlsPolicyInForce>,
+    /// A failure known before connecting, reported for the session unless the
+    /// certificate audit or STARTTLS already failed it: an MX host the MTA-STS policy in
+    /// `testing` does not list (`validation-failure`, as `enforce` would refuse it; RFC
+    /// 8461 §5, "testing": deliver, but report).
+    pub known_failure: Option<TlsResultType>,
 }
 
 /// A host the policy forbids trying, and how that is reported.
@@ -192,6 +197,7 @@ pub(crate) fn decide(
             source: Source::Route,
             reason: format!("route tls={route}"),
             report: None,
+            known_failure: None,
         });
     }
     match dane {
@@ -205,6 +211,7 @@ pub(crate) fn decide(
                 source: Source::Dane,
                 reason: format!("DANE: {} usable TLSA record(s) for {host}", d.records.len()),
                 report: Some(tlsa_in_force(domain, host, d)),
+                known_failure: None,
             });
         }
         DaneState::Bogus(why) => {
@@ -249,6 +256,7 @@ pub(crate) fn decide(
                     source: Source::StsEnforce,
                     reason: format!("{dane_note}MTA-STS enforce (id {}): {host} matches", p.id),
                     report: Some(sts_in_force(domain, p)),
+                    known_failure: None,
                 })
             } else {
                 Err(Refusal {
@@ -260,36 +268,42 @@ pub(crate) fn decide(
                 })
             }
         }
-        StsState::Policy(p) => Ok(HostTls {
-            request: TlsRequest {
-                policy: wire(route),
-                dane: None,
-                audit: true,
-            },
-            source: Source::StsTesting,
-            reason: format!(
-                "{dane_note}MTA-STS testing (id {}): tls={} as the route says, certificate audited{}",
-                p.id,
-                wire_name(wire(route)),
-                if p.mx.iter().any(|m| sts_mx_matches(m, host)) {
-                    ""
-                } else {
-                    "; host not in the policy"
-                }
-            ),
-            report: Some(sts_in_force(domain, p)),
-        }),
+        StsState::Policy(p) => {
+            let listed = p.mx.iter().any(|m| sts_mx_matches(m, host));
+            Ok(HostTls {
+                request: TlsRequest {
+                    policy: wire(route),
+                    dane: None,
+                    audit: true,
+                },
+                source: Source::StsTesting,
+                reason: format!(
+                    "{dane_note}MTA-STS testing (id {}): tls={} as the route says, certificate audited{}",
+                    p.id,
+                    wire_name(wire(route)),
+                    if listed {
+                        ""
+                    } else {
+                        "; host not in the policy"
+                    }
+                ),
+                report: Some(sts_in_force(domain, p)),
+                known_failure: (!listed).then_some(TlsResultType::ValidationFailure),
+            })
+        }
         StsState::Failed { reason, .. } => Ok(HostTls {
             request: TlsRequest::plain(wire(route)),
             source: Source::Route,
             reason: format!("{dane_note}MTA-STS policy unavailable ({reason}); route tls={route}"),
             report: Some(no_policy(domain)),
+            known_failure: None,
         }),
         StsState::None => Ok(HostTls {
             request: TlsRequest::plain(wire(route)),
             source: Source::Route,
             reason: format!("{dane_note}route tls={route}"),
             report: Some(no_policy(domain)),
+            known_failure: None,
         }),
     }
 }
@@ -574,6 +588,20 @@ mod tests {
         assert_eq!(
             (d.source, d.request.policy, d.request.audit),
             (Source::StsTesting, Wire::May, true)
+        );
+        // Not in the policy: reported as a validation failure whatever the certificate.
+        assert_eq!(d.known_failure, Some(TlsResultType::ValidationFailure));
+        let listed = decide(
+            RouteTls::May,
+            "example.com",
+            "mx.example.com",
+            &DaneState::NotAsked,
+            &sts(false),
+        )
+        .unwrap();
+        assert_eq!(
+            (listed.source, listed.known_failure),
+            (Source::StsTesting, None)
         );
         for r in [RouteTls::None, RouteTls::Encrypt, RouteTls::Verify] {
             let d = decide(

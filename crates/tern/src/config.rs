@@ -371,6 +371,10 @@ pub struct MtaStsSection {
     /// Extra trust anchors (PEM) for the policy hosts' certificates, added to the
     /// webpki roots (a private PKI; the tests' CA).
     pub ca_file: Option<PathBuf>,
+    /// Fetch policies from hosts that resolve to loopback, private, link-local, CGNAT and
+    /// other non-public addresses too (off: a destination's DNS must not aim Tern's
+    /// requests at internal hosts; docs/SECURITY.md).
+    pub allow_private_addresses: bool,
 }
 
 impl Default for MtaStsSection {
@@ -382,6 +386,7 @@ impl Default for MtaStsSection {
             cache_max_domains: 10_000,
             retry_failed_secs: 300,
             ca_file: None,
+            allow_private_addresses: false,
         }
     }
 }
@@ -999,6 +1004,19 @@ mod tests {
         assert_eq!(keys, ["queue.max_concurency"], "{e}");
         let good = format!("[queue]\ndeliver = false\nmax_concurrency = 5\n{listener}");
         assert!(Config::parse(&good, "test").is_ok());
+    }
+
+    #[test]
+    fn mta_sts_private_addresses_are_refused_unless_allowed() {
+        let listener = "[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:2525\"\n";
+        let c = Config::parse(listener, "test").unwrap();
+        assert!(!c.mta_sts.allow_private_addresses);
+        let c = Config::parse(
+            &format!("{listener}[mta_sts]\nallow_private_addresses = true\n"),
+            "test",
+        )
+        .unwrap();
+        assert!(c.mta_sts.allow_private_addresses);
     }
 
     #[test]

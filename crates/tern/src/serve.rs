@@ -835,6 +835,7 @@ fn mta_sts_service(
             cache_max_domains: m.cache_max_domains,
             retry_failed: Duration::from_secs(m.retry_failed_secs),
             extra_roots_pem,
+            allow_private_addresses: m.allow_private_addresses,
         },
         resolver.clone(),
         events.clone(),

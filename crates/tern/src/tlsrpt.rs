@@ -144,6 +144,7 @@ fn poster(config: &Config, events: &EventLog) -> Option<Arc<dyn ReportPoster>> {
     let client = tern_https::Client::new(&tern_https::ClientConfig {
         extra_roots_pem,
         user_agent: format!("Tern/{}", env!("CARGO_PKG_VERSION")),
+        allow_private_addresses: c.https_allow_private_addresses,
     });
     let client = match client {
         Ok(c) => c,

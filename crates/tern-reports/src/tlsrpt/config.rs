@@ -44,6 +44,10 @@ pub struct TlsReportsConfig {
     /// Extra trust anchors (PEM) for `https:` report addresses, added to the web's
     /// roots (a private PKI, or tests); none by default.
     pub https_ca_file: Option<std::path::PathBuf>,
+    /// Also POST to `https:` addresses whose host resolves to loopback, private,
+    /// link-local and other non-public ranges (tern-https's list); off by default, so a
+    /// domain's record cannot aim Tern's POSTs at hosts inside its network.
+    pub https_allow_private_addresses: bool,
     /// Inbound: an event for each client whose STARTTLS handshake fails, and for each
     /// that sends mail without TLS on a listener offering it (rate-limited per network).
     pub inbound_events: bool,
@@ -66,6 +70,7 @@ impl Default for TlsReportsConfig {
             dns_timeout_secs: 10,
             https_timeout_secs: 30,
             https_ca_file: None,
+            https_allow_private_addresses: false,
             inbound_events: false,
         }
     }

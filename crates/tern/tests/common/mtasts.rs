@@ -73,10 +73,11 @@ impl TestCa {
         )
     }
 
-    /// The `[mta_sts]` section trusting this CA, with a short fetch bound.
+    /// The `[mta_sts]` section trusting this CA, with a short fetch bound, allowing the
+    /// policy servers' loopback addresses (refused by default).
     pub fn mta_sts_section(&self, fetch_timeout_secs: u64) -> String {
         format!(
-            "[mta_sts]\nca_file = {}\nfetch_timeout_secs = {fetch_timeout_secs}\n",
+            "[mta_sts]\nca_file = {}\nfetch_timeout_secs = {fetch_timeout_secs}\nallow_private_addresses = true\n",
             toml_str(&self.ca_file.display().to_string())
         )
     }
@@ -203,5 +204,72 @@ impl PolicyServer {
 impl Drop for PolicyServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The `tls` block of destination `name` (`mx:<domain>`) in `tern dest list --json`, once
+/// it has one; panics after `limit`.
+pub fn dest_tls(tern: &super::Tern, name: &str, limit: Duration) -> serde_json::Value {
+    super::admin::Admin::of(tern);
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = super::run(
+            &mut tern.tern_command(&["dest", "list", "--json"]),
+            Duration::from_secs(30),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "tern dest list --json: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let found = v["destinations"]
+            .as_array()
+            .and_then(|l| l.iter().find(|d| d["name"] == name))
+            .map(|d| d["tls"].clone())
+            .filter(|t| !t.is_null());
+        if let Some(tls) = found {
+            return tls;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TLS decision shown for {name} within {limit:?}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The tracking records of queue id `id` for event `event` (`delivery.tls.policy`), once
+/// there is at least one (`tern track --json`); panics after `limit`.
+pub fn tracked(
+    tern: &super::Tern,
+    id: &str,
+    event: &str,
+    limit: Duration,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = super::run(
+            &mut tern.tern_command(&["track", "--json", id]),
+            Duration::from_secs(30),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let found: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(text.trim())
+            .ok()
+            .and_then(|v| v["records"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["event"] == event)
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {event} tracked for {id} within {limit:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -228,6 +228,17 @@ impl SmtpPeer {
 
     /// Starts a peer that offers STARTTLS with this certificate and key.
     pub fn start_on_with_tls(ip: &str, port: u16, cert: &str, key: &str) -> SmtpPeer {
+        SmtpPeer::start_on_with_tls_and(ip, port, cert, key, &[])
+    }
+
+    /// [`SmtpPeer::start_on_with_tls`] with more behaviours (`tempfail-rcpt=...`).
+    pub fn start_on_with_tls_and(
+        ip: &str,
+        port: u16,
+        cert: &str,
+        key: &str,
+        behaviours: &[&str],
+    ) -> SmtpPeer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("mail")).expect("maildir");
         let ip: IpAddr = ip.parse().expect("ip");
@@ -237,7 +248,10 @@ impl SmtpPeer {
             addr: SocketAddr::new(ip, port),
             ip,
             port,
-            behaviours: vec!["starttls".into()],
+            behaviours: std::iter::once("starttls")
+                .chain(behaviours.iter().copied())
+                .map(str::to_string)
+                .collect(),
             tls: None,
         };
         peer.tls = Some((cert.to_string(), key.to_string()));

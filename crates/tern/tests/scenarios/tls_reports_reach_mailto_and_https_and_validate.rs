@@ -56,7 +56,7 @@ fn tls_reports_reach_mailto_and_https_and_validate() {
 
     let tern = delivering_with(&dns, port, "connection_cache_size = 0\n", "")
         .section(&format!(
-            "[tls_reports]\nenabled = true\norg_name = \"Tern Test\"\nfrom = \"tlsrpt@mx.tern.test\"\ncontact = \"mailto:tlsrpt@mx.tern.test\"\nflush_secs = 1\nhttps_ca_file = \"{ca}\"\n"
+            "[tls_reports]\nenabled = true\norg_name = \"Tern Test\"\nfrom = \"tlsrpt@mx.tern.test\"\ncontact = \"mailto:tlsrpt@mx.tern.test\"\nflush_secs = 1\nhttps_ca_file = \"{ca}\"\nhttps_allow_private_addresses = true\n"
         ))
         .start();
     tern.wait_for_events(4161, 1, Duration::from_secs(10));
