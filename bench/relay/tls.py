@@ -11,8 +11,8 @@ The world, all on loopback:
   Knot itself (ECDSA P-256, NSEC): DOMAINS domains d<i>.bench.test with `MX 10
   mx.sink.bench.test`, that host's A 127.0.0.2 and its TLSA `3 1 1` (SHA-256 of the sink
   certificate's public key) at `_<port>._tcp.mx.sink.bench.test`. Tern's `[dane]
-  trust_anchor` is the zone's DS record (`keymgr ... ds`), so the validation chain is
-  anchored at `bench.test.` and needs no root.
+  trust_anchor` is the zone's key-signing DNSKEY, so the validation chain is anchored at
+  `bench.test.` and needs no root.
 - bench/relay/tls_sink.py on 127.0.0.2 (STARTTLS, counts, discards), in its own process.
 - Tern (release build) relaying from the bench listener; its `[dns]` asks Knot.
 The load is run.py's pipelining asyncio client (message i to d<i mod DOMAINS>), so each
@@ -22,6 +22,8 @@ each and dane/may per round.
 
 Usage (as root; `apt-get install knot knot-dnsutils`, scripts/test.sh installs them):
     SKIP_BUILD=1 MESSAGES=5000 ROUNDS=3 DOMAINS=100 python3 bench/relay/tls.py
+    SKIP_BUILD=1 TERN_BIN=target/ci/tern ... (the test build: optimised, fault injection
+    compiled in but never triggered)
 Knobs: MESSAGES (5000) ROUNDS (3) DOMAINS (100) SESSIONS (20) MODES ("may dane")
     TERN_BIN (target/release/tern) KEEP_TMP (0) OUT_DIR (bench/out)
 Output: bench/out/relay-tls-summary.txt.
@@ -67,7 +69,7 @@ def make_cert(work):
 
 
 class Knot:
-    """knotd serving the signed bench zone on DNS_IP:53; `ds` is the trust anchor."""
+    """knotd serving the signed bench zone on DNS_IP:53; `anchor` is the trust anchor (its key-signing DNSKEY)."""
 
     def __init__(self, work, sink_port, spki_sha256):
         self.dir = os.path.join(work, "knot")
@@ -129,11 +131,12 @@ log:
             if time.monotonic() > deadline:
                 run.die(f"knotd did not sign {ZONE} within 30 s: {q.stdout} {q.stderr}")
             time.sleep(0.1)
-        ds = sh(["keymgr", "-c", self.conf, ZONE, "ds"]).stdout.strip().splitlines()
-        # keymgr prints `bench.test. DS <tag> 13 2 <hex>` (and SHA-384); keep SHA-256.
-        self.ds = [line for line in ds if " DS " in line and " 13 2 " in line][:1] or ds[:1]
-        if not self.ds:
-            run.die("keymgr printed no DS record")
+        # Tern's trust anchor takes DNSKEY records (hickory validates from keys): the
+        # zone's key-signing key (flags 257), in the presentation form ldns writes.
+        keys = sh(["kdig", f"@{DNS_IP}", "+short", "DNSKEY", ZONE]).stdout.splitlines()
+        self.anchor = [f"{ZONE} IN DNSKEY {k}" for k in keys if k.startswith("257 ")][:1]
+        if not self.anchor:
+            run.die(f"no key-signing key in {ZONE}'s DNSKEY answer: {keys}")
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -233,10 +236,10 @@ def main():
         sink_port = run.free_port(SINK_IP)
         cert, key, spki = make_cert(work)
         knot = Knot(work, sink_port, spki)
-        anchor = os.path.join(work, "trust-anchor.ds")
+        anchor = os.path.join(work, "trust-anchor.key")
         with open(anchor, "w") as f:
-            f.write("\n".join(knot.ds) + "\n")
-        run.log(f"trust anchor: {knot.ds[0]}")
+            f.write("\n".join(knot.anchor) + "\n")
+        run.log(f"trust anchor: {knot.anchor[0]}")
         sink = TlsSink(work, sink_port, cert, key)
         for r in range(ROUNDS):
             for mode in MODES:

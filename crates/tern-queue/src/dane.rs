@@ -17,7 +17,7 @@
 //!   `Usable`, or `NotUsable` when none is usable; secure NXDOMAIN/NODATA → `NotUsable("no
 //!   TLSA records")`; insecure → `NotUsable`; bogus or failed → `Bogus`.
 //!
-//! Simplification (documented in docs/tls/dane.md): TLSA records are looked up at the MX
+//! Simplification (documented in docs/TLS.md, "DANE"): TLSA records are looked up at the MX
 //! host name as published, never at a CNAME target of it (RFC 7672 §2.2.3 allows the
 //! original name; following the chain first is not done). DANE-TA reference names are
 //! the MX host name and, as §3.2.2 also allows, the destination domain.
