@@ -97,6 +97,7 @@ keystore:
 policy:
   - id: bench
     algorithm: ecdsap256sha256
+    single-type-signing: on
     ksk-lifetime: 0
     zsk-lifetime: 0
     nsec3: off
