@@ -242,6 +242,11 @@ impl AnyCertificate {
             algorithms: provider.signature_verification_algorithms,
         })
     }
+
+    /// The signature algorithms it verifies with (DANE-TA chains use the same).
+    pub(crate) fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.algorithms
+    }
 }
 
 impl ServerCertVerifier for AnyCertificate {

@@ -26,7 +26,6 @@ use std::sync::Arc;
 
 use ring::digest;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 
@@ -92,7 +91,9 @@ fn matches(cert: &CertificateDer<'_>, r: &Tlsa) -> bool {
 #[derive(Debug)]
 pub struct DaneVerifier {
     tlsa: Arc<DaneTlsa>,
-    algorithms: WebPkiSupportedAlgorithms,
+    /// The handshake signature is checked as opportunistic TLS checks it: against the
+    /// presented certificate's key, with the provider's algorithms.
+    handshake: Arc<crate::context::AnyCertificate>,
 }
 
 impl DaneVerifier {
@@ -100,7 +101,7 @@ impl DaneVerifier {
     pub fn new(tlsa: Arc<DaneTlsa>, provider: &rustls::crypto::CryptoProvider) -> DaneVerifier {
         DaneVerifier {
             tlsa,
-            algorithms: provider.signature_verification_algorithms,
+            handshake: crate::context::AnyCertificate::new(provider),
         }
     }
 
@@ -158,7 +159,7 @@ impl DaneVerifier {
             )
         })?;
         leaf.verify_for_usage(
-            self.algorithms.all,
+            self.handshake.algorithms().all,
             &[anchor],
             intermediates,
             now,
@@ -217,7 +218,7 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.handshake.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -226,11 +227,11 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.handshake.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.handshake.supported_verify_schemes()
     }
 }
 
