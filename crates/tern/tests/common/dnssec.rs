@@ -309,3 +309,27 @@ pub fn tls_chain(dir: &Path, name: &str) -> (String, String, String) {
     std::fs::write(p("chain-key.pem"), key.serialize_pem()).expect("key");
     (p("chain.pem"), p("chain-key.pem"), hex)
 }
+
+/// What a DANE refusal leaves, waited for in order: event 4181 (`delivery.tls.refused`)
+/// whose reason has `4.7.5` and `reason_part`, then the deferral (4002) with `4.7.5`.
+/// Returns the 4181 events.
+pub fn expect_refused_then_deferred(
+    tern: &super::Tern,
+    reason_part: &str,
+) -> Vec<serde_json::Value> {
+    let refused = tern.wait_for_events(4181, 1, Duration::from_secs(30));
+    let reason = refused[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("4.7.5") && reason.contains(reason_part),
+        "{refused:?}"
+    );
+    let deferred = tern.wait_for_events(4002, 1, Duration::from_secs(20));
+    assert!(
+        deferred[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("4.7.5"),
+        "{deferred:?}"
+    );
+    refused
+}

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use crate::common::dnssec::{ChildRecords, SignedZones, tls_leaf, tlsa_3_1_1};
+use crate::common::dnssec::{
+    ChildRecords, SignedZones, expect_refused_then_deferred, tls_leaf, tlsa_3_1_1,
+};
 use crate::common::peers::SmtpPeer;
 use crate::common::{free_port, send_one, simple_message};
 
@@ -52,22 +54,7 @@ fn dane_insecure_delegation_falls_back_under_dane_and_defers_under_dane_only() {
         &["b@only.insecure.dane.test"],
         &simple_message("o", "x"),
     );
-    let refused = tern.wait_for_events(4181, 1, Duration::from_secs(30));
-    assert!(
-        refused[0]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("dane-only"),
-        "{refused:?}"
-    );
-    let deferred = tern.wait_for_events(4002, 1, Duration::from_secs(20));
-    assert!(
-        deferred[0]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("4.7.5"),
-        "{deferred:?}"
-    );
+    expect_refused_then_deferred(&tern, "dane-only");
     assert_eq!(
         peer.received().len(),
         1,

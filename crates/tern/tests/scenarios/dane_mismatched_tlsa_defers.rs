@@ -2,9 +2,9 @@
 //! (`tlsa-invalid`), event 4181 names the host, the message is deferred 4.7.5 and never
 //! delivered. (Fails if the certificate were accepted anyway: the peer would get it.)
 
-use std::time::Duration;
-
-use crate::common::dnssec::{ChildRecords, SignedZones, tls_leaf, tlsa_3_1_1};
+use crate::common::dnssec::{
+    ChildRecords, SignedZones, expect_refused_then_deferred, tls_leaf, tlsa_3_1_1,
+};
 use crate::common::peers::SmtpPeer;
 use crate::common::{free_port, send_one, simple_message};
 
@@ -32,23 +32,7 @@ fn dane_mismatched_tlsa_defers_and_never_delivers() {
         &["a@secure.dane.test"],
         &simple_message("m", "x"),
     );
-    let refused = tern.wait_for_events(4181, 1, Duration::from_secs(30));
-    let reason = refused[0]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        reason.contains("4.7.5") && reason.contains("tlsa-invalid"),
-        "{refused:?}"
-    );
-    let deferred = tern.wait_for_events(4002, 1, Duration::from_secs(20));
-    assert!(
-        deferred[0]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("4.7.5"),
-        "{deferred:?}"
-    );
+    expect_refused_then_deferred(&tern, "tlsa-invalid");
     assert!(
         peer.received().is_empty(),
         "nothing delivered to an unauthenticated host"

@@ -3,9 +3,9 @@
 //! `starttls-not-supported`) and nothing is sent in the clear. (Fails if DANE fell back
 //! to plaintext: the peer would receive the message.)
 
-use std::time::Duration;
-
-use crate::common::dnssec::{ChildRecords, SignedZones, tls_leaf, tlsa_3_1_1};
+use crate::common::dnssec::{
+    ChildRecords, SignedZones, expect_refused_then_deferred, tls_leaf, tlsa_3_1_1,
+};
 use crate::common::peers::SmtpPeer;
 use crate::common::{free_port, send_one, simple_message};
 
@@ -32,22 +32,7 @@ fn dane_starttls_stripped_defers_and_sends_nothing_in_clear() {
         &["a@secure.dane.test"],
         &simple_message("s", "x"),
     );
-    let refused = tern.wait_for_events(4181, 1, Duration::from_secs(30));
-    assert!(
-        refused[0]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("4.7.5"),
-        "{refused:?}"
-    );
-    let deferred = tern.wait_for_events(4002, 1, Duration::from_secs(20));
-    assert!(
-        deferred[0]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("4.7.5"),
-        "{deferred:?}"
-    );
+    expect_refused_then_deferred(&tern, "4.7.5");
     assert!(peer.received().is_empty(), "nothing sent in the clear");
     assert!(
         !peer.log().contains("MAIL FROM"),
