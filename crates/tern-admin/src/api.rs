@@ -74,7 +74,8 @@ pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .merge(crate::reports::routes())
         .merge(crate::overview::routes())
         .merge(crate::track::routes())
-        .merge(crate::queue::routes());
+        .merge(crate::queue::routes())
+        .merge(crate::cluster::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts()
@@ -97,6 +98,12 @@ pub struct StatusBody {
     /// the watchdog is off.
     #[schema(value_type = Object)]
     pub workers: serde_json::Value,
+    /// On a cluster node, the shared control plane's health (`tern_cluster::Health`:
+    /// node, node_id, state `up`/`degraded`/`connecting`, since_ms, mode, failed_ops);
+    /// absent on a node alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cluster: Option<serde_json::Value>,
 }
 
 /// Version, uptime and the workers as the watchdog sees them.
@@ -124,5 +131,9 @@ async fn status(State(state): State<Arc<AdminState>>) -> Result<Json<StatusBody>
         listeners_up: state.listeners_up(),
         delivery: state.queue.is_some(),
         workers,
+        cluster: state
+            .cluster
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c.health()).ok()),
     }))
 }

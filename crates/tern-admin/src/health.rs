@@ -5,6 +5,10 @@
 //! - `/readyz`: 200 only when every SMTP listener is bound, the spool is writable (a
 //!   probe file is created, fsynced and removed in the spool directory) and the spool is
 //!   not in back pressure; otherwise 503. The body names each check and its result.
+//!   On a cluster node the body also has `cluster` (`up`, `degraded`, `connecting`):
+//!   degraded mode does not make the node unready, because mail keeps flowing on local
+//!   limits and taking every node out of a balancer when Redis fails would stop all
+//!   mail (docs/CLUSTER.md).
 //!
 //! The spool probe touches the disk, and `/readyz` needs no token, so its result is
 //! reused for [`PROBE_FRESH`]: however often the endpoint is asked, the disk sees at most
@@ -33,6 +37,10 @@ pub struct Readiness {
     pub spool_writable: bool,
     /// `None` when mail is accepted; otherwise why new mail gets 452 4.3.1.
     pub back_pressure: Option<String>,
+    /// The shared control plane's state on a cluster node (`up`, `degraded`,
+    /// `connecting`); absent on a node alone. Informational: it does not change `ready`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<&'static str>,
 }
 
 pub async fn healthz() -> &'static str {
@@ -111,6 +119,7 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
             listeners_up,
             spool_writable,
             back_pressure,
+            cluster: state.cluster.as_ref().map(|c| c.state().as_str()),
         }),
     )
 }

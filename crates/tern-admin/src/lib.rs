@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 mod config;
 pub mod control;
 pub mod dest;

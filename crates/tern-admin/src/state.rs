@@ -129,6 +129,8 @@ pub struct AdminState {
     /// `/readyz`'s last spool probe ([`crate::health`]); `Default::default()` when
     /// building the state.
     pub readiness: crate::health::ProbeCache,
+    /// The shared control plane, on a cluster node (`[cluster] enabled`); `None` alone.
+    pub cluster: Option<tern_cluster::Cluster>,
 }
 
 impl AdminState {

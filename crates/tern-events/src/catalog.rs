@@ -612,6 +612,21 @@ events! {
     SYSTEMD_NOTIFY_FAILED = (7083, "systemd.notify.failed", Warning,
         "A notification to systemd (READY=1, RELOADING=1, STOPPING=1 or WATCHDOG=1; `message` says which) could not be sent to $NOTIFY_SOCKET, or that address is unusable. Logged once until a send succeeds. Without READY=1 systemd considers the start failed; without WATCHDOG=1 it restarts Tern.",
         "Check the unit (Type=notify, NotifyAccess=main) and that nothing else set NOTIFY_SOCKET in Tern's environment.");
+    CLUSTER_CONNECTED = (8001, "cluster.connected", Info,
+        "The node reached Redis for the first time since its start: limits, leases, destination state and membership are shared with the other nodes (docs/CLUSTER.md). Fields: node, node_id, mode.",
+        "None.");
+    CLUSTER_DEGRADED = (8002, "cluster.degraded", Warning,
+        "Redis is unreachable (or did not answer within cluster.op_timeout_ms): the node decides alone, each cluster-wide limit scaled to cluster.local_share, destination marks kept locally; mail keeps flowing. Logged once when it happens; `/readyz` and `tern status` show `degraded` until event 8003. Fields: node, error, local_share.",
+        "Bring Redis back (or its Sentinel master); the node reconnects by itself. While degraded, the cluster as a whole may exceed its shared limits by up to (nodes x local_share).");
+    CLUSTER_RECOVERED = (8003, "cluster.recovered", Info,
+        "Redis answers again after event 8002: limits and state are shared again. Fields: node.",
+        "None.");
+    CLUSTER_NODE_DEAD = (8004, "cluster.node.dead", Warning,
+        "A node's heartbeat expired (no heartbeat for cluster.dead_after_ms): its connection leases have lapsed and its queue is stranded until it comes back or another node adopts its spool. Logged by one node only (the first to notice). Fields: node, noticed_by, dead_after_ms.",
+        "Restart the node, or attach its spool to another node and run `tern spool adopt PATH` there (docs/CLUSTER.md, \"A node that dies\").");
+    CLUSTER_NODE_ID_CONFLICT = (8005, "cluster.node_id.conflict", Error,
+        "Another live node holds this node's cluster.node_id: queue ids of the two nodes are no longer recognisable by node (they stay unique with near certainty, by their random part). Logged once per start. Fields: node, node_id, holder.",
+        "Give each node its own cluster.node_id (1 to 1023) and restart one of them.");
 }
 
 #[cfg(test)]

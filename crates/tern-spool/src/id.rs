@@ -4,7 +4,10 @@
 //! (`0-9A-Z` without `I L O U`), most significant digit first. The 75 bits are:
 //! - bits 74..20 (first 11 characters): microseconds since the Unix epoch (55 bits, good
 //!   until the year 3111);
-//! - bits 19..0 (last 4 characters): a per-process random seed mixed with a counter.
+//! - bits 19..0 (last 4 characters): a per-process random seed mixed with a counter; on
+//!   a cluster node ([`set_node_id`], `cluster.node_id` 1..=1023) bits 19..10 (characters
+//!   12 and 13) are the node's number and only bits 9..0 are random, so ids of different
+//!   nodes never collide and the node is recognisable in an id ([`QueueId::node`]).
 //!
 //! Invariants:
 //! - The value is always below 2^75, so every value has exactly one text form, and
@@ -56,6 +59,19 @@ pub enum QueueIdError {
 static LAST_MICROS: AtomicU64 = AtomicU64::new(0);
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static SEED: OnceLock<u64> = OnceLock::new();
+static NODE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+const NODE_SHIFT: u32 = 10;
+const NODE_MAX: u16 = 1023;
+
+/// Sets this process's cluster node number (1..=1023; 0, the default, is no cluster),
+/// written into every id made afterwards. Numbers above 1023 are refused (`false`).
+pub fn set_node_id(node: u16) -> bool {
+    if node > NODE_MAX {
+        return false;
+    }
+    NODE.store(node, Ordering::Relaxed);
+    true
+}
 
 /// Now in Unix microseconds (the one clock helper, `tern_watchdog::clock`), as the id's
 /// unsigned time field.
@@ -86,6 +102,15 @@ fn digit_value(c: u8) -> Option<u128> {
     Some(u128::from(v))
 }
 
+/// The low 20 bits: the random mix, with the node number in bits 19..10 when set.
+fn low_bits(mix: u64, node: u16) -> u64 {
+    if node == 0 {
+        mix & LOW_MASK
+    } else {
+        (u64::from(node.min(NODE_MAX)) << NODE_SHIFT) | (mix & ((1 << NODE_SHIFT) - 1))
+    }
+}
+
 impl QueueId {
     /// A new id, unique across restarts and later than every id this process made before.
     pub fn generate() -> QueueId {
@@ -100,9 +125,8 @@ impl QueueId {
             }
         };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let low =
-            (process_seed() ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23)) & LOW_MASK;
-        QueueId::from_parts(micros, low)
+        let mix = process_seed() ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23);
+        QueueId::from_parts(micros, low_bits(mix, NODE.load(Ordering::Relaxed)))
     }
 
     fn from_parts(micros: u64, low: u64) -> QueueId {
@@ -123,6 +147,12 @@ impl QueueId {
             v = (v << 5) | d;
         }
         Ok(QueueId(v))
+    }
+
+    /// The cluster node number in the id (bits 19..10): meaningful for ids made by a node
+    /// with `cluster.node_id` set; for others it is random.
+    pub fn node(&self) -> u16 {
+        u16::try_from((self.0 >> NODE_SHIFT) & u128::from(NODE_MAX)).unwrap_or(0)
     }
 
     /// The arrival time encoded in the id, microseconds since the Unix epoch.
@@ -204,6 +234,26 @@ mod tests {
             assert_eq!(QueueId::parse(&next.to_string()), Ok(next));
             prev = next;
         }
+    }
+
+    #[test]
+    fn a_node_number_is_in_the_id_and_recognisable() {
+        for node in [1u16, 7, 512, 1023] {
+            for mix in [0u64, u64::MAX, 0x1234_5678_9abc] {
+                let id = QueueId::from_parts(1_700_000_000_000_000, low_bits(mix, node));
+                assert_eq!(id.node(), node);
+                let text = id.to_string();
+                assert_eq!(QueueId::parse(&text), Ok(id));
+                // Characters 12 and 13 carry the node: equal nodes, equal characters.
+                let other = QueueId::from_parts(1_700_000_000_000_001, low_bits(!mix, node));
+                assert_eq!(text.get(11..13), other.to_string().get(11..13));
+            }
+        }
+        assert_ne!(
+            QueueId::from_parts(5, low_bits(9, 1)),
+            QueueId::from_parts(5, low_bits(9, 2))
+        );
+        assert!(!set_node_id(1024));
     }
 
     #[test]

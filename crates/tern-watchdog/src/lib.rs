@@ -159,6 +159,9 @@ struct Registry {
     origin_unix_ms: u64,
     started_ms: u64,
     state: Mutex<State>,
+    /// Lines other parts add to the status (`cluster` → its health); locked alone,
+    /// never while `state` is held.
+    notes: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// The registry of heartbeats. Cheap to clone; all clones are one registry.
@@ -193,6 +196,7 @@ impl Watchdog {
                 origin_unix_ms,
                 started_ms,
                 state: Mutex::new(State::default()),
+                notes: Mutex::new(std::collections::BTreeMap::new()),
             }),
         }
     }
@@ -379,6 +383,25 @@ impl Watchdog {
         Some(count)
     }
 
+    /// Sets a line of the status snapshot's `notes` (e.g. `cluster` → `degraded since
+    /// ...`), shown by `tern status`; an empty value removes it. At most 16 notes of 200
+    /// characters each are kept.
+    pub fn set_note(&self, key: &str, value: &str) {
+        let mut notes = self
+            .inner
+            .notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if value.is_empty() {
+            notes.remove(key);
+        } else if notes.len() < 16 || notes.contains_key(key) {
+            notes.insert(
+                key.chars().take(40).collect(),
+                value.chars().take(200).collect(),
+            );
+        }
+    }
+
     /// The status of every worker at clock time `now_ms`; `unix_ms` is the wall-clock
     /// time stamped on it.
     pub fn snapshot(&self, now_ms: u64, unix_ms: u64) -> Snapshot {
@@ -425,6 +448,12 @@ impl Watchdog {
             (workers, totals, stalls)
         };
         drop(held);
+        let notes = self
+            .inner
+            .notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         Snapshot {
             format: status::STATUS_FORMAT,
             pid: std::process::id(),
@@ -438,6 +467,7 @@ impl Watchdog {
             workers,
             totals,
             stalls,
+            notes,
         }
     }
 }

@@ -140,6 +140,9 @@ pub struct Snapshot {
     pub totals: Vec<KindTotals>,
     /// Recent stall episodes, oldest first.
     pub stalls: Vec<StallRecord>,
+    /// Other parts' status lines (`cluster`: the shared control plane's health).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub notes: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a status file could not be read.

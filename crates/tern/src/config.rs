@@ -104,6 +104,9 @@ pub struct Config {
     pub mta_sts: MtaStsSection,
     /// `[tls_reports]`: SMTP TLS reports, RFC 8460 (docs/TLS.md).
     pub tls_reports: tern_reports::tlsrpt::TlsReportsConfig,
+    /// `[cluster]`: several nodes sharing limits, destination state and membership
+    /// through Redis (docs/CLUSTER.md).
+    pub cluster: tern_cluster::ClusterConfig,
 }
 
 /// `[tracking]`: the message tracking log in `<data_dir>/tracking/`.
@@ -500,6 +503,21 @@ impl Config {
                 .into_iter()
                 .map(|x| ConfigProblem::new(x.key, x.message)),
         );
+        p.extend(
+            self.cluster
+                .problems()
+                .into_iter()
+                .map(|x| ConfigProblem::new(x.key, x.message)),
+        );
+        if self.cluster.enabled
+            && self.cluster.admin_url.is_empty()
+            && self.admin.listen.is_none_or(|a| a.ip().is_unspecified())
+        {
+            p.push(ConfigProblem::new(
+                "cluster.admin_url",
+                "required when [admin] listen is a wildcard address or unset: how other nodes reach this one",
+            ));
+        }
         p.extend(
             self.dkim
                 .problems()

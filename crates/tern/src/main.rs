@@ -15,6 +15,7 @@
 mod admin;
 mod cli_queue;
 mod client;
+mod cluster;
 mod config;
 mod dkim;
 mod dmarc;

@@ -392,6 +392,7 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<Option<bool>> {
             "uptime_secs": body["uptime_secs"],
             "listeners_up": body["listeners_up"],
             "delivery": body["delivery"],
+            "cluster": body["cluster"],
         });
         writeln!(out, "{obj}")?;
         return Ok(Some(healthy));
@@ -409,6 +410,24 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<Option<bool>> {
             "off (queue.deliver = false)"
         }
     )?;
+    if let Some(c) = body.get("cluster").filter(|c| c.is_object()) {
+        // Degraded mode is said in capitals: limits are local, the cluster may exceed them.
+        let state = c["state"].as_str().unwrap_or("?");
+        writeln!(
+            out,
+            "cluster: {} since {} (node {}, id {}, redis {}, {} failed operations)",
+            if state == "up" {
+                state.to_string()
+            } else {
+                state.to_uppercase()
+            },
+            time_of(c["since_ms"].as_u64().unwrap_or(0)),
+            c["node"].as_str().unwrap_or("?"),
+            c["node_id"],
+            c["mode"].as_str().unwrap_or("?"),
+            c["failed_ops"]
+        )?;
+    }
     match &snapshot {
         Some(snap) => {
             writeln!(out)?;

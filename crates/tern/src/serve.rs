@@ -81,6 +81,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         .watchdog
         .enabled
         .then(|| Watchdog::new(Duration::from_secs(config.watchdog.stall_after_secs)));
+    // A cluster node's number goes into every queue id, from the first one.
+    crate::cluster::set_node_id(&config);
     let spool_dir = config.spool_dir();
     let open = if config.queue.deliver {
         Spool::open_lazy
@@ -119,6 +121,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     .context("starting the watchdog")?;
     let back_pressure =
         BackPressure::start(spool.clone(), config.back_pressure.clone(), events.clone());
+    // The shared control plane (docs/CLUSTER.md): never waited for, the node starts
+    // deciding alone until Redis answers.
+    let cluster_node = crate::cluster::start(&config, &events, &spool, watchdog.as_ref());
+    let cluster = cluster_node.as_ref().map(|n| n.cluster.clone());
     let hostname = config.server.hostname.clone();
     let scheduler_beat = beat(
         watchdog.as_ref().filter(|_| config.queue.deliver),
@@ -305,6 +311,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             started: std::time::Instant::now(),
             history: Default::default(),
             readiness: Default::default(),
+            cluster: cluster.clone(),
         };
         match start_admin(&config, state).await {
             Ok(started) => Some(started),
@@ -378,6 +385,9 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some((server, _)) = admin {
         server.shutdown(Duration::from_secs(2)).await;
         let _ = std::fs::remove_file(config.admin_addr_path());
+    }
+    if let Some(node) = cluster_node {
+        node.stop().await;
     }
     drop(supervisor);
 

@@ -125,6 +125,9 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<bool> {
         duration(snap.stall_after_ms),
         duration(age)
     )?;
+    for (k, v) in &snap.notes {
+        writeln!(out, "{k}: {v}")?;
+    }
     writeln!(out)?;
     write_snapshot_body(&mut out, snap)?;
     Ok(healthy)

@@ -1,0 +1,165 @@
+//! The client against a real `redis-server` on loopback: connect, operate, lose Redis
+//! (degraded at once, operations fail fast), get it back (recovered by itself), and the
+//! membership's heartbeat and dead-node notice.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tern_cluster::{Cluster, ClusterConfig, ClusterError, HealthState};
+use tern_events::EventLog;
+
+struct Redis {
+    child: Child,
+}
+
+impl Redis {
+    fn start(dir: &Path, port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let r = Redis { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn config(port: u16, name: &str, id: u16) -> ClusterConfig {
+    ClusterConfig {
+        enabled: true,
+        node_name: name.into(),
+        node_id: id,
+        redis: vec![format!("redis://127.0.0.1:{port}")],
+        heartbeat_ms: 100,
+        dead_after_ms: 600,
+        ..ClusterConfig::default()
+    }
+}
+
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degrades_at_once_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let redis = Redis::start(dir.path(), port);
+    let c = Cluster::start(&config(port, "n1", 1), EventLog::discard());
+    until("up", async || c.is_up()).await;
+    let _: () = c
+        .query(redis::cmd("SET").arg(c.key("k")).arg("v"))
+        .await
+        .expect("set");
+    let v: String = c
+        .query(redis::cmd("GET").arg(c.key("k")))
+        .await
+        .expect("get");
+    assert_eq!(v, "v");
+    // A reply error is not an outage.
+    let e = c
+        .query::<i64>(redis::cmd("INCR").arg(c.key("k")))
+        .await
+        .expect_err("not an integer");
+    assert!(matches!(e, ClusterError::Reply(_)), "{e:?}");
+    assert!(c.is_up());
+
+    drop(redis);
+    // The first operation after the loss fails within the bound and degrades the node.
+    let started = Instant::now();
+    let e = c.query::<String>(redis::cmd("GET").arg(c.key("k"))).await;
+    assert!(e.is_err());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    until("degraded", async || c.state() == HealthState::Degraded).await;
+    // Degraded: operations fail at once, without waiting on the network.
+    let started = Instant::now();
+    let e = c.query::<String>(redis::cmd("GET").arg(c.key("k"))).await;
+    assert!(matches!(e, Err(ClusterError::Unavailable)), "{e:?}");
+    assert!(started.elapsed() < Duration::from_millis(100));
+
+    let _redis = Redis::start(dir.path(), port);
+    until("recovered", async || c.is_up()).await;
+    let _: () = c
+        .query(redis::cmd("SET").arg(c.key("k")).arg("w"))
+        .await
+        .expect("set after recovery");
+    c.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_see_each_other_and_a_dead_one_is_noticed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _redis = Redis::start(dir.path(), port);
+    let reporter: tern_cluster::membership::Reporter =
+        std::sync::Arc::new(|| serde_json::json!({"deferred": 3}));
+    let a = Cluster::start(&config(port, "a", 1), EventLog::discard());
+    let b = Cluster::start(&config(port, "b", 2), EventLog::discard());
+    let ma = tern_cluster::membership::Membership::start(
+        a.clone(),
+        "http://127.0.0.1:1".into(),
+        reporter.clone(),
+    );
+    let mb = tern_cluster::membership::Membership::start(
+        b.clone(),
+        "http://127.0.0.1:2".into(),
+        reporter,
+    );
+    until("both listed", async || {
+        tern_cluster::membership::nodes(&a)
+            .await
+            .map(|n| n.iter().filter(|x| x.alive).count() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    let nodes = tern_cluster::membership::nodes(&a).await.expect("nodes");
+    assert_eq!(nodes[1].name, "b");
+    assert_eq!(nodes[1].id, 2);
+    assert_eq!(nodes[1].admin_url, "http://127.0.0.1:2");
+    assert_eq!(nodes[1].report["deferred"], 3);
+    // b dies without stopping cleanly: its heartbeat expires, a declares it dead and
+    // drops it from the list, once.
+    drop(mb);
+    b.stop();
+    until("b declared dead", async || {
+        let dead: Option<String> = a
+            .query(redis::cmd("GET").arg(a.key("dead:b")))
+            .await
+            .unwrap_or(None);
+        dead.as_deref() == Some("a")
+    })
+    .await;
+    let nodes = tern_cluster::membership::nodes(&a).await.expect("nodes");
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    // A clean stop removes the entry: no death.
+    ma.stop().await;
+    let nodes = tern_cluster::membership::nodes(&a).await.expect("nodes");
+    assert!(nodes.is_empty(), "{nodes:?}");
+    a.stop();
+}
