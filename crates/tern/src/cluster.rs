@@ -21,7 +21,8 @@ use crate::config::Config;
 pub struct Node {
     /// The handle every shared part uses.
     pub cluster: Cluster,
-    membership: Membership,
+    membership: Option<Membership>,
+    reporter: tern_cluster::membership::Reporter,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -32,14 +33,14 @@ pub fn set_node_id(config: &Config) {
     }
 }
 
-/// The admin URL other nodes use for this one.
-pub fn admin_url(config: &Config) -> String {
+/// The admin URL other nodes use for this one: `cluster.admin_url`, or the admin
+/// listener's bound address (`bound`, which knows the port of a `:0` listen).
+pub fn admin_url(config: &Config, bound: Option<std::net::SocketAddr>) -> String {
     if !config.cluster.admin_url.is_empty() {
         return config.cluster.admin_url.trim_end_matches('/').to_string();
     }
-    config
-        .admin
-        .listen
+    bound
+        .or(config.admin.listen)
         .map(|a| format!("http://{a}"))
         .unwrap_or_default()
 }
@@ -97,22 +98,35 @@ pub fn start(
         }));
     }
     let reporter: tern_cluster::membership::Reporter = Arc::new(move || (**counts.load()).clone());
-    let membership = Membership::start(cluster.clone(), admin_url(config), reporter);
     Some(Node {
         cluster,
-        membership,
+        membership: None,
+        reporter,
         tasks,
     })
 }
 
 impl Node {
+    /// Starts the heartbeat, once the admin listener is bound (its address is in it).
+    pub fn announce(&mut self, config: &Config, admin_bound: Option<std::net::SocketAddr>) {
+        if self.membership.is_none() {
+            self.membership = Some(Membership::start(
+                self.cluster.clone(),
+                admin_url(config, admin_bound),
+                Arc::clone(&self.reporter),
+            ));
+        }
+    }
+
     /// Stops the heartbeat (removing this node's entry: a clean stop is not a death) and
     /// the connection.
     pub async fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
-        self.membership.stop().await;
+        if let Some(m) = self.membership {
+            m.stop().await;
+        }
         self.cluster.stop();
     }
 }

@@ -511,6 +511,7 @@ impl Config {
         );
         if self.cluster.enabled
             && self.cluster.admin_url.is_empty()
+            && self.admin.enabled
             && self.admin.listen.is_none_or(|a| a.ip().is_unspecified())
         {
             p.push(ConfigProblem::new(

@@ -123,7 +123,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         BackPressure::start(spool.clone(), config.back_pressure.clone(), events.clone());
     // The shared control plane (docs/CLUSTER.md): never waited for, the node starts
     // deciding alone until Redis answers.
-    let cluster_node = crate::cluster::start(&config, &events, &spool, watchdog.as_ref());
+    let mut cluster_node = crate::cluster::start(&config, &events, &spool, watchdog.as_ref());
     let cluster = cluster_node.as_ref().map(|n| n.cluster.clone());
     let hostname = config.server.hostname.clone();
     let scheduler_beat = beat(
@@ -328,6 +328,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         None
     };
 
+    // The heartbeat carries the admin listener's bound address: after it is bound.
+    if let Some(node) = cluster_node.as_mut() {
+        node.announce(&config, admin.as_ref().and_then(|(s, _)| s.local_addr()));
+    }
     events.emit(
         &catalog::SERVER_STARTED,
         fields!(

@@ -58,10 +58,11 @@ impl Admin {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let token = std::fs::read_to_string(tern.data_dir.join("admin.token"))
-            .expect("admin.token")
-            .trim()
-            .to_owned();
+        let token = match std::fs::read_to_string(tern.data_dir.join("admin.token")) {
+            Ok(t) => t.trim().to_owned(),
+            // A token given in the configuration (`[admin] token`): no file.
+            Err(_) => configured_token(&tern.config_text()).expect("admin.token or [admin] token"),
+        };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -160,4 +161,19 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The `token = "..."` of the `[admin]` section of a configuration text.
+fn configured_token(config: &str) -> Option<String> {
+    let section = config.split("[admin]").nth(1)?;
+    let section = section.split("\n[").next()?;
+    section.lines().find_map(|l| {
+        let v = l
+            .trim()
+            .strip_prefix("token")?
+            .trim()
+            .strip_prefix('=')?
+            .trim();
+        Some(v.trim_matches('"').to_owned())
+    })
 }

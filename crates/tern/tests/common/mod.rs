@@ -34,6 +34,7 @@ use tern_spool::{ListedMessage, QueueState, Spool, StoredMessage};
 
 pub mod admin;
 pub mod arc;
+pub mod cluster;
 pub mod connectors;
 pub mod dkim;
 pub mod dnssec;
