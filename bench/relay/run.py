@@ -51,6 +51,13 @@ installs):
     python3 bench/relay/run.py
     SKIP_BUILD=1 TERN_BIN=target/ci/tern MESSAGES=5000 DOMAINS="1 1000" python3 bench/relay/run.py
     SKIP_BUILD=1 MESSAGES=5000 ROUNDS=2 DKIM="none rsa ed25519 both" python3 bench/relay/run.py
+A cluster node (SERVERS="tern tern-cluster", issue 20): `tern-cluster` is Tern with
+`[cluster] enabled` against a redis-server this script starts on loopback (one per run,
+no persistence), plus CLUSTER_EXTRA (TOML appended to the configuration: the shared limits
+whose Redis round trips are measured, docs/CLUSTER.md). The summary adds the
+tern-cluster/tern ratio; the figure is in docs/BENCHMARKS.md ("Cluster").
+    SKIP_BUILD=1 TERN_BIN=target/ci/tern SERVERS="tern tern-cluster" ROUNDS=3 python3 bench/relay/run.py
+
 Environment knobs: MESSAGES (20000) SESSIONS (20) MSG_SIZE (1024) ROUNDS (1)
     SERVERS ("tern postfix") TERN_BIN (target/release/tern) SKIP_BUILD (0)
     TERN_COMMIT (segment: Tern's `[spool] commit`, file / batch / segment)
@@ -207,6 +214,32 @@ max_connections_per_client = 1000
     return port, stop
 
 
+def start_redis(work):
+    """A redis-server on a free loopback port, no persistence. Returns (port, stop)."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                             "--save", "", "--appendonly", "no", "--dir", work],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True,
+                         text=True).stdout.strip() != "PONG":
+        if time.monotonic() > deadline:
+            die("redis-server did not start")
+        time.sleep(0.02)
+
+    def stop():
+        proc.kill()
+        proc.wait()
+    return port, stop
+
+
+def cluster_section(redis_port):
+    """The `[cluster]` section of the bench's one node, plus CLUSTER_EXTRA."""
+    return (f'[cluster]\nenabled = true\nnode_name = "bench"\nnode_id = 1\n'
+            f'redis = ["redis://127.0.0.1:{redis_port}"]\n\n'
+            + os.environ.get("CLUSTER_EXTRA", "").replace("\\n", "\n") + "\n")
+
+
 def start_tern(work, sink_port, dkim=""):
     return launch_tern(work, f"""{dkim}
 
@@ -330,7 +363,7 @@ def one_run(server, work, domains=None, dkim=None):
     dump = None
     if dkim is not None:
         dump = os.path.join(dkim_setup.dump_dir(work), "dump")
-        if server == "tern":
+        if server in ("tern", "tern-cluster"):
             section, records = dkim_setup.tern_keys(TERN_BIN, work, dkim)
         elif dkim != "none":
             milter = dkim_setup.OpenDkim(dkim, free_port, KEEP_TMP)
@@ -340,9 +373,18 @@ def one_run(server, work, domains=None, dkim=None):
     try:
         sink = Sink(work, SINK_IP if domains else "127.0.0.1", dump)
         milters = milter.milters if milter else ""
-        if server == "tern":
+        if server in ("tern", "tern-cluster"):
             starter = start_tern_mx if domains else start_tern
+            if server == "tern-cluster":
+                redis_port, stop_redis = start_redis(work)
+                section += "\n" + cluster_section(redis_port)
             port, stop = starter(work, sink.port, section)
+            if server == "tern-cluster":
+                stop_tern = stop
+
+                def stop():
+                    stop_tern()
+                    stop_redis()
         else:
             port, stop = start_postfix(work, sink.port, bool(domains), milters)
         t0 = time.monotonic()
@@ -506,6 +548,8 @@ def main():
         if shutil.which(tool) is None:
             die(f"{tool} not found; run scripts/test.sh (it installs Postfix), and "
                 "apt-get install opendkim opendkim-tools for DKIM")
+    if "tern-cluster" in SERVERS and shutil.which("redis-server") is None:
+        die("redis-server not found; run scripts/test.sh (it installs it)")
     if "tern" in SERVERS and os.environ.get("SKIP_BUILD", "0") != "1":
         log("building Tern: cargo build --release -p tern")
         subprocess.run(["cargo", "build", "--release", "-p", "tern"], cwd=ROOT, check=True)
@@ -567,6 +611,13 @@ def main():
                          + ("" if ROUNDS < 2 else " (per round: " + ", ".join(
                              f"{t / p:.2f}x" for t, p in zip(results[("tern", c)],
                                                               results[("postfix", c)])) + ")"))
+    for c in configs:
+        if ("tern", c) in best and ("tern-cluster", c) in best:
+            lines.append(f"ratio tern-cluster/tern{label('', c)} (best of each): "
+                         f"{best[('tern-cluster', c)] / best[('tern', c)]:.0%}"
+                         + ("" if ROUNDS < 2 else " (per round: " + ", ".join(
+                             f"{k / t:.0%}" for k, t in zip(results[("tern-cluster", c)],
+                                                            results[("tern", c)])) + ")"))
     if len(counts) > 1:
         first = counts[0]
         for s in SERVERS:
