@@ -84,6 +84,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // A cluster node's number goes into every queue id, from the first one.
     crate::cluster::set_node_id(&config);
     let spool_dir = config.spool_dir();
+    // A spool another node adopted is not this node's any more (docs/cluster/adopt.md).
+    crate::adopt::check_marker(&spool_dir, &config.cluster.effective_node_name(), &events)?;
     let open = if config.queue.deliver {
         Spool::open_lazy
     } else {
@@ -125,6 +127,16 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // deciding alone until Redis answers.
     let mut cluster_node = crate::cluster::start(&config, &events, &spool, watchdog.as_ref());
     let cluster = cluster_node.as_ref().map(|n| n.cluster.clone());
+    if let Some(c) = &cluster {
+        // Before any listener or delivery: a node whose spool another adopted stops here.
+        if let Err(e) = crate::adopt::check_redis_fence(c, &spool_dir, &events).await {
+            if let Some(node) = cluster_node.take() {
+                node.stop().await;
+            }
+            return Err(e);
+        }
+        crate::adopt::write_node_file(&config, &spool_dir)?;
+    }
     let hostname = config.server.hostname.clone();
     let scheduler_beat = beat(
         watchdog.as_ref().filter(|_| config.queue.deliver),
@@ -289,6 +301,22 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             current: Arc::clone(&current),
             dmarc: dmarc.asker(),
             tls: tls_reports.asker(),
+            adopter: Arc::new(crate::adopt::Adopter {
+                spool: spool.clone(),
+                queue: queue.as_ref().map(|(q, _)| q.handle()),
+                cluster: cluster.clone(),
+                events: events.clone(),
+                by: if config.cluster.enabled {
+                    config.cluster.effective_node_name()
+                } else {
+                    config.server.hostname.clone()
+                },
+                poison_threshold: {
+                    let current = Arc::clone(&current);
+                    Arc::new(move || current.load().queue.settings.poison_threshold)
+                },
+                running: std::sync::atomic::AtomicBool::new(false),
+            }),
         });
         let next_hop = queue.as_ref().map(|(_, ctx)| {
             let ctx = Arc::clone(ctx);
@@ -565,6 +593,8 @@ struct ServerControl {
     dmarc: Option<tern_reports::reporter::ReportAsker>,
     /// The TLS report task; `None` when sending is off.
     tls: Option<tern_reports::reporter::ReportAsker<tern_reports::tlsrpt::reporter::RunSummary>>,
+    /// Adoptions of other nodes' spools (`POST /api/v1/spool/adopt`).
+    adopter: Arc<crate::adopt::Adopter>,
 }
 
 impl tern_admin::Control for ServerControl {
@@ -606,6 +636,14 @@ impl tern_admin::Control for ServerControl {
                 )),
             }
         })
+    }
+
+    fn adopt_spool(
+        &self,
+        path: String,
+    ) -> tern_admin::ControlFuture<Result<tern_admin::AdoptRun, tern_admin::ControlError>> {
+        let adopter = Arc::clone(&self.adopter);
+        Box::pin(async move { adopter.adopt(PathBuf::from(path), false).await })
     }
 
     fn send_tls_reports(

@@ -100,6 +100,11 @@ pub struct AdoptOptions {
     pub by: String,
     /// Crash count at which a message is poisoned (`queue.poison_threshold`).
     pub poison_threshold: u32,
+    /// Called once the foreign spool is locked and its marker durable, before any
+    /// message moves, with its node (from its `node` file): the caller records the fence
+    /// elsewhere (the cluster's Redis). Blocking is fine: this runs on the caller's
+    /// blocking thread.
+    pub fenced: Option<Arc<dyn Fn(Option<&SpoolNode>) + Send + Sync>>,
     /// Tests only: called at each step ("marker", "placed", "removed", "corrupt"); an
     /// `Err` stops the adoption there, as a kill would (nothing undone).
     #[doc(hidden)]
@@ -111,6 +116,7 @@ impl std::fmt::Debug for AdoptOptions {
         f.debug_struct("AdoptOptions")
             .field("by", &self.by)
             .field("poison_threshold", &self.poison_threshold)
+            .field("fenced", &self.fenced.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +132,9 @@ pub struct AdoptedMessage {
     pub state: QueueState,
     /// Its next attempt (deferred), microseconds since the Unix epoch; `None`: now.
     pub next_attempt_micros: Option<i64>,
+    /// It was here already (written by an interrupted adoption, removed there now): the
+    /// queue may not know it yet.
+    pub again: bool,
 }
 
 /// What [`Spool::adopt`] did.
@@ -150,7 +159,7 @@ pub struct AdoptReport {
     pub corrupt_moved: usize,
     /// Entries left in its `corrupt/` (not regular files, or a name taken here).
     pub corrupt_left: usize,
-    /// Every message adopted now (not those already here).
+    /// Every message adopted, those found here already too (`again`).
     pub adopted: Vec<AdoptedMessage>,
 }
 
@@ -326,6 +335,9 @@ impl Spool {
             bytes.push(b'\n');
             write_small(&from, ADOPTED_FILE, &bytes)?;
         }
+        if let Some(f) = &opts.fenced {
+            f(node.as_ref());
+        }
         fault("marker")?;
         let mut report = AdoptReport {
             from: from.clone(),
@@ -369,20 +381,29 @@ impl Spool {
         report: &mut AdoptReport,
         fault: &dyn Fn(&'static str) -> Result<(), SpoolError>,
     ) -> Result<(), SpoolError> {
-        let here_already = self
-            .find(
-                id,
-                &[
-                    QueueState::Incoming,
-                    QueueState::Active,
-                    QueueState::Deferred,
-                    QueueState::Hold,
-                    QueueState::Poison,
-                ],
-            )
-            .is_some();
-        if here_already {
+        let here_already = self.find(
+            id,
+            &[
+                QueueState::Incoming,
+                QueueState::Active,
+                QueueState::Deferred,
+                QueueState::Hold,
+                QueueState::Poison,
+            ],
+        );
+        if let Some(here) = here_already {
             report.already_here += 1;
+            report.adopted.push(AdoptedMessage {
+                id,
+                from: state,
+                state: here,
+                next_attempt_micros: self
+                    .read_record(id)
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.next_attempt_micros),
+                again: true,
+            });
         } else {
             let msg = match there.read(state, id) {
                 Ok(m) => m,
@@ -421,11 +442,12 @@ impl Spool {
                 SpoolError::io("encode", &report.from, io::Error::other(e.to_string()))
             })?;
             self.place(id, to, &bytes, record.as_ref())?;
-            report.adopted.push(super::adopt::AdoptedMessage {
+            report.adopted.push(AdoptedMessage {
                 id,
                 from: state,
                 state: to,
                 next_attempt_micros: record.as_ref().and_then(|r| r.next_attempt_micros),
+                again: false,
             });
             *report.counts.entry(state).or_insert(0) += 1;
             fault("placed")?;

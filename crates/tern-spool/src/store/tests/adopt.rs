@@ -66,7 +66,7 @@ fn opts() -> AdoptOptions {
     AdoptOptions {
         by: "node-1".into(),
         poison_threshold: 5,
-        fault: None,
+        ..AdoptOptions::default()
     }
 }
 
