@@ -226,6 +226,8 @@ impl Adopter {
                 fenced.store(set.is_ok(), Ordering::Release);
             }));
         }
+        #[cfg(feature = "fault-injection")]
+        freeze_after(&mut opts);
         let spool = self.spool.clone();
         let events = self.events.clone();
         let target = path.clone();
@@ -320,6 +322,28 @@ impl Adopter {
             q.adopted(due);
         }
     }
+}
+
+/// Test builds only: with `TERN_FAULT_ADOPT_FREEZE_AFTER=N`, the adoption stops for
+/// ever once its N-th message is written here and not yet removed there (the lock still
+/// held), for a test to kill the process at that point.
+#[cfg(feature = "fault-injection")]
+fn freeze_after(opts: &mut AdoptOptions) {
+    let Some(n) = std::env::var("TERN_FAULT_ADOPT_FREEZE_AFTER")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let placed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    opts.fault = Some(Arc::new(move |step| {
+        if step == "placed" && placed.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            loop {
+                std::thread::park();
+            }
+        }
+        Ok(())
+    }));
 }
 
 /// `tern spool adopt PATH`: asks the running server to adopt.
