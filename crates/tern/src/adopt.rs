@@ -346,6 +346,83 @@ fn freeze_after(opts: &mut AdoptOptions) {
     }));
 }
 
+/// How long the automatic adoption's Redis lock lives at most (a node that dies while
+/// adopting leaves it for that long).
+const AUTO_LOCK_MS: u64 = 3_600_000;
+
+/// The automatic adoption (`cluster.adopt_path`), for the membership's dead-node notice;
+/// `None` when it is off.
+pub fn on_dead(
+    adopter: &Arc<Adopter>,
+    cluster: &Cluster,
+    pattern: &str,
+) -> Option<tern_cluster::membership::OnDead> {
+    if pattern.is_empty() {
+        return None;
+    }
+    let (adopter, cluster, pattern) = (Arc::clone(adopter), cluster.clone(), pattern.to_string());
+    Some(Arc::new(move |name: String| {
+        let (adopter, cluster, pattern) = (Arc::clone(&adopter), cluster.clone(), pattern.clone());
+        tokio::spawn(async move { auto_adopt(adopter, cluster, &pattern, name).await });
+    }))
+}
+
+/// Adopts dead node `name`'s spool at `pattern` when it is there, under one Redis lock
+/// (`<prefix>:adopting:<name>`) so that one node only adopts it.
+async fn auto_adopt(adopter: Arc<Adopter>, cluster: Cluster, pattern: &str, name: String) {
+    let skipped = |path: &str, reason: &str| {
+        adopter.events.emit(
+            &catalog::CLUSTER_AUTO_ADOPT_SKIPPED,
+            fields!("node" => &name, "path" => path, "reason" => reason),
+        );
+    };
+    // The name comes from Redis, a peer: only a valid node name goes into a path.
+    if !tern_cluster::config::valid_node_name(&name) {
+        skipped("", "not a valid node name");
+        return;
+    }
+    let path = PathBuf::from(pattern.replace("{node}", &name));
+    let shown = path.display().to_string();
+    let is_dir = tokio::task::spawn_blocking({
+        let p = path.clone();
+        move || std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+    })
+    .await
+    .unwrap_or(false);
+    if !is_dir {
+        skipped(&shown, "no directory there");
+        return;
+    }
+    let key = cluster.key(&format!("adopting:{name}"));
+    let locked: Result<Option<String>, _> = cluster
+        .query(
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(cluster.node())
+                .arg("NX")
+                .arg("PX")
+                .arg(AUTO_LOCK_MS),
+        )
+        .await;
+    match locked {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            skipped(&shown, "another node adopts it");
+            return;
+        }
+        Err(e) => {
+            skipped(
+                &shown,
+                &format!("the adoption lock could not be taken: {e}"),
+            );
+            return;
+        }
+    }
+    // Its events (8041, or 8043 on a failure) say how it went.
+    let _ = adopter.adopt(path, true).await;
+    let _: Result<i64, _> = cluster.query(redis::cmd("DEL").arg(&key)).await;
+}
+
 /// `tern spool adopt PATH`: asks the running server to adopt.
 pub fn cli_adopt(config: &Config, path: &Path, json: bool) -> anyhow::Result<()> {
     let path = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;

@@ -282,6 +282,24 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 
     // The configuration in force, for `GET /api/v1/config`: updated at each reload.
     let current = Arc::new(ArcSwap::from_pointee(config.clone()));
+    // Adoptions of dead nodes' spools (docs/cluster/adopt.md): by an administrator
+    // through the admin API, or automatically (`cluster.adopt_path`).
+    let adopter = Arc::new(crate::adopt::Adopter {
+        spool: spool.clone(),
+        queue: queue.as_ref().map(|(q, _)| q.handle()),
+        cluster: cluster.clone(),
+        events: events.clone(),
+        by: if config.cluster.enabled {
+            config.cluster.effective_node_name()
+        } else {
+            config.server.hostname.clone()
+        },
+        poison_threshold: {
+            let current = Arc::clone(&current);
+            Arc::new(move || current.load().queue.settings.poison_threshold)
+        },
+        running: std::sync::atomic::AtomicBool::new(false),
+    });
     let admin = if config.admin.enabled {
         let (token, file) = tern_admin::auth::load_or_create(&config.admin.token, data_dir)?;
         if let tern_admin::auth::TokenFile::Tightened(mode) = file {
@@ -301,22 +319,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             current: Arc::clone(&current),
             dmarc: dmarc.asker(),
             tls: tls_reports.asker(),
-            adopter: Arc::new(crate::adopt::Adopter {
-                spool: spool.clone(),
-                queue: queue.as_ref().map(|(q, _)| q.handle()),
-                cluster: cluster.clone(),
-                events: events.clone(),
-                by: if config.cluster.enabled {
-                    config.cluster.effective_node_name()
-                } else {
-                    config.server.hostname.clone()
-                },
-                poison_threshold: {
-                    let current = Arc::clone(&current);
-                    Arc::new(move || current.load().queue.settings.poison_threshold)
-                },
-                running: std::sync::atomic::AtomicBool::new(false),
-            }),
+            adopter: Arc::clone(&adopter),
         });
         let next_hop = queue.as_ref().map(|(_, ctx)| {
             let ctx = Arc::clone(ctx);
@@ -358,7 +361,12 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 
     // The heartbeat carries the admin listener's bound address: after it is bound.
     if let Some(node) = cluster_node.as_mut() {
-        node.announce(&config, admin.as_ref().and_then(|(s, _)| s.local_addr()));
+        let on_dead = crate::adopt::on_dead(&adopter, &node.cluster, &config.cluster.adopt_path);
+        node.announce(
+            &config,
+            admin.as_ref().and_then(|(s, _)| s.local_addr()),
+            on_dead,
+        );
     }
     events.emit(
         &catalog::SERVER_STARTED,

@@ -37,6 +37,7 @@ mod cli_escapes_terminal_control_sequences;
 mod cli_queue_over_the_api;
 mod cli_sends_the_token_only_to_its_own_server;
 mod cluster_adoption_killed_halfway_rerun_loses_nothing;
+mod cluster_dead_node_spool_adopted_automatically;
 mod cluster_node_killed_under_load_spool_adopted_nothing_lost;
 mod cluster_nodes_register_degrade_and_recover;
 mod connection_rate_limit_refuses_with_421_before_the_greeting;
