@@ -93,6 +93,11 @@ pub struct AdoptMarker {
     pub node: Option<String>,
 }
 
+/// The hook of [`AdoptOptions::fenced`].
+pub type FenceHook = Arc<dyn Fn(Option<&SpoolNode>) + Send + Sync>;
+/// The hook of [`AdoptOptions::fault`] (tests).
+pub type FaultHook = Arc<dyn Fn(&'static str) -> Result<(), SpoolError> + Send + Sync>;
+
 /// What [`Spool::adopt`] is told.
 #[derive(Clone, Default)]
 pub struct AdoptOptions {
@@ -104,11 +109,11 @@ pub struct AdoptOptions {
     /// message moves, with its node (from its `node` file): the caller records the fence
     /// elsewhere (the cluster's Redis). Blocking is fine: this runs on the caller's
     /// blocking thread.
-    pub fenced: Option<Arc<dyn Fn(Option<&SpoolNode>) + Send + Sync>>,
+    pub fenced: Option<FenceHook>,
     /// Tests only: called at each step ("marker", "placed", "removed", "corrupt"); an
     /// `Err` stops the adoption there, as a kill would (nothing undone).
     #[doc(hidden)]
-    pub fault: Option<Arc<dyn Fn(&'static str) -> Result<(), SpoolError> + Send + Sync>>,
+    pub fault: Option<FaultHook>,
 }
 
 impl std::fmt::Debug for AdoptOptions {

@@ -235,7 +235,7 @@ pub(crate) fn append_frame(
     {
         let len = file
             .metadata()
-            .map_err(|e| SpoolError::io("stat", &path, e))?
+            .map_err(|e| SpoolError::io("stat", path, e))?
             .len();
         let layout = match entry::layout_of(file, id, Some(key)) {
             Ok(l) => l,
