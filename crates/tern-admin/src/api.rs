@@ -75,7 +75,8 @@ pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .merge(crate::overview::routes())
         .merge(crate::track::routes())
         .merge(crate::queue::routes())
-        .merge(crate::cluster::routes());
+        .merge(crate::cluster::routes())
+        .merge(crate::spool::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .split_for_parts()

@@ -73,6 +73,6 @@ async fn reload(State(state): State<Arc<AdminState>>) -> Result<Json<ReloadBody>
         Ok(result) => Ok(Json(ReloadBody { result })),
         Err(ControlError::Refused(problems)) => Err(ApiError::Refused(problems)),
         Err(ControlError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
-        Err(ControlError::Off(m)) => Err(ApiError::Conflict(m)),
+        Err(ControlError::Off(m) | ControlError::Conflict(m)) => Err(ApiError::Conflict(m)),
     }
 }

@@ -33,6 +33,7 @@ pub mod overview;
 pub mod queue;
 pub mod reports;
 mod server;
+pub mod spool;
 pub mod state;
 pub mod summary;
 pub mod track;
@@ -41,7 +42,9 @@ mod viewer;
 pub use config::AdminConfig;
 pub use error::{AdminError, ApiError};
 pub use server::{AdminServer, router};
-pub use state::{AdminState, Control, ControlError, ControlFuture, DmarcRun, NextHopOf, TlsRun};
+pub use state::{
+    AdminState, AdoptRun, Control, ControlError, ControlFuture, DmarcRun, NextHopOf, TlsRun,
+};
 
 /// Largest request body the API reads, octets.
 pub const MAX_BODY: usize = 1024 * 1024;

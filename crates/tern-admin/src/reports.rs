@@ -42,7 +42,7 @@ async fn send(State(state): State<Arc<AdminState>>) -> Result<Json<DmarcRun>, Ap
         Ok(run) => Ok(Json(run)),
         Err(ControlError::Refused(problems)) => Err(ApiError::Refused(problems)),
         Err(ControlError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
-        Err(ControlError::Off(m)) => Err(ApiError::Conflict(m)),
+        Err(ControlError::Off(m) | ControlError::Conflict(m)) => Err(ApiError::Conflict(m)),
     }
 }
 
@@ -66,6 +66,6 @@ async fn send_tls(State(state): State<Arc<AdminState>>) -> Result<Json<TlsRun>, 
         Ok(run) => Ok(Json(run)),
         Err(ControlError::Refused(problems)) => Err(ApiError::Refused(problems)),
         Err(ControlError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
-        Err(ControlError::Off(m)) => Err(ApiError::Conflict(m)),
+        Err(ControlError::Off(m) | ControlError::Conflict(m)) => Err(ApiError::Conflict(m)),
     }
 }

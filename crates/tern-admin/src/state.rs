@@ -32,6 +32,18 @@ pub trait Control: Send + Sync {
             ))
         })
     }
+    /// Takes over the spool at `path` (another node's; docs/cluster/adopt.md): fences it,
+    /// merges every message in every state here and schedules them. `Conflict` when it
+    /// cannot be adopted (this node's own spool, not a spool, locked by a live process,
+    /// another adoption running).
+    fn adopt_spool(&self, path: String) -> ControlFuture<Result<AdoptRun, ControlError>> {
+        let _ = path;
+        Box::pin(async {
+            Err(ControlError::Unavailable(
+                "this server cannot adopt a spool".into(),
+            ))
+        })
+    }
     /// Sends the SMTP TLS reports now (RFC 8460; docs/TLS.md): closes the open period
     /// and sends every report due. `Off` when sending is off (the default).
     fn send_tls_reports(&self) -> ControlFuture<Result<TlsRun, ControlError>> {
@@ -41,6 +53,42 @@ pub trait Control: Send + Sync {
             ))
         })
     }
+}
+
+/// What an adoption did (`POST /spool/adopt`, `tern spool adopt`; docs/cluster/adopt.md).
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct AdoptRun {
+    /// The adopted spool's directory (absolute).
+    pub path: String,
+    /// The node whose spool it was (its `node` file), when known.
+    pub node: Option<String>,
+    /// Messages adopted from each state there.
+    pub incoming: usize,
+    /// Messages that were `active` there (they crashed with their node: counted, then
+    /// deferred due at once, or poisoned at `queue.poison_threshold`).
+    pub active: usize,
+    /// Messages adopted from `deferred/` (their retry times kept).
+    pub deferred: usize,
+    /// Messages adopted from `hold/`.
+    pub hold: usize,
+    /// Messages adopted from `poison/`.
+    pub poison: usize,
+    /// Of the `active` ones, poisoned here.
+    pub poisoned: usize,
+    /// Messages that were here already (an interrupted adoption run again): removed
+    /// there only.
+    pub already_here: usize,
+    /// Entries of its `corrupt/` moved into this one's.
+    pub corrupt_moved: usize,
+    /// Entries left in its `corrupt/`.
+    pub corrupt_left: usize,
+    /// Whether the fence was recorded in Redis (`<prefix>:fence:<node>`); `false` alone,
+    /// without a node name, or while Redis was unreachable (the spool's marker fences).
+    pub fenced_in_redis: bool,
+    /// How long it took, in seconds.
+    pub secs: f64,
 }
 
 /// A boxed future of a [`Control`] request.
@@ -91,6 +139,9 @@ pub enum ControlError {
     /// The feature asked for is off in the configuration (409).
     #[error("{0}")]
     Off(String),
+    /// The request does not apply now, or to what it names (409).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The destination (next hop name, e.g. `mx:example.com`) of a recipient domain with

@@ -61,6 +61,11 @@ pub struct ClusterConfig {
     /// node (`http://host:port`). Empty: `http://` + `[admin] listen`, which must then
     /// not be a wildcard address.
     pub admin_url: String,
+    /// Automatic adoption (docs/cluster/adopt.md): where a dead node's spool is
+    /// reachable from this node, a path with `{node}` standing for the dead node's name
+    /// (e.g. `/srv/tern/{node}/spool`). The node that declares a node dead (event 8004)
+    /// adopts its spool there when the directory exists. Empty (the default): off.
+    pub adopt_path: String,
 }
 
 impl Default for ClusterConfig {
@@ -78,6 +83,7 @@ impl Default for ClusterConfig {
             dead_after_ms: 10_000,
             local_share: 1.0 / 3.0,
             admin_url: String::new(),
+            adopt_path: String::new(),
         }
     }
 }
@@ -179,6 +185,16 @@ impl ClusterConfig {
             p.push(problem(
                 "cluster.key_prefix",
                 "1 to 32 of letters, digits, '-' and '_'",
+            ));
+        }
+        if !self.adopt_path.is_empty()
+            && (!self.adopt_path.starts_with('/')
+                || !self.adopt_path.contains("{node}")
+                || self.adopt_path.len() > 1024)
+        {
+            p.push(problem(
+                "cluster.adopt_path",
+                "an absolute path containing {node} (the dead node's name), or empty",
             ));
         }
         if !self.enabled {

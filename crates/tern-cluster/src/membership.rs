@@ -50,6 +50,10 @@ pub struct NodeInfo {
     pub report: serde_json::Value,
 }
 
+/// Called with a dead node's name by the node that declares it dead (event 8004): the
+/// binary's automatic adoption. Must not block (spawn a task).
+pub type OnDead = Arc<dyn Fn(String) + Send + Sync>;
+
 /// The heartbeat task's handle.
 pub struct Membership {
     stop: Arc<Notify>,
@@ -61,12 +65,23 @@ impl Membership {
     /// Starts heartbeats every `heartbeat_ms`: `admin_url` is how others reach this
     /// node, `reporter` fills the `report` field.
     pub fn start(cluster: Cluster, admin_url: String, reporter: Reporter) -> Membership {
+        Membership::start_with(cluster, admin_url, reporter, None)
+    }
+
+    /// [`Membership::start`], with `on_dead` called for each node this one declares dead.
+    pub fn start_with(
+        cluster: Cluster,
+        admin_url: String,
+        reporter: Reporter,
+        on_dead: Option<OnDead>,
+    ) -> Membership {
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(beat_loop(
             cluster.clone(),
             admin_url,
             reporter,
             Arc::clone(&stop),
+            on_dead,
         ));
         Membership {
             stop,
@@ -89,7 +104,13 @@ impl Membership {
     }
 }
 
-async fn beat_loop(cluster: Cluster, admin_url: String, reporter: Reporter, stop: Arc<Notify>) {
+async fn beat_loop(
+    cluster: Cluster,
+    admin_url: String,
+    reporter: Reporter,
+    stop: Arc<Notify>,
+    on_dead: Option<OnDead>,
+) {
     let every = Duration::from_millis(cluster.config().heartbeat_ms);
     let started = now_ms();
     let mut conflict_told = false;
@@ -102,7 +123,7 @@ async fn beat_loop(cluster: Cluster, admin_url: String, reporter: Reporter, stop
                     fields!("node" => cluster.node(), "node_id" => cluster.node_id(), "holder" => holder),
                 );
             }
-            let _ = declare_dead(&cluster).await;
+            let _ = declare_dead(&cluster, on_dead.as_ref()).await;
         }
         tokio::select! {
             _ = stop.notified() => return,
@@ -160,7 +181,7 @@ async fn beat(
 
 /// Declares dead every listed node whose heartbeat expired: one node wins the NX and
 /// logs event 8004; the name leaves the set.
-async fn declare_dead(c: &Cluster) -> Result<(), ClusterError> {
+async fn declare_dead(c: &Cluster, on_dead: Option<&OnDead>) -> Result<(), ClusterError> {
     let names: Vec<String> = c.query(redis::cmd("SMEMBERS").arg(c.key("nodes"))).await?;
     let others: Vec<&String> = names.iter().filter(|n| *n != c.node()).collect();
     if others.is_empty() {
@@ -193,6 +214,9 @@ async fn declare_dead(c: &Cluster) -> Result<(), ClusterError> {
                 &catalog::CLUSTER_NODE_DEAD,
                 fields!("node" => name, "noticed_by" => c.node(), "dead_after_ms" => c.config().dead_after_ms),
             );
+            if let Some(f) = on_dead {
+                f(name.clone());
+            }
         }
     }
     Ok(())

@@ -627,6 +627,24 @@ events! {
     CLUSTER_NODE_ID_CONFLICT = (8005, "cluster.node_id.conflict", Error,
         "Another live node holds this node's cluster.node_id: queue ids of the two nodes are no longer recognisable by node (they stay unique with near certainty, by their random part). Logged once per start. Fields: node, node_id, holder.",
         "Give each node its own cluster.node_id (1 to 1023) and restart one of them.");
+    CLUSTER_SPOOL_ADOPTED = (8041, "cluster.spool.adopted", Notice,
+        "This node took over another node's spool (`tern spool adopt`, or automatically): every message merged here with its record and crash count, and scheduled; the spool left there holds only its fence marker (and corrupt/ entries that could not be moved). Fields: path, node (whose spool it was), by, auto, incoming, active, deferred, hold, poison (adopted from each state), poisoned (active ones that reached queue.poison_threshold), already_here (a rerun after an interruption), corrupt_moved, corrupt_left, fenced_in_redis, secs.",
+        "None. If fenced_in_redis is false, the spool's marker alone keeps its node from starting on it; keep that disk or clear nothing until the node is rebuilt (docs/cluster/adopt.md).");
+    CLUSTER_SPOOL_FENCED = (8042, "cluster.spool.fenced", Error,
+        "The server refused to start: its spool was adopted by another node (the `adopted` marker in the spool directory) or the cluster records an adoption of this node (`<prefix>:fence:<node>` in Redis). Starting would deliver mail another node now owns. Fields: node, path, by, at, source (marker or redis).",
+        "Check that the adopting node has the mail (`tern queue list --cluster`), then clear the fence with `tern spool unfence` and start the node (docs/cluster/adopt.md).");
+    CLUSTER_SPOOL_ADOPT_FAILED = (8043, "cluster.spool.adopt_failed", Error,
+        "An adoption stopped before its end (an I/O error, a damaged spool, or the server stopping). Nothing is lost: every message is in one spool or in both; running the adoption again completes it. Fields: path, by, auto, error.",
+        "Fix the cause named in the error and run `tern spool adopt PATH` again.");
+    CLUSTER_FENCE_UNCHECKED = (8044, "cluster.fence.unchecked", Warning,
+        "At start, Redis did not answer within the bound, so the cluster's fence for this node was not checked; the spool's own `adopted` marker was (and would have refused the start). Fields: node, error.",
+        "None if this node's spool was not adopted. If it was adopted from a copy of its disk (no marker here), stop this node until Redis answers.");
+    CLUSTER_MESSAGE_ADOPTED = (8045, "cluster.message.adopted", Debug,
+        "A message moved here from another node's spool by an adoption; fields give its id, the node it came from, and its state there and here.",
+        "None (a debug event; it is always in the tracking log as step `adopted`).", track = "adopted");
+    CLUSTER_AUTO_ADOPT_SKIPPED = (8046, "cluster.spool.auto_adopt_skipped", Info,
+        "A dead node's spool was not adopted automatically: no directory at cluster.adopt_path for it, or another node holds the adoption lock. Fields: node, path, reason.",
+        "None; adopt it by hand (`tern spool adopt PATH`) when its disk is reachable.");
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub(crate) enum Cmd {
     MessageDone { id: QueueId, next: Next },
     /// An administrator released a message into `deferred/`: try it now.
     Released(QueueId),
+    /// Messages adopted from another node's spool (`tern spool adopt`), in the state
+    /// they are in here (`incoming` or `deferred`) and when they are due.
+    Adopted(Vec<(QueueId, QueueState, Instant)>),
     /// An administrator's action on one message (see `admin`).
     Admin {
         id: QueueId,
@@ -171,6 +174,14 @@ impl QueueHandle {
     /// (`Spool::release`): it is tried at once, unless the queue already knows it.
     pub fn released(&self, id: QueueId) {
         let _ = self.tx.send(Cmd::Released(id));
+    }
+
+    /// Tells the queue about messages adopted from another node's spool
+    /// (`Spool::adopt`): each in `incoming/` is taken like new mail, each in
+    /// `deferred/` waits for its due time (at once when it is past). Messages the queue
+    /// already knows are left as they are; held and poisoned ones are not scheduled.
+    pub fn adopted(&self, messages: Vec<(QueueId, QueueState, Instant)>) {
+        self.send(Cmd::Adopted(messages));
     }
 
     /// Every destination the queue knows (jobs queued, workers, messages waiting for

@@ -508,6 +508,7 @@ impl Scheduler {
                 ),
             },
             Cmd::Enqueue(job) => self.enqueue(job),
+            Cmd::Adopted(found) => self.adopted(found),
             Cmd::Released(id) => {
                 if !self.running.contains_key(&id)
                     && !self.is_queued(id)
@@ -781,6 +782,27 @@ impl Scheduler {
     /// A chunk of the deferred backlog scheduled from its names: each message joins the
     /// retry timers unread, unless the queue already has it (deferred, due or running
     /// during this run, or a suspect).
+    /// Messages adopted from another node's spool (`QueueHandle::adopted`).
+    fn adopted(&mut self, found: Vec<(QueueId, QueueState, Instant)>) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for (id, state, due) in found {
+            if self.running.contains_key(&id) || self.is_queued(id) || self.suspects.contains(id) {
+                continue;
+            }
+            match state {
+                QueueState::Incoming => self.push_backlog(id, QueueState::Incoming),
+                QueueState::Deferred => {
+                    self.retries
+                        .insert(due.max(now), id, QueueState::Deferred, None, Vec::new());
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn due(&mut self, found: Vec<(QueueId, Instant)>) {
         if self.stopping.is_some() {
             return;

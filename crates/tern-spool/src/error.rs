@@ -87,6 +87,11 @@ pub enum SpoolError {
     /// session.
     #[error("the spool's recovery at start did not finish; the rest waits for the next start")]
     RecoveryUnfinished,
+    /// `Spool::adopt` was given a path it must not take over: not a directory, not a
+    /// Tern spool (no `spool.key` and queue directories), or this spool itself. Nothing
+    /// was touched. Not reachable from a session.
+    #[error("cannot adopt: {0}")]
+    NotASpool(String),
 }
 
 impl SpoolError {

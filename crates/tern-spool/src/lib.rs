@@ -8,6 +8,8 @@
 //! <dir>/spool.key    secret key authenticating segment frames (mode 0600, never shown)
 //! <dir>/probe        the probe journal of the run holding the lock (`crash`)
 //! <dir>/last-gasp    what a dying run was processing, written by its signal handler
+//! <dir>/node         the cluster node running on it (`adopt`; mode 0600)
+//! <dir>/adopted      fence marker: this spool was adopted by another node (`adopt`)
 //! <dir>/tmp/         messages being written; never a queue state
 //! <dir>/incoming/    committed, not yet picked up by the scheduler
 //! <dir>/active/      being delivered
@@ -69,6 +71,13 @@ pub use id::{QueueId, QueueIdError};
 pub use intake::{MessageDraft, MessageIntake};
 pub use record::{AttemptEntry, DeliveryRecord, RecipientRecord};
 pub use state::QueueState;
+/// Adoption of another node's spool and the files that fence it (`store::adopt`).
+pub mod adopt {
+    pub use crate::store::{
+        ADOPTED_FILE, AdoptMarker, AdoptOptions, AdoptReport, AdoptedMessage, NODE_FILE, SpoolNode,
+        read_marker, read_node, remove_marker, write_node,
+    };
+}
 pub use store::{
     AsyncBodyReader, BODY_CHUNK, BacklogStep, BodyError, BodyReader, CommitMode, CrashEvidence,
     DELETABLE, DeferredEntry, DeferredLoad, DiskSpace, FinishedRecovery, JournalRead,

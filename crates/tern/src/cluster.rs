@@ -108,12 +108,19 @@ pub fn start(
 
 impl Node {
     /// Starts the heartbeat, once the admin listener is bound (its address is in it).
-    pub fn announce(&mut self, config: &Config, admin_bound: Option<std::net::SocketAddr>) {
+    /// `on_dead`: the automatic adoption of the nodes this one declares dead.
+    pub fn announce(
+        &mut self,
+        config: &Config,
+        admin_bound: Option<std::net::SocketAddr>,
+        on_dead: Option<tern_cluster::membership::OnDead>,
+    ) {
         if self.membership.is_none() {
-            self.membership = Some(Membership::start(
+            self.membership = Some(Membership::start_with(
                 self.cluster.clone(),
                 admin_url(config, admin_bound),
                 Arc::clone(&self.reporter),
+                on_dead,
             ));
         }
     }

@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 mod admin;
+mod adopt;
 mod cli_queue;
 mod client;
 mod cluster;
@@ -139,6 +140,36 @@ enum Cmd {
     TlsReports {
         #[command(subcommand)]
         command: DmarcReportsCmd,
+    },
+    /// Spools of a cluster (docs/cluster/adopt.md): adopt a dead node's, clear a fence.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCmd {
+    /// The running server takes over another node's spool (its disk attached here, or a
+    /// shared volume): every message in every state merged here and scheduled, the other
+    /// node fenced. Run it again if it was interrupted: it completes the adoption.
+    Adopt {
+        /// Configuration file, to find the server.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The counts as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The other node's spool directory (e.g. /srv/tern/node2/spool).
+        path: PathBuf,
+    },
+    /// Clears this node's fence after its spool was adopted (the spool's `adopted`
+    /// marker and the cluster's record in Redis), so that it can start again. The server
+    /// must be stopped; check first that the adopting node has the mail.
+    Unfence {
+        /// Configuration file, to find the spool and the cluster.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -447,6 +478,20 @@ fn main() -> ExitCode {
             load(config.as_ref())
                 .map_err(anyhow::Error::from)
                 .and_then(|c| remote::tls_send(&c, json).map(|()| true)),
+        ),
+        Cmd::Spool {
+            command: SpoolCmd::Adopt { config, json, path },
+        } => exit_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| adopt::cli_adopt(&c, &path, json).map(|()| true)),
+        ),
+        Cmd::Spool {
+            command: SpoolCmd::Unfence { config },
+        } => exit_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| adopt::cli_unfence(&c).map(|()| true)),
         ),
         Cmd::Status { config, json } => exit_of(
             load(config.as_ref())

@@ -84,6 +84,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // A cluster node's number goes into every queue id, from the first one.
     crate::cluster::set_node_id(&config);
     let spool_dir = config.spool_dir();
+    // A spool another node adopted is not this node's any more (docs/cluster/adopt.md).
+    crate::adopt::check_marker(&spool_dir, &config.cluster.effective_node_name(), &events)?;
     let open = if config.queue.deliver {
         Spool::open_lazy
     } else {
@@ -125,6 +127,16 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // deciding alone until Redis answers.
     let mut cluster_node = crate::cluster::start(&config, &events, &spool, watchdog.as_ref());
     let cluster = cluster_node.as_ref().map(|n| n.cluster.clone());
+    if let Some(c) = &cluster {
+        // Before any listener or delivery: a node whose spool another adopted stops here.
+        if let Err(e) = crate::adopt::check_redis_fence(c, &spool_dir, &events).await {
+            if let Some(node) = cluster_node.take() {
+                node.stop().await;
+            }
+            return Err(e);
+        }
+        crate::adopt::write_node_file(&config, &spool_dir)?;
+    }
     let hostname = config.server.hostname.clone();
     let scheduler_beat = beat(
         watchdog.as_ref().filter(|_| config.queue.deliver),
@@ -270,6 +282,24 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 
     // The configuration in force, for `GET /api/v1/config`: updated at each reload.
     let current = Arc::new(ArcSwap::from_pointee(config.clone()));
+    // Adoptions of dead nodes' spools (docs/cluster/adopt.md): by an administrator
+    // through the admin API, or automatically (`cluster.adopt_path`).
+    let adopter = Arc::new(crate::adopt::Adopter {
+        spool: spool.clone(),
+        queue: queue.as_ref().map(|(q, _)| q.handle()),
+        cluster: cluster.clone(),
+        events: events.clone(),
+        by: if config.cluster.enabled {
+            config.cluster.effective_node_name()
+        } else {
+            config.server.hostname.clone()
+        },
+        poison_threshold: {
+            let current = Arc::clone(&current);
+            Arc::new(move || current.load().queue.settings.poison_threshold)
+        },
+        running: std::sync::atomic::AtomicBool::new(false),
+    });
     let admin = if config.admin.enabled {
         let (token, file) = tern_admin::auth::load_or_create(&config.admin.token, data_dir)?;
         if let tern_admin::auth::TokenFile::Tightened(mode) = file {
@@ -289,6 +319,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             current: Arc::clone(&current),
             dmarc: dmarc.asker(),
             tls: tls_reports.asker(),
+            adopter: Arc::clone(&adopter),
         });
         let next_hop = queue.as_ref().map(|(_, ctx)| {
             let ctx = Arc::clone(ctx);
@@ -330,7 +361,12 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 
     // The heartbeat carries the admin listener's bound address: after it is bound.
     if let Some(node) = cluster_node.as_mut() {
-        node.announce(&config, admin.as_ref().and_then(|(s, _)| s.local_addr()));
+        let on_dead = crate::adopt::on_dead(&adopter, &node.cluster, &config.cluster.adopt_path);
+        node.announce(
+            &config,
+            admin.as_ref().and_then(|(s, _)| s.local_addr()),
+            on_dead,
+        );
     }
     events.emit(
         &catalog::SERVER_STARTED,
@@ -565,6 +601,8 @@ struct ServerControl {
     dmarc: Option<tern_reports::reporter::ReportAsker>,
     /// The TLS report task; `None` when sending is off.
     tls: Option<tern_reports::reporter::ReportAsker<tern_reports::tlsrpt::reporter::RunSummary>>,
+    /// Adoptions of other nodes' spools (`POST /api/v1/spool/adopt`).
+    adopter: Arc<crate::adopt::Adopter>,
 }
 
 impl tern_admin::Control for ServerControl {
@@ -606,6 +644,14 @@ impl tern_admin::Control for ServerControl {
                 )),
             }
         })
+    }
+
+    fn adopt_spool(
+        &self,
+        path: String,
+    ) -> tern_admin::ControlFuture<Result<tern_admin::AdoptRun, tern_admin::ControlError>> {
+        let adopter = Arc::clone(&self.adopter);
+        Box::pin(async move { adopter.adopt(PathBuf::from(path), false).await })
     }
 
     fn send_tls_reports(

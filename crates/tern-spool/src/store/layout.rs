@@ -218,7 +218,18 @@ pub(crate) fn report_unknown(dir: &Path, events: &EventLog) -> Result<(), SpoolE
         .into_iter()
         .map(Area::rel)
         .filter(|r| !r.contains('/'))
-        .chain([LOCK_FILE, KEY_FILE, PROBE_FILE, PROBE_NEW_FILE, GASP_FILE].map(String::from))
+        .chain(
+            [
+                LOCK_FILE,
+                KEY_FILE,
+                PROBE_FILE,
+                PROBE_NEW_FILE,
+                GASP_FILE,
+                super::adopt::NODE_FILE,
+                super::adopt::ADOPTED_FILE,
+            ]
+            .map(String::from),
+        )
         .collect();
     let mut unknown: Vec<String> = super::read_names(dir)?
         .into_iter()

@@ -211,11 +211,33 @@ impl Inner {
         let Some((file, path)) = self.open_message_file(id, true)? else {
             return Ok(false);
         };
+        let appended = append_frame(&file, &path, key, record, &json)?;
+        if appended {
+            // The frame wins over a legacy record from now on; removing it is tidiness,
+            // so a failure here does not fail the write (the start check removes it).
+            let _ = std::fs::remove_file(self.record_path(id));
+        }
+        Ok(appended)
+    }
+}
+
+/// Appends `record` (encoded as `json`) as a frame authenticated with `key` to the
+/// message file `file` (named `path` in errors), then `fdatasync`s it (see the module
+/// header). `Ok(false)` when the file vanished meanwhile.
+pub(crate) fn append_frame(
+    file: &std::fs::File,
+    path: &std::path::Path,
+    key: &super::key::SpoolKey,
+    record: &DeliveryRecord,
+    json: &[u8],
+) -> Result<bool, SpoolError> {
+    let id = record.id;
+    {
         let len = file
             .metadata()
-            .map_err(|e| SpoolError::io("stat", &path, e))?
+            .map_err(|e| SpoolError::io("stat", path, e))?
             .len();
-        let layout = match entry::layout_of(&file, id, Some(key)) {
+        let layout = match entry::layout_of(file, id, Some(key)) {
             Ok(l) => l,
             Err(EntryError::Vanished) => return Ok(false),
             Err(EntryError::Corrupt(reason)) => return Err(SpoolError::Corrupt(reason)),
@@ -234,11 +256,11 @@ impl Inner {
             &layout.trailer_bytes,
             layout.base,
             plan.offset,
-            &json,
+            json,
         )
         .ok_or_else(too_large)?;
         let io_err = |op: &'static str| {
-            let path = path.clone();
+            let path = path.to_path_buf();
             move |e| SpoolError::io(op, path, e)
         };
         file.write_all_at(&bytes, plan.offset)
@@ -259,9 +281,6 @@ impl Inner {
             let _ = file.set_times(std::fs::FileTimes::new().set_modified(due));
         }
         file.sync_data().map_err(io_err("fdatasync"))?;
-        // The frame wins over a legacy record from now on; removing it is tidiness, so
-        // a failure here does not fail the write (the start check removes it later).
-        let _ = std::fs::remove_file(self.record_path(id));
         Ok(true)
     }
 }

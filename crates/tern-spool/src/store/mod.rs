@@ -29,6 +29,7 @@
 //! seen, and may be missed if the listing read its new directory before the link and its
 //! old one after the unlink.
 
+pub(crate) mod adopt;
 mod backlog;
 mod batch;
 mod body;
@@ -69,6 +70,10 @@ use crate::error::SpoolError;
 use crate::id::QueueId;
 use crate::state::QueueState;
 
+pub use adopt::{
+    ADOPTED_FILE, AdoptMarker, AdoptOptions, AdoptReport, AdoptedMessage, NODE_FILE, SpoolNode,
+    read_marker, read_node, remove_marker, write_node,
+};
 pub use backlog::{BacklogStep, DeferredEntry, DeferredLoad};
 pub use body::{AsyncBodyReader, BODY_CHUNK, BodyError, BodyReader};
 pub use evidence::{CrashEvidence, JournalRead, ProbeJournal};

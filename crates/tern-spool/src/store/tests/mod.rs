@@ -1,6 +1,7 @@
 //! Tests of the spool on a real filesystem (tempfile directories): the write path,
 //! recovery and quarantine, locking, and group commit. Helpers shared by them live here.
 
+mod adopt;
 mod backlog;
 mod commit;
 mod lifecycle;
