@@ -90,6 +90,9 @@ pub(crate) struct Conn {
     pub host: String,
     /// When it was opened.
     pub opened: Instant,
+    /// The destination limits' connection leases it holds (`destlimits.rs`): as long as
+    /// it is open, idle in the cache included; released when it is dropped.
+    pub leases: Vec<crate::destlimits::Lease>,
 }
 
 impl Conn {
@@ -100,6 +103,7 @@ impl Conn {
             session: Box::new(session),
             host: host.to_string(),
             opened: Instant::now(),
+            leases: Vec::new(),
         }
     }
 
