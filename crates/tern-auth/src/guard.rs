@@ -4,9 +4,11 @@
 //! out for a while (AUTH then gets `454 4.7.0` whatever the credentials; see
 //! docs/SUBMISSION.md).
 //!
-//! The counts live behind [`FailureLedger`], so a later version can keep them in a store
-//! shared by several nodes; [`MemoryLedger`] keeps them in this process. The policy
-//! ([`Guard`]) is sans-I/O: every call takes the time.
+//! The counts live behind [`FailureLedger`], whose calls answer with futures so that a
+//! store shared by several nodes can keep them (`tern_cluster::auth::SharedLedger`:
+//! Redis, one bounded round trip per call, this process's [`MemoryLedger`] while Redis
+//! is away); [`MemoryLedger`] keeps them in this process and answers at once. The policy
+//! ([`Guard`]) does no I/O of its own: every call takes the time.
 //!
 //! Bounds: the memory ledger holds at most [`MAX_KEYS`] keys; when full, keys whose
 //! window has passed and that are not locked go first, then the oldest. A user name is
@@ -17,7 +19,9 @@
 //! an await, never with another lock.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -93,16 +97,25 @@ pub struct Recorded {
     pub locked_now: bool,
 }
 
-/// Where failure counts are kept. Implementations must be cheap (no I/O for the memory
-/// one; a shared store would answer from a local cache) and never block for long: they
-/// are called from session tasks.
+/// A ledger's pending answer.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where failure counts are kept. Implementations must be cheap and resolve within a
+/// short bound of their own (the memory one at its first poll; a shared store within its
+/// operation bound, deciding locally when its server is away): they are awaited by
+/// session tasks during AUTH.
 pub trait FailureLedger: Send + Sync {
     /// True while `key` is locked out.
-    fn is_locked(&self, key: &FailureKey, now: Instant) -> bool;
+    fn is_locked<'a>(&'a self, key: &'a FailureKey, now: Instant) -> Pending<'a, bool>;
     /// Counts a failure for `key` and starts a lockout at the threshold.
-    fn record_failure(&self, key: &FailureKey, limits: Threshold, now: Instant) -> Recorded;
+    fn record_failure<'a>(
+        &'a self,
+        key: &'a FailureKey,
+        limits: Threshold,
+        now: Instant,
+    ) -> Pending<'a, Recorded>;
     /// Forgets `key`'s failures (after a success).
-    fn clear(&self, key: &FailureKey);
+    fn clear<'a>(&'a self, key: &'a FailureKey) -> Pending<'a, ()>;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +147,30 @@ impl MemoryLedger {
 }
 
 impl FailureLedger for MemoryLedger {
-    fn is_locked(&self, key: &FailureKey, now: Instant) -> bool {
+    fn is_locked<'a>(&'a self, key: &'a FailureKey, now: Instant) -> Pending<'a, bool> {
+        Box::pin(std::future::ready(self.is_locked_now(key, now)))
+    }
+
+    fn record_failure<'a>(
+        &'a self,
+        key: &'a FailureKey,
+        limits: Threshold,
+        now: Instant,
+    ) -> Pending<'a, Recorded> {
+        Box::pin(std::future::ready(
+            self.record_failure_now(key, limits, now),
+        ))
+    }
+
+    fn clear<'a>(&'a self, key: &'a FailureKey) -> Pending<'a, ()> {
+        self.clear_now(key);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl MemoryLedger {
+    /// [`FailureLedger::is_locked`], synchronously.
+    pub fn is_locked_now(&self, key: &FailureKey, now: Instant) -> bool {
         let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         records
             .get(key)
@@ -142,7 +178,13 @@ impl FailureLedger for MemoryLedger {
             .is_some_and(|t| t > now)
     }
 
-    fn record_failure(&self, key: &FailureKey, limits: Threshold, now: Instant) -> Recorded {
+    /// [`FailureLedger::record_failure`], synchronously.
+    pub fn record_failure_now(
+        &self,
+        key: &FailureKey,
+        limits: Threshold,
+        now: Instant,
+    ) -> Recorded {
         let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         if !records.contains_key(key) && records.len() >= MAX_KEYS {
             records.retain(|_, r| r.live(now));
@@ -189,7 +231,8 @@ impl FailureLedger for MemoryLedger {
         }
     }
 
-    fn clear(&self, key: &FailureKey) {
+    /// [`FailureLedger::clear`], synchronously.
+    pub fn clear_now(&self, key: &FailureKey) {
         let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         if records.get(key).is_some_and(|r| r.locked_until.is_none()) {
             records.remove(key);
@@ -265,17 +308,17 @@ impl Guard {
     }
 
     /// True while the client's network is locked out.
-    pub fn client_locked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.ledger.is_locked(&FailureKey::client(ip), now)
+    pub async fn client_locked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.ledger.is_locked(&FailureKey::client(ip), now).await
     }
 
     /// True while the user is locked out.
-    pub fn user_locked(&self, user: &str, now: Instant) -> bool {
-        self.ledger.is_locked(&FailureKey::user(user), now)
+    pub async fn user_locked(&self, user: &str, now: Instant) -> bool {
+        self.ledger.is_locked(&FailureKey::user(user), now).await
     }
 
     /// Counts a failure of `ip` (and of `user`, when the client named one).
-    pub fn failed(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> FailureVerdict {
+    pub async fn failed(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> FailureVerdict {
         let mut most = 0;
         let mut lockouts = Vec::new();
         let mut keys = vec![(FailureKey::client(ip), self.policy.client)];
@@ -283,7 +326,7 @@ impl Guard {
             keys.push((FailureKey::user(u), self.policy.user));
         }
         for (key, limits) in keys {
-            let r = self.ledger.record_failure(&key, limits, now);
+            let r = self.ledger.record_failure(&key, limits, now).await;
             most = most.max(r.failures);
             if r.locked_now {
                 lockouts.push(Lockout {
@@ -301,8 +344,8 @@ impl Guard {
 
     /// A success: the user's count starts again (the client's does not, or one valid
     /// account would let a client guess the others' passwords without limit).
-    pub fn succeeded(&self, user: &str) {
-        self.ledger.clear(&FailureKey::user(user));
+    pub async fn succeeded(&self, user: &str) {
+        self.ledger.clear(&FailureKey::user(user)).await;
     }
 
     /// The delay after the `n`th failure: base × 2^(n−1), at most `max_delay`.
@@ -336,62 +379,73 @@ mod tests {
         )
     }
 
-    #[test]
-    fn delays_grow_then_the_client_is_locked_out_for_a_while() {
+    #[tokio::test]
+    async fn delays_grow_then_the_client_is_locked_out_for_a_while() {
         let g = guard(5, 100);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
-        let delays: Vec<u128> = (0..4)
-            .map(|_| g.failed(ip, Some("a"), t0).delay.as_millis())
-            .collect();
+        let mut delays: Vec<u128> = Vec::new();
+        for _ in 0..4 {
+            delays.push(g.failed(ip, Some("a"), t0).await.delay.as_millis());
+        }
         assert_eq!(delays, [100, 200, 400, 800]);
-        assert!(!g.client_locked(ip, t0));
-        let v = g.failed(ip, Some("a"), t0);
+        assert!(!g.client_locked(ip, t0).await);
+        let v = g.failed(ip, Some("a"), t0).await;
         assert_eq!(v.delay, Duration::from_millis(1000));
         assert_eq!(v.lockouts.len(), 1);
         assert_eq!(v.lockouts[0].key, FailureKey::Client(ip));
-        assert!(g.client_locked(ip, t0 + Duration::from_secs(299)));
-        assert!(!g.client_locked(ip, t0 + Duration::from_secs(301)));
+        assert!(g.client_locked(ip, t0 + Duration::from_secs(299)).await);
+        assert!(!g.client_locked(ip, t0 + Duration::from_secs(301)).await);
         // A failure during the lockout does not start another one (one event per lockout).
         assert!(
             g.failed(ip, None, t0 + Duration::from_secs(1))
+                .await
                 .lockouts
                 .is_empty()
         );
     }
 
-    #[test]
-    fn ipv6_counts_per_64_and_users_per_name() {
+    #[tokio::test]
+    async fn ipv6_counts_per_64_and_users_per_name() {
         let g = guard(2, 3);
         let t0 = Instant::now();
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
-        g.failed(a, None, t0);
-        assert_eq!(g.failed(b, None, t0).lockouts.len(), 1);
-        assert!(g.client_locked("2001:db8:1:2:3:4:5:6".parse().unwrap(), t0));
-        assert!(!g.client_locked("2001:db8:1:3::1".parse().unwrap(), t0));
+        g.failed(a, None, t0).await;
+        assert_eq!(g.failed(b, None, t0).await.lockouts.len(), 1);
+        assert!(
+            g.client_locked("2001:db8:1:2:3:4:5:6".parse().unwrap(), t0)
+                .await
+        );
+        assert!(
+            !g.client_locked("2001:db8:1:3::1".parse().unwrap(), t0)
+                .await
+        );
         // The user is locked whatever address the failures came from.
         for i in 0..3u8 {
-            g.failed(IpAddr::from([198, 51, 100, i]), Some("Bob"), t0);
+            g.failed(IpAddr::from([198, 51, 100, i]), Some("Bob"), t0)
+                .await;
         }
-        assert!(g.user_locked("bob", t0));
+        assert!(g.user_locked("bob", t0).await);
     }
 
-    #[test]
-    fn window_expires_and_success_clears_the_user() {
+    #[tokio::test]
+    async fn window_expires_and_success_clears_the_user() {
         let g = guard(3, 3);
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let t0 = Instant::now();
-        g.failed(ip, Some("u"), t0);
-        g.failed(ip, Some("u"), t0);
+        g.failed(ip, Some("u"), t0).await;
+        g.failed(ip, Some("u"), t0).await;
         // After the window the count starts again.
         let later = t0 + Duration::from_secs(61);
         assert_eq!(
-            g.failed(ip, Some("u"), later).delay,
+            g.failed(ip, Some("u"), later).await.delay,
             Duration::from_millis(100)
         );
-        g.succeeded("u");
-        let v = g.failed(IpAddr::from([10, 0, 0, 1]), Some("u"), later);
+        g.succeeded("u").await;
+        let v = g
+            .failed(IpAddr::from([10, 0, 0, 1]), Some("u"), later)
+            .await;
         assert_eq!(v.delay, Duration::from_millis(100));
     }
 
@@ -405,7 +459,7 @@ mod tests {
         };
         let now = Instant::now();
         for i in 0..(MAX_KEYS as u32 + 10) {
-            ledger.record_failure(&FailureKey::User(i.to_string()), t, now);
+            ledger.record_failure_now(&FailureKey::User(i.to_string()), t, now);
         }
         assert!(ledger.records.lock().unwrap().len() <= MAX_KEYS);
     }

@@ -109,7 +109,16 @@ impl AuthService {
     /// across restarts (`private_file::load_or_create_secret`), or an unknown user's
     /// salt changes at a restart while a real user's does not.
     pub fn with_secret(config: &AuthConfig, secret: [u8; 32]) -> (Arc<AuthService>, LoadReport) {
-        let ledger: Arc<dyn FailureLedger> = Arc::new(MemoryLedger::new());
+        AuthService::with_ledger(config, secret, Arc::new(MemoryLedger::new()))
+    }
+
+    /// [`AuthService::with_secret`] with failure counts kept in `ledger` (a cluster
+    /// node's ledger shared through Redis, `tern_cluster::auth`).
+    pub fn with_ledger(
+        config: &AuthConfig,
+        secret: [u8; 32],
+        ledger: Arc<dyn FailureLedger>,
+    ) -> (Arc<AuthService>, LoadReport) {
         let empty = Loaded {
             config: config.clone(),
             backend: Backend::None,
@@ -206,8 +215,9 @@ impl AuthService {
     }
 
     /// True while the client's network is locked out.
-    pub fn client_locked(&self, ip: IpAddr) -> bool {
-        self.loaded.load().guard.client_locked(ip, Instant::now())
+    pub async fn client_locked(&self, ip: IpAddr) -> bool {
+        let guard = self.loaded.load().guard.clone();
+        guard.client_locked(ip, Instant::now()).await
     }
 
     /// The sender check in force.
@@ -376,17 +386,20 @@ impl Exchange {
         let stage = std::mem::replace(&mut self.stage, Stage::Done);
         match (stage, response) {
             (Stage::NoBackend, _) => self.unavailable("no credential source configured".into()),
-            (Stage::Done, _) => self.fail(
-                None,
-                FailureReason::Refused(SaslError::Malformed("exchange")),
-            ),
+            (Stage::Done, _) => {
+                self.fail(
+                    None,
+                    FailureReason::Refused(SaslError::Malformed("exchange")),
+                )
+                .await
+            }
             (Stage::Plain(p), None) => {
                 self.stage = Stage::Plain(p);
                 Step::Challenge(Vec::new())
             }
             (Stage::Plain(p), Some(r)) => match p.respond(&r) {
                 Ok(creds) => self.check_password(creds).await,
-                Err(e) => self.fail(None, FailureReason::Refused(e)),
+                Err(e) => self.fail(None, FailureReason::Refused(e)).await,
             },
             (Stage::Login(l), None) => {
                 self.stage = Stage::Login(l);
@@ -398,7 +411,7 @@ impl Exchange {
                     Step::Challenge(c.to_vec())
                 }
                 Ok(LoginStep::Done(creds)) => self.check_password(creds).await,
-                Err(e) => self.fail(None, FailureReason::Refused(e)),
+                Err(e) => self.fail(None, FailureReason::Refused(e)).await,
             },
             (Stage::ScramStart(s), None) => {
                 self.stage = Stage::ScramStart(s);
@@ -417,12 +430,12 @@ impl Exchange {
                     self.scram_why = known.err();
                     Step::Challenge(first)
                 }
-                Err(e) => self.fail(None, FailureReason::Refused(e)),
+                Err(e) => self.fail(None, FailureReason::Refused(e)).await,
             },
             (Stage::ScramSent(s), r) => match s.respond(&r.unwrap_or_default()) {
                 Ok(ScramOutcome::Verified { user, server_final }) => {
-                    if self.loaded.guard.user_locked(&user, Instant::now()) {
-                        return self.fail(Some(user), FailureReason::Locked);
+                    if self.loaded.guard.user_locked(&user, Instant::now()).await {
+                        return self.fail(Some(user), FailureReason::Locked).await;
                     }
                     self.stage = Stage::ScramFinal(user);
                     Step::Challenge(server_final)
@@ -432,18 +445,20 @@ impl Exchange {
                         .scram_why
                         .take()
                         .unwrap_or(FailureReason::WrongPassword);
-                    self.fail(Some(user), why)
+                    self.fail(Some(user), why).await
                 }
-                Err(e) => self.fail(None, FailureReason::Refused(e)),
+                Err(e) => self.fail(None, FailureReason::Refused(e)).await,
             },
             (Stage::ScramFinal(user), r) => {
                 if r.is_some_and(|r| !r.is_empty()) {
-                    return self.fail(
-                        Some(user),
-                        FailureReason::Refused(SaslError::Malformed("SCRAM")),
-                    );
+                    return self
+                        .fail(
+                            Some(user),
+                            FailureReason::Refused(SaslError::Malformed("SCRAM")),
+                        )
+                        .await;
                 }
-                self.succeed(user)
+                self.succeed(user).await
             }
             (Stage::Dovecot(mut d), r) => match d.step(r.as_deref()).await {
                 Ok(DovecotStep::Challenge(c)) => {
@@ -461,14 +476,14 @@ impl Exchange {
                 Ok(DovecotStep::Ok {
                     user,
                     final_data: None,
-                }) => self.succeed(user),
+                }) => self.succeed(user).await,
                 Ok(DovecotStep::Fail {
                     temporary: true, ..
                 }) => self.unavailable("dovecot reported a temporary failure".into()),
                 Ok(DovecotStep::Fail {
                     user,
                     temporary: false,
-                }) => self.fail(user, FailureReason::WrongPassword),
+                }) => self.fail(user, FailureReason::WrongPassword).await,
                 Err(e) => self.unavailable(e.to_string()),
             },
         }
@@ -502,9 +517,9 @@ impl Exchange {
         })
         .await;
         match checked {
-            Ok((Some(name), true)) => self.succeed(name),
-            Ok((Some(_), false)) => self.fail(Some(user), FailureReason::WrongPassword),
-            Ok((None, _)) => self.fail(Some(user), FailureReason::UnknownUser),
+            Ok((Some(name), true)) => self.succeed(name).await,
+            Ok((Some(_), false)) => self.fail(Some(user), FailureReason::WrongPassword).await,
+            Ok((None, _)) => self.fail(Some(user), FailureReason::UnknownUser).await,
             Err(e) => self.unavailable(format!("password check failed: {e}")),
         }
     }
@@ -545,23 +560,28 @@ impl Exchange {
         }
     }
 
-    fn succeed(&mut self, user: String) -> Step {
+    async fn succeed(&mut self, user: String) -> Step {
         let now = Instant::now();
-        if self.loaded.guard.user_locked(&user, now) {
-            return self.fail(Some(user), FailureReason::Locked);
+        if self.loaded.guard.user_locked(&user, now).await {
+            return self.fail(Some(user), FailureReason::Locked).await;
         }
-        self.loaded.guard.succeeded(&user);
+        self.loaded.guard.succeeded(&user).await;
         Step::Success(user)
     }
 
-    fn fail(&mut self, user: Option<String>, reason: FailureReason) -> Step {
+    async fn fail(&mut self, user: Option<String>, reason: FailureReason) -> Step {
         let now = Instant::now();
         let guard = &self.loaded.guard;
-        let reason = match &user {
-            Some(u) if guard.user_locked(u, now) => FailureReason::Locked,
-            _ => reason,
+        let locked = match &user {
+            Some(u) => guard.user_locked(u, now).await,
+            None => false,
         };
-        let verdict = guard.failed(self.remote, user.as_deref(), now);
+        let reason = if locked {
+            FailureReason::Locked
+        } else {
+            reason
+        };
+        let verdict = guard.failed(self.remote, user.as_deref(), now).await;
         Step::Failure(Failure {
             user,
             reason,

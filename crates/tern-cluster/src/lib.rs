@@ -5,8 +5,10 @@
 //! Cluster), never through a replication layer of Tern's own:
 //! - membership and health ([`membership`]): heartbeats, the list of nodes, the notice of
 //!   a dead one;
-//! - limits, leases and destination state (built on [`Cluster`] by the crates that own
-//!   them).
+//! - rate limits ([`limits`]: the GCRA of `tern-limits` as one Lua script per session
+//!   step), AUTH failure counts and lockouts ([`auth`]), destination connection leases
+//!   ([`leases`]), each with this node's `local_share` as its fall-back;
+//! - destination state (built on [`Cluster`] by the crates that own it).
 //!
 //! Invariants:
 //! - Mail never waits on Redis beyond `cluster.op_timeout_ms`: every operation is bounded
@@ -19,8 +21,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod client;
 pub mod config;
+pub mod leases;
+pub mod limits;
 pub mod membership;
 
 pub use client::{Cluster, ClusterError, Health, HealthState};

@@ -627,6 +627,12 @@ events! {
     CLUSTER_NODE_ID_CONFLICT = (8005, "cluster.node_id.conflict", Error,
         "Another live node holds this node's cluster.node_id: queue ids of the two nodes are no longer recognisable by node (they stay unique with near certainty, by their random part). Logged once per start. Fields: node, node_id, holder.",
         "Give each node its own cluster.node_id (1 to 1023) and restart one of them.");
+    DESTINATION_LIMIT_REACHED = (8011, "destination.limit.reached", Info,
+        "A destination limit ([[delivery.destination_limits]]) is full: a delivery worker was refused a connection lease (`what` connections: max_connections open across the cluster) or a message (`what` messages: max_messages spent in the window). The job waits in memory and tries again; it is not a delivery failure and the destination is not marked down. Logged once per limit and kind per minute on each node. Fields: limit, what, max, next_hop, host, scope (cluster, or local when the node decides alone).",
+        "None if expected. If mail to the destination backs up, raise the limit (with the receiver's agreement) or add nothing: the limit is what the receiver allows.");
+    DESTINATION_LIMIT_WAIT_EXPIRED = (8012, "destination.limit.wait_expired", Notice,
+        "A job waited delivery.destination_limit_wait_secs for a destination limit's lease or message allowance without getting it: its recipients are deferred (4.4.5) and retried with the usual backoff; the destination is not marked down. Logged once per limit per minute on each node. Fields: limit, what, next_hop, waited_secs.",
+        "Mail to this destination arrives faster than its limit lets it out: raise the limit if the receiver allows, or expect the queue to drain slowly.");
     CLUSTER_SPOOL_ADOPTED = (8041, "cluster.spool.adopted", Notice,
         "This node took over another node's spool (`tern spool adopt`, or automatically): every message merged here with its record and crash count, and scheduled; the spool left there holds only its fence marker (and corrupt/ entries that could not be moved). Fields: path, node (whose spool it was), by, auto, incoming, active, deferred, hold, poison (adopted from each state), poisoned (active ones that reached queue.poison_threshold), already_here (a rerun after an interruption), corrupt_moved, corrupt_left, fenced_in_redis, secs.",
         "None. If fenced_in_redis is false, the spool's marker alone keeps its node from starting on it; keep that disk or clear nothing until the node is rebuilt (docs/cluster/adopt.md).");

@@ -75,11 +75,14 @@ pub enum LimitKind {
     SenderDomainMessages,
     /// Recipients of mail from one sender domain.
     SenderDomainRecipients,
+    /// Messages sent to one destination limit (`[[delivery.destination_limits]]`, by its
+    /// name), by the delivery workers.
+    DestinationMessages,
 }
 
 impl LimitKind {
     /// Every kind.
-    pub const ALL: [LimitKind; 7] = [
+    pub const ALL: [LimitKind; 8] = [
         LimitKind::ClientConnections,
         LimitKind::ClientMessages,
         LimitKind::ClientRecipients,
@@ -87,6 +90,7 @@ impl LimitKind {
         LimitKind::UserRecipients,
         LimitKind::SenderDomainMessages,
         LimitKind::SenderDomainRecipients,
+        LimitKind::DestinationMessages,
     ];
 
     /// The name used in configuration keys, events and metrics.
@@ -99,6 +103,7 @@ impl LimitKind {
             LimitKind::UserRecipients => "user_recipients",
             LimitKind::SenderDomainMessages => "sender_domain_messages",
             LimitKind::SenderDomainRecipients => "sender_domain_recipients",
+            LimitKind::DestinationMessages => "destination_messages",
         }
     }
 }
@@ -208,6 +213,14 @@ impl Key {
         Key {
             kind: LimitKind::SenderDomainRecipients,
             subject: Subject::Domain(bounded(&domain.to_lowercase())),
+        }
+    }
+
+    /// Messages delivered under a destination limit (its configured name).
+    pub fn destination_messages(limit: &str) -> Key {
+        Key {
+            kind: LimitKind::DestinationMessages,
+            subject: Subject::Domain(bounded(limit)),
         }
     }
 

@@ -644,6 +644,13 @@ pub struct Metrics {
     pub rate_limit_keys: Gauge,
     /// Rate limiter keys evicted because its table was full.
     pub rate_limit_evicted: Counter,
+    /// Shared-limit decisions (rate limits, AUTH failures, destination leases) taken
+    /// locally with the node's `cluster.local_share` because Redis did not answer.
+    pub cluster_local_decisions: Counter,
+    /// Connection leases of a destination limit refused (the job waits; issue 20).
+    pub destination_leases_refused: Counter,
+    /// Messages held back by a destination limit's message rate (the job waits).
+    pub destination_messages_delayed: Counter,
     attempts: [Counter; Attempt::ALL.len()],
     sessions: Family<Labels1, Gauge>,
     listeners: BoundedLabels,
@@ -754,6 +761,21 @@ impl Metrics {
             "rate_limit_keys_evicted",
             "Rate limiter keys evicted because its table was full",
         );
+        let cluster_local_decisions = counter(
+            &mut registry,
+            "cluster_local_decisions",
+            "Shared-limit decisions taken locally (local share) because Redis did not answer",
+        );
+        let destination_leases_refused = counter(
+            &mut registry,
+            "destination_leases_refused",
+            "Connection leases refused by a destination limit (the job waits)",
+        );
+        let destination_messages_delayed = counter(
+            &mut registry,
+            "destination_messages_delayed",
+            "Messages held back by a destination limit's message rate (the job waits)",
+        );
 
         let attempt_family = Family::<Labels1, Counter>::default();
         registry.register(
@@ -858,6 +880,9 @@ impl Metrics {
             screened,
             rate_limit_keys,
             rate_limit_evicted,
+            cluster_local_decisions,
+            destination_leases_refused,
+            destination_messages_delayed,
             attempts,
             sessions,
             listeners: BoundedLabels::new(MAX_LISTENER_LABELS),

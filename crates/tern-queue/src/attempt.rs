@@ -402,6 +402,11 @@ async fn deliver_job(
             if *tls == policy || matches!(tls, tern_deliver::TlsPolicy::Verify | tern_deliver::TlsPolicy::Dane))
         {
             let remote = c.remote();
+            if let Err(w) = message_turn(ctx, job, &c.host, beat).await {
+                // Not a failure of the connection: it stays open for later jobs.
+                *conn = Some(c);
+                return (counted(JobResult::deferred(&job.rcpts, &w.reason)), None);
+            }
             match send_on(ctx, job, &plan, &mut c.session, &remote, beat).await {
                 Ok(Sent::Final(r)) => {
                     *conn = Some(c);
@@ -450,6 +455,10 @@ async fn deliver_job(
                         return HostOutcome::Unreachable(format!("{} ({remote})", refusal.reason));
                     }
                 };
+                // A destination limit's message rate, before any connection is used.
+                if let Err(w) = message_turn(ctx, job, &name, beat).await {
+                    return HostOutcome::Limited(w.reason);
+                }
                 let key = EndpointKey::for_request(addr, &host_tls.request, &name);
                 let cached = match take_cached(handle, &key).await {
                     Some(c) if c.reusable(ctx, Instant::now()) => Some(c),
@@ -492,6 +501,18 @@ async fn deliver_job(
                         Err(_) => beat.bounded(budget::quit(ctx), c.session.quit()).await,
                     }
                 }
+                // A new connection takes its destination limits' leases first (a cached
+                // one holds its own); they go with the connection, or are released here
+                // when it cannot be opened.
+                let leases = if ctx.destinations.is_empty() {
+                    Vec::new()
+                } else {
+                    let wait = ctx.destinations.connection_leases(&ctx.events, &job.hop, &name);
+                    match beat.bounded(budget::limit_wait(ctx), wait).await {
+                        Ok(l) => l,
+                        Err(w) => return HostOutcome::Limited(w.reason),
+                    }
+                };
                 let connect = SmtpSession::connect_with(&ctx.client, addr, &name, &host_tls.request);
                 let s = match beat.bounded(budget::connect(ctx), connect).await {
                     Ok(s) => {
@@ -520,6 +541,7 @@ async fn deliver_job(
                     }
                 };
                 let mut c = Conn::new(key, s, &name);
+                c.leases = leases;
                 match send_on(ctx, job, plan, &mut c.session, &remote, beat).await {
                     Ok(Sent::Final(r)) => {
                         tls_policy_used(ctx, job, &remote, host_tls);
@@ -541,6 +563,21 @@ async fn deliver_job(
     .await;
     *conn = end.session;
     (end.result, end.down)
+}
+
+/// Waits (bounded) for the job's turn under the destination limits' message rates for
+/// a transaction to `host`.
+async fn message_turn(
+    ctx: &Context,
+    job: &Job,
+    host: &str,
+    beat: &Heartbeat,
+) -> Result<(), crate::destlimits::WaitExpired> {
+    if ctx.destinations.is_empty() {
+        return Ok(());
+    }
+    let turn = ctx.destinations.message(&ctx.events, &job.hop, host);
+    beat.bounded(budget::limit_wait(ctx), turn).await
 }
 
 /// Event 4035: the job's next host is this server itself (`how`: `address` or
@@ -585,6 +622,9 @@ pub(crate) enum HostOutcome<S> {
     Moved(String),
     /// Every recipient has its result; the session can be reused.
     Final(JobResult, S),
+    /// A destination limit kept this job waiting past its bound: the walk ends, the
+    /// recipients are deferred, and the destination is not down (it was not tried).
+    Limited(String),
 }
 
 /// The end of a walk.
@@ -629,6 +669,14 @@ where
             HostOutcome::Moved(why) => {
                 sessions += 1;
                 last_error = why;
+            }
+            HostOutcome::Limited(why) => {
+                let result = JobResult::deferred(rcpts, &why);
+                return WalkEnd {
+                    result,
+                    session: None,
+                    down: None,
+                };
             }
             HostOutcome::Final(result, s) => {
                 return WalkEnd {

@@ -43,6 +43,13 @@ pub(crate) fn lookup(ctx: &Context, job: &Job) -> Duration {
 
 /// Connecting: TCP, greeting, EHLO (and HELO after a refused EHLO), STARTTLS and the
 /// EHLO after it, and the QUIT sent when set-up fails.
+/// Waiting for a destination limit's lease or message (`destlimits.rs`): the
+/// configured wait, plus a margin for the last poll.
+pub(crate) fn limit_wait(ctx: &Context) -> Duration {
+    Duration::from_secs(ctx.delivery.destination_limit_wait_secs)
+        .saturating_add(Duration::from_secs(5))
+}
+
 pub(crate) fn connect(ctx: &Context) -> Duration {
     let t = &ctx.client.config().timeouts;
     t.connect

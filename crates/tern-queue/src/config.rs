@@ -126,6 +126,13 @@ pub struct DeliveryConfig {
     pub data_block_timeout_secs: u64,
     /// Seconds for the reply after the final dot (RFC 5321: 10 minutes).
     pub data_end_timeout_secs: u64,
+    /// Connection and message limits per destination or group of MX hosts
+    /// (`[[delivery.destination_limits]]`, `destlimits.rs`); across the cluster when
+    /// `[cluster] enabled`. Restart to change.
+    pub destination_limits: Vec<crate::destlimits::DestinationLimitConfig>,
+    /// Longest a delivery waits in memory for a destination limit's connection lease or
+    /// message allowance before its recipients are deferred (4.4.5).
+    pub destination_limit_wait_secs: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -145,6 +152,8 @@ impl Default for DeliveryConfig {
             data_start_timeout_secs: 120,
             data_block_timeout_secs: 180,
             data_end_timeout_secs: 600,
+            destination_limits: Vec::new(),
+            destination_limit_wait_secs: 300,
         }
     }
 }
@@ -251,6 +260,15 @@ impl DeliveryConfig {
             1,
         );
         at_least(&mut p, "delivery.max_sessions", self.max_sessions as u64, 1);
+        at_least(
+            &mut p,
+            "delivery.destination_limit_wait_secs",
+            self.destination_limit_wait_secs,
+            1,
+        );
+        for (key, message) in crate::destlimits::problems(&self.destination_limits) {
+            p.push(Problem { key, message });
+        }
         at_least(
             &mut p,
             "delivery.max_messages_per_connection",

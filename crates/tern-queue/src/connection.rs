@@ -90,6 +90,10 @@ pub(crate) struct Conn {
     pub host: String,
     /// When it was opened.
     pub opened: Instant,
+    /// The destination limits' connection leases it holds (`destlimits.rs`): as long as
+    /// it is open, idle in the cache included; released when it is dropped. Declared
+    /// after `session`, so a dropped connection's socket is closed before its leases go.
+    pub leases: Vec<crate::destlimits::Lease>,
 }
 
 impl Conn {
@@ -100,6 +104,7 @@ impl Conn {
             session: Box::new(session),
             host: host.to_string(),
             opened: Instant::now(),
+            leases: Vec::new(),
         }
     }
 
@@ -121,8 +126,16 @@ impl Conn {
 /// Closes `conn` in a task of its own (QUIT, bounded by the QUIT timeout): for
 /// connections the scheduler lets go (idle time over, queue stopping), which no worker
 /// holds.
+/// Its destination limits' leases are released once the connection is closed, never
+/// before (a lease stands for an open connection).
 pub(crate) fn close_in_background(conn: Conn) {
-    tokio::spawn(conn.session.quit());
+    let Conn {
+        session, leases, ..
+    } = conn;
+    tokio::spawn(async move {
+        session.quit().await;
+        drop(leases);
+    });
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ mod connection;
 pub mod content;
 mod conversion;
 mod dane;
+pub mod destlimits;
 mod dispatch;
 #[cfg(test)]
 mod dispatch_schedules;
@@ -175,4 +176,7 @@ pub struct Context {
     /// DANE (RFC 7672) for routes with `tls = "dane"` or `"dane-only"`: the
     /// DNSSEC-validating resolver of `[dane]` (`dane.rs`).
     pub dane: Dane,
+    /// Connection leases and message rates per destination (`destlimits.rs`): this
+    /// node's own, or shared through the cluster.
+    pub destinations: Arc<destlimits::DestinationLimits>,
 }

@@ -162,7 +162,15 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         let key = data_dir.join("auth.key");
         let secret = tern_auth::private_file::load_or_create_secret(&key)
             .with_context(|| format!("the SCRAM salt key {}", key.display()))?;
-        let (service, report) = tern_auth::AuthService::with_secret(&config.auth, secret);
+        // A cluster node counts failures and lockouts in Redis (docs/cluster/limits.md).
+        let (service, report) = match &cluster {
+            Some(c) => tern_auth::AuthService::with_ledger(
+                &config.auth,
+                secret,
+                Arc::new(tern_cluster::auth::SharedLedger::new(c.clone())),
+            ),
+            None => tern_auth::AuthService::with_secret(&config.auth, secret),
+        };
         auth_loaded(&events, &report);
         if report.has_errors() {
             events.flush(Duration::from_secs(2));
@@ -204,7 +212,15 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         rdns_timeout: Duration::from_millis(config.dns.client_lookup_timeout_ms),
         rdns_lookup_loopback: false,
         loop_mark: Some(loop_mark.clone()),
-        limits: tern_smtpd::rate::RateLimits::in_memory(&config.limits),
+        // Shared by every node through Redis when `[cluster] enabled`, this node's share
+        // of each limit while Redis is away (docs/cluster/limits.md).
+        limits: match &cluster {
+            Some(c) => tern_smtpd::rate::RateLimits::new(
+                &config.limits,
+                tern_cluster::limits::SharedLimiter::new(c.clone(), config.limits.max_tracked_keys),
+            ),
+            None => tern_smtpd::rate::RateLimits::in_memory(&config.limits),
+        },
         auth,
         screen: Some(Arc::clone(&screening.screen)),
         verify: arc_swap::ArcSwapOption::new(match crate::verify::build(&config, &hostname) {
@@ -249,6 +265,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             server.local_addrs().to_vec(),
             loop_mark,
             watchdog.clone(),
+            cluster.as_ref(),
         )?;
         // The delivery workers record each reported session's TLS outcome.
         ctx.tls_reports = Arc::clone(&tls_reports.recorder);
@@ -791,6 +808,7 @@ fn queue_context(
     listeners: Vec<SocketAddr>,
     loop_mark: String,
     watchdog: Option<Watchdog>,
+    cluster: Option<&tern_cluster::Cluster>,
 ) -> anyhow::Result<QueueContext> {
     let d = &config.delivery;
     let helo = if d.helo_name.is_empty() {
@@ -868,7 +886,27 @@ fn queue_context(
         tls_book: tern_queue::security::TlsBook::default(),
         mta_sts,
         dane: tern_queue::Dane::new(dane),
+        destinations: Arc::new(destination_limits(d, cluster)),
     })
+}
+
+/// `[[delivery.destination_limits]]` over this node's own counts, or shared through
+/// Redis on a cluster node (docs/cluster/limits.md).
+fn destination_limits(
+    d: &tern_queue::config::DeliveryConfig,
+    cluster: Option<&tern_cluster::Cluster>,
+) -> tern_queue::destlimits::DestinationLimits {
+    use tern_queue::destlimits::DestinationLimits;
+    let wait = Duration::from_secs(d.destination_limit_wait_secs);
+    match cluster {
+        Some(c) if !d.destination_limits.is_empty() => DestinationLimits::new(
+            &d.destination_limits,
+            wait,
+            tern_cluster::leases::SharedLeases::start(c.clone()),
+            tern_cluster::limits::SharedLimiter::new(c.clone(), 1000),
+        ),
+        _ => DestinationLimits::local(&d.destination_limits, wait),
+    }
 }
 
 /// The MTA-STS service from `[mta_sts]`, on the queue's resolver (`[dns]`), its cache in

@@ -121,7 +121,25 @@ impl Session {
     pub(super) async fn auth(&mut self, mechanism: String, initial: Option<String>) -> Flow {
         let reply = match self.auth_precheck(&mechanism) {
             Err(reply) => reply,
-            Ok(mech) => return self.auth_exchange(mech, initial).await,
+            Ok(mech) => {
+                // The lockout may be shared by a cluster (an awaited look-up): asked
+                // with owned values only, the session is not shared across the await.
+                let service = self.ctx.shared.auth.clone();
+                let ip = self.peer.ip();
+                let locked = match service {
+                    Some(s) => s.client_locked(ip).await,
+                    None => false,
+                };
+                if !locked {
+                    return self.auth_exchange(mech, initial).await;
+                }
+                tern_metrics::get().auth(mech.label(), AuthResult::Locked);
+                Reply::new(
+                    454,
+                    "4.7.0",
+                    "Too many failed authentications, try again later",
+                )
+            }
         };
         self.reply(reply).await
     }
@@ -156,14 +174,6 @@ impl Session {
         else {
             return Err(Reply::new(504, "5.5.4", "Unrecognized authentication type"));
         };
-        if service.client_locked(self.peer.ip()) {
-            tern_metrics::get().auth(mech.label(), AuthResult::Locked);
-            return Err(Reply::new(
-                454,
-                "4.7.0",
-                "Too many failed authentications, try again later",
-            ));
-        }
         Ok(mech)
     }
 

@@ -1,0 +1,312 @@
+//! The shared limits' Lua scripts against a real `redis-server` on loopback, with two
+//! `Cluster` handles standing for two nodes: the GCRA over several charges (exactly the
+//! limit across nodes, all or nothing, keys expiring), the local share while Redis is
+//! away, connection leases (the maximum held across nodes, released on drop, a dead
+//! node's leases lapsing), and AUTH failures counted across nodes.
+
+use std::net::{IpAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tern_auth::guard::{FailureKey, FailureLedger, Threshold};
+use tern_cluster::auth::SharedLedger;
+use tern_cluster::leases::SharedLeases;
+use tern_cluster::limits::SharedLimiter;
+use tern_cluster::{Cluster, ClusterConfig};
+use tern_events::EventLog;
+use tern_limits::{Charge, ClientNet, Decision, Key, Rate, RateLimiter};
+use tern_queue::destlimits::{LeaseAnswer, LeaseBackend};
+
+struct Redis {
+    child: Child,
+}
+
+impl Redis {
+    fn start(dir: &Path, port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let r = Redis { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn config(port: u16, name: &str, id: u16) -> ClusterConfig {
+    ClusterConfig {
+        enabled: true,
+        node_name: name.into(),
+        node_id: id,
+        redis: vec![format!("redis://127.0.0.1:{port}")],
+        heartbeat_ms: 100,
+        dead_after_ms: 1000,
+        ..ClusterConfig::default()
+    }
+}
+
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn two_nodes(port: u16) -> (Cluster, Cluster) {
+    let a = Cluster::start(&config(port, "a", 1), EventLog::discard());
+    let b = Cluster::start(&config(port, "b", 2), EventLog::discard());
+    until("both up", async || a.is_up() && b.is_up()).await;
+    (a, b)
+}
+
+fn rate(s: &str) -> Rate {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn sender(domain: &str, r: Rate) -> Charge {
+    Charge {
+        key: Key::sender_domain_messages(domain),
+        rate: r,
+        cost: 1,
+    }
+}
+
+fn client(last: u8, r: Rate) -> Charge {
+    Charge {
+        key: Key::client_messages(ClientNet::of(IpAddr::from([192, 0, 2, last]), 32, 64)),
+        rate: r,
+        cost: 1,
+    }
+}
+
+const T0: u64 = 1_800_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcra_holds_the_limit_across_nodes_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _redis = Redis::start(dir.path(), port);
+    let (a, b) = two_nodes(port).await;
+    let la = SharedLimiter::new(a.clone(), 1000);
+    let lb = SharedLimiter::new(b.clone(), 1000);
+    let hourly = rate("5/1h");
+    // Spread over two nodes, exactly 5 in the hour (each node alone would allow 5).
+    let mut allowed = 0;
+    let mut first_refusals = 0;
+    for i in 0..12u64 {
+        let l = if i % 2 == 0 { &la } else { &lb };
+        match l.check(&[sender("example.com", hourly)], T0 + i).await {
+            Decision::Allowed => allowed += 1,
+            Decision::Refused(r) => {
+                assert_eq!(r.charge, 0);
+                assert!(r.retry_after_ms.is_some_and(|w| w > 0 && w <= 720_000));
+                if r.first_in_window {
+                    first_refusals += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(allowed, 5);
+    assert_eq!(first_refusals, 1, "a refusal is reported once per window");
+    // One unit comes back after period / count (12 min).
+    assert_eq!(
+        lb.check(&[sender("example.com", hourly)], T0 + 720_000)
+            .await,
+        Decision::Allowed
+    );
+    // The key expires when its bucket is full again: within an hour.
+    let key = format!("{{{}}}:sender_domain_messages:example.com", a.key("rl"));
+    let ttl: i64 = a.query(redis::cmd("PTTL").arg(&key)).await.expect("pttl");
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
+
+    // All or nothing: a refused second charge spends nothing of the first.
+    let loose = rate("3/1h");
+    let tight = rate("1/1h");
+    assert_eq!(
+        la.check(&[client(1, loose), sender("b.example", tight)], T0)
+            .await,
+        Decision::Allowed
+    );
+    let Decision::Refused(r) = lb
+        .check(&[client(1, loose), sender("b.example", tight)], T0)
+        .await
+    else {
+        panic!("the sender over its limit was allowed");
+    };
+    assert_eq!(r.charge, 1);
+    // The client spent 1 of 3: two more fit, then none.
+    for _ in 0..2 {
+        assert_eq!(la.check(&[client(1, loose)], T0).await, Decision::Allowed);
+    }
+    assert!(matches!(
+        lb.check(&[client(1, loose)], T0).await,
+        Decision::Refused(_)
+    ));
+    // One key twice in a call counts twice.
+    assert!(matches!(
+        la.check(&[client(2, tight), client(2, tight)], T0).await,
+        Decision::Refused(r) if r.charge == 1
+    ));
+    // Garbage written into a bucket is bounded: at worst one burst ahead.
+    let garbage = format!("{{{}}}:client_messages:192.0.2.3/32", a.key("rl"));
+    let _: () = a
+        .query(
+            redis::cmd("HSET")
+                .arg(&garbage)
+                .arg("t")
+                .arg("99999999999999999999"),
+        )
+        .await
+        .expect("hset");
+    let Decision::Refused(r) = la.check(&[client(3, loose)], T0).await else {
+        panic!("a full bucket allowed");
+    };
+    assert!(r.retry_after_ms.is_some_and(|w| w <= 1_200_000), "{r:?}");
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_each_node_keeps_its_local_share() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let redis = Redis::start(dir.path(), port);
+    let (a, b) = two_nodes(port).await;
+    let la = SharedLimiter::new(a.clone(), 1000);
+    let lb = SharedLimiter::new(b.clone(), 1000);
+    drop(redis);
+    // The first call after the loss fails within the bound and is decided locally.
+    let hourly = rate("9/1h");
+    let started = Instant::now();
+    let mut allowed = [0, 0];
+    for (n, l) in [&la, &lb].iter().enumerate() {
+        for i in 0..10u64 {
+            if l.check(&[sender("example.com", hourly)], T0 + i).await == Decision::Allowed {
+                allowed[n] += 1;
+            }
+        }
+    }
+    // One third of 9 on each node.
+    assert_eq!(allowed, [3, 3]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_hold_the_maximum_across_nodes_and_a_dead_nodes_lapse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _redis = Redis::start(dir.path(), port);
+    let (a, b) = two_nodes(port).await;
+    let la = SharedLeases::start(a.clone());
+    let lb = SharedLeases::start(b.clone());
+    let take = async |l: &SharedLeases| match l.acquire("slow", 3).await {
+        LeaseAnswer::Granted(lease) => Some(lease),
+        LeaseAnswer::Full { scope } => {
+            assert_eq!(scope, "cluster");
+            None
+        }
+    };
+    let a1 = take(&la).await.expect("a1");
+    let a2 = take(&la).await.expect("a2");
+    let b1 = take(&lb).await.expect("b1");
+    assert!(take(&lb).await.is_none(), "a fourth lease of 3");
+    assert!(take(&la).await.is_none(), "a fourth lease of 3");
+    // Released on drop: b gets one.
+    drop(a1);
+    until("a released lease is taken", async || {
+        take(&lb).await.is_some_and(|l| {
+            std::mem::forget(l);
+            true
+        })
+    })
+    .await;
+    // Renewals keep the leases past their time to live (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(take(&lb).await.is_none(), "renewed leases lapsed");
+    // Node a dies (no release, no renewal): its lease lapses within dead_after_ms.
+    std::mem::forget(a2);
+    drop(la);
+    a.stop();
+    let died = Instant::now();
+    until("the dead node's lease lapses", async || {
+        take(&lb).await.is_some_and(|l| {
+            std::mem::forget(l);
+            true
+        })
+    })
+    .await;
+    assert!(died.elapsed() < Duration::from_secs(5));
+    drop(b1);
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_spread_over_nodes_lock_out_as_on_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let redis = Redis::start(dir.path(), port);
+    let (a, b) = two_nodes(port).await;
+    let la: Arc<dyn FailureLedger> = Arc::new(SharedLedger::new(a.clone()));
+    let lb: Arc<dyn FailureLedger> = Arc::new(SharedLedger::new(b.clone()));
+    let t = Threshold {
+        max_failures: 4,
+        window: Duration::from_secs(60),
+        lockout: Duration::from_secs(300),
+    };
+    let key = FailureKey::user("Mallory");
+    let now = std::time::Instant::now();
+    let mut started = 0;
+    for i in 0..4 {
+        let l = if i % 2 == 0 { &la } else { &lb };
+        assert!(!l.is_locked(&key, now).await);
+        let r = l.record_failure(&key, t, now).await;
+        assert_eq!(r.failures, i + 1);
+        if r.locked_now {
+            started += 1;
+        }
+    }
+    assert_eq!(started, 1, "the fourth failure, on either node, locks out");
+    assert!(la.is_locked(&key, now).await);
+    assert!(lb.is_locked(&FailureKey::user("mallory"), now).await);
+    // A success elsewhere does not lift a lockout.
+    lb.clear(&key).await;
+    assert!(la.is_locked(&key, now).await);
+    // Other keys are not locked.
+    assert!(!la.is_locked(&FailureKey::user("alice"), now).await);
+
+    // Without Redis: the local ledger with the local share (ceil(4 / 3) = 2).
+    drop(redis);
+    let other = FailureKey::user("eve");
+    let _ = la.record_failure(&other, t, now).await;
+    let r = la.record_failure(&other, t, now).await;
+    assert!(r.locked_now, "{r:?}");
+    assert!(la.is_locked(&other, now).await);
+    assert!(!lb.is_locked(&other, now).await, "local to its node");
+    a.stop();
+    b.stop();
+}
