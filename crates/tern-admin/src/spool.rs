@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -45,7 +46,7 @@ pub struct AdoptRequest {
     request_body = AdoptRequest,
     responses(
         (status = 200, description = "The adoption ended", body = AdoptRun),
-        (status = 400, description = "The path is not absolute or too long", body = ErrorBody),
+        (status = 400, description = "A bad body, or a path not absolute or too long", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 409, description = "The path cannot be adopted now", body = ErrorBody),
         (status = 503, description = "The server cannot adopt (stopping, or a spool error)", body = ErrorBody),
@@ -53,8 +54,10 @@ pub struct AdoptRequest {
 )]
 async fn adopt(
     State(state): State<Arc<AdminState>>,
-    Json(req): Json<AdoptRequest>,
+    body: Bytes,
 ) -> Result<Json<AdoptRun>, ApiError> {
+    let req: AdoptRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("bad JSON body: {e}")))?;
     if req.path.len() > MAX_PATH || !req.path.starts_with('/') || req.path.contains('\0') {
         return Err(ApiError::BadRequest(
             "path must be an absolute path of at most 4096 bytes".into(),
