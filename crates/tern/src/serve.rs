@@ -265,8 +265,11 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             server.local_addrs().to_vec(),
             loop_mark,
             watchdog.clone(),
-            cluster.as_ref(),
         )?;
+        // A cluster node holds the destination limits with the other nodes.
+        if cluster.is_some() {
+            ctx.destinations = Arc::new(destination_limits(&config.delivery, cluster.as_ref()));
+        }
         // The delivery workers record each reported session's TLS outcome.
         ctx.tls_reports = Arc::clone(&tls_reports.recorder);
         let ctx = Arc::new(ctx);
@@ -808,7 +811,6 @@ fn queue_context(
     listeners: Vec<SocketAddr>,
     loop_mark: String,
     watchdog: Option<Watchdog>,
-    cluster: Option<&tern_cluster::Cluster>,
 ) -> anyhow::Result<QueueContext> {
     let d = &config.delivery;
     let helo = if d.helo_name.is_empty() {
@@ -886,7 +888,8 @@ fn queue_context(
         tls_book: tern_queue::security::TlsBook::default(),
         mta_sts,
         dane: tern_queue::Dane::new(dane),
-        destinations: Arc::new(destination_limits(d, cluster)),
+        // This node's own; replaced by the caller on a cluster node.
+        destinations: Arc::new(destination_limits(d, None)),
     })
 }
 
