@@ -36,6 +36,7 @@ mod cli_dest_summary_status_reload;
 mod cli_escapes_terminal_control_sequences;
 mod cli_queue_over_the_api;
 mod cli_sends_the_token_only_to_its_own_server;
+mod cluster_destination_down_on_one_node_is_skipped_by_the_others;
 mod cluster_nodes_register_degrade_and_recover;
 mod connection_rate_limit_refuses_with_421_before_the_greeting;
 mod connections_reused_across_domains_sharing_an_mx;
