@@ -19,7 +19,8 @@
 //!   unbounded channel to this module's task, which keeps at most one pending change per
 //!   name while Redis is unreachable and writes them (conditionally) when it is back.
 //! - A node never applies its own changes read back (no echo): entries whose `node` is
-//!   this node are skipped.
+//!   this node, made during this run, are skipped (those of a previous run, such as a
+//!   suspension set before a restart, are applied at the start).
 //! - After each reconnection the whole hash is read again and every other node's mark
 //!   applied: nothing missed while degraded stays missed.
 //! - Everything read is bounded and parsed strictly: names up to [`MAX_NAME`] octets,
@@ -233,6 +234,9 @@ async fn run(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<DestMark>, apply:
     let publish = Script::new(PUBLISH);
     let prune = Script::new(PRUNE);
     let me = cluster.node().to_owned();
+    // This node's entries older than this run are a previous run's (a suspension set
+    // before a restart): applied like another node's. Newer ones are this run's: skipped.
+    let started_ms = now_ms();
     // Changes not written yet (Redis unreachable), the latest per name.
     let mut pending: HashMap<String, DestMark> = HashMap::new();
     // The entries read last, to apply only what changed.
@@ -330,7 +334,7 @@ async fn run(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<DestMark>, apply:
                     let mut inv = prune.prepare_invoke();
                     inv.key(&keys.marks).arg(&name).arg(&value);
                     let _ = cluster.script::<i64>(&inv).await;
-                } else if changed && m.node != me {
+                } else if changed && (m.node != me || m.at_ms < started_ms) {
                     apply(m);
                 }
             }

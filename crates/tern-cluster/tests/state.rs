@@ -185,6 +185,13 @@ async fn destination_marks_travel_without_echo_and_survive_a_restart_of_redis() 
         .expect("incr");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(got(&seen_b).iter().all(|m| m.name != "mx:bad.test"));
+    // A restarted node (a new run of "a") applies its own marks of the previous run.
+    let (_again, seen_again) = share(&a);
+    until("a's previous run's mark applied at the start", async || {
+        got(&seen_again).contains(&resume)
+    })
+    .await;
+    drop(sa);
     a.stop();
     b.stop();
 }

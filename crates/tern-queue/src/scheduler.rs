@@ -420,6 +420,8 @@ struct RemoteMark {
 
 /// The most marks from other nodes kept (the rest are ignored until some lapse).
 const MAX_REMOTE_MARKS: usize = 100_000;
+/// From this many marks held, those that lapsed are dropped at each new one.
+const PRUNE_REMOTE_FROM: usize = 1024;
 /// The longest name suspended by name (longer ones are no next hop's).
 const MAX_SHARED_NAME: usize = 1024;
 
@@ -1168,6 +1170,10 @@ impl Scheduler {
         {
             // Read again after a reconnection: already in force.
             return;
+        }
+        if self.remote.len() >= PRUNE_REMOTE_FROM {
+            // Down marks that lapsed without mail for them since.
+            self.remote.retain(|_, r| r.until.is_none_or(|t| t > now));
         }
         if self.remote.len() >= MAX_REMOTE_MARKS && !self.remote.contains_key(&name) {
             return;
