@@ -21,8 +21,10 @@
 //! - A node never applies its own changes read back (no echo): entries whose `node` is
 //!   this node, made during this run, are skipped (those of a previous run, such as a
 //!   suspension set before a restart, are applied at the start).
-//! - After each reconnection the whole hash is read again and every other node's mark
-//!   applied: nothing missed while degraded stays missed.
+//! - After each reconnection the node writes again its marks of this run (still
+//!   conditionally: a later action elsewhere wins), since Redis may have come back
+//!   empty, then reads the whole hash again and applies every other node's mark: nothing
+//!   missed while degraded stays missed.
 //! - Everything read is bounded and parsed strictly: names up to [`MAX_NAME`] octets,
 //!   values up to [`MAX_VALUE`], at most [`MAX_MARKS`] entries; anything else is ignored.
 
@@ -242,6 +244,10 @@ async fn run(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<DestMark>, apply:
     // The entries read last, to apply only what changed.
     let mut seen: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut last_ver: Option<i64> = None;
+    // This run's changes as written, the latest per name: written again (conditionally)
+    // after each reconnection, since Redis may have come back empty.
+    let mut own: HashMap<String, DestMark> = HashMap::new();
+    let mut was_up = false;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -259,11 +265,19 @@ async fn run(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<DestMark>, apply:
         if !cluster.is_up() {
             // Read everything again once Redis is back.
             last_ver = None;
+            was_up = false;
             continue;
+        }
+        if !was_up {
+            was_up = true;
+            for (name, m) in own.drain() {
+                pending.entry(name).or_insert(m);
+            }
         }
         // This node's changes first (after a reconnection: those made while degraded;
         // a later change from another node wins in the script).
         let now = now_ms();
+        own.retain(|_, m| !m.stale(now));
         let names: Vec<String> = pending.keys().cloned().collect();
         for name in names {
             let Some(m) = pending.get(&name) else {
@@ -284,7 +298,11 @@ async fn run(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<DestMark>, apply:
                 .arg(KEY_TTL_MS);
             match cluster.script::<i64>(&inv).await {
                 Ok(_) => {
-                    pending.remove(&name);
+                    if let Some(m) = pending.remove(&name)
+                        && (own.len() < MAX_PENDING || own.contains_key(&name))
+                    {
+                        own.insert(name, m);
+                    }
                 }
                 Err(crate::ClusterError::Reply(_)) => {
                     pending.remove(&name);

@@ -151,6 +151,14 @@ async fn destination_marks_travel_without_echo_and_survive_a_restart_of_redis() 
         got(&seen_b)
     );
 
+    let other = mark("mx:other.test", MarkState::Suspended, now + 2, "b");
+    sb.publish(other.clone());
+    until("a sees b's other suspension", async || {
+        got(&seen_a).contains(&other)
+    })
+    .await;
+    seen_a.lock().expect("lock").clear();
+
     // Redis lost: A's resume waits; once Redis is back (empty), A writes it and B,
     // re-reading everything, applies it.
     drop(redis);
@@ -167,6 +175,12 @@ async fn destination_marks_travel_without_echo_and_survive_a_restart_of_redis() 
     let _redis = Redis::start(dir.path(), port);
     until("b applies the resume made while degraded", async || {
         got(&seen_b).contains(&resume)
+    })
+    .await;
+    // Redis came back empty: B wrote its marks of this run again, and A, re-reading
+    // everything, applies them again.
+    until("b's suspension written again", async || {
+        got(&seen_a).contains(&other)
     })
     .await;
     // Garbage written by someone else is ignored.
