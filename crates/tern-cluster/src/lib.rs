@@ -24,9 +24,11 @@
 pub mod auth;
 mod client;
 pub mod config;
+pub mod destinations;
 pub mod leases;
 pub mod limits;
 pub mod membership;
+pub mod screening;
 
 pub use client::{Cluster, ClusterError, Health, HealthState};
 pub use config::{ClusterConfig, RedisMode};
