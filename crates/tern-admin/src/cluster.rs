@@ -17,7 +17,8 @@
 //! - only paths under `/api/v1/`, each segment neither empty nor `.`/`..` once decoded,
 //!   never the proxy itself again (no chains);
 //! - the token is sent only after the node proved it knows it (`/proof`, as the CLI
-//!   does): whoever writes an `admin_url` into Redis cannot collect it;
+//!   does), on the same connection as the proof: whoever writes an `admin_url` into
+//!   Redis cannot collect it, and no second connection can be answered by someone else;
 //! - the request body is bounded by the listener's body limit, the answer by
 //!   [`MAX_ANSWER`], the whole exchange by [`PROXY_TIMEOUT`]; only `Content-Type` goes
 //!   out with the body, and only `Content-Type` and `Content-Disposition` come back.
@@ -234,7 +235,10 @@ pub async fn proxy(
     let content_type = headers.get(header::CONTENT_TYPE).cloned();
     let token = state.token.clone();
     let exchange = async {
-        prove(&endpoint, &token).await?;
+        // The proof and the request on one connection: the token goes to the peer that
+        // just proved it knows it, not to whoever answers a second connection.
+        let mut conn = NodeConn::open(&endpoint).await?;
+        prove(&mut conn, &endpoint, &token).await?;
         let mut req = Request::builder()
             .method(method)
             .uri(&path_and_query)
@@ -246,7 +250,7 @@ pub async fn proxy(
         let req = req
             .body(Body::from(body))
             .map_err(|e| format!("building the request: {e}"))?;
-        send(&endpoint, req).await
+        conn.send(req).await
     };
     let (status, headers, bytes) = match tokio::time::timeout(PROXY_TIMEOUT, exchange).await {
         Ok(Ok(answer)) => answer,
@@ -316,8 +320,8 @@ fn percent_decode(s: &str) -> Option<String> {
     (!text.chars().any(char::is_control)).then_some(text)
 }
 
-/// Asks the node at `endpoint` to prove it knows `token` (without sending it).
-async fn prove(endpoint: &str, token: &str) -> Result<(), String> {
+/// Asks the node on `conn` to prove it knows `token` (without sending it).
+async fn prove(conn: &mut NodeConn, endpoint: &str, token: &str) -> Result<(), String> {
     let nonce = crate::auth::new_nonce();
     let req = Request::builder()
         .method(Method::GET)
@@ -325,7 +329,7 @@ async fn prove(endpoint: &str, token: &str) -> Result<(), String> {
         .header(header::HOST, endpoint)
         .body(Body::empty())
         .map_err(|e| format!("building the proof request: {e}"))?;
-    let (status, _, body) = send(endpoint, req).await?;
+    let (status, _, body) = conn.send(req).await?;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let answer = v["proof"].as_str().unwrap_or_default();
     if status == StatusCode::OK && crate::auth::verify_proof(token, &nonce, answer) {
@@ -335,21 +339,43 @@ async fn prove(endpoint: &str, token: &str) -> Result<(), String> {
     }
 }
 
-/// One HTTP/1.1 request on a connection of its own; the answer's status, headers and
-/// body (at most [`MAX_ANSWER`] octets). The caller bounds the time.
-async fn send(
-    endpoint: &str,
-    req: Request<Body>,
-) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-    let stream = tokio::net::TcpStream::connect(endpoint)
-        .await
-        .map_err(|e| format!("connecting: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
-    let driver = tokio::spawn(conn);
-    let result = async {
-        let resp = sender
+/// One HTTP/1.1 connection to a node (requests one after the other on it); its driver
+/// task is aborted when this is dropped, however the exchange ends. The caller bounds
+/// the time.
+struct NodeConn {
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+    driver: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+impl Drop for NodeConn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl NodeConn {
+    async fn open(endpoint: &str) -> Result<NodeConn, String> {
+        let stream = tokio::net::TcpStream::connect(endpoint)
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+        Ok(NodeConn {
+            sender,
+            driver: tokio::spawn(conn),
+        })
+    }
+
+    /// One request; the answer's status, headers and body (at most [`MAX_ANSWER`]
+    /// octets, read whole so the connection can carry the next request).
+    async fn send(&mut self, req: Request<Body>) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("the connection closed: {e}"))?;
+        let resp = self
+            .sender
             .send_request(req)
             .await
             .map_err(|e| format!("request: {e}"))?;
@@ -359,9 +385,6 @@ async fn send(
             .map_err(|e| format!("reading the answer (at most {MAX_ANSWER} octets): {e}"))?;
         Ok((parts.status, parts.headers, bytes))
     }
-    .await;
-    driver.abort();
-    result
 }
 
 #[cfg(test)]
