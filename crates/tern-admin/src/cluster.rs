@@ -266,6 +266,13 @@ pub async fn proxy(
             )));
         }
     };
+    // The node proved it knows the token, so a 401 from it is not the browser's token
+    // being wrong: passed back as is, it would make the viewer forget a good token.
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(ApiError::BadGateway(format!(
+            "node {name} ({endpoint}) refused the token it proved it knows"
+        )));
+    }
     let mut resp = (status, bytes).into_response();
     for h in [header::CONTENT_TYPE, header::CONTENT_DISPOSITION] {
         if let Some(v) = headers.get(&h) {

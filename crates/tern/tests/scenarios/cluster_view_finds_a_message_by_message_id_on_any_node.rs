@@ -269,8 +269,17 @@ fn cluster_view_finds_a_message_by_message_id_on_any_node() {
     let v = json_of(&out);
     assert_eq!(v["partial"], true, "{out}");
     assert_eq!(v["missing"][0]["node"], "node3", "{out}");
-    n1.wait_for_events(8004, 1, LIMIT);
-    let (code, text) = until(n1, &["cluster", "status"], |_, o| o.contains("DEAD"));
+    // Declared dead (event 8004, by whichever node wins): listed DEAD with the time.
+    let (code, text) = until(n1, &["cluster", "status"], |_, o| {
+        o.contains("DEAD") && o.contains("declared dead")
+    });
+    let deadline = Instant::now() + LIMIT;
+    let deaths = || nodes[0].events_with_id(8004).len() + nodes[1].events_with_id(8004).len();
+    while deaths() == 0 {
+        assert!(Instant::now() < deadline, "no node logged event 8004");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(deaths(), 1, "one node logs the death");
     assert_eq!(code, 3, "{text}");
     assert!(
         text.contains("node3") && text.contains("declared dead"),
