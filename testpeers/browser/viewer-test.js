@@ -3,6 +3,12 @@
 //   node viewer-test.js --base http://127.0.0.1:PORT --token TOKEN --expect JSON
 //                       [--screenshot FILE] [--require-all]
 //   node viewer-test.js --mock --web-dir crates/tern-admin/web [--screenshot FILE]
+//   node viewer-test.js --base URL --token TOKEN --cluster JSON
+//
+// --cluster: {"local":name,"other":name,"other_deferred":id,"local_held":id} (issue 20):
+// only the login and the cluster checks run: the node selector and the overview's
+// cluster table list both nodes; choosing the other node lists its messages (not this
+// node's), and a confirmed hold there moves its message (checked through the proxy).
 //
 // --expect: {"deferred":[ids],"held":[ids],"hostile":id,"hostile_subject":text,
 // "destination":name}. --mock starts mock-api.js (the API contract, hostile data) and
@@ -31,6 +37,7 @@ function parseArgs(argv) {
     else if (a === "--screenshot") o.screenshot = next();
     else if (a === "--web-dir") o.webDir = next();
     else if (a === "--require-all") o.requireAll = true;
+    else if (a === "--cluster") o.cluster = JSON.parse(next());
     else if (a === "--mock") { o.mock = true; o.requireAll = true; }
     else throw new Error("unknown argument " + a);
   }
@@ -97,6 +104,47 @@ async function openMessage(page, id) {
   await until("details of " + id, async () => (await page.locator("#msg-body dl").count()) > 0);
 }
 
+// The cluster view (issue 20): selector, table, another node's list and an action there.
+async function clusterChecks(page, o) {
+  const c = o.cluster;
+  await check("the header has a node selector naming both nodes", async () => {
+    await page.locator("#node-pick").waitFor({ state: "visible", timeout: WAIT });
+    const opts = await page.locator("#node option").evaluateAll((x) => x.map((e) => [e.value, e.textContent]));
+    assert(opts.some((x) => x[0] === "" && x[1].includes(c.local)), "no 'this node' option: " + JSON.stringify(opts));
+    assert(opts.some((x) => x[0] === c.other), "no option for " + c.other + ": " + JSON.stringify(opts));
+  });
+  await check("the overview's cluster table lists every node alive, with its counts", async () => {
+    await until("both nodes in the table", async () => {
+      const t = await text(page, "#cluster-table");
+      return t.includes(c.local) && t.includes(c.other) && (t.match(/alive/g) || []).length >= 2;
+    });
+  });
+  await check("choosing the other node lists its messages, not this node's", async () => {
+    await page.selectOption("#node", c.other);
+    await until("the other node's message", async () => {
+      const ids = await listIds(page, "#/queue");
+      return ids.includes(c.other_deferred) && !ids.includes(c.local_held);
+    });
+    assert((await page.evaluate(() => sessionStorage.getItem("tern.admin.node"))) === c.other, "choice not kept");
+  });
+  await check("a confirmed hold on the other node moves its message there", async () => {
+    await openMessage(page, c.other_deferred);
+    await confirmAction(page, "hold", true);
+    await until("the hold result", async () => (await text(page, "#msg-result")).startsWith("hold:"));
+    const r = await fetch(o.base + "/api/v1/cluster/nodes/" + c.other + "/queue/" + c.other_deferred,
+      { headers: { Authorization: "Bearer " + o.token } });
+    const m = await r.json();
+    assert(r.status === 200 && m.state === "hold", "state on " + c.other + ": " + r.status + " " + JSON.stringify(m));
+  });
+  await check("choosing this node again shows this node's messages", async () => {
+    await page.selectOption("#node", "");
+    await until("this node's message", async () => {
+      const ids = await listIds(page, "#/queue");
+      return ids.includes(c.local_held) && !ids.includes(c.other_deferred);
+    });
+  });
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   let mock = null;
@@ -107,9 +155,9 @@ async function main() {
     o.base = mock.base;
     o.expect = mock.expect;
   }
-  assert(o.base && o.token && o.expect, "--base, --token and --expect are required (or --mock)");
+  assert(o.base && o.token && (o.expect || o.cluster), "--base, --token and --expect (or --cluster) are required (or --mock)");
   const have = {};
-  for (const p of ["/overview", "/destinations", "/queue"]) {
+  for (const p of o.cluster ? [] : ["/overview", "/destinations", "/queue"]) {
     have[p] = await available(o, p);
     if (!have[p]) {
       assert(!o.requireAll, "the server has no " + p + " (contract endpoint)");
@@ -155,6 +203,15 @@ async function main() {
       const s = await page.evaluate(() => [sessionStorage.getItem("tern.admin.token"), localStorage.length]);
       assert(s[0] === o.token && s[1] === 0, "storage: " + JSON.stringify(s));
     });
+
+    if (o.cluster) {
+      await clusterChecks(page, o);
+      await check("no script error and no browser dialog on the way", async () => {
+        const real = errors.filter((e) => !/status of 40[149]/.test(e));
+        assert(real.length === 0, real.join(" | "));
+      });
+      return;
+    }
 
     await check("the overview shows the workers and their health", async () => {
       await until("the workers table", async () => (await text(page, "#workers")).includes("queue.scheduler"));

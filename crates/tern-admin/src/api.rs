@@ -26,7 +26,7 @@ use crate::state::AdminState;
         title = "Tern admin API",
         description = "Queues, destinations, configuration and workers of a running Tern (docs/ADMIN.md)."
     ),
-    paths(crate::metrics::metrics),
+    paths(crate::metrics::metrics, crate::cluster::proxy),
     modifiers(&BearerToken),
     security(("bearer" = []))
 )]
@@ -55,7 +55,8 @@ pub struct ErrorBody {
 /// One error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable code: bad_request, unauthorized, not_found, conflict, unavailable, internal.
+    /// Stable code: bad_request, unauthorized, not_found, conflict, unavailable, internal,
+    /// bad_gateway.
     pub code: String,
     /// For people.
     pub message: String,
@@ -77,9 +78,10 @@ pub fn routes() -> (axum::Router<Arc<AdminState>>, utoipa::openapi::OpenApi) {
         .merge(crate::queue::routes())
         .merge(crate::cluster::routes())
         .merge(crate::spool::routes());
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
-        .split_for_parts()
+        .split_for_parts();
+    (router.merge(crate::cluster::proxy_route()), doc)
 }
 
 /// `GET /api/v1/status`'s body.

@@ -60,6 +60,10 @@ pub enum ApiError {
     /// 500: a spool or system error.
     #[error("{0}")]
     Internal(String),
+    /// 502 (`bad_gateway`): another node, reached through the cluster proxy, did not
+    /// answer, could not prove it knows the token, or answered too much.
+    #[error("{0}")]
+    BadGateway(String),
     /// 400 (`bad_request`): a configuration file was refused; its problems, one per
     /// entry, are also in the body as `error.problems`.
     #[error("the configuration was refused: {}", .0.join("; "))]
@@ -76,6 +80,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -88,6 +93,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::BadGateway(_) => "bad_gateway",
         }
     }
 }

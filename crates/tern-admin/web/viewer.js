@@ -5,6 +5,11 @@
 // (kept in sessionStorage, so it dies with the tab). A 401 forgets the token and asks
 // again; a 404 from an endpoint this server does not have shows "not available".
 //
+// On a cluster node (GET /api/v1/cluster answers), a node selector in the header picks
+// the node shown: every call then goes through this server's proxy,
+// /api/v1/cluster/nodes/<name>/..., so the page talks to one origin with one token and
+// can see and act on any node. The choice is kept in sessionStorage like the token.
+//
 // Every value from the server (addresses, headers, errors: hostile input) reaches the
 // page through textContent or attributes set with setAttribute on elements built here,
 // never parsed as markup. The Content-Security-Policy forbids inline scripts anyway.
@@ -12,6 +17,7 @@
 
 (function () {
   const TOKEN_KEY = "tern.admin.token";
+  const NODE_KEY = "tern.admin.node";
   const STATES = ["incoming", "active", "deferred", "hold", "poison", "corrupt"];
   const TOTALS = ["received", "delivered", "deferred", "bounced", "poisoned", "quarantined", "rejected"];
   const FILTERS = ["state", "destination", "sender", "recipient", "min_age_secs", "max_age_secs", "min_attempts", "error"];
@@ -92,10 +98,17 @@
     return sessionStorage.getItem(TOKEN_KEY);
   }
 
+  // The node shown ("" for this one).
+  function node() {
+    return sessionStorage.getItem(NODE_KEY) || "";
+  }
+
   async function api(path, opts) {
     const t = token();
     if (!t) throw new Unauthorized("no token");
     const init = Object.assign({ headers: {} }, opts || {});
+    const via = node() && !init.local ? "/cluster/nodes/" + encodeURIComponent(node()) : "";
+    delete init.local;
     init.headers = Object.assign({ Authorization: "Bearer " + t }, init.headers);
     if (init.json !== undefined) {
       init.method = init.method || "POST";
@@ -103,7 +116,7 @@
       init.body = JSON.stringify(init.json);
       delete init.json;
     }
-    const resp = await fetch("/api/v1" + path, init);
+    const resp = await fetch("/api/v1" + via + path, init);
     if (resp.status === 401) {
       sessionStorage.removeItem(TOKEN_KEY);
       showLogin("The server refused the token; paste it again.");
@@ -151,12 +164,68 @@
     if (!t) return;
     sessionStorage.setItem(TOKEN_KEY, t);
     try {
-      await api("/status");
+      await api("/status", { local: true });
     } catch (e) {
       if (!(e instanceof Unauthorized)) showLogin("Cannot reach the server: " + e.message);
       return;
     }
     route();
+  }
+
+  // ---- Cluster ----------------------------------------------------------------------
+
+  const COUNTED = ["incoming", "active", "deferred", "hold", "poison", "corrupt"];
+
+  function pickNode(name) {
+    if (name) sessionStorage.setItem(NODE_KEY, name); else sessionStorage.removeItem(NODE_KEY);
+    route();
+  }
+
+  // Fills the node selector and the overview's cluster table from this server's
+  // /cluster; hides both on a node alone (409) or when it cannot be read.
+  async function loadCluster() {
+    let c;
+    try {
+      c = await api("/cluster", { local: true });
+    } catch (e) {
+      if (e instanceof Unauthorized) throw e;
+      sessionStorage.removeItem(NODE_KEY);
+      $("node-pick").hidden = true;
+      $("cluster-section").hidden = true;
+      return;
+    }
+    const nodes = Array.isArray(c.nodes) ? c.nodes.filter((n) => n && typeof n.name === "string") : [];
+    const sel = clear($("node"));
+    sel.append(el("option", { value: "" }, "this node (" + String(c.node) + ")"));
+    for (const n of nodes) {
+      if (n.name === c.node) continue;
+      sel.append(el("option", { value: n.name, disabled: n.alive ? null : "disabled" }, n.name + (n.alive ? "" : " (dead)")));
+    }
+    const wanted = node();
+    if (wanted && !nodes.some((n) => n.name === wanted && n.alive)) {
+      sessionStorage.removeItem(NODE_KEY);
+      flash("Node " + wanted + " is no longer alive: showing this node.");
+    }
+    sel.value = node();
+    $("node-pick").hidden = false;
+    const h = c.health || {};
+    $("cluster-health").textContent = "This node: " + String(c.node) + " (id " + String(c.node_id) + "), Redis " +
+      String(h.state || "?") + (c.error ? " · node list: " + String(c.error) : "") + ".";
+    const now = Date.now();
+    const rows = nodes.map((n) => {
+      const r = n.report && typeof n.report === "object" ? n.report : {};
+      const show = el("button", { type: "button", class: "secondary", "data-node": n.name, disabled: n.alive ? null : "disabled" },
+        "Show");
+      show.addEventListener("click", () => pickNode(n.name === c.node ? "" : n.name));
+      return [el("code", {}, n.name), n.id, stateBadge(n.alive ? "alive" : "dead"), String(n.version || ""),
+        typeof n.seen_ms === "number" && n.seen_ms > 0 ? fmtAge(Math.max(0, (now - n.seen_ms) / 1000)) + " ago" : "",
+        ...COUNTED.map((k) => (typeof r[k] === "number" ? r[k] : "")), show];
+    });
+    const t = table(["Node", "Id", "State", "Version", "Last heartbeat", ...COUNTED, ""], rows,
+      [false, true, false, false, true, true, true, true, true, true, true, false]);
+    t.id = "cluster-table";
+    clear($("cluster-nodes")).append(t);
+    $("cluster-section").hidden = false;
   }
 
   // ---- Overview ---------------------------------------------------------------------
@@ -207,7 +276,7 @@
   }
 
   function renderWorkers(s) {
-    $("server").textContent = "Tern " + s.version + " · pid " + s.pid + " · up " + fmtAge(s.uptime_secs);
+    $("server").textContent = (node() ? "Node " + node() + " · " : "") + "Tern " + s.version + " · pid " + s.pid + " · up " + fmtAge(s.uptime_secs);
     const frag = document.createDocumentFragment();
     frag.append(el("p", {}, "Listeners ", s.listeners_up ? "up" : "down", ", delivery ", s.delivery ? "on" : "off", "."));
     const snap = s.workers;
@@ -502,6 +571,7 @@
     const h = location.hash || "#/";
     for (const a of document.querySelectorAll("header nav a")) a.classList.remove("current");
     try {
+      await loadCluster();
       if (h.startsWith("#/queue")) {
         $("nav-queue").classList.add("current");
         await queueList(queryOf(h));
@@ -516,7 +586,7 @@
       } else {
         $("nav-overview").classList.add("current");
         await overview();
-        refreshTimer = setInterval(() => { overview().catch(() => {}); }, REFRESH_MS);
+        refreshTimer = setInterval(() => { loadCluster().then(overview).catch(() => {}); }, REFRESH_MS);
       }
     } catch (e) {
       if (!(e instanceof Unauthorized)) flash(e.message);
@@ -527,7 +597,8 @@
     $("login-form").addEventListener("submit", login);
     $("filters").addEventListener("submit", applyFilters);
     $("clear").addEventListener("click", () => { location.hash = "#/queue"; });
-    $("signout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); showLogin(""); });
+    $("signout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); sessionStorage.removeItem(NODE_KEY); showLogin(""); });
+    $("node").addEventListener("change", () => pickNode($("node").value));
     $("show-raw").addEventListener("click", showRaw);
     for (const b of $("msg-actions").querySelectorAll("button[data-action]")) {
       b.addEventListener("click", () => act(b.getAttribute("data-action")));

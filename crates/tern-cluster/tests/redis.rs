@@ -143,8 +143,8 @@ async fn nodes_see_each_other_and_a_dead_one_is_noticed() {
     assert_eq!(nodes[1].id, 2);
     assert_eq!(nodes[1].admin_url, "http://127.0.0.1:2");
     assert_eq!(nodes[1].report["deferred"], 3);
-    // b dies without stopping cleanly: its heartbeat expires, a declares it dead and
-    // drops it from the list, once.
+    // b dies without stopping cleanly: its heartbeat expires, a declares it dead, once;
+    // it stays listed as dead (with its last heartbeat) until it is forgotten.
     drop(mb);
     b.stop();
     until("b declared dead", async || {
@@ -155,6 +155,29 @@ async fn nodes_see_each_other_and_a_dead_one_is_noticed() {
         dead.as_deref() == Some("a")
     })
     .await;
+    until("b listed as dead", async || {
+        tern_cluster::membership::nodes(&a).await.is_ok_and(|n| {
+            n.iter()
+                .any(|x| x.name == "b" && !x.alive && x.dead_since_ms.is_some())
+        })
+    })
+    .await;
+    let nodes = tern_cluster::membership::nodes(&a).await.expect("nodes");
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert_eq!(nodes[1].admin_url, "http://127.0.0.1:2", "its last record");
+    assert_eq!(nodes[1].report["deferred"], 3, "its last record");
+    // A live node cannot be forgotten; a dead one can, once.
+    assert!(matches!(
+        tern_cluster::membership::forget(&a, "a").await,
+        Err(tern_cluster::membership::ForgetError::Alive(_))
+    ));
+    tern_cluster::membership::forget(&a, "b")
+        .await
+        .expect("forget b");
+    assert!(matches!(
+        tern_cluster::membership::forget(&a, "b").await,
+        Err(tern_cluster::membership::ForgetError::Unknown(_))
+    ));
     let nodes = tern_cluster::membership::nodes(&a).await.expect("nodes");
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     // A clean stop removes the entry: no death.

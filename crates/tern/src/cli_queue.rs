@@ -142,7 +142,10 @@ fn server_running(config: &Config) -> anyhow::Result<bool> {
 }
 
 /// Every message matching `args`, from the server.
-fn list_from_server(client: &Client, args: &FilterArgs) -> Result<Vec<Summary>, ClientError> {
+pub(crate) fn list_from_server(
+    client: &Client,
+    args: &FilterArgs,
+) -> Result<Vec<Summary>, ClientError> {
     let query = args.query();
     let mut out = Vec::new();
     let mut offset = 0usize;
@@ -228,6 +231,67 @@ pub fn print_mailq(messages: &[Summary]) -> anyhow::Result<()> {
         }
         for r in &m.recipients {
             writeln!(out, "{:56}{r}", "")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "-- {} Kbytes in {} Requests.",
+        total.div_ceil(1024),
+        messages.len()
+    )?;
+    Ok(())
+}
+
+/// The mailq layout with each message's node (`tern queue list --cluster`), the nodes'
+/// total at the end.
+pub fn print_mailq_with_nodes(
+    out: &mut impl Write,
+    messages: &[(String, Summary)],
+) -> std::io::Result<()> {
+    if messages.is_empty() {
+        writeln!(out, "Mail queue is empty on every node that answered")?;
+        return Ok(());
+    }
+    let nw = messages
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(0)
+        .max("-Node-".len());
+    writeln!(
+        out,
+        "-Queue ID-       {:<nw$} -State-- --Size-- ----Arrival Time---- -Sender/Recipient-------",
+        "-Node-"
+    )?;
+    let mut total = 0u64;
+    for (node, m) in messages {
+        total = total.saturating_add(m.size);
+        let sender = if m.state == "corrupt" {
+            "(unreadable: quarantined)".to_owned()
+        } else if m.sender.is_empty() {
+            "MAILER-DAEMON".to_owned()
+        } else {
+            m.sender.clone()
+        };
+        let when = i64::try_from(m.arrival_unix_ms)
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        writeln!(
+            out,
+            "{:<16} {:<nw$} {:<8} {:>8} {:<20} {}",
+            m.id,
+            node,
+            m.state,
+            m.size,
+            crate::queue::short_time(when),
+            sender
+        )?;
+        if let Some(err) = &m.last_error {
+            writeln!(out, "{:>10}({err})", "")?;
+        }
+        for r in &m.recipients {
+            writeln!(out, "{:width$}{r}", "", width = 57 + nw)?;
         }
         writeln!(out)?;
     }

@@ -110,11 +110,31 @@ impl Client {
         Ok(client)
     }
 
+    /// A client of another cluster node's admin API at `endpoint` (`host:port`, from
+    /// its `admin_url` in Redis) with this cluster's token, each request bounded by
+    /// `timeout`. The node must prove it knows the token first (the same rule as for
+    /// the local server): an `admin_url` written into Redis by someone else never gets
+    /// the token.
+    pub fn node(endpoint: &str, token: String, timeout: Duration) -> Result<Client, ClientError> {
+        let client = Client::with_timeout(endpoint, token, timeout);
+        client.check_server()?;
+        Ok(client)
+    }
+
+    /// The token this client sends (for asking the other nodes of a cluster).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// A client of the server at `addr` (`host:port`) with `token`.
     fn new(addr: &str, token: String) -> Client {
+        Client::with_timeout(addr, token, REQUEST_TIMEOUT)
+    }
+
+    fn with_timeout(addr: &str, token: String, timeout: Duration) -> Client {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(REQUEST_TIMEOUT))
+            .timeout_global(Some(timeout))
             .build()
             .new_agent();
         Client {
@@ -217,6 +237,11 @@ impl Client {
         body: &B,
     ) -> Result<T, ClientError> {
         self.finish(self.authed(|u| self.agent.post(u), path).send_json(body))
+    }
+
+    /// `DELETE path`, JSON answer.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.finish(self.authed(|u| self.agent.delete(u), path).call())
     }
 
     /// `PUT path` with a JSON body, JSON answer.

@@ -17,6 +17,7 @@ mod adopt;
 mod cli_queue;
 mod client;
 mod cluster;
+mod cluster_view;
 mod config;
 mod dkim;
 mod dmarc;
@@ -104,8 +105,18 @@ enum Cmd {
         /// Most records shown (the newest), 1 to 10000.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        /// Ask every node of the cluster (through each node's admin API, in parallel) and
+        /// merge the answers with each row's node; exit status 3 when a node did not
+        /// answer (the answer is partial).
+        #[arg(long)]
+        cluster: bool,
         /// Queue id, Message-ID or address.
         query: String,
+    },
+    /// The cluster this node belongs to ([cluster], docs/CLUSTER.md).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
     },
     /// Show the running server's log level, or set it (debug, info, notice, warning,
     /// error) until the next reload or restart.
@@ -219,6 +230,32 @@ enum DkimCmd {
 }
 
 #[derive(Subcommand)]
+enum ClusterCmd {
+    /// Every node as Redis lists it (name, id, alive or dead, version, admin URL, last
+    /// heartbeat, queue counts) and this node's link to Redis. Exit status 0 when every
+    /// listed node is alive and this node's link is up; 3 when a node is dead (declared
+    /// dead and not yet forgotten) or this node is degraded or connecting; 1 on an
+    /// error (no server, not in a cluster).
+    Status {
+        /// Configuration file, to find the server.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The API's JSON answer (`GET /api/v1/cluster`) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a dead node from the list (it comes back by itself if it sends a
+    /// heartbeat again). A live node is refused.
+    Forget {
+        /// Configuration file, to find the server.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The node's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum DestCmd {
     /// Every destination with its queue length, state, connections and last error.
     List {
@@ -228,6 +265,11 @@ enum DestCmd {
         /// The API's JSON answer instead of the table.
         #[arg(long)]
         json: bool,
+        /// Ask every node of the cluster (through each node's admin API, in parallel) and
+        /// merge the answers with each row's node; exit status 3 when a node did not
+        /// answer (the answer is partial).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Retry a destination now: clear its down mark, try its waiting messages.
     Retry(DestArgs),
@@ -272,9 +314,15 @@ enum QueueCmd {
         /// Configuration file, to find the data directory and the server.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// One JSON object per message per line.
+        /// One JSON object per message per line (with --cluster: one JSON object,
+        /// {"messages", "nodes", "missing", "partial"}).
         #[arg(long)]
         json: bool,
+        /// Ask every node of the cluster (through each node's admin API, in parallel) and
+        /// merge the answers with each row's node; exit status 3 when a node did not
+        /// answer (the answer is partial).
+        #[arg(long)]
+        cluster: bool,
         #[command(flatten)]
         filter: cli_queue::FilterArgs,
     },
@@ -303,6 +351,11 @@ enum QueueCmd {
         /// Group by `destination` (next hop, the default) or `domain`.
         #[arg(long)]
         by: Option<String>,
+        /// Ask every node of the cluster (through each node's admin API, in parallel) and
+        /// merge the answers with each row's node; exit status 3 when a node did not
+        /// answer (the answer is partial).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Write a message as stored (message/rfc822) to stdout or a file.
     Export {
@@ -505,17 +558,56 @@ fn main() -> ExitCode {
             config,
             json,
             limit,
+            cluster: true,
+            query,
+        } => code_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| cluster_view::track(&c, &query, limit, json)),
+        ),
+        Cmd::Track {
+            config,
+            json,
+            limit,
+            cluster: false,
             query,
         } => exit_of(
             load(config.as_ref())
                 .map_err(anyhow::Error::from)
                 .and_then(|c| track::track(&c, &query, limit, json)),
         ),
+        Cmd::Cluster {
+            command: ClusterCmd::Status { config, json },
+        } => code_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| cluster_view::status(&c, json)),
+        ),
+        Cmd::Cluster {
+            command: ClusterCmd::Forget { config, name },
+        } => api_command(config.as_ref(), |c| cluster_view::forget(c, &name)),
         Cmd::LogLevel { config, level } => {
             api_command(config.as_ref(), |c| track::log_level(c, level.as_deref()))
         }
         Cmd::Dest {
-            command: DestCmd::List { config, json },
+            command:
+                DestCmd::List {
+                    config,
+                    json,
+                    cluster: true,
+                },
+        } => code_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| cluster_view::dest_list(&c, json)),
+        ),
+        Cmd::Dest {
+            command:
+                DestCmd::List {
+                    config,
+                    json,
+                    cluster: false,
+                },
         } => api_command(config.as_ref(), |c| remote::dest_list(c, json)),
         Cmd::Dest {
             command: DestCmd::Retry(a),
@@ -549,6 +641,18 @@ fn api_command(
         .and_then(|c| run(&c))
     {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::term::errln!("tern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit status a `--cluster` command chose (0, 1, or 3 for a partial answer).
+fn code_of(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             crate::term::errln!("tern: {e:#}");
@@ -595,6 +699,17 @@ fn queue_command(command: QueueCmd) -> ExitCode {
         QueueCmd::List {
             config,
             json,
+            cluster: true,
+            filter,
+        } => code_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| cluster_view::queue_list(&c, json, &filter)),
+        ),
+        QueueCmd::List {
+            config,
+            json,
+            cluster: false,
             filter,
         } => with(config.as_ref(), &|c| {
             cli_queue::list(c, json, &filter).map(|()| true)
@@ -616,6 +731,18 @@ fn queue_command(command: QueueCmd) -> ExitCode {
             json,
             state,
             by,
+            cluster: true,
+        } => code_of(
+            load(config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| cluster_view::summary(&c, json, state.as_deref(), by.as_deref())),
+        ),
+        QueueCmd::Summary {
+            config,
+            json,
+            state,
+            by,
+            cluster: false,
         } => api_command(config.as_ref(), |c| {
             remote::summary(c, json, state.as_deref(), by.as_deref())
         }),

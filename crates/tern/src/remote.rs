@@ -51,27 +51,29 @@ struct HostTls {
     reason: String,
 }
 
+/// `GET /api/v1/queue/summary`'s answer.
 #[derive(Debug, Deserialize)]
-struct Summary {
-    buckets: Vec<String>,
-    rows: Vec<SummaryRow>,
-    total: u64,
-    counts: Vec<u64>,
+pub(crate) struct Summary {
+    pub(crate) buckets: Vec<String>,
+    pub(crate) rows: Vec<SummaryRow>,
+    pub(crate) total: u64,
+    pub(crate) counts: Vec<u64>,
     /// False when mail moved while the server counted (a server from before issue 16
     /// does not say: taken as exact, as it claimed then).
     #[serde(default = "exact_by_default")]
-    exact: bool,
+    pub(crate) exact: bool,
 }
 
 fn exact_by_default() -> bool {
     true
 }
 
+/// One destination's line of a [`Summary`].
 #[derive(Debug, Deserialize)]
-struct SummaryRow {
-    destination: String,
-    total: u64,
-    counts: Vec<u64>,
+pub(crate) struct SummaryRow {
+    pub(crate) destination: String,
+    pub(crate) total: u64,
+    pub(crate) counts: Vec<u64>,
 }
 
 fn time_of(unix_ms: u64) -> String {
@@ -251,18 +253,7 @@ pub fn summary(
     by: Option<&str>,
 ) -> anyhow::Result<()> {
     let client = Client::from_config(config)?;
-    let mut query = Vec::new();
-    if let Some(s) = state {
-        query.push(format!("state={}", encode_segment(s)));
-    }
-    if let Some(b) = by {
-        query.push(format!("by={}", encode_segment(b)));
-    }
-    let path = if query.is_empty() {
-        "/api/v1/queue/summary".to_owned()
-    } else {
-        format!("/api/v1/queue/summary?{}", query.join("&"))
-    };
+    let path = summary_path(state, by);
     let value: serde_json::Value = client.get(&path)?;
     let mut out = crate::term::stdout();
     if json {
@@ -274,11 +265,39 @@ pub fn summary(
     Ok(())
 }
 
+/// The path of `GET /api/v1/queue/summary` with its options.
+pub(crate) fn summary_path(state: Option<&str>, by: Option<&str>) -> String {
+    let mut query = Vec::new();
+    if let Some(s) = state {
+        query.push(format!("state={}", encode_segment(s)));
+    }
+    if let Some(b) = by {
+        query.push(format!("by={}", encode_segment(b)));
+    }
+    if query.is_empty() {
+        "/api/v1/queue/summary".to_owned()
+    } else {
+        format!("/api/v1/queue/summary?{}", query.join("&"))
+    }
+}
+
 fn write_summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    write_summary_with_nodes(out, s, &[])
+}
+
+/// The qshape table; with `nodes` (`tern queue summary --cluster`), each node's own
+/// total line under the cluster's TOTAL, as `node <name>`.
+pub(crate) fn write_summary_with_nodes(
+    out: &mut impl Write,
+    s: &Summary,
+    nodes: &[(String, Summary)],
+) -> std::io::Result<()> {
+    let node_label = |n: &str| format!("node {n}");
     let width = s
         .rows
         .iter()
         .map(|r| r.destination.chars().count())
+        .chain(nodes.iter().map(|(n, _)| node_label(n).chars().count()))
         .max()
         .unwrap_or(0)
         .max("TOTAL".len());
@@ -296,6 +315,9 @@ fn write_summary(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
         writeln!(out)
     };
     row("TOTAL", s.total, &s.counts)?;
+    for (n, ns) in nodes {
+        row(&node_label(n), ns.total, &ns.counts)?;
+    }
     for r in &s.rows {
         row(&r.destination, r.total, &r.counts)?;
     }

@@ -26,7 +26,7 @@ fn browser_dir() -> PathBuf {
 }
 
 /// node, Chromium and the pinned Playwright, or a failure saying how to get them.
-fn require_browser() -> PathBuf {
+pub(crate) fn require_browser() -> PathBuf {
     let node = require_program("node");
     let chromium =
         std::env::var_os("TERN_CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from);
@@ -43,7 +43,7 @@ fn require_browser() -> PathBuf {
     node
 }
 
-fn run_script(node: &Path, args: &[String]) {
+pub(crate) fn run_script(node: &Path, args: &[String]) {
     let mut cmd = std::process::Command::new(node);
     cmd.current_dir(browser_dir())
         .arg("viewer-test.js")
@@ -61,7 +61,7 @@ fn run_script(node: &Path, args: &[String]) {
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
 
-fn wait_for_files(tern: &crate::common::Tern, area: &str, n: usize) -> Vec<String> {
+pub(crate) fn wait_for_files(tern: &crate::common::Tern, area: &str, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let files: Vec<String> = tern
