@@ -63,6 +63,10 @@ pub struct Destination {
     /// The TLS policy its hosts were last tried under and why (DANE over MTA-STS over the
     /// route's `tls`, docs/TLS.md); absent until an SMTP delivery to it was tried.
     pub tls: Option<DestinationTlsView>,
+    /// In a cluster, while down or suspended: the node that set the mark (this node's
+    /// name for its own; docs/cluster/state.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_by: Option<String>,
 }
 
 /// A destination's TLS policy as last decided.
@@ -101,6 +105,7 @@ impl From<DestinationInfo> for Destination {
             in_use: d.in_use,
             limit: d.limit,
             last_error: d.last_error,
+            set_by: d.set_by,
             tls: d.tls.map(|t| DestinationTlsView {
                 decided_unix_ms: t.decided_unix_ms,
                 summary: t.summary,

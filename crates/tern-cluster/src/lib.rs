@@ -21,7 +21,9 @@
 
 mod client;
 pub mod config;
+pub mod destinations;
 pub mod membership;
+pub mod screening;
 
 pub use client::{Cluster, ClusterError, Health, HealthState};
 pub use config::{ClusterConfig, RedisMode};

@@ -627,6 +627,9 @@ events! {
     CLUSTER_NODE_ID_CONFLICT = (8005, "cluster.node_id.conflict", Error,
         "Another live node holds this node's cluster.node_id: queue ids of the two nodes are no longer recognisable by node (they stay unique with near certainty, by their random part). Logged once per start. Fields: node, node_id, holder.",
         "Give each node its own cluster.node_id (1 to 1023) and restart one of them.");
+    CLUSTER_DESTINATION_APPLIED = (8021, "cluster.destination.applied", Notice,
+        "A destination's state set on another node was applied here (docs/cluster/state.md): `state` down (every host failed there; nothing is tried here either until the mark lapses), suspended (an administrator suspended it there; held until a resume on any node) or active (resumed or retried there: its waiting messages are tried now). Fields: next_hop, state, node (who set it), messages (jobs deferred, or messages made due).",
+        "None; `tern dest` shows the mark and the node that set it. Act on it from any node (`tern dest resume|retry NAME`).");
     CLUSTER_SPOOL_ADOPTED = (8041, "cluster.spool.adopted", Notice,
         "This node took over another node's spool (`tern spool adopt`, or automatically): every message merged here with its record and crash count, and scheduled; the spool left there holds only its fence marker (and corrupt/ entries that could not be moved). Fields: path, node (whose spool it was), by, auto, incoming, active, deferred, hold, poison (adopted from each state), poisoned (active ones that reached queue.poison_threshold), already_here (a rerun after an interruption), corrupt_moved, corrupt_left, fenced_in_redis, secs.",
         "None. If fenced_in_redis is false, the spool's marker alone keeps its node from starting on it; keep that disk or clear nothing until the node is rebuilt (docs/cluster/adopt.md).");

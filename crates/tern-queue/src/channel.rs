@@ -104,6 +104,10 @@ pub(crate) enum Cmd {
         action: DestinationAction,
         reply: oneshot::Sender<Result<String, DestinationError>>,
     },
+    /// The hook this node's own destination changes are told to (`shared.rs`).
+    ShareDestinations(std::sync::Arc<dyn crate::shared::DestinationSync>),
+    /// A destination change another node made (`shared.rs`): applied, never published.
+    Shared(crate::shared::SharedMark),
 }
 
 /// What the scheduler does with a message after its task.

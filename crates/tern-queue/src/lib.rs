@@ -88,6 +88,7 @@ mod retries;
 pub mod scheduler;
 mod sealing;
 pub mod security;
+mod shared;
 mod signing;
 mod transaction;
 
@@ -113,6 +114,7 @@ pub use requests::{
     DestinationInfo, DestinationState, DestinationTls, HostTlsInfo,
 };
 pub use scheduler::Queue;
+pub use shared::{DestinationSync, SharedMark, SharedState};
 
 /// Settings that can change on reload, swapped as one unit.
 #[derive(Debug, Clone)]

@@ -133,6 +133,9 @@ pub struct DestinationInfo {
     /// The TLS policy its hosts were last tried under (SMTP next hops that were tried
     /// since the start).
     pub tls: Option<DestinationTls>,
+    /// The node that set its down mark or suspension, in a cluster (this node's name
+    /// for its own marks; `None` outside a cluster or while active).
+    pub set_by: Option<String>,
 }
 
 /// The TLS policy a destination's hosts were last tried under, and why (docs/TLS.md).

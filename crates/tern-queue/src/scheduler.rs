@@ -36,6 +36,13 @@
 //! and retry now, suspend and resume one ([`QueueHandle::destination`]). A suspension is
 //! kept in memory only (like Exchange's Suspend-Queue): a restart clears it.
 //!
+//! In a cluster (docs/cluster/state.md), the scheduler tells its own down marks and
+//! administrators' actions to the [`DestinationSync`] hook the binary wired in, and
+//! applies other nodes' changes that arrive as `Cmd::Shared`. A mark from another node
+//! for a next hop this node does not know yet is kept by name (`remote`) and applied
+//! when a job for it arrives; a down mark keeps its expiry, a suspension holds until a
+//! resume from any node.
+//!
 //! Trust: commands come only from Tern's own tasks; a destination name from the API is
 //! only compared with the names of known next hops.
 
@@ -65,6 +72,7 @@ use crate::requests::{
     DestinationState,
 };
 use crate::retries::Retries;
+use crate::shared::{DestinationSync, SharedMark, SharedState};
 
 pub use crate::channel::{QueueHandle, QueueReceiver, channel};
 
@@ -126,6 +134,8 @@ impl Queue {
             stop_tx,
             stop_rx,
             suspects: recovered.suspects,
+            sync: None,
+            remote: HashMap::new(),
         };
         for id in scan.incoming {
             sched.push_backlog(id, QueueState::Incoming);
@@ -393,7 +403,27 @@ struct Scheduler {
     /// Messages that were in process when an earlier run died, probed one at a time
     /// (`probe`); never in `backlog` or `retries` while they are suspects.
     suspects: Suspects,
+    /// Where this node's own destination changes go, in a cluster.
+    sync: Option<Arc<dyn DestinationSync>>,
+    /// Marks other nodes set, by next hop name (bounded by `MAX_REMOTE_MARKS`).
+    remote: HashMap<String, RemoteMark>,
 }
+
+/// A mark another node set, as this node holds it.
+struct RemoteMark {
+    mark: SharedMark,
+    /// For a down mark: when it lapses, on this node's clock.
+    until: Option<Instant>,
+    /// Whether the dispatch holds it already (else applied when a job arrives).
+    applied: bool,
+}
+
+/// The most marks from other nodes kept (the rest are ignored until some lapse).
+const MAX_REMOTE_MARKS: usize = 100_000;
+/// From this many marks held, those that lapsed are dropped at each new one.
+const PRUNE_REMOTE_FROM: usize = 1024;
+/// The longest name suspended by name (longer ones are no next hop's).
+const MAX_SHARED_NAME: usize = 1024;
 
 impl Scheduler {
     /// The scheduler's loop; returns the suspects still waiting when it ends.
@@ -632,6 +662,8 @@ impl Scheduler {
                 let _ = reply.send(self.destination_action(&name, action));
             }
             Cmd::Admin { id, action, reply } => self.admin(id, action, reply),
+            Cmd::ShareDestinations(sync) => self.sync = Some(sync),
+            Cmd::Shared(mark) => self.apply_shared(mark),
             Cmd::AdminDone { id, requeue } => {
                 self.running.remove(&id);
                 match requeue {
@@ -855,6 +887,9 @@ impl Scheduler {
             return;
         }
         let hop = job.hop.clone();
+        if !self.remote.is_empty() {
+            self.apply_pending_remote(&hop);
+        }
         match self.dispatch.enqueue(hop, job, Instant::now()) {
             Ok(()) => {}
             Err((job, Refused::Down(why))) => {
@@ -902,6 +937,7 @@ impl Scheduler {
                     limit,
                     last_error: last_error.filter(|e| !e.is_empty()),
                     tls: None,
+                    set_by: None,
                 },
             );
         }
@@ -916,15 +952,56 @@ impl Scheduler {
                 limit,
                 last_error: None,
                 tls: None,
+                set_by: None,
             });
             entry.queued = entry.queued.saturating_add(waiting);
             if entry.last_error.is_none() && !error.is_empty() {
                 entry.last_error = Some(error.to_owned());
             }
         }
+        // Marks other nodes set for next hops this node has no mail for: shown too, so
+        // `tern dest` on every node shows them.
+        for (name, r) in &self.remote {
+            if by_name.contains_key(name) || r.until.is_some_and(|t| t <= now) {
+                continue;
+            }
+            let (state, down_until_unix_ms, last_error) = match &r.mark.state {
+                SharedState::Down {
+                    until_unix_ms,
+                    reason,
+                } => (
+                    DestinationState::Down,
+                    Some(*until_unix_ms),
+                    Some(reason.clone()),
+                ),
+                SharedState::Suspended => (DestinationState::Suspended, None, None),
+                SharedState::Active => continue,
+            };
+            by_name.insert(
+                name.clone(),
+                DestinationInfo {
+                    name: name.clone(),
+                    queued: 0,
+                    state,
+                    down_until_unix_ms,
+                    in_use: 0,
+                    limit,
+                    last_error: last_error.filter(|e| !e.is_empty()),
+                    tls: None,
+                    set_by: Some(r.mark.node.clone()),
+                },
+            );
+        }
         let mut list: Vec<DestinationInfo> = by_name.into_values().collect();
+        let own = self.sync.as_ref().map(|s| s.node().to_owned());
         for d in &mut list {
             d.tls = self.ctx.tls_book.get(&d.name);
+            if d.state != DestinationState::Active {
+                d.set_by = match self.remote.get(&d.name) {
+                    Some(r) => Some(r.mark.node.clone()),
+                    None => own.clone(),
+                };
+            }
         }
         list.sort_by(|a, b| b.queued.cmp(&a.queued).then_with(|| a.name.cmp(&b.name)));
         list
@@ -963,10 +1040,46 @@ impl Scheduler {
                      will be tried as soon as they are read"
                 ));
             }
+            // A mark another node set for a next hop this node has no mail for: a
+            // resume or a retry here lifts it everywhere.
+            if action != DestinationAction::Suspend && self.remote.remove(name).is_some() {
+                self.publish(name.to_owned(), SharedState::Active);
+                return Ok(format!(
+                    "{name}: the mark set by another node is lifted on every node"
+                ));
+            }
+            // In a cluster, a destination this node has no mail for may be suspended
+            // by name: the other nodes may have mail for it, and so may this one later.
+            if action == DestinationAction::Suspend
+                && let Some(sync) = &self.sync
+                && name.len() <= MAX_SHARED_NAME
+                && self.remote.len() < MAX_REMOTE_MARKS
+            {
+                let mark = SharedMark {
+                    name: name.to_owned(),
+                    state: SharedState::Suspended,
+                    at_unix_ms: unix_ms(),
+                    node: sync.node().to_owned(),
+                };
+                sync.publish(mark.clone());
+                self.remote.insert(
+                    name.to_owned(),
+                    RemoteMark {
+                        mark,
+                        until: None,
+                        applied: false,
+                    },
+                );
+                self.ctx
+                    .events
+                    .emit(&catalog::DESTINATION_SUSPENDED, fields!("next_hop" => name));
+                return Ok(format!(
+                    "{name} suspended on every node: no new connections until it is resumed"
+                ));
+            }
             return Err(DestinationError::Unknown(name.to_owned()));
         };
         let now = Instant::now();
-        let events = &self.ctx.events;
         match action {
             DestinationAction::Suspend => {
                 let (newly, jobs) = self.dispatch.suspend(&hop);
@@ -975,10 +1088,17 @@ impl Scheduler {
                     let result = JobResult::deferred_all(&job, &text);
                     job.answer(result);
                 }
+                let was_remote = self.remote.remove(name).is_some();
+                if !newly && !was_remote {
+                    return Ok(format!("{hop} was already suspended"));
+                }
+                self.publish(name.to_owned(), SharedState::Suspended);
+                self.ctx
+                    .events
+                    .emit(&catalog::DESTINATION_SUSPENDED, fields!("next_hop" => hop));
                 if !newly {
                     return Ok(format!("{hop} was already suspended"));
                 }
-                events.emit(&catalog::DESTINATION_SUSPENDED, fields!("next_hop" => hop));
                 Ok(format!(
                     "{hop} suspended: no new connections until it is resumed (or Tern restarts)"
                 ))
@@ -989,7 +1109,10 @@ impl Scheduler {
                         "{hop} is not suspended"
                     )));
                 }
+                self.remote.remove(name);
+                self.publish(name.to_owned(), SharedState::Active);
                 let n = self.retries.make_due(&hop, now);
+                let events = &self.ctx.events;
                 events.emit(
                     &catalog::DESTINATION_RESUMED,
                     fields!("next_hop" => hop, "messages" => n),
@@ -1003,7 +1126,10 @@ impl Scheduler {
                     )));
                 }
                 let was_down = self.dispatch.clear_down(&hop);
+                self.remote.remove(name);
+                self.publish(name.to_owned(), SharedState::Active);
                 let n = self.retries.make_due(&hop, now);
+                let events = &self.ctx.events;
                 events.emit(
                     &catalog::DESTINATION_RETRY,
                     fields!("next_hop" => hop, "messages" => n, "was_down" => was_down),
@@ -1016,11 +1142,136 @@ impl Scheduler {
         }
     }
 
+    /// Tells this node's own change to the other nodes (in a cluster).
+    fn publish(&self, name: String, state: SharedState) {
+        if let Some(sync) = &self.sync {
+            sync.publish(SharedMark {
+                name,
+                state,
+                at_unix_ms: unix_ms(),
+                node: sync.node().to_owned(),
+            });
+        }
+    }
+
+    /// Applies a change another node made: at once to a next hop this node knows, else
+    /// kept by name until a job for it arrives. Never published again.
+    fn apply_shared(&mut self, mark: SharedMark) {
+        let now = Instant::now();
+        let until = match &mark.state {
+            SharedState::Down { until_unix_ms, .. } => {
+                let left = until_unix_ms.saturating_sub(unix_ms());
+                if left == 0 {
+                    return;
+                }
+                Some(now + Duration::from_millis(left))
+            }
+            _ => None,
+        };
+        let name = mark.name.clone();
+        if mark.state == SharedState::Active {
+            let held = self.remote.remove(&name);
+            let Some(hop) = self.find_hop(&name) else {
+                return;
+            };
+            let was_suspended = self.dispatch.resume(&hop);
+            let was_down = self.dispatch.clear_down(&hop);
+            if was_suspended || was_down || held.is_some() {
+                let n = self.retries.make_due(&hop, now);
+                self.ctx.events.emit(
+                    &catalog::CLUSTER_DESTINATION_APPLIED,
+                    fields!("next_hop" => name, "state" => "active", "node" => mark.node, "messages" => n),
+                );
+            }
+            return;
+        }
+        if self
+            .remote
+            .get(&name)
+            .is_some_and(|r| r.mark == mark && r.applied)
+        {
+            // Read again after a reconnection: already in force.
+            return;
+        }
+        if self.remote.len() >= PRUNE_REMOTE_FROM {
+            // Down marks that lapsed without mail for them since.
+            self.remote.retain(|_, r| r.until.is_none_or(|t| t > now));
+        }
+        if self.remote.len() >= MAX_REMOTE_MARKS && !self.remote.contains_key(&name) {
+            return;
+        }
+        self.remote.insert(
+            name.clone(),
+            RemoteMark {
+                mark,
+                until,
+                applied: false,
+            },
+        );
+        if let Some(hop) = self.find_hop(&name) {
+            self.apply_pending_remote(&hop);
+        }
+    }
+
+    /// Applies the mark another node set for `hop`, if one is held and not applied yet.
+    fn apply_pending_remote(&mut self, hop: &NextHop) {
+        let name = hop.to_string();
+        let now = Instant::now();
+        let Some(r) = self.remote.get_mut(&name) else {
+            return;
+        };
+        if let Some(until) = r.until
+            && until <= now
+        {
+            self.remote.remove(&name);
+            return;
+        }
+        if r.applied {
+            return;
+        }
+        r.applied = true;
+        let node = r.mark.node.clone();
+        let (jobs, text) = match &r.mark.state {
+            SharedState::Down { reason, .. } => {
+                let until = r.until.unwrap_or(now);
+                let text = format!("4.4.1 destination {hop} is down (seen by {node}): {reason}");
+                let marked =
+                    self.dispatch
+                        .mark_down(hop, until, format!("{reason} (seen by {node})"));
+                (marked.jobs, text)
+            }
+            SharedState::Suspended => (self.dispatch.suspend(hop).1, suspended_text(hop)),
+            SharedState::Active => return,
+        };
+        let own = self.sync.as_ref().is_some_and(|s| s.node() == node);
+        if !own {
+            self.ctx.events.emit(
+                &catalog::CLUSTER_DESTINATION_APPLIED,
+                fields!("next_hop" => name, "state" => r.mark.state.as_str(), "node" => node, "messages" => jobs.len()),
+            );
+        }
+        for job in jobs {
+            let result = JobResult::deferred_all(&job, &text);
+            job.answer(result);
+        }
+    }
+
     fn mark_down(&mut self, hop: &NextHop, reason: String) {
         let cfg = self.ctx.runtime.load();
         let until = Instant::now() + Duration::from_secs(cfg.queue.min_backoff_secs);
         let marked = self.dispatch.mark_down(hop, until, reason.clone());
         if marked.newly {
+            let name = hop.to_string();
+            self.remote.remove(&name);
+            let until_unix_ms =
+                unix_ms().saturating_add(cfg.queue.min_backoff_secs.saturating_mul(1000));
+            self.publish(
+                name,
+                SharedState::Down {
+                    until_unix_ms,
+                    reason: reason.clone(),
+                },
+            );
             self.ctx.events.emit(
                 &catalog::DESTINATION_DOWN,
                 fields!(

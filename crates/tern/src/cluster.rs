@@ -138,6 +138,62 @@ impl Node {
     }
 }
 
+/// Shares this node's destination marks (down, suspended, resumed) with the other nodes
+/// and applies theirs through the queue's command channel (docs/cluster/state.md).
+pub fn share_destinations(cluster: &Cluster, queue: &tern_queue::QueueHandle) {
+    let q = queue.clone();
+    let apply: tern_cluster::destinations::Apply = Arc::new(move |m| q.apply_shared(to_queue(m)));
+    let share = tern_cluster::destinations::DestinationShare::start(cluster.clone(), apply);
+    queue.share_destinations(Arc::new(DestSync(share)));
+}
+
+/// The queue's hook, written to Redis by `tern_cluster::destinations`.
+struct DestSync(tern_cluster::destinations::DestinationShare);
+
+impl tern_queue::DestinationSync for DestSync {
+    fn node(&self) -> &str {
+        self.0.node()
+    }
+
+    fn publish(&self, mark: tern_queue::SharedMark) {
+        use tern_cluster::destinations::{DestMark, MarkState};
+        let state = match mark.state {
+            tern_queue::SharedState::Down {
+                until_unix_ms,
+                reason,
+            } => MarkState::Down {
+                until_ms: until_unix_ms,
+                reason,
+            },
+            tern_queue::SharedState::Suspended => MarkState::Suspended,
+            tern_queue::SharedState::Active => MarkState::Active,
+        };
+        self.0.publish(DestMark {
+            name: mark.name,
+            state,
+            at_ms: mark.at_unix_ms,
+            node: mark.node,
+        });
+    }
+}
+
+fn to_queue(m: tern_cluster::destinations::DestMark) -> tern_queue::SharedMark {
+    use tern_cluster::destinations::MarkState;
+    tern_queue::SharedMark {
+        name: m.name,
+        state: match m.state {
+            MarkState::Down { until_ms, reason } => tern_queue::SharedState::Down {
+                until_unix_ms: until_ms,
+                reason,
+            },
+            MarkState::Suspended => tern_queue::SharedState::Suspended,
+            MarkState::Active => tern_queue::SharedState::Active,
+        },
+        at_unix_ms: m.at_ms,
+        node: m.node,
+    }
+}
+
 fn queue_counts(spool: &Spool) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     for s in QueueState::ALL {

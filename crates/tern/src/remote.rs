@@ -32,6 +32,9 @@ struct Destination {
     /// Absent from servers before issue 19, and until a delivery was tried.
     #[serde(default)]
     tls: Option<DestinationTls>,
+    /// In a cluster: the node that set a down mark or suspension.
+    #[serde(default)]
+    set_by: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,17 +117,28 @@ fn write_destinations(out: &mut impl Write, list: &[Destination]) -> std::io::Re
         .max()
         .unwrap_or(0)
         .max("DESTINATION".len());
+    // In a cluster, a mark shows the node that set it: `down by node-1`.
+    let state_of = |d: &Destination| match &d.set_by {
+        Some(node) if d.state != "active" => format!("{} by {}", d.state, shorten(node, 32)),
+        _ => d.state.clone(),
+    };
+    let swidth = list
+        .iter()
+        .map(|d| state_of(d).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(9);
     writeln!(
         out,
-        "{:<width$}  {:<9}  {:>6}  {:>7}  {:<20}  {:<22}  LAST ERROR",
+        "{:<width$}  {:<swidth$}  {:>6}  {:>7}  {:<20}  {:<22}  LAST ERROR",
         "DESTINATION", "STATE", "QUEUED", "IN USE", "DOWN UNTIL", "TLS"
     )?;
     for d in list {
         writeln!(
             out,
-            "{:<width$}  {:<9}  {:>6}  {:>7}  {:<20}  {:<22}  {}",
+            "{:<width$}  {:<swidth$}  {:>6}  {:>7}  {:<20}  {:<22}  {}",
             d.name,
-            d.state,
+            state_of(d),
             d.queued,
             format!("{}/{}", d.in_use, d.limit),
             d.down_until_unix_ms

@@ -54,15 +54,25 @@ fn lists_resolver(dns: &DnsSection) -> Option<TokioResolver> {
 }
 
 impl Screening {
-    /// Builds the screen and loads the greylist (inside a tokio runtime).
-    pub fn start(config: &Config, events: &EventLog) -> Screening {
+    /// Builds the screen and loads the greylist (inside a tokio runtime). In a cluster
+    /// (`cluster`), the greylist, the list answers and the pass cache are shared through
+    /// Redis, each falling back to its in-process store while Redis is unreachable
+    /// (docs/cluster/state.md); the local greylist is still loaded and saved.
+    pub fn start(
+        config: &Config,
+        events: &EventLog,
+        cluster: Option<&tern_cluster::Cluster>,
+    ) -> Screening {
         let timeout = Duration::from_millis(config.dns.timeout_ms.max(1));
         let lists = lists_resolver(&config.dns).map(|r| {
-            DnsLists::new(
-                r,
-                Arc::new(MemoryListCache::new(LIST_CACHE_ANSWERS)),
-                timeout,
-            )
+            let cache: Arc<dyn tern_screen::ListCache> = match cluster {
+                Some(c) => Arc::new(tern_cluster::screening::SharedListCache::new(
+                    c.clone(),
+                    LIST_CACHE_ANSWERS,
+                )),
+                None => Arc::new(MemoryListCache::new(LIST_CACHE_ANSWERS)),
+            };
+            DnsLists::new(r, cache, timeout)
         });
         let greylist = Arc::new(MemoryGreylist::default());
         let dir = config.server.data_dir.clone();
@@ -91,12 +101,26 @@ impl Screening {
                 fields!("path" => dir.join(tern_screen::persist::FILE_NAME).display(), "reason" => e, "moved_to" => "(not moved)"),
             ),
         }
-        let screen = Arc::new(Screen::new(
-            &config.screen,
-            lists,
-            Arc::new(MemoryPassCache::new(PASS_CACHE_CLIENTS)),
-            Arc::clone(&greylist) as Arc<dyn tern_screen::GreylistStore>,
-        ));
+        let (pass, store): (
+            Arc<dyn tern_screen::PassCache>,
+            Arc<dyn tern_screen::GreylistStore>,
+        ) = match cluster {
+            Some(c) => (
+                Arc::new(tern_cluster::screening::SharedPassCache::new(
+                    c.clone(),
+                    PASS_CACHE_CLIENTS,
+                )),
+                Arc::new(tern_cluster::screening::SharedGreylist::new(
+                    c.clone(),
+                    Arc::clone(&greylist),
+                )),
+            ),
+            None => (
+                Arc::new(MemoryPassCache::new(PASS_CACHE_CLIENTS)),
+                Arc::clone(&greylist) as Arc<dyn tern_screen::GreylistStore>,
+            ),
+        };
+        let screen = Arc::new(Screen::new(&config.screen, lists, pass, store));
         let saver = {
             let greylist = Arc::clone(&greylist);
             let dir = dir.clone();

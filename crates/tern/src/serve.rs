@@ -184,7 +184,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         None
     };
     // Screening and greylisting (docs/SCREENING.md): the greylist file is read here.
-    let screening = crate::screen::Screening::start(&config, &events);
+    let screening = crate::screen::Screening::start(&config, &events, cluster.as_ref());
     // DMARC aggregate reports: the store and its writer before the sessions record.
     let mut dmarc = crate::dmarc::open(&config, &events);
     // TLS reports: the store and its writer before the delivery workers record.
@@ -256,6 +256,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         let q = Queue::start(Arc::clone(&ctx), queue_rx)
             .await
             .context("starting the queue")?;
+        // In a cluster, destination marks are shared (docs/cluster/state.md).
+        if let Some(c) = &cluster {
+            crate::cluster::share_destinations(c, &q.handle());
+        }
         Some((q, ctx))
     } else {
         None
