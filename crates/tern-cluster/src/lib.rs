@@ -23,6 +23,7 @@ mod client;
 pub mod config;
 pub mod destinations;
 pub mod membership;
+pub mod reports;
 pub mod screening;
 
 pub use client::{Cluster, ClusterError, Health, HealthState};
