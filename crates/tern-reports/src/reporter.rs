@@ -884,6 +884,115 @@ mod tests {
         assert!(!authorizes(&["x v=DMARC1".into()]));
     }
 
+    use crate::aggregate::{Caps, tests::obs};
+    use crate::exchange::{Collected, ExFuture};
+    use crate::store::MemoryStore;
+    use crate::tlsrpt::reporter::tests::FakeIntake;
+
+    /// An exchange whose Redis never answers, or one where another node merged.
+    struct FakeExchange {
+        down: bool,
+        sent: BTreeSet<String>,
+    }
+
+    impl ReportExchange for FakeExchange {
+        fn node(&self) -> &str {
+            "n2"
+        }
+        fn publish(&self, _: u64, _: String) -> ExFuture<'_, ()> {
+            let down = self.down;
+            Box::pin(async move { if down { Err("down".into()) } else { Ok(()) } })
+        }
+        fn claim(&self, _: u64) -> ExFuture<'_, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn collect(&self, _: u64) -> ExFuture<'_, Collected> {
+            Box::pin(async { Err("not the holder".into()) })
+        }
+        fn mark_sent(&self, _: u64, _: Vec<(String, String)>) -> ExFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn sent(&self, _: u64) -> ExFuture<'_, BTreeSet<String>> {
+            let sent = self.sent.clone();
+            Box::pin(async move { Ok(sent) })
+        }
+    }
+
+    fn reporter(x: FakeExchange) -> (Reporter, crate::tlsrpt::reporter::tests::Committed) {
+        let store: Arc<dyn ReportStore> = Arc::new(MemoryStore::new(
+            Caps {
+                max_domains: 10,
+                max_rows: 10,
+            },
+            86_400,
+        ));
+        store.add(vec![obs("example.org", "192.0.2.1", "pass")], 1_700_000_000);
+        let committed = Arc::default();
+        let r = Reporter {
+            cfg: ReporterConfig {
+                submitter: Submitter {
+                    org_name: "Tern".into(),
+                    email: "dmarc@tern.test".into(),
+                    extra_contact_info: String::new(),
+                },
+                report_domain: "tern.test".into(),
+                hostname: "mx.tern.test".into(),
+                max_rua: 2,
+                dns_timeout: Duration::from_secs(1),
+                interval: 86_400,
+            },
+            store,
+            intake: Arc::new(FakeIntake {
+                committed: Arc::clone(&committed),
+                refuse: false,
+            }),
+            resolver: None,
+            events: EventLog::discard(),
+            exchange: Some(Arc::new(x)),
+            shared: Mutex::default(),
+        };
+        (r, committed)
+    }
+
+    #[tokio::test]
+    async fn redis_never_answering_the_node_reports_its_own_data_after_the_wait() {
+        let (r, committed) = reporter(FakeExchange {
+            down: true,
+            sent: BTreeSet::new(),
+        });
+        let now = 1_700_000_100;
+        let s = r.run(Trigger::Admin, now).await;
+        assert_eq!((s.waiting, s.queued), (1, 0), "{s:?}");
+        let s = r.run(Trigger::Schedule, now + COLLECT_WAIT.as_secs()).await;
+        assert_eq!((s.waiting, s.queued, s.domains), (0, 1, 1), "{s:?}");
+        assert_eq!(committed.lock().map(|c| c.len()).unwrap_or(0), 1);
+        assert!(r.store.due().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_follower_marks_sent_what_the_merged_report_included_and_queues_nothing() {
+        let (r, committed) = reporter(FakeExchange {
+            down: false,
+            sent: BTreeSet::new(),
+        });
+        let now = 1_700_000_100;
+        let s = r.run(Trigger::Admin, now).await;
+        assert_eq!((s.waiting, s.queued), (1, 0), "{s:?}");
+        let (r2, _) = reporter(FakeExchange {
+            down: false,
+            sent: ["example.org".to_owned()].into(),
+        });
+        let s = r2.run(Trigger::Admin, now).await;
+        assert_eq!((s.waiting, s.queued, s.domains), (0, 0, 1), "{s:?}");
+        assert!(r2.store.due().is_empty());
+        // Not included after FALLBACK_AFTER: the node reports alone.
+        let s = r
+            .run(Trigger::Schedule, now + FALLBACK_AFTER.as_secs())
+            .await;
+        assert_eq!((s.waiting, s.queued), (0, 1), "{s:?}");
+        assert_eq!(committed.lock().map(|c| c.len()).unwrap_or(0), 1);
+    }
+
     #[test]
     fn runs_are_scheduled_a_second_after_the_utc_day_ends() {
         assert_eq!(next_run(86_400 + 5, 86_400), 2 * 86_400 + 1);
