@@ -108,6 +108,9 @@ pub struct DmarcRun {
     pub skipped: usize,
     /// Domains whose report could not be queued (tried again later; event 4126).
     pub failed: usize,
+    /// In a cluster: periods waiting on the other nodes (the merged report is not
+    /// queued yet; run again within 15 seconds; docs/cluster/state.md).
+    pub waiting: usize,
 }
 
 /// What a TLS report run did (`POST /tls-reports/send`).

@@ -28,6 +28,7 @@ pub mod destinations;
 pub mod leases;
 pub mod limits;
 pub mod membership;
+pub mod reports;
 pub mod screening;
 
 pub use client::{Cluster, ClusterError, Health, HealthState};

@@ -401,7 +401,7 @@ events! {
         "More than 7 closed periods were waiting for their reports (reports could not be queued for a week): the oldest were dropped (`periods`).",
         "Look for event 4126 and fix what stops reports from being queued.");
     DMARC_REPORTS_RUN = (4133, "dmarc.reports.run", Info,
-        "A report run ended (`trigger`: `schedule`, `start` or `admin`): `periods` closed periods looked at, `queued` messages queued, `skipped` addresses skipped, `failed` reports to try again.",
+        "A report run ended (`trigger`: `schedule`, `start` or `admin`): `periods` closed periods looked at, `queued` messages queued, `skipped` addresses skipped, `failed` reports to try again, `waiting` periods waiting on the other nodes of a cluster (docs/cluster/state.md).",
         "None.");
     // Outbound TLS policy (DANE, MTA-STS, TLS-RPT; docs/TLS.md): 4141-4149 DANE,
     // 4151-4159 MTA-STS, 4161-4175 TLS reports, 4181-4189 the policy decision.
@@ -464,7 +464,7 @@ events! {
         "More than 7 closed periods were waiting for their TLS reports (reports could not be sent for a week): the oldest were dropped (`periods`).",
         "Look for event 4166 and fix what stops reports from being sent.");
     TLSRPT_RUN = (4173, "tlsrpt.run", Info,
-        "A TLS report run ended (`trigger`: `schedule`, `start` or `admin`): `periods` closed periods looked at, `domains` reported, `queued` messages queued, `posted` reports POSTed, `skipped` addresses skipped, `failed` reports to try again.",
+        "A TLS report run ended (`trigger`: `schedule`, `start` or `admin`): `periods` closed periods looked at, `domains` reported, `queued` messages queued, `posted` reports POSTed, `skipped` addresses skipped, `failed` reports to try again, `waiting` periods waiting on the other nodes of a cluster (docs/cluster/state.md).",
         "None.");
     TLS_INBOUND_HANDSHAKE_FAILED = (4174, "smtpd.tls.inbound_failed", Notice,
         "A client's STARTTLS handshake with one of Tern's listeners failed (`tls_reports.inbound_events`): `client`, `listener`, `reason` (the TLS error). Rate-limited: one event per client network (/24, /64) a minute. Sending servers that fail here may deliver in the clear or not at all.",

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod aggregate;
 pub mod config;
+pub mod exchange;
 pub mod journal;
 pub mod kind;
 pub mod message;

@@ -21,14 +21,19 @@
 //! carries the same Report-ID (receivers de-duplicate by it). A report that could not
 //! be queued stays in the store and is tried again.
 //!
+//! In a cluster (`exchange` set), each closed period is reported once for the whole
+//! cluster: see [`crate::exchange`] and [`Reporter::run`]. Without an exchange, each
+//! node reports its own data (exactly as a node alone).
+//!
 //! The envelope sender is `[dmarc_reports] email`, not the null sender: RFC 7489 §7.2.1.1
 //! asks that reports pass DMARC themselves (SPF on the envelope domain, DKIM: the
 //! message is signed when a `[dkim]` rule matches, its origin being Tern's own like a
 //! bounce), and a report that cannot be delivered bounces to that address, where the
 //! operator sees broken `rua` addresses.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -45,10 +50,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::aggregate::{DomainData, Period, period_begin};
+use crate::exchange::{
+    COLLECT_WAIT, FALLBACK_AFTER, MAX_SHARES, MERGE_CAPS, ReportExchange, WAIT_RETRY, domains_of,
+    encode, merge,
+};
 use crate::kind::Kind;
 use crate::message::{ReportMail, RuaError, build, gzip, parse_rua};
 use crate::store::{ReportStore, StoreError};
-use crate::xml::{Submitter, report_id, report_xml};
+use crate::xml::{Submitter, report_id_salted, report_xml};
 
 /// Time before a run that left reports unqueued is tried again.
 pub const RETRY: Duration = Duration::from_secs(600);
@@ -109,6 +118,9 @@ pub struct RunSummary {
     pub skipped: usize,
     /// Domains whose report could not be queued (tried again later).
     pub failed: usize,
+    /// Periods waiting on the other nodes of the cluster (run again in
+    /// [`WAIT_RETRY`]).
+    pub waiting: usize,
 }
 
 /// Builds and queues reports.
@@ -123,6 +135,28 @@ pub struct Reporter {
     pub resolver: Option<TokioResolver>,
     /// The event log.
     pub events: EventLog,
+    /// The cluster's shared report data; `None` for a node alone.
+    pub exchange: Option<Arc<dyn ReportExchange>>,
+    /// Per period begin (cluster only): when this node first took part, and whether it
+    /// published its share since its start.
+    pub shared: Mutex<BTreeMap<u64, SharedPeriod>>,
+}
+
+/// This node's part in a period reported for the cluster.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SharedPeriod {
+    /// First run (Unix seconds) that saw the period closed.
+    pub first: u64,
+    /// Whether this node's share was stored in the exchange.
+    pub published: bool,
+}
+
+/// What the cluster path did with a period.
+enum Shared {
+    /// Waiting on the other nodes: nothing more this run.
+    Wait,
+    /// These domains are taken care of; this node reports the others itself now.
+    Done(BTreeSet<String>),
 }
 
 /// Whether reports to `rua_domain` about `policy_domain` need the external destination
@@ -264,10 +298,35 @@ impl Reporter {
         let early = trigger == Trigger::Admin;
         let due = close_due(&self.store, now, early, &self.events).await;
         summary.periods = due.len();
+        if self.exchange.is_some()
+            && let Ok(mut shared) = self.shared.lock()
+        {
+            shared.retain(|b, _| due.iter().any(|p| p.begin == *b));
+        }
         for period in &due {
-            for (domain, data) in &period.domains {
+            let mut handled = BTreeSet::new();
+            let mut salt = String::new();
+            if let Some(x) = &self.exchange
+                && !period.domains.is_empty()
+            {
                 match self
-                    .report_domain(period, domain, data, now, &mut summary)
+                    .cluster_period(x.as_ref(), period, now, &mut summary)
+                    .await
+                {
+                    Shared::Wait => {
+                        summary.waiting += 1;
+                        continue;
+                    }
+                    Shared::Done(done) => handled = done,
+                }
+                salt = format!("node:{}", x.node());
+            }
+            for (domain, data) in &period.domains {
+                if handled.contains(domain) {
+                    continue;
+                }
+                match self
+                    .report_domain(period, domain, data, now, &salt, &mut summary)
                     .await
                 {
                     Ok(()) => {
@@ -301,9 +360,198 @@ impl Reporter {
                 "queued" => summary.queued,
                 "skipped" => summary.skipped,
                 "failed" => summary.failed,
+                "waiting" => summary.waiting,
             ),
         );
         summary
+    }
+
+    /// When this node first took part in the period, and whether it published since.
+    fn shared_state(&self, begin: u64, now: u64) -> SharedPeriod {
+        match self.shared.lock() {
+            Ok(mut m) => *m.entry(begin).or_insert(SharedPeriod {
+                first: now,
+                published: false,
+            }),
+            Err(_) => SharedPeriod {
+                first: now,
+                published: false,
+            },
+        }
+    }
+
+    fn set_published(&self, begin: u64) {
+        if let Ok(mut m) = self.shared.lock()
+            && let Some(s) = m.get_mut(&begin)
+        {
+            s.published = true;
+        }
+    }
+
+    /// The cluster's part of a closed period (see [`crate::exchange`]): publish this
+    /// node's share; the lease holder merges every share and queues one report per
+    /// domain; the others mark sent what the merged reports included. Redis failing
+    /// before this node's share was ever stored: this node reports alone after
+    /// [`COLLECT_WAIT`] (nobody can merge data never stored). Otherwise it waits up to [`FALLBACK_AFTER`] before
+    /// reporting alone what no merged report included.
+    async fn cluster_period(
+        &self,
+        x: &dyn ReportExchange,
+        period: &Period,
+        now: u64,
+        summary: &mut RunSummary,
+    ) -> Shared {
+        let begin = period.begin;
+        let state = self.shared_state(begin, now);
+        let elapsed = now.saturating_sub(state.first);
+        let on_error = |published: bool| {
+            let after = if published {
+                FALLBACK_AFTER
+            } else {
+                COLLECT_WAIT
+            };
+            if elapsed >= after.as_secs() {
+                Shared::Done(BTreeSet::new())
+            } else {
+                Shared::Wait
+            }
+        };
+        if x.publish(begin, encode(period)).await.is_err() {
+            return on_error(state.published);
+        }
+        self.set_published(begin);
+        let lead = match x.claim(begin).await {
+            Ok(lead) => lead,
+            Err(_) => return on_error(true),
+        };
+        if lead {
+            return self.merge_and_send(x, period, now, elapsed, summary).await;
+        }
+        let sent = match x.sent(begin).await {
+            Ok(sent) => sent,
+            Err(_) => return on_error(true),
+        };
+        let mut done = BTreeSet::new();
+        for domain in period.domains.keys() {
+            if sent.contains(domain) && mark_sent(&self.store, begin, domain, &self.events).await {
+                summary.domains += 1;
+                done.insert(domain.clone());
+            }
+        }
+        if done.len() == period.domains.len() || elapsed >= FALLBACK_AFTER.as_secs() {
+            self.record_fallback(x, period, &done).await;
+            Shared::Done(done)
+        } else {
+            Shared::Wait
+        }
+    }
+
+    /// Before reporting alone, tells the exchange that this node's data of these
+    /// domains is reported (best effort), so that no later merge counts it again.
+    async fn record_fallback(
+        &self,
+        x: &dyn ReportExchange,
+        period: &Period,
+        done: &BTreeSet<String>,
+    ) {
+        let own: Vec<(String, String)> = period
+            .domains
+            .keys()
+            .filter(|d| !done.contains(*d))
+            .map(|d| (x.node().to_owned(), d.clone()))
+            .collect();
+        if !own.is_empty() {
+            let _ = x.mark_sent(period.begin, own).await;
+        }
+    }
+
+    /// The lease holder's part: waits (across runs) up to [`COLLECT_WAIT`] for every
+    /// live node's share, merges them and queues one report per domain.
+    async fn merge_and_send(
+        &self,
+        x: &dyn ReportExchange,
+        period: &Period,
+        now: u64,
+        elapsed: u64,
+        summary: &mut RunSummary,
+    ) -> Shared {
+        let begin = period.begin;
+        let Ok(c) = x.collect(begin).await else {
+            return if elapsed >= FALLBACK_AFTER.as_secs() {
+                Shared::Done(BTreeSet::new())
+            } else {
+                Shared::Wait
+            };
+        };
+        let missing = c.live.iter().any(|n| !c.shares.contains_key(n));
+        if missing && elapsed < COLLECT_WAIT.as_secs() {
+            return Shared::Wait;
+        }
+        let mut merged = Period::new(begin, period.end);
+        let mut contributors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let none = BTreeSet::new();
+        for (node, json) in c.shares.iter().take(MAX_SHARES) {
+            let skip = c.sent.get(node).unwrap_or(&none);
+            let Ok(domains) = domains_of(json) else {
+                continue;
+            };
+            if merge(&mut merged, json, skip, MERGE_CAPS).is_err() {
+                continue;
+            }
+            for d in domains.difference(skip) {
+                contributors
+                    .entry(d.clone())
+                    .or_default()
+                    .push(node.clone());
+            }
+        }
+        let me = x.node().to_owned();
+        let mut done: BTreeSet<String> = c.sent.get(&me).cloned().unwrap_or_default();
+        let mut failed = false;
+        for (domain, data) in &merged.domains {
+            let Some(nodes) = contributors.get(domain) else {
+                continue;
+            };
+            let salt = format!("merged:{}", nodes.join(","));
+            match self
+                .report_domain(&merged, domain, data, now, &salt, summary)
+                .await
+            {
+                Ok(()) => {
+                    let pairs = nodes.iter().map(|n| (n.clone(), domain.clone())).collect();
+                    // A failure here leaves the others to report alone after
+                    // FALLBACK_AFTER (the duplicate window of docs/cluster/state.md).
+                    let _ = x.mark_sent(begin, pairs).await;
+                    if nodes.contains(&me) {
+                        done.insert(domain.clone());
+                    } else {
+                        summary.domains += 1;
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    summary.failed += 1;
+                    tern_metrics::get().dmarc_report(ReportOutcome::Failed);
+                    self.events.emit(
+                        &catalog::DMARC_REPORT_FAILED,
+                        fields!("domain" => domain, "error" => e, "retry_secs" => RETRY.as_secs()),
+                    );
+                }
+            }
+        }
+        let mut marked = BTreeSet::new();
+        for domain in period.domains.keys() {
+            if done.contains(domain) && mark_sent(&self.store, begin, domain, &self.events).await {
+                summary.domains += 1;
+                marked.insert(domain.clone());
+            }
+        }
+        if failed {
+            // Tried again at the next run (this node still holds the lease).
+            return Shared::Wait;
+        }
+        self.record_fallback(x, period, &marked).await;
+        Shared::Done(marked)
     }
 
     fn skipped(&self, summary: &mut RunSummary, domain: &str, uri: &str, reason: &str) {
@@ -323,6 +571,7 @@ impl Reporter {
         domain: &str,
         data: &DomainData,
         now: u64,
+        salt: &str,
         summary: &mut RunSummary,
     ) -> Result<(), String> {
         let mut targets = Vec::new();
@@ -338,7 +587,7 @@ impl Reporter {
             return Ok(());
         }
         let end = period.end.saturating_sub(1).max(period.begin);
-        let id = report_id(domain, period.begin, end, &self.cfg.report_domain);
+        let id = report_id_salted(domain, period.begin, end, &self.cfg.report_domain, salt);
         let xml = report_xml(&self.cfg.submitter, &id, period, domain, data);
         let gz = gzip(&xml).map_err(|e| format!("gzip: {e}"))?;
         let mail = ReportMail {
@@ -483,6 +732,11 @@ pub trait Run: Send + Sync + 'static {
     /// Whether the run left reports to try again (the next run is then at most
     /// [`RETRY`] away).
     fn failed(summary: &Self::Summary) -> bool;
+    /// Whether the run waits on other nodes (the next run is then at most
+    /// [`WAIT_RETRY`] away).
+    fn waiting(_summary: &Self::Summary) -> bool {
+        false
+    }
 }
 
 impl Run for Reporter {
@@ -498,6 +752,10 @@ impl Run for Reporter {
 
     fn failed(summary: &RunSummary) -> bool {
         summary.failed > 0
+    }
+
+    fn waiting(summary: &RunSummary) -> bool {
+        summary.waiting > 0
     }
 }
 
@@ -579,6 +837,9 @@ pub fn spawn<R: Run>(reporter: R) -> ReporterHandle<R::Summary> {
             if R::failed(&summary) {
                 at = at.min(now.saturating_add(RETRY.as_secs()));
             }
+            if R::waiting(&summary) {
+                at = at.min(now.saturating_add(WAIT_RETRY.as_secs()));
+            }
             let wait = Duration::from_secs(at.saturating_sub(now));
             tokio::select! {
                 _ = stopped.changed() => return,
@@ -621,6 +882,115 @@ mod tests {
         assert!(!authorizes(&["v=DMARC10".into()]));
         assert!(!authorizes(&["v=spf1 -all".into()]));
         assert!(!authorizes(&["x v=DMARC1".into()]));
+    }
+
+    use crate::aggregate::{Caps, tests::obs};
+    use crate::exchange::{Collected, ExFuture};
+    use crate::store::MemoryStore;
+    use crate::tlsrpt::reporter::tests::FakeIntake;
+
+    /// An exchange whose Redis never answers, or one where another node merged.
+    struct FakeExchange {
+        down: bool,
+        sent: BTreeSet<String>,
+    }
+
+    impl ReportExchange for FakeExchange {
+        fn node(&self) -> &str {
+            "n2"
+        }
+        fn publish(&self, _: u64, _: String) -> ExFuture<'_, ()> {
+            let down = self.down;
+            Box::pin(async move { if down { Err("down".into()) } else { Ok(()) } })
+        }
+        fn claim(&self, _: u64) -> ExFuture<'_, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn collect(&self, _: u64) -> ExFuture<'_, Collected> {
+            Box::pin(async { Err("not the holder".into()) })
+        }
+        fn mark_sent(&self, _: u64, _: Vec<(String, String)>) -> ExFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn sent(&self, _: u64) -> ExFuture<'_, BTreeSet<String>> {
+            let sent = self.sent.clone();
+            Box::pin(async move { Ok(sent) })
+        }
+    }
+
+    fn reporter(x: FakeExchange) -> (Reporter, crate::tlsrpt::reporter::tests::Committed) {
+        let store: Arc<dyn ReportStore> = Arc::new(MemoryStore::new(
+            Caps {
+                max_domains: 10,
+                max_rows: 10,
+            },
+            86_400,
+        ));
+        store.add(vec![obs("example.org", "192.0.2.1", "pass")], 1_700_000_000);
+        let committed = Arc::default();
+        let r = Reporter {
+            cfg: ReporterConfig {
+                submitter: Submitter {
+                    org_name: "Tern".into(),
+                    email: "dmarc@tern.test".into(),
+                    extra_contact_info: String::new(),
+                },
+                report_domain: "tern.test".into(),
+                hostname: "mx.tern.test".into(),
+                max_rua: 2,
+                dns_timeout: Duration::from_secs(1),
+                interval: 86_400,
+            },
+            store,
+            intake: Arc::new(FakeIntake {
+                committed: Arc::clone(&committed),
+                refuse: false,
+            }),
+            resolver: None,
+            events: EventLog::discard(),
+            exchange: Some(Arc::new(x)),
+            shared: Mutex::default(),
+        };
+        (r, committed)
+    }
+
+    #[tokio::test]
+    async fn redis_never_answering_the_node_reports_its_own_data_after_the_wait() {
+        let (r, committed) = reporter(FakeExchange {
+            down: true,
+            sent: BTreeSet::new(),
+        });
+        let now = 1_700_000_100;
+        let s = r.run(Trigger::Admin, now).await;
+        assert_eq!((s.waiting, s.queued), (1, 0), "{s:?}");
+        let s = r.run(Trigger::Schedule, now + COLLECT_WAIT.as_secs()).await;
+        assert_eq!((s.waiting, s.queued, s.domains), (0, 1, 1), "{s:?}");
+        assert_eq!(committed.lock().map(|c| c.len()).unwrap_or(0), 1);
+        assert!(r.store.due().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_follower_marks_sent_what_the_merged_report_included_and_queues_nothing() {
+        let (r, committed) = reporter(FakeExchange {
+            down: false,
+            sent: BTreeSet::new(),
+        });
+        let now = 1_700_000_100;
+        let s = r.run(Trigger::Admin, now).await;
+        assert_eq!((s.waiting, s.queued), (1, 0), "{s:?}");
+        let (r2, _) = reporter(FakeExchange {
+            down: false,
+            sent: ["example.org".to_owned()].into(),
+        });
+        let s = r2.run(Trigger::Admin, now).await;
+        assert_eq!((s.waiting, s.queued, s.domains), (0, 0, 1), "{s:?}");
+        assert!(r2.store.due().is_empty());
+        // Not included after FALLBACK_AFTER: the node reports alone.
+        let s = r
+            .run(Trigger::Schedule, now + FALLBACK_AFTER.as_secs())
+            .await;
+        assert_eq!((s.waiting, s.queued), (0, 1), "{s:?}");
+        assert_eq!(committed.lock().map(|c| c.len()).unwrap_or(0), 1);
     }
 
     #[test]

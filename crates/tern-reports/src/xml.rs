@@ -76,7 +76,19 @@ fn aligned(a: AlignedResult) -> &'static str {
 /// for the same report, so a copy queued twice (the window in docs/REPORTS.md) carries
 /// the ID the receiver already has.
 pub fn report_id(domain: &str, begin: u64, end: u64, submitter: &str) -> String {
-    let digest = crc32c::crc32c(format!("{domain}\n{begin}\n{end}\n{submitter}").as_bytes());
+    report_id_salted(domain, begin, end, submitter, "")
+}
+
+/// [`report_id`] made distinct by `salt` (empty: the same id). In a cluster, a merged
+/// report and each node's own fallback report of one domain and period carry
+/// different salts, so receivers never take one for a copy of another.
+pub fn report_id_salted(domain: &str, begin: u64, end: u64, submitter: &str, salt: &str) -> String {
+    let text = if salt.is_empty() {
+        format!("{domain}\n{begin}\n{end}\n{submitter}")
+    } else {
+        format!("{domain}\n{begin}\n{end}\n{submitter}\n{salt}")
+    };
+    let digest = crc32c::crc32c(text.as_bytes());
     format!("{begin}.{end}.{digest:08x}@{}", escape_id(submitter))
 }
 

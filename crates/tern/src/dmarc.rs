@@ -9,13 +9,16 @@
 //! `TERN_TEST_DMARC_OBSERVATIONS` at the start, as if sessions had recorded them: the
 //! scenario tests' way in until the inbound verifier builds them.
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
+use tern_cluster::reports::ReportKeys;
 use tern_events::{EventDef, EventLog, catalog, fields};
 use tern_reports::aggregate::{Caps, Dmarc};
+use tern_reports::exchange::{self, Collected, ExFuture, ReportExchange};
 use tern_reports::journal::{FileStore, OpenReport};
 use tern_reports::kind::Kind;
 use tern_reports::recorder::{ChannelRecorder, Writer};
@@ -181,6 +184,7 @@ impl DmarcReports {
         config: &Config,
         intake: Arc<dyn MessageIntake>,
         events: &EventLog,
+        cluster: Option<&tern_cluster::Cluster>,
     ) {
         let Some(store) = &self.store else {
             return;
@@ -209,6 +213,17 @@ impl DmarcReports {
             intake,
             resolver: resolver(config, dns_timeout),
             events: events.clone(),
+            exchange: cluster.map(|c| {
+                Arc::new(RedisExchange {
+                    node: c.node().to_owned(),
+                    keys: ReportKeys {
+                        cluster: c.clone(),
+                        keep_ms: ms(exchange::KEEP),
+                        lease_ms: ms(exchange::LEASE),
+                    },
+                }) as Arc<dyn ReportExchange>
+            }),
+            shared: Mutex::default(),
         };
         self.reporter = Some(tern_reports::reporter::spawn(reporter));
     }
@@ -227,5 +242,59 @@ impl DmarcReports {
         if let Some(w) = self.writer {
             let _ = tokio::task::spawn_blocking(move || w.stop()).await;
         }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The cluster's report exchange in Redis (docs/cluster/state.md): one report per
+/// domain and period for the whole cluster.
+struct RedisExchange {
+    node: String,
+    keys: ReportKeys,
+}
+
+impl ReportExchange for RedisExchange {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn publish(&self, begin: u64, share: String) -> ExFuture<'_, ()> {
+        Box::pin(async move {
+            self.keys
+                .publish(begin, &share)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn claim(&self, begin: u64) -> ExFuture<'_, bool> {
+        Box::pin(async move { self.keys.claim(begin).await.map_err(|e| e.to_string()) })
+    }
+
+    fn collect(&self, begin: u64) -> ExFuture<'_, Collected> {
+        Box::pin(async move {
+            let d = self.keys.collect(begin).await.map_err(|e| e.to_string())?;
+            Ok(Collected {
+                live: d.live,
+                shares: d.shares,
+                sent: d.sent,
+            })
+        })
+    }
+
+    fn mark_sent(&self, begin: u64, pairs: Vec<(String, String)>) -> ExFuture<'_, ()> {
+        Box::pin(async move {
+            self.keys
+                .mark_sent(begin, &pairs)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn sent(&self, begin: u64) -> ExFuture<'_, BTreeSet<String>> {
+        Box::pin(async move { self.keys.sent(begin).await.map_err(|e| e.to_string()) })
     }
 }

@@ -228,6 +228,12 @@ pub fn dmarc_send(config: &Config, json: bool) -> anyhow::Result<()> {
             n("skipped"),
             n("failed")
         );
+        if n("waiting") > 0 {
+            crate::term::outln!(
+                "{} period(s) waiting on the other nodes of the cluster (run again within 15 s)",
+                n("waiting")
+            );
+        }
     }
     Ok(())
 }

@@ -287,7 +287,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 
     maps_loaded(&events, &config);
     // Reports are queued through the same intake as received mail.
-    dmarc.start_reporter(&config, Arc::clone(&intake), &events);
+    dmarc.start_reporter(&config, Arc::clone(&intake), &events, cluster.as_ref());
     tls_reports.start_reporter(&config, Arc::clone(&intake), &events);
     // The second way in: files from other systems and `tern sendmail`, through the same
     // intake as SMTP mail.
@@ -662,6 +662,7 @@ impl tern_admin::Control for ServerControl {
                     queued: s.queued,
                     skipped: s.skipped,
                     failed: s.failed,
+                    waiting: s.waiting,
                 }),
                 None => Err(tern_admin::ControlError::Unavailable(
                     "the report task has stopped".into(),

@@ -416,4 +416,4 @@ impl Run for TlsReporter {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

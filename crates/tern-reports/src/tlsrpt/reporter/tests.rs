@@ -12,11 +12,11 @@ use crate::store::MemoryStore;
 use crate::tlsrpt::TlsResultType;
 use crate::tlsrpt::aggregate::tests::{fail, ok, sts};
 
-type Committed = Arc<Mutex<Vec<(Envelope, Vec<u8>)>>>;
+pub(crate) type Committed = Arc<Mutex<Vec<(Envelope, Vec<u8>)>>>;
 
-struct FakeIntake {
-    committed: Committed,
-    refuse: bool,
+pub(crate) struct FakeIntake {
+    pub(crate) committed: Committed,
+    pub(crate) refuse: bool,
 }
 
 struct FakeDraft {
