@@ -2,69 +2,14 @@
 //! (degraded at once, operations fail fast), get it back (recovered by itself), and the
 //! membership's heartbeat and dead-node notice.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use tern_cluster::{Cluster, ClusterConfig, ClusterError, HealthState};
+use tern_cluster::{Cluster, ClusterError, HealthState};
 use tern_events::EventLog;
 
-struct Redis {
-    child: Child,
-}
-
-impl Redis {
-    fn start(dir: &Path, port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        let r = Redis { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn config(port: u16, name: &str, id: u16) -> ClusterConfig {
-    ClusterConfig {
-        enabled: true,
-        node_name: name.into(),
-        node_id: id,
-        redis: vec![format!("redis://127.0.0.1:{port}")],
-        heartbeat_ms: 100,
-        dead_after_ms: 600,
-        ..ClusterConfig::default()
-    }
-}
-
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use common::{Redis, config, free_port, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn degrades_at_once_and_recovers_by_itself() {

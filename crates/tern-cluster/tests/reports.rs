@@ -3,52 +3,17 @@
 //! second claim), the sent pairs reach only the node they name, garbage written by
 //! anyone else is ignored or refused, and every key expires.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use tern_cluster::reports::{MAX_FIELDS, ReportKeys};
 use tern_cluster::{Cluster, ClusterConfig};
 use tern_events::EventLog;
 
+use common::Redis;
+
 const IP: &str = "127.0.7.1";
-
-struct Redis {
-    child: Child,
-}
-
-impl Redis {
-    fn start(dir: &Path, port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--bind", IP, "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        let r = Redis { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect((IP, port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind((IP, 0)).expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 fn keys(port: u16, name: &str, id: u16) -> ReportKeys {
     let config = ClusterConfig {
@@ -76,8 +41,8 @@ async fn until(what: &str, f: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shares_lease_and_sent_pairs_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let _redis = Redis::start(dir.path(), port);
+    let port = common::free_port_on(IP);
+    let _redis = Redis::start_on(IP, dir.path(), port);
     let (a, b) = (keys(port, "n1", 1), keys(port, "n2", 2));
     until("up", || a.cluster.is_up() && b.cluster.is_up()).await;
     let begin = 86_400;

@@ -4,76 +4,22 @@
 //! away, connection leases (the maximum held across nodes, released on drop, a dead
 //! node's leases lapsing), and AUTH failures counted across nodes.
 
-use std::net::{IpAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern_auth::guard::{FailureKey, FailureLedger, Threshold};
+use tern_cluster::Cluster;
 use tern_cluster::auth::SharedLedger;
 use tern_cluster::leases::SharedLeases;
 use tern_cluster::limits::SharedLimiter;
-use tern_cluster::{Cluster, ClusterConfig};
 use tern_events::EventLog;
+
+use common::{Redis, config, free_port, until};
 use tern_limits::{Charge, ClientNet, Decision, Key, Rate, RateLimiter};
 use tern_queue::destlimits::{LeaseAnswer, LeaseBackend};
-
-struct Redis {
-    child: Child,
-}
-
-impl Redis {
-    fn start(dir: &Path, port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        let r = Redis { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn config(port: u16, name: &str, id: u16) -> ClusterConfig {
-    ClusterConfig {
-        enabled: true,
-        node_name: name.into(),
-        node_id: id,
-        redis: vec![format!("redis://127.0.0.1:{port}")],
-        heartbeat_ms: 100,
-        dead_after_ms: 1000,
-        ..ClusterConfig::default()
-    }
-}
-
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn two_nodes(port: u16) -> (Cluster, Cluster) {
     let a = Cluster::start(&config(port, "a", 1), EventLog::discard());

@@ -3,67 +3,20 @@
 //! wins, a node re-reads everything after Redis comes back; the shared greylist and list
 //! cache answer across nodes, and fall back to the in-process stores while degraded.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use tern_cluster::{Cluster, ClusterConfig};
 use tern_events::EventLog;
 
-struct Redis {
-    child: Child,
-}
+use common::{Redis, config, free_port, until};
 
-impl Redis {
-    fn start(dir: &Path, port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        let r = Redis { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn config(port: u16, name: &str, id: u16) -> ClusterConfig {
+/// As [`config`], dead after a second.
+fn config_1s(port: u16, name: &str, id: u16) -> ClusterConfig {
     ClusterConfig {
-        enabled: true,
-        node_name: name.into(),
-        node_id: id,
-        redis: vec![format!("redis://127.0.0.1:{port}")],
-        heartbeat_ms: 100,
-        dead_after_ms: 600,
-        ..ClusterConfig::default()
-    }
-}
-
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        dead_after_ms: 1000,
+        ..config(port, name, id)
     }
 }
 
@@ -100,8 +53,8 @@ async fn destination_marks_travel_without_echo_and_survive_a_restart_of_redis() 
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let redis = Redis::start(dir.path(), port);
-    let a = Cluster::start(&config(port, "a", 1), EventLog::discard());
-    let b = Cluster::start(&config(port, "b", 2), EventLog::discard());
+    let a = Cluster::start(&config_1s(port, "a", 1), EventLog::discard());
+    let b = Cluster::start(&config_1s(port, "b", 2), EventLog::discard());
     until("up", async || a.is_up() && b.is_up()).await;
     let (sa, seen_a) = share(&a);
     let (sb, seen_b) = share(&b);
@@ -217,8 +170,8 @@ async fn screening_stores_are_shared_and_fall_back_when_degraded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let redis = Redis::start(dir.path(), port);
-    let a = Cluster::start(&config(port, "a", 1), EventLog::discard());
-    let b = Cluster::start(&config(port, "b", 2), EventLog::discard());
+    let a = Cluster::start(&config_1s(port, "a", 1), EventLog::discard());
+    let b = Cluster::start(&config_1s(port, "b", 2), EventLog::discard());
     until("up", async || a.is_up() && b.is_up()).await;
     let policy = Policy {
         delay_ms: 1000,
