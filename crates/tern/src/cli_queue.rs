@@ -196,50 +196,8 @@ pub fn list(config: &Config, json: bool, args: &FilterArgs) -> anyhow::Result<()
 /// parentheses; the recipients indented; the total at the end.
 pub fn print_mailq(messages: &[Summary]) -> anyhow::Result<()> {
     let mut out = crate::term::stdout();
-    if messages.is_empty() {
-        writeln!(out, "Mail queue is empty")?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "-Queue ID-       -State-- --Size-- ----Arrival Time---- -Sender/Recipient-------"
-    )?;
-    let mut total = 0u64;
-    for m in messages {
-        total += m.size;
-        let sender = if m.state == "corrupt" {
-            "(unreadable: quarantined)".to_owned()
-        } else if m.sender.is_empty() {
-            "MAILER-DAEMON".to_owned()
-        } else {
-            m.sender.clone()
-        };
-        let when = i64::try_from(m.arrival_unix_ms)
-            .unwrap_or(0)
-            .saturating_mul(1000);
-        writeln!(
-            out,
-            "{:<16} {:<8} {:>8} {:<20} {}",
-            m.id,
-            m.state,
-            m.size,
-            crate::queue::short_time(when),
-            sender
-        )?;
-        if let Some(err) = &m.last_error {
-            writeln!(out, "{:>10}({err})", "")?;
-        }
-        for r in &m.recipients {
-            writeln!(out, "{:56}{r}", "")?;
-        }
-        writeln!(out)?;
-    }
-    writeln!(
-        out,
-        "-- {} Kbytes in {} Requests.",
-        total.div_ceil(1024),
-        messages.len()
-    )?;
+    let rows: Vec<(Option<&str>, &Summary)> = messages.iter().map(|m| (None, m)).collect();
+    write_mailq(&mut out, &rows, "Mail queue is empty")?;
     Ok(())
 }
 
@@ -249,23 +207,46 @@ pub fn print_mailq_with_nodes(
     out: &mut impl Write,
     messages: &[(String, Summary)],
 ) -> std::io::Result<()> {
-    if messages.is_empty() {
-        writeln!(out, "Mail queue is empty on every node that answered")?;
+    let rows: Vec<(Option<&str>, &Summary)> = messages
+        .iter()
+        .map(|(n, m)| (Some(n.as_str()), m))
+        .collect();
+    write_mailq(
+        out,
+        &rows,
+        "Mail queue is empty on every node that answered",
+    )
+}
+
+/// The mailq layout of both: a `-Node-` column after the id when any row has a node.
+fn write_mailq(
+    out: &mut impl Write,
+    rows: &[(Option<&str>, &Summary)],
+    empty: &str,
+) -> std::io::Result<()> {
+    if rows.is_empty() {
+        writeln!(out, "{empty}")?;
         return Ok(());
     }
-    let nw = messages
-        .iter()
-        .map(|(n, _)| n.len())
-        .max()
-        .unwrap_or(0)
-        .max("-Node-".len());
+    let with_nodes = rows.iter().any(|(n, _)| n.is_some());
+    // The node column and the space after it; none without nodes.
+    let nw = if with_nodes {
+        rows.iter()
+            .map(|(n, _)| n.map_or(0, str::len))
+            .max()
+            .unwrap_or(0)
+            .max("-Node-".len())
+            + 1
+    } else {
+        0
+    };
     writeln!(
         out,
-        "-Queue ID-       {:<nw$} -State-- --Size-- ----Arrival Time---- -Sender/Recipient-------",
-        "-Node-"
+        "-Queue ID-       {:<nw$}-State-- --Size-- ----Arrival Time---- -Sender/Recipient-------",
+        if with_nodes { "-Node-" } else { "" }
     )?;
     let mut total = 0u64;
-    for (node, m) in messages {
+    for (node, m) in rows {
         total = total.saturating_add(m.size);
         let sender = if m.state == "corrupt" {
             "(unreadable: quarantined)".to_owned()
@@ -279,9 +260,9 @@ pub fn print_mailq_with_nodes(
             .saturating_mul(1000);
         writeln!(
             out,
-            "{:<16} {:<nw$} {:<8} {:>8} {:<20} {}",
+            "{:<16} {:<nw$}{:<8} {:>8} {:<20} {}",
             m.id,
-            node,
+            node.unwrap_or(""),
             m.state,
             m.size,
             crate::queue::short_time(when),
@@ -291,7 +272,7 @@ pub fn print_mailq_with_nodes(
             writeln!(out, "{:>10}({err})", "")?;
         }
         for r in &m.recipients {
-            writeln!(out, "{:width$}{r}", "", width = 57 + nw)?;
+            writeln!(out, "{:width$}{r}", "", width = 56 + nw)?;
         }
         writeln!(out)?;
     }
@@ -299,7 +280,7 @@ pub fn print_mailq_with_nodes(
         out,
         "-- {} Kbytes in {} Requests.",
         total.div_ceil(1024),
-        messages.len()
+        rows.len()
     )?;
     Ok(())
 }
