@@ -333,3 +333,32 @@ pub fn expect_refused_then_deferred(
     );
     refused
 }
+
+/// The world of most DANE scenarios: a TLS peer on 127.0.0.2 (a free port) presenting a
+/// leaf certificate for `host`, and the signed zones built by `records(port, spki)` from
+/// that port and the certificate's SPKI digest (e.g. a `3 1 1` record of it).
+pub struct LeafPeer {
+    /// The signed zones.
+    pub world: SignedZones,
+    /// The TLS peer.
+    pub peer: super::peers::SmtpPeer,
+    /// Its port.
+    pub port: u16,
+    /// Holds the certificate files.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a [`LeafPeer`].
+pub fn leaf_peer(host: &str, records: impl FnOnce(u16, &str) -> ChildRecords) -> LeafPeer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, spki) = tls_leaf(dir.path(), host);
+    let port = free_port("127.0.0.2".parse().expect("address"));
+    let world = SignedZones::start("127.0.0.2", &records(port, &spki));
+    let peer = super::peers::SmtpPeer::start_on_with_tls("127.0.0.2", port, &cert, &key);
+    LeafPeer {
+        world,
+        peer,
+        port,
+        dir,
+    }
+}

@@ -7,25 +7,22 @@
 use std::time::Duration;
 
 use crate::common::dnssec::{
-    ChildRecords, SignedZones, expect_refused_then_deferred, tls_leaf, tlsa_3_1_1,
+    ChildRecords, LeafPeer, expect_refused_then_deferred, leaf_peer, tlsa_3_1_1,
 };
-use crate::common::peers::SmtpPeer;
-use crate::common::{free_port, send_one, simple_message};
+use crate::common::{send_one, simple_message};
 
 #[test]
 #[ignore = "needs knot, ldnsutils and the test peers: scripts/test.sh runs it"]
 fn dane_bogus_signature_defers_without_connecting() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, spki) = tls_leaf(dir.path(), "mx.bogus.dane.test");
-    let port = free_port("127.0.0.2".parse().unwrap());
-    let world = SignedZones::start(
-        "127.0.0.2",
-        &ChildRecords {
-            bogus: tlsa_3_1_1(port, &spki),
-            ..ChildRecords::default()
-        },
-    );
-    let peer = SmtpPeer::start_on_with_tls("127.0.0.2", port, &cert, &key);
+    let LeafPeer {
+        world,
+        peer,
+        port,
+        dir: _certs,
+    } = leaf_peer("mx.bogus.dane.test", |port, spki| ChildRecords {
+        bogus: tlsa_3_1_1(port, spki),
+        ..ChildRecords::default()
+    });
     let tern = world.tern(port, "dane", "");
 
     send_one(

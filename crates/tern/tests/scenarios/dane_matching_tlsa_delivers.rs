@@ -6,24 +6,21 @@
 
 use std::time::Duration;
 
-use crate::common::dnssec::{ChildRecords, SignedZones, tls_leaf, tlsa_3_1_1};
-use crate::common::peers::SmtpPeer;
-use crate::common::{free_port, send_one, simple_message};
+use crate::common::dnssec::{ChildRecords, LeafPeer, leaf_peer, tlsa_3_1_1};
+use crate::common::{send_one, simple_message};
 
 #[test]
 #[ignore = "needs knot, ldnsutils and the test peers: scripts/test.sh runs it"]
 fn dane_matching_tlsa_delivers_over_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, spki) = tls_leaf(dir.path(), "mx.secure.dane.test");
-    let port = free_port("127.0.0.2".parse().unwrap());
-    let world = SignedZones::start(
-        "127.0.0.2",
-        &ChildRecords {
-            secure: tlsa_3_1_1(port, &spki),
-            ..ChildRecords::default()
-        },
-    );
-    let peer = SmtpPeer::start_on_with_tls("127.0.0.2", port, &cert, &key);
+    let LeafPeer {
+        world,
+        peer,
+        port,
+        dir: _certs,
+    } = leaf_peer("mx.secure.dane.test", |port, spki| ChildRecords {
+        secure: tlsa_3_1_1(port, spki),
+        ..ChildRecords::default()
+    });
     let tern = world.tern(port, "dane", "");
 
     send_one(

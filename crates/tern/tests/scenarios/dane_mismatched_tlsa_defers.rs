@@ -3,27 +3,24 @@
 //! delivered. (Fails if the certificate were accepted anyway: the peer would get it.)
 
 use crate::common::dnssec::{
-    ChildRecords, SignedZones, expect_refused_then_deferred, tls_leaf, tlsa_3_1_1,
+    ChildRecords, LeafPeer, expect_refused_then_deferred, leaf_peer, tls_leaf, tlsa_3_1_1,
 };
-use crate::common::peers::SmtpPeer;
-use crate::common::{free_port, send_one, simple_message};
+use crate::common::{send_one, simple_message};
 
 #[test]
 #[ignore = "needs knot, ldnsutils and the test peers: scripts/test.sh runs it"]
 fn dane_mismatched_tlsa_defers_and_never_delivers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key, _) = tls_leaf(dir.path(), "mx.secure.dane.test");
     // A record for another key.
     let (_, _, other) = tls_leaf(tempfile::tempdir().unwrap().path(), "mx.secure.dane.test");
-    let port = free_port("127.0.0.2".parse().unwrap());
-    let world = SignedZones::start(
-        "127.0.0.2",
-        &ChildRecords {
-            secure: tlsa_3_1_1(port, &other),
-            ..ChildRecords::default()
-        },
-    );
-    let peer = SmtpPeer::start_on_with_tls("127.0.0.2", port, &cert, &key);
+    let LeafPeer {
+        world,
+        peer,
+        port,
+        dir: _certs,
+    } = leaf_peer("mx.secure.dane.test", |port, _| ChildRecords {
+        secure: tlsa_3_1_1(port, &other),
+        ..ChildRecords::default()
+    });
     let tern = world.tern(port, "dane", "");
 
     send_one(
