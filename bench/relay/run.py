@@ -228,6 +228,19 @@ def start_redis(work):
         time.sleep(0.02)
 
     def stop():
+        # What the node asked of Redis in the round: scripts (limits, leases) and every
+        # command, per message (printed, so the cost can be read beside the rate).
+        stats = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"],
+                               capture_output=True, text=True).stdout
+        calls = {}
+        for line in stats.splitlines():
+            if line.startswith("cmdstat_"):
+                name, _, rest = line.partition(":")
+                fields = dict(kv.split("=", 1) for kv in rest.split(",") if "=" in kv)
+                calls[name[len("cmdstat_"):]] = int(fields.get("calls", "0"))
+        scripts = calls.get("evalsha", 0) + calls.get("eval", 0)
+        log(f"redis: {scripts / MESSAGES:.3f} scripts per message ({scripts} scripts; "
+            f"{sum(calls.values())} commands, those run by scripts included)")
         proc.kill()
         proc.wait()
     return port, stop

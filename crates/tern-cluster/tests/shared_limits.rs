@@ -14,7 +14,7 @@ use tern_auth::guard::{FailureKey, FailureLedger, Threshold};
 use tern_cluster::Cluster;
 use tern_cluster::auth::SharedLedger;
 use tern_cluster::leases::SharedLeases;
-use tern_cluster::limits::SharedLimiter;
+use tern_cluster::limits::{HOLD_MS, SharedLimiter};
 use tern_events::EventLog;
 
 use common::{Redis, config, free_port, until};
@@ -131,6 +131,86 @@ async fn gcra_holds_the_limit_across_nodes_all_or_nothing() {
         panic!("a full bucket allowed");
     };
     assert!(r.retry_after_ms.is_some_and(|w| w <= 1_200_000), "{r:?}");
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_buckets_are_borrowed_from_and_never_overspent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _redis = Redis::start(dir.path(), port);
+    let (a, b) = two_nodes(port).await;
+    let la = SharedLimiter::new(a.clone(), 1000);
+    let lb = SharedLimiter::new(b.clone(), 1000);
+    // 640 a second: each node may hold up to 10 units (640 / 64).
+    let big = rate("640/1s");
+    let check = sender("big.example", big);
+    let calls = || tern_metrics::get().cluster_limit_calls.get();
+    let before = calls();
+    let mut allowed = 0u32;
+    let mut checks = 0u32;
+    // The clock stands still: the bucket holds 640 and no more come back.
+    for i in 0..800u32 {
+        let l = if i % 2 == 0 { &la } else { &lb };
+        checks += 1;
+        if l.check(std::slice::from_ref(&check), T0).await == Decision::Allowed {
+            allowed += 1;
+        }
+    }
+    until("borrowing settles", async || la.asking() + lb.asking() == 0).await;
+    let held = la.held_units(&check) + lb.held_units(&check);
+    assert!(held <= 20, "at most 10 units a node: {held}");
+    assert_eq!(
+        allowed + held,
+        640,
+        "spent or held, never more than the limit"
+    );
+    // Most allowed checks spent borrowed units (each refused one is a call). The
+    // counter is the process's: the other tests running at the same time only add to it
+    // (a few dozen calls).
+    let spending = (calls() - before).saturating_sub(u64::from(checks - allowed));
+    eprintln!("{spending} calls to Redis for {allowed} allowed checks");
+    assert!(
+        u64::from(allowed) > spending * 3,
+        "{spending} calls for {allowed}"
+    );
+    // Units unspent for HOLD_MS go back: the other node can then spend them (checked
+    // at T0 again: to Redis, the clock still stands, and the bucket refills nothing).
+    la.sweep(T0 + HOLD_MS).await;
+    lb.sweep(T0 + HOLD_MS).await;
+    assert_eq!(la.held_units(&check) + lb.held_units(&check), 0);
+    let mut after = 0;
+    for _ in 0..30 {
+        if la.check(std::slice::from_ref(&check), T0).await == Decision::Allowed {
+            after += 1;
+        }
+    }
+    until("borrowing settles", async || la.asking() == 0).await;
+    assert_eq!(
+        after + la.held_units(&check),
+        held,
+        "every given-back unit, once"
+    );
+
+    // All or nothing with units held: a refused small bucket spends none of them.
+    let other = sender("held.example", big);
+    for _ in 0..40 {
+        assert_eq!(
+            lb.check(std::slice::from_ref(&other), T0).await,
+            Decision::Allowed
+        );
+    }
+    until("borrowing settles", async || lb.asking() == 0).await;
+    let held = lb.held_units(&other);
+    assert!(held > 0, "a busy bucket is borrowed from");
+    let tight = rate("1/1h");
+    assert_eq!(lb.check(&[client(9, tight)], T0).await, Decision::Allowed);
+    let Decision::Refused(r) = lb.check(&[other.clone(), client(9, tight)], T0).await else {
+        panic!("a spent bucket allowed");
+    };
+    assert_eq!(r.charge, 1, "the index in the caller's charges");
+    assert_eq!(lb.held_units(&other), held, "the units taken went back");
     a.stop();
     b.stop();
 }

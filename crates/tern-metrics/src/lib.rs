@@ -647,6 +647,10 @@ pub struct Metrics {
     /// Shared-limit decisions (rate limits, AUTH failures, destination leases) taken
     /// locally with the node's `cluster.local_share` because Redis did not answer.
     pub cluster_local_decisions: Counter,
+    /// Calls to Redis by the shared rate limiter (a check, or units borrowed ahead).
+    pub cluster_limit_calls: Counter,
+    /// Shared rate-limit checks spent from units this node had borrowed: no round trip.
+    pub cluster_limit_local_spends: Counter,
     /// Connection leases of a destination limit refused (the job waits; issue 20).
     pub destination_leases_refused: Counter,
     /// Messages held back by a destination limit's message rate (the job waits).
@@ -766,6 +770,16 @@ impl Metrics {
             "cluster_local_decisions",
             "Shared-limit decisions taken locally (local share) because Redis did not answer",
         );
+        let cluster_limit_calls = counter(
+            &mut registry,
+            "cluster_limit_calls",
+            "Calls to Redis by the shared rate limiter (checks and units borrowed ahead)",
+        );
+        let cluster_limit_local_spends = counter(
+            &mut registry,
+            "cluster_limit_local_spends",
+            "Shared rate-limit checks spent from units borrowed ahead, without a round trip",
+        );
         let destination_leases_refused = counter(
             &mut registry,
             "destination_leases_refused",
@@ -881,6 +895,8 @@ impl Metrics {
             rate_limit_keys,
             rate_limit_evicted,
             cluster_local_decisions,
+            cluster_limit_calls,
+            cluster_limit_local_spends,
             destination_leases_refused,
             destination_messages_delayed,
             attempts,
