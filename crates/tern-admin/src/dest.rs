@@ -37,6 +37,31 @@ pub fn routes() -> OpenApiRouter<Arc<AdminState>> {
 pub struct DestinationsBody {
     /// Every destination the queue knows, most queued first.
     pub destinations: Vec<Destination>,
+    /// Every `[[delivery.destination_limits]]` entry, in configuration order, with the
+    /// connections this node holds under it (docs/cluster/limits.md).
+    pub limits: Vec<DestinationLimitView>,
+}
+
+/// One destination limit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationLimitView {
+    /// Its name.
+    pub name: String,
+    /// The next hops it covers (`example.com`, `*.example.com`, a relay route's name).
+    pub next_hops: Vec<String>,
+    /// The MX host patterns it covers (`*.google.com`).
+    pub mx_hosts: Vec<String>,
+    /// Connections open at once, at most (across the cluster on a cluster node).
+    pub max_connections: Option<u32>,
+    /// Messages per window, at most, `N/period` (across the cluster on a cluster node).
+    pub max_messages: Option<String>,
+    /// Connections this node holds a lease for now, idle cached ones included (with
+    /// `max_connections`); the cluster's are the sum over its nodes (`tern dest list
+    /// --cluster`).
+    pub connections: Option<u64>,
+    /// `cluster` when the limit is shared through Redis, `node` when it holds for this
+    /// node alone.
+    pub scope: String,
 }
 
 /// One destination (next hop).
@@ -157,7 +182,8 @@ fn api_error(e: DestinationError) -> ApiError {
     }
 }
 
-/// Every destination with its queue length, state, connections and last error.
+/// Every destination with its queue length, state, connections and last error, and the
+/// destination limits with the connections held under each.
 #[utoipa::path(
     get,
     path = "/destinations",
@@ -170,8 +196,30 @@ fn api_error(e: DestinationError) -> ApiError {
 )]
 async fn list(State(state): State<Arc<AdminState>>) -> Result<Json<DestinationsBody>, ApiError> {
     let list = queue(&state)?.destinations().await.map_err(api_error)?;
+    let scope = if state.cluster.is_some() {
+        "cluster"
+    } else {
+        "node"
+    };
+    let limits = state
+        .destination_limits
+        .as_ref()
+        .map(|d| d.infos())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| DestinationLimitView {
+            name: l.name,
+            next_hops: l.next_hops,
+            mx_hosts: l.mx_hosts,
+            max_connections: l.max_connections,
+            max_messages: l.max_messages,
+            connections: l.connections,
+            scope: scope.into(),
+        })
+        .collect();
     Ok(Json(DestinationsBody {
         destinations: list.into_iter().map(Destination::from).collect(),
+        limits,
     }))
 }
 

@@ -185,6 +185,9 @@ pub struct AdminState {
     pub readiness: crate::health::ProbeCache,
     /// The shared control plane, on a cluster node (`[cluster] enabled`); `None` alone.
     pub cluster: Option<tern_cluster::Cluster>,
+    /// `[[delivery.destination_limits]]` with their backends (`GET /destinations`
+    /// shows them); `None` with delivery off.
+    pub destination_limits: Option<Arc<tern_queue::destlimits::DestinationLimits>>,
 }
 
 impl AdminState {

@@ -216,7 +216,9 @@ impl LeaseBackend for SharedLeases {
         Box::pin(self.take(name, max))
     }
 
-    fn held(&self, _name: &str) -> Option<u64> {
-        None
+    fn held(&self, name: &str) -> Option<u64> {
+        // Every lease this node holds is counted locally too (taken through Redis or,
+        // degraded, from the local share).
+        Some(u64::from(self.local.count(name)))
     }
 }

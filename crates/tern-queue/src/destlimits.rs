@@ -200,8 +200,8 @@ pub type PendingLease<'a> = Pin<Box<dyn Future<Output = LeaseAnswer> + Send + 'a
 pub trait LeaseBackend: Send + Sync {
     /// Takes one lease of the limit `name`, whose maximum is `max`.
     fn acquire<'a>(&'a self, name: &'a str, max: u32) -> PendingLease<'a>;
-    /// Leases held now of `name` (cluster-wide for a shared backend), when cheap to
-    /// know; `None` otherwise.
+    /// Leases of `name` this node holds now (for a shared backend, this node's part of
+    /// the cluster's), when cheap to know; `None` otherwise.
     fn held(&self, name: &str) -> Option<u64>;
 }
 
@@ -269,6 +269,24 @@ pub struct WaitExpired {
     pub reason: String,
 }
 
+/// One limit as `tern dest` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitInfo {
+    /// Its name.
+    pub name: String,
+    /// The next hops it covers.
+    pub next_hops: Vec<String>,
+    /// The MX host patterns it covers.
+    pub mx_hosts: Vec<String>,
+    /// Connections open at once, at most.
+    pub max_connections: Option<u32>,
+    /// Messages per window, at most (`N/period`).
+    pub max_messages: Option<String>,
+    /// Connections this node holds a lease for now (open ones, idle cached ones
+    /// included), when it has `max_connections`.
+    pub connections: Option<u64>,
+}
+
 /// The destination limits in force with their backends.
 pub struct DestinationLimits {
     limits: Vec<DestinationLimitConfig>,
@@ -327,9 +345,24 @@ impl DestinationLimits {
         &self.limits
     }
 
-    /// Leases held of `name`, when the backend knows cheaply.
+    /// Leases of `name` this node holds, when the backend knows cheaply.
     pub fn held(&self, name: &str) -> Option<u64> {
         self.leases.held(name)
+    }
+
+    /// Every limit with the connections this node holds under it, for `tern dest`.
+    pub fn infos(&self) -> Vec<LimitInfo> {
+        self.limits
+            .iter()
+            .map(|l| LimitInfo {
+                name: l.name.clone(),
+                next_hops: l.next_hops.clone(),
+                mx_hosts: l.mx_hosts.clone(),
+                max_connections: l.max_connections,
+                max_messages: l.max_messages.map(|r| r.to_string()),
+                connections: l.max_connections.and_then(|_| self.leases.held(&l.name)),
+            })
+            .collect()
     }
 
     /// The limits of a connection to `host` for `hop`.
@@ -574,6 +607,30 @@ mod tests {
         drop(a);
         assert_eq!(m.count("x"), 1);
         assert!(m.try_acquire("x", 2).is_some());
+    }
+
+    #[tokio::test]
+    async fn infos_show_the_connections_held() {
+        let mut rated = limit(&[], &["*.rated.test"], 1);
+        rated.name = "rated".into();
+        rated.max_connections = None;
+        rated.max_messages = Some("600/1m".parse().unwrap_or_else(|e| panic!("{e}")));
+        let d = DestinationLimits::local(
+            &[limit(&["slow.test"], &[], 2), rated],
+            Duration::from_secs(1),
+        );
+        let LeaseAnswer::Granted(lease) = d.leases.acquire("l", 2).await else {
+            panic!("a lease of 2");
+        };
+        let infos = d.infos();
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[0].name, "l");
+        assert_eq!(infos[0].max_connections, Some(2));
+        assert_eq!(infos[0].connections, Some(1));
+        assert_eq!(infos[1].max_messages.as_deref(), Some("600/1m"));
+        assert_eq!(infos[1].connections, None, "no connection limit, no count");
+        drop(lease);
+        assert_eq!(d.infos()[0].connections, Some(0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,6 +27,7 @@ use tern_cluster::membership::{MAX_NODES, NodeInfo, admin_endpoint};
 
 use crate::client::{Client, ClientError};
 use crate::config::Config;
+use crate::remote::DestinationLimit;
 
 /// Bound of each request to one node (a list may take a few, one per page).
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -599,6 +600,7 @@ pub fn dest_list(config: &Config, json: bool) -> anyhow::Result<u8> {
         e.0 = e.0.saturating_add(d["queued"].as_u64().unwrap_or(0));
         e.1 = e.1.saturating_add(d["in_use"].as_u64().unwrap_or(0));
     }
+    let limits = merged_limits(&answers.answered);
     let mut out = crate::term::stdout();
     if json {
         let destinations: Vec<Value> = rows
@@ -613,6 +615,15 @@ pub fn dest_list(config: &Config, json: bool) -> anyhow::Result<u8> {
         let body = json!({
             "destinations": destinations,
             "totals": totals.iter().map(|(n, (q, u))| json!({"name": n, "queued": q, "in_use": u})).collect::<Vec<_>>(),
+            "limits": limits.iter().map(|l| json!({
+                "name": l.name,
+                "next_hops": l.next_hops,
+                "mx_hosts": l.mx_hosts,
+                "max_connections": l.max_connections,
+                "max_messages": l.max_messages,
+                "connections": l.connections,
+                "scope": l.scope,
+            })).collect::<Vec<_>>(),
             "missing": answers.missing_json(),
             "partial": answers.partial(),
         });
@@ -686,14 +697,60 @@ pub fn dest_list(config: &Config, json: bool) -> anyhow::Result<u8> {
             print_total(&mut out, prev)?;
         }
     }
+    crate::remote::write_limits(&mut out, &limits, "cluster")?;
     write_missing(&mut out, &answers.missing)?;
     Ok(answers.exit())
+}
+
+/// The destination limits of every node that answered, by name (the first node's
+/// configuration of each), with the connections held summed over the nodes.
+fn merged_limits(answered: &[(String, Value)]) -> Vec<DestinationLimit> {
+    let mut merged: Vec<DestinationLimit> = Vec::new();
+    for (_, v) in answered {
+        let Ok(limits) = serde_json::from_value::<Vec<DestinationLimit>>(
+            v.get("limits").cloned().unwrap_or(Value::Array(Vec::new())),
+        ) else {
+            continue;
+        };
+        for l in limits {
+            match merged.iter_mut().find(|m| m.name == l.name) {
+                Some(m) => {
+                    m.connections = match (m.connections, l.connections) {
+                        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                None => merged.push(l),
+            }
+        }
+    }
+    merged
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::remote::{Summary, SummaryRow};
+
+    #[test]
+    fn limits_sum_their_connections_over_the_nodes() {
+        let node = |held: u64| {
+            json!({"destinations": [], "limits": [
+                {"name": "slow", "next_hops": ["slow.test"], "mx_hosts": [],
+                 "max_connections": 10, "max_messages": null, "connections": held,
+                 "scope": "cluster"}
+            ]})
+        };
+        let answered = vec![
+            ("n1".to_string(), node(3)),
+            ("n2".to_string(), node(4)),
+            ("n3".to_string(), json!({"destinations": []})),
+        ];
+        let merged = merged_limits(&answered);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].connections, Some(7));
+        assert_eq!(merged[0].max_connections, Some(10));
+    }
 
     fn s(total: u64, counts: Vec<u64>, rows: Vec<(&str, u64, Vec<u64>)>) -> Summary {
         Summary {

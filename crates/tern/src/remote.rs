@@ -18,6 +18,79 @@ const MAX_ERROR_COLUMN: usize = 100;
 #[derive(Debug, Deserialize)]
 struct Destinations {
     destinations: Vec<Destination>,
+    /// Absent from servers before the destination limits were shown.
+    #[serde(default)]
+    limits: Vec<DestinationLimit>,
+}
+
+/// One `[[delivery.destination_limits]]` entry as `GET /api/v1/destinations` shows it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct DestinationLimit {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) next_hops: Vec<String>,
+    #[serde(default)]
+    pub(crate) mx_hosts: Vec<String>,
+    pub(crate) max_connections: Option<u32>,
+    pub(crate) max_messages: Option<String>,
+    /// Connections held under it (by the node that answered; summed over the nodes by
+    /// `--cluster`).
+    pub(crate) connections: Option<u64>,
+    #[serde(default)]
+    pub(crate) scope: String,
+}
+
+/// The destination limits block of `tern dest list`: each limit, what it covers, and the
+/// connections held under it (`held` names whose: `here`, or `cluster` summed over the
+/// nodes that answered).
+pub(crate) fn write_limits(
+    out: &mut dyn Write,
+    limits: &[DestinationLimit],
+    held: &str,
+) -> std::io::Result<()> {
+    if limits.is_empty() {
+        return Ok(());
+    }
+    let width = limits
+        .iter()
+        .map(|l| l.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("LIMIT".len());
+    let conns = format!("CONNECTIONS ({held})");
+    writeln!(
+        out,
+        "\n{:<width$}  {:<7}  {:<cw$}  {:<14}  COVERS",
+        "LIMIT",
+        "SCOPE",
+        conns,
+        "MESSAGES",
+        cw = conns.len()
+    )?;
+    for l in limits {
+        let connections = match (l.connections, l.max_connections) {
+            (Some(n), Some(max)) => format!("{n}/{max}"),
+            (None, Some(max)) => format!("?/{max}"),
+            _ => "-".into(),
+        };
+        let covers: Vec<String> = l
+            .next_hops
+            .iter()
+            .cloned()
+            .chain(l.mx_hosts.iter().map(|m| format!("mx {m}")))
+            .collect();
+        writeln!(
+            out,
+            "{:<width$}  {:<7}  {:<cw$}  {:<14}  {}",
+            l.name,
+            shorten(&l.scope, 7),
+            connections,
+            l.max_messages.as_deref().unwrap_or("-"),
+            shorten(&covers.join(", "), MAX_ERROR_COLUMN),
+            cw = conns.len()
+        )?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,9 +179,10 @@ pub fn dest_list(config: &Config, json: bool) -> anyhow::Result<()> {
         serde_json::from_value(value).context("unexpected answer from the server")?;
     if list.destinations.is_empty() {
         writeln!(out, "No destinations have mail queued")?;
-        return Ok(());
+    } else {
+        write_destinations(&mut out, &list.destinations)?;
     }
-    write_destinations(&mut out, &list.destinations)?;
+    write_limits(&mut out, &list.limits, "here")?;
     Ok(())
 }
 
@@ -483,6 +557,33 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<Option<bool>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_block_shows_held_connections_and_what_each_covers() {
+        let limits: Vec<DestinationLimit> = serde_json::from_value(serde_json::json!([
+            {"name": "slow", "next_hops": ["slow.test"], "mx_hosts": [],
+             "max_connections": 10, "max_messages": null, "connections": 3, "scope": "cluster"},
+            {"name": "google", "next_hops": [], "mx_hosts": ["*.google.com"],
+             "max_connections": null, "max_messages": "600/1m", "connections": null,
+             "scope": "cluster"}
+        ]))
+        .unwrap();
+        let mut out = Vec::new();
+        write_limits(&mut out, &limits, "here").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[1].starts_with("LIMIT "), "{text}");
+        assert!(lines[1].contains("CONNECTIONS (here)"), "{text}");
+        assert!(lines[2].starts_with("slow "), "{text}");
+        assert!(lines[2].contains(" 3/10 "), "{text}");
+        assert!(lines[2].ends_with("slow.test"), "{text}");
+        assert!(lines[3].contains(" 600/1m "), "{text}");
+        assert!(lines[3].ends_with("mx *.google.com"), "{text}");
+        let mut out = Vec::new();
+        write_limits(&mut out, &[], "here").unwrap();
+        assert!(out.is_empty(), "no limits, no block");
+    }
 
     #[test]
     fn summary_table_is_aligned_like_qshape() {

@@ -367,6 +367,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             history: Default::default(),
             readiness: Default::default(),
             cluster: cluster.clone(),
+            destination_limits: queue.as_ref().map(|(_, ctx)| Arc::clone(&ctx.destinations)),
         };
         match start_admin(&config, state).await {
             Ok(started) => Some(started),

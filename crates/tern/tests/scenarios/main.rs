@@ -64,6 +64,7 @@ mod dane_ta_record_matches_the_peers_ca;
 mod default_config_accepts_local_and_loopback_relay;
 mod deferred_message_is_one_file_and_keeps_its_record_across_kill9;
 mod delay_notice_expiry_and_hop_limit;
+mod dest_list_shows_destination_limits_and_their_leases;
 mod destination_concurrency_and_connection_reuse;
 mod destination_names_say_what_they_are;
 mod disk_full_refuses_with_452_and_recovers;
