@@ -21,11 +21,38 @@ use common::{Redis, config, free_port, until};
 use tern_limits::{Charge, ClientNet, Decision, Key, Rate, RateLimiter};
 use tern_queue::destlimits::{LeaseAnswer, LeaseBackend};
 
-async fn two_nodes(port: u16) -> (Cluster, Cluster) {
+/// A redis-server (stopped when dropped) and two nodes up on it.
+struct Pair {
+    redis: Redis,
+    a: Cluster,
+    b: Cluster,
+    /// Redis's directory, removed when dropped.
+    _dir: tempfile::TempDir,
+}
+
+async fn pair() -> Pair {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let redis = Redis::start(dir.path(), port);
     let a = Cluster::start(&config(port, "a", 1), EventLog::discard());
     let b = Cluster::start(&config(port, "b", 2), EventLog::discard());
     until("both up", async || a.is_up() && b.is_up()).await;
-    (a, b)
+    Pair {
+        redis,
+        a,
+        b,
+        _dir: dir,
+    }
+}
+
+impl Pair {
+    /// A shared limiter on each node.
+    fn limiters(&self) -> (Arc<SharedLimiter>, Arc<SharedLimiter>) {
+        (
+            SharedLimiter::new(self.a.clone(), 1000),
+            SharedLimiter::new(self.b.clone(), 1000),
+        )
+    }
 }
 
 fn rate(s: &str) -> Rate {
@@ -52,12 +79,9 @@ const T0: u64 = 1_800_000_000_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcra_holds_the_limit_across_nodes_all_or_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let _redis = Redis::start(dir.path(), port);
-    let (a, b) = two_nodes(port).await;
-    let la = SharedLimiter::new(a.clone(), 1000);
-    let lb = SharedLimiter::new(b.clone(), 1000);
+    let p = pair().await;
+    let (la, lb) = p.limiters();
+    let (a, b) = (&p.a, &p.b);
     let hourly = rate("5/1h");
     // Spread over two nodes, exactly 5 in the hour (each node alone would allow 5).
     let mut allowed = 0;
@@ -137,12 +161,9 @@ async fn gcra_holds_the_limit_across_nodes_all_or_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_buckets_are_borrowed_from_and_never_overspent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let _redis = Redis::start(dir.path(), port);
-    let (a, b) = two_nodes(port).await;
-    let la = SharedLimiter::new(a.clone(), 1000);
-    let lb = SharedLimiter::new(b.clone(), 1000);
+    let p = pair().await;
+    let (la, lb) = p.limiters();
+    let (a, b) = (&p.a, &p.b);
     // 640 a second: each node may hold up to 10 units (640 / 64).
     let big = rate("640/1s");
     let check = sender("big.example", big);
@@ -217,13 +238,10 @@ async fn big_buckets_are_borrowed_from_and_never_overspent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_each_node_keeps_its_local_share() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let redis = Redis::start(dir.path(), port);
-    let (a, b) = two_nodes(port).await;
-    let la = SharedLimiter::new(a.clone(), 1000);
-    let lb = SharedLimiter::new(b.clone(), 1000);
-    drop(redis);
+    let p = pair().await;
+    let (la, lb) = p.limiters();
+    let (a, b) = (&p.a, &p.b);
+    drop(p.redis);
     // The first call after the loss fails within the bound and is decided locally.
     let hourly = rate("9/1h");
     let started = Instant::now();
@@ -244,10 +262,8 @@ async fn without_redis_each_node_keeps_its_local_share() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_hold_the_maximum_across_nodes_and_a_dead_nodes_lapse() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let _redis = Redis::start(dir.path(), port);
-    let (a, b) = two_nodes(port).await;
+    let p = pair().await;
+    let (a, b) = (&p.a, &p.b);
     let la = SharedLeases::start(a.clone());
     let lb = SharedLeases::start(b.clone());
     let take = async |l: &SharedLeases| match l.acquire("slow", 3).await {
@@ -293,10 +309,8 @@ async fn leases_hold_the_maximum_across_nodes_and_a_dead_nodes_lapse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failures_spread_over_nodes_lock_out_as_on_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let redis = Redis::start(dir.path(), port);
-    let (a, b) = two_nodes(port).await;
+    let p = pair().await;
+    let (a, b) = (&p.a, &p.b);
     let la: Arc<dyn FailureLedger> = Arc::new(SharedLedger::new(a.clone()));
     let lb: Arc<dyn FailureLedger> = Arc::new(SharedLedger::new(b.clone()));
     let t = Threshold {
@@ -326,7 +340,7 @@ async fn auth_failures_spread_over_nodes_lock_out_as_on_one() {
     assert!(!la.is_locked(&FailureKey::user("alice"), now).await);
 
     // Without Redis: the local ledger with the local share (ceil(4 / 3) = 2).
-    drop(redis);
+    drop(p.redis);
     let other = FailureKey::user("eve");
     let _ = la.record_failure(&other, t, now).await;
     let r = la.record_failure(&other, t, now).await;
