@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use redis::Script;
 use tern_limits::{
-    Charge, Decision, Key, MemoryLimiter, PendingDecision, Rate, RateLimiter, Refusal,
+    Charge, Decision, Key, MemoryLimiter, PendingAhead, PendingDecision, Rate, RateLimiter, Refusal,
 };
 
 use crate::Cluster;
@@ -248,6 +248,15 @@ pub fn scaled(n: u32, share: f64) -> u32 {
     v.clamp(1, n.max(1))
 }
 
+/// One bucket of a call to Redis: the units it spends and those it borrows.
+#[derive(Debug, Clone, Copy)]
+struct Item<'a> {
+    key: &'a str,
+    rate: &'a Rate,
+    cost: u32,
+    borrow: u32,
+}
+
 /// One charge of a call as it goes to Redis: its index in the caller's slice and the
 /// units it asks to borrow.
 #[derive(Debug, Clone, Copy)]
@@ -441,43 +450,63 @@ impl SharedLimiter {
         }
     }
 
-    /// One call of [`GCRA`] for `asks` (spending each charge's cost when `spend`):
-    /// `Some(Ok(borrowed))`, `Some(Err(refusal))` (its charge an index of the caller's
-    /// slice), or `None` when Redis did not answer, or not sensibly.
-    async fn call(
-        &self,
-        charges: &[Charge],
-        buckets: &[Bucket],
-        asks: &[Ask],
-        spend: bool,
-        now_ms: u64,
-    ) -> Option<Result<Vec<u32>, Refusal>> {
+    /// One call of [`GCRA`] for `items`: `Some(Ok(borrowed))` (per item),
+    /// `Some(Err(refusal))` (its charge an index of `items`), or `None` when Redis did
+    /// not answer, or not sensibly.
+    async fn call(&self, items: &[Item<'_>], now_ms: u64) -> Option<Result<Vec<u32>, Refusal>> {
         let mut inv = GCRA.prepare_invoke();
         inv.arg(now_ms.saturating_mul(1000));
-        for ask in asks {
-            let c = charges.get(ask.index)?;
-            inv.key(&buckets.get(ask.index)?.0);
-            inv.arg(emission_us(&c.rate))
-                .arg(c.rate.count())
-                .arg(if spend { c.cost } else { 0 })
-                .arg(c.rate.period_ms().saturating_mul(1000))
-                .arg(ask.borrow);
+        for item in items {
+            inv.key(item.key);
+            inv.arg(emission_us(item.rate))
+                .arg(item.rate.count())
+                .arg(item.cost)
+                .arg(item.rate.period_ms().saturating_mul(1000))
+                .arg(item.borrow);
         }
         tern_metrics::get().cluster_limit_calls.inc();
         let reply = self.cluster.script::<Vec<i64>>(&inv).await.ok()?;
-        let asked: Vec<u32> = asks.iter().map(|a| a.borrow).collect();
+        let asked: Vec<u32> = items.iter().map(|i| i.borrow).collect();
         match parse_reply(&reply, &asked)? {
             Answer::Allowed(got) => Some(Ok(got)),
-            Answer::Refused(r) => Some(Err(Refusal {
-                charge: asks.get(r.charge)?.index,
-                ..r
-            })),
+            Answer::Refused(r) => Some(Err(r)),
         }
     }
 
-    async fn shared(&self, charges: &[Charge], now_ms: u64) -> Decision {
-        if charges.is_empty() {
-            return Decision::Allowed;
+    /// The items of a call for `asks` of `charges`, spending each charge's cost when
+    /// `spend`.
+    fn items<'a>(
+        charges: &'a [Charge],
+        buckets: &'a [Bucket],
+        asks: &[Ask],
+        spend: bool,
+    ) -> Option<Vec<Item<'a>>> {
+        asks.iter()
+            .map(|ask| {
+                let c = charges.get(ask.index)?;
+                Some(Item {
+                    key: &buckets.get(ask.index)?.0,
+                    rate: &c.rate,
+                    cost: if spend { c.cost } else { 0 },
+                    borrow: ask.borrow,
+                })
+            })
+            .collect()
+    }
+
+    /// [`RateLimiter::check_ahead`] (and `check`, with nothing ahead): see the module
+    /// header. Units of `ahead` are set aside only for buckets the node does not borrow
+    /// from (those are local already), and only when the call is made anyway or saves
+    /// one (2 units or more wanted).
+    async fn shared(
+        &self,
+        charges: &[Charge],
+        ahead: &[Charge],
+        now_ms: u64,
+    ) -> (Decision, Vec<u32>) {
+        let mut aside = vec![0; ahead.len()];
+        if charges.is_empty() && ahead.is_empty() {
+            return (Decision::Allowed, aside);
         }
         let buckets: Vec<Bucket> = charges
             .iter()
@@ -488,33 +517,71 @@ impl SharedLimiter {
         let asks = self.plan(charges, &buckets, now_ms, &mut spent, &mut refunds);
         let up = self.cluster.is_up();
         if up {
-            self.give_back(refunds);
+            self.give_back_later(refunds);
         }
-        if asks.is_empty() {
+        let wanted: Vec<(usize, String)> = ahead
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.cost > 0 && max_held(&c.rate) == 0)
+            .map(|(i, c)| (i, self.key(&c.key)))
+            .collect();
+        let worth = up
+            && !wanted.is_empty()
+            && (!asks.is_empty() || wanted.iter().any(|&(i, _)| ahead[i].cost >= 2));
+        if asks.is_empty() && !worth {
             // Every charge spent from units held: no round trip.
-            tern_metrics::get().cluster_limit_local_spends.inc();
+            if !charges.is_empty() {
+                tern_metrics::get().cluster_limit_local_spends.inc();
+            }
             if up {
                 self.borrow_ahead(charges, &buckets, &spent, now_ms);
             }
-            return Decision::Allowed;
+            return (Decision::Allowed, aside);
         }
-        let answer = if up {
-            self.call(charges, &buckets, &asks, true, now_ms).await
-        } else {
-            None
+        let items = Self::items(charges, &buckets, &asks, true).map(|mut items| {
+            if worth {
+                items.extend(wanted.iter().map(|(i, key)| Item {
+                    key,
+                    rate: &ahead[*i].rate,
+                    cost: 0,
+                    borrow: ahead[*i].cost,
+                }));
+            }
+            items
+        });
+        let answer = match &items {
+            Some(items) if up => self.call(items, now_ms).await,
+            _ => None,
         };
         match answer {
             Some(Ok(got)) => {
                 self.settle(&buckets, &asks, &got, &[], now_ms);
-                Decision::Allowed
+                if worth {
+                    for (n, (i, _)) in wanted.iter().enumerate() {
+                        if let (Some(slot), Some(g)) = (aside.get_mut(*i), got.get(asks.len() + n))
+                        {
+                            *slot = *g;
+                        }
+                    }
+                }
+                (Decision::Allowed, aside)
             }
-            Some(Err(refusal)) => {
+            Some(Err(r)) if r.charge < asks.len() => {
                 self.settle(&buckets, &asks, &[], &spent, now_ms);
-                Decision::Refused(refusal)
+                let refusal = Refusal {
+                    charge: asks[r.charge].index,
+                    ..r
+                };
+                (Decision::Refused(refusal), aside)
             }
-            None => {
+            _ => {
+                // Redis did not answer (or named a bucket it could not refuse): this
+                // node decides alone, and sets nothing aside.
                 self.settle(&buckets, &asks, &[], &spent, now_ms);
-                self.local(charges, now_ms)
+                if charges.is_empty() {
+                    return (Decision::Allowed, aside);
+                }
+                (self.local(charges, now_ms), aside)
             }
         }
     }
@@ -539,16 +606,19 @@ impl SharedLimiter {
         let charges = charges.to_vec();
         let buckets = buckets.to_vec();
         rt.spawn(async move {
-            let got = match me.call(&charges, &buckets, &asks, false, now_ms).await {
-                Some(Ok(got)) => got,
-                _ => Vec::new(),
+            let got = match Self::items(&charges, &buckets, &asks, false) {
+                Some(items) => match me.call(&items, now_ms).await {
+                    Some(Ok(got)) => got,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
             };
             me.settle(&buckets, &asks, &got, &[], now_ms);
         });
     }
 
     /// Gives `refunds` back to their buckets, in a task of its own.
-    fn give_back(&self, refunds: Vec<Refund>) {
+    fn give_back_later(&self, refunds: Vec<Refund>) {
         if refunds.is_empty() {
             return;
         }
@@ -637,7 +707,33 @@ fn parse_reply(reply: &[i64], asked: &[u32]) -> Option<Answer> {
 
 impl RateLimiter for SharedLimiter {
     fn check<'a>(&'a self, charges: &'a [Charge], now_ms: u64) -> PendingDecision<'a> {
-        Box::pin(self.shared(charges, now_ms))
+        Box::pin(async move { self.shared(charges, &[], now_ms).await.0 })
+    }
+
+    fn check_ahead<'a>(
+        &'a self,
+        charges: &'a [Charge],
+        ahead: &'a [Charge],
+        now_ms: u64,
+    ) -> PendingAhead<'a> {
+        Box::pin(self.shared(charges, ahead, now_ms))
+    }
+
+    fn give_back(&self, unspent: &[Charge]) {
+        if !self.cluster.is_up() {
+            return;
+        }
+        let refunds = unspent
+            .iter()
+            .filter(|c| c.cost > 0)
+            .map(|c| {
+                (
+                    self.key(&c.key),
+                    u64::from(c.cost).saturating_mul(emission_us(&c.rate)),
+                )
+            })
+            .collect();
+        self.give_back_later(refunds);
     }
 }
 

@@ -237,6 +237,76 @@ async fn big_buckets_are_borrowed_from_and_never_overspent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_set_aside_at_mail_are_spent_once_and_the_rest_given_back() {
+    let p = pair().await;
+    let (la, lb) = p.limiters();
+    let rcpt = |cost: u32| Charge {
+        key: Key::sender_domain_recipients("aside.example"),
+        rate: rate("5/1h"),
+        cost,
+    };
+    let calls = || tern_metrics::get().cluster_limit_calls.get();
+    // MAIL FROM with 3 RCPTs pipelined: the message spent and 3 recipients set aside,
+    // in one call.
+    let before = calls();
+    let (d, aside) = la
+        .check_ahead(&[sender("aside.example", rate("10/1h"))], &[rcpt(3)], T0)
+        .await;
+    assert_eq!(d, Decision::Allowed);
+    assert_eq!(aside, vec![3]);
+    assert!(calls() - before >= 1);
+    // The other node has what is left: 2, then a refusal.
+    for _ in 0..2 {
+        assert_eq!(lb.check(&[rcpt(1)], T0).await, Decision::Allowed);
+    }
+    assert!(matches!(
+        lb.check(&[rcpt(1)], T0).await,
+        Decision::Refused(_)
+    ));
+    // The transaction spent 1 of its 3: 2 go back, and the other node can spend them.
+    la.give_back(&[rcpt(2)]);
+    until("the units given back arrive", async || {
+        lb.check(&[rcpt(1)], T0).await == Decision::Allowed
+    })
+    .await;
+    assert_eq!(lb.check(&[rcpt(1)], T0).await, Decision::Allowed);
+    assert!(matches!(
+        lb.check(&[rcpt(1)], T0).await,
+        Decision::Refused(_)
+    ));
+    // Only what conforms is set aside, and never refuses the message for it.
+    let (d, aside) = la
+        .check_ahead(&[sender("aside.example", rate("10/1h"))], &[rcpt(3)], T0)
+        .await;
+    assert_eq!(d, Decision::Allowed);
+    assert_eq!(aside, vec![0], "the bucket is spent");
+    // A refused message sets nothing aside.
+    let tight = rate("1/1h");
+    assert_eq!(
+        la.check(&[sender("t.example", tight)], T0).await,
+        Decision::Allowed
+    );
+    let other = Charge {
+        key: Key::sender_domain_recipients("t.example"),
+        rate: rate("5/1h"),
+        cost: 3,
+    };
+    let (d, aside) = la
+        .check_ahead(
+            &[sender("t.example", tight)],
+            std::slice::from_ref(&other),
+            T0,
+        )
+        .await;
+    assert!(matches!(d, Decision::Refused(r) if r.charge == 0));
+    assert_eq!(aside, vec![0]);
+    let (_, aside) = lb.check_ahead(&[], std::slice::from_ref(&other), T0).await;
+    assert_eq!(aside, vec![3], "nothing of it was spent");
+    p.a.stop();
+    p.b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_each_node_keeps_its_local_share() {
     let p = pair().await;
     let (la, lb) = p.limiters();

@@ -286,6 +286,9 @@ pub enum Decision {
 /// A pending decision (see the crate's cost model).
 pub type PendingDecision<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
 
+/// A pending decision with the units set aside ([`RateLimiter::check_ahead`]).
+pub type PendingAhead<'a> = Pin<Box<dyn Future<Output = (Decision, Vec<u32>)> + Send + 'a>>;
+
 /// The limiter's one interface, for every backend.
 ///
 /// Contract: `check` spends all of `charges` or none (see the crate header); `now_ms` is
@@ -295,6 +298,32 @@ pub type PendingDecision<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a
 pub trait RateLimiter: Send + Sync {
     /// Checks and spends `charges` at `now_ms`.
     fn check<'a>(&'a self, charges: &'a [Charge], now_ms: u64) -> PendingDecision<'a>;
+
+    /// [`check`](RateLimiter::check), and when it allows, sets aside for the caller up to
+    /// `ahead[i].cost` units of bucket `ahead[i]`: only units that conform now, never
+    /// refusing the check for them. Answers the decision and the units set aside per
+    /// entry of `ahead` (all 0 when refused). The caller spends them itself (they are
+    /// spent already, as far as the backend knows) and gives back, with
+    /// [`give_back`](RateLimiter::give_back), those it does not spend.
+    ///
+    /// For a backend whose every check is a round trip: a session that knows what it
+    /// will ask next (the RCPT commands a client pipelined after MAIL FROM) asks once.
+    /// The default sets nothing aside: right for a backend whose checks cost nothing.
+    fn check_ahead<'a>(
+        &'a self,
+        charges: &'a [Charge],
+        ahead: &'a [Charge],
+        now_ms: u64,
+    ) -> PendingAhead<'a> {
+        Box::pin(async move { (self.check(charges, now_ms).await, vec![0; ahead.len()]) })
+    }
+
+    /// Gives back units set aside by [`check_ahead`](RateLimiter::check_ahead) and not
+    /// spent: `cost` units of each charge's bucket. Never waits (a networked backend
+    /// sends it in the background); lost, the bucket admits that many fewer for a while.
+    fn give_back(&self, unspent: &[Charge]) {
+        let _ = unspent;
+    }
 }
 
 #[cfg(test)]

@@ -172,12 +172,14 @@ impl RateLimits {
     ) -> Result<(), Limited> {
         let config = self.config.load();
         let mut charges = Vec::new();
-        if !(relay_client && config.exempt_relay_networks) {
-            add(
-                &mut charges,
-                &config,
-                Key::client_connections(config.client_net(client)),
-            );
+        if !(relay_client && config.exempt_relay_networks)
+            && let Some(rate) = config.rate(LimitKind::ClientConnections)
+        {
+            charges.push(Charge {
+                key: Key::client_connections(config.client_net(client)),
+                rate,
+                cost: 1,
+            });
         }
         self.check(&charges, now_ms).await
     }
@@ -192,81 +194,179 @@ impl RateLimits {
         sender: &str,
         now_ms: u64,
     ) -> Result<(), Limited> {
-        let event = Event {
-            client: Key::client_messages,
-            user: Key::user_messages,
-            sender_domain: Key::sender_domain_messages,
+        let config = self.config.load();
+        let charges = charges_of(&MESSAGE, &config, client, relay_client, user, sender, 1);
+        self.check(&charges, now_ms).await
+    }
+
+    /// [`message`](RateLimits::message), setting aside in the same call up to
+    /// `recipients` units of each recipient limit the transaction's RCPTs will spend
+    /// (the RCPT commands the client pipelined after MAIL FROM, at least 1): with a
+    /// shared limiter, one round trip for the message and its recipients. The
+    /// [`Allowance`] goes with the transaction; [`recipient`](RateLimits::recipient)
+    /// spends from it first, and it gives back what is left when dropped.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn message_ahead(
+        &self,
+        client: IpAddr,
+        relay_client: bool,
+        user: Option<&str>,
+        sender: &str,
+        recipients: u32,
+        now_ms: u64,
+    ) -> Result<Allowance, Limited> {
+        let config = self.config.load();
+        let charges = charges_of(&MESSAGE, &config, client, relay_client, user, sender, 1);
+        let ahead = charges_of(
+            &RECIPIENT,
+            &config,
+            client,
+            relay_client,
+            user,
+            sender,
+            recipients.max(1),
+        );
+        if ahead.is_empty() {
+            self.check(&charges, now_ms).await?;
+            return Ok(Allowance::default());
+        }
+        let (decision, aside) = self.limiter.check_ahead(&charges, &ahead, now_ms).await;
+        let units: Vec<Charge> = ahead
+            .into_iter()
+            .zip(aside)
+            .filter(|(_, n)| *n > 0)
+            .map(|(c, n)| Charge { cost: n, ..c })
+            .collect();
+        let allowance = Allowance {
+            units,
+            limiter: Some(Arc::clone(&self.limiter)),
         };
-        self.charge(&event, client, relay_client, user, sender, now_ms)
-            .await
+        refusal(&charges, decision)?;
+        Ok(allowance)
     }
 
     /// One recipient about to be accepted, in a transaction from `sender` by `user`,
-    /// from `client`.
+    /// from `client`: spent from `allowance` where it holds units of a limit, from the
+    /// limiter for the others (all or nothing).
     pub async fn recipient(
         &self,
         client: IpAddr,
         relay_client: bool,
         user: Option<&str>,
         sender: &str,
-        now_ms: u64,
-    ) -> Result<(), Limited> {
-        let event = Event {
-            client: Key::client_recipients,
-            user: Key::user_recipients,
-            sender_domain: Key::sender_domain_recipients,
-        };
-        self.charge(&event, client, relay_client, user, sender, now_ms)
-            .await
-    }
-
-    /// Charges one `event` to the client network (unless exempt), the user and the
-    /// sender domain, all or nothing.
-    async fn charge(
-        &self,
-        event: &Event,
-        client: IpAddr,
-        relay_client: bool,
-        user: Option<&str>,
-        sender: &str,
+        allowance: &mut Allowance,
         now_ms: u64,
     ) -> Result<(), Limited> {
         let config = self.config.load();
-        let mut charges = Vec::new();
-        if !(relay_client && config.exempt_relay_networks) {
-            add(
-                &mut charges,
-                &config,
-                (event.client)(config.client_net(client)),
-            );
+        let charges = charges_of(&RECIPIENT, &config, client, relay_client, user, sender, 1);
+        let taken = allowance.take(&charges);
+        let rest: Vec<Charge> = charges
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| !**t)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let out = self.check(&rest, now_ms).await;
+        if out.is_err() {
+            allowance.put_back(&charges, &taken);
         }
-        if let Some(user) = user {
-            add(&mut charges, &config, (event.user)(user));
-        }
-        if let Some(domain) = sender_domain(sender) {
-            add(&mut charges, &config, (event.sender_domain)(domain));
-        }
-        self.check(&charges, now_ms).await
+        out
     }
 
     async fn check(&self, charges: &[Charge], now_ms: u64) -> Result<(), Limited> {
         if charges.is_empty() {
             return Ok(());
         }
-        match self.limiter.check(charges, now_ms).await {
-            Decision::Allowed => Ok(()),
-            Decision::Refused(r) => {
-                let Some(c) = charges.get(r.charge) else {
-                    // A backend naming no charge of ours: refuse on the first.
-                    return Err(Limited::of(charges.first(), None, true));
-                };
-                Err(Limited::of(Some(c), r.retry_after_ms, r.first_in_window))
+        refusal(charges, self.limiter.check(charges, now_ms).await)
+    }
+}
+
+/// The answer of a check of `charges` as the session sees it.
+fn refusal(charges: &[Charge], decision: Decision) -> Result<(), Limited> {
+    match decision {
+        Decision::Allowed => Ok(()),
+        Decision::Refused(r) => {
+            let Some(c) = charges.get(r.charge) else {
+                // A backend naming no charge of ours: refuse on the first.
+                return Err(Limited::of(charges.first(), None, true));
+            };
+            Err(Limited::of(Some(c), r.retry_after_ms, r.first_in_window))
+        }
+    }
+}
+
+/// Units of the recipient limits set aside for one transaction at MAIL FROM
+/// ([`RateLimits::message_ahead`]): its RCPTs spend them without asking the limiter. What
+/// is left when the transaction ends (the message accepted, RSET, a new MAIL, the
+/// session gone) is given back to the limiter by `Drop`.
+#[derive(Default)]
+pub struct Allowance {
+    /// Units left per bucket (`cost`: the units).
+    units: Vec<Charge>,
+    limiter: Option<Arc<dyn RateLimiter>>,
+}
+
+impl std::fmt::Debug for Allowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allowance")
+            .field("units", &self.units)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Allowance {
+    /// Units left of the bucket of `charge` (its key and rate).
+    pub fn left(&self, charge: &Charge) -> u32 {
+        self.units
+            .iter()
+            .find(|u| u.key == charge.key && u.rate == charge.rate)
+            .map_or(0, |u| u.cost)
+    }
+
+    /// Takes one charge's cost from the units of its bucket where there are enough; says
+    /// which charges it took.
+    fn take(&mut self, charges: &[Charge]) -> Vec<bool> {
+        charges
+            .iter()
+            .map(|c| {
+                match self
+                    .units
+                    .iter_mut()
+                    .find(|u| u.key == c.key && u.rate == c.rate && u.cost >= c.cost)
+                {
+                    Some(u) => {
+                        u.cost -= c.cost;
+                        true
+                    }
+                    None => false,
+                }
+            })
+            .collect()
+    }
+
+    /// Returns what [`take`](Allowance::take) took.
+    fn put_back(&mut self, charges: &[Charge], taken: &[bool]) {
+        for (c, _) in charges.iter().zip(taken).filter(|(_, t)| **t) {
+            if let Some(u) = self
+                .units
+                .iter_mut()
+                .find(|u| u.key == c.key && u.rate == c.rate)
+            {
+                u.cost = u.cost.saturating_add(c.cost);
             }
         }
     }
 }
 
-/// Adds the charge of one unit on `key` when its limit is configured.
+impl Drop for Allowance {
+    fn drop(&mut self) {
+        let unspent: Vec<Charge> = self.units.drain(..).filter(|u| u.cost > 0).collect();
+        if let (Some(limiter), false) = (&self.limiter, unspent.is_empty()) {
+            limiter.give_back(&unspent);
+        }
+    }
+}
+
 /// The keys a message (or a recipient) is charged to: one constructor per who.
 struct Event {
     client: fn(ClientNet) -> Key,
@@ -274,10 +374,45 @@ struct Event {
     sender_domain: fn(&str) -> Key,
 }
 
-fn add(charges: &mut Vec<Charge>, config: &LimitsConfig, key: Key) {
-    if let Some(rate) = config.rate(key.kind()) {
-        charges.push(Charge { key, rate, cost: 1 });
+const MESSAGE: Event = Event {
+    client: Key::client_messages,
+    user: Key::user_messages,
+    sender_domain: Key::sender_domain_messages,
+};
+
+const RECIPIENT: Event = Event {
+    client: Key::client_recipients,
+    user: Key::user_recipients,
+    sender_domain: Key::sender_domain_recipients,
+};
+
+/// The charges of `cost` units of one `event` to the client network (unless exempt), the
+/// user and the sender domain, for the limits configured.
+fn charges_of(
+    event: &Event,
+    config: &LimitsConfig,
+    client: IpAddr,
+    relay_client: bool,
+    user: Option<&str>,
+    sender: &str,
+    cost: u32,
+) -> Vec<Charge> {
+    let mut charges = Vec::new();
+    let mut add = |key: Key| {
+        if let Some(rate) = config.rate(key.kind()) {
+            charges.push(Charge { key, rate, cost });
+        }
+    };
+    if !(relay_client && config.exempt_relay_networks) {
+        add((event.client)(config.client_net(client)));
     }
+    if let Some(user) = user {
+        add((event.user)(user));
+    }
+    if let Some(domain) = sender_domain(sender) {
+        add((event.sender_domain)(domain));
+    }
+    charges
 }
 
 fn sender_domain(sender: &str) -> Option<&str> {
@@ -472,17 +607,158 @@ mod tests {
         // Recipients: three, then refused, logged once.
         for _ in 0..3 {
             assert_eq!(
-                block(limits.recipient(ip("192.0.2.1"), false, alice, "a@one.test", T0)),
+                block(limits.recipient(
+                    ip("192.0.2.1"),
+                    false,
+                    alice,
+                    "a@one.test",
+                    &mut Allowance::default(),
+                    T0
+                )),
                 Ok(())
             );
         }
-        let first = block(limits.recipient(ip("192.0.2.1"), false, alice, "a@one.test", T0));
-        let second =
-            block(limits.recipient(ip("192.0.2.1"), false, alice, "a@one.test", T0 + 1000));
+        let first = block(limits.recipient(
+            ip("192.0.2.1"),
+            false,
+            alice,
+            "a@one.test",
+            &mut Allowance::default(),
+            T0,
+        ));
+        let second = block(limits.recipient(
+            ip("192.0.2.1"),
+            false,
+            alice,
+            "a@one.test",
+            &mut Allowance::default(),
+            T0 + 1000,
+        ));
         assert!(
             matches!(&first, Err(l) if l.kind == LimitKind::UserRecipients && l.first_in_window)
         );
         assert!(matches!(&second, Err(l) if !l.first_in_window));
+    }
+
+    /// A limiter that answers every check Allowed, sets aside what is asked, and
+    /// records what it was asked.
+    #[derive(Default)]
+    struct Recording {
+        checks: std::sync::Mutex<Vec<(Vec<Charge>, Vec<Charge>)>>,
+        given_back: std::sync::Mutex<Vec<Charge>>,
+    }
+
+    impl RateLimiter for Recording {
+        fn check<'a>(
+            &'a self,
+            charges: &'a [Charge],
+            _now_ms: u64,
+        ) -> tern_limits::PendingDecision<'a> {
+            if let Ok(mut c) = self.checks.lock() {
+                c.push((charges.to_vec(), Vec::new()));
+            }
+            Box::pin(std::future::ready(Decision::Allowed))
+        }
+
+        fn check_ahead<'a>(
+            &'a self,
+            charges: &'a [Charge],
+            ahead: &'a [Charge],
+            _now_ms: u64,
+        ) -> tern_limits::PendingAhead<'a> {
+            if let Ok(mut c) = self.checks.lock() {
+                c.push((charges.to_vec(), ahead.to_vec()));
+            }
+            let aside = ahead.iter().map(|c| c.cost).collect();
+            Box::pin(std::future::ready((Decision::Allowed, aside)))
+        }
+
+        fn give_back(&self, unspent: &[Charge]) {
+            if let Ok(mut g) = self.given_back.lock() {
+                g.extend_from_slice(unspent);
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_recipients_are_set_aside_at_mail_and_the_rest_given_back() {
+        let config = LimitsConfig {
+            client_messages: rate("100/1h"),
+            client_recipients: rate("500/1h"),
+            sender_domain_recipients: rate("500/1h"),
+            ..LimitsConfig::default()
+        };
+        let recording = Arc::new(Recording::default());
+        let limits = RateLimits::new(&config, recording.clone());
+        let client = ip("192.0.2.1");
+        // MAIL FROM with 3 RCPTs pipelined: one call, 3 units of each recipient limit.
+        let mut allowance =
+            block(limits.message_ahead(client, false, None, "s@a.test", 3, T0)).expect("allowed");
+        let calls = |r: &Recording| r.checks.lock().map(|c| c.len()).unwrap_or(0);
+        assert_eq!(calls(&recording), 1);
+        {
+            let checks = recording.checks.lock().expect("lock");
+            let (charges, ahead) = &checks[0];
+            assert_eq!(charges.len(), 1, "the client's message limit");
+            assert_eq!(
+                ahead.len(),
+                2,
+                "the client's and the domain's recipient limits"
+            );
+            assert!(ahead.iter().all(|c| c.cost == 3));
+        }
+        // Two RCPTs spend from it: no call.
+        for _ in 0..2 {
+            assert_eq!(
+                block(limits.recipient(client, false, None, "s@a.test", &mut allowance, T0)),
+                Ok(())
+            );
+        }
+        assert_eq!(calls(&recording), 1, "recipients spent from the allowance");
+        // The transaction ends with one unit of each left: given back.
+        drop(allowance);
+        let back = recording.given_back.lock().expect("lock").clone();
+        assert_eq!(back.len(), 2);
+        assert!(back.iter().all(|c| c.cost == 1), "{back:?}");
+        // Without an allowance, each RCPT is a call.
+        let mut none = Allowance::default();
+        assert_eq!(
+            block(limits.recipient(client, false, None, "s@a.test", &mut none, T0)),
+            Ok(())
+        );
+        assert_eq!(calls(&recording), 2);
+    }
+
+    #[test]
+    fn a_refused_recipient_spends_nothing_of_the_allowance() {
+        // The in-memory limiter sets nothing aside: the allowance below is built by
+        // hand, for the client's limit only; the user's limit is checked and refuses.
+        let config = LimitsConfig {
+            client_recipients: rate("500/1h"),
+            user_recipients: rate("1/1h"),
+            ..LimitsConfig::default()
+        };
+        let limits = RateLimits::in_memory(&config);
+        let client = ip("192.0.2.1");
+        let own = charges_of(&RECIPIENT, &config, client, false, Some("u"), "", 1);
+        let mut allowance = Allowance {
+            units: vec![Charge {
+                cost: 2,
+                ..own[0].clone()
+            }],
+            limiter: None,
+        };
+        assert_eq!(
+            block(limits.recipient(client, false, Some("u"), "", &mut allowance, T0)),
+            Ok(())
+        );
+        assert_eq!(allowance.left(&own[0]), 1);
+        let Err(l) = block(limits.recipient(client, false, Some("u"), "", &mut allowance, T0))
+        else {
+            panic!("the user's second recipient allowed");
+        };
+        assert_eq!(l.kind, LimitKind::UserRecipients);
+        assert_eq!(allowance.left(&own[0]), 1, "put back");
     }
 
     #[test]
@@ -541,12 +817,19 @@ mod tests {
         });
         for client in ["192.0.2.1", "192.0.2.200"] {
             assert_eq!(
-                block(limits.recipient(ip(client), false, None, "", T0)),
+                block(limits.recipient(ip(client), false, None, "", &mut Allowance::default(), T0)),
                 Ok(())
             );
         }
         // Same /24: refused; a relay-network client is exempt.
-        let Err(l) = block(limits.recipient(ip("192.0.2.9"), false, None, "", T0)) else {
+        let Err(l) = block(limits.recipient(
+            ip("192.0.2.9"),
+            false,
+            None,
+            "",
+            &mut Allowance::default(),
+            T0,
+        )) else {
             panic!("a third recipient from the /24 allowed");
         };
         assert_eq!(l.kind, LimitKind::ClientRecipients);
@@ -560,11 +843,25 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            block(limits.recipient(ip("192.0.2.9"), true, None, "", T0)),
+            block(limits.recipient(
+                ip("192.0.2.9"),
+                true,
+                None,
+                "",
+                &mut Allowance::default(),
+                T0
+            )),
             Ok(())
         );
         assert_eq!(
-            block(limits.recipient(ip("198.51.100.1"), false, None, "", T0)),
+            block(limits.recipient(
+                ip("198.51.100.1"),
+                false,
+                None,
+                "",
+                &mut Allowance::default(),
+                T0
+            )),
             Ok(())
         );
     }

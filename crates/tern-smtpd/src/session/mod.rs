@@ -650,18 +650,30 @@ impl Session {
         if let Some(r) = self.sender_refusal(&sender) {
             return r;
         }
-        // Messages per window: client network, user, sender domain (docs/LIMITS.md).
+        // Messages per window: client network, user, sender domain (docs/LIMITS.md);
+        // in the same call, the recipient limits' units for the RCPTs pipelined after it.
         let user: Option<&str> = self.authenticated.as_deref();
         let now = tern_watchdog::clock::unix_ms();
         let shared = &self.ctx.shared;
-        if let Err(limited) = shared
+        let pipelined = pipelined_rcpts(&self.inbuf, self.ctx.config.max_recipients);
+        let allowance = match shared
             .limits
-            .message(self.peer.ip(), self.client_may_relay, user, &sender, now)
+            .message_ahead(
+                self.peer.ip(),
+                self.client_may_relay,
+                user,
+                &sender,
+                pipelined,
+                now,
+            )
             .await
         {
-            limited.record(&shared.events, self.peer);
-            return limited.reply(&shared.hostname);
-        }
+            Ok(a) => a,
+            Err(limited) => {
+                limited.record(&shared.events, self.peer);
+                return limited.reply(&shared.hostname);
+            }
+        };
         let params = MailParams {
             declared_size: m.size,
             body: match m.body {
@@ -682,6 +694,9 @@ impl Session {
         });
         self.phase =
             std::mem::replace(&mut self.phase, Phase::Connected).start_mail(sender, params);
+        if let Ok(txn) = self.phase.transaction_mut() {
+            txn.allowance = allowance;
+        }
         Reply::new(250, "2.1.0", "Ok")
     }
 
@@ -785,6 +800,7 @@ impl Session {
                     in_relay_network,
                     user.as_deref(),
                     &txn.sender,
+                    &mut txn.allowance,
                     now,
                 )
                 .await
@@ -1052,5 +1068,50 @@ pub(crate) async fn wait_for_shutdown(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+/// Most input read for [`pipelined_rcpts`].
+const PIPELINE_SCAN: usize = 64 * 1024;
+
+/// The RCPT commands complete in `buf` one after the other from its start (what a client
+/// pipelined after MAIL FROM, RFC 2920), at most `max`; the first line of another
+/// command ends the count. Reads at most [`PIPELINE_SCAN`] octets.
+fn pipelined_rcpts(buf: &[u8], max: usize) -> u32 {
+    let buf = buf.get(..buf.len().min(PIPELINE_SCAN)).unwrap_or_default();
+    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+        return 0;
+    };
+    let n = buf
+        .get(..end)
+        .unwrap_or_default()
+        .split(|b| *b == b'\n')
+        .take_while(|line| {
+            line.get(..5)
+                .is_some_and(|verb| verb.eq_ignore_ascii_case(b"RCPT "))
+        })
+        .take(max)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelined_rcpts_are_counted_up_to_the_first_other_command() {
+        let buf = b"RCPT TO:<a@x>\r\nrcpt to:<b@x>\r\nRCPT TO:<c@x>\r\nDATA\r\nRCPT TO:<d@x>\r\n";
+        assert_eq!(pipelined_rcpts(buf, 100), 3);
+        assert_eq!(pipelined_rcpts(buf, 2), 2, "at most max");
+        assert_eq!(
+            pipelined_rcpts(b"RCPT TO:<a@x>\r\nRCPT TO:<b", 100),
+            1,
+            "complete only"
+        );
+        assert_eq!(pipelined_rcpts(b"", 100), 0);
+        assert_eq!(pipelined_rcpts(b"RCPT", 100), 0);
+        assert_eq!(pipelined_rcpts(b"NOOP\r\nRCPT TO:<a@x>\r\n", 100), 0);
+        let many = b"RCPT TO:<a@example.test>\r\n".repeat(10_000);
+        assert!(pipelined_rcpts(&many, 100_000) < 10_000, "bounded scan");
     }
 }

@@ -31,6 +31,9 @@ pub struct Transaction {
     /// True once this transaction's `max_recipients` refusal was logged (event 2133
     /// comes once per message, not once per refused RCPT).
     pub recipient_limit_logged: bool,
+    /// Units of the recipient rate limits set aside at MAIL FROM for this
+    /// transaction's RCPTs; what is left goes back when the transaction ends (`Drop`).
+    pub allowance: crate::rate::Allowance,
 }
 
 /// Where the session stands.
@@ -91,6 +94,7 @@ impl Phase {
                     recipients: Vec::new(),
                     refused: 0,
                     recipient_limit_logged: false,
+                    allowance: crate::rate::Allowance::default(),
                 },
             ),
             Phase::Connected => Phase::Connected,
