@@ -29,6 +29,7 @@ const MAX_NAME: usize = 512;
 pub fn routes() -> OpenApiRouter<Arc<AdminState>> {
     OpenApiRouter::new()
         .routes(routes!(list))
+        .routes(routes!(show))
         .routes(routes!(act))
 }
 
@@ -221,6 +222,41 @@ async fn list(State(state): State<Arc<AdminState>>) -> Result<Json<DestinationsB
         destinations: list.into_iter().map(Destination::from).collect(),
         limits,
     }))
+}
+
+/// One destination: as `GET /destinations` lists it, or, when it has nothing waiting
+/// and no mark, with the TLS policy its hosts were last tried under (remembered after its
+/// mail is gone, for the last 10,000 destinations tried).
+#[utoipa::path(
+    get,
+    path = "/destinations/{name}",
+    tag = "destinations",
+    params(
+        ("name" = String, Path, description = "The destination, as `GET /destinations` names it"),
+    ),
+    responses(
+        (status = 200, description = "The destination", body = Destination),
+        (status = 400, description = "Malformed name", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "Nothing known of it", body = ErrorBody),
+        (status = 503, description = "Delivery is off", body = ErrorBody),
+    )
+)]
+async fn show(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Destination>, ApiError> {
+    check_name(&name)?;
+    match queue(&state)?
+        .destination_info(&name)
+        .await
+        .map_err(api_error)?
+    {
+        Some(d) => Ok(Json(Destination::from(d))),
+        None => Err(ApiError::NotFound(format!(
+            "no destination {name} is known (nothing waits for it, and no delivery to it was tried since the start)"
+        ))),
+    }
 }
 
 /// Retry a destination now (clear its down mark, try its waiting messages), suspend it

@@ -98,6 +98,11 @@ pub(crate) enum Cmd {
     Shutdown(oneshot::Sender<()>),
     /// An administrator asks for every destination's state.
     Destinations(oneshot::Sender<Vec<DestinationInfo>>),
+    /// An administrator asks for one destination's state, known or remembered.
+    DestinationInfo {
+        name: String,
+        reply: oneshot::Sender<Option<DestinationInfo>>,
+    },
     /// An administrator acts on the destination named `name`.
     Destination {
         name: String,
@@ -193,6 +198,22 @@ impl QueueHandle {
     pub async fn destinations(&self) -> Result<Vec<DestinationInfo>, DestinationError> {
         let (tx, rx) = oneshot::channel();
         self.send(Cmd::Destinations(tx));
+        rx.await.map_err(|_| DestinationError::Stopped)
+    }
+
+    /// The destination named `name`: as [`destinations`](QueueHandle::destinations)
+    /// lists it, or, when it has nothing waiting and no mark, with the TLS policy its
+    /// hosts were last tried under (still remembered after its mail is gone). `Ok(None)`
+    /// when the queue knows nothing of it.
+    pub async fn destination_info(
+        &self,
+        name: &str,
+    ) -> Result<Option<DestinationInfo>, DestinationError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::DestinationInfo {
+            name: name.to_owned(),
+            reply: tx,
+        });
         rx.await.map_err(|_| DestinationError::Stopped)
     }
 

@@ -626,6 +626,9 @@ impl Scheduler {
             Cmd::Destinations(reply) => {
                 let _ = reply.send(self.destinations());
             }
+            Cmd::DestinationInfo { name, reply } => {
+                let _ = reply.send(self.destination_info(&name));
+            }
             Cmd::DeferredShape {
                 now_micros,
                 bounds_secs,
@@ -1005,6 +1008,26 @@ impl Scheduler {
         }
         list.sort_by(|a, b| b.queued.cmp(&a.queued).then_with(|| a.name.cmp(&b.name)));
         list
+    }
+
+    /// One destination: as listed, or remembered only for its TLS decision (nothing
+    /// waiting, no mark); `None` when neither.
+    fn destination_info(&self, name: &str) -> Option<DestinationInfo> {
+        if let Some(d) = self.destinations().into_iter().find(|d| d.name == name) {
+            return Some(d);
+        }
+        let tls = self.ctx.tls_book.get(name)?;
+        Some(DestinationInfo {
+            name: name.to_owned(),
+            queued: 0,
+            state: DestinationState::Active,
+            down_until_unix_ms: None,
+            in_use: 0,
+            limit: self.ctx.runtime.load().queue.destination_concurrency,
+            last_error: None,
+            tls: Some(tls),
+            set_by: None,
+        })
     }
 
     /// The next hop named `name`, if the dispatch or a waiting message knows it.

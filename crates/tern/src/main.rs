@@ -271,6 +271,9 @@ enum DestCmd {
         #[arg(long)]
         cluster: bool,
     },
+    /// One destination: its state, queue, connections, last error, and the TLS policy
+    /// its hosts were last tried under (shown even once its mail is gone).
+    Show(DestArgs),
     /// Retry a destination now: clear its down mark, try its waiting messages.
     Retry(DestArgs),
     /// Suspend a destination: no new connections, its mail waits (until resume or a
@@ -609,6 +612,9 @@ fn main() -> ExitCode {
                     cluster: false,
                 },
         } => api_command(config.as_ref(), |c| remote::dest_list(c, json)),
+        Cmd::Dest {
+            command: DestCmd::Show(a),
+        } => api_command(a.config.as_ref(), |c| remote::dest_show(c, &a.name, a.json)),
         Cmd::Dest {
             command: DestCmd::Retry(a),
         } => api_command(a.config.as_ref(), |c| {

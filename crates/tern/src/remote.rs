@@ -112,6 +112,9 @@ struct Destination {
 
 #[derive(Debug, Deserialize)]
 struct DestinationTls {
+    /// Absent from servers before `tern dest show`.
+    #[serde(default)]
+    decided_unix_ms: Option<u64>,
     summary: String,
     #[serde(default)]
     hosts: Vec<HostTls>,
@@ -183,6 +186,67 @@ pub fn dest_list(config: &Config, json: bool) -> anyhow::Result<()> {
         write_destinations(&mut out, &list.destinations)?;
     }
     write_limits(&mut out, &list.limits, "here")?;
+    Ok(())
+}
+
+/// `tern dest show NAME`.
+pub fn dest_show(config: &Config, name: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::from_config(config)?;
+    let path = format!("/api/v1/destinations/{}", encode_segment(name));
+    let value: serde_json::Value = client.get(&path)?;
+    let mut out = crate::term::stdout();
+    if json {
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    let d: Destination =
+        serde_json::from_value(value).context("unexpected answer from the server")?;
+    write_destination(&mut out, &d)?;
+    Ok(())
+}
+
+/// One destination, a field a line, then its hosts' TLS policies.
+fn write_destination(out: &mut impl Write, d: &Destination) -> std::io::Result<()> {
+    let field = |out: &mut dyn Write, k: &str, v: &str| writeln!(out, "{k:<12}{v}");
+    field(out, "Destination", &shorten(&d.name, 255))?;
+    let state = match &d.set_by {
+        Some(node) if d.state != "active" => format!("{} (set by {})", d.state, shorten(node, 64)),
+        _ => shorten(&d.state, 16),
+    };
+    field(out, "State", &state)?;
+    if let Some(t) = d.down_until_unix_ms {
+        field(out, "Down until", &time_of(t))?;
+    }
+    field(out, "Queued", &d.queued.to_string())?;
+    field(out, "In use", &format!("{}/{}", d.in_use, d.limit))?;
+    field(
+        out,
+        "Last error",
+        &d.last_error
+            .as_deref()
+            .map_or_else(|| "-".into(), |e| shorten(e, 1000)),
+    )?;
+    let Some(t) = &d.tls else {
+        return field(
+            out,
+            "TLS",
+            "- (no SMTP delivery to it tried since the start)",
+        );
+    };
+    let when = t
+        .decided_unix_ms
+        .map(|ms| format!(", decided {}", time_of(ms)))
+        .unwrap_or_default();
+    field(out, "TLS", &format!("{}{when}", shorten(&t.summary, 64)))?;
+    for h in &t.hosts {
+        writeln!(
+            out,
+            "  {}  {}  {}",
+            shorten(&h.host, 255),
+            shorten(&h.policy, 24),
+            shorten(&h.reason, MAX_ERROR_COLUMN)
+        )?;
+    }
     Ok(())
 }
 
@@ -557,6 +621,46 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<Option<bool>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_destination_is_shown_a_field_a_line_with_its_hosts_tls() {
+        let d: Destination = serde_json::from_value(serde_json::json!({
+            "name": "mx:example.com", "queued": 0, "state": "down",
+            "down_until_unix_ms": 1_800_000_000_000u64, "in_use": 0, "limit": 20,
+            "last_error": "connect refused", "set_by": "node-2",
+            "tls": {"decided_unix_ms": 1_800_000_000_000u64, "summary": "dane (dane)",
+                    "hosts": [{"host": "mx1.example.com", "policy": "dane (dane)",
+                               "usable": true, "reason": "TLSA 3 1 1 published"}]}
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        write_destination(&mut out, &d).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Destination mx:example.com", "{text}");
+        assert_eq!(lines[1], "State       down (set by node-2)", "{text}");
+        assert!(lines[2].starts_with("Down until  2027-"), "{text}");
+        assert!(text.contains("In use      0/20"), "{text}");
+        assert!(
+            text.contains("TLS         dane (dane), decided 2027-"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("  mx1.example.com  dane (dane)  TLSA 3 1 1 published\n"),
+            "{text}"
+        );
+        let plain: Destination = serde_json::from_value(serde_json::json!({
+            "name": "smtp:[10.0.0.5]:25", "queued": 2, "state": "active",
+            "down_until_unix_ms": null, "in_use": 1, "limit": 20, "last_error": null
+        }))
+        .unwrap();
+        let mut out = Vec::new();
+        write_destination(&mut out, &plain).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("State       active\n"), "{text}");
+        assert!(!text.contains("Down until"), "{text}");
+        assert!(text.contains("TLS         - (no SMTP delivery"), "{text}");
+    }
 
     #[test]
     fn limits_block_shows_held_connections_and_what_each_covers() {
