@@ -331,6 +331,42 @@ async fn without_redis_each_node_keeps_its_local_share() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_borrowed_before_redis_goes_are_spent_first_then_the_local_share() {
+    let p = pair().await;
+    let (la, _) = p.limiters();
+    // 640 a second (at most 10 held): busy enough to borrow from.
+    let big = rate("640/1s");
+    let check = sender("away.example", big);
+    let spend = async |n: u32, at: u64| {
+        let mut allowed = 0;
+        for _ in 0..n {
+            if la.check(std::slice::from_ref(&check), at).await == Decision::Allowed {
+                allowed += 1;
+            }
+        }
+        allowed
+    };
+    assert_eq!(spend(40, T0).await, 40);
+    until("borrowing settles", async || la.asking() == 0).await;
+    let held = la.held_units(&check);
+    assert!(held > 0, "a busy bucket is borrowed from");
+    drop(p.redis);
+    // Redis gone: the units held are still this node's, spent without a call...
+    let local_before = tern_metrics::get().cluster_local_decisions.get();
+    assert_eq!(spend(held, T0).await, held);
+    assert_eq!(la.held_units(&check), 0);
+    // ...then the local share decides (ceil(640 / 3) = 214 in the same instant).
+    assert_eq!(spend(300, T0).await, 214);
+    assert!(tern_metrics::get().cluster_local_decisions.get() > local_before);
+    // A sweep with Redis away forgets what it cannot give back, and does not wait.
+    let started = Instant::now();
+    la.sweep(T0 + HOLD_MS).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    p.a.stop();
+    p.b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_hold_the_maximum_across_nodes_and_a_dead_nodes_lapse() {
     let p = pair().await;
     let (a, b) = (&p.a, &p.b);
