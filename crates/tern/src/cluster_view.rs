@@ -702,6 +702,52 @@ pub fn dest_list(config: &Config, json: bool) -> anyhow::Result<u8> {
     Ok(answers.exit())
 }
 
+/// `tern dest show NAME --cluster`: the destination on every node that knows it (a node
+/// answering 404 knows nothing of it: not a missing answer), one block per node.
+pub fn dest_show(config: &Config, name: &str, json: bool) -> anyhow::Result<u8> {
+    let path = format!(
+        "/api/v1/destinations/{}",
+        crate::remote::encode_segment(name)
+    );
+    let answers = ask_all(config, |c: &Client| match c.get::<Value>(&path) {
+        Ok(v) => Ok(Some(v)),
+        Err(ClientError::Api { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    })?;
+    let found: Vec<(String, Value)> = answers
+        .answered
+        .iter()
+        .filter_map(|(node, v)| v.clone().map(|v| (node.clone(), v)))
+        .collect();
+    let mut out = crate::term::stdout();
+    if json {
+        let body = json!({
+            "name": name,
+            "nodes": found.iter().map(|(node, v)| json!({"node": node, "destination": v})).collect::<Vec<_>>(),
+            "missing": answers.missing_json(),
+            "partial": answers.partial(),
+        });
+        writeln!(out, "{body}")?;
+    } else {
+        if found.is_empty() {
+            writeln!(out, "No node that answered knows {}", shorten(name, 255))?;
+        }
+        for (i, (node, v)) in found.iter().enumerate() {
+            if i > 0 {
+                writeln!(out)?;
+            }
+            writeln!(out, "== node {node}")?;
+            crate::remote::write_destination_value(&mut out, v)?;
+        }
+    }
+    write_missing(&mut out, &answers.missing)?;
+    if answers.partial() {
+        return Ok(answers.exit());
+    }
+    // Found nowhere: as `tern dest show` on one node, a failure.
+    Ok(if found.is_empty() { 1 } else { 0 })
+}
+
 /// The destination limits of every node that answered, by name (the first node's
 /// configuration of each), with the connections held summed over the nodes.
 fn merged_limits(answered: &[(String, Value)]) -> Vec<DestinationLimit> {

@@ -273,7 +273,14 @@ enum DestCmd {
     },
     /// One destination: its state, queue, connections, last error, and the TLS policy
     /// its hosts were last tried under (shown even once its mail is gone).
-    Show(DestArgs),
+    Show {
+        #[command(flatten)]
+        dest: DestArgs,
+        /// Ask every node of the cluster and show the destination on each node that
+        /// knows it; exit status 3 when a node did not answer, 1 when none knows it.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Retry a destination now: clear its down mark, try its waiting messages.
     Retry(DestArgs),
     /// Suspend a destination: no new connections, its mail waits (until resume or a
@@ -613,7 +620,22 @@ fn main() -> ExitCode {
                 },
         } => api_command(config.as_ref(), |c| remote::dest_list(c, json)),
         Cmd::Dest {
-            command: DestCmd::Show(a),
+            command:
+                DestCmd::Show {
+                    dest: a,
+                    cluster: true,
+                },
+        } => code_of(
+            load(a.config.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| cluster_view::dest_show(&c, &a.name, a.json)),
+        ),
+        Cmd::Dest {
+            command:
+                DestCmd::Show {
+                    dest: a,
+                    cluster: false,
+                },
         } => api_command(a.config.as_ref(), |c| remote::dest_show(c, &a.name, a.json)),
         Cmd::Dest {
             command: DestCmd::Retry(a),

@@ -199,9 +199,17 @@ pub fn dest_show(config: &Config, name: &str, json: bool) -> anyhow::Result<()> 
         writeln!(out, "{value}")?;
         return Ok(());
     }
+    write_destination_value(&mut out, &value)
+}
+
+/// One destination from the API's JSON, as [`write_destination`] writes it.
+pub(crate) fn write_destination_value(
+    out: &mut impl Write,
+    value: &serde_json::Value,
+) -> anyhow::Result<()> {
     let d: Destination =
-        serde_json::from_value(value).context("unexpected answer from the server")?;
-    write_destination(&mut out, &d)?;
+        serde_json::from_value(value.clone()).context("unexpected answer from the server")?;
+    write_destination(out, &d)?;
     Ok(())
 }
 
@@ -377,7 +385,7 @@ pub fn dmarc_send(config: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 /// Percent-encodes a path segment (destination names are printable ASCII).
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {

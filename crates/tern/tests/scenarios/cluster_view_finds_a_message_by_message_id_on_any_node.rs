@@ -3,7 +3,8 @@
 //! - `tern track --cluster <Message-ID>` finds the message node 3 holds and names node 3;
 //! - `tern queue list --cluster` lists the messages of every node with their node;
 //! - `tern queue summary --cluster` adds the nodes' tables up, `tern dest list --cluster`
-//!   merges the destinations;
+//!   merges the destinations, `tern dest show --cluster` finds one on the node that knows
+//!   it (the others' 404 is not a missing answer);
 //! - an action through node 1's proxy (`POST /api/v1/cluster/nodes/node2/queue/<id>/hold`)
 //!   changes the message node 2 holds;
 //! - a node listed in Redis whose admin URL is a listener that does not know the token
@@ -200,6 +201,43 @@ fn cluster_view_finds_a_message_by_message_id_on_any_node() {
             .is_some_and(|d| d.iter().any(|x| x["node"] == "node2"
                 && x["name"].as_str().is_some_and(|n| n.contains("127.0.5.1")))),
         "{out}"
+    );
+
+    // One destination across the nodes: node 2 holds its mail; the others know it only
+    // by node 2's shared down mark (or answer 404, which is not a missing answer).
+    let name = v["destinations"]
+        .as_array()
+        .and_then(|d| d.iter().find(|x| x["node"] == "node2"))
+        .and_then(|x| x["name"].as_str())
+        .expect("node 2's destination")
+        .to_string();
+    let (code, out, err) = cli(n1, &["dest", "show", "--cluster", "--json", &name]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v = json_of(&out);
+    assert_eq!(v["partial"], false, "{out}");
+    let found: Vec<&str> = v["nodes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(|x| x["node"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(found.contains(&"node2"), "{out}");
+    for d in v["nodes"].as_array().into_iter().flatten() {
+        let d = &d["destination"];
+        assert_eq!(d["name"], name.as_str(), "{out}");
+        assert_eq!(d["set_by"], "node2", "{out}");
+    }
+    let at2 = v["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|x| x["node"] == "node2"))
+        .expect("node 2's answer");
+    assert_eq!(at2["destination"]["queued"], 1, "{out}");
+    let (code, text, _) = cli(n1, &["dest", "show", "--cluster", &name]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("== node node2\nDestination "), "{text}");
+    let (code, text, _) = cli(n1, &["dest", "show", "--cluster", "mx:nowhere.test"]);
+    assert_eq!(code, 1, "known nowhere: {text}");
+    assert!(
+        text.contains("No node that answered knows mx:nowhere.test"),
+        "{text}"
     );
 
     // An action through node 1's proxy changes node 2's message.
