@@ -200,9 +200,10 @@ impl RateLimits {
     }
 
     /// [`message`](RateLimits::message), setting aside in the same call up to
-    /// `recipients` units of each recipient limit the transaction's RCPTs will spend
-    /// (the RCPT commands the client pipelined after MAIL FROM, at least 1): with a
-    /// shared limiter, one round trip for the message and its recipients. The
+    /// `recipients()` units of each recipient limit the transaction's RCPTs will spend
+    /// (the RCPT commands the client pipelined after MAIL FROM, at least 1; counted only
+    /// when a recipient limit is set): with a shared limiter, one round trip for the
+    /// message and its recipients. The
     /// [`Allowance`] goes with the transaction; [`recipient`](RateLimits::recipient)
     /// spends from it first, and it gives back what is left when dropped.
     #[allow(clippy::too_many_arguments)]
@@ -212,23 +213,19 @@ impl RateLimits {
         relay_client: bool,
         user: Option<&str>,
         sender: &str,
-        recipients: u32,
+        recipients: impl FnOnce() -> u32,
         now_ms: u64,
     ) -> Result<Allowance, Limited> {
         let config = self.config.load();
         let charges = charges_of(&MESSAGE, &config, client, relay_client, user, sender, 1);
-        let ahead = charges_of(
-            &RECIPIENT,
-            &config,
-            client,
-            relay_client,
-            user,
-            sender,
-            recipients.max(1),
-        );
+        let mut ahead = charges_of(&RECIPIENT, &config, client, relay_client, user, sender, 1);
         if ahead.is_empty() {
             self.check(&charges, now_ms).await?;
             return Ok(Allowance::default());
+        }
+        let want = recipients().max(1);
+        for c in &mut ahead {
+            c.cost = want;
         }
         let (decision, aside) = self.limiter.check_ahead(&charges, &ahead, now_ms).await;
         let units: Vec<Charge> = ahead
@@ -692,8 +689,8 @@ mod tests {
         let limits = RateLimits::new(&config, recording.clone());
         let client = ip("192.0.2.1");
         // MAIL FROM with 3 RCPTs pipelined: one call, 3 units of each recipient limit.
-        let mut allowance =
-            block(limits.message_ahead(client, false, None, "s@a.test", 3, T0)).expect("allowed");
+        let mut allowance = block(limits.message_ahead(client, false, None, "s@a.test", || 3, T0))
+            .expect("allowed");
         let calls = |r: &Recording| r.checks.lock().map(|c| c.len()).unwrap_or(0);
         assert_eq!(calls(&recording), 1);
         {

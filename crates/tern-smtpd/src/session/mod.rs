@@ -655,7 +655,7 @@ impl Session {
         let user: Option<&str> = self.authenticated.as_deref();
         let now = tern_watchdog::clock::unix_ms();
         let shared = &self.ctx.shared;
-        let pipelined = pipelined_rcpts(&self.inbuf, self.ctx.config.max_recipients);
+        let (inbuf, max_recipients) = (&self.inbuf, self.ctx.config.max_recipients);
         let allowance = match shared
             .limits
             .message_ahead(
@@ -663,7 +663,7 @@ impl Session {
                 self.client_may_relay,
                 user,
                 &sender,
-                pipelined,
+                || pipelined_rcpts(inbuf, max_recipients),
                 now,
             )
             .await
@@ -1070,6 +1070,7 @@ pub(crate) async fn wait_for_shutdown(rx: &mut watch::Receiver<bool>) {
         }
     }
 }
+
 /// Most input read for [`pipelined_rcpts`].
 const PIPELINE_SCAN: usize = 64 * 1024;
 
