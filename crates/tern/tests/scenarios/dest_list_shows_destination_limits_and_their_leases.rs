@@ -3,7 +3,7 @@
 //! `slow.test`) delivers six messages to a slow sink over at most two connections, which
 //! then stay open, idle, in the connection cache. While they are open, the limit shows
 //! as many connections held as the sink has open, never more than 2, in `--json` and in
-//! the table with what it covers; once the cache closes them, it shows 0: the lease goes
+//! the table with what it covers; once the cache closes them (10 s idle), it shows 0: the lease goes
 //! with its connection.
 
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ fn dest_list_shows_destination_limits_and_their_leases() {
     let tern = delivering_with(
         &dns,
         sink.port(),
-        &format!("connection_cache_idle_secs = 6\n{limit}"),
+        &format!("connection_cache_idle_secs = 10\n{limit}"),
         "",
     )
     .start();
@@ -96,7 +96,7 @@ fn dest_list_shows_destination_limits_and_their_leases() {
     assert!(line.ends_with("slow.test"), "{table}");
     assert!(table.contains("CONNECTIONS (here)"), "{table}");
 
-    // Closed by the cache after 6 s idle: the leases go with them.
+    // Closed by the cache after 10 s idle: the leases go with them.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, n) = held(&tern);
