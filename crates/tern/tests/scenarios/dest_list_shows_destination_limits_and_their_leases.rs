@@ -3,8 +3,8 @@
 //! `slow.test`) delivers six messages to a slow sink over at most two connections, which
 //! then stay open, idle, in the connection cache. While they are open, the limit shows
 //! as many connections held as the sink has open, never more than 2, in `--json` and in
-//! the table with what it covers; once the cache closes them (10 s idle), it shows 0: the lease goes
-//! with its connection.
+//! the table with what it covers; once the cache closes them (10 s idle), it shows 0:
+//! the lease goes with its connection.
 
 use std::time::{Duration, Instant};
 
