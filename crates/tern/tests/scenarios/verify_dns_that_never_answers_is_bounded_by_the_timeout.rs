@@ -29,6 +29,9 @@ fn end_of_data_reply_comes_within_the_timeout() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Before the admin listener is up, `tern reload` signals (SIGHUP) and returns at
+    // once: wait for the reload itself (event 1007).
+    tern.wait_for_events(1007, 1, Duration::from_secs(20));
 
     let limit = Duration::from_secs(2) + Duration::from_millis(1500);
     let sent = send_from(
@@ -48,6 +51,7 @@ fn end_of_data_reply_comes_within_the_timeout() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    tern.wait_for_events(1007, 2, Duration::from_secs(20));
     let sent = send_from(
         &tern,
         CLIENT,
