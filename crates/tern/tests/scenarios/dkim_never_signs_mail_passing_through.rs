@@ -71,6 +71,8 @@ fn passing_through_is_unsigned_local_submission_is_signed() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // `tern reload` may only have signalled (SIGHUP): wait for the reload itself.
+    tern.wait_for_events(1007, 1, Duration::from_secs(20));
     let out = sendmail(
         &tern,
         &["-f", "s@ours.test", "a@dest.test"],
