@@ -246,11 +246,20 @@ fn write_destination(out: &mut impl Write, d: &Destination) -> std::io::Result<(
         .map(|ms| format!(", decided {}", time_of(ms)))
         .unwrap_or_default();
     field(out, "TLS", &format!("{}{when}", shorten(&t.summary, 64)))?;
-    for h in &t.hosts {
+    write_tls_hosts(out, &t.hosts, 255)
+}
+
+/// One line per host: its name (cut at `host_max`), TLS policy and why.
+fn write_tls_hosts(
+    out: &mut impl Write,
+    hosts: &[HostTls],
+    host_max: usize,
+) -> std::io::Result<()> {
+    for h in hosts {
         writeln!(
             out,
             "  {}  {}  {}",
-            shorten(&h.host, 255),
+            shorten(&h.host, host_max),
             shorten(&h.policy, 24),
             shorten(&h.reason, MAX_ERROR_COLUMN)
         )?;
@@ -306,15 +315,7 @@ fn write_destinations(out: &mut impl Write, list: &[Destination]) -> std::io::Re
             continue;
         };
         writeln!(out, "\nTLS of {}:", shorten(&d.name, MAX_ERROR_COLUMN))?;
-        for h in &t.hosts {
-            writeln!(
-                out,
-                "  {}  {}  {}",
-                shorten(&h.host, 64),
-                shorten(&h.policy, 24),
-                shorten(&h.reason, MAX_ERROR_COLUMN)
-            )?;
-        }
+        write_tls_hosts(out, &t.hosts, 64)?;
     }
     Ok(())
 }
